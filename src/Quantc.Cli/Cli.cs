@@ -1,0 +1,86 @@
+using System.CommandLine;
+using Quantc.Ir;
+using Quantc.Onnx;
+
+namespace Quantc.Cli;
+
+/// <summary>Exit codes of the quantc command.</summary>
+public static class ExitCodes
+{
+    public const int Ok = 0;
+    /// <summary>A check failed (e.g. verify thresholds).</summary>
+    public const int ChecksFailed = 1;
+    /// <summary>Bad input or usage; one clear line on stderr, no partial output.</summary>
+    public const int BadInput = 2;
+    /// <summary>A bug in quantc.</summary>
+    public const int Internal = 3;
+}
+
+/// <summary>The quantc command line: parses, dispatches, and maps failures to exit codes.</summary>
+public static class Cli
+{
+    /// <summary>Runs quantc with <paramref name="args"/>; never throws.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        try
+        {
+            var root = BuildRoot(stdout);
+            var parse = root.Parse(args);
+            if (parse.Errors.Count > 0)
+            {
+                var err = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
+                stderr.WriteLine($"quantc: error: {err.Message} (see 'quantc --help')");
+                return ExitCodes.BadInput;
+            }
+            var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+            return parse.Invoke(config);
+        }
+        catch (Exception e) when (Unwrap(e) is BadInputException bad)
+        {
+            stderr.WriteLine($"quantc: error: {OneLine(bad.Message)}");
+            return ExitCodes.BadInput;
+        }
+        catch (Exception e)
+        {
+            stderr.WriteLine($"quantc: internal error: {e.GetType().Name}: {OneLine(e.Message)}");
+            if (Environment.GetEnvironmentVariable("QUANTC_DEBUG") is { Length: > 0 }) stderr.WriteLine(e);
+            else stderr.WriteLine("quantc: this is a bug; set QUANTC_DEBUG=1 for the stack trace and please report it");
+            return ExitCodes.Internal;
+        }
+    }
+
+    private static Exception Unwrap(Exception e) =>
+        e is AggregateException { InnerExceptions.Count: 1 } a ? Unwrap(a.InnerExceptions[0]) :
+        e is System.Reflection.TargetInvocationException { InnerException: { } i } ? Unwrap(i) : e;
+
+    private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
+
+    private static RootCommand BuildRoot(TextWriter stdout)
+    {
+        var root = new RootCommand("quantc — a quantization compiler for ONNX models");
+        root.Subcommands.Add(InspectCommand.Build(stdout));
+        return root;
+    }
+
+    /// <summary>The bundled default model (models/tiny-llama.onnx), searched next to the program and up from the working folder.</summary>
+    public static string DefaultModelPath()
+    {
+        const string rel = "models/tiny-llama.onnx";
+        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+            {
+                var p = Path.Combine(d.FullName, rel);
+                if (File.Exists(p)) return p;
+            }
+        throw new BadInputException($"no model given and the bundled default ({rel}) was not found");
+    }
+
+    /// <summary>Loads a model, turning every kind of unreadable input into <see cref="BadInputException"/>.</summary>
+    public static Model LoadModel(string path)
+    {
+        try { return Model.Load(path); }
+        catch (BadInputException) { throw; }
+        catch (GraphValidationException e) { throw new BadInputException($"{path}: {e.Message}", e); }
+        catch (OverflowException e) { throw new BadInputException($"{path}: a tensor's size overflows ({e.Message})", e); }
+    }
+}

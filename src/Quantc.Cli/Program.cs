@@ -1,0 +1,3 @@
+using Quantc.Cli;
+
+return Cli.Run(args, Console.Out, Console.Error);

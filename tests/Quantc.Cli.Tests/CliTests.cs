@@ -1,0 +1,119 @@
+using System.Text.Json;
+using Quantc.Ir;
+using Quantc.Onnx.Proto;
+
+namespace Quantc.Cli.Tests;
+
+public sealed class CliTests : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-cli");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = Cli.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    private string SmallModel()
+    {
+        using var m = Model.Create();
+        var g = m.Graph;
+        var x = g.AddInput("x", new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = Shape(2, 4) } });
+        var w = g.AddInitializer(Tensor.FromFloats("fc.weight", [4, 3], new float[12]));
+        var b = g.AddInitializer(Tensor.FromFloats("fc.bias", [3], new float[3]));
+        var mm = g.AddNode("MatMul", [x, w]);
+        var add = g.AddNode("Add", [mm.Output, b]);
+        var relu = g.AddNode("Relu", [add.Output], outputNames: ["y"]);
+        g.AddOutput(relu.Output);
+        var path = Path.Combine(_dir.FullName, "small.onnx");
+        m.Save(path);
+        return path;
+    }
+
+    private static TensorShapeProto Shape(params long[] dims)
+    {
+        var s = new TensorShapeProto();
+        foreach (var d in dims) s.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
+        return s;
+    }
+
+    [Fact]
+    public void InspectPrintsStableJson()
+    {
+        var path = SmallModel();
+        var (code, stdout, stderr) = Run("inspect", path, "--json");
+        Assert.Equal(0, code);
+        Assert.Equal("", stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var root = doc.RootElement;
+        Assert.Equal(10, root.GetProperty("ir_version").GetInt64());
+        Assert.Equal("x", root.GetProperty("inputs")[0].GetProperty("name").GetString());
+        Assert.Equal(4, root.GetProperty("inputs")[0].GetProperty("shape")[1].GetInt64());
+        Assert.Equal(1, root.GetProperty("op_histogram").GetProperty("MatMul").GetInt32());
+        Assert.Equal(15, root.GetProperty("parameters").GetProperty("total_elements").GetInt64());
+        Assert.Equal(60, root.GetProperty("parameters").GetProperty("total_bytes").GetInt64());
+        Assert.Equal(stdout, Run("inspect", path, "--json").Out);
+    }
+
+    [Fact]
+    public void InspectPrintsTables()
+    {
+        var (code, stdout, _) = Run("inspect", SmallModel());
+        Assert.Equal(0, code);
+        Assert.Contains("MatMul", stdout);
+        Assert.Contains("float32", stdout);
+    }
+
+    [Theory]
+    [InlineData("missing")]
+    [InlineData("empty")]
+    [InlineData("text")]
+    [InlineData("folder")]
+    [InlineData("truncated")]
+    public void BadInputGivesExitTwoAndOneLine(string kind)
+    {
+        string path = Path.Combine(_dir.FullName, kind + ".onnx");
+        switch (kind)
+        {
+            case "empty": File.WriteAllBytes(path, []); break;
+            case "text": File.WriteAllText(path, "this is not a model\n"); break;
+            case "folder": Directory.CreateDirectory(path); break;
+            case "truncated":
+                var bytes = File.ReadAllBytes(SmallModel());
+                File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+                break;
+        }
+        var (code, stdout, stderr) = Run("inspect", path);
+        Assert.Equal(2, code);
+        Assert.Equal("", stdout);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        Assert.StartsWith("quantc: error: ", stderr);
+    }
+
+    [Fact]
+    public void EveryTruncationIsABadInputNeverACrash()
+    {
+        var bytes = File.ReadAllBytes(SmallModel());
+        string path = Path.Combine(_dir.FullName, "cut.onnx");
+        for (int n = 0; n < bytes.Length; n += Math.Max(1, bytes.Length / 97))
+        {
+            File.WriteAllBytes(path, bytes[..n]);
+            var (code, _, stderr) = Run("inspect", path, "--json");
+            Assert.True(code is 0 or 2, $"cut at {n}: exit {code}: {stderr}");
+        }
+    }
+
+    [Theory]
+    [InlineData("bogus")]
+    [InlineData("inspect", "--no-such-flag", "x.onnx")]
+    public void UsageErrorsGiveExitTwo(params string[] args)
+    {
+        var (code, _, stderr) = Run(args);
+        Assert.Equal(2, code);
+        Assert.StartsWith("quantc: error: ", stderr);
+    }
+}
