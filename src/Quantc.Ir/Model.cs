@@ -77,8 +77,12 @@ public sealed class Model : IDisposable
     /// <summary>Builds the IR over a protobuf (external tensors resolved through <paramref name="file"/>).</summary>
     public static Model FromProto(ModelProto proto, OnnxModelFile? file = null)
     {
-        var shell = proto.Clone();
-        shell.Graph = null;
+        // Clone everything but the graph (which the IR takes over) without copying the graph.
+        var graph = proto.Graph;
+        proto.Graph = null;
+        ModelProto shell;
+        try { shell = proto.Clone(); }
+        finally { proto.Graph = graph; }
         var m = new Model(shell, file);
         m.Graph = Graph.FromProto(proto.Graph ?? new GraphProto(), m, null, null, file);
         return m;
