@@ -1,0 +1,143 @@
+using System.Numerics.Tensors;
+
+namespace Quantc.Core.Calibration;
+
+/// <summary>One token whose activation magnitude stood out: where it was seen and how large it was.</summary>
+public readonly record struct TokenSpike(int Sample, long Token, float AbsMax);
+
+/// <summary>
+/// Streaming statistics of one activation tensor over calibration batches: per tensor min / max /
+/// absmax and a histogram; per channel (last axis) min / max / absmax / mean; per token (every
+/// position of the other axes) absmax, summarised as a log-scale histogram (for the median) and the
+/// largest tokens. Memory is O(channels + bins), independent of the number of samples.
+/// </summary>
+public sealed class TensorStats
+{
+    /// <summary>How many of the largest tokens are kept.</summary>
+    public const int TopTokens = 16;
+
+    private float[] _chMin = [], _chMax = [], _chAbsMax = [];
+    private double[] _chSum = [];
+    private readonly List<TokenSpike> _top = [];
+    // Token absmax histogram: bins of 1/8 octave from 2^-40 to 2^40.
+    private readonly long[] _tokenLog = new long[641];
+
+    public TensorStats(string name, int bins = 2048)
+    {
+        Name = name;
+        Histogram = new Histogram(bins);
+    }
+
+    public string Name { get; }
+    public float Min { get; private set; } = float.PositiveInfinity;
+    public float Max { get; private set; } = float.NegativeInfinity;
+    public float AbsMax => Math.Max(Math.Abs(Min), Math.Abs(Max));
+    public Histogram Histogram { get; }
+    /// <summary>Channels (size of the last axis); 0 before the first batch.</summary>
+    public int Channels => _chMin.Length;
+    /// <summary>Tokens seen (product of all axes but the last, over all batches).</summary>
+    public long Tokens { get; private set; }
+    /// <summary>Batches folded in.</summary>
+    public int Samples { get; private set; }
+    public ReadOnlySpan<float> ChannelMin => _chMin;
+    public ReadOnlySpan<float> ChannelMax => _chMax;
+    public ReadOnlySpan<float> ChannelAbsMax => _chAbsMax;
+    /// <summary>Per-channel mean.</summary>
+    public float[] ChannelMean => _chSum.Select(s => Tokens == 0 ? 0f : (float)(s / Tokens)).ToArray();
+    /// <summary>The largest token absmax values seen, largest first.</summary>
+    public IReadOnlyList<TokenSpike> LargestTokens => _top;
+
+    /// <summary>Folds one batch in. <paramref name="data"/> is row-major with <paramref name="channels"/> as the last axis.</summary>
+    public void Add(ReadOnlySpan<float> data, int channels, int sample = -1)
+    {
+        if (channels <= 0 || data.Length % channels != 0)
+            throw new ArgumentException($"{Name}: {data.Length} values do not split into rows of {channels} channels");
+        if (Channels == 0)
+        {
+            _chMin = Enumerable.Repeat(float.PositiveInfinity, channels).ToArray();
+            _chMax = Enumerable.Repeat(float.NegativeInfinity, channels).ToArray();
+            _chAbsMax = new float[channels];
+            _chSum = new double[channels];
+        }
+        else if (Channels != channels)
+            throw new ArgumentException($"{Name}: {channels} channels, earlier batches had {Channels}");
+
+        if (data.Length == 0) return;
+        Min = Math.Min(Min, TensorPrimitives.Min(data));
+        Max = Math.Max(Max, TensorPrimitives.Max(data));
+        Histogram.Add(data);
+        int rows = data.Length / channels;
+        for (int r = 0; r < rows; r++)
+        {
+            var row = data.Slice(r * channels, channels);
+            TensorPrimitives.Min(_chMin, row, _chMin);
+            TensorPrimitives.Max(_chMax, row, _chMax);
+            float tokenAbs = TensorPrimitives.MaxMagnitude(row);
+            tokenAbs = MathF.Abs(tokenAbs);
+            for (int c = 0; c < channels; c++)
+            {
+                float v = row[c];
+                _chSum[c] += v;
+                float a = MathF.Abs(v);
+                if (a > _chAbsMax[c]) _chAbsMax[c] = a;
+            }
+            AddToken(new TokenSpike(sample < 0 ? Samples : sample, Tokens, tokenAbs));
+            Tokens++;
+        }
+        Samples++;
+    }
+
+    private void AddToken(TokenSpike t)
+    {
+        int bin = t.AbsMax <= 0 ? 0 : Math.Clamp((int)Math.Round(MathF.Log2(t.AbsMax) * 8) + 320, 0, _tokenLog.Length - 1);
+        _tokenLog[bin]++;
+        if (_top.Count < TopTokens || t.AbsMax > _top[^1].AbsMax)
+        {
+            int i = 0;
+            while (i < _top.Count && _top[i].AbsMax >= t.AbsMax) i++;
+            _top.Insert(i, t);
+            if (_top.Count > TopTokens) _top.RemoveAt(_top.Count - 1);
+        }
+    }
+
+    /// <summary>Median of the per-token absmax (to within 1/8 octave).</summary>
+    public float MedianTokenAbsMax
+    {
+        get
+        {
+            long half = (Tokens + 1) / 2, acc = 0;
+            for (int i = 0; i < _tokenLog.Length; i++)
+            {
+                acc += _tokenLog[i];
+                if (acc >= half) return i == 0 ? 0 : MathF.Pow(2, (i - 320) / 8f);
+            }
+            return 0;
+        }
+    }
+
+    /// <summary>Largest token absmax over the median token absmax: how strongly a few tokens spike.</summary>
+    public float SpikeRatio => MedianTokenAbsMax > 0 && _top.Count > 0 ? _top[0].AbsMax / MedianTokenAbsMax : 0;
+
+    /// <summary>Largest channel absmax over the median channel absmax: how strongly a few channels stand out.</summary>
+    public float ChannelOutlierRatio
+    {
+        get
+        {
+            if (Channels == 0) return 0;
+            var sorted = _chAbsMax.Order().ToArray();
+            float median = sorted[sorted.Length / 2];
+            return median > 0 ? sorted[^1] / median : 0;
+        }
+    }
+
+    internal (long[] TokenLog, List<TokenSpike> Top, double[] Sum) State => (_tokenLog, _top, _chSum);
+
+    internal void Restore(float min, float max, float[] chMin, float[] chMax, float[] chAbsMax, double[] chSum, long tokens, int samples, long[] tokenLog, IEnumerable<TokenSpike> top)
+    {
+        Min = min; Max = max; _chMin = chMin; _chMax = chMax; _chAbsMax = chAbsMax; _chSum = chSum;
+        Tokens = tokens; Samples = samples;
+        tokenLog.CopyTo(_tokenLog, 0);
+        _top.Clear();
+        _top.AddRange(top);
+    }
+}
