@@ -1,0 +1,78 @@
+using Microsoft.ML.OnnxRuntime;
+using Quantc.Ir;
+using Quantc.Onnx;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Quantc.Core.Calibration;
+
+/// <summary>One calibration sample: named input tensors (float32 or int64 here), with shapes.</summary>
+public sealed class CalibrationSample
+{
+    public Dictionary<string, (Array Data, long[] Shape)> Inputs { get; } = new(StringComparer.Ordinal);
+}
+
+/// <summary>
+/// Builds complete model inputs from token ids for decoder models in the Hugging Face / optimum
+/// convention: input_ids, attention_mask (ones), position_ids (0..n-1), and empty past key/value
+/// caches (past length 0) — so a calibration run is a plain prefill.
+/// </summary>
+public static class CalibrationInputs
+{
+    /// <summary>Inputs for one sequence of token ids (batch 1).</summary>
+    public static CalibrationSample FromTokens(Graph graph, ReadOnlySpan<long> tokens)
+    {
+        var s = new CalibrationSample();
+        int n = tokens.Length;
+        foreach (var input in graph.Inputs)
+        {
+            if (input.IsInitializer) continue;
+            string name = input.Name;
+            var shape = input.Shape;
+            if (name is "input_ids" or "ids" or "tokens")
+                s.Inputs[name] = (Cast(tokens.ToArray(), input.ElementType), [1, n]);
+            else if (name == "attention_mask")
+                s.Inputs[name] = (Cast(Enumerable.Repeat(1L, n).ToArray(), input.ElementType), [1, n]);
+            else if (name == "position_ids")
+                s.Inputs[name] = (Cast(Enumerable.Range(0, n).Select(i => (long)i).ToArray(), input.ElementType), [1, n]);
+            else if (name.StartsWith("past_key_values.", StringComparison.Ordinal) || name.StartsWith("past_", StringComparison.Ordinal) || name.Contains("state", StringComparison.Ordinal))
+            {
+                // Empty cache: [batch=1, heads, 0, head_dim], or a zero state of the declared fixed shape.
+                if (shape is null) throw new BadInputException($"input '{name}' has no shape; cannot make an empty cache for it");
+                var dims = shape.Select((d, i) => i == 0 ? 1 : d ?? 0).ToArray();
+                if (name.StartsWith("past_key_values.", StringComparison.Ordinal) && dims.Length == 4) dims[2] = 0;
+                long count = dims.Aggregate(1L, (a, b) => a * b);
+                s.Inputs[name] = (input.ElementType == (int)DT.Float16 ? new Float16[count] : new float[count], dims);
+            }
+            else
+                throw new BadInputException($"input '{name}' cannot be filled from token ids; give raw input tensors as calibration data instead");
+        }
+        return s;
+    }
+
+    private static Array Cast(long[] values, int elemType) => elemType switch
+    {
+        (int)DT.Int32 => values.Select(v => (int)v).ToArray(),
+        (int)DT.Int64 or 0 => values,
+        _ => throw new BadInputException($"token inputs must be int32 or int64, not {DataTypes.Name(elemType)}"),
+    };
+
+    /// <summary>Wraps a sample's arrays as ORT values (the arrays are pinned, not copied).</summary>
+    public static List<(string Name, OrtValue Value)> ToOrt(CalibrationSample sample)
+    {
+        var list = new List<(string, OrtValue)>();
+        foreach (var (name, (data, shape)) in sample.Inputs.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            OrtValue v = data switch
+            {
+                float[] f => OrtValue.CreateTensorValueFromMemory(f, shape),
+                long[] l => OrtValue.CreateTensorValueFromMemory(l, shape),
+                int[] i => OrtValue.CreateTensorValueFromMemory(i, shape),
+                Float16[] h => OrtValue.CreateTensorValueFromMemory(h, shape),
+                bool[] b => OrtValue.CreateTensorValueFromMemory(b, shape),
+                _ => throw new ArgumentException($"unsupported input array type {data.GetType().Name}"),
+            };
+            list.Add((name, v));
+        }
+        return list;
+    }
+}

@@ -1,0 +1,109 @@
+using Microsoft.ML.OnnxRuntime;
+using Quantc.Core.Runtime;
+using Quantc.Ir;
+using Quantc.Onnx;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Quantc.Core.Calibration;
+
+/// <summary>Options of a calibration run.</summary>
+public sealed record CalibrationOptions
+{
+    /// <summary>Histogram bins per tensor (≥ 2048).</summary>
+    public int HistogramBins { get; init; } = 2048;
+
+    /// <summary>
+    /// Most bytes of exposed activations one run may hold; tensors are split into groups that each
+    /// fit, and the data is run once per group. Memory stays bounded however many tensors there are.
+    /// </summary>
+    public long GroupBytes { get; init; } = 1L << 30;
+}
+
+/// <summary>
+/// Runs the float model in ONNX Runtime on calibration samples with the tensors that passes need
+/// exposed as extra outputs, and folds every batch into streaming <see cref="TensorStats"/>.
+/// </summary>
+public static class Calibrator
+{
+    /// <summary>Collects statistics of <paramref name="tensors"/> (float tensors of the model) over <paramref name="samples"/>.</summary>
+    public static Dictionary<string, TensorStats> Collect(Model model, IReadOnlyList<string> tensors, IReadOnlyList<CalibrationSample> samples,
+        CalibrationOptions? options = null, IProgress<(int Done, int Total)>? progress = null)
+    {
+        options ??= new CalibrationOptions();
+        if (samples.Count == 0) throw new BadInputException("no calibration samples");
+        foreach (var t in tensors)
+        {
+            var v = model.Graph.Find(t) ?? throw new BadInputException($"calibration tensor '{t}' is not in the model");
+            if (v.ElementType is not (0 or (int)DT.Float or (int)DT.Float16))
+                throw new BadInputException($"calibration tensor '{t}' is {DataTypes.Name(v.ElementType)}, not a float tensor");
+        }
+
+        var stats = tensors.Distinct().ToDictionary(t => t, t => new TensorStats(t, options.HistogramBins), StringComparer.Ordinal);
+        var groups = Group(model, stats.Keys.ToList(), samples, options.GroupBytes);
+        int total = groups.Count * samples.Count, done = 0;
+        foreach (var group in groups)
+        {
+            using var session = OrtModel.CreateSession(model, group);
+            for (int i = 0; i < samples.Count; i++)
+            {
+                var inputs = CalibrationInputs.ToOrt(samples[i]);
+                try
+                {
+                    using var runOptions = new RunOptions();
+                    using var outputs = session.Run(runOptions, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), group);
+                    for (int k = 0; k < group.Count; k++)
+                        Fold(stats[group[k]], outputs[k], i);
+                }
+                finally
+                {
+                    foreach (var (_, v) in inputs) v.Dispose();
+                }
+                progress?.Report((++done, total));
+            }
+        }
+        return stats;
+    }
+
+    private static void Fold(TensorStats s, OrtValue value, int sample)
+    {
+        var info = value.GetTensorTypeAndShape();
+        var shape = info.Shape;
+        int channels = shape.Length == 0 ? 1 : (int)shape[^1];
+        if (channels == 0) return;
+        if (info.ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float)
+            s.Add(value.GetTensorDataAsSpan<float>(), channels, sample);
+        else if (info.ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16)
+        {
+            var h = value.GetTensorDataAsSpan<Float16>();
+            var f = new float[h.Length];
+            for (int i = 0; i < h.Length; i++) f[i] = (float)h[i];
+            s.Add(f, channels, sample);
+        }
+        else throw new BadInputException($"calibration tensor '{s.Name}' is {info.ElementDataType}, not float");
+    }
+
+    /// <summary>Splits tensors into groups whose activations fit <paramref name="budget"/> bytes for the largest sample.</summary>
+    private static List<List<string>> Group(Model model, List<string> tensors, IReadOnlyList<CalibrationSample> samples, long budget)
+    {
+        long tokens = samples.Max(s => s.Inputs.Values.Select(x => x.Shape.Aggregate(1L, (a, b) => a * Math.Max(b, 1))).DefaultIfEmpty(1).Max());
+        var groups = new List<List<string>>();
+        var cur = new List<string>();
+        long curBytes = 0;
+        foreach (var t in tensors)
+        {
+            var shape = model.Graph.Find(t)!.Shape;
+            // Unknown dims count as the token count (sequence) or 1; a fair upper estimate for activations.
+            long bytes = 4L * (shape is null ? tokens * 4096 : shape.Select(d => d ?? tokens).Aggregate(1L, (a, b) => a * Math.Max(b, 1)));
+            if (cur.Count > 0 && curBytes + bytes > budget)
+            {
+                groups.Add(cur);
+                cur = [];
+                curBytes = 0;
+            }
+            cur.Add(t);
+            curBytes += bytes;
+        }
+        if (cur.Count > 0) groups.Add(cur);
+        return groups;
+    }
+}

@@ -1,0 +1,61 @@
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Quantc.Ir;
+using Quantc.Onnx;
+using Quantc.Onnx.Proto;
+
+namespace Quantc.Core.Runtime;
+
+/// <summary>
+/// Opens an IR model in ONNX Runtime without writing it out: the proto is serialised in memory,
+/// tensors made by passes are inlined, and tensors still in the original external data files are
+/// read by ONNX Runtime from the model's folder.
+/// </summary>
+public static class OrtModel
+{
+    /// <summary>Creates an inference session for <paramref name="model"/>, optionally adding graph outputs.</summary>
+    public static InferenceSession CreateSession(Model model, IEnumerable<string>? extraOutputs = null, SessionOptions? options = null)
+    {
+        var (proto, payload) = model.ToProto();
+        InlineNewTensors(proto, payload);
+        if (extraOutputs is not null)
+        {
+            var existing = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+            foreach (var name in extraOutputs)
+                if (existing.Add(name)) proto.Graph.Output.Add(new ValueInfoProto { Name = name });
+        }
+        byte[] bytes = proto.ToByteArray();
+        var so = options ?? DefaultOptions();
+        if (model.File is not null)
+            so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", model.File.Directory);
+        try
+        {
+            return new InferenceSession(bytes, so);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new BadInputException($"ONNX Runtime cannot load the model: {e.Message.ReplaceLineEndings(" ")}", e);
+        }
+        finally
+        {
+            if (options is null) so.Dispose();
+        }
+    }
+
+    /// <summary>Session options used by default: all graph optimisations, deterministic thread count.</summary>
+    public static SessionOptions DefaultOptions()
+    {
+        var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        return so;
+    }
+
+    private static void InlineNewTensors(ModelProto proto, Func<TensorProto, TensorData?> payload)
+    {
+        foreach (var (t, _) in ModelWalker.Tensors(proto))
+        {
+            if (t.DataLocation != TensorProto.Types.DataLocation.External || t.ExternalData.Count > 0) continue;
+            var data = payload(t) ?? throw new InvalidOperationException($"tensor '{t.Name}' has no data");
+            TensorBytes.SetRaw(t, data.Span);
+        }
+    }
+}

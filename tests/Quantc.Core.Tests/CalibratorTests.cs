@@ -1,0 +1,82 @@
+using Quantc.Core.Calibration;
+using Quantc.Ir;
+using Quantc.Onnx;
+using Quantc.Onnx.Proto;
+
+namespace Quantc.Core.Tests;
+
+public sealed class CalibratorTests : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-calib");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private static TypeProto FloatType(params long[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims) shape.Dim.Add(d < 0 ? new TensorShapeProto.Types.Dimension { DimParam = "n" } : new TensorShapeProto.Types.Dimension { DimValue = d });
+        return new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = shape } };
+    }
+
+    /// <summary>y = relu(x·W + b) with W [4, 3]; returns the saved path (weights as external data).</summary>
+    private string BuildModel(float[] w, float[] b)
+    {
+        using var m = Model.Create();
+        var g = m.Graph;
+        var x = g.AddInput("x", FloatType(-1, 4));
+        var mm = g.AddNode("MatMul", [x, g.AddInitializer(Tensor.FromFloats("W", [4, 3], w))], outputNames: ["h"]);
+        var add = g.AddNode("Add", [mm.Output, g.AddInitializer(Tensor.FromFloats("b", [3], b))], outputNames: ["z"]);
+        g.AddOutput(g.AddNode("Relu", [add.Output], outputNames: ["y"]).Output);
+        var path = Path.Combine(_dir.FullName, "m.onnx");
+        m.Save(path, new OnnxWriteOptions { ExternalDataThreshold = 16 });
+        return path;
+    }
+
+    [Fact]
+    public void StatisticsFromOnnxRuntimeMatchADirectComputation()
+    {
+        var rng = new Random(5);
+        float[] w = Enumerable.Range(0, 12).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        float[] b = [0.1f, -0.2f, 0.3f];
+        using var model = Model.Load(BuildModel(w, b));
+        Assert.Contains(model.Graph.Initializers, v => v.Initializer!.IsExternal);
+
+        var samples = new List<CalibrationSample>();
+        var expected = new List<float>();
+        for (int s = 0; s < 6; s++)
+        {
+            int rows = 3 + s;
+            var x = Enumerable.Range(0, rows * 4).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+            var sample = new CalibrationSample();
+            sample.Inputs["x"] = (x, [rows, 4]);
+            samples.Add(sample);
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < 3; j++)
+                {
+                    float acc = 0;
+                    for (int k = 0; k < 4; k++) acc += x[r * 4 + k] * w[k * 3 + j];
+                    expected.Add(acc + b[j]);
+                }
+        }
+        var stats = Calibrator.Collect(model, ["z", "x"], samples, new CalibrationOptions { GroupBytes = 1 });
+        var z = stats["z"];
+        Assert.Equal(expected.Min(), z.Min, 5);
+        Assert.Equal(expected.Max(), z.Max, 5);
+        Assert.Equal(3, z.Channels);
+        Assert.Equal(expected.Count / 3, z.Tokens);
+        Assert.Equal(6, z.Samples);
+        for (int j = 0; j < 3; j++)
+            Assert.Equal(expected.Where((_, i) => i % 3 == j).Average(), z.ChannelMean[j], 4);
+        Assert.Equal(4, stats["x"].Channels);
+    }
+
+    [Fact]
+    public void UnknownTensorsAndNoSamplesAreBadInput()
+    {
+        using var model = Model.Load(BuildModel(new float[12], new float[3]));
+        var sample = new CalibrationSample();
+        sample.Inputs["x"] = (new float[4], [1, 4]);
+        Assert.Throws<BadInputException>(() => Calibrator.Collect(model, ["nope"], [sample]));
+        Assert.Throws<BadInputException>(() => Calibrator.Collect(model, ["z"], []));
+    }
+}
