@@ -1,0 +1,183 @@
+using Microsoft.ML.OnnxRuntime;
+using Quantc.Core.Calibration;
+using Quantc.Core.Runtime;
+using Quantc.Ir;
+using Quantc.Onnx;
+using OrtType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
+
+namespace Quantc.Core.Verification;
+
+/// <summary>Error of one model output.</summary>
+public sealed record OutputError(string Name, double SqnrDb, double Cosine, double MaxAbsError, long Elements);
+
+/// <summary>Error of one intermediate tensor mapped between the models, in the compiled graph's order.</summary>
+public sealed record LayerError(int Order, string CompiledName, string OriginalName, string Op, double SqnrDb, double Cosine, double MaxAbsError);
+
+/// <summary>Next-token metrics, when the model has a logits output and the data has tokens.</summary>
+public sealed record LogitsMetrics(double Top1Agreement, double OriginalPerplexity, double CompiledPerplexity, long ScoredTokens);
+
+/// <summary>What <c>quantc verify</c> found.</summary>
+public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Outputs, LogitsMetrics? Logits, IReadOnlyList<LayerError> Layers);
+
+/// <summary>Options of a verification run.</summary>
+public sealed record VerifyOptions
+{
+    /// <summary>Also compare intermediate tensors (per-layer localisation).</summary>
+    public bool PerLayer { get; init; } = true;
+
+    /// <summary>Most bytes of exposed intermediate tensors held per run.</summary>
+    public long GroupBytes { get; init; } = 512L << 20;
+
+    /// <summary>Name of the logits output.</summary>
+    public string LogitsOutput { get; init; } = "logits";
+}
+
+/// <summary>
+/// Runs the original and the compiled model in ONNX Runtime on the same data and measures the
+/// error of every output and — mapped by provenance, then by name — of every intermediate float
+/// tensor, so the report shows where error enters and how it grows.
+/// </summary>
+public static class Verifier
+{
+    /// <summary>Compares <paramref name="compiled"/> against <paramref name="original"/> on <paramref name="samples"/> (tokens per sample for perplexity, optional).</summary>
+    public static VerifyReport Run(Model original, Model compiled, IReadOnlyList<CalibrationSample> samples,
+        IReadOnlyList<long[]>? tokens = null, VerifyOptions? options = null, IProgress<(int Done, int Total)>? progress = null)
+    {
+        options ??= new VerifyOptions();
+        if (samples.Count == 0) throw new BadInputException("no verification data");
+        var outputs = original.Graph.Outputs.Select(v => v.Name).ToList();
+        foreach (var o in outputs)
+            if (!compiled.Graph.Outputs.Any(v => v.Name == o))
+                throw new BadInputException($"the compiled model has no output '{o}' (the original has)");
+
+        var pairs = options.PerLayer ? MapIntermediates(original, compiled) : [];
+        var outErr = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
+        var layerErr = pairs.ToDictionary(p => p.Compiled, _ => new ErrorAccumulator(), StringComparer.Ordinal);
+        var logits = new LogitsAccumulator();
+        bool hasLogits = outputs.Contains(options.LogitsOutput);
+
+        // First pass: outputs (and as many intermediates as fit the budget), then further groups.
+        var groups = GroupPairs(pairs, options.GroupBytes);
+        if (groups.Count == 0) groups.Add([]);
+        int total = groups.Count * samples.Count, done = 0;
+        for (int gi = 0; gi < groups.Count; gi++)
+        {
+            var group = groups[gi];
+            var origNames = (gi == 0 ? outputs : []).Concat(group.Select(p => p.Original)).ToList();
+            var compNames = (gi == 0 ? outputs : []).Concat(group.Select(p => p.Compiled)).ToList();
+            if (origNames.Count == 0) continue;
+            using var so = OrtModel.CreateSession(original, origNames);
+            using var sc = OrtModel.CreateSession(compiled, compNames);
+            for (int s = 0; s < samples.Count; s++)
+            {
+                using var ro = RunOne(so, samples[s], origNames);
+                using var rc = RunOne(sc, samples[s], compNames);
+                for (int k = 0; k < origNames.Count; k++)
+                {
+                    var a = AsFloat(ro[k]);
+                    var b = AsFloat(rc[k]);
+                    if (a.Length != b.Length)
+                        throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its original '{origNames[k]}' has {a.Length}");
+                    bool isOutput = gi == 0 && k < outputs.Count;
+                    if (isOutput)
+                    {
+                        outErr[origNames[k]].Add(a, b);
+                        if (origNames[k] == options.LogitsOutput)
+                        {
+                            int vocab = (int)ro[k].GetTensorTypeAndShape().Shape[^1];
+                            logits.Add(a, b, vocab, tokens is null ? default : tokens[s]);
+                        }
+                    }
+                    else layerErr[compNames[k]].Add(a, b);
+                }
+                progress?.Report((++done, total));
+            }
+        }
+
+        var order = compiled.Graph.TopologicalOrder().Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
+        var layers = pairs.Select(p =>
+        {
+            var v = compiled.Graph.Find(p.Compiled)!;
+            var e = layerErr[p.Compiled];
+            int ord = v.Producer is { } prod && order.TryGetValue(prod, out int o) ? o : -1;
+            return new LayerError(ord, p.Compiled, p.Original, v.Producer?.OpType ?? "input", e.SqnrDb, e.Cosine, e.MaxAbsError);
+        }).OrderBy(l => l.Order).ThenBy(l => l.CompiledName, StringComparer.Ordinal).ToList();
+
+        return new VerifyReport(samples.Count,
+            outputs.Select(o => new OutputError(o, outErr[o].SqnrDb, outErr[o].Cosine, outErr[o].MaxAbsError, outErr[o].Count)).ToList(),
+            hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
+            layers);
+    }
+
+    private sealed record Pair(string Compiled, string Original, long Bytes);
+
+    /// <summary>Float node outputs of the compiled model whose origin (provenance, else same name) is a float node output of the original.</summary>
+    private static List<Pair> MapIntermediates(Model original, Model compiled)
+    {
+        var prov = Provenance.Of(compiled);
+        var outputs = compiled.Graph.Outputs.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
+        var pairs = new List<Pair>();
+        var taken = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var n in compiled.Graph.TopologicalOrder())
+            foreach (var v in n.Outputs)
+            {
+                if (v is null || outputs.Contains(v.Name)) continue;
+                string origin = prov.OriginOf(v.Name);
+                var ov = original.Graph.Find(origin);
+                if (ov?.Producer is null || !IsFloat(ov) || !IsFloat(v)) continue;
+                if (!ReferenceEquals(ov.Graph, original.Graph)) continue;
+                // Several compiled tensors may stand for one original (e.g. before and after a QDQ pair): keep the last one.
+                if (!taken.Add(origin)) pairs.RemoveAll(p => p.Original == origin);
+                long elems = ov.Shape?.Aggregate(1L, (a, d) => a * (d ?? 512)) ?? 1L << 20;
+                pairs.Add(new Pair(v.Name, origin, 4 * elems));
+            }
+        return pairs;
+    }
+
+    private static bool IsFloat(Value v) => v.ElementType is 1 or 10 or 16 or 0;
+
+    private static List<List<Pair>> GroupPairs(List<Pair> pairs, long budget)
+    {
+        var groups = new List<List<Pair>>();
+        var cur = new List<Pair>();
+        long bytes = 0;
+        foreach (var p in pairs)
+        {
+            if (cur.Count > 0 && bytes + p.Bytes > budget) { groups.Add(cur); cur = []; bytes = 0; }
+            cur.Add(p);
+            bytes += p.Bytes;
+        }
+        if (cur.Count > 0) groups.Add(cur);
+        return groups;
+    }
+
+    private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs)
+    {
+        var inputs = CalibrationInputs.ToOrt(sample);
+        try
+        {
+            var names = session.InputMetadata.Keys.ToHashSet(StringComparer.Ordinal);
+            var used = inputs.Where(x => names.Contains(x.Name)).ToList();
+            using var ro = new RunOptions();
+            return session.Run(ro, used.Select(x => x.Name).ToArray(), used.Select(x => x.Value).ToArray(), outputs);
+        }
+        finally
+        {
+            foreach (var (_, v) in inputs) v.Dispose();
+        }
+    }
+
+    private static float[] AsFloat(OrtValue v)
+    {
+        var info = v.GetTensorTypeAndShape();
+        switch (info.ElementDataType)
+        {
+            case OrtType.Float: return v.GetTensorDataAsSpan<float>().ToArray();
+            case OrtType.Float16: { var h = v.GetTensorDataAsSpan<Float16>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = (float)h[i]; return f; }
+            case OrtType.BFloat16: { var h = v.GetTensorDataAsSpan<BFloat16>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = (float)h[i]; return f; }
+            case OrtType.Int64: { var h = v.GetTensorDataAsSpan<long>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = h[i]; return f; }
+            case OrtType.Int32: { var h = v.GetTensorDataAsSpan<int>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = h[i]; return f; }
+            default: throw new BadInputException($"cannot compare an output of type {info.ElementDataType}");
+        }
+    }
+}
