@@ -1,0 +1,175 @@
+using System.Text.Json;
+using Quantc.Core.Calibration;
+using Quantc.Ir;
+using Quantc.Onnx;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Quantc.Core.Data;
+
+/// <summary>Options for turning a data argument into model inputs.</summary>
+public sealed record DataOptions
+{
+    /// <summary>Tokens per sample for text and id data (BOS included).</summary>
+    public int SequenceLength { get; init; } = 128;
+
+    /// <summary>Most samples to take.</summary>
+    public int MaxSamples { get; init; } = 32;
+
+    /// <summary>Seed for <c>random</c> data.</summary>
+    public int Seed { get; init; } = 1234;
+}
+
+/// <summary>Model inputs made from a data argument, with the token ids (for perplexity) when the data is text or ids.</summary>
+public sealed record LoadedData(IReadOnlyList<CalibrationSample> Samples, IReadOnlyList<long[]>? Tokens, string Description, IReadOnlyList<string> Warnings);
+
+/// <summary>
+/// Turns <c>--calib</c> / <c>--data</c> arguments into model inputs: a text file (tokenized with the
+/// model's tokenizer), token ids (.npy int32/int64, or JSON lines), raw input tensors (.npz per
+/// sample, or a folder of them), or <c>random</c> (only when asked for, with a warning). For
+/// decoder models the other inputs (attention_mask, position_ids, empty past KV) are filled in.
+/// </summary>
+public static class DataLoader
+{
+    /// <summary>Loads <paramref name="spec"/> for <paramref name="model"/>.</summary>
+    public static LoadedData Load(Model model, string spec, DataOptions? options = null)
+    {
+        options ??= new DataOptions();
+        if (options.SequenceLength < 2) throw new BadInputException("sequence length must be at least 2");
+        if (options.MaxSamples < 1) throw new BadInputException("sample count must be at least 1");
+        if (spec == "random") return Random(model, options);
+        if (Directory.Exists(spec))
+        {
+            var files = Directory.GetFiles(spec, "*.npz").Order(StringComparer.Ordinal).Take(options.MaxSamples).ToList();
+            if (files.Count == 0) throw new BadInputException($"{spec}: folder holds no .npz samples");
+            return new LoadedData(files.Select(f => FromArchive(model, f)).ToList(), null, $"{files.Count} input sets from {spec}", []);
+        }
+        if (!File.Exists(spec)) throw new BadInputException($"{spec}: data file not found");
+        string ext = Path.GetExtension(spec).ToLowerInvariant();
+        return ext switch
+        {
+            ".npz" => new LoadedData([FromArchive(model, spec)], null, $"1 input set from {spec}", []),
+            ".npy" => FromIds(model, NpyIds(spec), options, $"token ids from {spec}"),
+            ".jsonl" or ".json" => FromIds(model, JsonIds(spec), options, $"token ids from {spec}"),
+            _ => FromText(model, spec, options),
+        };
+    }
+
+    private static LoadedData FromText(Model model, string path, DataOptions options)
+    {
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new BadInputException($"{path}: cannot read ({e.Message})"); }
+        if (text.Contains('\0')) throw new BadInputException($"{path}: not a text file (give .npy/.npz/.jsonl data for non-text input)");
+        var tok = TokenizerFor(model);
+        var ids = tok.Encode(text);
+        int body = options.SequenceLength - (tok.Bos is null ? 0 : 1);
+        var seqs = new List<long[]>();
+        for (int off = 0; off + body <= ids.Length && seqs.Count < options.MaxSamples; off += body)
+            seqs.Add((tok.Bos is { } b ? new[] { b } : []).Concat(ids.Skip(off).Take(body)).ToArray());
+        if (seqs.Count == 0) throw new BadInputException($"{path}: text too short for one sample of {options.SequenceLength} tokens");
+        return FromIds(model, seqs, options with { MaxSamples = seqs.Count }, $"{seqs.Count} × {options.SequenceLength} tokens of {Path.GetFileName(path)} ({tok.Name} tokenizer)");
+    }
+
+    /// <summary>The tokenizer of a model: quantc's byte-level one for the reference models (metadata "quantc.tokenizer" = "byte").</summary>
+    public static ITokenizer TokenizerFor(Model model)
+    {
+        foreach (var kv in model.Metadata)
+            if (kv.Key == "quantc.tokenizer" && kv.Value == "byte") return new ByteTokenizer();
+        var logits = model.Graph.Outputs.FirstOrDefault(o => o.Name == "logits");
+        if (logits?.Shape is { Length: > 0 } s && s[^1] == ByteTokenizer.VocabSize) return new ByteTokenizer();
+        throw new BadInputException("the model names no tokenizer quantc knows (metadata quantc.tokenizer); give token ids (.npy or .jsonl) instead of text");
+    }
+
+    private static LoadedData FromIds(Model model, List<long[]> ids, DataOptions options, string what)
+    {
+        if (!model.Graph.Inputs.Any(v => v.Name is "input_ids" or "ids" or "tokens"))
+            throw new BadInputException("token data given, but the model has no input_ids input");
+        var seqs = ids.Where(s => s.Length > 0).Take(options.MaxSamples).ToList();
+        if (seqs.Count == 0) throw new BadInputException($"{what}: no token ids");
+        return new LoadedData(seqs.Select(s => CalibrationInputs.FromTokens(model.Graph, s)).ToList(), seqs, what, []);
+    }
+
+    private static List<long[]> NpyIds(string path)
+    {
+        var a = Npy.Read(path);
+        long[] flat = a.Data switch
+        {
+            long[] l => l,
+            int[] i => i.Select(x => (long)x).ToArray(),
+            _ => throw new BadInputException($"{path}: token ids must be int32 or int64 (raw float inputs go in .npz files named by input)"),
+        };
+        if (a.Shape.Length == 1) return [flat];
+        if (a.Shape.Length != 2) throw new BadInputException($"{path}: token ids must be [samples, seq] or [seq], not {a.Shape.Length}-D");
+        int n = (int)a.Shape[0], seq = (int)a.Shape[1];
+        return Enumerable.Range(0, n).Select(r => flat.AsSpan(r * seq, seq).ToArray()).ToList();
+    }
+
+    private static List<long[]> JsonIds(string path)
+    {
+        var result = new List<long[]>();
+        int line = 0;
+        foreach (var l in File.ReadLines(path))
+        {
+            line++;
+            if (string.IsNullOrWhiteSpace(l)) continue;
+            try { result.Add(JsonSerializer.Deserialize<long[]>(l) ?? throw new JsonException("null")); }
+            catch (JsonException) { throw new BadInputException($"{path}:{line}: each line must be a JSON array of token ids"); }
+        }
+        return result;
+    }
+
+    private static CalibrationSample FromArchive(Model model, string path)
+    {
+        var s = new CalibrationSample();
+        var arrays = Npy.ReadArchive(path).ToDictionary(x => x.Name, x => x.Array, StringComparer.Ordinal);
+        foreach (var input in model.Graph.Inputs.Where(v => !v.IsInitializer))
+        {
+            if (!arrays.TryGetValue(input.Name, out var arr))
+                throw new BadInputException($"{path}: no array for model input '{input.Name}' (arrays: {string.Join(", ", arrays.Keys)})");
+            var shape = input.Shape;
+            if (shape is not null && (shape.Length != arr.Shape.Length || shape.Zip(arr.Shape).Any(p => p.First is { } d && d != p.Second)))
+                throw new BadInputException($"{path}: array '{input.Name}' has shape [{string.Join(",", arr.Shape)}], the model wants [{string.Join(",", shape.Select(d => d?.ToString() ?? "?"))}]");
+            s.Inputs[input.Name] = (arr.Data, arr.Shape);
+        }
+        return s;
+    }
+
+    private static LoadedData Random(Model model, DataOptions options)
+    {
+        var rng = new System.Random(options.Seed);
+        var warn = "calibrating on random data: ranges will not reflect real inputs";
+        var samples = new List<CalibrationSample>();
+        var tokens = new List<long[]>();
+        bool text = model.Graph.Inputs.Any(v => v.Name is "input_ids" or "ids" or "tokens");
+        int vocab = (int)(model.Graph.Outputs.FirstOrDefault(o => o.Name == "logits")?.Shape?.LastOrDefault() ?? 100);
+        for (int i = 0; i < options.MaxSamples; i++)
+        {
+            if (text)
+            {
+                var ids = Enumerable.Range(0, options.SequenceLength).Select(_ => (long)rng.Next(vocab)).ToArray();
+                samples.Add(CalibrationInputs.FromTokens(model.Graph, ids));
+                tokens.Add(ids);
+                continue;
+            }
+            var s = new CalibrationSample();
+            foreach (var input in model.Graph.Inputs.Where(v => !v.IsInitializer))
+            {
+                var dims = (input.Shape ?? throw new BadInputException($"input '{input.Name}' has no shape; cannot make random data for it"))
+                    .Select(d => d ?? 1).ToArray();
+                long n = dims.Aggregate(1L, (a, b) => a * b);
+                s.Inputs[input.Name] = input.ElementType switch
+                {
+                    (int)DT.Float => (Enumerable.Range(0, (int)n).Select(_ => Gauss(rng)).ToArray(), dims),
+                    (int)DT.Int64 => (Enumerable.Range(0, (int)n).Select(_ => (long)rng.Next(100)).ToArray(), dims),
+                    (int)DT.Int32 => (Enumerable.Range(0, (int)n).Select(_ => rng.Next(100)).ToArray(), dims),
+                    _ => throw new BadInputException($"cannot make random data for input '{input.Name}' of type {DataTypes.Name(input.ElementType)}"),
+                };
+            }
+            samples.Add(s);
+        }
+        return new LoadedData(samples, text ? tokens : null, $"{options.MaxSamples} random samples", [warn]);
+    }
+
+    private static float Gauss(System.Random rng) =>
+        (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+}
