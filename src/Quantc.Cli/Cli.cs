@@ -24,7 +24,7 @@ public static class Cli
     {
         try
         {
-            var root = BuildRoot(stdout);
+            var root = BuildRoot(stdout, stderr);
             var parse = root.Parse(args);
             if (parse.Errors.Count > 0)
             {
@@ -55,24 +55,31 @@ public static class Cli
 
     private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
 
-    private static RootCommand BuildRoot(TextWriter stdout)
+    private static RootCommand BuildRoot(TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("quantc — a quantization compiler for ONNX models");
         root.Subcommands.Add(InspectCommand.Build(stdout));
+        root.Subcommands.Add(VerifyCommand.Build(stdout, stderr));
+        root.Subcommands.Add(DiffCommand.Build(stdout));
         return root;
     }
 
     /// <summary>The bundled default model (models/tiny-llama.onnx), searched next to the program and up from the working folder.</summary>
-    public static string DefaultModelPath()
+    public static string DefaultModelPath() =>
+        FindBundled("models/tiny-llama.onnx", "no model given and the bundled default (models/tiny-llama.onnx) was not found");
+
+    /// <summary>The bundled held-out evaluation text (models/eval.txt).</summary>
+    public static string DefaultEvalText() => FindBundled("models/eval.txt", "no --data given and the bundled evaluation text (models/eval.txt) was not found");
+
+    private static string FindBundled(string rel, string missing)
     {
-        const string rel = "models/tiny-llama.onnx";
         foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
             for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
             {
                 var p = Path.Combine(d.FullName, rel);
                 if (File.Exists(p)) return p;
             }
-        throw new BadInputException($"no model given and the bundled default ({rel}) was not found");
+        throw new BadInputException(missing);
     }
 
     /// <summary>Loads a model, turning every kind of unreadable input into <see cref="BadInputException"/>.</summary>

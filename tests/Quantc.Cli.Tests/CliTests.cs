@@ -18,18 +18,18 @@ public sealed class CliTests : IDisposable
         return (code, o.ToString(), e.ToString());
     }
 
-    private string SmallModel()
+    private string SmallModel(float weightScale = 0, string name = "small")
     {
         using var m = Model.Create();
         var g = m.Graph;
         var x = g.AddInput("x", new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = Shape(2, 4) } });
-        var w = g.AddInitializer(Tensor.FromFloats("fc.weight", [4, 3], new float[12]));
+        var w = g.AddInitializer(Tensor.FromFloats("fc.weight", [4, 3], Enumerable.Range(0, 12).Select(i => (i % 5 - 2) * (1 + weightScale)).ToArray()));
         var b = g.AddInitializer(Tensor.FromFloats("fc.bias", [3], new float[3]));
         var mm = g.AddNode("MatMul", [x, w]);
         var add = g.AddNode("Add", [mm.Output, b]);
         var relu = g.AddNode("Relu", [add.Output], outputNames: ["y"]);
         g.AddOutput(relu.Output);
-        var path = Path.Combine(_dir.FullName, "small.onnx");
+        var path = Path.Combine(_dir.FullName, name + ".onnx");
         m.Save(path);
         return path;
     }
@@ -115,5 +115,51 @@ public sealed class CliTests : IDisposable
         var (code, _, stderr) = Run(args);
         Assert.Equal(2, code);
         Assert.StartsWith("quantc: error: ", stderr);
+    }
+
+    private string Npz()
+    {
+        var npy = Path.Combine(_dir.FullName, "x.npy");
+        Quantc.Core.Data.Npy.Write(npy, new float[] { 1, -2, 3, 0.5f, 2, 1, -1, 4 }, [2, 4]);
+        var npz = Path.Combine(_dir.FullName, "x.npz");
+        using var zip = System.IO.Compression.ZipFile.Open(npz, System.IO.Compression.ZipArchiveMode.Create);
+        System.IO.Compression.ZipFileExtensions.CreateEntryFromFile(zip, npy, "x.npy");
+        return npz;
+    }
+
+    [Fact]
+    public void VerifyPassesAgainstItselfAndGatesOnThresholds()
+    {
+        var a = SmallModel();
+        var data = Npz();
+        var (code, stdout, _) = Run("verify", a, a, "--data", data, "--json", "--min-sqnr", "40");
+        Assert.Equal(0, code);
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal("inf", doc.RootElement.GetProperty("outputs")[0].GetProperty("sqnr_db").GetString());
+            Assert.True(doc.RootElement.GetProperty("passed").GetBoolean());
+        }
+        var b = SmallModel(weightScale: 0.05f, name: "perturbed");
+        (code, stdout, _) = Run("verify", a, b, "--data", data, "--min-sqnr", "40");
+        Assert.Equal(1, code);
+        Assert.Contains("FAILED", stdout);
+        (code, _, _) = Run("verify", a, b, "--data", data, "--min-sqnr", "10");
+        Assert.Equal(0, code);
+    }
+
+    [Fact]
+    public void DiffReportsNothingForTheSameModelAndTheChangedWeightOtherwise()
+    {
+        var a = SmallModel();
+        var (code, stdout, _) = Run("diff", a, a);
+        Assert.Equal(0, code);
+        Assert.Contains("no differences", stdout);
+        var b = SmallModel(weightScale: 0.05f, name: "perturbed");
+        (code, stdout, _) = Run("diff", a, b, "--json");
+        Assert.Equal(0, code);
+        using var doc = JsonDocument.Parse(stdout);
+        var init = doc.RootElement.GetProperty("initializers")[0];
+        Assert.Equal("fc.weight", init.GetProperty("b").GetString());
+        Assert.Equal("values changed", init.GetProperty("detail").GetString());
     }
 }

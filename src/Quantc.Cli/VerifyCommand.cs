@@ -1,0 +1,134 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Quantc.Core.Data;
+using Quantc.Core.Verification;
+
+namespace Quantc.Cli;
+
+/// <summary><c>quantc verify ORIGINAL COMPILED [--data DATA] [--min-sqnr DB] [--max-ppl-increase X] [--json]</c>.</summary>
+internal static class VerifyCommand
+{
+    public static Command Build(TextWriter stdout, TextWriter stderr)
+    {
+        var original = new Argument<string>("original") { Description = "the float model" };
+        var compiled = new Argument<string>("compiled") { Description = "the compiled (quantized) model" };
+        var data = new Option<string?>("--data") { Description = "held-out data: text, token ids (.npy/.jsonl), inputs (.npz or a folder of them), or 'random' (default: the bundled evaluation text for byte-tokenized models)" };
+        var seq = new Option<int>("--seq-len") { Description = "tokens per sample for text/ids", DefaultValueFactory = _ => 128 };
+        var samples = new Option<int>("--samples") { Description = "most samples to use", DefaultValueFactory = _ => 16 };
+        var minSqnr = new Option<double?>("--min-sqnr") { Description = "fail (exit 1) when any output's SQNR is below this many dB" };
+        var maxPpl = new Option<double?>("--max-ppl-increase") { Description = "fail (exit 1) when perplexity rises by more than this factor minus one (e.g. 0.05 = 5%)" };
+        var json = new Option<bool>("--json") { Description = "print JSON" };
+        var noLayers = new Option<bool>("--no-layers") { Description = "skip per-layer localisation" };
+        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers };
+        cmd.SetAction(pr =>
+        {
+            using var a = Cli.LoadModel(pr.GetValue(original)!);
+            using var b = Cli.LoadModel(pr.GetValue(compiled)!);
+            string spec = pr.GetValue(data) ?? Cli.DefaultEvalText();
+            var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
+            foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
+            var report = ProgressBar.Run("verifying", p => Verifier.Run(a, b, loaded.Samples, loaded.Tokens, new VerifyOptions { PerLayer = !pr.GetValue(noLayers) }, p));
+            var failures = Thresholds(report, pr.GetValue(minSqnr), pr.GetValue(maxPpl));
+            if (pr.GetValue(json)) stdout.Write(ToJson(report, loaded.Description, failures));
+            else Render(report, loaded.Description, failures, stdout);
+            return failures.Count == 0 ? ExitCodes.Ok : ExitCodes.ChecksFailed;
+        });
+        return cmd;
+    }
+
+    private static List<string> Thresholds(VerifyReport r, double? minSqnr, double? maxPpl)
+    {
+        var f = new List<string>();
+        if (minSqnr is { } m)
+            foreach (var o in r.Outputs)
+                if (o.SqnrDb < m) f.Add($"output '{o.Name}': SQNR {Db(o.SqnrDb)} dB < {m} dB");
+        if (maxPpl is { } p && r.Logits is { } l && !double.IsNaN(l.OriginalPerplexity))
+            if (l.CompiledPerplexity > l.OriginalPerplexity * (1 + p))
+                f.Add($"perplexity {l.CompiledPerplexity:0.000} > {l.OriginalPerplexity:0.000} × (1 + {p})");
+        return f;
+    }
+
+    internal static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("0.00", CultureInfo.InvariantCulture);
+
+    private static void Render(VerifyReport r, string data, List<string> failures, TextWriter o)
+    {
+        o.WriteLine($"data: {data}");
+        o.WriteLine($"{"output",-32} {"SQNR dB",9} {"cosine",10} {"max |err|",12}");
+        foreach (var x in r.Outputs)
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.Name, 32),-32} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}"));
+        if (r.Logits is { } l)
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"top-1 agreement {l.Top1Agreement:P2}; perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000} over {l.ScoredTokens} tokens"));
+        if (r.Layers.Count > 0)
+        {
+            o.WriteLine();
+            o.WriteLine($"per layer ({r.Layers.Count} tensors mapped, in graph order):");
+            o.WriteLine($"{"tensor",-56} {"op",-14} {"SQNR dB",9} {"cosine",10}");
+            foreach (var x in r.Layers)
+                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.CompiledName, 56),-56} {Trim(x.Op, 14),-14} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
+        }
+        foreach (var f in failures) o.WriteLine($"FAILED: {f}");
+    }
+
+    private static string Trim(string s, int n) => s.Length <= n ? s : "…" + s[^(n - 1)..];
+
+    private static string ToJson(VerifyReport r, string data, List<string> failures)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteString("data", data);
+            w.WriteNumber("samples", r.Samples);
+            w.WriteStartArray("outputs");
+            foreach (var x in r.Outputs)
+            {
+                w.WriteStartObject();
+                w.WriteString("name", x.Name);
+                Num(w, "sqnr_db", x.SqnrDb);
+                Num(w, "cosine", x.Cosine);
+                Num(w, "max_abs_error", x.MaxAbsError);
+                w.WriteNumber("elements", x.Elements);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            if (r.Logits is { } l)
+            {
+                w.WriteStartObject("logits");
+                Num(w, "top1_agreement", l.Top1Agreement);
+                Num(w, "perplexity_original", l.OriginalPerplexity);
+                Num(w, "perplexity_compiled", l.CompiledPerplexity);
+                w.WriteNumber("scored_tokens", l.ScoredTokens);
+                w.WriteEndObject();
+            }
+            w.WriteStartArray("layers");
+            foreach (var x in r.Layers)
+            {
+                w.WriteStartObject();
+                w.WriteString("tensor", x.CompiledName);
+                w.WriteString("original", x.OriginalName);
+                w.WriteString("op", x.Op);
+                Num(w, "sqnr_db", x.SqnrDb);
+                Num(w, "cosine", x.Cosine);
+                Num(w, "max_abs_error", x.MaxAbsError);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartArray("failures");
+            foreach (var f in failures) w.WriteStringValue(f);
+            w.WriteEndArray();
+            w.WriteBoolean("passed", failures.Count == 0);
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(ms.ToArray()) + "\n";
+    }
+
+    /// <summary>JSON has no infinities: write them as strings "inf" / "-inf", NaN as null.</summary>
+    internal static void Num(Utf8JsonWriter w, string key, double v)
+    {
+        if (double.IsNaN(v)) w.WriteNull(key);
+        else if (double.IsInfinity(v)) w.WriteString(key, v > 0 ? "inf" : "-inf");
+        else w.WriteNumber(key, Math.Round(v, 6));
+    }
+}
