@@ -13,12 +13,14 @@ internal static class DiffCommand
         var a = new Argument<string>("a") { Description = "the first model (e.g. the original)" };
         var b = new Argument<string>("b") { Description = "the second model (e.g. the compiled one)" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
-        var cmd = new Command("diff", "structural diff of two models, grouped by layer") { a, b, json };
+        var html = new Option<string?>("--html") { Description = "also write a self-contained HTML page drawing the graph with changes highlighted" };
+        var cmd = new Command("diff", "structural diff of two models, grouped by layer") { a, b, json, html };
         cmd.SetAction(pr =>
         {
             using var ma = Cli.LoadModel(pr.GetValue(a)!);
             using var mb = Cli.LoadModel(pr.GetValue(b)!);
             var d = GraphDiff.Compute(ma, mb);
+            if (pr.GetValue(html) is { } page) Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.DiffHtml.Render(d, mb, pr.GetValue(a)!, pr.GetValue(b)!));
             if (pr.GetValue(json)) stdout.Write(ToJson(d));
             else Render(d, stdout);
             return ExitCodes.Ok;

@@ -21,7 +21,8 @@ internal static class VerifyCommand
         var maxPpl = new Option<double?>("--max-ppl-increase") { Description = "fail (exit 1) when perplexity rises by more than this factor minus one (e.g. 0.05 = 5%)" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
         var noLayers = new Option<bool>("--no-layers") { Description = "skip per-layer localisation" };
-        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers };
+        var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report with a per-layer error chart" };
+        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html };
         cmd.SetAction(pr =>
         {
             using var a = Cli.LoadModel(pr.GetValue(original)!);
@@ -31,6 +32,8 @@ internal static class VerifyCommand
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             var report = ProgressBar.Run("verifying", p => Verifier.Run(a, b, loaded.Samples, loaded.Tokens, new VerifyOptions { PerLayer = !pr.GetValue(noLayers) }, p));
             var failures = Thresholds(report, pr.GetValue(minSqnr), pr.GetValue(maxPpl));
+            if (pr.GetValue(html) is { } page)
+                Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.VerifyHtml.Render(report, pr.GetValue(original)!, pr.GetValue(compiled)!, loaded.Description, failures));
             if (pr.GetValue(json)) stdout.Write(ToJson(report, loaded.Description, failures));
             else Render(report, loaded.Description, failures, stdout);
             return failures.Count == 0 ? ExitCodes.Ok : ExitCodes.ChecksFailed;

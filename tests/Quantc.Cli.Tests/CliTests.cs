@@ -162,4 +162,10 @@ public sealed class CliTests : IDisposable
         Assert.Equal("fc.weight", init.GetProperty("b").GetString());
         Assert.Equal("values changed", init.GetProperty("detail").GetString());
     }
+
+    /// <summary>A small saved model (for other test classes).</summary>
+    internal string SmallModelFor(float weightScale, string name) => SmallModel(weightScale, name);
+
+    /// <summary>An .npz with input x (for other test classes).</summary>
+    internal string NpzFor() => Npz();
 }
