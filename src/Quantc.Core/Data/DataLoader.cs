@@ -70,14 +70,15 @@ public static class DataLoader
         return FromIds(model, seqs, options with { MaxSamples = seqs.Count }, $"{seqs.Count} × {options.SequenceLength} tokens of {Path.GetFileName(path)} ({tok.Name} tokenizer)");
     }
 
-    /// <summary>The tokenizer of a model: quantc's byte-level one for the reference models (metadata "quantc.tokenizer" = "byte").</summary>
+    /// <summary>The tokenizer of a model: quantc's byte-level one for the reference models (metadata "quantc.tokenizer" = "byte"), else tokenizer.model / tokenizer.json next to the model.</summary>
     public static ITokenizer TokenizerFor(Model model)
     {
         foreach (var kv in model.Metadata)
             if (kv.Key == "quantc.tokenizer" && kv.Value == "byte") return new ByteTokenizer();
+        if (model.File is not null && HfTokenizer.FromFolder(model.File.Directory) is { } hf) return hf;
         var logits = model.Graph.Outputs.FirstOrDefault(o => o.Name == "logits");
         if (logits?.Shape is { Length: > 0 } s && s[^1] == ByteTokenizer.VocabSize) return new ByteTokenizer();
-        throw new BadInputException("the model names no tokenizer quantc knows (metadata quantc.tokenizer); give token ids (.npy or .jsonl) instead of text");
+        throw new BadInputException("no tokenizer for this model: put tokenizer.json or tokenizer.model next to it, or give token ids (.npy or .jsonl) instead of text");
     }
 
     private static LoadedData FromIds(Model model, List<long[]> ids, DataOptions options, string what)
