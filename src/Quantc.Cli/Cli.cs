@@ -61,6 +61,7 @@ public static class Cli
         root.Subcommands.Add(InspectCommand.Build(stdout));
         root.Subcommands.Add(VerifyCommand.Build(stdout, stderr));
         root.Subcommands.Add(DiffCommand.Build(stdout));
+        root.Subcommands.Add(CalibrateCommand.Build(stdout, stderr));
         return root;
     }
 

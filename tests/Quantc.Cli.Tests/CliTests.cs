@@ -168,4 +168,21 @@ public sealed class CliTests : IDisposable
 
     /// <summary>An .npz with input x (for other test classes).</summary>
     internal string NpzFor() => Npz();
+
+    [Fact]
+    public void CalibrateWritesReusableStatistics()
+    {
+        var model = SmallModel(0.1f, "calib");
+        var stats = Path.Combine(_dir.FullName, "stats.json");
+        var (code, stdout, stderr) = Run("calibrate", model, "--calib", Npz(), "-o", stats);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("1 tensors", stdout);
+        var back = Assert.Single(Quantc.Core.Calibration.StatsFile.Load(stats));
+        Assert.Equal("x", back.Name);
+        Assert.Equal(4, back.Channels);
+        Assert.Equal(4f, back.Max);
+        (code, _, stderr) = Run("calibrate", model, "-o", stats);
+        Assert.Equal(2, code);
+        Assert.Contains("--calib", stderr);
+    }
 }
