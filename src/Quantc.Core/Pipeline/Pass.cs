@@ -1,0 +1,74 @@
+using Quantc.Core.Calibration;
+using Quantc.Core.Verification;
+using Quantc.Ir;
+
+namespace Quantc.Core.Pipeline;
+
+/// <summary>What a pass does to the model.</summary>
+public enum PassKind
+{
+    /// <summary>Rewrites the float graph without changing its outputs (smoothing, rotation, folding...). Tested by running before/after.</summary>
+    FunctionPreserving,
+    /// <summary>Records decisions in the QuantPlan without touching the graph (precision, ranges, weight rounding).</summary>
+    Decision,
+    /// <summary>Turns the plan into operators (QDQ, contrib ops, ai.quantc ops).</summary>
+    Lowering,
+}
+
+/// <summary>A pass: one job, parameters from the recipe, run by the <see cref="PassManager"/>.</summary>
+public interface IPass
+{
+    /// <summary>The name recipes use.</summary>
+    string Name { get; }
+
+    PassKind Kind { get; }
+
+    /// <summary>Whether the pass needs activation statistics (the manager calibrates first when any pass does).</summary>
+    bool NeedsStatistics => false;
+
+    /// <summary>Runs the pass.</summary>
+    void Run(PassContext context);
+}
+
+/// <summary>Everything a pass may read or change.</summary>
+public sealed class PassContext(Model model)
+{
+    public Model Model { get; } = model;
+    public QuantPlan Plan { get; } = new();
+    public Provenance Provenance { get; } = new();
+
+    /// <summary>Activation statistics by tensor name, when calibration ran.</summary>
+    public IReadOnlyDictionary<string, TensorStats>? Statistics { get; set; }
+
+    /// <summary>Statistics of <paramref name="tensor"/>; a clear error when calibration did not observe it.</summary>
+    public TensorStats StatsOf(string tensor) =>
+        Statistics is null ? throw new Quantc.Onnx.BadInputException("this recipe needs calibration data: give --calib DATA")
+        : Statistics.TryGetValue(tensor, out var s) ? s
+        : throw new InvalidOperationException($"calibration did not observe '{tensor}'");
+
+    /// <summary>Notes for the report, in order ("smooth: model.layers.0.self_attn.q_proj α=0.5, max s=12.3").</summary>
+    public List<string> Log { get; } = [];
+}
+
+/// <summary>A registered pass kind: how to make one from recipe parameters.</summary>
+public sealed record PassInfo(string Name, PassKind Kind, string Description, Func<PassParameters, IPass> Create);
+
+/// <summary>The passes recipes can name.</summary>
+public sealed class PassRegistry
+{
+    private readonly SortedDictionary<string, PassInfo> _passes = new(StringComparer.Ordinal);
+
+    public IReadOnlyCollection<PassInfo> All => _passes.Values;
+
+    public void Register(PassInfo info) => _passes.Add(info.Name, info);
+
+    /// <summary>Makes pass <paramref name="name"/>; unknown names and parameters are clear errors.</summary>
+    public IPass Create(string name, PassParameters parameters)
+    {
+        if (!_passes.TryGetValue(name, out var info))
+            throw new Quantc.Onnx.BadInputException($"{parameters.Where}: unknown pass '{name}' (known: {string.Join(", ", _passes.Keys)})");
+        var pass = info.Create(parameters);
+        parameters.EnsureAllUsed();
+        return pass;
+    }
+}

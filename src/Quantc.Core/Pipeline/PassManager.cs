@@ -1,0 +1,39 @@
+using System.Diagnostics;
+using Quantc.Ir;
+
+namespace Quantc.Core.Pipeline;
+
+/// <summary>How long one pass took and what it left behind.</summary>
+public sealed record PassTiming(string Pass, PassKind Kind, TimeSpan Elapsed, int NodesBefore, int NodesAfter);
+
+/// <summary>
+/// Runs a recipe's passes in order: times each, validates the graph after each (a pass that
+/// breaks the graph is a bug, reported with the pass's name), and finally writes the provenance
+/// into the model's metadata so verify and diff can map tensors across the rewrites.
+/// </summary>
+public sealed class PassManager(PassRegistry registry)
+{
+    /// <summary>Creates every pass of <paramref name="recipe"/> (checking names and parameters before anything runs).</summary>
+    public IReadOnlyList<IPass> Instantiate(Recipe recipe) => recipe.Steps.Select(s => registry.Create(s.Pass, s.Parameters)).ToList();
+
+    /// <summary>Runs <paramref name="passes"/> on <paramref name="context"/>.</summary>
+    public IReadOnlyList<PassTiming> Run(IReadOnlyList<IPass> passes, PassContext context, IProgress<(int Done, int Total)>? progress = null)
+    {
+        var timings = new List<PassTiming>();
+        for (int i = 0; i < passes.Count; i++)
+        {
+            var pass = passes[i];
+            int before = context.Model.Graph.AllNodes().Count();
+            var sw = Stopwatch.StartNew();
+            pass.Run(context);
+            sw.Stop();
+            var problems = context.Model.Graph.FindProblems();
+            if (problems.Count > 0)
+                throw new InvalidOperationException($"pass '{pass.Name}' left the graph invalid: {string.Join("; ", problems.Take(5))}");
+            timings.Add(new PassTiming(pass.Name, pass.Kind, sw.Elapsed, before, context.Model.Graph.AllNodes().Count()));
+            progress?.Report((i + 1, passes.Count));
+        }
+        if (context.Provenance.Origins.Count > 0) context.Provenance.WriteTo(context.Model);
+        return timings;
+    }
+}

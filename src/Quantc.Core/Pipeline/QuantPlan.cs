@@ -1,0 +1,60 @@
+namespace Quantc.Core.Pipeline;
+
+/// <summary>What quantc decided for one linear layer, and why.</summary>
+public sealed class LayerPlan(string name)
+{
+    /// <summary>Stable layer name (e.g. model.layers.3.mlp.down_proj).</summary>
+    public string Name { get; } = name;
+
+    /// <summary>Weight format: fp32 (untouched), fp16, int8, int4, fp8e4m3...</summary>
+    public string WeightFormat { get; set; } = "fp32";
+
+    /// <summary>per_tensor, per_channel or per_group.</summary>
+    public string WeightGranularity { get; set; } = "per_channel";
+
+    /// <summary>Group size along K for per_group weights.</summary>
+    public int GroupSize { get; set; }
+
+    /// <summary>Weight rounding method (rtn, gptq, flexround, lrq).</summary>
+    public string WeightMethod { get; set; } = "rtn";
+
+    /// <summary>Activation format (fp32 = not quantized).</summary>
+    public string ActivationFormat { get; set; } = "fp32";
+
+    /// <summary>static or dynamic activation quantization.</summary>
+    public string ActivationMode { get; set; } = "static";
+
+    /// <summary>Static activation range (lo, hi), once chosen.</summary>
+    public (float Lo, float Hi)? ActivationRange { get; set; }
+
+    /// <summary>How the range was chosen (minmax, percentile 99.99, entropy, mse).</summary>
+    public string? RangeMethod { get; set; }
+
+    /// <summary>Function-preserving transforms applied to this layer (smoothed α=0.5, symmetrized, rotated...).</summary>
+    public List<string> Transforms { get; } = [];
+
+    /// <summary>Why each decision was taken, in order ("kept fp16: input spike ratio 312 > 50").</summary>
+    public List<string> Reasons { get; } = [];
+
+    /// <summary>A one-line summary, e.g. "int8 W (per_channel, rtn) / int8 A (static, minmax); smoothed α=0.5".</summary>
+    public override string ToString()
+    {
+        string w = WeightFormat == "fp32" ? "fp32 W" : $"{WeightFormat} W ({WeightGranularity}{(GroupSize > 0 ? $" g{GroupSize}" : "")}, {WeightMethod})";
+        string a = ActivationFormat == "fp32" ? "fp32 A" : $"{ActivationFormat} A ({ActivationMode}{(RangeMethod is null ? "" : ", " + RangeMethod)})";
+        return Transforms.Count == 0 ? $"{w} / {a}" : $"{w} / {a}; {string.Join(", ", Transforms)}";
+    }
+}
+
+/// <summary>The decisions of a compile, per layer: filled by decision passes, read by lowering and the report.</summary>
+public sealed class QuantPlan
+{
+    private readonly SortedDictionary<string, LayerPlan> _layers = new(StringComparer.Ordinal);
+
+    /// <summary>Layers with a plan, by name.</summary>
+    public IReadOnlyCollection<LayerPlan> Layers => _layers.Values;
+
+    /// <summary>The plan of <paramref name="layer"/>, created on first use.</summary>
+    public LayerPlan this[string layer] => _layers.TryGetValue(layer, out var p) ? p : _layers[layer] = new LayerPlan(layer);
+
+    public bool TryGet(string layer, out LayerPlan plan) => _layers.TryGetValue(layer, out plan!);
+}

@@ -1,0 +1,95 @@
+using Quantc.Onnx;
+using YamlDotNet.RepresentationModel;
+
+namespace Quantc.Core.Pipeline;
+
+/// <summary>One step of a recipe: a pass name and its parameters.</summary>
+public sealed record RecipeStep(string Pass, PassParameters Parameters);
+
+/// <summary>
+/// A recipe: an ordered list of passes with parameters, written in YAML as llm-compressor's recipes
+/// are, so that it reads like the method section of the paper:
+/// <code>
+/// name: smoothquant
+/// description: SmoothQuant W8A8
+/// passes:
+///   - fold_norm
+///   - smooth: { alpha: 0.5 }
+///   - ranges: { method: minmax }
+/// </code>
+/// </summary>
+public sealed record Recipe(string Name, string Description, IReadOnlyList<RecipeStep> Steps, string Source)
+{
+    /// <summary>Parses recipe YAML; <paramref name="source"/> names it in messages.</summary>
+    public static Recipe Parse(string yaml, string source)
+    {
+        var stream = new YamlStream();
+        try { stream.Load(new StringReader(yaml)); }
+        catch (YamlDotNet.Core.YamlException e) { throw new BadInputException($"{source}: not valid YAML ({e.Message})", e); }
+        if (stream.Documents.Count != 1 || stream.Documents[0].RootNode is not YamlMappingNode root)
+            throw new BadInputException($"{source}: a recipe is one YAML mapping with name, description and passes");
+        string name = Scalar(root, "name", source) ?? Path.GetFileNameWithoutExtension(source);
+        string description = Scalar(root, "description", source) ?? "";
+        foreach (var key in root.Children.Keys.OfType<YamlScalarNode>().Select(k => k.Value))
+            if (key is not ("name" or "description" or "passes"))
+                throw new BadInputException($"{source}: unknown recipe key '{key}' (name, description, passes)");
+        if (!root.Children.TryGetValue(new YamlScalarNode("passes"), out var passesNode) || passesNode is not YamlSequenceNode passes)
+            throw new BadInputException($"{source}: the recipe has no 'passes' list");
+        var steps = new List<RecipeStep>();
+        int i = 0;
+        foreach (var item in passes)
+        {
+            i++;
+            switch (item)
+            {
+                case YamlScalarNode s when !string.IsNullOrEmpty(s.Value):
+                    steps.Add(new RecipeStep(s.Value, new PassParameters(null, $"{source}: pass {i} ({s.Value})")));
+                    break;
+                case YamlMappingNode m when m.Children.Count == 1:
+                {
+                    var (k, v) = m.Children.First();
+                    string pass = ((YamlScalarNode)k).Value ?? "";
+                    var values = v switch
+                    {
+                        YamlMappingNode pm => pm.Children.ToDictionary(kv => ((YamlScalarNode)kv.Key).Value ?? "", kv => Convert(kv.Value), StringComparer.Ordinal),
+                        YamlScalarNode { Value: null or "" or "~" or "null" } => new Dictionary<string, object?>(),
+                        _ => throw new BadInputException($"{source}: pass {i} ({pass}): parameters must be a mapping"),
+                    };
+                    steps.Add(new RecipeStep(pass, new PassParameters(values, $"{source}: pass {i} ({pass})")));
+                    break;
+                }
+                default:
+                    throw new BadInputException($"{source}: pass {i} must be a pass name or 'name: {{parameters}}'");
+            }
+        }
+        if (steps.Count == 0) throw new BadInputException($"{source}: the recipe has no passes");
+        return new Recipe(name, description, steps, source);
+    }
+
+    /// <summary>Reads a recipe file.</summary>
+    public static Recipe Load(string path)
+    {
+        if (!File.Exists(path)) throw new BadInputException($"{path}: recipe file not found");
+        return Parse(File.ReadAllText(path), path);
+    }
+
+    private static string? Scalar(YamlMappingNode m, string key, string source)
+    {
+        if (!m.Children.TryGetValue(new YamlScalarNode(key), out var n)) return null;
+        return n is YamlScalarNode s ? s.Value : throw new BadInputException($"{source}: '{key}' must be a string");
+    }
+
+    private static object? Convert(YamlNode n) => n switch
+    {
+        YamlScalarNode s when s.Style is YamlDotNet.Core.ScalarStyle.SingleQuoted or YamlDotNet.Core.ScalarStyle.DoubleQuoted => s.Value,
+        YamlScalarNode { Value: null or "~" or "null" } => null,
+        YamlScalarNode { Value: "true" or "True" } => true,
+        YamlScalarNode { Value: "false" or "False" } => false,
+        YamlScalarNode s when long.TryParse(s.Value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long l) => l,
+        YamlScalarNode s when double.TryParse(s.Value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double d) => d,
+        YamlScalarNode s => s.Value,
+        YamlSequenceNode seq => seq.Children.Select(Convert).ToList(),
+        YamlMappingNode map => (IReadOnlyDictionary<string, object?>)map.Children.ToDictionary(kv => ((YamlScalarNode)kv.Key).Value ?? "", kv => Convert(kv.Value), StringComparer.Ordinal),
+        _ => null,
+    };
+}
