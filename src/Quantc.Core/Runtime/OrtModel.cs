@@ -26,6 +26,7 @@ public static class OrtModel
         }
         byte[] bytes = proto.ToByteArray();
         var so = options ?? DefaultOptions();
+        if (CustomOps.IsUsedBy(model)) CustomOps.Register(so);
         if (model.File is not null)
             so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", model.File.Directory);
         try

@@ -1,0 +1,183 @@
+namespace Quantc.Core.Numerics;
+
+/// <summary>
+/// Hadamard matrices of order n = 2^k · m, m ∈ {1, 12, 20, 28, 36, 40, 44, 52, 60, 108, 140}:
+/// H_n = H_m ⊗ H_{2^k} (Sylvester for the power of two; Paley's constructions for m). Exactly the
+/// matrices custom-ops/cpu/hadamard.cpp builds, so a rotation fused into weights here is undone by
+/// the online ai.quantc.Hadamard op there (tests check they agree).
+/// </summary>
+public static class Hadamard
+{
+    /// <summary>The supported non-power-of-two orders m.</summary>
+    public static IReadOnlyList<int> Orders { get; } = [12, 20, 28, 36, 40, 44, 52, 60, 108, 140];
+
+    /// <summary>Splits n = 2^k · m with a supported m (the smallest); false when impossible.</summary>
+    public static bool TrySplit(long n, out long pow2, out int m)
+    {
+        pow2 = 0;
+        m = 0;
+        if (n <= 0) return false;
+        if ((n & (n - 1)) == 0) { pow2 = n; m = 1; return true; }
+        foreach (int order in Orders)
+        {
+            if (n % order != 0) continue;
+            long rest = n / order;
+            if ((rest & (rest - 1)) == 0) { pow2 = rest; m = order; return true; }
+        }
+        return false;
+    }
+
+    /// <summary>True when a Hadamard matrix of order <paramref name="n"/> is available.</summary>
+    public static bool IsSupported(long n) => TrySplit(n, out _, out _);
+
+    /// <summary>The m×m base matrix (±1, row-major) for m = 1 or a supported order.</summary>
+    public static sbyte[] BaseMatrix(int m) => m switch
+    {
+        1 => [1],
+        12 => Paley1(11),
+        20 => Paley1(19),
+        28 => Paley2(13, 1),
+        36 => Paley2(17, 1),
+        40 => Doubled(Paley1(19), 20),
+        44 => Paley1(43),
+        52 => Paley2(5, 2),
+        60 => Paley1(59),
+        108 => Paley1(107),
+        140 => Paley1(139),
+        _ => throw new ArgumentException($"no Hadamard base matrix of order {m}"),
+    };
+
+    /// <summary>The full n×n matrix H_n (entries ±1), row-major, as float. For tests and the portable (MatMul) lowering.</summary>
+    public static float[] Matrix(long n)
+    {
+        if (!TrySplit(n, out long p2, out int m)) throw new ArgumentException($"no Hadamard matrix of order {n}");
+        var hm = BaseMatrix(m);
+        var h = new float[n * n];
+        for (long i = 0; i < n; i++)
+            for (long j = 0; j < n; j++)
+            {
+                long a = i / p2, b = i % p2, c = j / p2, d = j % p2;
+                int sylvester = (System.Numerics.BitOperations.PopCount((ulong)(b & d)) & 1) == 1 ? -1 : 1;
+                h[i * n + j] = hm[a * m + c] * sylvester;
+            }
+        return h;
+    }
+
+    /// <summary>y = H_n x / √n (normalised) for each row of length n — the same transform as ai.quantc.Hadamard.</summary>
+    public static void Transform(ReadOnlySpan<float> x, Span<float> y, long n, bool normalize = true)
+    {
+        if (!TrySplit(n, out long p2, out int m)) throw new ArgumentException($"no Hadamard matrix of order {n}");
+        var hm = BaseMatrix(m);
+        float scale = normalize ? 1f / MathF.Sqrt(n) : 1f;
+        var tmp = new float[n];
+        for (long r = 0; r < x.Length / n; r++)
+        {
+            var row = y.Slice((int)(r * n), (int)n);
+            x.Slice((int)(r * n), (int)n).CopyTo(row);
+            for (int a = 0; a < m; a++) Fwht(row.Slice((int)(a * p2), (int)p2));
+            if (m > 1)
+            {
+                Array.Clear(tmp);
+                for (int a = 0; a < m; a++)
+                    for (int c = 0; c < m; c++)
+                    {
+                        var src = row.Slice((int)(c * p2), (int)p2);
+                        var dst = tmp.AsSpan((int)(a * p2), (int)p2);
+                        if (hm[a * m + c] > 0) System.Numerics.Tensors.TensorPrimitives.Add(dst, src, dst);
+                        else System.Numerics.Tensors.TensorPrimitives.Subtract(dst, src, dst);
+                    }
+                tmp.CopyTo(row);
+            }
+            if (normalize) System.Numerics.Tensors.TensorPrimitives.Multiply(row, scale, row);
+        }
+    }
+
+    private static void Fwht(Span<float> v)
+    {
+        for (int h = 1; h < v.Length; h <<= 1)
+            for (int i = 0; i < v.Length; i += h << 1)
+                for (int j = i; j < i + h; j++)
+                {
+                    float a = v[j], b = v[j + h];
+                    v[j] = a + b;
+                    v[j + h] = a - b;
+                }
+    }
+
+    /// <summary>GF(p) or GF(p²) (a + bα, α² = r the smallest non-residue), element index a + p·b, with the quadratic character.</summary>
+    private sealed class Field
+    {
+        public readonly int P, Q, R;
+        public readonly sbyte[] Chi;
+
+        public Field(int p, int power)
+        {
+            P = p;
+            Q = power == 1 ? p : p * p;
+            if (power == 2)
+                for (R = 2; R < p; R++)
+                    if (!Enumerable.Range(1, p - 1).Any(t => t * t % p == R)) break;
+            Chi = Enumerable.Repeat((sbyte)-1, Q).ToArray();
+            Chi[0] = 0;
+            for (int x = 1; x < Q; x++) Chi[Mul(x, x)] = 1;
+        }
+
+        public int Add(int x, int y) => Q == P ? (x + y) % P : (x % P + y % P) % P + P * ((x / P + y / P) % P);
+        public int Neg(int x) => Q == P ? (P - x) % P : (P - x % P) % P + P * ((P - x / P) % P);
+        public int Mul(int x, int y)
+        {
+            if (Q == P) return x * y % P;
+            int a = x % P, b = x / P, c = y % P, d = y / P;
+            return (a * c + R * b % P * d) % P + P * ((a * d + b * c) % P);
+        }
+    }
+
+    /// <summary>Paley I (q ≡ 3 mod 4): H = I + [[0, 1ᵀ], [−1, Q]], Q[i][j] = χ(j − i); order q + 1.</summary>
+    private static sbyte[] Paley1(int q)
+    {
+        var f = new Field(q, 1);
+        int n = q + 1;
+        var h = new sbyte[n * n];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+            {
+                int s = (i, j) switch
+                {
+                    (0, 0) => 0,
+                    (0, _) => 1,
+                    (_, 0) => -1,
+                    _ => f.Chi[f.Add(j - 1, f.Neg(i - 1))],
+                };
+                h[i * n + j] = (sbyte)(s + (i == j ? 1 : 0));
+            }
+        return h;
+    }
+
+    /// <summary>Paley II (q ≡ 1 mod 4): C = [[0, 1ᵀ], [1, Q]]; H = C ⊗ [[1,1],[1,−1]] + I ⊗ [[1,−1],[−1,−1]]; order 2(q + 1).</summary>
+    private static sbyte[] Paley2(int p, int power)
+    {
+        var f = new Field(p, power);
+        int c = f.Q + 1, n = 2 * c;
+        int[,] a = { { 1, 1 }, { 1, -1 } }, b = { { 1, -1 }, { -1, -1 } };
+        var h = new sbyte[n * n];
+        for (int i = 0; i < c; i++)
+            for (int j = 0; j < c; j++)
+            {
+                int conf = (i == 0 && j == 0) ? 0 : (i == 0 || j == 0) ? 1 : f.Chi[f.Add(j - 1, f.Neg(i - 1))];
+                for (int u = 0; u < 2; u++)
+                    for (int v = 0; v < 2; v++)
+                        h[(2 * i + u) * n + 2 * j + v] = (sbyte)(conf * a[u, v] + (i == j ? b[u, v] : 0));
+            }
+        return h;
+    }
+
+    private static sbyte[] Doubled(sbyte[] h, int m)
+    {
+        int n = 2 * m;
+        var d = new sbyte[n * n];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                d[i * n + j] = (sbyte)(h[i % m * m + j % m] * (i >= m && j >= m ? -1 : 1));
+        return d;
+    }
+}
