@@ -13,6 +13,7 @@
 
 #include "quantc/gemm.h"
 #include "quantc/hadamard.h"
+#include "quantc/mamba.h"
 
 namespace {
 
@@ -104,6 +105,121 @@ struct MatMulInt8Op {
   }
 };
 
+float scalar(const std::string& op, const char* what, const Tensor<float>& t) {
+  if (t.NumberOfElement() != 1) fail(op, std::string(what) + " must be a scalar");
+  return t.Data()[0];
+}
+
+// MatMulInt4Int8(A: int8[..., K], A_scale: float scalar, B: uint8[N, K/2] (int4, chunked), B_scale: float[N, K/group_size], bias?: float[N]) -> Y float[..., N].
+struct MatMulInt4Int8Op {
+  MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {}
+
+  void Compute(const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b, const Tensor<float>& b_scale,
+               std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
+    const std::string op = "MatMulInt4Int8";
+    auto as = a.Shape(), bs = b.Shape();
+    if (as.empty()) fail(op, "A must have at least one axis");
+    if (bs.size() != 2) fail(op, "B must be 2-D [N, K/2], got " + shape_str(bs));
+    int64_t K = as.back(), N = bs[0];
+    if (bs[1] * 2 != K) fail(op, "A " + shape_str(as) + " and B " + shape_str(bs) + " disagree on K (B holds two int4 per byte)");
+    if (K % 64) fail(op, "K = " + std::to_string(K) + " must be a multiple of 64");
+    if (group_ != 32 && group_ != 64 && group_ != 128) fail(op, "group_size must be 32, 64 or 128");
+    if (K % group_) fail(op, "K must be a multiple of group_size");
+    if (b_scale.NumberOfElement() != N * (K / group_)) fail(op, "B_scale must be [N, K/group_size] = [" + std::to_string(N) + "," + std::to_string(K / group_) + "]");
+    const float* bias_data = nullptr;
+    if (bias.has_value() && *bias) {
+      if ((*bias)->NumberOfElement() != N) fail(op, "bias must have N elements");
+      bias_data = (*bias)->Data();
+    }
+    auto ys = as;
+    ys.back() = N;
+    float* out = y.Allocate(ys);
+    quantc::matmul_int4_int8(a.Data(), b.Data(), a.NumberOfElement() / K, N, K, group_, scalar(op, "A_scale", a_scale), b_scale.Data(), bias_data, out,
+                             quantc::best_isa());
+  }
+
+  int64_t group_;
+};
+
+// QSelectiveScan: Mamba's selective scan on int8 inputs with fp32 state (see README for the schema).
+struct QSelectiveScanOp {
+  QSelectiveScanOp(const OrtApi* api, const OrtKernelInfo* info) : softplus_(attr_int(api, info, "dt_softplus", 1) != 0) {}
+
+  void Compute(const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<int8_t>& dt, const Tensor<float>& dt_scale,
+               const Tensor<float>& A, const Tensor<int8_t>& B, const Tensor<float>& B_scale, const Tensor<int8_t>& C,
+               const Tensor<float>& C_scale, std::optional<const Tensor<float>*> D, std::optional<const Tensor<int8_t>*> z,
+               std::optional<const Tensor<float>*> z_scale, std::optional<const Tensor<float>*> dt_bias,
+               std::optional<const Tensor<float>*> h0, Tensor<float>& y, std::optional<Tensor<float>*> h_out) {
+    const std::string op = "QSelectiveScan";
+    auto xs = x.Shape(), as = A.Shape(), bs = B.Shape();
+    if (xs.size() != 3) fail(op, "x must be [batch, length, dim], got " + shape_str(xs));
+    if (dt.Shape() != xs) fail(op, "dt must have x's shape " + shape_str(xs));
+    if (as.size() != 2 || as[0] != xs[2]) fail(op, "A must be [dim, state] with dim = " + std::to_string(xs[2]));
+    const int64_t Bt = xs[0], L = xs[1], Dm = xs[2], N = as[1];
+    if (bs != std::vector<int64_t>{Bt, L, N}) fail(op, "B must be [batch, length, state] = " + shape_str({Bt, L, N}));
+    if (C.Shape() != bs) fail(op, "C must be [batch, length, state] = " + shape_str({Bt, L, N}));
+    quantc::ScanArgs args;
+    args.batch = Bt; args.length = L; args.dim = Dm; args.state = N;
+    args.x = x.Data(); args.x_scale = scalar(op, "x_scale", x_scale);
+    args.dt = dt.Data(); args.dt_scale = scalar(op, "dt_scale", dt_scale); args.dt_softplus = softplus_;
+    args.A = A.Data(); args.B = B.Data(); args.B_scale = scalar(op, "B_scale", B_scale);
+    args.C = C.Data(); args.C_scale = scalar(op, "C_scale", C_scale);
+    if (D.has_value() && *D) {
+      if ((*D)->NumberOfElement() != Dm) fail(op, "D must have dim elements");
+      args.D = (*D)->Data();
+    }
+    if (z.has_value() && *z) {
+      if ((*z)->Shape() != xs) fail(op, "z must have x's shape");
+      if (!z_scale.has_value() || !*z_scale) fail(op, "z needs z_scale");
+      args.z = (*z)->Data();
+      args.z_scale = scalar(op, "z_scale", **z_scale);
+    }
+    if (dt_bias.has_value() && *dt_bias) {
+      if ((*dt_bias)->NumberOfElement() != Dm) fail(op, "dt_bias must have dim elements");
+      args.dt_bias = (*dt_bias)->Data();
+    }
+    if (h0.has_value() && *h0) {
+      if ((*h0)->Shape() != std::vector<int64_t>{Bt, Dm, N}) fail(op, "initial state must be [batch, dim, state] = " + shape_str({Bt, Dm, N}));
+      args.h0 = (*h0)->Data();
+    }
+    args.y = y.Allocate(xs);
+    if (h_out.has_value() && *h_out) args.h_out = (*h_out)->Allocate({Bt, Dm, N});
+    quantc::selective_scan_int8(args);
+  }
+
+  bool softplus_;
+};
+
+// QCausalConv1d: depthwise causal conv1d on int8 input, fp32 weights, fused SiLU, conv state in/out.
+struct QCausalConv1dOp {
+  QCausalConv1dOp(const OrtApi* api, const OrtKernelInfo* info) : silu_(attr_int(api, info, "silu", 1) != 0) {}
+
+  void Compute(const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<float>& weight, std::optional<const Tensor<float>*> bias,
+               std::optional<const Tensor<float>*> state_in, Tensor<float>& y, std::optional<Tensor<float>*> state_out) {
+    const std::string op = "QCausalConv1d";
+    auto xs = x.Shape(), ws = weight.Shape();
+    if (xs.size() != 3) fail(op, "x must be [batch, length, dim], got " + shape_str(xs));
+    if (ws.size() != 2 || ws[0] != xs[2] || ws[1] < 1) fail(op, "weight must be [dim, kernel] with dim = " + std::to_string(xs[2]));
+    quantc::ConvArgs args;
+    args.batch = xs[0]; args.length = xs[1]; args.dim = xs[2]; args.kernel = ws[1];
+    args.x = x.Data(); args.x_scale = scalar(op, "x_scale", x_scale); args.weight = weight.Data(); args.silu = silu_;
+    if (bias.has_value() && *bias) {
+      if ((*bias)->NumberOfElement() != xs[2]) fail(op, "bias must have dim elements");
+      args.bias = (*bias)->Data();
+    }
+    const std::vector<int64_t> ss{xs[0], xs[2], ws[1] - 1};
+    if (state_in.has_value() && *state_in) {
+      if ((*state_in)->Shape() != ss) fail(op, "state must be [batch, dim, kernel-1] = " + shape_str(ss));
+      args.state_in = (*state_in)->Data();
+    }
+    args.y = y.Allocate(xs);
+    if (state_out.has_value() && *state_out) args.state_out = (*state_out)->Allocate(ss);
+    quantc::causal_conv1d_int8(args);
+  }
+
+  bool silu_;
+};
+
 std::once_flag g_once;
 std::unique_ptr<Ort::CustomOpDomain> g_domain;
 std::vector<std::unique_ptr<Ort::Custom::OrtLiteCustomOp>> g_ops;
@@ -121,6 +237,9 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<HadamardOp>("Hadamard", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<HadamardQuantizeInt8Op>("HadamardQuantizeInt8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op>("MatMulInt8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op>("MatMulInt4Int8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp>("QSelectiveScan", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dOp>("QCausalConv1d", "CPUExecutionProvider"));
       for (auto& op : g_ops) g_domain->Add(op.get());
     });
     Ort::UnownedSessionOptions session_options(options);

@@ -45,3 +45,46 @@ TEST(MatMulInt8, DequantizesWithScalesAndBias) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(MatMulInt4Int8, EveryPathEqualsTheUnpackedReference) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> d4(-8, 7);
+  for (auto [M, N, K, G] : std::vector<std::tuple<int, int, int, int>>{{1, 3, 64, 32}, {5, 7, 128, 64}, {2, 16, 256, 128}, {9, 5, 512, 32}}) {
+    auto a = random_int8(M * K, rng);
+    std::vector<int8_t> w(N * K);
+    for (auto& x : w) x = static_cast<int8_t>(d4(rng));
+    w[0] = -8;
+    std::vector<uint8_t> packed(N * K / 2);
+    quantc::pack_int4_chunked(w.data(), N, K, packed.data());
+    std::vector<float> ws(N * (K / G)), bias(N), want(M * N);
+    for (size_t i = 0; i < ws.size(); ++i) ws[i] = 0.01f + 0.001f * static_cast<float>(i % 13);
+    for (int n = 0; n < N; ++n) bias[n] = 0.25f * n;
+    const float as = 0.02f;
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        float acc = 0;
+        for (int g = 0; g < K / G; ++g) {
+          int32_t s = 0;
+          for (int k = g * G; k < (g + 1) * G; ++k) s += a[m * K + k] * w[n * K + k];
+          acc += static_cast<float>(s) * (as * ws[n * (K / G) + g]);
+        }
+        want[m * N + n] = acc + bias[n];
+      }
+    for (auto isa : {quantc::Isa::Reference, quantc::best_isa()}) {
+      std::vector<float> y(M * N);
+      quantc::matmul_int4_int8(a.data(), packed.data(), M, N, K, G, as, ws.data(), bias.data(), y.data(), isa);
+      ASSERT_EQ(y, want) << quantc::isa_name(isa) << " M=" << M << " N=" << N << " K=" << K << " G=" << G;
+    }
+  }
+}
+
+TEST(MatMulInt4Int8, RejectsBadShapes) {
+  std::vector<int8_t> a(48);
+  std::vector<uint8_t> w(24);
+  std::vector<float> s(1), y(1);
+  EXPECT_THROW(quantc::matmul_int4_int8(a.data(), w.data(), 1, 1, 48, 32, 1.f, s.data(), nullptr, y.data(), quantc::Isa::Reference), std::invalid_argument);
+}
+
+}  // namespace

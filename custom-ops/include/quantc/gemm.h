@@ -26,3 +26,18 @@ void matmul_int8_accumulate(const int8_t* a, const int8_t* b, int64_t M, int64_t
 void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx);
 
 }  // namespace quantc
+
+namespace quantc {
+
+// W4A8: y[m][n] = sum_g (sum_{k in g} a[m][k] * w[n][k]) * a_scale * w_scale[n][g] + bias[n], the group
+// sums exact in int32, accumulated over groups in float in order g = 0, 1, ...
+// w is int4 packed in chunks of 64 along K: byte j (0..31) of chunk c holds k = 64c + j in its low
+// nibble and k = 64c + 32 + j in its high nibble (two's-complement int4). K % 64 == 0 and
+// group_size in {32, 64, 128}. w_scale is [N, K / group_size].
+void matmul_int4_int8(const int8_t* a, const uint8_t* w, int64_t M, int64_t N, int64_t K, int64_t group_size, float a_scale,
+                      const float* w_scale, const float* bias, float* y, Isa isa);
+
+// Packs int8 values in [-8, 7] ([N, K] row-major) into the layout above ([N, K / 2] bytes).
+void pack_int4_chunked(const int8_t* w, int64_t N, int64_t K, uint8_t* packed);
+
+}  // namespace quantc

@@ -1,0 +1,75 @@
+#include "quantc/mamba.h"
+
+#include <cmath>
+#include <vector>
+
+#include "quantc/gemm.h"
+
+namespace quantc {
+namespace {
+
+inline float softplus(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }
+inline float silu(float v) { return v / (1.f + std::exp(-v)); }
+
+void scan_rows(void* p, int64_t r0, int64_t r1) {
+  const ScanArgs& a = *static_cast<const ScanArgs*>(p);
+  const int64_t L = a.length, Dm = a.dim, N = a.state;
+  std::vector<float> h(N);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t b = r / Dm, d = r % Dm;
+    for (int64_t n = 0; n < N; ++n) h[n] = a.h0 ? a.h0[(b * Dm + d) * N + n] : 0.f;
+    const float* Ad = a.A + d * N;
+    const float bias = a.dt_bias ? a.dt_bias[d] : 0.f;
+    for (int64_t t = 0; t < L; ++t) {
+      const int64_t i = (b * L + t) * Dm + d;
+      const float xv = a.x[i] * a.x_scale;
+      float dtv = a.dt[i] * a.dt_scale + bias;
+      if (a.dt_softplus) dtv = softplus(dtv);
+      const int8_t* Bt = a.B + (b * L + t) * N;
+      const int8_t* Ct = a.C + (b * L + t) * N;
+      const float dbx = dtv * xv * a.B_scale;
+      float acc = 0.f;
+      for (int64_t n = 0; n < N; ++n) {
+        h[n] = std::exp(dtv * Ad[n]) * h[n] + dbx * Bt[n];
+        acc += Ct[n] * h[n];
+      }
+      float yv = acc * a.C_scale + (a.D ? a.D[d] * xv : 0.f);
+      if (a.z) yv *= silu(a.z[i] * a.z_scale);
+      a.y[i] = yv;
+    }
+    if (a.h_out)
+      for (int64_t n = 0; n < N; ++n) a.h_out[(b * Dm + d) * N + n] = h[n];
+  }
+}
+
+void conv_rows(void* p, int64_t r0, int64_t r1) {
+  const ConvArgs& a = *static_cast<const ConvArgs*>(p);
+  const int64_t L = a.length, Dm = a.dim, K = a.kernel;
+  std::vector<float> window(K + L);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t b = r / Dm, d = r % Dm;
+    // window = [state (K-1 previous inputs), x_0 .. x_{L-1}] for this channel.
+    for (int64_t j = 0; j < K - 1; ++j) window[j] = a.state_in ? a.state_in[(b * Dm + d) * (K - 1) + j] : 0.f;
+    for (int64_t t = 0; t < L; ++t) window[K - 1 + t] = a.x[(b * L + t) * Dm + d] * a.x_scale;
+    const float* w = a.weight + d * K;
+    for (int64_t t = 0; t < L; ++t) {
+      float acc = a.bias ? a.bias[d] : 0.f;
+      for (int64_t j = 0; j < K; ++j) acc += w[j] * window[t + j];
+      a.y[(b * L + t) * Dm + d] = a.silu ? silu(acc) : acc;
+    }
+    if (a.state_out)
+      for (int64_t j = 0; j < K - 1; ++j) a.state_out[(b * Dm + d) * (K - 1) + j] = window[L + j];
+  }
+}
+
+}  // namespace
+
+void selective_scan_int8(const ScanArgs& args) {
+  parallel_for(args.batch * args.dim, args.length * args.state * 8, scan_rows, const_cast<ScanArgs*>(&args));
+}
+
+void causal_conv1d_int8(const ConvArgs& args) {
+  parallel_for(args.batch * args.dim, args.length * args.kernel, conv_rows, const_cast<ConvArgs*>(&args));
+}
+
+}  // namespace quantc
