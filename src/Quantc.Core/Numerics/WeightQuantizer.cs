@@ -1,0 +1,185 @@
+using System.Numerics.Tensors;
+
+namespace Quantc.Core.Numerics;
+
+/// <summary>
+/// A quantized weight matrix: integer values per element and a scale per output channel (per
+/// channel) or per (output channel, group of K). Symmetric: value = q · scale.
+/// Layout: row n is output channel n, columns run along K (the input features).
+/// </summary>
+public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int GroupSize, sbyte[] Values, float[] Scales)
+{
+    /// <summary>Groups per row (1 for per channel).</summary>
+    public int Groups => GroupSize == 0 ? 1 : K / GroupSize;
+
+    /// <summary>Scale of element (n, k).</summary>
+    public float ScaleAt(int n, int k) => Scales[n * Groups + (GroupSize == 0 ? 0 : k / GroupSize)];
+
+    /// <summary>The dequantized matrix [N, K].</summary>
+    public float[] Dequantize()
+    {
+        var w = new float[N * K];
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) w[n * K + k] = Values[n * K + k] * ScaleAt(n, k);
+        return w;
+    }
+}
+
+/// <summary>Weight quantization: round-to-nearest (RTN) and GPTQ, symmetric, per channel or per group along K.</summary>
+public static class WeightQuantizer
+{
+    /// <summary>The symmetric scale for a slice: absmax / qmax (1 for an all-zero slice).</summary>
+    public static float ScaleFor(ReadOnlySpan<float> w, QuantFormat format)
+    {
+        float absmax = w.IsEmpty ? 0 : MathF.Abs(TensorPrimitives.MaxMagnitude(w));
+        return absmax == 0 ? 1f : absmax / (float)format.Max;
+    }
+
+    private static void CheckShape(int n, int k, int groupSize, QuantFormat format)
+    {
+        if (format.IsFloat) throw new ArgumentException("weight quantization here is integer (int8/int4)");
+        if (groupSize < 0 || (groupSize > 0 && k % groupSize != 0)) throw new ArgumentException($"K = {k} is not a multiple of group size {groupSize}");
+        if (n <= 0 || k <= 0) throw new ArgumentException("empty weight");
+    }
+
+    /// <summary>Round-to-nearest (half to even, as QuantizeLinear) with absmax scales. <paramref name="w"/> is [N, K].</summary>
+    public static QuantizedWeight Rtn(ReadOnlySpan<float> w, int n, int k, QuantFormat format, int groupSize = 0)
+    {
+        CheckShape(n, k, groupSize, format);
+        int g = groupSize == 0 ? k : groupSize, groups = k / g;
+        var q = new sbyte[n * k];
+        var scales = new float[n * groups];
+        for (int r = 0; r < n; r++)
+            for (int gi = 0; gi < groups; gi++)
+            {
+                var slice = w.Slice(r * k + gi * g, g);
+                float s = ScaleFor(slice, format);
+                scales[r * groups + gi] = s;
+                for (int j = 0; j < g; j++) q[r * k + gi * g + j] = (sbyte)Quantizer.QuantizeInt(slice[j], s, 0, format);
+            }
+        return new QuantizedWeight(format, n, k, groupSize, q, scales);
+    }
+
+    /// <summary>
+    /// GPTQ (Frantar et al., 2023): quantizes K columns one at a time and spreads each column's
+    /// rounding error over the not-yet-quantized columns through the inverse Hessian of the layer's
+    /// reconstruction loss, H = 2·XᵀX from calibration inputs X [tokens, K]. <paramref name="hessian"/>
+    /// is H (K×K, row-major); <paramref name="damp"/> adds damp·mean(diag H) to the diagonal. Group scales
+    /// are chosen from the error-updated weights when a group starts, as the reference implementation does.
+    /// </summary>
+    public static QuantizedWeight Gptq(ReadOnlySpan<float> w, int n, int k, ReadOnlySpan<double> hessian, QuantFormat format, int groupSize = 0, double damp = 0.01)
+    {
+        CheckShape(n, k, groupSize, format);
+        if (hessian.Length != k * k) throw new ArgumentException($"the Hessian must be {k}×{k}");
+        var h = hessian.ToArray();
+        var work = new double[n * k];
+        for (int i = 0; i < n * k; i++) work[i] = w[i];
+        // Dead inputs (never active in calibration): fix their diagonal, zero their weights.
+        double meanDiag = 0;
+        for (int i = 0; i < k; i++) meanDiag += h[i * k + i];
+        meanDiag /= k;
+        for (int i = 0; i < k; i++)
+            if (h[i * k + i] == 0)
+            {
+                h[i * k + i] = 1;
+                for (int r = 0; r < n; r++) work[r * k + i] = 0;
+            }
+        for (int i = 0; i < k; i++) h[i * k + i] += damp * (meanDiag == 0 ? 1 : meanDiag);
+
+        // U: upper Cholesky factor of H⁻¹ (H⁻¹ = Uᵀ·U).
+        var u = UpperCholeskyOfInverse(h, k);
+
+        int g = groupSize == 0 ? k : groupSize, groups = k / g;
+        var q = new sbyte[n * k];
+        var scales = new float[n * groups];
+        var colScale = new float[n];
+        var slice = new float[g];
+        for (int i = 0; i < k; i++)
+        {
+            if (i % g == 0)
+            {
+                int gi = i / g;
+                for (int r = 0; r < n; r++)
+                {
+                    for (int j = 0; j < g; j++) slice[j] = (float)work[r * k + i + j];
+                    colScale[r] = ScaleFor(slice, format);
+                    scales[r * groups + gi] = colScale[r];
+                }
+            }
+            double d = u[i * k + i];
+            for (int r = 0; r < n; r++)
+            {
+                double wi = work[r * k + i];
+                int qi = Quantizer.QuantizeInt((float)wi, colScale[r], 0, format);
+                q[r * k + i] = (sbyte)qi;
+                double err = (wi - qi * (double)colScale[r]) / d;
+                for (int j = i + 1; j < k; j++) work[r * k + j] -= err * u[i * k + j];
+            }
+        }
+        return new QuantizedWeight(format, n, k, groupSize, q, scales);
+    }
+
+    /// <summary>Accumulates H += 2·XᵀX for inputs <paramref name="x"/> [tokens, K] (double precision).</summary>
+    public static void AccumulateHessian(Span<double> h, ReadOnlySpan<float> x, int k)
+    {
+        int tokens = x.Length / k;
+        for (int t = 0; t < tokens; t++)
+        {
+            var row = x.Slice(t * k, k);
+            for (int i = 0; i < k; i++)
+            {
+                double xi = 2.0 * row[i];
+                if (xi == 0) continue;
+                for (int j = 0; j < k; j++) h[i * k + j] += xi * row[j];
+            }
+        }
+    }
+
+    private static double[] UpperCholeskyOfInverse(double[] h, int k)
+    {
+        // H = L·Lᵀ; H⁻¹ = L⁻ᵀ·L⁻¹; then the upper Cholesky factor of H⁻¹.
+        var l = Cholesky(h, k);
+        var linv = new double[k * k];
+        for (int i = 0; i < k; i++)
+        {
+            linv[i * k + i] = 1 / l[i * k + i];
+            for (int j = 0; j < i; j++)
+            {
+                double s = 0;
+                for (int t = j; t < i; t++) s += l[i * k + t] * linv[t * k + j];
+                linv[i * k + j] = -s / l[i * k + i];
+            }
+        }
+        var inv = new double[k * k];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j <= i; j++)
+            {
+                double s = 0;
+                for (int t = i; t < k; t++) s += linv[t * k + i] * linv[t * k + j];
+                inv[i * k + j] = inv[j * k + i] = s;
+            }
+        var lc = Cholesky(inv, k);
+        var upper = new double[k * k];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j <= i; j++) upper[j * k + i] = lc[i * k + j];
+        return upper;
+    }
+
+    private static double[] Cholesky(double[] a, int k)
+    {
+        var l = new double[k * k];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j <= i; j++)
+            {
+                double s = a[i * k + j];
+                for (int t = 0; t < j; t++) s -= l[i * k + t] * l[j * k + t];
+                if (i == j)
+                {
+                    if (s <= 0) throw new InvalidOperationException("the Hessian is not positive definite (increase damping)");
+                    l[i * k + i] = Math.Sqrt(s);
+                }
+                else l[i * k + j] = s / l[j * k + j];
+            }
+        return l;
+    }
+}
