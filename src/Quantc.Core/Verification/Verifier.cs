@@ -54,6 +54,7 @@ public static class Verifier
         var outErr = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var layerErr = pairs.ToDictionary(p => p.Compiled, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var logits = new LogitsAccumulator();
+        var skipped = new HashSet<string>(StringComparer.Ordinal);   // intermediates that turned out not to be float tensors
         bool hasLogits = outputs.Contains(options.LogitsOutput);
 
         // First pass: outputs (and as many intermediates as fit the budget), then further groups.
@@ -74,8 +75,10 @@ public static class Verifier
                 using var rc = RunOne(sc, samples[s], compNames);
                 for (int k = 0; k < origNames.Count; k++)
                 {
-                    var a = AsFloat(ro[k]);
-                    var b = AsFloat(rc[k]);
+                    bool isOutputTensor = gi == 0 && k < outputs.Count;
+                    var a = AsFloat(ro[k], isOutputTensor);
+                    var b = AsFloat(rc[k], isOutputTensor);
+                    if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its original '{origNames[k]}' has {a.Length}");
                     bool isOutput = gi == 0 && k < outputs.Count;
@@ -95,7 +98,7 @@ public static class Verifier
         }
 
         var order = compiled.Graph.TopologicalOrder().Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
-        var layers = pairs.Select(p =>
+        var layers = pairs.Where(p => !skipped.Contains(p.Compiled)).Select(p =>
         {
             var v = compiled.Graph.Find(p.Compiled)!;
             var e = layerErr[p.Compiled];
@@ -167,9 +170,11 @@ public static class Verifier
         }
     }
 
-    private static float[] AsFloat(OrtValue v)
+    /// <summary>The tensor as float32; null for a non-numeric intermediate (bool masks...), which is left out of the comparison.</summary>
+    private static float[]? AsFloat(OrtValue v, bool isOutput)
     {
         var info = v.GetTensorTypeAndShape();
+        if (!isOutput && info.ElementDataType is not (OrtType.Float or OrtType.Float16 or OrtType.BFloat16)) return null;
         switch (info.ElementDataType)
         {
             case OrtType.Float: return v.GetTensorDataAsSpan<float>().ToArray();
@@ -177,6 +182,7 @@ public static class Verifier
             case OrtType.BFloat16: { var h = v.GetTensorDataAsSpan<BFloat16>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = (float)h[i]; return f; }
             case OrtType.Int64: { var h = v.GetTensorDataAsSpan<long>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = h[i]; return f; }
             case OrtType.Int32: { var h = v.GetTensorDataAsSpan<int>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = h[i]; return f; }
+            case OrtType.Bool: { var h = v.GetTensorDataAsSpan<bool>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = h[i] ? 1 : 0; return f; }
             default: throw new BadInputException($"cannot compare an output of type {info.ElementDataType}");
         }
     }
