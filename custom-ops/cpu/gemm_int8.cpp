@@ -159,6 +159,10 @@ void matmul_int8_accumulate(const int8_t* a, const int8_t* b, int64_t M, int64_t
 
 void matmul_int8(const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K, float a_scale, const float* b_scale,
                  const float* bias, float* y, Isa isa) {
+  if (isa == Isa::Avx512Vnni) {
+    matmul_int8_vnni_packed(a, pack_b_vnni(b, N, K), M, a_scale, b_scale, bias, y);
+    return;
+  }
   std::vector<int32_t> acc(static_cast<size_t>(M * N));
   matmul_int8_accumulate(a, b, M, N, K, acc.data(), isa);
   for (int64_t m = 0; m < M; ++m)

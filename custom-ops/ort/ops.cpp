@@ -81,7 +81,19 @@ struct HadamardQuantizeInt8Op {
 
 // MatMulInt8(A: int8[..., K], A_scale: float scalar, B: int8[N, K], B_scale: float[N], bias?: float[N]) -> Y float[..., N].
 struct MatMulInt8Op {
-  MatMulInt8Op(const OrtApi*, const OrtKernelInfo*) {}
+  // A constant weight (an initializer) is packed once, here, for the VNNI GEMM.
+  MatMulInt8Op(const OrtApi*, const OrtKernelInfo* info) {
+    if (quantc::best_isa() != quantc::Isa::Avx512Vnni) return;
+    Ort::ConstKernelInfo ki(info);
+    int is_constant = 0;
+    Ort::ConstValue b = ki.GetTensorConstantInput(2, &is_constant);
+    if (!is_constant) return;
+    auto shape = b.GetTensorTypeAndShapeInfo().GetShape();
+    if (shape.size() != 2) return;  // Compute reports the shape error
+    packed_ = std::make_unique<quantc::PackedB>(quantc::pack_b_vnni(b.GetTensorData<int8_t>(), shape[0], shape[1]));
+  }
+
+  std::unique_ptr<quantc::PackedB> packed_;
 
   void Compute(const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<int8_t>& b, const Tensor<float>& b_scale,
                std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
@@ -101,7 +113,10 @@ struct MatMulInt8Op {
     ys.back() = N;
     float* out = y.Allocate(ys);
     int64_t M = K == 0 ? 0 : a.NumberOfElement() / K;
-    quantc::matmul_int8(a.Data(), b.Data(), M, N, K, a_scale.Data()[0], b_scale.Data(), bias_data, out, quantc::best_isa());
+    if (packed_ && packed_->N == N && packed_->K == K)
+      quantc::matmul_int8_vnni_packed(a.Data(), *packed_, M, a_scale.Data()[0], b_scale.Data(), bias_data, out);
+    else
+      quantc::matmul_int8(a.Data(), b.Data(), M, N, K, a_scale.Data()[0], b_scale.Data(), bias_data, out, quantc::best_isa());
   }
 };
 

@@ -88,3 +88,23 @@ TEST(MatMulInt4Int8, RejectsBadShapes) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(MatMulInt8, PackedVnniGemmEqualsTheReference) {
+  if (quantc::best_isa() != quantc::Isa::Avx512Vnni) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  std::mt19937 rng(17);
+  for (auto [M, N, K] : std::vector<std::tuple<int, int, int>>{{1, 1, 1}, {1, 16, 4}, {5, 33, 7}, {4, 32, 64}, {9, 50, 130}, {64, 96, 512}}) {
+    auto a = random_int8(M * K, rng), b = random_int8(N * K, rng);
+    a[0] = -128;
+    b[0] = -128;
+    std::vector<float> bs(N), bias(N), got(M * N), want(M * N);
+    for (int n = 0; n < N; ++n) { bs[n] = 0.001f * (n + 1); bias[n] = 0.5f * n; }
+    quantc::matmul_int8(a.data(), b.data(), M, N, K, 0.03f, bs.data(), bias.data(), want.data(), quantc::Isa::Reference);
+    auto packed = quantc::pack_b_vnni(b.data(), N, K);
+    quantc::matmul_int8_vnni_packed(a.data(), packed, M, 0.03f, bs.data(), bias.data(), got.data());
+    ASSERT_EQ(got, want) << "M=" << M << " N=" << N << " K=" << K;
+  }
+}
+
+}  // namespace

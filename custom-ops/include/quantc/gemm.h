@@ -41,3 +41,23 @@ void matmul_int4_int8(const int8_t* a, const uint8_t* w, int64_t M, int64_t N, i
 void pack_int4_chunked(const int8_t* w, int64_t N, int64_t K, uint8_t* packed);
 
 }  // namespace quantc
+
+#include <vector>
+
+namespace quantc {
+
+// B (int8 [N, K]) repacked for the AVX-512 VNNI GEMM: panels of 16 output channels, each k-quad of
+// a panel one 64-byte vector (lane j = B[n0 + j][4q .. 4q + 3]); K and N padded with zeros. Also
+// the per-channel sums of B, for the unsigned-offset correction. Pack once for a constant weight.
+struct PackedB {
+  int64_t N = 0, K = 0, Kq = 0, panels = 0;  // Kq = ceil(K / 4)
+  std::vector<int8_t> data;                  // [panels][Kq][16][4]
+  std::vector<int32_t> col_sum;              // [panels * 16]
+};
+
+PackedB pack_b_vnni(const int8_t* b, int64_t N, int64_t K);
+
+// y = (a · Bᵀ) · a_scale · b_scale[n] + bias[n] with the packed weight (AVX-512 VNNI only).
+void matmul_int8_vnni_packed(const int8_t* a, const PackedB& b, int64_t M, float a_scale, const float* b_scale, const float* bias, float* y);
+
+}  // namespace quantc
