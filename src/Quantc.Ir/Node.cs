@@ -102,6 +102,19 @@ public sealed class Node
 
     public bool RemoveAttribute(string name) => AttributeList.RemoveAll(a => a.Name == name) > 0;
 
+    /// <summary>
+    /// Creates an empty subgraph held by the graph attribute <paramref name="name"/> (replacing an
+    /// attribute of that name) and returns it, to be filled with inputs, nodes and outputs (a Scan
+    /// or Loop body, an If branch). The subgraph sees the values of this node's graph.
+    /// </summary>
+    public Graph SetSubgraph(string name, string graphName)
+    {
+        RemoveAttribute(name);
+        var g = new Graph(Graph.Model, Graph, this, graphName);
+        AttributeList.Add(new Attribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Graph }, g, null));
+        return g;
+    }
+
     /// <summary>Subgraphs held by this node's attributes (If branches, Loop/Scan bodies).</summary>
     public IEnumerable<Graph> Subgraphs =>
         AttributeList.SelectMany(a => a.Graph is not null ? [a.Graph] : a.Graphs ?? []);
