@@ -35,30 +35,59 @@ public sealed class Histogram
     /// <summary>Width of one bin.</summary>
     public double BinWidth => 2.0 * Range / _bins.Length;
 
+    private float[] _scratch = [];
+    private int[] _lanes = [];
+
+    private static int Clamp(int b, int n) => b >= n ? n - 1 : b < 0 ? 0 : b;
+
     /// <summary>Adds values (NaN is ignored).</summary>
     public void Add(ReadOnlySpan<float> values)
     {
-        float absmax = 0;
-        foreach (float v in values) if (!float.IsNaN(v)) absmax = MathF.Max(absmax, MathF.Abs(v));
+        if (values.IsEmpty) return;
+        float absmax = MathF.Abs(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(values));
+        bool hasNaN = float.IsNaN(absmax) || float.IsNaN(System.Numerics.Tensors.TensorPrimitives.Sum(values));
+        if (hasNaN)
+        {
+            // Rare: drop NaNs, then take the fast path.
+            var clean = new float[values.Length];
+            int c = 0;
+            foreach (float v in values) if (!float.IsNaN(v)) clean[c++] = v;
+            Add(clean.AsSpan(0, c));
+            return;
+        }
         if (absmax > Range) Grow(absmax);
         if (Range == 0)
         {
-            // All zeros so far: count them in the two middle bins' boundary (bin of +0).
-            int mid = _bins.Length / 2;
-            foreach (float v in values) if (!float.IsNaN(v)) { _bins[mid]++; Count++; }
+            // All zeros so far: they belong to the bin of +0.
+            _bins[_bins.Length / 2] += values.Length;
+            Count += values.Length;
             return;
         }
         int n = _bins.Length;
-        double scale = n / (2.0 * Range);
-        foreach (float v in values)
+        float scale = n / (2f * Range);
+        if (_scratch.Length < values.Length) _scratch = new float[Math.Max(values.Length, 4096)];
+        var idx = _scratch.AsSpan(0, values.Length);
+        // bin = floor((v + R) · n / 2R), computed vectorised; then counted.
+        System.Numerics.Tensors.TensorPrimitives.Add(values, Range, idx);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(idx, scale, idx);
+        // Four interleaved count arrays break the store-to-load chains on popular bins.
+        if (_lanes.Length != 4 * n) _lanes = new int[4 * n];
+        var lanes = _lanes.AsSpan();
+        int i = 0;
+        for (; i + 4 <= idx.Length; i += 4)
         {
-            if (float.IsNaN(v)) continue;
-            int b = (int)((v + (double)Range) * scale);
-            if (b >= n) b = n - 1;
-            else if (b < 0) b = 0;
-            _bins[b]++;
-            Count++;
+            lanes[Clamp((int)idx[i], n)]++;
+            lanes[n + Clamp((int)idx[i + 1], n)]++;
+            lanes[2 * n + Clamp((int)idx[i + 2], n)]++;
+            lanes[3 * n + Clamp((int)idx[i + 3], n)]++;
         }
+        for (; i < idx.Length; i++) lanes[Clamp((int)idx[i], n)]++;
+        for (int b = 0; b < n; b++)
+        {
+            _bins[b] += lanes[b] + lanes[n + b] + lanes[2 * n + b] + lanes[3 * n + b];
+        }
+        lanes.Clear();
+        Count += values.Length;
     }
 
     private void Grow(float absmax)

@@ -61,7 +61,7 @@ public static class StatsFile
                 h.SetCount((long)t["hist_count"]!);
                 s.Histogram.Merge(h);
                 s.Restore((float)t["min"]!, (float)t["max"]!,
-                    F(t["channel_min"]!), F(t["channel_max"]!), F(t["channel_absmax"]!),
+                    F(t["channel_min"]!), F(t["channel_max"]!),
                     t["channel_sum"]!.AsArray().Select(x => (double)x!).ToArray(),
                     (long)t["tokens"]!, (int)t["samples"]!,
                     t["token_log_hist"]!.AsArray().Select(x => (long)x!).ToArray(),

@@ -16,8 +16,11 @@ public sealed class TensorStats
     /// <summary>How many of the largest tokens are kept.</summary>
     public const int TopTokens = 16;
 
-    private float[] _chMin = [], _chMax = [], _chAbsMax = [];
+    private float[] _chMin = [], _chMax = [];
     private double[] _chSum = [];
+    private float[] _chSumBlock = [];   // float partial sums over at most BlockRows rows, flushed into _chSum
+    private int _blockRows;
+    private const int BlockRows = 256;
     private readonly List<TokenSpike> _top = [];
     // Token absmax histogram: bins of 1/8 octave from 2^-40 to 2^40.
     private readonly long[] _tokenLog = new long[641];
@@ -41,9 +44,25 @@ public sealed class TensorStats
     public int Samples { get; private set; }
     public ReadOnlySpan<float> ChannelMin => _chMin;
     public ReadOnlySpan<float> ChannelMax => _chMax;
-    public ReadOnlySpan<float> ChannelAbsMax => _chAbsMax;
+    /// <summary>Per-channel absolute maximum (from the per-channel min and max).</summary>
+    public ReadOnlySpan<float> ChannelAbsMax => _chMin.Zip(_chMax, (lo, hi) => Math.Max(Math.Abs(lo), Math.Abs(hi))).ToArray();
     /// <summary>Per-channel mean.</summary>
-    public float[] ChannelMean => _chSum.Select(s => Tokens == 0 ? 0f : (float)(s / Tokens)).ToArray();
+    public float[] ChannelMean
+    {
+        get
+        {
+            Flush();
+            return _chSum.Select(s => Tokens == 0 ? 0f : (float)(s / Tokens)).ToArray();
+        }
+    }
+
+    private void Flush()
+    {
+        if (_blockRows == 0) return;
+        for (int c = 0; c < _chSum.Length; c++) _chSum[c] += _chSumBlock[c];
+        Array.Clear(_chSumBlock);
+        _blockRows = 0;
+    }
     /// <summary>The largest token absmax values seen, largest first.</summary>
     public IReadOnlyList<TokenSpike> LargestTokens => _top;
 
@@ -56,8 +75,8 @@ public sealed class TensorStats
         {
             _chMin = Enumerable.Repeat(float.PositiveInfinity, channels).ToArray();
             _chMax = Enumerable.Repeat(float.NegativeInfinity, channels).ToArray();
-            _chAbsMax = new float[channels];
             _chSum = new double[channels];
+            _chSumBlock = new float[channels];
         }
         else if (Channels != channels)
             throw new ArgumentException($"{Name}: {channels} channels, earlier batches had {Channels}");
@@ -72,15 +91,9 @@ public sealed class TensorStats
             var row = data.Slice(r * channels, channels);
             TensorPrimitives.Min(_chMin, row, _chMin);
             TensorPrimitives.Max(_chMax, row, _chMax);
-            float tokenAbs = TensorPrimitives.MaxMagnitude(row);
-            tokenAbs = MathF.Abs(tokenAbs);
-            for (int c = 0; c < channels; c++)
-            {
-                float v = row[c];
-                _chSum[c] += v;
-                float a = MathF.Abs(v);
-                if (a > _chAbsMax[c]) _chAbsMax[c] = a;
-            }
+            TensorPrimitives.Add(_chSumBlock, row, _chSumBlock);
+            if (++_blockRows == BlockRows) Flush();
+            float tokenAbs = MathF.Abs(TensorPrimitives.MaxMagnitude(row));
             AddToken(new TokenSpike(sample < 0 ? Samples : sample, Tokens, tokenAbs));
             Tokens++;
         }
@@ -124,17 +137,24 @@ public sealed class TensorStats
         get
         {
             if (Channels == 0) return 0;
-            var sorted = _chAbsMax.Order().ToArray();
+            var sorted = ChannelAbsMax.ToArray().Order().ToArray();
             float median = sorted[sorted.Length / 2];
             return median > 0 ? sorted[^1] / median : 0;
         }
     }
 
-    internal (long[] TokenLog, List<TokenSpike> Top, double[] Sum) State => (_tokenLog, _top, _chSum);
-
-    internal void Restore(float min, float max, float[] chMin, float[] chMax, float[] chAbsMax, double[] chSum, long tokens, int samples, long[] tokenLog, IEnumerable<TokenSpike> top)
+    internal (long[] TokenLog, List<TokenSpike> Top, double[] Sum) State
     {
-        Min = min; Max = max; _chMin = chMin; _chMax = chMax; _chAbsMax = chAbsMax; _chSum = chSum;
+        get
+        {
+            Flush();
+            return (_tokenLog, _top, _chSum);
+        }
+    }
+
+    internal void Restore(float min, float max, float[] chMin, float[] chMax, double[] chSum, long tokens, int samples, long[] tokenLog, IEnumerable<TokenSpike> top)
+    {
+        Min = min; Max = max; _chMin = chMin; _chMax = chMax; _chSum = chSum; _chSumBlock = new float[chSum.Length]; _blockRows = 0;
         Tokens = tokens; Samples = samples;
         tokenLog.CopyTo(_tokenLog, 0);
         _top.Clear();
