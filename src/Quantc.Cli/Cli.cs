@@ -62,6 +62,7 @@ public static class Cli
         root.Subcommands.Add(VerifyCommand.Build(stdout, stderr));
         root.Subcommands.Add(DiffCommand.Build(stdout));
         root.Subcommands.Add(CalibrateCommand.Build(stdout, stderr));
+        root.Subcommands.Add(ModelsCommand.Build(stdout));
         return root;
     }
 

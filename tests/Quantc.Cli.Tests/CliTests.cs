@@ -185,4 +185,17 @@ public sealed class CliTests : IDisposable
         Assert.Equal(2, code);
         Assert.Contains("--calib", stderr);
     }
+
+    [Fact]
+    public void ModelsBuildsTheBundledTinyLlamaByteForByte()
+    {
+        var path = Path.Combine(_dir.FullName, "llama.onnx");
+        var (code, stdout, stderr) = Run("models", "llama", "--size", "tiny", "-o", path);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("llama (tiny, seed 0, torch)", stdout);
+        Assert.Equal(File.ReadAllBytes(Cli.DefaultModelPath()), File.ReadAllBytes(path));
+        Assert.Equal(2, Run("models", "gpt2", "-o", path).Code);
+        Assert.Equal(2, Run("models", "llama", "--size", "huge", "-o", path).Code);
+        Assert.Equal(2, Run("models", "llama", "--config", "c.json", "-o", path).Code);
+    }
 }
