@@ -44,22 +44,45 @@ public static class Calibrator
         foreach (var group in groups)
         {
             using var session = OrtModel.CreateSession(model, group);
-            for (int i = 0; i < samples.Count; i++)
+            // Pipelined: while sample i's activations are folded into the statistics (in parallel over
+            // tensors), ONNX Runtime already runs sample i + 1. At most two samples' activations are alive.
+            Task? folding = null;
+            IDisposable? pending = null;
+            try
             {
-                var inputs = CalibrationInputs.ToOrt(samples[i]);
-                try
+                for (int i = 0; i < samples.Count; i++)
                 {
-                    using var runOptions = new RunOptions();
-                    using var outputs = session.Run(runOptions, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), group);
-                    // ONNX Runtime is idle while the batch is folded in: fold the tensors in parallel.
+                    var inputs = CalibrationInputs.ToOrt(samples[i]);
+                    IDisposableReadOnlyCollection<OrtValue> outputs;
+                    try
+                    {
+                        using var runOptions = new RunOptions();
+                        outputs = session.Run(runOptions, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), group);
+                    }
+                    finally
+                    {
+                        foreach (var (_, v) in inputs) v.Dispose();
+                    }
+                    folding?.Wait();
+                    pending?.Dispose();
+                    progress?.Report((done += folding is null ? 0 : 1, total));
                     int sample = i;
-                    Parallel.For(0, group.Count, k => Fold(stats[group[k]], outputs[k], sample));
+                    var current = outputs;
+                    pending = current;
+                    folding = Task.Run(() => Parallel.For(0, group.Count, k => Fold(stats[group[k]], current[k], sample)));
                 }
-                finally
-                {
-                    foreach (var (_, v) in inputs) v.Dispose();
-                }
+                folding?.Wait();
                 progress?.Report((++done, total));
+            }
+            catch (AggregateException e) when (e.InnerExceptions.Count == 1)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0] is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerExceptions[0] : e.InnerExceptions[0]).Throw();
+                throw;
+            }
+            finally
+            {
+                try { folding?.Wait(); } catch (AggregateException) { }
+                pending?.Dispose();
             }
         }
         return stats;

@@ -55,6 +55,13 @@ public sealed class Histogram
             Add(clean.AsSpan(0, c));
             return;
         }
+        AddFinite(values, absmax);
+    }
+
+    /// <summary>Adds values known to be finite, whose largest magnitude is <paramref name="absmax"/>.</summary>
+    public void AddFinite(ReadOnlySpan<float> values, float absmax)
+    {
+        if (values.IsEmpty) return;
         if (absmax > Range) Grow(absmax);
         if (Range == 0)
         {

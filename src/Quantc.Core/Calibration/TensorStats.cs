@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Numerics.Tensors;
 
 namespace Quantc.Core.Calibration;
@@ -82,22 +83,64 @@ public sealed class TensorStats
             throw new ArgumentException($"{Name}: {channels} channels, earlier batches had {Channels}");
 
         if (data.Length == 0) return;
-        Min = Math.Min(Min, TensorPrimitives.Min(data));
-        Max = Math.Max(Max, TensorPrimitives.Max(data));
-        Histogram.Add(data);
+        if (float.IsNaN(TensorPrimitives.Sum(data)) && ContainsNaN(data))
+            throw new ArgumentException($"{Name}: the activations contain NaN (the float model itself produces NaN on this data)");
+        // One fused pass per row: channel min / max / sum and the row's absmax; then one binning pass.
         int rows = data.Length / channels;
+        float absmax = 0;
         for (int r = 0; r < rows; r++)
         {
             var row = data.Slice(r * channels, channels);
-            TensorPrimitives.Min(_chMin, row, _chMin);
-            TensorPrimitives.Max(_chMax, row, _chMax);
-            TensorPrimitives.Add(_chSumBlock, row, _chSumBlock);
+            float tokenAbs = FusedRow(row, _chMin, _chMax, _chSumBlock);
             if (++_blockRows == BlockRows) Flush();
-            float tokenAbs = MathF.Abs(TensorPrimitives.MaxMagnitude(row));
+            absmax = MathF.Max(absmax, tokenAbs);
             AddToken(new TokenSpike(sample < 0 ? Samples : sample, Tokens, tokenAbs));
             Tokens++;
         }
+        Min = TensorPrimitives.Min(_chMin);
+        Max = TensorPrimitives.Max(_chMax);
+        Histogram.AddFinite(data, absmax);
         Samples++;
+    }
+
+    private static bool ContainsNaN(ReadOnlySpan<float> data)
+    {
+        foreach (float v in data) if (float.IsNaN(v)) return true;
+        return false;
+    }
+
+    /// <summary>mn = min(mn, row), mx = max(mx, row), sum += row, element-wise; returns max |row|.</summary>
+    private static float FusedRow(ReadOnlySpan<float> row, Span<float> mn, Span<float> mx, Span<float> sum)
+    {
+        int n = row.Length, i = 0;
+        float abs = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 8)
+        {
+            ref float pr = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(row);
+            ref float pn = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(mn);
+            ref float px = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(mx);
+            ref float ps = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(sum);
+            var acc = Vector256<float>.Zero;
+            for (; i + 8 <= n; i += 8)
+            {
+                nuint o = (nuint)i;
+                var v = Vector256.LoadUnsafe(ref pr, o);
+                Vector256.Min(Vector256.LoadUnsafe(ref pn, o), v).StoreUnsafe(ref pn, o);
+                Vector256.Max(Vector256.LoadUnsafe(ref px, o), v).StoreUnsafe(ref px, o);
+                (Vector256.LoadUnsafe(ref ps, o) + v).StoreUnsafe(ref ps, o);
+                acc = Vector256.Max(acc, Vector256.Abs(v));
+            }
+            for (int l = 0; l < 8; l++) abs = MathF.Max(abs, acc[l]);
+        }
+        for (; i < n; i++)
+        {
+            float v = row[i];
+            if (v < mn[i]) mn[i] = v;
+            if (v > mx[i]) mx[i] = v;
+            sum[i] += v;
+            abs = MathF.Max(abs, MathF.Abs(v));
+        }
+        return abs;
     }
 
     private void AddToken(TokenSpike t)
