@@ -63,6 +63,25 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void half_sums_v
   }
 }
 
+// AVX2: unpack 32 packed bytes into two runs of 32 int4 values, sign-extend to int16 and multiply-add.
+__attribute__((target("avx2"))) void half_sums_avx2(const int8_t* a, const uint8_t* w, int64_t K, int32_t* s) {
+  const __m256i mask = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+  for (int64_t c = 0; c < K / 64; ++c) {
+    __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32 * c));
+    __m256i lo = _mm256_sub_epi8(_mm256_xor_si256(_mm256_and_si256(packed, mask), eight), eight);
+    __m256i hi = _mm256_sub_epi8(_mm256_xor_si256(_mm256_and_si256(_mm256_srli_epi16(packed, 4), mask), eight), eight);
+    __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64 * c));
+    __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64 * c + 32));
+    auto dot32 = [](__m256i x, __m256i y) {
+      __m256i x0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x)), x1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1));
+      __m256i y0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(y)), y1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(y, 1));
+      return _mm256_add_epi32(_mm256_madd_epi16(x0, y0), _mm256_madd_epi16(x1, y1));
+    };
+    s[2 * c] = hsum256_i4(dot32(alo, lo));
+    s[2 * c + 1] = hsum256_i4(dot32(ahi, hi));
+  }
+}
+
 struct Job {
   const int8_t* a;
   const uint8_t* w;
@@ -89,6 +108,8 @@ void run_rows(void* p, int64_t m0, int64_t m1) {
       if (j.isa == Isa::Avx512Vnni) {
         half_sums_vnni(au8.data(), w, j.K, s.data());
         for (int64_t h = 0; h < halves; ++h) s[h] -= 128 * j.wsum[n * halves + h];
+      } else if (j.isa == Isa::Avx2) {
+        half_sums_avx2(a, w, j.K, s.data());
       } else {
         half_sums_ref(a, w, j.K, s.data());
       }
@@ -110,7 +131,6 @@ void matmul_int4_int8(const int8_t* a, const uint8_t* w, int64_t M, int64_t N, i
   if (K % 64) throw std::invalid_argument("MatMulInt4Int8 needs K % 64 == 0");
   if (group_size != 32 && group_size != 64 && group_size != 128) throw std::invalid_argument("group_size must be 32, 64 or 128");
   if (K % group_size) throw std::invalid_argument("K must be a multiple of group_size");
-  if (isa == Isa::Avx2) isa = Isa::Reference;  // the AVX2 path for int4 is not written yet
   std::vector<int32_t> wsum;
   const int64_t halves = K / 32;
   if (isa == Isa::Avx512Vnni) {

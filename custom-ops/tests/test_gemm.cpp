@@ -72,7 +72,8 @@ TEST(MatMulInt4Int8, EveryPathEqualsTheUnpackedReference) {
         }
         want[m * N + n] = acc + bias[n];
       }
-    for (auto isa : {quantc::Isa::Reference, quantc::best_isa()}) {
+    for (auto isa : {quantc::Isa::Reference, quantc::Isa::Avx2, quantc::Isa::Avx512Vnni}) {
+      if (static_cast<int>(isa) > static_cast<int>(quantc::best_isa())) continue;
       std::vector<float> y(M * N);
       quantc::matmul_int4_int8(a.data(), packed.data(), M, N, K, G, as, ws.data(), bias.data(), y.data(), isa);
       ASSERT_EQ(y, want) << quantc::isa_name(isa) << " M=" << M << " N=" << N << " K=" << K << " G=" << G;
