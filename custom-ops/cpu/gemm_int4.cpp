@@ -63,6 +63,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void half_sums_v
   }
 }
 
+// Σ x·y over 32 int8 pairs, as 8 int32 partial sums (sign-extended to int16 first: exact).
+__attribute__((target("avx2"))) inline __m256i dot32(__m256i x, __m256i y) {
+  __m256i x0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x)), x1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1));
+  __m256i y0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(y)), y1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(y, 1));
+  return _mm256_add_epi32(_mm256_madd_epi16(x0, y0), _mm256_madd_epi16(x1, y1));
+}
+
 // AVX2: unpack 32 packed bytes into two runs of 32 int4 values, sign-extend to int16 and multiply-add.
 __attribute__((target("avx2"))) void half_sums_avx2(const int8_t* a, const uint8_t* w, int64_t K, int32_t* s) {
   const __m256i mask = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
@@ -72,11 +79,6 @@ __attribute__((target("avx2"))) void half_sums_avx2(const int8_t* a, const uint8
     __m256i hi = _mm256_sub_epi8(_mm256_xor_si256(_mm256_and_si256(_mm256_srli_epi16(packed, 4), mask), eight), eight);
     __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64 * c));
     __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 64 * c + 32));
-    auto dot32 = [](__m256i x, __m256i y) {
-      __m256i x0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(x)), x1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(x, 1));
-      __m256i y0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(y)), y1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(y, 1));
-      return _mm256_add_epi32(_mm256_madd_epi16(x0, y0), _mm256_madd_epi16(x1, y1));
-    };
     s[2 * c] = hsum256_i4(dot32(alo, lo));
     s[2 * c + 1] = hsum256_i4(dot32(ahi, hi));
   }
