@@ -43,7 +43,7 @@ internal static class InspectCommand
             Ansi = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? AnsiSupport.Detect : AnsiSupport.No,
             ColorSystem = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
         });
-        if (!ReferenceEquals(stdout, Console.Out) || Console.IsOutputRedirected) console.Profile.Width = 120;
+        if (!ReferenceEquals(stdout, Console.Out) || Console.IsOutputRedirected) console.Profile.Width = 200;
         console.MarkupLine($"[bold]{Markup.Escape(s.Path)}[/]  ({Bytes(s.FileBytes)})");
         console.MarkupLine($"IR version {s.IrVersion}, producer {Markup.Escape(s.Producer.Length == 0 ? "(none)" : s.Producer)}, opsets {Markup.Escape(string.Join(", ", s.Opsets.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}")))}");
         console.MarkupLine($"{N(s.NodeCount)} nodes{(s.SubgraphCount > 0 ? $" ({s.SubgraphCount} subgraphs)" : "")}, {N(s.TotalParameters)} parameters in {Bytes(s.TotalParameterBytes)}");
