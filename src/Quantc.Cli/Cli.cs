@@ -63,6 +63,8 @@ public static class Cli
         root.Subcommands.Add(DiffCommand.Build(stdout));
         root.Subcommands.Add(CalibrateCommand.Build(stdout, stderr));
         root.Subcommands.Add(ModelsCommand.Build(stdout));
+        root.Subcommands.Add(CompileCommand.Build(stdout, stderr));
+        root.Subcommands.Add(RecipesCommand.Build(stdout));
         return root;
     }
 

@@ -235,12 +235,22 @@ public sealed class Graph
             }
     }
 
+    /// <summary>Renames a value to a fresh unique name derived from <paramref name="prefix"/>; returns the name.</summary>
+    public string RenameValueUnique(Value value, string prefix)
+    {
+        string name = UniqueName(prefix);
+        RenameValue(value, name, reserved: true);
+        return name;
+    }
+
     /// <summary>Renames a value (and its initializer); the new name must be free in the model.</summary>
-    public void RenameValue(Value value, string newName)
+    public void RenameValue(Value value, string newName) => RenameValue(value, newName, reserved: false);
+
+    private void RenameValue(Value value, string newName, bool reserved)
     {
         if (value.Name == newName) return;
         var g = value.Graph;
-        if (g.Find(newName) is not null || Names.Contains(newName))
+        if (g.Find(newName) is not null || (!reserved && Names.Contains(newName)))
             throw new InvalidOperationException($"cannot rename '{value.Name}' to '{newName}': the name is taken");
         g._values.Remove(value.Name);
         value.Name = newName;

@@ -198,4 +198,29 @@ public sealed class CliTests : IDisposable
         Assert.Equal(2, Run("models", "llama", "--size", "huge", "-o", path).Code);
         Assert.Equal(2, Run("models", "llama", "--config", "c.json", "-o", path).Code);
     }
+
+    [Fact]
+    public void CompileQuantizesTheBundledModelAndVerifiesIt()
+    {
+        var outPath = Path.Combine(_dir.FullName, "q.onnx");
+        var (code, stdout, stderr) = Run("compile", "--recipe", "smoothquant", "-o", outPath, "--samples", "4");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("verify (", stdout);
+        Assert.True(File.Exists(outPath));
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.ChangeExtension(outPath, ".report.json")));
+        Assert.Equal("smoothquant", report.RootElement.GetProperty("recipe").GetString());
+        Assert.True(report.RootElement.GetProperty("layers").GetArrayLength() > 20);
+        Assert.True(report.RootElement.GetProperty("verify").GetProperty("top1_agreement").GetDouble() > 0.5);
+        Assert.Equal(2, Run("compile", "--recipe", "no-such-recipe", "-o", outPath).Code);
+    }
+
+    [Fact]
+    public void RecipesListsEveryBuiltInRecipeAndPass()
+    {
+        var (code, stdout, _) = Run("recipes");
+        Assert.Equal(0, code);
+        foreach (var r in new[] { "w8a8:", "w8a8-dynamic:", "smoothquant:", "outliertune:", "spike-mixed:", "w4a16-rtn:", "w4a16-gptq:", "w6a6-outliertune:" })
+            Assert.Contains(r, stdout);
+        Assert.Contains("lower_qdq", stdout);
+    }
 }

@@ -88,6 +88,30 @@ public static class Calibrator
         return stats;
     }
 
+    /// <summary>Runs the model on the samples and hands every observed tensor's raw data to <paramref name="observe"/> (name, data, channels) — for collectors that need more than statistics, such as GPTQ's Hessians.</summary>
+    public static void Observe(Model model, IReadOnlyList<string> tensors, IReadOnlyList<CalibrationSample> samples, Action<string, ReadOnlySpan<float>, int> observe)
+    {
+        using var session = OrtModel.CreateSession(model, tensors);
+        foreach (var sample in samples)
+        {
+            var inputs = CalibrationInputs.ToOrt(sample);
+            try
+            {
+                using var runOptions = new RunOptions();
+                using var outputs = session.Run(runOptions, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), tensors);
+                Parallel.For(0, tensors.Count, k =>
+                {
+                    var shape = outputs[k].GetTensorTypeAndShape().Shape;
+                    observe(tensors[k], outputs[k].GetTensorDataAsSpan<float>(), shape.Length == 0 ? 1 : (int)shape[^1]);
+                });
+            }
+            finally
+            {
+                foreach (var (_, v) in inputs) v.Dispose();
+            }
+        }
+    }
+
     private static void Fold(TensorStats s, OrtValue value, int sample)
     {
         var info = value.GetTensorTypeAndShape();

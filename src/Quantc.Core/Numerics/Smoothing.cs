@@ -37,6 +37,16 @@ public static class Smoothing
         return s;
     }
 
+    /// <summary>
+    /// Rounds each factor to the nearest power of two (in log scale). Multiplying and dividing by a
+    /// power of two is exact in floating point, so a smoothing with such factors changes no output bit
+    /// through rounding — the float model stays exactly the same function.
+    /// </summary>
+    public static void RoundToPowerOfTwo(Span<float> s)
+    {
+        for (int j = 0; j < s.Length; j++) s[j] = MathF.ScaleB(1f, (int)MathF.Round(MathF.Log2(s[j])));
+    }
+
     /// <summary>OutlierTune's symmetrization shift: the centre of each channel's range, z_j = (max_j + min_j) / 2.</summary>
     public static float[] SymmetrizationShift(ReadOnlySpan<float> channelMin, ReadOnlySpan<float> channelMax)
     {

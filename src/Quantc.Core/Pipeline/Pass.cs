@@ -37,14 +37,19 @@ public sealed class PassContext(Model model)
     public QuantPlan Plan { get; } = new();
     public Provenance Provenance { get; } = new();
 
-    /// <summary>Activation statistics by tensor name, when calibration ran.</summary>
-    public IReadOnlyDictionary<string, TensorStats>? Statistics { get; set; }
+    /// <summary>Calibration samples (model inputs), when the compile was given calibration data.</summary>
+    public IReadOnlyList<CalibrationSample>? CalibrationData { get; set; }
 
-    /// <summary>Statistics of <paramref name="tensor"/>; a clear error when calibration did not observe it.</summary>
-    public TensorStats StatsOf(string tensor) =>
-        Statistics is null ? throw new Quantc.Onnx.BadInputException("this recipe needs calibration data: give --calib DATA")
-        : Statistics.TryGetValue(tensor, out var s) ? s
-        : throw new InvalidOperationException($"calibration did not observe '{tensor}'");
+    /// <summary>
+    /// Statistics of <paramref name="tensors"/> in the model as it is now (after the passes so far),
+    /// from a calibration run over <see cref="CalibrationData"/>.
+    /// </summary>
+    public Dictionary<string, TensorStats> Calibrate(IReadOnlyList<string> tensors, string pass)
+    {
+        if (CalibrationData is null || CalibrationData.Count == 0)
+            throw new Quantc.Onnx.BadInputException($"pass '{pass}' needs calibration data: give --calib DATA");
+        return Calibrator.Collect(Model, tensors, CalibrationData);
+    }
 
     /// <summary>Notes for the report, in order ("smooth: model.layers.0.self_attn.q_proj α=0.5, max s=12.3").</summary>
     public List<string> Log { get; } = [];

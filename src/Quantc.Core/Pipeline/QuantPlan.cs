@@ -30,6 +30,9 @@ public sealed class LayerPlan(string name)
     /// <summary>How the range was chosen (minmax, percentile 99.99, entropy, mse).</summary>
     public string? RangeMethod { get; set; }
 
+    /// <summary>The rounded weight, once a weight pass chose it ([N, K] integer values and scales).</summary>
+    public Numerics.QuantizedWeight? QuantizedWeight { get; set; }
+
     /// <summary>Function-preserving transforms applied to this layer (smoothed α=0.5, symmetrized, rotated...).</summary>
     public List<string> Transforms { get; } = [];
 

@@ -1,0 +1,130 @@
+using Quantc.Core.Calibration;
+using Quantc.Core.Pipeline;
+using Quantc.Onnx;
+
+namespace Quantc.Passes;
+
+/// <summary>quantc's passes and built-in recipes.</summary>
+public static class Builtins
+{
+    /// <summary>Every pass a recipe can name, with its parameters.</summary>
+    public static PassRegistry Passes()
+    {
+        var r = new PassRegistry();
+        r.Register(new PassInfo("fold_norm", PassKind.FunctionPreserving, "fold norm γ/β into the linear layers they feed", _ => new FoldNormPass()));
+        r.Register(new PassInfo("smooth", PassKind.FunctionPreserving, "SmoothQuant: migrate activation outliers into weights (alpha, through_mlp)",
+            p => new SmoothPass(p.GetDouble("alpha", 0.5), p.GetBool("through_mlp", true), p.GetBool("power_of_two", true))));
+        r.Register(new PassInfo("symmetrize", PassKind.FunctionPreserving, "OutlierTune: centre each channel's range, shift folded into β and the biases", _ => new SymmetrizePass()));
+        r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, activations, mode, exclude)",
+            p => new QuantizePass(
+                p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp16", "fp32"),
+                p.GetChoice("granularity", "per_channel", "per_channel", "per_group"),
+                p.GetInt("group_size", 128),
+                p.GetChoice("activations", "int8", "int8", "uint8", "int6", "fp32"),
+                p.GetChoice("mode", "static", "static", "dynamic"),
+                p.Has("exclude") ? p.GetStrings("exclude") : ["^lm_head$"])));
+        r.Register(new PassInfo("spike_mixed", PassKind.Decision, "keep the projections whose inputs carry activation spikes in high precision (threshold, budget, precision, keep, force)",
+            p => new SpikeMixedPass(p.GetDouble("threshold", 50), p.GetDouble("budget", 0.1), p.GetChoice("precision", "fp16", "fp16", "fp32"),
+                p.GetStrings("keep"), p.GetStrings("force"))));
+        r.Register(new PassInfo("ranges", PassKind.Decision, "static activation ranges (method: minmax|percentile|entropy|mse, percentile)",
+            p => new RangesPass(p.GetChoice("method", "minmax", "minmax", "percentile", "entropy", "mse") switch
+            {
+                "percentile" => RangeMethod.Percentile,
+                "entropy" => RangeMethod.Entropy,
+                "mse" => RangeMethod.Mse,
+                _ => RangeMethod.MinMax,
+            }, p.GetDouble("percentile", 99.99))));
+        r.Register(new PassInfo("weights", PassKind.Decision, "round the weights (method: rtn|gptq, damp)",
+            p => new WeightsPass(p.GetChoice("method", "rtn", "rtn", "gptq"), p.GetDouble("damp", 0.01))));
+        r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
+        return r;
+    }
+
+    /// <summary>The built-in recipes by name (YAML, as a user would write them).</summary>
+    public static IReadOnlyDictionary<string, string> Recipes { get; } = new SortedDictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["w8a8"] = """
+            name: w8a8
+            description: naive baseline — int8 per-channel weights (RTN), int8 static per-tensor activations (min-max)
+            passes:
+              - quantize: { weights: int8, activations: int8, mode: static }
+              - ranges: { method: minmax }
+              - weights: { method: rtn }
+              - lower_qdq
+            """,
+        ["w8a8-dynamic"] = """
+            name: w8a8-dynamic
+            description: baseline — int8 per-channel weights, int8 per-token dynamic activations
+            passes:
+              - quantize: { weights: int8, activations: int8, mode: dynamic }
+              - weights: { method: rtn }
+              - lower_qdq
+            """,
+        ["smoothquant"] = """
+            name: smoothquant
+            description: SmoothQuant (Xiao et al. 2023) — activation outliers migrated into the weights (α = 0.5), then W8A8 static per-tensor
+            passes:
+              - smooth: { alpha: 0.5 }
+              - quantize: { weights: int8, activations: int8, mode: static }
+              - ranges: { method: minmax }
+              - weights: { method: rtn }
+              - lower_qdq
+            """,
+        ["outliertune"] = """
+            name: outliertune
+            description: OutlierTune — symmetrization (per-channel shift into biases) and per-channel activation scales pre-executed into the weights, then W8A8 static per-tensor
+            passes:
+              - symmetrize
+              - smooth: { alpha: 0.75 }
+              - quantize: { weights: int8, activations: int8, mode: static }
+              - ranges: { method: minmax }
+              - weights: { method: rtn }
+              - lower_qdq
+            """,
+        ["w6a6-outliertune"] = """
+            name: w6a6-outliertune
+            description: OutlierTune's Int6 setting — symmetrize and smooth, then 6-bit weights and 6-bit static activations (simulated on int8 storage)
+            passes:
+              - symmetrize
+              - smooth: { alpha: 0.75 }
+              - quantize: { weights: int6, activations: int6, mode: static }
+              - ranges: { method: percentile, percentile: 99.99 }
+              - weights: { method: rtn }
+              - lower_qdq
+            """,
+        ["spike-mixed"] = """
+            name: spike-mixed
+            description: spike-aware mixed precision — projections whose inputs carry activation spikes stay fp16, the rest W8A8 static
+            passes:
+              - quantize: { weights: int8, activations: int8, mode: static }
+              - spike_mixed: { threshold: 50, budget: 0.15 }
+              - ranges: { method: minmax }
+              - weights: { method: rtn }
+              - lower_qdq
+            """,
+        ["w4a16-rtn"] = """
+            name: w4a16-rtn
+            description: int4 weight-only, blocked along K (group 32), round-to-nearest — ONNX Runtime runs it as MatMulNBits
+            passes:
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
+              - weights: { method: rtn }
+              - lower_qdq
+            """,
+        ["w4a16-gptq"] = """
+            name: w4a16-gptq
+            description: int4 weight-only, blocked along K (group 32), GPTQ — the strong weight-only baseline
+            passes:
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
+              - weights: { method: gptq }
+              - lower_qdq
+            """,
+    };
+
+    /// <summary>A built-in recipe by name, or a recipe file by path.</summary>
+    public static Recipe Recipe(string nameOrPath)
+    {
+        if (Recipes.TryGetValue(nameOrPath, out var yaml)) return Core.Pipeline.Recipe.Parse(yaml, $"recipe {nameOrPath}");
+        if (File.Exists(nameOrPath)) return Core.Pipeline.Recipe.Load(nameOrPath);
+        throw new BadInputException($"unknown recipe '{nameOrPath}' (built in: {string.Join(", ", Recipes.Keys)}; or a YAML file)");
+    }
+}

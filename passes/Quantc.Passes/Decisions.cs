@@ -1,0 +1,151 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Quantc.Core.Calibration;
+using Quantc.Core.Numerics;
+using Quantc.Core.Pipeline;
+using Quantc.Ir.Layers;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// Quantize: the base precision decision for every linear layer — weight format, granularity and
+/// group size; activation format and mode. Layers matching <c>exclude</c> patterns (regular
+/// expressions on layer names; lm_head by default) stay in float.
+/// </summary>
+public sealed class QuantizePass(string weights, string granularity, int groupSize, string activations, string mode, IReadOnlyList<string> exclude) : IPass
+{
+    public string Name => "quantize";
+    public PassKind Kind => PassKind.Decision;
+
+    public void Run(PassContext ctx)
+    {
+        foreach (var l in LayerAnalysis.Analyze(ctx.Model.Graph).Linears)
+        {
+            var plan = ctx.Plan[l.Name];
+            if (exclude.Any(p => Regex.IsMatch(l.Name, p)))
+            {
+                plan.Reasons.Add($"kept float: matches an exclude pattern");
+                continue;
+            }
+            if (granularity == "per_group" && l.InFeatures % groupSize != 0)
+            {
+                plan.Reasons.Add($"kept float: in_features {l.InFeatures} is not a multiple of group size {groupSize}");
+                continue;
+            }
+            plan.WeightFormat = weights;
+            plan.WeightGranularity = granularity;
+            plan.GroupSize = granularity == "per_group" ? groupSize : 0;
+            plan.ActivationFormat = activations;
+            plan.ActivationMode = mode;
+            plan.Reasons.Add($"quantize: {weights} weights ({granularity}), {activations} activations ({mode})");
+        }
+    }
+}
+
+/// <summary>
+/// Spike-aware mixed precision: from per-token calibration statistics of each projection's input, the
+/// layers whose inputs carry activation spikes (largest token absmax over the median token absmax
+/// above <c>threshold</c>) keep fp16 weights and float activations; at most <c>budget</c> (a share
+/// of the quantized layers) are kept, largest spikes first. <c>keep</c> / <c>force</c> name patterns
+/// that always stay high / always quantize (manual overrides win).
+/// </summary>
+public sealed class SpikeMixedPass(double threshold, double budget, string highPrecision, IReadOnlyList<string> keep, IReadOnlyList<string> force) : IPass
+{
+    public string Name => "spike_mixed";
+    public PassKind Kind => PassKind.Decision;
+
+    public void Run(PassContext ctx)
+    {
+        var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears.Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != "fp32").ToList();
+        if (layers.Count == 0) return;
+        var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
+        int maxKept = (int)Math.Floor(budget * layers.Count);
+        var ranked = layers.Select(l => (Layer: l, Ratio: (double)stats[l.Input.Name].SpikeRatio)).OrderByDescending(x => x.Ratio).ToList();
+        int kept = 0;
+        foreach (var (l, ratio) in ranked)
+        {
+            var plan = ctx.Plan[l.Name];
+            string r = ratio.ToString("0.0", CultureInfo.InvariantCulture);
+            bool forced = force.Any(p => Regex.IsMatch(l.Name, p));
+            bool manual = keep.Any(p => Regex.IsMatch(l.Name, p));
+            if (forced) { plan.Reasons.Add($"spike_mixed: quantized (forced by override; input spike ratio {r})"); continue; }
+            if (manual || (ratio > threshold && kept < maxKept))
+            {
+                plan.WeightFormat = highPrecision;
+                plan.WeightGranularity = "per_tensor";
+                plan.GroupSize = 0;
+                plan.ActivationFormat = "fp32";
+                plan.Reasons.Add(manual ? $"spike_mixed: kept {highPrecision} (override)" : $"spike_mixed: kept {highPrecision}: input spike ratio {r} > {threshold.ToString(CultureInfo.InvariantCulture)}");
+                ctx.Log.Add($"spike_mixed: {l.Name} kept {highPrecision} (spike ratio {r})");
+                if (!manual) kept++;
+            }
+            else if (ratio > threshold)
+                plan.Reasons.Add($"spike_mixed: quantized despite spike ratio {r}: budget of {maxKept} layers used");
+        }
+    }
+}
+
+/// <summary>Ranges: static activation ranges for every layer with static quantized activations, from calibration statistics with the chosen selector.</summary>
+public sealed class RangesPass(RangeMethod method, double percentile) : IPass
+{
+    public string Name => "ranges";
+    public PassKind Kind => PassKind.Decision;
+
+    public void Run(PassContext ctx)
+    {
+        var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears
+            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != "fp32" && p.ActivationMode == "static").ToList();
+        if (layers.Count == 0) return;
+        var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
+        foreach (var l in layers)
+        {
+            var plan = ctx.Plan[l.Name];
+            int levels = plan.ActivationFormat switch { "int6" => 31, "int4" => 7, _ => 127 };
+            var range = RangeSelector.Select(stats[l.Input.Name], method, percentile, levels);
+            plan.ActivationRange = range;
+            plan.RangeMethod = method == RangeMethod.Percentile ? $"percentile {percentile.ToString(CultureInfo.InvariantCulture)}" : method.ToString().ToLowerInvariant();
+        }
+    }
+}
+
+/// <summary>Weights: rounds every quantized layer's weight with RTN or GPTQ (GPTQ accumulates each layer's input Hessian over the calibration data).</summary>
+public sealed class WeightsPass(string method, double damp) : IPass
+{
+    public string Name => "weights";
+    public PassKind Kind => PassKind.Decision;
+
+    public void Run(PassContext ctx)
+    {
+        var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears
+            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat is "int8" or "int4" or "int6").ToList();
+        Dictionary<string, double[]>? hessians = method == "gptq" ? Hessians(ctx, layers) : null;
+        foreach (var l in layers)
+        {
+            var plan = ctx.Plan[l.Name];
+            var kn = Weights.Read(l);
+            int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+            var nk = new float[kn.Length];
+            for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
+            var format = plan.WeightFormat switch { "int4" => QuantFormat.Int4, "int6" => Int6, _ => QuantFormat.Int8 };
+            plan.QuantizedWeight = hessians is not null
+                ? WeightQuantizer.Gptq(nk, n, k, hessians[l.Input.Name], format, plan.GroupSize, damp)
+                : WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize);
+            plan.WeightMethod = method;
+        }
+    }
+
+    /// <summary>A 6-bit signed grid stored in int8 (OutlierTune's Int6 setting, simulated on int8 storage).</summary>
+    public static readonly QuantFormat Int6 = new("int6", QuantFormat.Int8.DataType, 8, false, -32, 31);
+
+    private static Dictionary<string, double[]> Hessians(PassContext ctx, List<LinearLayer> layers)
+    {
+        if (ctx.CalibrationData is null) throw new Quantc.Onnx.BadInputException("GPTQ needs calibration data: give --calib DATA");
+        var inputs = layers.GroupBy(l => l.Input.Name).ToDictionary(g => g.Key, g => (int)g.First().InFeatures);
+        var h = inputs.ToDictionary(kv => kv.Key, kv => new double[kv.Value * kv.Value]);
+        Calibrator.Observe(ctx.Model, inputs.Keys.ToList(), ctx.CalibrationData, (name, data, channels) =>
+        {
+            lock (h[name]) WeightQuantizer.AccumulateHessian(h[name], data, channels);
+        });
+        return h;
+    }
+}

@@ -1,0 +1,159 @@
+using Quantc.Core.Numerics;
+using Quantc.Core.Pipeline;
+using Quantc.Ir;
+using Quantc.Ir.Layers;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// LowerQdq: turns the plan into standard ONNX (opset 21) that ONNX Runtime fuses into integer
+/// kernels: int8 weights with per-channel scales behind DequantizeLinear(axis = 1); int4 weights
+/// blocked along K behind DequantizeLinear(axis = 0, block_size) — which ONNX Runtime turns into
+/// MatMulNBits; fp16 weights behind a Cast; static activations as QuantizeLinear → DequantizeLinear on
+/// the layer's input (one pair per input and scale, shared by q/k/v); 6-bit grids as int8 with a Clip;
+/// per-token dynamic activations as a float fake-quantization (absmax per row).
+/// </summary>
+public sealed class LowerQdqPass : IPass
+{
+    public string Name => "lower_qdq";
+    public PassKind Kind => PassKind.Lowering;
+
+    public void Run(PassContext ctx)
+    {
+        var g = ctx.Model.Graph;
+        if ((ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
+        var qdqCache = new Dictionary<(Value, string, float, float), Value>();
+        foreach (var l in LayerAnalysis.Analyze(g).Linears)
+        {
+            if (!ctx.Plan.TryGet(l.Name, out var plan)) continue;
+            LowerWeight(ctx, g, l, plan);
+            LowerActivation(ctx, g, l, plan, qdqCache);
+        }
+        g.RemoveDeadCode();
+    }
+
+    private static void LowerWeight(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan)
+    {
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        int weightInput = 1;
+        if (plan.WeightFormat == "fp16")
+        {
+            var w = l.Weight.Initializer!.ToFloat32();
+            var h = w.Select(v => (Half)v).ToArray();
+            var hv = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_fp16", (int)DT.Float16, l.Weight.Initializer.Dims, (ReadOnlySpan<Half>)h));
+            var cast = g.AddNode("Cast", [hv], name: g.UniqueName(l.Name + "/weight_cast"), before: l.Node);
+            cast.SetAttribute("to", 1L);
+            l.Node.SetInput(weightInput, cast.Output);
+            ctx.Provenance.Record(cast.Output.Name, l.Weight.Name);
+            return;
+        }
+        if (plan.QuantizedWeight is not { } q) return;
+        if (l.WeightIsOutByIn) throw new InvalidOperationException($"{l.Name}: Gemm with transB is not lowered yet");
+        // Values [N, K] → [K, N] (the MatMul's orientation).
+        bool int4 = plan.WeightFormat == "int4";
+        var kn = new sbyte[k * n];
+        for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) kn[j * n + c] = q.Values[c * k + j];
+        Value wq, scale, zp;
+        Node dq;
+        if (int4)
+        {
+            var packed = new byte[(k * n + 1) / 2];
+            for (int i = 0; i < kn.Length; i++) packed[i >> 1] |= (byte)((kn[i] & 0xF) << ((i & 1) * 4));
+            wq = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_int4", (int)DT.Int4, [k, n], packed));
+            int groups = k / q.GroupSize;
+            var sc = new float[groups * n];
+            for (int c = 0; c < n; c++) for (int gi = 0; gi < groups; gi++) sc[gi * n + c] = q.Scales[c * groups + gi];
+            scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [groups, n], sc));
+            zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, [groups, n], new byte[(groups * n + 1) / 2]));
+            dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
+            dq.SetAttribute("axis", 0L);
+            dq.SetAttribute("block_size", (long)q.GroupSize);
+        }
+        else
+        {
+            if (q.GroupSize != 0) throw new InvalidOperationException($"{l.Name}: per-group int8 weights are not lowered (use per_channel)");
+            wq = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_int8", (int)DT.Int8, [k, n], (ReadOnlySpan<sbyte>)kn));
+            scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
+            zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n], (ReadOnlySpan<sbyte>)new sbyte[n]));
+            dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
+            dq.SetAttribute("axis", 1L);
+        }
+        l.Node.SetInput(weightInput, dq.Output);
+        ctx.Provenance.Record(dq.Output.Name, l.Weight.Name);
+    }
+
+    private static void LowerActivation(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan, Dictionary<(Value, string, float, float), Value> cache)
+    {
+        if (plan.ActivationFormat == "fp32") return;
+        var x = l.Input;
+        if (plan.ActivationMode == "dynamic")
+        {
+            var key = (x, "dynamic-" + plan.ActivationFormat, 0f, 0f);
+            if (!cache.TryGetValue(key, out var fq))
+            {
+                fq = DynamicPerToken(g, x, plan.ActivationFormat == "int6" ? 31 : 127, l);
+                ctx.Provenance.Record(fq.Name, x.Name);
+                cache[key] = fq;
+            }
+            l.Node.SetInput(0, fq);
+            return;
+        }
+        if (plan.ActivationRange is not { } range) throw new InvalidOperationException($"{l.Name}: static activations without a range (run the ranges pass)");
+        bool unsigned = plan.ActivationFormat == "uint8";
+        float scale, zeroPoint;
+        if (unsigned)
+        {
+            float lo = Math.Min(range.Lo, 0), hi = Math.Max(range.Hi, 0);
+            scale = Math.Max((hi - lo) / 255f, 1e-12f);
+            zeroPoint = MathF.Round(-lo / scale);
+        }
+        else
+        {
+            int levels = plan.ActivationFormat == "int6" ? 31 : 127;
+            scale = Math.Max(Math.Max(Math.Abs(range.Lo), Math.Abs(range.Hi)) / levels, 1e-12f);
+            zeroPoint = 0;
+        }
+        var cacheKey = (x, plan.ActivationFormat, scale, zeroPoint);
+        if (!cache.TryGetValue(cacheKey, out var dqOut))
+        {
+            var first = x.Uses.Select(u => u.Node).Where(n => n.Graph == g).OrderBy(n => g.Nodes.ToList().IndexOf(n)).First();
+            Value src = x;
+            if (plan.ActivationFormat == "int6")
+            {
+                var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_lo"), [], [-32 * scale]));
+                var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_hi"), [], [31 * scale]));
+                src = g.AddNode("Clip", [x, lo, hi], name: g.UniqueName(l.Name + "/act_clip"), before: first).Output;
+            }
+            var s = g.AddInitializer(Tensor.FromFloats(g.UniqueName(x.Name + "_scale"), [], [scale]));
+            var zp = unsigned
+                ? g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Uint8, [], (ReadOnlySpan<byte>)[(byte)zeroPoint]))
+                : g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[0]));
+            var qn = g.AddNode("QuantizeLinear", [src, s, zp], name: g.UniqueName(l.Name + "/act_q"), before: first);
+            var dqn = g.AddNode("DequantizeLinear", [qn.Output, s, zp], name: g.UniqueName(l.Name + "/act_dq"), before: first);
+            dqOut = dqn.Output;
+            ctx.Provenance.Record(dqOut.Name, x.Name);
+            cache[cacheKey] = dqOut;
+        }
+        l.Node.SetInput(0, dqOut);
+    }
+
+    /// <summary>x → x̂ = round(x / s) · s with s = max|x_row| / levels per token (row), in float ops.</summary>
+    private static Value DynamicPerToken(Graph g, Value x, int levels, LinearLayer l)
+    {
+        var before = l.Node;
+        string p = l.Name + "/act_dyn";
+        var abs = g.AddNode("Abs", [x], name: g.UniqueName(p + "_abs"), before: before);
+        var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));
+        var max = g.AddNode("ReduceMax", [abs.Output, axes], name: g.UniqueName(p + "_max"), before: before);
+        max.SetAttribute("keepdims", 1L);
+        var lv = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_levels"), [], [levels]));
+        var eps = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_eps"), [], [1e-12f]));
+        var s = g.AddNode("Div", [g.AddNode("Max", [max.Output, eps], name: g.UniqueName(p + "_floor"), before: before).Output, lv], name: g.UniqueName(p + "_scale"), before: before);
+        var q = g.AddNode("Round", [g.AddNode("Div", [x, s.Output], name: g.UniqueName(p + "_div"), before: before).Output], name: g.UniqueName(p + "_round"), before: before);
+        var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_lo"), [], [-levels - 1]));
+        var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_hi"), [], [levels]));
+        var c = g.AddNode("Clip", [q.Output, lo, hi], name: g.UniqueName(p + "_clip"), before: before);
+        return g.AddNode("Mul", [c.Output, s.Output], name: g.UniqueName(p + "_dq"), before: before).Output;
+    }
+}

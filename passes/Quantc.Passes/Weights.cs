@@ -1,0 +1,63 @@
+using Quantc.Ir;
+using Quantc.Ir.Layers;
+
+namespace Quantc.Passes;
+
+/// <summary>Reads and writes a linear layer's weight as a [K, N] float matrix (row j = input channel j) whatever its orientation.</summary>
+internal static class Weights
+{
+    /// <summary>The weight as float32 [K, N].</summary>
+    public static float[] Read(LinearLayer l)
+    {
+        var w = l.Weight.Initializer!.ToFloat32();
+        if (!l.WeightIsOutByIn) return w;
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        var t = new float[w.Length];
+        for (int o = 0; o < n; o++) for (int j = 0; j < k; j++) t[j * n + o] = w[o * k + j];
+        return t;
+    }
+
+    /// <summary>Replaces the weight with <paramref name="kn"/> ([K, N] float32), keeping its orientation; a weight shared with another node is copied first.</summary>
+    public static void Write(Graph g, LinearLayer l, float[] kn)
+    {
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        float[] data = kn;
+        if (l.WeightIsOutByIn)
+        {
+            data = new float[kn.Length];
+            for (int o = 0; o < n; o++) for (int j = 0; j < k; j++) data[o * k + j] = kn[j * n + o];
+        }
+        var dims = l.Weight.Initializer!.Dims;
+        if (l.Weight.Uses.Count > 1) throw new InvalidOperationException($"weight '{l.Weight.Name}' is shared by several nodes; untie it before rewriting");
+        g.SetInitializer(l.Weight, Tensor.FromFloats(l.Weight.Name, dims, data));
+    }
+
+    /// <summary>Sets (or creates) the layer's bias to <paramref name="bias"/>; returns the updated layer record.</summary>
+    public static void WriteBias(Graph g, LinearLayer l, float[] bias, PassContextBias ctx)
+    {
+        if (l.Bias is { } b)
+        {
+            g.SetInitializer(b, Tensor.FromFloats(b.Name, b.Initializer!.Dims, bias));
+            return;
+        }
+        // No bias yet: add one after the MatMul. The sum takes over the output's name, so graph
+        // outputs and provenance keep referring to the layer's (biased) result.
+        var bv = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + ".bias"), [bias.Length], bias));
+        var oldOut = l.Node.Output;
+        string name = oldOut.Name;
+        var users = oldOut.Uses.ToList();
+        var outputSlots = Enumerable.Range(0, g.Outputs.Count).Where(i => ReferenceEquals(g.Outputs[i], oldOut)).ToList();
+        g.RenameValueUnique(oldOut, name + "_nobias");
+        var firstUser = users.Select(u => u.Node).Where(n => ReferenceEquals(n.Graph, g)).OrderBy(n => g.Nodes.ToList().IndexOf(n)).FirstOrDefault();
+        var add = g.AddNode("Add", [oldOut, bv], name: g.UniqueName(l.Name + "/bias_add"), outputNames: [name], before: firstUser);
+        foreach (var u in users) u.Node.SetInput(u.InputIndex, add.Output);
+        foreach (int i in outputSlots) g.SetOutput(i, add.Output);
+        ctx.Record(oldOut.Name, name);
+    }
+}
+
+/// <summary>The one thing bias writing needs from the pass context: recording provenance.</summary>
+internal sealed class PassContextBias(Quantc.Core.Pipeline.PassContext ctx)
+{
+    public void Record(string compiled, string original) => ctx.Provenance.Record(compiled, original);
+}
