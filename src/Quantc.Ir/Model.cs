@@ -71,8 +71,15 @@ public sealed class Model : IDisposable
         catch { file.Dispose(); throw; }
     }
 
-    /// <summary>Builds the IR over a model file already read.</summary>
-    public static Model FromFile(OnnxModelFile file) => FromProto(file.Proto, file);
+    /// <summary>Builds the IR over a model file already read. A malformed graph (empty or duplicate names, dangling references...) is a <see cref="BadInputException"/>.</summary>
+    public static Model FromFile(OnnxModelFile file)
+    {
+        try { return FromProto(file.Proto, file); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException or OverflowException or IndexOutOfRangeException)
+        {
+            throw new BadInputException($"{file.Path}: malformed graph ({e.Message})", e);
+        }
+    }
 
     /// <summary>Builds the IR over a protobuf (external tensors resolved through <paramref name="file"/>).</summary>
     public static Model FromProto(ModelProto proto, OnnxModelFile? file = null)
