@@ -331,9 +331,9 @@ public sealed class Graph
         for (int i = 0; i < _nodes.Count; i++) index[_nodes[i]] = i;
         var pending = new int[_nodes.Count];
         var dependents = new List<int>[_nodes.Count];
+        for (int i = 0; i < _nodes.Count; i++) dependents[i] = [];
         for (int i = 0; i < _nodes.Count; i++)
         {
-            dependents[i] = [];
             foreach (var v in Dependencies(_nodes[i]))
             {
                 if (v.Producer is { } p && index.TryGetValue(p, out int pi))
