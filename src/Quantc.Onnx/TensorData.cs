@@ -63,6 +63,33 @@ public sealed class MappedTensorData : TensorData
         if (length == 0) return ReadOnlySpan<byte>.Empty;
         return new ReadOnlySpan<byte>(File.Pointer + Offset + offset, length);
     }
+
+    /// <summary>
+    /// Streams the slice with plain reads rather than through the mapping: pages read through a map
+    /// count in the process's resident memory, reads go through the page cache only, so copying a
+    /// model of any size keeps memory flat.
+    /// </summary>
+    public override void CopyTo(Stream destination)
+    {
+        using var fs = new FileStream(File.Path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.SequentialScan);
+        fs.Position = Offset;
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(4 << 20);
+        try
+        {
+            long left = _length;
+            while (left > 0)
+            {
+                int n = fs.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+                if (n <= 0) throw new EndOfStreamException($"{File.Path} ended while copying tensor data");
+                destination.Write(buffer, 0, n);
+                left -= n;
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
 }
 
 /// <summary>
