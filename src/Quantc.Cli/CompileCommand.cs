@@ -25,8 +25,9 @@ internal static class CompileCommand
         var report = new Option<string?>("--report") { Description = "write the JSON report here (default: next to the output)" };
         var noVerify = new Option<bool>("--no-verify") { Description = "skip the verification against the float model" };
         var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for byte-tokenized models)" };
+        var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
-            { model, output, recipe, calib, samples, seq, report, noVerify, evalData };
+            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile };
         cmd.SetAction(pr =>
         {
             string input = pr.GetValue(model) ?? Cli.DefaultModelPath();
@@ -37,6 +38,8 @@ internal static class CompileCommand
 
             using var m = Cli.LoadModel(input);
             var ctx = new PassContext(m);
+            if (pr.GetValue(statsFile) is { } sf)
+                ctx.SavedStatistics = Quantc.Core.Calibration.StatsFile.Load(sf).ToDictionary(x => x.Name, x => x, StringComparer.Ordinal);
             string? calibSpec = pr.GetValue(calib) ?? DefaultText(m, "models/calib.txt");
             if (calibSpec is not null)
             {
@@ -73,6 +76,7 @@ internal static class CompileCommand
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {t.Pass,-12} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} → {t.NodesAfter}"));
             var layers = ctx.Plan.Layers.ToList();
             stdout.WriteLine($"  {layers.Count(p => p.WeightFormat != "fp32" || p.ActivationFormat != "fp32")} of {layers.Count} linear layers quantized; report: {reportPath}");
+            if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
             foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
                 stdout.WriteLine($"  {p.Name}: {p.Reasons.Last()}");
             if (verify is not null)

@@ -223,4 +223,16 @@ public sealed class CliTests : IDisposable
             Assert.Contains(r, stdout);
         Assert.Contains("lower_qdq", stdout);
     }
+
+    [Fact]
+    public void CompileReusesSavedStatistics()
+    {
+        var stats = Path.Combine(_dir.FullName, "stats.json");
+        Assert.Equal(0, Run("calibrate", Cli.DefaultModelPath(), "--calib", "random", "--samples", "2", "--seq-len", "16", "-o", stats).Code);
+        // w8a8 asks for statistics before any rewrite: the saved ones answer, no calibration data needed.
+        var outPath = Path.Combine(_dir.FullName, "w8.onnx");
+        var (code, stdout, stderr) = Run("compile", "--recipe", "w8a8", "--stats", stats, "--calib", "random", "--samples", "1", "--seq-len", "8", "-o", outPath, "--no-verify");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("saved statistics answered 1", stdout);
+    }
 }

@@ -46,10 +46,27 @@ public sealed class PassContext(Model model)
     /// </summary>
     public Dictionary<string, TensorStats> Calibrate(IReadOnlyList<string> tensors, string pass)
     {
+        // Statistics loaded from a file describe the model as it was loaded: usable until a pass rewrites it.
+        if (SavedStatistics is { } saved && tensors.All(saved.ContainsKey))
+        {
+            StatisticsReused++;
+            return tensors.Distinct().ToDictionary(t => t, t => saved[t], StringComparer.Ordinal);
+        }
         if (CalibrationData is null || CalibrationData.Count == 0)
-            throw new Quantc.Onnx.BadInputException($"pass '{pass}' needs calibration data: give --calib DATA");
+            throw new Quantc.Onnx.BadInputException(SavedStatistics is null
+                ? $"pass '{pass}' needs calibration data: give --calib DATA"
+                : $"pass '{pass}' needs statistics the saved calibration does not have (of the rewritten model, or other tensors): give --calib DATA as well");
         return Calibrator.Collect(Model, tensors, CalibrationData);
     }
+
+    /// <summary>Statistics from an earlier <c>quantc calibrate</c> of the same model (valid until a pass rewrites the graph).</summary>
+    public IReadOnlyDictionary<string, TensorStats>? SavedStatistics { get; set; }
+
+    /// <summary>How many times saved statistics answered a pass instead of a calibration run.</summary>
+    public int StatisticsReused { get; private set; }
+
+    /// <summary>Called after a pass that changed the model: saved statistics no longer describe it.</summary>
+    public void ModelChanged() => SavedStatistics = null;
 
     /// <summary>Notes for the report, in order ("smooth: model.layers.0.self_attn.q_proj α=0.5, max s=12.3").</summary>
     public List<string> Log { get; } = [];
