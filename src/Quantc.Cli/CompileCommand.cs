@@ -25,9 +25,10 @@ internal static class CompileCommand
         var report = new Option<string?>("--report") { Description = "write the JSON report here (default: next to the output)" };
         var noVerify = new Option<bool>("--no-verify") { Description = "skip the verification against the float model" };
         var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for byte-tokenized models)" };
+        var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
-            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile };
+            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html };
         cmd.SetAction(pr =>
         {
             string input = pr.GetValue(model) ?? Cli.DefaultModelPath();
@@ -68,6 +69,8 @@ internal static class CompileCommand
             }
             string reportPath = pr.GetValue(report) ?? Path.ChangeExtension(saved.ModelPath, ".report.json");
             File.WriteAllText(reportPath, ReportJson(input, saved.ModelPath, r, ctx, timings, verify, verifyData));
+            if (pr.GetValue(html) is { } page)
+                Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.CompileHtml.Render(input, saved.ModelPath, r, ctx, timings, verify, verifyData));
 
             long inBytes = FileBytes(input), outBytes = FileBytes(saved.ModelPath) + (saved.ExternalDataPath is null ? 0 : FileBytes(saved.ExternalDataPath));
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,

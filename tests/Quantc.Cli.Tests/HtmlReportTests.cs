@@ -80,4 +80,16 @@ public sealed class HtmlReportTests(ITestOutputHelper log) : IDisposable
         Assert.Contains("data-status=\"ok\"", dom);
         Assert.Contains("<svg", dom);
     }
+
+    [Fact]
+    public void CompilePageRendersWithoutScriptErrors()
+    {
+        var page = Path.Combine(_dir.FullName, "compile.html");
+        var o = new StringWriter();
+        var e = new StringWriter();
+        Assert.True(Cli.Run(["compile", "--recipe", "spike-mixed", "--samples", "4", "-o", Path.Combine(_dir.FullName, "c.onnx"), "--html", page], o, e) == 0, e.ToString());
+        var dom = Render(page, "compile");
+        Assert.Contains("data-status=\"ok\"", dom);
+        Assert.Contains("down_proj", dom);
+    }
 }

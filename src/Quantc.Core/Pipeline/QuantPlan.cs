@@ -42,7 +42,7 @@ public sealed class LayerPlan(string name)
     /// <summary>A one-line summary, e.g. "int8 W (per_channel, rtn) / int8 A (static, minmax); smoothed α=0.5".</summary>
     public override string ToString()
     {
-        string w = WeightFormat == "fp32" ? "fp32 W" : $"{WeightFormat} W ({WeightGranularity}{(GroupSize > 0 ? $" g{GroupSize}" : "")}, {WeightMethod})";
+        string w = WeightFormat is "fp32" or "fp16" ? $"{WeightFormat} W" : $"{WeightFormat} W ({WeightGranularity}{(GroupSize > 0 ? $" g{GroupSize}" : "")}, {WeightMethod})";
         string a = ActivationFormat == "fp32" ? "fp32 A" : $"{ActivationFormat} A ({ActivationMode}{(RangeMethod is null ? "" : ", " + RangeMethod)})";
         return Transforms.Count == 0 ? $"{w} / {a}" : $"{w} / {a}; {string.Join(", ", Transforms)}";
     }
