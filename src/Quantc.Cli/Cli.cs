@@ -75,7 +75,10 @@ public static class Cli
     /// <summary>The bundled held-out evaluation text (models/eval.txt).</summary>
     public static string DefaultEvalText() => FindBundled("models/eval.txt", "no --data given and the bundled evaluation text (models/eval.txt) was not found");
 
-    private static string FindBundled(string rel, string missing)
+    private static string FindBundled(string rel, string missing) => TryFindBundled(rel) ?? throw new BadInputException(missing);
+
+    /// <summary>A bundled file (e.g. models/calib.txt), searched up from the program's folder and the working folder; null when absent.</summary>
+    internal static string? TryFindBundled(string rel)
     {
         foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
             for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
@@ -83,7 +86,7 @@ public static class Cli
                 var p = Path.Combine(d.FullName, rel);
                 if (File.Exists(p)) return p;
             }
-        throw new BadInputException(missing);
+        return null;
     }
 
     /// <summary>Loads a model, turning every kind of unreadable input into <see cref="BadInputException"/>.</summary>

@@ -105,10 +105,7 @@ internal static class CompileCommand
             if (DataLoader.TokenizerFor(m) is not ByteTokenizer) return null;
         }
         catch (Quantc.Onnx.BadInputException) { return null; }
-        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
-            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
-                if (File.Exists(Path.Combine(d.FullName, rel))) return Path.Combine(d.FullName, rel);
-        return null;
+        return Cli.TryFindBundled(rel);
     }
 
     private static string ReportJson(string input, string output, Recipe r, PassContext ctx, IReadOnlyList<PassTiming> timings, VerifyReport? verify, string? verifyData)
