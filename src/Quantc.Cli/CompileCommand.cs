@@ -39,13 +39,14 @@ internal static class CompileCommand
 
             using var m = Cli.LoadModel(input);
             var ctx = new PassContext(m);
+            var warnings = new List<string>();
             if (pr.GetValue(statsFile) is { } sf)
                 ctx.SavedStatistics = Quantc.Core.Calibration.StatsFile.Load(sf).ToDictionary(x => x.Name, x => x, StringComparer.Ordinal);
             string? calibSpec = pr.GetValue(calib) ?? DefaultText(m, "models/calib.txt");
             if (calibSpec is not null)
             {
                 var data = DataLoader.Load(m, calibSpec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
-                foreach (var w in data.Warnings) stderr.WriteLine($"quantc: warning: {w}");
+                foreach (var w in data.Warnings) { stderr.WriteLine($"quantc: warning: {w}"); warnings.Add(w); }
                 ctx.CalibrationData = data.Samples;
             }
             var timings = ProgressBar.Run($"compiling ({r.Name})", p => new PassManager(Builtins.Passes()).Run(passes, ctx, p));
@@ -68,7 +69,7 @@ internal static class CompileCommand
                 }
             }
             string reportPath = pr.GetValue(report) ?? Path.ChangeExtension(saved.ModelPath, ".report.json");
-            File.WriteAllText(reportPath, ReportJson(input, saved.ModelPath, r, ctx, timings, verify, verifyData));
+            File.WriteAllText(reportPath, ReportJson(input, saved.ModelPath, r, ctx, timings, verify, verifyData, warnings));
             if (pr.GetValue(html) is { } page)
                 Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.CompileHtml.Render(input, saved.ModelPath, r, ctx, timings, verify, verifyData));
 
@@ -108,7 +109,7 @@ internal static class CompileCommand
         return Cli.TryFindBundled(rel);
     }
 
-    private static string ReportJson(string input, string output, Recipe r, PassContext ctx, IReadOnlyList<PassTiming> timings, VerifyReport? verify, string? verifyData)
+    private static string ReportJson(string input, string output, Recipe r, PassContext ctx, IReadOnlyList<PassTiming> timings, VerifyReport? verify, string? verifyData, IReadOnlyList<string> warnings)
     {
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
@@ -118,6 +119,9 @@ internal static class CompileCommand
             w.WriteString("output", output);
             w.WriteString("recipe", r.Name);
             w.WriteString("recipe_description", r.Description);
+            w.WriteStartArray("warnings");
+            foreach (var x in warnings) w.WriteStringValue(x);
+            w.WriteEndArray();
             w.WriteStartArray("passes");
             foreach (var t in timings)
             {

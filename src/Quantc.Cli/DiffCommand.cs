@@ -30,15 +30,18 @@ internal static class DiffCommand
 
     private static void Render(DiffResult d, TextWriter o)
     {
+        // Colour on an interactive terminal only (plain when piped, redirected or in CI).
+        bool colour = ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected && Environment.GetEnvironmentVariable("NO_COLOR") is null && ProgressBar.Enabled;
+        string C(string code, string text) => colour ? $"\u001b[{code}m{text}\u001b[0m" : text;
         if (d.IsEmpty) { o.WriteLine("no differences"); return; }
         o.WriteLine($"{d.Layers.Count} layers changed; nodes matched by provenance {d.MatchedByProvenance}, by name {d.MatchedByName}, by structure {d.MatchedByStructure}");
         foreach (var l in d.Layers)
         {
-            o.WriteLine($"{l.Layer}: {l.Summary}");
+            o.WriteLine($"{C("1", l.Layer)}: {l.Summary}");
             foreach (var n in d.Nodes.Where(n => n.Layer == l.Layer))
             {
-                string sign = n.Change switch { NodeChange.Added => "+", NodeChange.Removed => "-", _ => "~" };
-                o.WriteLine($"  {sign} {n.Change.ToString().ToLowerInvariant(),-8} {(n.NameB ?? n.NameA)} ({(n.OpB.Length > 0 ? n.OpB : n.OpA)}) {n.Detail}");
+                var (sign, code) = n.Change switch { NodeChange.Added => ("+", "32"), NodeChange.Removed => ("-", "31"), _ => ("~", "33") };
+                o.WriteLine($"  {C(code, $"{sign} {n.Change.ToString().ToLowerInvariant(),-8}")} {(n.NameB ?? n.NameA)} ({(n.OpB.Length > 0 ? n.OpB : n.OpA)}) {n.Detail}");
             }
             foreach (var i in d.Initializers.Where(i => i.Layer == l.Layer))
                 o.WriteLine($"  * {i.NameB ?? i.NameA}: {i.Detail}{(i.MaxAbsDelta is { } m ? $", max |Δ| {m:G4}" : "")}{(i.SqnrDb is { } s ? $", SQNR {VerifyCommand.Db(s)} dB" : "")}");

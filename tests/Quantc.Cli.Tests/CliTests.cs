@@ -234,5 +234,8 @@ public sealed class CliTests : IDisposable
         var (code, stdout, stderr) = Run("compile", "--recipe", "w8a8", "--stats", stats, "--calib", "random", "--samples", "1", "--seq-len", "8", "-o", outPath, "--no-verify");
         Assert.True(code == 0, stderr);
         Assert.Contains("saved statistics answered 1", stdout);
+        Assert.Contains("random", stderr); // random calibration data is only used when asked for, with a warning...
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.ChangeExtension(outPath, ".report.json")));
+        Assert.Contains("random", report.RootElement.GetProperty("warnings")[0].GetString()); // ...that the report keeps
     }
 }

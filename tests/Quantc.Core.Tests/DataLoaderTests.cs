@@ -129,4 +129,20 @@ public sealed class DataLoaderTests : IDisposable
         if (name == "empty-folder") Directory.CreateDirectory(p);
         Assert.Throws<BadInputException>(() => DataLoader.Load(m, p));
     }
+
+    [Fact]
+    public void AFloatNpyFeedsASingleInputModel()
+    {
+        using var m = Model.Create();
+        var x = m.Graph.AddInput("x", T(1, "n", 3));
+        m.Graph.AddOutput(m.Graph.AddNode("Relu", [x], outputNames: ["y"]).Output);
+        var npy = Path.Combine(_dir.FullName, "x.npy");
+        Npy.Write(npy, new float[] { 1, -2, 3, 4, 5, -6 }, [2, 3]);
+        var d = DataLoader.Load(m, npy);
+        var s = Assert.Single(d.Samples);
+        Assert.Equal(new long[] { 2, 3 }, s.Inputs["x"].Shape);
+        Assert.Equal(2, Calibrator.Collect(m, ["y"], d.Samples)["y"].Tokens);
+        using var lm = TinyLm(); // two inputs: a float .npy is ambiguous
+        Assert.Throws<BadInputException>(() => DataLoader.Load(lm, npy));
+    }
 }

@@ -48,7 +48,7 @@ public static class DataLoader
         return ext switch
         {
             ".npz" => new LoadedData([FromArchive(model, spec)], null, $"1 input set from {spec}", []),
-            ".npy" => FromIds(model, NpyIds(spec), options, $"token ids from {spec}"),
+            ".npy" => FromNpy(model, spec, options),
             ".jsonl" or ".json" => FromIds(model, JsonIds(spec), options, $"token ids from {spec}"),
             _ => FromText(model, spec, options),
         };
@@ -90,9 +90,21 @@ public static class DataLoader
         return new LoadedData(seqs.Select(s => CalibrationInputs.FromTokens(model.Graph, s)).ToList(), seqs, what, []);
     }
 
-    private static List<long[]> NpyIds(string path)
+    /// <summary>An .npy of token ids (int32/int64) for a text model, or the one input of a model with a single input.</summary>
+    private static LoadedData FromNpy(Model model, string path, DataOptions options)
     {
         var a = Npy.Read(path);
+        if (a.Data is long[] or int[]) return FromIds(model, NpyIds(path, a), options, $"token ids from {path}");
+        var inputs = model.Graph.Inputs.Where(v => !v.IsInitializer).ToList();
+        if (inputs.Count != 1)
+            throw new BadInputException($"{path}: a float .npy can only feed a model with one input (this one has {inputs.Count}); use .npz files named by input");
+        var s = new CalibrationSample();
+        s.Inputs[inputs[0].Name] = (a.Data, a.Shape);
+        return new LoadedData([s], null, $"1 input set from {path}", []);
+    }
+
+    private static List<long[]> NpyIds(string path, NpyArray a)
+    {
         long[] flat = a.Data switch
         {
             long[] l => l,

@@ -21,6 +21,7 @@ public static class VerifyHtml
         if (r.Layers.Count > 0)
         {
             body.Append("<h2>Error per layer (graph order)</h2>").Append(Chart(r.Layers));
+            body.Append("<h2>Activation ranges of the original model (graph order)</h2>").Append(RangeChart(r.Layers));
             body.Append("<table><tr><th>#</th><th>tensor</th><th>original</th><th>op</th><th>SQNR dB</th><th>cosine</th></tr>");
             int i = 0;
             foreach (var x in r.Layers)
@@ -28,6 +29,33 @@ public static class VerifyHtml
             body.Append("</table>");
         }
         return Html.Page("quantc verify", body.ToString(), "document.querySelectorAll('svg circle').forEach(function (c) { c.addEventListener('mouseenter', function () { c.setAttribute('r', 5); }); c.addEventListener('mouseleave', function () { c.setAttribute('r', 3); }); });");
+    }
+
+    /// <summary>max |x| of each mapped tensor in the original model, log scale: where the outliers are.</summary>
+    private static string RangeChart(IReadOnlyList<LayerError> layers)
+    {
+        const int w = 900, h = 220, pad = 40;
+        var abs = layers.Select(l => Math.Max(Math.Abs(l.RangeMin), Math.Abs(l.RangeMax))).Select(v => double.IsFinite(v) && v > 0 ? Math.Log10(v) : double.NaN).ToList();
+        var finite = abs.Where(double.IsFinite).ToList();
+        double lo = finite.Count == 0 ? -1 : Math.Floor(finite.Min()), hi = finite.Count == 0 ? 1 : Math.Ceiling(finite.Max());
+        if (hi <= lo) hi = lo + 1;
+        var sb = new StringBuilder($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"activation ranges\">");
+        sb.Append($"<rect x=\"{pad}\" y=\"10\" width=\"{w - pad - 10}\" height=\"{h - pad - 10}\" fill=\"#fff\" stroke=\"#d5dae0\"/>");
+        for (double t = lo; t <= hi; t++)
+        {
+            double y = 10 + (h - pad - 10) * (1 - (t - lo) / (hi - lo));
+            sb.Append($"<line x1=\"{pad}\" x2=\"{w - 10}\" y1=\"{Html.F(y)}\" y2=\"{Html.F(y)}\" stroke=\"#eef1f4\"/><text x=\"2\" y=\"{Html.F(y + 4)}\">1e{t}</text>");
+        }
+        sb.Append($"<text x=\"{w / 2 - 80}\" y=\"{h - 8}\">layer (graph order) — max |activation|, log scale</text>");
+        for (int i = 0; i < layers.Count; i++)
+        {
+            if (!double.IsFinite(abs[i])) continue;
+            double x = pad + (w - pad - 20) * (layers.Count == 1 ? 0.5 : (double)i / (layers.Count - 1)) + 5;
+            double y = 10 + (h - pad - 10) * (1 - (abs[i] - lo) / (hi - lo));
+            sb.Append($"<line x1=\"{Html.F(x)}\" x2=\"{Html.F(x)}\" y1=\"{h - pad}\" y2=\"{Html.F(y)}\" stroke=\"#c77700\" stroke-width=\"2\"><title>{Html.E(layers[i].OriginalName)}: [{Html.F(layers[i].RangeMin, "G4")}, {Html.F(layers[i].RangeMax, "G4")}]</title></line>");
+        }
+        sb.Append("</svg>");
+        return sb.ToString();
     }
 
     private static string Chart(IReadOnlyList<LayerError> layers)

@@ -6,6 +6,12 @@ public sealed class ErrorAccumulator
     private double _signal, _noise, _dot, _refNorm, _testNorm;
     private long _count;
 
+    /// <summary>Smallest reference value seen.</summary>
+    public double ReferenceMin { get; private set; } = double.PositiveInfinity;
+
+    /// <summary>Largest reference value seen.</summary>
+    public double ReferenceMax { get; private set; } = double.NegativeInfinity;
+
     /// <summary>Largest absolute difference seen.</summary>
     public double MaxAbsError { get; private set; }
 
@@ -28,6 +34,8 @@ public sealed class ErrorAccumulator
                 continue;
             }
             double d = r - t;
+            if (r < ReferenceMin) ReferenceMin = r;
+            if (r > ReferenceMax) ReferenceMax = r;
             _signal += r * r;
             _noise += d * d;
             _dot += r * t;

@@ -11,7 +11,8 @@ namespace Quantc.Core.Verification;
 public sealed record OutputError(string Name, double SqnrDb, double Cosine, double MaxAbsError, long Elements);
 
 /// <summary>Error of one intermediate tensor mapped between the models, in the compiled graph's order.</summary>
-public sealed record LayerError(int Order, string CompiledName, string OriginalName, string Op, double SqnrDb, double Cosine, double MaxAbsError);
+public sealed record LayerError(int Order, string CompiledName, string OriginalName, string Op, double SqnrDb, double Cosine, double MaxAbsError,
+    double RangeMin = double.NaN, double RangeMax = double.NaN);
 
 /// <summary>Next-token metrics, when the model has a logits output and the data has tokens.</summary>
 public sealed record LogitsMetrics(double Top1Agreement, double OriginalPerplexity, double CompiledPerplexity, long ScoredTokens);
@@ -103,7 +104,7 @@ public static class Verifier
             var v = compiled.Graph.Find(p.Compiled)!;
             var e = layerErr[p.Compiled];
             int ord = v.Producer is { } prod && order.TryGetValue(prod, out int o) ? o : -1;
-            return new LayerError(ord, p.Compiled, p.Original, v.Producer?.OpType ?? "input", e.SqnrDb, e.Cosine, e.MaxAbsError);
+            return new LayerError(ord, p.Compiled, p.Original, v.Producer?.OpType ?? "input", e.SqnrDb, e.Cosine, e.MaxAbsError, e.ReferenceMin, e.ReferenceMax);
         }).OrderBy(l => l.Order).ThenBy(l => l.CompiledName, StringComparer.Ordinal).ToList();
 
         return new VerifyReport(samples.Count,
