@@ -46,6 +46,7 @@ public sealed class LowerQdqPass : IPass
             cast.SetAttribute("to", 1L);
             l.Node.SetInput(weightInput, cast.Output);
             ctx.Provenance.Record(cast.Output.Name, l.Weight.Name);
+            ctx.Provenance.Record(hv.Name, l.Weight.Name);
             return;
         }
         if (plan.QuantizedWeight is not { } q) return;
@@ -81,6 +82,7 @@ public sealed class LowerQdqPass : IPass
         }
         l.Node.SetInput(weightInput, dq.Output);
         ctx.Provenance.Record(dq.Output.Name, l.Weight.Name);
+        ctx.Provenance.Record(wq.Name, l.Weight.Name); // the stored integer weight stands for the float one (diff matches them)
     }
 
     private static void LowerActivation(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan, Dictionary<(Value, string, float, float), Value> cache)

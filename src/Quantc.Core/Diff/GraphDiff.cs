@@ -165,7 +165,7 @@ public static class GraphDiff
             var va = ga.Find(prov.OriginOf(vb.Name));
             if (va?.Initializer is not { } ta || !ReferenceEquals(va.Graph, ga))
             {
-                result.Add(new InitializerDiff(LayerOfName(vb.Name), null, vb.Name, "", DataTypes.Name(tb.DataType), "", ShapeOf(tb), 0, tb.ByteLength, null, null, "added"));
+                result.Add(new InitializerDiff(LayerOfValue(vb), null, vb.Name, "", DataTypes.Name(tb.DataType), "", ShapeOf(tb), 0, tb.ByteLength, null, null, "added"));
                 continue;
             }
             seenA.Add(va.Name);
@@ -173,7 +173,8 @@ public static class GraphDiff
             double? maxAbs = null, sqnr = null;
             bool bytesEqual = sameType && sameShape && BytesEqual(ta, tb);
             if (bytesEqual && va.Name == vb.Name) continue;
-            if (sameShape && IsNumeric(ta.DataType) && IsNumeric(tb.DataType) && ta.ElementCount <= 64L << 20)
+            // Raw integer codes are not comparable to floats (their scales live elsewhere): deltas only between like types.
+            if (sameShape && sameType && IsNumeric(ta.DataType) && ta.ElementCount <= 64L << 20)
             {
                 var e = new ErrorAccumulator();
                 e.Add(ta.ToFloat32(), tb.ToFloat32());
@@ -186,15 +187,22 @@ public static class GraphDiff
                 sameShape ? null : $"{ShapeOf(ta)} → {ShapeOf(tb)}",
                 sameType && sameShape ? "values changed" : null,
             }.Where(s => s is not null));
-            result.Add(new InitializerDiff(LayerOfName(vb.Name), va.Name, vb.Name, DataTypes.Name(ta.DataType), DataTypes.Name(tb.DataType), ShapeOf(ta), ShapeOf(tb),
+            result.Add(new InitializerDiff(LayerOfValue(vb), va.Name, vb.Name, DataTypes.Name(ta.DataType), DataTypes.Name(tb.DataType), ShapeOf(ta), ShapeOf(tb),
                 ta.ByteLength, tb.ByteLength, maxAbs, sqnr, detail));
         }
         var usedAsOrigin = gb.Initializers.Select(v => prov.OriginOf(v.Name)).ToHashSet(StringComparer.Ordinal);
         foreach (var va in ga.Initializers)
             if (!seenA.Contains(va.Name) && !usedAsOrigin.Contains(va.Name))
-                result.Add(new InitializerDiff(LayerOfName(va.Name), va.Name, null, DataTypes.Name(va.Initializer!.DataType), "", ShapeOf(va.Initializer), "",
+                result.Add(new InitializerDiff(LayerOfValue(va), va.Name, null, DataTypes.Name(va.Initializer!.DataType), "", ShapeOf(va.Initializer), "",
                     va.Initializer.ByteLength, 0, null, null, "removed"));
         return result;
+    }
+
+    /// <summary>The layer of an initializer: that of the node that reads it, else from its name.</summary>
+    private static string LayerOfValue(Value v)
+    {
+        if (v.Name.EndsWith(".weight", StringComparison.Ordinal) || v.Name.EndsWith(".bias", StringComparison.Ordinal)) return LayerOfName(v.Name);
+        return v.Uses.Count > 0 ? LayerOf(v.Uses[0].Node) : LayerOfName(v.Name);
     }
 
     private static bool IsNumeric(int dt) => dt is not ((int)Quantc.Onnx.Proto.TensorProto.Types.DataType.String or 0 or 14 or 15);
@@ -222,7 +230,8 @@ public static class GraphDiff
     {
         foreach (var v in n.Inputs)
             if (v?.Initializer is not null && v.Name.EndsWith(".weight", StringComparison.Ordinal)) return LayerOfName(v.Name);
-        if (n.Name.StartsWith('/'))
+        // Scoped node names: "/model/layers.3/mlp/down_proj/MatMul" (torch) or "model.layers.3.mlp.down_proj/act_q" (quantc's passes).
+        if (n.Name.Contains('/'))
         {
             var parts = n.Name.Trim('/').Split('/');
             if (parts.Length > 1) return string.Join('.', parts[..^1]);
