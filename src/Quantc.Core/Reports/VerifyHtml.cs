@@ -35,13 +35,15 @@ public static class VerifyHtml
     private static string RangeChart(IReadOnlyList<LayerError> layers)
     {
         const int w = 900, h = 220, pad = 40;
-        var abs = layers.Select(l => Math.Max(Math.Abs(l.RangeMin), Math.Abs(l.RangeMax))).Select(v => double.IsFinite(v) && v > 0 ? Math.Log10(v) : double.NaN).ToList();
+        // Additive attention masks (±1e30-ish, or the float minimum) are not activations: left out.
+        var abs = layers.Select(l => Math.Max(Math.Abs(l.RangeMin), Math.Abs(l.RangeMax))).Select(v => double.IsFinite(v) && v > 0 && v < 1e20 ? Math.Log10(v) : double.NaN).ToList();
         var finite = abs.Where(double.IsFinite).ToList();
         double lo = finite.Count == 0 ? -1 : Math.Floor(finite.Min()), hi = finite.Count == 0 ? 1 : Math.Ceiling(finite.Max());
         if (hi <= lo) hi = lo + 1;
         var sb = new StringBuilder($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"activation ranges\">");
         sb.Append($"<rect x=\"{pad}\" y=\"10\" width=\"{w - pad - 10}\" height=\"{h - pad - 10}\" fill=\"#fff\" stroke=\"#d5dae0\"/>");
-        for (double t = lo; t <= hi; t++)
+        double step = Math.Max(1, Math.Ceiling((hi - lo) / 8));
+        for (double t = lo; t <= hi; t += step)
         {
             double y = 10 + (h - pad - 10) * (1 - (t - lo) / (hi - lo));
             sb.Append($"<line x1=\"{pad}\" x2=\"{w - 10}\" y1=\"{Html.F(y)}\" y2=\"{Html.F(y)}\" stroke=\"#eef1f4\"/><text x=\"2\" y=\"{Html.F(y + 4)}\">1e{t}</text>");
@@ -61,12 +63,14 @@ public static class VerifyHtml
     private static string Chart(IReadOnlyList<LayerError> layers)
     {
         const int w = 900, h = 260, pad = 40;
-        var finite = layers.Select(l => l.SqnrDb).Where(double.IsFinite).ToList();
+        // Above 100 dB a tensor is exact for any practical purpose: the axis stops there (drawn at the top, like ∞).
+        var finite = layers.Select(l => l.SqnrDb).Where(double.IsFinite).Select(v => Math.Min(v, 100)).ToList();
         double max = finite.Count == 0 ? 100 : Math.Max(10, Math.Ceiling(finite.Max() / 10) * 10);
         double min = finite.Count == 0 ? 0 : Math.Min(0, Math.Floor(finite.Min() / 10) * 10);
         var sb = new StringBuilder($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"SQNR per layer\">");
         sb.Append($"<rect x=\"{pad}\" y=\"10\" width=\"{w - pad - 10}\" height=\"{h - pad - 10}\" fill=\"#fff\" stroke=\"#d5dae0\"/>");
-        for (double t = min; t <= max; t += 10)
+        double tick = Math.Max(10, Math.Ceiling((max - min) / 80) * 10);
+        for (double t = min; t <= max; t += tick)
         {
             double y = 10 + (h - pad - 10) * (1 - (t - min) / (max - min));
             sb.Append($"<line x1=\"{pad}\" x2=\"{w - 10}\" y1=\"{Html.F(y)}\" y2=\"{Html.F(y)}\" stroke=\"#eef1f4\"/><text x=\"4\" y=\"{Html.F(y + 4)}\">{t}</text>");
@@ -75,7 +79,7 @@ public static class VerifyHtml
         var pts = new List<string>();
         for (int i = 0; i < layers.Count; i++)
         {
-            double v = double.IsPositiveInfinity(layers[i].SqnrDb) ? max : double.IsFinite(layers[i].SqnrDb) ? layers[i].SqnrDb : min;
+            double v = double.IsPositiveInfinity(layers[i].SqnrDb) ? max : double.IsFinite(layers[i].SqnrDb) ? Math.Min(layers[i].SqnrDb, max) : min;
             double x = pad + (w - pad - 20) * (layers.Count == 1 ? 0.5 : (double)i / (layers.Count - 1)) + 5;
             double y = 10 + (h - pad - 10) * (1 - (v - min) / (max - min));
             pts.Add($"{Html.F(x)},{Html.F(y)}");
