@@ -15,6 +15,8 @@ public static class Builtins
         r.Register(new PassInfo("smooth", PassKind.FunctionPreserving, "SmoothQuant: migrate activation outliers into weights (alpha, through_mlp)",
             p => new SmoothPass(p.GetDouble("alpha", 0.5), p.GetBool("through_mlp", true), p.GetBool("power_of_two", true))));
         r.Register(new PassInfo("symmetrize", PassKind.FunctionPreserving, "OutlierTune: centre each channel's range, shift folded into β and the biases", _ => new SymmetrizePass()));
+        r.Register(new PassInfo("online_hadamard", PassKind.FunctionPreserving, "QuaRot R4: Hadamard on the inputs of matching layers (layers: regex, default down_proj$), inverse fused into the weights (portable: MatMul instead of ai.quantc.Hadamard)",
+            p => new OnlineHadamardPass(p.GetString("layers", "down_proj$"), p.GetBool("portable", false))));
         r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, activations, mode, exclude)",
             p => new QuantizePass(
                 p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp16", "fp32"),
@@ -98,6 +100,17 @@ public static class Builtins
             passes:
               - quantize: { weights: int8, activations: int8, mode: static }
               - spike_mixed: { threshold: 50, budget: 0.15 }
+              - ranges: { method: minmax }
+              - weights: { method: rtn }
+              - lower_qdq
+            """,
+        ["hadamard-w8a8"] = """
+            name: hadamard-w8a8
+            description: online Hadamard rotation of the inputs of down_proj and o_proj (QuaRot R4-style, ai.quantc.Hadamard; sizes without a Hadamard matrix are skipped and logged), then SmoothQuant W8A8 static
+            passes:
+              - online_hadamard: { layers: "(down_proj|o_proj)$" }
+              - smooth: { alpha: 0.5 }
+              - quantize: { weights: int8, activations: int8, mode: static }
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq

@@ -1,0 +1,81 @@
+using System.Text.RegularExpressions;
+using Quantc.Core.Numerics;
+using Quantc.Core.Pipeline;
+using Quantc.Core.Runtime;
+using Quantc.Ir;
+using Quantc.Ir.Layers;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// OnlineHadamard (QuaRot's R4): for linear layers whose input cannot take a rotation fused into its
+/// producer (LLaMA's down_proj reads act(gate) ⊙ up), insert a Hadamard transform on the input,
+/// x' = H·x per token (unnormalised: ±1 entries), and fuse the inverse into the weight,
+/// W' = H·W / K, so x'·W' = x·HᵀH·W / K = x·W. Keeping the 1/K on the weight side makes it a power of
+/// two for power-of-two K, so the rewrite adds no rounding beyond the transform's own sums. Outliers of x are spread over all channels of x', which quantizes far
+/// better. Emits ai.quantc.Hadamard, or with <c>portable</c> a MatMul by the constant Hᵀ/√K (standard
+/// ONNX, runs anywhere). Function-preserving. <c>layers</c> is a regular expression on layer names.
+/// </summary>
+public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
+{
+    public string Name => "online_hadamard";
+    public PassKind Kind => PassKind.FunctionPreserving;
+
+    public void Run(PassContext ctx)
+    {
+        var g = ctx.Model.Graph;
+        var map = LayerAnalysis.Analyze(g);
+        var rotated = new Dictionary<Value, Value>(ReferenceEqualityComparer.Instance);
+        foreach (var l in map.Linears.Where(l => Regex.IsMatch(l.Name, layers)))
+        {
+            long k = l.InFeatures;
+            if (!Hadamard.IsSupported(k)) { ctx.Log.Add($"online_hadamard: {l.Name} skipped: no Hadamard matrix of order {k}"); continue; }
+            if (l.Weight.Uses.Count != 1) { ctx.Log.Add($"online_hadamard: {l.Name} skipped: weight shared"); continue; }
+            if (!rotated.TryGetValue(l.Input, out var xr))
+            {
+                xr = portable ? PortableRotation(g, l, k) : CustomOpRotation(ctx, g, l);
+                ctx.Provenance.Record(xr.Name, l.Input.Name + "#hadamard");
+                rotated[l.Input] = xr;
+            }
+            // W' = H·W / √K (rows mixed): column by column, the Hadamard transform of the column.
+            // Computed in double with the explicit matrix and rounded once, so the fused weight adds
+            // no rounding of its own to the float model.
+            var w = Weights.Read(l);
+            int kk = (int)k, n = (int)l.OutFeatures;
+            var h = Hadamard.Matrix(k);
+            var col = new double[kk];
+            for (int c = 0; c < n; c++)
+            {
+                for (int i = 0; i < kk; i++)
+                {
+                    double acc = 0;
+                    for (int j = 0; j < kk; j++) acc += h[(long)i * kk + j] * (double)w[j * n + c];
+                    col[i] = acc / kk;
+                }
+                for (int i = 0; i < kk; i++) w[i * n + c] = (float)col[i];
+            }
+            Weights.Write(g, l, w);
+            l.Node.SetInput(0, xr);
+            ctx.Plan[l.Name].Transforms.Add(portable ? "online Hadamard (MatMul)" : "online Hadamard");
+            ctx.Log.Add($"online_hadamard: {l.Name} (K = {k})");
+        }
+    }
+
+    private static Value CustomOpRotation(PassContext ctx, Graph g, LinearLayer l)
+    {
+        ctx.Model.SetOpset(CustomOps.Domain, 1);
+        var n = g.AddNode("Hadamard", [l.Input], domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/hadamard"), before: l.Node);
+        n.SetAttribute("normalize", 0L);
+        return n.Output;
+    }
+
+    private static Value PortableRotation(Graph g, LinearLayer l, long k)
+    {
+        // x' = x · Hᵀ as a MatMul with a constant [K, K] matrix of ±1.
+        var h = Hadamard.Matrix(k);
+        var ht = new float[h.Length];
+        for (long i = 0; i < k; i++) for (long j = 0; j < k; j++) ht[j * k + i] = h[i * k + j];
+        var m = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + ".hadamard"), [k, k], ht));
+        return g.AddNode("MatMul", [l.Input, m], name: g.UniqueName(l.Name + "/hadamard"), before: l.Node).Output;
+    }
+}
