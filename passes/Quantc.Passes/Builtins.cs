@@ -47,9 +47,9 @@ public static class Builtins
     {
         ["w8a8"] = """
             name: w8a8
-            description: naive baseline — int8 per-channel weights (RTN), int8 static per-tensor activations (min-max)
+            description: naive baseline — int8 per-channel weights (RTN), uint8 static per-tensor activations (min-max; U8S8, which ONNX Runtime runs as MatMulIntegerToFloat)
             passes:
-              - quantize: { weights: int8, activations: int8, mode: static }
+              - quantize: { weights: int8, activations: uint8, mode: static }
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
@@ -67,7 +67,7 @@ public static class Builtins
             description: SmoothQuant (Xiao et al. 2023) — activation outliers migrated into the weights (α = 0.5), then W8A8 static per-tensor
             passes:
               - smooth: { alpha: 0.5 }
-              - quantize: { weights: int8, activations: int8, mode: static }
+              - quantize: { weights: int8, activations: uint8, mode: static }
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
@@ -78,7 +78,7 @@ public static class Builtins
             passes:
               - symmetrize
               - smooth: { alpha: 0.75 }
-              - quantize: { weights: int8, activations: int8, mode: static }
+              - quantize: { weights: int8, activations: uint8, mode: static }
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
@@ -98,7 +98,7 @@ public static class Builtins
             name: spike-mixed
             description: spike-aware mixed precision — projections whose inputs carry activation spikes stay fp16, the rest W8A8 static
             passes:
-              - quantize: { weights: int8, activations: int8, mode: static }
+              - quantize: { weights: int8, activations: uint8, mode: static }
               - spike_mixed: { threshold: 50, budget: 0.15 }
               - ranges: { method: minmax }
               - weights: { method: rtn }
@@ -110,7 +110,7 @@ public static class Builtins
             passes:
               - online_hadamard: { layers: "(down_proj|o_proj)$" }
               - smooth: { alpha: 0.5 }
-              - quantize: { weights: int8, activations: int8, mode: static }
+              - quantize: { weights: int8, activations: uint8, mode: static }
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
