@@ -259,7 +259,9 @@ public static class GraphDiff
             var li = inits.Where(i => i.Layer == layer).ToList();
             var parts = new List<string>();
             var weight = li.FirstOrDefault(i => i.NameA?.EndsWith(".weight", StringComparison.Ordinal) == true && i.DtypeA != i.DtypeB);
-            string? act = ln.Where(n => n.Change == NodeChange.Added && n.OpB is "QuantizeLinear" or "DynamicQuantizeLinear").Select(_ => "int8").FirstOrDefault();
+            string? act = ln.Where(n => n.Change == NodeChange.Added && n.OpB is "QuantizeLinear" or "DynamicQuantizeLinear")
+                .Select(n => gb.Nodes.FirstOrDefault(x => x.Name == n.NameB) is { } q && q.Inputs.Count > 2 && q.Inputs[2] is { } zp ? Short(DataTypes.Name(zp.ElementType)) : "uint8")
+                .FirstOrDefault();
             if (weight is not null) parts.Add($"{Short(weight.DtypeA)} → {Short(weight.DtypeB)} W{(act is null ? "" : $" / {act} A")}");
             else if (act is not null) parts.Add($"{act} A");
             if (li.Any(i => i.Detail == "values changed")) parts.Add("weights rewritten");
