@@ -62,6 +62,8 @@ public static class Quantizer
     /// <summary>Quantizes <paramref name="x"/> with scales (and zero points) laid out by <paramref name="layout"/>.</summary>
     public static byte[] Quantize(ReadOnlySpan<float> x, QuantFormat format, Layout layout, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints = default)
     {
+        if (layout.IsPerTensor && !format.IsFloat && format.Bits == 8)
+            return QuantizePerTensor8(x, format, scales[0], zeroPoints.IsEmpty ? 0 : zeroPoints[0]);
         var bytes = new byte[format.ByteSize(x.Length)];
         for (int i = 0; i < x.Length; i++)
         {
@@ -82,6 +84,23 @@ public static class Quantizer
                 default: throw new NotSupportedException($"{format.Name}");
             }
         }
+        return bytes;
+    }
+
+    /// <summary>The vectorised path for per-tensor int8/uint8: divide, round half to even, add the zero point, saturate.</summary>
+    private static byte[] QuantizePerTensor8(ReadOnlySpan<float> x, QuantFormat format, float scale, int zeroPoint)
+    {
+        var tmp = new float[x.Length];
+        System.Numerics.Tensors.TensorPrimitives.Divide(x, scale, tmp);
+        if (float.IsNaN(System.Numerics.Tensors.TensorPrimitives.Sum(tmp)))
+            for (int i = 0; i < tmp.Length; i++) if (float.IsNaN(tmp[i])) tmp[i] = 0; // NaN quantizes like 0
+        System.Numerics.Tensors.TensorPrimitives.Round(tmp, MidpointRounding.ToEven, tmp);
+        if (zeroPoint != 0) System.Numerics.Tensors.TensorPrimitives.Add(tmp, zeroPoint, tmp);
+        System.Numerics.Tensors.TensorPrimitives.Clamp(tmp, (float)format.Min, (float)format.Max, tmp);
+        var ints = new int[x.Length];
+        System.Numerics.Tensors.TensorPrimitives.ConvertTruncating<float, int>(tmp, ints);
+        var bytes = new byte[x.Length];
+        for (int i = 0; i < ints.Length; i++) bytes[i] = (byte)ints[i];
         return bytes;
     }
 
