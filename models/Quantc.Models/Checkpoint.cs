@@ -83,11 +83,25 @@ public static class HfConfig
             MaxPositions = Int(j, path, "max_position_embeddings", 2048),
             RopeTheta = Num(j, "rope_theta", 10000),
             RmsNormEps = (float)Num(j, "rms_norm_eps", 1e-5),
+            RopeScaling = RopeScalingOf(j, path),
         };
-        if (j.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind == JsonValueKind.Object)
-            throw new BadInputException($"{path}: rope_scaling is not supported yet");
         try { c.Validate(); } catch (ArgumentException e) { throw new BadInputException($"{path}: {e.Message}", e); }
         return c;
+    }
+
+    private static RopeScaling? RopeScalingOf(JsonElement j, string path)
+    {
+        if (!j.TryGetProperty("rope_scaling", out var rs) || rs.ValueKind != JsonValueKind.Object) return null;
+        string type = rs.TryGetProperty("rope_type", out var t) || rs.TryGetProperty("type", out t) ? t.GetString() ?? "" : "";
+        double factor = rs.TryGetProperty("factor", out var f) && f.ValueKind == JsonValueKind.Number ? f.GetDouble() : 0;
+        if (factor <= 0) throw new BadInputException($"{path}: rope_scaling needs a positive factor");
+        return type switch
+        {
+            "linear" => new RopeScaling("linear", factor),
+            "llama3" => new RopeScaling("llama3", factor,
+                Num(rs, "low_freq_factor", 1), Num(rs, "high_freq_factor", 4), (int)Num(rs, "original_max_position_embeddings", 8192)),
+            _ => throw new BadInputException($"{path}: rope_scaling type '{type}' is not supported (linear and llama3 are)"),
+        };
     }
 
     public static MambaConfig Mamba(string path)

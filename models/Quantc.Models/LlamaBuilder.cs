@@ -66,7 +66,11 @@ public static class LlamaBuilder
         var cos = new float[c.MaxPositions * width];
         var sin = new float[c.MaxPositions * width];
         var invFreq = new double[half];
-        for (int i = 0; i < half; i++) invFreq[i] = 1.0 / DetMath.Pow(c.RopeTheta, 2.0 * i / c.HeadDim);
+        for (int i = 0; i < half; i++)
+        {
+            invFreq[i] = 1.0 / DetMath.Pow(c.RopeTheta, 2.0 * i / c.HeadDim);
+            if (c.RopeScaling is { } rs) invFreq[i] = rs.Apply(invFreq[i]);
+        }
         for (int p = 0; p < c.MaxPositions; p++)
             for (int i = 0; i < half; i++)
             {

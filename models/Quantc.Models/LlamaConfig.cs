@@ -1,5 +1,25 @@
 namespace Quantc.Models;
 
+/// <summary>
+/// Rotary-embedding frequency scaling as Hugging Face's config.json gives it: "linear" divides every
+/// frequency by <see cref="Factor"/>; "llama3" (LLaMA 3.1+) divides only the low frequencies, keeps the
+/// high ones and blends in between (low/high frequency factors over the original context length).
+/// </summary>
+public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor = 1, double HighFreqFactor = 4, int OriginalMaxPositions = 8192)
+{
+    /// <summary>The scaled inverse frequency.</summary>
+    public double Apply(double invFreq)
+    {
+        if (Type == "linear") return invFreq / Factor;
+        double lowWavelen = OriginalMaxPositions / LowFreqFactor, highWavelen = OriginalMaxPositions / HighFreqFactor;
+        double wavelen = 2 * Math.PI / invFreq;
+        if (wavelen < highWavelen) return invFreq;
+        if (wavelen > lowWavelen) return invFreq / Factor;
+        double smooth = (OriginalMaxPositions / wavelen - LowFreqFactor) / (HighFreqFactor - LowFreqFactor);
+        return (1 - smooth) * invFreq / Factor + smooth * invFreq;
+    }
+}
+
 /// <summary>Hyper-parameters of a LLaMA-family decoder (the fields of a Hugging Face config.json that matter here).</summary>
 public sealed record LlamaConfig
 {
@@ -13,6 +33,9 @@ public sealed record LlamaConfig
     public int MaxPositions { get; init; } = 2048;
     public double RopeTheta { get; init; } = 10000.0;
     public float RmsNormEps { get; init; } = 1e-5f;
+
+    /// <summary>Hugging Face's rope_scaling ("linear" or "llama3"), or null.</summary>
+    public RopeScaling? RopeScaling { get; init; }
 
     /// <summary>Residual channels with outlier norm weights (SmoothQuant's channel outliers).</summary>
     public int OutlierChannels { get; init; } = 4;
