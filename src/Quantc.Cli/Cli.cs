@@ -53,7 +53,9 @@ public static class Cli
         e is AggregateException { InnerExceptions.Count: 1 } a ? Unwrap(a.InnerExceptions[0]) :
         e is System.Reflection.TargetInvocationException { InnerException: { } i } ? Unwrap(i) : e;
 
-    private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
+    /// <summary>One printable line: line breaks become spaces, other control characters (ESC...) from garbled input become '?'.</summary>
+    private static string OneLine(string s) =>
+        new string(s.ReplaceLineEndings(" ").Select(c => char.IsControl(c) ? '?' : c).ToArray()).Trim();
 
     private static RootCommand BuildRoot(TextWriter stdout, TextWriter stderr)
     {

@@ -104,6 +104,7 @@ public static class OnnxModelWriter
                     if (src.DataLocation == TensorProto.Types.DataLocation.External) externalData(src)!.CopyTo(ds);
                     else ds.Write(TensorBytes.InlineBytes(src).Span);
                     long length = ds.Position - offset;
+                    if (length >= 1 << 20) KernelCopy.StartWriteBack(ds, offset, length); // overlaps the disk writes with the copy; the fsync below then has little left
                     TensorBytes.ClearData(dst);
                     dst.DataLocation = TensorProto.Types.DataLocation.External;
                     dst.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName });
