@@ -3,7 +3,7 @@ using System.Text.RegularExpressions;
 using Quantc.Core.Calibration;
 using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
-using Quantc.Ir.Layers;
+using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
 

@@ -1,6 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
-using Quantc.Ir.Layers;
+using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
 

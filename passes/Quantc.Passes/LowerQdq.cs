@@ -1,7 +1,7 @@
 using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
-using Quantc.Ir.Layers;
+using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Quantc.Passes;

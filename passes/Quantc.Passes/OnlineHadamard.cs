@@ -3,7 +3,7 @@ using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
-using Quantc.Ir.Layers;
+using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
 

@@ -2,7 +2,7 @@ using System.Globalization;
 using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
-using Quantc.Ir.Layers;
+using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
 

@@ -1,5 +1,5 @@
 using Quantc.Ir;
-using Quantc.Ir.Layers;
+using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
 

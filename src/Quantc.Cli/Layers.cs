@@ -1,6 +1,6 @@
 using Quantc.Core.Inspection;
 using Quantc.Ir;
-using Quantc.Ir.Layers;
+using Quantc.Ir.Analysis;
 
 namespace Quantc.Cli;
 

@@ -2,13 +2,13 @@ using Quantc.Onnx.Proto;
 
 namespace Quantc.Ir.Tests;
 
-/// <summary>IR edits keep the graph consistent; Validate reports planted inconsistencies; the QuikGraph view answers dataflow queries.</summary>
+/// <summary>IR edits keep the graph consistent; Validate reports planted inconsistencies.</summary>
 public class GraphEditTests
 {
     private static TypeProto T() => new() { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } };
 
     /// <summary>x → A(Relu) → B(Neg) → C(Add with x) → y; and D(Abs) on x, unused.</summary>
-    private static (Model M, Node A, Node B, Node C, Node D) Chain()
+    internal static (Model M, Node A, Node B, Node C, Node D) Chain()
     {
         var m = Model.Create();
         var g = m.Graph;
@@ -102,22 +102,78 @@ public class GraphEditTests
     }
 
     [Fact]
-    public void QuikGraphViewAnswersDataflowQueries()
+    public void MoreEditsKeepTheGraphValid()
     {
         var (m, a, b, c, d) = Chain();
         using (m)
         {
-            var view = new GraphView(m.Graph);
-            var order = view.TopologicalOrder();
-            Assert.True(order.ToList().IndexOf(a) < order.ToList().IndexOf(b) && order.ToList().IndexOf(b) < order.ToList().IndexOf(c));
-            Assert.Equal(m.Graph.TopologicalOrder().Count, order.Count);
-            Assert.True(view.Reaches(a, c));
-            Assert.False(view.Reaches(c, a));
-            Assert.False(view.Reaches(d, c));
-            Assert.Equal(new[] { a, b }, view.Ancestors(c).OrderBy(n => n.Name));
-            Assert.Equal(new[] { a, b, c }, view.Between(m.Graph["x"], c.Output));
-            Assert.Equal(new[] { b, c }, view.Between(a.Output, c.Output));
-            Assert.Empty(view.Between(d.Output, c.Output));
+            var g = m.Graph;
+            // Out-of-order insertion, then sorting.
+            var late = g.AddNode("Exp", [c.Output], name: "late", before: a);
+            g.Validate();                                   // list order is not a validity rule; dependencies are
+            g.SortTopologically();
+            Assert.True(g.Nodes.ToList().IndexOf(late) > g.Nodes.ToList().IndexOf(c));
+            g.MoveBefore(d, a);
+            g.Validate();
+            // A new graph output, replaced by another value.
+            g.AddOutput(late.Output);
+            g.SetOutput(1, d.Output);
+            g.Validate();
+            Assert.Same(d.Output, g.Outputs[1]);
+            g.RemoveNode(late);
+            // Unique renames, initializers set and removed.
+            string renamed = g.RenameValueUnique(b.Output, "y");   // "y" is taken: a fresh name
+            Assert.NotEqual("y", renamed);
+            Assert.Same(b.Output, g[renamed]);
+            var k = g.AddInitializer(Tensor.FromFloats("k", [2], [1f, 2f]));
+            g.SetInitializer(k, Tensor.FromFloats("other", [2], [3f, 4f]));
+            Assert.Equal("k", k.Initializer!.Name);
+            Assert.Equal([3f, 4f], k.Initializer.ToFloat32());
+            var use = g.AddNode("Add", [k, k], name: "use_k");
+            Assert.Throws<InvalidOperationException>(() => g.RemoveInitializer(k));
+            g.RemoveNode(use);
+            g.RemoveInitializer(k);
+            Assert.Null(g.Find("k"));
+            g.Validate();
+            // Replace all uses, leaving one reader alone.
+            var e1 = g.AddNode("Neg", [a.Output], name: "e1");
+            var e2 = g.AddNode("Neg", [a.Output], name: "e2");
+            g.ReplaceAllUses(a.Output, g["x"], except: e2);
+            Assert.Same(g["x"], e1.Inputs[0]);
+            Assert.Same(a.Output, e2.Inputs[0]);
+            g.Validate();
         }
+    }
+
+    [Fact]
+    public void ValidateReportsEveryKindOfPlantedInconsistency()
+    {
+        static List<string> Plant(Action<Graph, Node, Node, Node, Node> plant)
+        {
+            var (m, a, b, c, d) = Chain();
+            using (m)
+            {
+                plant(m.Graph, a, b, c, d);
+                return m.Graph.FindProblems();
+            }
+        }
+        // A use list that names a reader which reads something else.
+        Assert.Contains(Plant((g, a, b, c, d) => a.Output.UseList.Add(new Use(d, 0))), p => p.Contains("stale use by Abs(D)", StringComparison.Ordinal));
+        // A reader missing from the use list.
+        Assert.Contains(Plant((g, a, b, c, d) => a.Output.UseList.Clear()), p => p.Contains("'A_out' does not list its use by Neg(B)", StringComparison.Ordinal));
+        // A value whose producer field names the wrong node.
+        Assert.Contains(Plant((g, a, b, c, d) => a.Output.Producer = d), p => p.Contains("does not record Relu(A) as its producer", StringComparison.Ordinal));
+        // A value from another model.
+        Assert.Contains(Plant((g, a, b, c, d) =>
+        {
+            using var other = Model.Create();
+            b.InputList[0] = other.Graph.AddInput("stranger", T());
+        }), p => p.Contains("reads 'stranger', which is not defined in its scope", StringComparison.Ordinal));
+        // An initializer without its tensor.
+        Assert.Contains(Plant((g, a, b, c, d) => g.AddInitializer(Tensor.FromFloats("k", [], [1f])).Initializer = null), p => p.Contains("initializer 'k' has no tensor", StringComparison.Ordinal));
+        // A graph output whose producer was removed.
+        Assert.Contains(Plant((g, a, b, c, d) => g.RemoveNode(c, force: true)), p => p.Contains("graph output 'y' is not defined", StringComparison.Ordinal));
+        // A clean graph has none.
+        Assert.Empty(Plant((g, a, b, c, d) => { }));
     }
 }

@@ -118,7 +118,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void SymmetrizationShrinksTheQuantizationRangeOfShiftedActivations()
     {
         using var m = Load("opt");
-        var norms = Quantc.Ir.Layers.LayerAnalysis.Analyze(m.Graph).Norms.Where(n => n.Beta is not null).Select(n => n.Output.Name).ToList();
+        var norms = Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph).Norms.Where(n => n.Beta is not null).Select(n => n.Output.Name).ToList();
         var data = Data(m, "calib.txt", 8).Samples;
         var before = Calibrator.Collect(m, norms, data);
         var ctx = new PassContext(m) { CalibrationData = data };

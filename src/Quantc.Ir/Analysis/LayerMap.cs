@@ -1,0 +1,170 @@
+using Quantc.Ir.Patterns;
+
+namespace Quantc.Ir.Analysis;
+
+/// <summary>Kind of normalisation.</summary>
+public enum NormKind
+{
+    /// <summary>x / sqrt(mean(x²) + ε) · γ.</summary>
+    RmsNorm,
+    /// <summary>(x − mean(x)) / sqrt(var(x) + ε) · γ + β.</summary>
+    LayerNorm,
+}
+
+/// <summary>
+/// A recognised normalisation over the last axis: where it reads and writes, its γ (and β), its ε,
+/// and the nodes that compute it. γ and β are initializers (passes rewrite them in place).
+/// </summary>
+public sealed class NormInfo
+{
+    /// <summary>Stable name, e.g. <c>model.layers.0.input_layernorm</c>.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>RMSNorm or LayerNorm.</summary>
+    public required NormKind Kind { get; init; }
+
+    /// <summary>How it is written: "decomposed", or the fused op type (SimplifiedLayerNormalization, LayerNormalization...).</summary>
+    public required string Form { get; init; }
+
+    /// <summary>The normalised input (before any Cast to float32 the decomposed form does first).</summary>
+    public required Value Input { get; init; }
+
+    /// <summary>The residual added to <see cref="Input"/> before normalising (Skip*LayerNormalization), else null.</summary>
+    public Value? Skip { get; init; }
+
+    /// <summary>The normalised, scaled (and shifted) output.</summary>
+    public required Value Output { get; init; }
+
+    /// <summary>γ: a 1-D initializer of <see cref="HiddenSize"/> values.</summary>
+    public required Value Gamma { get; init; }
+
+    /// <summary>β: a 1-D initializer (LayerNorm), else null.</summary>
+    public Value? Beta { get; init; }
+
+    /// <summary>ε added to the mean square (variance).</summary>
+    public required float Epsilon { get; init; }
+
+    /// <summary>The nodes that compute the norm, the output node first.</summary>
+    public required IReadOnlyList<Node> Nodes { get; init; }
+
+    /// <summary>The node whose output is the normalised value (the γ multiplication, the β addition, or the fused op).</summary>
+    public Node OutputNode => Output.Producer!;
+
+    /// <summary>Number of channels normalised (γ's length).</summary>
+    public long HiddenSize => Gamma.Initializer!.ElementCount;
+
+    /// <summary>The linear layers this norm feeds (directly or through a Cast), in graph order.</summary>
+    public IReadOnlyList<LinearLayer> Feeds { get; internal set; } = [];
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Kind} {Name} ({Form}, ε={Epsilon}, {HiddenSize} channels)";
+}
+
+/// <summary>
+/// A recognised linear layer y = x·W (+ b): <c>MatMul(x, W)</c> with W a 2-D initializer [in, out]
+/// (as torch exports it, pre-transposed) and an optional <c>Add</c> of a constant bias, or
+/// <c>Gemm(x, W, C)</c> with W [out, in] when transB = 1.
+/// </summary>
+public sealed class LinearLayer
+{
+    /// <summary>Stable name, e.g. <c>model.layers.0.self_attn.q_proj</c> (unique within a <see cref="LayerMap"/>).</summary>
+    public required string Name { get; init; }
+
+    /// <summary>The MatMul or Gemm.</summary>
+    public required Node Node { get; init; }
+
+    /// <summary>The Add of the bias after a MatMul, else null.</summary>
+    public Node? BiasAdd { get; init; }
+
+    /// <summary>The activation x.</summary>
+    public required Value Input { get; init; }
+
+    /// <summary>The layer's result (the bias Add's output when there is one).</summary>
+    public required Value Output { get; init; }
+
+    /// <summary>W, an initializer.</summary>
+    public required Value Weight { get; init; }
+
+    /// <summary>The bias (the Add's constant or Gemm's C), else null.</summary>
+    public Value? Bias { get; init; }
+
+    /// <summary>Input features (K).</summary>
+    public required long InFeatures { get; init; }
+
+    /// <summary>Output features (N).</summary>
+    public required long OutFeatures { get; init; }
+
+    /// <summary>True when W is stored [out, in] (Gemm with transB = 1), false for [in, out].</summary>
+    public required bool WeightIsOutByIn { get; init; }
+
+    /// <summary>The norm whose output this layer reads (directly or through a Cast), else null.</summary>
+    public NormInfo? FedBy { get; internal set; }
+
+    /// <summary>The Cast between <see cref="FedBy"/> and this layer, when there is one.</summary>
+    public Node? FedVia { get; internal set; }
+
+    /// <summary>W's tensor.</summary>
+    public Tensor WeightTensor => Weight.Initializer!;
+
+    /// <summary>The layer's nodes: the MatMul/Gemm, then the bias Add.</summary>
+    public IReadOnlyList<Node> Nodes => BiasAdd is null ? [Node] : [Node, BiasAdd];
+
+    /// <summary>How it is written: "MatMul", "MatMul+Add" or "Gemm".</summary>
+    public string Form => Node.OpType + (BiasAdd is null ? "" : "+Add");
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Name} ({Form}, {InFeatures}→{OutFeatures}{(FedBy is null ? "" : $", fed by {FedBy.Name}")})";
+}
+
+/// <summary>Linear layers that read the same input, such as q/k/v or gate/up.</summary>
+/// <param name="Input">The shared input.</param>
+/// <param name="Layers">The layers, in graph order.</param>
+/// <param name="FedBy">The norm that produces the input, if any.</param>
+public sealed record LinearGroup(Value Input, IReadOnlyList<LinearLayer> Layers, NormInfo? FedBy);
+
+/// <summary>What layer analysis found in a graph, and why it passed over what it did not take.</summary>
+public sealed class LayerMap
+{
+    private Dictionary<string, LinearLayer>? _byName;
+
+    /// <summary>Linear layers, in graph order.</summary>
+    public List<LinearLayer> Linears { get; } = [];
+
+    /// <summary>Norms, in graph order.</summary>
+    public List<NormInfo> Norms { get; } = [];
+
+    /// <summary>Near misses with the reason, e.g. <c>MatMul 'mm': second input 'w' is a graph input, not an initializer</c>.</summary>
+    public List<Refusal> Refusals { get; } = [];
+
+    /// <summary>Linear layers grouped by shared input (groups of one included), in graph order.</summary>
+    public List<LinearGroup> Groups { get; } = [];
+
+    /// <summary>The linear layers that read <paramref name="v"/> directly (e.g. q, k and v read the same normed input).</summary>
+    public IReadOnlyList<LinearLayer> Readers(Value v) => Linears.Where(l => ReferenceEquals(l.Input, v)).ToList();
+
+    /// <summary>The linear layer named <paramref name="name"/>, or null.</summary>
+    public LinearLayer? this[string name]
+    {
+        get
+        {
+            if (_byName is null || _byName.Count != Linears.Count) _byName = Linears.ToDictionary(l => l.Name, StringComparer.Ordinal);
+            return _byName.GetValueOrDefault(name);
+        }
+    }
+
+    /// <summary>The norm named <paramref name="name"/>, or null.</summary>
+    public NormInfo? Norm(string name) => Norms.FirstOrDefault(n => n.Name == name);
+
+    /// <summary>The group of layers that read the same input as <paramref name="layer"/>.</summary>
+    public LinearGroup GroupOf(LinearLayer layer) => Groups.First(g => g.Layers.Contains(layer));
+
+    /// <summary>A multi-line summary (layers, norms, refusals) for logs and tests.</summary>
+    public string Describe()
+    {
+        var lines = new List<string>();
+        lines.AddRange(Norms.Select(n => "norm   " + n));
+        lines.AddRange(Linears.Select(l => "linear " + l));
+        lines.AddRange(Refusals.Select(r => "refused " + r));
+        return string.Join('\n', lines);
+    }
+}
