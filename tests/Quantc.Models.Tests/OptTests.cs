@@ -29,6 +29,11 @@ public class OptTests(ITestOutputHelper output)
     {
         using var torch = ReferenceModels.Build("opt", "tiny", 0, "torch");
         using var fused = ReferenceModels.Build("opt", "tiny", 0, "fused");
+        // Same weights, bit for bit, and the same recorded outlier placement.
+        var weights = torch.Graph.Initializers.Where(v => v.Name.StartsWith("model.", StringComparison.Ordinal) || v.Name == "lm_head.weight").ToList();
+        Assert.Equal(weights.Count, fused.Graph.Initializers.Count(v => v.Name.StartsWith("model.", StringComparison.Ordinal) || v.Name == "lm_head.weight"));
+        foreach (var v in weights) Assert.Equal(v.Initializer!.ToFloat32(), fused.Graph[v.Name].Initializer!.ToFloat32());
+        Assert.Equal(torch.Metadata.Where(kv => kv.Key.StartsWith("quantc.outliers.", StringComparison.Ordinal)), fused.Metadata.Where(kv => kv.Key.StartsWith("quantc.outliers.", StringComparison.Ordinal)));
         using var dt = new Decoder(torch);
         using var df = new Decoder(fused);
         var ids = LlamaTests.Tokens(File.ReadAllText(Repo.Path("models/eval.txt"))[..96]);
