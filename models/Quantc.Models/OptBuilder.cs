@@ -186,20 +186,37 @@ public sealed class SyntheticOptWeights : IWeightSource
 }
 
 /// <summary>
-/// Builds an OPT decoder in the shape of a torch.onnx export: token and learned position
-/// embeddings (positions from the attention mask, offset 2, as HF's OPTLearnedPositionalEmbedding),
-/// pre-LayerNorm blocks with LayerNormalization (weight and bias), biased q/k/v/out projections as
-/// MatMul + Add, multi-head attention with the same causal+padding mask as the LLaMA builder,
-/// a ReLU MLP (fc1, fc2), a final LayerNorm and lm_head. KV cache in the optimum convention.
+/// Builds an OPT decoder in one of two flavors:
+/// <list type="bullet">
+/// <item><c>torch</c> — the shape of a torch.onnx export: token and learned position embeddings
+/// (positions from the attention mask, offset 2, as HF's OPTLearnedPositionalEmbedding), pre-LayerNorm
+/// blocks with LayerNormalization (weight and bias), biased q/k/v/out projections as MatMul + Add,
+/// eager multi-head attention with the same causal+padding mask as the LLaMA builder, a ReLU MLP
+/// (fc1, fc2), a final LayerNorm and lm_head.</item>
+/// <item><c>fused</c> — the shape ONNX Runtime's transformer optimizer gives such a decoder: every
+/// residual add + LayerNorm is one com.microsoft SkipLayerNormalization that also takes the bias of
+/// the projection before it (out_proj, fc2), so those are bare MatMuls; attention is com.microsoft
+/// MultiHeadAttention over the q/k/v projections with past_key/past_value in and present_key/present_value
+/// out and the additive causal+padding mask as its attention_bias; the embedding sum stays an Add
+/// followed by LayerNormalization.</item>
+/// </list>
+/// Both flavors compute the same function over the same weights. KV cache in the optimum convention.
 /// </summary>
 public static class OptBuilder
 {
+    /// <summary>Builds the graph of <paramref name="c"/> over <paramref name="w"/>.</summary>
     public static Model Build(OptConfig c, IWeightSource w, string flavor = "torch")
     {
         c.Validate();
-        if (flavor != "torch") throw new ArgumentException($"unknown flavor '{flavor}' for opt (torch)");
+        bool fused = flavor switch
+        {
+            "torch" => false,
+            "fused" => true,
+            _ => throw new ArgumentException($"unknown flavor '{flavor}' for opt (torch, fused)"),
+        };
         var model = Model.Create("main_graph", 18, irVersion: 8);
-        model.ProducerName = "quantc (torch.onnx shape)";
+        if (fused) model.SetOpset("com.microsoft", 1);
+        model.ProducerName = fused ? "quantc (onnxruntime transformers-optimizer shape)" : "quantc (torch.onnx shape)";
         model.ProducerVersion = "models-" + LlamaBuilder.FormatVersion;
         var b = new OnnxBuilder(model.Graph);
         Value W(string name, params long[] dims) => b.Graph.AddInitializer(w.Get(name, dims), name);
@@ -252,22 +269,65 @@ public static class OptBuilder
                     n.SetAttribute("epsilon", c.LayerNormEps);
                 });
         }
-        Value Linear(string scope, string wname, Value input, long inDim, long outDim)
+        Value MatMul(string scope, string wname, Value input, long inDim, long outDim)
         {
             var wt = W(wname + ".weight", inDim, outDim);
+            using (b.Enter(scope)) return b.Op("MatMul", input, wt);
+        }
+        Value Linear(string scope, string wname, Value input, long inDim, long outDim)
+        {
+            var mm = MatMul(scope, wname, input, inDim, outDim);
             var bias = W(wname + ".bias", outDim);
-            using (b.Enter(scope)) return b.Op("Add", bias, b.Op("MatMul", input, wt));
+            using (b.Enter(scope)) return b.Op("Add", bias, mm);
+        }
+        // SkipLayerNormalization(input, skip, γ, β, bias) → (LN(input + skip + bias)·γ + β, input + skip + bias).
+        (Value Normed, Value? Sum) SkipLayerNorm(string scope, Value input, Value skip, string normName, string biasName, bool wantSum)
+        {
+            var g = W(normName + ".weight", h);
+            var be = W(normName + ".bias", h);
+            var bias = W(biasName, h);
+            using (b.Enter(scope))
+            {
+                var n = b.AddNode("SkipLayerNormalization", [input, skip, g, be, bias], 4, "com.microsoft", "SkipLayerNorm", keep: wantSum ? [0, 3] : [0]);
+                n.SetAttribute("epsilon", c.LayerNormEps);
+                return (n.Outputs[0]!, wantSum ? n.Outputs[3]! : null);
+            }
         }
 
         var present = new List<(Value, Value)>();
+        Value a = fused ? LayerNorm("/model/decoder/layers.0/self_attn_layer_norm", x, "model.decoder.layers.0.self_attn_layer_norm") : x;
         for (int i = 0; i < c.NumLayers; i++)
         {
             string ls = $"/model/decoder/layers.{i}", wp = $"model.decoder.layers.{i}.";
-            var a = LayerNorm($"{ls}/self_attn_layer_norm", x, wp + "self_attn_layer_norm");
+            if (!fused) a = LayerNorm($"{ls}/self_attn_layer_norm", x, wp + "self_attn_layer_norm");
             var q = Linear($"{ls}/self_attn/q_proj", wp + "self_attn.q_proj", a, h, h);
             var k = Linear($"{ls}/self_attn/k_proj", wp + "self_attn.k_proj", a, h, h);
             var v = Linear($"{ls}/self_attn/v_proj", wp + "self_attn.v_proj", a, h, h);
             Value o;
+            if (fused)
+            {
+                using (b.Enter($"{ls}/self_attn/MultiHeadAttention"))
+                {
+                    var mha = b.AddNode("MultiHeadAttention", [q, k, v, null, null, addMask, past[i].K, past[i].V], 3, "com.microsoft", "MultiHeadAttention");
+                    mha.SetAttribute("num_heads", (long)c.NumHeads);
+                    mha.SetAttribute("scale", (float)(1.0 / Math.Sqrt(hd)));
+                    present.Add((mha.Outputs[1]!, mha.Outputs[2]!));
+                    o = mha.Outputs[0]!;
+                }
+                o = MatMul($"{ls}/self_attn/out_proj", wp + "self_attn.out_proj", o, h, h);
+                Value? sum;
+                (var f, sum) = SkipLayerNorm($"{ls}/final_layer_norm", o, x, wp + "final_layer_norm", wp + "self_attn.out_proj.bias", wantSum: true);
+                x = sum!;
+                f = Linear($"{ls}/fc1", wp + "fc1", f, h, c.FfnDim);
+                using (b.Enter($"{ls}/activation_fn")) f = b.Op("Relu", f);
+                f = MatMul($"{ls}/fc2", wp + "fc2", f, c.FfnDim, h);
+                bool last = i == c.NumLayers - 1;
+                (a, sum) = last
+                    ? SkipLayerNorm("/model/decoder/final_layer_norm", f, x, "model.decoder.final_layer_norm", wp + "fc2.bias", wantSum: false)
+                    : SkipLayerNorm($"/model/decoder/layers.{i + 1}/self_attn_layer_norm", f, x, $"model.decoder.layers.{i + 1}.self_attn_layer_norm", wp + "fc2.bias", wantSum: true);
+                if (sum is not null) x = sum;
+                continue;
+            }
             using (b.Enter($"{ls}/self_attn"))
             {
                 Value Heads(Value t) => b.Op("Transpose", [b.Op("Reshape", t, b.Ints(0, 0, c.NumHeads, hd))], n => n.SetAttribute("perm", [0L, 2, 1, 3]));
@@ -282,16 +342,16 @@ public static class OptBuilder
             }
             o = Linear($"{ls}/self_attn/out_proj", wp + "self_attn.out_proj", o, h, h);
             using (b.Enter(ls)) x = b.Op("Add", x, o);
-            var f = LayerNorm($"{ls}/final_layer_norm", x, wp + "final_layer_norm");
-            f = Linear($"{ls}/fc1", wp + "fc1", f, h, c.FfnDim);
-            using (b.Enter($"{ls}/activation_fn")) f = b.Op("Relu", f);
-            f = Linear($"{ls}/fc2", wp + "fc2", f, c.FfnDim, h);
-            using (b.Enter(ls)) x = b.Op("Add", x, f);
+            var ff = LayerNorm($"{ls}/final_layer_norm", x, wp + "final_layer_norm");
+            ff = Linear($"{ls}/fc1", wp + "fc1", ff, h, c.FfnDim);
+            using (b.Enter($"{ls}/activation_fn")) ff = b.Op("Relu", ff);
+            ff = Linear($"{ls}/fc2", wp + "fc2", ff, c.FfnDim, h);
+            using (b.Enter(ls)) x = b.Op("Add", x, ff);
         }
-        x = LayerNorm("/model/decoder/final_layer_norm", x, "model.decoder.final_layer_norm");
+        if (!fused) a = LayerNorm("/model/decoder/final_layer_norm", x, "model.decoder.final_layer_norm");
         var head = W("lm_head.weight", h, c.VocabSize);
         Value logits;
-        using (b.Enter("/lm_head")) logits = b.Op("MatMul", x, head);
+        using (b.Enter("/lm_head")) logits = b.Op("MatMul", a, head);
         b.Output(logits, "logits", DT.Float, "batch_size", "sequence_length", c.VocabSize);
         for (int i = 0; i < c.NumLayers; i++)
         {

@@ -20,7 +20,7 @@ public static class ReferenceModels
     public static IReadOnlyList<string> Flavors(string arch) => arch switch
     {
         "llama" => ["torch", "ortgenai"],
-        "opt" => ["torch"],
+        "opt" => ["torch", "fused"],
         "mamba" => ["torch"],
         _ => throw new BadInputException($"unknown architecture '{arch}' ({string.Join(", ", Architectures)})"),
     };

@@ -13,7 +13,7 @@ internal static class ModelsCommand
         var arch = new Argument<string>("arch") { Description = $"architecture: {string.Join(", ", ReferenceModels.Architectures)}" };
         var size = new Option<string>("--size") { Description = $"size: {string.Join(", ", ReferenceModels.Sizes)}", DefaultValueFactory = _ => "tiny" };
         var seed = new Option<int>("--seed") { Description = "seed of the synthetic weights", DefaultValueFactory = _ => ReferenceModels.DefaultSeed };
-        var flavor = new Option<string>("--flavor") { Description = "graph shape: torch (decomposed ops, as torch.onnx exports) or ortgenai (fused ORT ops; llama only)", DefaultValueFactory = _ => "torch" };
+        var flavor = new Option<string>("--flavor") { Description = "graph shape: torch (decomposed ops, as torch.onnx exports), ortgenai (llama: ONNX Runtime GenAI fused ops) or fused (opt: ONNX Runtime transformer-optimizer fused ops)", DefaultValueFactory = _ => "torch" };
         var config = new Option<string?>("--config") { Description = "Hugging Face config.json (with --weights: real weights instead of synthetic ones)" };
         var weights = new Option<string?>("--weights") { Description = "model.safetensors, or model.safetensors.index.json of a sharded checkpoint" };
         var output = new Option<string>("--output", "-o") { Description = "the .onnx file to write (external data beside it)", Required = true };

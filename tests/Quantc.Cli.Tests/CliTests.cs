@@ -194,6 +194,12 @@ public sealed class CliTests : IDisposable
         Assert.True(code == 0, stderr);
         Assert.Contains("llama (tiny, seed 0, torch)", stdout);
         Assert.Equal(File.ReadAllBytes(Cli.DefaultModelPath()), File.ReadAllBytes(path));
+        var fused = Path.Combine(_dir.FullName, "opt-fused.onnx");
+        (code, stdout, stderr) = Run("models", "opt", "--flavor", "fused", "-o", fused);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("opt (tiny, seed 0, fused)", stdout);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(Path.GetDirectoryName(Cli.DefaultModelPath())!, "tiny-opt-fused.onnx")), File.ReadAllBytes(fused));
+        Assert.Equal(2, Run("models", "mamba", "--flavor", "fused", "-o", path).Code);
         Assert.Equal(2, Run("models", "gpt2", "-o", path).Code);
         Assert.Equal(2, Run("models", "llama", "--size", "huge", "-o", path).Code);
         Assert.Equal(2, Run("models", "llama", "--config", "c.json", "-o", path).Code);

@@ -119,11 +119,15 @@ public class LayerAnalysisTests
         Assert.Empty(map.Refusals);
     }
 
-    [Fact]
-    public void ReferenceOptLayerNormsAndBiasesAreRecognised()
+    [Theory]
+    [InlineData("torch")]
+    [InlineData("fused")]
+    public void ReferenceOptLayerNormsAndBiasesAreRecognised(string flavor)
     {
-        using var m = ReferenceModels.Build("opt", "tiny");
+        using var m = ReferenceModels.Build("opt", "tiny", 0, flavor);
         var map = LayerAnalysis.Analyze(m.Graph);
+        Assert.Equal(4 * 2 + 1, map.Norms.Count);
+        Assert.Equal(4 * 6 + 1, map.Linears.Count);
         Assert.All(map.Norms, n => Assert.Equal(NormKind.LayerNorm, n.Kind));
         Assert.All(map.Norms, n => Assert.NotNull(n.Beta));
         var fc1 = map["model.decoder.layers.0.fc1"]!;
@@ -131,6 +135,30 @@ public class LayerAnalysisTests
         Assert.NotNull(fc1.BiasAdd);
         Assert.Equal("model.decoder.layers.0.final_layer_norm", fc1.FedBy!.Name);
         Assert.Same(fc1.BiasAdd!.Output, fc1.Output);
+        for (int i = 0; i < 4; i++)
+        {
+            foreach (var proj in new[] { "q_proj", "k_proj", "v_proj" })
+                Assert.Equal($"model.decoder.layers.{i}.self_attn_layer_norm", map[$"model.decoder.layers.{i}.self_attn.{proj}"]!.FedBy!.Name);
+            Assert.Equal($"model.decoder.layers.{i}.final_layer_norm", map[$"model.decoder.layers.{i}.fc1"]!.FedBy!.Name);
+            Assert.Equal(3, map.Norm($"model.decoder.layers.{i}.self_attn_layer_norm")!.Feeds.Count);
+        }
+        Assert.Equal("model.decoder.final_layer_norm", map["lm_head"]!.FedBy!.Name);
+        Assert.Empty(map.Refusals);
+        if (flavor == "fused")
+        {
+            // The embedding sum's norm is LayerNormalization; every later one is a SkipLayerNormalization whose
+            // skip is the residual stream and whose input is the previous projection (its bias fused in the norm).
+            Assert.Equal("LayerNormalization", map.Norms[0].Form);
+            Assert.Null(map.Norms[0].Skip);
+            Assert.All(map.Norms.Skip(1), n => Assert.Equal("SkipLayerNormalization", n.Form));
+            Assert.All(map.Norms.Skip(1), n => Assert.NotNull(n.Skip));
+            var mlpNorm = map.Norm("model.decoder.layers.1.final_layer_norm")!;
+            Assert.Equal("model.decoder.layers.1.final_layer_norm.bias", mlpNorm.Beta!.Name);
+            Assert.Same(map["model.decoder.layers.1.self_attn.out_proj"]!.Output, mlpNorm.Input);
+            Assert.Equal(1e-5f, mlpNorm.Epsilon);
+            Assert.Null(map["model.decoder.layers.1.self_attn.out_proj"]!.Bias);
+            Assert.Null(map["model.decoder.layers.1.fc2"]!.Bias);
+        }
     }
 
     [Theory]

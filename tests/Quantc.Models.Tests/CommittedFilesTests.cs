@@ -14,6 +14,7 @@ public class CommittedFilesTests
         { "tiny-llama.onnx", "llama", "tiny", ReferenceModels.DefaultSeed, "torch" },
         { "tiny-llama-ortgenai.onnx", "llama", "tiny", ReferenceModels.DefaultSeed, "ortgenai" },
         { "tiny-opt.onnx", "opt", "tiny", ReferenceModels.DefaultSeed, "torch" },
+        { "tiny-opt-fused.onnx", "opt", "tiny", ReferenceModels.DefaultSeed, "fused" },
         { "tiny-mamba.onnx", "mamba", "tiny", ReferenceModels.DefaultSeed, "torch" },
     };
 
@@ -58,6 +59,7 @@ public class CommittedFilesTests
     [InlineData("tiny-llama.onnx")]
     [InlineData("tiny-llama-ortgenai.onnx")]
     [InlineData("tiny-opt.onnx")]
+    [InlineData("tiny-opt-fused.onnx")]
     [InlineData("tiny-mamba.onnx")]
     public void CommittedModelLoadsAndRuns(string file)
     {

@@ -111,6 +111,7 @@ public class LlamaTests(ITestOutputHelper output)
     [InlineData("llama", "torch")]
     [InlineData("llama", "ortgenai")]
     [InlineData("opt", "torch")]
+    [InlineData("opt", "fused")]
     [InlineData("mamba", "torch")]
     public void BuildsAreDeterministic(string arch, string flavor)
     {

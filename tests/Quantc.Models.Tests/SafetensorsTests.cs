@@ -96,6 +96,23 @@ public sealed class SafetensorsTests : IDisposable
         Assert.Equal(a.Run(ids, only: ["logits"])["logits"].Data, c.Run(ids, only: ["logits"])["logits"].Data);
     }
 
+    /// <summary>An OPT checkpoint fills the fused flavor too: every weight bit-identical, logits equal to the torch flavor's (rtol 1e-4).</summary>
+    [Fact]
+    public void OptCheckpointBuildsTheFusedFlavor()
+    {
+        using var synthetic = ReferenceModels.Build("opt", "tiny", 2, "torch");
+        SafetensorsWriter.Write(P("opt.safetensors"), HfTensors(synthetic).Select(t => (t.Name, SafetensorsDType.F32, t.Shape, SafetensorsWriter.Encode(t.Values, SafetensorsDType.F32))));
+        using var cm = ReferenceModels.BuildFromCheckpoint("opt", Config(synthetic), P("opt.safetensors"), "fused");
+        Assert.Contains(cm.Model.Graph.Nodes, n => n.OpType == "SkipLayerNormalization");
+        foreach (var v in synthetic.Graph.Initializers.Where(v => v.Name.StartsWith("model.", StringComparison.Ordinal) || v.Name == "lm_head.weight"))
+            Assert.Equal(v.Initializer!.ToFloat32(), cm.Model.Graph[v.Name].Initializer!.ToFloat32());
+        using var a = new Decoder(synthetic);
+        using var b = new Decoder(cm.Model);
+        var ids = LlamaTests.Tokens(LlamaTests.Sample);
+        var la = a.Run(ids, only: ["logits"])["logits"].Data;
+        LlamaTests.AssertClose(la, b.Run(ids, only: ["logits"])["logits"].Data, 1e-4, 1e-5 * la.Max(Math.Abs), "opt checkpoint: fused vs torch logits");
+    }
+
     [Theory]
     [InlineData("mamba", SafetensorsDType.BF16)]
     [InlineData("opt", SafetensorsDType.F16)]

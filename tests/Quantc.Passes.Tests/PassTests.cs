@@ -47,6 +47,10 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         { "llama", "torch", "passes: [fold_norm, {smooth: {alpha: 0.8}}]" },
         { "opt", "torch", "passes: [fold_norm]" },
         { "opt", "torch", "passes: [symmetrize, smooth]" },
+        { "opt", "fused", "passes: [fold_norm]" },
+        { "opt", "fused", "passes: [smooth]" },
+        { "opt", "fused", "passes: [symmetrize]" },
+        { "opt", "fused", "passes: [fold_norm, smooth, symmetrize]" },
         { "mamba", "torch", "passes: [fold_norm]" },
         { "llama", "torch", "passes: [{online_hadamard: {layers: 'o_proj$'}}]" },
         { "llama", "ortgenai", "passes: [{online_hadamard: {layers: 'o_proj$', portable: true}}]" },
@@ -74,22 +78,46 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         }
     }
 
+    /// <summary>
+    /// The function-preservation cases above would also pass if a pass did nothing: on both OPT flavors,
+    /// fold_norm, smooth and symmetrize each rewrite through every one of the 9 LayerNorms (LayerNormalization
+    /// and SkipLayerNormalization in the fused flavor) into all 17 layers they feed.
+    /// </summary>
+    [Theory]
+    [InlineData("torch")]
+    [InlineData("fused")]
+    public void NormPassesReachEveryLayerNormOfOpt(string flavor)
+    {
+        var fed = Enumerable.Range(0, 4).SelectMany(i => new[] { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "fc1" }.Select(p => $"model.decoder.layers.{i}.{p}")).Append("lm_head").ToList();
+        foreach (var (pass, mark) in new[] { ("fold_norm", "folded "), ("smooth", "smoothed "), ("symmetrize", "symmetrized via ") })
+        {
+            using var m = Load("opt", flavor);
+            var ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 4).Samples };
+            var pm = new PassManager(Builtins.Passes());
+            pm.Run(pm.Instantiate(Recipe.Parse($"passes: [{pass}]", "test recipe")), ctx);
+            foreach (var layer in fed)
+                Assert.Contains(ctx.Plan[layer].Transforms, t => t.StartsWith(mark, StringComparison.Ordinal));
+            Assert.Equal(fed.Count, ctx.Plan.Layers.Count(p => p.Transforms.Any(t => t.StartsWith(mark, StringComparison.Ordinal))));
+            Assert.DoesNotContain(ctx.Log, l => l.Contains("skipped", StringComparison.Ordinal) || l.Contains("not folded", StringComparison.Ordinal) || l.Contains("not smoothed", StringComparison.Ordinal));
+        }
+    }
+
     private static double MaxAbs(Model m, IReadOnlyList<CalibrationSample> samples, string output)
     {
         var stats = Calibrator.Collect(m, [output], samples);
         return Math.Max(stats[output].AbsMax, 1e-30);
     }
 
-    private (double Sqnr, VerifyReport Report) SqnrOf(string arch, string recipeName)
+    private (double Sqnr, VerifyReport Report) SqnrOf(string arch, string recipeName, string flavor = "torch")
     {
-        using var original = Load(arch);
-        using var m = Load(arch);
+        using var original = Load(arch, flavor);
+        using var m = Load(arch, flavor);
         using var compiled = Compile(m, Builtins.Recipes[recipeName]);
         Assert.DoesNotContain(compiled.Graph.AllNodes(), n => n.Domain == "ai.quantc"); // stock ONNX Runtime, no custom ops
         var (samples, tokens) = Data(original, "eval.txt", 4);
         var r = Verifier.Run(original, compiled, samples, tokens, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single(o => o.Name == "logits").SqnrDb;
-        log.WriteLine($"{arch} {recipeName}: logits SQNR {sqnr:0.00} dB, top-1 {r.Logits!.Top1Agreement:P1}");
+        log.WriteLine($"{arch} {flavor} {recipeName}: logits SQNR {sqnr:0.00} dB, top-1 {r.Logits!.Top1Agreement:P1}");
         return (sqnr, r);
     }
 
@@ -99,6 +127,21 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         double naive = SqnrOf("llama", "w8a8").Sqnr;
         foreach (var recipe in new[] { "smoothquant", "outliertune", "spike-mixed" })
             Assert.True(SqnrOf("llama", recipe).Sqnr > naive + 2, $"{recipe} should beat naive w8a8 ({naive:0.0} dB) by > 2 dB");
+    }
+
+    /// <summary>
+    /// The W8A8 recipes work on OPT's fused flavor as on its torch flavor: the same layers are quantized
+    /// (the norms are SkipLayerNormalization there), so OutlierTune reaches the torch flavor's logits SQNR
+    /// and beats naive W8A8 just as clearly.
+    /// </summary>
+    [Fact]
+    public void OutlierTuneOnFusedOptMatchesTheTorchFlavor()
+    {
+        var torch = SqnrOf("opt", "outliertune", "torch").Sqnr;
+        var fused = SqnrOf("opt", "outliertune", "fused").Sqnr;
+        var naive = SqnrOf("opt", "w8a8", "fused").Sqnr;
+        Assert.True(Math.Abs(fused - torch) <= 1.0, $"outliertune: fused {fused:0.00} dB vs torch {torch:0.00} dB");
+        Assert.True(fused > naive + 10, $"outliertune {fused:0.0} dB should beat naive w8a8 ({naive:0.0} dB) on the fused OPT by > 10 dB");
     }
 
     [Fact]
