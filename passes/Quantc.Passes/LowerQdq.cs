@@ -66,7 +66,10 @@ public sealed class LowerQdqPass : IPass
             var sc = new float[groups * n];
             for (int c = 0; c < n; c++) for (int gi = 0; gi < groups; gi++) sc[gi * n + c] = q.Scales[c * groups + gi];
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [groups, n], sc));
-            zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, [groups, n], new byte[(groups * n + 1) / 2]));
+            var zpPacked = new byte[(groups * n + 1) / 2];
+            if (q.ZeroPoints is { } z4)
+                for (int c = 0; c < n; c++) for (int gi = 0; gi < groups; gi++) { int i = gi * n + c; zpPacked[i >> 1] |= (byte)((z4[c * groups + gi] & 0xF) << ((i & 1) * 4)); }
+            zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, [groups, n], zpPacked));
             dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
             dq.SetAttribute("axis", 0L);
             dq.SetAttribute("block_size", (long)q.GroupSize);
@@ -76,7 +79,7 @@ public sealed class LowerQdqPass : IPass
             if (q.GroupSize != 0) throw new InvalidOperationException($"{l.Name}: per-group int8 weights are not lowered (use per_channel)");
             wq = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_int8", (int)DT.Int8, [k, n], (ReadOnlySpan<sbyte>)kn));
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
-            zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n], (ReadOnlySpan<sbyte>)new sbyte[n]));
+            zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n], (ReadOnlySpan<sbyte>)(q.ZeroPoints ?? new sbyte[n])));
             dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
             dq.SetAttribute("axis", 1L);
         }
