@@ -14,7 +14,8 @@ public static class Builtins
         r.Register(new PassInfo("fold_norm", PassKind.FunctionPreserving, "fold norm γ/β into the linear layers they feed", _ => new FoldNormPass()));
         r.Register(new PassInfo("smooth", PassKind.FunctionPreserving, "SmoothQuant: migrate activation outliers into weights (alpha, through_mlp)",
             p => new SmoothPass(p.GetDouble("alpha", 0.5), p.GetBool("through_mlp", true), p.GetBool("power_of_two", true))));
-        r.Register(new PassInfo("symmetrize", PassKind.FunctionPreserving, "OutlierTune: centre each channel's range, shift folded into β and the biases", _ => new SymmetrizePass()));
+        r.Register(new PassInfo("symmetrize", PassKind.FunctionPreserving, "OutlierTune: centre each channel's range, shift folded into β and the biases (shift: mean_centre|range_centre)",
+            p => new SymmetrizePass(p.GetChoice("shift", "range_centre", "range_centre", "mean_centre") == "mean_centre")));
         r.Register(new PassInfo("online_hadamard", PassKind.FunctionPreserving, "QuaRot R4: Hadamard on the inputs of matching layers (layers: regex, default down_proj$), inverse fused into the weights (portable: MatMul instead of ai.quantc.Hadamard)",
             p => new OnlineHadamardPass(p.GetString("layers", "down_proj$"), p.GetBool("portable", false))));
         r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, symmetric, activations, mode, dynamic, exclude)",

@@ -47,6 +47,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         { "llama", "torch", "passes: [fold_norm, {smooth: {alpha: 0.8}}]" },
         { "opt", "torch", "passes: [fold_norm]" },
         { "opt", "torch", "passes: [symmetrize, smooth]" },
+        { "opt", "torch", "passes: [{symmetrize: {shift: mean_centre}}, {smooth: {alpha: 1.0, power_of_two: false, through_mlp: false}}]" },
         { "mamba", "torch", "passes: [fold_norm]" },
         { "llama", "torch", "passes: [{online_hadamard: {layers: 'o_proj$'}}]" },
         { "llama", "ortgenai", "passes: [{online_hadamard: {layers: 'o_proj$', portable: true}}]" },
