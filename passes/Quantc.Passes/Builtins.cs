@@ -14,17 +14,20 @@ public static class Builtins
         r.Register(new PassInfo("fold_norm", PassKind.FunctionPreserving, "fold norm γ/β into the linear layers they feed", _ => new FoldNormPass()));
         r.Register(new PassInfo("smooth", PassKind.FunctionPreserving, "SmoothQuant: migrate activation outliers into weights (alpha, through_mlp)",
             p => new SmoothPass(p.GetDouble("alpha", 0.5), p.GetBool("through_mlp", true), p.GetBool("power_of_two", true))));
-        r.Register(new PassInfo("symmetrize", PassKind.FunctionPreserving, "OutlierTune: centre each channel's range, shift folded into β and the biases", _ => new SymmetrizePass()));
+        r.Register(new PassInfo("symmetrize", PassKind.FunctionPreserving, "OutlierTune: centre each channel's range, shift folded into β and the biases (shift: mean_centre|range_centre)",
+            p => new SymmetrizePass(p.GetChoice("shift", "range_centre", "range_centre", "mean_centre") == "mean_centre")));
         r.Register(new PassInfo("online_hadamard", PassKind.FunctionPreserving, "QuaRot R4: Hadamard on the inputs of matching layers (layers: regex, default down_proj$), inverse fused into the weights (portable: MatMul instead of ai.quantc.Hadamard)",
             p => new OnlineHadamardPass(p.GetString("layers", "down_proj$"), p.GetBool("portable", false))));
-        r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, activations, mode, exclude)",
+        r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, symmetric, activations, mode, dynamic, exclude)",
             p => new QuantizePass(
                 p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp16", "fp32"),
                 p.GetChoice("granularity", "per_channel", "per_channel", "per_group"),
                 p.GetInt("group_size", 128),
                 p.GetChoice("activations", "int8", "int8", "uint8", "int6", "fp32"),
                 p.GetChoice("mode", "static", "static", "dynamic"),
-                p.Has("exclude") ? p.GetStrings("exclude") : ["^lm_head$"])));
+                p.Has("exclude") ? p.GetStrings("exclude") : ["^lm_head$"],
+                p.GetStrings("dynamic"),
+                p.GetBool("symmetric", true))));
         r.Register(new PassInfo("spike_mixed", PassKind.Decision, "keep the projections whose inputs carry activation spikes in high precision (threshold, budget, precision, keep, force)",
             p => new SpikeMixedPass(p.GetDouble("threshold", 50), p.GetDouble("budget", 0.1), p.GetChoice("precision", "fp16", "fp16", "fp32"),
                 p.GetStrings("keep"), p.GetStrings("force"))));
@@ -38,9 +41,14 @@ public static class Builtins
             }, p.GetDouble("percentile", 99.99))));
         r.Register(new PassInfo("weights", PassKind.Decision, "round the weights (method: rtn|gptq, damp)",
             p => new WeightsPass(p.GetChoice("method", "rtn", "rtn", "gptq"), p.GetDouble("damp", 0.01))));
+        r.Register(new PassInfo("lower_matmulnbits", PassKind.Lowering, "emit com.microsoft MatMulNBits for int4 blocked weight-only layers (accuracy_level 0–4); run before lower_qdq",
+            p => new LowerMatMulNBitsPass(AccuracyLevel(p.GetInt("accuracy_level", 0)))));
         r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
         return r;
     }
+
+    private static int AccuracyLevel(int a) =>
+        a is >= 0 and <= 4 ? a : throw new BadInputException($"lower_matmulnbits: accuracy_level must be 0–4, got {a}");
 
     /// <summary>The built-in recipes by name (YAML, as a user would write them).</summary>
     public static IReadOnlyDictionary<string, string> Recipes { get; } = new SortedDictionary<string, string>(StringComparer.Ordinal)
@@ -83,17 +91,8 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_qdq
             """,
-        ["w6a6-outliertune"] = """
-            name: w6a6-outliertune
-            description: OutlierTune's Int6 setting — symmetrize and smooth, then 6-bit weights and 6-bit static activations (simulated on int8 storage)
-            passes:
-              - symmetrize
-              - smooth: { alpha: 0.75 }
-              - quantize: { weights: int6, activations: int6, mode: static }
-              - ranges: { method: percentile, percentile: 99.99 }
-              - weights: { method: rtn }
-              - lower_qdq
-            """,
+        ["w6a6-outliertune"] = W6A6OutlierTune(symmetrize: true),
+        ["w6a6-outliertune-nosym"] = W6A6OutlierTune(symmetrize: false),
         ["spike-mixed"] = """
             name: spike-mixed
             description: spike-aware mixed precision — projections whose inputs carry activation spikes stay fp16, the rest W8A8 static
@@ -132,6 +131,26 @@ public static class Builtins
               - lower_qdq
             """,
     };
+
+    /// <summary>
+    /// OutlierTune's Int6 setting as its reference code runs it: symmetrization (optional, for the ablation),
+    /// per-channel activation scales pre-executed into the q/k/v and gate/up (fc1) weights (smooth with α = 1,
+    /// exact factors, norm-fed layers only), so those GEMMs see one per-tensor scale; per-token inputs for
+    /// o_proj/down_proj (out_proj/fc2); asymmetric per-channel 6-bit weights. The projections whose inputs
+    /// carry massive-activation spikes stay fp16 (the reference models cancel them exactly in a later layer,
+    /// which a 6-bit grid cannot follow).
+    /// </summary>
+    private static string W6A6OutlierTune(bool symmetrize) => $$"""
+        name: w6a6-outliertune{{(symmetrize ? "" : "-nosym")}}
+        description: {{(symmetrize ? "OutlierTune's Int6 setting — symmetrization, per-channel" : "ablation of w6a6-outliertune without symmetrization — per-channel")}} 6-bit activations for the norm-fed q/k/v and gate/up (fc1) inputs with the dequantization pre-executed into the weights (per-tensor scale at run time), per-token 6-bit activations for o_proj/down_proj (out_proj/fc2), 6-bit asymmetric per-channel weights; projections carrying massive-activation spikes stay fp16 (6-bit simulated on int8 storage)
+        passes:
+        {{(symmetrize ? "  - symmetrize\n" : "")}}  - smooth: { alpha: 1.0, power_of_two: false, through_mlp: false }
+          - quantize: { weights: int6, activations: int6, mode: static, symmetric: false, dynamic: ["(o_proj|out_proj|down_proj|fc2)$"] }
+          - spike_mixed: { threshold: 50, budget: 0.1 }
+          - ranges: { method: minmax }
+          - weights: { method: rtn }
+          - lower_qdq
+        """;
 
     /// <summary>A built-in recipe by name, or a recipe file by path.</summary>
     public static Recipe Recipe(string nameOrPath)

@@ -10,9 +10,12 @@ namespace Quantc.Passes;
 /// <summary>
 /// Quantize: the base precision decision for every linear layer — weight format, granularity and
 /// group size; activation format and mode. Layers matching <c>exclude</c> patterns (regular
-/// expressions on layer names; lm_head by default) stay in float.
+/// expressions on layer names; lm_head by default) stay in float. Layers matching <c>dynamic</c>
+/// patterns get per-token dynamic activations whatever <c>mode</c> says (OutlierTune quantizes the
+/// inputs of o_proj / fc2 this way); <c>symmetric: false</c> chooses min-max weights with zero points.
 /// </summary>
-public sealed class QuantizePass(string weights, string granularity, int groupSize, string activations, string mode, IReadOnlyList<string> exclude) : IPass
+public sealed class QuantizePass(string weights, string granularity, int groupSize, string activations, string mode, IReadOnlyList<string> exclude,
+    IReadOnlyList<string> dynamic, bool symmetric) : IPass
 {
     public string Name => "quantize";
     public PassKind Kind => PassKind.Decision;
@@ -35,9 +38,10 @@ public sealed class QuantizePass(string weights, string granularity, int groupSi
             plan.WeightFormat = weights;
             plan.WeightGranularity = granularity;
             plan.GroupSize = granularity == "per_group" ? groupSize : 0;
+            plan.WeightSymmetric = symmetric;
             plan.ActivationFormat = activations;
-            plan.ActivationMode = mode;
-            plan.Reasons.Add($"quantize: {weights} weights ({granularity}), {activations} activations ({mode})");
+            plan.ActivationMode = dynamic.Any(p => Regex.IsMatch(l.Name, p)) ? "dynamic" : mode;
+            plan.Reasons.Add($"quantize: {weights} weights ({granularity}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({plan.ActivationMode})");
         }
     }
 }
@@ -127,9 +131,12 @@ public sealed class WeightsPass(string method, double damp) : IPass
             var nk = new float[kn.Length];
             for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
             var format = plan.WeightFormat switch { "int4" => QuantFormat.Int4, "int6" => Int6, _ => QuantFormat.Int8 };
+            if (hessians is not null && !plan.WeightSymmetric)
+                throw new Quantc.Onnx.BadInputException($"{l.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights method: rtn");
             plan.QuantizedWeight = hessians is not null
                 ? WeightQuantizer.Gptq(nk, n, k, hessians[l.Input.Name], format, plan.GroupSize, damp)
-                : WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize);
+                : plan.WeightSymmetric ? WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize)
+                : WeightQuantizer.RtnAsymmetric(nk, n, k, format, plan.GroupSize);
             plan.WeightMethod = method;
         }
     }

@@ -50,35 +50,48 @@ public sealed class LowerQdqPass : IPass
             return;
         }
         if (plan.QuantizedWeight is not { } q) return;
-        if (l.WeightIsOutByIn) throw new InvalidOperationException($"{l.Name}: Gemm with transB is not lowered yet");
-        // Values [N, K] → [K, N] (the MatMul's orientation).
+        // MatMul weights are [K, N] (values transposed from our [N, K], per-channel scales along axis 1, int4
+        // blocks along axis 0); a Gemm with transB = 1 keeps [N, K] (scales along axis 0, blocks along axis 1).
+        bool nk = l.WeightIsOutByIn;
         bool int4 = plan.WeightFormat == "int4";
-        var kn = new sbyte[k * n];
-        for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) kn[j * n + c] = q.Values[c * k + j];
+        var vals = new sbyte[k * n];
+        if (nk) Array.Copy(q.Values, vals, vals.Length);
+        else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[j * n + c] = q.Values[c * k + j];
+        long[] dims = nk ? [n, k] : [k, n];
         Value wq, scale, zp;
         Node dq;
         if (int4)
         {
             var packed = new byte[(k * n + 1) / 2];
-            for (int i = 0; i < kn.Length; i++) packed[i >> 1] |= (byte)((kn[i] & 0xF) << ((i & 1) * 4));
-            wq = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_int4", (int)DT.Int4, [k, n], packed));
+            for (int i = 0; i < vals.Length; i++) packed[i >> 1] |= (byte)((vals[i] & 0xF) << ((i & 1) * 4));
+            wq = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_int4", (int)DT.Int4, dims, packed));
             int groups = k / q.GroupSize;
+            // Ours: [N, groups]. MatMul's: [groups, N].
             var sc = new float[groups * n];
-            for (int c = 0; c < n; c++) for (int gi = 0; gi < groups; gi++) sc[gi * n + c] = q.Scales[c * groups + gi];
-            scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [groups, n], sc));
-            zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, [groups, n], new byte[(groups * n + 1) / 2]));
+            var zs = new sbyte[groups * n];
+            for (int c = 0; c < n; c++)
+                for (int gi = 0; gi < groups; gi++)
+                {
+                    int at = nk ? c * groups + gi : gi * n + c;
+                    sc[at] = q.Scales[c * groups + gi];
+                    zs[at] = q.ZeroPoints?[c * groups + gi] ?? 0;
+                }
+            scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", nk ? [n, groups] : [groups, n], sc));
+            var zpPacked = new byte[(groups * n + 1) / 2];
+            for (int i = 0; i < zs.Length; i++) zpPacked[i >> 1] |= (byte)((zs[i] & 0xF) << ((i & 1) * 4));
+            zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, nk ? [n, groups] : [groups, n], zpPacked));
             dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
-            dq.SetAttribute("axis", 0L);
+            dq.SetAttribute("axis", nk ? 1L : 0L);
             dq.SetAttribute("block_size", (long)q.GroupSize);
         }
         else
         {
             if (q.GroupSize != 0) throw new InvalidOperationException($"{l.Name}: per-group int8 weights are not lowered (use per_channel)");
-            wq = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_int8", (int)DT.Int8, [k, n], (ReadOnlySpan<sbyte>)kn));
+            wq = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_int8", (int)DT.Int8, dims, (ReadOnlySpan<sbyte>)vals));
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
-            zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n], (ReadOnlySpan<sbyte>)new sbyte[n]));
+            zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n], (ReadOnlySpan<sbyte>)(q.ZeroPoints ?? new sbyte[n])));
             dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
-            dq.SetAttribute("axis", 1L);
+            dq.SetAttribute("axis", nk ? 0L : 1L);
         }
         l.Node.SetInput(weightInput, dq.Output);
         ctx.Provenance.Record(dq.Output.Name, l.Weight.Name);

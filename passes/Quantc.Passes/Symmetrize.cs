@@ -11,8 +11,12 @@ namespace Quantc.Passes;
 /// calibrated range, z_j = (max_j + min_j) / 2, folded into the norm's β (β' = β − z) and compensated
 /// in every reading linear layer's bias (b' = b + zᵀ·W), so the channel ranges are balanced around zero
 /// before quantization. Function-preserving. Norms without β (RMSNorm) are left alone.
+/// <c>shift: range_centre</c> (the default) takes the centre of the whole calibrated range;
+/// <c>mean_centre</c> (as OutlierTune's reference code computes it) the mean over calibration samples of
+/// each sample's channel centre (max + min) / 2 — on the reference OPT at W6A6 it measured slightly
+/// worse (bench/RESULTS.md). Without calibration data (saved statistics only) the range centre is used.
 /// </summary>
-public sealed class SymmetrizePass : IPass
+public sealed class SymmetrizePass(bool meanCentre = false) : IPass
 {
     public string Name => "symmetrize";
     public PassKind Kind => PassKind.FunctionPreserving;
@@ -30,11 +34,13 @@ public sealed class SymmetrizePass : IPass
             targets.Add((norm, readers));
         }
         if (targets.Count == 0) return;
-        var stats = ctx.Calibrate(targets.Select(t => t.Norm.Output.Name).ToList(), Name);
+        var names = targets.Select(t => t.Norm.Output.Name).ToList();
+        var stats = ctx.Calibrate(names, Name);
+        var meanCentres = meanCentre && ctx.CalibrationData is { Count: > 0 } data ? MeanCentres(ctx.Model, names, data) : null;
         foreach (var (norm, readers) in targets)
         {
             var st = stats[norm.Output.Name];
-            var z = Smoothing.SymmetrizationShift(st.ChannelMin, st.ChannelMax);
+            var z = meanCentres?[norm.Output.Name] ?? Smoothing.SymmetrizationShift(st.ChannelMin, st.ChannelMax);
             var beta = norm.Beta!.Initializer!.ToFloat32();
             for (int j = 0; j < beta.Length; j++) beta[j] -= z[j];
             g.SetInitializer(norm.Beta, Tensor.FromFloats(norm.Beta.Name, norm.Beta.Initializer.Dims, beta));
@@ -49,5 +55,28 @@ public sealed class SymmetrizePass : IPass
             double after = st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => (hi - lo) / 2).Max();
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture, $"symmetrize: {norm.Name}: max |z| {z.Max(MathF.Abs):G3}; channel absmax {before:G4} → {after:G4}"));
         }
+    }
+
+    /// <summary>Per tensor: the mean over samples of each sample's per-channel centre (max + min) / 2.</summary>
+    private static Dictionary<string, float[]> MeanCentres(Model model, List<string> names, IReadOnlyList<Quantc.Core.Calibration.CalibrationSample> data)
+    {
+        var sums = names.ToDictionary(n => n, _ => (Sum: Array.Empty<double>(), Count: 0));
+        Quantc.Core.Calibration.Calibrator.Observe(model, names, data, (name, x, channels) =>
+        {
+            var mn = new float[channels];
+            var mx = new float[channels];
+            Array.Fill(mn, float.PositiveInfinity);
+            Array.Fill(mx, float.NegativeInfinity);
+            for (int r = 0; r < x.Length / channels; r++)
+                for (int c = 0; c < channels; c++) { float v = x[r * channels + c]; if (v < mn[c]) mn[c] = v; if (v > mx[c]) mx[c] = v; }
+            lock (sums)
+            {
+                var (sum, count) = sums[name];
+                if (sum.Length == 0) sum = new double[channels];
+                for (int c = 0; c < channels; c++) sum[c] += 0.5 * ((double)mn[c] + mx[c]);
+                sums[name] = (sum, count + 1);
+            }
+        });
+        return sums.ToDictionary(kv => kv.Key, kv => kv.Value.Sum.Select(v => (float)(v / Math.Max(kv.Value.Count, 1))).ToArray());
     }
 }

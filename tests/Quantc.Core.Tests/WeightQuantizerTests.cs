@@ -22,6 +22,26 @@ public class WeightQuantizerTests
         Assert.All(qw.Values, v => Assert.InRange(v, (sbyte)-8, (sbyte)7));
     }
 
+    /// <summary>Asymmetric RTN is QuantizeLinear with min-max scales and per-channel zero points, and beats symmetric RTN on one-sided rows.</summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(32)]
+    public void AsymmetricRtnIsQuantizeLinearWithZeroPointsAndBeatsSymmetricOnSkewedRows(int group)
+    {
+        var rng = new Random(2);
+        const int n = 8, k = 64;
+        var w = Gauss(n * k, rng).Select((v, i) => (i / k) % 2 == 0 ? MathF.Abs(v) + 0.5f : v).ToArray(); // even rows one-sided
+        var asym = WeightQuantizer.RtnAsymmetric(w, n, k, QuantFormat.Int4, group);
+        var sym = WeightQuantizer.Rtn(w, n, k, QuantFormat.Int4, group);
+        var layout = group == 0 ? Quantizer.Layout.Along([n, k], axis: 0) : Quantizer.Layout.Along([n, k], axis: 1, blockSize: group);
+        var zps = asym.ZeroPoints!.Select(z => (int)z).ToArray();
+        var bytes = Quantizer.Quantize(w, QuantFormat.Int4, layout, asym.Scales, zps);
+        Assert.Equal(Quantizer.Dequantize(bytes, n * k, QuantFormat.Int4, layout, asym.Scales, zps), asym.Dequantize());
+        Assert.All(asym.Values, v => Assert.InRange(v, (sbyte)-8, (sbyte)7));
+        double Mse(float[] d) => d.Select((v, i) => (double)(v - w[i]) * (v - w[i])).Sum();
+        Assert.True(Mse(asym.Dequantize()) < 0.6 * Mse(sym.Dequantize()), $"asymmetric MSE {Mse(asym.Dequantize()):G3} vs symmetric {Mse(sym.Dequantize()):G3}");
+    }
+
     /// <summary>GPTQ must beat RTN on the layer's output error when inputs are correlated (the case it exists for).</summary>
     [Theory]
     [InlineData(0)]

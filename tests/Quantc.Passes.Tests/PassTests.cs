@@ -51,6 +51,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         { "opt", "fused", "passes: [smooth]" },
         { "opt", "fused", "passes: [symmetrize]" },
         { "opt", "fused", "passes: [fold_norm, smooth, symmetrize]" },
+        { "opt", "torch", "passes: [{symmetrize: {shift: mean_centre}}, {smooth: {alpha: 1.0, power_of_two: false, through_mlp: false}}]" },
         { "mamba", "torch", "passes: [fold_norm]" },
         { "llama", "torch", "passes: [{online_hadamard: {layers: 'o_proj$'}}]" },
         { "llama", "ortgenai", "passes: [{online_hadamard: {layers: 'o_proj$', portable: true}}]" },
@@ -152,6 +153,55 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         Assert.True(gptq > rtn + 1, $"GPTQ {gptq:0.0} dB vs RTN {rtn:0.0} dB");
     }
 
+    /// <summary>The previous W6A6 recipe (SmoothQuant-style α = 0.75 with power-of-two factors, every input static per-tensor, symmetric weights): the baseline OutlierTune's real method must beat.</summary>
+    private const string W6A6PerTensorBaseline = """
+        passes:
+          - symmetrize
+          - smooth: { alpha: 0.75 }
+          - quantize: { weights: int6, activations: int6, mode: static }
+          - ranges: { method: percentile, percentile: 99.99 }
+          - weights: { method: rtn }
+          - lower_qdq
+        """;
+
+    private double SqnrOfYaml(string arch, string yaml)
+    {
+        using var original = Load(arch);
+        using var m = Load(arch);
+        using var compiled = Compile(m, yaml);
+        var (samples, tokens) = Data(original, "eval.txt", 4);
+        return Verifier.Run(original, compiled, samples, tokens, new VerifyOptions { PerLayer = false }).Outputs.Single(o => o.Name == "logits").SqnrDb;
+    }
+
+    /// <summary>
+    /// W6A6 OutlierTune (per-channel activation scales pre-executed into the weights, per-token o_proj/down_proj
+    /// inputs, asymmetric 6-bit weights) stays within a few dB of what 6-bit grids allow and clearly beats the
+    /// per-tensor W6A6 baseline on both reference transformers.
+    /// </summary>
+    [Theory]
+    [InlineData("llama", 19.0)]
+    [InlineData("opt", 26.0)]
+    public void W6A6OutlierTuneComesCloseToFloat(string arch, double floorDb)
+    {
+        double baseline = SqnrOfYaml(arch, W6A6PerTensorBaseline);
+        var (sqnr, r) = SqnrOf(arch, "w6a6-outliertune");
+        log.WriteLine($"{arch}: per-tensor W6A6 baseline {baseline:0.00} dB, w6a6-outliertune {sqnr:0.00} dB, top-1 {r.Logits!.Top1Agreement:P1}");
+        Assert.True(sqnr > floorDb, $"w6a6-outliertune logits SQNR {sqnr:0.0} dB ≤ {floorDb} dB");
+        Assert.True(sqnr > baseline + 2, $"w6a6-outliertune {sqnr:0.0} dB should beat the per-tensor W6A6 baseline {baseline:0.0} dB by > 2 dB");
+        Assert.True(r.Logits!.Top1Agreement > 0.85, $"top-1 agreement {r.Logits.Top1Agreement:P1}");
+    }
+
+    /// <summary>Ablation on the reference OPT (LayerNorm with β, so symmetrization applies): W6A6 OutlierTune with symmetrization beats it without.</summary>
+    [Fact]
+    public void SymmetrizationHelpsW6A6OutlierTuneOnOpt()
+    {
+        var (on, ron) = SqnrOf("opt", "w6a6-outliertune");
+        var (off, roff) = SqnrOf("opt", "w6a6-outliertune-nosym");
+        double fp = ron.Logits!.OriginalPerplexity;
+        log.WriteLine($"opt W6A6: symmetrization on {on:0.00} dB (PPL {ron.Logits.CompiledPerplexity:0.000}), off {off:0.00} dB (PPL {roff.Logits!.CompiledPerplexity:0.000}), fp32 PPL {fp:0.000}");
+        Assert.True(on > off, $"symmetrization on {on:0.00} dB should beat off {off:0.00} dB");
+    }
+
     /// <summary>
     /// OutlierTune's symmetrization on the reference OPT: each LayerNorm output it shifts gets a smaller
     /// absolute range (so a finer per-tensor quantization step), while the model's outputs are unchanged
@@ -175,6 +225,110 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
             if (after[t].AbsMax < 0.9f * before[t].AbsMax) shrunk++;
         }
         Assert.True(shrunk >= norms.Count / 2, $"only {shrunk} of {norms.Count} shifted norm outputs got a clearly smaller range");
+    }
+
+    /// <summary>Every built-in recipe on every reference model and graph flavor.</summary>
+    public static TheoryData<string, string, string> RecipeMatrix()
+    {
+        var d = new TheoryData<string, string, string>();
+        foreach (var (arch, flavor) in new[] { ("llama", "torch"), ("llama", "ortgenai"), ("opt", "torch"), ("mamba", "torch") })
+            foreach (var recipe in Builtins.Recipes.Keys) d.Add(arch, flavor, recipe);
+        return d;
+    }
+
+    /// <summary>
+    /// Each built-in recipe compiles each reference model, and the result runs in stock ONNX Runtime (with
+    /// quantc's custom-op library registered where a recipe emits ai.quantc ops) within a loose accuracy
+    /// floor: logits SQNR above 5 dB and top-1 agreement above 35 %. The compiled graph really quantizes
+    /// (it dequantizes integer weights).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(RecipeMatrix))]
+    public void EveryRecipeCompilesEveryReferenceModel(string arch, string flavor, string recipe)
+    {
+        using var original = Load(arch, flavor);
+        using var m = Load(arch, flavor);
+        using var compiled = Compile(m, Builtins.Recipes[recipe]);
+        Assert.Contains(compiled.Graph.AllNodes(), n => n.OpType == "DequantizeLinear");
+        var (samples, tokens) = Data(original, "eval.txt", 2);
+        var r = Verifier.Run(original, compiled, samples, tokens, new VerifyOptions { PerLayer = false });
+        double sqnr = r.Outputs.Single(o => o.Name == "logits").SqnrDb;
+        log.WriteLine($"{arch}/{flavor} {recipe}: logits SQNR {sqnr:0.00} dB, top-1 {r.Logits!.Top1Agreement:P1}");
+        Assert.True(sqnr > 5, $"logits SQNR {sqnr:0.0} dB ≤ 5 dB");
+        Assert.True(r.Logits.Top1Agreement > 0.35, $"top-1 agreement {r.Logits.Top1Agreement:P1} ≤ 35 %");
+    }
+
+    /// <summary>
+    /// lower_matmulnbits packs int4 blocks, scales and zero points exactly: in ONNX Runtime its MatMulNBits
+    /// model gives bit-identical logits to the QDQ form (DequantizeLinear(block_size) → MatMul) of the same
+    /// plan, for symmetric and asymmetric weights, and no DequantizeLinear is left. ONNX Runtime fuses the
+    /// QDQ form into MatMulNBits with accuracy_level 4 (int8 activations), so that is the level compared.
+    /// </summary>
+    [Theory]
+    [InlineData(true, 32)]
+    [InlineData(false, 64)]
+    public void MatMulNBitsEqualsTheQdqForm(bool symmetric, int group)
+    {
+        string Recipe(string lower) => $$"""
+            passes:
+              - quantize: { weights: int4, granularity: per_group, group_size: {{group}}, activations: fp32, symmetric: {{(symmetric ? "true" : "false")}} }
+              - weights: { method: rtn }
+            {{lower}}
+            """;
+        using var qdqSource = Load("llama");
+        using var nbitsSource = Load("llama");
+        using var qdq = Compile(qdqSource, Recipe("  - lower_qdq"));
+        using var nbits = Compile(nbitsSource, Recipe("  - lower_matmulnbits: { accuracy_level: 4 }\n  - lower_qdq"));
+        int int4Layers = qdq.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear");
+        Assert.True(int4Layers >= 20, $"only {int4Layers} int4 layers in the QDQ form");
+        Assert.Equal(int4Layers, nbits.Graph.AllNodes().Count(n => n.OpType == "MatMulNBits" && n.Domain == "com.microsoft"));
+        Assert.DoesNotContain(nbits.Graph.AllNodes(), n => n.OpType == "DequantizeLinear");
+        var (samples, tokens) = Data(qdq, "eval.txt", 2);
+        var r = Verifier.Run(qdq, nbits, samples, tokens, new VerifyOptions { PerLayer = false });
+        var logits = r.Outputs.Single(o => o.Name == "logits");
+        log.WriteLine($"symmetric {symmetric}, group {group}: MatMulNBits vs QDQ logits SQNR {logits.SqnrDb:0.0} dB, max |err| {logits.MaxAbsError:G3}");
+        Assert.True(logits.MaxAbsError == 0, $"MatMulNBits differs from the QDQ form: SQNR {logits.SqnrDb:0.0} dB, max |err| {logits.MaxAbsError:G3}");
+    }
+
+    /// <summary>A two-layer MLP of Gemms: [8, 64] → Gemm(transB = 1, W [128, 64]) → Relu → Gemm(transB = 0, W [128, 32]) → y.</summary>
+    private string GemmMlp()
+    {
+        using var m = Model.Create();
+        var g = m.Graph;
+        var shape = new Quantc.Onnx.Proto.TensorShapeProto();
+        foreach (long d in new long[] { 8, 64 }) shape.Dim.Add(new Quantc.Onnx.Proto.TensorShapeProto.Types.Dimension { DimValue = d });
+        var x = g.AddInput("x", new Quantc.Onnx.Proto.TypeProto { TensorType = new() { ElemType = 1, Shape = shape } });
+        var rng = new Random(5);
+        Value Init(string name, long[] dims) => g.AddInitializer(Tensor.FromFloats(name, dims,
+            Enumerable.Range(0, (int)(dims[0] * (dims.Length > 1 ? dims[1] : 1))).Select(_ => (float)(rng.NextDouble() * 2 - 1) * 0.2f).ToArray()), name);
+        var fc1 = g.AddNode("Gemm", [x, Init("fc1.weight", [128, 64]), Init("fc1.bias", [128])], name: "/fc1/Gemm");
+        fc1.SetAttribute("transB", 1L);
+        var relu = g.AddNode("Relu", [fc1.Output], name: "/act/Relu");
+        var fc2 = g.AddNode("Gemm", [relu.Output, Init("fc2.weight", [128, 32]), Init("fc2.bias", [32])], name: "/fc2/Gemm", outputNames: ["y"]);
+        g.AddOutput(fc2.Output);
+        var path = Path.Combine(_dir.FullName, $"gemm-{Guid.NewGuid():N}.onnx");
+        m.Save(path);
+        return path;
+    }
+
+    /// <summary>Gemm layers (transB = 1 and 0) lower to QDQ for int8 W8A8 and int4 weight-only, and run in ONNX Runtime close to the float model.</summary>
+    [Theory]
+    [InlineData("w8a8", 30.0)]
+    [InlineData("w4a16-rtn", 15.0)]
+    public void GemmLayersAreLowered(string recipe, double floorDb)
+    {
+        string path = GemmMlp();
+        using var original = Model.Load(path);
+        using var m = Model.Load(path);
+        var data = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 8 }).Samples;
+        var ctx = new PassContext(m) { CalibrationData = data };
+        var pm = new PassManager(Builtins.Passes());
+        pm.Run(pm.Instantiate(Builtins.Recipe(recipe)), ctx);
+        Assert.Equal(2, m.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear" && n.Inputs[0]!.IsInitializer));
+        var r = Verifier.Run(original, m, DataLoader.Load(original, "random", new DataOptions { MaxSamples = 4, Seed = 9 }).Samples, null, new VerifyOptions { PerLayer = false });
+        double sqnr = r.Outputs.Single().SqnrDb;
+        log.WriteLine($"Gemm MLP {recipe}: SQNR {sqnr:0.0} dB");
+        Assert.True(sqnr > floorDb, $"SQNR {sqnr:0.0} dB ≤ {floorDb} dB");
     }
 
     [Fact]

@@ -5,9 +5,10 @@ namespace Quantc.Core.Numerics;
 /// <summary>
 /// A quantized weight matrix: integer values per element and a scale per output channel (per
 /// channel) or per (output channel, group of K). Symmetric: value = q · scale.
-/// Layout: row n is output channel n, columns run along K (the input features).
+/// Layout: row n is output channel n, columns run along K (the input features). Asymmetric weights
+/// carry <see cref="ZeroPoints"/> (one per scale): value = (q − zero point) · scale.
 /// </summary>
-public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int GroupSize, sbyte[] Values, float[] Scales)
+public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int GroupSize, sbyte[] Values, float[] Scales, sbyte[]? ZeroPoints = null)
 {
     /// <summary>Groups per row (1 for per channel).</summary>
     public int Groups => GroupSize == 0 ? 1 : K / GroupSize;
@@ -15,12 +16,15 @@ public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int Group
     /// <summary>Scale of element (n, k).</summary>
     public float ScaleAt(int n, int k) => Scales[n * Groups + (GroupSize == 0 ? 0 : k / GroupSize)];
 
+    /// <summary>Zero point of element (n, k) (0 when symmetric).</summary>
+    public int ZeroPointAt(int n, int k) => ZeroPoints is null ? 0 : ZeroPoints[n * Groups + (GroupSize == 0 ? 0 : k / GroupSize)];
+
     /// <summary>The dequantized matrix [N, K].</summary>
     public float[] Dequantize()
     {
         var w = new float[N * K];
         for (int n = 0; n < N; n++)
-            for (int k = 0; k < K; k++) w[n * K + k] = Values[n * K + k] * ScaleAt(n, k);
+            for (int k = 0; k < K; k++) w[n * K + k] = (Values[n * K + k] - ZeroPointAt(n, k)) * ScaleAt(n, k);
         return w;
     }
 }
@@ -58,6 +62,33 @@ public static class WeightQuantizer
                 for (int j = 0; j < g; j++) q[r * k + gi * g + j] = (sbyte)Quantizer.QuantizeInt(slice[j], s, 0, format);
             }
         return new QuantizedWeight(format, n, k, groupSize, q, scales);
+    }
+
+    /// <summary>
+    /// Asymmetric round-to-nearest with min-max scales per channel (or group): the range [min(w, 0),
+    /// max(w, 0)] is spread over the format's full grid and a zero point shifts it, as OutlierTune's
+    /// reference code quantizes weights. <paramref name="w"/> is [N, K].
+    /// </summary>
+    public static QuantizedWeight RtnAsymmetric(ReadOnlySpan<float> w, int n, int k, QuantFormat format, int groupSize = 0)
+    {
+        CheckShape(n, k, groupSize, format);
+        int g = groupSize == 0 ? k : groupSize, groups = k / g;
+        var q = new sbyte[n * k];
+        var scales = new float[n * groups];
+        var zps = new sbyte[n * groups];
+        double qmin = format.Min, qmax = format.Max;
+        for (int r = 0; r < n; r++)
+            for (int gi = 0; gi < groups; gi++)
+            {
+                var slice = w.Slice(r * k + gi * g, g);
+                float lo = Math.Min(TensorPrimitives.Min(slice), 0f), hi = Math.Max(TensorPrimitives.Max(slice), 0f);
+                float s = hi > lo ? (float)((hi - lo) / (qmax - qmin)) : 1f;
+                int zp = (int)Math.Clamp(Math.Round(qmin - lo / s, MidpointRounding.ToEven), qmin, qmax);
+                scales[r * groups + gi] = s;
+                zps[r * groups + gi] = (sbyte)zp;
+                for (int j = 0; j < g; j++) q[r * k + gi * g + j] = (sbyte)Quantizer.QuantizeInt(slice[j], s, zp, format);
+            }
+        return new QuantizedWeight(format, n, k, groupSize, q, scales, zps);
     }
 
     /// <summary>

@@ -15,6 +15,9 @@ public sealed class LayerPlan(string name)
     /// <summary>Group size along K for per_group weights.</summary>
     public int GroupSize { get; set; }
 
+    /// <summary>Symmetric weights (zero point 0) or asymmetric min-max weights with a zero point per scale.</summary>
+    public bool WeightSymmetric { get; set; } = true;
+
     /// <summary>Weight rounding method (rtn, gptq, flexround, lrq).</summary>
     public string WeightMethod { get; set; } = "rtn";
 
@@ -42,7 +45,7 @@ public sealed class LayerPlan(string name)
     /// <summary>A one-line summary, e.g. "int8 W (per_channel, rtn) / int8 A (static, minmax); smoothed α=0.5".</summary>
     public override string ToString()
     {
-        string w = WeightFormat is "fp32" or "fp16" ? $"{WeightFormat} W" : $"{WeightFormat} W ({WeightGranularity}{(GroupSize > 0 ? $" g{GroupSize}" : "")}, {WeightMethod})";
+        string w = WeightFormat is "fp32" or "fp16" ? $"{WeightFormat} W" : $"{WeightFormat} W ({WeightGranularity}{(GroupSize > 0 ? $" g{GroupSize}" : "")}{(WeightSymmetric ? "" : " asym")}, {WeightMethod})";
         string a = ActivationFormat == "fp32" ? "fp32 A" : $"{ActivationFormat} A ({ActivationMode}{(RangeMethod is null ? "" : ", " + RangeMethod)})";
         return Transforms.Count == 0 ? $"{w} / {a}" : $"{w} / {a}; {string.Join(", ", Transforms)}";
     }
