@@ -17,6 +17,10 @@ public static class Builtins
         r.Register(new PassInfo("symmetrize", PassKind.FunctionPreserving, "OutlierTune: centre each channel's range, shift folded into β and the biases", _ => new SymmetrizePass()));
         r.Register(new PassInfo("online_hadamard", PassKind.FunctionPreserving, "QuaRot R4: Hadamard on the inputs of matching layers (layers: regex, default down_proj$), inverse fused into the weights (portable: MatMul instead of ai.quantc.Hadamard)",
             p => new OnlineHadamardPass(p.GetString("layers", "down_proj$"), p.GetBool("portable", false))));
+        r.Register(new PassInfo("rotate_residual", PassKind.FunctionPreserving, "QuaRot R1: rotate the residual stream by a seeded randomised Hadamard fused into the embedding and every layer writing or reading it (needs fold_norm first; seed)",
+            p => new RotateResidualPass(p.GetInt("seed", 0))));
+        r.Register(new PassInfo("rotate_head", PassKind.FunctionPreserving, "QuaRot R2: per-head randomised Hadamard fused into v_proj's outputs and o_proj's inputs (layers: regex, default v_proj$; seed); the value cache stays rotated",
+            p => new RotateHeadPass(p.GetString("layers", "v_proj$"), p.GetInt("seed", 1))));
         r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, activations, mode, exclude)",
             p => new QuantizePass(
                 p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp16", "fp32"),
