@@ -43,6 +43,8 @@ public static class Builtins
         r.Register(new PassInfo("weights", PassKind.Decision, "round the weights (method: rtn|gptq, damp)",
             p => new WeightsPass(p.GetChoice("method", "rtn", "rtn", "gptq"), p.GetDouble("damp", 0.01))));
         r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
+        r.Register(new PassInfo("lower_w4a8", PassKind.Lowering, "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq (portable: lower_qdq only, standard ONNX)",
+            p => new LowerW4A8Pass(p.GetBool("portable", false))));
         return r;
     }
 
@@ -134,6 +136,38 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
               - weights: { method: gptq }
               - lower_qdq
+            """,
+        ["w4a8"] = """
+            name: w4a8
+            description: naive W4A8 baseline (no rotation) — int4 weights blocked along K (group 32, GPTQ), int8 per-token dynamic activations; ai.quantc.MatMulInt4Int8 where it fits
+            passes:
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
+              - weights: { method: gptq }
+              - lower_w4a8
+            """,
+        ["quarot-w4a8"] = """
+            name: quarot-w4a8
+            description: QuaRot (Ashkboos et al. 2024) — norms folded, residual stream rotated (R1), per-head value/output rotation (R2), online Hadamard on down_proj's input (R4), then int4 weights (group 32, GPTQ) and int8 per-token dynamic activations; ai.quantc.MatMulInt4Int8 where it fits
+            passes:
+              - fold_norm
+              - rotate_residual: { seed: 0 }
+              - rotate_head: { seed: 1 }
+              - online_hadamard: { layers: "down_proj$" }
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
+              - weights: { method: gptq }
+              - lower_w4a8
+            """,
+        ["quarot-w4a8-portable"] = """
+            name: quarot-w4a8-portable
+            description: quarot-w4a8 in standard ONNX only — R4 as a MatMul by a constant Hadamard matrix, int4 blocked DequantizeLinear weights, per-token int8 fake quantization in float ops
+            passes:
+              - fold_norm
+              - rotate_residual: { seed: 0 }
+              - rotate_head: { seed: 1 }
+              - online_hadamard: { layers: "down_proj$", portable: true }
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
+              - weights: { method: gptq }
+              - lower_w4a8: { portable: true }
             """,
     };
 
