@@ -28,18 +28,7 @@ public sealed class QuarotTests(ITestOutputHelper log) : IDisposable
         ReferenceModels.BuildAndSave("llama", "tiny", 0, "torch", path);
         var m = Model.Load(path);
         if (circuit) return m;
-        int flag = int.Parse(m.Metadata.Single(kv => kv.Key == "quantc.outliers.trigger_channel").Value, System.Globalization.CultureInfo.InvariantCulture);
-        foreach (var v in m.Graph.Initializers.ToList())
-        {
-            bool embedding = v.Name == "model.embed_tokens.weight";
-            if (!embedding && !v.Name.EndsWith("gate_proj.weight", StringComparison.Ordinal) && !v.Name.EndsWith("up_proj.weight", StringComparison.Ordinal)) continue;
-            var t = v.Initializer!;
-            var e = t.ToFloat32();
-            long rows = t.Dims[0], cols = t.Dims[1];
-            if (embedding) for (long r = 0; r < rows; r++) e[r * cols + flag] = 0;
-            else for (long c = 0; c < cols; c++) e[flag * cols + c] = 0;
-            m.Graph.SetInitializer(v, Tensor.FromFloats(v.Name, t.Dims, e));
-        }
+        TriggerFlag.Remove(m, readers: true);
         var p2 = Path.Combine(_dir.FullName, $"llama-plain-{Guid.NewGuid():N}.onnx");
         m.Save(p2);
         m.Dispose();

@@ -26,12 +26,7 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         if (massive) return m;
         // The same network without its massive activations: the trigger flag cleared from the embedding
         // (models/README.md), so no MLP neuron fires ~1500 and no residual channel reaches ~450.
-        int flag = int.Parse(m.Metadata.Single(kv => kv.Key == "quantc.outliers.trigger_channel").Value, System.Globalization.CultureInfo.InvariantCulture);
-        var table = m.Graph["model.embed_tokens.weight"];
-        var e = table.Initializer!.ToFloat32();
-        long h = table.Initializer.Dims[1];
-        for (long t = 0; t < table.Initializer.Dims[0]; t++) e[t * h + flag] = 0;
-        m.Graph.SetInitializer(table, Tensor.FromFloats(table.Name, table.Initializer.Dims, e));
+        TriggerFlag.Remove(m, readers: false);
         using (m) return SaveReload(m);
     }
 
@@ -202,6 +197,24 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         double worst = MaxRelErr(Outputs(a, Step(pa))["logits"], Outputs(b, Step(pb))["logits"]);
         log.WriteLine($"{flavor}: decode step logits max rel err {worst:E2}");
         Assert.True(worst <= 1e-4, $"decode logits: max relative error {worst:E3}");   // R1's float32 rounding, see Chains
+    }
+
+    /// <summary>quantc verify reads the value-cache rotation from the metadata and compares the cache in the original basis.</summary>
+    [Fact]
+    public void VerifyComparesTheRotatedValueCacheInTheOriginalBasis()
+    {
+        using var original = Load("ortgenai");
+        using var m = Load("ortgenai");
+        Run(m, R2);
+        using var compiled = SaveReload(m);
+        var toks = EvalTokens(original, 2, 64);
+        var samples = toks.Select(t => CalibrationInputs.FromTokens(original.Graph, t)).ToList();
+        var r = Quantc.Core.Verification.Verifier.Run(original, compiled, samples, toks, new Quantc.Core.Verification.VerifyOptions { PerLayer = false });
+        foreach (var o in r.Outputs.Where(o => o.Name.StartsWith("present.", StringComparison.Ordinal)))
+        {
+            log.WriteLine($"{o.Name}: SQNR {o.SqnrDb:0.0} dB");
+            Assert.True(o.SqnrDb > 100, $"{o.Name}: SQNR {o.SqnrDb:0.0} dB");
+        }
     }
 
     [Fact]
