@@ -105,7 +105,7 @@ internal sealed class ResidualStream
         bool FeedsNorm(Value v) => v.Uses.Any(u => normOf.TryGetValue(u.Node, out var n) && (ReferenceEquals(n.Input, v) || ReferenceEquals(n.Skip, v)));
 
         var embeddings = g.Nodes.Where(n => n.Is("Gather") && n.GetInt("axis", 0) == 0 && n.Inputs[0]?.Initializer is { Dims.Length: 2 } && FeedsNorm(n.Output)).ToList();
-        if (embeddings.Count == 0) throw Refuse("no embedding found (a Gather on a [vocab, hidden] initializer whose output feeds a norm)");
+        if (embeddings.Count == 0) throw Refuse("no embedding found: a Gather on a [vocab, hidden] initializer whose output feeds an RMSNorm directly (LLaMA- or Mamba-style pre-norm models; learned position embeddings and LayerNorm are not handled)");
         if (embeddings.Count > 1) throw Refuse($"{embeddings.Count} embedding-like Gathers feed norms ({string.Join(", ", embeddings.Select(n => n.Name))}); only one token embedding is handled");
         var embedding = embeddings[0];
         var table = embedding.Inputs[0]!;

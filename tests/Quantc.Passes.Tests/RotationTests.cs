@@ -168,6 +168,34 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         Assert.True(e <= 1e-4, $"logits: max relative error {e:E3} > 1e-5");
     }
 
+    /// <summary>R1 also applies to Mamba (RMSNorm pre-norm, in_proj reads, out_proj writes the residual): logits and states unchanged.</summary>
+    [Fact]
+    public void ResidualRotationPreservesMamba()
+    {
+        Model Mamba()
+        {
+            var path = Path.Combine(_dir.FullName, $"mamba-{Guid.NewGuid():N}.onnx");
+            ReferenceModels.BuildAndSave("mamba", "tiny", 0, "torch", path);
+            return Model.Load(path);
+        }
+        using var original = Mamba();
+        using var m = Mamba();
+        var ctx = Run(m, R1);
+        Assert.Contains(ctx.Log, l => l.StartsWith("rotate_residual: randomised Hadamard 128", StringComparison.Ordinal));
+        using var compiled = SaveReload(m);
+        using var a = OrtModel.CreateSession(original);
+        using var b = OrtModel.CreateSession(compiled);
+        var sample = CalibrationInputs.FromTokens(original.Graph, EvalTokens(original, 1, 64)[0]);
+        var oa = Outputs(a, sample);
+        var ob = Outputs(b, sample);
+        foreach (var (name, va) in oa)
+        {
+            double e = MaxRelErr(va, ob[name]);
+            if (name == "logits") log.WriteLine($"mamba R1: logits max rel err {e:E2}");
+            Assert.True(e <= 1e-5, $"{name}: max relative error {e:E3}");
+        }
+    }
+
     /// <summary>Decoding with the rotated value cache the model returned gives the original model's next-token logits.</summary>
     [Theory]
     [InlineData("torch")]
