@@ -2,6 +2,7 @@ using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
 using Quantc.Ir.Analysis;
+using Quantc.Ir.Patterns;
 using Quantc.Onnx;
 
 namespace Quantc.Passes;
@@ -166,11 +167,18 @@ internal sealed class ResidualStream
             }
         }
 
-        foreach (var u in normed)
+        for (int i = 0; i < normed.Count; i++)
         {
+            var u = normed[i];
             if (u.IsGraphOutput) throw Refuse($"norm output '{u.Name}' is a graph output");
             foreach (var use in u.Uses)
             {
+                // A Reshape that keeps the hidden axis last and whole (tokens flattened for a Gemm) keeps the rotation.
+                if (use.Node.Is("Reshape") && use.InputIndex == 0 && Constants.Ints(Constants.Of(use.Node.Inputs[1])) is { Length: > 0 } shape && shape[^1] == d)
+                {
+                    normed.Add(use.Node.Output);
+                    continue;
+                }
                 var reader = map.Linears.FirstOrDefault(l => ReferenceEquals(l.Node, use.Node) && ReferenceEquals(l.Input, u));
                 if (reader is null) throw Refuse($"norm output '{u.Name}' feeds {use.Node.OpType} '{use.Node.Name}', not a linear layer");
                 if (reader.InFeatures != d) throw Refuse($"{reader.Name} reads {reader.InFeatures} features of a {d}-wide stream");
