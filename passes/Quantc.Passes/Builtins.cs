@@ -18,6 +18,10 @@ public static class Builtins
             p => new SymmetrizePass(p.GetChoice("shift", "range_centre", "range_centre", "mean_centre") == "mean_centre")));
         r.Register(new PassInfo("online_hadamard", PassKind.FunctionPreserving, "QuaRot R4: Hadamard on the inputs of matching layers (layers: regex, default down_proj$), inverse fused into the weights (portable: MatMul instead of ai.quantc.Hadamard)",
             p => new OnlineHadamardPass(p.GetString("layers", "down_proj$"), p.GetBool("portable", false))));
+        r.Register(new PassInfo("rotate_residual", PassKind.FunctionPreserving, "QuaRot R1: rotate the residual stream by a seeded randomised Hadamard fused into the embedding and every layer writing or reading it (needs fold_norm first; seed)",
+            p => new RotateResidualPass(p.GetInt("seed", 0))));
+        r.Register(new PassInfo("rotate_head", PassKind.FunctionPreserving, "QuaRot R2: per-head randomised Hadamard fused into v_proj's outputs and o_proj's inputs (layers: regex, default v_proj$; seed); the value cache stays rotated",
+            p => new RotateHeadPass(p.GetString("layers", "v_proj$"), p.GetInt("seed", 1))));
         r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, symmetric, activations, mode, dynamic, exclude)",
             p => new QuantizePass(
                 p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp16", "fp32"),
@@ -44,6 +48,8 @@ public static class Builtins
         r.Register(new PassInfo("lower_matmulnbits", PassKind.Lowering, "emit com.microsoft MatMulNBits for int4 blocked weight-only layers (accuracy_level 0–4); run before lower_qdq",
             p => new LowerMatMulNBitsPass(AccuracyLevel(p.GetInt("accuracy_level", 0)))));
         r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
+        r.Register(new PassInfo("lower_w4a8", PassKind.Lowering, "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq (portable: lower_qdq only, standard ONNX)",
+            p => new LowerW4A8Pass(p.GetBool("portable", false))));
         return r;
     }
 
@@ -129,6 +135,38 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
               - weights: { method: gptq }
               - lower_qdq
+            """,
+        ["w4a8"] = """
+            name: w4a8
+            description: naive W4A8 baseline (no rotation) — int4 weights blocked along K (group 32, GPTQ), int8 per-token dynamic activations; ai.quantc.MatMulInt4Int8 where it fits
+            passes:
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
+              - weights: { method: gptq }
+              - lower_w4a8
+            """,
+        ["quarot-w4a8"] = """
+            name: quarot-w4a8
+            description: QuaRot (Ashkboos et al. 2024) — norms folded, residual stream rotated (R1), per-head value/output rotation (R2), online Hadamard on down_proj's input (R4), then int4 weights (group 32, GPTQ) and int8 per-token dynamic activations; ai.quantc.MatMulInt4Int8 where it fits
+            passes:
+              - fold_norm
+              - rotate_residual: { seed: 0 }
+              - rotate_head: { seed: 1 }
+              - online_hadamard: { layers: "down_proj$" }
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
+              - weights: { method: gptq }
+              - lower_w4a8
+            """,
+        ["quarot-w4a8-portable"] = """
+            name: quarot-w4a8-portable
+            description: quarot-w4a8 in standard ONNX only — R4 as a MatMul by a constant Hadamard matrix, int4 blocked DequantizeLinear weights, per-token int8 fake quantization in float ops
+            passes:
+              - fold_norm
+              - rotate_residual: { seed: 0 }
+              - rotate_head: { seed: 1 }
+              - online_hadamard: { layers: "down_proj$", portable: true }
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
+              - weights: { method: gptq }
+              - lower_w4a8: { portable: true }
             """,
     };
 

@@ -51,6 +51,7 @@ public static class Verifier
             if (!compiled.Graph.Outputs.Any(v => v.Name == o))
                 throw new BadInputException($"the compiled model has no output '{o}' (the original has)");
 
+        var rotated = RotatedOutputs(compiled);
         var pairs = options.PerLayer ? MapIntermediates(original, compiled) : [];
         var outErr = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var layerErr = pairs.ToDictionary(p => p.Compiled, _ => new ErrorAccumulator(), StringComparer.Ordinal);
@@ -79,6 +80,7 @@ public static class Verifier
                     bool isOutputTensor = gi == 0 && k < outputs.Count;
                     var a = AsFloat(ro[k], isOutputTensor);
                     var b = AsFloat(rc[k], isOutputTensor);
+                    if (isOutputTensor && b is not null && rotated.TryGetValue(compNames[k], out var rot)) rot.ApplyInverseChunks(b);
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its original '{origNames[k]}' has {a.Length}");
@@ -111,6 +113,24 @@ public static class Verifier
             outputs.Select(o => new OutputError(o, outErr[o].SqnrDb, outErr[o].Cosine, outErr[o].MaxAbsError, outErr[o].Count)).ToList(),
             hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
             layers);
+    }
+
+    /// <summary>Outputs a rotation pass left in a rotated basis (QuaRot's value cache), from the model's metadata: "HEAD:SEED:OUT,OUT|…".</summary>
+    private static Dictionary<string, Quantc.Core.Numerics.Rotation> RotatedOutputs(Model compiled)
+    {
+        var map = new Dictionary<string, Quantc.Core.Numerics.Rotation>(StringComparer.Ordinal);
+        var entry = compiled.Metadata.FirstOrDefault(kv => kv.Key == "quantc.value_cache_rotation").Value;
+        if (string.IsNullOrEmpty(entry)) return map;
+        foreach (var group in entry.Split('|'))
+        {
+            var parts = group.Split(':', 3);
+            if (parts.Length != 3 || !long.TryParse(parts[0], System.Globalization.CultureInfo.InvariantCulture, out long size) || size <= 0
+                || !int.TryParse(parts[1], System.Globalization.CultureInfo.InvariantCulture, out int seed))
+                throw new BadInputException($"the compiled model's metadata quantc.value_cache_rotation is malformed: '{group}'");
+            var r = Quantc.Core.Numerics.Rotation.Create(size, seed);
+            foreach (var o in parts[2].Split(',', StringSplitOptions.RemoveEmptyEntries)) map[o] = r;
+        }
+        return map;
     }
 
     private sealed record Pair(string Compiled, string Original, long Bytes);

@@ -1,0 +1,92 @@
+using Quantc.Core.Numerics;
+using Quantc.Core.Pipeline;
+using Quantc.Core.Runtime;
+using Quantc.Ir;
+using Quantc.Ir.Analysis;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// LowerW4A8: layers planned with int4 blocked weights and int8 per-token dynamic activations become
+/// <c>ai.quantc.MatMulInt4Int8</c>: per token s = max|x|/127, A = QuantizeLinear(x / s, 1, int8) (round
+/// half to even, saturating), Y = MatMulInt4Int8(A, 1, W_int4, W_scale)·s (+ b) — exact integer sums per
+/// group, the per-token scale applied to the output rows (the op takes one A scale, and Y is linear in it).
+/// Layers read by the same input share one quantization. Where the op's schema does not fit (K not a
+/// multiple of 64, group size other than 32/64/128, a transposed Gemm weight), and for every layer with
+/// <c>portable</c>, the standard lowering of <see cref="LowerQdqPass"/> is used instead (blocked int4
+/// DequantizeLinear, per-token fake quantization in float ops), as it is for everything else in the plan.
+/// </summary>
+public sealed class LowerW4A8Pass(bool portable) : IPass
+{
+    public string Name => "lower_w4a8";
+    public PassKind Kind => PassKind.Lowering;
+
+    public void Run(PassContext ctx)
+    {
+        var g = ctx.Model.Graph;
+        if (!portable)
+        {
+            var quantized = new Dictionary<Value, (Value A, Value Scale)>(ReferenceEqualityComparer.Instance);
+            int lowered = 0;
+            foreach (var l in LayerAnalysis.Analyze(g).Linears)
+            {
+                if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != "int4" || plan.ActivationFormat != "int8" || plan.ActivationMode != "dynamic") continue;
+                if (plan.QuantizedWeight is not { } q) continue;
+                string? why = l.InFeatures % 64 != 0 ? $"K = {l.InFeatures} is not a multiple of 64"
+                    : q.GroupSize is not (32 or 64 or 128) ? $"group size {q.GroupSize} is not 32, 64 or 128"
+                    : l.WeightIsOutByIn ? "a transposed Gemm weight" : null;
+                if (why is not null)
+                {
+                    plan.Reasons.Add($"lower_w4a8: standard QDQ, not MatMulInt4Int8: {why}");
+                    continue;
+                }
+                if (!quantized.TryGetValue(l.Input, out var a)) quantized[l.Input] = a = QuantizePerToken(ctx, g, l);
+                Emit(ctx, g, l, q, a.A, a.Scale);
+                plan.Reasons.Add("lower_w4a8: ai.quantc.MatMulInt4Int8 (int8 per-token activations × int4 blocked weights)");
+                lowered++;
+            }
+            if (lowered > 0) ctx.Log.Add($"lower_w4a8: {lowered} layers as ai.quantc.MatMulInt4Int8, {quantized.Count} per-token activation quantizations");
+        }
+        new LowerQdqPass().Run(ctx);   // everything else; removes the float weights left unused
+    }
+
+    /// <summary>(A int8, s) for x: s = max(max|x_token|, 1e-12)/127 [..., 1], A = QuantizeLinear(x / s, 1, 0).</summary>
+    private static (Value A, Value Scale) QuantizePerToken(PassContext ctx, Graph g, LinearLayer l)
+    {
+        var x = l.Input;
+        var before = x.Uses.Select(u => u.Node).Where(n => ReferenceEquals(n.Graph, g)).OrderBy(n => g.Nodes.ToList().IndexOf(n)).First();
+        string p = l.Name + "/act_q8";
+        Node Op(string op, string suffix, params Value[] inputs) => g.AddNode(op, inputs, name: g.UniqueName(p + suffix), before: before);
+        var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));
+        var max = Op("ReduceMax", "_max", Op("Abs", "_abs", x).Output, axes);
+        max.SetAttribute("keepdims", 1L);
+        var eps = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_eps"), [], [1e-12f]));
+        var levels = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_levels"), [], [127f]));
+        var s = Op("Div", "_scale", Op("Max", "_floor", max.Output, eps).Output, levels).Output;
+        var one = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_one"), [], [1f]));
+        var zp = g.AddInitializer(Tensor.FromValues(g.UniqueName(p + "_zero_point"), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[0]));
+        var a = Op("QuantizeLinear", "", Op("Div", "_div", x, s).Output, one, zp).Output;
+        ctx.Provenance.Record(a.Name, x.Name);
+        return (a, s);
+    }
+
+    private static void Emit(PassContext ctx, Graph g, LinearLayer l, QuantizedWeight q, Value a, Value s)
+    {
+        ctx.Model.SetOpset(CustomOps.Domain, 1);
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        var b = g.AddInitializer(Tensor.FromBytes(g.UniqueName(l.Weight.Name + "_int4"), (int)DT.Uint8, [n, k / 2], Int4Packing.PackChunked(q.Values, n, k)));
+        var bs = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Weight.Name + "_scale"), [n, q.Groups], q.Scales));
+        var one = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_a_scale"), [], [1f]));
+        var mm = g.AddNode("MatMulInt4Int8", [a, one, b, bs], domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/MatMulInt4Int8"), before: l.Node);
+        mm.SetAttribute("group_size", (long)q.GroupSize);
+        // The product per token takes over the MatMul's output name, so the bias Add, graph outputs and provenance are unchanged.
+        var old = l.Node.Output;
+        string name = old.Name;
+        g.RenameValueUnique(old, name + "_float");
+        var y = g.AddNode("Mul", [mm.Output, s], name: g.UniqueName(l.Name + "/token_scale"), outputNames: [name], before: l.Node).Output;
+        g.ReplaceAllUses(old, y, includeGraphOutputs: true);
+        g.RemoveNode(l.Node);
+        ctx.Provenance.Record(b.Name, l.Weight.Name);
+    }
+}

@@ -1,0 +1,207 @@
+using Quantc.Core.Numerics;
+using Quantc.Core.Pipeline;
+using Quantc.Ir;
+using Quantc.Ir.Analysis;
+using Quantc.Ir.Patterns;
+using Quantc.Onnx;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// RotateResidual (QuaRot's R1): rotates the residual stream by a seeded orthogonal matrix Q (randomised
+/// Hadamard, <see cref="Rotation"/>), h' = h·Q, fused into the weights: the embedding table (E·Q), every
+/// layer writing the residual (o_proj, down_proj: W·Q, b·Q), every layer reading a norm of it (q/k/v,
+/// gate/up, lm_head: Qᵀ·W) — a tied lm_head is the embedding table itself and comes out right from E·Q.
+/// RMSNorm commutes with Q once γ is folded (fold_norm): mean(x²) over the hidden axis is ‖x‖²/d, which
+/// Q preserves, so ε and the mean are untouched (decomposed, SimplifiedLayerNormalization and
+/// SkipSimplifiedLayerNormalization alike; the skip sum is linear). Function-preserving. The pass walks the
+/// residual stream from the embedding and refuses the whole model, with the reason, when anything reads
+/// the stream that does not commute with a rotation (a LayerNorm, an unfolded γ, a graph output, another op).
+/// </summary>
+public sealed class RotateResidualPass(int seed) : IPass
+{
+    public string Name => "rotate_residual";
+    public PassKind Kind => PassKind.FunctionPreserving;
+
+    public void Run(PassContext ctx)
+    {
+        var g = ctx.Model.Graph;
+        var map = LayerAnalysis.Analyze(g);
+        var stream = ResidualStream.Find(g, map);
+        var q = Rotation.Create(stream.Hidden, seed);
+
+        var table = stream.Embedding.Inputs[0]!;
+        var e = table.Initializer!.ToFloat32();
+        q.ApplyChunks(e);
+        g.SetInitializer(table, Tensor.FromFloats(table.Name, table.Initializer.Dims, e));
+
+        foreach (var w in stream.Writers)
+        {
+            RotatedWeights.Outputs(g, w, q);
+            ctx.Plan[w.Name].Transforms.Add("R1: output rotated into the residual basis");
+        }
+        foreach (var r in stream.Readers)
+        {
+            if (ReferenceEquals(r.Weight, table)) { ctx.Plan[r.Name].Transforms.Add("R1: tied to the rotated embedding"); continue; }
+            RotatedWeights.Inputs(g, r, q);
+            ctx.Plan[r.Name].Transforms.Add("R1: input rotated back (Qᵀ·W)");
+        }
+        foreach (var b in stream.SkipBiases) RotatedWeights.Vector(g, b, q);
+        ctx.Log.Add($"rotate_residual: {q.Description} fused into the embedding '{table.Name}', {stream.Writers.Count} residual writers, " +
+            $"{stream.Readers.Count} readers, through {stream.Norms.Count} norms");
+        if (!q.IsHadamard) ctx.Log.Add($"rotate_residual: hidden size {stream.Hidden} has no Hadamard matrix: used a seeded random orthogonal matrix instead");
+    }
+}
+
+/// <summary>A rotation fused into a linear layer's weights, chunk by chunk of the rotation's order (whole rows for R1, heads for R2).</summary>
+internal static class RotatedWeights
+{
+    /// <summary>Output side: W ← W·diag(Q, …, Q), b ← b·diag(Q, …).</summary>
+    public static void Outputs(Graph g, LinearLayer l, Rotation q)
+    {
+        var kn = Weights.Read(l);
+        q.ApplyChunks(kn);                      // each row of [K, N], chunk by chunk
+        Weights.Write(g, l, kn);
+        if (l.Bias is { } b) Vector(g, b, q);
+    }
+
+    /// <summary>Input side: W ← diag(Qᵀ, …)·W, column by column: Qᵀ·w_c = (w_cᵀ·Q)ᵀ.</summary>
+    public static void Inputs(Graph g, LinearLayer l, Rotation q)
+    {
+        var kn = Weights.Read(l);
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        var nk = new float[kn.Length];
+        for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
+        q.ApplyChunks(nk);
+        for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) kn[j * n + c] = nk[c * k + j];
+        Weights.Write(g, l, kn);
+    }
+
+    /// <summary>A constant vector (a bias) rotated: v ← v·diag(Q, …).</summary>
+    public static void Vector(Graph g, Value v, Rotation q)
+    {
+        var t = v.Initializer!;
+        var b = t.ToFloat32();
+        q.ApplyChunks(b);
+        g.SetInitializer(v, Tensor.FromFloats(v.Name, t.Dims, b));
+    }
+}
+
+/// <summary>The residual stream of a pre-norm transformer, from its embedding: who writes it, which norms read it, which layers read the norms.</summary>
+internal sealed class ResidualStream
+{
+    public required Node Embedding { get; init; }
+    public required long Hidden { get; init; }
+    public List<LinearLayer> Writers { get; } = [];
+    public List<LinearLayer> Readers { get; } = [];
+    public List<NormInfo> Norms { get; } = [];
+    public List<Value> SkipBiases { get; } = [];
+
+    /// <summary>Walks the stream; a <see cref="BadInputException"/> with the reason when it cannot be rotated.</summary>
+    public static ResidualStream Find(Graph g, LayerMap map)
+    {
+        static Exception Refuse(string why) => new BadInputException($"rotate_residual: cannot rotate the residual stream: {why}");
+        var normOf = new Dictionary<Node, NormInfo>(ReferenceEqualityComparer.Instance);
+        foreach (var n in map.Norms) foreach (var node in n.Nodes) normOf[node] = n;
+        bool FeedsNorm(Value v) => v.Uses.Any(u => normOf.TryGetValue(u.Node, out var n) && (ReferenceEquals(n.Input, v) || ReferenceEquals(n.Skip, v)));
+
+        var embeddings = g.Nodes.Where(n => n.Is("Gather") && n.GetInt("axis", 0) == 0 && n.Inputs[0]?.Initializer is { Dims.Length: 2 } && FeedsNorm(n.Output)).ToList();
+        if (embeddings.Count == 0) throw Refuse("no embedding found: a Gather on a [vocab, hidden] initializer whose output feeds an RMSNorm directly (LLaMA- or Mamba-style pre-norm models; learned position embeddings and LayerNorm are not handled)");
+        if (embeddings.Count > 1) throw Refuse($"{embeddings.Count} embedding-like Gathers feed norms ({string.Join(", ", embeddings.Select(n => n.Name))}); only one token embedding is handled");
+        var embedding = embeddings[0];
+        var table = embedding.Inputs[0]!;
+        long d = table.Initializer!.Dims[1];
+        if (table.Initializer.DataType != (int)Onnx.Proto.TensorProto.Types.DataType.Float) throw Refuse($"the embedding '{table.Name}' is not float32");
+        var s = new ResidualStream { Embedding = embedding, Hidden = d };
+
+        var residual = new HashSet<Value>(ReferenceEqualityComparer.Instance) { embedding.Output };
+        var queue = new Queue<Value>([embedding.Output]);
+        var normed = new List<Value>();
+        var adds = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var byOutput = map.Linears.ToDictionary(l => l.Output, l => l, (IEqualityComparer<Value>)ReferenceEqualityComparer.Instance);
+
+        void Join(Value other, Node at)
+        {
+            if (residual.Contains(other)) return;
+            if (!byOutput.TryGetValue(other, out var w))
+                throw Refuse($"'{other.Name}' is added to the residual stream at {at.OpType} '{at.Name}' but is neither the stream nor the output of a linear layer");
+            if (other.Uses.Count != 1 || other.IsGraphOutput) throw Refuse($"{w.Name} writes the residual stream but its output is also used elsewhere");
+            if (w.OutFeatures != d) throw Refuse($"{w.Name} writes {w.OutFeatures} features into a residual stream of {d}");
+            if (w.Weight.Uses.Count != 1) throw Refuse($"{w.Name}'s weight is shared");
+            s.Writers.Add(w);
+        }
+
+        while (queue.Count > 0)
+        {
+            var v = queue.Dequeue();
+            if (v.IsGraphOutput) throw Refuse($"residual value '{v.Name}' is a graph output (it would come out rotated)");
+            foreach (var use in v.Uses)
+            {
+                var node = use.Node;
+                if (normOf.TryGetValue(node, out var norm))
+                {
+                    if (!ReferenceEquals(norm.Input, v) && !ReferenceEquals(norm.Skip, v))
+                        throw Refuse($"residual value '{v.Name}' enters the norm {norm.Name} other than as its input");
+                    if (s.Norms.Contains(norm)) continue;    // reached from its other input already
+                    CheckNorm(norm, d, Refuse);
+                    s.Norms.Add(norm);
+                    if (norm.Skip is { } skip) Join(ReferenceEquals(norm.Input, v) ? skip : norm.Input, norm.OutputNode);
+                    var fused = norm.OutputNode;
+                    if (norm.Skip is not null && fused.Inputs.Count > 3 && fused.Inputs[3] is { } bias)
+                    {
+                        if (bias.Initializer is null || bias.Uses.Count != 1) throw Refuse($"the bias of {norm.Name} is not an initializer of its own");
+                        s.SkipBiases.Add(bias);
+                    }
+                    normed.Add(norm.Output);
+                    if (norm.Skip is not null && fused.Outputs.Count > 3 && fused.Outputs[3] is { } sum && residual.Add(sum)) queue.Enqueue(sum);
+                    continue;
+                }
+                if (node.Is("Add") && node.Inputs.Count == 2)
+                {
+                    if (!adds.Add(node)) continue;
+                    Join(node.Inputs[1 - use.InputIndex]!, node);
+                    if (residual.Add(node.Output)) queue.Enqueue(node.Output);
+                    continue;
+                }
+                throw Refuse($"residual value '{v.Name}' feeds {node.OpType} '{node.Name}', which does not commute with a rotation");
+            }
+        }
+
+        for (int i = 0; i < normed.Count; i++)
+        {
+            var u = normed[i];
+            if (u.IsGraphOutput) throw Refuse($"norm output '{u.Name}' is a graph output");
+            foreach (var use in u.Uses)
+            {
+                // A Reshape that keeps the hidden axis last and whole (tokens flattened for a Gemm) keeps the rotation.
+                if (use.Node.Is("Reshape") && use.InputIndex == 0 && Constants.Ints(Constants.Of(use.Node.Inputs[1])) is { Length: > 0 } shape && shape[^1] == d)
+                {
+                    normed.Add(use.Node.Output);
+                    continue;
+                }
+                var reader = map.Linears.FirstOrDefault(l => ReferenceEquals(l.Node, use.Node) && ReferenceEquals(l.Input, u));
+                if (reader is null) throw Refuse($"norm output '{u.Name}' feeds {use.Node.OpType} '{use.Node.Name}', not a linear layer");
+                if (reader.InFeatures != d) throw Refuse($"{reader.Name} reads {reader.InFeatures} features of a {d}-wide stream");
+                bool tied = ReferenceEquals(reader.Weight, table);
+                if (tied && !reader.WeightIsOutByIn) throw Refuse($"{reader.Name} reads the embedding table '{table.Name}' as a [{d}, vocab] weight");
+                if (!tied && reader.Weight.Uses.Count != 1) throw Refuse($"{reader.Name}'s weight is shared");
+                s.Readers.Add(reader);
+            }
+        }
+        foreach (var use in table.Uses)
+            if (!ReferenceEquals(use.Node, embedding) && !s.Readers.Any(r => ReferenceEquals(r.Node, use.Node) && ReferenceEquals(r.Weight, table)))
+                throw Refuse($"the embedding table '{table.Name}' is also read by {use.Node.OpType} '{use.Node.Name}'");
+        if (s.Writers.Count == 0 || s.Readers.Count == 0) throw Refuse("no layer writes or reads the residual stream");
+        return s;
+    }
+
+    private static void CheckNorm(NormInfo norm, long d, Func<string, Exception> refuse)
+    {
+        if (norm.Kind != NormKind.RmsNorm) throw refuse($"{norm.Name} is a LayerNorm: its mean subtraction does not commute with a rotation");
+        if (norm.HiddenSize != d) throw refuse($"{norm.Name} normalises {norm.HiddenSize} channels of a {d}-wide stream");
+        var gamma = norm.Gamma.Initializer!.ToFloat32();
+        if (gamma.Any(x => x != gamma[0]))
+            throw refuse($"{norm.Name} has its γ not folded into the layers it feeds (run fold_norm before rotate_residual; see its log for why it was not folded)");
+        if (norm.Beta?.Initializer is { } bt && bt.ToFloat32().Any(x => x != 0)) throw refuse($"{norm.Name} has a non-zero β");
+    }
+}
