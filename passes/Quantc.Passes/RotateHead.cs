@@ -53,6 +53,7 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
                 done.Add(o);
                 ctx.Plan[o.Name].Transforms.Add("R2: input heads rotated back");
             }
+            foreach (var x in region.Values) if (!x.IsGraphOutput) ctx.Provenance.RecordTransformed(x.Name, "rotated");
             cacheOutputs.AddRange(region.GraphOutputs.Select(o => (o, region.HeadSize)));
             string via = region.GraphInputs.Count + region.GraphOutputs.Count > 0
                 ? $"; cache in the rotated basis: {string.Join(", ", region.GraphInputs.Concat(region.GraphOutputs))}" : "";
@@ -71,6 +72,9 @@ internal sealed class HeadRegion
     public List<LinearLayer> Readers { get; } = [];
     public List<string> GraphInputs { get; } = [];
     public List<string> GraphOutputs { get; } = [];
+
+    /// <summary>The values of the region (all in the rotated per-head basis).</summary>
+    public List<Value> Values { get; } = [];
 
     /// <summary>The region of <paramref name="v"/>, or null with the reason.</summary>
     public static HeadRegion? Follow(LinearLayer v, LayerMap map, out string? why)
@@ -190,6 +194,7 @@ internal sealed class HeadRegion
         }
         if (fail is null && region.Readers.Count == 0) fail = "its output reaches no linear layer";
         if (fail is not null) { why = fail; return null; }
+        region.Values.AddRange(seen.Keys);
         return region;
     }
 

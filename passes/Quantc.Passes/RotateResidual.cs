@@ -47,6 +47,7 @@ public sealed class RotateResidualPass(int seed) : IPass
             ctx.Plan[r.Name].Transforms.Add("R1: input rotated back (Qᵀ·W)");
         }
         foreach (var b in stream.SkipBiases) RotatedWeights.Vector(g, b, q);
+        foreach (var v in stream.RotatedValues) ctx.Provenance.RecordTransformed(v.Name, "rotated");
         ctx.Log.Add($"rotate_residual: {q.Description} fused into the embedding '{table.Name}', {stream.Writers.Count} residual writers, " +
             $"{stream.Readers.Count} readers, through {stream.Norms.Count} norms");
         if (!q.IsHadamard) ctx.Log.Add($"rotate_residual: hidden size {stream.Hidden} has no Hadamard matrix: used a seeded random orthogonal matrix instead");
@@ -96,6 +97,9 @@ internal sealed class ResidualStream
     public List<LinearLayer> Readers { get; } = [];
     public List<NormInfo> Norms { get; } = [];
     public List<Value> SkipBiases { get; } = [];
+
+    /// <summary>Every value carried in the rotated basis: the stream itself, the norms' outputs and the writers' outputs.</summary>
+    public List<Value> RotatedValues { get; } = [];
 
     /// <summary>Walks the stream; a <see cref="BadInputException"/> with the reason when it cannot be rotated.</summary>
     public static ResidualStream Find(Graph g, LayerMap map)
@@ -192,6 +196,9 @@ internal sealed class ResidualStream
             if (!ReferenceEquals(use.Node, embedding) && !s.Readers.Any(r => ReferenceEquals(r.Node, use.Node) && ReferenceEquals(r.Weight, table)))
                 throw Refuse($"the embedding table '{table.Name}' is also read by {use.Node.OpType} '{use.Node.Name}'");
         if (s.Writers.Count == 0 || s.Readers.Count == 0) throw Refuse("no layer writes or reads the residual stream");
+        s.RotatedValues.AddRange(residual);
+        s.RotatedValues.AddRange(s.Norms.Select(n => n.Output));
+        s.RotatedValues.AddRange(s.Writers.Select(w => w.Output));
         return s;
     }
 

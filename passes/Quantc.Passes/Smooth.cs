@@ -25,27 +25,28 @@ public sealed class SmoothPass(double alpha, bool throughMlp, bool powerOfTwo) :
     {
         var g = ctx.Model.Graph;
         var map = LayerAnalysis.Analyze(g);
-        var targets = new List<(Value Input, IReadOnlyList<LinearLayer> Readers, Action<float[]> DivideProducer, string Via)>();
+        var targets = new List<(Value Input, IReadOnlyList<LinearLayer> Readers, Action<float[]> DivideProducer, string Via, Value[] Changed)>();
         foreach (var norm in map.Norms)
         {
             var readers = NormReaders.Of(norm, map, out string? why);
             if (readers is null) { ctx.Log.Add($"smooth: {norm.Name} not smoothed: {why}"); continue; }
-            targets.Add((norm.Output, readers, s => DivideNorm(g, norm, s), norm.Name));
+            targets.Add((norm.Output, readers, s => DivideNorm(g, norm, s), norm.Name, [norm.Output]));
         }
         if (throughMlp)
             foreach (var l in map.Linears)
                 if (UpProjection(l, map) is { } up)
-                    targets.Add((l.Input, [l], s => DivideColumns(g, up, s), up.Name));
+                    targets.Add((l.Input, [l], s => DivideColumns(g, up, s), up.Name, [up.Node.Outputs[0]!, up.Output, l.Input]));
 
         if (targets.Count == 0) return;
         var stats = ctx.Calibrate(targets.Select(t => t.Input.Name).Distinct().ToList(), Name);
-        foreach (var (input, readers, divide, via) in targets)
+        foreach (var (input, readers, divide, via, changed) in targets)
         {
             int k = (int)readers[0].InFeatures;
             var weights = readers.Select(r => (Weights.Read(r), k, (int)r.OutFeatures)).ToList();
             var s = Smoothing.SmoothQuantFactors(stats[input.Name].ChannelAbsMax, Smoothing.WeightChannelAbsMax(weights, k), alpha);
             if (powerOfTwo) Smoothing.RoundToPowerOfTwo(s);
             divide(s);
+            foreach (var v in changed) ctx.Provenance.RecordTransformed(v.Name, "smoothed");
             for (int i = 0; i < readers.Count; i++)
             {
                 var (w, _, n) = weights[i];

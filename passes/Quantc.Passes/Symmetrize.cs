@@ -44,11 +44,15 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
             var beta = norm.Beta!.Initializer!.ToFloat32();
             for (int j = 0; j < beta.Length; j++) beta[j] -= z[j];
             g.SetInitializer(norm.Beta, Tensor.FromFloats(norm.Beta.Name, norm.Beta.Initializer.Dims, beta));
+            ctx.Provenance.RecordTransformed(norm.Output.Name, "shifted");
             foreach (var l in readers)
             {
                 var w = Weights.Read(l);
                 var bias = Smoothing.CompensateBias(w, (int)l.InFeatures, (int)l.OutFeatures, z, l.Bias?.Initializer?.ToFloat32() ?? []);
+                string result = l.Output.Name;
                 Weights.WriteBias(g, l, bias, new PassContextBias(ctx));
+                // x·W before the bias now lacks z·W (the bias gives it back): only the layer's result is unchanged.
+                if (l.Node.Outputs[0] is { } product && product.Name != result) ctx.Provenance.RecordTransformed(product.Name, "shifted");
                 ctx.Plan[l.Name].Transforms.Add($"symmetrized via {norm.Name}");
             }
             double before = st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => Math.Max(Math.Abs(hi), Math.Abs(lo))).Max();

@@ -228,6 +228,38 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         Assert.True(shrunk >= norms.Count / 2, $"only {shrunk} of {norms.Count} shifted norm outputs got a clearly smaller range");
     }
 
+    /// <summary>
+    /// verify's per-layer rows compare only tensors that carry the original's values: a norm output that
+    /// smooth divided, symmetrize shifted or rotate_residual rotated (and the quantized copies standing for
+    /// it) is recorded as transformed and left out, instead of being reported against the untransformed
+    /// original as a meaningless error. Tensors that passes left alone (the layers' results) are still compared.
+    /// </summary>
+    [Theory]
+    [InlineData("llama", "smoothquant")]
+    [InlineData("opt", "outliertune")]
+    [InlineData("llama", "quarot-w4a8-portable")]
+    public void VerifyLeavesTransformedTensorsOut(string arch, string recipe)
+    {
+        using var original = Load(arch);
+        using var m = Load(arch);
+        var normOutputs = Quantc.Ir.Analysis.LayerAnalysis.Analyze(original.Graph).Norms.Select(n => n.Output.Name).ToHashSet(StringComparer.Ordinal);
+        using var compiled = Compile(m, Builtins.Recipes[recipe]);
+        var prov = Provenance.Of(compiled);
+        Assert.Contains(normOutputs, prov.IsTransformed);
+        var (samples, tokens) = Data(original, "eval.txt", 2);
+        var r = Verifier.Run(original, compiled, samples, tokens);
+        Assert.NotEmpty(r.Layers);
+        foreach (var row in r.Layers)
+        {
+            Assert.False(prov.IsTransformed(row.CompiledName), $"{row.CompiledName} is transformed but was compared with {row.OriginalName}");
+            Assert.DoesNotContain(row.OriginalName, normOutputs.Where(prov.IsTransformed));
+        }
+        // The linear layers' results are the same function of the input: they stay in the comparison.
+        var results = Quantc.Ir.Analysis.LayerAnalysis.Analyze(original.Graph).Linears.Select(l => l.Output.Name).ToHashSet(StringComparer.Ordinal);
+        Assert.Contains(r.Layers, row => results.Contains(row.OriginalName));
+        log.WriteLine($"{arch} {recipe}: {r.Layers.Count} layer rows; transformed: {prov.Origins.Count(kv => kv.Value.Contains('#'))}");
+    }
+
     /// <summary>Every built-in recipe on every reference model and graph flavor.</summary>
     public static TheoryData<string, string, string> RecipeMatrix()
     {

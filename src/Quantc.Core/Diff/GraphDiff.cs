@@ -124,7 +124,7 @@ public static class GraphDiff
     private static Value? OriginValue(Value vb, Provenance prov, Graph ga, Dictionary<Node, Node> matchBA)
     {
         if (vb.Producer is { } p && matchBA.TryGetValue(p, out var na) && vb.ProducerOutputIndex < na.Outputs.Count) return na.Outputs[vb.ProducerOutputIndex];
-        return ga.Find(prov.OriginOf(vb.Name));
+        return ga.Find(prov.SourceOf(vb.Name));
     }
 
     private static string Label(Node n) => n.Name.Length > 0 ? n.Name : n.Outputs.FirstOrDefault()?.Name ?? n.OpType;
@@ -162,7 +162,7 @@ public static class GraphDiff
         foreach (var vb in gb.Initializers)
         {
             var tb = vb.Initializer!;
-            var va = ga.Find(prov.OriginOf(vb.Name));
+            var va = ga.Find(prov.SourceOf(vb.Name));
             if (va?.Initializer is not { } ta || !ReferenceEquals(va.Graph, ga))
             {
                 result.Add(new InitializerDiff(LayerOfValue(vb), null, vb.Name, "", DataTypes.Name(tb.DataType), "", ShapeOf(tb), 0, tb.ByteLength, null, null, "added"));
@@ -190,7 +190,7 @@ public static class GraphDiff
             result.Add(new InitializerDiff(LayerOfValue(vb), va.Name, vb.Name, DataTypes.Name(ta.DataType), DataTypes.Name(tb.DataType), ShapeOf(ta), ShapeOf(tb),
                 ta.ByteLength, tb.ByteLength, maxAbs, sqnr, detail));
         }
-        var usedAsOrigin = gb.Initializers.Select(v => prov.OriginOf(v.Name)).ToHashSet(StringComparer.Ordinal);
+        var usedAsOrigin = gb.Initializers.Select(v => prov.SourceOf(v.Name)).ToHashSet(StringComparer.Ordinal);
         foreach (var va in ga.Initializers)
             if (!seenA.Contains(va.Name) && !usedAsOrigin.Contains(va.Name))
                 result.Add(new InitializerDiff(LayerOfValue(va), va.Name, null, DataTypes.Name(va.Initializer!.DataType), "", ShapeOf(va.Initializer), "",

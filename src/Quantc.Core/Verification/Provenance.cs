@@ -25,6 +25,30 @@ public sealed class Provenance
         _origin[compiled] = _origin.TryGetValue(original, out var root) ? root : original;
     }
 
+    /// <summary>
+    /// Records that <paramref name="compiled"/> no longer carries its original's values but a transformed
+    /// version of them (<paramref name="how"/>: "smoothed", "rotated", ...), e.g. a norm output after
+    /// SmoothQuant divided its channels. Its origin becomes <c>ORIGINAL#how</c>, a name no original tensor
+    /// has, so <c>verify</c> does not compare it (nor what is later recorded as standing for it) against
+    /// the untransformed original, which would report a meaningless error.
+    /// </summary>
+    public void RecordTransformed(string compiled, string how)
+    {
+        string origin = OriginOf(compiled);
+        if (!origin.Contains('#', StringComparison.Ordinal)) _origin[compiled] = origin + "#" + how;
+    }
+
+    /// <summary>True when <paramref name="compiled"/> was recorded as carrying transformed values (<see cref="RecordTransformed"/>).</summary>
+    public bool IsTransformed(string compiled) => OriginOf(compiled).Contains('#', StringComparison.Ordinal);
+
+    /// <summary>The original tensor a compiled tensor derives from, transformed or not (<see cref="OriginOf"/> without the <c>#how</c> mark): what the graph diff matches structurally.</summary>
+    public string SourceOf(string compiled)
+    {
+        string origin = OriginOf(compiled);
+        int hash = origin.IndexOf('#', StringComparison.Ordinal);
+        return hash < 0 ? origin : origin[..hash];
+    }
+
     /// <summary>The original tensor a compiled tensor stands for: recorded, else the same name.</summary>
     public string OriginOf(string compiled) => _origin.TryGetValue(compiled, out var o) ? o : compiled;
 
