@@ -47,6 +47,11 @@ public static class Builtins
             p => new WeightsPass(p.GetChoice("method", "rtn", "rtn", "gptq"), p.GetDouble("damp", 0.01))));
         r.Register(new PassInfo("lower_matmulnbits", PassKind.Lowering, "emit com.microsoft MatMulNBits for int4 blocked weight-only layers (accuracy_level 0–4); run before lower_qdq",
             p => new LowerMatMulNBitsPass(AccuracyLevel(p.GetInt("accuracy_level", 0)))));
+        r.Register(new PassInfo("mamba_ranges", PassKind.Decision, "Quamba: static int8 ranges of every Mamba mixer's conv and scan inputs (x_method: percentile|minmax for the scan's x, x_percentile, default 99.999)",
+            p => new MambaRangesPass(p.GetChoice("x_method", "percentile", "percentile", "minmax") == "percentile" ? RangeMethod.Percentile : RangeMethod.MinMax,
+                p.GetDouble("x_percentile", 99.999))));
+        r.Register(new PassInfo("lower_mamba", PassKind.Lowering, "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → HadamardQuantizeInt8); portable: QDQ only",
+            p => new LowerMambaPass(p.GetBool("portable", false))));
         r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
         r.Register(new PassInfo("lower_w4a8", PassKind.Lowering, "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq (portable: lower_qdq only, standard ONNX)",
             p => new LowerW4A8Pass(p.GetBool("portable", false))));
@@ -119,6 +124,48 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
+            """,
+        ["quamba"] = """
+            name: quamba
+            description: Quamba (Chiang et al. 2024) — Mamba W8A8 static per-tensor; the scan's input x clipped at the 99.999th percentile, out_proj's input (the scan's gated output) in a Hadamard-rotated, outlier-free space; QSelectiveScan, QCausalConv1d and MatMulInt8 (lower_mamba with portable = true emits QDQ only)
+            passes:
+              - online_hadamard: { layers: "mixer\\.out_proj$" }
+              - quantize: { weights: int8, activations: int8, mode: static }
+              - ranges: { method: minmax }
+              - mamba_ranges: { x_method: percentile, x_percentile: 99.999 }
+              - weights: { method: rtn }
+              - lower_mamba
+            """,
+        ["quamba-noclip"] = """
+            name: quamba-noclip
+            description: Quamba's ablation without percentile clipping — the scan's x min-max; Hadamard before out_proj kept
+            passes:
+              - online_hadamard: { layers: "mixer\\.out_proj$" }
+              - quantize: { weights: int8, activations: int8, mode: static }
+              - ranges: { method: minmax }
+              - mamba_ranges: { x_method: minmax }
+              - weights: { method: rtn }
+              - lower_mamba
+            """,
+        ["quamba-nohadamard"] = """
+            name: quamba-nohadamard
+            description: Quamba's ablation without the Hadamard before out_proj — percentile clipping of the scan's x kept
+            passes:
+              - quantize: { weights: int8, activations: int8, mode: static }
+              - ranges: { method: minmax }
+              - mamba_ranges: { x_method: percentile, x_percentile: 99.999 }
+              - weights: { method: rtn }
+              - lower_mamba
+            """,
+        ["mamba-w8a8"] = """
+            name: mamba-w8a8
+            description: naive static W8A8 for Mamba with Quamba's coverage — linear layers, conv and scan inputs int8 per tensor, all min-max, no rotation (QSelectiveScan, QCausalConv1d, MatMulInt8)
+            passes:
+              - quantize: { weights: int8, activations: int8, mode: static }
+              - ranges: { method: minmax }
+              - mamba_ranges: { x_method: minmax }
+              - weights: { method: rtn }
+              - lower_mamba
             """,
         ["w4a16-rtn"] = """
             name: w4a16-rtn

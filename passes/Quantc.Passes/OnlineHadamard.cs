@@ -69,13 +69,15 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
         return n.Output;
     }
 
-    private static Value PortableRotation(Graph g, LinearLayer l, long k)
+    private static Value PortableRotation(Graph g, LinearLayer l, long k) => HadamardMatMul(g, l.Input, k, l.Name, l.Node);
+
+    /// <summary>x' = x · Hᵀ (unnormalised, ±1 entries) as a MatMul with a constant [K, K] matrix, inserted before <paramref name="before"/>.</summary>
+    internal static Value HadamardMatMul(Graph g, Value x, long k, string name, Node before)
     {
-        // x' = x · Hᵀ as a MatMul with a constant [K, K] matrix of ±1.
         var h = Hadamard.Matrix(k);
         var ht = new float[h.Length];
         for (long i = 0; i < k; i++) for (long j = 0; j < k; j++) ht[j * k + i] = h[i * k + j];
-        var m = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + ".hadamard"), [k, k], ht));
-        return g.AddNode("MatMul", [l.Input, m], name: g.UniqueName(l.Name + "/hadamard"), before: l.Node).Output;
+        var m = g.AddInitializer(Tensor.FromFloats(g.UniqueName(name + ".hadamard"), [k, k], ht));
+        return g.AddNode("MatMul", [x, m], name: g.UniqueName(name + "/hadamard"), before: before).Output;
     }
 }

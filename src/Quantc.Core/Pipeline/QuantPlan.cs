@@ -51,10 +51,51 @@ public sealed class LayerPlan(string name)
     }
 }
 
+/// <summary>
+/// The quantization of one activation that is not (only) a linear layer's input — an input of a
+/// selective scan or of a conv: format, static range and why (keyed by the value's name).
+/// </summary>
+public sealed class ActivationPlan(string tensor, string owner, string role)
+{
+    /// <summary>The value's name in the model as the decision was taken.</summary>
+    public string Tensor { get; } = tensor;
+
+    /// <summary>The block that reads it (e.g. backbone.layers.0.mixer).</summary>
+    public string Owner { get; } = owner;
+
+    /// <summary>What it is to the block (scan x, dt, B, C, z; conv x).</summary>
+    public string Role { get; } = role;
+
+    /// <summary>Format (int8: symmetric, per tensor).</summary>
+    public string Format { get; set; } = "int8";
+
+    /// <summary>Static range (lo, hi).</summary>
+    public (float Lo, float Hi) Range { get; set; }
+
+    /// <summary>How the range was chosen (minmax, percentile 99.999).</summary>
+    public string RangeMethod { get; set; } = "minmax";
+
+    /// <summary>The symmetric int8 scale: max(|lo|, |hi|) / 127.</summary>
+    public float Scale => Math.Max(Math.Max(Math.Abs(Range.Lo), Math.Abs(Range.Hi)) / 127f, 1e-12f);
+
+    /// <summary>Why, in order.</summary>
+    public List<string> Reasons { get; } = [];
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Owner} {Role}: {Format} ({RangeMethod})";
+}
+
 /// <summary>The decisions of a compile, per layer: filled by decision passes, read by lowering and the report.</summary>
 public sealed class QuantPlan
 {
     private readonly SortedDictionary<string, LayerPlan> _layers = new(StringComparer.Ordinal);
+    private readonly SortedDictionary<string, ActivationPlan> _activations = new(StringComparer.Ordinal);
+
+    /// <summary>Activations quantized for non-linear consumers (scan and conv inputs), by value name.</summary>
+    public IReadOnlyDictionary<string, ActivationPlan> Activations => _activations;
+
+    /// <summary>Records (or replaces) the plan of an activation.</summary>
+    public void SetActivation(ActivationPlan plan) => _activations[plan.Tensor] = plan;
 
     /// <summary>Layers with a plan, by name.</summary>
     public IReadOnlyCollection<LayerPlan> Layers => _layers.Values;

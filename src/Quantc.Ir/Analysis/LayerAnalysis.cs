@@ -3,7 +3,8 @@ using Quantc.Ir.Patterns;
 namespace Quantc.Ir.Analysis;
 
 /// <summary>
-/// Recognises a graph's linear layers (<see cref="LinearRules"/>) and norms (<see cref="NormRules"/>),
+/// Recognises a graph's linear layers (<see cref="LinearRules"/>), norms (<see cref="NormRules"/>) and
+/// Mamba mixers (<see cref="MambaRules"/>),
 /// names them stably (<see cref="LayerNames"/>), and wires them: which norm feeds which linear
 /// layers, and which layers share an input (q/k/v, gate/up). Near misses are kept with the reason.
 /// </summary>
@@ -62,6 +63,7 @@ public static class LayerAnalysis
             map.Linears.Add(layer);
         }
         map.Refusals.AddRange(linearRefusals);
+        map.Mambas.AddRange(MambaRules.Find(graph, map.Linears, map.Refusals));
         var sorted = map.Refusals.OrderBy(r => position[r.Node!]).ToList();   // stable: graph order, then as found
         map.Refusals.Clear();
         map.Refusals.AddRange(sorted);

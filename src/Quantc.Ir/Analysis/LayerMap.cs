@@ -133,6 +133,9 @@ public sealed class LayerMap
     /// <summary>Norms, in graph order.</summary>
     public List<NormInfo> Norms { get; } = [];
 
+    /// <summary>Mamba mixers (in_proj … selective scan … out_proj), in graph order.</summary>
+    public List<MambaBlock> Mambas { get; } = [];
+
     /// <summary>Near misses with the reason, e.g. <c>MatMul 'mm': second input 'w' is a graph input, not an initializer</c>.</summary>
     public List<Refusal> Refusals { get; } = [];
 
@@ -164,6 +167,7 @@ public sealed class LayerMap
         var lines = new List<string>();
         lines.AddRange(Norms.Select(n => "norm   " + n));
         lines.AddRange(Linears.Select(l => "linear " + l));
+        lines.AddRange(Mambas.Select(b => "mamba  " + b));
         lines.AddRange(Refusals.Select(r => "refused " + r));
         return string.Join('\n', lines);
     }

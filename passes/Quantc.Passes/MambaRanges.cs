@@ -1,0 +1,55 @@
+using System.Globalization;
+using Quantc.Core.Calibration;
+using Quantc.Core.Pipeline;
+using Quantc.Ir.Analysis;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// MambaRanges (Quamba): static int8 per-tensor ranges for the inputs of every Mamba mixer's conv1d
+/// (x) and selective scan (x, dt, B, C, z), recorded in the plan's activations. The scan's x — the
+/// SiLU of the conv, one-sided and heavy-tailed — is clipped at the <c>x_percentile</c>th percentile
+/// (<c>x_method: percentile</c>, Quamba's 99.999) or kept min-max; every other range is min-max. x_proj
+/// reads the same x as the scan, so its input range is set to the scan's (one quantized x feeds both).
+/// Run after <c>ranges</c>.
+/// </summary>
+public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : IPass
+{
+    public string Name => "mamba_ranges";
+    public PassKind Kind => PassKind.Decision;
+
+    public void Run(PassContext ctx)
+    {
+        var blocks = LayerAnalysis.Analyze(ctx.Model.Graph).Mambas;
+        if (blocks.Count == 0) { ctx.Log.Add("mamba_ranges: no Mamba mixer in the graph"); return; }
+        var roles = blocks.SelectMany(b => new[]
+        {
+            (b, "conv x", b.X), (b, "scan x", b.ScanX), (b, "scan dt", b.Dt), (b, "scan B", b.B), (b, "scan C", b.C), (b, "scan z", b.Z),
+        }).ToList();
+        var stats = ctx.Calibrate(roles.Select(r => r.Item3.Name).Distinct().ToList(), Name);
+        string pct = xPercentile.ToString(CultureInfo.InvariantCulture);
+        foreach (var (b, role, v) in roles)
+        {
+            var st = stats[v.Name];
+            bool clip = role == "scan x" && xMethod == RangeMethod.Percentile;
+            var plan = new ActivationPlan(v.Name, b.Name, role)
+            {
+                Range = RangeSelector.Select(st, clip ? RangeMethod.Percentile : RangeMethod.MinMax, xPercentile),
+                RangeMethod = clip ? $"percentile {pct}" : "minmax",
+            };
+            if (clip)
+            {
+                float full = st.AbsMax, kept = Math.Max(Math.Abs(plan.Range.Lo), Math.Abs(plan.Range.Hi));
+                plan.Reasons.Add(string.Create(CultureInfo.InvariantCulture, $"clipped at the {pct}th percentile: |x| ≤ {kept:G4} of max {full:G4} ({full / Math.Max(kept, 1e-30f):0.0}× finer step)"));
+                ctx.Log.Add(string.Create(CultureInfo.InvariantCulture, $"mamba_ranges: {b.Name} scan x clipped to {kept:G4} (max {full:G4})"));
+                if (ctx.Plan.TryGet(b.XProj.Name, out var xp) && xp.ActivationFormat != "fp32" && xp.ActivationMode == "static")
+                {
+                    xp.ActivationRange = plan.Range;
+                    xp.RangeMethod = plan.RangeMethod;
+                    xp.Reasons.Add("mamba_ranges: input range shared with the scan's x (percentile-clipped)");
+                }
+            }
+            ctx.Plan.SetActivation(plan);
+        }
+    }
+}
