@@ -20,8 +20,15 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
 
     public void Run(PassContext ctx)
     {
-        var blocks = LayerAnalysis.Analyze(ctx.Model.Graph).Mambas;
-        if (blocks.Count == 0) { ctx.Log.Add("mamba_ranges: no Mamba mixer in the graph"); return; }
+        var map = LayerAnalysis.Analyze(ctx.Model.Graph);
+        var blocks = map.Mambas;
+        if (blocks.Count == 0)
+        {
+            // A Mamba recipe on a model without Mamba mixers would silently be a plain W8A8: refuse it.
+            var near = map.Refusals.FirstOrDefault(r => r.Rule.Contains("mamba", StringComparison.OrdinalIgnoreCase));
+            throw new Quantc.Onnx.BadInputException("mamba_ranges: no Mamba mixer found in the model (this pass and the quamba recipes are for Mamba models)" +
+                (near is null ? "" : $"; nearest miss: {near}"));
+        }
         var roles = blocks.SelectMany(b => new[]
         {
             (b, "conv x", b.X), (b, "scan x", b.ScanX), (b, "scan dt", b.Dt), (b, "scan B", b.B), (b, "scan C", b.C), (b, "scan z", b.Z),

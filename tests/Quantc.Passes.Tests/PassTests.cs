@@ -272,11 +272,12 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     /// <summary>
     /// The (model, recipe) pairs a recipe does not apply to, with the words its refusal must contain:
     /// QuaRot's residual rotation needs an RMSNorm-fed embedding, which OPT (LayerNorm, learned
-    /// positions) does not have.
+    /// positions) does not have; the Mamba recipes need Mamba mixers.
     /// </summary>
     private static string? ExpectedRefusal(string arch, string recipe) => (arch, recipe) switch
     {
         ("opt", _) when recipe.StartsWith("quarot", StringComparison.Ordinal) => "rotate_residual: cannot rotate the residual stream",
+        (not "mamba", _) when recipe.StartsWith("quamba", StringComparison.Ordinal) || recipe == "mamba-w8a8" => "mamba_ranges: no Mamba mixer found",
         _ => null,
     };
 
