@@ -1,7 +1,8 @@
 // Kernel throughput on this CPU: ai.quantc.MatMulInt8 against ONNX Runtime's integer MatMul
 // (QDQ that ORT fuses, and MatMulInteger) and fp32 MatMul on the same shapes; ai.quantc.Hadamard
 // against a dense MatMul with the Hadamard matrix. Each case runs in ONNX Runtime (one session per
-// case, warm-up, then the median of timed runs). Usage: dotnet run -c Release [-- --quick]
+// case, warm-up, then the median of timed runs). Usage: dotnet run -c Release [-- --quick] [--vnni-peak GOPS]
+// (--vnni-peak: the measured int8 peak of custom-ops/build/quantc_vnni_peak, for the "of VNNI peak" column).
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
@@ -12,6 +13,8 @@ using Quantc.Onnx.Proto;
 
 bool quick = args.Contains("--quick");
 var inv = CultureInfo.InvariantCulture;
+int peakAt = Array.IndexOf(args, "--vnni-peak");
+double peak = peakAt >= 0 && peakAt + 1 < args.Length && double.TryParse(args[peakAt + 1], NumberStyles.Float, inv, out double p) && p > 0 ? p : double.NaN;
 var rng = new Random(1);
 TypeProto T(int e) => new() { TensorType = new TypeProto.Types.Tensor { ElemType = e } };
 
@@ -43,8 +46,8 @@ double mhz = double.Parse(File.ReadLines("/proc/cpuinfo").First(l => l.StartsWit
 int cores = Environment.ProcessorCount;
 Console.WriteLine($"# CPU: {cpu}, {cores} cores, nominal {mhz:0} MHz; ISA path of libquantc_ops: see QUANTC_ISA (default: best available)");
 Console.WriteLine();
-Console.WriteLine("| M × K × N | fp32 MatMul GFLOPS | ORT QDQ int8 GOPS | ORT MatMulInteger GOPS | ai.quantc.MatMulInt8 GOPS | vs fp32 | vs ORT QDQ |");
-Console.WriteLine("|---|---|---|---|---|---|---|");
+Console.WriteLine("| M × K × N | fp32 MatMul GFLOPS | ORT QDQ int8 GOPS | ORT MatMulInteger GOPS | ai.quantc.MatMulInt8 GOPS | vs fp32 | vs ORT QDQ | of VNNI peak |");
+Console.WriteLine("|---|---|---|---|---|---|---|---|");
 var shapes = quick ? new[] { (1, 1024, 1024), (128, 1024, 1024) } : new[] { (1, 4096, 4096), (16, 4096, 4096), (128, 4096, 4096), (512, 4096, 4096), (512, 4096, 11008) };
 foreach (var (M, K, N) in shapes)
 {
@@ -96,7 +99,7 @@ foreach (var (M, K, N) in shapes)
             domain: CustomOps.Domain, outputNames: ["y"]).Output);
     }
     double tc = Median(() => Session(mc, "x", xiv), 20);
-    Console.WriteLine(string.Create(inv, $"| {M} × {K} × {N} | {ops / tf / 1e9:0.0} | {ops / tq / 1e9:0.0} | {ops / ti / 1e9:0.0} | {ops / tc / 1e9:0.0} | {tf / tc:0.00}× | {tq / tc:0.00}× |"));
+    Console.WriteLine(string.Create(inv, $"| {M} × {K} × {N} | {ops / tf / 1e9:0.0} | {ops / tq / 1e9:0.0} | {ops / ti / 1e9:0.0} | {ops / tc / 1e9:0.0} | {tf / tc:0.00}× | {tq / tc:0.00}× | {(double.IsNaN(peak) ? "–" : (ops / tc / 1e9 / peak).ToString("P0", inv))} |"));
 }
 
 Console.WriteLine();

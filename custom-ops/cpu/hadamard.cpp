@@ -1,6 +1,7 @@
 #include "quantc/hadamard.h"
 
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -85,6 +86,50 @@ std::vector<int8_t> doubled(const std::vector<int8_t>& h, int m) {
   return d;
 }
 
+// Goethals-Seidel sequences: first rows of four circulants A, B, C, D of odd order w whose
+// periodic autocorrelations sum to zero at every nonzero shift (so AA^T + BB^T + CC^T + DD^T = 4w I).
+// Found by quantc's own tabu search and identical to Quantc.Core.Numerics.Hadamard's constants:
+// `dotnet run -c Release --project tools/Quantc.Tools.HadamardSearch -- search 39 --seed 1` (and 43);
+// `-- verify` re-checks them.
+const char* const kGs39[4] = {
+    "-+-----++-+-++++-++---+-+++++-----+-+--",
+    "-----+-+---+---++-+--+--++-+-+--+++-+-+",
+    "++-++-+------++-+--+++--+--++----+----+",
+    "---++--+---++--+----+-----+++-++-+-+++-",
+};
+const char* const kGs43[4] = {
+    "++-+-+-+---++----+++++--+-+++---++--+++-+--",
+    "++------++-++++-+--+--++---+-+-++-----+---+",
+    "++-++++++-+-+--+--+++++++--+--+-++--++--+++",
+    "++-+-+-+-++++----+--+----+---++-++-+++++-+-",
+};
+
+// Goethals-Seidel array, R the back-identity (X R)[i][j] = X[i][w-1-j]:
+// [[A, BR, CR, DR], [-BR, A, D^T R, -C^T R], [-CR, -D^T R, A, B^T R], [-DR, C^T R, -B^T R, A]].
+std::vector<int8_t> goethals_seidel(const char* const rows[4]) {
+  const int w = static_cast<int>(std::strlen(rows[0])), n = 4 * w;
+  struct Block { int seq; bool t, r; int sign; };
+  const Block blocks[4][4] = {
+      {{0, false, false, 1}, {1, false, true, 1}, {2, false, true, 1}, {3, false, true, 1}},
+      {{1, false, true, -1}, {0, false, false, 1}, {3, true, true, 1}, {2, true, true, -1}},
+      {{2, false, true, -1}, {3, true, true, -1}, {0, false, false, 1}, {1, true, true, 1}},
+      {{3, false, true, -1}, {2, true, true, 1}, {1, true, true, -1}, {0, false, false, 1}},
+  };
+  std::vector<int8_t> h(static_cast<size_t>(n) * n);
+  for (int bi = 0; bi < 4; ++bi)
+    for (int bj = 0; bj < 4; ++bj) {
+      const Block& b = blocks[bi][bj];
+      for (int i = 0; i < w; ++i)
+        for (int j = 0; j < w; ++j) {
+          int col = b.r ? w - 1 - j : j;
+          int shift = b.t ? i - col : col - i;  // circulant X[i][c] = x[(c - i) mod w]
+          int v = rows[b.seq][((shift % w) + w) % w] == '+' ? 1 : -1;
+          h[(bi * w + i) * n + bj * w + j] = static_cast<int8_t>(b.sign * v);
+        }
+    }
+  return h;
+}
+
 std::vector<int8_t> build(int m) {
   switch (m) {
     case 1: return {1};
@@ -98,6 +143,8 @@ std::vector<int8_t> build(int m) {
     case 60: return paley1(59);
     case 108: return paley1(107);
     case 140: return paley1(139);
+    case 156: return goethals_seidel(kGs39);
+    case 172: return goethals_seidel(kGs43);
     default: return {};
   }
 }
@@ -105,7 +152,7 @@ std::vector<int8_t> build(int m) {
 }  // namespace
 
 const std::vector<int>& hadamard_orders() {
-  static const std::vector<int> orders = {12, 20, 28, 36, 40, 44, 52, 60, 108, 140};
+  static const std::vector<int> orders = {12, 20, 28, 36, 40, 44, 52, 60, 108, 140, 156, 172};
   return orders;
 }
 

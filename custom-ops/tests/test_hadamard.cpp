@@ -31,6 +31,13 @@ TEST(Hadamard, SplitsSizes) {
   EXPECT_EQ(m * p2, 13824);
   ASSERT_TRUE(quantc::hadamard_split(14336, &p2, &m));  // 28 * 512
   EXPECT_EQ(m * p2, 14336);
+  ASSERT_TRUE(quantc::hadamard_split(11008, &p2, &m));  // LLaMA-7B MLP: 172 * 64
+  EXPECT_EQ(m, 172);
+  EXPECT_EQ(p2, 64);
+  ASSERT_TRUE(quantc::hadamard_split(344, &p2, &m));  // tiny reference llama's MLP: 172 * 2
+  EXPECT_EQ(m, 172);
+  ASSERT_TRUE(quantc::hadamard_split(624, &p2, &m));  // 156 * 4
+  EXPECT_EQ(m, 156);
   EXPECT_FALSE(quantc::hadamard_split(100, &p2, &m));
   EXPECT_FALSE(quantc::hadamard_split(0, &p2, &m));
 }
@@ -38,7 +45,7 @@ TEST(Hadamard, SplitsSizes) {
 TEST(Hadamard, FastTransformEqualsDenseReference) {
   std::mt19937 rng(7);
   std::normal_distribution<float> dist;
-  for (int64_t n : {1, 2, 8, 64, 12, 24, 20, 80, 28, 36, 40, 44, 52, 104, 60, 108, 140, 280}) {
+  for (int64_t n : {1, 2, 8, 64, 12, 24, 20, 80, 28, 36, 40, 44, 52, 104, 60, 108, 140, 280, 156, 312, 172, 344, 1376}) {
     const int64_t rows = 3;
     std::vector<float> x(rows * n), fast(rows * n), ref(rows * n);
     for (auto& v : x) v = dist(rng);

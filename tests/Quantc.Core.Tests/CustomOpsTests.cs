@@ -42,6 +42,11 @@ public class CustomOpsTests
     [InlineData(208)]
     [InlineData(140)]
     [InlineData(1536)]   // 12 · 128
+    [InlineData(156)]    // Goethals–Seidel, w = 39
+    [InlineData(624)]    // 156 · 4
+    [InlineData(172)]    // Goethals–Seidel, w = 43
+    [InlineData(344)]    // 172 · 2: the tiny reference llama's MLP width
+    [InlineData(1376)]   // 172 · 8
     public void HadamardOpMatchesTheCSharpMatrix(int n)
     {
         using var m = Model.Create(opset: 21);
@@ -70,6 +75,56 @@ public class CustomOpsTests
                 Assert.True(Math.Abs(y[r * n + i] - expected) <= 1e-5 * (1 + Math.Abs(expected)) * 10, $"n={n} row {r} [{i}]: op {y[r * n + i]}, ref {expected}");
                 Assert.True(Math.Abs(fast[r * n + i] - expected) <= 1e-4 * (1 + Math.Abs(expected)), $"C# fast transform n={n} [{i}]");
             }
+    }
+
+    [Theory]
+    [InlineData(156)]
+    [InlineData(172)]
+    [InlineData(344)]
+    [InlineData(140)]
+    public void HadamardOpBuildsTheCSharpMatrixElementForElement(int n)
+    {
+        // Unnormalised op on the identity: row i of the output is H·e_i = column i of H, exactly.
+        using var m = Model.Create(opset: 21);
+        m.SetOpset(CustomOps.Domain, 1);
+        var g = m.Graph;
+        var x = g.AddInput("x", T(1));
+        var node = g.AddNode("Hadamard", [x], domain: CustomOps.Domain, outputNames: ["y"]);
+        node.SetAttribute("normalize", 0L);
+        g.AddOutput(node.Output);
+        using var session = OrtModel.CreateSession(m);
+        var eye = new float[n * n];
+        for (int i = 0; i < n; i++) eye[i * n + i] = 1;
+        using var input = OrtValue.CreateTensorValueFromMemory(eye, [n, n]);
+        using var ro = new RunOptions();
+        using var outs = session.Run(ro, ["x"], [input], ["y"]);
+        var y = outs[0].GetTensorDataAsSpan<float>().ToArray();
+        var h = Hadamard.Matrix(n);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                Assert.True(y[i * n + j] == h[j * n + i], $"n={n}: C++ H[{j},{i}] = {y[i * n + j]}, C# {h[j * n + i]}");
+    }
+
+    [Fact]
+    public void GoethalsSeidelOrdersComeFromZeroAutocorrelationSequences()
+    {
+        foreach (int m in new[] { 156, 172 })
+        {
+            var seqs = Hadamard.GoethalsSeidelSequences(m);
+            Assert.NotNull(seqs);
+            Assert.Equal(4, seqs.Count);
+            int w = m / 4;
+            Assert.All(seqs, s => Assert.Equal(w, s.Length));
+            for (int shift = 1; shift < w; shift++)
+            {
+                int paf = 0;
+                foreach (var s in seqs)
+                    for (int j = 0; j < w; j++) paf += (s[j] == '+' ? 1 : -1) * (s[(j + shift) % w] == '+' ? 1 : -1);
+                Assert.True(paf == 0, $"order {m}: summed PAF at shift {shift} is {paf}");
+            }
+        }
+        Assert.Null(Hadamard.GoethalsSeidelSequences(140));
+        Assert.True(Hadamard.TrySplit(11008, out long p2, out int order) && order == 172 && p2 == 64);
     }
 
     [Fact]

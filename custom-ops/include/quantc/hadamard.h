@@ -1,8 +1,9 @@
 // Hadamard matrices and the fast Walsh-Hadamard transform used by ai.quantc.Hadamard.
 //
-// Sizes n = 2^k * m, m in {1, 12, 20, 28, 36, 40, 44, 52, 60, 108, 140}. H_n = H_m (x) H_{2^k}
+// Sizes n = 2^k * m, m in {1, 12, 20, 28, 36, 40, 44, 52, 60, 108, 140, 156, 172}. H_n = H_m (x) H_{2^k}
 // (Kronecker product): with n-index i = a * 2^k + b, H_n[i][j] = H_m[a][c] * H_{2^k}[b][d].
-// The m x m matrices are built by Paley's constructions (see hadamard.cpp); quantc's C# side
+// The m x m matrices are built by Paley's constructions, or for 156 and 172 by the Goethals-Seidel
+// array over four searched circulants (see hadamard.cpp); quantc's C# side
 // builds exactly the same matrices (Quantc.Core.Numerics.Hadamard), and tests check both agree.
 #pragma once
 

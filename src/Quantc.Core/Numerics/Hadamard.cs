@@ -1,15 +1,16 @@
 namespace Quantc.Core.Numerics;
 
 /// <summary>
-/// Hadamard matrices of order n = 2^k · m, m ∈ {1, 12, 20, 28, 36, 40, 44, 52, 60, 108, 140}:
-/// H_n = H_m ⊗ H_{2^k} (Sylvester for the power of two; Paley's constructions for m). Exactly the
+/// Hadamard matrices of order n = 2^k · m, m ∈ {1, 12, 20, 28, 36, 40, 44, 52, 60, 108, 140, 156, 172}:
+/// H_n = H_m ⊗ H_{2^k} (Sylvester for the power of two; Paley's constructions for m up to 140; the
+/// Goethals–Seidel array over four searched circulants for 156 and 172). Exactly the
 /// matrices custom-ops/cpu/hadamard.cpp builds, so a rotation fused into weights here is undone by
 /// the online ai.quantc.Hadamard op there (tests check they agree).
 /// </summary>
 public static class Hadamard
 {
     /// <summary>The supported non-power-of-two orders m.</summary>
-    public static IReadOnlyList<int> Orders { get; } = [12, 20, 28, 36, 40, 44, 52, 60, 108, 140];
+    public static IReadOnlyList<int> Orders { get; } = [12, 20, 28, 36, 40, 44, 52, 60, 108, 140, 156, 172];
 
     /// <summary>Splits n = 2^k · m with a supported m (the smallest); false when impossible.</summary>
     public static bool TrySplit(long n, out long pow2, out int m)
@@ -44,6 +45,7 @@ public static class Hadamard
         60 => Paley1(59),
         108 => Paley1(107),
         140 => Paley1(139),
+        156 or 172 => GoethalsSeidel(GoethalsSeidelSequences(m)!),
         _ => throw new ArgumentException($"no Hadamard base matrix of order {m}"),
     };
 
@@ -171,6 +173,55 @@ public static class Hadamard
         return h;
     }
 
+    /// <summary>
+    /// First rows a, b, c, d (±1 as '+'/'-') of four circulants of odd order w = m/4 with
+    /// Σ PAF = 0 at every nonzero shift, for the orders built by <see cref="GoethalsSeidel"/>;
+    /// null for the others. Found by our own tabu search:
+    /// <c>dotnet run -c Release --project tools/Quantc.Tools.HadamardSearch -- search W --seed S</c>
+    /// (the command per order is noted below); <c>-- verify</c> re-checks them.
+    /// custom-ops/cpu/hadamard.cpp holds the same strings.
+    /// </summary>
+    public static IReadOnlyList<string>? GoethalsSeidelSequences(int m) => m switch
+    {
+        // search 39 --seed 1
+        156 => [GS39A, GS39B, GS39C, GS39D],
+        // search 43 --seed 1
+        172 => [GS43A, GS43B, GS43C, GS43D],
+        _ => null,
+    };
+
+    /// <summary>
+    /// Goethals–Seidel array over circulants A, B, C, D (first rows given) and the back-identity R:
+    /// [[A, BR, CR, DR], [−BR, A, DᵀR, −CᵀR], [−CR, −DᵀR, A, BᵀR], [−DR, CᵀR, −BᵀR, A]]; order 4w.
+    /// </summary>
+    private static sbyte[] GoethalsSeidel(IReadOnlyList<string> rows)
+    {
+        int w = rows[0].Length, n = 4 * w;
+        // Block (bi, bj): which circulant, transposed or not, times R or not, and its sign.
+        (int Seq, bool T, bool R, int Sign)[,] blocks =
+        {
+            { (0, false, false, 1), (1, false, true, 1), (2, false, true, 1), (3, false, true, 1) },
+            { (1, false, true, -1), (0, false, false, 1), (3, true, true, 1), (2, true, true, -1) },
+            { (2, false, true, -1), (3, true, true, -1), (0, false, false, 1), (1, true, true, 1) },
+            { (3, false, true, -1), (2, true, true, 1), (1, true, true, -1), (0, false, false, 1) },
+        };
+        var h = new sbyte[n * n];
+        for (int bi = 0; bi < 4; bi++)
+            for (int bj = 0; bj < 4; bj++)
+            {
+                var (seq, t, r, sign) = blocks[bi, bj];
+                for (int i = 0; i < w; i++)
+                    for (int j = 0; j < w; j++)
+                    {
+                        int col = r ? w - 1 - j : j;             // (X·R)[i][j] = X[i][w−1−j]
+                        int shift = t ? i - col : col - i;        // circulant X[i][c] = x[(c − i) mod w]; Xᵀ[i][c] = x[(i − c) mod w]
+                        int v = rows[seq][((shift % w) + w) % w] == '+' ? 1 : -1;
+                        h[(bi * w + i) * n + bj * w + j] = (sbyte)(sign * v);
+                    }
+            }
+        return h;
+    }
+
     private static sbyte[] Doubled(sbyte[] h, int m)
     {
         int n = 2 * m;
@@ -180,4 +231,16 @@ public static class Hadamard
                 d[i * n + j] = (sbyte)(h[i % m * m + j % m] * (i >= m && j >= m ? -1 : 1));
         return d;
     }
+
+    // `search 39 --seed 1` (21,793 tabu steps, 1 s on the 2-core VM); row sums −3, −7, −7, −7 (9 + 3·49 = 156).
+    private const string GS39A = "-+-----++-+-++++-++---+-+++++-----+-+--";
+    private const string GS39B = "-----+-+---+---++-+--+--++-+-+--+++-+-+";
+    private const string GS39C = "++-++-+------++-+--+++--+--++----+----+";
+    private const string GS39D = "---++--+---++--+----+-----+++-++-+-+++-";
+
+    // `search 43 --seed 1` (10,959,308 tabu steps, 221 restarts, 321 s on the 2-core VM); row sums 1, −7, 11, 1 (1 + 49 + 121 + 1 = 172).
+    private const string GS43A = "++-+-+-+---++----+++++--+-+++---++--+++-+--";
+    private const string GS43B = "++------++-++++-+--+--++---+-+-++-----+---+";
+    private const string GS43C = "++-++++++-+-+--+--+++++++--+--+-++--++--+++";
+    private const string GS43D = "++-+-+-+-++++----+--+----+---++-++-+++++-+-";
 }
