@@ -116,10 +116,10 @@ public static class Builtins
             """,
         ["hadamard-w8a8"] = """
             name: hadamard-w8a8
-            description: online Hadamard rotation of the inputs of down_proj and o_proj (QuaRot R4-style, ai.quantc.Hadamard; sizes without a Hadamard matrix are skipped and logged), then SmoothQuant W8A8 static
+            description: SmoothQuant (α = 0.5), then an online Hadamard rotation of the inputs of down_proj and o_proj (QuaRot R4-style, ai.quantc.Hadamard, inverse fused into the smoothed weights; sizes without a Hadamard matrix are skipped and logged), then W8A8 static. Smoothing runs first so it can still fold down_proj's factors into up_proj
             passes:
-              - online_hadamard: { layers: "(down_proj|o_proj)$" }
               - smooth: { alpha: 0.5 }
+              - online_hadamard: { layers: "(down_proj|o_proj)$" }
               - quantize: { weights: int8, activations: uint8, mode: static }
               - ranges: { method: minmax }
               - weights: { method: rtn }

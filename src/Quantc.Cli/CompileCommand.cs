@@ -76,8 +76,9 @@ internal static class CompileCommand
             long inBytes = FileBytes(input), outBytes = FileBytes(saved.ModelPath) + (saved.ExternalDataPath is null ? 0 : FileBytes(saved.ExternalDataPath));
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{Path.GetFileName(input)} → {saved.ModelPath} with recipe {r.Name} in {total.Elapsed.TotalSeconds:0.0} s; {inBytes / 1048576.0:0.00} MiB → {outBytes / 1048576.0:0.00} MiB"));
+            int passWidth = timings.Select(t => t.Pass.Length).DefaultIfEmpty(0).Max();
             foreach (var t in timings)
-                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {t.Pass,-12} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} → {t.NodesAfter}"));
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} → {t.NodesAfter}"));
             var layers = ctx.Plan.Layers.ToList();
             stdout.WriteLine($"  {layers.Count(p => p.WeightFormat != "fp32" || p.ActivationFormat != "fp32")} of {layers.Count} linear layers quantized; report: {reportPath}");
             if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
