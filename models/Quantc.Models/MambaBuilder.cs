@@ -15,9 +15,9 @@ public sealed record MambaConfig
     public int Expand { get; init; } = 2;
     public int TimeStepRank { get; init; }
     public float RmsNormEps { get; init; } = 1e-5f;
-    /// <summary>Channels of the selective-scan input x with outlier magnitudes (heavy tails).</summary>
-    public int OutlierChannels { get; init; } = 4;
-    /// <summary>Of those, channels whose outliers are massive (≥ 100×) in out_proj's input.</summary>
+    /// <summary>Per layer, channels of the selective-scan input x that spike (150–300×) on the trigger token only.</summary>
+    public int OutlierChannels { get; init; } = 1;
+    /// <summary>Channels of out_proj's input whose values are massive (D of 150–300) on every token.</summary>
     public int MassiveChannels { get; init; } = 2;
 
     public int InnerSize => Expand * HiddenSize;
@@ -41,8 +41,8 @@ public sealed record MambaConfig
     public static MambaConfig ForSize(string size) => size switch
     {
         "tiny" => new MambaConfig { HiddenSize = 128, NumLayers = 4, TimeStepRank = 8 },
-        "small" => new MambaConfig { HiddenSize = 512, NumLayers = 12, TimeStepRank = 32, OutlierChannels = 6 },
-        "1b" => new MambaConfig { HiddenSize = 2048, NumLayers = 40, TimeStepRank = 128, OutlierChannels = 8 },
+        "small" => new MambaConfig { HiddenSize = 512, NumLayers = 12, TimeStepRank = 32 },
+        "1b" => new MambaConfig { HiddenSize = 2048, NumLayers = 40, TimeStepRank = 128 },
         _ => throw new ArgumentException($"unknown size '{size}' (tiny, small, 1b)"),
     };
 }
@@ -50,13 +50,31 @@ public sealed record MambaConfig
 /// <summary>
 /// Seeded Mamba-1 weights initialised as Mamba does (A = −[1..N] per channel (S4D-real),
 /// D = 1, dt_proj bias = softplus⁻¹ of a log-uniform step in [0.001, 0.1]) and shaped with
-/// Quamba's two targets: a few channels of the selective-scan input x are 20–40× larger
-/// (in_proj's x columns scaled; the SiLU makes them one-sided and heavy-tailed), two of them
-/// 150–300× (massive outliers in out_proj's input). x_proj and out_proj rows of those channels
-/// are divided by the same factor, so Δ, B, C and the block outputs stay ordinary.
+/// Quamba's two targets:
+/// <list type="bullet">
+/// <item><b>Token-sparse outliers in the scan input x.</b> A <i>trigger flag</i> residual channel
+/// (<see cref="TriggerChannel"/>) is <see cref="TriggerValue"/> in the embedding of
+/// <see cref="TriggerToken"/> ('A') and 0 for every other token; no layer writes to it (its out_proj
+/// columns are zero). In each layer, in_proj's x column of one channel (<see cref="OutlierChannels"/>)
+/// reads the flag with a large weight and the conv of that channel sees only the current token,
+/// so x spikes 150–300× in that channel on trigger tokens only — a handful of values out of
+/// tokens × d_inner, which a 99.999th-percentile clip removes. x_proj's and out_proj's rows of that
+/// channel are divided by the same factor, so the spike's effect on Δ, B, C and the block output
+/// stays ordinary (and clipping it costs little).</item>
+/// <item><b>Massive channel outliers in out_proj's input.</b> Two channels
+/// (<see cref="MassiveChannels"/>) get a skip D of 150–300 per layer, so y = C·h + D·x and hence
+/// y·SiLU(z) are massive there on every token; out_proj's rows of those channels are divided by D.</item>
+/// </list>
 /// </summary>
 public sealed class SyntheticMambaWeights : IWeightSource
 {
+    /// <summary>The token whose embedding carries the trigger flag.</summary>
+    public const int TriggerToken = 'A';
+    /// <summary>The flag's value in the trigger token's embedding.</summary>
+    public const float TriggerValue = 8f;
+    /// <summary>≈ the flag after the pre-mixer RMSNorm (embedding rms ≈ 1 plus the flag).</summary>
+    private const float NormalizedFlag = 6f;
+
     private readonly MambaConfig _c;
     private readonly long _seed;
     private readonly long _materializeBytes;
@@ -69,23 +87,42 @@ public sealed class SyntheticMambaWeights : IWeightSource
         var rs = RandomStream.For(seed, "mamba-outlier-plan");
         var perm = Enumerable.Range(0, c.InnerSize).ToArray();
         for (int i = perm.Length - 1; i > 0; i--) { int j = rs.NextInt(i, i + 1); (perm[i], perm[j]) = (perm[j], perm[i]); }
-        int k = Math.Min(c.OutlierChannels, c.InnerSize);
-        OutlierChannels = perm.Take(k).Order().ToArray();
-        MassiveChannels = perm.Take(Math.Min(c.MassiveChannels, k)).Order().ToArray();
+        TriggerChannel = rs.Derive("trigger").NextInt(0, c.HiddenSize);
+        int m = Math.Min(c.MassiveChannels, c.InnerSize - 1);
+        MassiveChannels = perm.Take(m).Order().ToArray();
+        int k = Math.Min(c.OutlierChannels, c.InnerSize - m);
+        var ls = rs.Derive("layers");
         var vs = rs.Derive("scales");
+        OutlierChannels = new int[c.NumLayers][];
         Scale = new float[c.NumLayers][];
+        MassiveD = new float[c.NumLayers][];
         for (int l = 0; l < c.NumLayers; l++)
-            Scale[l] = OutlierChannels.Select((ch, i) => (float)(MassiveChannels.Contains(ch) ? 150 + 150 * vs.Uniform(l * 64 + i) : 20 + 20 * vs.Uniform(l * 64 + i))).ToArray();
+        {
+            // k distinct channels of the non-massive ones, drawn per layer.
+            var rest = perm.Skip(m).ToArray();
+            for (int i = 0; i < k; i++) { int j = ls.NextInt(l * 64 + i, rest.Length - i) + i; (rest[i], rest[j]) = (rest[j], rest[i]); }
+            OutlierChannels[l] = rest.Take(k).Order().ToArray();
+            Scale[l] = OutlierChannels[l].Select((_, i) => (float)(150 + 150 * vs.Uniform(l * 128 + i))).ToArray();
+            MassiveD[l] = MassiveChannels.Select((_, i) => (float)(150 + 150 * vs.Uniform(l * 128 + 64 + i))).ToArray();
+        }
     }
 
-    public int[] OutlierChannels { get; }
+    /// <summary>The residual channel that carries the trigger flag.</summary>
+    public int TriggerChannel { get; }
+    /// <summary>Per layer, the channels of x that spike on the trigger token.</summary>
+    public int[][] OutlierChannels { get; }
+    /// <summary>The channels of out_proj's input that are massive on every token.</summary>
     public int[] MassiveChannels { get; }
-    /// <summary>Per layer, the factor of each outlier channel.</summary>
+    /// <summary>Per layer, the spike factor of each of <see cref="OutlierChannels"/>.</summary>
     public float[][] Scale { get; }
+    /// <summary>Per layer, D of each of <see cref="MassiveChannels"/>.</summary>
+    public float[][] MassiveD { get; }
 
     public IReadOnlyList<KeyValuePair<string, string>> Metadata =>
     [
-        KeyValuePair.Create("quantc.outliers.ssm_input_channels", string.Join(",", OutlierChannels)),
+        KeyValuePair.Create("quantc.outliers.trigger_tokens", TriggerToken.ToString(CultureInfo.InvariantCulture)),
+        KeyValuePair.Create("quantc.outliers.trigger_channel", TriggerChannel.ToString(CultureInfo.InvariantCulture)),
+        KeyValuePair.Create("quantc.outliers.ssm_input_channels", string.Join(";", OutlierChannels.Select(l => string.Join(",", l)))),
         KeyValuePair.Create("quantc.outliers.out_proj_massive_channels", string.Join(",", MassiveChannels)),
     ];
 
@@ -106,7 +143,13 @@ public sealed class SyntheticMambaWeights : IWeightSource
             for (int i = 0; i < e; i++) for (int s = 0; s < n; s++) a[i * n + s] = (float)DetMath.Log(s + 1);
             return a;
         }
-        if (name.EndsWith(".mixer.D", StringComparison.Ordinal)) return Enumerable.Repeat(1f, e).ToArray();
+        if (name.EndsWith(".mixer.D", StringComparison.Ordinal))
+        {
+            var dv = Enumerable.Repeat(1f, e).ToArray();
+            int layer = Layer(name);
+            for (int i = 0; i < MassiveChannels.Length; i++) dv[MassiveChannels[i]] = MassiveD[layer][i];
+            return dv;
+        }
         if (name.EndsWith(".mixer.dt_proj.bias", StringComparison.Ordinal))
         {
             var rs = RandomStream.For(_seed, name);
@@ -128,41 +171,62 @@ public sealed class SyntheticMambaWeights : IWeightSource
         long rows = dims.Length == 1 ? 1 : dims[0], cols = dims.Length == 1 ? dims[0] : dims.Skip(1).Aggregate(1L, (a, b) => a * b);
         switch (name)
         {
-            case "backbone.embeddings.weight": return new WeightGen(rs, rows, cols, 1.0);
+            case "backbone.embeddings.weight":
+            {
+                var g = new WeightGen(rs, rows, cols, 1.0).ScaleCol(TriggerChannel, 0f);
+                if (TriggerToken < rows) g.Set(TriggerToken, TriggerChannel, TriggerValue);
+                return g;
+            }
             case "backbone.norm_f.weight": return new WeightGen(rs, 1, cols, 0.02, 1.0);
             case "lm_head.weight": return new WeightGen(rs, rows, cols, 1.0 / Math.Sqrt(rows));
         }
-        const string p = "backbone.layers.";
-        int dot = name.IndexOf('.', p.Length);
-        int layer = int.Parse(name.AsSpan(p.Length, dot - p.Length), CultureInfo.InvariantCulture);
-        string part = name[(dot + 1)..];
+        int layer = Layer(name);
+        string part = name[(name.IndexOf('.', LayerPrefix.Length) + 1)..];
         var scale = Scale[layer];
+        var spiking = OutlierChannels[layer];
         switch (part)
         {
             case "norm.weight": return new WeightGen(rs, 1, cols, 0.02, 1.0);
             case "mixer.in_proj.weight":
             {
                 var g = new WeightGen(rs, rows, cols, 1.0 / Math.Sqrt(rows));
-                for (int i = 0; i < OutlierChannels.Length; i++) g.ScaleCol(OutlierChannels[i], scale[i]);
+                for (int i = 0; i < spiking.Length; i++) g.Set(TriggerChannel, spiking[i], scale[i] / NormalizedFlag);
                 return g;
             }
-            case "mixer.conv1d.weight": return new WeightGen(rs, rows, cols, 0.5);
+            case "mixer.conv1d.weight":
+            {
+                // The spiking channels see only the current token, so a spike stays on its token.
+                var g = new WeightGen(rs, rows, cols, 0.5);
+                foreach (int ch in spiking)
+                    for (int j = 0; j < cols; j++) g.Set(ch, j, j == cols - 1 ? 1f : 0f);
+                return g;
+            }
             case "mixer.conv1d.bias": return new WeightGen(rs, 1, cols, 0.1);
             case "mixer.x_proj.weight":
             {
                 var g = new WeightGen(rs, rows, cols, 1.0 / Math.Sqrt(rows));
-                for (int i = 0; i < OutlierChannels.Length; i++) g.ScaleRow(OutlierChannels[i], 1f / scale[i]);
+                for (int i = 0; i < spiking.Length; i++) g.ScaleRow(spiking[i], 1f / scale[i]);
                 return g;
             }
             case "mixer.dt_proj.weight": return new WeightGen(rs, rows, cols, 1.0 / Math.Sqrt(rows) / Math.Sqrt(3));
             case "mixer.out_proj.weight":
             {
-                var g = new WeightGen(rs, rows, cols, 1.0 / Math.Sqrt(rows) / Math.Sqrt(_c.NumLayers));
-                for (int i = 0; i < OutlierChannels.Length; i++) g.ScaleRow(OutlierChannels[i], 1f / scale[i]);
+                var g = new WeightGen(rs, rows, cols, 1.0 / Math.Sqrt(rows) / Math.Sqrt(_c.NumLayers)).ScaleCol(TriggerChannel, 0f);
+                for (int i = 0; i < spiking.Length; i++) g.ScaleRow(spiking[i], 1f / scale[i]);
+                for (int i = 0; i < MassiveChannels.Length; i++) g.ScaleRow(MassiveChannels[i], 1f / MassiveD[layer][i]);
                 return g;
             }
             default: throw new ArgumentException($"no synthetic weight '{name}'");
         }
+    }
+
+    private const string LayerPrefix = "backbone.layers.";
+
+    private static int Layer(string name)
+    {
+        if (!name.StartsWith(LayerPrefix, StringComparison.Ordinal)) throw new ArgumentException($"no synthetic weight '{name}'");
+        int dot = name.IndexOf('.', LayerPrefix.Length);
+        return int.Parse(name.AsSpan(LayerPrefix.Length, dot - LayerPrefix.Length), CultureInfo.InvariantCulture);
     }
 }
 

@@ -68,11 +68,13 @@ public sealed class QuambaTests(ITestOutputHelper log) : IDisposable
             var r = Verify(compiled, "online Hadamard");
             using var original = Load();
             var samples = Data(original, "eval.txt", 4).Samples;
+            // float32 rounding only: out_proj's input spans ~500× (its massive channels), so the rotated
+            // product rounds at ~1e-5 of the logits' max (a wrong rotation gives errors of order 1).
             foreach (var o in r.Outputs)
             {
                 double max = Math.Max(Calibrator.Collect(original, [o.Name], samples)[o.Name].AbsMax, 1e-30);
                 log.WriteLine($"{o.Name}: max rel err {o.MaxAbsError / max:E2}");
-                Assert.True(o.MaxAbsError / max <= 1e-5, $"{o.Name}: max relative error {o.MaxAbsError / max:E3} > 1e-5");
+                Assert.True(o.MaxAbsError / max <= 5e-5, $"{o.Name}: max relative error {o.MaxAbsError / max:E3} > 5e-5");
             }
         }
     }
@@ -150,13 +152,12 @@ public sealed class QuambaTests(ITestOutputHelper log) : IDisposable
     }
 
     /// <summary>
-    /// Why clipping at the 99.999th percentile does little here: the scan's x is heavy-tailed (kurtosis in the
-    /// hundreds), but its outliers fill whole channels — a few percent of all values — so the 99.999th percentile
-    /// still lies inside them and trims the range by well under 2×, while the median channel stays hundreds of
-    /// times below it.
+    /// Why clipping at the 99.999th percentile pays here: the scan's x spikes only on the reference model's
+    /// trigger token, in one channel per layer — a handful of values — so the 99.999th percentile lies among the
+    /// ordinary values, many times below the max, and within a few times of the median channel's absmax.
     /// </summary>
     [Fact]
-    public void TheScanInputIsHeavyTailedButItsOutliersAreWholeChannels()
+    public void TheScanInputsOutliersAreTokenSparseSoThePercentileClipsThem()
     {
         using var m = Load();
         var blocks = LayerAnalysis.Analyze(m.Graph).Mambas;
@@ -167,9 +168,26 @@ public sealed class QuambaTests(ITestOutputHelper log) : IDisposable
             float p = RangeSelector.Select(s, RangeMethod.Percentile, 99.999).Hi;
             var ch = s.ChannelAbsMax.ToArray().Order().ToArray();
             float median = ch[ch.Length / 2];
-            log.WriteLine($"{b.Name}: max {s.AbsMax:G4}, p99.999 {p:G4}, median channel absmax {median:G4}, channels ≥ 20× median {ch.Count(c => c >= 20 * median)}");
-            Assert.True(s.AbsMax / p < 2, "the 99.999th percentile clips more than expected");
-            Assert.True(p / median > 100, "the clipped range is not far above the ordinary channels");
+            log.WriteLine($"{b.Name}: max {s.AbsMax:G4}, p99.999 {p:G4} (max/p {s.AbsMax / p:F1}), median channel absmax {median:G4}");
+            Assert.True(s.AbsMax / p >= 10, $"{b.Name}: the 99.999th percentile trims only {s.AbsMax / p:F2}×");
+            Assert.True(p / median < 10, $"{b.Name}: the clipped range is {p / median:F1}× the median channel");
         }
+    }
+
+    /// <summary>
+    /// Quamba's ablation on held-out text: the full recipe beats naive static W8A8 of the same coverage and
+    /// each variant that drops one of its two parts (the percentile clip of x, the Hadamard before out_proj).
+    /// </summary>
+    [Fact]
+    public void QuambaBeatsNaiveW8A8AndEachAblation()
+    {
+        var sqnr = new Dictionary<string, double>();
+        foreach (var recipe in new[] { "quamba", "mamba-w8a8", "quamba-noclip", "quamba-nohadamard" })
+        {
+            var (compiled, _) = Compile(Builtins.Recipes[recipe]);
+            using (compiled) sqnr[recipe] = Sqnr(Verify(compiled, recipe));
+        }
+        foreach (var other in new[] { "mamba-w8a8", "quamba-noclip", "quamba-nohadamard" })
+            Assert.True(sqnr["quamba"] > sqnr[other] + 0.5, $"quamba {sqnr["quamba"]:0.00} dB vs {other} {sqnr[other]:0.00} dB");
     }
 }
