@@ -94,13 +94,14 @@ public static class Hadamard
         }
     }
 
-    private static void Fwht(Span<float> v)
+    /// <summary>In-place unnormalised Walsh–Hadamard butterflies over a power-of-two length (Sylvester order), in float or double.</summary>
+    internal static void Fwht<T>(Span<T> v) where T : System.Numerics.IFloatingPoint<T>
     {
         for (int h = 1; h < v.Length; h <<= 1)
             for (int i = 0; i < v.Length; i += h << 1)
                 for (int j = i; j < i + h; j++)
                 {
-                    float a = v[j], b = v[j + h];
+                    T a = v[j], b = v[j + h];
                     v[j] = a + b;
                     v[j + h] = a - b;
                 }

@@ -75,7 +75,7 @@ public sealed class Rotation
         // a Walsh–Hadamard transform of each block of p, then the blocks mixed by H_mᵀ.
         for (int i = 0; i < x.Length; i++) x[i] *= _signs[i];
         int p = (int)_pow2, m = _m;
-        for (int a = 0; a < m; a++) Fwht(x.Slice(a * p, p));
+        for (int a = 0; a < m; a++) Hadamard.Fwht(x.Slice(a * p, p));
         if (m > 1)
         {
             var mixed = new double[x.Length];
@@ -144,18 +144,6 @@ public sealed class Rotation
             e.CopyTo(q, i * d);
         }
         return q;
-    }
-
-    private static void Fwht(Span<double> v)
-    {
-        for (int h = 1; h < v.Length; h <<= 1)
-            for (int i = 0; i < v.Length; i += h << 1)
-                for (int j = i; j < i + h; j++)
-                {
-                    double a = v[j], b = v[j + h];
-                    v[j] = a + b;
-                    v[j + h] = a - b;
-                }
     }
 
     /// <summary>Modified Gram–Schmidt (twice, for orthogonality to rounding) of the rows of a seeded ±1 matrix.</summary>
