@@ -56,6 +56,8 @@ public static class Builtins
         r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
         r.Register(new PassInfo("fuse_attention", PassKind.Lowering, "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) that ONNX Runtime runs as a fused kernel; run last",
             _ => new FuseAttentionPass()));
+        r.Register(new PassInfo("fuse_norm", PassKind.Lowering, "decomposed RMSNorm / LayerNorm → ONNX RMSNormalization (opset 23) / LayerNormalization, one kernel each; run last",
+            _ => new FuseNormPass()));
         r.Register(new PassInfo("lower_w4a8", PassKind.Lowering, "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq (portable: lower_qdq only, standard ONNX)",
             p => new LowerW4A8Pass(p.GetBool("portable", false))));
         return r;
@@ -76,6 +78,7 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_qdq
               - fuse_attention
+              - fuse_norm
             """,
         ["w8a8-dynamic"] = """
             name: w8a8-dynamic
@@ -85,6 +88,7 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_qdq
               - fuse_attention
+              - fuse_norm
             """,
         ["smoothquant"] = """
             name: smoothquant
@@ -96,6 +100,7 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_qdq
               - fuse_attention
+              - fuse_norm
             """,
         ["outliertune"] = """
             name: outliertune
@@ -108,6 +113,7 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_qdq
               - fuse_attention
+              - fuse_norm
             """,
         ["w6a6-outliertune"] = W6A6OutlierTune(symmetrize: true),
         ["w6a6-outliertune-nosym"] = W6A6OutlierTune(symmetrize: false),
@@ -121,6 +127,7 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_qdq
               - fuse_attention
+              - fuse_norm
             """,
         ["hadamard-w8a8"] = """
             name: hadamard-w8a8
@@ -133,6 +140,7 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_qdq
               - fuse_attention
+              - fuse_norm
             """,
         ["quamba"] = """
             name: quamba
@@ -184,6 +192,7 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_qdq
               - fuse_attention
+              - fuse_norm
             """,
         ["w4a16-gptq"] = """
             name: w4a16-gptq
@@ -193,6 +202,7 @@ public static class Builtins
               - weights: { method: gptq }
               - lower_qdq
               - fuse_attention
+              - fuse_norm
             """,
         ["w4a8"] = """
             name: w4a8
@@ -202,6 +212,7 @@ public static class Builtins
               - weights: { method: gptq }
               - lower_w4a8
               - fuse_attention
+              - fuse_norm
             """,
         ["quarot-w4a8"] = """
             name: quarot-w4a8
@@ -215,6 +226,7 @@ public static class Builtins
               - weights: { method: gptq }
               - lower_w4a8
               - fuse_attention
+              - fuse_norm
             """,
         ["quarot-w4a8-portable"] = """
             name: quarot-w4a8-portable
@@ -228,6 +240,7 @@ public static class Builtins
               - weights: { method: gptq }
               - lower_w4a8: { portable: true }
               - fuse_attention
+              - fuse_norm
             """,
     };
 
@@ -250,6 +263,7 @@ public static class Builtins
           - weights: { method: rtn }
           - lower_qdq
           - fuse_attention
+          - fuse_norm
         """;
 
     /// <summary>A built-in recipe by name, or a recipe file by path.</summary>

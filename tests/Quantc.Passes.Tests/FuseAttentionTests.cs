@@ -9,7 +9,7 @@ using Xunit.Abstractions;
 
 namespace Quantc.Passes.Tests;
 
-/// <summary>fuse_attention: the exporters' decomposed attention becomes one ONNX Attention (opset 23) with the same function.</summary>
+/// <summary>fuse_attention and fuse_norm: the exporters' decomposed attention and norms become one ONNX Attention (opset 23) / RMSNormalization each, with the same function.</summary>
 public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
 {
     private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-fuse-attention");
@@ -23,11 +23,11 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
         return Model.Load(path);
     }
 
-    private Model Fuse(Model m, out PassContext ctx)
+    private Model Fuse(Model m, out PassContext ctx, string passes = "[fuse_attention]")
     {
         ctx = new PassContext(m);
         var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse("passes: [fuse_attention]", "test recipe")), ctx);
+        pm.Run(pm.Instantiate(Recipe.Parse($"passes: {passes}", "test recipe")), ctx);
         foreach (var line in ctx.Log) log.WriteLine(line);
         var path = Path.Combine(_dir.FullName, $"fused-{Guid.NewGuid():N}.onnx");
         m.Save(path);
@@ -110,6 +110,46 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
             for (int h = 0; h < heads; h++) Array.Clear(r, half + h * t * d, 3 * d);
         }
         return r;
+    }
+
+    /// <summary>fuse_norm turns every decomposed RMSNorm (LLaMA's 2 per layer and the final one; Mamba's) into RMSNormalization, same outputs.</summary>
+    [Theory]
+    [InlineData("llama", 9)]
+    [InlineData("mamba", 5)]
+    public void FusedNormsComputeTheSameOutputs(string arch, int norms)
+    {
+        using var original = Build(arch, "torch");
+        using var m = Build(arch, "torch");
+        using var fused = Fuse(m, out var ctx, "[fold_norm, fuse_norm]");
+        Assert.Equal(norms, fused.Graph.Nodes.Count(n => n.Is("RMSNormalization")));
+        Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Pow") || n.Is("ReduceMean"));
+        Assert.Contains($"fuse_norm: {norms} RMSNorm → RMSNormalization, 0 LayerNorm → LayerNormalization", ctx.Log);
+        using var a = OrtModel.CreateSession(original);
+        using var b = OrtModel.CreateSession(fused);
+        var tokens = DataLoaderTokens(original, 64);
+        var sample = CalibrationInputs.FromTokens(original.Graph, tokens);
+        var oa = Run(a, sample);
+        var ob = Run(b, sample);
+        foreach (var (name, va) in oa)
+        {
+            double e = MaxRelErr(va, ob[name]);
+            if (name == "logits") log.WriteLine($"{arch}: fold_norm + fuse_norm logits max rel err {e:E2}");
+            Assert.True(e <= 1e-5, $"{name}: max relative error {e:E3}");
+        }
+    }
+
+    private static long[] DataLoaderTokens(Model m, int length) =>
+        Quantc.Core.Data.DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new Quantc.Core.Data.DataOptions { SequenceLength = length, MaxSamples = 1 }).Tokens![0];
+
+    [Fact]
+    public void ANormWhoseIntermediateIsReadElsewhereIsLeftWithTheReason()
+    {
+        using var m = Build("llama", "torch");
+        var pow = m.Graph.Nodes.First(n => n.Is("Pow"));
+        m.Graph.AddOutput(pow.Output);   // x² becomes a model output: the norm's inside is visible
+        using var fused = Fuse(m, out var ctx, "[fuse_norm]");
+        Assert.Contains(ctx.Log, l => l.StartsWith("fuse_norm: model.layers.0.input_layernorm left as it is: its intermediate", StringComparison.Ordinal));
+        Assert.Equal(8, fused.Graph.Nodes.Count(n => n.Is("RMSNormalization")));
     }
 
     [Theory]
