@@ -58,6 +58,8 @@ public static class Builtins
             _ => new FuseAttentionPass()));
         r.Register(new PassInfo("fuse_norm", PassKind.Lowering, "decomposed RMSNorm / LayerNorm → ONNX RMSNormalization (opset 23) / LayerNormalization, one kernel each; run last",
             _ => new FuseNormPass()));
+        r.Register(new PassInfo("fuse_rope", PassKind.Lowering, "decomposed rotary embedding (x·cos + rotate_half(x)·sin, cos/sin gathered by position) → ONNX RotaryEmbedding (opset 23); run last",
+            _ => new FuseRopePass()));
         r.Register(new PassInfo("lower_w4a8", PassKind.Lowering, "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq (portable: lower_qdq only, standard ONNX)",
             p => new LowerW4A8Pass(p.GetBool("portable", false))));
         return r;
@@ -79,6 +81,7 @@ public static class Builtins
               - lower_qdq
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["w8a8-dynamic"] = """
             name: w8a8-dynamic
@@ -89,6 +92,7 @@ public static class Builtins
               - lower_qdq
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["smoothquant"] = """
             name: smoothquant
@@ -101,6 +105,7 @@ public static class Builtins
               - lower_qdq
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["outliertune"] = """
             name: outliertune
@@ -114,6 +119,7 @@ public static class Builtins
               - lower_qdq
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["w6a6-outliertune"] = W6A6OutlierTune(symmetrize: true),
         ["w6a6-outliertune-nosym"] = W6A6OutlierTune(symmetrize: false),
@@ -128,6 +134,7 @@ public static class Builtins
               - lower_qdq
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["hadamard-w8a8"] = """
             name: hadamard-w8a8
@@ -141,6 +148,7 @@ public static class Builtins
               - lower_qdq
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["quamba"] = """
             name: quamba
@@ -193,6 +201,7 @@ public static class Builtins
               - lower_qdq
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["w4a16-gptq"] = """
             name: w4a16-gptq
@@ -203,6 +212,7 @@ public static class Builtins
               - lower_qdq
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["w4a8"] = """
             name: w4a8
@@ -213,6 +223,7 @@ public static class Builtins
               - lower_w4a8
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["quarot-w4a8"] = """
             name: quarot-w4a8
@@ -227,6 +238,7 @@ public static class Builtins
               - lower_w4a8
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
         ["quarot-w4a8-portable"] = """
             name: quarot-w4a8-portable
@@ -241,6 +253,7 @@ public static class Builtins
               - lower_w4a8: { portable: true }
               - fuse_attention
               - fuse_norm
+              - fuse_rope
             """,
     };
 
@@ -264,6 +277,7 @@ public static class Builtins
           - lower_qdq
           - fuse_attention
           - fuse_norm
+          - fuse_rope
         """;
 
     /// <summary>A built-in recipe by name, or a recipe file by path.</summary>

@@ -59,14 +59,21 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
     }
 
     [Theory]
-    [InlineData("llama", 2, 32)]   // grouped-query: 4 query heads over 2 KV heads, repeat-kv in the graph
-    [InlineData("opt", 4, 32)]     // multi-head, the scale folded into q_proj's output, no Mul on the scores
-    public void TheFusedAttentionComputesTheSameOutputsAndCache(string arch, int kvHeads, int headSize)
+    [InlineData("llama", 2, 32, "[fuse_attention]")]   // grouped-query: 4 query heads over 2 KV heads, repeat-kv in the graph
+    [InlineData("opt", 4, 32, "[fuse_attention]")]     // multi-head, the scale folded into q_proj's output, no Mul on the scores
+    [InlineData("llama", 2, 32, "[fuse_attention, fuse_norm, fuse_rope]")]   // what the recipes run: RoPE by position ids too
+    public void TheFusedAttentionComputesTheSameOutputsAndCache(string arch, int kvHeads, int headSize, string passes)
     {
         using var original = Build(arch, "torch");
         using var m = Build(arch, "torch");
         int softmaxes = m.Graph.Nodes.Count(n => n.Is("Softmax"));
-        using var fused = Fuse(m, out var ctx);
+        using var fused = Fuse(m, out var ctx, passes);
+        if (passes.Contains("fuse_rope", StringComparison.Ordinal))
+        {
+            Assert.Equal(2 * softmaxes, fused.Graph.Nodes.Count(n => n.Is("RotaryEmbedding")));
+            Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Neg") || n.Is("Slice"));
+            Assert.Contains($"fuse_rope: {2 * softmaxes} rotary embedding(s) → ONNX RotaryEmbedding (opset 23)", ctx.Log);
+        }
         Assert.True(softmaxes > 0);
         Assert.Equal(softmaxes, fused.Graph.Nodes.Count(n => n.Is("Attention")));
         Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Softmax") || n.Is("Expand"));
