@@ -54,11 +54,11 @@ public static class Builtins
         r.Register(new PassInfo("lower_mamba", PassKind.Lowering, "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → HadamardQuantizeInt8); portable: QDQ only",
             p => new LowerMambaPass(p.GetBool("portable", false))));
         r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
-        r.Register(new PassInfo("fuse_attention", PassKind.Lowering, "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) that ONNX Runtime runs as a fused kernel; run last",
+        r.Register(new PassInfo("fuse_attention", PassKind.Lowering, "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) that ONNX Runtime runs as a fused kernel, on the 3-D projections when the head split allows; run last (after fuse_rope)",
             _ => new FuseAttentionPass()));
-        r.Register(new PassInfo("fuse_norm", PassKind.Lowering, "decomposed RMSNorm / LayerNorm → ONNX RMSNormalization (opset 23) / LayerNormalization, one kernel each; run last",
+        r.Register(new PassInfo("fuse_norm", PassKind.Lowering, "decomposed RMSNorm / LayerNorm → ONNX RMSNormalization (opset 23) / LayerNormalization, one kernel each; run at the end",
             _ => new FuseNormPass()));
-        r.Register(new PassInfo("fuse_rope", PassKind.Lowering, "decomposed rotary embedding (x·cos + rotate_half(x)·sin, cos/sin gathered by position) → ONNX RotaryEmbedding (opset 23); run last",
+        r.Register(new PassInfo("fuse_rope", PassKind.Lowering, "decomposed rotary embedding (x·cos + rotate_half(x)·sin, cos/sin gathered by position) → ONNX RotaryEmbedding (opset 23); run at the end, before fuse_attention",
             _ => new FuseRopePass()));
         r.Register(new PassInfo("lower_w4a8", PassKind.Lowering, "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq (portable: lower_qdq only, standard ONNX)",
             p => new LowerW4A8Pass(p.GetBool("portable", false))));
@@ -79,9 +79,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["w8a8-dynamic"] = """
             name: w8a8-dynamic
@@ -90,9 +90,9 @@ public static class Builtins
               - quantize: { weights: int8, activations: int8, mode: dynamic }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["smoothquant"] = """
             name: smoothquant
@@ -103,9 +103,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["outliertune"] = """
             name: outliertune
@@ -117,9 +117,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["w6a6-outliertune"] = W6A6OutlierTune(symmetrize: true),
         ["w6a6-outliertune-nosym"] = W6A6OutlierTune(symmetrize: false),
@@ -132,9 +132,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["hadamard-w8a8"] = """
             name: hadamard-w8a8
@@ -146,9 +146,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["quamba"] = """
             name: quamba
@@ -199,9 +199,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["w4a16-gptq"] = """
             name: w4a16-gptq
@@ -210,9 +210,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
               - weights: { method: gptq }
               - lower_qdq
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["w4a8"] = """
             name: w4a8
@@ -221,9 +221,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["quarot-w4a8"] = """
             name: quarot-w4a8
@@ -236,9 +236,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
         ["quarot-w4a8-portable"] = """
             name: quarot-w4a8-portable
@@ -251,9 +251,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8: { portable: true }
-              - fuse_attention
               - fuse_norm
               - fuse_rope
+              - fuse_attention
             """,
     };
 
@@ -275,9 +275,9 @@ public static class Builtins
           - ranges: { method: minmax }
           - weights: { method: rtn }
           - lower_qdq
-          - fuse_attention
           - fuse_norm
           - fuse_rope
+          - fuse_attention
         """;
 
     /// <summary>A built-in recipe by name, or a recipe file by path.</summary>

@@ -24,7 +24,8 @@ public sealed class FuseAttentionPass : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        int fused = 0;
+        int fused = 0, flat = 0;
+        var made = new List<Node>();
         foreach (var softmax in g.Nodes.Where(n => n.Is("Softmax")).ToList())
         {
             var m = Match(softmax, out string? why);
@@ -33,14 +34,17 @@ public sealed class FuseAttentionPass : IPass
                 if (why is not null) ctx.Log.Add($"fuse_attention: {softmax.Name} left as it is: {why}");
                 continue;
             }
-            Rewrite(g, m);
+            made.Add(Rewrite(g, m));
             fused++;
         }
         if (fused == 0) { ctx.Log.Add("fuse_attention: no decomposed attention found"); return; }
         g.RemoveDeadCode();
+        // With the old score ops gone, Q/K/V have the Attention as their only reader: try the 3-D form.
+        foreach (var att in made) if (ThreeD(g, att)) flat++;
+        if (flat > 0) g.RemoveDeadCode();
         g.SortTopologically();
         if ((ctx.Model.OpsetVersion("") ?? 0) < 23) ctx.Model.SetOpset("", 23);
-        ctx.Log.Add($"fuse_attention: {fused} attention block(s) → ONNX Attention (opset 23)");
+        ctx.Log.Add($"fuse_attention: {fused} attention block(s) → ONNX Attention (opset 23){(flat > 0 ? $", {flat} of them on the projections' [batch, sequence, heads·head size] tensors directly" : "")}");
     }
 
     private sealed record Found(Node Softmax, Node Context, Value Q, Value K, Value V, Value? Mask, float Scale,
@@ -120,7 +124,7 @@ public sealed class FuseAttentionPass : IPass
         return u.Inputs[0]!;
     }
 
-    private static void Rewrite(Graph g, Found m)
+    private static Node Rewrite(Graph g, Found m)
     {
         Value? pastK = null, pastV = null, newK = m.K, newV = m.V;
         if (m.KConcat is { } kc && m.VConcat is { } vc)
@@ -152,5 +156,53 @@ public sealed class FuseAttentionPass : IPass
                 g.ReplaceAllUses(old, att.Outputs[i]!, includeGraphOutputs: true);
             }
         }
+        return att;
+    }
+
+    /// <summary>
+    /// Feeds <paramref name="att"/> the projections' 3-D outputs when Q, K and V all come as
+    /// Transpose(Reshape(x, [0, 0, heads, d]), [0, 2, 1, 3]) — Q and K optionally through a RotaryEmbedding, which then
+    /// rotates the 3-D tensor itself (num_heads) — and its output goes back through Transpose([0, 2, 1, 3]) and
+    /// Reshape([0, 0, heads·d]): Attention takes and gives [batch, sequence, heads·d] with q_num_heads/kv_num_heads,
+    /// and the eight head-splitting ops go. The cache stays [batch, kv heads, total, d]. False when any part differs.
+    /// </summary>
+    private static bool ThreeD(Graph g, Node att)
+    {
+        (Value X, long Heads, Node? Rope)? Split(Value v)
+        {
+            Node? rope = null;
+            if (v.Producer is { } r && r.Is("RotaryEmbedding") && SingleUse(v) && r.Inputs[0] is { } inner && r.GetInt("num_heads", 0) == 0) { rope = r; v = inner; }
+            if (v.Producer is not { } t || !t.Is("Transpose") || !SingleUse(v) || t.GetInts("perm") is not { } perm || !perm.SequenceEqual([0L, 2, 1, 3])) return null;
+            var reshaped = t.Inputs[0]!;
+            if (reshaped.Producer is not { } rs || !rs.Is("Reshape") || !SingleUse(reshaped)) return null;
+            return Constants.Ints(Constants.Of(rs.Inputs[1])) is [0, 0, > 0 and var heads, > 0] ? (rs.Inputs[0]!, heads, rope) : null;
+        }
+        if (Split(att.Inputs[0]!) is not { } q || Split(att.Inputs[1]!) is not { } k || Split(att.Inputs[2]!) is not { Rope: null } v) return false;
+        // The output: Y [b, h, s, d] → Transpose [0, 2, 1, 3] → Reshape [0, 0, h·d] is the only reader.
+        var y = att.Outputs[0]!;
+        if (!SingleUse(y) || y.Uses[0].Node is not { } tOut || !tOut.Is("Transpose") || tOut.GetInts("perm") is not { } p || !p.SequenceEqual([0L, 2, 1, 3])) return false;
+        var yt = tOut.Output;
+        if (!SingleUse(yt) || yt.Uses[0].Node is not { } rOut || !rOut.Is("Reshape") || Constants.Ints(Constants.Of(rOut.Inputs[1])) is not [0, 0, > 0]) return false;
+        if (k.Heads != v.Heads || q.Heads % k.Heads != 0) return false;
+
+        Value Input((Value X, long Heads, Node? Rope) part)
+        {
+            if (part.Rope is not { } r) return part.X;
+            var n = g.AddNode("RotaryEmbedding", [part.X, .. r.Inputs.Skip(1)], 1, name: g.UniqueName(r.Name + "_3d"), before: att);
+            foreach (var a in r.Attributes) n.SetAttribute(a.Proto.Clone());
+            n.SetAttribute("num_heads", part.Heads);
+            return n.Output;
+        }
+        att.SetInput(0, Input(q));
+        att.SetInput(1, Input(k));
+        att.SetInput(2, Input(v));
+        att.SetAttribute("q_num_heads", q.Heads);
+        att.SetAttribute("kv_num_heads", k.Heads);
+        // The Attention's output is now the merged [b, s, h·d]: it takes the Reshape's place and name.
+        var merged = rOut.Output;
+        g.TakeName(y, merged);
+        if (merged.Type is { } type) y.Type = type;
+        g.ReplaceAllUses(merged, y, includeGraphOutputs: true);
+        return true;
     }
 }

@@ -243,6 +243,17 @@ public sealed class Graph
         return name;
     }
 
+    /// <summary>
+    /// Gives <paramref name="value"/> the name of <paramref name="from"/>, which is renamed to a fresh name first (a
+    /// rewrite's replacement keeps the tensor name reports, verify and downstream tools know).
+    /// </summary>
+    public void TakeName(Value value, Value from)
+    {
+        string name = from.Name;
+        RenameValueUnique(from, name + "_replaced");
+        RenameValue(value, name, reserved: true);
+    }
+
     /// <summary>Renames a value (and its initializer); the new name must be free in the model.</summary>
     public void RenameValue(Value value, string newName) => RenameValue(value, newName, reserved: false);
 

@@ -61,7 +61,7 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
     [Theory]
     [InlineData("llama", 2, 32, "[fuse_attention]")]   // grouped-query: 4 query heads over 2 KV heads, repeat-kv in the graph
     [InlineData("opt", 4, 32, "[fuse_attention]")]     // multi-head, the scale folded into q_proj's output, no Mul on the scores
-    [InlineData("llama", 2, 32, "[fuse_attention, fuse_norm, fuse_rope]")]   // what the recipes run: RoPE by position ids too
+    [InlineData("llama", 2, 32, "[fuse_norm, fuse_rope, fuse_attention]")]   // what the recipes run: RoPE by position ids, 3-D Q/K/V
     public void TheFusedAttentionComputesTheSameOutputsAndCache(string arch, int kvHeads, int headSize, string passes)
     {
         using var original = Build(arch, "torch");
@@ -73,6 +73,10 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
             Assert.Equal(2 * softmaxes, fused.Graph.Nodes.Count(n => n.Is("RotaryEmbedding")));
             Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Neg") || n.Is("Slice"));
             Assert.Contains($"fuse_rope: {2 * softmaxes} rotary embedding(s) → ONNX RotaryEmbedding (opset 23)", ctx.Log);
+            // RoPE fused first, the head split goes too: Attention and RotaryEmbedding take the projections' 3-D tensors.
+            Assert.Contains(ctx.Log, l => l.EndsWith($"{softmaxes} of them on the projections' [batch, sequence, heads·head size] tensors directly", StringComparison.Ordinal));
+            Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Transpose"));
+            Assert.All(fused.Graph.Nodes.Where(n => n.Is("RotaryEmbedding")), n => Assert.True(n.GetInt("num_heads", 0) > 0));
         }
         Assert.True(softmaxes > 0);
         Assert.Equal(softmaxes, fused.Graph.Nodes.Count(n => n.Is("Attention")));
