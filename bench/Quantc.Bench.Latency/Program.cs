@@ -76,32 +76,6 @@ foreach (var path in models)
     double td = Median(() => { using var o = session.Run(ro, decode.Select(x => x.Item1).ToList(), decode.Select(x => x.Item2).ToList(), outputs); }, 50);
     long bytes = new FileInfo(path).Length + (File.Exists(path + ".data") ? new FileInfo(path + ".data").Length : 0);
     Console.WriteLine(string.Create(inv, $"| {Path.GetFileName(path)} | {bytes / 1048576.0:0.0} | {tp:0.0} | {td:0.00} | {ops} |"));
-    if (profile) profiles.Add($"{Path.GetFileName(path)}: {ProfilePrefill(path, ir, prefill)}");
+    if (profile) profiles.Add($"{Path.GetFileName(path)}: prefill {Quantc.Bench.OrtProfile.PerOpType(path, ir, prefill)}");
 }
 foreach (var p in profiles) Console.WriteLine(p);
-
-// Time per op type over 3 profiled prefills (ONNX Runtime's "Node" events), largest first, as shares of the total.
-string ProfilePrefill(string path, Model ir, List<(string, OrtValue)> feed)
-{
-    using var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-    so.EnableProfiling = true;
-    so.ProfileOutputPathPrefix = Path.Combine(Path.GetTempPath(), $"quantc-prof-{Guid.NewGuid():N}");
-    if (Quantc.Core.Runtime.CustomOps.IsUsedBy(ir)) Quantc.Core.Runtime.CustomOps.Register(so);
-    string file;
-    using (var session = new InferenceSession(path, so))
-    {
-        using var ro = new RunOptions();
-        for (int r = 0; r < 3; r++) { using var o = session.Run(ro, feed.Select(x => x.Item1).ToList(), feed.Select(x => x.Item2).ToList(), session.OutputNames.ToList()); }
-        file = session.EndProfiling();
-    }
-    var perOp = new Dictionary<string, double>(StringComparer.Ordinal);
-    using (var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file)))
-        foreach (var e in doc.RootElement.EnumerateArray())
-            if (e.TryGetProperty("cat", out var cat) && cat.GetString() == "Node" && e.TryGetProperty("args", out var a) && a.TryGetProperty("op_name", out var op)
-                && e.GetProperty("name").GetString()!.EndsWith("_kernel_time", StringComparison.Ordinal))
-                perOp[op.GetString()!] = perOp.GetValueOrDefault(op.GetString()!) + e.GetProperty("dur").GetDouble();
-    File.Delete(file);
-    double total = perOp.Values.Sum();
-    return string.Create(inv, $"prefill kernel time {total / 3000:0.0} ms per run: ") +
-        string.Join(", ", perOp.OrderByDescending(kv => kv.Value).Take(8).Select(kv => string.Create(inv, $"{kv.Key} {100 * kv.Value / total:0}%")));
-}

@@ -81,19 +81,24 @@ struct HadamardQuantizeInt8Op {
 
 // MatMulInt8(A: int8[..., K], A_scale: float scalar, B: int8[N, K], B_scale: float[N], bias?: float[N]) -> Y float[..., N].
 struct MatMulInt8Op {
-  // A constant weight (an initializer) is packed once, here, for the VNNI GEMM.
+  // A constant weight (an initializer) is packed once, here, for the VNNI or the AVX2 GEMM.
   MatMulInt8Op(const OrtApi*, const OrtKernelInfo* info) {
-    if (quantc::best_isa() != quantc::Isa::Avx512Vnni) return;
+    const quantc::Isa isa = quantc::best_isa();
+    if (isa == quantc::Isa::Reference) return;
     Ort::ConstKernelInfo ki(info);
     int is_constant = 0;
     Ort::ConstValue b = ki.GetTensorConstantInput(2, &is_constant);
     if (!is_constant) return;
     auto shape = b.GetTensorTypeAndShapeInfo().GetShape();
     if (shape.size() != 2) return;  // Compute reports the shape error
-    packed_ = std::make_unique<quantc::PackedB>(quantc::pack_b_vnni(b.GetTensorData<int8_t>(), shape[0], shape[1]));
+    if (isa == quantc::Isa::Avx512Vnni)
+      packed_ = std::make_unique<quantc::PackedB>(quantc::pack_b_vnni(b.GetTensorData<int8_t>(), shape[0], shape[1]));
+    else
+      packed_avx2_ = std::make_unique<quantc::PackedBAvx2>(quantc::pack_b_avx2(b.GetTensorData<int8_t>(), shape[0], shape[1]));
   }
 
   std::unique_ptr<quantc::PackedB> packed_;
+  std::unique_ptr<quantc::PackedBAvx2> packed_avx2_;
 
   void Compute(const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<int8_t>& b, const Tensor<float>& b_scale,
                std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
@@ -115,6 +120,8 @@ struct MatMulInt8Op {
     int64_t M = K == 0 ? 0 : a.NumberOfElement() / K;
     if (packed_ && packed_->N == N && packed_->K == K)
       quantc::matmul_int8_vnni_packed(a.Data(), *packed_, M, a_scale.Data()[0], b_scale.Data(), bias_data, out);
+    else if (packed_avx2_ && packed_avx2_->N == N && packed_avx2_->K == K && M > 1)  // one row (decode): the unpacked dot products are faster
+      quantc::matmul_int8_avx2_packed(a.Data(), *packed_avx2_, M, a_scale.Data()[0], b_scale.Data(), bias_data, out);
     else
       quantc::matmul_int8(a.Data(), b.Data(), M, N, K, a_scale.Data()[0], b_scale.Data(), bias_data, out, quantc::best_isa());
   }

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -105,6 +106,26 @@ TEST(MatMulInt8, PackedVnniGemmEqualsTheReference) {
     auto packed = quantc::pack_b_vnni(b.data(), N, K);
     quantc::matmul_int8_vnni_packed(a.data(), packed, M, 0.03f, bs.data(), bias.data(), got.data());
     ASSERT_EQ(got, want) << "M=" << M << " N=" << N << " K=" << K;
+  }
+}
+
+TEST(MatMulInt8, PackedAvx2GemmEqualsTheReference) {
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(19);
+  for (auto [M, N, K] : std::vector<std::tuple<int, int, int>>{{1, 1, 1}, {1, 8, 2}, {5, 33, 7}, {4, 16, 64}, {9, 50, 131}, {64, 96, 512}, {3, 2048, 512}}) {
+    auto a = random_int8(M * K, rng), b = random_int8(N * K, rng);
+    a[0] = -128;
+    b[0] = -128;
+    std::vector<float> bs(N), bias(N), got(M * N), want(M * N);
+    for (int n = 0; n < N; ++n) { bs[n] = 0.001f * (n + 1); bias[n] = 0.5f * n; }
+    auto packed = quantc::pack_b_avx2(b.data(), N, K);
+    for (bool with_bias : {true, false}) {
+      const float* bp = with_bias ? bias.data() : nullptr;
+      quantc::matmul_int8(a.data(), b.data(), M, N, K, 0.03f, bs.data(), bp, want.data(), quantc::Isa::Reference);
+      std::fill(got.begin(), got.end(), -1.f);
+      quantc::matmul_int8_avx2_packed(a.data(), packed, M, 0.03f, bs.data(), bp, got.data());
+      ASSERT_EQ(got, want) << "M=" << M << " N=" << N << " K=" << K << " bias " << with_bias;
+    }
   }
 }
 
