@@ -29,6 +29,31 @@ std::string shape_str(const std::vector<int64_t>& s) {
   ORT_CXX_API_THROW("ai.quantc." + op + ": " + msg, ORT_INVALID_ARGUMENT);
 }
 
+// parallel_for's chunks on the session's intra-op thread pool (quantc::ScopedParallelRunner).
+struct PoolJob {
+  void (*chunk)(void*, int64_t);
+  void* job;
+};
+
+void pool_chunk(void* p, size_t i) {
+  const PoolJob& j = *static_cast<const PoolJob*>(p);
+  j.chunk(j.job, static_cast<int64_t>(i));
+}
+
+void run_on_ort_pool(void* host, int64_t chunks, void (*chunk)(void*, int64_t), void* job) {
+  PoolJob j{chunk, job};
+  OrtStatus* st = Ort::GetApi().KernelContext_ParallelFor(static_cast<const OrtKernelContext*>(host), pool_chunk, static_cast<size_t>(chunks), 0, &j);
+  if (!st) return;
+  Ort::GetApi().ReleaseStatus(st);  // no pool (an older host): run the chunks here
+  for (int64_t i = 0; i < chunks; ++i) chunk(job, i);
+}
+
+// For the duration of one Compute: the kernels' parallel_for runs on ONNX Runtime's pool.
+struct OnOrtPool {
+  explicit OnOrtPool(OrtKernelContext* ctx) : scope(run_on_ort_pool, ctx) {}
+  quantc::ScopedParallelRunner scope;
+};
+
 int64_t attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
   int64_t v = fallback;
   OrtStatus* st = api->KernelInfoGetAttribute_int64(info, name, &v);
@@ -100,8 +125,9 @@ struct MatMulInt8Op {
   std::unique_ptr<quantc::PackedB> packed_;
   std::unique_ptr<quantc::PackedBAvx2> packed_avx2_;
 
-  void Compute(const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<int8_t>& b, const Tensor<float>& b_scale,
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<int8_t>& b, const Tensor<float>& b_scale,
                std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
+    OnOrtPool pool(ctx);
     auto as = a.Shape(), bs = b.Shape();
     if (as.empty()) fail("MatMulInt8", "A must have at least one axis");
     if (bs.size() != 2) fail("MatMulInt8", "B must be 2-D [N, K], got " + shape_str(bs));
@@ -136,8 +162,9 @@ float scalar(const std::string& op, const char* what, const Tensor<float>& t) {
 struct MatMulInt4Int8Op {
   MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {}
 
-  void Compute(const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b, const Tensor<float>& b_scale,
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b, const Tensor<float>& b_scale,
                std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
+    OnOrtPool pool(ctx);
     const std::string op = "MatMulInt4Int8";
     auto as = a.Shape(), bs = b.Shape();
     if (as.empty()) fail(op, "A must have at least one axis");
@@ -167,11 +194,12 @@ struct MatMulInt4Int8Op {
 struct QSelectiveScanOp {
   QSelectiveScanOp(const OrtApi* api, const OrtKernelInfo* info) : softplus_(attr_int(api, info, "dt_softplus", 1) != 0) {}
 
-  void Compute(const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<int8_t>& dt, const Tensor<float>& dt_scale,
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<int8_t>& dt, const Tensor<float>& dt_scale,
                const Tensor<float>& A, const Tensor<int8_t>& B, const Tensor<float>& B_scale, const Tensor<int8_t>& C,
                const Tensor<float>& C_scale, std::optional<const Tensor<float>*> D, std::optional<const Tensor<int8_t>*> z,
                std::optional<const Tensor<float>*> z_scale, std::optional<const Tensor<float>*> dt_bias,
                std::optional<const Tensor<float>*> h0, Tensor<float>& y, std::optional<Tensor<float>*> h_out) {
+    OnOrtPool pool(ctx);
     const std::string op = "QSelectiveScan";
     auto xs = x.Shape(), as = A.Shape(), bs = B.Shape();
     if (xs.size() != 3) fail(op, "x must be [batch, length, dim], got " + shape_str(xs));
@@ -216,8 +244,9 @@ struct QSelectiveScanOp {
 struct QCausalConv1dOp {
   QCausalConv1dOp(const OrtApi* api, const OrtKernelInfo* info) : silu_(attr_int(api, info, "silu", 1) != 0) {}
 
-  void Compute(const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<float>& weight, std::optional<const Tensor<float>*> bias,
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<float>& weight, std::optional<const Tensor<float>*> bias,
                std::optional<const Tensor<float>*> state_in, Tensor<float>& y, std::optional<Tensor<float>*> state_out) {
+    OnOrtPool pool(ctx);
     const std::string op = "QCausalConv1d";
     auto xs = x.Shape(), ws = weight.Shape();
     if (xs.size() != 3) fail(op, "x must be [batch, length, dim], got " + shape_str(xs));
