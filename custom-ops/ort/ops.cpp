@@ -14,6 +14,7 @@
 #include "quantc/gemm.h"
 #include "quantc/hadamard.h"
 #include "quantc/mamba.h"
+#include "quantc/quantize.h"
 
 namespace {
 
@@ -84,7 +85,8 @@ struct HadamardOp {
 struct HadamardQuantizeInt8Op {
   HadamardQuantizeInt8Op(const OrtApi*, const OrtKernelInfo*) {}
 
-  void Compute(const Tensor<float>& x, const Tensor<float>& scale, Tensor<int8_t>& y) {
+  void Compute(OrtKernelContext* ctx, const Tensor<float>& x, const Tensor<float>& scale, Tensor<int8_t>& y) {
+    OnOrtPool pool(ctx);
     auto shape = x.Shape();
     if (shape.empty()) fail("HadamardQuantizeInt8", "input must have at least one axis");
     if (scale.NumberOfElement() != 1) fail("HadamardQuantizeInt8", "scale must be a scalar");
@@ -92,15 +94,8 @@ struct HadamardQuantizeInt8Op {
     int m;
     if (!quantc::hadamard_split(n, &p2, &m))
       fail("HadamardQuantizeInt8", "last axis " + std::to_string(n) + " is not 2^k times a supported order");
-    const float s = scale.Data()[0];
-    int64_t total = x.NumberOfElement();
-    std::vector<float> tmp(static_cast<size_t>(total));
-    quantc::hadamard_transform(x.Data(), tmp.data(), n == 0 ? 0 : total / n, n, true);
     int8_t* out = y.Allocate(shape);
-    for (int64_t i = 0; i < total; ++i) {
-      float v = std::nearbyint(tmp[i] / s);  // default rounding mode: half to even
-      out[i] = static_cast<int8_t>(v > 127.f ? 127.f : v < -128.f ? -128.f : v);
-    }
+    quantc::hadamard_quantize_int8(x.Data(), out, n == 0 ? 0 : x.NumberOfElement() / n, n, scale.Data()[0]);
   }
 };
 
