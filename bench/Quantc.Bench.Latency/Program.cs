@@ -1,8 +1,9 @@
 // Latency of models in ONNX Runtime CPU: prefill of N tokens (empty KV cache) and one decode step
-// (one token after N cached), median of timed runs after warm-up; plus the op histogram of the graph
+// (one token after N cached), timed in interleaved rounds after warm-up; plus the op histogram of the graph
 // ONNX Runtime actually runs (its optimised model), to see what the QDQ was fused into.
-// Usage: dotnet run -c Release -- MODEL.onnx [MODEL2.onnx ...] [--tokens 512] [--profile]
-// --profile: also runs each prefill under ONNX Runtime's profiler and prints where the time goes, per op type.
+// Usage: dotnet run -c Release -- MODEL.onnx [MODEL2.onnx ...] [--tokens 512] [--rounds 9] [--threads N] [--profile]
+// The first model is the basis of the speed-ups (put fp32 first).
+// --profile: also runs the prefill and the decode step under ONNX Runtime's profiler and prints where the time goes, per op type.
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
@@ -11,71 +12,108 @@ using Quantc.Ir;
 var inv = CultureInfo.InvariantCulture;
 int tokens = 512;
 bool profile = false;
+int rounds = 9, threads = 0;
 var models = new List<string>();
 var profiles = new List<string>();
 for (int i = 0; i < args.Length; i++)
 {
     if (args[i] == "--tokens") tokens = int.Parse(args[++i], inv);
     else if (args[i] == "--profile") profile = true;
+    else if (args[i] == "--rounds") rounds = int.Parse(args[++i], inv);
+    else if (args[i] == "--threads") threads = int.Parse(args[++i], inv);
     else models.Add(args[i]);
 }
 
-double Median(Action run, int reps)
-{
-    run(); run();
-    var t = new List<double>();
-    var budget = Stopwatch.StartNew();
-    for (int i = 0; i < reps && (i < 3 || budget.Elapsed.TotalSeconds < 20); i++)
+var sessions = new List<Bench>();
+foreach (var path in models) sessions.Add(Bench.Open(path, tokens, threads));
+
+// Interleaved rounds: every round times every model once (prefill: one run; decode: the mean of 10 steps),
+// so slow drifts of a shared machine hit all models alike; the ratio against the first model is taken
+// per round (paired) and its median reported.
+foreach (var b in sessions) { b.Prefill(); b.Prefill(); b.Decode(); b.Decode(); }
+for (int r = 0; r < rounds; r++)
+    foreach (var b in sessions)
     {
+        b.PrefillMs.Add(b.Prefill());
         var sw = Stopwatch.StartNew();
-        run();
-        t.Add(sw.Elapsed.TotalMilliseconds);
+        for (int i = 0; i < 10; i++) b.Decode();
+        b.DecodeMs.Add(sw.Elapsed.TotalMilliseconds / 10);
     }
-    t.Sort();
-    return t[t.Count / 2];
-}
 
-Console.WriteLine($"| model | file MiB | prefill {tokens} ms | decode ms | ORT's optimised graph: main ops |");
-Console.WriteLine("|---|---|---|---|---|");
-foreach (var path in models)
+static double Med(IEnumerable<double> xs) { var t = xs.OrderBy(x => x).ToList(); return t.Count % 2 == 1 ? t[t.Count / 2] : (t[t.Count / 2 - 1] + t[t.Count / 2]) / 2; }
+var basis = sessions[0];
+Console.WriteLine(string.Create(inv, $"{rounds} interleaved rounds, intra-op threads {(threads > 0 ? threads.ToString(inv) : "ORT default")}; speed-up = median over rounds of (first model's time / this model's time) in the same round"));
+Console.WriteLine();
+Console.WriteLine($"| model | file MiB | prefill {tokens} ms median (min) | prefill speed-up | decode ms median (min) | decode speed-up | ORT's optimised graph: main ops |");
+Console.WriteLine("|---|---|---|---|---|---|---|");
+foreach (var b in sessions)
 {
-    using var ir = Model.Load(path);
-    var inputs = ir.Graph.Inputs.Where(v => !v.IsInitializer).ToList();
-    string optimized = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".opt-{Guid.NewGuid():N}.onnx");
-    using var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = optimized, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-    if (Quantc.Core.Runtime.CustomOps.IsUsedBy(ir)) Quantc.Core.Runtime.CustomOps.Register(so);
-    using var session = new InferenceSession(path, so);
-    string ops;
-    using (var opt = Model.Load(optimized))
-        ops = string.Join(", ", opt.Graph.Nodes.GroupBy(n => n.IsOnnxDomain ? n.OpType : $"{n.Domain}.{n.OpType}").OrderByDescending(g => g.Count()).Take(6).Select(g => $"{g.Key} {g.Count()}"));
-    File.Delete(optimized);
-    foreach (var f in Directory.GetFiles(Path.GetDirectoryName(optimized)!, Path.GetFileName(optimized) + "*")) File.Delete(f);
-
-    List<(string, OrtValue)> Feed(int newTokens, int past)
+    double sp = Med(b.PrefillMs.Select((t, i) => basis.PrefillMs[i] / t)), sd = Med(b.DecodeMs.Select((t, i) => basis.DecodeMs[i] / t));
+    Console.WriteLine(string.Create(inv, $"| {Path.GetFileName(b.Path)} | {b.Bytes / 1048576.0:0.0} | {Med(b.PrefillMs):0.0} ({b.PrefillMs.Min():0.0}) | {sp:0.00}× | {Med(b.DecodeMs):0.00} ({b.DecodeMs.Min():0.00}) | {sd:0.00}× | {b.Ops} |"));
+    if (profile)
     {
-        var list = new List<(string, OrtValue)>();
-        foreach (var v in inputs)
-        {
-            var shape = v.Shape!;
-            if (v.Name == "input_ids") list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(Enumerable.Range(0, newTokens).Select(i => (long)(i % 200 + 32)).ToArray(), [1, newTokens])));
-            else if (v.Name == "attention_mask") list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, past + newTokens).ToArray(), [1, past + newTokens])));
-            else if (v.Name == "position_ids") list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(Enumerable.Range(past, newTokens).Select(i => (long)i).ToArray(), [1, newTokens])));
-            else
-            {
-                var dims = shape.Select((d, i) => i == 0 ? 1 : i == 2 ? past : d ?? 1).ToArray();
-                list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(new float[dims.Aggregate(1L, (a, b) => a * b)], dims)));
-            }
-        }
-        return list;
+        profiles.Add($"{Path.GetFileName(b.Path)} prefill: {Quantc.Bench.OrtProfile.PerOpType(b.Path, b.Ir, b.PrefillFeed, 3)}");
+        profiles.Add($"{Path.GetFileName(b.Path)} decode: {Quantc.Bench.OrtProfile.PerOpType(b.Path, b.Ir, b.DecodeFeed, 30)}");
     }
-    var outputs = session.OutputNames.ToList();
-    var prefill = Feed(tokens, 0);
-    var decode = Feed(1, tokens);
-    using var ro = new RunOptions();
-    double tp = Median(() => { using var o = session.Run(ro, prefill.Select(x => x.Item1).ToList(), prefill.Select(x => x.Item2).ToList(), outputs); }, 10);
-    double td = Median(() => { using var o = session.Run(ro, decode.Select(x => x.Item1).ToList(), decode.Select(x => x.Item2).ToList(), outputs); }, 50);
-    long bytes = new FileInfo(path).Length + (File.Exists(path + ".data") ? new FileInfo(path + ".data").Length : 0);
-    Console.WriteLine(string.Create(inv, $"| {Path.GetFileName(path)} | {bytes / 1048576.0:0.0} | {tp:0.0} | {td:0.00} | {ops} |"));
-    if (profile) profiles.Add($"{Path.GetFileName(path)}: prefill {Quantc.Bench.OrtProfile.PerOpType(path, ir, prefill)}");
 }
 foreach (var p in profiles) Console.WriteLine(p);
+
+/// <summary>One model's session, its prefill and decode feeds, and the times measured.</summary>
+sealed class Bench
+{
+    public required string Path { get; init; }
+    public required Model Ir { get; init; }
+    public required InferenceSession Session { get; init; }
+    public required List<(string, OrtValue)> PrefillFeed { get; init; }
+    public required List<(string, OrtValue)> DecodeFeed { get; init; }
+    public required string Ops { get; init; }
+    public required long Bytes { get; init; }
+    public List<double> PrefillMs { get; } = [];
+    public List<double> DecodeMs { get; } = [];
+    readonly RunOptions _ro = new();
+
+    public double Prefill() => Time(PrefillFeed);
+    public double Decode() => Time(DecodeFeed);
+
+    double Time(List<(string, OrtValue)> feed)
+    {
+        var sw = Stopwatch.StartNew();
+        using var o = Session.Run(_ro, feed.Select(x => x.Item1).ToList(), feed.Select(x => x.Item2).ToList(), Session.OutputNames.ToList());
+        return sw.Elapsed.TotalMilliseconds;
+    }
+
+    public static Bench Open(string path, int tokens, int threads)
+    {
+        var ir = Model.Load(path);
+        var inputs = ir.Graph.Inputs.Where(v => !v.IsInitializer).ToList();
+        string optimized = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, $".opt-{Guid.NewGuid():N}.onnx");
+        var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = optimized, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        if (threads > 0) so.IntraOpNumThreads = threads;
+        if (Quantc.Core.Runtime.CustomOps.IsUsedBy(ir)) Quantc.Core.Runtime.CustomOps.Register(so);
+        var session = new InferenceSession(path, so);
+        string ops;
+        using (var opt = Model.Load(optimized))
+            ops = $"{opt.Graph.Nodes.Count()} nodes: " + string.Join(", ", opt.Graph.Nodes.GroupBy(n => n.IsOnnxDomain ? n.OpType : $"{n.Domain}.{n.OpType}").OrderByDescending(g => g.Count()).Take(6).Select(g => $"{g.Key} {g.Count()}"));
+        foreach (var f in Directory.GetFiles(System.IO.Path.GetDirectoryName(optimized)!, System.IO.Path.GetFileName(optimized) + "*")) File.Delete(f);
+
+        List<(string, OrtValue)> Feed(int newTokens, int past)
+        {
+            var list = new List<(string, OrtValue)>();
+            foreach (var v in inputs)
+            {
+                var shape = v.Shape!;
+                if (v.Name == "input_ids") list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(Enumerable.Range(0, newTokens).Select(i => (long)(i % 200 + 32)).ToArray(), [1, newTokens])));
+                else if (v.Name == "attention_mask") list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, past + newTokens).ToArray(), [1, past + newTokens])));
+                else if (v.Name == "position_ids") list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(Enumerable.Range(past, newTokens).Select(i => (long)i).ToArray(), [1, newTokens])));
+                else
+                {
+                    var dims = shape.Select((d, i) => i == 0 ? 1 : i == 2 ? past : d ?? 1).ToArray();
+                    list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(new float[dims.Aggregate(1L, (a, b) => a * b)], dims)));
+                }
+            }
+            return list;
+        }
+        long bytes = new FileInfo(path).Length + (File.Exists(path + ".data") ? new FileInfo(path + ".data").Length : 0);
+        return new Bench { Path = path, Ir = ir, Session = session, PrefillFeed = Feed(tokens, 0), DecodeFeed = Feed(1, tokens), Ops = ops, Bytes = bytes };
+    }
+}

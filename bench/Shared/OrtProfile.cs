@@ -33,7 +33,7 @@ internal static class OrtProfile
                     perOp[op.GetString()!] = perOp.GetValueOrDefault(op.GetString()!) + e.GetProperty("dur").GetDouble();
         File.Delete(file);
         double total = perOp.Values.Sum();
-        return string.Create(inv, $"kernel time {total / (1000.0 * runs):0.0} ms per run: ") +
+        return string.Create(inv, $"kernel time {total / 1000 / runs:0.000} ms per run, {perOp.Count} op types: ") +
             string.Join(", ", perOp.OrderByDescending(kv => kv.Value).Take(top).Select(kv => string.Create(inv, $"{kv.Key} {100 * kv.Value / total:0}% ({kv.Value / (1000.0 * runs):0.0} ms)")));
     }
 }

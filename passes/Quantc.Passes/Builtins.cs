@@ -22,7 +22,7 @@ public static class Builtins
             p => new RotateResidualPass(p.GetInt("seed", 0))));
         r.Register(new PassInfo("rotate_head", PassKind.FunctionPreserving, "QuaRot R2: per-head randomised Hadamard fused into v_proj's outputs and o_proj's inputs (layers: regex, default v_proj$; seed); the value cache stays rotated",
             p => new RotateHeadPass(p.GetString("layers", "v_proj$"), p.GetInt("seed", 1))));
-        r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, symmetric, activations, mode, dynamic, exclude)",
+        r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, symmetric, activations, mode, dynamic, exclude, reduce_range: auto|true|false — 7-bit weights for uint8 activations on CPUs without VNNI)",
             p => new QuantizePass(
                 p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp16", "fp32"),
                 p.GetChoice("granularity", "per_channel", "per_channel", "per_group"),
@@ -31,7 +31,8 @@ public static class Builtins
                 p.GetChoice("mode", "static", "static", "dynamic"),
                 p.Has("exclude") ? p.GetStrings("exclude") : ["^lm_head$"],
                 p.GetStrings("dynamic"),
-                p.GetBool("symmetric", true))));
+                p.GetBool("symmetric", true),
+                p.GetChoice("reduce_range", "auto", "auto", "true", "false"))));
         r.Register(new PassInfo("spike_mixed", PassKind.Decision, "keep the projections whose inputs carry activation spikes in high precision (threshold, budget, precision, keep, force)",
             p => new SpikeMixedPass(p.GetDouble("threshold", 50), p.GetDouble("budget", 0.1), p.GetChoice("precision", "fp16", "fp16", "fp32"),
                 p.GetStrings("keep"), p.GetStrings("force"))));
@@ -53,6 +54,12 @@ public static class Builtins
         r.Register(new PassInfo("lower_mamba", PassKind.Lowering, "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → HadamardQuantizeInt8); portable: QDQ only",
             p => new LowerMambaPass(p.GetBool("portable", false))));
         r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
+        r.Register(new PassInfo("fuse_attention", PassKind.Lowering, "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) that ONNX Runtime runs as a fused kernel; run last",
+            _ => new FuseAttentionPass()));
+        r.Register(new PassInfo("fuse_norm", PassKind.Lowering, "decomposed RMSNorm / LayerNorm → ONNX RMSNormalization (opset 23) / LayerNormalization, one kernel each; run last",
+            _ => new FuseNormPass()));
+        r.Register(new PassInfo("fuse_rope", PassKind.Lowering, "decomposed rotary embedding (x·cos + rotate_half(x)·sin, cos/sin gathered by position) → ONNX RotaryEmbedding (opset 23); run last",
+            _ => new FuseRopePass()));
         r.Register(new PassInfo("lower_w4a8", PassKind.Lowering, "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq (portable: lower_qdq only, standard ONNX)",
             p => new LowerW4A8Pass(p.GetBool("portable", false))));
         return r;
@@ -72,6 +79,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["w8a8-dynamic"] = """
             name: w8a8-dynamic
@@ -80,6 +90,9 @@ public static class Builtins
               - quantize: { weights: int8, activations: int8, mode: dynamic }
               - weights: { method: rtn }
               - lower_qdq
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["smoothquant"] = """
             name: smoothquant
@@ -90,6 +103,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["outliertune"] = """
             name: outliertune
@@ -101,6 +117,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["w6a6-outliertune"] = W6A6OutlierTune(symmetrize: true),
         ["w6a6-outliertune-nosym"] = W6A6OutlierTune(symmetrize: false),
@@ -113,6 +132,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["hadamard-w8a8"] = """
             name: hadamard-w8a8
@@ -124,6 +146,9 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["quamba"] = """
             name: quamba
@@ -174,6 +199,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
               - weights: { method: rtn }
               - lower_qdq
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["w4a16-gptq"] = """
             name: w4a16-gptq
@@ -182,6 +210,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
               - weights: { method: gptq }
               - lower_qdq
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["w4a8"] = """
             name: w4a8
@@ -190,6 +221,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["quarot-w4a8"] = """
             name: quarot-w4a8
@@ -202,6 +236,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
         ["quarot-w4a8-portable"] = """
             name: quarot-w4a8-portable
@@ -214,6 +251,9 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8: { portable: true }
+              - fuse_attention
+              - fuse_norm
+              - fuse_rope
             """,
     };
 
@@ -235,6 +275,9 @@ public static class Builtins
           - ranges: { method: minmax }
           - weights: { method: rtn }
           - lower_qdq
+          - fuse_attention
+          - fuse_norm
+          - fuse_rope
         """;
 
     /// <summary>A built-in recipe by name, or a recipe file by path.</summary>

@@ -3,6 +3,7 @@ using System.Text.RegularExpressions;
 using Quantc.Core.Calibration;
 using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
+using Quantc.Core.Runtime;
 using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
@@ -13,15 +14,32 @@ namespace Quantc.Passes;
 /// expressions on layer names; lm_head by default) stay in float. Layers matching <c>dynamic</c>
 /// patterns get per-token dynamic activations whatever <c>mode</c> says (OutlierTune quantizes the
 /// inputs of o_proj / fc2 this way); <c>symmetric: false</c> chooses min-max weights with zero points.
+/// <c>reduce_range</c> (auto, true, false) puts int8 weights that meet static 8-bit activations on a 7-bit
+/// grid ("int7", stored as int8): ONNX Runtime's U8S8 kernel on x86 CPUs without VNNI multiplies with
+/// vpmaddubsw, whose int16 pair sums saturate for full-range weights (255·127·2 > 32767), and there it also
+/// turns S8S8 QDQ into U8S8 — the same reason ONNX Runtime's own quantizer has <c>reduce_range</c>.
+/// <c>auto</c> turns it on when the compiling machine is such a CPU (the model is verified here, and is
+/// meant to run on the same kind of machine). Per-token dynamic layers, computed in float ops, keep int8.
 /// </summary>
 public sealed class QuantizePass(string weights, string granularity, int groupSize, string activations, string mode, IReadOnlyList<string> exclude,
-    IReadOnlyList<string> dynamic, bool symmetric) : IPass
+    IReadOnlyList<string> dynamic, bool symmetric, string reduceRange = "false") : IPass
 {
     public string Name => "quantize";
     public PassKind Kind => PassKind.Decision;
 
     public void Run(PassContext ctx)
     {
+        bool u8s8 = weights == "int8" && activations is "uint8" or "int8";
+        bool reduce = u8s8 && reduceRange switch
+        {
+            "true" => true,
+            "auto" => !CpuFeatures.HasInt8DotProduct,
+            _ => false,
+        };
+        if (u8s8 && reduceRange == "auto")
+            ctx.Log.Add(reduce
+                ? $"quantize: reduce_range auto → on: this CPU ({CpuFeatures.Description}) has no int8 dot-product instructions (VNNI), and ONNX Runtime's U8S8 kernel would saturate with full-range int8 weights; weights on a 7-bit grid"
+                : $"quantize: reduce_range auto → off: this CPU ({CpuFeatures.Description}) has int8 dot-product instructions");
         foreach (var l in LayerAnalysis.Analyze(ctx.Model.Graph).Linears)
         {
             var plan = ctx.Plan[l.Name];
@@ -35,13 +53,15 @@ public sealed class QuantizePass(string weights, string granularity, int groupSi
                 plan.Reasons.Add($"kept float: in_features {l.InFeatures} is not a multiple of group size {groupSize}");
                 continue;
             }
-            plan.WeightFormat = weights;
             plan.WeightGranularity = granularity;
             plan.GroupSize = granularity == "per_group" ? groupSize : 0;
             plan.WeightSymmetric = symmetric;
             plan.ActivationFormat = activations;
             plan.ActivationMode = dynamic.Any(p => Regex.IsMatch(l.Name, p)) ? "dynamic" : mode;
-            plan.Reasons.Add($"quantize: {weights} weights ({granularity}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({plan.ActivationMode})");
+            bool reduceHere = reduce && plan.ActivationMode == "static";
+            string weightFormat = reduceHere ? "int7" : weights;
+            plan.WeightFormat = weightFormat;
+            plan.Reasons.Add($"quantize: {weightFormat} weights{(reduceHere ? " (reduce_range: static 8-bit activations on a CPU without VNNI)" : "")} ({granularity}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({plan.ActivationMode})");
         }
     }
 }
@@ -121,7 +141,7 @@ public sealed class WeightsPass(string method, double damp) : IPass
     public void Run(PassContext ctx)
     {
         var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears
-            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat is "int8" or "int4" or "int6").ToList();
+            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat is "int8" or "int7" or "int4" or "int6").ToList();
         Dictionary<string, double[]>? hessians = method == "gptq" ? Hessians(ctx, layers) : null;
         foreach (var l in layers)
         {
@@ -130,7 +150,7 @@ public sealed class WeightsPass(string method, double damp) : IPass
             int k = (int)l.InFeatures, n = (int)l.OutFeatures;
             var nk = new float[kn.Length];
             for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
-            var format = plan.WeightFormat switch { "int4" => QuantFormat.Int4, "int6" => Int6, _ => QuantFormat.Int8 };
+            var format = plan.WeightFormat switch { "int4" => QuantFormat.Int4, "int6" => Int6, "int7" => Int7, _ => QuantFormat.Int8 };
             if (hessians is not null && !plan.WeightSymmetric)
                 throw new Quantc.Onnx.BadInputException($"{l.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights method: rtn");
             plan.QuantizedWeight = hessians is not null
@@ -143,6 +163,9 @@ public sealed class WeightsPass(string method, double damp) : IPass
 
     /// <summary>A 6-bit signed grid stored in int8 (OutlierTune's Int6 setting, simulated on int8 storage).</summary>
     public static readonly QuantFormat Int6 = new("int6", QuantFormat.Int8.DataType, 8, false, -32, 31);
+
+    /// <summary>A 7-bit signed grid stored in int8 (reduce_range: U8S8 without pair-sum saturation on CPUs without VNNI).</summary>
+    public static readonly QuantFormat Int7 = new("int7", QuantFormat.Int8.DataType, 8, false, -64, 63);
 
     private static Dictionary<string, double[]> Hessians(PassContext ctx, List<LinearLayer> layers)
     {

@@ -92,7 +92,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
     {
         foreach (var l in LayerAnalysis.Analyze(g).Linears)
         {
-            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.QuantizedWeight is not { GroupSize: 0 } q || plan.WeightFormat != "int8"
+            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.QuantizedWeight is not { GroupSize: 0 } q || plan.WeightFormat is not ("int8" or "int7")
                 || plan.ActivationFormat != "int8" || plan.ActivationMode != "static" || plan.ActivationRange is not { } range || !l.Node.Is("MatMul"))
                 continue;
             ctx.Model.SetOpset(CustomOps.Domain, 1);

@@ -3,6 +3,7 @@ using Quantc.Core.Data;
 using Quantc.Core.Pipeline;
 using Quantc.Core.Verification;
 using Quantc.Ir;
+using Quantc.Ir.Analysis;
 using Quantc.Models;
 using Quantc.Onnx;
 using Quantc.Passes;
@@ -140,12 +141,48 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         return (sqnr, r);
     }
 
+    /// <summary>reduce_range puts static 8-bit layers' int8 weights on the 7-bit grid (true), keeps int8 (false), and follows this CPU (auto).</summary>
+    [Theory]
+    [InlineData("true")]
+    [InlineData("false")]
+    [InlineData("auto")]
+    public void ReduceRangeChoosesSevenBitWeightsForStaticEightBitLayers(string setting)
+    {
+        using var m = Load("llama");
+        var ctx = new PassContext(m);
+        var pm = new PassManager(Builtins.Passes());
+        pm.Run(pm.Instantiate(Recipe.Parse($$"""
+            passes:
+              - quantize: { weights: int8, activations: uint8, mode: static, dynamic: ["down_proj$"], reduce_range: {{setting}} }
+              - weights: { method: rtn }
+            """, "test recipe")), ctx);
+        bool reduced = setting == "true" || (setting == "auto" && !Quantc.Core.Runtime.CpuFeatures.HasInt8DotProduct);
+        if (setting == "auto") Assert.Contains(ctx.Log, l => l.StartsWith($"quantize: reduce_range auto → {(reduced ? "on" : "off")}: this CPU ({Quantc.Core.Runtime.CpuFeatures.Description})", StringComparison.Ordinal));
+        var layers = LayerAnalysis.Analyze(m.Graph).Linears.Where(l => l.Name != "lm_head").ToList();
+        Assert.NotEmpty(layers);
+        foreach (var l in layers)
+        {
+            var plan = ctx.Plan[l.Name];
+            bool dynamic = l.Name.EndsWith("down_proj", StringComparison.Ordinal);
+            string expected = reduced && !dynamic ? "int7" : "int8";
+            Assert.Equal(expected, plan.WeightFormat);
+            var q = plan.QuantizedWeight!;
+            int lo = q.Values.Min(v => (int)v), hi = q.Values.Max(v => (int)v);
+            // Symmetric RTN reaches the grid's end on every row's largest weight.
+            if (expected == "int7") Assert.True(lo >= -64 && hi <= 63 && Math.Max(-lo, hi) == 63, $"{l.Name}: int7 values in [{lo}, {hi}]");
+            else Assert.True(Math.Max(-lo, hi) == 127, $"{l.Name}: int8 values in [{lo}, {hi}]");
+        }
+    }
+
     [Fact]
     public void OutlierMethodsBeatNaiveW8A8OnLlama()
     {
+        // Measured (4 held-out sequences): on a VNNI CPU (int8 weights) naive 7.7, smoothquant 16.8, outliertune
+        // 24.7, spike-mixed 10.0 dB; on an AVX2-only CPU (reduce_range: 7-bit weights) 7.1, 17.2, 23.7, 8.9 dB.
+        // Spike-mixed only removes the token spikes (the outlier channels stay), so its margin is the smaller one.
         double naive = SqnrOf("llama", "w8a8").Sqnr;
-        foreach (var recipe in new[] { "smoothquant", "outliertune", "spike-mixed" })
-            Assert.True(SqnrOf("llama", recipe).Sqnr > naive + 2, $"{recipe} should beat naive w8a8 ({naive:0.0} dB) by > 2 dB");
+        foreach (var (recipe, margin) in new[] { ("smoothquant", 5.0), ("outliertune", 5.0), ("spike-mixed", 1.5) })
+            Assert.True(SqnrOf("llama", recipe).Sqnr > naive + margin, $"{recipe} should beat naive w8a8 ({naive:0.0} dB) by > {margin} dB");
     }
 
     /// <summary>

@@ -48,29 +48,9 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
     private static IReadOnlyList<long[]> EvalTokens(Model m, int n, int length) =>
         DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new DataOptions { SequenceLength = length, MaxSamples = n }).Tokens!;
 
-    /// <summary>Every float output of one ORT run.</summary>
-    private static Dictionary<string, float[]> Outputs(InferenceSession s, CalibrationSample sample)
-    {
-        var inputs = CalibrationInputs.ToOrt(sample);
-        try
-        {
-            using var ro = new RunOptions();
-            var names = s.OutputNames.ToList();
-            using var outs = s.Run(ro, inputs.Select(i => i.Name).ToList(), inputs.Select(i => i.Value).ToList(), names);
-            var d = new Dictionary<string, float[]>(StringComparer.Ordinal);
-            for (int i = 0; i < names.Count; i++) d[names[i]] = outs[i].GetTensorDataAsSpan<float>().ToArray();
-            return d;
-        }
-        finally { foreach (var (_, v) in inputs) v.Dispose(); }
-    }
+    private static Dictionary<string, float[]> Outputs(InferenceSession s, CalibrationSample sample) => OrtCompare.Outputs(s, sample);
 
-    private static double MaxRelErr(float[] a, float[] b)
-    {
-        Assert.Equal(a.Length, b.Length);
-        double err = 0, max = 1e-30;
-        for (int i = 0; i < a.Length; i++) { err = Math.Max(err, Math.Abs((double)a[i] - b[i])); max = Math.Max(max, Math.Abs((double)a[i])); }
-        return err / max;
-    }
+    private static double MaxRelErr(float[] a, float[] b) => OrtCompare.MaxRelErr(a, b);
 
     /// <summary>x·Qᵀ head by head: the value cache back in the original basis.</summary>
     private static float[] Unrotate(float[] v, double[] q, int hd)

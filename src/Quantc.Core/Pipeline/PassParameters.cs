@@ -75,10 +75,11 @@ public sealed class PassParameters
         };
     }
 
-    /// <summary>A string restricted to <paramref name="allowed"/>.</summary>
+    /// <summary>A string restricted to <paramref name="allowed"/> (YAML's booleans match the choices "true" and "false").</summary>
     public string GetChoice(string name, string fallback, params string[] allowed)
     {
         string s = GetString(name, fallback);
+        if (s is "True" or "False" && allowed.Contains(s.ToLowerInvariant(), StringComparer.Ordinal)) return s.ToLowerInvariant();
         if (!allowed.Contains(s, StringComparer.Ordinal))
             throw new BadInputException($"{Where}: parameter '{name}' = '{s}' must be one of {string.Join(", ", allowed)}");
         return s;

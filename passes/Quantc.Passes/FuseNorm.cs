@@ -1,0 +1,60 @@
+using Quantc.Core.Pipeline;
+using Quantc.Ir;
+using Quantc.Ir.Analysis;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// FuseNorm: the exporters' decomposed norms — RMSNorm as <c>γ · x · 1/√(mean(x²) + ε)</c> (Pow, ReduceMean,
+/// Add, Sqrt, Reciprocal, Mul, Mul) and LayerNorm likewise — become the standard ONNX ops RMSNormalization
+/// (opset 23) and LayerNormalization (opset 17), one kernel instead of seven ops. Same function up to float32
+/// rounding (the fused kernels accumulate in float32). Norms whose intermediate values are read elsewhere,
+/// or that sit between Casts, are left alone with the reason in the log. Runs after the passes that fold
+/// or smooth into the norms (it only needs the norm's γ, β and ε, which they leave as initializers).
+/// </summary>
+public sealed class FuseNormPass : IPass
+{
+    public string Name => "fuse_norm";
+    public PassKind Kind => PassKind.Lowering;
+
+    public void Run(PassContext ctx)
+    {
+        var g = ctx.Model.Graph;
+        int rms = 0, ln = 0;
+        foreach (var norm in LayerAnalysis.Analyze(g).Norms.Where(n => n.Form == "decomposed"))
+        {
+            if (Refusal(norm) is { } why) { ctx.Log.Add($"fuse_norm: {norm.Name} left as it is: {why}"); continue; }
+            bool isRms = norm.Kind == NormKind.RmsNorm;
+            var inputs = isRms ? new Value?[] { norm.Input, norm.Gamma } : [norm.Input, norm.Gamma, norm.Beta];
+            var outNode = norm.OutputNode;
+            string keep = norm.Output.Name;
+            g.RenameValueUnique(norm.Output, keep + "_unfused");
+            var n = g.AddNode(isRms ? "RMSNormalization" : "LayerNormalization", inputs, 1,
+                name: g.UniqueName(outNode.Name + (isRms ? "_RMSNormalization" : "_LayerNormalization")), outputNames: [keep], before: outNode);
+            n.SetAttribute("axis", -1L);
+            n.SetAttribute("epsilon", norm.Epsilon);
+            if (norm.Output.Type is { } t) n.Output.Type = t;
+            g.ReplaceAllUses(norm.Output, n.Output, includeGraphOutputs: true);
+            if (isRms) rms++; else ln++;
+        }
+        if (rms + ln == 0) { ctx.Log.Add("fuse_norm: no decomposed norm to fuse"); return; }
+        g.RemoveDeadCode();
+        long need = rms > 0 ? 23 : 17;
+        if ((ctx.Model.OpsetVersion("") ?? 0) < need) ctx.Model.SetOpset("", need);
+        ctx.Log.Add($"fuse_norm: {rms} RMSNorm → RMSNormalization, {ln} LayerNorm → LayerNormalization");
+    }
+
+    /// <summary>Why <paramref name="norm"/> cannot be replaced by one op, or null.</summary>
+    private static string? Refusal(NormInfo norm)
+    {
+        if (norm.Nodes.Any(n => n.Is("Cast"))) return "it computes between Casts (another precision)";
+        if (norm.Gamma.Initializer is null) return "γ is not an initializer";
+        if (norm.Kind == NormKind.LayerNorm && norm.Beta is { Initializer: null }) return "β is not an initializer";
+        var inside = new HashSet<Node>(norm.Nodes, ReferenceEqualityComparer.Instance);
+        foreach (var n in norm.Nodes)
+            foreach (var o in n.Outputs)
+                if (o is not null && !ReferenceEquals(o, norm.Output) && (o.IsGraphOutput || o.Uses.Any(u => !inside.Contains(u.Node))))
+                    return $"its intermediate '{o.Name}' is read outside the norm";
+        return null;
+    }
+}

@@ -1,0 +1,204 @@
+using Microsoft.ML.OnnxRuntime;
+using Quantc.Core.Calibration;
+using Quantc.Core.Pipeline;
+using Quantc.Core.Runtime;
+using Quantc.Ir;
+using Quantc.Models;
+using Quantc.Onnx.Proto;
+using Xunit.Abstractions;
+
+namespace Quantc.Passes.Tests;
+
+/// <summary>fuse_attention and fuse_norm: the exporters' decomposed attention and norms become one ONNX Attention (opset 23) / RMSNormalization each, with the same function.</summary>
+public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-fuse-attention");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private Model Build(string arch, string flavor)
+    {
+        var path = Path.Combine(_dir.FullName, $"{arch}-{flavor}-{Guid.NewGuid():N}.onnx");
+        ReferenceModels.BuildAndSave(arch, "tiny", 0, flavor, path);
+        return Model.Load(path);
+    }
+
+    private Model Fuse(Model m, out PassContext ctx, string passes = "[fuse_attention]")
+    {
+        ctx = new PassContext(m);
+        var pm = new PassManager(Builtins.Passes());
+        pm.Run(pm.Instantiate(Recipe.Parse($"passes: {passes}", "test recipe")), ctx);
+        foreach (var line in ctx.Log) log.WriteLine(line);
+        var path = Path.Combine(_dir.FullName, $"fused-{Guid.NewGuid():N}.onnx");
+        m.Save(path);
+        return Model.Load(path);
+    }
+
+    private static Dictionary<string, float[]> Run(InferenceSession s, CalibrationSample sample) => OrtCompare.Outputs(s, sample);
+
+    private static double MaxRelErr(float[] a, float[] b) => OrtCompare.MaxRelErr(a, b);
+
+    /// <summary>
+    /// Batch 2 of 12 new tokens after a 5-token cache, the second row left-padded by 3 (mask zeros): the
+    /// padding mask, the cache, position ids and grouped-query heads all take part.
+    /// </summary>
+    private static CalibrationSample Batch(Graph g, int past, int kvHeads, int headSize)
+    {
+        const int B = 2, S = 12;
+        var rng = new Random(5);
+        var s = new CalibrationSample();
+        s.Inputs["input_ids"] = (Enumerable.Range(0, B * S).Select(_ => (long)rng.Next(32, 120)).ToArray(), [B, S]);
+        var mask = Enumerable.Repeat(1L, B * (past + S)).ToArray();
+        for (int j = 0; j < 3; j++) mask[(past + S) + j] = 0;
+        s.Inputs["attention_mask"] = (mask, [B, past + S]);
+        if (g.Inputs.Any(i => i.Name == "position_ids"))
+            s.Inputs["position_ids"] = (Enumerable.Range(0, B).SelectMany(b => Enumerable.Range(past, S).Select(p => (long)Math.Max(0, p - (b == 1 ? 3 : 0)))).ToArray(), [B, S]);
+        foreach (var i in g.Inputs.Where(i => i.Name.StartsWith("past_key_values.", StringComparison.Ordinal)))
+            s.Inputs[i.Name] = (Enumerable.Range(0, B * kvHeads * past * headSize).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), [B, kvHeads, past, headSize]);
+        return s;
+    }
+
+    [Theory]
+    [InlineData("llama", 2, 32, "[fuse_attention]")]   // grouped-query: 4 query heads over 2 KV heads, repeat-kv in the graph
+    [InlineData("opt", 4, 32, "[fuse_attention]")]     // multi-head, the scale folded into q_proj's output, no Mul on the scores
+    [InlineData("llama", 2, 32, "[fuse_attention, fuse_norm, fuse_rope]")]   // what the recipes run: RoPE by position ids too
+    public void TheFusedAttentionComputesTheSameOutputsAndCache(string arch, int kvHeads, int headSize, string passes)
+    {
+        using var original = Build(arch, "torch");
+        using var m = Build(arch, "torch");
+        int softmaxes = m.Graph.Nodes.Count(n => n.Is("Softmax"));
+        using var fused = Fuse(m, out var ctx, passes);
+        if (passes.Contains("fuse_rope", StringComparison.Ordinal))
+        {
+            Assert.Equal(2 * softmaxes, fused.Graph.Nodes.Count(n => n.Is("RotaryEmbedding")));
+            Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Neg") || n.Is("Slice"));
+            Assert.Contains($"fuse_rope: {2 * softmaxes} rotary embedding(s) → ONNX RotaryEmbedding (opset 23)", ctx.Log);
+        }
+        Assert.True(softmaxes > 0);
+        Assert.Equal(softmaxes, fused.Graph.Nodes.Count(n => n.Is("Attention")));
+        Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Softmax") || n.Is("Expand"));
+        Assert.Equal(23, fused.OpsetVersion(""));
+        Assert.Equal(original.Graph.Outputs.Select(o => o.Name), fused.Graph.Outputs.Select(o => o.Name));
+        Assert.Contains(ctx.Log, l => l.Contains($"{softmaxes} attention block(s)", StringComparison.Ordinal));
+
+        using var a = OrtModel.CreateSession(original);
+        using var b = OrtModel.CreateSession(fused);
+        foreach (int past in new[] { 0, 5 })
+        {
+            var sample = Batch(original.Graph, past, kvHeads, headSize);
+            var oa = Run(a, sample);
+            var ob = Run(b, sample);
+            foreach (var (name, va) in oa)
+            {
+                // Left padding leaves row 1's first 3 positions with every key masked. The original then
+                // softmaxes over finfo.min everywhere (a uniform average) and ONNX Attention does not; those
+                // positions' outputs (and the later layers' cache entries there, which every real query masks
+                // out) are never read, so they are left out. Everything else must match.
+                double e = MaxRelErr(Unpadded(name, va, past), Unpadded(name, ob[name], past));
+                if (name == "logits") log.WriteLine($"{arch} past {past}: logits max rel err {e:E2} (padded positions left out)");
+                Assert.True(e <= 1e-5, $"{name} (past {past}): max relative error {e:E3}");
+            }
+        }
+    }
+
+    /// <summary>A copy with row 1's left-padded positions (the first 3 of the mask) zeroed: logits [2, 12, V], cache [2, h, past + 12, d].</summary>
+    private static float[] Unpadded(string name, float[] x, int past)
+    {
+        var r = (float[])x.Clone();
+        int half = r.Length / 2;                       // row 1 starts here
+        if (name == "logits")
+        {
+            int per = half / 12;
+            for (int s = 0; s < 12; s++) if (past + s < 3) Array.Clear(r, half + s * per, per);
+        }
+        else
+        {
+            int t = past + 12, d = 32, heads = half / (t * d);
+            for (int h = 0; h < heads; h++) Array.Clear(r, half + h * t * d, 3 * d);
+        }
+        return r;
+    }
+
+    /// <summary>fuse_norm turns every decomposed RMSNorm (LLaMA's 2 per layer and the final one; Mamba's) into RMSNormalization, same outputs.</summary>
+    [Theory]
+    [InlineData("llama", 9)]
+    [InlineData("mamba", 5)]
+    public void FusedNormsComputeTheSameOutputs(string arch, int norms)
+    {
+        using var original = Build(arch, "torch");
+        using var m = Build(arch, "torch");
+        using var fused = Fuse(m, out var ctx, "[fold_norm, fuse_norm]");
+        Assert.Equal(norms, fused.Graph.Nodes.Count(n => n.Is("RMSNormalization")));
+        Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Pow") || n.Is("ReduceMean"));
+        Assert.Contains($"fuse_norm: {norms} RMSNorm → RMSNormalization, 0 LayerNorm → LayerNormalization", ctx.Log);
+        using var a = OrtModel.CreateSession(original);
+        using var b = OrtModel.CreateSession(fused);
+        var tokens = DataLoaderTokens(original, 64);
+        var sample = CalibrationInputs.FromTokens(original.Graph, tokens);
+        var oa = Run(a, sample);
+        var ob = Run(b, sample);
+        foreach (var (name, va) in oa)
+        {
+            double e = MaxRelErr(va, ob[name]);
+            if (name == "logits") log.WriteLine($"{arch}: fold_norm + fuse_norm logits max rel err {e:E2}");
+            Assert.True(e <= 1e-5, $"{name}: max relative error {e:E3}");
+        }
+    }
+
+    private static long[] DataLoaderTokens(Model m, int length) =>
+        Quantc.Core.Data.DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new Quantc.Core.Data.DataOptions { SequenceLength = length, MaxSamples = 1 }).Tokens![0];
+
+    [Fact]
+    public void ANormWhoseIntermediateIsReadElsewhereIsLeftWithTheReason()
+    {
+        using var m = Build("llama", "torch");
+        var pow = m.Graph.Nodes.First(n => n.Is("Pow"));
+        m.Graph.AddOutput(pow.Output);   // x² becomes a model output: the norm's inside is visible
+        using var fused = Fuse(m, out var ctx, "[fuse_norm]");
+        Assert.Contains(ctx.Log, l => l.StartsWith("fuse_norm: model.layers.0.input_layernorm left as it is: its intermediate", StringComparison.Ordinal));
+        Assert.Equal(8, fused.Graph.Nodes.Count(n => n.Is("RMSNormalization")));
+    }
+
+    [Theory]
+    [InlineData("llama", "ortgenai")]   // com.microsoft GroupQueryAttention already
+    [InlineData("opt", "fused")]        // com.microsoft MultiHeadAttention already
+    [InlineData("mamba", "torch")]      // no attention
+    public void ModelsWithoutDecomposedAttentionAreLeftAsTheyAre(string arch, string flavor)
+    {
+        using var m = Build(arch, flavor);
+        int nodes = m.Graph.Nodes.Count;
+        long? opset = m.OpsetVersion("");
+        using var fused = Fuse(m, out var ctx);
+        Assert.Equal(nodes, fused.Graph.Nodes.Count);
+        Assert.Equal(opset, fused.OpsetVersion(""));
+        Assert.Contains("fuse_attention: no decomposed attention found", ctx.Log);
+    }
+
+    [Fact]
+    public void AttentionScaledByARuntimeValueIsLeftWithTheReason()
+    {
+        using var m = Model.Create(opset: 21);
+        var g = m.Graph;
+        TypeProto F(params long[] dims)
+        {
+            var t = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = new TensorShapeProto() } };
+            foreach (var d in dims) t.TensorType.Shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
+            return t;
+        }
+        var q = g.AddInput("q", F(1, 2, 4, 8));
+        var k = g.AddInput("k", F(1, 2, 4, 8));
+        var v = g.AddInput("v", F(1, 2, 4, 8));
+        var scale = g.AddInput("scale", F());
+        var kt = g.AddNode("Transpose", [k]);
+        kt.SetAttribute("perm", new long[] { 0, 1, 3, 2 });
+        var scores = g.AddNode("Mul", [g.AddNode("MatMul", [q, kt.Output]).Output, scale]);
+        var sm = g.AddNode("Softmax", [scores.Output], name: "attn/Softmax");
+        sm.SetAttribute("axis", -1L);
+        g.AddOutput(g.AddNode("MatMul", [sm.Output, v], outputNames: ["y"]).Output);
+        var ctx = new PassContext(m);
+        new FuseAttentionPass().Run(ctx);
+        Assert.Contains(ctx.Log, l => l == "fuse_attention: attn/Softmax left as it is: the scores are scaled by a non-constant");
+        Assert.Contains(g.Nodes, n => n.Is("Softmax"));
+        Assert.DoesNotContain(g.Nodes, n => n.Is("Attention"));
+    }
+}
