@@ -52,37 +52,11 @@ foreach (var b in sessions)
     Console.WriteLine(string.Create(inv, $"| {Path.GetFileName(b.Path)} | {b.Bytes / 1048576.0:0.0} | {Med(b.PrefillMs):0.0} ({b.PrefillMs.Min():0.0}) | {sp:0.00}× | {Med(b.DecodeMs):0.00} ({b.DecodeMs.Min():0.00}) | {sd:0.00}× | {b.Ops} |"));
     if (profile)
     {
-        profiles.Add($"{Path.GetFileName(b.Path)} prefill: {Profile(b.Path, b.Ir, b.PrefillFeed, 3)}");
-        profiles.Add($"{Path.GetFileName(b.Path)} decode: {Profile(b.Path, b.Ir, b.DecodeFeed, 30)}");
+        profiles.Add($"{Path.GetFileName(b.Path)} prefill: {Quantc.Bench.OrtProfile.PerOpType(b.Path, b.Ir, b.PrefillFeed, 3)}");
+        profiles.Add($"{Path.GetFileName(b.Path)} decode: {Quantc.Bench.OrtProfile.PerOpType(b.Path, b.Ir, b.DecodeFeed, 30)}");
     }
 }
 foreach (var p in profiles) Console.WriteLine(p);
-
-// Time per op type over profiled runs (ONNX Runtime's "Node" events), largest first, as shares of the total.
-string Profile(string path, Model ir, List<(string, OrtValue)> feed, int runs)
-{
-    using var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-    so.EnableProfiling = true;
-    so.ProfileOutputPathPrefix = Path.Combine(Path.GetTempPath(), $"quantc-prof-{Guid.NewGuid():N}");
-    if (Quantc.Core.Runtime.CustomOps.IsUsedBy(ir)) Quantc.Core.Runtime.CustomOps.Register(so);
-    string file;
-    using (var session = new InferenceSession(path, so))
-    {
-        using var ro = new RunOptions();
-        for (int r = 0; r < runs; r++) { using var o = session.Run(ro, feed.Select(x => x.Item1).ToList(), feed.Select(x => x.Item2).ToList(), session.OutputNames.ToList()); }
-        file = session.EndProfiling();
-    }
-    var perOp = new Dictionary<string, double>(StringComparer.Ordinal);
-    using (var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file)))
-        foreach (var e in doc.RootElement.EnumerateArray())
-            if (e.TryGetProperty("cat", out var cat) && cat.GetString() == "Node" && e.TryGetProperty("args", out var a) && a.TryGetProperty("op_name", out var op)
-                && e.GetProperty("name").GetString()!.EndsWith("_kernel_time", StringComparison.Ordinal))
-                perOp[op.GetString()!] = perOp.GetValueOrDefault(op.GetString()!) + e.GetProperty("dur").GetDouble();
-    File.Delete(file);
-    double total = perOp.Values.Sum();
-    return string.Create(inv, $"kernel time {total / 1000 / runs:0.000} ms per run, {perOp.Count} op types: ") +
-        string.Join(", ", perOp.OrderByDescending(kv => kv.Value).Take(8).Select(kv => string.Create(inv, $"{kv.Key} {100 * kv.Value / total:0}%")));
-}
 
 /// <summary>One model's session, its prefill and decode feeds, and the times measured.</summary>
 sealed class Bench

@@ -2,7 +2,8 @@
 // body, Δ already through softplus) against ai.quantc.QSelectiveScan on int8 x, dt, B, C, z (softplus,
 // dt bias and the SiLU gate fused in). (2) End to end: prefill of N tokens (zero conv / SSM states) of
 // each model given. Median of timed runs after warm-up.
-// Usage: dotnet run -c Release -- [MODEL.onnx ...] [--tokens 128] [--dim 1024] [--state 16]
+// Usage: dotnet run -c Release -- [MODEL.onnx ...] [--tokens 128] [--dim 1024] [--state 16] [--profile]
+// --profile: also prints, per model, ONNX Runtime's kernel time per op type over 3 prefills.
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
@@ -13,12 +14,14 @@ using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 var inv = CultureInfo.InvariantCulture;
 int tokens = 128, dim = 1024, state = 16;
+bool profile = false;
 var models = new List<string>();
 for (int i = 0; i < args.Length; i++)
 {
     if (args[i] == "--tokens") tokens = int.Parse(args[++i], inv);
     else if (args[i] == "--dim") dim = int.Parse(args[++i], inv);
     else if (args[i] == "--state") state = int.Parse(args[++i], inv);
+    else if (args[i] == "--profile") profile = true;
     else models.Add(args[i]);
 }
 
@@ -118,6 +121,7 @@ Console.WriteLine();
 if (models.Count == 0) return;
 Console.WriteLine($"| model | file MiB | prefill {tokens} tokens ms |");
 Console.WriteLine("|---|---|---|");
+var profiles = new List<string>();
 foreach (var path in models)
 {
     using var m = Model.Load(path);
@@ -134,4 +138,6 @@ foreach (var path in models)
     double t = Time(m, feed, 10);
     long bytes = new FileInfo(path).Length + (File.Exists(path + ".data") ? new FileInfo(path + ".data").Length : 0);
     Console.WriteLine(string.Create(inv, $"| {Path.GetFileName(path)} | {bytes / 1048576.0:0.0} | {t:0.0} |"));
+    if (profile) profiles.Add($"{Path.GetFileName(path)}: prefill {Quantc.Bench.OrtProfile.PerOpType(path, m, feed)}");
 }
+foreach (var p in profiles) Console.WriteLine(p);

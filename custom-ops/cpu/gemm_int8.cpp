@@ -38,12 +38,45 @@ const char* isa_name(Isa isa) {
   }
 }
 
+namespace {
+
+thread_local ParallelRunner t_runner = nullptr;
+thread_local void* t_host = nullptr;
+
+struct Chunks {
+  void (*fn)(void*, int64_t, int64_t);
+  void* ctx;
+  int64_t count, chunk;
+};
+
+void run_chunk(void* p, int64_t i) {
+  const Chunks& c = *static_cast<const Chunks*>(p);
+  c.fn(c.ctx, i * c.chunk, std::min(c.count, (i + 1) * c.chunk));
+}
+
+}  // namespace
+
+ScopedParallelRunner::ScopedParallelRunner(ParallelRunner runner, void* host) : saved_runner_(t_runner), saved_host_(t_host) {
+  t_runner = runner;
+  t_host = host;
+}
+
+ScopedParallelRunner::~ScopedParallelRunner() {
+  t_runner = saved_runner_;
+  t_host = saved_host_;
+}
+
 void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx) {
   const int64_t total = count * std::max<int64_t>(work_per_item, 1);
   int threads = static_cast<int>(std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), count));
   if (total < (1 << 18) || threads <= 1) { fn(ctx, 0, count); return; }
-  std::vector<std::thread> pool;
   const int64_t chunk = (count + threads - 1) / threads;
+  if (t_runner) {
+    Chunks c{fn, ctx, count, chunk};
+    t_runner(t_host, (count + chunk - 1) / chunk, run_chunk, &c);
+    return;
+  }
+  std::vector<std::thread> pool;
   for (int t = 1; t < threads; ++t) {
     int64_t b = t * chunk, e = std::min(count, b + chunk);
     if (b < e) pool.emplace_back(fn, ctx, b, e);

@@ -1,8 +1,10 @@
 #include "quantc/mamba.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "mamba_simd.h"
 #include "quantc/gemm.h"
 
 namespace quantc {
@@ -62,14 +64,79 @@ void conv_rows(void* p, int64_t r0, int64_t r1) {
   }
 }
 
-}  // namespace
+// The vectorised paths: the work split into tiles of kTile channels of one batch row.
+struct SimdScan {
+  const ScanArgs* a;
+  Isa isa;
+  std::vector<float> Bf, Cf;  // B and C dequantized once, shared by every tile
+  int64_t scratch_floats() const { return detail::scan_scratch_floats(a->state); }
+  void tile(int64_t b, int64_t d0, int64_t width, float* scratch) const {
+    if (isa == Isa::Avx512Vnni) detail::scan_tile_avx512(*a, Bf.data(), Cf.data(), b, d0, width, scratch);
+    else detail::scan_tile_avx2(*a, Bf.data(), Cf.data(), b, d0, width, scratch);
+  }
+};
 
-void selective_scan_int8(const ScanArgs& args) {
-  parallel_for(args.batch * args.dim, args.length * args.state * 8, scan_rows, const_cast<ScanArgs*>(&args));
+struct SimdConv {
+  const ConvArgs* a;
+  Isa isa;
+  int64_t scratch_floats() const { return detail::conv_scratch_floats(a->kernel); }
+  void tile(int64_t b, int64_t d0, int64_t width, float* scratch) const {
+    if (isa == Isa::Avx512Vnni) detail::conv_tile_avx512(*a, b, d0, width, scratch);
+    else detail::conv_tile_avx2(*a, b, d0, width, scratch);
+  }
+};
+
+int64_t tiles_of(int64_t dim) { return (dim + detail::kTile - 1) / detail::kTile; }
+
+// parallel_for body over (batch row, tile) pairs r0 .. r1 - 1.
+template <class Job>
+void run_tiles(void* p, int64_t r0, int64_t r1) {
+  const Job& job = *static_cast<const Job*>(p);
+  const int64_t dim = job.a->dim, tiles = tiles_of(dim);
+  std::vector<float> scratch(job.scratch_floats());
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t d0 = r % tiles * detail::kTile;
+    job.tile(r / tiles, d0, std::min(detail::kTile, dim - d0), scratch.data());
+  }
 }
 
-void causal_conv1d_int8(const ConvArgs& args) {
-  parallel_for(args.batch * args.dim, args.length * args.kernel, conv_rows, const_cast<ConvArgs*>(&args));
+// AVX2 without FMA (none known, but the flags are separate) falls back to the reference loop.
+Isa simd_isa(Isa isa) {
+  static const bool fma = [] { __builtin_cpu_init(); return __builtin_cpu_supports("fma") != 0; }();
+  return isa == Isa::Avx2 && !fma ? Isa::Reference : isa;
+}
+
+}  // namespace
+
+void selective_scan_int8(const ScanArgs& args) { selective_scan_int8(args, best_isa()); }
+
+void selective_scan_int8(const ScanArgs& args, Isa isa) {
+  isa = simd_isa(isa);
+  if (isa == Isa::Reference) {
+    parallel_for(args.batch * args.dim, args.length * args.state * 8, scan_rows, const_cast<ScanArgs*>(&args));
+    return;
+  }
+  SimdScan s{&args, isa, {}, {}};
+  const int64_t n = args.batch * args.length * args.state;
+  s.Bf.resize(n);
+  s.Cf.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    s.Bf[i] = args.B[i] * args.B_scale;
+    s.Cf[i] = args.C[i] * args.C_scale;
+  }
+  parallel_for(args.batch * tiles_of(args.dim), args.length * detail::kTile * args.state * 8, run_tiles<SimdScan>, &s);
+}
+
+void causal_conv1d_int8(const ConvArgs& args) { causal_conv1d_int8(args, best_isa()); }
+
+void causal_conv1d_int8(const ConvArgs& args, Isa isa) {
+  isa = simd_isa(isa);
+  if (isa == Isa::Reference) {
+    parallel_for(args.batch * args.dim, args.length * args.kernel, conv_rows, const_cast<ConvArgs*>(&args));
+    return;
+  }
+  SimdConv s{&args, isa};
+  parallel_for(args.batch * tiles_of(args.dim), args.length * detail::kTile * args.kernel, run_tiles<SimdConv>, &s);
 }
 
 }  // namespace quantc

@@ -14,6 +14,7 @@
 #include "quantc/gemm.h"
 #include "quantc/hadamard.h"
 #include "quantc/mamba.h"
+#include "quantc/quantize.h"
 
 namespace {
 
@@ -28,6 +29,31 @@ std::string shape_str(const std::vector<int64_t>& s) {
 [[noreturn]] void fail(const std::string& op, const std::string& msg) {
   ORT_CXX_API_THROW("ai.quantc." + op + ": " + msg, ORT_INVALID_ARGUMENT);
 }
+
+// parallel_for's chunks on the session's intra-op thread pool (quantc::ScopedParallelRunner).
+struct PoolJob {
+  void (*chunk)(void*, int64_t);
+  void* job;
+};
+
+void pool_chunk(void* p, size_t i) {
+  const PoolJob& j = *static_cast<const PoolJob*>(p);
+  j.chunk(j.job, static_cast<int64_t>(i));
+}
+
+void run_on_ort_pool(void* host, int64_t chunks, void (*chunk)(void*, int64_t), void* job) {
+  PoolJob j{chunk, job};
+  OrtStatus* st = Ort::GetApi().KernelContext_ParallelFor(static_cast<const OrtKernelContext*>(host), pool_chunk, static_cast<size_t>(chunks), 0, &j);
+  if (!st) return;
+  Ort::GetApi().ReleaseStatus(st);  // no pool (an older host): run the chunks here
+  for (int64_t i = 0; i < chunks; ++i) chunk(job, i);
+}
+
+// For the duration of one Compute: the kernels' parallel_for runs on ONNX Runtime's pool.
+struct OnOrtPool {
+  explicit OnOrtPool(OrtKernelContext* ctx) : scope(run_on_ort_pool, ctx) {}
+  quantc::ScopedParallelRunner scope;
+};
 
 int64_t attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
   int64_t v = fallback;
@@ -59,7 +85,8 @@ struct HadamardOp {
 struct HadamardQuantizeInt8Op {
   HadamardQuantizeInt8Op(const OrtApi*, const OrtKernelInfo*) {}
 
-  void Compute(const Tensor<float>& x, const Tensor<float>& scale, Tensor<int8_t>& y) {
+  void Compute(OrtKernelContext* ctx, const Tensor<float>& x, const Tensor<float>& scale, Tensor<int8_t>& y) {
+    OnOrtPool pool(ctx);
     auto shape = x.Shape();
     if (shape.empty()) fail("HadamardQuantizeInt8", "input must have at least one axis");
     if (scale.NumberOfElement() != 1) fail("HadamardQuantizeInt8", "scale must be a scalar");
@@ -67,36 +94,35 @@ struct HadamardQuantizeInt8Op {
     int m;
     if (!quantc::hadamard_split(n, &p2, &m))
       fail("HadamardQuantizeInt8", "last axis " + std::to_string(n) + " is not 2^k times a supported order");
-    const float s = scale.Data()[0];
-    int64_t total = x.NumberOfElement();
-    std::vector<float> tmp(static_cast<size_t>(total));
-    quantc::hadamard_transform(x.Data(), tmp.data(), n == 0 ? 0 : total / n, n, true);
     int8_t* out = y.Allocate(shape);
-    for (int64_t i = 0; i < total; ++i) {
-      float v = std::nearbyint(tmp[i] / s);  // default rounding mode: half to even
-      out[i] = static_cast<int8_t>(v > 127.f ? 127.f : v < -128.f ? -128.f : v);
-    }
+    quantc::hadamard_quantize_int8(x.Data(), out, n == 0 ? 0 : x.NumberOfElement() / n, n, scale.Data()[0]);
   }
 };
 
 // MatMulInt8(A: int8[..., K], A_scale: float scalar, B: int8[N, K], B_scale: float[N], bias?: float[N]) -> Y float[..., N].
 struct MatMulInt8Op {
-  // A constant weight (an initializer) is packed once, here, for the VNNI GEMM.
+  // A constant weight (an initializer) is packed once, here, for the VNNI or the AVX2 GEMM.
   MatMulInt8Op(const OrtApi*, const OrtKernelInfo* info) {
-    if (quantc::best_isa() != quantc::Isa::Avx512Vnni) return;
+    const quantc::Isa isa = quantc::best_isa();
+    if (isa == quantc::Isa::Reference) return;
     Ort::ConstKernelInfo ki(info);
     int is_constant = 0;
     Ort::ConstValue b = ki.GetTensorConstantInput(2, &is_constant);
     if (!is_constant) return;
     auto shape = b.GetTensorTypeAndShapeInfo().GetShape();
     if (shape.size() != 2) return;  // Compute reports the shape error
-    packed_ = std::make_unique<quantc::PackedB>(quantc::pack_b_vnni(b.GetTensorData<int8_t>(), shape[0], shape[1]));
+    if (isa == quantc::Isa::Avx512Vnni)
+      packed_ = std::make_unique<quantc::PackedB>(quantc::pack_b_vnni(b.GetTensorData<int8_t>(), shape[0], shape[1]));
+    else
+      packed_avx2_ = std::make_unique<quantc::PackedBAvx2>(quantc::pack_b_avx2(b.GetTensorData<int8_t>(), shape[0], shape[1]));
   }
 
   std::unique_ptr<quantc::PackedB> packed_;
+  std::unique_ptr<quantc::PackedBAvx2> packed_avx2_;
 
-  void Compute(const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<int8_t>& b, const Tensor<float>& b_scale,
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<int8_t>& b, const Tensor<float>& b_scale,
                std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
+    OnOrtPool pool(ctx);
     auto as = a.Shape(), bs = b.Shape();
     if (as.empty()) fail("MatMulInt8", "A must have at least one axis");
     if (bs.size() != 2) fail("MatMulInt8", "B must be 2-D [N, K], got " + shape_str(bs));
@@ -115,6 +141,8 @@ struct MatMulInt8Op {
     int64_t M = K == 0 ? 0 : a.NumberOfElement() / K;
     if (packed_ && packed_->N == N && packed_->K == K)
       quantc::matmul_int8_vnni_packed(a.Data(), *packed_, M, a_scale.Data()[0], b_scale.Data(), bias_data, out);
+    else if (packed_avx2_ && packed_avx2_->N == N && packed_avx2_->K == K && M > 1)  // one row (decode): the unpacked dot products are faster
+      quantc::matmul_int8_avx2_packed(a.Data(), *packed_avx2_, M, a_scale.Data()[0], b_scale.Data(), bias_data, out);
     else
       quantc::matmul_int8(a.Data(), b.Data(), M, N, K, a_scale.Data()[0], b_scale.Data(), bias_data, out, quantc::best_isa());
   }
@@ -129,8 +157,9 @@ float scalar(const std::string& op, const char* what, const Tensor<float>& t) {
 struct MatMulInt4Int8Op {
   MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {}
 
-  void Compute(const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b, const Tensor<float>& b_scale,
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b, const Tensor<float>& b_scale,
                std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
+    OnOrtPool pool(ctx);
     const std::string op = "MatMulInt4Int8";
     auto as = a.Shape(), bs = b.Shape();
     if (as.empty()) fail(op, "A must have at least one axis");
@@ -160,11 +189,12 @@ struct MatMulInt4Int8Op {
 struct QSelectiveScanOp {
   QSelectiveScanOp(const OrtApi* api, const OrtKernelInfo* info) : softplus_(attr_int(api, info, "dt_softplus", 1) != 0) {}
 
-  void Compute(const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<int8_t>& dt, const Tensor<float>& dt_scale,
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<int8_t>& dt, const Tensor<float>& dt_scale,
                const Tensor<float>& A, const Tensor<int8_t>& B, const Tensor<float>& B_scale, const Tensor<int8_t>& C,
                const Tensor<float>& C_scale, std::optional<const Tensor<float>*> D, std::optional<const Tensor<int8_t>*> z,
                std::optional<const Tensor<float>*> z_scale, std::optional<const Tensor<float>*> dt_bias,
                std::optional<const Tensor<float>*> h0, Tensor<float>& y, std::optional<Tensor<float>*> h_out) {
+    OnOrtPool pool(ctx);
     const std::string op = "QSelectiveScan";
     auto xs = x.Shape(), as = A.Shape(), bs = B.Shape();
     if (xs.size() != 3) fail(op, "x must be [batch, length, dim], got " + shape_str(xs));
@@ -209,8 +239,9 @@ struct QSelectiveScanOp {
 struct QCausalConv1dOp {
   QCausalConv1dOp(const OrtApi* api, const OrtKernelInfo* info) : silu_(attr_int(api, info, "silu", 1) != 0) {}
 
-  void Compute(const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<float>& weight, std::optional<const Tensor<float>*> bias,
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<float>& weight, std::optional<const Tensor<float>*> bias,
                std::optional<const Tensor<float>*> state_in, Tensor<float>& y, std::optional<Tensor<float>*> state_out) {
+    OnOrtPool pool(ctx);
     const std::string op = "QCausalConv1d";
     auto xs = x.Shape(), ws = weight.Shape();
     if (xs.size() != 3) fail(op, "x must be [batch, length, dim], got " + shape_str(xs));

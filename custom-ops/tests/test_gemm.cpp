@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "quantc/gemm.h"
@@ -106,6 +108,69 @@ TEST(MatMulInt8, PackedVnniGemmEqualsTheReference) {
     quantc::matmul_int8_vnni_packed(a.data(), packed, M, 0.03f, bs.data(), bias.data(), got.data());
     ASSERT_EQ(got, want) << "M=" << M << " N=" << N << " K=" << K;
   }
+}
+
+TEST(MatMulInt8, PackedAvx2GemmEqualsTheReference) {
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(19);
+  for (auto [M, N, K] : std::vector<std::tuple<int, int, int>>{{1, 1, 1}, {1, 8, 2}, {5, 33, 7}, {4, 16, 64}, {9, 50, 131}, {64, 96, 512}, {3, 2048, 512}}) {
+    auto a = random_int8(M * K, rng), b = random_int8(N * K, rng);
+    a[0] = -128;
+    b[0] = -128;
+    std::vector<float> bs(N), bias(N), got(M * N), want(M * N);
+    for (int n = 0; n < N; ++n) { bs[n] = 0.001f * (n + 1); bias[n] = 0.5f * n; }
+    auto packed = quantc::pack_b_avx2(b.data(), N, K);
+    for (bool with_bias : {true, false}) {
+      const float* bp = with_bias ? bias.data() : nullptr;
+      quantc::matmul_int8(a.data(), b.data(), M, N, K, 0.03f, bs.data(), bp, want.data(), quantc::Isa::Reference);
+      std::fill(got.begin(), got.end(), -1.f);
+      quantc::matmul_int8_avx2_packed(a.data(), packed, M, 0.03f, bs.data(), bp, got.data());
+      ASSERT_EQ(got, want) << "M=" << M << " N=" << N << " K=" << K << " bias " << with_bias;
+    }
+  }
+}
+
+// A host's runner gets parallel_for's chunks (here run in reverse order, as a pool may), every index
+// is covered once, and the previous runner is back after the scope.
+struct CountingHost {
+  int calls = 0;
+  int64_t chunks = 0;
+};
+
+void reverse_runner(void* host, int64_t chunks, void (*chunk)(void*, int64_t), void* job) {
+  auto& h = *static_cast<CountingHost*>(host);
+  ++h.calls;
+  h.chunks += chunks;
+  for (int64_t i = chunks - 1; i >= 0; --i) chunk(job, i);
+}
+
+void mark(void* p, int64_t b, int64_t e) {
+  auto& hits = *static_cast<std::vector<int>*>(p);
+  for (int64_t i = b; i < e; ++i) ++hits[i];
+}
+
+TEST(ParallelFor, RunsOnTheHostsRunnerWithinItsScope) {
+  const int64_t count = 1001;
+  std::vector<int> hits(count, 0);
+  CountingHost host;
+  {
+    quantc::ScopedParallelRunner scope(reverse_runner, &host);
+    quantc::parallel_for(count, 1 << 12, mark, &hits);
+    quantc::parallel_for(3, 1, mark, &hits);  // small work: runs inline, not on the runner
+  }
+  quantc::parallel_for(count, 1 << 12, mark, &hits);  // scope over: own threads again
+  EXPECT_EQ(host.calls, std::thread::hardware_concurrency() > 1 ? 1 : 0);
+  for (int64_t i = 0; i < count; ++i) ASSERT_EQ(hits[i], i < 3 ? 3 : 2) << i;
+  // The same GEMM with and without the runner.
+  std::mt19937 rng(23);
+  auto a = random_int8(64 * 256, rng), b = random_int8(96 * 256, rng);
+  std::vector<int32_t> own(64 * 96), hosted(64 * 96);
+  quantc::matmul_int8_accumulate(a.data(), b.data(), 64, 96, 256, own.data(), quantc::best_isa());
+  {
+    quantc::ScopedParallelRunner scope(reverse_runner, &host);
+    quantc::matmul_int8_accumulate(a.data(), b.data(), 64, 96, 256, hosted.data(), quantc::best_isa());
+  }
+  EXPECT_EQ(own, hosted);
 }
 
 }  // namespace

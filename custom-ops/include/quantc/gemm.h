@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace quantc {
 
@@ -24,6 +25,37 @@ void matmul_int8_accumulate(const int8_t* a, const int8_t* b, int64_t M, int64_t
 
 // Runs fn(begin, end) over [0, count) split across threads (serially when the work is small).
 void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx);
+
+// Where parallel_for runs its chunks. By default on threads it starts itself; a host with a thread
+// pool (the ONNX Runtime binding: the session's intra-op pool) installs a runner for the calling
+// thread while a kernel runs, so the kernels neither start threads nor compete with the pool's.
+// A runner must call chunk(job, i) once for each i in [0, chunks) and return when all are done.
+using ParallelRunner = void (*)(void* host, int64_t chunks, void (*chunk)(void* job, int64_t i), void* job);
+
+class ScopedParallelRunner {
+ public:
+  ScopedParallelRunner(ParallelRunner runner, void* host);
+  ~ScopedParallelRunner();
+  ScopedParallelRunner(const ScopedParallelRunner&) = delete;
+  ScopedParallelRunner& operator=(const ScopedParallelRunner&) = delete;
+
+ private:
+  ParallelRunner saved_runner_;
+  void* saved_host_;
+};
+
+// B (int8 [N, K]) repacked for the AVX2 GEMM: panels of 8 output channels, each k-pair of a panel
+// 16 bytes (channel j's B[n0 + j][2q], B[n0 + j][2q + 1] at bytes 2j, 2j + 1); K and N padded with
+// zeros. Pack once for a constant weight.
+struct PackedBAvx2 {
+  int64_t N = 0, K = 0, Kp = 0, panels = 0;  // Kp = ceil(K / 2)
+  std::vector<int8_t> data;                  // [panels][Kp][8][2]
+};
+
+PackedBAvx2 pack_b_avx2(const int8_t* b, int64_t N, int64_t K);
+
+// matmul_int8 with the packed weight (AVX2 only); the same results as Isa::Reference, bit for bit.
+void matmul_int8_avx2_packed(const int8_t* a, const PackedBAvx2& b, int64_t M, float a_scale, const float* b_scale, const float* bias, float* y);
 
 }  // namespace quantc
 

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "quantc/gemm.h"  // Isa
+
 namespace quantc {
 
 struct ScanArgs {
@@ -25,7 +27,10 @@ struct ScanArgs {
 
 // h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * x_t;  y_t = (C_t . h_t + D * x_t) * silu(z_t)
 // with dt_t = softplus(dequant(dt_t) + dt_bias). Parallel over batch x channels, sequential in time.
-void selective_scan_int8(const ScanArgs& args);
+// Isa::Reference is the plain loop (std::exp per state element); Avx2 (needs FMA too) and
+// Avx512Vnni (only AVX-512F is used) vectorise over channels with a polynomial exp (cpu/mamba_simd.inc).
+void selective_scan_int8(const ScanArgs& args, Isa isa);
+void selective_scan_int8(const ScanArgs& args);  // best_isa()
 
 struct ConvArgs {
   int64_t batch = 0, length = 0, dim = 0, kernel = 4;
@@ -39,6 +44,8 @@ struct ConvArgs {
 };
 
 // y[b, t, d] = act(bias[d] + sum_j weight[d, j] * x[b, t - (K-1) + j, d]), inputs before t = 0 from state_in (zeros if null).
-void causal_conv1d_int8(const ConvArgs& args);
+// Paths as for the scan.
+void causal_conv1d_int8(const ConvArgs& args, Isa isa);
+void causal_conv1d_int8(const ConvArgs& args);  // best_isa()
 
 }  // namespace quantc
