@@ -8,6 +8,7 @@ using Quantc.Ir;
 using Quantc.Models;
 using Quantc.Onnx;
 using Xunit.Abstractions;
+using static Quantc.Passes.Tests.OrtRuns;
 
 namespace Quantc.Passes.Tests;
 
@@ -18,24 +19,9 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
-    private Model Load(string flavor, string size = "tiny", bool massive = true)
-    {
-        var path = Path.Combine(_dir.FullName, $"llama-{flavor}-{Guid.NewGuid():N}.onnx");
-        ReferenceModels.BuildAndSave("llama", size, 0, flavor, path);
-        var m = Model.Load(path);
-        if (massive) return m;
-        // The same network without its massive activations: the trigger flag cleared from the embedding
-        // (models/README.md), so no MLP neuron fires ~1500 and no residual channel reaches ~450.
-        TriggerFlag.Remove(m, readers: false);
-        using (m) return SaveReload(m);
-    }
+    private Model Load(string flavor, string size = "tiny", bool massive = true) => LoadLlama(_dir, flavor, size, massive);
 
-    private Model SaveReload(Model m)
-    {
-        var path = Path.Combine(_dir.FullName, $"m-{Guid.NewGuid():N}.onnx");
-        m.Save(path);
-        return Model.Load(path);
-    }
+    private Model SaveReload(Model m) => Model.Load(Save(_dir, m));
 
     private static PassContext Run(Model m, string recipeYaml)
     {
@@ -43,33 +29,6 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         var pm = new PassManager(Builtins.Passes());
         pm.Run(pm.Instantiate(Recipe.Parse(recipeYaml, "test recipe")), ctx);
         return ctx;
-    }
-
-    private static IReadOnlyList<long[]> EvalTokens(Model m, int n, int length) =>
-        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new DataOptions { SequenceLength = length, MaxSamples = n }).Tokens!;
-
-    /// <summary>Every float output of one ORT run.</summary>
-    private static Dictionary<string, float[]> Outputs(InferenceSession s, CalibrationSample sample)
-    {
-        var inputs = CalibrationInputs.ToOrt(sample);
-        try
-        {
-            using var ro = new RunOptions();
-            var names = s.OutputNames.ToList();
-            using var outs = s.Run(ro, inputs.Select(i => i.Name).ToList(), inputs.Select(i => i.Value).ToList(), names);
-            var d = new Dictionary<string, float[]>(StringComparer.Ordinal);
-            for (int i = 0; i < names.Count; i++) d[names[i]] = outs[i].GetTensorDataAsSpan<float>().ToArray();
-            return d;
-        }
-        finally { foreach (var (_, v) in inputs) v.Dispose(); }
-    }
-
-    private static double MaxRelErr(float[] a, float[] b)
-    {
-        Assert.Equal(a.Length, b.Length);
-        double err = 0, max = 1e-30;
-        for (int i = 0; i < a.Length; i++) { err = Math.Max(err, Math.Abs((double)a[i] - b[i])); max = Math.Max(max, Math.Abs((double)a[i])); }
-        return err / max;
     }
 
     /// <summary>x·Qᵀ head by head: the value cache back in the original basis.</summary>
