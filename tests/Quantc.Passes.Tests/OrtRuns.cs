@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Quantc.Core.Calibration;
 using Quantc.Core.Data;
+using Quantc.Core.Numerics;
 using Quantc.Ir;
 
 namespace Quantc.Passes.Tests;
@@ -58,5 +59,19 @@ internal static class OrtRuns
         double err = 0, max = 1e-30;
         for (int i = 0; i < a.Length; i++) { err = Math.Max(err, Math.Abs((double)a[i] - b[i])); max = Math.Max(max, Math.Abs((double)a[i])); }
         return err / max;
+    }
+
+    /// <summary>Worst max relative error per output kind (logits, keys, values), the compiled cache outputs moved back to the original basis.</summary>
+    public static Dictionary<string, double> Compare(Dictionary<string, float[]> original, Dictionary<string, float[]> compiled, CacheRotations rot, Dictionary<string, double>? worst = null)
+    {
+        worst ??= new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var (name, va) in original)
+        {
+            var vb = (float[])compiled[name].Clone();
+            if (rot.Contains(name)) rot.ToOriginal(name, vb);
+            string kind = name == "logits" ? "logits" : name.EndsWith(".key", StringComparison.Ordinal) ? "keys" : "values";
+            worst[kind] = Math.Max(worst.GetValueOrDefault(kind), MaxRelErr(va, vb));
+        }
+        return worst;
     }
 }
