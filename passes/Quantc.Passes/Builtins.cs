@@ -22,6 +22,10 @@ public static class Builtins
             p => new RotateResidualPass(p.GetInt("seed", 0))));
         r.Register(new PassInfo("rotate_head", PassKind.FunctionPreserving, "QuaRot R2: per-head randomised Hadamard fused into v_proj's outputs and o_proj's inputs (layers: regex, default v_proj$; seed); the value cache stays rotated",
             p => new RotateHeadPass(p.GetString("layers", "v_proj$"), p.GetInt("seed", 1))));
+        r.Register(new PassInfo("rotate_qk", PassKind.FunctionPreserving, "QuaRot R3: online Hadamard per head on the queries and keys after RoPE (eager attention, GroupQueryAttention without do_rotary); the key cache stays rotated (portable: MatMul instead of ai.quantc.Hadamard)",
+            p => new RotateQkPass(p.GetBool("portable", false))));
+        r.Register(new PassInfo("quantize_kv", PassKind.Lowering, "KV-cache quantization: new keys and values fake-quantized before the cache, asymmetric per token and head (bits: 8|4, default 4; clip_ratio, default 1; keys, values)",
+            p => new QuantizeKvPass(KvBits(p.GetInt("bits", 4)), ClipRatio(p.GetDouble("clip_ratio", 1.0)), p.GetBool("keys", true), p.GetBool("values", true))));
         r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, symmetric, activations, mode, dynamic, exclude, reduce_range: auto|true|false — 7-bit weights for uint8 activations on CPUs without VNNI)",
             p => new QuantizePass(
                 p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp16", "fp32"),
@@ -64,6 +68,12 @@ public static class Builtins
             p => new LowerW4A8Pass(p.GetBool("portable", false))));
         return r;
     }
+
+    private static int KvBits(int b) =>
+        b is 4 or 8 ? b : throw new BadInputException($"quantize_kv: bits must be 4 or 8, got {b}");
+
+    private static double ClipRatio(double c) =>
+        c is > 0 and <= 1 ? c : throw new BadInputException($"quantize_kv: clip_ratio must be in (0, 1], got {c}");
 
     private static int AccuracyLevel(int a) =>
         a is >= 0 and <= 4 ? a : throw new BadInputException($"lower_matmulnbits: accuracy_level must be 0–4, got {a}");
@@ -225,37 +235,44 @@ public static class Builtins
               - fuse_rope
               - fuse_attention
             """,
-        ["quarot-w4a8"] = """
-            name: quarot-w4a8
-            description: QuaRot (Ashkboos et al. 2024) — norms folded, residual stream rotated (R1), per-head value/output rotation (R2), online Hadamard on down_proj's input (R4), then int4 weights (group 32, GPTQ) and int8 per-token dynamic activations; ai.quantc.MatMulInt4Int8 where it fits
+        ["quarot-w4a8"] = Quarot("quarot-w4a8", "QuaRot (Ashkboos et al. 2024) — norms folded, residual stream rotated (R1), per-head value/output rotation (R2), online Hadamard on queries and keys after RoPE (R3; the key cache stays rotated), online Hadamard on down_proj's input (R4), then int4 weights (group 32, GPTQ) and int8 per-token dynamic activations; ai.quantc.MatMulInt4Int8 where it fits", portable: false, kv4: false),
+        ["quarot-w4a8-kv4"] = Quarot("quarot-w4a8-kv4", "quarot-w4a8 with a 4-bit KV cache (QuaRot's W4A8KV4) — R1–R4, int4 weights (group 32, GPTQ), int8 per-token activations, keys (rotated by R3) and values (rotated by R2) fake-quantized to 4 bits asymmetric per token and head, clip ratio 0.95", portable: false, kv4: true),
+        ["w4a8-kv4"] = """
+            name: w4a8-kv4
+            description: naive W4A8KV4 baseline (no rotation) — w4a8 plus keys and values fake-quantized to 4 bits asymmetric per token and head, clip ratio 0.95
             passes:
-              - fold_norm
-              - rotate_residual: { seed: 0 }
-              - rotate_head: { seed: 1 }
-              - online_hadamard: { layers: "down_proj$" }
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8
+              - quantize_kv: { bits: 4, clip_ratio: 0.95 }
               - fuse_norm
               - fuse_rope
               - fuse_attention
             """,
-        ["quarot-w4a8-portable"] = """
-            name: quarot-w4a8-portable
-            description: quarot-w4a8 in standard ONNX only — R4 as a MatMul by a constant Hadamard matrix, int4 blocked DequantizeLinear weights, per-token int8 fake quantization in float ops
+        ["quarot-w4a8-portable"] = Quarot("quarot-w4a8-portable", "quarot-w4a8 in standard ONNX only — R3 and R4 as a MatMul by a constant Hadamard matrix, int4 blocked DequantizeLinear weights, per-token int8 fake quantization in float ops", portable: true, kv4: false),
+    };
+
+    /// <summary>QuaRot's pipeline: R1–R4, int4 GPTQ weights, int8 per-token activations; <paramref name="portable"/>: standard ONNX only; <paramref name="kv4"/>: 4-bit KV cache.</summary>
+    private static string Quarot(string name, string description, bool portable, bool kv4)
+    {
+        string p = portable ? ", portable: true" : "";
+        return $$"""
+            name: {{name}}
+            description: {{description}}
             passes:
               - fold_norm
               - rotate_residual: { seed: 0 }
               - rotate_head: { seed: 1 }
-              - online_hadamard: { layers: "down_proj$", portable: true }
+              - rotate_qk{{(portable ? ": { portable: true }" : "")}}
+              - online_hadamard: { layers: "down_proj$"{{p}} }
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
-              - lower_w4a8: { portable: true }
+              - lower_w4a8{{(portable ? ": { portable: true }" : "")}}{{(kv4 ? "\n  - quantize_kv: { bits: 4, clip_ratio: 0.95 }" : "")}}
               - fuse_norm
               - fuse_rope
               - fuse_attention
-            """,
-    };
+            """;
+    }
 
     /// <summary>
     /// OutlierTune's Int6 setting as its reference code runs it: symmetrization (optional, for the ablation),

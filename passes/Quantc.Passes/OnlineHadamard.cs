@@ -71,12 +71,12 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
 
     private static Value PortableRotation(Graph g, LinearLayer l, long k) => HadamardMatMul(g, l.Input, k, l.Name, l.Node);
 
-    /// <summary>x' = x · Hᵀ (unnormalised, ±1 entries) as a MatMul with a constant [K, K] matrix, inserted before <paramref name="before"/>.</summary>
-    internal static Value HadamardMatMul(Graph g, Value x, long k, string name, Node before)
+    /// <summary>x' = x · Hᵀ·<paramref name="scale"/> (unnormalised, ±1 entries, by default) as a MatMul with a constant [K, K] matrix, inserted before <paramref name="before"/>.</summary>
+    internal static Value HadamardMatMul(Graph g, Value x, long k, string name, Node before, double scale = 1)
     {
         var h = Hadamard.Matrix(k);
         var ht = new float[h.Length];
-        for (long i = 0; i < k; i++) for (long j = 0; j < k; j++) ht[j * k + i] = h[i * k + j];
+        for (long i = 0; i < k; i++) for (long j = 0; j < k; j++) ht[j * k + i] = (float)(h[i * k + j] * scale);
         var m = g.AddInitializer(Tensor.FromFloats(g.UniqueName(name + ".hadamard"), [k, k], ht));
         return g.AddNode("MatMul", [x, m], name: g.UniqueName(name + "/hadamard"), before: before).Output;
     }

@@ -25,11 +25,12 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
     public PassKind Kind => PassKind.FunctionPreserving;
 
     /// <summary>
-    /// The metadata key naming the rotation the value cache is stored in: <c>HEAD_SIZE:SEED:OUTPUT,OUTPUT…</c>
-    /// (groups joined by <c>|</c>); the cache is x·diag(Q, …) with Q = <see cref="Rotation.Create"/>(HEAD_SIZE, SEED).
-    /// <c>quantc verify</c> undoes it before comparing those outputs.
+    /// The metadata key naming the rotation the value cache is stored in: <c>HEAD_SIZE:SEED:NAME,NAME…</c>
+    /// (groups joined by <c>|</c>; the present outputs, then the past inputs); the cache is x·diag(Q, …) with
+    /// Q = <see cref="Rotation.Create"/>(HEAD_SIZE, SEED). <c>quantc verify</c> undoes it before comparing
+    /// those outputs (and applies it to a past it feeds); <see cref="CacheRotations"/> reads it.
     /// </summary>
-    public const string CacheMetadataKey = "quantc.value_cache_rotation";
+    public const string CacheMetadataKey = CacheRotations.ValueKey;
 
     public void Run(PassContext ctx)
     {
@@ -37,7 +38,7 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
         var map = LayerAnalysis.Analyze(g);
         var done = new HashSet<LinearLayer>(ReferenceEqualityComparer.Instance);
         var rotations = new Dictionary<long, Rotation>();
-        var cacheOutputs = new List<(string Name, long Size)>();
+        var cacheTensors = new List<(string Name, long Size)>();
         foreach (var v in map.Linears.Where(l => Regex.IsMatch(l.Name, layers)))
         {
             var region = HeadRegion.Follow(v, map, out string? why);
@@ -54,14 +55,14 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
                 ctx.Plan[o.Name].Transforms.Add("R2: input heads rotated back");
             }
             foreach (var x in region.Values) if (!x.IsGraphOutput) ctx.Provenance.RecordTransformed(x.Name, "rotated");
-            cacheOutputs.AddRange(region.GraphOutputs.Select(o => (o, region.HeadSize)));
+            cacheTensors.AddRange(region.GraphOutputs.Concat(region.GraphInputs).Select(o => (o, region.HeadSize)));
             string via = region.GraphInputs.Count + region.GraphOutputs.Count > 0
                 ? $"; cache in the rotated basis: {string.Join(", ", region.GraphInputs.Concat(region.GraphOutputs))}" : "";
             ctx.Log.Add($"rotate_head: {v.Name} → {string.Join(", ", region.Readers.Select(r => r.Name))} ({q.Description}, head size {region.HeadSize}){via}");
             if (!q.IsHadamard) ctx.Log.Add($"rotate_head: head size {region.HeadSize} has no Hadamard matrix: used a seeded random orthogonal matrix instead");
         }
-        if (cacheOutputs.Count > 0)
-            ctx.Model.SetMetadata(CacheMetadataKey, string.Join("|", cacheOutputs.GroupBy(o => o.Size).Select(gr => $"{gr.Key}:{seed}:{string.Join(",", gr.Select(o => o.Name))}")));
+        if (cacheTensors.Count > 0)
+            ctx.Model.SetMetadata(CacheMetadataKey, string.Join("|", cacheTensors.GroupBy(o => o.Size).Select(gr => $"{gr.Key}:{seed}:{string.Join(",", gr.Select(o => o.Name).Distinct())}")));
     }
 }
 

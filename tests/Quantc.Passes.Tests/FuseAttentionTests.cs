@@ -34,9 +34,9 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
         return Model.Load(path);
     }
 
-    private static Dictionary<string, float[]> Run(InferenceSession s, CalibrationSample sample) => OrtCompare.Outputs(s, sample);
+    private static Dictionary<string, float[]> Run(InferenceSession s, CalibrationSample sample) => OrtRuns.Outputs(s, sample);
 
-    private static double MaxRelErr(float[] a, float[] b) => OrtCompare.MaxRelErr(a, b);
+    private static double MaxRelErr(float[] a, float[] b) => OrtRuns.MaxRelErr(a, b);
 
     /// <summary>
     /// Batch 2 of 12 new tokens after a 5-token cache, the second row left-padded by 3 (mask zeros): the

@@ -1,5 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using Quantc.Core.Calibration;
+using Quantc.Core.Numerics;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
 using Quantc.Onnx;
@@ -51,7 +52,7 @@ public static class Verifier
             if (!compiled.Graph.Outputs.Any(v => v.Name == o))
                 throw new BadInputException($"the compiled model has no output '{o}' (the original has)");
 
-        var rotated = RotatedOutputs(compiled);
+        var rotated = CacheRotations.Of(compiled.Metadata);
         var pairs = options.PerLayer ? MapIntermediates(original, compiled) : [];
         var outErr = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var layerErr = pairs.ToDictionary(p => p.Compiled, _ => new ErrorAccumulator(), StringComparer.Ordinal);
@@ -74,13 +75,13 @@ public static class Verifier
             for (int s = 0; s < samples.Count; s++)
             {
                 using var ro = RunOne(so, samples[s], origNames);
-                using var rc = RunOne(sc, samples[s], compNames);
+                using var rc = RunOne(sc, rotated.IsEmpty ? samples[s] : InRotatedBasis(samples[s], rotated), compNames);
                 for (int k = 0; k < origNames.Count; k++)
                 {
                     bool isOutputTensor = gi == 0 && k < outputs.Count;
                     var a = AsFloat(ro[k], isOutputTensor);
                     var b = AsFloat(rc[k], isOutputTensor);
-                    if (isOutputTensor && b is not null && rotated.TryGetValue(compNames[k], out var rot)) rot.ApplyInverseChunks(b);
+                    if (isOutputTensor && b is not null && rotated.Contains(compNames[k])) rotated.ToOriginal(compNames[k], b);
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its original '{origNames[k]}' has {a.Length}");
@@ -115,22 +116,24 @@ public static class Verifier
             layers);
     }
 
-    /// <summary>Outputs a rotation pass left in a rotated basis (QuaRot's value cache), from the model's metadata: "HEAD:SEED:OUT,OUT|…".</summary>
-    private static Dictionary<string, Quantc.Core.Numerics.Rotation> RotatedOutputs(Model compiled)
+    /// <summary>
+    /// The sample with every past-cache input a rotation pass keeps in a rotated basis (QuaRot's key and value
+    /// caches, from the model's metadata) moved into that basis, as the compiled model's own present outputs are.
+    /// </summary>
+    private static CalibrationSample InRotatedBasis(CalibrationSample sample, CacheRotations rotated)
     {
-        var map = new Dictionary<string, Quantc.Core.Numerics.Rotation>(StringComparer.Ordinal);
-        var entry = compiled.Metadata.FirstOrDefault(kv => kv.Key == "quantc.value_cache_rotation").Value;
-        if (string.IsNullOrEmpty(entry)) return map;
-        foreach (var group in entry.Split('|'))
+        var s = new CalibrationSample();
+        foreach (var (name, (data, shape)) in sample.Inputs)
         {
-            var parts = group.Split(':', 3);
-            if (parts.Length != 3 || !long.TryParse(parts[0], System.Globalization.CultureInfo.InvariantCulture, out long size) || size <= 0
-                || !int.TryParse(parts[1], System.Globalization.CultureInfo.InvariantCulture, out int seed))
-                throw new BadInputException($"the compiled model's metadata quantc.value_cache_rotation is malformed: '{group}'");
-            var r = Quantc.Core.Numerics.Rotation.Create(size, seed);
-            foreach (var o in parts[2].Split(',', StringSplitOptions.RemoveEmptyEntries)) map[o] = r;
+            if (data is float[] f && f.Length > 0 && rotated.Contains(name))
+            {
+                var r = (float[])f.Clone();
+                rotated.ToRotated(name, r);
+                s.Inputs[name] = (r, shape);
+            }
+            else s.Inputs[name] = (data, shape);
         }
-        return map;
+        return s;
     }
 
     private sealed record Pair(string Compiled, string Original, long Bytes);

@@ -1,0 +1,79 @@
+using Quantc.Core.Pipeline;
+using Quantc.Ir;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// QuantizeKv: KV-cache quantization as QuaRot does it — the keys and values computed each step are
+/// fake-quantized before they enter the cache (and the attention): asymmetric, per token and per head
+/// (group = head_dim), <c>bits</c> 8 or 4, range [min(x, 0), max(x, 0)]·<c>clip_ratio</c>,
+/// s = (hi − lo)/(2^bits − 1), z = round(−lo/s), x̂ = (clip(round(x/s) + z, 0, 2^bits − 1) − z)·s — in
+/// standard float ops (ReduceMin/ReduceMax/Round/Clip; ONNX's QuantizeLinear has no dynamic per-group
+/// scales), so the cache holds exactly the dequantized grid values a real int4/int8 cache would give back.
+/// The past is taken as already quantized (it was, when this model produced it). Run after
+/// <c>rotate_qk</c> to quantize the rotated keys (QuaRot's R3 + KV4). Not function-preserving.
+/// </summary>
+public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool values) : IPass
+{
+    public string Name => "quantize_kv";
+    public PassKind Kind => PassKind.Lowering;
+
+    public void Run(PassContext ctx)
+    {
+        var g = ctx.Model.Graph;
+        var sites = AttentionSite.Find(g);
+        if (sites.Count == 0) { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul or GroupQueryAttention)"); return; }
+        foreach (var a in sites)
+        {
+            var done = new List<string>();
+            void Quantize(string what, CacheStream? s, string? why)
+            {
+                if (s is null || a.HeadDim is null) { ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) {what} skipped: {why ?? "head size unknown"}"); return; }
+                foreach (var src in s.Sources) FakeQuantize(ctx, g, src, a.HeadDim.Value, s.OneHeadLast, $"{a.Name}/{what}_q{bits}");
+                done.Add(what);
+            }
+            if (keys)
+            {
+                // GroupQueryAttention with do_rotary applies RoPE to its key input inside: what enters the cache is not what it reads.
+                if (a.RopeInside is not null) ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) keys skipped: {a.RopeInside}");
+                else Quantize("keys", a.Keys, a.KeysWhy);
+            }
+            if (values) Quantize("values", a.Values, a.ValuesWhy);
+            if (done.Count > 0) ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} asymmetric per token and head ({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
+        }
+    }
+
+    private void FakeQuantize(PassContext ctx, Graph g, Use slot, long d, bool oneHeadLast, string prefix)
+    {
+        var x = slot.Node.Inputs[slot.InputIndex]!;
+        var before = slot.Node;
+        string p = g.UniqueName(prefix);
+        Value Op(string op, string suffix, params Value[] inputs) => g.AddNode(op, inputs, name: g.UniqueName(p + suffix), before: before).Output;
+        Value F(string suffix, float v) => g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + suffix), [], [v]));
+        Value xs = oneHeadLast ? x : RotateQkPass.ReshapeTo(g, x, [0, 0, -1, d], p + "/split", before);
+        var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));
+        Value Reduce(string op)
+        {
+            var n = g.AddNode(op, [xs, axes], name: g.UniqueName(p + "_" + op), before: before);
+            n.SetAttribute("keepdims", 1L);
+            return n.Output;
+        }
+        var zero = F("_zero", 0f);
+        Value lo = Op("Min", "_lo", Reduce("ReduceMin"), zero), hi = Op("Max", "_hi", Reduce("ReduceMax"), zero);
+        if (clipRatio < 1)
+        {
+            var c = F("_clip_ratio", (float)clipRatio);
+            lo = Op("Mul", "_lo_clip", lo, c);
+            hi = Op("Mul", "_hi_clip", hi, c);
+        }
+        float maxq = (1 << bits) - 1;
+        var scale = Op("Max", "_scale", Op("Div", "_range", Op("Sub", "_width", hi, lo), F("_levels", maxq)), F("_eps", 1e-12f));
+        var zp = Op("Round", "_zp", Op("Div", "_zp_div", Op("Neg", "_neg_lo", lo), scale));
+        var q = Op("Clip", "_clip", Op("Add", "_shift", Op("Round", "_round", Op("Div", "_div", xs, scale)), zp), zero, F("_maxq", maxq));
+        Value y = Op("Mul", "_dq", Op("Sub", "_unshift", q, zp), scale);
+        if (!oneHeadLast) y = RotateQkPass.ReshapeTo(g, y, [0, 0, -1], p + "/merge", before);
+        ctx.Provenance.Record(y.Name, x.Name);
+        slot.Node.SetInput(slot.InputIndex, y);
+    }
+}
