@@ -88,7 +88,7 @@ double max_rel_err(const std::vector<float>& got, const std::vector<double>& wan
 std::vector<quantc::Isa> simd_isas() {
   std::vector<quantc::Isa> r;
   if (quantc::best_isa() != quantc::Isa::Reference) r.push_back(quantc::Isa::Avx2);
-  if (quantc::best_isa() == quantc::Isa::Avx512Vnni) r.push_back(quantc::Isa::Avx512Vnni);
+  if (quantc::best_isa() == quantc::Isa::Avx512Vnni && quantc::mamba_avx512_enabled()) r.push_back(quantc::Isa::Avx512Vnni);
   return r;
 }
 

@@ -32,6 +32,10 @@ struct ScanArgs {
 void selective_scan_int8(const ScanArgs& args, Isa isa);
 void selective_scan_int8(const ScanArgs& args);  // best_isa()
 
+// True when QUANTC_MAMBA_AVX512=1: the AVX-512 scan/conv tiles are used on AVX-512 CPUs. Off by default until
+// they have been run on one (they were written on an AVX2-only machine); AVX-512 CPUs then run the AVX2 tiles.
+bool mamba_avx512_enabled();
+
 struct ConvArgs {
   int64_t batch = 0, length = 0, dim = 0, kernel = 4;
   const int8_t* x = nullptr; float x_scale = 1;     // [B, L, D]
