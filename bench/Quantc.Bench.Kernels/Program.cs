@@ -46,8 +46,8 @@ double mhz = double.Parse(File.ReadLines("/proc/cpuinfo").First(l => l.StartsWit
 int cores = Environment.ProcessorCount;
 Console.WriteLine($"# CPU: {cpu}, {cores} cores, nominal {mhz:0} MHz; ISA path of libquantc_ops: see QUANTC_ISA (default: best available)");
 Console.WriteLine();
-Console.WriteLine("| M × K × N | fp32 MatMul GFLOPS | ORT QDQ int8 GOPS | ORT MatMulInteger GOPS | ai.quantc.MatMulInt8 GOPS | vs fp32 | vs ORT QDQ | of VNNI peak |");
-Console.WriteLine("|---|---|---|---|---|---|---|---|");
+Console.WriteLine("| M × K × N | fp32 MatMul GFLOPS | ORT QDQ int8 GOPS | ORT MatMulInteger GOPS | ai.quantc.MatMulInt8 GOPS | MatMulInt8 int7 weights GOPS | vs fp32 | vs ORT QDQ | of VNNI peak |");
+Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
 var shapes = quick ? new[] { (1, 1024, 1024), (128, 1024, 1024) } : new[] { (1, 4096, 4096), (16, 4096, 4096), (128, 4096, 4096), (512, 4096, 4096), (512, 4096, 11008) };
 foreach (var (M, K, N) in shapes)
 {
@@ -87,19 +87,23 @@ foreach (var (M, K, N) in shapes)
     using var xiv = OrtValue.CreateTensorValueFromMemory(xi8, [M, K]);
     double ti = Median(() => Session(mi, "x", xiv), 20);
 
-    // ai.quantc.MatMulInt8 (weight stored [N, K]).
-    var wt = new sbyte[N * K];
-    for (int k = 0; k < K; k++) for (int n = 0; n < N; n++) wt[n * K + k] = wq[k * N + n];
-    using var mc = Model.Create(opset: 21);
-    mc.SetOpset(CustomOps.Domain, 1);
+    // ai.quantc.MatMulInt8 (weight stored [N, K]); also with 7-bit weights ([-64, 63], what quantc emits
+    // for static 8-bit layers on CPUs without VNNI), which take the u8s8 (vpmaddubsw) AVX2 kernel.
+    double MatMulInt8Time(Func<int, sbyte> weight)
     {
+        var wt = new sbyte[N * K];
+        for (int k = 0; k < K; k++) for (int n = 0; n < N; n++) wt[n * K + k] = weight(k * N + n);
+        using var mc = Model.Create(opset: 21);
+        mc.SetOpset(CustomOps.Domain, 1);
         var g = mc.Graph;
         g.AddOutput(g.AddNode("MatMulInt8", [g.AddInput("x", T(3)), g.AddInitializer(Tensor.FromFloats("s", [], [1f / 254])),
             g.AddInitializer(Tensor.FromValues<sbyte>("w", 3, [N, K], wt)), g.AddInitializer(Tensor.FromFloats("ws", [N], Enumerable.Repeat(1f / 254, N).ToArray()))],
             domain: CustomOps.Domain, outputNames: ["y"]).Output);
+        return Median(() => Session(mc, "x", xiv), 20);
     }
-    double tc = Median(() => Session(mc, "x", xiv), 20);
-    Console.WriteLine(string.Create(inv, $"| {M} × {K} × {N} | {ops / tf / 1e9:0.0} | {ops / tq / 1e9:0.0} | {ops / ti / 1e9:0.0} | {ops / tc / 1e9:0.0} | {tf / tc:0.00}× | {tq / tc:0.00}× | {(double.IsNaN(peak) ? "–" : (ops / tc / 1e9 / peak).ToString("P0", inv))} |"));
+    double tc = MatMulInt8Time(i => wq[i]);
+    double t7 = MatMulInt8Time(i => (sbyte)Math.Clamp(Math.Round(wf[i] * 127), -64, 63));
+    Console.WriteLine(string.Create(inv, $"| {M} × {K} × {N} | {ops / tf / 1e9:0.0} | {ops / tq / 1e9:0.0} | {ops / ti / 1e9:0.0} | {ops / tc / 1e9:0.0} | {ops / t7 / 1e9:0.0} | {tf / tc:0.00}× | {tq / tc:0.00}× | {(double.IsNaN(peak) ? "–" : (ops / tc / 1e9 / peak).ToString("P0", inv))} |"));
 }
 
 Console.WriteLine();

@@ -130,6 +130,63 @@ TEST(MatMulInt8, PackedAvx2GemmEqualsTheReference) {
   }
 }
 
+// 7-bit weights ([-64, 63]) take the u8s8 (vpmaddubsw) layout; bit-exact on odd shapes, K and N
+// tails, the extreme weights and activations.
+TEST(MatMulInt8, PackedAvx2U8s8GemmEqualsTheReference) {
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(29);
+  std::uniform_int_distribution<int> d7(-64, 63);
+  for (int M : {1, 3, 17})
+    for (int N : {1, 7, 33})
+      for (int K : {1, 3, 5, 63, 257}) {
+        auto a = random_int8(M * K, rng);
+        std::vector<int8_t> b(N * K);
+        for (auto& x : b) x = static_cast<int8_t>(d7(rng));
+        a[0] = -128;
+        a[M * K - 1] = 127;
+        b[0] = -64;
+        b[N * K - 1] = 63;
+        if (K > 2) {  // a row of only -64 weights against -128 activations: the largest pair sums
+          for (int k = 0; k < K; ++k) { b[k] = -64; a[k] = -128; }
+          for (int k = 0; k < K && N > 1; ++k) b[K + k] = 63;
+        }
+        auto packed = quantc::pack_b_avx2(b.data(), N, K);
+        ASSERT_TRUE(packed.u8s8) << "N=" << N << " K=" << K;
+        std::vector<float> bs(N), bias(N), got(M * N), want(M * N);
+        for (int n = 0; n < N; ++n) { bs[n] = 0.001f * (n + 1); bias[n] = 0.5f * n - 3; }
+        quantc::matmul_int8(a.data(), b.data(), M, N, K, 0.03f, bs.data(), bias.data(), want.data(), quantc::Isa::Reference);
+        std::fill(got.begin(), got.end(), -1.f);
+        quantc::matmul_int8_avx2_packed(a.data(), packed, M, 0.03f, bs.data(), bias.data(), got.data());
+        ASSERT_EQ(got, want) << "M=" << M << " N=" << N << " K=" << K;
+        // The int32 sums themselves: scale 1, no bias.
+        std::vector<float> ones(N, 1.f);
+        quantc::matmul_int8(a.data(), b.data(), M, N, K, 1.f, ones.data(), nullptr, want.data(), quantc::Isa::Reference);
+        quantc::matmul_int8_avx2_packed(a.data(), packed, M, 1.f, ones.data(), nullptr, got.data());
+        ASSERT_EQ(got, want) << "sums M=" << M << " N=" << N << " K=" << K;
+      }
+}
+
+// One weight outside [-64, 63] (64 or -65) keeps the vpmaddwd layout, still exact.
+TEST(MatMulInt8, PackedAvx2WithAn8BitWeightTakesTheS16Path) {
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(31);
+  std::uniform_int_distribution<int> d7(-64, 63);
+  for (int outlier : {64, -65})
+    for (auto [M, N, K] : std::vector<std::tuple<int, int, int>>{{3, 7, 5}, {17, 33, 257}}) {
+      auto a = random_int8(M * K, rng);
+      std::vector<int8_t> b(N * K);
+      for (auto& x : b) x = static_cast<int8_t>(d7(rng));
+      a[0] = -128;
+      b[N * K / 2] = static_cast<int8_t>(outlier);
+      auto packed = quantc::pack_b_avx2(b.data(), N, K);
+      EXPECT_FALSE(packed.u8s8) << outlier;
+      std::vector<float> bs(N, 0.02f), got(M * N), want(M * N);
+      quantc::matmul_int8(a.data(), b.data(), M, N, K, 0.03f, bs.data(), nullptr, want.data(), quantc::Isa::Reference);
+      quantc::matmul_int8_avx2_packed(a.data(), packed, M, 0.03f, bs.data(), nullptr, got.data());
+      ASSERT_EQ(got, want) << "outlier " << outlier << " M=" << M << " N=" << N << " K=" << K;
+    }
+}
+
 // A host's runner gets parallel_for's chunks (here run in reverse order, as a pool may), every index
 // is covered once, and the previous runner is back after the scope.
 struct CountingHost {

@@ -47,9 +47,15 @@ class ScopedParallelRunner {
 // B (int8 [N, K]) repacked for the AVX2 GEMM: panels of 8 output channels, each k-pair of a panel
 // 16 bytes (channel j's B[n0 + j][2q], B[n0 + j][2q + 1] at bytes 2j, 2j + 1); K and N padded with
 // zeros. Pack once for a constant weight.
+// When every weight is in [-64, 63] (7-bit, "int7" / reduce_range), the pack is the u8s8 layout
+// instead: k-quads, each 32 bytes (channel j's B[n0 + j][4q .. 4q + 3] at bytes 4j .. 4j + 3), for
+// vpmaddubsw on A + 128 (u8), exact since 2 * 255 * 64 fits int16; colsum128[n] = 128 * sum_k B[n][k]
+// (the real weights only) is subtracted from the int32 sums.
 struct PackedBAvx2 {
-  int64_t N = 0, K = 0, Kp = 0, panels = 0;  // Kp = ceil(K / 2)
-  std::vector<int8_t> data;                  // [panels][Kp][8][2]
+  int64_t N = 0, K = 0, Kp = 0, panels = 0;  // Kp = ceil(K / 2), or ceil(K / 4) when u8s8
+  bool u8s8 = false;
+  std::vector<int8_t> data;                  // [panels][Kp][8][2], or [panels][Kp][8][4] when u8s8
+  std::vector<int32_t> colsum128;            // [panels * 8] when u8s8 (0 for the padding channels)
 };
 
 PackedBAvx2 pack_b_avx2(const int8_t* b, int64_t N, int64_t K);
