@@ -78,10 +78,16 @@ public static class Builtins
     private static int AccuracyLevel(int a) =>
         a is >= 0 and <= 4 ? a : throw new BadInputException($"lower_matmulnbits: accuracy_level must be 0–4, got {a}");
 
+    /// <summary>
+    /// A transformer recipe with the fusion passes that end every one: decomposed norms, RoPE and attention become
+    /// single ONNX kernels (fuse_norm, fuse_rope, then fuse_attention, which needs RoPE fused to take 3-D inputs).
+    /// </summary>
+    private static string Fused(string yaml) => yaml + "\n  - fuse_norm\n  - fuse_rope\n  - fuse_attention";
+
     /// <summary>The built-in recipes by name (YAML, as a user would write them).</summary>
     public static IReadOnlyDictionary<string, string> Recipes { get; } = new SortedDictionary<string, string>(StringComparer.Ordinal)
     {
-        ["w8a8"] = """
+        ["w8a8"] = Fused("""
             name: w8a8
             description: naive baseline — int8 per-channel weights (RTN), uint8 static per-tensor activations (min-max; U8S8, which ONNX Runtime runs as MatMulIntegerToFloat)
             passes:
@@ -89,22 +95,16 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
-        ["w8a8-dynamic"] = """
+            """),
+        ["w8a8-dynamic"] = Fused("""
             name: w8a8-dynamic
             description: baseline — int8 per-channel weights, int8 per-token dynamic activations
             passes:
               - quantize: { weights: int8, activations: int8, mode: dynamic }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
-        ["smoothquant"] = """
+            """),
+        ["smoothquant"] = Fused("""
             name: smoothquant
             description: SmoothQuant (Xiao et al. 2023) — activation outliers migrated into the weights (α = 0.5), then W8A8 static per-tensor
             passes:
@@ -113,11 +113,8 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
-        ["outliertune"] = """
+            """),
+        ["outliertune"] = Fused("""
             name: outliertune
             description: OutlierTune — symmetrization (per-channel shift into biases) and per-channel activation scales pre-executed into the weights, then W8A8 static per-tensor
             passes:
@@ -127,13 +124,10 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
+            """),
         ["w6a6-outliertune"] = W6A6OutlierTune(symmetrize: true),
         ["w6a6-outliertune-nosym"] = W6A6OutlierTune(symmetrize: false),
-        ["spike-mixed"] = """
+        ["spike-mixed"] = Fused("""
             name: spike-mixed
             description: spike-aware mixed precision — projections whose inputs carry activation spikes stay fp16, the rest W8A8 static
             passes:
@@ -142,11 +136,8 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
-        ["hadamard-w8a8"] = """
+            """),
+        ["hadamard-w8a8"] = Fused("""
             name: hadamard-w8a8
             description: SmoothQuant (α = 0.5), then an online Hadamard rotation of the inputs of down_proj and o_proj (QuaRot R4-style, ai.quantc.Hadamard, inverse fused into the smoothed weights; sizes without a Hadamard matrix are skipped and logged), then W8A8 static. Smoothing runs first so it can still fold down_proj's factors into up_proj
             passes:
@@ -156,10 +147,7 @@ public static class Builtins
               - ranges: { method: minmax }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
+            """),
         ["quamba"] = """
             name: quamba
             description: Quamba (Chiang et al. 2024) — Mamba W8A8 static per-tensor; the scan's input x clipped at the 99.999th percentile, out_proj's input (the scan's gated output) in a Hadamard-rotated, outlier-free space; QSelectiveScan, QCausalConv1d and MatMulInt8 (lower_mamba with portable = true emits QDQ only)
@@ -202,42 +190,33 @@ public static class Builtins
               - weights: { method: rtn }
               - lower_mamba
             """,
-        ["w4a16-rtn"] = """
+        ["w4a16-rtn"] = Fused("""
             name: w4a16-rtn
             description: int4 weight-only, blocked along K (group 32), round-to-nearest — ONNX Runtime runs it as MatMulNBits
             passes:
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
               - weights: { method: rtn }
               - lower_qdq
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
-        ["w4a16-gptq"] = """
+            """),
+        ["w4a16-gptq"] = Fused("""
             name: w4a16-gptq
             description: int4 weight-only, blocked along K (group 32), GPTQ — the strong weight-only baseline
             passes:
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
               - weights: { method: gptq }
               - lower_qdq
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
-        ["w4a8"] = """
+            """),
+        ["w4a8"] = Fused("""
             name: w4a8
             description: naive W4A8 baseline (no rotation) — int4 weights blocked along K (group 32, GPTQ), int8 per-token dynamic activations; ai.quantc.MatMulInt4Int8 where it fits
             passes:
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
+            """),
         ["quarot-w4a8"] = Quarot("quarot-w4a8", "QuaRot (Ashkboos et al. 2024) — norms folded, residual stream rotated (R1), per-head value/output rotation (R2), online Hadamard on queries and keys after RoPE (R3; the key cache stays rotated), online Hadamard on down_proj's input (R4), then int4 weights (group 32, GPTQ) and int8 per-token dynamic activations; ai.quantc.MatMulInt4Int8 where it fits", portable: false, kv4: false),
         ["quarot-w4a8-kv4"] = Quarot("quarot-w4a8-kv4", "quarot-w4a8 with a 4-bit KV cache (QuaRot's W4A8KV4) — R1–R4, int4 weights (group 32, GPTQ), int8 per-token activations, keys (rotated by R3) and values (rotated by R2) fake-quantized to 4 bits asymmetric per token and head, clip ratio 0.95", portable: false, kv4: true),
-        ["w4a8-kv4"] = """
+        ["w4a8-kv4"] = Fused("""
             name: w4a8-kv4
             description: naive W4A8KV4 baseline (no rotation) — w4a8 plus keys and values fake-quantized to 4 bits asymmetric per token and head, clip ratio 0.95
             passes:
@@ -245,10 +224,7 @@ public static class Builtins
               - weights: { method: gptq }
               - lower_w4a8
               - quantize_kv: { bits: 4, clip_ratio: 0.95 }
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """,
+            """),
         ["quarot-w4a8-portable"] = Quarot("quarot-w4a8-portable", "quarot-w4a8 in standard ONNX only — R3 and R4 as a MatMul by a constant Hadamard matrix, int4 blocked DequantizeLinear weights, per-token int8 fake quantization in float ops", portable: true, kv4: false),
     };
 
@@ -256,7 +232,7 @@ public static class Builtins
     private static string Quarot(string name, string description, bool portable, bool kv4)
     {
         string p = portable ? ", portable: true" : "";
-        return $$"""
+        return Fused($$"""
             name: {{name}}
             description: {{description}}
             passes:
@@ -268,10 +244,7 @@ public static class Builtins
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: gptq }
               - lower_w4a8{{(portable ? ": { portable: true }" : "")}}{{(kv4 ? "\n  - quantize_kv: { bits: 4, clip_ratio: 0.95 }" : "")}}
-              - fuse_norm
-              - fuse_rope
-              - fuse_attention
-            """;
+            """);
     }
 
     /// <summary>
@@ -282,7 +255,7 @@ public static class Builtins
     /// carry massive-activation spikes stay fp16 (the reference models cancel them exactly in a later layer,
     /// which a 6-bit grid cannot follow).
     /// </summary>
-    private static string W6A6OutlierTune(bool symmetrize) => $$"""
+    private static string W6A6OutlierTune(bool symmetrize) => Fused($$"""
         name: w6a6-outliertune{{(symmetrize ? "" : "-nosym")}}
         description: {{(symmetrize ? "OutlierTune's Int6 setting — symmetrization, per-channel" : "ablation of w6a6-outliertune without symmetrization — per-channel")}} 6-bit activations for the norm-fed q/k/v and gate/up (fc1) inputs with the dequantization pre-executed into the weights (per-tensor scale at run time), per-token 6-bit activations for o_proj/down_proj (out_proj/fc2), 6-bit asymmetric per-channel weights; projections carrying massive-activation spikes stay fp16 (6-bit simulated on int8 storage)
         passes:
@@ -292,10 +265,7 @@ public static class Builtins
           - ranges: { method: minmax }
           - weights: { method: rtn }
           - lower_qdq
-          - fuse_norm
-          - fuse_rope
-          - fuse_attention
-        """;
+        """);
 
     /// <summary>A built-in recipe by name, or a recipe file by path.</summary>
     public static Recipe Recipe(string nameOrPath)

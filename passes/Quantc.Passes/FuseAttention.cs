@@ -133,28 +133,14 @@ public sealed class FuseAttentionPass : IPass
             (pastV, newV) = (vc.Inputs[0]!, vc.Inputs[1]!);
         }
         string name = g.UniqueName(m.Softmax.Name.EndsWith("/Softmax", StringComparison.Ordinal) ? m.Softmax.Name[..^"/Softmax".Length] + "/Attention" : m.Softmax.Name + "_Attention");
-        var outNames = new List<string> { g.UniqueName(name + "_output_0") };
-        if (pastK is not null)
-        {
-            // The present cache keeps its tensor names (graph outputs present.*.key / value).
-            foreach (var old in new[] { m.K, m.V })
-            {
-                string keep = old.Name;
-                g.RenameValueUnique(old, keep + "_unfused");
-                outNames.Add(keep);
-            }
-        }
-        var att = g.AddNode("Attention", [m.Q, newK, newV, m.Mask, pastK, pastV], outNames.Count, name: name, outputNames: outNames, before: m.Context);
+        // The output and the present cache take the replaced tensors' places and names (present.*.key / value).
+        var att = g.AddNode("Attention", [m.Q, newK, newV, m.Mask, pastK, pastV], pastK is null ? 1 : 3, name: name, before: m.Context);
         att.SetAttribute("scale", m.Scale);
-        if (m.Context.Output.Type is { } yt) att.Output.Type = yt;
-        g.ReplaceAllUses(m.Context.Output, att.Output, includeGraphOutputs: true);
+        g.ReplaceValue(m.Context.Output, att.Output);
         if (pastK is not null)
         {
-            foreach (var (old, i) in new[] { (m.K, 1), (m.V, 2) })
-            {
-                if (old.Type is { } t) att.Outputs[i]!.Type = t;
-                g.ReplaceAllUses(old, att.Outputs[i]!, includeGraphOutputs: true);
-            }
+            g.ReplaceValue(m.K, att.Outputs[1]!);
+            g.ReplaceValue(m.V, att.Outputs[2]!);
         }
         return att;
     }
@@ -199,10 +185,8 @@ public sealed class FuseAttentionPass : IPass
         att.SetAttribute("q_num_heads", q.Heads);
         att.SetAttribute("kv_num_heads", k.Heads);
         // The Attention's output is now the merged [b, s, h·d]: it takes the Reshape's place and name.
-        var merged = rOut.Output;
-        g.TakeName(y, merged);
-        if (merged.Type is { } type) y.Type = type;
-        g.ReplaceAllUses(merged, y, includeGraphOutputs: true);
+        y.Type = null;   // now [b, s, h·d]: the merged tensor's type
+        g.ReplaceValue(rOut.Output, y);
         return true;
     }
 }

@@ -27,14 +27,11 @@ public sealed class FuseNormPass : IPass
             bool isRms = norm.Kind == NormKind.RmsNorm;
             var inputs = isRms ? new Value?[] { norm.Input, norm.Gamma } : [norm.Input, norm.Gamma, norm.Beta];
             var outNode = norm.OutputNode;
-            string keep = norm.Output.Name;
-            g.RenameValueUnique(norm.Output, keep + "_unfused");
             var n = g.AddNode(isRms ? "RMSNormalization" : "LayerNormalization", inputs, 1,
-                name: g.UniqueName(outNode.Name + (isRms ? "_RMSNormalization" : "_LayerNormalization")), outputNames: [keep], before: outNode);
+                name: g.UniqueName(outNode.Name + (isRms ? "_RMSNormalization" : "_LayerNormalization")), before: outNode);
             n.SetAttribute("axis", -1L);
             n.SetAttribute("epsilon", norm.Epsilon);
-            if (norm.Output.Type is { } t) n.Output.Type = t;
-            g.ReplaceAllUses(norm.Output, n.Output, includeGraphOutputs: true);
+            g.ReplaceValue(norm.Output, n.Output);
             if (isRms) rms++; else ln++;
         }
         if (rms + ln == 0) { ctx.Log.Add("fuse_norm: no decomposed norm to fuse"); return; }

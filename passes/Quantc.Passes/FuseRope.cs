@@ -41,13 +41,10 @@ public sealed class FuseRopePass : IPass
                 for (long r = 0; r < rows; r++) Array.Copy(src, r * d, dst, r * half, half);
                 return halves[table] = g.AddInitializer(Tensor.FromFloats(g.UniqueName(table.Name + "_half"), [rows, half], dst));
             }
-            string keep = add.Output.Name;
-            g.RenameValueUnique(add.Output, keep + "_unfused");
             var n = g.AddNode("RotaryEmbedding", [x, Half(cosTable), Half(sinTable), positions], 1,
-                name: g.UniqueName(add.Name + "_RotaryEmbedding"), outputNames: [keep], before: add);
+                name: g.UniqueName(add.Name + "_RotaryEmbedding"), before: add);
             n.SetAttribute("interleaved", 0L);
-            if (add.Output.Type is { } type) n.Output.Type = type;
-            g.ReplaceAllUses(add.Output, n.Output, includeGraphOutputs: true);
+            g.ReplaceValue(add.Output, n.Output);
             fused++;
         }
         if (fused == 0) { ctx.Log.Add("fuse_rope: no decomposed rotary embedding found"); return; }

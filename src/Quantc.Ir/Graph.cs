@@ -244,14 +244,17 @@ public sealed class Graph
     }
 
     /// <summary>
-    /// Gives <paramref name="value"/> the name of <paramref name="from"/>, which is renamed to a fresh name first (a
-    /// rewrite's replacement keeps the tensor name reports, verify and downstream tools know).
+    /// Puts <paramref name="replacement"/> in <paramref name="old"/>'s place: every use and graph output, its name
+    /// (<paramref name="old"/> is renamed to a fresh name, so reports, verify and downstream tools still find the
+    /// tensor) and, where the replacement has none, its type. For rewrites that swap a subgraph for one op.
     /// </summary>
-    public void TakeName(Value value, Value from)
+    public void ReplaceValue(Value old, Value replacement)
     {
-        string name = from.Name;
-        RenameValueUnique(from, name + "_replaced");
-        RenameValue(value, name, reserved: true);
+        string name = old.Name;
+        RenameValueUnique(old, name + "_replaced");
+        RenameValue(replacement, name, reserved: true);
+        if (replacement.Type is null && old.Type is { } t) replacement.Type = t;
+        ReplaceAllUses(old, replacement, includeGraphOutputs: true);
     }
 
     /// <summary>Renames a value (and its initializer); the new name must be free in the model.</summary>
