@@ -21,10 +21,11 @@ public sealed class FuseRopePass : IPass
     {
         var g = ctx.Model.Graph;
         var halves = new Dictionary<Value, Value>(ReferenceEqualityComparer.Instance);   // table → its first half
+        var checkedTables = new Dictionary<Value, bool>(ReferenceEqualityComparer.Instance);   // table → halves equal (every layer shares them)
         int fused = 0;
         foreach (var add in g.Nodes.Where(n => n.Is("Add")).ToList())
         {
-            var m = Match(add, out string? why);
+            var m = Match(add, checkedTables, out string? why);
             if (m is null)
             {
                 if (why is not null) ctx.Log.Add($"fuse_rope: {add.Name} left as it is: {why}");
@@ -57,7 +58,7 @@ public sealed class FuseRopePass : IPass
     /// Add(Mul(x, cos), Mul(Concat(Neg(Slice(x, h:)), Slice(x, :h)), sin)) with cos/sin = Unsqueeze(Gather(table, positions), 1);
     /// null when <paramref name="add"/> is not shaped like it (with a reason when it nearly is).
     /// </summary>
-    private static (Value X, Value Cos, Value Sin, Value Positions, int Half)? Match(Node add, out string? why)
+    private static (Value X, Value Cos, Value Sin, Value Positions, int Half)? Match(Node add, Dictionary<Value, bool> checkedTables, out string? why)
     {
         why = null;
         Node? MulWith(Value v) => v.Producer is { } p && p.Is("Mul") && v.Uses.Count == 1 && !v.IsGraphOutput ? p : null;
@@ -96,7 +97,8 @@ public sealed class FuseRopePass : IPass
         }
         if (Gathered(cos) is not { } c || Gathered(sin) is not { } s) { why = "cos/sin are not gathered from [positions, head size] tables by position"; return null; }
         if (!ReferenceEquals(c.Positions, s.Positions)) { why = "cos and sin are gathered by different positions"; return null; }
-        if (!HalvesEqual(c.Table) || !HalvesEqual(s.Table)) { why = "the cos/sin tables' two halves differ (not the rotate-half layout)"; return null; }
+        bool Checked(Value t) => checkedTables.TryGetValue(t, out bool ok) ? ok : checkedTables[t] = HalvesEqual(t);
+        if (!Checked(c.Table) || !Checked(s.Table)) { why = "the cos/sin tables' two halves differ (not the rotate-half layout)"; return null; }
         return (x, c.Table, s.Table, c.Positions, (int)h);
     }
 
