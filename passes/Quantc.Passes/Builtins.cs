@@ -18,8 +18,8 @@ public static class Builtins
             p => new SymmetrizePass(p.GetChoice("shift", "range_centre", "range_centre", "mean_centre") == "mean_centre")));
         r.Register(new PassInfo("online_hadamard", PassKind.FunctionPreserving, "QuaRot R4: Hadamard on the inputs of matching layers (layers: regex, default down_proj$), inverse fused into the weights (portable: MatMul instead of ai.quantc.Hadamard)",
             p => new OnlineHadamardPass(p.GetString("layers", "down_proj$"), p.GetBool("portable", false))));
-        r.Register(new PassInfo("rotate_residual", PassKind.FunctionPreserving, "QuaRot R1: rotate the residual stream by a seeded randomised Hadamard fused into the embedding and every layer writing or reading it (needs fold_norm first; seed)",
-            p => new RotateResidualPass(p.GetInt("seed", 0))));
+        r.Register(new PassInfo("rotate_residual", PassKind.FunctionPreserving, "QuaRot R1: rotate the residual stream by a seeded randomised Hadamard fused into the embedding and every layer writing or reading it (needs fold_norm first; seed; rounding: auto|nearest|activation_aware — float32 rounding of the rotated readers aware of massive-activation channels, auto when calibration data is given)",
+            p => new RotateResidualPass(p.GetInt("seed", 0), p.GetChoice("rounding", "auto", "auto", "nearest", "activation_aware"))));
         r.Register(new PassInfo("rotate_head", PassKind.FunctionPreserving, "QuaRot R2: per-head randomised Hadamard fused into v_proj's outputs and o_proj's inputs (layers: regex, default v_proj$; seed); the value cache stays rotated",
             p => new RotateHeadPass(p.GetString("layers", "v_proj$"), p.GetInt("seed", 1))));
         r.Register(new PassInfo("rotate_qk", PassKind.FunctionPreserving, "QuaRot R3: online Hadamard per head on the queries and keys after RoPE (eager attention, GroupQueryAttention without do_rotary); the key cache stays rotated (portable: MatMul instead of ai.quantc.Hadamard)",

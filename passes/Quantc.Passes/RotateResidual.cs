@@ -17,8 +17,16 @@ namespace Quantc.Passes;
 /// SkipSimplifiedLayerNormalization alike; the skip sum is linear). Function-preserving. The pass walks the
 /// residual stream from the embedding and refuses the whole model, with the reason, when anything reads
 /// the stream that does not commute with a rotation (a LayerNorm, an unfolded γ, a graph output, another op).
+/// <para>
+/// Rounding (<c>rounding: auto|nearest|activation_aware</c>): the rotated weights are computed in double and
+/// stored in float32. Nearest rounding spreads each reader's rounding error evenly over the original channels,
+/// and on models with massive activations (a few residual channels hundreds of times the median) those channels
+/// amplify it. <c>activation_aware</c> finds those channels on the calibration data first (residual absmax
+/// ≥ 100× the median channel's) and rounds each rotated reader column to one of its two float32 neighbours so
+/// that the error on those channels is small (<see cref="AwareRounding"/>); <c>auto</c> (the default) does so when calibration data is there.
+/// </para>
 /// </summary>
-public sealed class RotateResidualPass(int seed) : IPass
+public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPass
 {
     public string Name => "rotate_residual";
     public PassKind Kind => PassKind.FunctionPreserving;
@@ -29,6 +37,7 @@ public sealed class RotateResidualPass(int seed) : IPass
         var map = LayerAnalysis.Analyze(g);
         var stream = ResidualStream.Find(g, map);
         var q = Rotation.Create(stream.Hidden, seed);
+        var massive = MassiveChannels(ctx, stream);
 
         var table = stream.Embedding.Inputs[0]!;
         var e = table.Initializer!.ToFloat32();
@@ -43,8 +52,16 @@ public sealed class RotateResidualPass(int seed) : IPass
         foreach (var r in stream.Readers)
         {
             if (ReferenceEquals(r.Weight, table)) { ctx.Plan[r.Name].Transforms.Add("R1: tied to the rotated embedding"); continue; }
-            RotatedWeights.Inputs(g, r, q);
-            ctx.Plan[r.Name].Transforms.Add("R1: input rotated back (Qᵀ·W)");
+            if (massive is { Count: > 0 } channels)
+            {
+                RotatedWeights.InputsAware(g, r, q, channels);
+                ctx.Plan[r.Name].Transforms.Add($"R1: input rotated back (Qᵀ·W), float32 rounding aware of the massive channels {string.Join(", ", channels.Select(c => c.Channel))}");
+            }
+            else
+            {
+                RotatedWeights.Inputs(g, r, q);
+                ctx.Plan[r.Name].Transforms.Add("R1: input rotated back (Qᵀ·W)");
+            }
         }
         foreach (var b in stream.SkipBiases) RotatedWeights.Vector(g, b, q);
         foreach (var v in stream.RotatedValues) ctx.Provenance.RecordTransformed(v.Name, "rotated");
@@ -52,6 +69,40 @@ public sealed class RotateResidualPass(int seed) : IPass
             $"{stream.Readers.Count} readers, through {stream.Norms.Count} norms");
         if (!q.IsHadamard) ctx.Log.Add($"rotate_residual: hidden size {stream.Hidden} has no Hadamard matrix: used a seeded random orthogonal matrix instead");
     }
+
+    /// <summary>
+    /// The residual channels that carry massive activations (Sun et al.: absmax ≥ 100× the median channel's, on any
+    /// residual value of the calibration run), for activation-aware rounding of every reader; null for nearest
+    /// rounding (asked for, or auto without calibration data). On the tokens that carry them, a reader's normalised
+    /// input is almost all in those channels, and those tokens' outputs drive the rest of the network (attention
+    /// sinks, the circuits that write and cancel the spikes), so the readers' rounding error there is what the
+    /// logits show; nearest rounding puts a full share of it on every channel.
+    /// </summary>
+    private List<(int Channel, double Scale)>? MassiveChannels(PassContext ctx, ResidualStream stream)
+    {
+        var names = stream.Residual.Select(v => v.Name).ToList();
+        bool haveData = ctx.CalibrationData is { Count: > 0 } || (ctx.SavedStatistics is { } saved && names.All(saved.ContainsKey));
+        if (rounding == "nearest") return null;
+        if (rounding == "auto" && !haveData)
+        {
+            ctx.Log.Add("rotate_residual: nearest float32 rounding of the rotated weights (no calibration data for activation-aware rounding)");
+            return null;
+        }
+        var stats = ctx.Calibrate(names, Name);
+        var best = new SortedDictionary<int, double>();
+        foreach (var name in names)
+            foreach (var (f, scale) in AwareRounding.Emphasised(stats[name].ChannelAbsMax, ratio: MassiveRatio))
+                best[f] = Math.Max(best.GetValueOrDefault(f), scale);
+        var channels = best.OrderByDescending(kv => kv.Value).Take(16).OrderBy(kv => kv.Key).Select(kv => (kv.Key, kv.Value)).ToList();
+        ctx.Log.Add(channels.Count == 0
+            ? $"rotate_residual: activation-aware rounding: no residual channel reaches {MassiveRatio}× the median absmax; nearest rounding"
+            : $"rotate_residual: activation-aware float32 rounding of the readers' rotated weights on the massive residual channels " +
+              string.Join(", ", channels.Select(c => $"{c.Key} ({c.Value:0}×)")) + $" (absmax ≥ {MassiveRatio}× the median channel's)");
+        return channels;
+    }
+
+    /// <summary>A residual channel counts as massive at this multiple of the median channel's absmax.</summary>
+    public const double MassiveRatio = 100;
 }
 
 /// <summary>A rotation fused into a linear layer's weights, chunk by chunk of the rotation's order (whole rows for R1, heads for R2).</summary>
@@ -78,6 +129,36 @@ internal static class RotatedWeights
         Weights.Write(g, l, kn);
     }
 
+    /// <summary>
+    /// Input side for a whole-row rotation (R1: K = d), each column computed in double and rounded to float32 with
+    /// <see cref="AwareRounding"/>, emphasising <paramref name="channels"/> (original-basis input channels and their scales).
+    /// </summary>
+    public static void InputsAware(Graph g, LinearLayer l, Rotation q, IReadOnlyList<(int Channel, double Scale)> channels)
+    {
+        var kn = Weights.Read(l);
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        if (k != q.Size) throw new InvalidOperationException($"{l.Name}: activation-aware rounding needs a whole-row rotation ({k} inputs, order {q.Size})");
+        var rows = new double[channels.Count][];
+        var weights = new double[channels.Count];
+        for (int a = 0; a < channels.Count; a++)
+        {
+            rows[a] = new double[k];
+            rows[a][channels[a].Channel] = 1;
+            q.ApplyRow(rows[a]);                  // e_f·Q: row f of Q
+            weights[a] = channels[a].Scale * channels[a].Scale - 1;
+        }
+        Parallel.For(0, n, () => (new double[k], new float[k]), (c, _, buf) =>
+        {
+            var (col, rounded) = buf;
+            for (int j = 0; j < k; j++) col[j] = kn[(long)j * n + c];
+            q.ApplyRow(col);                      // (w_cᵀ·Q)ᵀ = Qᵀ·w_c, exact in double
+            AwareRounding.Round(col, rounded, rows, weights);
+            for (int j = 0; j < k; j++) kn[(long)j * n + c] = rounded[j];
+            return buf;
+        }, _ => { });
+        Weights.Write(g, l, kn);
+    }
+
     /// <summary>A constant vector (a bias) rotated: v ← v·diag(Q, …).</summary>
     public static void Vector(Graph g, Value v, Rotation q)
     {
@@ -97,6 +178,9 @@ internal sealed class ResidualStream
     public List<LinearLayer> Readers { get; } = [];
     public List<NormInfo> Norms { get; } = [];
     public List<Value> SkipBiases { get; } = [];
+
+    /// <summary>The residual stream's own values (the embedding's output and every sum along it).</summary>
+    public List<Value> Residual { get; } = [];
 
     /// <summary>Every value carried in the rotated basis: the stream itself, the norms' outputs and the writers' outputs.</summary>
     public List<Value> RotatedValues { get; } = [];
@@ -196,6 +280,7 @@ internal sealed class ResidualStream
             if (!ReferenceEquals(use.Node, embedding) && !s.Readers.Any(r => ReferenceEquals(r.Node, use.Node) && ReferenceEquals(r.Weight, table)))
                 throw Refuse($"the embedding table '{table.Name}' is also read by {use.Node.OpType} '{use.Node.Name}'");
         if (s.Writers.Count == 0 || s.Readers.Count == 0) throw Refuse("no layer writes or reads the residual stream");
+        s.Residual.AddRange(residual);
         s.RotatedValues.AddRange(residual);
         s.RotatedValues.AddRange(s.Norms.Select(n => n.Output));
         s.RotatedValues.AddRange(s.Writers.Select(w => w.Output));

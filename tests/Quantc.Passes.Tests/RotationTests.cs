@@ -63,6 +63,9 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         // ordinary ones). The same passes with the rotation cut down to its ±1 diagonal (exact in float32)
         // measured ≤ 7e-7 without and ≤ 7.4e-6 with them: the wiring is exact, the excess is rounding,
         // amplified by the trigger flag's readers (RotationsHold1e5WithoutTheFlagReaders: ≤ 9e-7 without them).
+        // It is float32 noise, not a change of function: the float32 original itself is 2.5–3.9e-5 from its float64
+        // evaluation, and the rotated model computes the exact function within 5e-6 (see
+        // RotatedModelsComputeTheExactFunctionAsWellAsTheOriginal).
         { "torch", R1, false, 4e-5 }, { "ortgenai", R1, false, 4e-5 },
         { "torch", Chain, false, 4e-5 }, { "ortgenai", Chain, false, 4e-5 }, { "ortgenai", ChainPortable, false, 4e-5 },
         { "torch", R1, true, 1e-4 }, { "ortgenai", R1, true, 1e-4 },
@@ -151,6 +154,76 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
             log.WriteLine($"{flavor} {recipe} (no trigger flag, no flag readers): {kind} max rel err {e:E2}");
             Assert.True(e <= 1e-5, $"{kind}: max relative error {e:E3} > 1e-5");
         }
+    }
+
+    /// <summary>
+    /// The same rotations judged against the exact function: the original and the rotated model both evaluated in
+    /// float64 (<see cref="Float64"/>) on 4 held-out sequences, logits. On the reference network with its
+    /// massive-activation circuit the float32 original is itself ~4e-5 (max relative error) from its own float64
+    /// evaluation, so two float32 graphs that compute the same function differently cannot agree to 1e-5 (the Chains
+    /// limits above); what function preservation can promise is that (a) the rotated model as stored — its float32
+    /// weights — computes the original function within 1e-5 in exact arithmetic (torch flavor; the ortgenai
+    /// flavor's contrib kernels have no float64), and (b) in float32 it is about as far from the exact function
+    /// as the original float32 model is (within 2×: float32 noise is one random draw per model; measured 0.8–1.7×).
+    /// (a) needs activation-aware rounding of the readers' rotated weights (calibration data given): nearest
+    /// rounding measured 1.5e-5 there.
+    /// </summary>
+    [Theory]
+    [InlineData("torch", R1)]
+    [InlineData("torch", "passes: [fold_norm, rotate_residual, rotate_head, {online_hadamard: {layers: '(down_proj|o_proj)$', portable: true}}]")]
+    [InlineData("ortgenai", R1)]
+    [InlineData("ortgenai", "passes: [fold_norm, rotate_residual, rotate_head, {online_hadamard: {layers: '(down_proj|o_proj)$', portable: true}}]")]
+    public void RotatedModelsComputeTheExactFunctionAsWellAsTheOriginal(string flavor, string recipe)
+    {
+        Model Exact(Model m)
+        {
+            using var copy = Model.Load(Save(_dir, m));
+            Float64.Convert(copy);
+            return Model.Load(Save(_dir, copy));
+        }
+        // The exact reference is the torch export in float64: the ortgenai flavor (contrib ops, float32 kernels only)
+        // is the same network with the same weights, which the noise bound below checks as well.
+        using var torch = Load("torch");
+        using var torchExact = Exact(torch);
+        using var original = Load(flavor);
+        bool exactRuns = flavor == "torch";
+        var calibration = DataLoader.Load(original, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 }).Samples;
+        var tokens = EvalTokens(original, 4, 64);
+        using var s32 = OrtModel.CreateSession(original);
+        using var s64 = OrtModel.CreateSession(torchExact);
+        var baseline = tokens.Select(t => CalibrationInputs.FromTokens(original.Graph, t)).Select(x => (x, Exact: Outputs(s64, x)["logits"], F32: Outputs(s32, x)["logits"])).ToList();
+        double originalNoise = baseline.Max(b => MaxRelErr(b.Exact, b.F32));
+        log.WriteLine($"{flavor}: the float32 original is {originalNoise:E2} from the exact function");
+        Assert.True(originalNoise < 1e-4, $"{flavor} does not compute the torch export's function: {originalNoise:E3}");
+
+        var stored = new Dictionary<string, double>();
+        foreach (var rounding in new[] { "nearest", "activation_aware" })
+        {
+            using var m = Load(flavor);
+            var ctx = new PassContext(m) { CalibrationData = calibration };
+            var pm = new PassManager(Builtins.Passes());
+            pm.Run(pm.Instantiate(Recipe.Parse(recipe.Replace("rotate_residual", $"{{rotate_residual: {{rounding: {rounding}}}}}", StringComparison.Ordinal), "test recipe")), ctx);
+            foreach (var l in ctx.Log.Where(l => l.StartsWith("rotate_residual", StringComparison.Ordinal))) log.WriteLine(l);
+            if (rounding != "nearest") Assert.Contains(ctx.Log, l => l.StartsWith("rotate_residual: activation-aware float32 rounding", StringComparison.Ordinal));
+            using var compiled = SaveReload(m);
+            using var r32 = OrtModel.CreateSession(compiled);
+            double float32 = baseline.Max(b => MaxRelErr(b.Exact, Outputs(r32, b.x)["logits"]));
+            double vsOriginal = baseline.Max(b => MaxRelErr(b.F32, Outputs(r32, b.x)["logits"]));
+            string function = "";
+            if (exactRuns)
+            {
+                using var compiledExact = Exact(compiled);
+                using var r64 = OrtModel.CreateSession(compiledExact);
+                stored[rounding] = baseline.Max(b => MaxRelErr(b.Exact, Outputs(r64, b.x)["logits"]));
+                function = $"stored function vs exact {stored[rounding]:E2}; ";
+            }
+            log.WriteLine($"{flavor} {recipe}, {rounding} rounding: {function}float32 run vs exact {float32:E2} " +
+                $"(the float32 original: {originalNoise:E2}); float32 vs float32 original {vsOriginal:E2}");
+            Assert.True(float32 <= 2 * originalNoise, $"{rounding}: the rotated float32 model is {float32:E3} from the exact function, the original {originalNoise:E3}");
+        }
+        if (!exactRuns) return;
+        Assert.True(stored["activation_aware"] <= 1e-5, $"activation-aware rounding: the stored rotated model computes the original function within {stored["activation_aware"]:E3} only");
+        Assert.True(stored["activation_aware"] < stored["nearest"], "activation-aware rounding does not beat nearest rounding");
     }
 
     /// <summary>R4 on down_proj itself, where the MLP width has a Hadamard order (small: 1408 = 32·44), after R1 and R2.</summary>
