@@ -226,6 +226,33 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         Assert.True(stored["activation_aware"] < stored["nearest"], "activation-aware rounding does not beat nearest rounding");
     }
 
+    /// <summary>
+    /// The ortgenai flavor cannot run in float64 (contrib kernels), but R1 gives it the torch flavor's weights bit for bit
+    /// (same network, same calibration, same rounding), so it stores the same function, within 1e-5 of the original's.
+    /// </summary>
+    [Theory]
+    [InlineData("nearest")]
+    [InlineData("activation_aware")]
+    public void BothFlavorsGetTheSameRotatedWeights(string rounding)
+    {
+        Dictionary<string, float[]> Rotated(string flavor)
+        {
+            using var m = Load(flavor);
+            var calibration = DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 }).Samples;
+            var ctx = new PassContext(m) { CalibrationData = calibration };
+            var pm = new PassManager(Builtins.Passes());
+            pm.Run(pm.Instantiate(Recipe.Parse($"passes: [fold_norm, {{rotate_residual: {{rounding: {rounding}}}}}]", "test recipe")), ctx);
+            var map = Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph);
+            var w = map.Linears.ToDictionary(l => l.Name, l => l.Weight.Initializer!.ToFloat32());
+            w["embedding"] = m.Graph["model.embed_tokens.weight"].Initializer!.ToFloat32();
+            return w;
+        }
+        var torch = Rotated("torch");
+        var ortgenai = Rotated("ortgenai");
+        Assert.Equal(torch.Keys.Order(), ortgenai.Keys.Order());
+        foreach (var (name, w) in torch) Assert.True(w.AsSpan().SequenceEqual(ortgenai[name]), $"{name}: the flavors' rotated weights differ");
+    }
+
     /// <summary>R4 on down_proj itself, where the MLP width has a Hadamard order (small: 1408 = 32·44), after R1 and R2.</summary>
     [Fact]
     public void FullChainOnTheSmallModelRotatesDownProj()
