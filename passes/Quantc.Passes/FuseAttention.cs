@@ -14,7 +14,9 @@ namespace Quantc.Passes;
 /// layout, and grouped-query heads go in as they are (Attention takes fewer KV heads than query heads).
 /// Function-preserving (same arithmetic, another kernel); attentions of any other form are left alone
 /// with the reason in the log. Runs last in a recipe, after the passes that look into attention
-/// (rotate_head, online Hadamards).
+/// (rotate_head, online Hadamards). The parts come from the eager matcher of <see cref="AttentionSite"/>
+/// (<see cref="DecomposedAttention"/>, shared with rotate_qk and quantize_kv); the form taken here is its own
+/// (<see cref="DecomposedAttention.FuseWhy"/>).
 /// </summary>
 public sealed class FuseAttentionPass : IPass
 {
