@@ -55,14 +55,28 @@ internal sealed class AttentionSite
     /// <summary>Why queries and keys are not available after RoPE (the op applies it inside), else null.</summary>
     public string? RopeInside { get; init; }
 
+    /// <summary>Eager form: the parts around its Softmax (scores, scale, mask, PV MatMul, K/V before repeat-kv, cache Concats); null for GroupQueryAttention.</summary>
+    public DecomposedAttention? Decomposed { get; init; }
+
     /// <summary>Every attention of <paramref name="g"/>, in graph order.</summary>
-    public static List<AttentionSite> Find(Graph g)
+    public static List<AttentionSite> Find(Graph g) => Find(g, out _);
+
+    /// <summary>
+    /// Every attention of <paramref name="g"/>, in graph order, and <paramref name="decomposed"/>: every Softmax
+    /// read by a MatMul as its first input, in graph order, with its parts — also those that are not a site
+    /// (fuse_attention reports why it leaves each of them; see <see cref="DecomposedAttention.FuseWhy"/>).
+    /// </summary>
+    public static List<AttentionSite> Find(Graph g, out List<DecomposedAttention> decomposed)
     {
+        decomposed = [];
+        var bySoftmax = new Dictionary<Node, DecomposedAttention>(ReferenceEqualityComparer.Instance);
+        foreach (var n in g.Nodes)
+            if (n.Is("Softmax") && DecomposedAttention.At(n) is { } d) { decomposed.Add(d); bySoftmax[n] = d; }
         var sites = new List<AttentionSite>();
         var taken = new HashSet<string>(StringComparer.Ordinal);
         foreach (var n in g.Nodes)
         {
-            AttentionSite? s = n.Is("GroupQueryAttention", "com.microsoft") ? GroupQuery(n, taken) : n.Is("MatMul") ? Eager(n, taken) : null;
+            AttentionSite? s = n.Is("GroupQueryAttention", "com.microsoft") ? GroupQuery(n, taken) : n.Is("MatMul") ? Eager(n, taken, bySoftmax) : null;
             if (s is not null) sites.Add(s);
         }
         return sites;
@@ -104,7 +118,7 @@ internal sealed class AttentionSite
     }
 
     /// <summary>MatMul(Q, Kᵀ) whose product reaches a Softmax over the last axis (through scale and mask) that feeds MatMul(P, V).</summary>
-    private static AttentionSite? Eager(Node mm, HashSet<string> taken)
+    private static AttentionSite? Eager(Node mm, HashSet<string> taken, Dictionary<Node, DecomposedAttention> bySoftmax)
     {
         if (mm.Inputs.Count != 2 || mm.Inputs.Any(x => x is null || Constants.IsConstant(x))) return null;
         var x = mm.Output;
@@ -121,8 +135,9 @@ internal sealed class AttentionSite
         if (softmax is null) return null;
         long axis = softmax.GetInt("axis", -1);
         if (axis != -1 && !(RankOf(mm.Output) is int r && axis == r - 1)) return null;
-        var pv = softmax.Output.Uses.FirstOrDefault(u => u.Node.Is("MatMul") && u.InputIndex == 0).Node;
-        if (pv?.Inputs[1] is not { } vIn || Constants.IsConstant(vIn)) return null;
+        if (!bySoftmax.TryGetValue(softmax, out var parts)) return null;
+        var pv = parts.Context;
+        if (pv.Inputs[1] is not { } vIn || Constants.IsConstant(vIn)) return null;
 
         var keys = Follow(mm.Inputs[1]!, new Use(mm, 1), transposed: true, out var kw, out long? kd);
         var values = Follow(vIn, new Use(pv, 1), transposed: false, out var vw, out long? vd);
@@ -130,7 +145,7 @@ internal sealed class AttentionSite
         {
             Name = NameOf(mm, taken), Form = "eager", Node = mm, HeadDim = kd ?? vd,
             Query = new Use(mm, 0), QueryOneHeadLast = true,
-            Keys = keys, KeysWhy = kw, Values = values, ValuesWhy = vw,
+            Keys = keys, KeysWhy = kw, Values = values, ValuesWhy = vw, Decomposed = parts,
         };
     }
 
@@ -312,5 +327,156 @@ internal sealed class AttentionSite
             return false;
         }
         return false;
+    }
+}
+
+/// <summary>
+/// The decomposed (eager) attention around one Softmax P = Softmax(scores) that a MatMul(P, V) reads, with the
+/// parts of the form fuse_attention rewrites into one ONNX Attention: scores = [Add(·, mask)] ∘ [Mul/Div by a
+/// floating-point scalar constant] ∘ MatMul(Q, Transpose(K, [0, 1, 3, 2])), K and V before HF's repeat-kv and
+/// their KV-cache Concat(past, new) on the sequence axis. <see cref="FuseWhy"/> says why a Softmax is not
+/// of that form. The form is stricter than what an eager <see cref="AttentionSite"/> takes (any order of up to
+/// five single-use scale/Add/Cast ops between the score MatMul and the Softmax, keys and values followed
+/// back through any repeat-kv, transpose and Concat by <see cref="CacheStream"/>), and looser in places (Q
+/// or V may be constant, a Softmax axis of 3 need not be the last of a known rank): each pass keeps its own
+/// acceptance, the parts are found here once. Set as far as the match got; all meaningful when <see cref="Fusable"/>.
+/// </summary>
+internal sealed class DecomposedAttention
+{
+    public required Node Softmax { get; init; }
+
+    /// <summary>MatMul(P, V): the first MatMul reading the probabilities as its first input.</summary>
+    public required Node Context { get; init; }
+
+    /// <summary>True when <see cref="Context"/> is the probabilities' only reader and they are no graph output.</summary>
+    public bool ContextAlone { get; private set; }
+
+    /// <summary>MatMul(Q, Kᵀ), the scores.</summary>
+    public Node? Scores { get; private set; }
+
+    /// <summary>The Mul or Div applying the scale to the scores, null when none (scale 1).</summary>
+    public Node? ScaleOp { get; private set; }
+
+    /// <summary>The factor the scores are multiplied by: the Mul's constant, or 1/the Div's.</summary>
+    public float Scale { get; private set; } = 1f;
+
+    /// <summary>The Add of the additive mask, and the mask it adds; null when none.</summary>
+    public Node? MaskAdd { get; private set; }
+    public Value? Mask { get; private set; }
+
+    public Value? Q { get; private set; }
+
+    /// <summary>Transpose(K, [0, 1, 3, 2]), the score MatMul's second input.</summary>
+    public Node? KeyTranspose { get; private set; }
+
+    /// <summary>K and V before repeat-kv (the present cache when concatenated with a past).</summary>
+    public Value? K { get; private set; }
+    public Value? V { get; private set; }
+
+    /// <summary>True when K and V come through repeat-kv (grouped-query heads).</summary>
+    public bool RepeatedKv { get; private set; }
+
+    /// <summary>Concat(past, new) on axis 2 making <see cref="K"/> (<see cref="V"/>), null when not concatenated with a cache.</summary>
+    public Node? KeyConcat { get; private set; }
+    public Node? ValueConcat { get; private set; }
+
+    public Value? PastKey => KeyConcat?.Inputs[0];
+    public Value? PastValue => ValueConcat?.Inputs[0];
+    public Value? NewKey => KeyConcat is { } c ? c.Inputs[1] : K;
+    public Value? NewValue => ValueConcat is { } c ? c.Inputs[1] : V;
+
+    /// <summary>Query heads and KV heads (Q's and K's axis 1), where static.</summary>
+    public long? QueryHeads => Q?.Shape is { Length: 4 } s ? s[1] : null;
+    public long? KvHeads => K?.Shape is { Length: 4 } s ? s[1] : null;
+
+    /// <summary>Why this is not of the form fuse_attention rewrites; null when it is, or when it does not look like attention (<see cref="ContextAlone"/> false).</summary>
+    public string? FuseWhy { get; private set; }
+
+    public bool Fusable => ContextAlone && FuseWhy is null;
+
+    /// <summary>The attention around <paramref name="softmax"/>, or null when no MatMul reads its output as the first input.</summary>
+    public static DecomposedAttention? At(Node softmax)
+    {
+        var context = softmax.Output.Uses.FirstOrDefault(u => u.Node.Is("MatMul") && u.InputIndex == 0).Node;
+        if (context is null) return null;
+        var d = new DecomposedAttention { Softmax = softmax, Context = context };
+        d.FuseWhy = d.Match();
+        return d;
+    }
+
+    private string? Match()
+    {
+        var probs = Softmax.Output;
+        ContextAlone = probs.Uses.Count == 1 && !probs.IsGraphOutput;
+        if (!ContextAlone) return null;
+        long axis = Softmax.GetInt("axis", -1);
+        if (axis != -1 && axis != 3) return $"softmax axis {axis}";
+
+        // Scores: [Add(·, mask)] ∘ [Mul/Div by a scalar constant] ∘ MatMul(Q, Transpose(K)).
+        Value scores = Softmax.Inputs[0]!;
+        if (scores.Producer is { } add && add.Is("Add") && SingleUse(scores))
+        {
+            var (a, b) = (add.Inputs[0]!, add.Inputs[1]!);
+            bool aIsScores = IsScoresChain(a), bIsScores = IsScoresChain(b);
+            if (aIsScores == bIsScores) return "cannot tell the scores from the mask in the Add";
+            MaskAdd = add;
+            (scores, Mask) = aIsScores ? (a, b) : (b, a);
+        }
+        if (scores.Producer is { } mul && (mul.Is("Mul") || mul.Is("Div")) && SingleUse(scores))
+        {
+            int ci = Scalar(mul.Inputs[1]) is not null ? 1 : mul.Is("Mul") && Scalar(mul.Inputs[0]) is not null ? 0 : -1;
+            if (ci < 0) return "the scores are scaled by a non-constant";
+            float c = Scalar(mul.Inputs[ci])!.Value;
+            ScaleOp = mul;
+            Scale = mul.Is("Mul") ? c : 1f / c;
+            scores = mul.Inputs[1 - ci]!;
+        }
+        if (scores.Producer is not { } qk || !qk.Is("MatMul") || !SingleUse(scores)) return "the scores are not a MatMul";
+        Scores = qk;
+        var q = Q = qk.Inputs[0]!;
+        if (qk.Inputs[1]!.Producer is not { } kt || !kt.Is("Transpose") || !SingleUse(qk.Inputs[1]!)
+            || kt.GetInts("perm") is not { } perm || !perm.SequenceEqual([0L, 1, 3, 2]))
+            return "K does not enter as Transpose(perm [0, 1, 3, 2])";
+        KeyTranspose = kt;
+        var k = K = UnrepeatKv(kt.Inputs[0]!, out bool kRepeated);
+        V = UnrepeatKv(Context.Inputs[1]!, out bool vRepeated);
+        RepeatedKv = kRepeated;
+        if (kRepeated != vRepeated) return "K and V are repeated differently";
+
+        // Shapes, where known: Q [B, H, S, D], K/V [B, Hkv, T, D] with Hkv dividing H. (Transpose's
+        // 4-axis perm already makes K rank 4; ONNX Runtime checks the rest when the session is made.)
+        if (q.Shape is { } qs && qs.Length != 4) return $"Q has rank {qs.Length}, not [batch, heads, sequence, head size]";
+        if (QueryHeads is { } h && KvHeads is { } hk && (hk == 0 || h % hk != 0)) return $"{h} query heads do not group over {hk} KV heads";
+        if (Mask is { Shape: { } msh } && msh.Length is not (2 or 3 or 4)) return $"mask of rank {msh.Length}";
+        if (Mask is { } m && m.ElementType != 0 && q.ElementType != 0 && m.ElementType != q.ElementType) return "the mask's element type is not Q's";
+
+        static Node? CacheConcat(Value x) => x.Producer is { } c && c.Is("Concat") && c.Inputs.Count == 2 && c.GetInt("axis", 0) is 2 or -2 ? c : null;
+        KeyConcat = CacheConcat(k);
+        ValueConcat = CacheConcat(V);
+        if ((KeyConcat is null) != (ValueConcat is null)) return "only one of K and V is concatenated with a cache";
+        return null;
+    }
+
+    /// <summary>Read by one node and no graph output.</summary>
+    internal static bool SingleUse(Value v) => v.Uses.Count == 1 && !v.IsGraphOutput;
+
+    private static bool IsScoresChain(Value v) =>
+        v.Producer is { } p && (p.Is("MatMul") || ((p.Is("Mul") || p.Is("Div")) && p.Inputs.Any(i => i?.Producer is { } mm && mm.Is("MatMul"))));
+
+    private static float? Scalar(Value? v) =>
+        Constants.Of(v) is { } t && t.ElementCount == 1 && Constants.IsFloatingPoint(t.DataType) ? t.ToFloat32()[0] : null;
+
+    /// <summary>x before HF's repeat_kv (Reshape(Expand(Unsqueeze(x, [2]), [1, 1, rep, 1, 1]), [b, heads, −1, d])), else x.</summary>
+    private static Value UnrepeatKv(Value x, out bool repeated)
+    {
+        repeated = false;
+        if (x.Producer is not { } r || !r.Is("Reshape") || !SingleUse(x)) return x;
+        if (r.Inputs[0]!.Producer is not { } e || !e.Is("Expand") || !SingleUse(r.Inputs[0]!)) return x;
+        if (e.Inputs[0]!.Producer is not { } u || !u.Is("Unsqueeze") || !SingleUse(e.Inputs[0]!)) return x;
+        var axes = u.Inputs.Count > 1 ? Constants.Ints(Constants.Of(u.Inputs[1])) : u.GetInts("axes")?.ToArray();
+        var shape = Constants.Ints(Constants.Of(e.Inputs[1]));
+        if (axes is not [2] || shape is not { Length: 5 } || shape[0] != 1 || shape[1] != 1 || shape[3] != 1 || shape[4] != 1) return x;
+        repeated = true;
+        return u.Inputs[0]!;
     }
 }

@@ -178,31 +178,80 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
         Assert.Contains("fuse_attention: no decomposed attention found", ctx.Log);
     }
 
-    [Fact]
-    public void AttentionScaledByARuntimeValueIsLeftWithTheReason()
+    /// <summary>
+    /// A one-attention model: Softmax(<paramref name="scores"/>(MatMul(q, Transpose(k)), graph)) · v, with q, v [1, 2, 4, 8]
+    /// graph inputs and k = Reshape(k_in, [1, 2, 4, 8]) (computed this step, so its last axis is known to be one head).
+    /// </summary>
+    private static Model OneAttention(Func<Graph, Value, Func<long[], TypeProto>, Value> scores)
     {
-        using var m = Model.Create(opset: 21);
+        var m = Model.Create(opset: 21);
         var g = m.Graph;
-        TypeProto F(params long[] dims)
+        static TypeProto F(params long[] dims)
         {
             var t = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = new TensorShapeProto() } };
             foreach (var d in dims) t.TensorType.Shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
             return t;
         }
         var q = g.AddInput("q", F(1, 2, 4, 8));
-        var k = g.AddInput("k", F(1, 2, 4, 8));
+        var shape = g.AddInitializer(Tensor.FromValues<long>("k_shape", (int)TensorProto.Types.DataType.Int64, [4], [1L, 2, 4, 8]));
+        var k = g.AddNode("Reshape", [g.AddInput("k_in", F(1, 2, 4, 8)), shape]).Output;
         var v = g.AddInput("v", F(1, 2, 4, 8));
-        var scale = g.AddInput("scale", F());
         var kt = g.AddNode("Transpose", [k]);
         kt.SetAttribute("perm", new long[] { 0, 1, 3, 2 });
-        var scores = g.AddNode("Mul", [g.AddNode("MatMul", [q, kt.Output]).Output, scale]);
-        var sm = g.AddNode("Softmax", [scores.Output], name: "attn/Softmax");
+        var sm = g.AddNode("Softmax", [scores(g, g.AddNode("MatMul", [q, kt.Output]).Output, F)], name: "attn/Softmax");
         sm.SetAttribute("axis", -1L);
         g.AddOutput(g.AddNode("MatMul", [sm.Output, v], outputNames: ["y"]).Output);
+        return m;
+    }
+
+    private static List<string> RunPass(Model m, IPass pass)
+    {
         var ctx = new PassContext(m);
-        new FuseAttentionPass().Run(ctx);
-        Assert.Contains(ctx.Log, l => l == "fuse_attention: attn/Softmax left as it is: the scores are scaled by a non-constant");
-        Assert.Contains(g.Nodes, n => n.Is("Softmax"));
-        Assert.DoesNotContain(g.Nodes, n => n.Is("Attention"));
+        pass.Run(ctx);
+        return ctx.Log;
+    }
+
+    [Fact]
+    public void AttentionScaledByARuntimeValueIsLeftWithTheReason()
+    {
+        using var m = OneAttention((g, qk, f) => g.AddNode("Mul", [qk, g.AddInput("scale", f([]))]).Output);
+        var lines = RunPass(m, new FuseAttentionPass());
+        Assert.Contains(lines, l => l == "fuse_attention: attn/Softmax left as it is: the scores are scaled by a non-constant");
+        Assert.Contains(m.Graph.Nodes, n => n.Is("Softmax"));
+        Assert.DoesNotContain(m.Graph.Nodes, n => n.Is("Attention"));
+    }
+
+    /// <summary>
+    /// rotate_qk and fuse_attention share one matcher but not one acceptance: a mask added before the scale is an
+    /// eager attention to rotate_qk (any order of scale and mask), not the form fuse_attention rewrites; scale then
+    /// mask is both.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void TheMaskBeforeTheScaleIsAnAttentionToRotateQkButNotFused(bool scaleFirst)
+    {
+        Value Scores(Graph g, Value qk, Func<long[], TypeProto> f)
+        {
+            var mask = g.AddInput("mask", f([1, 1, 4, 4]));
+            var c = g.AddInitializer(Tensor.FromFloats("c", [], [0.35f]));
+            return scaleFirst ? g.AddNode("Add", [g.AddNode("Mul", [qk, c]).Output, mask]).Output
+                : g.AddNode("Mul", [g.AddNode("Add", [qk, mask]).Output, c]).Output;
+        }
+        using var rotated = OneAttention(Scores);
+        Assert.Contains(RunPass(rotated, new RotateQkPass(portable: true)), l => l.StartsWith("rotate_qk: ", StringComparison.Ordinal) && l.EndsWith("(eager): query and 1 key input(s) rotated by Hadamard 8 (MatMul)", StringComparison.Ordinal));
+        using var fused = OneAttention(Scores);
+        var lines = RunPass(fused, new FuseAttentionPass());
+        if (scaleFirst)
+        {
+            var att = Assert.Single(fused.Graph.Nodes, n => n.Is("Attention"));
+            Assert.Equal(0.35f, att.GetFloat("scale", 0));
+            Assert.Equal(["q", "k_in", "v", "mask"], att.Inputs.Take(4).Select(i => i?.Producer is { } p && p.Is("Reshape") ? p.Inputs[0]!.Name : i?.Name));
+        }
+        else
+        {
+            Assert.Contains("fuse_attention: attn/Softmax left as it is: the scores are not a MatMul", lines);
+            Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Attention"));
+        }
     }
 }
