@@ -4,11 +4,13 @@
 #include <onnxruntime_lite_custom_op.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "quantc/gemm.h"
@@ -62,6 +64,49 @@ int64_t attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name,
   return v;
 }
 
+// Float16 support: scales, bias and outputs may be float16 (the output takes the scales' type, as
+// DequantizeLinear's takes its scale's); the kernels compute in float32 and convert at the edges.
+using Half = Ort::Float16_t;
+
+template <typename T>
+const float* as_float(const Tensor<T>& t, std::vector<float>& store) {
+  if constexpr (std::is_same_v<T, float>) {
+    return t.Data();
+  } else {
+    store.resize(static_cast<size_t>(t.NumberOfElement()));
+    const T* p = t.Data();
+    for (size_t i = 0; i < store.size(); ++i) store[i] = p[i].ToFloat();
+    return store.data();
+  }
+}
+
+template <typename T>
+float scalar(const std::string& op, const char* what, const Tensor<T>& t) {
+  if (t.NumberOfElement() != 1) fail(op, std::string(what) + " must be a scalar");
+  if constexpr (std::is_same_v<T, float>) return t.Data()[0];
+  else return t.Data()[0].ToFloat();
+}
+
+// A float32 view of an output of type T: the output itself for float, a staging buffer converted on finish() for float16.
+template <typename T>
+struct FloatOut {
+  FloatOut(Tensor<T>& t, const std::vector<int64_t>& shape) : out(t.Allocate(shape)) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    count = n;
+    if constexpr (std::is_same_v<T, float>) data = out;
+    else { stage.resize(static_cast<size_t>(n)); data = stage.data(); }
+  }
+  void finish() {
+    if constexpr (!std::is_same_v<T, float>)
+      for (int64_t i = 0; i < count; ++i) out[i] = Half(stage[static_cast<size_t>(i)]);
+  }
+  T* out;
+  float* data;
+  int64_t count;
+  std::vector<float> stage;
+};
+
 // Hadamard(X: float[..., n]) -> Y: Y = X · H_n^T / sqrt(n) along the last axis (normalize=1).
 struct HadamardOp {
   HadamardOp(const OrtApi* api, const OrtKernelInfo* info) : normalize_(attr_int(api, info, "normalize", 1) != 0) {}
@@ -99,7 +144,8 @@ struct HadamardQuantizeInt8Op {
   }
 };
 
-// MatMulInt8(A: int8[..., K], A_scale: float scalar, B: int8[N, K], B_scale: float[N], bias?: float[N]) -> Y float[..., N].
+// MatMulInt8(A: int8[..., K], A_scale: T scalar, B: int8[N, K], B_scale: T[N], bias?: T[N]) -> Y T[..., N], T = float or float16.
+template <typename T>
 struct MatMulInt8Op {
   // A constant weight (an initializer) is packed once, here, for the VNNI or the AVX2 GEMM.
   MatMulInt8Op(const OrtApi*, const OrtKernelInfo* info) {
@@ -120,45 +166,44 @@ struct MatMulInt8Op {
   std::unique_ptr<quantc::PackedB> packed_;
   std::unique_ptr<quantc::PackedBAvx2> packed_avx2_;
 
-  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<int8_t>& b, const Tensor<float>& b_scale,
-               std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<T>& a_scale, const Tensor<int8_t>& b, const Tensor<T>& b_scale,
+               std::optional<const Tensor<T>*> bias, Tensor<T>& y) {
     OnOrtPool pool(ctx);
     auto as = a.Shape(), bs = b.Shape();
     if (as.empty()) fail("MatMulInt8", "A must have at least one axis");
     if (bs.size() != 2) fail("MatMulInt8", "B must be 2-D [N, K], got " + shape_str(bs));
     int64_t K = as.back(), N = bs[0];
     if (bs[1] != K) fail("MatMulInt8", "A " + shape_str(as) + " and B " + shape_str(bs) + " disagree on K");
-    if (a_scale.NumberOfElement() != 1) fail("MatMulInt8", "A_scale must be a scalar");
+    const float sa = scalar("MatMulInt8", "A_scale", a_scale);
     if (b_scale.NumberOfElement() != N) fail("MatMulInt8", "B_scale must have N = " + std::to_string(N) + " elements");
+    std::vector<float> bs_store, bias_store;
+    const float* sb = as_float(b_scale, bs_store);
     const float* bias_data = nullptr;
     if (bias.has_value() && *bias) {
       if ((*bias)->NumberOfElement() != N) fail("MatMulInt8", "bias must have N = " + std::to_string(N) + " elements");
-      bias_data = (*bias)->Data();
+      bias_data = as_float(**bias, bias_store);
     }
     auto ys = as;
     ys.back() = N;
-    float* out = y.Allocate(ys);
+    FloatOut<T> out(y, ys);
     int64_t M = K == 0 ? 0 : a.NumberOfElement() / K;
     if (packed_ && packed_->N == N && packed_->K == K)
-      quantc::matmul_int8_vnni_packed(a.Data(), *packed_, M, a_scale.Data()[0], b_scale.Data(), bias_data, out);
+      quantc::matmul_int8_vnni_packed(a.Data(), *packed_, M, sa, sb, bias_data, out.data);
     else if (packed_avx2_ && packed_avx2_->N == N && packed_avx2_->K == K && M > 1)  // one row (decode): the unpacked dot products are faster
-      quantc::matmul_int8_avx2_packed(a.Data(), *packed_avx2_, M, a_scale.Data()[0], b_scale.Data(), bias_data, out);
+      quantc::matmul_int8_avx2_packed(a.Data(), *packed_avx2_, M, sa, sb, bias_data, out.data);
     else
-      quantc::matmul_int8(a.Data(), b.Data(), M, N, K, a_scale.Data()[0], b_scale.Data(), bias_data, out, quantc::best_isa());
+      quantc::matmul_int8(a.Data(), b.Data(), M, N, K, sa, sb, bias_data, out.data, quantc::best_isa());
+    out.finish();
   }
 };
 
-float scalar(const std::string& op, const char* what, const Tensor<float>& t) {
-  if (t.NumberOfElement() != 1) fail(op, std::string(what) + " must be a scalar");
-  return t.Data()[0];
-}
-
-// MatMulInt4Int8(A: int8[..., K], A_scale: float scalar, B: uint8[N, K/2] (int4, chunked), B_scale: float[N, K/group_size], bias?: float[N]) -> Y float[..., N].
+// MatMulInt4Int8(A: int8[..., K], A_scale: T scalar, B: uint8[N, K/2] (int4, chunked), B_scale: T[N, K/group_size], bias?: T[N]) -> Y T[..., N].
+template <typename T>
 struct MatMulInt4Int8Op {
   MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {}
 
-  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b, const Tensor<float>& b_scale,
-               std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<T>& a_scale, const Tensor<uint8_t>& b, const Tensor<T>& b_scale,
+               std::optional<const Tensor<T>*> bias, Tensor<T>& y) {
     OnOrtPool pool(ctx);
     const std::string op = "MatMulInt4Int8";
     auto as = a.Shape(), bs = b.Shape();
@@ -170,30 +215,36 @@ struct MatMulInt4Int8Op {
     if (group_ != 32 && group_ != 64 && group_ != 128) fail(op, "group_size must be 32, 64 or 128");
     if (K % group_) fail(op, "K must be a multiple of group_size");
     if (b_scale.NumberOfElement() != N * (K / group_)) fail(op, "B_scale must be [N, K/group_size] = [" + std::to_string(N) + "," + std::to_string(K / group_) + "]");
+    std::vector<float> bs_store, bias_store;
+    const float* sb = as_float(b_scale, bs_store);
     const float* bias_data = nullptr;
     if (bias.has_value() && *bias) {
       if ((*bias)->NumberOfElement() != N) fail(op, "bias must have N elements");
-      bias_data = (*bias)->Data();
+      bias_data = as_float(**bias, bias_store);
     }
     auto ys = as;
     ys.back() = N;
-    float* out = y.Allocate(ys);
-    quantc::matmul_int4_int8(a.Data(), b.Data(), a.NumberOfElement() / K, N, K, group_, scalar(op, "A_scale", a_scale), b_scale.Data(), bias_data, out,
+    FloatOut<T> out(y, ys);
+    quantc::matmul_int4_int8(a.Data(), b.Data(), a.NumberOfElement() / K, N, K, group_, scalar(op, "A_scale", a_scale), sb, bias_data, out.data,
                              quantc::best_isa());
+    out.finish();
   }
 
   int64_t group_;
 };
 
-// QSelectiveScan: Mamba's selective scan on int8 inputs with fp32 state (see README for the schema).
+// QSelectiveScan: Mamba's selective scan on int8 inputs with fp32 state (see README for the schema). T, the type of
+// the scales and of y, is float or float16; y_q (optional output 2) is y quantized to int8 with y_scale (input 14).
+template <typename T>
 struct QSelectiveScanOp {
   QSelectiveScanOp(const OrtApi* api, const OrtKernelInfo* info) : softplus_(attr_int(api, info, "dt_softplus", 1) != 0) {}
 
-  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& x, const Tensor<float>& x_scale, const Tensor<int8_t>& dt, const Tensor<float>& dt_scale,
-               const Tensor<float>& A, const Tensor<int8_t>& B, const Tensor<float>& B_scale, const Tensor<int8_t>& C,
-               const Tensor<float>& C_scale, std::optional<const Tensor<float>*> D, std::optional<const Tensor<int8_t>*> z,
-               std::optional<const Tensor<float>*> z_scale, std::optional<const Tensor<float>*> dt_bias,
-               std::optional<const Tensor<float>*> h0, Tensor<float>& y, std::optional<Tensor<float>*> h_out) {
+  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& x, const Tensor<T>& x_scale, const Tensor<int8_t>& dt, const Tensor<T>& dt_scale,
+               const Tensor<float>& A, const Tensor<int8_t>& B, const Tensor<T>& B_scale, const Tensor<int8_t>& C,
+               const Tensor<T>& C_scale, std::optional<const Tensor<float>*> D, std::optional<const Tensor<int8_t>*> z,
+               std::optional<const Tensor<T>*> z_scale, std::optional<const Tensor<float>*> dt_bias,
+               std::optional<const Tensor<float>*> h0, std::optional<const Tensor<T>*> y_scale, Tensor<T>& y, std::optional<Tensor<float>*> h_out,
+               std::optional<Tensor<int8_t>*> y_q) {
     OnOrtPool pool(ctx);
     const std::string op = "QSelectiveScan";
     auto xs = x.Shape(), as = A.Shape(), bs = B.Shape();
@@ -227,9 +278,19 @@ struct QSelectiveScanOp {
       if ((*h0)->Shape() != std::vector<int64_t>{Bt, Dm, N}) fail(op, "initial state must be [batch, dim, state] = " + shape_str({Bt, Dm, N}));
       args.h0 = (*h0)->Data();
     }
-    args.y = y.Allocate(xs);
+    const bool want_q = y_q.has_value() && *y_q;
+    float ys = 0;
+    if (want_q) {
+      if (!y_scale.has_value() || !*y_scale) fail(op, "the int8 output y_q needs y_scale (input 14)");
+      ys = scalar(op, "y_scale", **y_scale);
+      if (!(ys > 0) || !std::isfinite(ys)) fail(op, "y_scale must be positive and finite");
+    }
+    FloatOut<T> out(y, xs);
+    args.y = out.data;
     if (h_out.has_value() && *h_out) args.h_out = (*h_out)->Allocate({Bt, Dm, N});
     quantc::selective_scan_int8(args);
+    if (want_q) quantc::quantize_int8(out.data, out.count, ys, (*y_q)->Allocate(xs), quantc::best_isa());
+    out.finish();
   }
 
   bool softplus_;
@@ -282,9 +343,13 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_domain = std::make_unique<Ort::CustomOpDomain>("ai.quantc");
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<HadamardOp>("Hadamard", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<HadamardQuantizeInt8Op>("HadamardQuantizeInt8", "CPUExecutionProvider"));
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op>("MatMulInt8", "CPUExecutionProvider"));
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op>("MatMulInt4Int8", "CPUExecutionProvider"));
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp>("QSelectiveScan", "CPUExecutionProvider"));
+      // float32 and float16 kernels of the same op (told apart by the scales' type)
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<float>>("MatMulInt8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<Half>>("MatMulInt8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float>>("MatMulInt4Int8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<Half>>("MatMulInt4Int8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dOp>("QCausalConv1d", "CPUExecutionProvider"));
       for (auto& op : g_ops) g_domain->Add(op.get());
     });
