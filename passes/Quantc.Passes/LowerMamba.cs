@@ -108,6 +108,13 @@ public sealed class LowerMambaPass(bool portable) : IPass
                     name: g.UniqueName(l.Name + "/hadamard_quantize"), before: l.Node).Output;
                 ctx.Provenance.Record(aq.Name, l.Input.Name);
             }
+            else if (l.Input.Producer is { } sc && sc.Is("QSelectiveScan", CustomOps.Domain) && l.Input.ProducerOutputIndex == 0 && l.Input.Uses.Count == 1
+                     && !l.Input.IsGraphOutput && sc.Inputs.Count == 14 && sc.Outputs.Count == 2)
+            {
+                // No Hadamard between the scan and this layer: the scan quantizes its own output (y_q, y_scale).
+                aScale = Scalar(g, l.Input.Name + "_scale", s);
+                aq = ScanWithInt8Output(g, sc, aScale);
+            }
             else (aq, aScale) = Quantize(g, l.Input, s, l.Node, cache);
             var wq = g.AddInitializer(Tensor.FromValues(g.UniqueName(l.Weight.Name + "_int8"), (int)DT.Int8, [q.N, q.K], (ReadOnlySpan<sbyte>)q.Values));
             var ws = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Weight.Name + "_scale"), [q.N], q.Scales));
@@ -118,8 +125,26 @@ public sealed class LowerMambaPass(bool portable) : IPass
             string name = TakeName(g, output);
             var mm = g.AddNode("MatMulInt8", inputs, domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/matmul_int8"), outputNames: [name], before: l.Node);
             g.ReplaceAllUses(output, mm.Output, includeGraphOutputs: true);
-            plan.Reasons.Add("lower_mamba: ai.quantc.MatMulInt8" + (aq.Producer!.Is("HadamardQuantizeInt8", CustomOps.Domain) ? " after HadamardQuantizeInt8" : ""));
+            plan.Reasons.Add("lower_mamba: ai.quantc.MatMulInt8" + (aq.Producer!.Is("HadamardQuantizeInt8", CustomOps.Domain) ? " after HadamardQuantizeInt8"
+                : aq.Producer.Is("QSelectiveScan", CustomOps.Domain) ? " on the scan's int8 output" : ""));
         }
+    }
+
+    /// <summary>
+    /// <paramref name="scan"/> rebuilt with its int8 output: input 14 <c>y_scale</c>, output 2 <c>y_q</c> (y and the state keep
+    /// their names and readers); returns y_q.
+    /// </summary>
+    private static Value ScanWithInt8Output(Graph g, Node scan, Value yScale)
+    {
+        var y = scan.Outputs[0]!;
+        var h = scan.Outputs[1];
+        var q = g.AddNode("QSelectiveScan", [.. scan.Inputs, yScale], domain: CustomOps.Domain, name: g.UniqueName(scan.Name),
+            outputNames: [g.UniqueName(y.Name), h is null ? "" : g.UniqueName(h.Name), g.UniqueName(y.Name + "_int8")], before: scan);
+        foreach (var a in scan.Attributes) q.SetAttribute(a.Proto.Clone());
+        g.ReplaceValue(y, q.Outputs[0]!);
+        if (h is not null) g.ReplaceValue(h, q.Outputs[1]!);
+        g.RemoveNode(scan);
+        return q.Outputs[2]!;
     }
 
     /// <summary>x → int8 QuantizeLinear(x, s) (one per value and scale), inserted before <paramref name="before"/>.</summary>

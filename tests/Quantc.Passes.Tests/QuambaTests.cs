@@ -190,4 +190,38 @@ public sealed class QuambaTests(ITestOutputHelper log) : IDisposable
         foreach (var other in new[] { "mamba-w8a8", "quamba-noclip", "quamba-nohadamard" })
             Assert.True(sqnr["quamba"] > sqnr[other] + 0.5, $"quamba {sqnr["quamba"]:0.00} dB vs {other} {sqnr[other]:0.00} dB");
     }
+
+    /// <summary>
+    /// Without the Hadamard, out_proj reads the scan's own int8 output (y_q) instead of a QuantizeLinear of y; the result is
+    /// the portable lowering's (QuantizeLinear → DequantizeLinear around a float MatMul) within float rounding.
+    /// </summary>
+    [Fact]
+    public void WithoutTheHadamardOutProjReadsTheScansInt8Output()
+    {
+        var (compiled, ctx) = Compile(Builtins.Recipes["quamba-nohadamard"]);
+        using (compiled)
+        {
+            var g = compiled.Graph;
+            var scans = g.Nodes.Where(n => n.Is("QSelectiveScan", "ai.quantc")).ToList();
+            Assert.Equal(4, scans.Count);
+            foreach (var scan in scans)
+            {
+                Assert.Equal(15, scan.Inputs.Count);
+                var yq = scan.Outputs[2]!;
+                var reader = Assert.Single(yq.Uses).Node;
+                Assert.True(reader.Is("MatMulInt8", "ai.quantc"), $"{yq.Name} feeds {reader.OpType}");
+                Assert.Empty(scan.Outputs[0]!.Uses);
+                Assert.Contains(scan.Outputs[1]!.Name, g.Outputs.Select(o => o.Name));   // the final state keeps its graph-output name
+            }
+            Assert.All(ctx.Plan.Layers.Where(l => l.Name.EndsWith("out_proj", StringComparison.Ordinal)), l => Assert.Contains(l.Reasons, r => r.Contains("on the scan's int8 output", StringComparison.Ordinal)));
+            double own = Sqnr(Verify(compiled, "quamba-nohadamard"));
+            var (portable, _) = Compile(Builtins.Recipes["quamba-nohadamard"].Replace("lower_mamba", "{lower_mamba: {portable: true}}", StringComparison.Ordinal));
+            using (portable)
+            {
+                double qdq = Sqnr(Verify(portable, "quamba-nohadamard portable"));
+                log.WriteLine($"quamba-nohadamard: custom ops {own:0.00} dB, portable QDQ {qdq:0.00} dB");
+                Assert.True(Math.Abs(own - qdq) < 0.5, $"custom ops {own:0.00} dB vs portable {qdq:0.00} dB");
+            }
+        }
+    }
 }
