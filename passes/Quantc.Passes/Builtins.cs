@@ -58,10 +58,12 @@ public static class Builtins
         r.Register(new PassInfo("lower_mamba", PassKind.Lowering, "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → HadamardQuantizeInt8); portable: QDQ only",
             p => new LowerMambaPass(p.GetBool("portable", false))));
         r.Register(new PassInfo("lower_qdq", PassKind.Lowering, "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses", _ => new LowerQdqPass()));
-        r.Register(new PassInfo("fuse_attention", PassKind.Lowering, "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) that ONNX Runtime runs as a fused kernel, on the 3-D projections when the head split allows; run last (after fuse_rope)",
+        r.Register(new PassInfo("fuse_attention", PassKind.Lowering, "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) that ONNX Runtime runs as a fused kernel, on the 3-D projections when the head split allows; run after fuse_rope (fuse_projections last)",
             _ => new FuseAttentionPass()));
         r.Register(new PassInfo("fuse_norm", PassKind.Lowering, "decomposed RMSNorm / LayerNorm → ONNX RMSNormalization (opset 23) / LayerNormalization, one kernel each; run at the end",
             _ => new FuseNormPass()));
+        r.Register(new PassInfo("fuse_projections", PassKind.Lowering, "MatMuls reading the same input (q/k/v, gate/up) → one MatMul on the weights concatenated along N and a Split (float, int8 per-channel or int4 blocked QDQ weights); run last",
+            _ => new FuseProjectionsPass()));
         r.Register(new PassInfo("fuse_rope", PassKind.Lowering, "decomposed rotary embedding (x·cos + rotate_half(x)·sin, cos/sin gathered by position) → ONNX RotaryEmbedding (opset 23); run at the end, before fuse_attention",
             _ => new FuseRopePass()));
         r.Register(new PassInfo("lower_w4a8", PassKind.Lowering, "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq (portable: lower_qdq only, standard ONNX)",
@@ -82,7 +84,7 @@ public static class Builtins
     /// A transformer recipe with the fusion passes that end every one: decomposed norms, RoPE and attention become
     /// single ONNX kernels (fuse_norm, fuse_rope, then fuse_attention, which needs RoPE fused to take 3-D inputs).
     /// </summary>
-    private static string Fused(string yaml) => yaml + "\n  - fuse_norm\n  - fuse_rope\n  - fuse_attention";
+    private static string Fused(string yaml) => yaml + "\n  - fuse_norm\n  - fuse_rope\n  - fuse_attention\n  - fuse_projections";
 
     /// <summary>The built-in recipes by name (YAML, as a user would write them).</summary>
     public static IReadOnlyDictionary<string, string> Recipes { get; } = new SortedDictionary<string, string>(StringComparer.Ordinal)
