@@ -108,7 +108,10 @@ public sealed class FuseProjectionsPass : IPass
             foreach (var a in dq0.Attributes) dq.SetAttribute(a.Proto.Clone());
             weight = dq.Output;
         }
-        ctx.Provenance.Record(weight.Name, string.Join("+", set.Select(p => p.Dequantize is null ? p.Values.Name : p.MatMul.Inputs[1]!.Name)));
+        // The packed tensors stand for the float weights they were made of ("a.weight+b.weight+c.weight"; diff reads it).
+        string origins = string.Join("+", set.Select(p => ctx.Provenance.SourceOf(p.MatMul.Inputs[1]!.Name)));
+        ctx.Provenance.Record(weight.Name, origins);
+        if (weight.Producer is { } wdq) ctx.Provenance.Record(wdq.Inputs[0]!.Name, origins);
         var mm = g.AddNode("MatMul", [set[0].MatMul.Inputs[0], weight], name: g.UniqueName(name), before: first);
         var sizes = g.AddInitializer(Tensor.FromValues(g.UniqueName(name + "/split_sizes"), (int)DT.Int64, [set.Count], (ReadOnlySpan<long>)set.Select(p => p.N).ToArray()));
         var split = g.AddNode("Split", [mm.Output, sizes], outputCount: set.Count, name: g.UniqueName(name + "/split"), before: first);

@@ -85,6 +85,23 @@ public sealed class FuseProjectionsTests(ITestOutputHelper log) : IDisposable
         }
     }
 
+    /// <summary>quantc diff shows the packed layer as one int8 weight made of the three float ones, which are not reported as removed.</summary>
+    [Fact]
+    public void TheDiffShowsWhatWasPacked()
+    {
+        var path = Path.Combine(_dir.FullName, $"llama-{Guid.NewGuid():N}.onnx");
+        ReferenceModels.BuildAndSave("llama", "tiny", 0, "torch", path);
+        using var original = Model.Load(path);
+        using var packed = Compile("torch", Builtins.Recipes["smoothquant"], out _);
+        var d = Quantc.Core.Diff.GraphDiff.Compute(original, packed);
+        var qkv = Assert.Single(d.Initializers, i => i.Detail == "packed from 3 tensors" && i.Layer == "model.layers.0.self_attn.q_proj+k_proj+v_proj");
+        Assert.Equal("model.layers.0.self_attn.q_proj.weight+model.layers.0.self_attn.k_proj.weight+model.layers.0.self_attn.v_proj.weight", qkv.NameA);
+        Assert.Equal("int8", qkv.DtypeB);
+        Assert.Equal("[128,128] + [128,64] + [128,64]", qkv.ShapeA.Replace(" ", "", StringComparison.Ordinal).Replace("]+[", "] + [", StringComparison.Ordinal));
+        Assert.DoesNotContain(d.Initializers, i => i.NameA == "model.layers.0.self_attn.k_proj.weight" && i.Detail == "removed");
+        Assert.Contains(d.Layers, l => l.Layer == "model.layers.0.mlp.gate_proj+up_proj" && l.Summary.StartsWith("fp32 → int8 W", StringComparison.Ordinal));
+    }
+
     [Fact]
     public void ProjectionsThatDisagreeStayApart()
     {

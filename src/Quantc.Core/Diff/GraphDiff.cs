@@ -162,7 +162,17 @@ public static class GraphDiff
         foreach (var vb in gb.Initializers)
         {
             var tb = vb.Initializer!;
-            var va = ga.Find(prov.SourceOf(vb.Name));
+            string source = prov.SourceOf(vb.Name);
+            var va = ga.Find(source);
+            if (va is null && source.Split('+') is { Length: > 1 } parts && parts.All(p => ga.Find(p)?.Initializer is not null))
+            {
+                // Several of A's tensors packed into one of B's (fuse_projections: q/k/v weights concatenated along N).
+                var ts = parts.Select(p => ga.Find(p)!.Initializer!).ToList();
+                foreach (var p in parts) seenA.Add(p);
+                result.Add(new InitializerDiff(LayerOfValue(vb), source, vb.Name, DataTypes.Name(ts[0].DataType), DataTypes.Name(tb.DataType),
+                    string.Join(" + ", ts.Select(ShapeOf)), ShapeOf(tb), ts.Sum(t => t.ByteLength), tb.ByteLength, null, null, $"packed from {parts.Length} tensors"));
+                continue;
+            }
             if (va?.Initializer is not { } ta || !ReferenceEquals(va.Graph, ga))
             {
                 result.Add(new InitializerDiff(LayerOfValue(vb), null, vb.Name, "", DataTypes.Name(tb.DataType), "", ShapeOf(tb), 0, tb.ByteLength, null, null, "added"));
