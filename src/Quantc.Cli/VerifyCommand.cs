@@ -22,7 +22,8 @@ internal static class VerifyCommand
         var json = new Option<bool>("--json") { Description = "print JSON" };
         var noLayers = new Option<bool>("--no-layers") { Description = "skip per-layer localisation" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report with a per-layer error chart" };
-        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html };
+        var exact = new Option<bool>("--exact") { Description = "also evaluate the original in float64 and compare both models with it: the float32 original's own error is the noise floor (standard ONNX ops only)" };
+        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact };
         cmd.SetAction(pr =>
         {
             using var a = Cli.LoadModel(pr.GetValue(original)!);
@@ -30,7 +31,9 @@ internal static class VerifyCommand
             string spec = pr.GetValue(data) ?? Cli.DefaultEvalText();
             var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
-            var report = ProgressBar.Run("verifying", p => Verifier.Run(a, b, loaded.Samples, loaded.Tokens, new VerifyOptions { PerLayer = !pr.GetValue(noLayers) }, p));
+            using var x64 = pr.GetValue(exact) ? Cli.LoadModel(pr.GetValue(original)!) : null;
+            if (x64 is not null) Float64Model.Convert(x64);
+            var report = ProgressBar.Run("verifying", p => Verifier.Run(a, b, loaded.Samples, loaded.Tokens, new VerifyOptions { PerLayer = !pr.GetValue(noLayers), ExactReference = x64 }, p));
             var failures = Thresholds(report, pr.GetValue(minSqnr), pr.GetValue(maxPpl));
             if (pr.GetValue(html) is { } page)
                 Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.VerifyHtml.Render(report, pr.GetValue(original)!, pr.GetValue(compiled)!, loaded.Description, failures));
@@ -58,9 +61,14 @@ internal static class VerifyCommand
     private static void Render(VerifyReport r, string data, List<string> failures, TextWriter o)
     {
         o.WriteLine($"data: {data}");
-        o.WriteLine($"{"output",-32} {"SQNR dB",9} {"cosine",10} {"max |err|",12}");
+        bool exact = r.Outputs.Any(x => x.SqnrVsExactDb is not null);
+        o.WriteLine($"{"output",-32} {"SQNR dB",9} {"cosine",10} {"max |err|",12}" + (exact ? $" {"vs exact dB",12} {"fp32 noise dB",14}" : ""));
         foreach (var x in r.Outputs)
-            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.Name, 32),-32} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}"));
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.Name, 32),-32} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}")
+                + (exact ? $" {Db(x.SqnrVsExactDb ?? double.NaN),12} {Db(x.OriginalNoiseSqnrDb ?? double.NaN),14}" : ""));
+        if (exact)
+            o.WriteLine("vs exact: the compiled model against the original evaluated in float64; fp32 noise: the float32 original against the same — " +
+                "a compiled model as close to the exact function as the original is differs from it only by float32 rounding");
         if (r.Logits is { } l)
             o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"top-1 agreement {l.Top1Agreement:P2}; perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000} over {l.ScoredTokens} tokens"));
         if (r.Layers.Count > 0)
@@ -93,6 +101,8 @@ internal static class VerifyCommand
                 Num(w, "cosine", x.Cosine);
                 Num(w, "max_abs_error", x.MaxAbsError);
                 w.WriteNumber("elements", x.Elements);
+                if (x.SqnrVsExactDb is { } ve) Num(w, "sqnr_vs_exact_db", ve);
+                if (x.OriginalNoiseSqnrDb is { } nz) Num(w, "original_float32_noise_sqnr_db", nz);
                 w.WriteEndObject();
             }
             w.WriteEndArray();

@@ -220,6 +220,40 @@ public sealed class CliTests : IDisposable
         Assert.Equal(2, Run("compile", "--recipe", "no-such-recipe", "-o", outPath).Code);
     }
 
+    /// <summary>
+    /// verify --exact on a function-preserving rewrite (fold_norm + rotate_residual of the bundled tiny llama): both models
+    /// are compared with the original evaluated in float64, so the float32 original's own error shows as the noise floor.
+    /// A model with contrib ops (no float64 kernels) is refused with the reason, exit code 2.
+    /// </summary>
+    [Fact]
+    public void VerifyExactReportsTheFloat32NoiseFloor()
+    {
+        string original = Cli.DefaultModelPath();
+        var recipe = Path.Combine(_dir.FullName, "r1.yaml");
+        File.WriteAllText(recipe, "passes: [fold_norm, rotate_residual]\n");
+        var outPath = Path.Combine(_dir.FullName, "r1.onnx");
+        var (code, _, stderr) = Run("compile", original, "--recipe", recipe, "-o", outPath, "--samples", "2", "--no-verify");
+        Assert.True(code == 0, stderr);
+        (code, var stdout, stderr) = Run("verify", original, outPath, "--exact", "--no-layers", "--json", "--samples", "2", "--seq-len", "64");
+        Assert.True(code == 0, stderr);
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            var logits = doc.RootElement.GetProperty("outputs").EnumerateArray().Single(o => o.GetProperty("name").GetString() == "logits");
+            double noise = logits.GetProperty("original_float32_noise_sqnr_db").GetDouble(), exact = logits.GetProperty("sqnr_vs_exact_db").GetDouble(),
+                plain = logits.GetProperty("sqnr_db").GetDouble();
+            Assert.InRange(noise, 80, 160);                  // float32 rounding: finite, far above any quantization error
+            Assert.InRange(exact, 80, 160);
+            Assert.InRange(plain, 80, 160);
+        }
+        (code, stdout, _) = Run("verify", original, outPath, "--exact", "--no-layers", "--samples", "1", "--seq-len", "16");
+        Assert.Equal(0, code);
+        Assert.Contains("fp32 noise dB", stdout);
+        string ortgenai = Path.Combine(Path.GetDirectoryName(original)!, "tiny-llama-ortgenai.onnx");
+        (code, _, stderr) = Run("verify", ortgenai, ortgenai, "--exact", "--samples", "1", "--seq-len", "16");
+        Assert.Equal(2, code);
+        Assert.Contains("has no float64 kernel", stderr);
+    }
+
     [Fact]
     public void RecipesListsEveryBuiltInRecipeAndPass()
     {

@@ -158,7 +158,7 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
 
     /// <summary>
     /// The same rotations judged against the exact function: the original and the rotated model both evaluated in
-    /// float64 (<see cref="Float64"/>) on 4 held-out sequences, logits. On the reference network with its
+    /// float64 (<see cref="Quantc.Core.Verification.Float64Model"/>) on 4 held-out sequences, logits. On the reference network with its
     /// massive-activation circuit the float32 original is itself ~4e-5 (max relative error) from its own float64
     /// evaluation, so two float32 graphs that compute the same function differently cannot agree to 1e-5 (the Chains
     /// limits above); what function preservation can promise is that (a) the rotated model as stored — its float32
@@ -178,7 +178,7 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         Model Exact(Model m)
         {
             using var copy = Model.Load(Save(_dir, m));
-            Float64.Convert(copy);
+            Quantc.Core.Verification.Float64Model.Convert(copy);
             return Model.Load(Save(_dir, copy));
         }
         // The exact reference is the torch export in float64: the ortgenai flavor (contrib ops, float32 kernels only)

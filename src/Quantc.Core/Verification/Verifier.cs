@@ -9,7 +9,14 @@ using OrtType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 namespace Quantc.Core.Verification;
 
 /// <summary>Error of one model output.</summary>
-public sealed record OutputError(string Name, double SqnrDb, double Cosine, double MaxAbsError, long Elements);
+public sealed record OutputError(string Name, double SqnrDb, double Cosine, double MaxAbsError, long Elements)
+{
+    /// <summary>With an exact reference: the compiled output against the original's float64 evaluation (dB).</summary>
+    public double? SqnrVsExactDb { get; init; }
+
+    /// <summary>With an exact reference: the float32 original against its own float64 evaluation (dB) — its float32 noise floor.</summary>
+    public double? OriginalNoiseSqnrDb { get; init; }
+}
 
 /// <summary>Error of one intermediate tensor mapped between the models, in the compiled graph's order.</summary>
 public sealed record LayerError(int Order, string CompiledName, string OriginalName, string Op, double SqnrDb, double Cosine, double MaxAbsError,
@@ -32,6 +39,13 @@ public sealed record VerifyOptions
 
     /// <summary>Name of the logits output.</summary>
     public string LogitsOutput { get; init; } = "logits";
+
+    /// <summary>
+    /// The original model converted to float64 (<see cref="Float64Model"/>, on a second load of it): each output is also
+    /// compared with this exact evaluation, and so is the float32 original, whose own error is the noise floor below
+    /// which a compiled model's differences are float32 rounding rather than a change of function.
+    /// </summary>
+    public Model? ExactReference { get; init; }
 }
 
 /// <summary>
@@ -59,6 +73,9 @@ public static class Verifier
         var logits = new LogitsAccumulator();
         var skipped = new HashSet<string>(StringComparer.Ordinal);   // intermediates that turned out not to be float tensors
         bool hasLogits = outputs.Contains(options.LogitsOutput);
+        using var exact = options.ExactReference is { } x64 ? OrtModel.CreateSession(x64) : null;
+        var vsExact = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
+        var noise = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
 
         // First pass: outputs (and as many intermediates as fit the budget), then further groups.
         var groups = GroupPairs(pairs, options.GroupBytes);
@@ -76,6 +93,7 @@ public static class Verifier
             {
                 using var ro = RunOne(so, samples[s], origNames);
                 using var rc = RunOne(sc, rotated.IsEmpty ? samples[s] : InRotatedBasis(samples[s], rotated), compNames);
+                using var rx = exact is not null && gi == 0 ? RunOne(exact, samples[s], outputs) : null;
                 for (int k = 0; k < origNames.Count; k++)
                 {
                     bool isOutputTensor = gi == 0 && k < outputs.Count;
@@ -89,6 +107,11 @@ public static class Verifier
                     if (isOutput)
                     {
                         outErr[origNames[k]].Add(a, b);
+                        if (rx is not null && AsFloat(rx[k], true) is { } e && e.Length == a.Length)
+                        {
+                            vsExact[origNames[k]].Add(e, b);
+                            noise[origNames[k]].Add(e, a);
+                        }
                         if (origNames[k] == options.LogitsOutput)
                         {
                             int vocab = (int)ro[k].GetTensorTypeAndShape().Shape[^1];
@@ -111,7 +134,11 @@ public static class Verifier
         }).OrderBy(l => l.Order).ThenBy(l => l.CompiledName, StringComparer.Ordinal).ToList();
 
         return new VerifyReport(samples.Count,
-            outputs.Select(o => new OutputError(o, outErr[o].SqnrDb, outErr[o].Cosine, outErr[o].MaxAbsError, outErr[o].Count)).ToList(),
+            outputs.Select(o => new OutputError(o, outErr[o].SqnrDb, outErr[o].Cosine, outErr[o].MaxAbsError, outErr[o].Count)
+            {
+                SqnrVsExactDb = exact is null ? null : vsExact[o].SqnrDb,
+                OriginalNoiseSqnrDb = exact is null ? null : noise[o].SqnrDb,
+            }).ToList(),
             hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
             layers);
     }

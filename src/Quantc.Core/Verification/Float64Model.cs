@@ -2,21 +2,25 @@ using Quantc.Ir;
 using Quantc.Onnx;
 using Quantc.Onnx.Proto;
 
-namespace Quantc.Passes.Tests;
+namespace Quantc.Core.Verification;
 
 /// <summary>
 /// A float32 model rewritten to compute in float64 (initializers, constants, casts and intermediate types; float inputs
-/// cast on entry, float outputs cast back on exit), so ONNX Runtime evaluates its function exactly enough to tell
-/// a rewrite's change of function from float32 arithmetic noise. Standard ONNX ops only (contrib and ai.quantc
-/// kernels are float32).
+/// cast on entry, float outputs cast back on exit), so ONNX Runtime evaluates its function exactly enough to tell a
+/// rewrite's change of function from float32 arithmetic noise (<c>quantc verify --exact</c>). Standard ONNX ops
+/// without subgraphs only: contrib and ai.quantc kernels are float32, which is a <see cref="BadInputException"/>.
+/// Holds the weights as float64: twice the float32 model's memory.
 /// </summary>
-internal static class Float64
+public static class Float64Model
 {
     /// <summary>Rewrites <paramref name="m"/> in place.</summary>
     public static void Convert(Model m)
     {
         var g = m.Graph;
-        if (g.Nodes.FirstOrDefault(n => !n.IsOnnxDomain) is { } custom) throw new InvalidOperationException($"{custom.Domain}.{custom.OpType} '{custom.Name}' has no float64 kernel");
+        if (g.Nodes.FirstOrDefault(n => !n.IsOnnxDomain) is { } custom)
+            throw new BadInputException($"exact reference: {custom.Domain}.{custom.OpType} '{custom.Name}' has no float64 kernel in ONNX Runtime (the float64 evaluation needs standard ONNX ops)");
+        if (g.Nodes.FirstOrDefault(n => n.Subgraphs.Any()) is { } flow)
+            throw new BadInputException($"exact reference: {flow.OpType} '{flow.Name}' has a subgraph, which the float64 evaluation does not convert");
         const int F = (int)TensorProto.Types.DataType.Float, D = (int)TensorProto.Types.DataType.Double;
         foreach (var v in g.Initializers.ToList())
             if (v.Initializer!.DataType == F)
