@@ -245,9 +245,11 @@ public sealed class CliTests : IDisposable
             Assert.InRange(exact, 80, 160);
             Assert.InRange(plain, 80, 160);
         }
-        (code, stdout, _) = Run("verify", original, outPath, "--exact", "--no-layers", "--samples", "1", "--seq-len", "16");
+        var page = Path.Combine(_dir.FullName, "exact.html");
+        (code, stdout, _) = Run("verify", original, outPath, "--exact", "--no-layers", "--samples", "1", "--seq-len", "16", "--html", page);
         Assert.Equal(0, code);
         Assert.Contains("fp32 noise dB", stdout);
+        Assert.Contains("float32 noise dB", File.ReadAllText(page));
         string ortgenai = Path.Combine(Path.GetDirectoryName(original)!, "tiny-llama-ortgenai.onnx");
         (code, _, stderr) = Run("verify", ortgenai, ortgenai, "--exact", "--samples", "1", "--seq-len", "16");
         Assert.Equal(2, code);

@@ -12,10 +12,16 @@ public static class VerifyHtml
         var body = new StringBuilder();
         body.Append($"<h1>quantc verify</h1><p class=\"muted\">{Html.E(original)} vs {Html.E(compiled)} — {Html.E(data)}, {r.Samples} samples</p>");
         body.Append(failures.Count == 0 ? "<p class=\"ok\">All checks passed.</p>" : string.Concat(failures.Select(f => $"<p class=\"bad\">FAILED: {Html.E(f)}</p>")));
-        body.Append("<h2>Outputs</h2><table><tr><th>output</th><th>SQNR dB</th><th>cosine</th><th>max |err|</th></tr>");
+        bool exact = r.Outputs.Any(o => o.SqnrVsExactDb is not null);
+        body.Append("<h2>Outputs</h2><table><tr><th>output</th><th>SQNR dB</th><th>cosine</th><th>max |err|</th>"
+            + (exact ? "<th>vs exact dB</th><th>float32 noise dB</th>" : "") + "</tr>");
         foreach (var o in r.Outputs)
-            body.Append($"<tr><td>{Html.E(o.Name)}</td><td class=\"num\">{Html.F(o.SqnrDb)}</td><td class=\"num\">{Html.F(o.Cosine, "0.000000")}</td><td class=\"num\">{Html.F(o.MaxAbsError, "0.####E+0")}</td></tr>");
+            body.Append($"<tr><td>{Html.E(o.Name)}</td><td class=\"num\">{Html.F(o.SqnrDb)}</td><td class=\"num\">{Html.F(o.Cosine, "0.000000")}</td><td class=\"num\">{Html.F(o.MaxAbsError, "0.####E+0")}</td>"
+                + (exact ? $"<td class=\"num\">{Html.F(o.SqnrVsExactDb ?? double.NaN)}</td><td class=\"num\">{Html.F(o.OriginalNoiseSqnrDb ?? double.NaN)}</td>" : "") + "</tr>");
         body.Append("</table>");
+        if (exact)
+            body.Append("<p class=\"muted\">vs exact: the compiled model against the original evaluated in float64; float32 noise: the float32 original against the same. " +
+                "Differences at or above the noise floor's SQNR are float32 rounding, not a change of function.</p>");
         if (r.Logits is { } l)
             body.Append($"<p>Top-1 agreement {Html.F(100 * l.Top1Agreement)}%; perplexity {Html.F(l.OriginalPerplexity, "0.000")} → {Html.F(l.CompiledPerplexity, "0.000")} over {l.ScoredTokens} tokens.</p>");
         if (r.Layers.Count > 0)
