@@ -47,7 +47,7 @@ public sealed class FuseProjectionsPass : IPass
             {
                 string layer = layerOf.GetValueOrDefault(mm) ?? LayerFromWeight(ctx, mm) ?? mm.Name;
                 if (Describe(mm, out string? why) is { } p) projections.Add(p with { Layer = layer });
-                else ctx.Log.Add($"fuse_projections: {layer} stays on its own: {why}");
+                else if (why is not null) ctx.Log.Add($"fuse_projections: {layer} stays on its own: {why}");
             }
             foreach (var set in projections.GroupBy(p => (p.Signature, p.K)).Where(s => s.Count() > 1))
             {
@@ -65,13 +65,19 @@ public sealed class FuseProjectionsPass : IPass
     {
         why = null;
         var w = mm.Inputs[1]!;
+        bool constant = w.Initializer is not null || (w.Producer is { } p0 && p0.Is("DequantizeLinear") && p0.Inputs[0]?.Initializer is not null);
+        if (!constant) return null;   // an activation × activation MatMul (attention scores left unfused): not a projection
         if (w.Uses.Count != 1 || w.IsGraphOutput) { why = $"its weight '{w.Name}' is also read elsewhere"; return null; }
         if (w.Initializer is { Dims.Length: 2 } t && w.ElementType == (int)DT.Float)
             return new Projection(mm, w, null, t.Dims[0], t.Dims[1]);
         if (w.Producer is { } dq && dq.Is("DequantizeLinear") && dq.Inputs[0]?.Initializer is { Dims.Length: 2 } q && dq.Inputs[1]?.Initializer is not null
-            && (dq.Inputs.Count < 3 || dq.Inputs[2] is null || dq.Inputs[2]!.Initializer is not null)
-            && dq.Inputs[0]!.Uses.Count == 1 && dq.Inputs[1]!.Uses.Count == 1 && (dq.Inputs.ElementAtOrDefault(2) is not { } z || z.Uses.Count == 1))
+            && (dq.Inputs.Count < 3 || dq.Inputs[2] is null || dq.Inputs[2]!.Initializer is not null))
         {
+            if (dq.Inputs[0]!.Uses.Count != 1 || dq.Inputs[1]!.Uses.Count != 1 || (dq.Inputs.ElementAtOrDefault(2) is { } z && z.Uses.Count != 1))
+            {
+                why = $"its quantized weight '{dq.Inputs[0]!.Name}' (or its scale or zero point) is shared";
+                return null;
+            }
             long axis = dq.GetInt("axis", 1), block = dq.GetInt("block_size", 0);
             bool perChannel = axis == 1 && block == 0 && q.DataType is (int)DT.Int8 or (int)DT.Uint8;
             bool blocked = axis == 0 && block > 0 && q.DataType is (int)DT.Int4 or (int)DT.Uint4;
@@ -82,7 +88,7 @@ public sealed class FuseProjectionsPass : IPass
             why = $"its weight is dequantized along axis {axis} with block size {block} ({Quantc.Onnx.DataTypes.Name(q.DataType)}), which is not concatenated";
             return null;
         }
-        why = "its weight is neither a float initializer nor a constant behind a DequantizeLinear";
+        why = $"its weight is a {(w.Initializer is { } ti ? $"{Quantc.Onnx.DataTypes.Name(ti.DataType)} [{string.Join(", ", ti.Dims)}] initializer" : "DequantizeLinear of a non-2-D or non-constant tensor")}, not a 2-D float32 or per-channel/blocked quantized weight";
         return null;
     }
 
