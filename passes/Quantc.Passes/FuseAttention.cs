@@ -95,7 +95,7 @@ public sealed class FuseAttentionPass : IPass
         {
             if (part.Rope is not { } r) return part.X;
             var n = g.AddNode("RotaryEmbedding", [part.X, .. r.Inputs.Skip(1)], 1, name: g.UniqueName(r.Name + "_3d"), before: att);
-            foreach (var a in r.Attributes) n.SetAttribute(a.Proto.Clone());
+            n.CopyAttributes(r);
             n.SetAttribute("num_heads", part.Heads);
             return n.Output;
         }

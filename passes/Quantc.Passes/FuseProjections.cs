@@ -94,15 +94,11 @@ public sealed class FuseProjectionsPass : IPass
 
     private static void Fuse(PassContext ctx, Graph g, List<Projection> set)
     {
-        long k = set[0].K, n = set.Sum(p => p.N);
         string name = PackedName(set.Select(p => p.Layer).ToList());
         var first = set.Select(p => p.MatMul).OrderBy(m => IndexOf(g, m)).First();
         Value weight;
         if (set[0].Dequantize is null)
-        {
-            var w = g.AddInitializer(Tensor.FromFloats(g.UniqueName(name + ".weight"), [k, n], ConcatColumns(set.Select(p => (p.Values.Initializer!.ToFloat32(), p.N)).ToList(), k)));
-            weight = w;
-        }
+            weight = ConcatTensor(g, name + ".weight", set.Select(p => p.Values.Initializer!).ToList());
         else
         {
             var dq0 = set[0].Dequantize!;
@@ -111,7 +107,7 @@ public sealed class FuseProjectionsPass : IPass
             var inputs = new List<Value?> { values, scale };
             if (dq0.Inputs.ElementAtOrDefault(2) is not null) inputs.Add(ConcatTensor(g, name + ".weight_zero_point", set.Select(p => p.Dequantize!.Inputs[2]!.Initializer!).ToList()));
             var dq = g.AddNode("DequantizeLinear", inputs, name: g.UniqueName(name + "/weight_dq"), before: first);
-            foreach (var a in dq0.Attributes) dq.SetAttribute(a.Proto.Clone());
+            dq.CopyAttributes(dq0);
             weight = dq.Output;
         }
         // The packed tensors stand for the float weights they were made of ("a.weight+b.weight+c.weight"; diff reads it).
@@ -152,19 +148,6 @@ public sealed class FuseProjectionsPass : IPass
     {
         for (int i = 0; i < g.Nodes.Count; i++) if (ReferenceEquals(g.Nodes[i], n)) return i;
         return -1;
-    }
-
-    private static float[] ConcatColumns(List<(float[] Values, long N)> parts, long rows)
-    {
-        long total = parts.Sum(p => p.N);
-        var r = new float[rows * total];
-        long at = 0;
-        foreach (var (v, cols) in parts)
-        {
-            for (long i = 0; i < rows; i++) Array.Copy(v, i * cols, r, i * total + at, cols);
-            at += cols;
-        }
-        return r;
     }
 
     /// <summary>Tensors of the same type concatenated along their last axis (1-D: end to end; sub-byte types repacked).</summary>

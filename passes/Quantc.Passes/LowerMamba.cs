@@ -140,7 +140,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
         var h = scan.Outputs[1];
         var q = g.AddNode("QSelectiveScan", [.. scan.Inputs, yScale], domain: CustomOps.Domain, name: g.UniqueName(scan.Name),
             outputNames: [g.UniqueName(y.Name), h is null ? "" : g.UniqueName(h.Name), g.UniqueName(y.Name + "_int8")], before: scan);
-        foreach (var a in scan.Attributes) q.SetAttribute(a.Proto.Clone());
+        q.CopyAttributes(scan);
         g.ReplaceValue(y, q.Outputs[0]!);
         if (h is not null) g.ReplaceValue(h, q.Outputs[1]!);
         g.RemoveNode(scan);

@@ -80,9 +80,9 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
     /// </summary>
     private List<(int Channel, double Scale)>? MassiveChannels(PassContext ctx, ResidualStream stream)
     {
+        if (rounding == "nearest") return null;
         var names = stream.Residual.Select(v => v.Name).ToList();
         bool haveData = ctx.CalibrationData is { Count: > 0 } || (ctx.SavedStatistics is { } saved && names.All(saved.ContainsKey));
-        if (rounding == "nearest") return null;
         if (rounding == "auto" && !haveData)
         {
             ctx.Log.Add("rotate_residual: nearest float32 rounding of the rotated weights (no calibration data for activation-aware rounding)");

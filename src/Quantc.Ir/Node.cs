@@ -83,6 +83,12 @@ public sealed class Node
     public Tensor? GetTensor(string name) =>
         GetAttribute(name)?.Proto.T is { } t ? Tensor.FromProto(t, Graph.Model?.File?.ExternalDataOf(t)) : null;
 
+    /// <summary>Copies every attribute of <paramref name="from"/> (none holding a subgraph) onto this node.</summary>
+    public void CopyAttributes(Node from)
+    {
+        foreach (var a in from.Attributes) SetAttribute(a.Proto.Clone());
+    }
+
     /// <summary>Sets (adds or replaces) an attribute that holds no subgraph.</summary>
     public void SetAttribute(AttributeProto proto)
     {

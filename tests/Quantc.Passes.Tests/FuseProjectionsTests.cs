@@ -21,9 +21,7 @@ public sealed class FuseProjectionsTests(ITestOutputHelper log) : IDisposable
         var path = Path.Combine(_dir.FullName, $"llama-{flavor}-{Guid.NewGuid():N}.onnx");
         ReferenceModels.BuildAndSave("llama", "tiny", 0, flavor, path);
         using var m = Model.Load(path);
-        ctx = new PassContext(m) { CalibrationData = DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 }).Samples };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse(recipe, "test recipe")), ctx);
+        ctx = OrtRuns.RunRecipe(m, recipe, OrtRuns.Calibration(m, 4));
         var outPath = Path.Combine(_dir.FullName, $"compiled-{Guid.NewGuid():N}.onnx");
         m.Save(outPath);
         return Model.Load(outPath);

@@ -2,6 +2,7 @@ using Microsoft.ML.OnnxRuntime;
 using Quantc.Core.Calibration;
 using Quantc.Core.Data;
 using Quantc.Core.Numerics;
+using Quantc.Core.Pipeline;
 using Quantc.Ir;
 
 namespace Quantc.Passes.Tests;
@@ -30,6 +31,19 @@ internal static class OrtRuns
         var path = Path.Combine(dir.FullName, $"m-{Guid.NewGuid():N}.onnx");
         m.Save(path);
         return path;
+    }
+
+    /// <summary><paramref name="n"/> calibration samples of 64 tokens (calib.txt).</summary>
+    public static IReadOnlyList<CalibrationSample> Calibration(Model m, int n) =>
+        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = n }).Samples;
+
+    /// <summary>Runs the recipe <paramref name="yaml"/> on <paramref name="m"/> with the built-in passes (and calibration data, when given).</summary>
+    public static PassContext RunRecipe(Model m, string yaml, IReadOnlyList<CalibrationSample>? calibration = null)
+    {
+        var ctx = new PassContext(m) { CalibrationData = calibration };
+        var pm = new PassManager(Builtins.Passes());
+        pm.Run(pm.Instantiate(Recipe.Parse(yaml, "test recipe")), ctx);
+        return ctx;
     }
 
     /// <summary><paramref name="n"/> held-out token sequences of <paramref name="length"/> (eval.txt).</summary>

@@ -28,13 +28,7 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
 
     private string Save(Model m) => OrtRuns.Save(_dir, m);
 
-    private static PassContext Run(Model m, string recipeYaml, IReadOnlyList<CalibrationSample>? calibration = null)
-    {
-        var ctx = new PassContext(m) { CalibrationData = calibration };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse(recipeYaml, "test recipe")), ctx);
-        return ctx;
-    }
+    private static PassContext Run(Model m, string recipeYaml, IReadOnlyList<CalibrationSample>? calibration = null) => RunRecipe(m, recipeYaml, calibration);
 
     /// <summary>The decode step after <paramref name="prefix"/> tokens: token <paramref name="next"/> at position prefix, the given past [1, 2, prefix, 32].</summary>
     private static CalibrationSample Step(long next, int prefix, IEnumerable<KeyValuePair<string, float[]>> present)

@@ -23,13 +23,7 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
 
     private Model SaveReload(Model m) => Model.Load(Save(_dir, m));
 
-    private static PassContext Run(Model m, string recipeYaml)
-    {
-        var ctx = new PassContext(m);
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse(recipeYaml, "test recipe")), ctx);
-        return ctx;
-    }
+    private static PassContext Run(Model m, string recipeYaml) => RunRecipe(m, recipeYaml);
 
     /// <summary>x·Qᵀ head by head: the value cache back in the original basis.</summary>
     private static float[] Unrotate(float[] v, double[] q, int hd)
@@ -177,9 +171,9 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
     {
         Model Exact(Model m)
         {
-            using var copy = Model.Load(Save(_dir, m));
+            var copy = Model.Load(Save(_dir, m));
             Quantc.Core.Verification.Float64Model.Convert(copy);
-            return Model.Load(Save(_dir, copy));
+            return copy;
         }
         // The exact reference is the torch export in float64: the ortgenai flavor (contrib ops, float32 kernels only)
         // is the same network with the same weights, which the noise bound below checks as well.
@@ -187,7 +181,7 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         using var torchExact = Exact(torch);
         using var original = Load(flavor);
         bool exactRuns = flavor == "torch";
-        var calibration = DataLoader.Load(original, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 }).Samples;
+        var calibration = Calibration(original, 4);
         var tokens = EvalTokens(original, 4, 64);
         using var s32 = OrtModel.CreateSession(original);
         using var s64 = OrtModel.CreateSession(torchExact);
@@ -200,9 +194,7 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         foreach (var rounding in new[] { "nearest", "activation_aware" })
         {
             using var m = Load(flavor);
-            var ctx = new PassContext(m) { CalibrationData = calibration };
-            var pm = new PassManager(Builtins.Passes());
-            pm.Run(pm.Instantiate(Recipe.Parse(recipe.Replace("rotate_residual", $"{{rotate_residual: {{rounding: {rounding}}}}}", StringComparison.Ordinal), "test recipe")), ctx);
+            var ctx = RunRecipe(m, recipe.Replace("rotate_residual", $"{{rotate_residual: {{rounding: {rounding}}}}}", StringComparison.Ordinal), calibration);
             foreach (var l in ctx.Log.Where(l => l.StartsWith("rotate_residual", StringComparison.Ordinal))) log.WriteLine(l);
             if (rounding != "nearest") Assert.Contains(ctx.Log, l => l.StartsWith("rotate_residual: activation-aware float32 rounding", StringComparison.Ordinal));
             using var compiled = SaveReload(m);
@@ -238,10 +230,7 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         Dictionary<string, float[]> Rotated(string flavor)
         {
             using var m = Load(flavor);
-            var calibration = DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 }).Samples;
-            var ctx = new PassContext(m) { CalibrationData = calibration };
-            var pm = new PassManager(Builtins.Passes());
-            pm.Run(pm.Instantiate(Recipe.Parse($"passes: [fold_norm, {{rotate_residual: {{rounding: {rounding}}}}}]", "test recipe")), ctx);
+            RunRecipe(m, $"passes: [fold_norm, {{rotate_residual: {{rounding: {rounding}}}}}]", Calibration(m, 4));
             var map = Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph);
             var w = map.Linears.ToDictionary(l => l.Name, l => l.Weight.Initializer!.ToFloat32());
             w["embedding"] = m.Graph["model.embed_tokens.weight"].Initializer!.ToFloat32();

@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace Quantc.Core.Numerics;
 
 /// <summary>
@@ -23,9 +25,26 @@ public static class AwareRounding
         int d = exact.Length, k = qRows.Count;
         if (result.Length != d) throw new ArgumentException("result length differs from the column length");
         if (weights.Length != k) throw new ArgumentException("one weight per emphasised channel");
-        var delta = new double[d];
-        var alt = new double[d];
-        var other = new float[d];
+        // Called once per weight column (millions on a 7B model): scratch from the shared pools, not three new arrays.
+        var delta = ArrayPool<double>.Shared.Rent(d);
+        var alt = ArrayPool<double>.Shared.Rent(d);
+        var other = ArrayPool<float>.Shared.Rent(d);
+        try
+        {
+            return Round(exact, result, qRows, weights, sweeps, delta, alt, other);
+        }
+        finally
+        {
+            ArrayPool<double>.Shared.Return(delta);
+            ArrayPool<double>.Shared.Return(alt);
+            ArrayPool<float>.Shared.Return(other);
+        }
+    }
+
+    private static double Round(ReadOnlySpan<double> exact, Span<float> result, IReadOnlyList<double[]> qRows, ReadOnlySpan<double> weights, int sweeps,
+        double[] delta, double[] alt, float[] other)
+    {
+        int d = exact.Length, k = qRows.Count;
         for (int j = 0; j < d; j++)
         {
             double w = exact[j];
