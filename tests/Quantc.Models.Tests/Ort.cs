@@ -72,7 +72,10 @@ public sealed class Decoder : IDisposable
                 inputs[name] = v;
             }
             var names = (only ?? _session.OutputNames).ToList();
-            using var results = _session.Run(new RunOptions(), inputs, names);
+            // A RunOptions held in a local for the whole call: a temporary can be finalized by the GC while ONNX Runtime
+            // still reads it, which crashed the test host twice (a segfault inside libonnxruntime.so under load).
+            using var ro = new RunOptions();
+            using var results = _session.Run(ro, inputs, names);
             var outs = new Dictionary<string, Arr>(StringComparer.Ordinal);
             for (int i = 0; i < names.Count; i++)
             {

@@ -24,7 +24,8 @@ public class OrtMambaOpsTests(ITestOutputHelper output)
         var vals = ins.ToDictionary(kv => kv.Key, kv => OrtValue.CreateTensorValueFromMemory(kv.Value.D, kv.Value.S));
         try
         {
-            using var res = s.Run(new RunOptions(), vals, s.OutputNames);
+            using var ro = new RunOptions();
+            using var res = s.Run(ro, vals, s.OutputNames);
             return res.Select(r => r.GetTensorDataAsSpan<float>().ToArray()).ToArray();
         }
         finally { foreach (var v in vals.Values) v.Dispose(); }
