@@ -2,6 +2,8 @@
 // (QDQ that ORT fuses, and MatMulInteger) and fp32 MatMul on the same shapes; ai.quantc.Hadamard
 // against a dense MatMul with the Hadamard matrix. Each case runs in ONNX Runtime (one session per
 // case, warm-up, then the median of timed runs). Usage: dotnet run -c Release [-- --quick] [--vnni-peak GOPS]
+// [--shapes MxKxN,MxKxN...] [--gemm-only]
+// (--shapes: the GEMM shapes to time instead of the default ones; --gemm-only: skip the Hadamard table)
 // (--vnni-peak: the measured int8 peak of custom-ops/build/quantc_vnni_peak, for the "of VNNI peak" column).
 using System.Diagnostics;
 using System.Globalization;
@@ -48,7 +50,10 @@ Console.WriteLine($"# CPU: {cpu}, {cores} cores, nominal {mhz:0} MHz; ISA path o
 Console.WriteLine();
 Console.WriteLine("| M × K × N | fp32 MatMul GFLOPS | ORT QDQ int8 GOPS | ORT MatMulInteger GOPS | ai.quantc.MatMulInt8 GOPS | MatMulInt8 int7 weights GOPS | vs fp32 | vs ORT QDQ | of VNNI peak |");
 Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
-var shapes = quick ? new[] { (1, 1024, 1024), (128, 1024, 1024) } : new[] { (1, 4096, 4096), (16, 4096, 4096), (128, 4096, 4096), (512, 4096, 4096), (512, 4096, 11008) };
+int shapesAt = Array.IndexOf(args, "--shapes");
+var shapes = shapesAt >= 0 && shapesAt + 1 < args.Length
+    ? args[shapesAt + 1].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ParseShape).ToArray()
+    : quick ? new[] { (1, 1024, 1024), (128, 1024, 1024) } : new[] { (1, 4096, 4096), (16, 4096, 4096), (128, 4096, 4096), (512, 4096, 4096), (512, 4096, 11008) };
 foreach (var (M, K, N) in shapes)
 {
     var wf = Enumerable.Range(0, K * N).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
@@ -106,6 +111,7 @@ foreach (var (M, K, N) in shapes)
     Console.WriteLine(string.Create(inv, $"| {M} × {K} × {N} | {ops / tf / 1e9:0.0} | {ops / tq / 1e9:0.0} | {ops / ti / 1e9:0.0} | {ops / tc / 1e9:0.0} | {ops / t7 / 1e9:0.0} | {tf / tc:0.00}× | {tq / tc:0.00}× | {(double.IsNaN(peak) ? "–" : (ops / tc / 1e9 / peak).ToString("P0", inv))} |"));
 }
 
+if (args.Contains("--gemm-only")) return;
 Console.WriteLine();
 Console.WriteLine("| rows × n | dense MatMul (x · Hᵀ) ms | ai.quantc.Hadamard ms | speed-up |");
 Console.WriteLine("|---|---|---|---|");
@@ -125,4 +131,12 @@ foreach (var (rows, n) in quick ? new[] { (64, 1024) } : new[] { (512, 4096), (5
     mh.Graph.AddOutput(mh.Graph.AddNode("Hadamard", [mh.Graph.AddInput("x", T(1))], domain: CustomOps.Domain, outputNames: ["y"]).Output);
     double th = Median(() => Session(mh, "x", xv), 10);
     Console.WriteLine(string.Create(inv, $"| {rows} × {n} | {td * 1e3:0.00} | {th * 1e3:0.00} | {td / th:0.0}× |"));
+}
+
+static (int, int, int) ParseShape(string s)
+{
+    var d = s.Split('x');
+    if (d.Length != 3 || !d.All(v => int.TryParse(v, out int n) && n > 0))
+        throw new ArgumentException($"--shapes: '{s}' is not MxKxN (three positive integers)");
+    return (int.Parse(d[0]), int.Parse(d[1]), int.Parse(d[2]));
 }

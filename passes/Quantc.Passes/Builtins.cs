@@ -12,8 +12,8 @@ public static class Builtins
     {
         var r = new PassRegistry();
         r.Register(new PassInfo("fold_norm", PassKind.FunctionPreserving, "fold norm γ/β into the linear layers they feed", _ => new FoldNormPass()));
-        r.Register(new PassInfo("smooth", PassKind.FunctionPreserving, "SmoothQuant: migrate activation outliers into weights (alpha, through_mlp)",
-            p => new SmoothPass(p.GetDouble("alpha", 0.5), p.GetBool("through_mlp", true), p.GetBool("power_of_two", true))));
+        r.Register(new PassInfo("smooth", PassKind.FunctionPreserving, "SmoothQuant: migrate activation outliers into weights (alpha: a number in [0, 1], or auto — searched per layer group against the W8A8 output error over alpha_grid, default 0.1…0.9, on search_rows sampled calibration rows, default 256; through_mlp; power_of_two)",
+            p => SmoothPass.Create(p)));
         r.Register(new PassInfo("symmetrize", PassKind.FunctionPreserving, "OutlierTune: centre each channel's range, shift folded into β and the biases (shift: mean_centre|range_centre)",
             p => new SymmetrizePass(p.GetChoice("shift", "range_centre", "range_centre", "mean_centre") == "mean_centre")));
         r.Register(new PassInfo("online_hadamard", PassKind.FunctionPreserving, "QuaRot R4: Hadamard on the inputs of matching layers (layers: regex, default down_proj$), inverse fused into the weights (portable: MatMul instead of ai.quantc.Hadamard)",
@@ -111,6 +111,16 @@ public static class Builtins
             description: SmoothQuant (Xiao et al. 2023) — activation outliers migrated into the weights (α = 0.5), then W8A8 static per-tensor
             passes:
               - smooth: { alpha: 0.5 }
+              - quantize: { weights: int8, activations: uint8, mode: static }
+              - ranges: { method: minmax }
+              - weights: { method: rtn }
+              - lower_qdq
+            """),
+        ["smoothquant-auto"] = Fused("""
+            name: smoothquant-auto
+            description: SmoothQuant with α searched per layer group (q/k/v, gate/up, down_proj) against the group's W8A8 output error on calibration rows (α 0.1…0.9), then W8A8 static per-tensor
+            passes:
+              - smooth: { alpha: auto }
               - quantize: { weights: int8, activations: uint8, mode: static }
               - ranges: { method: minmax }
               - weights: { method: rtn }

@@ -19,7 +19,9 @@ namespace Quantc.Passes;
 /// vpmaddubsw, whose int16 pair sums saturate for full-range weights (255·127·2 > 32767), and there it also
 /// turns S8S8 QDQ into U8S8 — the same reason ONNX Runtime's own quantizer has <c>reduce_range</c>.
 /// <c>auto</c> turns it on when the compiling machine is such a CPU (the model is verified here, and is
-/// meant to run on the same kind of machine). Per-token dynamic layers, computed in float ops, keep int8.
+/// meant to run on the same kind of machine). Per-token dynamic 8-bit layers run on the same U8S8 kernel
+/// (lower_qdq); <c>true</c> puts them on the 7-bit grid too, <c>auto</c> keeps their int8 weights (their rows sit
+/// around the zero point, where the pair sums rarely saturate).
 /// </summary>
 public sealed class QuantizePass(string weights, string granularity, int groupSize, string activations, string mode, IReadOnlyList<string> exclude,
     IReadOnlyList<string> dynamic, bool symmetric, string reduceRange = "false") : IPass
@@ -58,10 +60,13 @@ public sealed class QuantizePass(string weights, string granularity, int groupSi
             plan.WeightSymmetric = symmetric;
             plan.ActivationFormat = activations;
             plan.ActivationMode = dynamic.Any(p => Regex.IsMatch(l.Name, p)) ? "dynamic" : mode;
-            bool reduceHere = reduce && plan.ActivationMode == "static";
+            // Per-token dynamic rows sit around the zero point 128 (most |q| small), so ONNX Runtime's int16 pair sums
+            // rarely saturate with full-range weights: auto keeps their int8 weights (measured more accurate than int7:
+            // bench/RESULTS.md), true puts them on the 7-bit grid too (exact on any CPU).
+            bool reduceHere = reduce && (plan.ActivationMode == "static" || reduceRange == "true");
             string weightFormat = reduceHere ? "int7" : weights;
             plan.WeightFormat = weightFormat;
-            plan.Reasons.Add($"quantize: {weightFormat} weights{(reduceHere ? " (reduce_range: static 8-bit activations on a CPU without VNNI)" : "")} ({granularity}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({plan.ActivationMode})");
+            plan.Reasons.Add($"quantize: {weightFormat} weights{(reduceHere ? $" (reduce_range: {plan.ActivationMode} 8-bit activations on ONNX Runtime's U8S8 kernel, a CPU without VNNI)" : "")} ({granularity}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({plan.ActivationMode})");
         }
     }
 }

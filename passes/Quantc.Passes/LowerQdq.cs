@@ -11,8 +11,13 @@ namespace Quantc.Passes;
 /// kernels: int8 weights with per-channel scales behind DequantizeLinear(axis = 1); int4 weights
 /// blocked along K behind DequantizeLinear(axis = 0, block_size) — which ONNX Runtime turns into
 /// MatMulNBits; fp16 weights behind a Cast; static activations as QuantizeLinear → DequantizeLinear on
-/// the layer's input (one pair per input and scale, shared by q/k/v); 6-bit grids as int8 with a Clip;
-/// per-token dynamic activations as a float fake-quantization (absmax per row).
+/// the layer's input (one pair per input and scale, shared by q/k/v); 6-bit grids as int8 with a Clip.
+/// Per-token dynamic activations with 8-bit-stored weights run on the same integer kernel: each row is
+/// divided by its own scale s = max|x_row| / levels, quantized with QuantizeLinear(scale 1, uint8 zero
+/// point 128) → DequantizeLinear → MatMul (which ONNX Runtime fuses into MatMulIntegerToFloat), and the
+/// product is multiplied back by s (s·(q·W) = (s·q)·W). ONNX Runtime has no per-row activation scale in its
+/// integer kernels, so this is how per-token quantization reaches them. Other layers (int4 weights, Gemm with
+/// a bias C) keep the float fake-quantization round(x / s)·s.
 /// </summary>
 public sealed class LowerQdqPass : IPass
 {
@@ -24,11 +29,12 @@ public sealed class LowerQdqPass : IPass
         var g = ctx.Model.Graph;
         if ((ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
         var qdqCache = new Dictionary<(Value, string, float, float), Value>();
+        var rowScales = new Dictionary<Value, Value>();
         foreach (var l in LayerAnalysis.Analyze(g).Linears)
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan)) continue;
             LowerWeight(ctx, g, l, plan);
-            LowerActivation(ctx, g, l, plan, qdqCache);
+            LowerActivation(ctx, g, l, plan, qdqCache, rowScales);
         }
         g.RemoveDeadCode();
     }
@@ -98,20 +104,33 @@ public sealed class LowerQdqPass : IPass
         ctx.Provenance.Record(wq.Name, l.Weight.Name); // the stored integer weight stands for the float one (diff matches them)
     }
 
-    private static void LowerActivation(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan, Dictionary<(Value, string, float, float), Value> cache)
+    private static void LowerActivation(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan, Dictionary<(Value, string, float, float), Value> cache,
+        Dictionary<Value, Value> rowScales)
     {
         if (plan.ActivationFormat == "fp32") return;
         var x = l.Input;
         if (plan.ActivationMode == "dynamic")
         {
-            var key = (x, "dynamic-" + plan.ActivationFormat, 0f, 0f);
+            int levels = plan.ActivationFormat == "int6" ? 31 : 127;
+            bool integer = plan.WeightFormat is "int8" or "int7" or "int6" && (l.Node.OpType == "MatMul" || l.Node.Inputs.Count < 3 || l.Node.Inputs[2] is null);
+            var key = (x, (integer ? "dynamic-int-" : "dynamic-") + plan.ActivationFormat, 0f, 0f);
             if (!cache.TryGetValue(key, out var fq))
             {
-                fq = DynamicPerToken(g, x, plan.ActivationFormat == "int6" ? 31 : 127, l);
+                if (integer)
+                {
+                    (fq, var rowScale) = DynamicPerTokenInteger(g, x, levels, l);
+                    rowScales[fq] = rowScale;
+                }
+                else fq = DynamicPerToken(g, x, levels, l);
                 ctx.Provenance.Record(fq.Name, x.Name);
                 cache[key] = fq;
             }
             l.Node.SetInput(0, fq);
+            if (integer)
+            {
+                ScaleOutput(g, l.Node, rowScales[fq], l.Name);
+                plan.Reasons.Add($"lower_qdq: per-token {plan.ActivationFormat} activations on the integer kernel (rows divided by their scale, QuantizeLinear scale 1, product times the row scale)");
+            }
             return;
         }
         if (plan.ActivationRange is not { } range) throw new InvalidOperationException($"{l.Name}: static activations without a range (run the ranges pass)");
@@ -153,22 +172,58 @@ public sealed class LowerQdqPass : IPass
         l.Node.SetInput(0, dqOut);
     }
 
+    /// <summary>
+    /// x → DequantizeLinear(QuantizeLinear(x / s, 1, 128u8), 1, 128u8) with s = max|x_row| / levels per token
+    /// (row): the integers round(x / s) of per-token quantization, as QDQ with a constant scale that ONNX
+    /// Runtime fuses with the MatMul behind it. The caller multiplies the MatMul's result by s.
+    /// </summary>
+    private static (Value Dq, Value RowScale) DynamicPerTokenInteger(Graph g, Value x, int levels, LinearLayer l)
+    {
+        var before = l.Node;
+        string p = l.Name + "/act_dyn";
+        var s = RowScale(g, x, levels, before, p);
+        var scaled = g.AddNode("Div", [x, s], name: g.UniqueName(p + "_div"), before: before);
+        var one = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_unit_scale"), [], [1f]));
+        var zp = g.AddInitializer(Tensor.FromValues(g.UniqueName(p + "_zero_point"), (int)DT.Uint8, [], (ReadOnlySpan<byte>)[(byte)128]));
+        var q = g.AddNode("QuantizeLinear", [scaled.Output, one, zp], name: g.UniqueName(p + "_q"), before: before);
+        return (g.AddNode("DequantizeLinear", [q.Output, one, zp], name: g.UniqueName(p + "_dq"), before: before).Output, s);
+    }
+
+    /// <summary>
+    /// y = node's first output → y · s, the product taking y's name (so reports and verify still find the layer's
+    /// result by name); y is renamed.
+    /// </summary>
+    private static void ScaleOutput(Graph g, Node node, Value s, string layerName)
+    {
+        var y = node.Output;
+        var firstUser = y.Uses.Select(u => u.Node).Where(n => n.Graph == g).OrderBy(n => g.Nodes.ToList().IndexOf(n)).FirstOrDefault();
+        var mul = g.AddNode("Mul", [y, s], name: g.UniqueName(layerName + "/act_dyn_rescale"), before: firstUser);
+        g.ReplaceValue(y, mul.Output);
+        mul.SetInput(0, y);
+    }
+
     /// <summary>x → x̂ = round(x / s) · s with s = max|x_row| / levels per token (row), in float ops.</summary>
     private static Value DynamicPerToken(Graph g, Value x, int levels, LinearLayer l)
     {
         var before = l.Node;
         string p = l.Name + "/act_dyn";
+        var s = RowScale(g, x, levels, before, p);
+        var q = g.AddNode("Round", [g.AddNode("Div", [x, s], name: g.UniqueName(p + "_div"), before: before).Output], name: g.UniqueName(p + "_round"), before: before);
+        var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_lo"), [], [-levels - 1]));
+        var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_hi"), [], [levels]));
+        var c = g.AddNode("Clip", [q.Output, lo, hi], name: g.UniqueName(p + "_clip"), before: before);
+        return g.AddNode("Mul", [c.Output, s], name: g.UniqueName(p + "_dq"), before: before).Output;
+    }
+
+    /// <summary>s = max(max|x_row|, 1e-12) / levels per row (last axis kept, size 1).</summary>
+    private static Value RowScale(Graph g, Value x, int levels, Node before, string p)
+    {
         var abs = g.AddNode("Abs", [x], name: g.UniqueName(p + "_abs"), before: before);
         var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));
         var max = g.AddNode("ReduceMax", [abs.Output, axes], name: g.UniqueName(p + "_max"), before: before);
         max.SetAttribute("keepdims", 1L);
         var lv = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_levels"), [], [levels]));
         var eps = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_eps"), [], [1e-12f]));
-        var s = g.AddNode("Div", [g.AddNode("Max", [max.Output, eps], name: g.UniqueName(p + "_floor"), before: before).Output, lv], name: g.UniqueName(p + "_scale"), before: before);
-        var q = g.AddNode("Round", [g.AddNode("Div", [x, s.Output], name: g.UniqueName(p + "_div"), before: before).Output], name: g.UniqueName(p + "_round"), before: before);
-        var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_lo"), [], [-levels - 1]));
-        var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_hi"), [], [levels]));
-        var c = g.AddNode("Clip", [q.Output, lo, hi], name: g.UniqueName(p + "_clip"), before: before);
-        return g.AddNode("Mul", [c.Output, s.Output], name: g.UniqueName(p + "_dq"), before: before).Output;
+        return g.AddNode("Div", [g.AddNode("Max", [max.Output, eps], name: g.UniqueName(p + "_floor"), before: before).Output, lv], name: g.UniqueName(p + "_scale"), before: before).Output;
     }
 }

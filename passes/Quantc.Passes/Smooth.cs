@@ -11,15 +11,45 @@ namespace Quantc.Passes;
 /// activation outliers of a linear layer's input into its weight rows: X' = X / s, W' = diag(s)·W.
 /// The division is folded into what produces X: the preceding norm's γ (and β), or — for an input
 /// that is an element-wise product act(gate) ⊙ up, as LLaMA's down_proj reads — the columns of the
-/// up projection. Function-preserving. <c>alpha</c> (default 0.5) sets the migration strength;
+/// up projection. Function-preserving. <c>alpha</c> (default 0.5) sets the migration strength, or, with
+/// <c>alpha: auto</c>, is searched per group of layers reading one input: each α of <c>alpha_grid</c> is scored
+/// by the error of the group's W8A8 output (int8 per-tensor activations, int8 per-channel weights) on
+/// <c>search_rows</c> calibration rows, and the least-error α wins (<see cref="Smoothing.SearchAlpha"/>).
 /// <c>power_of_two</c> (default true) rounds the factors to powers of two, which makes the rewrite
 /// exact in floating point.
 /// </summary>
-public sealed class SmoothPass(double alpha, bool throughMlp, bool powerOfTwo) : IPass
+public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, IReadOnlyList<double>? grid = null, int searchRows = 256) : IPass
 {
     public string Name => "smooth";
     public PassKind Kind => PassKind.FunctionPreserving;
-    public double Alpha => alpha;
+
+    /// <summary>The default α grid of <c>alpha: auto</c>.</summary>
+    public static readonly IReadOnlyList<double> DefaultGrid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
+    public static SmoothPass Create(PassParameters p)
+    {
+        string a = p.GetString("alpha", "0.5");
+        double? alpha = null;
+        if (a != "auto")
+        {
+            if (!double.TryParse(a, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || v is < 0 or > 1)
+                throw new Quantc.Onnx.BadInputException($"{p.Where}: parameter 'alpha' = '{a}' must be a number in [0, 1] or auto");
+            alpha = v;
+        }
+        var gridText = p.GetStrings("alpha_grid");
+        var grid = new List<double>();
+        foreach (var g in gridText)
+        {
+            if (!double.TryParse(g, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || v is < 0 or > 1)
+                throw new Quantc.Onnx.BadInputException($"{p.Where}: parameter 'alpha_grid' has '{g}', not a number in [0, 1]");
+            grid.Add(v);
+        }
+        int rows = p.GetInt("search_rows", 256);
+        if (rows < 1) throw new Quantc.Onnx.BadInputException($"{p.Where}: parameter 'search_rows' = {rows} must be at least 1");
+        if (alpha is not null && (grid.Count > 0 || p.Has("search_rows")))
+            throw new Quantc.Onnx.BadInputException($"{p.Where}: 'alpha_grid' and 'search_rows' need alpha: auto");
+        return new SmoothPass(alpha, p.GetBool("through_mlp", true), p.GetBool("power_of_two", true), grid.Count > 0 ? grid : null, rows);
+    }
 
     public void Run(PassContext ctx)
     {
@@ -38,12 +68,25 @@ public sealed class SmoothPass(double alpha, bool throughMlp, bool powerOfTwo) :
                     targets.Add((l.Input, [l], s => DivideColumns(g, up, s), up.Name, [up.Node.Outputs[0]!, up.Output, l.Input]));
 
         if (targets.Count == 0) return;
-        var stats = ctx.Calibrate(targets.Select(t => t.Input.Name).Distinct().ToList(), Name);
+        var inputs = targets.Select(t => t.Input.Name).Distinct().ToList();
+        var stats = ctx.Calibrate(inputs, Name);
+        var samples = alpha is null ? SampleRows(ctx, inputs, searchRows) : null;
         foreach (var (input, readers, divide, via, changed) in targets)
         {
             int k = (int)readers[0].InFeatures;
             var weights = readers.Select(r => (Weights.Read(r), k, (int)r.OutFeatures)).ToList();
-            var s = Smoothing.SmoothQuantFactors(stats[input.Name].ChannelAbsMax, Smoothing.WeightChannelAbsMax(weights, k), alpha);
+            double a;
+            if (alpha is { } fixedAlpha) a = fixedAlpha;
+            else
+            {
+                var (rows, count) = samples![input.Name];
+                var alphas = grid ?? DefaultGrid;
+                (a, var errors) = Smoothing.SearchAlpha(rows.AsSpan(0, count * k), count, k, weights.Select(w => (w.Item1, w.Item3)).ToList(),
+                    stats[input.Name].ChannelAbsMax, alphas, powerOfTwo);
+                ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"smooth: {string.Join(", ", readers.Select(r => r.Name))}: α searched on {count} rows → {a:0.##} (relative W8A8 output error {string.Join(" ", alphas.Select((v, i) => $"{v:0.##}:{errors[i]:0.000e0}"))})"));
+            }
+            var s = Smoothing.SmoothQuantFactors(stats[input.Name].ChannelAbsMax, Smoothing.WeightChannelAbsMax(weights, k), a);
             if (powerOfTwo) Smoothing.RoundToPowerOfTwo(s);
             divide(s);
             foreach (var v in changed) ctx.Provenance.RecordTransformed(v.Name, "smoothed");
@@ -52,11 +95,39 @@ public sealed class SmoothPass(double alpha, bool throughMlp, bool powerOfTwo) :
                 var (w, _, n) = weights[i];
                 Smoothing.ScaleRows(w, k, n, s);
                 Weights.Write(g, readers[i], w);
-                ctx.Plan[readers[i].Name].Transforms.Add(string.Create(CultureInfo.InvariantCulture, $"smoothed α={alpha} via {via}"));
+                ctx.Plan[readers[i].Name].Transforms.Add(string.Create(CultureInfo.InvariantCulture, $"smoothed α={a:0.##}{(alpha is null ? " (searched)" : "")} via {via}"));
             }
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                 $"smooth: {string.Join(", ", readers.Select(r => r.Name))} via {via}: s in [{s.Min():G3}, {s.Max():G3}], input channel outlier ratio {stats[input.Name].ChannelOutlierRatio:0.0}"));
         }
+    }
+
+    /// <summary>
+    /// Up to <paramref name="cap"/> rows of each input, a uniform sample over the calibration run (reservoir
+    /// sampling, seeded, so a compile is reproducible).
+    /// </summary>
+    private static Dictionary<string, (float[] Rows, int Count)> SampleRows(PassContext ctx, List<string> inputs, int cap)
+    {
+        if (ctx.CalibrationData is null || ctx.CalibrationData.Count == 0)
+            throw new Quantc.Onnx.BadInputException("smooth with alpha: auto needs calibration data: give --calib DATA");
+        var state = inputs.ToDictionary(n => n, _ => (Rows: (float[]?)null, Seen: 0L, Rng: new Random(17)), StringComparer.Ordinal);
+        var gate = inputs.ToDictionary(n => n, _ => new object(), StringComparer.Ordinal);
+        Quantc.Core.Calibration.Calibrator.Observe(ctx.Model, inputs, ctx.CalibrationData, (name, data, channels) =>
+        {
+            lock (gate[name])
+            {
+                var st = state[name];
+                st.Rows ??= new float[cap * channels];
+                for (int r = 0; r < data.Length / channels; r++)
+                {
+                    long t = st.Seen++;
+                    long slot = t < cap ? t : st.Rng.NextInt64(t + 1);
+                    if (slot < cap) data.Slice(r * channels, channels).CopyTo(st.Rows.AsSpan((int)slot * channels, channels));
+                }
+                state[name] = st;
+            }
+        });
+        return state.ToDictionary(kv => kv.Key, kv => (kv.Value.Rows ?? [], (int)Math.Min(kv.Value.Seen, cap)), StringComparer.Ordinal);
     }
 
     private static void DivideNorm(Graph g, NormInfo norm, float[] s)

@@ -12,7 +12,7 @@ namespace Quantc.Cli;
 /// <summary><c>quantc compile [MODEL] [-o OUT] [--recipe R] [--calib DATA] [--report R.json] [--no-verify]</c>.</summary>
 internal static class CompileCommand
 {
-    public const string DefaultRecipe = "smoothquant";
+    public const string DefaultRecipe = "smoothquant-auto";
 
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {

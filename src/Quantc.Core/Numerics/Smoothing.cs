@@ -74,4 +74,92 @@ public static class Smoothing
         for (int c = 0; c < n; c++) b[c] = (float)((bias.IsEmpty ? 0 : bias[c]) + acc[c]);
         return b;
     }
+
+    /// <summary>
+    /// SmoothQuant's α searched against the output error of the layers that read one input (q/k/v, gate/up, or
+    /// down_proj alone): for each α of <paramref name="grid"/>, the factors s(α) (rounded to powers of two when
+    /// <paramref name="powerOfTwo"/>), X' = X / s and W' = diag(s)·W; X' quantized int8 symmetric per tensor
+    /// (absmax of the sample), each W' int8 symmetric per output channel; the error is
+    /// Σ_readers ‖Q(X')·Q(W') − X·W‖² over the sample rows. Returns the α with the least error (the first on ties)
+    /// and every α's error, relative to ‖X·W‖².
+    /// </summary>
+    /// <param name="x">Sample rows of the input, [rows, k] row-major.</param>
+    /// <param name="rows">Number of sample rows.</param>
+    /// <param name="k">Input channels.</param>
+    /// <param name="grid">The α values to try.</param>
+    /// <param name="powerOfTwo">Round the factors to powers of two, as the pass will.</param>
+    /// <param name="weights">The readers' weights, each [k, n] (MatMul orientation), unchanged.</param>
+    /// <param name="actAbsMax">Per-channel absmax of the input over the whole calibration set (what the factors use).</param>
+    public static (double Alpha, double[] RelativeErrors) SearchAlpha(ReadOnlySpan<float> x, int rows, int k, IReadOnlyList<(float[] W, int N)> weights,
+        ReadOnlySpan<float> actAbsMax, IReadOnlyList<double> grid, bool powerOfTwo)
+    {
+        if (grid.Count == 0) throw new ArgumentException("the α grid is empty", nameof(grid));
+        if (x.Length != rows * k) throw new ArgumentException($"x has {x.Length} values, expected {rows} × {k}");
+        var xs = x.ToArray();
+        var wAbs = WeightChannelAbsMax(weights.Select(w => (w.W, k, w.N)), k);
+        var act = actAbsMax.ToArray();
+        // The reference X·W of every reader, and its energy.
+        var reference = weights.Select(w => Gemm(xs, rows, k, Transpose(w.W, k, w.N), w.N)).ToList();
+        double energy = reference.Sum(y => (double)System.Numerics.Tensors.TensorPrimitives.Dot(y, y));
+        var errors = new double[grid.Count];
+        Parallel.For(0, grid.Count, gi =>
+        {
+            var s = SmoothQuantFactors(act, wAbs, grid[gi]);
+            if (powerOfTwo) RoundToPowerOfTwo(s);
+            // Q(X / s), dequantized.
+            var xq = new float[xs.Length];
+            for (int r = 0; r < rows; r++)
+                System.Numerics.Tensors.TensorPrimitives.Divide(xs.AsSpan(r * k, k), s, xq.AsSpan(r * k, k));
+            FakeQuantizeSymmetric(xq, System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(xq));
+            double err = 0;
+            for (int i = 0; i < weights.Count; i++)
+            {
+                var (w, n) = weights[i];
+                // Q(diag(s)·W) per output channel, stored [n, k].
+                var wt = Transpose(w, k, n);
+                for (int c = 0; c < n; c++)
+                {
+                    var col = wt.AsSpan(c * k, k);
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(col, s, col);
+                    FakeQuantizeSymmetric(col, System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(col));
+                }
+                var y = Gemm(xq, rows, k, wt, n);
+                System.Numerics.Tensors.TensorPrimitives.Subtract(y, reference[i], y);
+                err += System.Numerics.Tensors.TensorPrimitives.Dot(y, y);
+            }
+            errors[gi] = energy > 0 ? err / energy : err;
+        });
+        int best = 0;
+        for (int gi = 1; gi < grid.Count; gi++) if (errors[gi] < errors[best]) best = gi;
+        return (grid[best], errors);
+    }
+
+    /// <summary>v → round_half_even(v / (absmax / 127)) · (absmax / 127), clamped to ±127 steps; in place.</summary>
+    private static void FakeQuantizeSymmetric(Span<float> v, float absMax)
+    {
+        absMax = MathF.Abs(absMax);
+        if (absMax <= 0 || !float.IsFinite(absMax)) return;
+        float scale = absMax / 127f;
+        for (int i = 0; i < v.Length; i++) v[i] = Math.Clamp(MathF.Round(v[i] / scale, MidpointRounding.ToEven), -127f, 127f) * scale;
+    }
+
+    private static float[] Transpose(float[] w, int k, int n)
+    {
+        var t = new float[w.Length];
+        for (int j = 0; j < k; j++)
+            for (int c = 0; c < n; c++) t[c * k + j] = w[j * n + c];
+        return t;
+    }
+
+    /// <summary>[rows, k] · ([n, k])ᵀ → [rows, n].</summary>
+    private static float[] Gemm(float[] x, int rows, int k, float[] wt, int n)
+    {
+        var y = new float[rows * n];
+        for (int r = 0; r < rows; r++)
+        {
+            var xr = x.AsSpan(r * k, k);
+            for (int c = 0; c < n; c++) y[r * n + c] = System.Numerics.Tensors.TensorPrimitives.Dot(xr, wt.AsSpan(c * k, k));
+        }
+        return y;
+    }
 }
