@@ -38,6 +38,7 @@ internal static class CompileCommand
             var total = System.Diagnostics.Stopwatch.StartNew();
 
             using var m = Cli.LoadModel(input);
+            long inBytes = ModelBytes(m, input);
             var ctx = new PassContext(m);
             var warnings = new List<string>();
             if (pr.GetValue(statsFile) is { } sf)
@@ -73,7 +74,7 @@ internal static class CompileCommand
             if (pr.GetValue(html) is { } page)
                 Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.CompileHtml.Render(input, saved.ModelPath, r, ctx, timings, verify, verifyData));
 
-            long inBytes = FileBytes(input), outBytes = FileBytes(saved.ModelPath) + (saved.ExternalDataPath is null ? 0 : FileBytes(saved.ExternalDataPath));
+            long outBytes = FileBytes(saved.ModelPath) + (saved.ExternalDataPath is null ? 0 : FileBytes(saved.ExternalDataPath));
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{Path.GetFileName(input)} → {saved.ModelPath} with recipe {r.Name} in {total.Elapsed.TotalSeconds:0.0} s; {inBytes / 1048576.0:0.00} MiB → {outBytes / 1048576.0:0.00} MiB"));
             int passWidth = timings.Select(t => t.Pass.Length).DefaultIfEmpty(0).Max();
@@ -98,6 +99,19 @@ internal static class CompileCommand
     }
 
     private static long FileBytes(string p) => File.Exists(p) ? new FileInfo(p).Length : 0;
+
+    /// <summary>The model file and every external-data file its initializers name (each counted once).</summary>
+    private static long ModelBytes(Quantc.Ir.Model m, string path)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var files = m.Graph.AllGraphs().SelectMany(g => g.Initializers)
+            .Select(v => v.Initializer?.SourceProto)
+            .Where(t => t is not null && t.DataLocation == Quantc.Onnx.Proto.TensorProto.Types.DataLocation.External)
+            .Select(t => t!.ExternalData.FirstOrDefault(e => e.Key == "location")?.Value)
+            .Where(l => !string.IsNullOrEmpty(l))
+            .Distinct(StringComparer.Ordinal);
+        return FileBytes(path) + files.Sum(l => FileBytes(Path.Combine(dir, l!)));
+    }
 
     /// <summary>The bundled text for models that use the byte-level tokenizer, else null.</summary>
     private static string? DefaultText(Quantc.Ir.Model m, string rel)
