@@ -115,15 +115,41 @@ public sealed class FuseProjectionsPass : IPass
         ctx.Provenance.Record(weight.Name, origins);
         if (weight.Producer is { } wdq) ctx.Provenance.Record(wdq.Inputs[0]!.Name, origins);
         var mm = g.AddNode("MatMul", [set[0].MatMul.Inputs[0], weight], name: g.UniqueName(name), before: first);
+        // Per-token dynamic layers (lower_qdq) multiply every MatMul's result by the same row scale: one Mul on the
+        // packed result instead, before the Split.
+        var rowScale = CommonRowScale(set);
+        var packed = rowScale is null ? mm.Output
+            : g.AddNode("Mul", [mm.Output, rowScale], name: g.UniqueName(name + "/act_dyn_rescale"), before: first).Output;
         var sizes = g.AddInitializer(Tensor.FromValues(g.UniqueName(name + "/split_sizes"), (int)DT.Int64, [set.Count], (ReadOnlySpan<long>)set.Select(p => p.N).ToArray()));
-        var split = g.AddNode("Split", [mm.Output, sizes], outputCount: set.Count, name: g.UniqueName(name + "/split"), before: first);
+        var split = g.AddNode("Split", [packed, sizes], outputCount: set.Count, name: g.UniqueName(name + "/split"), before: first);
         split.SetAttribute("axis", -1L);
         for (int i = 0; i < set.Count; i++)
         {
-            g.ReplaceValue(set[i].MatMul.Output, split.Outputs[i]!);
+            if (rowScale is not null)
+            {
+                var rescale = set[i].MatMul.Output.Uses[0].Node;
+                g.ReplaceValue(rescale.Output, split.Outputs[i]!);
+                g.RemoveNode(rescale);
+            }
+            else g.ReplaceValue(set[i].MatMul.Output, split.Outputs[i]!);
             g.RemoveNode(set[i].MatMul);
         }
         ctx.Log.Add($"fuse_projections: {string.Join(", ", set.Select(p => p.Layer))} → {mm.Name} (N = {string.Join(" + ", set.Select(p => p.N))})");
+    }
+
+    /// <summary>The row scale s when every projection's result is read only by a Mul(result, s) with the same s, else null.</summary>
+    private static Value? CommonRowScale(List<Projection> set)
+    {
+        Value? s = null;
+        foreach (var p in set)
+        {
+            var y = p.MatMul.Output;
+            if (y.IsGraphOutput || y.Uses.Count != 1 || y.Uses[0].InputIndex != 0 || !y.Uses[0].Node.Is("Mul") || y.Uses[0].Node.Inputs.Count != 2) return null;
+            var si = y.Uses[0].Node.Inputs[1];
+            if (si is null || (s is not null && !ReferenceEquals(si, s))) return null;
+            s = si;
+        }
+        return s;
     }
 
     /// <summary>After lowering the weight is a DequantizeLinear's output: the layer is named after the float weight it stands for.</summary>

@@ -41,6 +41,7 @@ public sealed class FuseProjectionsTests(ITestOutputHelper log) : IDisposable
     {
         { "torch", "w4a16-rtn", "MatMulNBits" }, { "torch", "smoothquant", "MatMulIntegerToFloat" },
         { "ortgenai", "w4a16-rtn", "MatMulNBits" }, { "ortgenai", "smoothquant", "MatMulIntegerToFloat" },
+        { "torch", "w8a8-dynamic", "MatMulIntegerToFloat" },
         { "torch", "passes: [fuse_norm, fuse_rope, fuse_attention, fuse_projections]", null },
     };
 
@@ -62,6 +63,13 @@ public sealed class FuseProjectionsTests(ITestOutputHelper log) : IDisposable
         Assert.Contains(ctx.Log, l => l.StartsWith("fuse_projections: model.layers.0.mlp.gate_proj, model.layers.0.mlp.up_proj →", StringComparison.Ordinal));
         int MatMuls(Model m) => m.Graph.Nodes.Count(n => n.Is("MatMul"));
         Assert.Equal(MatMuls(plain) - 12, MatMuls(packed));
+        // Per-token dynamic layers: one row-scale Mul per packed MatMul, before its Split (7 → 4 per layer).
+        int Rescales(Model m) => m.Graph.Nodes.Count(n => n.Is("Mul") && n.Name.Contains("act_dyn_rescale", StringComparison.Ordinal));
+        if (recipe.Contains("dynamic", StringComparison.Ordinal))
+        {
+            Assert.Equal(28, Rescales(plain));
+            Assert.Equal(16, Rescales(packed));
+        }
         if (kernel is not null)
         {
             var a = OrtOps(plain);
