@@ -29,7 +29,7 @@ internal sealed class CacheStream
 /// <summary>
 /// One attention found in a graph: eager attention (MatMul(Q, Kᵀ) → scale/mask → Softmax → MatMul(P, V), as
 /// torch exports it, with the keys and values followed back through repeat-kv, transpose and the cache
-/// Concat) or com.microsoft GroupQueryAttention. The query enters at <see cref="Query"/>; keys and values
+/// Concat), com.microsoft GroupQueryAttention or MultiHeadAttention. The query enters at <see cref="Query"/>; keys and values
 /// are <see cref="Keys"/> and <see cref="Values"/>, or null with the reason.
 /// </summary>
 internal sealed class AttentionSite
@@ -76,7 +76,9 @@ internal sealed class AttentionSite
         var taken = new HashSet<string>(StringComparer.Ordinal);
         foreach (var n in g.Nodes)
         {
-            AttentionSite? s = n.Is("GroupQueryAttention", "com.microsoft") ? GroupQuery(n, taken) : n.Is("MatMul") ? Eager(n, taken, bySoftmax) : null;
+            AttentionSite? s = n.Is("GroupQueryAttention", "com.microsoft") ? Contrib(n, taken, pastKey: 3)
+                : n.Is("MultiHeadAttention", "com.microsoft") ? Contrib(n, taken, pastKey: 6)
+                : n.Is("MatMul") ? Eager(n, taken, bySoftmax) : null;
             if (s is not null) sites.Add(s);
         }
         return sites;
@@ -84,14 +86,21 @@ internal sealed class AttentionSite
 
     private static string NameOf(Node n, HashSet<string> taken) => LayerNames.Unique(LayerNames.FromScope(n.Name) ?? n.Name, taken);
 
-    private static AttentionSite? GroupQuery(Node n, HashSet<string> taken)
+    /// <summary>
+    /// com.microsoft GroupQueryAttention (past_key / past_value at inputs 3 / 4) or MultiHeadAttention (6 / 7): new keys
+    /// and values at inputs 1 / 2, [batch, sequence, heads · head_size]; present key / value at outputs 1 / 2.
+    /// </summary>
+    private static AttentionSite? Contrib(Node n, HashSet<string> taken, int pastKey)
     {
-        long heads = n.GetInt("num_heads", 0), kvHeads = n.GetInt("kv_num_heads", 0);
+        bool gqa = n.OpType == "GroupQueryAttention";
+        long heads = n.GetInt("num_heads", 0), kvHeads = gqa ? n.GetInt("kv_num_heads", 0) : heads;
         Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
         Value? Out(int i) => i < n.Outputs.Count ? n.Outputs[i] : null;
-        long? d = In(3)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd : null;
-        string? common = heads <= 0 || kvHeads <= 0 ? "num_heads or kv_num_heads missing"
+        long? d = In(pastKey)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd : null;
+        string? common = heads <= 0 || kvHeads <= 0 ? (gqa ? "num_heads or kv_num_heads missing" : "num_heads missing")
             : In(1) is null || In(2) is null ? "packed QKV (no separate key and value inputs)"
+            : !gqa && In(3) is not null ? "MultiHeadAttention adds its bias input to the keys and values inside, so its inputs are not what enters the cache"
+            : In(1)!.Shape is { Length: not 3 } ks ? $"the key input has rank {ks.Length} (not [batch, sequence, hidden])"
             : d is null ? "the head size is unknown (past_key has no static last dimension)"
             : null;
         CacheStream? Stream(int input, int past, int present, out string? why)
@@ -106,11 +115,11 @@ internal sealed class AttentionSite
             if (Out(present) is { } po) { s.CacheOutputs.Add(po.Name); s.Values.Add(po); }
             return s;
         }
-        var keys = Stream(1, 3, 1, out var kw);
-        var values = Stream(2, 4, 2, out var vw);
+        var keys = Stream(1, pastKey, 1, out var kw);
+        var values = Stream(2, pastKey + 1, 2, out var vw);
         return new AttentionSite
         {
-            Name = NameOf(n, taken), Form = "GroupQueryAttention", Node = n, HeadDim = d,
+            Name = NameOf(n, taken), Form = n.OpType, Node = n, HeadDim = d,
             Query = new Use(n, 0), QueryOneHeadLast = false,
             Keys = keys, KeysWhy = kw, Values = values, ValuesWhy = vw,
             RopeInside = n.GetInt("do_rotary", 0) != 0 ? "GroupQueryAttention applies RoPE inside (do_rotary = 1), so its query and key inputs are before RoPE" : null,

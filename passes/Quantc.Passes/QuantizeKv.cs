@@ -23,7 +23,7 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
     {
         var g = ctx.Model.Graph;
         var sites = AttentionSite.Find(g);
-        if (sites.Count == 0) { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul or GroupQueryAttention)"); return; }
+        if (sites.Count == 0) { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or MultiHeadAttention)"); return; }
         foreach (var a in sites)
         {
             var done = new List<string>();

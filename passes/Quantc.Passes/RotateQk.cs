@@ -32,7 +32,7 @@ public sealed class RotateQkPass(bool portable) : IPass
     {
         var g = ctx.Model.Graph;
         var sites = AttentionSite.Find(g);
-        if (sites.Count == 0) { ctx.Log.Add("rotate_qk: no attention found (eager MatMul/Softmax/MatMul or GroupQueryAttention)"); return; }
+        if (sites.Count == 0) { ctx.Log.Add("rotate_qk: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or MultiHeadAttention)"); return; }
         var cache = new List<(long Size, string Name)>();
         foreach (var a in sites)
         {

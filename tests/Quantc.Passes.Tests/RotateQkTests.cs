@@ -254,12 +254,7 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
         using var m = Load("torch");
         var ctx = Run(m, $"passes: [rotate_qk, {{quantize_kv: {{bits: {bits}}}}}]");
         Assert.Equal(4, ctx.Log.Count(l => l.Contains($"keys and values int{bits}", StringComparison.Ordinal)));
-        using var compiled = Model.Load(Save(m));
-        using var a = OrtModel.CreateSession(original);
-        using var b = OrtModel.CreateSession(compiled);
-        var sample = CalibrationInputs.FromTokens(original.Graph, EvalTokens(original, 1, 48)[0]);
-        var oa = Outputs(a, sample);
-        var ob = Outputs(b, sample);
+        var (oa, ob) = OriginalAndCompiled(original, m);
         foreach (var name in new[] { "present.0.key", "present.3.value" })
         {
             var x = ob[name];
@@ -271,6 +266,47 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
         double sqnr = Sqnr(oa["logits"], ob["logits"]);
         log.WriteLine($"R3 + KV{bits}: logits SQNR {sqnr:0.00} dB");
         Assert.True(bits == 8 ? sqnr > 30 : sqnr > 5, $"logits SQNR {sqnr:0.00} dB");
+    }
+
+    /// <summary>
+    /// quantize_kv covers com.microsoft MultiHeadAttention (OPT's fused flavor): every layer's new keys and values go on
+    /// the int4 grid, and the compiled model computes what the torch flavor's eager attention does with the same recipe.
+    /// </summary>
+    [Fact]
+    public void QuantizeKvCoversMultiHeadAttention()
+    {
+        var logits = new Dictionary<string, float[]>();
+        var sqnr = new Dictionary<string, double>();
+        foreach (var flavor in new[] { "torch", "fused" })
+        {
+            var path = Path.Combine(_dir.FullName, $"opt-{flavor}-{Guid.NewGuid():N}.onnx");
+            ReferenceModels.BuildAndSave("opt", "tiny", 0, flavor, path);
+            using var original = Model.Load(path);
+            using var m = Model.Load(path);
+            var ctx = Run(m, "passes: [{quantize_kv: {bits: 4}}]");
+            string form = flavor == "fused" ? "(MultiHeadAttention)" : "(eager)";
+            Assert.Equal(4, ctx.Log.Count(l => l.Contains($"{form}: keys and values int4", StringComparison.Ordinal)));
+            var (oa, ob) = OriginalAndCompiled(original, m);
+            var key = ob["present.0.key"];
+            int worst = 0;
+            for (int o = 0; o < key.Length; o += 32) worst = Math.Max(worst, key.AsSpan(o, 32).ToArray().Distinct().Count());
+            Assert.True(worst <= 16, $"{flavor}: {worst} distinct values in a head of one token (int4 allows 16)");
+            logits[flavor] = ob["logits"];
+            sqnr[flavor] = Sqnr(oa["logits"], ob["logits"]);
+            log.WriteLine($"opt {flavor} KV4: logits SQNR {sqnr[flavor]:0.00} dB");
+        }
+        Assert.True(Math.Abs(sqnr["torch"] - sqnr["fused"]) < 0.5, $"torch {sqnr["torch"]:0.00} dB vs fused {sqnr["fused"]:0.00} dB");
+        Assert.True(Sqnr(logits["torch"], logits["fused"]) > 40, "the two flavors' KV4 models should compute the same function");
+    }
+
+    /// <summary>Every output of the original and of the compiled <paramref name="m"/> (saved and reloaded) on 48 held-out tokens.</summary>
+    private (Dictionary<string, float[]> Original, Dictionary<string, float[]> Compiled) OriginalAndCompiled(Model original, Model m)
+    {
+        using var compiled = Model.Load(Save(m));
+        using var a = OrtModel.CreateSession(original);
+        using var b = OrtModel.CreateSession(compiled);
+        var sample = CalibrationInputs.FromTokens(original.Graph, EvalTokens(original, 1, 48)[0]);
+        return (Outputs(a, sample), Outputs(b, sample));
     }
 
     /// <summary>The tiny llama (torch) with key-cache outliers (<see cref="KeyOutliers"/>), optionally without the massive-activation circuit.</summary>
