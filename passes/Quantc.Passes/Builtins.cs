@@ -26,19 +26,19 @@ public static class Builtins
             p => new RotateQkPass(p.GetBool("portable", false))));
         r.Register(new PassInfo("quantize_kv", PassKind.Lowering, "KV-cache quantization: new keys and values fake-quantized before the cache, asymmetric per token and head (bits: 8|4, default 4; clip_ratio, default 1; keys, values)",
             p => new QuantizeKvPass(KvBits(p.GetInt("bits", 4)), ClipRatio(p.GetDouble("clip_ratio", 1.0)), p.GetBool("keys", true), p.GetBool("values", true))));
-        r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights, granularity, group_size, symmetric, activations, mode, dynamic, exclude, reduce_range: auto|true|false — 7-bit weights for uint8 activations on CPUs without VNNI)",
+        r.Register(new PassInfo("quantize", PassKind.Decision, "base precision of every linear layer (weights: int8|int6|int4|fp8|fp16|fp32, granularity, group_size, symmetric, activations: int8|uint8|int6|fp8|fp32, mode, dynamic, exclude, reduce_range: auto|true|false — 7-bit weights for uint8 activations on CPUs without VNNI)",
             p => new QuantizePass(
-                p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp16", "fp32"),
+                p.GetChoice("weights", "int8", "int8", "int6", "int4", "fp8", "fp16", "fp32"),
                 p.GetChoice("granularity", "per_channel", "per_channel", "per_group"),
                 p.GetInt("group_size", 128),
-                p.GetChoice("activations", "int8", "int8", "uint8", "int6", "fp32"),
+                p.GetChoice("activations", "int8", "int8", "uint8", "int6", "fp8", "fp32"),
                 p.GetChoice("mode", "static", "static", "dynamic"),
                 p.Has("exclude") ? p.GetStrings("exclude") : ["^lm_head$"],
                 p.GetStrings("dynamic"),
                 p.GetBool("symmetric", true),
                 p.GetChoice("reduce_range", "auto", "auto", "true", "false"))));
-        r.Register(new PassInfo("spike_mixed", PassKind.Decision, "keep the projections whose inputs carry activation spikes in high precision (threshold, budget, precision, keep, force)",
-            p => new SpikeMixedPass(p.GetDouble("threshold", 50), p.GetDouble("budget", 0.1), p.GetChoice("precision", "fp16", "fp16", "fp32"),
+        r.Register(new PassInfo("spike_mixed", PassKind.Decision, "keep the projections whose inputs carry activation spikes in high precision (threshold, budget, precision: fp16|fp8|fp32 — fp8: float8 e4m3fn weights and static activations with per-tensor scales, keep, force)",
+            p => new SpikeMixedPass(p.GetDouble("threshold", 50), p.GetDouble("budget", 0.1), p.GetChoice("precision", "fp16", "fp16", "fp8", "fp32"),
                 p.GetStrings("keep"), p.GetStrings("force"))));
         r.Register(new PassInfo("ranges", PassKind.Decision, "static activation ranges (method: minmax|percentile|entropy|mse, percentile)",
             p => new RangesPass(p.GetChoice("method", "minmax", "minmax", "percentile", "entropy", "mse") switch

@@ -31,6 +31,8 @@ public sealed class QuantizePass(string weights, string granularity, int groupSi
 
     public void Run(PassContext ctx)
     {
+        if (activations == "fp8" && (mode == "dynamic" || dynamic.Count > 0))
+            throw new Quantc.Onnx.BadInputException("quantize: fp8 activations are static per-tensor (float8 e4m3fn); use mode: static without dynamic patterns");
         bool u8s8 = weights == "int8" && activations is "uint8" or "int8";
         bool reduce = u8s8 && reduceRange switch
         {
@@ -55,8 +57,9 @@ public sealed class QuantizePass(string weights, string granularity, int groupSi
                 plan.Reasons.Add($"kept float: in_features {l.InFeatures} is not a multiple of group size {groupSize}");
                 continue;
             }
-            plan.WeightGranularity = granularity;
-            plan.GroupSize = granularity == "per_group" ? groupSize : 0;
+            // float8 weights take one per-tensor scale (the range of e4m3fn covers a tensor's spread).
+            plan.WeightGranularity = weights == "fp8" ? "per_tensor" : granularity;
+            plan.GroupSize = granularity == "per_group" && weights != "fp8" ? groupSize : 0;
             plan.WeightSymmetric = symmetric;
             plan.ActivationFormat = activations;
             plan.ActivationMode = dynamic.Any(p => Regex.IsMatch(l.Name, p)) ? "dynamic" : mode;
@@ -103,7 +106,9 @@ public sealed class SpikeMixedPass(double threshold, double budget, string highP
                 plan.WeightFormat = highPrecision;
                 plan.WeightGranularity = "per_tensor";
                 plan.GroupSize = 0;
-                plan.ActivationFormat = "fp32";
+                // fp8: float8 e4m3fn weights and static activations, each with one per-tensor scale (its range holds the spikes).
+                plan.ActivationFormat = highPrecision == "fp8" ? "fp8" : "fp32";
+                plan.ActivationMode = "static";
                 plan.Reasons.Add(manual ? $"spike_mixed: kept {highPrecision} (override)" : $"spike_mixed: kept {highPrecision}: input spike ratio {r} > {threshold.ToString(CultureInfo.InvariantCulture)}");
                 ctx.Log.Add($"spike_mixed: {l.Name} kept {highPrecision} (spike ratio {r})");
                 if (!manual) kept++;
@@ -146,8 +151,8 @@ public sealed class WeightsPass(string method, double damp) : IPass
     public void Run(PassContext ctx)
     {
         var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears
-            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat is "int8" or "int7" or "int4" or "int6").ToList();
-        Dictionary<string, double[]>? hessians = method == "gptq" ? Hessians(ctx, layers) : null;
+            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat is "int8" or "int7" or "int4" or "int6" or "fp8").ToList();
+        Dictionary<string, double[]>? hessians = method == "gptq" ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat != "fp8").ToList()) : null;
         foreach (var l in layers)
         {
             var plan = ctx.Plan[l.Name];
@@ -155,6 +160,13 @@ public sealed class WeightsPass(string method, double damp) : IPass
             int k = (int)l.InFeatures, n = (int)l.OutFeatures;
             var nk = new float[kn.Length];
             for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
+            if (plan.WeightFormat == "fp8")
+            {
+                // float8 rounds to its own grid (nearest even, saturating), per-tensor scale; GPTQ here is for integer grids.
+                plan.QuantizedWeight = WeightQuantizer.Float8PerTensor(nk, n, k, QuantFormat.Float8E4M3Fn);
+                plan.WeightMethod = "rtn";
+                continue;
+            }
             var format = plan.WeightFormat switch { "int4" => QuantFormat.Int4, "int6" => Int6, "int7" => Int7, _ => QuantFormat.Int8 };
             if (hessians is not null && !plan.WeightSymmetric)
                 throw new Quantc.Onnx.BadInputException($"{l.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights method: rtn");

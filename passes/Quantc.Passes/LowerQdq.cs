@@ -11,7 +11,9 @@ namespace Quantc.Passes;
 /// kernels: int8 weights with per-channel scales behind DequantizeLinear(axis = 1); int4 weights
 /// blocked along K behind DequantizeLinear(axis = 0, block_size) — which ONNX Runtime turns into
 /// MatMulNBits; fp16 weights behind a Cast; static activations as QuantizeLinear → DequantizeLinear on
-/// the layer's input (one pair per input and scale, shared by q/k/v); 6-bit grids as int8 with a Clip.
+/// the layer's input (one pair per input and scale, shared by q/k/v); 6-bit grids as int8 with a Clip; float8 e4m3fn
+/// weights and static activations with per-tensor scales (QDQ of FLOAT8E4M3FN; ONNX Runtime's CPU runs the MatMul in
+/// float on the dequantized values, GPU builds with FP8 GEMMs can fuse it).
 /// Per-token dynamic activations with 8-bit-stored weights run on the same integer kernel: each row is
 /// divided by its own scale s = max|x_row| / levels, quantized with QuantizeLinear(scale 1, uint8 zero
 /// point 128) → DequantizeLinear → MatMul (which ONNX Runtime fuses into MatMulIntegerToFloat), and the
@@ -58,6 +60,20 @@ public sealed class LowerQdqPass : IPass
             return;
         }
         if (plan.QuantizedWeight is not { } q) return;
+        if (plan.WeightFormat == "fp8")
+        {
+            // float8 e4m3fn values with one scale: DequantizeLinear without axis or zero point (opset 21 accepts both for float8).
+            var bytes = new byte[k * n];
+            if (l.WeightIsOutByIn) Buffer.BlockCopy(q.Values, 0, bytes, 0, bytes.Length);
+            else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) bytes[j * n + c] = (byte)q.Values[c * k + j];
+            var w8 = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_fp8", (int)DT.Float8E4M3Fn, l.WeightIsOutByIn ? [n, k] : [k, n], bytes));
+            var s8 = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [], [q.Scales[0]]));
+            var dq8 = g.AddNode("DequantizeLinear", [w8, s8], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
+            l.Node.SetInput(weightInput, dq8.Output);
+            ctx.Provenance.Record(dq8.Output.Name, l.Weight.Name);
+            ctx.Provenance.Record(w8.Name, l.Weight.Name);
+            return;
+        }
         // MatMul weights are [K, N] (values transposed from our [N, K], per-channel scales along axis 1, int4
         // blocks along axis 0); a Gemm with transB = 1 keeps [N, K] (scales along axis 0, blocks along axis 1).
         bool nk = l.WeightIsOutByIn;
@@ -138,7 +154,12 @@ public sealed class LowerQdqPass : IPass
         if (plan.ActivationRange is not { } range) throw new InvalidOperationException($"{l.Name}: static activations without a range (run the ranges pass)");
         bool unsigned = plan.ActivationFormat == "uint8";
         float scale, zeroPoint;
-        if (unsigned)
+        if (plan.ActivationFormat == "fp8")
+        {
+            scale = Math.Max(Math.Max(Math.Abs(range.Lo), Math.Abs(range.Hi)) / (float)QuantFormat.Float8E4M3Fn.Max, 1e-12f);
+            zeroPoint = 0;
+        }
+        else if (unsigned)
         {
             float lo = Math.Min(range.Lo, 0), hi = Math.Max(range.Hi, 0);
             scale = Math.Max((hi - lo) / 255f, 1e-12f);
@@ -162,6 +183,24 @@ public sealed class LowerQdqPass : IPass
                 src = g.AddNode("Clip", [x, lo, hi], name: g.UniqueName(l.Name + "/act_clip"), before: first).Output;
             }
             var s = g.AddInitializer(Tensor.FromFloats(g.UniqueName(x.Name + "_scale"), [], [scale]));
+            if (plan.ActivationFormat == "fp8")
+            {
+                // float8 as Div → Cast(float8e4m3fn, saturate) → Cast(float) → Mul: the same values as QuantizeLinear /
+                // DequantizeLinear of FLOAT8E4M3FN, but ONNX Runtime 1.31's QDQ MatMul fusion would take a float8
+                // Q/DQ pair for an integer one (it fails to load: MatMulIntegerToFloat with a float8 input).
+                var div = g.AddNode("Div", [src, s], name: g.UniqueName(l.Name + "/act_fp8_div"), before: first);
+                var to8 = g.AddNode("Cast", [div.Output], name: g.UniqueName(l.Name + "/act_fp8"), before: first);
+                to8.SetAttribute("to", (long)DT.Float8E4M3Fn);
+                to8.SetAttribute("saturate", 1L);
+                var back = g.AddNode("Cast", [to8.Output], name: g.UniqueName(l.Name + "/act_fp8_float"), before: first);
+                back.SetAttribute("to", (long)DT.Float);
+                dqOut = g.AddNode("Mul", [back.Output, s], name: g.UniqueName(l.Name + "/act_fp8_dq"), before: first).Output;
+                ctx.Provenance.Record(dqOut.Name, x.Name);
+                cache[cacheKey] = dqOut;
+                l.Node.SetInput(0, dqOut);
+                return;
+            }
+            // The zero point's type is QuantizeLinear's output type: uint8 or int8.
             var zp = unsigned
                 ? g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Uint8, [], (ReadOnlySpan<byte>)[(byte)zeroPoint]))
                 : g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[0]));

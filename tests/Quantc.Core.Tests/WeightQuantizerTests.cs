@@ -96,4 +96,23 @@ public class WeightQuantizerTests
         var q = WeightQuantizer.Gptq(w, n, k, h, QuantFormat.Int8);
         for (int r = 0; r < n; r++) Assert.Equal(0, q.Values[r * k + 5]);
     }
+
+    /// <summary>float8 e4m3fn per-tensor: one scale absmax / 448, the bytes those of the ONNX QuantizeLinear reference, and Dequantize decodes them.</summary>
+    [Fact]
+    public void Float8PerTensorUsesOneScaleAndTheQuantizeLinearGrid()
+    {
+        var rng = new Random(8);
+        const int n = 6, k = 40;
+        var w = Enumerable.Range(0, n * k).Select(i => (float)(rng.NextDouble() - 0.5) * (i == 17 ? 50 : 1)).ToArray();
+        var q = WeightQuantizer.Float8PerTensor(w, n, k, QuantFormat.Float8E4M3Fn);
+        float s = w.Max(MathF.Abs) / 448f;
+        Assert.All(q.Scales, v => Assert.Equal(s, v));
+        var bytes = Quantizer.Quantize(w, QuantFormat.Float8E4M3Fn, s);
+        Assert.Equal(bytes, q.Values.Select(v => (byte)v).ToArray());
+        var back = q.Dequantize();
+        Assert.Equal(Quantizer.Dequantize(bytes, n * k, QuantFormat.Float8E4M3Fn, Quantizer.Layout.PerTensor(n * k), [s]), back);
+        Assert.Equal(w[17], back[17], 1e-5);                    // the largest maps to ±448 exactly
+        Assert.True(w.Zip(back).All(p => Math.Abs(p.First - p.Second) <= Math.Abs(p.First) / 16 + s * 1e-2), "e4m3 has 3 mantissa bits: relative error ≤ 1/16");
+        Assert.Throws<ArgumentException>(() => WeightQuantizer.Float8PerTensor(w, n, k, QuantFormat.Int8));
+    }
 }

@@ -24,7 +24,10 @@ public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int Group
     {
         var w = new float[N * K];
         for (int n = 0; n < N; n++)
-            for (int k = 0; k < K; k++) w[n * K + k] = (Values[n * K + k] - ZeroPointAt(n, k)) * ScaleAt(n, k);
+            for (int k = 0; k < K; k++)
+                w[n * K + k] = Format.IsFloat
+                    ? Quantizer.Dequantize([(byte)Values[n * K + k]], 1, Format, Quantizer.Layout.PerTensor(1), [ScaleAt(n, k)])[0]
+                    : (Values[n * K + k] - ZeroPointAt(n, k)) * ScaleAt(n, k);
         return w;
     }
 }
@@ -44,6 +47,22 @@ public static class WeightQuantizer
         if (format.IsFloat) throw new ArgumentException("weight quantization here is integer (int8/int4)");
         if (groupSize < 0 || (groupSize > 0 && k % groupSize != 0)) throw new ArgumentException($"K = {k} is not a multiple of group size {groupSize}");
         if (n <= 0 || k <= 0) throw new ArgumentException("empty weight");
+    }
+
+    /// <summary>
+    /// A float8 weight (e4m3fn or e5m2) with one per-tensor scale absmax / max_finite, rounded to nearest even and saturated
+    /// as QuantizeLinear does; <paramref name="w"/> is [N, K]. The bytes are stored in <see cref="QuantizedWeight.Values"/>
+    /// (reinterpreted), the scale repeated per row.
+    /// </summary>
+    public static QuantizedWeight Float8PerTensor(ReadOnlySpan<float> w, int n, int k, QuantFormat format)
+    {
+        if (!format.IsFloat) throw new ArgumentException($"{format.Name} is not a float8 format");
+        if (n <= 0 || k <= 0 || w.Length != n * k) throw new ArgumentException("empty or mis-sized weight");
+        float s = ScaleFor(w, format);
+        var bytes = Quantizer.Quantize(w, format, s);
+        var values = new sbyte[bytes.Length];
+        Buffer.BlockCopy(bytes, 0, values, 0, bytes.Length);
+        return new QuantizedWeight(format, n, k, 0, values, Enumerable.Repeat(s, n).ToArray());
     }
 
     /// <summary>Round-to-nearest (half to even, as QuantizeLinear) with absmax scales. <paramref name="w"/> is [N, K].</summary>
