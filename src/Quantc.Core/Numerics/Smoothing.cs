@@ -77,7 +77,8 @@ public static class Smoothing
 
     /// <summary>
     /// SmoothQuant's α searched against the output error of the layers that read one input (q/k/v, gate/up, or
-    /// down_proj alone): for each α of <paramref name="grid"/>, the factors s(α) (rounded to powers of two when
+    /// down_proj alone), scored on up to <see cref="MaxSearchColumns"/> output columns of each (an even stride; memory
+    /// stays the sample, the reference and one column per α): for each α of <paramref name="grid"/>, the factors s(α) (rounded to powers of two when
     /// <paramref name="powerOfTwo"/>), X' = X / s and W' = diag(s)·W; X' quantized int8 symmetric per tensor
     /// (absmax of the sample), each W' int8 symmetric per output channel; the error is
     /// Σ_readers ‖Q(X')·Q(W') − X·W‖² over the sample rows. Returns the α with the least error (the first on ties)
@@ -98,8 +99,10 @@ public static class Smoothing
         var xs = x.ToArray();
         var wAbs = WeightChannelAbsMax(weights.Select(w => (w.W, k, w.N)), k);
         var act = actAbsMax.ToArray();
-        // The reference X·W of every reader, and its energy.
-        var reference = weights.Select(w => Gemm(xs, rows, k, Transpose(w.W, k, w.N), w.N)).ToList();
+        // Each reader's scored output columns (all of them up to MaxSearchColumns, else an even stride), stored
+        // transposed once ([columns, k], read-only), and the float reference X·W on them.
+        var cols = weights.Select(w => SampledColumns(w.W, k, w.N)).ToList();
+        var reference = cols.Select(c => Gemm(xs, rows, k, c.Wt, c.Count)).ToList();
         double energy = reference.Sum(y => (double)System.Numerics.Tensors.TensorPrimitives.Dot(y, y));
         var errors = new double[grid.Count];
         Parallel.For(0, grid.Count, gi =>
@@ -112,20 +115,22 @@ public static class Smoothing
                 System.Numerics.Tensors.TensorPrimitives.Divide(xs.AsSpan(r * k, k), s, xq.AsSpan(r * k, k));
             FakeQuantizeSymmetric(xq, System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(xq));
             double err = 0;
-            for (int i = 0; i < weights.Count; i++)
+            var col = new float[k];
+            for (int i = 0; i < cols.Count; i++)
             {
-                var (w, n) = weights[i];
-                // Q(diag(s)·W) per output channel, stored [n, k].
-                var wt = Transpose(w, k, n);
-                for (int c = 0; c < n; c++)
+                var (wt, count) = cols[i];
+                var yRef = reference[i];
+                for (int c = 0; c < count; c++)
                 {
-                    var col = wt.AsSpan(c * k, k);
-                    System.Numerics.Tensors.TensorPrimitives.Multiply(col, s, col);
+                    // Q(diag(s)·W) of this output channel (per-channel int8), one column at a time.
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(wt.AsSpan(c * k, k), s, col);
                     FakeQuantizeSymmetric(col, System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(col));
+                    for (int r = 0; r < rows; r++)
+                    {
+                        double d = System.Numerics.Tensors.TensorPrimitives.Dot(xq.AsSpan(r * k, k), col) - yRef[r * count + c];
+                        err += d * d;
+                    }
                 }
-                var y = Gemm(xq, rows, k, wt, n);
-                System.Numerics.Tensors.TensorPrimitives.Subtract(y, reference[i], y);
-                err += System.Numerics.Tensors.TensorPrimitives.Dot(y, y);
             }
             errors[gi] = energy > 0 ? err / energy : err;
         });
@@ -143,12 +148,20 @@ public static class Smoothing
         for (int i = 0; i < v.Length; i++) v[i] = Math.Clamp(MathF.Round(v[i] / scale, MidpointRounding.ToEven), -127f, 127f) * scale;
     }
 
-    private static float[] Transpose(float[] w, int k, int n)
+    /// <summary>At most this many output columns of each reader are scored by <see cref="SearchAlpha"/> (an even stride over N beyond it).</summary>
+    public const int MaxSearchColumns = 1024;
+
+    /// <summary>The scored columns of a [k, n] weight, transposed to [count, k].</summary>
+    private static (float[] Wt, int Count) SampledColumns(float[] w, int k, int n)
     {
-        var t = new float[w.Length];
-        for (int j = 0; j < k; j++)
-            for (int c = 0; c < n; c++) t[c * k + j] = w[j * n + c];
-        return t;
+        int count = Math.Min(n, MaxSearchColumns);
+        var t = new float[(long)count * k];
+        for (int ci = 0; ci < count; ci++)
+        {
+            int c = (int)((long)ci * n / count);
+            for (int j = 0; j < k; j++) t[(long)ci * k + j] = w[(long)j * n + c];
+        }
+        return (t, count);
     }
 
     /// <summary>[rows, k] · ([n, k])ᵀ → [rows, n].</summary>
