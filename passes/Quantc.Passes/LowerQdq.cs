@@ -110,7 +110,7 @@ public sealed class LowerQdqPass : IPass
         }
         else
         {
-            if (q.GroupSize != 0) throw new InvalidOperationException($"{l.Name}: per-group int8 weights are not lowered (use per_channel)");
+            if (q.GroupSize != 0) throw new Quantc.Onnx.BadInputException($"lower_qdq: {l.Name}: per-group int8 weights are not lowered (use granularity: per_channel)");
             wq = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_int8", (int)DT.Int8, dims, (ReadOnlySpan<sbyte>)vals));
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
             zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n], (ReadOnlySpan<sbyte>)(q.ZeroPoints ?? new sbyte[n])));
@@ -151,7 +151,7 @@ public sealed class LowerQdqPass : IPass
             }
             return;
         }
-        if (plan.ActivationRange is not { } range) throw new InvalidOperationException($"{l.Name}: static activations without a range (run the ranges pass)");
+        if (plan.ActivationRange is not { } range) throw new Quantc.Onnx.BadInputException($"lower_qdq: {l.Name} has static {plan.ActivationFormat} activations without a range: put a ranges pass before lower_qdq in the recipe");
         bool unsigned = plan.ActivationFormat == "uint8";
         float scale, zeroPoint;
         if (plan.ActivationFormat == "fp8")

@@ -28,7 +28,15 @@ internal static class Weights
             for (int o = 0; o < n; o++) for (int j = 0; j < k; j++) data[o * k + j] = kn[j * n + o];
         }
         var dims = l.Weight.Initializer!.Dims;
-        if (l.Weight.Uses.Count > 1) throw new InvalidOperationException($"weight '{l.Weight.Name}' is shared by several nodes; untie it before rewriting");
+        if (l.Weight.Uses.Count > 1)
+        {
+            // Tied weights (the passes that fold into weights skip those; this is the safe fallback): this layer gets its
+            // own copy, the other readers keep the original.
+            var own = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + ".weight"), dims, data));
+            int slot = l.Node.Inputs.ToList().FindIndex(v => ReferenceEquals(v, l.Weight));
+            l.Node.SetInput(slot, own);
+            return;
+        }
         g.SetInitializer(l.Weight, Tensor.FromFloats(l.Weight.Name, dims, data));
     }
 

@@ -277,7 +277,10 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
 
     [Theory]
     [InlineData("{quantize: {weights: fp8, activations: fp8, mode: dynamic}}", "fp8 activations are static per-tensor")]
-    public void Fp8DynamicActivationsAreAClearError(string pass, string words)
+    [InlineData("{quantize: {weights: int8, activations: int8, mode: dynamic}}, {spike_mixed: {precision: fp8, threshold: 1, budget: 1}}, weights, lower_qdq",
+        "has static fp8 activations without a range: put a ranges pass before lower_qdq")]
+    [InlineData("{quantize: {weights: int8, activations: uint8, granularity: per_group, group_size: 32}}, ranges, weights, lower_qdq", "per-group int8 weights are not lowered")]
+    public void RecipeMistakesAreClearErrors(string pass, string words)
     {
         using var m = Load("llama");
         var e = Assert.Throws<BadInputException>(() => Compile(m, $"passes: [{pass}]"));
@@ -525,6 +528,55 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         var path = Path.Combine(_dir.FullName, $"gemm-{Guid.NewGuid():N}.onnx");
         m.Save(path);
         return path;
+    }
+
+    /// <summary>
+    /// Two LayerNorm-fed MatMuls that read the same (tied) weight: fold_norm and smooth leave those norms alone and say
+    /// why (folding into one reader would change the other), the quantizing recipe still quantizes both layers, and
+    /// nothing fails.
+    /// </summary>
+    [Theory]
+    [InlineData("passes: [fold_norm]")]
+    [InlineData("passes: [smooth]")]
+    [InlineData("passes: [fold_norm, smooth, {quantize: {weights: int8, activations: uint8}}, ranges, weights, lower_qdq]")]
+    public void TiedWeightsAreUntiedWhereAPassRewritesThem(string recipe)
+    {
+        string path;
+        {
+            using var m = Model.Create(opset: 17);
+            var g = m.Graph;
+            var shape = new Quantc.Onnx.Proto.TensorShapeProto();
+            foreach (long d in new long[] { 6, 16 }) shape.Dim.Add(new Quantc.Onnx.Proto.TensorShapeProto.Types.Dimension { DimValue = d });
+            var x = g.AddInput("x", new Quantc.Onnx.Proto.TypeProto { TensorType = new() { ElemType = 1, Shape = shape } });
+            var rng = new Random(2);
+            float[] R(int n, float scale, float offset = 0) => Enumerable.Range(0, n).Select(_ => offset + (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
+            var w = g.AddInitializer(Tensor.FromFloats("shared.weight", [16, 16], R(256, 0.3f)));
+            Value Block(Value input, int i)
+            {
+                var ln = g.AddNode("LayerNormalization", [input, g.AddInitializer(Tensor.FromFloats($"ln{i}.weight", [16], R(16, 0.5f, 1))), g.AddInitializer(Tensor.FromFloats($"ln{i}.bias", [16], R(16, 0.2f)))], name: $"/ln{i}/LayerNormalization");
+                ln.SetAttribute("axis", -1L);
+                return g.AddNode("MatMul", [ln.Output, w], name: $"/fc{i}/MatMul").Output;
+            }
+            var y = Block(g.AddNode("Relu", [Block(x, 1)], name: "/act/Relu").Output, 2);
+            g.RenameValue(y, "y");
+            g.AddOutput(y);
+            path = Path.Combine(_dir.FullName, $"tied-{Guid.NewGuid():N}.onnx");
+            m.Save(path);
+        }
+        using var original = Model.Load(path);
+        using var model = Model.Load(path);
+        var data = DataLoader.Load(model, "random", new DataOptions { MaxSamples = 8 }).Samples;
+        var ctx = new PassContext(model) { CalibrationData = data };
+        var pm = new PassManager(Builtins.Passes());
+        pm.Run(pm.Instantiate(Recipe.Parse(recipe, "test recipe")), ctx);
+        foreach (var l in ctx.Log) log.WriteLine(l);
+        Assert.Contains(ctx.Log, l => l.EndsWith("ln1 not folded: a reader's weight is shared", StringComparison.Ordinal) || l.EndsWith("ln1 not smoothed: a reader's weight is shared", StringComparison.Ordinal));
+        if (recipe.Contains("lower_qdq", StringComparison.Ordinal))
+            Assert.Equal(2, model.Graph.Nodes.Count(n => n.Is("DequantizeLinear") && n.Inputs[0]!.IsInitializer));
+        var r = Verifier.Run(original, model, DataLoader.Load(original, "random", new DataOptions { MaxSamples = 4, Seed = 3 }).Samples, null, new VerifyOptions { PerLayer = false });
+        double sqnr = r.Outputs.Single().SqnrDb;
+        log.WriteLine($"tied weights, {recipe}: SQNR {sqnr:0.0} dB");
+        Assert.True(recipe.Contains("lower_qdq", StringComparison.Ordinal) ? sqnr > 25 : sqnr > 100, $"SQNR {sqnr:0.0} dB");
     }
 
     /// <summary>Gemm layers (transB = 1 and 0) lower to QDQ for int8 W8A8 and int4 weight-only, and run in ONNX Runtime close to the float model.</summary>
