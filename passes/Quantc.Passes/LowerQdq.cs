@@ -15,9 +15,9 @@ namespace Quantc.Passes;
 /// weights and static activations with per-tensor scales (QDQ of FLOAT8E4M3FN; ONNX Runtime's CPU runs the MatMul in
 /// float on the dequantized values, GPU builds with FP8 GEMMs can fuse it).
 /// Per-token dynamic activations with 8-bit-stored weights run on the same integer kernel: each row is
-/// divided by its own scale s = max|x_row| / levels, quantized with QuantizeLinear(scale 1, uint8 zero
-/// point 128) → DequantizeLinear → MatMul (which ONNX Runtime fuses into MatMulIntegerToFloat), and the
-/// product is multiplied back by s (s·(q·W) = (s·q)·W). ONNX Runtime has no per-row activation scale in its
+/// divided by its absmax m, quantized with QuantizeLinear(scale 1 / levels, uint8 zero point 128) →
+/// DequantizeLinear → MatMul (which ONNX Runtime fuses into MatMulIntegerToFloat), and the product is
+/// multiplied back by m: per-token quantization with the row scale s = m / levels (s·(q·W) = (s·q)·W). ONNX Runtime has no per-row activation scale in its
 /// integer kernels, so this is how per-token quantization reaches them. (Left as a float fake-quantization
 /// round(x / s)·s, ONNX Runtime 1.31 turns DequantizeLinear(int8 weight) → MatMul into an 8-bit MatMulNBits that
 /// quantizes the activations once more, per block: 0.4 % off the plan's per-token result on a test layer.) Other
@@ -147,7 +147,7 @@ public sealed class LowerQdqPass : IPass
             if (integer)
             {
                 ScaleOutput(g, l.Node, rowScales[fq], l.Name);
-                plan.Reasons.Add($"lower_qdq: per-token {plan.ActivationFormat} activations on the integer kernel (rows divided by their scale, QuantizeLinear scale 1, product times the row scale)");
+                plan.Reasons.Add($"lower_qdq: per-token {plan.ActivationFormat} activations on the integer kernel (rows divided by their absmax, QuantizeLinear scale 1/levels, product times the absmax)");
             }
             return;
         }
@@ -222,12 +222,14 @@ public sealed class LowerQdqPass : IPass
     {
         var before = l.Node;
         string p = l.Name + "/act_dyn";
-        var s = RowScale(g, x, levels, before, p);
-        var scaled = g.AddNode("Div", [x, s], name: g.UniqueName(p + "_div"), before: before);
-        var one = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_unit_scale"), [], [1f]));
+        // m = max|x_row|; x / m ∈ [−1, 1] quantized with the constant scale 1 / levels, so that QuantizeLinear gives
+        // round(x / (m / levels)) and the fused kernel's activation scale is 1 / levels: the caller multiplies by m.
+        var m = RowAbsMax(g, x, before, p);
+        var scaled = g.AddNode("Div", [x, m], name: g.UniqueName(p + "_div"), before: before);
+        var step = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_unit_scale"), [], [1f / levels]));
         var zp = g.AddInitializer(Tensor.FromValues(g.UniqueName(p + "_zero_point"), (int)DT.Uint8, [], (ReadOnlySpan<byte>)[(byte)128]));
-        var q = g.AddNode("QuantizeLinear", [scaled.Output, one, zp], name: g.UniqueName(p + "_q"), before: before);
-        return (g.AddNode("DequantizeLinear", [q.Output, one, zp], name: g.UniqueName(p + "_dq"), before: before).Output, s);
+        var q = g.AddNode("QuantizeLinear", [scaled.Output, step, zp], name: g.UniqueName(p + "_q"), before: before);
+        return (g.AddNode("DequantizeLinear", [q.Output, step, zp], name: g.UniqueName(p + "_dq"), before: before).Output, m);
     }
 
     /// <summary>
@@ -259,12 +261,18 @@ public sealed class LowerQdqPass : IPass
     /// <summary>s = max(max|x_row|, 1e-12) / levels per row (last axis kept, size 1).</summary>
     private static Value RowScale(Graph g, Value x, int levels, Node before, string p)
     {
+        var lv = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_levels"), [], [levels]));
+        return g.AddNode("Div", [RowAbsMax(g, x, before, p), lv], name: g.UniqueName(p + "_scale"), before: before).Output;
+    }
+
+    /// <summary>max(max|x_row|, 1e-12) per row (last axis kept, size 1).</summary>
+    private static Value RowAbsMax(Graph g, Value x, Node before, string p)
+    {
         var abs = g.AddNode("Abs", [x], name: g.UniqueName(p + "_abs"), before: before);
         var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));
         var max = g.AddNode("ReduceMax", [abs.Output, axes], name: g.UniqueName(p + "_max"), before: before);
         max.SetAttribute("keepdims", 1L);
-        var lv = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_levels"), [], [levels]));
         var eps = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_eps"), [], [1e-12f]));
-        return g.AddNode("Div", [g.AddNode("Max", [max.Output, eps], name: g.UniqueName(p + "_floor"), before: before).Output, lv], name: g.UniqueName(p + "_scale"), before: before).Output;
+        return g.AddNode("Max", [max.Output, eps], name: g.UniqueName(p + "_floor"), before: before).Output;
     }
 }

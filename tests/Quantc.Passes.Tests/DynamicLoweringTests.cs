@@ -63,7 +63,7 @@ public sealed class DynamicLoweringTests(ITestOutputHelper log) : IDisposable
     }
 
     /// <summary>
-    /// The reference in C#: per row s = max(max|x|, 1e-12) / levels; q = clamp(round_half_even(x / s)); y = s · Σ q·w_q·s_w (+ b),
+    /// The reference in C#: per row m = max(max|x|, 1e-12), s = m / levels; q = clamp(round_half_even(x / s)); y = s · Σ q·w_q·s_w (+ b),
     /// with the integer weights and scales the compiled graph stores.
     /// </summary>
     private static float[] Reference(Model compiled, float[] x, int levels, float[]? bias)
@@ -76,14 +76,15 @@ public sealed class DynamicLoweringTests(ITestOutputHelper log) : IDisposable
         {
             float max = 0;
             for (int k = 0; k < K; k++) max = Math.Max(max, Math.Abs(x[i * K + k]));
-            float s = Math.Max(max, 1e-12f) / levels;
+            float m = Math.Max(max, 1e-12f), step = 1f / levels;
             var q = new double[K];
-            for (int k = 0; k < K; k++) q[k] = Math.Clamp(Math.Round(x[i * K + k] / s, MidpointRounding.ToEven), -128, 127);
+            // As the graph computes it: (x / m) / (1 / levels), rounded half to even: round(x / s) with s = m / levels.
+            for (int k = 0; k < K; k++) q[k] = Math.Clamp(Math.Round(x[i * K + k] / m / step, MidpointRounding.ToEven), -128, 127);
             for (int n = 0; n < N; n++)
             {
                 double acc = 0;
                 for (int k = 0; k < K; k++) acc += q[k] * wq[k * N + n];
-                y[i * N + n] = (float)(acc * ws[n] * s + (bias?[n] ?? 0));
+                y[i * N + n] = (float)(acc * ws[n] * step * m + (bias?[n] ?? 0));
             }
         }
         return y;
