@@ -174,7 +174,7 @@ public sealed class LowerQdqPass : IPass
         var cacheKey = (x, plan.ActivationFormat, scale, zeroPoint);
         if (!cache.TryGetValue(cacheKey, out var dqOut))
         {
-            var first = x.Uses.Select(u => u.Node).Where(n => n.Graph == g).OrderBy(n => g.Nodes.ToList().IndexOf(n)).First();
+            var first = GraphOrder.FirstUser(g, x)!;
             Value src = x;
             if (plan.ActivationFormat == "int6")
             {
@@ -239,7 +239,7 @@ public sealed class LowerQdqPass : IPass
     private static void ScaleOutput(Graph g, Node node, Value s, string layerName)
     {
         var y = node.Output;
-        var firstUser = y.Uses.Select(u => u.Node).Where(n => n.Graph == g).OrderBy(n => g.Nodes.ToList().IndexOf(n)).FirstOrDefault();
+        var firstUser = GraphOrder.FirstUser(g, y);
         var mul = g.AddNode("Mul", [y, s], name: g.UniqueName(layerName + "/act_dyn_rescale"), before: firstUser);
         g.ReplaceValue(y, mul.Output);
         mul.SetInput(0, y);

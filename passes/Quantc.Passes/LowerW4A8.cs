@@ -55,7 +55,7 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
     private static (Value A, Value Scale) QuantizePerToken(PassContext ctx, Graph g, LinearLayer l)
     {
         var x = l.Input;
-        var before = x.Uses.Select(u => u.Node).Where(n => ReferenceEquals(n.Graph, g)).OrderBy(n => g.Nodes.ToList().IndexOf(n)).First();
+        var before = GraphOrder.FirstUser(g, x)!;
         string p = l.Name + "/act_q8";
         Node Op(string op, string suffix, params Value[] inputs) => g.AddNode(op, inputs, name: g.UniqueName(p + suffix), before: before);
         var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));

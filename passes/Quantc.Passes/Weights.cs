@@ -56,11 +56,22 @@ internal static class Weights
         var users = oldOut.Uses.ToList();
         var outputSlots = Enumerable.Range(0, g.Outputs.Count).Where(i => ReferenceEquals(g.Outputs[i], oldOut)).ToList();
         g.RenameValueUnique(oldOut, name + "_nobias");
-        var firstUser = users.Select(u => u.Node).Where(n => ReferenceEquals(n.Graph, g)).OrderBy(n => g.Nodes.ToList().IndexOf(n)).FirstOrDefault();
+        var firstUser = GraphOrder.FirstUser(g, oldOut);
         var add = g.AddNode("Add", [oldOut, bv], name: g.UniqueName(l.Name + "/bias_add"), outputNames: [name], before: firstUser);
         foreach (var u in users) u.Node.SetInput(u.InputIndex, add.Output);
         foreach (int i in outputSlots) g.SetOutput(i, add.Output);
         ctx.Record(oldOut.Name, name);
+    }
+}
+
+/// <summary>Graph-order queries the lowering passes share.</summary>
+internal static class GraphOrder
+{
+    /// <summary>The first node of <paramref name="g"/>, in graph order, that reads <paramref name="v"/> (null when none in this graph does).</summary>
+    public static Node? FirstUser(Graph g, Value v)
+    {
+        var users = v.Uses.Select(u => u.Node).Where(n => ReferenceEquals(n.Graph, g)).ToHashSet(ReferenceEqualityComparer.Instance);
+        return users.Count == 0 ? null : g.Nodes.FirstOrDefault(n => users.Contains(n));
     }
 }
 
