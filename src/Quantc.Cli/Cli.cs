@@ -40,6 +40,12 @@ public static class Cli
             stderr.WriteLine($"quantc: error: {OneLine(bad.Message)}");
             return ExitCodes.BadInput;
         }
+        catch (Exception e) when (Unwrap(e) is IOException or UnauthorizedAccessException)
+        {
+            // The environment, not quantc: a full disk, a folder that became unwritable, a file removed under us.
+            stderr.WriteLine($"quantc: error: {OneLine(Unwrap(e).Message)}");
+            return ExitCodes.BadInput;
+        }
         catch (Exception e)
         {
             stderr.WriteLine($"quantc: internal error: {e.GetType().Name}: {OneLine(e.Message)}");
@@ -69,6 +75,10 @@ public static class Cli
         root.Subcommands.Add(RecipesCommand.Build(stdout));
         return root;
     }
+
+    /// <summary>--force: replace existing files that quantc did not write (never an input, a device or a folder).</summary>
+    internal static Option<bool> ForceOption() =>
+        new("--force") { Description = "replace an existing output file even when it is not an earlier quantc output (inputs, devices and folders are always refused)" };
 
     /// <summary>The bundled default model (models/tiny-llama.onnx), searched next to the program and up from the working folder.</summary>
     public static string DefaultModelPath() =>

@@ -3,6 +3,8 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Quantc.Core.Data;
+using Quantc.Core.IO;
+using Quantc.Core.Runtime;
 using Quantc.Core.Pipeline;
 using Quantc.Core.Verification;
 using Quantc.Passes;
@@ -26,19 +28,34 @@ internal static class CompileCommand
         var noVerify = new Option<bool>("--no-verify") { Description = "skip the verification against the float model" };
         var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for byte-tokenized models)" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
+        var force = Cli.ForceOption();
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
-            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html };
+            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, force };
         cmd.SetAction(pr =>
         {
             string input = pr.GetValue(model) ?? Cli.DefaultModelPath();
-            var r = Builtins.Recipe(pr.GetValue(recipe)!);
+            string recipeSpec = pr.GetValue(recipe)!;
+            var r = Builtins.Recipe(recipeSpec);
             var passes = new PassManager(Builtins.Passes()).Instantiate(r);
             string outPath = pr.GetValue(output) ?? Path.Combine("out", $"{Path.GetFileNameWithoutExtension(input)}.{r.Name}.onnx");
             var total = System.Diagnostics.Stopwatch.StartNew();
 
             using var m = Cli.LoadModel(input);
             long inBytes = ModelBytes(m, input);
+
+            // Every input and output is checked before any work: nothing is written until the end,
+            // and then everything at once (see OutputSet).
+            using var outputs = new OutputSet(pr.GetValue(force));
+            outputs.AddModelInput(input, m);
+            foreach (var f in new[] { recipeSpec, pr.GetValue(calib), pr.GetValue(evalData), pr.GetValue(statsFile) }) outputs.AddInput(f);
+            string stagedModel = outputs.Add("--output", outPath, OutputKind.Model);
+            string reportPath = pr.GetValue(report) ?? Path.ChangeExtension(outPath, ".report.json");
+            string stagedReport = outputs.Add("--report", reportPath, OutputKind.Report);
+            string? htmlPath = pr.GetValue(html);
+            string? stagedHtml = htmlPath is null ? null : outputs.Add("--html", htmlPath, OutputKind.Html);
+            string finalModel = Path.GetFullPath(outPath);
+
             var ctx = new PassContext(m);
             var warnings = new List<string>();
             if (pr.GetValue(statsFile) is { } sf)
@@ -50,33 +67,38 @@ internal static class CompileCommand
                 foreach (var w in data.Warnings) { stderr.WriteLine($"quantc: warning: {w}"); warnings.Add(w); }
                 ctx.CalibrationData = data.Samples;
             }
+            // The held-out data is read now too (against the float model), so that a bad --data fails before the compile.
+            LoadedData? held = null;
+            if (!pr.GetValue(noVerify))
+            {
+                string? spec = pr.GetValue(evalData) ?? DefaultText(m, "models/eval.txt");
+                if (spec is null) stderr.WriteLine("quantc: warning: no held-out data for verification (give --data); skipped");
+                else held = DataLoader.Load(m, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = 8 });
+            }
+
             var timings = ProgressBar.Run($"compiling ({r.Name})", p => new PassManager(Builtins.Passes()).Run(passes, ctx, p));
             m.SetMetadata("quantc.recipe", r.Name);
-            var saved = m.Save(outPath);
+            var saved = m.Save(stagedModel);
+            if (OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(m)) is { } loadError)
+                throw new InvalidOperationException($"the compiled model does not load in ONNX Runtime ({loadError}); nothing was written");
 
             VerifyReport? verify = null;
-            string? verifyData = null;
-            if (!pr.GetValue(noVerify))
+            string? verifyData = held?.Description;
+            if (held is not null)
             {
                 using var original = Cli.LoadModel(input);
                 using var compiled = Cli.LoadModel(saved.ModelPath);
-                string? spec = pr.GetValue(evalData) ?? DefaultText(original, "models/eval.txt");
-                if (spec is null) stderr.WriteLine("quantc: warning: no held-out data for verification (give --data); skipped");
-                else
-                {
-                    var data = DataLoader.Load(original, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = 8 });
-                    verifyData = data.Description;
-                    verify = ProgressBar.Run("verifying", p => Verifier.Run(original, compiled, data.Samples, data.Tokens, new VerifyOptions { PerLayer = false }, p));
-                }
+                verify = ProgressBar.Run("verifying", p => Verifier.Run(original, compiled, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
             }
-            string reportPath = pr.GetValue(report) ?? Path.ChangeExtension(saved.ModelPath, ".report.json");
-            File.WriteAllText(reportPath, ReportJson(input, saved.ModelPath, r, ctx, timings, verify, verifyData, warnings));
-            if (pr.GetValue(html) is { } page)
-                Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.CompileHtml.Render(input, saved.ModelPath, r, ctx, timings, verify, verifyData));
-
+            File.WriteAllText(stagedReport, ReportJson(input, finalModel, r, ctx, timings, verify, verifyData, warnings));
+            if (stagedHtml is not null)
+                Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, ctx, timings, verify, verifyData));
             long outBytes = FileBytes(saved.ModelPath) + (saved.ExternalDataPath is null ? 0 : FileBytes(saved.ExternalDataPath));
+            outputs.Commit();
+            reportPath = Path.GetFullPath(reportPath);
+
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{Path.GetFileName(input)} → {saved.ModelPath} with recipe {r.Name} in {total.Elapsed.TotalSeconds:0.0} s; {inBytes / 1048576.0:0.00} MiB → {outBytes / 1048576.0:0.00} MiB"));
+                $"{Path.GetFileName(input)} → {finalModel} with recipe {r.Name} in {total.Elapsed.TotalSeconds:0.0} s; {inBytes / 1048576.0:0.00} MiB → {outBytes / 1048576.0:0.00} MiB"));
             int passWidth = timings.Select(t => t.Pass.Length).DefaultIfEmpty(0).Max();
             foreach (var t in timings)
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} → {t.NodesAfter}"));
@@ -103,14 +125,7 @@ internal static class CompileCommand
     /// <summary>The model file and every external-data file its initializers name (each counted once).</summary>
     private static long ModelBytes(Quantc.Ir.Model m, string path)
     {
-        string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        var files = m.Graph.AllGraphs().SelectMany(g => g.Initializers)
-            .Select(v => v.Initializer?.SourceProto)
-            .Where(t => t is not null && t.DataLocation == Quantc.Onnx.Proto.TensorProto.Types.DataLocation.External)
-            .Select(t => t!.ExternalData.FirstOrDefault(e => e.Key == "location")?.Value)
-            .Where(l => !string.IsNullOrEmpty(l))
-            .Distinct(StringComparer.Ordinal);
-        return FileBytes(path) + files.Sum(l => FileBytes(Path.Combine(dir, l!)));
+        return FileBytes(path) + (m.File?.ExternalFiles.Sum(f => f.Length) ?? 0);
     }
 
     /// <summary>The bundled text for models that use the byte-level tokenizer, else null.</summary>
@@ -130,6 +145,7 @@ internal static class CompileCommand
         using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
         {
             w.WriteStartObject();
+            w.WriteString("generator", "quantc");
             w.WriteString("input", input);
             w.WriteString("output", output);
             w.WriteString("recipe", r.Name);

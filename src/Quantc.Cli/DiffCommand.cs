@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text;
 using System.Text.Json;
 using Quantc.Core.Diff;
+using Quantc.Core.IO;
 
 namespace Quantc.Cli;
 
@@ -14,13 +15,22 @@ internal static class DiffCommand
         var b = new Argument<string>("b") { Description = "the second model (e.g. the compiled one)" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML page drawing the graph with changes highlighted" };
-        var cmd = new Command("diff", "structural diff of two models, grouped by layer") { a, b, json, html };
+        var force = Cli.ForceOption();
+        var cmd = new Command("diff", "structural diff of two models, grouped by layer") { a, b, json, html, force };
         cmd.SetAction(pr =>
         {
             using var ma = Cli.LoadModel(pr.GetValue(a)!);
             using var mb = Cli.LoadModel(pr.GetValue(b)!);
+            using var outputs = new OutputSet(pr.GetValue(force));
+            outputs.AddModelInput(pr.GetValue(a)!, ma);
+            outputs.AddModelInput(pr.GetValue(b)!, mb);
+            string? stagedHtml = pr.GetValue(html) is { } page ? outputs.Add("--html", page, OutputKind.Html) : null;
             var d = GraphDiff.Compute(ma, mb);
-            if (pr.GetValue(html) is { } page) Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.DiffHtml.Render(d, mb, pr.GetValue(a)!, pr.GetValue(b)!));
+            if (stagedHtml is not null)
+            {
+                Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.DiffHtml.Render(d, mb, pr.GetValue(a)!, pr.GetValue(b)!));
+                outputs.Commit();
+            }
             if (pr.GetValue(json)) stdout.Write(ToJson(d));
             else Render(d, stdout);
             return ExitCodes.Ok;

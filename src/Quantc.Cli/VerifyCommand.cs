@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Quantc.Core.Data;
+using Quantc.Core.IO;
 using Quantc.Core.Verification;
 
 namespace Quantc.Cli;
@@ -23,20 +24,29 @@ internal static class VerifyCommand
         var noLayers = new Option<bool>("--no-layers") { Description = "skip per-layer localisation" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report with a per-layer error chart" };
         var exact = new Option<bool>("--exact") { Description = "also evaluate the original in float64 and compare both models with it: the float32 original's own error is the noise floor (standard ONNX ops only)" };
-        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact };
+        var force = Cli.ForceOption();
+        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, force };
         cmd.SetAction(pr =>
         {
             using var a = Cli.LoadModel(pr.GetValue(original)!);
             using var b = Cli.LoadModel(pr.GetValue(compiled)!);
             string spec = pr.GetValue(data) ?? Cli.DefaultEvalText();
+            using var outputs = new OutputSet(pr.GetValue(force));
+            outputs.AddModelInput(pr.GetValue(original)!, a);
+            outputs.AddModelInput(pr.GetValue(compiled)!, b);
+            outputs.AddInput(spec);
+            string? stagedHtml = pr.GetValue(html) is { } htmlPath ? outputs.Add("--html", htmlPath, OutputKind.Html) : null;
             var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             using var x64 = pr.GetValue(exact) ? Cli.LoadModel(pr.GetValue(original)!) : null;
             if (x64 is not null) Float64Model.Convert(x64);
             var report = ProgressBar.Run("verifying", p => Verifier.Run(a, b, loaded.Samples, loaded.Tokens, new VerifyOptions { PerLayer = !pr.GetValue(noLayers), ExactReference = x64 }, p));
             var failures = Thresholds(report, pr.GetValue(minSqnr), pr.GetValue(maxPpl));
-            if (pr.GetValue(html) is { } page)
-                Quantc.Core.Reports.Html.Write(page, Quantc.Core.Reports.VerifyHtml.Render(report, pr.GetValue(original)!, pr.GetValue(compiled)!, loaded.Description, failures));
+            if (stagedHtml is not null)
+            {
+                Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.VerifyHtml.Render(report, pr.GetValue(original)!, pr.GetValue(compiled)!, loaded.Description, failures));
+                outputs.Commit();
+            }
             if (pr.GetValue(json)) stdout.Write(ToJson(report, loaded.Description, failures));
             else Render(report, loaded.Description, failures, stdout);
             return failures.Count == 0 ? ExitCodes.Ok : ExitCodes.ChecksFailed;

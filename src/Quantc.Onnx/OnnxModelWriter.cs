@@ -78,7 +78,7 @@ public static class OnnxModelWriter
             }
         }
 
-        string tmpModel = TempName(dir, Path.GetFileName(full));
+        string tmpModel = TempPath(dir);
         string? tmpData = null;
         int extCount = 0;
         long extBytes = 0;
@@ -86,7 +86,7 @@ public static class OnnxModelWriter
         {
             if (external.Any(e => e))
             {
-                tmpData = TempName(dir, dataName);
+                tmpData = TempPath(dir);
                 using var ds = new FileStream(tmpData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
                 for (int i = 0; i < originals.Count; i++)
                 {
@@ -146,8 +146,8 @@ public static class OnnxModelWriter
         }
     }
 
-    private static string TempName(string dir, string name) =>
-        Path.Combine(dir, $".{name}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
+    /// <summary>A short unique temporary file name in <paramref name="dir"/> (short, so that any file name that fits fits its temporary too).</summary>
+    public static string TempPath(string dir) => Path.Combine(dir, $".qc-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..12]}.tmp");
 
     private static void TryDelete(string p)
     {

@@ -37,9 +37,16 @@ public static class StatsFile
         }
         root["tensors"] = arr;
         string full = Path.GetFullPath(path);
-        string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.tmp-{Environment.ProcessId}");
-        File.WriteAllText(tmp, root.ToJsonString(new JsonSerializerOptions { WriteIndented = false }));
-        File.Move(tmp, full, overwrite: true);
+        string tmp = OnnxModelWriter.TempPath(Path.GetDirectoryName(full)!);
+        try
+        {
+            File.WriteAllText(tmp, root.ToJsonString(new JsonSerializerOptions { WriteIndented = false }));
+            File.Move(tmp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
     }
 
     private static JsonArray Arr(float[] a) => new(a.Select(x => (JsonNode)JsonValue.Create(x)).ToArray());

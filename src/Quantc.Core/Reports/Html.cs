@@ -22,7 +22,7 @@ public static class Html
     public static string Page(string title, string body, string script)
     {
         var sb = new StringBuilder();
-        sb.Append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>").Append(E(title)).Append("</title>\n<style>\n");
+        sb.Append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"generator\" content=\"quantc\"><title>").Append(E(title)).Append("</title>\n<style>\n");
         sb.Append("""
             body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
             h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:24px 0 8px}
@@ -49,8 +49,15 @@ public static class Html
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.tmp-{Environment.ProcessId}");
-        File.WriteAllText(tmp, html, new UTF8Encoding(false));
-        File.Move(tmp, full, overwrite: true);
+        string tmp = Quantc.Onnx.OnnxModelWriter.TempPath(dir);
+        try
+        {
+            File.WriteAllText(tmp, html, new UTF8Encoding(false));
+            File.Move(tmp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
     }
 }

@@ -43,6 +43,26 @@ public static class OrtModel
         }
     }
 
+    /// <summary>
+    /// Opens a written model file in ONNX Runtime (from its path, so external data and models past
+    /// 2 GB load as they will for a user) and closes it again; returns ONNX Runtime's error, or null
+    /// when the model loads.
+    /// </summary>
+    public static string? LoadError(string path, bool customOps)
+    {
+        using var so = DefaultOptions();
+        if (customOps) CustomOps.Register(so);
+        try
+        {
+            using var session = new InferenceSession(path, so);
+            return null;
+        }
+        catch (OnnxRuntimeException e)
+        {
+            return e.Message.ReplaceLineEndings(" ");
+        }
+    }
+
     /// <summary>Session options used by default: all graph optimisations, deterministic thread count.</summary>
     public static SessionOptions DefaultOptions()
     {
