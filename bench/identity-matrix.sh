@@ -28,7 +28,7 @@ if [ "$small" = "--small" ]; then
     models+=("$f")
   done
 fi
-mapfile -t recipes < <(./quantc recipes | grep -E '^[a-z0-9][a-z0-9-]*:' | cut -d: -f1)
+mapfile -t recipes < <(./quantc recipes | sed '/^passes:/,$d' | grep -E '^[a-z0-9][a-z0-9-]*:' | cut -d: -f1)
 
 : > "$out"
 for m in "${models[@]}"; do

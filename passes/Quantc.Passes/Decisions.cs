@@ -24,10 +24,15 @@ namespace Quantc.Passes;
 /// around the zero point, where the pair sums rarely saturate).
 /// </summary>
 public sealed class QuantizePass(string weights, string granularity, int groupSize, string activations, string mode, IReadOnlyList<string> exclude,
-    IReadOnlyList<string> dynamic, bool symmetric, string reduceRange = "false") : IPass
+    IReadOnlyList<string> dynamic, bool symmetric, string reduceRange) : IPass
 {
-    public string Name => "quantize";
-    public PassKind Kind => PassKind.Decision;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<QuantizeOptions>("quantize", PassKind.Decision,
+        "base precision of every linear layer",
+        o => new QuantizePass(o.Weights, o.Granularity, o.GroupSize, o.Activations, o.Mode, o.Exclude, o.Dynamic, o.Symmetric, o.ReduceRange));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -83,8 +88,13 @@ public sealed class QuantizePass(string weights, string granularity, int groupSi
 /// </summary>
 public sealed class SpikeMixedPass(double threshold, double budget, string highPrecision, IReadOnlyList<string> keep, IReadOnlyList<string> force) : IPass
 {
-    public string Name => "spike_mixed";
-    public PassKind Kind => PassKind.Decision;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<SpikeMixedOptions>("spike_mixed", PassKind.Decision,
+        "keep the projections whose inputs carry activation spikes in high precision",
+        o => new SpikeMixedPass(o.Threshold, o.Budget, o.Precision, o.Keep, o.Force));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -122,8 +132,19 @@ public sealed class SpikeMixedPass(double threshold, double budget, string highP
 /// <summary>Ranges: static activation ranges for every layer with static quantized activations, from calibration statistics with the chosen selector.</summary>
 public sealed class RangesPass(RangeMethod method, double percentile) : IPass
 {
-    public string Name => "ranges";
-    public PassKind Kind => PassKind.Decision;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<RangesOptions>("ranges", PassKind.Decision,
+        "static activation ranges from calibration statistics",
+        o => new RangesPass(o.Method switch
+        {
+            "percentile" => RangeMethod.Percentile,
+            "entropy" => RangeMethod.Entropy,
+            "mse" => RangeMethod.Mse,
+            _ => RangeMethod.MinMax,
+        }, o.Percentile));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -145,8 +166,13 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
 /// <summary>Weights: rounds every quantized layer's weight with RTN or GPTQ (GPTQ accumulates each layer's input Hessian over the calibration data).</summary>
 public sealed class WeightsPass(string method, double damp) : IPass
 {
-    public string Name => "weights";
-    public PassKind Kind => PassKind.Decision;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<WeightsOptions>("weights", PassKind.Decision,
+        "round the weights",
+        o => new WeightsPass(o.Method, o.Damp));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -195,4 +221,75 @@ public sealed class WeightsPass(string method, double damp) : IPass
         });
         return h;
     }
+}
+
+/// <summary>The options of <see cref="QuantizePass"/>.</summary>
+public sealed record QuantizeOptions : PassOptions
+{
+    [Option("weight format", Choices = "int8|int6|int4|fp8|fp16|fp32")]
+    public string Weights { get; init; } = "int8";
+
+    [Option("one weight scale per output channel, or per group of group_size along K", Choices = "per_channel|per_group")]
+    public string Granularity { get; init; } = "per_channel";
+
+    [Option("weights per scale along K for per_group", Min = 1)]
+    public int GroupSize { get; init; } = 128;
+
+    [Option("activation format (fp32: weight-only)", Choices = "int8|uint8|int6|fp8|fp32")]
+    public string Activations { get; init; } = "int8";
+
+    [Option("static (calibrated per-tensor range) or dynamic (per-token scale at run time)", Choices = "static|dynamic")]
+    public string Mode { get; init; } = "static";
+
+    [Option("layers left in float", Regex = true)]
+    public IReadOnlyList<string> Exclude { get; init; } = ["^lm_head$"];
+
+    [Option("layers whose activations are dynamic per token whatever the mode", Regex = true)]
+    public IReadOnlyList<string> Dynamic { get; init; } = [];
+
+    [Option("symmetric weights (zero point 0), or asymmetric min-max")]
+    public bool Symmetric { get; init; } = true;
+
+    [Option("7-bit weights for static uint8 activations (auto: when the compiling CPU has no VNNI, where ONNX Runtime's U8S8 kernel saturates)",
+        Choices = "auto|true|false")]
+    public string ReduceRange { get; init; } = "auto";
+}
+
+/// <summary>The options of <see cref="SpikeMixedPass"/>.</summary>
+public sealed record SpikeMixedOptions : PassOptions
+{
+    [Option("an input's spike ratio (largest token absmax over the median token absmax) above which its layer is kept", Min = 0, MinExclusive = true)]
+    public double Threshold { get; init; } = 50;
+
+    [Option("the largest share of the quantized layers kept", Min = 0, Max = 1)]
+    public double Budget { get; init; } = 0.1;
+
+    [Option("what kept layers become (fp8: float8 e4m3fn weights and static activations with per-tensor scales)", Choices = "fp16|fp8|fp32")]
+    public string Precision { get; init; } = "fp16";
+
+    [Option("layers always kept", Regex = true)]
+    public IReadOnlyList<string> Keep { get; init; } = [];
+
+    [Option("layers always quantized", Regex = true)]
+    public IReadOnlyList<string> Force { get; init; } = [];
+}
+
+/// <summary>The options of <see cref="RangesPass"/>.</summary>
+public sealed record RangesOptions : PassOptions
+{
+    [Option("range selection", Choices = "minmax|percentile|entropy|mse")]
+    public string Method { get; init; } = "minmax";
+
+    [Option("the percentile of |x| kept by the percentile method", Min = 0, MinExclusive = true, Max = 100)]
+    public double Percentile { get; init; } = 99.99;
+}
+
+/// <summary>The options of <see cref="WeightsPass"/>.</summary>
+public sealed record WeightsOptions : PassOptions
+{
+    [Option("rounding: round to nearest, or GPTQ (Hessian-aware, needs calibration data)", Choices = "rtn|gptq")]
+    public string Method { get; init; } = "rtn";
+
+    [Option("GPTQ's damping, as a share of the Hessian's mean diagonal", Min = 0)]
+    public double Damp { get; init; } = 0.01;
 }

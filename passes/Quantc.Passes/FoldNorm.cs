@@ -11,8 +11,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class FoldNormPass : IPass
 {
-    public string Name => "fold_norm";
-    public PassKind Kind => PassKind.FunctionPreserving;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fold_norm", PassKind.FunctionPreserving,
+        "fold norm γ/β into the linear layers they feed",
+        _ => new FoldNormPass());
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {

@@ -20,8 +20,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class FuseAttentionPass : IPass
 {
-    public string Name => "fuse_attention";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_attention", PassKind.Lowering,
+        "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) that ONNX Runtime runs as a fused kernel, on the 3-D projections when the head split allows; run after fuse_rope (fuse_projections last)",
+        _ => new FuseAttentionPass());
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {

@@ -14,8 +14,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class FuseNormPass : IPass
 {
-    public string Name => "fuse_norm";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_norm", PassKind.Lowering,
+        "decomposed RMSNorm / LayerNorm → ONNX RMSNormalization (opset 23) / LayerNormalization, one kernel each; run at the end",
+        _ => new FuseNormPass());
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {

@@ -19,8 +19,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class FuseProjectionsPass : IPass
 {
-    public string Name => "fuse_projections";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_projections", PassKind.Lowering,
+        "MatMuls reading the same input (q/k/v, gate/up) → one MatMul on the weights concatenated along N and a Split (float, int8 per-channel or int4 blocked QDQ weights); run last",
+        _ => new FuseProjectionsPass());
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     /// <summary>One projection: its MatMul and the weight as stored (float, or quantized behind a DequantizeLinear).</summary>
     private sealed record Projection(Node MatMul, Value Values, Node? Dequantize, long K, long N)

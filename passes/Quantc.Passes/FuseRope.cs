@@ -14,8 +14,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class FuseRopePass : IPass
 {
-    public string Name => "fuse_rope";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_rope", PassKind.Lowering,
+        "decomposed rotary embedding (x·cos + rotate_half(x)·sin, cos/sin gathered by position) → ONNX RotaryEmbedding (opset 23); run at the end, before fuse_attention",
+        _ => new FuseRopePass());
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {

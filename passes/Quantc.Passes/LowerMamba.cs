@@ -19,8 +19,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class LowerMambaPass(bool portable) : IPass
 {
-    public string Name => "lower_mamba";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("lower_mamba", PassKind.Lowering,
+        "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → HadamardQuantizeInt8)",
+        o => new LowerMambaPass(o.Portable));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     private static readonly string[] Roles = ["conv x", "scan x", "scan dt", "scan B", "scan C", "scan z"];
 

@@ -18,8 +18,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
 {
-    public string Name => "lower_matmulnbits";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<LowerMatMulNBitsOptions>("lower_matmulnbits", PassKind.Lowering,
+        "emit com.microsoft MatMulNBits for int4 blocked weight-only layers; run before lower_qdq",
+        o => new LowerMatMulNBitsPass(o.AccuracyLevel));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -71,4 +76,11 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
         ctx.Log.Add($"lower_matmulnbits: {lowered} layers as MatMulNBits");
         g.RemoveDeadCode();
     }
+}
+
+/// <summary>The options of <see cref="LowerMatMulNBitsPass"/>.</summary>
+public sealed record LowerMatMulNBitsOptions : PassOptions
+{
+    [Option("MatMulNBits' accuracy_level: the lowest precision of its activations (0: unset, 1: fp32, 2: fp16, 3: bf16, 4: int8)", Min = 0, Max = 4)]
+    public int AccuracyLevel { get; init; }
 }

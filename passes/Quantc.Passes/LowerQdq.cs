@@ -25,8 +25,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class LowerQdqPass : IPass
 {
-    public string Name => "lower_qdq";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<NoOptions>("lower_qdq", PassKind.Lowering,
+        "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses",
+        _ => new LowerQdqPass());
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {

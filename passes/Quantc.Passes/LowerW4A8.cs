@@ -19,8 +19,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class LowerW4A8Pass(bool portable) : IPass
 {
-    public string Name => "lower_w4a8";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("lower_w4a8", PassKind.Lowering,
+        "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq",
+        o => new LowerW4A8Pass(o.Portable));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {

@@ -15,8 +15,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : IPass
 {
-    public string Name => "mamba_ranges";
-    public PassKind Kind => PassKind.Decision;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<MambaRangesOptions>("mamba_ranges", PassKind.Decision,
+        "Quamba: static int8 ranges of every Mamba mixer's conv and scan inputs",
+        o => new MambaRangesPass(o.XMethod == "percentile" ? RangeMethod.Percentile : RangeMethod.MinMax, o.XPercentile));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -59,4 +64,14 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
             ctx.Plan.SetActivation(plan);
         }
     }
+}
+
+/// <summary>The options of <see cref="MambaRangesPass"/>.</summary>
+public sealed record MambaRangesOptions : PassOptions
+{
+    [Option("range of the scan's input x", Choices = "percentile|minmax")]
+    public string XMethod { get; init; } = "percentile";
+
+    [Option("the percentile of |x| kept when x_method is percentile", Min = 0, MinExclusive = true, Max = 100)]
+    public double XPercentile { get; init; } = 99.999;
 }

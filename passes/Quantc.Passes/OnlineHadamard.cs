@@ -18,8 +18,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
 {
-    public string Name => "online_hadamard";
-    public PassKind Kind => PassKind.FunctionPreserving;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<OnlineHadamardOptions>("online_hadamard", PassKind.FunctionPreserving,
+        "QuaRot R4: Hadamard on the inputs of matching layers, inverse fused into the weights",
+        o => new OnlineHadamardPass(o.Layers, o.Portable));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -80,4 +85,14 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
         var m = g.AddInitializer(Tensor.FromFloats(g.UniqueName(name + ".hadamard"), [k, k], ht));
         return g.AddNode("MatMul", [x, m], name: g.UniqueName(name + "/hadamard"), before: before).Output;
     }
+}
+
+/// <summary>The options of <see cref="OnlineHadamardPass"/>.</summary>
+public sealed record OnlineHadamardOptions : PassOptions
+{
+    [Option("the layers whose inputs are rotated", Regex = true)]
+    public string Layers { get; init; } = "down_proj$";
+
+    [Option("a MatMul by the Hadamard matrix instead of ai.quantc.Hadamard (standard ONNX only)")]
+    public bool Portable { get; init; }
 }

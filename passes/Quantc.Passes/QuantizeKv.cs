@@ -16,8 +16,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool values) : IPass
 {
-    public string Name => "quantize_kv";
-    public PassKind Kind => PassKind.Lowering;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<QuantizeKvOptions>("quantize_kv", PassKind.Lowering,
+        "KV-cache quantization: new keys and values fake-quantized before the cache, asymmetric per token and head",
+        o => new QuantizeKvPass(o.Bits, o.ClipRatio, o.Keys, o.Values));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -76,4 +81,22 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
         ctx.Provenance.Record(y.Name, x.Name);
         slot.Node.SetInput(slot.InputIndex, y);
     }
+}
+
+/// <summary>The options of <see cref="QuantizeKvPass"/>.</summary>
+public sealed record QuantizeKvOptions : PassOptions
+{
+    [Option("bits per cached value: 8 or 4")]
+    public int Bits { get; init; } = 4;
+
+    [Option("share of each group's range kept (values beyond are clipped)", Min = 0, MinExclusive = true, Max = 1)]
+    public double ClipRatio { get; init; } = 1.0;
+
+    [Option("quantize the keys")]
+    public bool Keys { get; init; } = true;
+
+    [Option("quantize the values")]
+    public bool Values { get; init; } = true;
+
+    public override string? Check() => Bits is 4 or 8 ? null : $"parameter 'bits' = {Bits} must be 4 or 8";
 }

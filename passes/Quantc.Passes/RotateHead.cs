@@ -21,8 +21,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class RotateHeadPass(string layers, int seed) : IPass
 {
-    public string Name => "rotate_head";
-    public PassKind Kind => PassKind.FunctionPreserving;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<RotateHeadOptions>("rotate_head", PassKind.FunctionPreserving,
+        "QuaRot R2: per-head randomised Hadamard fused into v_proj's outputs and o_proj's inputs; the value cache stays rotated",
+        o => new RotateHeadPass(o.Layers, o.Seed));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     /// <summary>
     /// The metadata key naming the rotation the value cache is stored in: <c>HEAD_SIZE:SEED:NAME,NAME…</c>
@@ -212,4 +217,14 @@ internal sealed class HeadRegion
         }
         return null;
     }
+}
+
+/// <summary>The options of <see cref="RotateHeadPass"/>.</summary>
+public sealed record RotateHeadOptions : PassOptions
+{
+    [Option("the value projections to rotate", Regex = true)]
+    public string Layers { get; init; } = "v_proj$";
+
+    [Option("seed of the random signs")]
+    public int Seed { get; init; } = 1;
 }

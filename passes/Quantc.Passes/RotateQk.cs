@@ -22,8 +22,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class RotateQkPass(bool portable) : IPass
 {
-    public string Name => "rotate_qk";
-    public PassKind Kind => PassKind.FunctionPreserving;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("rotate_qk", PassKind.FunctionPreserving,
+        "QuaRot R3: online Hadamard per head on the queries and keys after RoPE (eager attention, GroupQueryAttention without do_rotary, MultiHeadAttention); the key cache stays rotated",
+        o => new RotateQkPass(o.Portable));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     /// <summary>The metadata key naming the key-cache tensors held rotated: <c>HEAD_SIZE:NAME,NAME…</c> (see <see cref="CacheRotations"/>).</summary>
     public const string CacheMetadataKey = CacheRotations.KeyKey;

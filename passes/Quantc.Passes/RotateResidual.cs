@@ -28,8 +28,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPass
 {
-    public string Name => "rotate_residual";
-    public PassKind Kind => PassKind.FunctionPreserving;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<RotateResidualOptions>("rotate_residual", PassKind.FunctionPreserving,
+        "QuaRot R1: rotate the residual stream by a seeded randomised Hadamard fused into the embedding and every layer writing or reading it (needs fold_norm first)",
+        o => new RotateResidualPass(o.Seed, o.Rounding));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -296,4 +301,15 @@ internal sealed class ResidualStream
             throw refuse($"{norm.Name} has its γ not folded into the layers it feeds (run fold_norm before rotate_residual; see its log for why it was not folded)");
         if (norm.Beta?.Initializer is { } bt && bt.ToFloat32().Any(x => x != 0)) throw refuse($"{norm.Name} has a non-zero β");
     }
+}
+
+/// <summary>The options of <see cref="RotateResidualPass"/>.</summary>
+public sealed record RotateResidualOptions : PassOptions
+{
+    [Option("seed of the random signs")]
+    public int Seed { get; init; }
+
+    [Option("float32 rounding of the rotated readers: aware of massive-activation channels (auto: when calibration data is given)",
+        Choices = "auto|nearest|activation_aware")]
+    public string Rounding { get; init; } = "auto";
 }

@@ -20,8 +20,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, IReadOnlyList<double>? grid = null, int searchRows = 256) : IPass
 {
-    public string Name => "smooth";
-    public PassKind Kind => PassKind.FunctionPreserving;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<SmoothOptions>("smooth", PassKind.FunctionPreserving,
+        "SmoothQuant: migrate activation outliers into the weights by per-channel factors folded into what produces each input",
+        o => new SmoothPass(o.AlphaValue, o.ThroughMlp, o.PowerOfTwo, o.AlphaGrid.Count > 0 ? o.AlphaGrid : null, o.SearchRows));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     /// <summary>The default α grid of <c>alpha: auto</c>.</summary>
     public static readonly IReadOnlyList<double> DefaultGrid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
@@ -171,6 +176,36 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
             if (ReferenceEquals(other, inp)) continue; // up ⊙ up: not linear in up
             return up;
         }
+        return null;
+    }
+}
+
+/// <summary>The options of <see cref="SmoothPass"/>.</summary>
+public sealed record SmoothOptions : PassOptions
+{
+    [Option("migration strength: a number in [0, 1], or auto (searched per layer group against the W8A8 output error)")]
+    public string Alpha { get; init; } = "0.5";
+
+    [Option("the α values auto scores (default 0.1…0.9)", Min = 0, Max = 1)]
+    public IReadOnlyList<double> AlphaGrid { get; init; } = [];
+
+    [Option("sampled calibration rows auto scores each α on", Min = 1)]
+    public int SearchRows { get; init; } = 256;
+
+    [Option("also smooth inputs that are act(gate) ⊙ up products, folding the factors into up's columns")]
+    public bool ThroughMlp { get; init; } = true;
+
+    [Option("round the factors to powers of two (the rewrite is then exact in floating point)")]
+    public bool PowerOfTwo { get; init; } = true;
+
+    /// <summary>The fixed α, or null for auto.</summary>
+    public double? AlphaValue => Alpha == "auto" ? null : double.Parse(Alpha, NumberStyles.Float, CultureInfo.InvariantCulture);
+
+    public override string? Check()
+    {
+        if (Alpha != "auto" && !(double.TryParse(Alpha, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && v is >= 0 and <= 1))
+            return $"parameter 'alpha' = '{Alpha}' must be a number in [0, 1] or auto";
+        if (Alpha != "auto" && (Given("alpha_grid") || Given("search_rows"))) return "'alpha_grid' and 'search_rows' need alpha: auto";
         return null;
     }
 }

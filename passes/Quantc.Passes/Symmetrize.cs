@@ -18,8 +18,13 @@ namespace Quantc.Passes;
 /// </summary>
 public sealed class SymmetrizePass(bool meanCentre = false) : IPass
 {
-    public string Name => "symmetrize";
-    public PassKind Kind => PassKind.FunctionPreserving;
+    /// <summary>The pass's declaration: name, kind, summary and options.</summary>
+    public static readonly PassInfo Info = PassInfo.Of<SymmetrizeOptions>("symmetrize", PassKind.FunctionPreserving,
+        "OutlierTune: centre each channel's range, the shift folded into β and the biases",
+        o => new SymmetrizePass(o.Shift == "mean_centre"));
+
+    public string Name => Info.Name;
+    public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
@@ -83,4 +88,11 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
         });
         return sums.ToDictionary(kv => kv.Key, kv => kv.Value.Sum.Select(v => (float)(v / Math.Max(kv.Value.Count, 1))).ToArray());
     }
+}
+
+/// <summary>The options of <see cref="SymmetrizePass"/>.</summary>
+public sealed record SymmetrizeOptions : PassOptions
+{
+    [Option("each channel's shift: the centre of its calibrated range, or its mean", Choices = "range_centre|mean_centre")]
+    public string Shift { get; init; } = "range_centre";
 }

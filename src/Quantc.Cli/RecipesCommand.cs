@@ -25,7 +25,10 @@ internal static class RecipesCommand
             stdout.WriteLine();
             stdout.WriteLine("passes:");
             foreach (var p in Builtins.Passes().All)
-                stdout.WriteLine($"  {p.Name,-12} {KindName(p.Kind),-20} {p.Description}");
+            {
+                stdout.WriteLine($"  {p.Name,-17} {KindName(p.Kind),-20} {p.Description}");
+                foreach (var o in p.Options) stdout.WriteLine($"      {o}");
+            }
             return ExitCodes.Ok;
         });
         return cmd;

@@ -287,12 +287,46 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         Assert.Contains(words, e.Message);
     }
 
+    /// <summary>Each pass is declared once (its Info): the registry, the pass instance and `quantc recipes` agree, every option is documented.</summary>
+    [Fact]
+    public void EveryPassIsDeclaredOnceWithDocumentedOptions()
+    {
+        var registry = Builtins.Passes();
+        Assert.Equal(21, registry.All.Count);
+        foreach (var info in registry.All)
+        {
+            var pass = registry.Create(info.Name, new PassParameters(null, "test"));
+            Assert.Equal(info.Name, pass.Name);
+            Assert.Equal(info.Kind, pass.Kind);
+            Assert.False(string.IsNullOrWhiteSpace(info.Description));
+            foreach (var o in info.Options)
+            {
+                Assert.Matches("^[a-z][a-z0-9_]*$", o.Name);
+                Assert.False(string.IsNullOrWhiteSpace(o.Attribute.Doc), $"{info.Name}.{o.Name} has no doc");
+            }
+        }
+        foreach (var name in Builtins.Recipes.Keys)
+            Assert.NotEmpty(new PassManager(registry).Instantiate(Builtins.Recipe(name)));
+    }
+
     [Theory]
     [InlineData("{smooth: {alpha: 1.5}}", "must be a number in [0, 1] or auto")]
     [InlineData("{smooth: {alpha: 0.5, alpha_grid: [0.3]}}", "need alpha: auto")]
-    [InlineData("{smooth: {alpha: auto, alpha_grid: [2]}}", "not a number in [0, 1]")]
+    [InlineData("{smooth: {alpha: auto, alpha_grid: [2]}}", "'alpha_grid' = 2 must be in [0, 1]")]
+    [InlineData("{smooth: {alpha: NaN}}", "must be a number in [0, 1] or auto")]
+    [InlineData("{quantize: {group_size: 0}}", "'group_size' = 0 must be at least 1")]
+    [InlineData("{quantize: {group_size: -32}}", "'group_size' = -32 must be at least 1")]
+    [InlineData("{quantize: {exclude: ['(']}}", "is not a valid regular expression")]
+    [InlineData("{online_hadamard: {layers: '[z-a]'}}", "is not a valid regular expression")]
+    [InlineData("{ranges: {percentile: 200}}", "'percentile' = 200 must be in (0, 100]")]
+    [InlineData("{ranges: {percentile: .inf}}", "is not a finite number")]
+    [InlineData("{spike_mixed: {budget: 1.5}}", "'budget' = 1.5 must be in [0, 1]")]
+    [InlineData("{quantize_kv: {bits: 3}}", "'bits' = 3 must be 4 or 8")]
+    [InlineData("{quantize_kv: {clip_ratio: 0}}", "'clip_ratio' = 0 must be in (0, 1]")]
+    [InlineData("{lower_matmulnbits: {accuracy_level: 5}}", "'accuracy_level' = 5 must be in [0, 4]")]
+    [InlineData("{mamba_ranges: {x_method: mse}}", "must be one of percentile, minmax")]
     [InlineData("{smooth: {alpha: auto, search_rows: 0}}", "must be at least 1")]
-    public void BadSmoothParametersAreClearErrors(string pass, string words)
+    public void BadPassParametersAreClearErrors(string pass, string words)
     {
         var pm = new PassManager(Builtins.Passes());
         var e = Assert.Throws<BadInputException>(() => pm.Instantiate(Recipe.Parse($"passes: [{pass}]", "test recipe")));

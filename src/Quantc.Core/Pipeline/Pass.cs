@@ -73,7 +73,24 @@ public sealed class PassContext(Model model)
 }
 
 /// <summary>A registered pass kind: how to make one from recipe parameters.</summary>
-public sealed record PassInfo(string Name, PassKind Kind, string Description, Func<PassParameters, IPass> Create);
+public sealed record PassInfo(string Name, PassKind Kind, string Description, Func<PassParameters, IPass> Create)
+{
+    /// <summary>The record the pass's options bind to (<see cref="NoOptions"/> for none).</summary>
+    public Type OptionsType { get; init; } = typeof(NoOptions);
+
+    /// <summary>The declared options, each with its type, default and one-line doc.</summary>
+    public IReadOnlyList<OptionInfo> Options => OptionInfo.Of(OptionsType);
+
+    /// <summary>
+    /// Declares a pass once: its name, kind, one-line summary and options record; the registry,
+    /// <c>quantc recipes</c> and the recipe errors all come from this.
+    /// </summary>
+    public static PassInfo Of<T>(string name, PassKind kind, string summary, Func<T, IPass> create) where T : PassOptions, new()
+    {
+        OptionInfo.Of(typeof(T)); // checks the declaration now, not at the first recipe that names the pass
+        return new PassInfo(name, kind, summary, p => create(PassOptions.Bind<T>(p))) { OptionsType = typeof(T) };
+    }
+}
 
 /// <summary>The passes recipes can name.</summary>
 public sealed class PassRegistry

@@ -23,14 +23,18 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
     /// <summary>Parses recipe YAML; <paramref name="source"/> names it in messages.</summary>
     public static Recipe Parse(string yaml, string source)
     {
+        CheckBounds(yaml, source);
         var stream = new YamlStream();
         try { stream.Load(new StringReader(yaml)); }
-        catch (YamlDotNet.Core.YamlException e) { throw new BadInputException($"{source}: not valid YAML ({e.Message})", e); }
+        catch (Exception e) when (e is YamlDotNet.Core.YamlException or InvalidOperationException or ArgumentException)
+        {
+            throw new BadInputException($"{source}: not valid YAML ({e.Message})", e);
+        }
         if (stream.Documents.Count != 1 || stream.Documents[0].RootNode is not YamlMappingNode root)
             throw new BadInputException($"{source}: a recipe is one YAML mapping with name, description and passes");
         string name = Scalar(root, "name", source) ?? Path.GetFileNameWithoutExtension(source);
         string description = Scalar(root, "description", source) ?? "";
-        foreach (var key in root.Children.Keys.OfType<YamlScalarNode>().Select(k => k.Value))
+        foreach (var key in root.Children.Keys.Select(k => Key(k, source)))
             if (key is not ("name" or "description" or "passes"))
                 throw new BadInputException($"{source}: unknown recipe key '{key}' (name, description, passes)");
         if (!root.Children.TryGetValue(new YamlScalarNode("passes"), out var passesNode) || passesNode is not YamlSequenceNode passes)
@@ -48,10 +52,10 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
                 case YamlMappingNode m when m.Children.Count == 1:
                 {
                     var (k, v) = m.Children.First();
-                    string pass = ((YamlScalarNode)k).Value ?? "";
+                    string pass = Key(k, source);
                     var values = v switch
                     {
-                        YamlMappingNode pm => pm.Children.ToDictionary(kv => ((YamlScalarNode)kv.Key).Value ?? "", kv => Convert(kv.Value), StringComparer.Ordinal),
+                        YamlMappingNode pm => Map(pm, $"{source}: pass {i} ({pass})"),
                         YamlScalarNode { Value: null or "" or "~" or "null" } => new Dictionary<string, object?>(),
                         _ => throw new BadInputException($"{source}: pass {i} ({pass}): parameters must be a mapping"),
                     };
@@ -85,11 +89,66 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
         YamlScalarNode { Value: null or "~" or "null" } => null,
         YamlScalarNode { Value: "true" or "True" } => true,
         YamlScalarNode { Value: "false" or "False" } => false,
+        YamlScalarNode { Value: ".nan" or ".NaN" or ".NAN" } => double.NaN,
+        YamlScalarNode { Value: ".inf" or ".Inf" or ".INF" or "+.inf" or "+.Inf" or "+.INF" } => double.PositiveInfinity,
+        YamlScalarNode { Value: "-.inf" or "-.Inf" or "-.INF" } => double.NegativeInfinity,
         YamlScalarNode s when long.TryParse(s.Value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long l) => l,
         YamlScalarNode s when double.TryParse(s.Value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double d) => d,
         YamlScalarNode s => s.Value,
         YamlSequenceNode seq => seq.Children.Select(Convert).ToList(),
-        YamlMappingNode map => (IReadOnlyDictionary<string, object?>)map.Children.ToDictionary(kv => ((YamlScalarNode)kv.Key).Value ?? "", kv => Convert(kv.Value), StringComparer.Ordinal),
+        YamlMappingNode map => (IReadOnlyDictionary<string, object?>)Map(map, "recipe"),
         _ => null,
     };
+
+    /// <summary>A mapping with scalar keys, each given once.</summary>
+    private static Dictionary<string, object?> Map(YamlMappingNode m, string where)
+    {
+        var d = new Dictionary<string, object?>(StringComparer.Ordinal);
+        foreach (var (k, v) in m.Children)
+            if (!d.TryAdd(Key(k, where), Convert(v))) throw new BadInputException($"{where}: key '{Key(k, where)}' is given twice");
+        return d;
+    }
+
+    private static string Key(YamlNode k, string where) =>
+        k is YamlScalarNode { Value: { } v } ? v : throw new BadInputException($"{where}: a key must be a plain name, not a {(k is YamlMappingNode ? "mapping" : k is YamlSequenceNode ? "list" : "null")}");
+
+    /// <summary>Largest recipe accepted (bytes).</summary>
+    public const int MaxBytes = 1 << 20;
+
+    /// <summary>Deepest nesting of lists and mappings accepted (recipes need four).</summary>
+    public const int MaxDepth = 32;
+
+    /// <summary>
+    /// Reads the YAML as events before anything is built from it: a recipe is small and shallow and
+    /// has no aliases, so size, depth and aliases are refused here (a billion-laughs recipe would
+    /// otherwise expand without bound, and a deeply nested one exhaust the stack).
+    /// </summary>
+    private static void CheckBounds(string yaml, string source)
+    {
+        if (yaml.Length > MaxBytes) throw new BadInputException($"{source}: {yaml.Length} characters; a recipe may have at most {MaxBytes}");
+        var parser = new YamlDotNet.Core.Parser(new StringReader(yaml));
+        int depth = 0;
+        try
+        {
+            while (parser.MoveNext())
+            {
+                switch (parser.Current)
+                {
+                    case YamlDotNet.Core.Events.AnchorAlias a:
+                        throw new BadInputException($"{source}: line {a.Start.Line}: YAML aliases (*{a.Value}) are not allowed in recipes");
+                    case YamlDotNet.Core.Events.MappingStart or YamlDotNet.Core.Events.SequenceStart:
+                        if (++depth > MaxDepth)
+                            throw new BadInputException($"{source}: line {parser.Current.Start.Line}: nested more than {MaxDepth} levels deep");
+                        break;
+                    case YamlDotNet.Core.Events.MappingEnd or YamlDotNet.Core.Events.SequenceEnd:
+                        depth--;
+                        break;
+                }
+            }
+        }
+        catch (Exception e) when (e is YamlDotNet.Core.YamlException or InvalidOperationException or ArgumentException)
+        {
+            throw new BadInputException($"{source}: not valid YAML ({e.Message})", e);
+        }
+    }
 }
