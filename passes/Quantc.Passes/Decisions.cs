@@ -23,22 +23,23 @@ namespace Quantc.Passes;
 /// (lower_qdq); <c>true</c> puts them on the 7-bit grid too, <c>auto</c> keeps their int8 weights (their rows sit
 /// around the zero point, where the pair sums rarely saturate).
 /// </summary>
-public sealed class QuantizePass(string weights, string granularity, int groupSize, string activations, string mode, IReadOnlyList<string> exclude,
-    IReadOnlyList<string> dynamic, bool symmetric, string reduceRange) : IPass
+public sealed class QuantizePass(NumberFormat weights, Granularity granularity, int groupSize, NumberFormat activations, ActivationMode mode,
+    IReadOnlyList<string> exclude, IReadOnlyList<string> dynamic, bool symmetric, string reduceRange) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<QuantizeOptions>("quantize", PassKind.Decision,
         "base precision of every linear layer",
-        o => new QuantizePass(o.Weights, o.Granularity, o.GroupSize, o.Activations, o.Mode, o.Exclude, o.Dynamic, o.Symmetric, o.ReduceRange));
+        o => new QuantizePass(NumberFormat.Parse(o.Weights), PlanNames.ParseGranularity(o.Granularity), o.GroupSize, NumberFormat.Parse(o.Activations),
+            PlanNames.ParseMode(o.Mode), o.Exclude, o.Dynamic, o.Symmetric, o.ReduceRange));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
-        if (activations == "fp8" && (mode == "dynamic" || dynamic.Count > 0))
+        if (activations == NumberFormat.Fp8 && (mode == ActivationMode.Dynamic || dynamic.Count > 0))
             throw new Quantc.Onnx.BadInputException("quantize: fp8 activations are static per-tensor (float8 e4m3fn); use mode: static without dynamic patterns");
-        bool u8s8 = weights == "int8" && activations is "uint8" or "int8";
+        bool u8s8 = weights == NumberFormat.Int8 && (activations == NumberFormat.UInt8 || activations == NumberFormat.Int8);
         bool reduce = u8s8 && reduceRange switch
         {
             "true" => true,
@@ -57,24 +58,26 @@ public sealed class QuantizePass(string weights, string granularity, int groupSi
                 plan.Reasons.Add($"kept float: matches an exclude pattern");
                 continue;
             }
-            if (granularity == "per_group" && l.InFeatures % groupSize != 0)
+            if (granularity == Granularity.PerGroup && l.InFeatures % groupSize != 0)
             {
                 plan.Reasons.Add($"kept float: in_features {l.InFeatures} is not a multiple of group size {groupSize}");
                 continue;
             }
             // float8 weights take one per-tensor scale (the range of e4m3fn covers a tensor's spread).
-            plan.WeightGranularity = weights == "fp8" ? "per_tensor" : granularity;
-            plan.GroupSize = granularity == "per_group" && weights != "fp8" ? groupSize : 0;
+            plan.WeightGranularity = weights == NumberFormat.Fp8 ? Granularity.PerTensor : granularity;
+            plan.GroupSize = granularity == Granularity.PerGroup && weights != NumberFormat.Fp8 ? groupSize : 0;
             plan.WeightSymmetric = symmetric;
             plan.ActivationFormat = activations;
-            plan.ActivationMode = dynamic.Any(p => Regex.IsMatch(l.Name, p)) ? "dynamic" : mode;
+            plan.ActivationMode = dynamic.Any(p => Regex.IsMatch(l.Name, p)) ? ActivationMode.Dynamic : mode;
             // Per-token dynamic rows sit around the zero point 128 (most |q| small), so ONNX Runtime's int16 pair sums
             // rarely saturate with full-range weights: auto keeps their int8 weights (measured more accurate than int7:
             // bench/RESULTS.md), true puts them on the 7-bit grid too (exact on any CPU).
-            bool reduceHere = reduce && (plan.ActivationMode == "static" || reduceRange == "true");
-            string weightFormat = reduceHere ? "int7" : weights;
+            bool reduceHere = reduce && (plan.ActivationMode == ActivationMode.Static || reduceRange == "true");
+            var weightFormat = reduceHere ? NumberFormat.Int7 : weights;
             plan.WeightFormat = weightFormat;
-            plan.Reasons.Add($"quantize: {weightFormat} weights{(reduceHere ? $" (reduce_range: {plan.ActivationMode} 8-bit activations on ONNX Runtime's U8S8 kernel, a CPU without VNNI)" : "")} ({granularity}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({plan.ActivationMode})");
+            string modeName = plan.ActivationMode.Name();
+            plan.Reasons.Add($"quantize: {weightFormat} weights{(reduceHere ? $" (reduce_range: {modeName} 8-bit activations on ONNX Runtime's U8S8 kernel, a CPU without VNNI)" : "")}"
+                + $" ({granularity.Name()}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({modeName})");
         }
     }
 }
@@ -86,19 +89,19 @@ public sealed class QuantizePass(string weights, string granularity, int groupSi
 /// of the quantized layers) are kept, largest spikes first. <c>keep</c> / <c>force</c> name patterns
 /// that always stay high / always quantize (manual overrides win).
 /// </summary>
-public sealed class SpikeMixedPass(double threshold, double budget, string highPrecision, IReadOnlyList<string> keep, IReadOnlyList<string> force) : IPass
+public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat highPrecision, IReadOnlyList<string> keep, IReadOnlyList<string> force) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<SpikeMixedOptions>("spike_mixed", PassKind.Decision,
         "keep the projections whose inputs carry activation spikes in high precision",
-        o => new SpikeMixedPass(o.Threshold, o.Budget, o.Precision, o.Keep, o.Force));
+        o => new SpikeMixedPass(o.Threshold, o.Budget, NumberFormat.Parse(o.Precision), o.Keep, o.Force));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
 
     public void Run(PassContext ctx)
     {
-        var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears.Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != "fp32").ToList();
+        var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears.Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32).ToList();
         if (layers.Count == 0) return;
         var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
         int maxKept = (int)Math.Floor(budget * layers.Count);
@@ -114,11 +117,11 @@ public sealed class SpikeMixedPass(double threshold, double budget, string highP
             if (manual || (ratio > threshold && kept < maxKept))
             {
                 plan.WeightFormat = highPrecision;
-                plan.WeightGranularity = "per_tensor";
+                plan.WeightGranularity = Granularity.PerTensor;
                 plan.GroupSize = 0;
                 // fp8: float8 e4m3fn weights and static activations, each with one per-tensor scale (its range holds the spikes).
-                plan.ActivationFormat = highPrecision == "fp8" ? "fp8" : "fp32";
-                plan.ActivationMode = "static";
+                plan.ActivationFormat = highPrecision == NumberFormat.Fp8 ? NumberFormat.Fp8 : NumberFormat.Fp32;
+                plan.ActivationMode = ActivationMode.Static;
                 plan.Reasons.Add(manual ? $"spike_mixed: kept {highPrecision} (override)" : $"spike_mixed: kept {highPrecision}: input spike ratio {r} > {threshold.ToString(CultureInfo.InvariantCulture)}");
                 ctx.Log.Add($"spike_mixed: {l.Name} kept {highPrecision} (spike ratio {r})");
                 if (!manual) kept++;
@@ -149,13 +152,14 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
     public void Run(PassContext ctx)
     {
         var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears
-            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != "fp32" && p.ActivationMode == "static").ToList();
+            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32 && p.ActivationMode == ActivationMode.Static).ToList();
         if (layers.Count == 0) return;
         var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
         foreach (var l in layers)
         {
             var plan = ctx.Plan[l.Name];
-            int levels = plan.ActivationFormat switch { "int6" => 31, "int4" => 7, _ => 127 };
+            // Ranges are scored on the format's symmetric integer grid; float8 (no integer grid) on int8's.
+            int levels = plan.ActivationFormat.IsInteger ? plan.ActivationFormat.SymmetricLevels : NumberFormat.Int8.SymmetricLevels;
             var range = RangeSelector.Select(stats[l.Input.Name], method, percentile, levels);
             plan.ActivationRange = range;
             plan.RangeMethod = method == RangeMethod.Percentile ? $"percentile {percentile.ToString(CultureInfo.InvariantCulture)}" : method.ToString().ToLowerInvariant();
@@ -177,8 +181,8 @@ public sealed class WeightsPass(string method, double damp) : IPass
     public void Run(PassContext ctx)
     {
         var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears
-            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat is "int8" or "int7" or "int4" or "int6" or "fp8").ToList();
-        Dictionary<string, double[]>? hessians = method == "gptq" ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat != "fp8").ToList()) : null;
+            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat.Grid is not null).ToList();
+        Dictionary<string, double[]>? hessians = method == "gptq" ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger).ToList()) : null;
         foreach (var l in layers)
         {
             var plan = ctx.Plan[l.Name];
@@ -186,14 +190,14 @@ public sealed class WeightsPass(string method, double damp) : IPass
             int k = (int)l.InFeatures, n = (int)l.OutFeatures;
             var nk = new float[kn.Length];
             for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
-            if (plan.WeightFormat == "fp8")
+            if (plan.WeightFormat == NumberFormat.Fp8)
             {
                 // float8 rounds to its own grid (nearest even, saturating), per-tensor scale; GPTQ here is for integer grids.
                 plan.QuantizedWeight = WeightQuantizer.Float8PerTensor(nk, n, k, QuantFormat.Float8E4M3Fn);
                 plan.WeightMethod = "rtn";
                 continue;
             }
-            var format = plan.WeightFormat switch { "int4" => QuantFormat.Int4, "int6" => Int6, "int7" => Int7, _ => QuantFormat.Int8 };
+            var format = plan.WeightFormat.Grid!;
             if (hessians is not null && !plan.WeightSymmetric)
                 throw new Quantc.Onnx.BadInputException($"{l.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights method: rtn");
             plan.QuantizedWeight = hessians is not null
@@ -204,18 +208,12 @@ public sealed class WeightsPass(string method, double damp) : IPass
         }
     }
 
-    /// <summary>A 6-bit signed grid stored in int8 (OutlierTune's Int6 setting, simulated on int8 storage).</summary>
-    public static readonly QuantFormat Int6 = new("int6", QuantFormat.Int8.DataType, 8, false, -32, 31);
-
-    /// <summary>A 7-bit signed grid stored in int8 (reduce_range: U8S8 without pair-sum saturation on CPUs without VNNI).</summary>
-    public static readonly QuantFormat Int7 = new("int7", QuantFormat.Int8.DataType, 8, false, -64, 63);
-
     private static Dictionary<string, double[]> Hessians(PassContext ctx, List<LinearLayer> layers)
     {
         if (ctx.CalibrationData is null) throw new Quantc.Onnx.BadInputException("GPTQ needs calibration data: give --calib DATA");
         var inputs = layers.GroupBy(l => l.Input.Name).ToDictionary(g => g.Key, g => (int)g.First().InFeatures);
         var h = inputs.ToDictionary(kv => kv.Key, kv => new double[kv.Value * kv.Value]);
-        Calibrator.Observe(ctx.Model, inputs.Keys.ToList(), ctx.CalibrationData, (name, data, channels) =>
+        ctx.Calibrate(inputs.Keys.ToList(), Info.Name, (name, data, channels) =>
         {
             lock (h[name]) WeightQuantizer.AccumulateHessian(h[name], data, channels);
         });

@@ -38,7 +38,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
             var values = new[] { b.X, b.ScanX, b.Dt, b.B, b.C, b.Z };
             var plans = new Dictionary<string, ActivationPlan>(StringComparer.Ordinal);
             for (int i = 0; i < Roles.Length; i++)
-                if (ctx.Plan.Activations.TryGetValue(values[i].Name, out var p) && p.Format == "int8") plans[Roles[i]] = p;
+                if (ctx.Plan.Activations.TryGetValue(values[i].Name, out var p) && p.Format == NumberFormat.Int8) plans[Roles[i]] = p;
             if (plans.Count != Roles.Length) { ctx.Log.Add($"lower_mamba: {b.Name} left float: its conv and scan inputs have no int8 plan (run mamba_ranges)"); continue; }
             if (portable) LowerPortable(ctx, g, b, plans);
             else LowerFused(ctx, g, b, plans, cache);
@@ -49,7 +49,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
         else LowerLinears(ctx, g, cache);
         g.RemoveDeadCode();
         g.SortTopologically();
-        new LowerQdqPass().Run(ctx);
+        LowerQdqPass.LowerAll(ctx);
     }
 
     // ------------------------------------------------------------------ quantc kernels
@@ -97,8 +97,8 @@ public sealed class LowerMambaPass(bool portable) : IPass
     {
         foreach (var l in LayerAnalysis.Analyze(g).Linears)
         {
-            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.QuantizedWeight is not { GroupSize: 0 } q || plan.WeightFormat is not ("int8" or "int7")
-                || plan.ActivationFormat != "int8" || plan.ActivationMode != "static" || plan.ActivationRange is not { } range || !l.Node.Is("MatMul"))
+            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.QuantizedWeight is not { GroupSize: 0 } q || (plan.WeightFormat != NumberFormat.Int8 && plan.WeightFormat != NumberFormat.Int7)
+                || plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Static || plan.ActivationRange is not { } range || !l.Node.Is("MatMul"))
                 continue;
             ctx.Model.SetOpset(CustomOps.Domain, 1);
             float s = Math.Max(Math.Max(Math.Abs(range.Lo), Math.Abs(range.Hi)) / 127f, 1e-12f);

@@ -33,7 +33,7 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
         int lowered = 0;
         foreach (var l in LayerAnalysis.Analyze(g).Linears)
         {
-            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != "int4" || plan.ActivationFormat != "fp32" || plan.QuantizedWeight is not { } q) continue;
+            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 || plan.ActivationFormat != NumberFormat.Fp32 || plan.QuantizedWeight is not { } q) continue;
             if (!l.Node.Is("MatMul")) { ctx.Log.Add($"lower_matmulnbits: {l.Name} left to lower_qdq: not a MatMul"); continue; }
             int k = (int)l.InFeatures, n = (int)l.OutFeatures, block = q.GroupSize;
             if (block < 16 || (block & (block - 1)) != 0) { ctx.Log.Add($"lower_matmulnbits: {l.Name} left to lower_qdq: block size {block} is not a power of two ≥ 16"); continue; }

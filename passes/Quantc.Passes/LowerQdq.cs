@@ -33,7 +33,14 @@ public sealed class LowerQdqPass : IPass
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
 
-    public void Run(PassContext ctx)
+    public void Run(PassContext ctx) => LowerAll(ctx);
+
+    /// <summary>
+    /// Lowers every planned linear layer not lowered yet to QDQ and removes what became dead: the
+    /// pass itself, and the tail of the lowerings that take some layers to other kernels first
+    /// (lower_w4a8, lower_mamba) — they call this, not the pass.
+    /// </summary>
+    public static void LowerAll(PassContext ctx)
     {
         var g = ctx.Model.Graph;
         if ((ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
@@ -52,7 +59,7 @@ public sealed class LowerQdqPass : IPass
     {
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
         int weightInput = 1;
-        if (plan.WeightFormat == "fp16")
+        if (plan.WeightFormat == NumberFormat.Fp16)
         {
             var w = l.Weight.Initializer!.ToFloat32();
             var h = w.Select(v => (Half)v).ToArray();
@@ -65,7 +72,7 @@ public sealed class LowerQdqPass : IPass
             return;
         }
         if (plan.QuantizedWeight is not { } q) return;
-        if (plan.WeightFormat == "fp8")
+        if (plan.WeightFormat == NumberFormat.Fp8)
         {
             // float8 e4m3fn values with one scale: DequantizeLinear without axis or zero point (opset 21 accepts both for float8).
             var bytes = new byte[k * n];
@@ -82,7 +89,7 @@ public sealed class LowerQdqPass : IPass
         // MatMul weights are [K, N] (values transposed from our [N, K], per-channel scales along axis 1, int4
         // blocks along axis 0); a Gemm with transB = 1 keeps [N, K] (scales along axis 0, blocks along axis 1).
         bool nk = l.WeightIsOutByIn;
-        bool int4 = plan.WeightFormat == "int4";
+        bool int4 = plan.WeightFormat == NumberFormat.Int4;
         var vals = new sbyte[k * n];
         if (nk) Array.Copy(q.Values, vals, vals.Length);
         else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[j * n + c] = q.Values[c * k + j];
@@ -130,12 +137,12 @@ public sealed class LowerQdqPass : IPass
     private static void LowerActivation(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan, Dictionary<(Value, string, float, float), Value> cache,
         Dictionary<Value, Value> rowScales)
     {
-        if (plan.ActivationFormat == "fp32") return;
+        if (plan.ActivationFormat == NumberFormat.Fp32) return;
         var x = l.Input;
-        if (plan.ActivationMode == "dynamic")
+        if (plan.ActivationMode == ActivationMode.Dynamic)
         {
-            int levels = plan.ActivationFormat == "int6" ? 31 : 127;
-            bool integer = plan.WeightFormat is "int8" or "int7" or "int6" && (l.Node.OpType == "MatMul" || l.Node.Inputs.Count < 3 || l.Node.Inputs[2] is null);
+            int levels = plan.ActivationFormat.SymmetricLevels;
+            bool integer = plan.WeightFormat.IsInt8Storage && (l.Node.OpType == "MatMul" || l.Node.Inputs.Count < 3 || l.Node.Inputs[2] is null);
             var key = (x, (integer ? "dynamic-int-" : "dynamic-") + plan.ActivationFormat, 0f, 0f);
             if (!cache.TryGetValue(key, out var fq))
             {
@@ -157,9 +164,9 @@ public sealed class LowerQdqPass : IPass
             return;
         }
         if (plan.ActivationRange is not { } range) throw new Quantc.Onnx.BadInputException($"lower_qdq: {l.Name} has static {plan.ActivationFormat} activations without a range: put a ranges pass before lower_qdq in the recipe");
-        bool unsigned = plan.ActivationFormat == "uint8";
+        bool unsigned = plan.ActivationFormat == NumberFormat.UInt8;
         float scale, zeroPoint;
-        if (plan.ActivationFormat == "fp8")
+        if (plan.ActivationFormat == NumberFormat.Fp8)
         {
             scale = Math.Max(Math.Max(Math.Abs(range.Lo), Math.Abs(range.Hi)) / (float)QuantFormat.Float8E4M3Fn.Max, 1e-12f);
             zeroPoint = 0;
@@ -172,23 +179,25 @@ public sealed class LowerQdqPass : IPass
         }
         else
         {
-            int levels = plan.ActivationFormat == "int6" ? 31 : 127;
+            int levels = plan.ActivationFormat.SymmetricLevels;
             scale = Math.Max(Math.Max(Math.Abs(range.Lo), Math.Abs(range.Hi)) / levels, 1e-12f);
             zeroPoint = 0;
         }
-        var cacheKey = (x, plan.ActivationFormat, scale, zeroPoint);
+        var cacheKey = (x, plan.ActivationFormat.Name, scale, zeroPoint);
         if (!cache.TryGetValue(cacheKey, out var dqOut))
         {
             var first = GraphOrder.FirstUser(g, x)!;
             Value src = x;
-            if (plan.ActivationFormat == "int6")
+            if (plan.ActivationFormat == NumberFormat.Int6)
             {
-                var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_lo"), [], [-32 * scale]));
-                var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_hi"), [], [31 * scale]));
+                // The 6-bit grid on int8 storage: clipped to it first.
+                var grid = NumberFormat.Int6.Grid!;
+                var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_lo"), [], [(float)grid.Min * scale]));
+                var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_hi"), [], [(float)grid.Max * scale]));
                 src = g.AddNode("Clip", [x, lo, hi], name: g.UniqueName(l.Name + "/act_clip"), before: first).Output;
             }
             var s = g.AddInitializer(Tensor.FromFloats(g.UniqueName(x.Name + "_scale"), [], [scale]));
-            if (plan.ActivationFormat == "fp8")
+            if (plan.ActivationFormat == NumberFormat.Fp8)
             {
                 // float8 as Div → Cast(float8e4m3fn, saturate) → Cast(float) → Mul: the same values as QuantizeLinear /
                 // DequantizeLinear of FLOAT8E4M3FN, but ONNX Runtime 1.31's QDQ MatMul fusion would take a float8

@@ -36,7 +36,7 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
             int lowered = 0;
             foreach (var l in LayerAnalysis.Analyze(g).Linears)
             {
-                if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != "int4" || plan.ActivationFormat != "int8" || plan.ActivationMode != "dynamic") continue;
+                if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 || plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Dynamic) continue;
                 if (plan.QuantizedWeight is not { } q) continue;
                 string? why = l.InFeatures % 64 != 0 ? $"K = {l.InFeatures} is not a multiple of 64"
                     : q.GroupSize is not (32 or 64 or 128) ? $"group size {q.GroupSize} is not 32, 64 or 128"
@@ -53,7 +53,7 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
             }
             if (lowered > 0) ctx.Log.Add($"lower_w4a8: {lowered} layers as ai.quantc.MatMulInt4Int8, {quantized.Count} per-token activation quantizations");
         }
-        new LowerQdqPass().Run(ctx);   // everything else; removes the float weights left unused
+        LowerQdqPass.LowerAll(ctx);   // everything else; removes the float weights left unused
     }
 
     /// <summary>(A int8, s) for x: s = max(max|x_token|, 1e-12)/127 [..., 1], A = QuantizeLinear(x / s, 1, 0).</summary>

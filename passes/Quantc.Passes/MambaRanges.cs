@@ -54,7 +54,7 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
                 float full = st.AbsMax, kept = Math.Max(Math.Abs(plan.Range.Lo), Math.Abs(plan.Range.Hi));
                 plan.Reasons.Add(string.Create(CultureInfo.InvariantCulture, $"clipped at the {pct}th percentile: |x| ≤ {kept:G4} of max {full:G4} ({full / Math.Max(kept, 1e-30f):0.0}× finer step)"));
                 ctx.Log.Add(string.Create(CultureInfo.InvariantCulture, $"mamba_ranges: {b.Name} scan x clipped to {kept:G4} (max {full:G4})"));
-                if (ctx.Plan.TryGet(b.XProj.Name, out var xp) && xp.ActivationFormat != "fp32" && xp.ActivationMode == "static")
+                if (ctx.Plan.TryGet(b.XProj.Name, out var xp) && xp.ActivationFormat != NumberFormat.Fp32 && xp.ActivationMode == ActivationMode.Static)
                 {
                     xp.ActivationRange = plan.Range;
                     xp.RangeMethod = plan.RangeMethod;

@@ -87,7 +87,7 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
     {
         if (rounding == "nearest") return null;
         var names = stream.Residual.Select(v => v.Name).ToList();
-        bool haveData = ctx.CalibrationData is { Count: > 0 } || (ctx.SavedStatistics is { } saved && names.All(saved.ContainsKey));
+        bool haveData = ctx.CanCalibrate(names);
         if (rounding == "auto" && !haveData)
         {
             ctx.Log.Add("rotate_residual: nearest float32 rounding of the rotated weights (no calibration data for activation-aware rounding)");

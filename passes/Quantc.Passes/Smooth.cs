@@ -74,8 +74,10 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
 
         if (targets.Count == 0) return;
         var inputs = targets.Select(t => t.Input.Name).Distinct().ToList();
-        var stats = ctx.Calibrate(inputs, Name);
-        var samples = alpha is null ? SampleRows(ctx, inputs, searchRows) : null;
+        // alpha: auto also needs sampled rows of each input: taken in the same calibration run as the statistics.
+        var sampler = alpha is null ? new RowSampler(inputs, searchRows) : null;
+        var stats = ctx.Calibrate(inputs, Name, sampler is null ? null : sampler.Observe);
+        var samples = sampler?.Rows();
         foreach (var (input, readers, divide, via, changed) in targets)
         {
             int k = (int)readers[0].InFeatures;
@@ -105,34 +107,6 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                 $"smooth: {string.Join(", ", readers.Select(r => r.Name))} via {via}: s in [{s.Min():G3}, {s.Max():G3}], input channel outlier ratio {stats[input.Name].ChannelOutlierRatio:0.0}"));
         }
-    }
-
-    /// <summary>
-    /// Up to <paramref name="cap"/> rows of each input, a uniform sample over the calibration run (reservoir
-    /// sampling, seeded, so a compile is reproducible).
-    /// </summary>
-    private static Dictionary<string, (float[] Rows, int Count)> SampleRows(PassContext ctx, List<string> inputs, int cap)
-    {
-        if (ctx.CalibrationData is null || ctx.CalibrationData.Count == 0)
-            throw new Quantc.Onnx.BadInputException("smooth with alpha: auto needs calibration data: give --calib DATA");
-        var state = inputs.ToDictionary(n => n, _ => (Rows: (float[]?)null, Seen: 0L, Rng: new Random(17)), StringComparer.Ordinal);
-        var gate = inputs.ToDictionary(n => n, _ => new object(), StringComparer.Ordinal);
-        Quantc.Core.Calibration.Calibrator.Observe(ctx.Model, inputs, ctx.CalibrationData, (name, data, channels) =>
-        {
-            lock (gate[name])
-            {
-                var st = state[name];
-                st.Rows ??= new float[cap * channels];
-                for (int r = 0; r < data.Length / channels; r++)
-                {
-                    long t = st.Seen++;
-                    long slot = t < cap ? t : st.Rng.NextInt64(t + 1);
-                    if (slot < cap) data.Slice(r * channels, channels).CopyTo(st.Rows.AsSpan((int)slot * channels, channels));
-                }
-                state[name] = st;
-            }
-        });
-        return state.ToDictionary(kv => kv.Key, kv => (kv.Value.Rows ?? [], (int)Math.Min(kv.Value.Seen, cap)), StringComparer.Ordinal);
     }
 
     private static void DivideNorm(Graph g, NormInfo norm, float[] s)
@@ -208,4 +182,36 @@ public sealed record SmoothOptions : PassOptions
         if (Alpha != "auto" && (Given("alpha_grid") || Given("search_rows"))) return "'alpha_grid' and 'search_rows' need alpha: auto";
         return null;
     }
+}
+
+/// <summary>
+/// Up to <c>cap</c> rows of each tensor, a uniform sample over a calibration run (reservoir sampling,
+/// seeded, so a compile is reproducible): an observer for <see cref="PassContext.Calibrate"/>.
+/// </summary>
+internal sealed class RowSampler(IReadOnlyList<string> tensors, int cap)
+{
+    private readonly Dictionary<string, (float[]? Rows, long Seen, Random Rng)> _state =
+        tensors.Distinct().ToDictionary(n => n, _ => ((float[]?)null, 0L, new Random(17)), StringComparer.Ordinal);
+    private readonly Dictionary<string, object> _gate = tensors.Distinct().ToDictionary(n => n, _ => new object(), StringComparer.Ordinal);
+
+    /// <summary>Takes one sample's rows of <paramref name="name"/> (thread-safe across tensors).</summary>
+    public void Observe(string name, ReadOnlySpan<float> data, int channels)
+    {
+        lock (_gate[name])
+        {
+            var st = _state[name];
+            st.Rows ??= new float[cap * channels];
+            for (int r = 0; r < data.Length / channels; r++)
+            {
+                long t = st.Seen++;
+                long slot = t < cap ? t : st.Rng.NextInt64(t + 1);
+                if (slot < cap) data.Slice(r * channels, channels).CopyTo(st.Rows.AsSpan((int)slot * channels, channels));
+            }
+            _state[name] = st;
+        }
+    }
+
+    /// <summary>The sampled rows of each tensor and how many there are.</summary>
+    public Dictionary<string, (float[] Rows, int Count)> Rows() =>
+        _state.ToDictionary(kv => kv.Key, kv => (kv.Value.Rows ?? [], (int)Math.Min(kv.Value.Seen, cap)), StringComparer.Ordinal);
 }

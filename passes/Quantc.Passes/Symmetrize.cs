@@ -40,8 +40,10 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
         }
         if (targets.Count == 0) return;
         var names = targets.Select(t => t.Norm.Output.Name).ToList();
-        var stats = ctx.Calibrate(names, Name);
-        var meanCentres = meanCentre && ctx.CalibrationData is { Count: > 0 } data ? MeanCentres(ctx.Model, names, data) : null;
+        // mean_centre also needs each sample's per-channel centre: taken in the same calibration run as the statistics.
+        var centres = meanCentre && ctx.CalibrationData is { Count: > 0 } ? new MeanCentres(names) : null;
+        var stats = ctx.Calibrate(names, Name, centres is null ? null : centres.Observe);
+        var meanCentres = centres?.Result();
         foreach (var (norm, readers) in targets)
         {
             var st = stats[norm.Output.Name];
@@ -65,29 +67,6 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture, $"symmetrize: {norm.Name}: max |z| {z.Max(MathF.Abs):G3}; channel absmax {before:G4} → {after:G4}"));
         }
     }
-
-    /// <summary>Per tensor: the mean over samples of each sample's per-channel centre (max + min) / 2.</summary>
-    private static Dictionary<string, float[]> MeanCentres(Model model, List<string> names, IReadOnlyList<Quantc.Core.Calibration.CalibrationSample> data)
-    {
-        var sums = names.ToDictionary(n => n, _ => (Sum: Array.Empty<double>(), Count: 0));
-        Quantc.Core.Calibration.Calibrator.Observe(model, names, data, (name, x, channels) =>
-        {
-            var mn = new float[channels];
-            var mx = new float[channels];
-            Array.Fill(mn, float.PositiveInfinity);
-            Array.Fill(mx, float.NegativeInfinity);
-            for (int r = 0; r < x.Length / channels; r++)
-                for (int c = 0; c < channels; c++) { float v = x[r * channels + c]; if (v < mn[c]) mn[c] = v; if (v > mx[c]) mx[c] = v; }
-            lock (sums)
-            {
-                var (sum, count) = sums[name];
-                if (sum.Length == 0) sum = new double[channels];
-                for (int c = 0; c < channels; c++) sum[c] += 0.5 * ((double)mn[c] + mx[c]);
-                sums[name] = (sum, count + 1);
-            }
-        });
-        return sums.ToDictionary(kv => kv.Key, kv => kv.Value.Sum.Select(v => (float)(v / Math.Max(kv.Value.Count, 1))).ToArray());
-    }
 }
 
 /// <summary>The options of <see cref="SymmetrizePass"/>.</summary>
@@ -95,4 +74,30 @@ public sealed record SymmetrizeOptions : PassOptions
 {
     [Option("each channel's shift: the centre of its calibrated range, or its mean", Choices = "range_centre|mean_centre")]
     public string Shift { get; init; } = "range_centre";
+}
+
+/// <summary>Per tensor: the mean over samples of each sample's per-channel centre (max + min) / 2 — an observer for <see cref="PassContext.Calibrate"/>.</summary>
+internal sealed class MeanCentres(IReadOnlyList<string> names)
+{
+    private readonly Dictionary<string, (double[] Sum, int Count)> _sums = names.Distinct().ToDictionary(n => n, _ => (Array.Empty<double>(), 0), StringComparer.Ordinal);
+
+    public void Observe(string name, ReadOnlySpan<float> x, int channels)
+    {
+        var mn = new float[channels];
+        var mx = new float[channels];
+        Array.Fill(mn, float.PositiveInfinity);
+        Array.Fill(mx, float.NegativeInfinity);
+        for (int r = 0; r < x.Length / channels; r++)
+            for (int c = 0; c < channels; c++) { float v = x[r * channels + c]; if (v < mn[c]) mn[c] = v; if (v > mx[c]) mx[c] = v; }
+        lock (_sums)
+        {
+            var (sum, count) = _sums[name];
+            if (sum.Length == 0) sum = new double[channels];
+            for (int c = 0; c < channels; c++) sum[c] += 0.5 * ((double)mn[c] + mx[c]);
+            _sums[name] = (sum, count + 1);
+        }
+    }
+
+    public Dictionary<string, float[]> Result() =>
+        _sums.ToDictionary(kv => kv.Key, kv => kv.Value.Sum.Select(v => (float)(v / Math.Max(kv.Value.Count, 1))).ToArray());
 }

@@ -103,7 +103,7 @@ internal static class CompileCommand
             foreach (var t in timings)
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} → {t.NodesAfter}"));
             var layers = ctx.Plan.Layers.ToList();
-            stdout.WriteLine($"  {layers.Count(p => p.WeightFormat != "fp32" || p.ActivationFormat != "fp32")} of {layers.Count} linear layers quantized; report: {reportPath}");
+            stdout.WriteLine($"  {layers.Count(p => p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced)} of {layers.Count} linear layers quantized; report: {reportPath}");
             if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
             foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
                 stdout.WriteLine($"  {p.Name}: {p.Reasons.Last()}");
@@ -171,12 +171,12 @@ internal static class CompileCommand
                 w.WriteStartObject();
                 w.WriteString("name", p.Name);
                 w.WriteString("summary", p.ToString());
-                w.WriteString("weights", p.WeightFormat);
-                w.WriteString("granularity", p.WeightGranularity);
+                w.WriteString("weights", p.WeightFormat.Name);
+                w.WriteString("granularity", p.WeightGranularity.Name());
                 if (p.GroupSize > 0) w.WriteNumber("group_size", p.GroupSize);
                 w.WriteString("weight_method", p.WeightMethod);
-                w.WriteString("activations", p.ActivationFormat);
-                w.WriteString("activation_mode", p.ActivationMode);
+                w.WriteString("activations", p.ActivationFormat.Name);
+                w.WriteString("activation_mode", p.ActivationMode.Name());
                 if (p.ActivationRange is { } range)
                 {
                     w.WriteStartArray("activation_range");

@@ -96,6 +96,7 @@ public sealed class Graph
         var v = new Value(this, name);
         _values[name] = v;
         Names.Add(name);
+        Touch();
         return v;
     }
 
@@ -115,6 +116,7 @@ public sealed class Graph
         CheckVisible(value, null);
         _outputs.Add(value);
         _outputShells.Add(null);
+        Touch();
     }
 
     /// <summary>Replaces graph output <paramref name="index"/> by another value (keeping the entry's doc_string).</summary>
@@ -122,6 +124,7 @@ public sealed class Graph
     {
         CheckVisible(value, null);
         _outputs[index] = value;
+        Touch();
     }
 
     /// <summary>Adds an initializer; its name is <paramref name="name"/> or made unique from the tensor's name.</summary>
@@ -140,6 +143,7 @@ public sealed class Graph
         if (value.Initializer is null) throw new InvalidOperationException($"'{value.Name}' is not an initializer");
         tensor.Name = value.Name;
         value.Initializer = tensor;
+        Touch();
     }
 
     /// <summary>
@@ -169,6 +173,7 @@ public sealed class Graph
 
     private void Insert(Node n, Node? before)
     {
+        Touch();
         if (before is null) { _nodes.Add(n); return; }
         int i = _nodes.IndexOf(before);
         if (i < 0) throw new ArgumentException($"node {before} is not in graph '{Name}'");
@@ -206,6 +211,7 @@ public sealed class Graph
             _valueInfoOrder.Remove(o);
         }
         _nodes.Remove(node);
+        Touch();
     }
 
     private void DetachOuterUses()
@@ -230,7 +236,7 @@ public sealed class Graph
             for (var g = old.Graph; ; )
             {
                 for (int i = 0; i < g._outputs.Count; i++)
-                    if (ReferenceEquals(g._outputs[i], old)) g._outputs[i] = replacement;
+                    if (ReferenceEquals(g._outputs[i], old)) { g._outputs[i] = replacement; Touch(); }
                 break;
             }
     }
@@ -270,6 +276,7 @@ public sealed class Graph
         value.Name = newName;
         g._values[newName] = value;
         Names.Add(newName);
+        Touch();
         if (value.Initializer is not null) value.Initializer.Name = newName;
     }
 
@@ -279,6 +286,7 @@ public sealed class Graph
         if (value.UseList.Count > 0 || _outputs.Contains(value)) throw new InvalidOperationException($"initializer '{value.Name}' is still used");
         _initializers.Remove(value);
         value.Initializer = null;
+        Touch();
         if (!_inputs.Contains(value)) _values.Remove(value.Name);
     }
 
@@ -313,6 +321,9 @@ public sealed class Graph
         value.Type = type;
         if (!value.HasValueInfo) { value.HasValueInfo = true; _valueInfoOrder.Add(value); }
     }
+
+    /// <summary>Counts an edit (see <see cref="Quantc.Ir.Model.Revision"/>).</summary>
+    internal void Touch() => Model?.Touch();
 
     internal void CheckVisible(Value value, Node? user)
     {

@@ -24,6 +24,15 @@ public sealed class Model : IDisposable
 
     internal NameRegistry Names { get; } = new();
 
+    /// <summary>
+    /// Counts the edits to the model's graphs (nodes, inputs, initializers, outputs, names,
+    /// attributes): whoever caches what it found in the graph (the pass manager's statistics, a
+    /// model map) compares versions instead of trusting what a pass says it did.
+    /// </summary>
+    public long Revision { get; private set; }
+
+    internal void Touch() => Revision++;
+
     public Graph Graph { get; private set; }
 
     public long IrVersion { get => _shell.IrVersion; set => _shell.IrVersion = value; }

@@ -46,9 +46,12 @@ public sealed class Node
 
     /// <summary>The graph this node belongs to.</summary>
     public Graph Graph { get; internal set; }
-    public string OpType { get; set; }
+    public string OpType { get => _opType; set { _opType = value; Graph?.Touch(); } }
+    private string _opType = "";
+
     /// <summary>Operator domain ("" is the default ONNX domain).</summary>
-    public string Domain { get; set; }
+    public string Domain { get => _domain; set { _domain = value; Graph?.Touch(); } }
+    private string _domain = "";
     public string Name { get; set; }
 
     /// <summary>The node as loaded, minus what the IR models (inputs, outputs, attributes); keeps doc_string, metadata, unknown fields.</summary>
@@ -94,6 +97,7 @@ public sealed class Node
     {
         RemoveAttribute(proto.Name);
         AttributeList.Add(Attribute.Of(proto));
+        Graph.Touch();
     }
 
     public void SetAttribute(string name, long value) => SetAttribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value });
@@ -106,7 +110,12 @@ public sealed class Node
         SetAttribute(a);
     }
 
-    public bool RemoveAttribute(string name) => AttributeList.RemoveAll(a => a.Name == name) > 0;
+    public bool RemoveAttribute(string name)
+    {
+        bool removed = AttributeList.RemoveAll(a => a.Name == name) > 0;
+        if (removed) Graph.Touch();
+        return removed;
+    }
 
     /// <summary>
     /// Creates an empty subgraph held by the graph attribute <paramref name="name"/> (replacing an
@@ -132,6 +141,7 @@ public sealed class Node
         if (ReferenceEquals(old, value)) return;
         if (old is not null) old.UseList.Remove(new Use(this, index));
         InputList[index] = value;
+        Graph.Touch();
         if (value is not null)
         {
             Graph.CheckVisible(value, this);

@@ -79,4 +79,56 @@ public sealed class CalibratorTests : IDisposable
         Assert.Throws<BadInputException>(() => Calibrator.Collect(model, ["nope"], [sample]));
         Assert.Throws<BadInputException>(() => Calibrator.Collect(model, ["z"], []));
     }
+
+    private static List<CalibrationSample> Samples(int count)
+    {
+        var rng = new Random(3);
+        var list = new List<CalibrationSample>();
+        for (int s = 0; s < count; s++)
+        {
+            var sample = new CalibrationSample();
+            sample.Inputs["x"] = (Enumerable.Range(0, 8).Select(_ => (float)rng.NextDouble()).ToArray(), [2, 4]);
+            list.Add(sample);
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// One calibration path: an observer sees every sample's raw data in the same run that makes the statistics;
+    /// statistics are reused while the model's revision is unchanged, and an edit (of any pass, whatever its kind) ends that.
+    /// </summary>
+    [Fact]
+    public void ThePassContextCalibratesOncePerModelRevision()
+    {
+        using var model = Model.Load(BuildModel(Enumerable.Range(0, 12).Select(i => i / 12f).ToArray(), [0, 0, 0]));
+        var ctx = new Quantc.Core.Pipeline.PassContext(model) { CalibrationData = Samples(3) };
+        int seen = 0;
+        var first = ctx.Calibrate(["z"], "test", (name, data, channels) => { Assert.Equal(("z", 3), (name, channels)); Interlocked.Add(ref seen, data.Length); });
+        Assert.Equal(3 * 2 * 3, seen);
+        Assert.Equal(6, first["z"].Tokens);
+        ctx.CalibrationData = null; // from here on, only the cache can answer
+        Assert.Same(first["z"], ctx.Calibrate(["z"], "test")["z"]);
+        Assert.True(ctx.CanCalibrate(["z"]) is false); // no data, no saved statistics
+        long revision = model.Revision;
+        model.Graph.SetInitializer(model.Graph["b"], Tensor.FromFloats("b", [3], [1, 1, 1]));
+        Assert.True(model.Revision > revision);
+        var e = Assert.Throws<BadInputException>(() => ctx.Calibrate(["z"], "test"));
+        Assert.Contains("needs calibration data", e.Message);
+    }
+
+    [Fact]
+    public void SavedStatisticsAnswerUntilTheModelIsEdited()
+    {
+        using var model = Model.Load(BuildModel(new float[12], new float[3]));
+        var saved = Calibrator.Collect(model, ["z"], Samples(2));
+        var ctx = new Quantc.Core.Pipeline.PassContext(model) { SavedStatistics = saved };
+        Assert.True(ctx.CanCalibrate(["z"]));
+        Assert.Same(saved["z"], ctx.Calibrate(["z"], "test")["z"]);
+        Assert.Equal(1, ctx.StatisticsReused);
+        _ = model.Graph.Nodes.ToList(); // reading is not an edit
+        Assert.NotNull(ctx.SavedStatistics);
+        model.Graph.Nodes[0].SetAttribute("note", 1L);
+        Assert.Null(ctx.SavedStatistics);
+        Assert.Throws<BadInputException>(() => ctx.Calibrate(["z"], "test"));
+    }
 }

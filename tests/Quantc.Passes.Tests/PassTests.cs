@@ -168,7 +168,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
             bool dynamic = l.Name.EndsWith("down_proj", StringComparison.Ordinal);
             // auto keeps per-token dynamic layers at int8 (their rows sit around the zero point); true reduces them too.
             string expected = reduced && (!dynamic || setting == "true") ? "int7" : "int8";
-            Assert.Equal(expected, plan.WeightFormat);
+            Assert.Equal(expected, plan.WeightFormat.Name);
             var q = plan.QuantizedWeight!;
             int lo = q.Values.Min(v => (int)v), hi = q.Values.Max(v => (int)v);
             // Symmetric RTN reaches the grid's end on every row's largest weight.
@@ -268,7 +268,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
             """, out var ctx, out var compiled);
         using (compiled)
         {
-            int quantized = ctx.Plan.Layers.Count(p => p.WeightFormat == "fp8");
+            int quantized = ctx.Plan.Layers.Count(p => p.WeightFormat == NumberFormat.Fp8);
             Assert.True(quantized > 0);
             Assert.Equal(quantized, compiled.Graph.Initializers.Count(v => v.ElementType == (int)Quantc.Onnx.Proto.TensorProto.Types.DataType.Float8E4M3Fn));
             Assert.True(sqnr > floorDb, $"logits SQNR {sqnr:0.00} dB ≤ {floorDb} dB");
@@ -648,7 +648,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         var ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 8).Samples };
         var pm = new PassManager(Builtins.Passes());
         pm.Run(pm.Instantiate(Builtins.Recipe("spike-mixed")), ctx);
-        var kept = ctx.Plan.Layers.Where(p => p.WeightFormat == "fp16").Select(p => p.Name).ToList();
+        var kept = ctx.Plan.Layers.Where(p => p.WeightFormat == NumberFormat.Fp16).Select(p => p.Name).ToList();
         Assert.Contains("model.layers.1.mlp.down_proj", kept); // the reference model's spike layers (models/README.md)
         Assert.All(kept, k => Assert.EndsWith("down_proj", k));
         Assert.Contains(ctx.Plan.Layers.Single(p => p.Name == "model.layers.1.mlp.down_proj").Reasons, r => r.Contains("spike ratio", StringComparison.Ordinal));

@@ -26,8 +26,9 @@ public sealed record CalibrationOptions
 public static class Calibrator
 {
     /// <summary>Collects statistics of <paramref name="tensors"/> (float tensors of the model) over <paramref name="samples"/>.</summary>
+    /// <remarks><paramref name="observe"/> (tensor, one sample's data as float, channels) sees every tensor's raw data in sample order; it is called in parallel for different tensors.</remarks>
     public static Dictionary<string, TensorStats> Collect(Model model, IReadOnlyList<string> tensors, IReadOnlyList<CalibrationSample> samples,
-        CalibrationOptions? options = null, IProgress<(int Done, int Total)>? progress = null)
+        CalibrationOptions? options = null, IProgress<(int Done, int Total)>? progress = null, Action<string, ReadOnlySpan<float>, int>? observe = null)
     {
         options ??= new CalibrationOptions();
         if (samples.Count == 0) throw new BadInputException("no calibration samples");
@@ -69,7 +70,7 @@ public static class Calibrator
                     int sample = i;
                     var current = outputs;
                     pending = current;
-                    folding = Task.Run(() => Parallel.For(0, group.Count, k => Fold(stats[group[k]], current[k], sample)));
+                    folding = Task.Run(() => Parallel.For(0, group.Count, k => Fold(stats[group[k]], current[k], sample, observe)));
                 }
                 folding?.Wait();
                 progress?.Report((++done, total));
@@ -88,44 +89,24 @@ public static class Calibrator
         return stats;
     }
 
-    /// <summary>Runs the model on the samples and hands every observed tensor's raw data to <paramref name="observe"/> (name, data, channels) — for collectors that need more than statistics, such as GPTQ's Hessians.</summary>
-    public static void Observe(Model model, IReadOnlyList<string> tensors, IReadOnlyList<CalibrationSample> samples, Action<string, ReadOnlySpan<float>, int> observe)
-    {
-        using var session = OrtModel.CreateSession(model, tensors);
-        foreach (var sample in samples)
-        {
-            var inputs = CalibrationInputs.ToOrt(sample);
-            try
-            {
-                using var runOptions = new RunOptions();
-                using var outputs = session.Run(runOptions, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), tensors);
-                Parallel.For(0, tensors.Count, k =>
-                {
-                    var shape = outputs[k].GetTensorTypeAndShape().Shape;
-                    observe(tensors[k], outputs[k].GetTensorDataAsSpan<float>(), shape.Length == 0 ? 1 : (int)shape[^1]);
-                });
-            }
-            finally
-            {
-                foreach (var (_, v) in inputs) v.Dispose();
-            }
-        }
-    }
-
-    private static void Fold(TensorStats s, OrtValue value, int sample)
+    private static void Fold(TensorStats s, OrtValue value, int sample, Action<string, ReadOnlySpan<float>, int>? observe)
     {
         var info = value.GetTensorTypeAndShape();
         var shape = info.Shape;
         int channels = shape.Length == 0 ? 1 : (int)shape[^1];
         if (channels == 0) return;
         if (info.ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float)
+        {
             s.Add(value.GetTensorDataAsSpan<float>(), channels, sample);
+            observe?.Invoke(s.Name, value.GetTensorDataAsSpan<float>(), channels);
+        }
         else if (info.ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16)
         {
             var h = value.GetTensorDataAsSpan<Float16>();
             var f = new float[h.Length];
             for (int i = 0; i < h.Length; i++) f[i] = (float)h[i];
             s.Add(f, channels, sample);
+            observe?.Invoke(s.Name, f, channels);
         }
         else throw new BadInputException($"calibration tensor '{s.Name}' is {info.ElementDataType}, not float");
     }

@@ -14,6 +14,12 @@ public sealed record QuantFormat(string Name, int DataType, int Bits, bool IsFlo
     public static readonly QuantFormat Float8E4M3Fn = new("float8e4m3fn", (int)DT.Float8E4M3Fn, 8, true, -448, 448);
     public static readonly QuantFormat Float8E5M2 = new("float8e5m2", (int)DT.Float8E5M2, 8, true, -57344, 57344);
 
+    /// <summary>A 7-bit signed grid stored in int8 (not an ONNX type: lowered as int8).</summary>
+    public static readonly QuantFormat Int7 = new("int7", Int8.DataType, 8, false, -64, 63);
+
+    /// <summary>A 6-bit signed grid stored in int8 (not an ONNX type: lowered as int8).</summary>
+    public static readonly QuantFormat Int6 = new("int6", Int8.DataType, 8, false, -32, 31);
+
     /// <summary>Every format quantc emits.</summary>
     public static IReadOnlyList<QuantFormat> All { get; } = [Int8, UInt8, Int4, UInt4, Int16, Float8E4M3Fn, Float8E5M2];
 

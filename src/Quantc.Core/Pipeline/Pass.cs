@@ -41,32 +41,57 @@ public sealed class PassContext(Model model)
     public IReadOnlyList<CalibrationSample>? CalibrationData { get; set; }
 
     /// <summary>
-    /// Statistics of <paramref name="tensors"/> in the model as it is now (after the passes so far),
-    /// from a calibration run over <see cref="CalibrationData"/>.
+    /// Statistics of <paramref name="tensors"/> in the model as it is now (after the passes so far).
+    /// The one calibration path of a compile: answered from statistics saved by <c>quantc calibrate</c>
+    /// while the model is unchanged, else from this compile's own earlier runs at the same model
+    /// version (edits are counted by <see cref="Model.Revision"/>), else by one run over
+    /// <see cref="CalibrationData"/>. <paramref name="observe"/> (tensor name, one sample's data,
+    /// channels) sees the raw activations of that run — row samplers, GPTQ's Hessians — so a pass
+    /// that needs both statistics and raw data runs the model once.
     /// </summary>
-    public Dictionary<string, TensorStats> Calibrate(IReadOnlyList<string> tensors, string pass)
+    public Dictionary<string, TensorStats> Calibrate(IReadOnlyList<string> tensors, string pass, Action<string, ReadOnlySpan<float>, int>? observe = null)
     {
-        // Statistics loaded from a file describe the model as it was loaded: usable until a pass rewrites it.
-        if (SavedStatistics is { } saved && tensors.All(saved.ContainsKey))
+        var wanted = tensors.Distinct().ToList();
+        if (observe is null)
         {
-            StatisticsReused++;
-            return tensors.Distinct().ToDictionary(t => t, t => saved[t], StringComparer.Ordinal);
+            if (SavedValid && wanted.All(_saved!.ContainsKey))
+            {
+                StatisticsReused++;
+                return wanted.ToDictionary(t => t, t => _saved![t], StringComparer.Ordinal);
+            }
+            if (_cacheVersion == Model.Revision && wanted.All(_cache.ContainsKey))
+                return wanted.ToDictionary(t => t, t => _cache[t], StringComparer.Ordinal);
         }
         if (CalibrationData is null || CalibrationData.Count == 0)
-            throw new Quantc.Onnx.BadInputException(SavedStatistics is null
+            throw new Quantc.Onnx.BadInputException(_saved is null
                 ? $"pass '{pass}' needs calibration data: give --calib DATA"
                 : $"pass '{pass}' needs statistics the saved calibration does not have (of the rewritten model, or other tensors): give --calib DATA as well");
-        return Calibrator.Collect(Model, tensors, CalibrationData);
+        var fresh = Calibrator.Collect(Model, wanted, CalibrationData, observe: observe);
+        if (_cacheVersion != Model.Revision) { _cache.Clear(); _cacheVersion = Model.Revision; }
+        foreach (var (k, v) in fresh) _cache[k] = v;
+        return fresh;
     }
 
-    /// <summary>Statistics from an earlier <c>quantc calibrate</c> of the same model (valid until a pass rewrites the graph).</summary>
-    public IReadOnlyDictionary<string, TensorStats>? SavedStatistics { get; set; }
+    /// <summary>Whether <see cref="Calibrate"/> can answer for <paramref name="tensors"/> (calibration data, or saved statistics that cover them).</summary>
+    public bool CanCalibrate(IEnumerable<string> tensors) =>
+        CalibrationData is { Count: > 0 } || (SavedValid && tensors.All(_saved!.ContainsKey));
+
+    private readonly Dictionary<string, TensorStats> _cache = new(StringComparer.Ordinal);
+    private long _cacheVersion = -1;
+    private IReadOnlyDictionary<string, TensorStats>? _saved;
+    private long _savedVersion;
+
+    private bool SavedValid => _saved is not null && _savedVersion == Model.Revision;
+
+    /// <summary>Statistics from an earlier <c>quantc calibrate</c> of the model as it is when they are set (valid until a pass edits the graph).</summary>
+    public IReadOnlyDictionary<string, TensorStats>? SavedStatistics
+    {
+        get => SavedValid ? _saved : null;
+        set { _saved = value; _savedVersion = Model.Revision; }
+    }
 
     /// <summary>How many times saved statistics answered a pass instead of a calibration run.</summary>
     public int StatisticsReused { get; private set; }
-
-    /// <summary>Called after a pass that changed the model: saved statistics no longer describe it.</summary>
-    public void ModelChanged() => SavedStatistics = null;
 
     /// <summary>Notes for the report, in order ("smooth: model.layers.0.self_attn.q_proj α=0.5, max s=12.3").</summary>
     public List<string> Log { get; } = [];

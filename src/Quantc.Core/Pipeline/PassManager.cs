@@ -31,7 +31,6 @@ public sealed class PassManager(PassRegistry registry)
             if (problems.Count > 0)
                 throw new InvalidOperationException($"pass '{pass.Name}' left the graph invalid: {string.Join("; ", problems.Take(5))}");
             timings.Add(new PassTiming(pass.Name, pass.Kind, sw.Elapsed, before, context.Model.Graph.AllNodes().Count()));
-            if (pass.Kind != PassKind.Decision) context.ModelChanged();
             progress?.Report((i + 1, passes.Count));
         }
         if (context.Provenance.Origins.Count > 0) context.Provenance.WriteTo(context.Model);

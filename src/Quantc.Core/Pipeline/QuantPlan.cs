@@ -6,11 +6,11 @@ public sealed class LayerPlan(string name)
     /// <summary>Stable layer name (e.g. model.layers.3.mlp.down_proj).</summary>
     public string Name { get; } = name;
 
-    /// <summary>Weight format: fp32 (untouched), fp16, int8, int4, fp8e4m3...</summary>
-    public string WeightFormat { get; set; } = "fp32";
+    /// <summary>Weight format (fp32: untouched).</summary>
+    public NumberFormat WeightFormat { get; set; } = NumberFormat.Fp32;
 
-    /// <summary>per_tensor, per_channel or per_group.</summary>
-    public string WeightGranularity { get; set; } = "per_channel";
+    /// <summary>How many weights share a scale.</summary>
+    public Granularity WeightGranularity { get; set; } = Granularity.PerChannel;
 
     /// <summary>Group size along K for per_group weights.</summary>
     public int GroupSize { get; set; }
@@ -18,14 +18,14 @@ public sealed class LayerPlan(string name)
     /// <summary>Symmetric weights (zero point 0) or asymmetric min-max weights with a zero point per scale.</summary>
     public bool WeightSymmetric { get; set; } = true;
 
-    /// <summary>Weight rounding method (rtn, gptq, flexround, lrq).</summary>
+    /// <summary>Weight rounding method (rtn, gptq).</summary>
     public string WeightMethod { get; set; } = "rtn";
 
-    /// <summary>Activation format (fp32 = not quantized).</summary>
-    public string ActivationFormat { get; set; } = "fp32";
+    /// <summary>Activation format (fp32: not quantized).</summary>
+    public NumberFormat ActivationFormat { get; set; } = NumberFormat.Fp32;
 
-    /// <summary>static or dynamic activation quantization.</summary>
-    public string ActivationMode { get; set; } = "static";
+    /// <summary>Static or dynamic activation quantization.</summary>
+    public ActivationMode ActivationMode { get; set; } = ActivationMode.Static;
 
     /// <summary>Static activation range (lo, hi), once chosen.</summary>
     public (float Lo, float Hi)? ActivationRange { get; set; }
@@ -45,8 +45,9 @@ public sealed class LayerPlan(string name)
     /// <summary>A one-line summary, e.g. "int8 W (per_channel, rtn) / int8 A (static, minmax); smoothed α=0.5".</summary>
     public override string ToString()
     {
-        string w = WeightFormat is "fp32" or "fp16" ? $"{WeightFormat} W" : $"{WeightFormat} W ({WeightGranularity}{(GroupSize > 0 ? $" g{GroupSize}" : "")}{(WeightSymmetric ? "" : " asym")}, {WeightMethod})";
-        string a = ActivationFormat == "fp32" ? "fp32 A" : $"{ActivationFormat} A ({ActivationMode}{(RangeMethod is null ? "" : ", " + RangeMethod)})";
+        string w = WeightFormat == NumberFormat.Fp32 || WeightFormat == NumberFormat.Fp16 ? $"{WeightFormat} W"
+            : $"{WeightFormat} W ({WeightGranularity.Name()}{(GroupSize > 0 ? $" g{GroupSize}" : "")}{(WeightSymmetric ? "" : " asym")}, {WeightMethod})";
+        string a = ActivationFormat == NumberFormat.Fp32 ? "fp32 A" : $"{ActivationFormat} A ({ActivationMode.Name()}{(RangeMethod is null ? "" : ", " + RangeMethod)})";
         return Transforms.Count == 0 ? $"{w} / {a}" : $"{w} / {a}; {string.Join(", ", Transforms)}";
     }
 }
@@ -67,7 +68,7 @@ public sealed class ActivationPlan(string tensor, string owner, string role)
     public string Role { get; } = role;
 
     /// <summary>Format (int8: symmetric, per tensor).</summary>
-    public string Format { get; set; } = "int8";
+    public NumberFormat Format { get; set; } = NumberFormat.Int8;
 
     /// <summary>Static range (lo, hi).</summary>
     public (float Lo, float Hi) Range { get; set; }
