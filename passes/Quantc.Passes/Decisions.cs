@@ -50,7 +50,7 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
             ctx.Log.Add(reduce
                 ? $"quantize: reduce_range auto → on: this CPU ({CpuFeatures.Description}) has no int8 dot-product instructions (VNNI), and ONNX Runtime's U8S8 kernel would saturate with full-range int8 weights; weights on a 7-bit grid"
                 : $"quantize: reduce_range auto → off: this CPU ({CpuFeatures.Description}) has int8 dot-product instructions");
-        foreach (var l in LayerAnalysis.Analyze(ctx.Model.Graph).Linears)
+        foreach (var l in ctx.Map.Linears)
         {
             var plan = ctx.Plan[l.Name];
             if (exclude.Any(p => Regex.IsMatch(l.Name, p)))
@@ -101,7 +101,7 @@ public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat
 
     public void Run(PassContext ctx)
     {
-        var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears.Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32).ToList();
+        var layers = ctx.Map.Linears.Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32).ToList();
         if (layers.Count == 0) return;
         var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
         int maxKept = (int)Math.Floor(budget * layers.Count);
@@ -151,7 +151,7 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
 
     public void Run(PassContext ctx)
     {
-        var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears
+        var layers = ctx.Map.Linears
             .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32 && p.ActivationMode == ActivationMode.Static).ToList();
         if (layers.Count == 0) return;
         var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
@@ -180,7 +180,7 @@ public sealed class WeightsPass(string method, double damp) : IPass
 
     public void Run(PassContext ctx)
     {
-        var layers = LayerAnalysis.Analyze(ctx.Model.Graph).Linears
+        var layers = ctx.Map.Linears
             .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat.Grid is not null).ToList();
         Dictionary<string, double[]>? hessians = method == "gptq" ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger).ToList()) : null;
         foreach (var l in layers)

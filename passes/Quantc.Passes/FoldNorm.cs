@@ -22,7 +22,7 @@ public sealed class FoldNormPass : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var map = LayerAnalysis.Analyze(g);
+        var map = ctx.Map;
         foreach (var norm in map.Norms)
         {
             var readers = NormReaders.Of(norm, map, out string? why);
@@ -53,7 +53,7 @@ public sealed class FoldNormPass : IPass
 /// <summary>The linear layers a norm feeds, when they are its only consumers.</summary>
 internal static class NormReaders
 {
-    public static IReadOnlyList<LinearLayer>? Of(NormInfo norm, LayerMap map, out string? why)
+    public static IReadOnlyList<LinearLayer>? Of(NormInfo norm, ModelMap map, out string? why)
     {
         why = null;
         if (norm.Gamma.Uses.Count != 1) { why = "its γ is shared"; return null; }

@@ -1,5 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Analysis;
 using Quantc.Ir.Patterns;
 
 namespace Quantc.Passes;
@@ -34,7 +35,7 @@ public sealed class FuseAttentionPass : IPass
         int fused = 0, flat = 0;
         var made = new List<Node>();
         // The eager attentions' parts, found by AttentionSite's matcher; every Softmax read by MatMul(P, V), site or not.
-        AttentionSite.Find(g, out var decomposed);
+        var decomposed = ctx.Map.DecomposedAttention;
         foreach (var m in decomposed)
         {
             if (!m.ContextAlone) continue;
@@ -52,7 +53,6 @@ public sealed class FuseAttentionPass : IPass
         ctx.Log.Add($"fuse_attention: {fused} attention block(s) → ONNX Attention (opset 23){(flat > 0 ? $", {flat} of them on the projections' [batch, sequence, heads·head size] tensors directly" : "")}");
     }
 
-    private static bool SingleUse(Value v) => DecomposedAttention.SingleUse(v);
 
     private static Node Rewrite(Graph g, DecomposedAttention m)
     {
@@ -82,18 +82,18 @@ public sealed class FuseAttentionPass : IPass
         (Value X, long Heads, Node? Rope)? Split(Value v)
         {
             Node? rope = null;
-            if (v.Producer is { } r && r.Is("RotaryEmbedding") && SingleUse(v) && r.Inputs[0] is { } inner && r.GetInt("num_heads", 0) == 0) { rope = r; v = inner; }
-            if (v.Producer is not { } t || !t.Is("Transpose") || !SingleUse(v) || t.GetInts("perm") is not { } perm || !perm.SequenceEqual([0L, 2, 1, 3])) return null;
+            if (v.Producer is { } r && r.Is("RotaryEmbedding") && v.IsSingleUse && r.Inputs[0] is { } inner && r.GetInt("num_heads", 0) == 0) { rope = r; v = inner; }
+            if (v.Producer is not { } t || !t.Is("Transpose") || !v.IsSingleUse || t.GetInts("perm") is not { } perm || !perm.SequenceEqual([0L, 2, 1, 3])) return null;
             var reshaped = t.Inputs[0]!;
-            if (reshaped.Producer is not { } rs || !rs.Is("Reshape") || !SingleUse(reshaped)) return null;
+            if (reshaped.Producer is not { } rs || !rs.Is("Reshape") || !reshaped.IsSingleUse) return null;
             return Constants.Ints(Constants.Of(rs.Inputs[1])) is [0, 0, > 0 and var heads, > 0] ? (rs.Inputs[0]!, heads, rope) : null;
         }
         if (Split(att.Inputs[0]!) is not { } q || Split(att.Inputs[1]!) is not { } k || Split(att.Inputs[2]!) is not { Rope: null } v) return false;
         // The output: Y [b, h, s, d] → Transpose [0, 2, 1, 3] → Reshape [0, 0, h·d] is the only reader.
         var y = att.Outputs[0]!;
-        if (!SingleUse(y) || y.Uses[0].Node is not { } tOut || !tOut.Is("Transpose") || tOut.GetInts("perm") is not { } p || !p.SequenceEqual([0L, 2, 1, 3])) return false;
+        if (!y.IsSingleUse || y.Uses[0].Node is not { } tOut || !tOut.Is("Transpose") || tOut.GetInts("perm") is not { } p || !p.SequenceEqual([0L, 2, 1, 3])) return false;
         var yt = tOut.Output;
-        if (!SingleUse(yt) || yt.Uses[0].Node is not { } rOut || !rOut.Is("Reshape") || Constants.Ints(Constants.Of(rOut.Inputs[1])) is not [0, 0, > 0]) return false;
+        if (!yt.IsSingleUse || yt.Uses[0].Node is not { } rOut || !rOut.Is("Reshape") || Constants.Ints(Constants.Of(rOut.Inputs[1])) is not [0, 0, > 0]) return false;
         if (k.Heads != v.Heads || q.Heads % k.Heads != 0) return false;
 
         Value Input((Value X, long Heads, Node? Rope) part)

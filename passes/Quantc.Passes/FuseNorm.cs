@@ -26,7 +26,7 @@ public sealed class FuseNormPass : IPass
     {
         var g = ctx.Model.Graph;
         int rms = 0, ln = 0;
-        foreach (var norm in LayerAnalysis.Analyze(g).Norms.Where(n => n.Form == "decomposed"))
+        foreach (var norm in ctx.Map.Norms.Where(n => n.Form == "decomposed"))
         {
             if (Refusal(norm) is { } why) { ctx.Log.Add($"fuse_norm: {norm.Name} left as it is: {why}"); continue; }
             bool isRms = norm.Kind == NormKind.RmsNorm;

@@ -41,7 +41,7 @@ public sealed class FuseProjectionsPass : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var layerOf = LayerAnalysis.Analyze(g).Linears.ToDictionary(l => l.Node, l => l.Name, (IEqualityComparer<Node>)ReferenceEqualityComparer.Instance);
+        var layerOf = ctx.Map.Linears.ToDictionary(l => l.Node, l => l.Name, (IEqualityComparer<Node>)ReferenceEqualityComparer.Instance);
         int groups = 0, fused = 0;
         var byInput = g.Nodes.Where(n => n.Is("MatMul") && n.Inputs.Count == 2 && n.Inputs[0] is not null)
             .GroupBy(n => n.Inputs[0]!, (IEqualityComparer<Value>)ReferenceEqualityComparer.Instance).Where(x => x.Count() > 1).ToList();

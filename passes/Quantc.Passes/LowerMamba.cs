@@ -33,7 +33,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
     {
         var g = ctx.Model.Graph;
         var cache = new Dictionary<(Value, float), (Value Q, Value Scale)>();
-        foreach (var b in LayerAnalysis.Analyze(g).Mambas)
+        foreach (var b in ctx.Map.Mambas)
         {
             var values = new[] { b.X, b.ScanX, b.Dt, b.B, b.C, b.Z };
             var plans = new Dictionary<string, ActivationPlan>(StringComparer.Ordinal);
@@ -45,7 +45,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
             ctx.Log.Add($"lower_mamba: {b.Name} → {(portable ? "QDQ around Conv and Scan" : "QCausalConv1d, QSelectiveScan")}");
         }
         g.RemoveDeadCode();
-        if (portable) ReplaceHadamards(g);
+        if (portable) ReplaceHadamards(ctx, g);
         else LowerLinears(ctx, g, cache);
         g.RemoveDeadCode();
         g.SortTopologically();
@@ -95,7 +95,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
     /// <summary>Every int8 (per channel) weight / int8 static activation MatMul → MatMulInt8 (a Hadamard in front → HadamardQuantizeInt8).</summary>
     private static void LowerLinears(PassContext ctx, Graph g, Dictionary<(Value, float), (Value, Value)> cache)
     {
-        foreach (var l in LayerAnalysis.Analyze(g).Linears)
+        foreach (var l in ctx.Map.Linears)
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.QuantizedWeight is not { GroupSize: 0 } q || (plan.WeightFormat != NumberFormat.Int8 && plan.WeightFormat != NumberFormat.Int7)
                 || plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Static || plan.ActivationRange is not { } range || !l.Node.Is("MatMul"))
@@ -191,12 +191,12 @@ public sealed class LowerMambaPass(bool portable) : IPass
     }
 
     /// <summary>Every unnormalised ai.quantc.Hadamard → MatMul by the constant Hᵀ (what online_hadamard emits with portable).</summary>
-    private static void ReplaceHadamards(Graph g)
+    private static void ReplaceHadamards(PassContext ctx, Graph g)
     {
         foreach (var h in g.Nodes.Where(n => n.Is("Hadamard", CustomOps.Domain)).ToList())
         {
             if (h.GetInt("normalize", 1) != 0) throw new Quantc.Onnx.BadInputException($"lower_mamba portable: {h} normalises; only the unnormalised transform online_hadamard emits is lowered");
-            var reader = LayerAnalysis.Analyze(g).Linears.FirstOrDefault(l => ReferenceEquals(l.Input, h.Output))
+            var reader = ctx.Map.Linears.FirstOrDefault(l => ReferenceEquals(l.Input, h.Output))
                 ?? throw new Quantc.Onnx.BadInputException($"lower_mamba portable: {h} does not feed a linear layer");
             var m = OnlineHadamardPass.HadamardMatMul(g, h.Inputs[0]!, reader.InFeatures, reader.Name, h);
             g.ReplaceAllUses(h.Output, m);

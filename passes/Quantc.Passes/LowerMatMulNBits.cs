@@ -31,7 +31,7 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
         var g = ctx.Model.Graph;
         if ((ctx.Model.OpsetVersion("com.microsoft") ?? 0) < 1) ctx.Model.SetOpset("com.microsoft", 1);
         int lowered = 0;
-        foreach (var l in LayerAnalysis.Analyze(g).Linears)
+        foreach (var l in ctx.Map.Linears)
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 || plan.ActivationFormat != NumberFormat.Fp32 || plan.QuantizedWeight is not { } q) continue;
             if (!l.Node.Is("MatMul")) { ctx.Log.Add($"lower_matmulnbits: {l.Name} left to lower_qdq: not a MatMul"); continue; }

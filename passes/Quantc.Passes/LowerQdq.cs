@@ -46,7 +46,7 @@ public sealed class LowerQdqPass : IPass
         if ((ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
         var qdqCache = new Dictionary<(Value, string, float, float), Value>();
         var rowScales = new Dictionary<Value, Value>();
-        foreach (var l in LayerAnalysis.Analyze(g).Linears)
+        foreach (var l in ctx.Map.Linears)
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan)) continue;
             LowerWeight(ctx, g, l, plan);

@@ -34,7 +34,7 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
         {
             var quantized = new Dictionary<Value, (Value A, Value Scale)>(ReferenceEqualityComparer.Instance);
             int lowered = 0;
-            foreach (var l in LayerAnalysis.Analyze(g).Linears)
+            foreach (var l in ctx.Map.Linears)
             {
                 if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 || plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Dynamic) continue;
                 if (plan.QuantizedWeight is not { } q) continue;

@@ -25,7 +25,7 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
 
     public void Run(PassContext ctx)
     {
-        var map = LayerAnalysis.Analyze(ctx.Model.Graph);
+        var map = ctx.Map;
         var blocks = map.Mambas;
         if (blocks.Count == 0)
         {

@@ -29,7 +29,7 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var map = LayerAnalysis.Analyze(g);
+        var map = ctx.Map;
         var rotated = new Dictionary<Value, Value>(ReferenceEqualityComparer.Instance);
         foreach (var l in map.Linears.Where(l => Regex.IsMatch(l.Name, layers)))
         {

@@ -1,5 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Quantc.Passes;
@@ -27,7 +28,7 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var sites = AttentionSite.Find(g);
+        var sites = ctx.Map.Attention;
         if (sites.Count == 0) { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or MultiHeadAttention)"); return; }
         foreach (var a in sites)
         {

@@ -40,7 +40,7 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var map = LayerAnalysis.Analyze(g);
+        var map = ctx.Map;
         var done = new HashSet<LinearLayer>(ReferenceEqualityComparer.Instance);
         var rotations = new Dictionary<long, Rotation>();
         var cacheTensors = new List<(string Name, long Size)>();
@@ -83,7 +83,7 @@ internal sealed class HeadRegion
     public List<Value> Values { get; } = [];
 
     /// <summary>The region of <paramref name="v"/>, or null with the reason.</summary>
-    public static HeadRegion? Follow(LinearLayer v, LayerMap map, out string? why)
+    public static HeadRegion? Follow(LinearLayer v, ModelMap map, out string? why)
     {
         why = null;
         long width = v.OutFeatures;

@@ -3,6 +3,7 @@ using Quantc.Core.Pipeline;
 using Quantc.Core.Runtime;
 using Quantc.Onnx;
 using Quantc.Ir;
+using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Quantc.Passes;
@@ -36,7 +37,7 @@ public sealed class RotateQkPass(bool portable) : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var sites = AttentionSite.Find(g);
+        var sites = ctx.Map.Attention;
         if (sites.Count == 0) { ctx.Log.Add("rotate_qk: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or MultiHeadAttention)"); return; }
         var cache = new List<(long Size, string Name)>();
         foreach (var a in sites)

@@ -39,7 +39,7 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var map = LayerAnalysis.Analyze(g);
+        var map = ctx.Map;
         var stream = ResidualStream.Find(g, map);
         var q = Rotation.Create(stream.Hidden, seed);
         var massive = MassiveChannels(ctx, stream);
@@ -191,7 +191,7 @@ internal sealed class ResidualStream
     public List<Value> RotatedValues { get; } = [];
 
     /// <summary>Walks the stream; a <see cref="BadInputException"/> with the reason when it cannot be rotated.</summary>
-    public static ResidualStream Find(Graph g, LayerMap map)
+    public static ResidualStream Find(Graph g, ModelMap map)
     {
         static Exception Refuse(string why) => new BadInputException($"rotate_residual: cannot rotate the residual stream: {why}");
         var normOf = new Dictionary<Node, NormInfo>(ReferenceEqualityComparer.Instance);

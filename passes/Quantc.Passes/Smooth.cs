@@ -59,7 +59,7 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var map = LayerAnalysis.Analyze(g);
+        var map = ctx.Map;
         var targets = new List<(Value Input, IReadOnlyList<LinearLayer> Readers, Action<float[]> DivideProducer, string Via, Value[] Changed)>();
         foreach (var norm in map.Norms)
         {
@@ -139,7 +139,7 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
     }
 
     /// <summary>For x = Mul(a, up(·)) read only by <paramref name="l"/>, with up a linear layer whose output only feeds that Mul: the up projection.</summary>
-    private static LinearLayer? UpProjection(LinearLayer l, LayerMap map)
+    private static LinearLayer? UpProjection(LinearLayer l, ModelMap map)
     {
         if (l.Input.Producer is not { } mul || !mul.Is("Mul") || l.Input.Uses.Count != 1) return null;
         foreach (var inp in mul.Inputs)

@@ -29,7 +29,7 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        var map = LayerAnalysis.Analyze(g);
+        var map = ctx.Map;
         var targets = new List<(NormInfo Norm, IReadOnlyList<LinearLayer> Readers)>();
         foreach (var norm in map.Norms)
         {

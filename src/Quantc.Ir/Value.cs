@@ -64,6 +64,9 @@ public sealed class Value
     /// <summary>True when the graph lists this value among its outputs.</summary>
     public bool IsGraphOutput => Graph.Outputs.Contains(this);
 
+    /// <summary>Read by exactly one node and not a graph output: a rewrite may replace it without anyone else noticing.</summary>
+    public bool IsSingleUse => UseList.Count == 1 && !IsGraphOutput;
+
     /// <summary>True for an initializer (a constant tensor).</summary>
     public bool IsInitializer => Initializer is not null;
 

@@ -93,6 +93,21 @@ public sealed class PassContext(Model model)
     /// <summary>How many times saved statistics answered a pass instead of a calibration run.</summary>
     public int StatisticsReused { get; private set; }
 
+    /// <summary>
+    /// The model map of the main graph as it is now: built on first use and rebuilt only when the
+    /// model has been edited since (<see cref="Model.Revision"/>), so passes share one analysis.
+    /// </summary>
+    public Quantc.Ir.Analysis.ModelMap Map
+    {
+        get
+        {
+            if (_map is null || _map.Revision != Model.Revision) _map = Quantc.Ir.Analysis.LayerAnalysis.Analyze(Model.Graph);
+            return _map;
+        }
+    }
+
+    private Quantc.Ir.Analysis.ModelMap? _map;
+
     /// <summary>Notes for the report, in order ("smooth: model.layers.0.self_attn.q_proj α=0.5, max s=12.3").</summary>
     public List<string> Log { get; } = [];
 }

@@ -11,9 +11,9 @@ namespace Quantc.Ir.Analysis;
 public static class LayerAnalysis
 {
     /// <summary>Analyses the nodes of <paramref name="graph"/> (subgraphs are not searched).</summary>
-    public static LayerMap Analyze(Graph graph)
+    public static ModelMap Analyze(Graph graph)
     {
-        var map = new LayerMap();
+        var map = new ModelMap { Revision = graph.Model?.Revision ?? -1 };
         var position = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < graph.Nodes.Count; i++) position[graph.Nodes[i]] = i;
 
@@ -69,6 +69,8 @@ public static class LayerAnalysis
         map.Refusals.AddRange(sorted);
 
         Wire(map);
+        map.Attention.AddRange(AttentionSite.Find(graph, out var decomposed));
+        map.DecomposedAttention.AddRange(decomposed);
         return map;
     }
 
@@ -122,7 +124,7 @@ public static class LayerAnalysis
     }
 
     /// <summary>Which norm feeds each layer (its output directly, or through one Cast), and which layers share an input.</summary>
-    private static void Wire(LayerMap map)
+    private static void Wire(ModelMap map)
     {
         var byOutput = new Dictionary<Value, NormInfo>(ReferenceEqualityComparer.Instance);
         foreach (var norm in map.Norms) byOutput[norm.Output] = norm;

@@ -67,7 +67,7 @@ public sealed class NormInfo
 /// </summary>
 public sealed class LinearLayer
 {
-    /// <summary>Stable name, e.g. <c>model.layers.0.self_attn.q_proj</c> (unique within a <see cref="LayerMap"/>).</summary>
+    /// <summary>Stable name, e.g. <c>model.layers.0.self_attn.q_proj</c> (unique within a <see cref="ModelMap"/>).</summary>
     public required string Name { get; init; }
 
     /// <summary>The MatMul or Gemm.</summary>
@@ -122,10 +122,25 @@ public sealed class LinearLayer
 /// <param name="FedBy">The norm that produces the input, if any.</param>
 public sealed record LinearGroup(Value Input, IReadOnlyList<LinearLayer> Layers, NormInfo? FedBy);
 
-/// <summary>What layer analysis found in a graph, and why it passed over what it did not take.</summary>
-public sealed class LayerMap
+/// <summary>
+/// The model map: the structure analysis found in a graph — linear layers and how they group, norms
+/// and their readers, Mamba mixers, attention sites with their caches — and why it passed over what it
+/// did not take. The single owner of structure: passes select from it instead of walking producers.
+/// Built by <see cref="LayerAnalysis.Analyze"/>; describes the model at <see cref="Revision"/> (a
+/// pass context rebuilds it when the model has been edited since).
+/// </summary>
+public sealed class ModelMap
 {
     private Dictionary<string, LinearLayer>? _byName;
+
+    /// <summary>The model revision (<see cref="Model.Revision"/>) the map describes; -1 for a graph outside a model.</summary>
+    public long Revision { get; init; } = -1;
+
+    /// <summary>Attention sites (eager, GroupQueryAttention, MultiHeadAttention), in graph order, with their key and value caches.</summary>
+    public List<AttentionSite> Attention { get; } = [];
+
+    /// <summary>Every Softmax read by a MatMul with its parts, in graph order — also those that are not a site (with the reason).</summary>
+    public List<DecomposedAttention> DecomposedAttention { get; } = [];
 
     /// <summary>Linear layers, in graph order.</summary>
     public List<LinearLayer> Linears { get; } = [];

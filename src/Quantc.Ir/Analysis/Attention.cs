@@ -1,14 +1,12 @@
-using Quantc.Ir;
-using Quantc.Ir.Analysis;
 using Quantc.Ir.Patterns;
 
-namespace Quantc.Passes;
+namespace Quantc.Ir.Analysis;
 
 /// <summary>
 /// The keys or the values of one attention: the slots where new (this step's) tensors enter, the cache
 /// graph inputs (past) and outputs (present) on the way to the attention, and the values in between.
 /// </summary>
-internal sealed class CacheStream
+public sealed class CacheStream
 {
     /// <summary>Where new keys (values) enter: each a node input that reads a tensor computed this step.</summary>
     public List<Use> Sources { get; } = [];
@@ -32,7 +30,7 @@ internal sealed class CacheStream
 /// Concat), com.microsoft GroupQueryAttention or MultiHeadAttention. The query enters at <see cref="Query"/>; keys and values
 /// are <see cref="Keys"/> and <see cref="Values"/>, or null with the reason.
 /// </summary>
-internal sealed class AttentionSite
+public sealed class AttentionSite
 {
     public required string Name { get; init; }
     public required string Form { get; init; }
@@ -350,7 +348,7 @@ internal sealed class AttentionSite
 /// or V may be constant, a Softmax axis of 3 need not be the last of a known rank): each pass keeps its own
 /// acceptance, the parts are found here once. Set as far as the match got; all meaningful when <see cref="Fusable"/>.
 /// </summary>
-internal sealed class DecomposedAttention
+public sealed class DecomposedAttention
 {
     public required Node Softmax { get; init; }
 
@@ -423,7 +421,7 @@ internal sealed class DecomposedAttention
 
         // Scores: [Add(·, mask)] ∘ [Mul/Div by a scalar constant] ∘ MatMul(Q, Transpose(K)).
         Value scores = Softmax.Inputs[0]!;
-        if (scores.Producer is { } add && add.Is("Add") && SingleUse(scores))
+        if (scores.Producer is { } add && add.Is("Add") && scores.IsSingleUse)
         {
             var (a, b) = (add.Inputs[0]!, add.Inputs[1]!);
             bool aIsScores = IsScoresChain(a), bIsScores = IsScoresChain(b);
@@ -431,7 +429,7 @@ internal sealed class DecomposedAttention
             MaskAdd = add;
             (scores, Mask) = aIsScores ? (a, b) : (b, a);
         }
-        if (scores.Producer is { } mul && (mul.Is("Mul") || mul.Is("Div")) && SingleUse(scores))
+        if (scores.Producer is { } mul && (mul.Is("Mul") || mul.Is("Div")) && scores.IsSingleUse)
         {
             int ci = Scalar(mul.Inputs[1]) is not null ? 1 : mul.Is("Mul") && Scalar(mul.Inputs[0]) is not null ? 0 : -1;
             if (ci < 0) return "the scores are scaled by a non-constant";
@@ -440,10 +438,10 @@ internal sealed class DecomposedAttention
             Scale = mul.Is("Mul") ? c : 1f / c;
             scores = mul.Inputs[1 - ci]!;
         }
-        if (scores.Producer is not { } qk || !qk.Is("MatMul") || !SingleUse(scores)) return "the scores are not a MatMul";
+        if (scores.Producer is not { } qk || !qk.Is("MatMul") || !scores.IsSingleUse) return "the scores are not a MatMul";
         Scores = qk;
         var q = Q = qk.Inputs[0]!;
-        if (qk.Inputs[1]!.Producer is not { } kt || !kt.Is("Transpose") || !SingleUse(qk.Inputs[1]!)
+        if (qk.Inputs[1]!.Producer is not { } kt || !kt.Is("Transpose") || !qk.Inputs[1]!.IsSingleUse
             || kt.GetInts("perm") is not { } perm || !perm.SequenceEqual([0L, 1, 3, 2]))
             return "K does not enter as Transpose(perm [0, 1, 3, 2])";
         KeyTranspose = kt;
@@ -467,7 +465,6 @@ internal sealed class DecomposedAttention
     }
 
     /// <summary>Read by one node and no graph output.</summary>
-    internal static bool SingleUse(Value v) => v.Uses.Count == 1 && !v.IsGraphOutput;
 
     private static bool IsScoresChain(Value v) =>
         v.Producer is { } p && (p.Is("MatMul") || ((p.Is("Mul") || p.Is("Div")) && p.Inputs.Any(i => i?.Producer is { } mm && mm.Is("MatMul"))));
@@ -479,9 +476,9 @@ internal sealed class DecomposedAttention
     private static Value UnrepeatKv(Value x, out bool repeated)
     {
         repeated = false;
-        if (x.Producer is not { } r || !r.Is("Reshape") || !SingleUse(x)) return x;
-        if (r.Inputs[0]!.Producer is not { } e || !e.Is("Expand") || !SingleUse(r.Inputs[0]!)) return x;
-        if (e.Inputs[0]!.Producer is not { } u || !u.Is("Unsqueeze") || !SingleUse(e.Inputs[0]!)) return x;
+        if (x.Producer is not { } r || !r.Is("Reshape") || !x.IsSingleUse) return x;
+        if (r.Inputs[0]!.Producer is not { } e || !e.Is("Expand") || !r.Inputs[0]!.IsSingleUse) return x;
+        if (e.Inputs[0]!.Producer is not { } u || !u.Is("Unsqueeze") || !e.Inputs[0]!.IsSingleUse) return x;
         var axes = u.Inputs.Count > 1 ? Constants.Ints(Constants.Of(u.Inputs[1])) : u.GetInts("axes")?.ToArray();
         var shape = Constants.Ints(Constants.Of(e.Inputs[1]));
         if (axes is not [2] || shape is not { Length: 5 } || shape[0] != 1 || shape[1] != 1 || shape[3] != 1 || shape[4] != 1) return x;
