@@ -114,7 +114,7 @@ internal static class CompileCommand
             string next = verify.Logits is { } l
                 ? string.Create(CultureInfo.InvariantCulture, $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
                 : "";
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({v.Data}): {logits.Name} SQNR {VerifyCommand.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({v.Data}): {logits.Name} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
         }
     }
 

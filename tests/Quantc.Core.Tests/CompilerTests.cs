@@ -65,5 +65,48 @@ public class CompilerTests
         Assert.Equal(["data", "output", "sqnr_db", "cosine"], Names(JsonDocument.Parse(ReportJson.Serialize(noLogits)).RootElement));
     }
 
+    /// <summary>quantc verify --json: its names and order, optional fields only when measured, failures from the thresholds.</summary>
+    [Fact]
+    public void TheVerifyReportKeepsItsNamesAndChecksTheThresholds()
+    {
+        var report = new VerifyReport(2, [new OutputError("logits", 12.5, 0.99, 0.5, 10) { SqnrVsExactDb = double.PositiveInfinity, OriginalNoiseSqnrDb = 90 }],
+            new LogitsMetrics(0.9, 10, 11, 100), [new LayerError(0, "t", "t0", "MatMul", 30, 1, 0.1)]);
+        var failures = new VerifyThresholds(MinSqnrDb: 20, MaxPerplexityIncrease: 0.05).FailuresOf(report);
+        Assert.Equal(["output 'logits': SQNR 12.50 dB < 20 dB", "perplexity 11.000 > 10.000 × (1 + 0.05)"], failures);
+        Assert.Empty(new VerifyThresholds(10, 0.2).FailuresOf(report));
+        var outcome = new VerifyOutcome(report, "data", failures);
+        Assert.False(outcome.Passed);
+        var root = JsonDocument.Parse(outcome.ToJson()).RootElement;
+        Assert.Equal(["data", "samples", "outputs", "logits", "layers", "failures", "passed"], Names(root));
+        Assert.Equal(["name", "sqnr_db", "cosine", "max_abs_error", "elements", "sqnr_vs_exact_db", "original_float32_noise_sqnr_db"], Names(root.GetProperty("outputs")[0]));
+        Assert.Equal("inf", root.GetProperty("outputs")[0].GetProperty("sqnr_vs_exact_db").GetString());
+        Assert.Equal(["top1_agreement", "perplexity_original", "perplexity_compiled", "scored_tokens"], Names(root.GetProperty("logits")));
+        Assert.Equal(["tensor", "original", "op", "sqnr_db", "cosine", "max_abs_error"], Names(root.GetProperty("layers")[0]));
+        var bare = new VerifyOutcome(report with { Logits = null, Outputs = [new OutputError("y", 1, 1, 0, 1)] }, "d", []);
+        var b = JsonDocument.Parse(bare.ToJson()).RootElement;
+        Assert.Equal(["data", "samples", "outputs", "layers", "failures", "passed"], Names(b));
+        Assert.Equal(["name", "sqnr_db", "cosine", "max_abs_error", "elements"], Names(b.GetProperty("outputs")[0]));
+    }
+
+    /// <summary>quantc diff --json: names and order; absent names and deltas written as null, infinities as strings.</summary>
+    [Fact]
+    public void TheDiffReportKeepsItsNames()
+    {
+        var d = new Quantc.Core.Diff.DiffResult(
+            [new Quantc.Core.Diff.NodeDiff(Quantc.Core.Diff.NodeChange.Added, "l0", null, "q", "", "QuantizeLinear", "new")],
+            [new Quantc.Core.Diff.InitializerDiff("l0", "w", "w_q", "float", "int8", "[4]", "[4]", 16, 4, null, double.PositiveInfinity, "quantized")],
+            [new Quantc.Core.Diff.LayerSummary("l0", "fp32 → int8", 1, 0, 0, 1)], 3, 2, 1);
+        var root = JsonDocument.Parse(DiffReport.From(d).ToJson()).RootElement;
+        Assert.Equal(["identical", "matched", "layers", "nodes", "initializers"], Names(root));
+        Assert.Equal(["provenance", "name", "structure"], Names(root.GetProperty("matched")));
+        Assert.Equal(["layer", "summary", "nodes_added", "nodes_removed", "nodes_changed", "initializers_changed"], Names(root.GetProperty("layers")[0]));
+        var n = root.GetProperty("nodes")[0];
+        Assert.Equal(["change", "layer", "a", "b", "op_a", "op_b", "detail"], Names(n));
+        Assert.Equal(("added", JsonValueKind.Null), (n.GetProperty("change").GetString(), n.GetProperty("a").ValueKind));
+        var i = root.GetProperty("initializers")[0];
+        Assert.Equal(["layer", "a", "b", "dtype_a", "dtype_b", "shape_a", "shape_b", "bytes_a", "bytes_b", "max_abs_delta", "sqnr_db", "detail"], Names(i));
+        Assert.Equal((JsonValueKind.Null, "inf"), (i.GetProperty("max_abs_delta").ValueKind, i.GetProperty("sqnr_db").GetString()));
+    }
+
     private static string[] Names(JsonElement e) => [.. e.EnumerateObject().Select(p => p.Name)];
 }

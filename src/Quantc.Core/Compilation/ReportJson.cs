@@ -39,10 +39,7 @@ public sealed class ReportNumberConverter : JsonConverter<double>
         else writer.WriteNumberValue(Math.Round(value, 6));
     }
 
-    /// <summary>The same rules for code that writes JSON by hand.</summary>
-    public static void Write(Utf8JsonWriter writer, string key, double value)
-    {
-        writer.WritePropertyName(key);
-        new ReportNumberConverter().Write(writer, value, ReportJson.Options);
-    }
+    /// <summary>A dB value for text: two decimals, "inf" / "-inf" for infinities.</summary>
+    public static string Db(double v) =>
+        double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture);
 }
