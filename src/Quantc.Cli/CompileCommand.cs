@@ -1,12 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text;
-using System.Text.Json;
+using Quantc.Core.Compilation;
 using Quantc.Core.Data;
 using Quantc.Core.IO;
-using Quantc.Core.Runtime;
-using Quantc.Core.Pipeline;
-using Quantc.Core.Verification;
 using Quantc.Passes;
 
 namespace Quantc.Cli;
@@ -36,8 +32,9 @@ internal static class CompileCommand
         {
             string input = pr.GetValue(model) ?? Cli.DefaultModelPath();
             string recipeSpec = pr.GetValue(recipe)!;
+            var compiler = new Compiler(Builtins.Passes());
             var r = Builtins.Recipe(recipeSpec);
-            var passes = new PassManager(Builtins.Passes()).Instantiate(r);
+            var passes = compiler.Instantiate(r);
             string outPath = pr.GetValue(output) ?? Path.Combine("out", $"{Path.GetFileNameWithoutExtension(input)}.{r.Name}.onnx");
             var total = System.Diagnostics.Stopwatch.StartNew();
 
@@ -56,16 +53,15 @@ internal static class CompileCommand
             string? stagedHtml = htmlPath is null ? null : outputs.Add("--html", htmlPath, OutputKind.Html);
             string finalModel = Path.GetFullPath(outPath);
 
-            var ctx = new PassContext(m);
-            var warnings = new List<string>();
-            if (pr.GetValue(statsFile) is { } sf)
-                ctx.SavedStatistics = Quantc.Core.Calibration.StatsFile.Load(sf).ToDictionary(x => x.Name, x => x, StringComparer.Ordinal);
+            var saved = pr.GetValue(statsFile) is { } sf
+                ? Quantc.Core.Calibration.StatsFile.Load(sf).ToDictionary(x => x.Name, x => x, StringComparer.Ordinal)
+                : null;
+            LoadedData? calibration = null;
             string? calibSpec = pr.GetValue(calib) ?? DefaultText(m, "models/calib.txt");
             if (calibSpec is not null)
             {
-                var data = DataLoader.Load(m, calibSpec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
-                foreach (var w in data.Warnings) { stderr.WriteLine($"quantc: warning: {w}"); warnings.Add(w); }
-                ctx.CalibrationData = data.Samples;
+                calibration = DataLoader.Load(m, calibSpec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
+                foreach (var w in calibration.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             }
             // The held-out data is read now too (against the float model), so that a bad --data fails before the compile.
             LoadedData? held = null;
@@ -76,48 +72,49 @@ internal static class CompileCommand
                 else held = DataLoader.Load(m, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = 8 });
             }
 
-            var timings = ProgressBar.Run($"compiling ({r.Name})", p => new PassManager(Builtins.Passes()).Run(passes, ctx, p));
-            m.SetMetadata("quantc.recipe", r.Name);
-            var saved = m.Save(stagedModel);
-            if (OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(m)) is { } loadError)
-                throw new InvalidOperationException($"the compiled model does not load in ONNX Runtime ({loadError}); nothing was written");
-
-            VerifyReport? verify = null;
-            string? verifyData = held?.Description;
-            if (held is not null)
+            using var result = compiler.Compile(m, r, passes, new CompileOptions
             {
-                using var original = Cli.LoadModel(input);
-                using var compiled = Cli.LoadModel(saved.ModelPath);
-                verify = ProgressBar.Run("verifying", p => Verifier.Run(original, compiled, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
-            }
-            File.WriteAllText(stagedReport, ReportJson(input, finalModel, r, ctx, timings, verify, verifyData, warnings));
+                Calibration = calibration,
+                SavedStatistics = saved,
+                HeldOut = held,
+                OutputPath = stagedModel,
+                OriginalPath = input,
+                OutputName = finalModel,
+                Stages = ProgressBar.Stages,
+            });
+            File.WriteAllText(stagedReport, result.Report.ToJson());
             if (stagedHtml is not null)
-                Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, ctx, timings, verify, verifyData));
-            long outBytes = FileBytes(saved.ModelPath) + (saved.ExternalDataPath is null ? 0 : FileBytes(saved.ExternalDataPath));
+                Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, result.Context, result.Timings, result.Verify, held?.Description));
+            long outBytes = FileBytes(result.Saved!.ModelPath) + (result.Saved.ExternalDataPath is null ? 0 : FileBytes(result.Saved.ExternalDataPath));
             outputs.Commit();
-            reportPath = Path.GetFullPath(reportPath);
-
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{Path.GetFileName(input)} → {finalModel} with recipe {r.Name} in {total.Elapsed.TotalSeconds:0.0} s; {inBytes / 1048576.0:0.00} MiB → {outBytes / 1048576.0:0.00} MiB"));
-            int passWidth = timings.Select(t => t.Pass.Length).DefaultIfEmpty(0).Max();
-            foreach (var t in timings)
-                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} → {t.NodesAfter}"));
-            var layers = ctx.Plan.Layers.ToList();
-            stdout.WriteLine($"  {layers.Count(p => p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced)} of {layers.Count} linear layers quantized; report: {reportPath}");
-            if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
-            foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
-                stdout.WriteLine($"  {p.Name}: {p.Reasons.Last()}");
-            if (verify is not null)
-            {
-                var logits = verify.Outputs.FirstOrDefault(o => o.Name == "logits") ?? verify.Outputs[0];
-                string next = verify.Logits is { } l
-                    ? string.Create(CultureInfo.InvariantCulture, $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
-                    : "";
-                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({verifyData}): {logits.Name} SQNR {VerifyCommand.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
-            }
+            Print(stdout, result, input, finalModel, Path.GetFullPath(reportPath), total.Elapsed, inBytes, outBytes);
             return ExitCodes.Ok;
         });
         return cmd;
+    }
+
+    private static void Print(TextWriter stdout, CompileResult result, string input, string finalModel, string reportPath, TimeSpan elapsed, long inBytes, long outBytes)
+    {
+        var ctx = result.Context;
+        var timings = result.Timings;
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{Path.GetFileName(input)} → {finalModel} with recipe {result.Recipe.Name} in {elapsed.TotalSeconds:0.0} s; {inBytes / 1048576.0:0.00} MiB → {outBytes / 1048576.0:0.00} MiB"));
+        int passWidth = timings.Select(t => t.Pass.Length).DefaultIfEmpty(0).Max();
+        foreach (var t in timings)
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} → {t.NodesAfter}"));
+        var layers = ctx.Plan.Layers.ToList();
+        stdout.WriteLine($"  {layers.Count(p => p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced)} of {layers.Count} linear layers quantized; report: {reportPath}");
+        if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
+        foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
+            stdout.WriteLine($"  {p.Name}: {p.Reasons.Last()}");
+        if (result.Verify is { } verify)
+        {
+            var logits = verify.Outputs.FirstOrDefault(o => o.Name == "logits") ?? verify.Outputs[0];
+            string next = verify.Logits is { } l
+                ? string.Create(CultureInfo.InvariantCulture, $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
+                : "";
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({result.Report.Verify!.Data}): {logits.Name} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
+        }
     }
 
     private static long FileBytes(string p) => File.Exists(p) ? new FileInfo(p).Length : 0;
@@ -137,86 +134,5 @@ internal static class CompileCommand
         }
         catch (Quantc.Onnx.BadInputException) { return null; }
         return Cli.TryFindBundled(rel);
-    }
-
-    private static string ReportJson(string input, string output, Recipe r, PassContext ctx, IReadOnlyList<PassTiming> timings, VerifyReport? verify, string? verifyData, IReadOnlyList<string> warnings)
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
-        {
-            w.WriteStartObject();
-            w.WriteString("generator", "quantc");
-            w.WriteString("input", input);
-            w.WriteString("output", output);
-            w.WriteString("recipe", r.Name);
-            w.WriteString("recipe_description", r.Description);
-            w.WriteStartArray("warnings");
-            foreach (var x in warnings) w.WriteStringValue(x);
-            w.WriteEndArray();
-            w.WriteStartArray("passes");
-            foreach (var t in timings)
-            {
-                w.WriteStartObject();
-                w.WriteString("pass", t.Pass);
-                w.WriteString("kind", t.Kind.ToString());
-                w.WriteNumber("ms", Math.Round(t.Elapsed.TotalMilliseconds, 1));
-                w.WriteNumber("nodes_before", t.NodesBefore);
-                w.WriteNumber("nodes_after", t.NodesAfter);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteStartArray("layers");
-            foreach (var p in ctx.Plan.Layers)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", p.Name);
-                w.WriteString("summary", p.ToString());
-                w.WriteString("weights", p.WeightFormat.Name);
-                w.WriteString("granularity", p.WeightGranularity.Name());
-                if (p.GroupSize > 0) w.WriteNumber("group_size", p.GroupSize);
-                w.WriteString("weight_method", p.WeightMethod);
-                w.WriteString("activations", p.ActivationFormat.Name);
-                w.WriteString("activation_mode", p.ActivationMode.Name());
-                if (p.ActivationRange is { } range)
-                {
-                    w.WriteStartArray("activation_range");
-                    w.WriteNumberValue(range.Lo);
-                    w.WriteNumberValue(range.Hi);
-                    w.WriteEndArray();
-                    w.WriteString("range_method", p.RangeMethod);
-                }
-                w.WriteStartArray("transforms");
-                foreach (var t in p.Transforms) w.WriteStringValue(t);
-                w.WriteEndArray();
-                w.WriteStartArray("reasons");
-                foreach (var t in p.Reasons) w.WriteStringValue(t);
-                w.WriteEndArray();
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteStartArray("log");
-            foreach (var l in ctx.Log) w.WriteStringValue(l);
-            w.WriteEndArray();
-            if (verify is not null)
-            {
-                w.WriteStartObject("verify");
-                w.WriteString("data", verifyData);
-                foreach (var o in verify.Outputs.Where(o => o.Name == "logits").DefaultIfEmpty(verify.Outputs[0]))
-                {
-                    w.WriteString("output", o!.Name);
-                    VerifyCommand.Num(w, "sqnr_db", o.SqnrDb);
-                    VerifyCommand.Num(w, "cosine", o.Cosine);
-                }
-                if (verify.Logits is { } l)
-                {
-                    VerifyCommand.Num(w, "top1_agreement", l.Top1Agreement);
-                    VerifyCommand.Num(w, "perplexity_original", l.OriginalPerplexity);
-                    VerifyCommand.Num(w, "perplexity_compiled", l.CompiledPerplexity);
-                }
-                w.WriteEndObject();
-            }
-            w.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(ms.ToArray()) + "\n";
     }
 }

@@ -1,6 +1,5 @@
 using System.CommandLine;
-using System.Text;
-using System.Text.Json;
+using Quantc.Core.Compilation;
 using Quantc.Core.Diff;
 using Quantc.Core.IO;
 
@@ -31,7 +30,7 @@ internal static class DiffCommand
                 Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.DiffHtml.Render(d, mb, pr.GetValue(a)!, pr.GetValue(b)!));
                 outputs.Commit();
             }
-            if (pr.GetValue(json)) stdout.Write(ToJson(d));
+            if (pr.GetValue(json)) stdout.Write(DiffReport.From(d).ToJson());
             else Render(d, stdout);
             return ExitCodes.Ok;
         });
@@ -54,70 +53,7 @@ internal static class DiffCommand
                 o.WriteLine($"  {C(code, $"{sign} {n.Change.ToString().ToLowerInvariant(),-8}")} {(n.NameB ?? n.NameA)} ({(n.OpB.Length > 0 ? n.OpB : n.OpA)}) {n.Detail}");
             }
             foreach (var i in d.Initializers.Where(i => i.Layer == l.Layer))
-                o.WriteLine($"  * {i.NameB ?? i.NameA}: {i.Detail}{(i.MaxAbsDelta is { } m ? $", max |Δ| {m:G4}" : "")}{(i.SqnrDb is { } s ? $", SQNR {VerifyCommand.Db(s)} dB" : "")}");
+                o.WriteLine($"  * {i.NameB ?? i.NameA}: {i.Detail}{(i.MaxAbsDelta is { } m ? $", max |Δ| {m:G4}" : "")}{(i.SqnrDb is { } s ? $", SQNR {ReportNumberConverter.Db(s)} dB" : "")}");
         }
-    }
-
-    private static string ToJson(DiffResult d)
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
-        {
-            w.WriteStartObject();
-            w.WriteBoolean("identical", d.IsEmpty);
-            w.WriteStartObject("matched");
-            w.WriteNumber("provenance", d.MatchedByProvenance);
-            w.WriteNumber("name", d.MatchedByName);
-            w.WriteNumber("structure", d.MatchedByStructure);
-            w.WriteEndObject();
-            w.WriteStartArray("layers");
-            foreach (var l in d.Layers)
-            {
-                w.WriteStartObject();
-                w.WriteString("layer", l.Layer);
-                w.WriteString("summary", l.Summary);
-                w.WriteNumber("nodes_added", l.NodesAdded);
-                w.WriteNumber("nodes_removed", l.NodesRemoved);
-                w.WriteNumber("nodes_changed", l.NodesChanged);
-                w.WriteNumber("initializers_changed", l.InitializersChanged);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteStartArray("nodes");
-            foreach (var n in d.Nodes)
-            {
-                w.WriteStartObject();
-                w.WriteString("change", n.Change.ToString().ToLowerInvariant());
-                w.WriteString("layer", n.Layer);
-                if (n.NameA is null) w.WriteNull("a"); else w.WriteString("a", n.NameA);
-                if (n.NameB is null) w.WriteNull("b"); else w.WriteString("b", n.NameB);
-                w.WriteString("op_a", n.OpA);
-                w.WriteString("op_b", n.OpB);
-                w.WriteString("detail", n.Detail);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteStartArray("initializers");
-            foreach (var i in d.Initializers)
-            {
-                w.WriteStartObject();
-                w.WriteString("layer", i.Layer);
-                if (i.NameA is null) w.WriteNull("a"); else w.WriteString("a", i.NameA);
-                if (i.NameB is null) w.WriteNull("b"); else w.WriteString("b", i.NameB);
-                w.WriteString("dtype_a", i.DtypeA);
-                w.WriteString("dtype_b", i.DtypeB);
-                w.WriteString("shape_a", i.ShapeA);
-                w.WriteString("shape_b", i.ShapeB);
-                w.WriteNumber("bytes_a", i.BytesA);
-                w.WriteNumber("bytes_b", i.BytesB);
-                if (i.MaxAbsDelta is { } m) VerifyCommand.Num(w, "max_abs_delta", m); else w.WriteNull("max_abs_delta");
-                if (i.SqnrDb is { } s) VerifyCommand.Num(w, "sqnr_db", s); else w.WriteNull("sqnr_db");
-                w.WriteString("detail", i.Detail);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(ms.ToArray()) + "\n";
     }
 }

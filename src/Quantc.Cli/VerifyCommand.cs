@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text;
-using System.Text.Json;
+using Quantc.Core.Compilation;
 using Quantc.Core.Data;
 using Quantc.Core.IO;
 using Quantc.Core.Verification;
@@ -38,44 +37,28 @@ internal static class VerifyCommand
             string? stagedHtml = pr.GetValue(html) is { } htmlPath ? outputs.Add("--html", htmlPath, OutputKind.Html) : null;
             var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
-            using var x64 = pr.GetValue(exact) ? Cli.LoadModel(pr.GetValue(original)!) : null;
-            if (x64 is not null) Float64Model.Convert(x64);
-            var report = ProgressBar.Run("verifying", p => Verifier.Run(a, b, loaded.Samples, loaded.Tokens, new VerifyOptions { PerLayer = !pr.GetValue(noLayers), ExactReference = x64 }, p));
-            var failures = Thresholds(report, pr.GetValue(minSqnr), pr.GetValue(maxPpl));
+            var outcome = ModelVerifier.Run(a, b, loaded, new VerifyThresholds(pr.GetValue(minSqnr), pr.GetValue(maxPpl)),
+                perLayer: !pr.GetValue(noLayers), exactReferencePath: pr.GetValue(exact) ? pr.GetValue(original)! : null, stages: ProgressBar.Stages);
             if (stagedHtml is not null)
             {
-                Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.VerifyHtml.Render(report, pr.GetValue(original)!, pr.GetValue(compiled)!, loaded.Description, failures));
+                Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.VerifyHtml.Render(outcome.Report, pr.GetValue(original)!, pr.GetValue(compiled)!, outcome.Data, outcome.Failures));
                 outputs.Commit();
             }
-            if (pr.GetValue(json)) stdout.Write(ToJson(report, loaded.Description, failures));
-            else Render(report, loaded.Description, failures, stdout);
-            return failures.Count == 0 ? ExitCodes.Ok : ExitCodes.ChecksFailed;
+            if (pr.GetValue(json)) stdout.Write(outcome.ToJson());
+            else Render(outcome.Report, outcome.Data, outcome.Failures, stdout);
+            return outcome.Passed ? ExitCodes.Ok : ExitCodes.ChecksFailed;
         });
         return cmd;
     }
 
-    private static List<string> Thresholds(VerifyReport r, double? minSqnr, double? maxPpl)
-    {
-        var f = new List<string>();
-        if (minSqnr is { } m)
-            foreach (var o in r.Outputs)
-                if (o.SqnrDb < m) f.Add($"output '{o.Name}': SQNR {Db(o.SqnrDb)} dB < {m} dB");
-        if (maxPpl is { } p && r.Logits is { } l && !double.IsNaN(l.OriginalPerplexity))
-            if (l.CompiledPerplexity > l.OriginalPerplexity * (1 + p))
-                f.Add($"perplexity {l.CompiledPerplexity:0.000} > {l.OriginalPerplexity:0.000} × (1 + {p})");
-        return f;
-    }
-
-    internal static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("0.00", CultureInfo.InvariantCulture);
-
-    private static void Render(VerifyReport r, string data, List<string> failures, TextWriter o)
+    private static void Render(VerifyReport r, string data, IReadOnlyList<string> failures, TextWriter o)
     {
         o.WriteLine($"data: {data}");
         bool exact = r.Outputs.Any(x => x.SqnrVsExactDb is not null);
         o.WriteLine($"{"output",-32} {"SQNR dB",9} {"cosine",10} {"max |err|",12}" + (exact ? $" {"vs exact dB",12} {"fp32 noise dB",14}" : ""));
         foreach (var x in r.Outputs)
-            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.Name, 32),-32} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}")
-                + (exact ? $" {Db(x.SqnrVsExactDb ?? double.NaN),12} {Db(x.OriginalNoiseSqnrDb ?? double.NaN),14}" : ""));
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.Name, 32),-32} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}")
+                + (exact ? $" {ReportNumberConverter.Db(x.SqnrVsExactDb ?? double.NaN),12} {ReportNumberConverter.Db(x.OriginalNoiseSqnrDb ?? double.NaN),14}" : ""));
         if (exact)
             o.WriteLine("vs exact: the compiled model against the original evaluated in float64; fp32 noise: the float32 original against the same — " +
                 "a compiled model as close to the exact function as the original is differs from it only by float32 rounding");
@@ -87,71 +70,10 @@ internal static class VerifyCommand
             o.WriteLine($"per layer ({r.Layers.Count} tensors mapped, in graph order):");
             o.WriteLine($"{"tensor",-56} {"op",-14} {"SQNR dB",9} {"cosine",10}");
             foreach (var x in r.Layers)
-                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.CompiledName, 56),-56} {Trim(x.Op, 14),-14} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
+                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.CompiledName, 56),-56} {Trim(x.Op, 14),-14} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
         }
         foreach (var f in failures) o.WriteLine($"FAILED: {f}");
     }
 
     private static string Trim(string s, int n) => s.Length <= n ? s : "…" + s[^(n - 1)..];
-
-    private static string ToJson(VerifyReport r, string data, List<string> failures)
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
-        {
-            w.WriteStartObject();
-            w.WriteString("data", data);
-            w.WriteNumber("samples", r.Samples);
-            w.WriteStartArray("outputs");
-            foreach (var x in r.Outputs)
-            {
-                w.WriteStartObject();
-                w.WriteString("name", x.Name);
-                Num(w, "sqnr_db", x.SqnrDb);
-                Num(w, "cosine", x.Cosine);
-                Num(w, "max_abs_error", x.MaxAbsError);
-                w.WriteNumber("elements", x.Elements);
-                if (x.SqnrVsExactDb is { } ve) Num(w, "sqnr_vs_exact_db", ve);
-                if (x.OriginalNoiseSqnrDb is { } nz) Num(w, "original_float32_noise_sqnr_db", nz);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            if (r.Logits is { } l)
-            {
-                w.WriteStartObject("logits");
-                Num(w, "top1_agreement", l.Top1Agreement);
-                Num(w, "perplexity_original", l.OriginalPerplexity);
-                Num(w, "perplexity_compiled", l.CompiledPerplexity);
-                w.WriteNumber("scored_tokens", l.ScoredTokens);
-                w.WriteEndObject();
-            }
-            w.WriteStartArray("layers");
-            foreach (var x in r.Layers)
-            {
-                w.WriteStartObject();
-                w.WriteString("tensor", x.CompiledName);
-                w.WriteString("original", x.OriginalName);
-                w.WriteString("op", x.Op);
-                Num(w, "sqnr_db", x.SqnrDb);
-                Num(w, "cosine", x.Cosine);
-                Num(w, "max_abs_error", x.MaxAbsError);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteStartArray("failures");
-            foreach (var f in failures) w.WriteStringValue(f);
-            w.WriteEndArray();
-            w.WriteBoolean("passed", failures.Count == 0);
-            w.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(ms.ToArray()) + "\n";
-    }
-
-    /// <summary>JSON has no infinities: write them as strings "inf" / "-inf", NaN as null.</summary>
-    internal static void Num(Utf8JsonWriter w, string key, double v)
-    {
-        if (double.IsNaN(v)) w.WriteNull(key);
-        else if (double.IsInfinity(v)) w.WriteString(key, v > 0 ? "inf" : "-inf");
-        else w.WriteNumber(key, Math.Round(v, 6));
-    }
 }

@@ -31,7 +31,7 @@ public class PipelineTests
         public void Run(PassContext c) => c.Model.Graph.RemoveNode(c.Model.Graph.Nodes[0], force: true);
     }
 
-    private static PassRegistry Registry()
+    internal static PassRegistry Registry()
     {
         var r = new PassRegistry();
         r.Register(new PassInfo("scale", PassKind.FunctionPreserving, "multiply before relu", p => new ScalePass(p.GetDouble("factor", 1.0))));
@@ -39,7 +39,7 @@ public class PipelineTests
         return r;
     }
 
-    private static Model Small()
+    internal static Model Small()
     {
         var m = Model.Create();
         var g = m.Graph;

@@ -92,17 +92,12 @@ public sealed class DynamicLoweringTests(ITestOutputHelper log) : IDisposable
 
     private Model Compile(Model m, string reduceRange)
     {
-        var ctx = new PassContext(m);
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse($$"""
+        return TestCompiler.CompileAndReload(_dir, m, $$"""
             passes:
               - quantize: { weights: int8, activations: int8, mode: dynamic, reduce_range: {{reduceRange}}, exclude: [] }
               - weights: { method: rtn }
               - lower_qdq
-            """, "test recipe")), ctx);
-        var path = Path.Combine(_dir.FullName, $"c-{Guid.NewGuid():N}.onnx");
-        m.Save(path);
-        return Model.Load(path);
+            """, null, out _);
     }
 
     /// <summary>

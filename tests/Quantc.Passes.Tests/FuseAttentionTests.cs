@@ -25,9 +25,7 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
 
     private Model Fuse(Model m, out PassContext ctx, string passes = "[fuse_attention]")
     {
-        ctx = new PassContext(m);
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse($"passes: {passes}", "test recipe")), ctx);
+        ctx = TestCompiler.Compile(m, $"passes: {passes}").Context;
         foreach (var line in ctx.Log) log.WriteLine(line);
         var path = Path.Combine(_dir.FullName, $"fused-{Guid.NewGuid():N}.onnx");
         m.Save(path);

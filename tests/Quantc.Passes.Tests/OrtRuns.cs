@@ -40,10 +40,7 @@ internal static class OrtRuns
     /// <summary>Runs the recipe <paramref name="yaml"/> on <paramref name="m"/> with the built-in passes (and calibration data, when given).</summary>
     public static PassContext RunRecipe(Model m, string yaml, IReadOnlyList<CalibrationSample>? calibration = null)
     {
-        var ctx = new PassContext(m) { CalibrationData = calibration };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse(yaml, "test recipe")), ctx);
-        return ctx;
+        return TestCompiler.Compile(m, yaml, calibration).Context;
     }
 
     /// <summary><paramref name="n"/> held-out token sequences of <paramref name="length"/> (eval.txt).</summary>

@@ -30,15 +30,8 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     private static (IReadOnlyList<CalibrationSample> Samples, IReadOnlyList<long[]>? Tokens) Data(Model m, string file, int n) =>
         DataLoader.Load(m, Text(file), new DataOptions { SequenceLength = 64, MaxSamples = n }) is var d ? (d.Samples, d.Tokens) : default;
 
-    private Model Compile(Model m, string recipeYaml)
-    {
-        var ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 8).Samples };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse(recipeYaml, "test recipe")), ctx);
-        var path = Path.Combine(_dir.FullName, $"compiled-{Guid.NewGuid():N}.onnx");
-        m.Save(path);
-        return Model.Load(path);
-    }
+    private Model Compile(Model m, string recipeYaml) =>
+        TestCompiler.CompileAndReload(_dir, m, recipeYaml, Data(m, "calib.txt", 8).Samples, out _);
 
     public static TheoryData<string, string, string> FunctionPreservingCases => new()
     {
@@ -114,9 +107,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         foreach (var (pass, mark) in new[] { ("fold_norm", "folded "), ("smooth", "smoothed "), ("symmetrize", "symmetrized via ") })
         {
             using var m = Load("opt", flavor);
-            var ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 4).Samples };
-            var pm = new PassManager(Builtins.Passes());
-            pm.Run(pm.Instantiate(Recipe.Parse($"passes: [{pass}]", "test recipe")), ctx);
+            var ctx = TestCompiler.Compile(m, $"passes: [{pass}]", Data(m, "calib.txt", 4).Samples).Context;
             foreach (var layer in fed)
                 Assert.Contains(ctx.Plan[layer].Transforms, t => t.StartsWith(mark, StringComparison.Ordinal));
             Assert.Equal(fed.Count, ctx.Plan.Layers.Count(p => p.Transforms.Any(t => t.StartsWith(mark, StringComparison.Ordinal))));
@@ -151,13 +142,11 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void ReduceRangeChoosesSevenBitWeightsForStaticEightBitLayers(string setting)
     {
         using var m = Load("llama");
-        var ctx = new PassContext(m);
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse($$"""
+        var ctx = TestCompiler.Compile(m, $$"""
             passes:
               - quantize: { weights: int8, activations: uint8, mode: static, dynamic: ["down_proj$"], reduce_range: {{setting}} }
               - weights: { method: rtn }
-            """, "test recipe")), ctx);
+            """).Context;
         bool reduced = setting == "true" || (setting == "auto" && !Quantc.Core.Runtime.CpuFeatures.HasInt8DotProduct);
         if (setting == "auto") Assert.Contains(ctx.Log, l => l.StartsWith($"quantize: reduce_range auto → {(reduced ? "on" : "off")}: this CPU ({Quantc.Core.Runtime.CpuFeatures.Description})", StringComparison.Ordinal));
         var layers = LayerAnalysis.Analyze(m.Graph).Linears.Where(l => l.Name != "lm_head").ToList();
@@ -203,14 +192,11 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     private double SqnrOfYaml(string arch, string yaml, out PassContext ctx, out Model compiled)
     {
         using var original = Load(arch);
-        var m = Load(arch);
-        ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 8).Samples };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse(yaml, "test recipe")), ctx);
-        var path = Path.Combine(_dir.FullName, $"compiled-{Guid.NewGuid():N}.onnx");
-        m.Save(path);
-        m.Dispose();
-        compiled = Model.Load(path);
+        using (var m = Load(arch))
+        {
+            compiled = TestCompiler.CompileAndReload(_dir, m, yaml, Data(m, "calib.txt", 8).Samples, out var result);
+            ctx = result.Context;
+        }
         var (samples, tokens) = Data(original, "eval.txt", 4);
         var r = Verifier.Run(original, compiled, samples, tokens, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single(o => o.Name == "logits").SqnrDb;
@@ -328,8 +314,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     [InlineData("{smooth: {alpha: auto, search_rows: 0}}", "must be at least 1")]
     public void BadPassParametersAreClearErrors(string pass, string words)
     {
-        var pm = new PassManager(Builtins.Passes());
-        var e = Assert.Throws<BadInputException>(() => pm.Instantiate(Recipe.Parse($"passes: [{pass}]", "test recipe")));
+        var e = Assert.Throws<BadInputException>(() => TestCompiler.Compiler.Instantiate(Recipe.Parse($"passes: [{pass}]", "test recipe")));
         Assert.Contains(words, e.Message);
     }
 
@@ -600,9 +585,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         using var original = Model.Load(path);
         using var model = Model.Load(path);
         var data = DataLoader.Load(model, "random", new DataOptions { MaxSamples = 8 }).Samples;
-        var ctx = new PassContext(model) { CalibrationData = data };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse(recipe, "test recipe")), ctx);
+        var ctx = TestCompiler.Compile(model, recipe, data).Context;
         foreach (var l in ctx.Log) log.WriteLine(l);
         Assert.Contains(ctx.Log, l => l.EndsWith("ln1 not folded: a reader's weight is shared", StringComparison.Ordinal) || l.EndsWith("ln1 not smoothed: a reader's weight is shared", StringComparison.Ordinal));
         if (recipe.Contains("lower_qdq", StringComparison.Ordinal))
@@ -623,9 +606,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         using var original = Model.Load(path);
         using var m = Model.Load(path);
         var data = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 8 }).Samples;
-        var ctx = new PassContext(m) { CalibrationData = data };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Builtins.Recipe(recipe)), ctx);
+        TestCompiler.Compile(m, recipe, data);
         Assert.Equal(2, m.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear" && n.Inputs[0]!.IsInitializer));
         var r = Verifier.Run(original, m, DataLoader.Load(original, "random", new DataOptions { MaxSamples = 4, Seed = 9 }).Samples, null, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single().SqnrDb;
@@ -636,8 +617,8 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     [Fact]
     public void EveryBuiltInRecipeParsesAndInstantiates()
     {
-        var pm = new PassManager(Builtins.Passes());
-        foreach (var name in Builtins.Recipes.Keys) Assert.NotEmpty(pm.Instantiate(Builtins.Recipe(name)));
+        var compiler = TestCompiler.Compiler;
+        foreach (var name in Builtins.Recipes.Keys) Assert.NotEmpty(compiler.Instantiate(Builtins.Recipe(name)));
         Assert.Throws<Quantc.Onnx.BadInputException>(() => Builtins.Recipe("no-such-recipe"));
     }
 
@@ -645,9 +626,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void SpikeMixedKeepsTheSpikeLayersAndSaysWhy()
     {
         using var m = Load("llama");
-        var ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 8).Samples };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Builtins.Recipe("spike-mixed")), ctx);
+        var ctx = TestCompiler.Compile(m, "spike-mixed", Data(m, "calib.txt", 8).Samples).Context;
         var kept = ctx.Plan.Layers.Where(p => p.WeightFormat == NumberFormat.Fp16).Select(p => p.Name).ToList();
         Assert.Contains("model.layers.1.mlp.down_proj", kept); // the reference model's spike layers (models/README.md)
         Assert.All(kept, k => Assert.EndsWith("down_proj", k));

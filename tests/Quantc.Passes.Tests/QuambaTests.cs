@@ -34,14 +34,9 @@ public sealed class QuambaTests(ITestOutputHelper log) : IDisposable
 
     private (Model Compiled, PassContext Context) Compile(string recipeYaml)
     {
-        var m = Load();
-        var ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 8).Samples };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Recipe.Parse(recipeYaml, "test recipe")), ctx);
-        var path = Path.Combine(_dir.FullName, $"compiled-{Guid.NewGuid():N}.onnx");
-        m.Save(path);
-        m.Dispose();
-        return (Model.Load(path), ctx);
+        using var m = Load();
+        var compiled = TestCompiler.CompileAndReload(_dir, m, recipeYaml, Data(m, "calib.txt", 8).Samples, out var result);
+        return (compiled, result.Context);
     }
 
     private VerifyReport Verify(Model compiled, string what)

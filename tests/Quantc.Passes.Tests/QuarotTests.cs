@@ -41,14 +41,8 @@ public sealed class QuarotTests(ITestOutputHelper log) : IDisposable
     private (double Sqnr, double Top1, Model Compiled) Compile(bool circuit, string recipe)
     {
         using var original = Load(circuit);
-        var m = Load(circuit);
-        var ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 8).Samples };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(Builtins.Recipe(recipe)), ctx);
-        var path = Path.Combine(_dir.FullName, $"compiled-{Guid.NewGuid():N}.onnx");
-        m.Save(path);
-        m.Dispose();
-        var compiled = Model.Load(path);
+        Model compiled;
+        using (var m = Load(circuit)) compiled = TestCompiler.CompileAndReload(_dir, m, recipe, Data(m, "calib.txt", 8).Samples, out _);
         var (samples, tokens) = Data(original, "eval.txt", 4);
         var r = Verifier.Run(original, compiled, samples, tokens, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single(o => o.Name == "logits").SqnrDb;
@@ -84,9 +78,7 @@ public sealed class QuarotTests(ITestOutputHelper log) : IDisposable
         byte[] Bytes()
         {
             using var m = Load(false);
-            var ctx = new PassContext(m) { CalibrationData = Data(m, "calib.txt", 4).Samples };
-            var pm = new PassManager(Builtins.Passes());
-            pm.Run(pm.Instantiate(Builtins.Recipe("quarot-w4a8")), ctx);
+            TestCompiler.Compile(m, "quarot-w4a8", Data(m, "calib.txt", 4).Samples);
             var path = Path.Combine(_dir.FullName, $"det-{Guid.NewGuid():N}.onnx");
             m.Save(path);
             return File.ReadAllBytes(path);

@@ -324,10 +324,7 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
         using var original = model();
         using var m = model();
         var data = DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 8 });
-        var r = Builtins.Recipes.ContainsKey(recipe) ? Builtins.Recipe(recipe) : Recipe.Parse(recipe, "test recipe");
-        var ctx = new PassContext(m) { CalibrationData = data.Samples };
-        var pm = new PassManager(Builtins.Passes());
-        pm.Run(pm.Instantiate(r), ctx);
+        TestCompiler.Compile(m, recipe, data.Samples);
         using var compiled = Model.Load(Save(m));
         var eval = DataLoader.Load(original, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 });
         var rep = Verifier.Run(original, compiled, eval.Samples, eval.Tokens, new VerifyOptions { PerLayer = false });
