@@ -81,7 +81,10 @@ public sealed class Model : IDisposable
         }
     }
 
-    /// <summary>Builds the IR over a protobuf (external tensors resolved through <paramref name="file"/>); a graph with a cycle is a <see cref="BadInputException"/> naming it.</summary>
+    /// <summary>
+    /// Builds the IR over a protobuf (external tensors resolved through <paramref name="file"/>);
+    /// a graph with a cycle is a <see cref="BadInputException"/> naming it.
+    /// </summary>
     public static Model FromProto(ModelProto proto, OnnxModelFile? file = null)
     {
         // Clone everything but the graph (which the IR takes over) without copying the graph.
