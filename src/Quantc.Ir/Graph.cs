@@ -307,13 +307,6 @@ public sealed class Graph
         return removed;
     }
 
-    /// <summary>Marks a value as listed in value_info (with its type).</summary>
-    public void SetValueInfo(Value value, TypeProto type)
-    {
-        value.Type = type;
-        if (!value.HasValueInfo) { value.HasValueInfo = true; _valueInfoOrder.Add(value); }
-    }
-
     internal void CheckVisible(Value value, Node? user)
     {
         for (var g = this; g is not null; g = g.Parent)
