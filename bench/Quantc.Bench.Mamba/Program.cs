@@ -9,6 +9,7 @@ using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Models;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Quantc.Models;

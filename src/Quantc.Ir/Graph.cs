@@ -315,13 +315,6 @@ public sealed class Graph
         return removed;
     }
 
-    /// <summary>Marks a value as listed in value_info (with its type).</summary>
-    public void SetValueInfo(Value value, TypeProto type)
-    {
-        value.Type = type;
-        if (!value.HasValueInfo) { value.HasValueInfo = true; _valueInfoOrder.Add(value); }
-    }
-
     /// <summary>Counts an edit (see <see cref="Quantc.Ir.Model.Revision"/>).</summary>
     internal void Touch() => Model?.Touch();
 
@@ -337,48 +330,29 @@ public sealed class Graph
     /// <summary>Nodes in a topological order (stable: keeps file order where it can); throws on a cycle.</summary>
     public IReadOnlyList<Node> TopologicalOrder()
     {
-        var order = TryTopologicalOrder(out var stuck);
-        if (order is null) throw new GraphValidationException([$"graph '{Name}' has a cycle through {string.Join(", ", stuck.Take(5))}"]);
-        return order;
+        var flow = new Dataflow(this);
+        return flow.StableOrder() ?? throw new GraphValidationException([Dataflow.Describe(this, flow.FindCycle()!)]);
     }
 
     /// <summary>Reorders the node list topologically.</summary>
     public void SortTopologically()
     {
         var order = TopologicalOrder();
+        if (order.SequenceEqual(_nodes)) return;
         _nodes.Clear();
         _nodes.AddRange(order);
+        Touch();
     }
 
-    private List<Node>? TryTopologicalOrder(out List<Node> stuck)
-    {
-        var index = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
-        for (int i = 0; i < _nodes.Count; i++) index[_nodes[i]] = i;
-        var pending = new int[_nodes.Count];
-        var dependents = new List<int>[_nodes.Count];
-        for (int i = 0; i < _nodes.Count; i++) dependents[i] = [];
-        for (int i = 0; i < _nodes.Count; i++)
-        {
-            foreach (var v in Dependencies(_nodes[i]))
-            {
-                if (v.Producer is { } p && index.TryGetValue(p, out int pi))
-                {
-                    pending[i]++;
-                    dependents[pi].Add(i);
-                }
-            }
-        }
-        var ready = new PriorityQueue<int, int>();
-        for (int i = 0; i < _nodes.Count; i++) if (pending[i] == 0) ready.Enqueue(i, i);
-        var result = new List<Node>(_nodes.Count);
-        while (ready.TryDequeue(out int i, out _))
-        {
-            result.Add(_nodes[i]);
-            foreach (int d in dependents[i]) if (--pending[d] == 0) ready.Enqueue(d, d);
-        }
-        stuck = result.Count == _nodes.Count ? [] : _nodes.Where((_, i) => pending[i] > 0).ToList();
-        return result.Count == _nodes.Count ? result : null;
-    }
+    /// <summary>
+    /// A cycle among this graph's nodes (a subgraph's reads of outer values count as reads by its owner;
+    /// cycles inside subgraphs are theirs to report): its nodes in dataflow order, the first one reading
+    /// the last one's output; null when there is none.
+    /// </summary>
+    public IReadOnlyList<Node>? FindCycle() => new Dataflow(this).FindCycle();
+
+    /// <summary>"graph 'main' has a cycle: a → b → a" for a cycle <see cref="FindCycle"/> found.</summary>
+    public string DescribeCycle(IReadOnlyList<Node> cycle) => Dataflow.Describe(this, cycle);
 
     /// <summary>Values a node depends on: its inputs, and outer values its subgraphs capture.</summary>
     public static IEnumerable<Value> Dependencies(Node node)
@@ -469,8 +443,7 @@ public sealed class Graph
         foreach (var v in _outputs)
             if (Find(v.Name) is not { } f || !ReferenceEquals(f, v) || (v.Producer is { } p && !p.Graph.Nodes.Contains(p)))
                 problems.Add($"graph output '{v.Name}' is not defined");
-        if (TryTopologicalOrder(out var stuck) is null)
-            problems.Add($"graph '{Name}' has a cycle through {string.Join(", ", stuck.Take(5))}");
+        if (FindCycle() is { } cycle) problems.Add(DescribeCycle(cycle));
     }
 
     // ------------------------------------------------------------------ conversion

@@ -90,7 +90,10 @@ public sealed class Model : IDisposable
         }
     }
 
-    /// <summary>Builds the IR over a protobuf (external tensors resolved through <paramref name="file"/>).</summary>
+    /// <summary>
+    /// Builds the IR over a protobuf (external tensors resolved through <paramref name="file"/>);
+    /// a graph with a cycle is a <see cref="BadInputException"/> naming it.
+    /// </summary>
     public static Model FromProto(ModelProto proto, OnnxModelFile? file = null)
     {
         // Clone everything but the graph (which the IR takes over) without copying the graph.
@@ -101,6 +104,9 @@ public sealed class Model : IDisposable
         finally { proto.Graph = graph; }
         var m = new Model(shell, file);
         m.Graph = Graph.FromProto(proto.Graph ?? new GraphProto(), m, null, null, file);
+        foreach (var g in m.Graph.AllGraphs())
+            if (g.FindCycle() is { } cycle)
+                throw new BadInputException($"{(file is null ? "" : file.Path + ": ")}{g.DescribeCycle(cycle)}");
         return m;
     }
 

@@ -80,7 +80,6 @@ public sealed class Node
     public float GetFloat(string name, float fallback) => GetAttribute(name)?.Proto is { } a && a.HasF ? a.F : fallback;
     public string? GetString(string name) => GetAttribute(name)?.Proto is { } a && a.HasS ? a.S.ToStringUtf8() : null;
     public IReadOnlyList<long>? GetInts(string name) => GetAttribute(name)?.Proto.Ints;
-    public IReadOnlyList<float>? GetFloats(string name) => GetAttribute(name)?.Proto.Floats;
 
     /// <summary>The tensor attribute <paramref name="name"/> (e.g. a Constant's value).</summary>
     public Tensor? GetTensor(string name) =>

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Quantc.Onnx;
@@ -212,7 +211,4 @@ public static class NumericConvert
 
     /// <summary>float4 e2m1: bias 1, values ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}.</summary>
     public static float Float4E2M1ToFloat(int v) => DecodeMinifloat((v >> 3) & 1, (v >> 1) & 3, v & 1, 1, 1);
-
-    /// <summary>Reads a little-endian float at a byte offset.</summary>
-    public static float ReadFloat(ReadOnlySpan<byte> s, int offset) => BinaryPrimitives.ReadSingleLittleEndian(s[offset..]);
 }

@@ -117,6 +117,45 @@ public sealed class CliTests : IDisposable
         Assert.StartsWith("quantc: error: ", stderr);
     }
 
+    /// <summary>The small model with the MatMul reading the Relu's output: a cycle, edited in the protobuf since the IR refuses to build one.</summary>
+    private string CyclicModel()
+    {
+        var p = ModelProto.Parser.ParseFrom(File.ReadAllBytes(SmallModel(name: "acyclic")));
+        p.Graph.Node[0].Input[0] = "y";
+        var path = Path.Combine(_dir.FullName, "cyclic.onnx");
+        File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(p));
+        return path;
+    }
+
+    [Theory]
+    [InlineData("inspect")]
+    [InlineData("compile")]
+    [InlineData("verify")]
+    [InlineData("verify-as-compiled")]
+    [InlineData("diff")]
+    [InlineData("diff-as-b")]
+    public void ACyclicGraphIsExitTwoNamingTheCycle(string command)
+    {
+        var cyclic = CyclicModel();
+        var small = SmallModel();
+        var output = Path.Combine(_dir.FullName, "out.onnx");
+        string[] args = command switch
+        {
+            "inspect" => ["inspect", cyclic],
+            "compile" => ["compile", cyclic, "--recipe", "w8a8", "-o", output],
+            "verify" => ["verify", cyclic, small, "--data", Npz()],
+            "verify-as-compiled" => ["verify", small, cyclic, "--data", Npz()],
+            "diff" => ["diff", cyclic, small],
+            _ => ["diff", small, cyclic],
+        };
+        var (code, stdout, stderr) = Run(args);
+        Assert.Equal(2, code);
+        Assert.Equal("", stdout);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        Assert.Equal($"quantc: error: {cyclic}: graph 'main' has a cycle: MatMul → Add → Relu → MatMul\n", stderr.ReplaceLineEndings("\n"));
+        Assert.False(File.Exists(output));
+    }
+
     private string Npz()
     {
         var npy = Path.Combine(_dir.FullName, "x.npy");

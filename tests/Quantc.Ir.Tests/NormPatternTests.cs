@@ -57,12 +57,29 @@ public class NormPatternTests
             Assert.Equal(1e-6f, norm.Epsilon);
             Assert.Equal(Hidden, norm.HiddenSize);
             // Every node between x and y belongs to the norm (Constant nodes feed it from outside the dataflow from x).
-            var between = new GraphView(m.Graph).Between(m.Graph["x"], y);
+            var between = Between(m.Graph["x"], y);
             Assert.Equal(between.ToHashSet(), norm.Nodes.Where(n => !n.Is("Constant")).ToHashSet());
             var fc = Assert.Single(map.Linears);
             Assert.Same(norm, fc.FedBy);
             Assert.Equal([fc], norm.Feeds);
         }
+    }
+
+    /// <summary>The nodes on some path from <paramref name="from"/> to <paramref name="to"/>: downstream of the one, upstream of the other.</summary>
+    private static HashSet<Node> Between(Value from, Value to)
+    {
+        static HashSet<Node> Walk(IEnumerable<Node> starts, Func<Node, IEnumerable<Node>> next)
+        {
+            var seen = new HashSet<Node>();
+            var stack = new Stack<Node>(starts);
+            while (stack.TryPop(out var n))
+                if (seen.Add(n)) foreach (var m in next(n)) stack.Push(m);
+            return seen;
+        }
+        var down = Walk(from.Uses.Select(u => u.Node), n => n.Outputs.Where(o => o is not null).SelectMany(o => o!.Uses.Select(u => u.Node)));
+        var up = Walk(to.Producer is { } p ? [p] : [], n => n.Inputs.Select(v => v?.Producer).OfType<Node>());
+        down.IntersectWith(up);
+        return down;
     }
 
     [Theory]

@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Google.Protobuf;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Xunit.Abstractions;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 

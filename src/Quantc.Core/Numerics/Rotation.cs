@@ -108,28 +108,6 @@ public sealed class Rotation
         }
     }
 
-    /// <summary>x ← x·Qᵀ (the inverse) for every consecutive d-chunk of <paramref name="x"/>, through the explicit matrix (for small orders: heads).</summary>
-    public void ApplyInverseChunks(Span<float> x)
-    {
-        int d = (int)Size;
-        if (x.Length % d != 0) throw new ArgumentException($"length {x.Length} is not a multiple of the rotation order {d}");
-        var q = _matrix ??= Matrix();
-        var buf = new double[d];
-        for (int o = 0; o < x.Length; o += d)
-        {
-            var chunk = x.Slice(o, d);
-            for (int i = 0; i < d; i++)
-            {
-                double acc = 0;
-                for (int j = 0; j < d; j++) acc += chunk[j] * q[i * d + j];
-                buf[i] = acc;
-            }
-            for (int i = 0; i < d; i++) chunk[i] = (float)buf[i];
-        }
-    }
-
-    private double[]? _matrix;
-
     /// <summary>The matrix Q (row-major, double), for tests.</summary>
     public double[] Matrix()
     {

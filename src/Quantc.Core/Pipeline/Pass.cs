@@ -23,9 +23,6 @@ public interface IPass
 
     PassKind Kind { get; }
 
-    /// <summary>Whether the pass needs activation statistics (the manager calibrates first when any pass does).</summary>
-    bool NeedsStatistics => false;
-
     /// <summary>Runs the pass.</summary>
     void Run(PassContext context);
 }

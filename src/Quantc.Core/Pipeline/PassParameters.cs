@@ -97,16 +97,6 @@ public sealed class PassParameters
         };
     }
 
-    /// <summary>A map parameter (e.g. per-layer overrides: pattern → value).</summary>
-    public IReadOnlyDictionary<string, string> GetMap(string name)
-    {
-        _used.Add(name);
-        if (!_values.TryGetValue(name, out var v) || v is null) return new Dictionary<string, string>();
-        if (v is IReadOnlyDictionary<string, object?> d)
-            return d.ToDictionary(kv => kv.Key, kv => Convert.ToString(kv.Value, CultureInfo.InvariantCulture) ?? "", StringComparer.Ordinal);
-        throw Bad(name, v, "a map");
-    }
-
     /// <summary>Throws for parameters the pass never asked for.</summary>
     public void EnsureAllUsed(IEnumerable<string>? alsoKnown = null)
     {

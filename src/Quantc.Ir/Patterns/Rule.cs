@@ -37,55 +37,9 @@ public readonly record struct RuleResult(MatchStatus Status, Match? Match, strin
 }
 
 /// <summary>
-/// What a rewrite may use: the graph, the match, and helpers that insert new nodes before the
-/// root (so that the graph stays in topological order).
-/// </summary>
-public sealed class RewriteContext
-{
-    internal RewriteContext(Graph graph, Match match, Rule rule)
-    {
-        Graph = graph;
-        Match = match;
-        Rule = rule;
-    }
-
-    /// <summary>The graph being rewritten.</summary>
-    public Graph Graph { get; }
-
-    /// <summary>The accepted match.</summary>
-    public Match Match { get; }
-
-    /// <summary>The rule being applied.</summary>
-    public Rule Rule { get; }
-
-    /// <summary>
-    /// Adds a node right before the match's root; its name is made unique from <paramref name="name"/>
-    /// (default: rule name and op), its outputs are named <paramref name="outputNames"/> or made up.
-    /// </summary>
-    public Node AddNode(string opType, IEnumerable<Value?> inputs, int outputCount = 1, string domain = "", string? name = null, IEnumerable<string>? outputNames = null) =>
-        Graph.AddNode(opType, inputs, outputCount, domain, Graph.UniqueName(name ?? $"{Rule.Name}/{opType}"), outputNames,
-            before: Match.Root is { } r && ReferenceEquals(r.Graph, Graph) ? r : null);
-
-    /// <summary>
-    /// Frees the root output's name for the replacement (the old value is renamed) and returns it: pass
-    /// it as the replacement node's output name so that graph outputs and later references keep it.
-    /// </summary>
-    public string TakeRootName()
-    {
-        string name = Match.RootValue.Name;
-        Graph.RenameValueUnique(Match.RootValue, name + "_replaced");
-        return name;
-    }
-
-    /// <summary>Adds an initializer (name made unique from the tensor's).</summary>
-    public Value AddInitializer(Tensor tensor) => Graph.AddInitializer(tensor);
-}
-
-/// <summary>
-/// A rule in three small parts, as in onnxscript's rewriter and ONNX Runtime's selector/action
-/// split: a <see cref="Pattern"/> that selects a subgraph, a <see cref="Check"/> that returns the
-/// reason when it refuses a match (null accepts), and an optional <see cref="Rewrite"/> that acts
-/// on an accepted match. A rule without a rewrite is a pure selector (layer analysis uses those).
+/// A rule in two small parts, as in onnxscript's rewriter and ONNX Runtime's selector/action split
+/// (the action is the caller's): a <see cref="Pattern"/> that selects a subgraph and a
+/// <see cref="Check"/> that returns the reason when it refuses a match (null accepts).
 /// </summary>
 public sealed class Rule
 {
@@ -93,18 +47,11 @@ public sealed class Rule
     /// <param name="name">Short name, used in logs and refusals.</param>
     /// <param name="pattern">The subgraph to select, anchored at its root node.</param>
     /// <param name="check">Further conditions; returns the reason for refusing, or null to accept.</param>
-    /// <param name="rewrite">
-    /// The action. It returns the value that replaces the root's output (the driver then points every
-    /// use, graph outputs included, at it and removes matched nodes left unused), or null when it did
-    /// all the rewiring itself. A graph output re-pointed this way takes the replacement's name; a
-    /// rewrite that must keep the name gives its new node <see cref="RewriteContext.TakeRootName"/>.
-    /// </param>
-    public Rule(string name, Pattern pattern, Func<Match, string?>? check = null, Func<RewriteContext, Value?>? rewrite = null)
+    public Rule(string name, Pattern pattern, Func<Match, string?>? check = null)
     {
         Name = name;
         Pattern = pattern;
         Check = check;
-        Rewrite = rewrite;
     }
 
     /// <summary>Short name, used in logs and refusals.</summary>
@@ -115,9 +62,6 @@ public sealed class Rule
 
     /// <summary>Returns why a match is refused, or null to accept it.</summary>
     public Func<Match, string?>? Check { get; }
-
-    /// <summary>The action on an accepted match (null: a pure selector).</summary>
-    public Func<RewriteContext, Value?>? Rewrite { get; }
 
     /// <summary>The op types this rule's root can have (null: any), for quick dispatch.</summary>
     public IReadOnlyCollection<string>? RootOps => Pattern.RootOps;

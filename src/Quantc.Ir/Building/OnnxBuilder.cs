@@ -1,8 +1,7 @@
-using Quantc.Ir;
 using Quantc.Onnx.Proto;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
-namespace Quantc.Models;
+namespace Quantc.Ir.Building;
 
 /// <summary>
 /// A small helper that writes nodes into an IR graph with the names a TorchScript / optimum
