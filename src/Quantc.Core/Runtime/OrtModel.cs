@@ -63,10 +63,13 @@ public static class OrtModel
         }
     }
 
-    /// <summary>Session options used by default: all graph optimisations, deterministic thread count.</summary>
+    /// <summary>
+    /// Session options used by default: all graph optimisations, deterministic thread count, and ONNX Runtime's own
+    /// logging off (below fatal): its errors reach quantc as exceptions and are reported once, on one line.
+    /// </summary>
     public static SessionOptions DefaultOptions()
     {
-        var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
         return so;
     }
 

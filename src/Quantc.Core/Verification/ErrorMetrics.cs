@@ -80,7 +80,7 @@ public sealed class LogitsAccumulator
             if (!tokens.IsEmpty && i + 1 < tokens.Length)
             {
                 long next = tokens[i + 1];
-                if (next < 0 || next >= vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token {next} outside the vocabulary of {vocab}");
+                if (next < 0 || next >= vocab) throw new Quantc.Onnx.BadInputException($"token id {next} is outside the logits' vocabulary of {vocab}");
                 _nllRef += LogSumExp(r) - r[(int)next];
                 _nllTest += LogSumExp(t) - t[(int)next];
                 _scored++;

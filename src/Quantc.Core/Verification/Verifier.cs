@@ -91,9 +91,9 @@ public static class Verifier
             using var sc = OrtModel.CreateSession(compiled, compNames);
             for (int s = 0; s < samples.Count; s++)
             {
-                using var ro = RunOne(so, samples[s], origNames);
-                using var rc = RunOne(sc, rotated.IsEmpty ? samples[s] : InRotatedBasis(samples[s], rotated), compNames);
-                using var rx = exact is not null && gi == 0 ? RunOne(exact, samples[s], outputs) : null;
+                using var ro = RunOne(so, samples[s], origNames, "original");
+                using var rc = RunOne(sc, rotated.IsEmpty ? samples[s] : InRotatedBasis(samples[s], rotated), compNames, "compiled");
+                using var rx = exact is not null && gi == 0 ? RunOne(exact, samples[s], outputs, "float64 original") : null;
                 for (int k = 0; k < origNames.Count; k++)
                 {
                     bool isOutputTensor = gi == 0 && k < outputs.Count;
@@ -205,7 +205,8 @@ public static class Verifier
         return groups;
     }
 
-    private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs)
+    /// <summary>One run; ONNX Runtime's refusal of the data (an index out of range, a shape the model cannot take) is a bad input, named by <paramref name="which"/> model.</summary>
+    private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs, string which)
     {
         var inputs = CalibrationInputs.ToOrt(sample);
         try
@@ -214,6 +215,10 @@ public static class Verifier
             var used = inputs.Where(x => names.Contains(x.Name)).ToList();
             using var ro = new RunOptions();
             return session.Run(ro, used.Select(x => x.Name).ToArray(), used.Select(x => x.Value).ToArray(), outputs);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new BadInputException($"ONNX Runtime cannot run the {which} model on this data: {e.Message.ReplaceLineEndings(" ")}", e);
         }
         finally
         {
