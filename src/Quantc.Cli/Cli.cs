@@ -1,6 +1,8 @@
 using System.CommandLine;
+using System.Numerics;
 using Quantc.Ir;
 using Quantc.Onnx;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Quantc.Cli;
 
@@ -101,12 +103,52 @@ public static class Cli
         return null;
     }
 
-    /// <summary>Loads a model, turning every kind of unreadable input into <see cref="BadInputException"/>.</summary>
+    /// <summary>Loads a model, turning every kind of unreadable input (a negative input or output dimension included) into <see cref="BadInputException"/>.</summary>
     public static Model LoadModel(string path)
     {
-        try { return Model.Load(path); }
+        Model m;
+        try { m = Model.Load(path); }
         catch (BadInputException) { throw; }
         catch (GraphValidationException e) { throw new BadInputException($"{path}: {e.Message}", e); }
         catch (OverflowException e) { throw new BadInputException($"{path}: a tensor's size overflows ({e.Message})", e); }
+        foreach (var v in m.Graph.Inputs.Concat(m.Graph.Outputs))
+            if (v.Shape?.FirstOrDefault(d => d < 0) is { } negative)
+            {
+                m.Dispose();
+                throw new BadInputException($"{path}: {(v.IsGraphInput ? "input" : "output")} '{v.Name}' has a negative dimension ({negative})");
+            }
+        return m;
+    }
+
+    /// <summary>Refuses a model with a NaN or infinite floating-point weight: quantizing it could only give a broken model.</summary>
+    public static void RequireFiniteWeights(Model m, string path)
+    {
+        foreach (var g in m.Graph.AllGraphs())
+            foreach (var v in g.Initializers)
+            {
+                var t = v.Initializer!;
+                long bad = t.DataType switch
+                {
+                    (int)DT.Float => IndexOfNonFinite(t.AsSpan<float>()),
+                    (int)DT.Double => IndexOfNonFinite(t.AsSpan<double>()),
+                    (int)DT.Float16 => IndexOfNonFinite(t.AsSpan<Half>()),
+                    (int)DT.Bfloat16 => IndexOfNonFinite(t.AsSpan<ushort>(), b => (b & 0x7F80) == 0x7F80),
+                    _ => -1,
+                };
+                if (bad >= 0)
+                    throw new BadInputException($"{path}: weight '{v.Name}' holds NaN or infinite values (element {bad} of {t.ElementCount}); a model with them cannot be quantized");
+            }
+    }
+
+    private static long IndexOfNonFinite<T>(ReadOnlySpan<T> s) where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < s.Length; i++) if (!T.IsFinite(s[i])) return i;
+        return -1;
+    }
+
+    private static long IndexOfNonFinite(ReadOnlySpan<ushort> s, Func<ushort, bool> nonFinite)
+    {
+        for (int i = 0; i < s.Length; i++) if (nonFinite(s[i])) return i;
+        return -1;
     }
 }

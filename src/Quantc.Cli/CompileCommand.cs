@@ -42,6 +42,7 @@ internal static class CompileCommand
             var total = System.Diagnostics.Stopwatch.StartNew();
 
             using var m = Cli.LoadModel(input);
+            Cli.RequireFiniteWeights(m, input);
             long inBytes = ModelBytes(m, input);
 
             // Every input and output is checked before any work: nothing is written until the end,
@@ -89,6 +90,7 @@ internal static class CompileCommand
                 using var original = Cli.LoadModel(input);
                 using var compiled = Cli.LoadModel(saved.ModelPath);
                 verify = ProgressBar.Run("verifying", p => Verifier.Run(original, compiled, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
+                foreach (var n in verify.NonFinite()) { stderr.WriteLine($"quantc: warning: verify: {n}"); warnings.Add($"verify: {n}"); }
             }
             File.WriteAllText(stagedReport, ReportJson(input, finalModel, r, ctx, timings, verify, verifyData, warnings));
             if (stagedHtml is not null)

@@ -28,6 +28,8 @@ internal static class VerifyCommand
         var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, force };
         cmd.SetAction(pr =>
         {
+            CheckThreshold("--min-sqnr", pr.GetValue(minSqnr));
+            CheckThreshold("--max-ppl-increase", pr.GetValue(maxPpl));
             using var a = Cli.LoadModel(pr.GetValue(original)!);
             using var b = Cli.LoadModel(pr.GetValue(compiled)!);
             string spec = pr.GetValue(data) ?? Cli.DefaultEvalText();
@@ -38,6 +40,8 @@ internal static class VerifyCommand
             string? stagedHtml = pr.GetValue(html) is { } htmlPath ? outputs.Add("--html", htmlPath, OutputKind.Html) : null;
             var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
+            if (pr.GetValue(maxPpl) is not null && (loaded.Tokens is null || !a.Graph.Outputs.Any(o => o.Name == "logits")))
+                throw new Quantc.Onnx.BadInputException("--max-ppl-increase needs token data (text or token ids) and a model with a 'logits' output");
             using var x64 = pr.GetValue(exact) ? Cli.LoadModel(pr.GetValue(original)!) : null;
             if (x64 is not null) Float64Model.Convert(x64);
             var report = ProgressBar.Run("verifying", p => Verifier.Run(a, b, loaded.Samples, loaded.Tokens, new VerifyOptions { PerLayer = !pr.GetValue(noLayers), ExactReference = x64 }, p));
@@ -54,15 +58,28 @@ internal static class VerifyCommand
         return cmd;
     }
 
+    /// <summary>A gate's threshold must be a finite number, 0 or more (NaN would pass everything).</summary>
+    private static void CheckThreshold(string option, double? value)
+    {
+        if (value is { } v && !(double.IsFinite(v) && v >= 0))
+            throw new Quantc.Onnx.BadInputException(string.Create(CultureInfo.InvariantCulture, $"{option} must be a finite number, 0 or more (got {v})"));
+    }
+
+    /// <summary>The gates' failures. They fail closed: with any gate given, every result that is not finite is a failure.</summary>
     private static List<string> Thresholds(VerifyReport r, double? minSqnr, double? maxPpl)
     {
         var f = new List<string>();
+        if (minSqnr is null && maxPpl is null) return f;
+        f.AddRange(r.NonFinite());
         if (minSqnr is { } m)
             foreach (var o in r.Outputs)
-                if (o.SqnrDb < m) f.Add($"output '{o.Name}': SQNR {Db(o.SqnrDb)} dB < {m} dB");
-        if (maxPpl is { } p && r.Logits is { } l && !double.IsNaN(l.OriginalPerplexity))
-            if (l.CompiledPerplexity > l.OriginalPerplexity * (1 + p))
-                f.Add($"perplexity {l.CompiledPerplexity:0.000} > {l.OriginalPerplexity:0.000} × (1 + {p})");
+                if (o.NonFinite == 0 && !(o.SqnrDb >= m)) f.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {Db(o.SqnrDb)} dB < {m} dB"));
+        if (maxPpl is { } p)
+        {
+            if (r.Logits is not { ScoredTokens: > 0 } l) f.Add("perplexity: no token was scored");
+            else if (double.IsFinite(l.OriginalPerplexity) && double.IsFinite(l.CompiledPerplexity) && !(l.CompiledPerplexity <= l.OriginalPerplexity * (1 + p)))
+                f.Add(string.Create(CultureInfo.InvariantCulture, $"perplexity {l.CompiledPerplexity:0.000} > {l.OriginalPerplexity:0.000} × (1 + {p})"));
+        }
         return f;
     }
 
@@ -89,6 +106,7 @@ internal static class VerifyCommand
             foreach (var x in r.Layers)
                 o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.CompiledName, 56),-56} {Trim(x.Op, 14),-14} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
         }
+        foreach (var n in r.NonFinite().Except(failures)) o.WriteLine($"NOT FINITE: {n}");
         foreach (var f in failures) o.WriteLine($"FAILED: {f}");
     }
 
@@ -111,6 +129,7 @@ internal static class VerifyCommand
                 Num(w, "cosine", x.Cosine);
                 Num(w, "max_abs_error", x.MaxAbsError);
                 w.WriteNumber("elements", x.Elements);
+                w.WriteNumber("non_finite", x.NonFinite);
                 if (x.SqnrVsExactDb is { } ve) Num(w, "sqnr_vs_exact_db", ve);
                 if (x.OriginalNoiseSqnrDb is { } nz) Num(w, "original_float32_noise_sqnr_db", nz);
                 w.WriteEndObject();

@@ -66,4 +66,124 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
         Directory.CreateDirectory(P("x.data"));
         Assert.Contains("'x.data' is a folder, not a file", Refused("inspect", P("x.onnx")));
     }
+
+    /// <summary>A copy of <paramref name="src"/> with element 0 of its last MatMul weight set to <paramref name="value"/>.</summary>
+    private string WithWeight(string src, string name, float value)
+    {
+        using var m = Model.Load(src);
+        var w = m.Graph.Nodes.Last(n => n.OpType == "MatMul" && n.Inputs[1] is { IsInitializer: true }).Inputs[1]!;
+        var values = w.Initializer!.ToFloat32();
+        values[0] = value;
+        m.Graph.SetInitializer(w, Tensor.FromFloats(w.Name, w.Initializer.Dims, values));
+        m.Save(P(name));
+        return P(name);
+    }
+
+    [Fact]
+    public void GatesFailOnNaNResultsAndNaNIsPrintedAsNaN()
+    {
+        string m = Llama(), nan = WithWeight(m, "nan.onnx", float.NaN);
+        var (code, stdout, stderr) = Run("verify", m, nan, "--max-ppl-increase", "0.05", "--samples", "1", "--seq-len", "32", "--no-layers");
+        Assert.True(code == 1, $"exit {code}: {stderr}{stdout}");
+        Assert.Contains("FAILED: output 'logits': ", stdout);
+        Assert.Contains("compiled values are NaN", stdout);
+        Assert.Contains("FAILED: the compiled model's perplexity is NaN", stdout);
+        Assert.Matches(@"logits\s+-inf\s+NaN", stdout);
+        (code, stdout, _) = Run("verify", m, nan, "--min-sqnr", "10", "--samples", "1", "--seq-len", "32", "--no-layers", "--json");
+        Assert.Equal(1, code);
+        Assert.Contains("\"non_finite\": ", stdout);
+        Assert.Contains("\"passed\": false", stdout);
+        // Without a gate the run passes, but says what is not finite.
+        (code, stdout, _) = Run("verify", m, nan, "--samples", "1", "--seq-len", "32", "--no-layers");
+        Assert.Equal(0, code);
+        Assert.Contains("NOT FINITE: output 'logits'", stdout);
+    }
+
+    [Theory]
+    [InlineData("--min-sqnr", "NaN")]
+    [InlineData("--min-sqnr", "-1")]
+    [InlineData("--min-sqnr", "Infinity")]
+    [InlineData("--max-ppl-increase", "NaN")]
+    [InlineData("--max-ppl-increase", "-0.5")]
+    [InlineData("--max-ppl-increase", "-Infinity")]
+    public void ThresholdsThatCannotGateAreRefused(string option, string value)
+    {
+        string m = Llama();
+        Assert.Contains($"{option} must be a finite number, 0 or more", Refused("verify", m, m, option, value, "--samples", "1", "--seq-len", "16"));
+    }
+
+    [Fact]
+    public void APerplexityGateWithoutTokensIsRefused()
+    {
+        using var other = new CliTests();
+        string m = other.SmallModelFor(0, "small");
+        Assert.Contains("needs token data", Refused("verify", m, m, "--data", Npz("x.npz", [1, 2, 3, 4, 5, 6, 7, 8]), "--max-ppl-increase", "0.1"));
+    }
+
+    [Fact]
+    public void NaNAndInfiniteWeightsAreRefusedByCompileWithTheirName()
+    {
+        string m = Llama(), nan = WithWeight(m, "nan.onnx", float.NaN), inf = WithWeight(m, "inf.onnx", float.NegativeInfinity);
+        string weight;
+        using (var model = Model.Load(m)) weight = model.Graph.Nodes.Last(n => n.OpType == "MatMul" && n.Inputs[1] is { IsInitializer: true }).Inputs[1]!.Name;
+        Assert.Contains($"weight '{weight}' holds NaN or infinite values (element 0 of", Refused(["compile", nan, "-o", P("q.onnx"), .. Fast]));
+        Assert.Contains($"weight '{weight}' holds NaN or infinite values", Refused(["compile", inf, "-o", P("q.onnx"), .. Fast]));
+    }
+
+    [Fact]
+    public void CompileWarnsWhenItsVerificationIsNotFinite()
+    {
+        // A float input of NaN (the data, not the model): the compiled model's output is NaN and compile says so.
+        using var other = new CliTests();
+        string m = other.SmallModelFor(0.1f, "small");
+        var clean = Npz("clean.npz", [1, -2, 3, 0.5f, 2, 1, -1, 4]);
+        var nan = Npz("nan.npz", [1, float.NaN, 3, 0.5f, 2, 1, -1, 4]);
+        var (code, stdout, stderr) = Run("compile", m, "-o", P("q.onnx"), "--recipe", "w8a8", "--calib", clean, "--data", nan);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("quantc: warning: verify: output 'y': ", stderr);
+        Assert.Contains("cosine NaN", stdout);
+    }
+
+    /// <summary>An .npz with the [2, 4] input x of the small model.</summary>
+    private string Npz(string name, float[] x)
+    {
+        var npy = P(name + ".npy");
+        Quantc.Core.Data.Npy.Write(npy, x, [2, 4]);
+        using (var zip = System.IO.Compression.ZipFile.Open(P(name), System.IO.Compression.ZipArchiveMode.Create))
+            System.IO.Compression.ZipFileExtensions.CreateEntryFromFile(zip, npy, "x.npy");
+        File.Delete(npy);
+        return P(name);
+    }
+
+    [Fact]
+    public void ANegativeInputDimensionIsRefused()
+    {
+        using (var m = Model.Load(Cli.DefaultModelPath()))
+        {
+            m.Graph.Find("input_ids")!.Type!.TensorType.Shape.Dim[1].DimValue = -3;
+            m.Save(P("neg.onnx"));
+        }
+        Assert.Contains("input 'input_ids' has a negative dimension (-3)", Refused("inspect", P("neg.onnx")));
+        Assert.Contains("negative dimension", Refused(["compile", P("neg.onnx"), "-o", P("q.onnx"), .. Fast]));
+        Assert.Contains("negative dimension", Refused("verify", P("neg.onnx"), P("neg.onnx"), "--samples", "1"));
+    }
+
+    [Fact]
+    public void VerifyRefusesModelsWhoseInputsOrOutputsDifferInShape()
+    {
+        string m = Llama();
+        using (var b = Model.Load(m))
+        {
+            var dims = b.Graph.Find("logits")!.Type!.TensorType.Shape.Dim;
+            dims.Add(new TensorShapeProto.Types.Dimension { DimValue = 1 });
+            b.Save(P("rank.onnx"));
+        }
+        Assert.Contains("output 'logits' is [?, ?, 257] in the original but [?, ?, 257, 1] in the compiled model", Refused("verify", m, P("rank.onnx"), "--samples", "1", "--seq-len", "16"));
+        using (var b = Model.Load(m))
+        {
+            b.Graph.Find("past_key_values.0.key")!.Type!.TensorType.Shape.Dim[3].DimValue = 16;
+            b.Save(P("shape.onnx"));
+        }
+        Assert.Contains("input 'past_key_values.0.key' is [?, 2, ?, 32] in the original but [?, 2, ?, 16]", Refused("verify", m, P("shape.onnx"), "--samples", "1", "--seq-len", "16"));
+    }
 }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
 using Quantc.Core.Calibration;
 using Quantc.Core.Numerics;
@@ -16,6 +17,9 @@ public sealed record OutputError(string Name, double SqnrDb, double Cosine, doub
 
     /// <summary>With an exact reference: the float32 original against its own float64 evaluation (dB) — its float32 noise floor.</summary>
     public double? OriginalNoiseSqnrDb { get; init; }
+
+    /// <summary>Compiled values that are NaN, or infinite where the original's are not the same infinity.</summary>
+    public long NonFinite { get; init; }
 }
 
 /// <summary>Error of one intermediate tensor mapped between the models, in the compiled graph's order.</summary>
@@ -26,7 +30,28 @@ public sealed record LayerError(int Order, string CompiledName, string OriginalN
 public sealed record LogitsMetrics(double Top1Agreement, double OriginalPerplexity, double CompiledPerplexity, long ScoredTokens);
 
 /// <summary>What <c>quantc verify</c> found.</summary>
-public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Outputs, LogitsMetrics? Logits, IReadOnlyList<LayerError> Layers);
+public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Outputs, LogitsMetrics? Logits, IReadOnlyList<LayerError> Layers)
+{
+    /// <summary>
+    /// Every result that is not a finite number — compiled outputs with NaN/∞ values the original does not have, a NaN
+    /// cosine or SQNR, a perplexity that is not finite — one sentence each; a gate must fail on any of them.
+    /// </summary>
+    public IReadOnlyList<string> NonFinite()
+    {
+        var found = new List<string>();
+        foreach (var o in Outputs)
+        {
+            if (o.NonFinite > 0) found.Add($"output '{o.Name}': {o.NonFinite} of {o.Elements} compiled values are NaN or infinite where the original's are not");
+            else if (double.IsNaN(o.SqnrDb) || double.IsNaN(o.Cosine)) found.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {o.SqnrDb} dB, cosine {o.Cosine}"));
+        }
+        if (Logits is { ScoredTokens: > 0 } l)
+        {
+            if (!double.IsFinite(l.OriginalPerplexity)) found.Add(string.Create(CultureInfo.InvariantCulture, $"the original model's perplexity is {l.OriginalPerplexity}"));
+            if (!double.IsFinite(l.CompiledPerplexity)) found.Add(string.Create(CultureInfo.InvariantCulture, $"the compiled model's perplexity is {l.CompiledPerplexity}"));
+        }
+        return found;
+    }
+}
 
 /// <summary>Options of a verification run.</summary>
 public sealed record VerifyOptions
@@ -65,6 +90,8 @@ public static class Verifier
         foreach (var o in outputs)
             if (!compiled.Graph.Outputs.Any(v => v.Name == o))
                 throw new BadInputException($"the compiled model has no output '{o}' (the original has)");
+        SameShapes("input", original.Graph.Inputs.Where(v => !v.IsInitializer), compiled.Graph);
+        SameShapes("output", original.Graph.Outputs, compiled.Graph);
 
         var rotated = CacheRotations.Of(compiled.Metadata);
         var pairs = options.PerLayer ? MapIntermediates(original, compiled) : [];
@@ -138,10 +165,25 @@ public static class Verifier
             {
                 SqnrVsExactDb = exact is null ? null : vsExact[o].SqnrDb,
                 OriginalNoiseSqnrDb = exact is null ? null : noise[o].SqnrDb,
+                NonFinite = outErr[o].TestNonFinite,
             }).ToList(),
             hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
             layers);
     }
+
+    /// <summary>Refuses a compiled model whose input or output of the same name has another rank or another fixed dimension than the original's.</summary>
+    private static void SameShapes(string kind, IEnumerable<Value> originals, Graph compiled)
+    {
+        foreach (var o in originals)
+        {
+            var c = (kind == "input" ? compiled.Inputs : compiled.Outputs).FirstOrDefault(v => v.Name == o.Name);
+            if (c?.Shape is not { } cs || o.Shape is not { } os) continue;
+            if (cs.Length != os.Length || cs.Zip(os).Any(d => d.First is { } x && d.Second is { } y && x != y))
+                throw new BadInputException($"{kind} '{o.Name}' is {ShapeText(os)} in the original but {ShapeText(cs)} in the compiled model");
+        }
+    }
+
+    private static string ShapeText(long?[] shape) => "[" + string.Join(", ", shape.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?")) + "]";
 
     /// <summary>
     /// The sample with every past-cache input a rotation pass keeps in a rotated basis (QuaRot's key and value
