@@ -186,4 +186,30 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
         }
         Assert.Contains("input 'past_key_values.0.key' is [?, 2, ?, 32] in the original but [?, 2, ?, 16]", Refused("verify", m, P("shape.onnx"), "--samples", "1", "--seq-len", "16"));
     }
+
+    /// <summary>A .npy of int64 token ids whose header claims <paramref name="shape"/>, followed by <paramref name="values"/>.</summary>
+    private string NpyWithShape(string name, string shape, params long[] values)
+    {
+        string header = $"{{'descr': '<i8', 'fortran_order': False, 'shape': ({shape}), }}";
+        header += new string(' ', (64 - (10 + header.Length + 1) % 64) % 64) + "\n";
+        using var fs = File.Create(P(name));
+        fs.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0, (byte)header.Length, (byte)(header.Length >> 8)]);
+        fs.Write(System.Text.Encoding.Latin1.GetBytes(header));
+        fs.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+        return P(name);
+    }
+
+    [Theory]
+    [InlineData("-3,", "not a list of non-negative integers")]
+    [InlineData("'three',", "not a list of non-negative integers")]
+    [InlineData("1.5, 2", "not a list of non-negative integers")]
+    [InlineData("99999999999999999999999,", "not a list of non-negative integers")]
+    [InlineData("4000000000, 4000000000", "needs more data than the file holds")]
+    [InlineData("1, 100000", "needs more data than the file holds")]
+    public void NpyShapesThatAreNotSizesAreRefused(string shape, string message)
+    {
+        string m = Llama(), npy = NpyWithShape("ids.npy", shape, 256, 72, 101);
+        Assert.Contains(message, Refused("verify", m, m, "--data", npy));
+        Assert.Contains(message, Refused(["compile", m, "-o", P("q.onnx"), "--calib", npy, .. Fast]));
+    }
 }
