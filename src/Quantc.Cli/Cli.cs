@@ -65,6 +65,25 @@ public static class Cli
     private static string OneLine(string s) =>
         new string(s.ReplaceLineEndings(" ").Select(c => char.IsControl(c) ? '?' : c).ToArray()).Trim();
 
+    /// <summary>
+    /// <paramref name="s"/> safe to print on a terminal: names from a model (producer, nodes, tensors, symbolic
+    /// dimensions) may hold escape sequences that would move the cursor or clear the screen. Control characters
+    /// become \xNN, invisible format characters (bidirectional overrides...) \uNNNN; the rest is unchanged.
+    /// </summary>
+    internal static string Printable(string s)
+    {
+        if (!s.Any(Unprintable)) return s;
+        var b = new System.Text.StringBuilder(s.Length + 16);
+        foreach (char c in s)
+            if (!Unprintable(c)) b.Append(c);
+            else b.Append(c <= 0xFF ? $"\\x{(int)c:x2}" : $"\\u{(int)c:x4}");
+        return b.ToString();
+    }
+
+    private static bool Unprintable(char c) =>
+        char.IsControl(c) || char.GetUnicodeCategory(c) is System.Globalization.UnicodeCategory.Format
+            or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator;
+
     private static RootCommand BuildRoot(TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("quantc — a quantization compiler for ONNX models");

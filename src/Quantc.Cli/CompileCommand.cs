@@ -90,7 +90,7 @@ internal static class CompileCommand
                 using var original = Cli.LoadModel(input);
                 using var compiled = Cli.LoadModel(saved.ModelPath);
                 verify = ProgressBar.Run("verifying", p => Verifier.Run(original, compiled, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
-                foreach (var n in verify.NonFinite()) { stderr.WriteLine($"quantc: warning: verify: {n}"); warnings.Add($"verify: {n}"); }
+                foreach (var n in verify.NonFinite()) { stderr.WriteLine(Cli.Printable($"quantc: warning: verify: {n}")); warnings.Add($"verify: {n}"); }
             }
             File.WriteAllText(stagedReport, ReportJson(input, finalModel, r, ctx, timings, verify, verifyData, warnings));
             if (stagedHtml is not null)
@@ -108,14 +108,14 @@ internal static class CompileCommand
             stdout.WriteLine($"  {layers.Count(p => p.WeightFormat != "fp32" || p.ActivationFormat != "fp32")} of {layers.Count} linear layers quantized; report: {reportPath}");
             if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
             foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
-                stdout.WriteLine($"  {p.Name}: {p.Reasons.Last()}");
+                stdout.WriteLine(Cli.Printable($"  {p.Name}: {p.Reasons.Last()}"));
             if (verify is not null)
             {
                 var logits = verify.Outputs.FirstOrDefault(o => o.Name == "logits") ?? verify.Outputs[0];
                 string next = verify.Logits is { } l
                     ? string.Create(CultureInfo.InvariantCulture, $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
                     : "";
-                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({verifyData}): {logits.Name} SQNR {VerifyCommand.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({verifyData}): {Cli.Printable(logits.Name)} SQNR {VerifyCommand.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
             }
             return ExitCodes.Ok;
         });

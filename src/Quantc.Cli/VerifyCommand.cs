@@ -87,11 +87,11 @@ internal static class VerifyCommand
 
     private static void Render(VerifyReport r, string data, List<string> failures, TextWriter o)
     {
-        o.WriteLine($"data: {data}");
+        o.WriteLine(Cli.Printable($"data: {data}"));
         bool exact = r.Outputs.Any(x => x.SqnrVsExactDb is not null);
         o.WriteLine($"{"output",-32} {"SQNR dB",9} {"cosine",10} {"max |err|",12}" + (exact ? $" {"vs exact dB",12} {"fp32 noise dB",14}" : ""));
         foreach (var x in r.Outputs)
-            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.Name, 32),-32} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}")
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(Cli.Printable(x.Name), 32),-32} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}")
                 + (exact ? $" {Db(x.SqnrVsExactDb ?? double.NaN),12} {Db(x.OriginalNoiseSqnrDb ?? double.NaN),14}" : ""));
         if (exact)
             o.WriteLine("vs exact: the compiled model against the original evaluated in float64; fp32 noise: the float32 original against the same — " +
@@ -104,10 +104,10 @@ internal static class VerifyCommand
             o.WriteLine($"per layer ({r.Layers.Count} tensors mapped, in graph order):");
             o.WriteLine($"{"tensor",-56} {"op",-14} {"SQNR dB",9} {"cosine",10}");
             foreach (var x in r.Layers)
-                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.CompiledName, 56),-56} {Trim(x.Op, 14),-14} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
+                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(Cli.Printable(x.CompiledName), 56),-56} {Trim(Cli.Printable(x.Op), 14),-14} {Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
         }
-        foreach (var n in r.NonFinite().Except(failures)) o.WriteLine($"NOT FINITE: {n}");
-        foreach (var f in failures) o.WriteLine($"FAILED: {f}");
+        foreach (var n in r.NonFinite().Except(failures)) o.WriteLine(Cli.Printable($"NOT FINITE: {n}"));
+        foreach (var f in failures) o.WriteLine(Cli.Printable($"FAILED: {f}"));
     }
 
     private static string Trim(string s, int n) => s.Length <= n ? s : "…" + s[^(n - 1)..];

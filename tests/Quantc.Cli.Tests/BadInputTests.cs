@@ -212,4 +212,58 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
         Assert.Contains(message, Refused("verify", m, m, "--data", npy));
         Assert.Contains(message, Refused(["compile", m, "-o", P("q.onnx"), "--calib", npy, .. Fast]));
     }
+
+    private const string Esc = "\u001b[2J\u001b]0;owned\u0007";
+
+    /// <summary>The small model with escape sequences in its producer, node, tensor, weight and dimension names (and a copy with other weights).</summary>
+    private (string A, string B) EvilModels()
+    {
+        using var other = new CliTests();
+        foreach (var (name, scale) in new[] { ("evil-a.onnx", 1f), ("evil-b.onnx", 1.1f) })
+        {
+            using var m = Model.Load(other.SmallModelFor(0, "small"));
+            m.ProducerName = "maker" + Esc;
+            var g = m.Graph;
+            foreach (var n in g.Nodes) n.Name = n.OpType + Esc;
+            g.RenameValue(g.Nodes[0].Output, "mm" + Esc);
+            var w = g.Find("fc.weight")!;
+            g.SetInitializer(w, Tensor.FromFloats(w.Name, w.Initializer!.Dims, w.Initializer.ToFloat32().Select(x => x * scale).ToArray()));
+            g.RenameValue(w, "fc" + Esc);
+            var dim = g.Find("x")!.Type!.TensorType.Shape.Dim[0];
+            dim.DimParam = "batch" + Esc;
+            m.Save(P(name));
+        }
+        return (P("evil-a.onnx"), P("evil-b.onnx"));
+    }
+
+    private static void Escaped(string stdout)
+    {
+        Assert.DoesNotContain('\u001b', stdout);
+        Assert.DoesNotContain('\u0007', stdout);
+        Assert.Contains("\\x1b[2J\\x1b]0;owned\\x07", stdout);
+    }
+
+    [Fact]
+    public void NamesFromTheModelAreEscapedOnTheTerminalAndExactInJson()
+    {
+        var (a, b) = EvilModels();
+        var (code, stdout, stderr) = Run("inspect", a);
+        Assert.True(code == 0, stderr);
+        Escaped(stdout);
+        Assert.Contains("maker\\x1b[2J", stdout);
+        Assert.Contains("batch\\x1b[2J", stdout);
+        (code, stdout, _) = Run("inspect", a, "--json");
+        Assert.Equal(0, code);
+        using (var doc = System.Text.Json.JsonDocument.Parse(stdout))
+            Assert.StartsWith("maker" + Esc, doc.RootElement.GetProperty("producer").GetString());
+        (code, stdout, _) = Run("diff", a, b);
+        Assert.Equal(0, code);
+        Escaped(stdout);
+        (code, stdout, _) = Run("diff", a, b, "--json");
+        Assert.Equal(0, code);
+        using (System.Text.Json.JsonDocument.Parse(stdout)) { }
+        (code, stdout, stderr) = Run("verify", a, b, "--data", Npz("x.npz", [1, 2, 3, 4, 5, 6, 7, 8]));
+        Assert.True(code == 0, stderr);
+        Escaped(stdout);
+    }
 }
