@@ -58,6 +58,40 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
     }
 
     [Fact]
+    public void TokenIdsGivenAsRawInputsAreCheckedToo()
+    {
+        // input_ids [batch, tokens] → Gather from a 10-row table: ids 0..9 only.
+        using (var m = Model.Create())
+        {
+            var g = m.Graph;
+            var shape = new TensorShapeProto();
+            shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "batch" });
+            shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimParam = "tokens" });
+            var ids = g.AddInput("input_ids", new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 7, Shape = shape } });
+            var table = g.AddInitializer(Tensor.FromFloats("embed.weight", [10, 4], new float[40]));
+            g.AddOutput(g.AddNode("Gather", [table, ids], outputNames: ["h"]).Output);
+            m.Save(P("emb.onnx"));
+        }
+        foreach (var (id, message) in new[] { (-1L, "token id -1 (sample 2, position 3) is negative"), (10L, "token id 10 (sample 2, position 3) is outside the model's vocabulary of 10 (rows of 'embed.weight')") })
+        {
+            string npz = Npz($"ids{id}.npz", "input_ids", new long[] { 1, 2, 3, 4, 5, id }, [2, 3]);
+            Assert.Contains(message, Refused("verify", P("emb.onnx"), P("emb.onnx"), "--data", npz));
+        }
+    }
+
+    [Fact]
+    public void SequencesPastAPositionTableReachedOnlyAtRunTimeAreABadInputToo()
+    {
+        // OPT computes its positions from the attention mask: ONNX Runtime finds the overflow, on one line.
+        string opt = Path.Combine(Path.GetDirectoryName(Cli.DefaultModelPath())!, "tiny-opt.onnx");
+        Assert.Contains("ONNX Runtime cannot run the model on this data", Refused("compile", opt, "-o", P("q.onnx"), "--recipe", "w8a8", "--samples", "1", "--seq-len", "1100"));
+        Assert.Contains("ONNX Runtime cannot run the original model on this data", Refused("verify", opt, opt, "--samples", "1", "--seq-len", "1100", "--no-layers"));
+        // The rotary caches of contrib operators are read from the graph.
+        string genai = Path.Combine(Path.GetDirectoryName(Cli.DefaultModelPath())!, "tiny-llama-ortgenai.onnx");
+        Assert.Contains("longer than the model's 1024 positions", Refused("verify", genai, genai, "--samples", "1", "--seq-len", "1100"));
+    }
+
+    [Fact]
     public void AnExternalDataLocationThatIsAFolderIsSaidToBeOne()
     {
         using (var m = Model.Load(Cli.DefaultModelPath()))
@@ -145,12 +179,15 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
     }
 
     /// <summary>An .npz with the [2, 4] input x of the small model.</summary>
-    private string Npz(string name, float[] x)
+    private string Npz(string name, float[] x) => Npz(name, "x", x, [2, 4]);
+
+    /// <summary>An .npz holding one array, for the model input <paramref name="input"/>.</summary>
+    private string Npz(string name, string input, Array data, long[] shape)
     {
         var npy = P(name + ".npy");
-        Quantc.Core.Data.Npy.Write(npy, x, [2, 4]);
+        Quantc.Core.Data.Npy.Write(npy, data, shape);
         using (var zip = System.IO.Compression.ZipFile.Open(P(name), System.IO.Compression.ZipArchiveMode.Create))
-            System.IO.Compression.ZipFileExtensions.CreateEntryFromFile(zip, npy, "x.npy");
+            System.IO.Compression.ZipFileExtensions.CreateEntryFromFile(zip, npy, input + ".npy");
         File.Delete(npy);
         return P(name);
     }

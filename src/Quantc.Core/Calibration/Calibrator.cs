@@ -56,8 +56,7 @@ public static class Calibrator
                     IDisposableReadOnlyCollection<OrtValue> outputs;
                     try
                     {
-                        using var runOptions = new RunOptions();
-                        outputs = session.Run(runOptions, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), group);
+                        outputs = OrtModel.Run(session, inputs, group, "model");
                     }
                     finally
                     {
@@ -97,8 +96,7 @@ public static class Calibrator
             var inputs = CalibrationInputs.ToOrt(sample);
             try
             {
-                using var runOptions = new RunOptions();
-                using var outputs = session.Run(runOptions, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), tensors);
+                using var outputs = OrtModel.Run(session, inputs, tensors, "model");
                 Parallel.For(0, tensors.Count, k =>
                 {
                     var shape = outputs[k].GetTensorTypeAndShape().Shape;

@@ -136,6 +136,7 @@ public static class DataLoader
     {
         var s = new CalibrationSample();
         var arrays = Npy.ReadArchive(path).ToDictionary(x => x.Name, x => x.Array, StringComparer.Ordinal);
+        var limits = TokenLimits.Of(model.Graph) with { FixedInputs = [] };   // raw inputs are checked against the declared shapes below
         foreach (var input in model.Graph.Inputs.Where(v => !v.IsInitializer))
         {
             if (!arrays.TryGetValue(input.Name, out var arr))
@@ -144,6 +145,9 @@ public static class DataLoader
             if (shape is not null && (shape.Length != arr.Shape.Length || shape.Zip(arr.Shape).Any(p => p.First is { } d && d != p.Second)))
                 throw new BadInputException($"{path}: array '{input.Name}' has shape [{string.Join(",", arr.Shape)}], the model wants [{string.Join(",", shape.Select(d => d?.ToString() ?? "?"))}]");
             s.Inputs[input.Name] = (arr.Data, arr.Shape);
+            // Token ids given as a raw input ([batch, tokens]) are checked like token data.
+            if (TokenLimits.IsTokenInput(input.Name) && arr.Shape.Length == 2 && arr.Data is long[] or int[])
+                limits.Check(NpyIds(path, arr), $"{path}: '{input.Name}'");
         }
         return s;
     }

@@ -7,7 +7,7 @@ namespace Quantc.Core.Data;
 /// The token ids and sequence lengths a text model accepts, read from its graph before anything runs:
 /// ids are non-negative and below the rows of the embedding table the token input indexes (else the
 /// width of a fixed logits output); a sequence is no longer than the rows of a table indexed by
-/// position_ids (learned or rotary positions) and fits the fixed dimensions of the inputs made from it.
+/// position_ids (learned or rotary positions, rotary caches of attention operators) and fits the fixed dimensions of the inputs made from it.
 /// ONNX Runtime would otherwise wrap a negative id, or fail mid-run with a log line of its own.
 /// </summary>
 public sealed record TokenLimits(long? Vocabulary, string? VocabularySource, long? Positions, string? PositionSource, IReadOnlyList<(string Input, long?[] Shape)> FixedInputs)
@@ -21,6 +21,14 @@ public sealed record TokenLimits(long? Vocabulary, string? VocabularySource, lon
         (long? rows, string? src) vocab = (null, null), positions = (null, null);
         foreach (var n in graph.Nodes)
         {
+            // Rotary caches indexed by position: com.microsoft RotaryEmbedding (x, position_ids, cos_cache, ...),
+            // ONNX RotaryEmbedding (x, cos_cache, sin_cache, position_ids), GroupQueryAttention's cos_cache (input 7).
+            int cache = n.Is("RotaryEmbedding", "com.microsoft") ? 2 : n.Is("RotaryEmbedding") ? 1 : n.Is("GroupQueryAttention", "com.microsoft") ? 7 : -1;
+            int pos = cache == 2 ? 1 : cache == 1 ? 3 : -1;
+            if (cache >= 0 && n.Inputs.Count > cache && n.Inputs[cache]?.Initializer is { Dims.Length: 2 } cos
+                && (pos < 0 || (n.Inputs.Count > pos && n.Inputs[pos] is { } p && Origin(p) is { IsGraphInput: true, Name: "position_ids" }))
+                && (positions.rows is null || cos.Dims[0] < positions.rows))
+                positions = (cos.Dims[0], $"rows of '{cos.Name}'");
             if (!n.Is("Gather") || n.Inputs.Count < 2 || n.Inputs[0]?.Initializer is not { } table || n.Inputs[1] is not { } indices) continue;
             long axis = n.GetInt("axis", 0);
             if (axis < 0) axis += table.Dims.Length;

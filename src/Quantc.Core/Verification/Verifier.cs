@@ -247,7 +247,6 @@ public static class Verifier
         return groups;
     }
 
-    /// <summary>One run; ONNX Runtime's refusal of the data (an index out of range, a shape the model cannot take) is a bad input, named by <paramref name="which"/> model.</summary>
     private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs, string which)
     {
         var inputs = CalibrationInputs.ToOrt(sample);
@@ -255,12 +254,7 @@ public static class Verifier
         {
             var names = session.InputMetadata.Keys.ToHashSet(StringComparer.Ordinal);
             var used = inputs.Where(x => names.Contains(x.Name)).ToList();
-            using var ro = new RunOptions();
-            return session.Run(ro, used.Select(x => x.Name).ToArray(), used.Select(x => x.Value).ToArray(), outputs);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new BadInputException($"ONNX Runtime cannot run the {which} model on this data: {e.Message.ReplaceLineEndings(" ")}", e);
+            return OrtModel.Run(session, used, outputs, which + " model");
         }
         finally
         {
