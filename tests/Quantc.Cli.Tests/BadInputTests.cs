@@ -222,6 +222,21 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
             b.Save(P("shape.onnx"));
         }
         Assert.Contains("input 'past_key_values.0.key' is [?, 2, ?, 32] in the original but [?, 2, ?, 16]", Refused("verify", m, P("shape.onnx"), "--samples", "1", "--seq-len", "16"));
+
+        // Undeclared shapes that differ when run: [2, 3] against the same values as [3, 2].
+        using var other = new CliTests();
+        string small = other.SmallModelFor(0, "small");
+        using (var t = Model.Load(small))
+        {
+            var g = t.Graph;
+            var y = g.Outputs[0];
+            g.RenameValue(y, "y0");
+            var shape = g.AddInitializer(Tensor.FromValues("to_3x2", 7, [2], new long[] { 3, 2 }));
+            g.SetOutput(0, g.AddNode("Reshape", [y, shape], outputNames: ["y"]).Output);
+            t.Save(P("transposed.onnx"));
+        }
+        Assert.Contains("output 'y' is [2, 3] in the original but [3, 2] in the compiled model",
+            Refused("verify", small, P("transposed.onnx"), "--data", Npz("x.npz", [1, 2, 3, 4, 5, 6, 7, 8])));
     }
 
     /// <summary>A .npy of int64 token ids whose header claims <paramref name="shape"/>, followed by <paramref name="values"/>.</summary>

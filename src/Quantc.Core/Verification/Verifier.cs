@@ -130,6 +130,8 @@ public static class Verifier
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its original '{origNames[k]}' has {a.Length}");
+                    if (isOutputTensor && ro[k].GetTensorTypeAndShape().Shape is var os && rc[k].GetTensorTypeAndShape().Shape is var cs && !os.SequenceEqual(cs))
+                        throw new BadInputException($"output '{origNames[k]}' is {ShapeText(os)} in the original but {ShapeText(cs)} in the compiled model");
                     bool isOutput = gi == 0 && k < outputs.Count;
                     if (isOutput)
                     {
@@ -183,7 +185,9 @@ public static class Verifier
         }
     }
 
-    private static string ShapeText(long?[] shape) => "[" + string.Join(", ", shape.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?")) + "]";
+    private static string ShapeText(IEnumerable<long?> shape) => "[" + string.Join(", ", shape.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?")) + "]";
+
+    private static string ShapeText(IEnumerable<long> shape) => ShapeText(shape.Select(d => (long?)d));
 
     /// <summary>
     /// The sample with every past-cache input a rotation pass keeps in a rotated basis (QuaRot's key and value
