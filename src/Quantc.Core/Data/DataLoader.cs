@@ -83,7 +83,7 @@ public static class DataLoader
 
     private static LoadedData FromIds(Model model, List<long[]> ids, DataOptions options, string what, string source)
     {
-        if (!model.Graph.Inputs.Any(v => v.Name is "input_ids" or "ids" or "tokens"))
+        if (!model.Graph.Inputs.Any(v => CalibrationInputs.IsTokenInput(v.Name)))
             throw new BadInputException("token data given, but the model has no input_ids input");
         var seqs = ids.Where(s => s.Length > 0).Take(options.MaxSamples).ToList();
         if (seqs.Count == 0) throw new BadInputException($"{what}: no token ids");
@@ -146,7 +146,7 @@ public static class DataLoader
                 throw new BadInputException($"{path}: array '{input.Name}' has shape [{string.Join(",", arr.Shape)}], the model wants [{string.Join(",", shape.Select(d => d?.ToString() ?? "?"))}]");
             s.Inputs[input.Name] = (arr.Data, arr.Shape);
             // Token ids given as a raw input ([batch, tokens]) are checked like token data.
-            if (TokenLimits.IsTokenInput(input.Name) && arr.Shape.Length == 2 && arr.Data is long[] or int[])
+            if (CalibrationInputs.IsTokenInput(input.Name) && arr.Shape.Length == 2 && arr.Data is long[] or int[])
                 limits.Check(NpyIds(path, arr), $"{path}: '{input.Name}'");
         }
         return s;
@@ -158,7 +158,7 @@ public static class DataLoader
         var warn = "calibrating on random data: ranges will not reflect real inputs";
         var samples = new List<CalibrationSample>();
         var tokens = new List<long[]>();
-        bool text = model.Graph.Inputs.Any(v => v.Name is "input_ids" or "ids" or "tokens");
+        bool text = model.Graph.Inputs.Any(v => CalibrationInputs.IsTokenInput(v.Name));
         int vocab = (int)(model.Graph.Outputs.FirstOrDefault(o => o.Name == "logits")?.Shape?.LastOrDefault() ?? 100);
         for (int i = 0; i < options.MaxSamples; i++)
         {

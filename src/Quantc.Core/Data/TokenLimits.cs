@@ -1,3 +1,4 @@
+using Quantc.Core.Calibration;
 using Quantc.Ir;
 using Quantc.Onnx;
 
@@ -12,9 +13,6 @@ namespace Quantc.Core.Data;
 /// </summary>
 public sealed record TokenLimits(long? Vocabulary, string? VocabularySource, long? Positions, string? PositionSource, IReadOnlyList<(string Input, long?[] Shape)> FixedInputs)
 {
-    /// <summary>Names of the inputs token ids feed (as <see cref="Calibration.CalibrationInputs.FromTokens"/> fills them).</summary>
-    public static bool IsTokenInput(string name) => name is "input_ids" or "ids" or "tokens";
-
     /// <summary>The limits of <paramref name="graph"/> (null where the graph does not tell).</summary>
     public static TokenLimits Of(Graph graph)
     {
@@ -36,13 +34,13 @@ public sealed record TokenLimits(long? Vocabulary, string? VocabularySource, lon
             long rows = table.Dims[axis];
             var origin = Origin(indices);
             if (!origin.IsGraphInput) continue;
-            if (IsTokenInput(origin.Name) && (vocab.rows is null || rows < vocab.rows)) vocab = (rows, $"rows of '{table.Name}'");
+            if (CalibrationInputs.IsTokenInput(origin.Name) && (vocab.rows is null || rows < vocab.rows)) vocab = (rows, $"rows of '{table.Name}'");
             else if (origin.Name == "position_ids" && (positions.rows is null || rows < positions.rows)) positions = (rows, $"rows of '{table.Name}'");
         }
         if (vocab.rows is null && graph.Outputs.FirstOrDefault(o => o.Name == "logits")?.Shape is { Length: > 0 } s && s[^1] is { } width)
             vocab = (width, "width of the logits output");
         var fixedInputs = graph.Inputs
-            .Where(v => !v.IsInitializer && (IsTokenInput(v.Name) || v.Name is "attention_mask" or "position_ids") && v.Shape is not null)
+            .Where(v => !v.IsInitializer && (CalibrationInputs.IsTokenInput(v.Name) || v.Name is "attention_mask" or "position_ids") && v.Shape is not null)
             .Select(v => (v.Name, v.Shape!)).ToList();
         return new TokenLimits(vocab.rows, vocab.src, positions.rows, positions.src, fixedInputs);
     }
