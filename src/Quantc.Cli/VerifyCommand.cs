@@ -83,7 +83,7 @@ internal static class VerifyCommand
         return f;
     }
 
-    internal static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("0.00", CultureInfo.InvariantCulture);
+    internal static string Db(double v) => VerifyReport.Db(v);
 
     private static void Render(VerifyReport r, string data, List<string> failures, TextWriter o)
     {

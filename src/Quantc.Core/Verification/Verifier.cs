@@ -41,8 +41,8 @@ public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Output
         var found = new List<string>();
         foreach (var o in Outputs)
         {
-            if (o.NonFinite > 0) found.Add($"output '{o.Name}': {o.NonFinite} of {o.Elements} compiled values are NaN or infinite where the original's are not");
-            else if (double.IsNaN(o.SqnrDb) || double.IsNaN(o.Cosine)) found.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {o.SqnrDb} dB, cosine {o.Cosine}"));
+            if (o.NonFinite > 0) found.Add($"output '{o.Name}': {o.NonFinite} of {o.Elements} compiled values are NaN, or infinite where the original's are not");
+            else if (double.IsNaN(o.SqnrDb) || double.IsNaN(o.Cosine)) found.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {Db(o.SqnrDb)} dB, cosine {o.Cosine}"));
         }
         if (Logits is { ScoredTokens: > 0 } l)
         {
@@ -51,6 +51,9 @@ public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Output
         }
         return found;
     }
+
+    /// <summary>Decibels as printed: two decimals, "inf" / "-inf", "NaN".</summary>
+    public static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("0.00", CultureInfo.InvariantCulture);
 }
 
 /// <summary>Options of a verification run.</summary>
