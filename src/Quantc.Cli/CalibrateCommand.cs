@@ -40,7 +40,7 @@ internal static class CalibrateCommand
                 $"{stats.Count} tensors over {data.Description} in {sw.Elapsed.TotalSeconds:0.00} s → {pr.GetValue(output)}"));
             foreach (var s in stats.Values.OrderByDescending(s => s.SpikeRatio).Take(5))
                 stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"  {s.Name}: absmax {s.AbsMax:G4}, channel outlier ratio {s.ChannelOutlierRatio:0.0}, token spike ratio {s.SpikeRatio:0.0}"));
+                    $"  {Cli.Printable(s.Name)}: absmax {s.AbsMax:G4}, channel outlier ratio {s.ChannelOutlierRatio:0.0}, token spike ratio {s.SpikeRatio:0.0}"));
             return ExitCodes.Ok;
         });
         return cmd;

@@ -1,6 +1,8 @@
 using System.CommandLine;
+using System.Numerics;
 using Quantc.Ir;
 using Quantc.Onnx;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Quantc.Cli;
 
@@ -63,6 +65,25 @@ public static class Cli
     private static string OneLine(string s) =>
         new string(s.ReplaceLineEndings(" ").Select(c => char.IsControl(c) ? '?' : c).ToArray()).Trim();
 
+    /// <summary>
+    /// <paramref name="s"/> safe to print on a terminal: names from a model (producer, nodes, tensors, symbolic
+    /// dimensions) may hold escape sequences that would move the cursor or clear the screen. Control characters
+    /// become \xNN, invisible format characters (bidirectional overrides...) \uNNNN; the rest is unchanged.
+    /// </summary>
+    internal static string Printable(string s)
+    {
+        if (!s.Any(Unprintable)) return s;
+        var b = new System.Text.StringBuilder(s.Length + 16);
+        foreach (char c in s)
+            if (!Unprintable(c)) b.Append(c);
+            else b.Append(c <= 0xFF ? $"\\x{(int)c:x2}" : $"\\u{(int)c:x4}");
+        return b.ToString();
+    }
+
+    private static bool Unprintable(char c) =>
+        char.IsControl(c) || char.GetUnicodeCategory(c) is System.Globalization.UnicodeCategory.Format
+            or System.Globalization.UnicodeCategory.LineSeparator or System.Globalization.UnicodeCategory.ParagraphSeparator;
+
     private static RootCommand BuildRoot(TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("quantc — a quantization compiler for ONNX models");
@@ -101,12 +122,52 @@ public static class Cli
         return null;
     }
 
-    /// <summary>Loads a model, turning every kind of unreadable input into <see cref="BadInputException"/>.</summary>
+    /// <summary>Loads a model, turning every kind of unreadable input (a negative input or output dimension included) into <see cref="BadInputException"/>.</summary>
     public static Model LoadModel(string path)
     {
-        try { return Model.Load(path); }
+        Model m;
+        try { m = Model.Load(path); }
         catch (BadInputException) { throw; }
         catch (GraphValidationException e) { throw new BadInputException($"{path}: {e.Message}", e); }
         catch (OverflowException e) { throw new BadInputException($"{path}: a tensor's size overflows ({e.Message})", e); }
+        foreach (var v in m.Graph.Inputs.Concat(m.Graph.Outputs))
+            if (v.Shape?.FirstOrDefault(d => d < 0) is { } negative)
+            {
+                m.Dispose();
+                throw new BadInputException($"{path}: {(v.IsGraphInput ? "input" : "output")} '{v.Name}' has a negative dimension ({negative})");
+            }
+        return m;
+    }
+
+    /// <summary>Refuses a model with a NaN or infinite floating-point weight: quantizing it could only give a broken model.</summary>
+    public static void RequireFiniteWeights(Model m, string path)
+    {
+        foreach (var g in m.Graph.AllGraphs())
+            foreach (var v in g.Initializers)
+            {
+                var t = v.Initializer!;
+                long bad = t.DataType switch
+                {
+                    (int)DT.Float => IndexOfNonFinite(t.AsSpan<float>()),
+                    (int)DT.Double => IndexOfNonFinite(t.AsSpan<double>()),
+                    (int)DT.Float16 => IndexOfNonFinite(t.AsSpan<Half>()),
+                    (int)DT.Bfloat16 => IndexOfNonFinite(t.AsSpan<ushort>(), b => (b & 0x7F80) == 0x7F80),
+                    _ => -1,
+                };
+                if (bad >= 0)
+                    throw new BadInputException($"{path}: weight '{v.Name}' holds NaN or infinite values (element {bad} of {t.ElementCount}); a model with them cannot be quantized");
+            }
+    }
+
+    private static long IndexOfNonFinite<T>(ReadOnlySpan<T> s) where T : IFloatingPointIeee754<T>
+    {
+        for (int i = 0; i < s.Length; i++) if (!T.IsFinite(s[i])) return i;
+        return -1;
+    }
+
+    private static long IndexOfNonFinite(ReadOnlySpan<ushort> s, Func<ushort, bool> nonFinite)
+    {
+        for (int i = 0; i < s.Length; i++) if (nonFinite(s[i])) return i;
+        return -1;
     }
 }

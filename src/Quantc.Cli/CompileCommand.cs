@@ -39,6 +39,7 @@ internal static class CompileCommand
             var total = System.Diagnostics.Stopwatch.StartNew();
 
             using var m = Cli.LoadModel(input);
+            Cli.RequireFiniteWeights(m, input);
             long inBytes = ModelBytes(m, input);
 
             // Every input and output is checked before any work: nothing is written until the end,
@@ -82,6 +83,8 @@ internal static class CompileCommand
                 OutputName = finalModel,
                 Stages = ProgressBar.Stages,
             });
+            foreach (var w in result.Report.Warnings.Where(w => w.StartsWith("verify: ", StringComparison.Ordinal)))
+                stderr.WriteLine(Cli.Printable($"quantc: warning: {w}"));
             File.WriteAllText(stagedReport, result.Report.ToJson());
             if (stagedHtml is not null)
                 Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, result.Context, result.Timings, result.Verify, held?.Description));
@@ -106,24 +109,21 @@ internal static class CompileCommand
         stdout.WriteLine($"  {layers.Count(p => p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced)} of {layers.Count} linear layers quantized; report: {reportPath}");
         if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
         foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
-            stdout.WriteLine($"  {p.Name}: {p.Reasons.Last()}");
+            stdout.WriteLine(Cli.Printable($"  {p.Name}: {p.Reasons.Last()}"));
         if (result.Verify is { } verify)
         {
             var logits = verify.Outputs.FirstOrDefault(o => o.Name == "logits") ?? verify.Outputs[0];
             string next = verify.Logits is { } l
                 ? string.Create(CultureInfo.InvariantCulture, $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
                 : "";
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({result.Report.Verify!.Data}): {logits.Name} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({result.Report.Verify!.Data}): {Cli.Printable(logits.Name)} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
         }
     }
 
     private static long FileBytes(string p) => File.Exists(p) ? new FileInfo(p).Length : 0;
 
     /// <summary>The model file and every external-data file its initializers name (each counted once).</summary>
-    private static long ModelBytes(Quantc.Ir.Model m, string path)
-    {
-        return FileBytes(path) + (m.File?.ExternalFiles.Sum(f => f.Length) ?? 0);
-    }
+    private static long ModelBytes(Quantc.Ir.Model m, string path) => FileBytes(path) + (m.File?.ExternalFiles.Sum(f => f.Length) ?? 0);
 
     /// <summary>The bundled text for models that use the byte-level tokenizer, else null.</summary>
     private static string? DefaultText(Quantc.Ir.Model m, string rel)

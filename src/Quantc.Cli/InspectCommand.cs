@@ -44,17 +44,17 @@ internal static class InspectCommand
             ColorSystem = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
         });
         if (!ReferenceEquals(stdout, Console.Out) || Console.IsOutputRedirected) console.Profile.Width = 200;
-        console.MarkupLine($"[bold]{Markup.Escape(s.Path)}[/]  ({Bytes(s.FileBytes)})");
-        console.MarkupLine($"IR version {s.IrVersion}, producer {Markup.Escape(s.Producer.Length == 0 ? "(none)" : s.Producer)}, opsets {Markup.Escape(string.Join(", ", s.Opsets.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}")))}");
+        console.MarkupLine($"[bold]{E(s.Path)}[/]  ({Bytes(s.FileBytes)})");
+        console.MarkupLine($"IR version {s.IrVersion}, producer {E(s.Producer.Length == 0 ? "(none)" : s.Producer)}, opsets {E(string.Join(", ", s.Opsets.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}")))}");
         console.MarkupLine($"{N(s.NodeCount)} nodes{(s.SubgraphCount > 0 ? $" ({s.SubgraphCount} subgraphs)" : "")}, {N(s.TotalParameters)} parameters in {Bytes(s.TotalParameterBytes)}");
 
         var io = new Table().Border(TableBorder.Simple).AddColumns("", "name", "dtype", "shape");
-        foreach (var e in s.Inputs) io.AddRow("in", Markup.Escape(e.Name), e.ElementType, Markup.Escape(Shape(e.Shape)));
-        foreach (var e in s.Outputs) io.AddRow("out", Markup.Escape(e.Name), e.ElementType, Markup.Escape(Shape(e.Shape)));
+        foreach (var e in s.Inputs) io.AddRow("in", E(e.Name), e.ElementType, E(Shape(e.Shape)));
+        foreach (var e in s.Outputs) io.AddRow("out", E(e.Name), e.ElementType, E(Shape(e.Shape)));
         console.Write(io);
 
         var ops = new Table().Border(TableBorder.Simple).AddColumns("op", "count");
-        foreach (var kv in s.OpHistogram) ops.AddRow(Markup.Escape(kv.Key), N(kv.Value));
+        foreach (var kv in s.OpHistogram) ops.AddRow(E(kv.Key), N(kv.Value));
         var par = new Table().Border(TableBorder.Simple).AddColumns("dtype", "tensors", "elements", "bytes");
         foreach (var p in s.Parameters) par.AddRow(p.ElementType, N(p.Tensors), N(p.Elements), Bytes(p.Bytes));
         console.Write(new Columns(ops, par) { Expand = false });
@@ -62,7 +62,7 @@ internal static class InspectCommand
         if (s.ExternalData.Count > 0)
         {
             var ext = new Table().Border(TableBorder.Simple).AddColumns("external data", "file size", "tensors", "tensor bytes");
-            foreach (var f in s.ExternalData) ext.AddRow(Markup.Escape(f.Location), Bytes(f.FileBytes), N(f.Tensors), Bytes(f.TensorBytes));
+            foreach (var f in s.ExternalData) ext.AddRow(E(f.Location), Bytes(f.FileBytes), N(f.Tensors), Bytes(f.TensorBytes));
             console.Write(ext);
         }
 
@@ -70,11 +70,14 @@ internal static class InspectCommand
         {
             var lin = new Table().Border(TableBorder.Simple).AddColumns("linear layer", "op", "in", "out", "bias", "fed by");
             foreach (var l in s.LinearLayers)
-                lin.AddRow(Markup.Escape(l.Name), l.Op, N(l.InFeatures), N(l.OutFeatures), l.HasBias ? "yes" : "", Markup.Escape(l.FedBy ?? ""));
+                lin.AddRow(E(l.Name), E(l.Op), N(l.InFeatures), N(l.OutFeatures), l.HasBias ? "yes" : "", E(l.FedBy ?? ""));
             console.Write(lin);
         }
         else console.MarkupLine("no linear layers recognised");
     }
+
+    /// <summary>A name from the model as Spectre markup: escape sequences made visible (<see cref="Cli.Printable"/>), brackets escaped.</summary>
+    private static string E(string s) => Markup.Escape(Cli.Printable(s));
 
     private static string Shape(IReadOnlyList<string>? shape) => shape is null ? "?" : "[" + string.Join(", ", shape) + "]";
 }

@@ -27,6 +27,8 @@ internal static class VerifyCommand
         var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, force };
         cmd.SetAction(pr =>
         {
+            CheckThreshold("--min-sqnr", pr.GetValue(minSqnr));
+            CheckThreshold("--max-ppl-increase", pr.GetValue(maxPpl));
             using var a = Cli.LoadModel(pr.GetValue(original)!);
             using var b = Cli.LoadModel(pr.GetValue(compiled)!);
             string spec = pr.GetValue(data) ?? Cli.DefaultEvalText();
@@ -37,6 +39,8 @@ internal static class VerifyCommand
             string? stagedHtml = pr.GetValue(html) is { } htmlPath ? outputs.Add("--html", htmlPath, OutputKind.Html) : null;
             var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
+            if (pr.GetValue(maxPpl) is not null && (loaded.Tokens is null || !a.Graph.Outputs.Any(o => o.Name == "logits")))
+                throw new Quantc.Onnx.BadInputException("--max-ppl-increase needs token data (text or token ids) and a model with a 'logits' output");
             var outcome = ModelVerifier.Run(a, b, loaded, new VerifyThresholds(pr.GetValue(minSqnr), pr.GetValue(maxPpl)),
                 perLayer: !pr.GetValue(noLayers), exactReferencePath: pr.GetValue(exact) ? pr.GetValue(original)! : null, stages: ProgressBar.Stages);
             if (stagedHtml is not null)
@@ -51,13 +55,20 @@ internal static class VerifyCommand
         return cmd;
     }
 
+    /// <summary>A gate's threshold must be a finite number, 0 or more (NaN would pass everything).</summary>
+    private static void CheckThreshold(string option, double? value)
+    {
+        if (value is { } v && !(double.IsFinite(v) && v >= 0))
+            throw new Quantc.Onnx.BadInputException(string.Create(CultureInfo.InvariantCulture, $"{option} must be a finite number, 0 or more (got {v})"));
+    }
+
     private static void Render(VerifyReport r, string data, IReadOnlyList<string> failures, TextWriter o)
     {
-        o.WriteLine($"data: {data}");
+        o.WriteLine(Cli.Printable($"data: {data}"));
         bool exact = r.Outputs.Any(x => x.SqnrVsExactDb is not null);
         o.WriteLine($"{"output",-32} {"SQNR dB",9} {"cosine",10} {"max |err|",12}" + (exact ? $" {"vs exact dB",12} {"fp32 noise dB",14}" : ""));
         foreach (var x in r.Outputs)
-            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.Name, 32),-32} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}")
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(Cli.Printable(x.Name), 32),-32} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}")
                 + (exact ? $" {ReportNumberConverter.Db(x.SqnrVsExactDb ?? double.NaN),12} {ReportNumberConverter.Db(x.OriginalNoiseSqnrDb ?? double.NaN),14}" : ""));
         if (exact)
             o.WriteLine("vs exact: the compiled model against the original evaluated in float64; fp32 noise: the float32 original against the same — " +
@@ -70,9 +81,10 @@ internal static class VerifyCommand
             o.WriteLine($"per layer ({r.Layers.Count} tensors mapped, in graph order):");
             o.WriteLine($"{"tensor",-56} {"op",-14} {"SQNR dB",9} {"cosine",10}");
             foreach (var x in r.Layers)
-                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(x.CompiledName, 56),-56} {Trim(x.Op, 14),-14} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
+                o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{Trim(Cli.Printable(x.CompiledName), 56),-56} {Trim(Cli.Printable(x.Op), 14),-14} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
         }
-        foreach (var f in failures) o.WriteLine($"FAILED: {f}");
+        foreach (var n in r.NonFinite().Except(failures)) o.WriteLine(Cli.Printable($"NOT FINITE: {n}"));
+        foreach (var f in failures) o.WriteLine(Cli.Printable($"FAILED: {f}"));
     }
 
     private static string Trim(string s, int n) => s.Length <= n ? s : "…" + s[^(n - 1)..];

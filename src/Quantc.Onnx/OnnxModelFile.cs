@@ -223,6 +223,8 @@ public sealed class OnnxModelFile : IDisposable
         if (segments.Any(s => s == ".."))
             throw new BadInputException($"{what}: external data location '{location}' contains '..'; it must stay inside the model's folder");
         string joined = System.IO.Path.GetFullPath(System.IO.Path.Combine(Directory, location));
+        if (System.IO.Directory.Exists(joined))
+            throw new BadInputException($"{what}: external data location '{location}' is a folder, not a file");
         if (!File.Exists(joined))
             throw new BadInputException($"{what}: external data file '{location}' not found next to the model");
         string? real = RealPath.Resolve(joined);

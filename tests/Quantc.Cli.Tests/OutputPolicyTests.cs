@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using Quantc.Core.IO;
 using Quantc.Onnx;
 
@@ -9,55 +8,13 @@ namespace Quantc.Cli.Tests;
 /// a device, a folder or a file quantc did not write; every input is checked before anything is
 /// written; a refused run exits 2 with one line on stderr and leaves the folder exactly as it was.
 /// </summary>
-public sealed class OutputPolicyTests : IDisposable
+public sealed class OutputPolicyTests() : FolderTest("quantc-out")
 {
-    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-out");
-
-    public void Dispose() => _dir.Delete(recursive: true);
-
-    private string P(string name) => Path.Combine(_dir.FullName, name);
-
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Cli.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
-
     /// <summary>The bundled tiny llama copied into the test folder (the input every case protects).</summary>
     private string Input(string name = "m.onnx")
     {
         File.Copy(Cli.DefaultModelPath(), P(name));
         return P(name);
-    }
-
-    /// <summary>Every file under the test folder with its SHA-256 (links listed by their target).</summary>
-    private SortedDictionary<string, string> Snapshot()
-    {
-        var s = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var f in Directory.EnumerateFileSystemEntries(_dir.FullName, "*", SearchOption.AllDirectories))
-        {
-            string rel = Path.GetRelativePath(_dir.FullName, f);
-            var info = new FileInfo(f);
-            if (info.LinkTarget is { } t) s[rel] = "-> " + t;
-            else if (Directory.Exists(f)) s[rel] = "dir";
-            else s[rel] = Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(f)));
-        }
-        return s;
-    }
-
-    /// <summary>Runs a command that must be refused: exit 2, one "quantc: error:" line, nothing on disk changed.</summary>
-    private string Refused(params string[] args)
-    {
-        var before = Snapshot();
-        var (code, stdout, stderr) = Run(args);
-        Assert.True(code == 2, $"exit {code}: {stderr}{stdout}");
-        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("quantc: error: ", lines[0]);
-        Assert.Equal(before, Snapshot());
-        return lines[0];
     }
 
     private static readonly string[] Fast = ["--recipe", "w8a8", "--no-verify", "--samples", "1", "--seq-len", "16"];
@@ -71,10 +28,10 @@ public sealed class OutputPolicyTests : IDisposable
         Directory.CreateDirectory(P("sub"));
         File.CreateSymbolicLink(P("link.onnx"), m);
         Assert.Contains("is the input", Refused(Compile(m, "-o", m)));
-        Assert.Contains("is the input", Refused(Compile(m, "-o", Path.Combine(_dir.FullName, "sub", "..", "m.onnx"))));
+        Assert.Contains("is the input", Refused(Compile(m, "-o", Path.Combine(Dir.FullName, "sub", "..", "m.onnx"))));
         Assert.Contains("symbolic link", Refused(Compile(m, "-o", P("link.onnx"))));
         // A link to the folder: the resolved path is still the input.
-        File.CreateSymbolicLink(P("dirlink"), _dir.FullName);
+        File.CreateSymbolicLink(P("dirlink"), Dir.FullName);
         Assert.Contains("is the input", Refused(Compile(m, "-o", Path.Combine(P("dirlink"), "m.onnx"))));
     }
 

@@ -78,7 +78,7 @@ public class CompilerTests
         Assert.False(outcome.Passed);
         var root = JsonDocument.Parse(outcome.ToJson()).RootElement;
         Assert.Equal(["data", "samples", "outputs", "logits", "layers", "failures", "passed"], Names(root));
-        Assert.Equal(["name", "sqnr_db", "cosine", "max_abs_error", "elements", "sqnr_vs_exact_db", "original_float32_noise_sqnr_db"], Names(root.GetProperty("outputs")[0]));
+        Assert.Equal(["name", "sqnr_db", "cosine", "max_abs_error", "elements", "non_finite", "sqnr_vs_exact_db", "original_float32_noise_sqnr_db"], Names(root.GetProperty("outputs")[0]));
         Assert.Equal("inf", root.GetProperty("outputs")[0].GetProperty("sqnr_vs_exact_db").GetString());
         Assert.Equal(["top1_agreement", "perplexity_original", "perplexity_compiled", "scored_tokens"], Names(root.GetProperty("logits")));
         Assert.Equal(["tensor", "original", "op", "sqnr_db", "cosine", "max_abs_error"], Names(root.GetProperty("layers")[0]));

@@ -35,6 +35,17 @@ public class ErrorMetricsTests
         e.Add([1f, 2f], [1f, float.NaN]);
         Assert.Equal(1, e.NonFinite);
         Assert.True(double.IsNegativeInfinity(e.SqnrDb));
+        Assert.True(double.IsNaN(e.Cosine));          // not 1 over the one finite pair
+        Assert.Equal(1, e.TestNonFinite);
+    }
+
+    [Fact]
+    public void TestValuesThatAreNaNCountEvenWhereTheReferenceIsNaNButSharedInfinitiesDoNot()
+    {
+        var e = new ErrorAccumulator();
+        e.Add([float.NaN, float.NegativeInfinity, float.NegativeInfinity, 1f], [float.NaN, float.NegativeInfinity, float.PositiveInfinity, 1f]);
+        Assert.Equal(2, e.TestNonFinite);             // the NaN and the +∞ where the reference has −∞
+        Assert.Equal(1, e.NonFinite);                 // only the +∞/−∞ pair disagrees
     }
 
     [Fact]

@@ -119,7 +119,7 @@ public sealed class ReaderRefusalTests : IDisposable
         Refused(ModelWithExternal(Path.Combine(_dir.FullName, "backslash-dd"), t => SetKey(t, "location", "sub\\..\\w.bin")), "contains '..'");
         var dirLoc = ModelWithExternal(Path.Combine(_dir.FullName, "dirloc"), t => SetKey(t, "location", "adir"));
         Directory.CreateDirectory(Path.Combine(_dir.FullName, "dirloc", "adir"));
-        Refused(dirLoc, "not found");
+        Refused(dirLoc, "is a folder, not a file");
         // A symlink whose target stays inside the folder is fine.
         var inside = ModelWithExternal(Path.Combine(_dir.FullName, "inlink"), t => SetKey(t, "location", "alias.bin"));
         File.CreateSymbolicLink(Path.Combine(_dir.FullName, "inlink", "alias.bin"), "w.bin");

@@ -18,6 +18,9 @@ public sealed class CalibrationSample
 /// </summary>
 public static class CalibrationInputs
 {
+    /// <summary>Whether an input takes the token ids themselves (input_ids, ids, tokens).</summary>
+    public static bool IsTokenInput(string name) => name is "input_ids" or "ids" or "tokens";
+
     /// <summary>Inputs for one sequence of token ids (batch 1).</summary>
     public static CalibrationSample FromTokens(Graph graph, ReadOnlySpan<long> tokens)
     {
@@ -28,7 +31,7 @@ public static class CalibrationInputs
             if (input.IsInitializer) continue;
             string name = input.Name;
             var shape = input.Shape;
-            if (name is "input_ids" or "ids" or "tokens")
+            if (IsTokenInput(name))
                 s.Inputs[name] = (Cast(tokens.ToArray(), input.ElementType), [1, n]);
             else if (name == "attention_mask")
                 s.Inputs[name] = (Cast(Enumerable.Repeat(1L, n).ToArray(), input.ElementType), [1, n]);

@@ -57,8 +57,7 @@ public static class Calibrator
                     IDisposableReadOnlyCollection<OrtValue> outputs;
                     try
                     {
-                        using var runOptions = new RunOptions();
-                        outputs = session.Run(runOptions, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), group);
+                        outputs = OrtModel.Run(session, inputs, group, "model");
                     }
                     finally
                     {

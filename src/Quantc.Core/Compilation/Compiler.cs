@@ -149,8 +149,11 @@ public sealed class Compiler(PassRegistry registry)
         }
         else if (o.HeldOut is not null) throw new ArgumentException("verifying needs an output path (CompileOptions.OutputPath)", nameof(o));
 
+        // A verified model with NaN or infinite outputs is reported, whatever the caller does with it.
+        var warnings = new List<string>(o.Calibration?.Warnings ?? []);
+        if (verify is not null) warnings.AddRange(verify.NonFinite().Select(n => $"verify: {n}"));
         var report = CompileReport.Create(o.InputName ?? original ?? "", o.OutputName ?? (o.OutputPath is null ? "" : Path.GetFullPath(o.OutputPath)),
-            recipe, ctx, timings, o.Calibration?.Warnings ?? [], verify, o.HeldOut?.Description);
+            recipe, ctx, timings, warnings, verify, o.HeldOut?.Description);
         return new CompileResult(model, recipe, ctx, timings, saved, verify, report) { OwnsModel = ownsModel };
     }
 }

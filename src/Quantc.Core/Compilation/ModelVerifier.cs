@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json.Serialization;
 using Quantc.Core.Data;
 using Quantc.Core.Verification;
@@ -8,16 +9,25 @@ namespace Quantc.Core.Compilation;
 /// <summary>When a verification fails: an output's SQNR below <paramref name="MinSqnrDb"/>, or perplexity rising by more than <paramref name="MaxPerplexityIncrease"/> (0.05 = 5 %).</summary>
 public sealed record VerifyThresholds(double? MinSqnrDb = null, double? MaxPerplexityIncrease = null)
 {
-    /// <summary>One line per threshold <paramref name="r"/> misses (empty: it passes).</summary>
+    /// <summary>
+    /// One line per threshold <paramref name="r"/> misses (empty: it passes). The gates fail closed: with any gate
+    /// given, every result that is not finite (NaN or infinite outputs, a NaN perplexity) is a failure.
+    /// </summary>
     public IReadOnlyList<string> FailuresOf(VerifyReport r)
     {
         var f = new List<string>();
+        if (MinSqnrDb is null && MaxPerplexityIncrease is null) return f;
+        f.AddRange(r.NonFinite());
         if (MinSqnrDb is { } m)
             foreach (var o in r.Outputs)
-                if (o.SqnrDb < m) f.Add($"output '{o.Name}': SQNR {ReportNumberConverter.Db(o.SqnrDb)} dB < {m} dB");
-        if (MaxPerplexityIncrease is { } p && r.Logits is { } l && !double.IsNaN(l.OriginalPerplexity))
-            if (l.CompiledPerplexity > l.OriginalPerplexity * (1 + p))
-                f.Add($"perplexity {l.CompiledPerplexity:0.000} > {l.OriginalPerplexity:0.000} × (1 + {p})");
+                if (o.NonFinite == 0 && !(o.SqnrDb >= m))
+                    f.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {ReportNumberConverter.Db(o.SqnrDb)} dB < {m} dB"));
+        if (MaxPerplexityIncrease is { } p)
+        {
+            if (r.Logits is not { ScoredTokens: > 0 } l) f.Add("perplexity: no token was scored");
+            else if (double.IsFinite(l.OriginalPerplexity) && double.IsFinite(l.CompiledPerplexity) && !(l.CompiledPerplexity <= l.OriginalPerplexity * (1 + p)))
+                f.Add(string.Create(CultureInfo.InvariantCulture, $"perplexity {l.CompiledPerplexity:0.000} > {l.OriginalPerplexity:0.000} × (1 + {p})"));
+        }
         return f;
     }
 }
@@ -30,7 +40,7 @@ public sealed record VerifyOutcome(VerifyReport Report, string Data, IReadOnlyLi
     /// <summary>The JSON report of <c>quantc verify --json</c>, as records.</summary>
     public VerifyJsonReport ToReport() => new(
         Data, Report.Samples,
-        [.. Report.Outputs.Select(x => new VerifyOutputReport(x.Name, x.SqnrDb, x.Cosine, x.MaxAbsError, x.Elements, x.SqnrVsExactDb, x.OriginalNoiseSqnrDb))],
+        [.. Report.Outputs.Select(x => new VerifyOutputReport(x.Name, x.SqnrDb, x.Cosine, x.MaxAbsError, x.Elements, x.NonFinite, x.SqnrVsExactDb, x.OriginalNoiseSqnrDb))],
         Report.Logits is { } l ? new VerifyLogitsReport(l.Top1Agreement, l.OriginalPerplexity, l.CompiledPerplexity, l.ScoredTokens) : null,
         [.. Report.Layers.Select(x => new VerifyLayerReport(x.CompiledName, x.OriginalName, x.Op, x.SqnrDb, x.Cosine, x.MaxAbsError))],
         [.. Failures], Passed);
@@ -79,6 +89,7 @@ public sealed record VerifyOutputReport(
     [property: JsonConverter(typeof(ReportNumberConverter))] double Cosine,
     [property: JsonConverter(typeof(ReportNumberConverter))] double MaxAbsError,
     long Elements,
+    long NonFinite,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull), JsonConverter(typeof(ReportNumberConverter))] double? SqnrVsExactDb,
     [property: JsonPropertyName("original_float32_noise_sqnr_db"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull), JsonConverter(typeof(ReportNumberConverter))]
     double? OriginalNoiseSqnrDb);

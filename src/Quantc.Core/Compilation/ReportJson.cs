@@ -40,6 +40,5 @@ public sealed class ReportNumberConverter : JsonConverter<double>
     }
 
     /// <summary>A dB value for text: two decimals, "inf" / "-inf" for infinities.</summary>
-    public static string Db(double v) =>
-        double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture);
+    public static string Db(double v) => Quantc.Core.Verification.VerifyReport.Db(v);
 }

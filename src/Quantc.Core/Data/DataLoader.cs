@@ -49,7 +49,7 @@ public static class DataLoader
         {
             ".npz" => new LoadedData([FromArchive(model, spec)], null, $"1 input set from {spec}", []),
             ".npy" => FromNpy(model, spec, options),
-            ".jsonl" or ".json" => FromIds(model, JsonIds(spec), options, $"token ids from {spec}"),
+            ".jsonl" or ".json" => FromIds(model, JsonIds(spec), options, $"token ids from {spec}", spec),
             _ => FromText(model, spec, options),
         };
     }
@@ -67,7 +67,7 @@ public static class DataLoader
         for (int off = 0; off + body <= ids.Length && seqs.Count < options.MaxSamples; off += body)
             seqs.Add((tok.Bos is { } b ? new[] { b } : []).Concat(ids.Skip(off).Take(body)).ToArray());
         if (seqs.Count == 0) throw new BadInputException($"{path}: text too short for one sample of {options.SequenceLength} tokens");
-        return FromIds(model, seqs, options with { MaxSamples = seqs.Count }, $"{seqs.Count} × {options.SequenceLength} tokens of {Path.GetFileName(path)} ({tok.Name} tokenizer)");
+        return FromIds(model, seqs, options with { MaxSamples = seqs.Count }, $"{seqs.Count} × {options.SequenceLength} tokens of {Path.GetFileName(path)} ({tok.Name} tokenizer)", path);
     }
 
     /// <summary>The tokenizer of a model: quantc's byte-level one for the reference models (metadata "quantc.tokenizer" = "byte"), else tokenizer.model / tokenizer.json next to the model.</summary>
@@ -81,12 +81,13 @@ public static class DataLoader
         throw new BadInputException("no tokenizer for this model: put tokenizer.json or tokenizer.model next to it, or give token ids (.npy or .jsonl) instead of text");
     }
 
-    private static LoadedData FromIds(Model model, List<long[]> ids, DataOptions options, string what)
+    private static LoadedData FromIds(Model model, List<long[]> ids, DataOptions options, string what, string source)
     {
-        if (!model.Graph.Inputs.Any(v => v.Name is "input_ids" or "ids" or "tokens"))
+        if (!model.Graph.Inputs.Any(v => CalibrationInputs.IsTokenInput(v.Name)))
             throw new BadInputException("token data given, but the model has no input_ids input");
         var seqs = ids.Where(s => s.Length > 0).Take(options.MaxSamples).ToList();
         if (seqs.Count == 0) throw new BadInputException($"{what}: no token ids");
+        TokenLimits.Of(model.Graph).Check(seqs, source);
         return new LoadedData(seqs.Select(s => CalibrationInputs.FromTokens(model.Graph, s)).ToList(), seqs, what, []);
     }
 
@@ -94,7 +95,7 @@ public static class DataLoader
     private static LoadedData FromNpy(Model model, string path, DataOptions options)
     {
         var a = Npy.Read(path);
-        if (a.Data is long[] or int[]) return FromIds(model, NpyIds(path, a), options, $"token ids from {path}");
+        if (a.Data is long[] or int[]) return FromIds(model, NpyIds(path, a), options, $"token ids from {path}", path);
         var inputs = model.Graph.Inputs.Where(v => !v.IsInitializer).ToList();
         if (inputs.Count != 1)
             throw new BadInputException($"{path}: a float .npy can only feed a model with one input (this one has {inputs.Count}); use .npz files named by input");
@@ -135,6 +136,7 @@ public static class DataLoader
     {
         var s = new CalibrationSample();
         var arrays = Npy.ReadArchive(path).ToDictionary(x => x.Name, x => x.Array, StringComparer.Ordinal);
+        var limits = TokenLimits.Of(model.Graph) with { FixedInputs = [] };   // raw inputs are checked against the declared shapes below
         foreach (var input in model.Graph.Inputs.Where(v => !v.IsInitializer))
         {
             if (!arrays.TryGetValue(input.Name, out var arr))
@@ -143,6 +145,9 @@ public static class DataLoader
             if (shape is not null && (shape.Length != arr.Shape.Length || shape.Zip(arr.Shape).Any(p => p.First is { } d && d != p.Second)))
                 throw new BadInputException($"{path}: array '{input.Name}' has shape [{string.Join(",", arr.Shape)}], the model wants [{string.Join(",", shape.Select(d => d?.ToString() ?? "?"))}]");
             s.Inputs[input.Name] = (arr.Data, arr.Shape);
+            // Token ids given as a raw input ([batch, tokens]) are checked like token data.
+            if (CalibrationInputs.IsTokenInput(input.Name) && arr.Shape.Length == 2 && arr.Data is long[] or int[])
+                limits.Check(NpyIds(path, arr), $"{path}: '{input.Name}'");
         }
         return s;
     }
@@ -153,7 +158,7 @@ public static class DataLoader
         var warn = "calibrating on random data: ranges will not reflect real inputs";
         var samples = new List<CalibrationSample>();
         var tokens = new List<long[]>();
-        bool text = model.Graph.Inputs.Any(v => v.Name is "input_ids" or "ids" or "tokens");
+        bool text = model.Graph.Inputs.Any(v => CalibrationInputs.IsTokenInput(v.Name));
         int vocab = (int)(model.Graph.Outputs.FirstOrDefault(o => o.Name == "logits")?.Shape?.LastOrDefault() ?? 100);
         for (int i = 0; i < options.MaxSamples; i++)
         {

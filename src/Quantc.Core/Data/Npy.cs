@@ -78,12 +78,22 @@ public static partial class Npy
         var shapeM = ShapeRegex().Match(header);
         if (!descr.Success || !shapeM.Success) throw new BadInputException($"{what}: cannot parse the .npy header");
         if (order.Success && order.Groups[1].Value == "True") throw new BadInputException($"{what}: Fortran-order arrays are not supported; save with C order");
-        var shape = shapeM.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(x => long.Parse(x.TrimEnd('L'), CultureInfo.InvariantCulture)).ToArray();
-        long count = shape.Aggregate(1L, (a, b) => a * b);
+        var dims = shapeM.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var shape = new long[dims.Length];
+        for (int i = 0; i < dims.Length; i++)
+            if (!long.TryParse(dims[i].TrimEnd('L'), NumberStyles.None, CultureInfo.InvariantCulture, out shape[i]))
+                throw new BadInputException($"{what}: the .npy shape ({shapeM.Groups[1].Value}) is not a list of non-negative integers");
         string d = descr.Groups[1].Value;
         if (d.Length > 0 && d[0] == '>') throw new BadInputException($"{what}: big-endian arrays are not supported");
         string kind = d.TrimStart('<', '|', '=');
+        long itemSize = kind switch { "f8" or "i8" => 8, "f4" or "i4" => 4, "f2" or "i2" => 2, "i1" or "u1" or "b1" => 1, _ => 0 };
+        // The size the header claims is checked against what the file holds before anything is allocated.
+        long count = 1;
+        foreach (long n in shape)
+            if (n != 0 && count > Array.MaxLength / n) { count = -1; break; }
+            else count *= n;
+        if (count < 0 || (itemSize > 0 && s.CanSeek && count * itemSize > s.Length - s.Position))
+            throw new BadInputException($"{what}: the .npy shape ({shapeM.Groups[1].Value}) needs more data than the file holds");
         Array data = kind switch
         {
             "f4" => new float[count],

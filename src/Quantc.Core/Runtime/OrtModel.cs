@@ -44,6 +44,24 @@ public static class OrtModel
     }
 
     /// <summary>
+    /// Runs <paramref name="session"/> on named inputs. ONNX Runtime's refusal of the data — an index out of a table's
+    /// range, a shape the model cannot take — is a <see cref="BadInputException"/> naming <paramref name="which"/> model.
+    /// </summary>
+    public static IDisposableReadOnlyCollection<OrtValue> Run(InferenceSession session, IReadOnlyList<(string Name, OrtValue Value)> inputs,
+        IReadOnlyCollection<string> outputs, string which)
+    {
+        using var ro = new RunOptions();
+        try
+        {
+            return session.Run(ro, inputs.Select(x => x.Name).ToArray(), inputs.Select(x => x.Value).ToArray(), outputs);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new BadInputException($"ONNX Runtime cannot run the {which} on this data: {e.Message.ReplaceLineEndings(" ")}", e);
+        }
+    }
+
+    /// <summary>
     /// Opens a written model file in ONNX Runtime (from its path, so external data and models past
     /// 2 GB load as they will for a user) and closes it again; returns ONNX Runtime's error, or null
     /// when the model loads.
@@ -63,10 +81,13 @@ public static class OrtModel
         }
     }
 
-    /// <summary>Session options used by default: all graph optimisations, deterministic thread count.</summary>
+    /// <summary>
+    /// Session options used by default: all graph optimisations, deterministic thread count, and ONNX Runtime's own
+    /// logging off (below fatal): its errors reach quantc as exceptions and are reported once, on one line.
+    /// </summary>
     public static SessionOptions DefaultOptions()
     {
-        var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
         return so;
     }
 

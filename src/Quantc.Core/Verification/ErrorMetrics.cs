@@ -21,6 +21,9 @@ public sealed class ErrorAccumulator
     /// <summary>Elements where one side was NaN/∞ and the other was not.</summary>
     public long NonFinite { get; private set; }
 
+    /// <summary>Elements of the test tensor that are NaN, or infinite where the reference is not the same infinity.</summary>
+    public long TestNonFinite { get; private set; }
+
     /// <summary>Folds one pair of equally long tensors in.</summary>
     public void Add(ReadOnlySpan<float> reference, ReadOnlySpan<float> test)
     {
@@ -31,6 +34,7 @@ public sealed class ErrorAccumulator
             if (!double.IsFinite(r) || !double.IsFinite(t))
             {
                 if (!(double.IsNaN(r) && double.IsNaN(t)) && r != t) NonFinite++;
+                if (double.IsNaN(t) || (double.IsInfinity(t) && t != r)) TestNonFinite++;
                 continue;
             }
             double d = r - t;
@@ -50,8 +54,8 @@ public sealed class ErrorAccumulator
     /// <summary>Signal-to-quantization-noise ratio in dB: 10·log10(Σr² / Σ(r−t)²); +∞ when identical.</summary>
     public double SqnrDb => NonFinite > 0 ? double.NegativeInfinity : _noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(_signal / _noise);
 
-    /// <summary>Cosine similarity of the flattened tensors (1 when identical).</summary>
-    public double Cosine => _refNorm == 0 && _testNorm == 0 ? 1 : _dot / Math.Sqrt(_refNorm * _testNorm);
+    /// <summary>Cosine similarity of the flattened tensors (1 when identical; NaN when a NaN/∞ on one side only leaves it undefined).</summary>
+    public double Cosine => NonFinite > 0 ? double.NaN : _refNorm == 0 && _testNorm == 0 ? 1 : _dot / Math.Sqrt(_refNorm * _testNorm);
 
     /// <summary>Root-mean-square error.</summary>
     public double Rmse => _count == 0 ? 0 : Math.Sqrt(_noise / _count);
@@ -80,7 +84,7 @@ public sealed class LogitsAccumulator
             if (!tokens.IsEmpty && i + 1 < tokens.Length)
             {
                 long next = tokens[i + 1];
-                if (next < 0 || next >= vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token {next} outside the vocabulary of {vocab}");
+                if (next < 0 || next >= vocab) throw new Quantc.Onnx.BadInputException($"token id {next} is outside the logits' vocabulary of {vocab}");
                 _nllRef += LogSumExp(r) - r[(int)next];
                 _nllTest += LogSumExp(t) - t[(int)next];
                 _scored++;

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
 using Quantc.Core.Calibration;
 using Quantc.Core.Numerics;
@@ -16,6 +17,9 @@ public sealed record OutputError(string Name, double SqnrDb, double Cosine, doub
 
     /// <summary>With an exact reference: the float32 original against its own float64 evaluation (dB) — its float32 noise floor.</summary>
     public double? OriginalNoiseSqnrDb { get; init; }
+
+    /// <summary>Compiled values that are NaN, or infinite where the original's are not the same infinity.</summary>
+    public long NonFinite { get; init; }
 }
 
 /// <summary>Error of one intermediate tensor mapped between the models, in the compiled graph's order.</summary>
@@ -26,7 +30,31 @@ public sealed record LayerError(int Order, string CompiledName, string OriginalN
 public sealed record LogitsMetrics(double Top1Agreement, double OriginalPerplexity, double CompiledPerplexity, long ScoredTokens);
 
 /// <summary>What <c>quantc verify</c> found.</summary>
-public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Outputs, LogitsMetrics? Logits, IReadOnlyList<LayerError> Layers);
+public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Outputs, LogitsMetrics? Logits, IReadOnlyList<LayerError> Layers)
+{
+    /// <summary>
+    /// Every result that is not a finite number — compiled outputs with NaN/∞ values the original does not have, a NaN
+    /// cosine or SQNR, a perplexity that is not finite — one sentence each; a gate must fail on any of them.
+    /// </summary>
+    public IReadOnlyList<string> NonFinite()
+    {
+        var found = new List<string>();
+        foreach (var o in Outputs)
+        {
+            if (o.NonFinite > 0) found.Add($"output '{o.Name}': {o.NonFinite} of {o.Elements} compiled values are NaN, or infinite where the original's are not");
+            else if (double.IsNaN(o.SqnrDb) || double.IsNaN(o.Cosine)) found.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {Db(o.SqnrDb)} dB, cosine {o.Cosine}"));
+        }
+        if (Logits is { ScoredTokens: > 0 } l)
+        {
+            if (!double.IsFinite(l.OriginalPerplexity)) found.Add(string.Create(CultureInfo.InvariantCulture, $"the original model's perplexity is {l.OriginalPerplexity}"));
+            if (!double.IsFinite(l.CompiledPerplexity)) found.Add(string.Create(CultureInfo.InvariantCulture, $"the compiled model's perplexity is {l.CompiledPerplexity}"));
+        }
+        return found;
+    }
+
+    /// <summary>Decibels as printed: two decimals, "inf" / "-inf", "NaN".</summary>
+    public static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("0.00", CultureInfo.InvariantCulture);
+}
 
 /// <summary>Options of a verification run.</summary>
 public sealed record VerifyOptions
@@ -65,6 +93,8 @@ public static class Verifier
         foreach (var o in outputs)
             if (!compiled.Graph.Outputs.Any(v => v.Name == o))
                 throw new BadInputException($"the compiled model has no output '{o}' (the original has)");
+        SameShapes("input", original.Graph.Inputs.Where(v => !v.IsInitializer), compiled.Graph);
+        SameShapes("output", original.Graph.Outputs, compiled.Graph);
 
         var rotated = CacheRotations.Of(compiled.Metadata);
         var pairs = options.PerLayer ? MapIntermediates(original, compiled) : [];
@@ -91,9 +121,9 @@ public static class Verifier
             using var sc = OrtModel.CreateSession(compiled, compNames);
             for (int s = 0; s < samples.Count; s++)
             {
-                using var ro = RunOne(so, samples[s], origNames);
-                using var rc = RunOne(sc, rotated.IsEmpty ? samples[s] : InRotatedBasis(samples[s], rotated), compNames);
-                using var rx = exact is not null && gi == 0 ? RunOne(exact, samples[s], outputs) : null;
+                using var ro = RunOne(so, samples[s], origNames, "original");
+                using var rc = RunOne(sc, rotated.IsEmpty ? samples[s] : InRotatedBasis(samples[s], rotated), compNames, "compiled");
+                using var rx = exact is not null && gi == 0 ? RunOne(exact, samples[s], outputs, "float64 original") : null;
                 for (int k = 0; k < origNames.Count; k++)
                 {
                     bool isOutputTensor = gi == 0 && k < outputs.Count;
@@ -103,6 +133,8 @@ public static class Verifier
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its original '{origNames[k]}' has {a.Length}");
+                    if (isOutputTensor && ro[k].GetTensorTypeAndShape().Shape is var os && rc[k].GetTensorTypeAndShape().Shape is var cs && !os.SequenceEqual(cs))
+                        throw new BadInputException($"output '{origNames[k]}' is {ShapeText(os)} in the original but {ShapeText(cs)} in the compiled model");
                     bool isOutput = gi == 0 && k < outputs.Count;
                     if (isOutput)
                     {
@@ -138,10 +170,27 @@ public static class Verifier
             {
                 SqnrVsExactDb = exact is null ? null : vsExact[o].SqnrDb,
                 OriginalNoiseSqnrDb = exact is null ? null : noise[o].SqnrDb,
+                NonFinite = outErr[o].TestNonFinite,
             }).ToList(),
             hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
             layers);
     }
+
+    /// <summary>Refuses a compiled model whose input or output of the same name has another rank or another fixed dimension than the original's.</summary>
+    private static void SameShapes(string kind, IEnumerable<Value> originals, Graph compiled)
+    {
+        foreach (var o in originals)
+        {
+            var c = (kind == "input" ? compiled.Inputs : compiled.Outputs).FirstOrDefault(v => v.Name == o.Name);
+            if (c?.Shape is not { } cs || o.Shape is not { } os) continue;
+            if (cs.Length != os.Length || cs.Zip(os).Any(d => d.First is { } x && d.Second is { } y && x != y))
+                throw new BadInputException($"{kind} '{o.Name}' is {ShapeText(os)} in the original but {ShapeText(cs)} in the compiled model");
+        }
+    }
+
+    private static string ShapeText(IEnumerable<long?> shape) => "[" + string.Join(", ", shape.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?")) + "]";
+
+    private static string ShapeText(IEnumerable<long> shape) => ShapeText(shape.Select(d => (long?)d));
 
     /// <summary>
     /// The sample with every past-cache input a rotation pass keeps in a rotated basis (QuaRot's key and value
@@ -205,15 +254,14 @@ public static class Verifier
         return groups;
     }
 
-    private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs)
+    private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs, string which)
     {
         var inputs = CalibrationInputs.ToOrt(sample);
         try
         {
             var names = session.InputMetadata.Keys.ToHashSet(StringComparer.Ordinal);
             var used = inputs.Where(x => names.Contains(x.Name)).ToList();
-            using var ro = new RunOptions();
-            return session.Run(ro, used.Select(x => x.Name).ToArray(), used.Select(x => x.Value).ToArray(), outputs);
+            return OrtModel.Run(session, used, outputs, which + " model");
         }
         finally
         {
