@@ -85,7 +85,7 @@ public class CompilerTests
         var bare = new VerifyOutcome(report with { Logits = null, Outputs = [new OutputError("y", 1, 1, 0, 1)] }, "d", []);
         var b = JsonDocument.Parse(bare.ToJson()).RootElement;
         Assert.Equal(["data", "samples", "outputs", "layers", "failures", "passed"], Names(b));
-        Assert.Equal(["name", "sqnr_db", "cosine", "max_abs_error", "elements"], Names(b.GetProperty("outputs")[0]));
+        Assert.Equal(["name", "sqnr_db", "cosine", "max_abs_error", "elements", "non_finite"], Names(b.GetProperty("outputs")[0]));
     }
 
     /// <summary>quantc diff --json: names and order; absent names and deltas written as null, infinities as strings.</summary>
