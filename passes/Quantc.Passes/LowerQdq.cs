@@ -1,6 +1,7 @@
 using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -234,16 +235,15 @@ public sealed class LowerQdqPass : IPass
     /// </summary>
     private static (Value Dq, Value RowScale) DynamicPerTokenInteger(Graph g, Value x, int levels, LinearLayer l)
     {
-        var before = l.Node;
-        string p = l.Name + "/act_dyn";
+        var e = new Emitter(g, l.Node, l.Name + "/act_dyn");
         // m = max|x_row|; x / m ∈ [−1, 1] quantized with the constant scale 1 / levels, so that QuantizeLinear gives
         // round(x / (m / levels)) and the fused kernel's activation scale is 1 / levels: the caller multiplies by m.
-        var m = RowAbsMax(g, x, before, p);
-        var scaled = g.AddNode("Div", [x, m], name: g.UniqueName(p + "_div"), before: before);
-        var step = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_unit_scale"), [], [1f / levels]));
-        var zp = g.AddInitializer(Tensor.FromValues(g.UniqueName(p + "_zero_point"), (int)DT.Uint8, [], (ReadOnlySpan<byte>)[(byte)128]));
-        var q = g.AddNode("QuantizeLinear", [scaled.Output, step, zp], name: g.UniqueName(p + "_q"), before: before);
-        return (g.AddNode("DequantizeLinear", [q.Output, step, zp], name: g.UniqueName(p + "_dq"), before: before).Output, m);
+        var m = e.RowAbsMax(x);
+        var scaled = e.Op("Div", "_div", x, m);
+        var step = e.Float("_unit_scale", 1f / levels);
+        var zp = e.UInt8("_zero_point", 128);
+        var q = e.Op("QuantizeLinear", "_q", scaled, step, zp);
+        return (e.Op("DequantizeLinear", "_dq", q, step, zp), m);
     }
 
     /// <summary>
@@ -262,31 +262,13 @@ public sealed class LowerQdqPass : IPass
     /// <summary>x → x̂ = round(x / s) · s with s = max|x_row| / levels per token (row), in float ops.</summary>
     private static Value DynamicPerToken(Graph g, Value x, int levels, LinearLayer l)
     {
-        var before = l.Node;
-        string p = l.Name + "/act_dyn";
-        var s = RowScale(g, x, levels, before, p);
-        var q = g.AddNode("Round", [g.AddNode("Div", [x, s], name: g.UniqueName(p + "_div"), before: before).Output], name: g.UniqueName(p + "_round"), before: before);
-        var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_lo"), [], [-levels - 1]));
-        var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_hi"), [], [levels]));
-        var c = g.AddNode("Clip", [q.Output, lo, hi], name: g.UniqueName(p + "_clip"), before: before);
-        return g.AddNode("Mul", [c.Output, s], name: g.UniqueName(p + "_dq"), before: before).Output;
-    }
-
-    /// <summary>s = max(max|x_row|, 1e-12) / levels per row (last axis kept, size 1).</summary>
-    private static Value RowScale(Graph g, Value x, int levels, Node before, string p)
-    {
-        var lv = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_levels"), [], [levels]));
-        return g.AddNode("Div", [RowAbsMax(g, x, before, p), lv], name: g.UniqueName(p + "_scale"), before: before).Output;
-    }
-
-    /// <summary>max(max|x_row|, 1e-12) per row (last axis kept, size 1).</summary>
-    private static Value RowAbsMax(Graph g, Value x, Node before, string p)
-    {
-        var abs = g.AddNode("Abs", [x], name: g.UniqueName(p + "_abs"), before: before);
-        var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));
-        var max = g.AddNode("ReduceMax", [abs.Output, axes], name: g.UniqueName(p + "_max"), before: before);
-        max.SetAttribute("keepdims", 1L);
-        var eps = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_eps"), [], [1e-12f]));
-        return g.AddNode("Max", [max.Output, eps], name: g.UniqueName(p + "_floor"), before: before).Output;
+        var e = new Emitter(g, l.Node, l.Name + "/act_dyn");
+        var lv = e.Float("_levels", levels);
+        var s = e.Op("Div", "_scale", e.RowAbsMax(x), lv);
+        var q = e.Op("Round", "_round", e.Op("Div", "_div", x, s));
+        var lo = e.Float("_lo", -levels - 1);
+        var hi = e.Float("_hi", levels);
+        var c = e.Op("Clip", "_clip", q, lo, hi);
+        return e.Op("Mul", "_dq", c, s);
     }
 }

@@ -2,6 +2,7 @@ using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -60,18 +61,12 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
     private static (Value A, Value Scale) QuantizePerToken(PassContext ctx, Graph g, LinearLayer l)
     {
         var x = l.Input;
-        var before = GraphOrder.FirstUser(g, x)!;
-        string p = l.Name + "/act_q8";
-        Node Op(string op, string suffix, params Value[] inputs) => g.AddNode(op, inputs, name: g.UniqueName(p + suffix), before: before);
-        var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));
-        var max = Op("ReduceMax", "_max", Op("Abs", "_abs", x).Output, axes);
-        max.SetAttribute("keepdims", 1L);
-        var eps = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_eps"), [], [1e-12f]));
-        var levels = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_levels"), [], [127f]));
-        var s = Op("Div", "_scale", Op("Max", "_floor", max.Output, eps).Output, levels).Output;
-        var one = g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + "_one"), [], [1f]));
-        var zp = g.AddInitializer(Tensor.FromValues(g.UniqueName(p + "_zero_point"), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[0]));
-        var a = Op("QuantizeLinear", "", Op("Div", "_div", x, s).Output, one, zp).Output;
+        var e = new Emitter(g, GraphOrder.FirstUser(g, x)!, l.Name + "/act_q8");
+        var m = e.RowAbsMax(x);
+        var s = e.Op("Div", "_scale", m, e.Float("_levels", NumberFormat.Int8.SymmetricLevels));
+        var one = e.Float("_one", 1f);
+        var zp = e.Int8("_zero_point", 0);
+        var a = e.Op("QuantizeLinear", "", e.Op("Div", "_div", x, s), one, zp);
         ctx.Provenance.Record(a.Name, x.Name);
         return (a, s);
     }

@@ -1,5 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -54,17 +55,12 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
     {
         var x = slot.Node.Inputs[slot.InputIndex]!;
         var before = slot.Node;
-        string p = g.UniqueName(prefix);
-        Value Op(string op, string suffix, params Value[] inputs) => g.AddNode(op, inputs, name: g.UniqueName(p + suffix), before: before).Output;
-        Value F(string suffix, float v) => g.AddInitializer(Tensor.FromFloats(g.UniqueName(p + suffix), [], [v]));
-        Value xs = oneHeadLast ? x : RotateQkPass.ReshapeTo(g, x, [0, 0, -1, d], p + "/split", before);
-        var axes = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(p + "_axes"), (int)DT.Int64, [1], [-1L]));
-        Value Reduce(string op)
-        {
-            var n = g.AddNode(op, [xs, axes], name: g.UniqueName(p + "_" + op), before: before);
-            n.SetAttribute("keepdims", 1L);
-            return n.Output;
-        }
+        var e = new Emitter(g, before, g.UniqueName(prefix));
+        Value Op(string op, string suffix, params Value[] inputs) => e.Op(op, suffix, inputs);
+        Value F(string suffix, float v) => e.Float(suffix, v);
+        Value xs = oneHeadLast ? x : e.Reshape(x, [0, 0, -1, d], "/split");
+        var axes = e.Int64s("_axes", -1L);
+        Value Reduce(string op) => e.ReduceLast(op, "_" + op, xs, axes);
         var zero = F("_zero", 0f);
         Value lo = Op("Min", "_lo", Reduce("ReduceMin"), zero), hi = Op("Max", "_hi", Reduce("ReduceMax"), zero);
         if (clipRatio < 1)
@@ -78,7 +74,7 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
         var zp = Op("Round", "_zp", Op("Div", "_zp_div", Op("Neg", "_neg_lo", lo), scale));
         var q = Op("Clip", "_clip", Op("Add", "_shift", Op("Round", "_round", Op("Div", "_div", xs, scale)), zp), zero, F("_maxq", maxq));
         Value y = Op("Mul", "_dq", Op("Sub", "_unshift", q, zp), scale);
-        if (!oneHeadLast) y = RotateQkPass.ReshapeTo(g, y, [0, 0, -1], p + "/merge", before);
+        if (!oneHeadLast) y = e.Reshape(y, [0, 0, -1], "/merge");
         ctx.Provenance.Record(y.Name, x.Name);
         slot.Node.SetInput(slot.InputIndex, y);
     }

@@ -3,6 +3,7 @@ using Quantc.Core.Pipeline;
 using Quantc.Core.Runtime;
 using Quantc.Onnx;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -68,8 +69,9 @@ public sealed class RotateQkPass(bool portable) : IPass
     {
         var x = slot.Node.Inputs[slot.InputIndex]!;
         var before = slot.Node;
+        var e = new Emitter(g, before, name);
         Value y = x;
-        if (!oneHeadLast) y = ReshapeTo(g, y, [0, 0, -1, d], name + "/split", before);
+        if (!oneHeadLast) y = e.Reshape(y, [0, 0, -1, d], "/split");
         if (portable) y = OnlineHadamardPass.HadamardMatMul(g, y, d, name, before, 1 / Math.Sqrt(d));
         else
         {
@@ -79,13 +81,7 @@ public sealed class RotateQkPass(bool portable) : IPass
             y = n.Output;
         }
         ctx.Provenance.RecordTransformed(y.Name, "R3");
-        if (!oneHeadLast) { y = ReshapeTo(g, y, [0, 0, -1], name + "/merge", before); ctx.Provenance.RecordTransformed(y.Name, "R3"); }
+        if (!oneHeadLast) { y = e.Reshape(y, [0, 0, -1], "/merge"); ctx.Provenance.RecordTransformed(y.Name, "R3"); }
         slot.Node.SetInput(slot.InputIndex, y);
-    }
-
-    internal static Value ReshapeTo(Graph g, Value x, long[] shape, string name, Node before)
-    {
-        var s = g.AddInitializer(Tensor.FromValues<long>(g.UniqueName(name + "_shape"), (int)DT.Int64, [shape.Length], shape));
-        return g.AddNode("Reshape", [x, s], name: g.UniqueName(name), before: before).Output;
     }
 }
