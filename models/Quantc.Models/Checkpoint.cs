@@ -66,10 +66,11 @@ public static class HfConfig
             throw new BadInputException($"{path}: model_type is '{t.GetString()}', not {expected}");
     }
 
-    public static LlamaConfig Llama(string path)
+    /// <summary>A LLaMA-family config.json: model_type llama, or qwen2 (biases on q/k/v; tie_word_embeddings as given).</summary>
+    public static LlamaConfig Llama(string path, string modelType = "llama")
     {
         var j = Load(path);
-        CheckType(j, path, "llama");
+        CheckType(j, path, modelType);
         int hidden = Int(j, path, "hidden_size"), heads = Int(j, path, "num_attention_heads");
         var c = new LlamaConfig
         {
@@ -84,6 +85,8 @@ public static class HfConfig
             RopeTheta = Num(j, "rope_theta", 10000),
             RmsNormEps = (float)Num(j, "rms_norm_eps", 1e-5),
             RopeScaling = RopeScalingOf(j, path),
+            AttentionBias = modelType == "qwen2",
+            TieWordEmbeddings = modelType == "qwen2" && j.TryGetProperty("tie_word_embeddings", out var tie) && tie.ValueKind == JsonValueKind.True,
         };
         try { c.Validate(); } catch (ArgumentException e) { throw new BadInputException($"{path}: {e.Message}", e); }
         return c;

@@ -107,16 +107,22 @@ public static class LlamaBuilder
 
         private Value Embedding()
         {
-            var table = Weight("model.embed_tokens.weight", c.VocabSize, c.HiddenSize);
+            _embedTable = Weight("model.embed_tokens.weight", c.VocabSize, c.HiddenSize);
             using (b.Enter("/model/embed_tokens"))
-                return b.Op("Gather", [table, _inputIds], n => n.SetAttribute("axis", 0L));
+                return b.Op("Gather", [_embedTable, _inputIds], n => n.SetAttribute("axis", 0L));
         }
 
+        private Value? _embedTable;
+
+        /// <summary>The logits: x·W_lm, or with tied embeddings x·Eᵀ — the embedding read through a Transpose, as torch exports a tied head.</summary>
         private Value LmHead(Value x)
         {
-            var wt = Weight("lm_head.weight", c.HiddenSize, c.VocabSize);
             using (b.Enter("/lm_head"))
-                return b.Op("MatMul", x, wt);
+            {
+                if (!c.TieWordEmbeddings) return b.Op("MatMul", x, Weight("lm_head.weight", c.HiddenSize, c.VocabSize));
+                var t = b.Op("Transpose", [_embedTable!], n => n.SetAttribute("perm", new long[] { 1, 0 }));
+                return b.Op("MatMul", x, t);
+            }
         }
 
         private void Outputs(Value logits, List<(Value Key, Value Value)> present)
@@ -129,10 +135,15 @@ public static class LlamaBuilder
             }
         }
 
-        private Value Linear(string scope, string weightName, Value x, long inDim, long outDim)
+        private Value Linear(string scope, string weightName, Value x, long inDim, long outDim, bool bias = false)
         {
             var wt = Weight(weightName, inDim, outDim);
-            using (b.Enter(scope)) return b.Op("MatMul", x, wt);
+            using (b.Enter(scope))
+            {
+                var y = b.Op("MatMul", x, wt);
+                if (!bias) return y;
+                return b.Op("Add", y, Weight(weightName[..^"weight".Length] + "bias", outDim));
+            }
         }
 
         // ------------------------------------------------------------------ torch flavor
@@ -195,9 +206,9 @@ public static class LlamaBuilder
         {
             string s = $"/model/layers.{i}/self_attn", wp = $"model.layers.{i}.self_attn.";
             long h = c.HiddenSize, qd = (long)c.NumHeads * c.HeadDim, kvd = (long)c.NumKvHeads * c.HeadDim;
-            var q = Linear($"{s}/q_proj", wp + "q_proj.weight", x, h, qd);
-            var k = Linear($"{s}/k_proj", wp + "k_proj.weight", x, h, kvd);
-            var v = Linear($"{s}/v_proj", wp + "v_proj.weight", x, h, kvd);
+            var q = Linear($"{s}/q_proj", wp + "q_proj.weight", x, h, qd, c.AttentionBias);
+            var k = Linear($"{s}/k_proj", wp + "k_proj.weight", x, h, kvd, c.AttentionBias);
+            var v = Linear($"{s}/v_proj", wp + "v_proj.weight", x, h, kvd, c.AttentionBias);
             using (b.Enter(s))
             {
                 Value Heads(Value t, int heads) => b.Op("Transpose", [b.Op("Reshape", t, b.Ints(0, 0, heads, c.HeadDim))], n => n.SetAttribute("perm", [0L, 2, 1, 3]));
@@ -308,9 +319,9 @@ public static class LlamaBuilder
         {
             string s = $"/model/layers.{i}/attn", wp = $"model.layers.{i}.self_attn.";
             long h = c.HiddenSize, qd = (long)c.NumHeads * c.HeadDim, kvd = (long)c.NumKvHeads * c.HeadDim;
-            var q = Linear($"{s}/q_proj", wp + "q_proj.weight", x, h, qd);
-            var k = Linear($"{s}/k_proj", wp + "k_proj.weight", x, h, kvd);
-            var v = Linear($"{s}/v_proj", wp + "v_proj.weight", x, h, kvd);
+            var q = Linear($"{s}/q_proj", wp + "q_proj.weight", x, h, qd, c.AttentionBias);
+            var k = Linear($"{s}/k_proj", wp + "k_proj.weight", x, h, kvd, c.AttentionBias);
+            var v = Linear($"{s}/v_proj", wp + "v_proj.weight", x, h, kvd, c.AttentionBias);
             Value Rope(string scope, Value t, int heads)
             {
                 using (b.Enter(scope))

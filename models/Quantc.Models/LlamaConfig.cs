@@ -37,6 +37,12 @@ public sealed record LlamaConfig
     /// <summary>Hugging Face's rope_scaling ("linear" or "llama3"), or null.</summary>
     public RopeScaling? RopeScaling { get; init; }
 
+    /// <summary>Biases on q_proj, k_proj and v_proj (Qwen2).</summary>
+    public bool AttentionBias { get; init; }
+
+    /// <summary>lm_head reads the input embedding transposed instead of a weight of its own (tie_word_embeddings).</summary>
+    public bool TieWordEmbeddings { get; init; }
+
     /// <summary>Residual channels with outlier norm weights (SmoothQuant's channel outliers).</summary>
     public int OutlierChannels { get; init; } = 4;
 
@@ -46,8 +52,8 @@ public sealed record LlamaConfig
         get
         {
             long h = HiddenSize, kv = (long)NumKvHeads * HeadDim, q = (long)NumHeads * HeadDim;
-            long layer = h * q + 2 * h * kv + q * h + 3 * h * IntermediateSize + 2 * h;
-            return (long)VocabSize * h * 2 + NumLayers * layer + h;
+            long layer = h * q + 2 * h * kv + q * h + 3 * h * IntermediateSize + 2 * h + (AttentionBias ? q + 2 * kv : 0);
+            return (long)VocabSize * h * (TieWordEmbeddings ? 1 : 2) + NumLayers * layer + h;
         }
     }
 
@@ -61,6 +67,14 @@ public sealed record LlamaConfig
     }
 
     /// <summary>The built-in sizes: tiny (unit tests), small (tens of millions of parameters), 1b (about a billion).</summary>
+    public static LlamaConfig ForSize(string size, string arch)
+    {
+        var c = ForSize(size);
+        // Qwen2: the LLaMA decoder with biases on q/k/v and (in its small models) the input embedding as lm_head.
+        return arch == "qwen2" ? c with { AttentionBias = true, TieWordEmbeddings = true } : c;
+    }
+
+    /// <summary>The built-in LLaMA sizes: tiny (unit tests), small (tens of millions of parameters), 1b (about a billion).</summary>
     public static LlamaConfig ForSize(string size) => size switch
     {
         "tiny" => new LlamaConfig { HiddenSize = 128, IntermediateSize = 344, NumLayers = 4, NumHeads = 4, NumKvHeads = 2, HeadDim = 32, MaxPositions = 1024, OutlierChannels = 4 },

@@ -36,6 +36,12 @@ public sealed class LlamaReference(LlamaConfig c, Func<string, long[], WeightGen
             var q = MatMul(a, n, weights(p + "self_attn.q_proj.weight", [h, qd]));
             var k = MatMul(a, n, weights(p + "self_attn.k_proj.weight", [h, kvd]));
             var v = MatMul(a, n, weights(p + "self_attn.v_proj.weight", [h, kvd]));
+            if (c.AttentionBias)
+            {
+                AddBias(q, Vector(p + "self_attn.q_proj.bias", qd));
+                AddBias(k, Vector(p + "self_attn.k_proj.bias", kvd));
+                AddBias(v, Vector(p + "self_attn.v_proj.bias", kvd));
+            }
             Rope(q, n, c.NumHeads, cos, sin);
             Rope(k, n, c.NumKvHeads, cos, sin);
             var ctx = new float[n * qd];
@@ -78,7 +84,26 @@ public sealed class LlamaReference(LlamaConfig c, Func<string, long[], WeightGen
         }
         if (layers < c.NumLayers) return null;
         var f = RmsNorm(x, n, Vector("model.norm.weight", h));
-        return MatMul(f, n, weights("lm_head.weight", [h, c.VocabSize]));
+        if (!c.TieWordEmbeddings) return MatMul(f, n, weights("lm_head.weight", [h, c.VocabSize]));
+        // Tied: logits = f·Eᵀ, one embedding row per vocabulary entry.
+        var logits = new float[n * c.VocabSize];
+        var row = new float[h];
+        for (int vId = 0; vId < c.VocabSize; vId++)
+        {
+            emb.Fill((long)vId * h, row);
+            for (int t = 0; t < n; t++)
+            {
+                double acc = 0;
+                for (int i = 0; i < h; i++) acc += (double)f[t * h + i] * row[i];
+                logits[t * c.VocabSize + vId] = (float)acc;
+            }
+        }
+        return logits;
+    }
+
+    private static void AddBias(float[] y, float[] bias)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] += bias[i % bias.Length];
     }
 
     private float[] Vector(string name, int len) => weights(name, [len]).ToArray();

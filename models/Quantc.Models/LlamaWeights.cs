@@ -191,7 +191,13 @@ public sealed class SyntheticLlamaWeights : IWeightSource
             if (ByteVocab.Delimiter < rows) g.Set(ByteVocab.Delimiter, p.TriggerChannel, LlamaOutlierPlan.TriggerValue);
             return g;
         }
-        if (name == "model.norm.weight") return new WeightGen(rs, 1, cols, 0.02, mean: 1.0);
+        if (name == "model.norm.weight")
+        {
+            // A tied head reads the embedding (entries of order 1, not 1/√h like lm_head's own weight):
+            // the final norm's γ takes the 1/√h instead, so that the logits keep the untied model's scale.
+            double gamma = _c.TieWordEmbeddings ? 1.0 / Math.Sqrt(cols) : 1.0;
+            return new WeightGen(rs, 1, cols, 0.02 * gamma, mean: gamma);
+        }
         if (name == "lm_head.weight") return new WeightGen(rs, rows, cols, 1.0 / Math.Sqrt(rows));
         if (!name.StartsWith("model.layers.", StringComparison.Ordinal)) throw new ArgumentException($"no synthetic weight '{name}'");
         int dot = name.IndexOf('.', 13);
@@ -208,6 +214,10 @@ public sealed class SyntheticLlamaWeights : IWeightSource
                 for (int i = 0; i < p.OutlierChannels.Length; i++) g.ScaleCol(p.OutlierChannels[i], gamma[i]);
                 return g;
             }
+            case "self_attn.q_proj.bias":
+            case "self_attn.k_proj.bias":
+            case "self_attn.v_proj.bias":
+                return new WeightGen(rs, 1, cols, 0.1);   // Qwen2's q/k/v biases: small, with a few larger entries than the weights' scale
             case "self_attn.q_proj.weight":
             case "self_attn.k_proj.weight":
             case "self_attn.v_proj.weight":

@@ -11,7 +11,7 @@ namespace Quantc.Models;
 public static class ReferenceModels
 {
     /// <summary>Architectures that can be built.</summary>
-    public static IReadOnlyList<string> Architectures { get; } = ["llama", "opt", "mamba"];
+    public static IReadOnlyList<string> Architectures { get; } = ["llama", "qwen2", "opt", "mamba"];
 
     /// <summary>Sizes of every architecture.</summary>
     public static IReadOnlyList<string> Sizes { get; } = ["tiny", "small", "1b"];
@@ -19,7 +19,7 @@ public static class ReferenceModels
     /// <summary>Flavors (graph shapes) of <paramref name="arch"/>.</summary>
     public static IReadOnlyList<string> Flavors(string arch) => arch switch
     {
-        "llama" => ["torch", "ortgenai"],
+        "llama" or "qwen2" => ["torch", "ortgenai"],
         "opt" => ["torch", "fused"],
         "mamba" => ["torch"],
         _ => throw new BadInputException($"unknown architecture '{arch}' ({string.Join(", ", Architectures)})"),
@@ -35,8 +35,9 @@ public static class ReferenceModels
         switch (arch)
         {
             case "llama":
+            case "qwen2":
             {
-                var cfg = LlamaConfig.ForSize(size);
+                var cfg = LlamaConfig.ForSize(size, arch);
                 var m = LlamaBuilder.Build(cfg, new SyntheticLlamaWeights(cfg, seed), flavor);
                 Stamp(m, size, seed);
                 return m;
@@ -81,7 +82,7 @@ public static class ReferenceModels
         {
             Model m = arch switch
             {
-                "llama" => LlamaBuilder.Build(HfConfig.Llama(configPath), new CheckpointWeights(ck, "model.embed_tokens.weight"), flavor),
+                "llama" or "qwen2" => LlamaBuilder.Build(HfConfig.Llama(configPath, arch), new CheckpointWeights(ck, "model.embed_tokens.weight"), flavor),
                 "opt" => OptBuilder.Build(HfConfig.Opt(configPath), new CheckpointWeights(ck, "model.decoder.embed_tokens.weight"), flavor),
                 _ => MambaBuilder.Build(HfConfig.Mamba(configPath), new CheckpointWeights(ck, "backbone.embeddings.weight"), flavor),
             };
@@ -105,7 +106,7 @@ public static class ReferenceModels
     /// <summary>The parameter count of a built-in configuration (without building it).</summary>
     public static long ParameterCount(string arch, string size) => arch switch
     {
-        "llama" => LlamaConfig.ForSize(size).ParameterCount,
+        "llama" or "qwen2" => LlamaConfig.ForSize(size, arch).ParameterCount,
         "opt" => OptConfig.ForSize(size).ParameterCount,
         "mamba" => MambaConfig.ForSize(size).ParameterCount,
         _ => throw new BadInputException($"unknown architecture '{arch}'"),

@@ -9,12 +9,12 @@ namespace Quantc.Passes;
 /// b' = b + βᵀ·W — and sets γ = 1, β = 0. Function-preserving. A norm whose output also feeds
 /// anything other than linear layers is left alone, and the report says why.
 /// </summary>
-public sealed class FoldNormPass : IPass
+public sealed class FoldNormPass(bool untie = false) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
-    public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fold_norm", PassKind.FunctionPreserving,
+    public static readonly PassInfo Info = PassInfo.Of<FoldNormOptions>("fold_norm", PassKind.FunctionPreserving,
         "fold norm γ/β into the linear layers they feed",
-        _ => new FoldNormPass());
+        o => new FoldNormPass(o.Untie));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -25,8 +25,8 @@ public sealed class FoldNormPass : IPass
         var map = ctx.Map;
         foreach (var norm in map.Norms)
         {
-            var readers = NormReaders.Of(norm, map, out string? why);
-            if (readers is null) { ctx.Log.Add($"fold_norm: {norm.Name} not folded: {why}"); continue; }
+            var readers = NormReaders.Of(norm, map, out string? why, allowSharedWeights: untie);
+            if (readers is null) { ctx.Log.Add($"fold_norm: {norm.Name} not folded: {why}{(why == NormReaders.SharedWeight ? " (untie: true gives the reader its own copy)" : "")}"); continue; }
             var gamma = norm.Gamma.Initializer!.ToFloat32();
             var beta = norm.Beta?.Initializer?.ToFloat32();
             foreach (var l in readers)
@@ -40,8 +40,9 @@ public sealed class FoldNormPass : IPass
                     Weights.WriteBias(g, l, bias, new PassContextBias(ctx));
                 }
                 Quantc.Core.Numerics.Smoothing.ScaleRows(w, k, n, gamma);
+                bool shared = l.Weight.Uses.Count > 1;
                 Weights.Write(g, l, w);
-                ctx.Plan[l.Name].Transforms.Add($"folded {norm.Name}");
+                ctx.Plan[l.Name].Transforms.Add($"folded {norm.Name}{(shared ? $" (untied from '{l.Weight.Name}')" : "")}");
             }
             g.SetInitializer(norm.Gamma, Tensor.FromFloats(norm.Gamma.Name, norm.Gamma.Initializer.Dims, Enumerable.Repeat(1f, gamma.Length).ToArray()));
             if (norm.Beta?.Initializer is { } bt) g.SetInitializer(norm.Beta, Tensor.FromFloats(norm.Beta.Name, bt.Dims, new float[gamma.Length]));
@@ -53,7 +54,10 @@ public sealed class FoldNormPass : IPass
 /// <summary>The linear layers a norm feeds, when they are its only consumers.</summary>
 internal static class NormReaders
 {
-    public static IReadOnlyList<LinearLayer>? Of(NormInfo norm, ModelMap map, out string? why)
+    /// <summary>The reason given when a reader's weight is shared with another node (a tied embedding).</summary>
+    public const string SharedWeight = "a reader's weight is shared";
+
+    public static IReadOnlyList<LinearLayer>? Of(NormInfo norm, ModelMap map, out string? why, bool allowSharedWeights = false)
     {
         why = null;
         if (norm.Gamma.Uses.Count != 1) { why = "its γ is shared"; return null; }
@@ -67,7 +71,14 @@ internal static class NormReaders
             why = $"its output also feeds {other.OpType} '{other.Name}', not only linear layers";
             return null;
         }
-        if (readers.Any(r => r.Weight.Uses.Count != 1)) { why = "a reader's weight is shared"; return null; }
+        if (!allowSharedWeights && readers.Any(r => r.Weight.Uses.Count != 1)) { why = SharedWeight; return null; }
         return readers;
     }
+}
+
+/// <summary>The options of <see cref="FoldNormPass"/>.</summary>
+public sealed record FoldNormOptions : PassOptions
+{
+    [Option("fold into readers whose weight is shared too (a head tied to the input embedding), giving each its own copy")]
+    public bool Untie { get; init; }
 }

@@ -59,7 +59,6 @@ public sealed class LowerQdqPass : IPass
     private static void LowerWeight(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan)
     {
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
-        int weightInput = 1;
         if (plan.WeightFormat == NumberFormat.Fp16)
         {
             var w = l.Weight.Initializer!.ToFloat32();
@@ -67,7 +66,7 @@ public sealed class LowerQdqPass : IPass
             var hv = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_fp16", (int)DT.Float16, l.Weight.Initializer.Dims, (ReadOnlySpan<Half>)h));
             var cast = g.AddNode("Cast", [hv], name: g.UniqueName(l.Name + "/weight_cast"), before: l.Node);
             cast.SetAttribute("to", 1L);
-            l.Node.SetInput(weightInput, cast.Output);
+            l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, cast.Output);
             ctx.Provenance.Record(cast.Output.Name, l.Weight.Name);
             ctx.Provenance.Record(hv.Name, l.Weight.Name);
             return;
@@ -82,7 +81,7 @@ public sealed class LowerQdqPass : IPass
             var w8 = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_fp8", (int)DT.Float8E4M3Fn, l.WeightIsOutByIn ? [n, k] : [k, n], bytes));
             var s8 = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [], [q.Scales[0]]));
             var dq8 = g.AddNode("DequantizeLinear", [w8, s8], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
-            l.Node.SetInput(weightInput, dq8.Output);
+            l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq8.Output);
             ctx.Provenance.Record(dq8.Output.Name, l.Weight.Name);
             ctx.Provenance.Record(w8.Name, l.Weight.Name);
             return;
@@ -130,7 +129,7 @@ public sealed class LowerQdqPass : IPass
             dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
             dq.SetAttribute("axis", nk ? 0L : 1L);
         }
-        l.Node.SetInput(weightInput, dq.Output);
+        l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq.Output);
         ctx.Provenance.Record(dq.Output.Name, l.Weight.Name);
         ctx.Provenance.Record(wq.Name, l.Weight.Name); // the stored integer weight stands for the float one (diff matches them)
     }

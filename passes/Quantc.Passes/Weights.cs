@@ -33,8 +33,7 @@ internal static class Weights
             // Tied weights (the passes that fold into weights skip those; this is the safe fallback): this layer gets its
             // own copy, the other readers keep the original.
             var own = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + ".weight"), dims, data));
-            int slot = l.Node.Inputs.ToList().FindIndex(v => ReferenceEquals(v, l.Weight));
-            l.Node.SetInput(slot, own);
+            l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, own);
             return;
         }
         g.SetInitializer(l.Weight, Tensor.FromFloats(l.Weight.Name, dims, data));

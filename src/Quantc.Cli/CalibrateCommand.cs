@@ -46,8 +46,7 @@ internal static class CalibrateCommand
         return cmd;
     }
 
-    /// <summary>The activation (first) input of every MatMul / Gemm whose weight is a constant.</summary>
+    /// <summary>The input of every linear layer the model map finds (what a compile's passes ask statistics for).</summary>
     internal static List<string> DefaultTensors(Model m) =>
-        m.Graph.Nodes.Where(n => (n.Is("MatMul") || n.Is("Gemm")) && n.Inputs.Count >= 2 && n.Inputs[1]?.IsInitializer == true && n.Inputs[0] is { IsInitializer: false })
-            .Select(n => n.Inputs[0]!.Name).Distinct().ToList();
+        Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph).Linears.Select(l => l.Input.Name).Distinct().ToList();
 }

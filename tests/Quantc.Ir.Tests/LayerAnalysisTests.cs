@@ -119,6 +119,35 @@ public class LayerAnalysisTests
         Assert.Empty(map.Refusals);
     }
 
+    /// <summary>
+    /// Qwen2's variant: q/k/v with biases, and the head tied to the input embedding — read through a Transpose, as torch
+    /// exports it — is the linear layer lm_head whose weight is the embedding table, stored [out, in], read at the Transpose.
+    /// </summary>
+    [Theory]
+    [InlineData("torch")]
+    [InlineData("ortgenai")]
+    public void Qwen2BiasesAndTheTiedHeadAreRecognised(string flavor)
+    {
+        using var m = ReferenceModels.Build("qwen2", "tiny", 0, flavor);
+        var map = LayerAnalysis.Analyze(m.Graph);
+        Assert.Equal(4 * 7 + 1, map.Linears.Count);
+        foreach (var proj in new[] { "q_proj", "k_proj", "v_proj" })
+        {
+            var l = map[$"model.layers.1.self_attn.{proj}"]!;
+            Assert.Equal("MatMul+Add", l.Form);
+            Assert.Equal($"model.layers.1.self_attn.{proj}.bias", l.Bias!.Name);
+        }
+        var head = map["lm_head"]!;
+        Assert.Equal("Transpose+MatMul", head.Form);
+        Assert.Equal("model.embed_tokens.weight", head.Weight.Name);
+        Assert.True(head.WeightIsOutByIn);
+        Assert.Equal((128L, 257L), (head.InFeatures, head.OutFeatures));
+        Assert.True(head.WeightTranspose!.Is("Transpose"));
+        Assert.Equal(new Use(head.WeightTranspose, 0), head.WeightUse);
+        Assert.Equal("model.norm", head.FedBy!.Name);
+        Assert.Empty(map.Refusals);
+    }
+
     [Theory]
     [InlineData("torch")]
     [InlineData("fused")]

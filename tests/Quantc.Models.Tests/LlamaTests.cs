@@ -55,6 +55,28 @@ public class LlamaTests(ITestOutputHelper output)
         AssertClose(reference, ort.Data, 1e-3, 1e-4 * scale, "ORT logits vs C# reference");
     }
 
+    /// <summary>Qwen2's variant of the decoder (biases on q/k/v, the head tied to the input embedding) against the same C# reference, both flavors.</summary>
+    [Theory]
+    [InlineData("torch")]
+    [InlineData("ortgenai")]
+    public void Qwen2GraphMatchesTheCSharpReference(string flavor)
+    {
+        var cfg = LlamaConfig.ForSize("tiny", "qwen2");
+        Assert.True(cfg.AttentionBias && cfg.TieWordEmbeddings);
+        var weights = new SyntheticLlamaWeights(cfg, 0);
+        using var m = LlamaBuilder.Build(cfg, weights, flavor);
+        Assert.DoesNotContain(m.Graph.Initializers, v => v.Name == "lm_head.weight");
+        Assert.Equal(12, m.Graph.Initializers.Count(v => v.Name.EndsWith("_proj.bias", StringComparison.Ordinal)));
+        using var d = new Decoder(m);
+        var ids = Tokens(Sample);
+        var ort = d.Run(ids, only: ["logits"])["logits"];
+        var reference = new LlamaReference(cfg, weights.Generator).Forward(ids)!;
+        double scale = reference.Max(Math.Abs);
+        AssertClose(reference, ort.Data, 1e-3, 1e-4 * scale, "ORT logits vs C# reference");
+        Assert.Equal(cfg.ParameterCount, m.Graph.Initializers.Where(v => (v.Name.StartsWith("model.", StringComparison.Ordinal) && !v.Name.Contains("rotary_emb", StringComparison.Ordinal)) || v.Name.StartsWith("lm_head", StringComparison.Ordinal))
+            .Sum(v => v.Initializer!.ElementCount));
+    }
+
     [Fact]
     public void FlavorsComputeTheSameFunction()
     {
@@ -110,6 +132,7 @@ public class LlamaTests(ITestOutputHelper output)
     [Theory]
     [InlineData("llama", "torch")]
     [InlineData("llama", "ortgenai")]
+    [InlineData("qwen2", "torch")]
     [InlineData("opt", "torch")]
     [InlineData("opt", "fused")]
     [InlineData("mamba", "torch")]

@@ -134,6 +134,33 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         return (sqnr, r);
     }
 
+    /// <summary>Every built-in recipe for transformers (the Mamba ones aside).</summary>
+    public static TheoryData<string> TransformerRecipes =>
+        [.. Builtins.Recipes.Keys.Where(k => !k.Contains("mamba", StringComparison.Ordinal) && !k.StartsWith("quamba", StringComparison.Ordinal))];
+
+    /// <summary>
+    /// The model map's worth: Qwen2's variant (biases on q/k/v, the head tied to the input embedding through a Transpose)
+    /// compiles and verifies with every transformer recipe. QuaRot's fold_norm unties the head (untie: true) so that the
+    /// final norm's γ folds into a copy and R1 rotates the embedding and the head apart.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TransformerRecipes))]
+    public void EveryTransformerRecipeCompilesAndVerifiesOnQwen2(string recipe)
+    {
+        using var original = Load("qwen2");
+        using var m = Load("qwen2");
+        using var compiled = Compile(m, Builtins.Recipes[recipe]);
+        var (samples, tokens) = Data(original, "eval.txt", 2);
+        var r = Verifier.Run(original, compiled, samples, tokens, new VerifyOptions { PerLayer = false });
+        var logits = r.Outputs.Single(o => o.Name == "logits");
+        log.WriteLine($"qwen2 {recipe}: logits SQNR {logits.SqnrDb:0.00} dB, top-1 {r.Logits!.Top1Agreement:P1}");
+        Assert.Equal(0, logits.NonFinite);
+        Assert.True(logits.SqnrDb > 5, $"{recipe}: logits SQNR {logits.SqnrDb:0.00} dB");
+        Assert.True(r.Logits.Top1Agreement > 0.9, $"{recipe}: top-1 agreement {r.Logits.Top1Agreement:P1}");
+        if (recipe.StartsWith("quarot", StringComparison.Ordinal))
+            Assert.DoesNotContain(compiled.Graph.Nodes, n => n.Is("Transpose") && n.Inputs[0]?.Name == "model.embed_tokens.weight");
+    }
+
     /// <summary>reduce_range puts 8-bit layers' int8 weights on the 7-bit grid (true: static and per-token dynamic), keeps int8 (false), and follows this CPU (auto: static layers only).</summary>
     [Theory]
     [InlineData("true")]

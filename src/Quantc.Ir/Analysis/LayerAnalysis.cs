@@ -78,6 +78,9 @@ public static class LayerAnalysis
     {
         var mm = m.Root!;
         var w = m["w"];
+        var transposed = LinearRules.TransposedWeight(w);
+        var weightUse = transposed is null ? new Use(mm, 1) : new Use(w.Producer!, 0);
+        w = transposed ?? w;
         var t = w.Initializer!;
         Node? add = null;
         Value? bias = null;
@@ -90,16 +93,17 @@ public static class LayerAnalysis
         }
         return new LinearLayer
         {
-            Name = LayerNames.Unique(LayerNames.Linear(mm, w), names),
+            Name = LayerNames.Unique(transposed is null ? LayerNames.Linear(mm, w) : LayerNames.LinearTransposed(mm, w), names),
             Node = mm,
             BiasAdd = add,
             Input = m["x"],
             Output = add?.Output ?? y,
             Weight = w,
             Bias = bias,
-            InFeatures = t.Dims[0],
-            OutFeatures = t.Dims[1],
-            WeightIsOutByIn = false,
+            InFeatures = transposed is null ? t.Dims[0] : t.Dims[1],
+            OutFeatures = transposed is null ? t.Dims[1] : t.Dims[0],
+            WeightIsOutByIn = transposed is not null,
+            WeightUse = weightUse,
         };
     }
 

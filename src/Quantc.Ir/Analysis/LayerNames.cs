@@ -53,6 +53,13 @@ public static partial class LayerNames
         FromParameter(weight.Name) ?? FromScope(node.Name) ?? (IsMeaningful(weight.Name) ? weight.Name : null)
         ?? (node.Name.Length > 0 ? node.Name : weight.Name);
 
+    /// <summary>
+    /// The name of a linear layer that reads <paramref name="weight"/> transposed — a head tied to the input embedding,
+    /// whose parameter names the embedding, not the head: the node's scope first (<c>/lm_head/MatMul</c> → <c>lm_head</c>).
+    /// </summary>
+    public static string LinearTransposed(Node node, Value weight) =>
+        FromScope(node.Name) ?? (IsMeaningful(node.Name) ? node.Name : (FromParameter(weight.Name) ?? weight.Name) + ".transposed");
+
     /// <summary>The name of a norm with scale <paramref name="gamma"/> computed by <paramref name="nodes"/> (output node first).</summary>
     public static string Norm(Value gamma, IReadOnlyList<Node> nodes) =>
         FromParameter(gamma.Name) ?? nodes.Select(n => FromScope(n.Name)).FirstOrDefault(s => s is not null)

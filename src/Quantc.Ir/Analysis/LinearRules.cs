@@ -28,7 +28,15 @@ public static class LinearRules
     /// <summary>x·W with x not a constant and W something that could be a weight (not an activation).</summary>
     public static Rule MatMul { get; } = new("linear",
         P.Op("MatMul", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("mm"),
-        m => CheckWeight(m.Root!, m["x"], m["w"], transB: false));
+        m => TransposedWeight(m["w"]) is { } tw ? CheckWeight(m.Root!, m["x"], tw, transB: true) : CheckWeight(m.Root!, m["x"], m["w"], transB: false));
+
+    /// <summary>
+    /// W when <paramref name="w"/> is Transpose(W, perm [1, 0]) of a 2-D initializer read only by the MatMul — how torch
+    /// exports a head tied to the input embedding (the table is [vocab, hidden], the head needs [hidden, vocab]).
+    /// </summary>
+    public static Value? TransposedWeight(Value w) =>
+        w.Producer is { } t && t.Is("Transpose") && w.IsSingleUse && t.Inputs[0] is { IsInitializer: true } src && src.Initializer!.Dims.Length == 2
+            && (t.GetInts("perm") is null or [1, 0]) ? src : null;
 
     /// <summary>Gemm(x, W[, C]) with transA = 0 and α = β = 1; W [in, out], or [out, in] with transB = 1.</summary>
     public static Rule Gemm { get; } = new("linear",

@@ -94,8 +94,19 @@ public sealed class LinearLayer
     /// <summary>Output features (N).</summary>
     public required long OutFeatures { get; init; }
 
-    /// <summary>True when W is stored [out, in] (Gemm with transB = 1), false for [in, out].</summary>
+    /// <summary>True when W is stored [out, in] (Gemm with transB = 1, or a MatMul reading Transpose(W)), false for [in, out].</summary>
     public required bool WeightIsOutByIn { get; init; }
+
+    /// <summary>
+    /// Where W is read: input 1 of the MatMul or Gemm, or input 0 of the Transpose between W and the MatMul (a head
+    /// tied to the input embedding, as torch exports it). A pass that replaces the weight replaces it here.
+    /// </summary>
+    public Use WeightUse { get => _weightUse ?? new Use(Node, 1); init => _weightUse = value; }
+
+    private readonly Use? _weightUse;
+
+    /// <summary>The Transpose between W and the MatMul, for a layer that reads its weight transposed; else null.</summary>
+    public Node? WeightTranspose => _weightUse is { } u && !ReferenceEquals(u.Node, Node) ? u.Node : null;
 
     /// <summary>The norm whose output this layer reads (directly or through a Cast), else null.</summary>
     public NormInfo? FedBy { get; internal set; }
@@ -107,10 +118,10 @@ public sealed class LinearLayer
     public Tensor WeightTensor => Weight.Initializer!;
 
     /// <summary>The layer's nodes: the MatMul/Gemm, then the bias Add.</summary>
-    public IReadOnlyList<Node> Nodes => BiasAdd is null ? [Node] : [Node, BiasAdd];
+    public IReadOnlyList<Node> Nodes => [.. WeightTranspose is { } t ? [t] : Array.Empty<Node>(), Node, .. BiasAdd is null ? Array.Empty<Node>() : [BiasAdd]];
 
     /// <summary>How it is written: "MatMul", "MatMul+Add" or "Gemm".</summary>
-    public string Form => Node.OpType + (BiasAdd is null ? "" : "+Add");
+    public string Form => (WeightTranspose is null ? "" : "Transpose+") + Node.OpType + (BiasAdd is null ? "" : "+Add");
 
     /// <inheritdoc/>
     public override string ToString() => $"{Name} ({Form}, {InFeatures}→{OutFeatures}{(FedBy is null ? "" : $", fed by {FedBy.Name}")})";
