@@ -42,17 +42,20 @@ public class LlamaTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void TorchGraphMatchesTheCSharpReference()
+    public void TorchGraphMatchesTheCSharpReference() => MatchesTheCSharpReference(LlamaConfig.ForSize("tiny"), "torch");
+
+    /// <summary>ORT's logits of the built graph against the C# reference forward of the same weights; returns the model's initializers.</summary>
+    private static List<(string Name, long Elements)> MatchesTheCSharpReference(LlamaConfig cfg, string flavor)
     {
-        var cfg = LlamaConfig.ForSize("tiny");
         var weights = new SyntheticLlamaWeights(cfg, 0);
-        using var m = LlamaBuilder.Build(cfg, weights, "torch");
+        using var m = LlamaBuilder.Build(cfg, weights, flavor);
         using var d = new Decoder(m);
         var ids = Tokens(Sample);
         var ort = d.Run(ids, only: ["logits"])["logits"];
         var reference = new LlamaReference(cfg, weights.Generator).Forward(ids)!;
         double scale = reference.Max(Math.Abs);
         AssertClose(reference, ort.Data, 1e-3, 1e-4 * scale, "ORT logits vs C# reference");
+        return m.Graph.Initializers.Select(v => (v.Name, v.Initializer!.ElementCount)).ToList();
     }
 
     /// <summary>Qwen2's variant of the decoder (biases on q/k/v, the head tied to the input embedding) against the same C# reference, both flavors.</summary>
@@ -63,18 +66,11 @@ public class LlamaTests(ITestOutputHelper output)
     {
         var cfg = LlamaConfig.ForSize("tiny", "qwen2");
         Assert.True(cfg.AttentionBias && cfg.TieWordEmbeddings);
-        var weights = new SyntheticLlamaWeights(cfg, 0);
-        using var m = LlamaBuilder.Build(cfg, weights, flavor);
-        Assert.DoesNotContain(m.Graph.Initializers, v => v.Name == "lm_head.weight");
-        Assert.Equal(12, m.Graph.Initializers.Count(v => v.Name.EndsWith("_proj.bias", StringComparison.Ordinal)));
-        using var d = new Decoder(m);
-        var ids = Tokens(Sample);
-        var ort = d.Run(ids, only: ["logits"])["logits"];
-        var reference = new LlamaReference(cfg, weights.Generator).Forward(ids)!;
-        double scale = reference.Max(Math.Abs);
-        AssertClose(reference, ort.Data, 1e-3, 1e-4 * scale, "ORT logits vs C# reference");
-        Assert.Equal(cfg.ParameterCount, m.Graph.Initializers.Where(v => (v.Name.StartsWith("model.", StringComparison.Ordinal) && !v.Name.Contains("rotary_emb", StringComparison.Ordinal)) || v.Name.StartsWith("lm_head", StringComparison.Ordinal))
-            .Sum(v => v.Initializer!.ElementCount));
+        var initializers = MatchesTheCSharpReference(cfg, flavor);
+        Assert.DoesNotContain(initializers, v => v.Name == "lm_head.weight");
+        Assert.Equal(12, initializers.Count(v => v.Name.EndsWith("_proj.bias", StringComparison.Ordinal)));
+        Assert.Equal(cfg.ParameterCount, initializers.Where(v => v.Name.StartsWith("model.", StringComparison.Ordinal) && !v.Name.Contains("rotary_emb", StringComparison.Ordinal))
+            .Sum(v => v.Elements));
     }
 
     [Fact]
