@@ -86,7 +86,8 @@ public static class HfConfig
             RmsNormEps = (float)Num(j, "rms_norm_eps", 1e-5),
             RopeScaling = RopeScalingOf(j, path),
             AttentionBias = modelType == "qwen2",
-            TieWordEmbeddings = modelType == "qwen2" && j.TryGetProperty("tie_word_embeddings", out var tie) && tie.ValueKind == JsonValueKind.True,
+            TieWordEmbeddings = modelType == "qwen2" && j.TryGetProperty("tie_word_embeddings", out var tie) &&
+                tie.ValueKind == JsonValueKind.True,
         };
         try { c.Validate(); } catch (ArgumentException e) { throw new BadInputException($"{path}: {e.Message}", e); }
         return c;

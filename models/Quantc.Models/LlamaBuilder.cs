@@ -114,7 +114,8 @@ public static class LlamaBuilder
 
         private Value? _embedTable;
 
-        /// <summary>The logits: x·W_lm, or with tied embeddings x·Eᵀ — the embedding read through a Transpose, as torch exports a tied head.</summary>
+        /// <summary>The logits: x·W_lm, or with tied embeddings x·Eᵀ — the embedding read through a Transpose, as torch exports a tied
+        /// head.</summary>
         private Value LmHead(Value x)
         {
             using (b.Enter("/lm_head"))
@@ -167,8 +168,10 @@ public static class LlamaBuilder
                 mask = b.Op("Where", allowed, b.F32(0f), b.F32(float.MinValue));
             }
             var (cosT, sinT, width) = RotaryCaches(c, duplicate: true);
-            var cosCache = b.Graph.AddInitializer(Tensor.FromFloats("model.rotary_emb.cos_cached", [c.MaxPositions, width], cosT), "model.rotary_emb.cos_cached");
-            var sinCache = b.Graph.AddInitializer(Tensor.FromFloats("model.rotary_emb.sin_cached", [c.MaxPositions, width], sinT), "model.rotary_emb.sin_cached");
+            var cosCache = b.Graph.AddInitializer(Tensor.FromFloats("model.rotary_emb.cos_cached", [c.MaxPositions, width], cosT),
+                "model.rotary_emb.cos_cached");
+            var sinCache = b.Graph.AddInitializer(Tensor.FromFloats("model.rotary_emb.sin_cached", [c.MaxPositions, width], sinT),
+                "model.rotary_emb.sin_cached");
             using (b.Enter("/model/rotary_emb"))
             {
                 cos = b.Op("Unsqueeze", b.Op("Gather", [cosCache, _positionIds], n => n.SetAttribute("axis", 0L)), b.Ints(1));
@@ -211,7 +214,8 @@ public static class LlamaBuilder
             var v = Linear($"{s}/v_proj", wp + "v_proj.weight", x, h, kvd, c.AttentionBias);
             using (b.Enter(s))
             {
-                Value Heads(Value t, int heads) => b.Op("Transpose", [b.Op("Reshape", t, b.Ints(0, 0, heads, c.HeadDim))], n => n.SetAttribute("perm", [0L, 2, 1, 3]));
+                Value Heads(Value t, int heads) =>
+                    b.Op("Transpose", [b.Op("Reshape", t, b.Ints(0, 0, heads, c.HeadDim))], n => n.SetAttribute("perm", [0L, 2, 1, 3]));
                 q = Rotary(Heads(q, c.NumHeads), cos, sin);
                 k = Rotary(Heads(k, c.NumKvHeads), cos, sin);
                 v = Heads(v, c.NumKvHeads);
@@ -298,7 +302,8 @@ public static class LlamaBuilder
                 (x, h) = SkipNorm($"{ls}/post_attention_layernorm", attn, h, Weight(wp + "post_attention_layernorm.weight", c.HiddenSize));
                 var mlp = Mlp(i, x);
                 bool last = i == c.NumLayers - 1;
-                var nextW = last ? Weight("model.norm.weight", c.HiddenSize) : Weight($"model.layers.{i + 1}.input_layernorm.weight", c.HiddenSize);
+                var nextW = last ? Weight("model.norm.weight", c.HiddenSize)
+                    : Weight($"model.layers.{i + 1}.input_layernorm.weight", c.HiddenSize);
                 (x, h) = SkipNorm(last ? "/model/norm" : $"/model/layers.{i + 1}/input_layernorm", mlp, h, nextW);
             }
             Outputs(LmHead(x), present);
@@ -315,7 +320,8 @@ public static class LlamaBuilder
             }
         }
 
-        private (Value Out, Value PresentKey, Value PresentValue) GenAiAttention(int i, Value x, Value seqlensK, Value totalLen, Value cosCache, Value sinCache)
+        private (Value Out, Value PresentKey, Value PresentValue) GenAiAttention(int i, Value x, Value seqlensK, Value totalLen,
+            Value cosCache, Value sinCache)
         {
             string s = $"/model/layers.{i}/attn", wp = $"model.layers.{i}.self_attn.";
             long h = c.HiddenSize, qd = (long)c.NumHeads * c.HeadDim, kvd = (long)c.NumKvHeads * c.HeadDim;
@@ -337,7 +343,8 @@ public static class LlamaBuilder
             Node gqa;
             using (b.Enter($"{s}/GroupQueryAttention"))
             {
-                gqa = b.AddNode("GroupQueryAttention", [q, k, v, _past[i].Key, _past[i].Value, seqlensK, totalLen], 3, "com.microsoft", "GroupQueryAttention");
+                gqa = b.AddNode("GroupQueryAttention", [q, k, v, _past[i].Key, _past[i].Value, seqlensK, totalLen], 3, "com.microsoft",
+                    "GroupQueryAttention");
                 gqa.SetAttribute("num_heads", (long)c.NumHeads);
                 gqa.SetAttribute("kv_num_heads", (long)c.NumKvHeads);
                 gqa.SetAttribute("scale", (float)(1.0 / Math.Sqrt(c.HeadDim)));

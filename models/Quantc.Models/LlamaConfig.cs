@@ -5,7 +5,8 @@ namespace Quantc.Models;
 /// frequency by <see cref="Factor"/>; "llama3" (LLaMA 3.1+) divides only the low frequencies, keeps the
 /// high ones and blends in between (low/high frequency factors over the original context length).
 /// </summary>
-public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor = 1, double HighFreqFactor = 4, int OriginalMaxPositions = 8192)
+public sealed record RopeScaling(string Type, double Factor, double LowFreqFactor = 1, double HighFreqFactor = 4,
+    int OriginalMaxPositions = 8192)
 {
     /// <summary>The scaled inverse frequency.</summary>
     public double Apply(double invFreq)
@@ -60,9 +61,11 @@ public sealed record LlamaConfig
     /// <summary>Checks that the numbers make a valid model.</summary>
     public void Validate()
     {
-        if (HiddenSize <= 0 || IntermediateSize <= 0 || NumLayers <= 0 || NumHeads <= 0 || NumKvHeads <= 0 || HeadDim <= 0 || VocabSize <= 0)
+        if (HiddenSize <= 0 || IntermediateSize <= 0 || NumLayers <= 0 || NumHeads <= 0 || NumKvHeads <= 0 || HeadDim <= 0 ||
+            VocabSize <= 0)
             throw new ArgumentException("llama config: sizes must be positive");
-        if (NumHeads % NumKvHeads != 0) throw new ArgumentException($"llama config: {NumHeads} heads are not a multiple of {NumKvHeads} KV heads");
+        if (NumHeads % NumKvHeads != 0)
+            throw new ArgumentException($"llama config: {NumHeads} heads are not a multiple of {NumKvHeads} KV heads");
         if (HeadDim % 2 != 0) throw new ArgumentException("llama config: head_dim must be even (rotary embedding)");
     }
 
@@ -77,9 +80,12 @@ public sealed record LlamaConfig
     /// <summary>The built-in LLaMA sizes: tiny (unit tests), small (tens of millions of parameters), 1b (about a billion).</summary>
     public static LlamaConfig ForSize(string size) => size switch
     {
-        "tiny" => new LlamaConfig { HiddenSize = 128, IntermediateSize = 344, NumLayers = 4, NumHeads = 4, NumKvHeads = 2, HeadDim = 32, MaxPositions = 1024, OutlierChannels = 4 },
-        "small" => new LlamaConfig { HiddenSize = 512, IntermediateSize = 1408, NumLayers = 8, NumHeads = 8, NumKvHeads = 2, HeadDim = 64, MaxPositions = 2048, OutlierChannels = 6 },
-        "1b" => new LlamaConfig { HiddenSize = 2048, IntermediateSize = 5632, NumLayers = 22, NumHeads = 32, NumKvHeads = 4, HeadDim = 64, MaxPositions = 2048, OutlierChannels = 8 },
+        "tiny" => new LlamaConfig { HiddenSize = 128, IntermediateSize = 344, NumLayers = 4, NumHeads = 4, NumKvHeads = 2, HeadDim = 32,
+            MaxPositions = 1024, OutlierChannels = 4 },
+        "small" => new LlamaConfig { HiddenSize = 512, IntermediateSize = 1408, NumLayers = 8, NumHeads = 8, NumKvHeads = 2, HeadDim = 64,
+            MaxPositions = 2048, OutlierChannels = 6 },
+        "1b" => new LlamaConfig { HiddenSize = 2048, IntermediateSize = 5632, NumLayers = 22, NumHeads = 32, NumKvHeads = 4, HeadDim = 64,
+            MaxPositions = 2048, OutlierChannels = 8 },
         _ => throw new ArgumentException($"unknown size '{size}' (tiny, small, 1b)"),
     };
 }

@@ -9,7 +9,8 @@ namespace Quantc.Models;
 /// </summary>
 public interface IWeightSource
 {
-    /// <summary>The tensor <paramref name="name"/> with shape <paramref name="dims"/>; throws a clear error when missing or mis-shaped.</summary>
+    /// <summary>The tensor <paramref name="name"/> with shape <paramref name="dims"/>; throws a clear error when missing or
+    /// mis-shaped.</summary>
     Tensor Get(string name, long[] dims);
 
     /// <summary>Metadata entries to record in the model (e.g. the outlier plan), in a fixed order.</summary>
@@ -93,7 +94,8 @@ public sealed class LlamaOutlierPlan
     public float[][] MlpGamma { get; }
     /// <summary>down_proj weights [neuron][massive channel] of the cancel neurons (solved once the massive values are known).</summary>
     public float[][] CancelWrites { get; internal set; } = [[0, 0], [0, 0]];
-    /// <summary>The first massive channel's value after the massive layer, for BOS at position 0 and for the anchor delimiter (C# reference).</summary>
+    /// <summary>The first massive channel's value after the massive layer, for BOS at position 0 and for the anchor delimiter (C#
+    /// reference).</summary>
     public float[] MassiveValues { get; internal set; } = [];
 
     /// <summary>The plan as model metadata (quantc.outliers.*).</summary>
@@ -243,8 +245,10 @@ public sealed class SyntheticLlamaWeights : IWeightSource
                 {
                     var (j1, j2) = (p.CancelNeurons[0], p.CancelNeurons[1]);
                     g.ScaleCol(j1, 0.01f).ScaleCol(j2, 0.01f);
-                    if (gate) g.Set(p.TriggerChannel, j1, LlamaOutlierPlan.CancelGate).Set(p.TriggerChannel, j2, LlamaOutlierPlan.CancelGate);
-                    else g.Set(p.MassiveChannels[0], j1, LlamaOutlierPlan.CancelUp).Set(p.TriggerChannel, j2, LlamaOutlierPlan.CancelUpFlag);
+                    if (gate)
+                        g.Set(p.TriggerChannel, j1, LlamaOutlierPlan.CancelGate).Set(p.TriggerChannel, j2, LlamaOutlierPlan.CancelGate);
+                    else g.Set(p.MassiveChannels[0], j1, LlamaOutlierPlan.CancelUp).Set(p.TriggerChannel, j2,
+                        LlamaOutlierPlan.CancelUpFlag);
                 }
                 return g;
             }

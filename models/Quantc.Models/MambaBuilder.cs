@@ -129,7 +129,8 @@ public sealed class SyntheticMambaWeights : IWeightSource
 
     public Tensor Get(string name, long[] dims)
     {
-        if (name.EndsWith(".mixer.A_log", StringComparison.Ordinal) || name.EndsWith(".mixer.D", StringComparison.Ordinal) || name.EndsWith(".mixer.dt_proj.bias", StringComparison.Ordinal))
+        if (name.EndsWith(".mixer.A_log", StringComparison.Ordinal) || name.EndsWith(".mixer.D", StringComparison.Ordinal) ||
+            name.EndsWith(".mixer.dt_proj.bias", StringComparison.Ordinal))
             return Tensor.FromFloats(name, dims, Values(name, dims));
         return Generator(name, dims).ToTensor(name, dims, _materializeBytes);
     }

@@ -37,7 +37,8 @@ public sealed record OptConfig
 
     public void Validate()
     {
-        if (HiddenSize <= 0 || FfnDim <= 0 || NumLayers <= 0 || NumHeads <= 0) throw new ArgumentException("opt config: sizes must be positive");
+        if (HiddenSize <= 0 || FfnDim <= 0 || NumLayers <= 0 || NumHeads <= 0)
+            throw new ArgumentException("opt config: sizes must be positive");
         if (HiddenSize % NumHeads != 0) throw new ArgumentException("opt config: hidden size must be a multiple of the head count");
     }
 
@@ -77,8 +78,10 @@ public sealed class SyntheticOptWeights : IWeightSource
         OutlierChannels = perm.Skip(c.ShiftedChannels).Take(c.OutlierChannels).Order().ToArray();
         var vs = rs.Derive("values");
         int k = 0;
-        Shift = Enumerable.Range(0, c.NumLayers * 2).Select(_ => ShiftedChannels.Select(_ => (float)((vs.Uniform(k++) < 0.5 ? -1 : 1) * (6 + 4 * vs.Uniform(k++)))).ToArray()).ToArray();
-        Gamma = Enumerable.Range(0, c.NumLayers * 2).Select(_ => OutlierChannels.Select(_ => (float)(20 + 30 * vs.Uniform(k++))).ToArray()).ToArray();
+        Shift = Enumerable.Range(0, c.NumLayers * 2).Select(_ =>
+            ShiftedChannels.Select(_ => (float)((vs.Uniform(k++) < 0.5 ? -1 : 1) * (6 + 4 * vs.Uniform(k++)))).ToArray()).ToArray();
+        Gamma = Enumerable.Range(0, c.NumLayers * 2).Select(_ =>
+            OutlierChannels.Select(_ => (float)(20 + 30 * vs.Uniform(k++))).ToArray()).ToArray();
     }
 
     public int[] ShiftedChannels { get; }
@@ -96,7 +99,8 @@ public sealed class SyntheticOptWeights : IWeightSource
 
     public Tensor Get(string name, long[] dims)
     {
-        if (name.EndsWith("_proj.bias", StringComparison.Ordinal) && !name.Contains("out_proj", StringComparison.Ordinal) || name.EndsWith("fc1.bias", StringComparison.Ordinal))
+        if (name.EndsWith("_proj.bias", StringComparison.Ordinal) && !name.Contains("out_proj", StringComparison.Ordinal) ||
+            name.EndsWith("fc1.bias", StringComparison.Ordinal))
             return Tensor.FromFloats(name, dims, CompensatedBias(name, dims));
         return Generator(name, dims).ToTensor(name, dims, _materializeBytes);
     }
@@ -289,7 +293,8 @@ public static class OptBuilder
             var bias = W(biasName, h);
             using (b.Enter(scope))
             {
-                var n = b.AddNode("SkipLayerNormalization", [input, skip, g, be, bias], 4, "com.microsoft", "SkipLayerNorm", keep: wantSum ? [0, 3] : [0]);
+                var n = b.AddNode("SkipLayerNormalization", [input, skip, g, be, bias], 4, "com.microsoft", "SkipLayerNorm",
+                    keep: wantSum ? [0, 3] : [0]);
                 n.SetAttribute("epsilon", c.LayerNormEps);
                 return (n.Outputs[0]!, wantSum ? n.Outputs[3]! : null);
             }
@@ -309,7 +314,8 @@ public static class OptBuilder
             {
                 using (b.Enter($"{ls}/self_attn/MultiHeadAttention"))
                 {
-                    var mha = b.AddNode("MultiHeadAttention", [q, k, v, null, null, addMask, past[i].K, past[i].V], 3, "com.microsoft", "MultiHeadAttention");
+                    var mha = b.AddNode("MultiHeadAttention", [q, k, v, null, null, addMask, past[i].K, past[i].V], 3, "com.microsoft",
+                        "MultiHeadAttention");
                     mha.SetAttribute("num_heads", (long)c.NumHeads);
                     mha.SetAttribute("scale", (float)(1.0 / Math.Sqrt(hd)));
                     present.Add((mha.Outputs[1]!, mha.Outputs[2]!));
@@ -317,21 +323,25 @@ public static class OptBuilder
                 }
                 o = MatMul($"{ls}/self_attn/out_proj", wp + "self_attn.out_proj", o, h, h);
                 Value? sum;
-                (var f, sum) = SkipLayerNorm($"{ls}/final_layer_norm", o, x, wp + "final_layer_norm", wp + "self_attn.out_proj.bias", wantSum: true);
+                (var f, sum) = SkipLayerNorm($"{ls}/final_layer_norm", o, x, wp + "final_layer_norm", wp + "self_attn.out_proj.bias",
+                    wantSum: true);
                 x = sum!;
                 f = Linear($"{ls}/fc1", wp + "fc1", f, h, c.FfnDim);
                 using (b.Enter($"{ls}/activation_fn")) f = b.Op("Relu", f);
                 f = MatMul($"{ls}/fc2", wp + "fc2", f, c.FfnDim, h);
                 bool last = i == c.NumLayers - 1;
                 (a, sum) = last
-                    ? SkipLayerNorm("/model/decoder/final_layer_norm", f, x, "model.decoder.final_layer_norm", wp + "fc2.bias", wantSum: false)
-                    : SkipLayerNorm($"/model/decoder/layers.{i + 1}/self_attn_layer_norm", f, x, $"model.decoder.layers.{i + 1}.self_attn_layer_norm", wp + "fc2.bias", wantSum: true);
+                    ? SkipLayerNorm("/model/decoder/final_layer_norm", f, x, "model.decoder.final_layer_norm", wp + "fc2.bias",
+                        wantSum: false)
+                    : SkipLayerNorm($"/model/decoder/layers.{i + 1}/self_attn_layer_norm", f, x,
+                        $"model.decoder.layers.{i + 1}.self_attn_layer_norm", wp + "fc2.bias", wantSum: true);
                 if (sum is not null) x = sum;
                 continue;
             }
             using (b.Enter($"{ls}/self_attn"))
             {
-                Value Heads(Value t) => b.Op("Transpose", [b.Op("Reshape", t, b.Ints(0, 0, c.NumHeads, hd))], n => n.SetAttribute("perm", [0L, 2, 1, 3]));
+                Value Heads(Value t) =>
+                    b.Op("Transpose", [b.Op("Reshape", t, b.Ints(0, 0, c.NumHeads, hd))], n => n.SetAttribute("perm", [0L, 2, 1, 3]));
                 q = b.Op("Mul", q, b.F32((float)(1.0 / Math.Sqrt(hd))));
                 var pk = b.Op("Concat", [past[i].K, Heads(k)], n => n.SetAttribute("axis", 2L));
                 var pv = b.Op("Concat", [past[i].V, Heads(v)], n => n.SetAttribute("axis", 2L));

@@ -62,7 +62,8 @@ public static class ReferenceModels
     }
 
     /// <summary>Builds and writes a reference model (atomically; external data for tensors of 1 MiB and more).</summary>
-    public static OnnxModelWriter.Result BuildAndSave(string arch, string size, int seed, string flavor, string outPath, OnnxWriteOptions? options = null)
+    public static OnnxModelWriter.Result BuildAndSave(string arch, string size, int seed, string flavor, string outPath,
+        OnnxWriteOptions? options = null)
     {
         using var m = Build(arch, size, seed, flavor);
         return m.Save(outPath, options);
@@ -75,14 +76,17 @@ public static class ReferenceModels
     /// </summary>
     public static CheckpointModel BuildFromCheckpoint(string arch, string configPath, string weightsPath, string flavor = "torch")
     {
-        if (!Architectures.Contains(arch)) throw new BadInputException($"unknown architecture '{arch}' ({string.Join(", ", Architectures)})");
-        if (!Flavors(arch).Contains(flavor)) throw new BadInputException($"unknown flavor '{flavor}' for {arch} ({string.Join(", ", Flavors(arch))})");
+        if (!Architectures.Contains(arch))
+            throw new BadInputException($"unknown architecture '{arch}' ({string.Join(", ", Architectures)})");
+        if (!Flavors(arch).Contains(flavor))
+            throw new BadInputException($"unknown flavor '{flavor}' for {arch} ({string.Join(", ", Flavors(arch))})");
         var ck = SafetensorsCheckpoint.Open(weightsPath);
         try
         {
             Model m = arch switch
             {
-                "llama" or "qwen2" => LlamaBuilder.Build(HfConfig.Llama(configPath, arch), new CheckpointWeights(ck, "model.embed_tokens.weight"), flavor),
+                "llama" or "qwen2" =>
+                    LlamaBuilder.Build(HfConfig.Llama(configPath, arch), new CheckpointWeights(ck, "model.embed_tokens.weight"), flavor),
                 "opt" => OptBuilder.Build(HfConfig.Opt(configPath), new CheckpointWeights(ck, "model.decoder.embed_tokens.weight"), flavor),
                 _ => MambaBuilder.Build(HfConfig.Mamba(configPath), new CheckpointWeights(ck, "backbone.embeddings.weight"), flavor),
             };
@@ -97,7 +101,8 @@ public static class ReferenceModels
     }
 
     /// <summary>Builds from a checkpoint (see <see cref="BuildFromCheckpoint"/>) and writes the model atomically.</summary>
-    public static OnnxModelWriter.Result BuildAndSaveFromCheckpoint(string arch, string configPath, string weightsPath, string flavor, string outPath, OnnxWriteOptions? options = null)
+    public static OnnxModelWriter.Result BuildAndSaveFromCheckpoint(string arch, string configPath, string weightsPath, string flavor,
+        string outPath, OnnxWriteOptions? options = null)
     {
         using var cm = BuildFromCheckpoint(arch, configPath, weightsPath, flavor);
         return cm.Model.Save(outPath, options);
@@ -114,7 +119,8 @@ public static class ReferenceModels
 
     private static void CheckArgs(string arch, string size, string flavor)
     {
-        if (!Architectures.Contains(arch)) throw new BadInputException($"unknown architecture '{arch}' ({string.Join(", ", Architectures)})");
+        if (!Architectures.Contains(arch))
+            throw new BadInputException($"unknown architecture '{arch}' ({string.Join(", ", Architectures)})");
         if (!Sizes.Contains(size)) throw new BadInputException($"unknown size '{size}' ({string.Join(", ", Sizes)})");
         var flavors = Flavors(arch);
         if (!flavors.Contains(flavor)) throw new BadInputException($"unknown flavor '{flavor}' for {arch} ({string.Join(", ", flavors)})");
@@ -124,6 +130,7 @@ public static class ReferenceModels
     {
         m.SetMetadata("quantc.size", size);
         m.SetMetadata("quantc.seed", seed.ToString(CultureInfo.InvariantCulture));
-        m.DocString = $"quantc reference model ({size}, seed {seed}); synthetic seeded weights with LLM outlier structure, see models/README.md";
+        m.DocString = $"quantc reference model ({size}, seed {seed}); synthetic seeded weights with LLM outlier structure, see " +
+            $"models/README.md";
     }
 }

@@ -60,7 +60,8 @@ public readonly struct RandomStream
         return (i & 1) == 0 ? r * c : r * s;
     }
 
-    /// <summary>Fills <paramref name="dst"/> with normals at positions <paramref name="start"/>… scaled by <paramref name="std"/>.</summary>
+    /// <summary>Fills <paramref name="dst"/> with normals at positions <paramref name="start"/>… scaled by <paramref
+    /// name="std"/>.</summary>
     public void FillNormal(long start, Span<float> dst, double std)
     {
         int k = 0;

@@ -67,7 +67,8 @@ public sealed class SafetensorsCheckpoint : IDisposable
             using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
             if (!doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
                 throw new BadInputException($"{indexPath}: not a safetensors index (no weight_map)");
-            map = wm.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? throw new BadInputException($"{indexPath}: weight_map entry '{p.Name}' is not a file name"), StringComparer.Ordinal);
+            map = wm.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()
+                ?? throw new BadInputException($"{indexPath}: weight_map entry '{p.Name}' is not a file name"), StringComparer.Ordinal);
         }
         catch (JsonException e) { throw new BadInputException($"{indexPath}: invalid JSON ({e.Message})", e); }
         string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(indexPath))!;
@@ -96,7 +97,8 @@ public sealed class SafetensorsCheckpoint : IDisposable
         {
             fs.ReadExactly(head);
             ulong n = BinaryPrimitives.ReadUInt64LittleEndian(head);
-            if (n == 0 || n > 100_000_000 || (long)n > size - 8) throw new BadInputException($"{path}: bad header length {n} (file is {size} bytes)");
+            if (n == 0 || n > 100_000_000 || (long)n > size - 8)
+                throw new BadInputException($"{path}: bad header length {n} (file is {size} bytes)");
             var json = new byte[n];
             fs.ReadExactly(json);
             ParseHeader(path, json, file, 8 + (long)n, size, only);
@@ -142,7 +144,8 @@ public sealed class SafetensorsCheckpoint : IDisposable
                         throw new BadInputException($"{path}: tensor '{p.Name}' holds {offs[1] - offs[0]} bytes, but {dt}[{string.Join(", ", shape)}] needs {bytes}");
                     ranges.Add((offs[0], offs[1], p.Name));
                     if (only is not null && !only.Contains(p.Name)) continue;
-                    if (_entries.ContainsKey(p.Name)) throw new BadInputException($"{path}: tensor '{p.Name}' appears in more than one shard");
+                    if (_entries.ContainsKey(p.Name))
+                        throw new BadInputException($"{path}: tensor '{p.Name}' appears in more than one shard");
                     _entries[p.Name] = new SafetensorsEntry(p.Name, dtype, shape, file, dataStart + offs[0], bytes);
                 }
                 catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException or OverflowException)
@@ -168,11 +171,13 @@ public sealed class SafetensorsCheckpoint : IDisposable
     }
 }
 
-/// <summary>Writes safetensors files (used by tests and tools; the format's canonical layout: sorted names, 8-byte aligned header).</summary>
+/// <summary>Writes safetensors files (used by tests and tools; the format's canonical layout: sorted names, 8-byte aligned
+/// header).</summary>
 public static class SafetensorsWriter
 {
     /// <summary>Writes <paramref name="tensors"/> (name, dtype, shape, raw little-endian bytes) to <paramref name="path"/>.</summary>
-    public static void Write(string path, IEnumerable<(string Name, SafetensorsDType DType, long[] Shape, byte[] Bytes)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Write(string path, IEnumerable<(string Name, SafetensorsDType DType, long[] Shape, byte[] Bytes)> tensors,
+        IReadOnlyDictionary<string, string>? metadata = null)
     {
         var list = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
         var sb = new StringBuilder("{");
@@ -182,7 +187,8 @@ public static class SafetensorsWriter
         foreach (var t in list)
         {
             sb.Append(JsonSerializer.Serialize(t.Name)).Append(":{\"dtype\":\"").Append(t.DType).Append("\",\"shape\":[")
-              .Append(string.Join(",", t.Shape)).Append("],\"data_offsets\":[").Append(off).Append(',').Append(off + t.Bytes.Length).Append("]},");
+              .Append(string.Join(",", t.Shape)).Append("],\"data_offsets\":[").Append(off).Append(',').Append(off
+                  + t.Bytes.Length).Append("]},");
             off += t.Bytes.Length;
         }
         if (sb[^1] == ',') sb.Length--;

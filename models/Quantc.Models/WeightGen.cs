@@ -58,7 +58,8 @@ public sealed class WeightGen
     /// <summary>Sets element (<paramref name="r"/>, <paramref name="c"/>) to <paramref name="v"/> (after scaling).</summary>
     public WeightGen Set(long r, long c, float v)
     {
-        if (r < 0 || r >= Rows || c < 0 || c >= Cols) throw new ArgumentOutOfRangeException(nameof(r), $"({r},{c}) outside [{Rows},{Cols}]");
+        if (r < 0 || r >= Rows || c < 0 || c >= Cols)
+            throw new ArgumentOutOfRangeException(nameof(r), $"({r},{c}) outside [{Rows},{Cols}]");
         _overrides[r * Cols + c] = v;
         _overrideKeys = null;
         return this;

@@ -26,7 +26,8 @@ public sealed class FoldNormPass(bool untie = false) : IPass
         foreach (var norm in map.Norms)
         {
             var readers = NormReaders.Of(norm, map, out string? why, allowSharedWeights: untie);
-            if (readers is null) { ctx.Log.Add($"fold_norm: {norm.Name} not folded: {why}{(why == NormReaders.SharedWeight ? " (untie: true gives the reader its own copy)" : "")}"); continue; }
+            if (readers is null)
+                { ctx.Log.Add($"fold_norm: {norm.Name} not folded: {why}{(why == NormReaders.SharedWeight ? " (untie: true gives the reader its own copy)" : "")}"); continue; }
             var gamma = norm.Gamma.Initializer!.ToFloat32();
             var beta = norm.Beta?.Initializer?.ToFloat32();
             foreach (var l in readers)
@@ -44,8 +45,10 @@ public sealed class FoldNormPass(bool untie = false) : IPass
                 Weights.Write(g, l, w);
                 ctx.Plan[l.Name].Transforms.Add($"folded {norm.Name}{(shared ? $" (untied from '{l.Weight.Name}')" : "")}");
             }
-            g.SetInitializer(norm.Gamma, Tensor.FromFloats(norm.Gamma.Name, norm.Gamma.Initializer.Dims, Enumerable.Repeat(1f, gamma.Length).ToArray()));
-            if (norm.Beta?.Initializer is { } bt) g.SetInitializer(norm.Beta, Tensor.FromFloats(norm.Beta.Name, bt.Dims, new float[gamma.Length]));
+            g.SetInitializer(norm.Gamma,
+                Tensor.FromFloats(norm.Gamma.Name, norm.Gamma.Initializer.Dims, Enumerable.Repeat(1f, gamma.Length).ToArray()));
+            if (norm.Beta?.Initializer is { } bt)
+                g.SetInitializer(norm.Beta, Tensor.FromFloats(norm.Beta.Name, bt.Dims, new float[gamma.Length]));
             ctx.Log.Add($"fold_norm: {norm.Name} → {string.Join(", ", readers.Select(r => r.Name))}");
         }
     }

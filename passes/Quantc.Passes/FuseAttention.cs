@@ -23,7 +23,9 @@ public sealed class FuseAttentionPass : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_attention", PassKind.Lowering,
-        "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) that ONNX Runtime runs as a fused kernel, on the 3-D projections when the head split allows; run after fuse_rope (fuse_projections last)",
+        "decomposed attention (MatMul, scale, mask Add, Softmax, MatMul; KV-cache Concat; repeat-kv) → one ONNX Attention (opset 23) " +
+            "that ONNX Runtime runs as a fused kernel, on the 3-D projections when the head split allows; run after fuse_rope " +
+            "(fuse_projections last)",
         _ => new FuseAttentionPass());
 
     public string Name => Info.Name;
@@ -57,9 +59,11 @@ public sealed class FuseAttentionPass : IPass
     private static Node Rewrite(Graph g, DecomposedAttention m)
     {
         Value? pastK = m.PastKey, pastV = m.PastValue;
-        string name = g.UniqueName(m.Softmax.Name.EndsWith("/Softmax", StringComparison.Ordinal) ? m.Softmax.Name[..^"/Softmax".Length] + "/Attention" : m.Softmax.Name + "_Attention");
+        string name = g.UniqueName(m.Softmax.Name.EndsWith("/Softmax", StringComparison.Ordinal) ? m.Softmax.Name[..^"/Softmax".Length]
+            + "/Attention" : m.Softmax.Name + "_Attention");
         // The output and the present cache take the replaced tensors' places and names (present.*.key / value).
-        var att = g.AddNode("Attention", [m.Q, m.NewKey, m.NewValue, m.Mask, pastK, pastV], pastK is null ? 1 : 3, name: name, before: m.Context);
+        var att = g.AddNode("Attention", [m.Q, m.NewKey, m.NewValue, m.Mask, pastK, pastV], pastK is null ? 1 : 3, name: name,
+            before: m.Context);
         att.SetAttribute("scale", m.Scale);
         g.ReplaceValue(m.Context.Output, att.Output);
         if (pastK is not null)
@@ -82,18 +86,23 @@ public sealed class FuseAttentionPass : IPass
         (Value X, long Heads, Node? Rope)? Split(Value v)
         {
             Node? rope = null;
-            if (v.Producer is { } r && r.Is("RotaryEmbedding") && v.IsSingleUse && r.Inputs[0] is { } inner && r.GetInt("num_heads", 0) == 0) { rope = r; v = inner; }
-            if (v.Producer is not { } t || !t.Is("Transpose") || !v.IsSingleUse || t.GetInts("perm") is not { } perm || !perm.SequenceEqual([0L, 2, 1, 3])) return null;
+            if (v.Producer is { } r && r.Is("RotaryEmbedding") && v.IsSingleUse && r.Inputs[0] is { } inner &&
+                r.GetInt("num_heads", 0) == 0) { rope = r; v = inner; }
+            if (v.Producer is not { } t || !t.Is("Transpose") || !v.IsSingleUse || t.GetInts("perm") is not { } perm ||
+                !perm.SequenceEqual([0L, 2, 1, 3])) return null;
             var reshaped = t.Inputs[0]!;
             if (reshaped.Producer is not { } rs || !rs.Is("Reshape") || !reshaped.IsSingleUse) return null;
             return Constants.Ints(Constants.Of(rs.Inputs[1])) is [0, 0, > 0 and var heads, > 0] ? (rs.Inputs[0]!, heads, rope) : null;
         }
-        if (Split(att.Inputs[0]!) is not { } q || Split(att.Inputs[1]!) is not { } k || Split(att.Inputs[2]!) is not { Rope: null } v) return false;
+        if (Split(att.Inputs[0]!) is not { } q || Split(att.Inputs[1]!) is not { } k || Split(att.Inputs[2]!) is not { Rope: null } v)
+            return false;
         // The output: Y [b, h, s, d] → Transpose [0, 2, 1, 3] → Reshape [0, 0, h·d] is the only reader.
         var y = att.Outputs[0]!;
-        if (!y.IsSingleUse || y.Uses[0].Node is not { } tOut || !tOut.Is("Transpose") || tOut.GetInts("perm") is not { } p || !p.SequenceEqual([0L, 2, 1, 3])) return false;
+        if (!y.IsSingleUse || y.Uses[0].Node is not { } tOut || !tOut.Is("Transpose") || tOut.GetInts("perm") is not { } p ||
+            !p.SequenceEqual([0L, 2, 1, 3])) return false;
         var yt = tOut.Output;
-        if (!yt.IsSingleUse || yt.Uses[0].Node is not { } rOut || !rOut.Is("Reshape") || Constants.Ints(Constants.Of(rOut.Inputs[1])) is not [0, 0, > 0]) return false;
+        if (!yt.IsSingleUse || yt.Uses[0].Node is not { } rOut || !rOut.Is("Reshape") ||
+            Constants.Ints(Constants.Of(rOut.Inputs[1])) is not [0, 0, > 0]) return false;
         if (k.Heads != v.Heads || q.Heads % k.Heads != 0) return false;
 
         Value Input((Value X, long Heads, Node? Rope) part)

@@ -21,7 +21,8 @@ public sealed class FuseProjectionsPass : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_projections", PassKind.Lowering,
-        "MatMuls reading the same input (q/k/v, gate/up) → one MatMul on the weights concatenated along N and a Split (float, int8 per-channel or int4 blocked QDQ weights); run last",
+        "MatMuls reading the same input (q/k/v, gate/up) → one MatMul on the weights concatenated along N and a Split (float, int8 " +
+            "per-channel or int4 blocked QDQ weights); run last",
         _ => new FuseProjectionsPass());
 
     public string Name => Info.Name;
@@ -70,15 +71,18 @@ public sealed class FuseProjectionsPass : IPass
     {
         why = null;
         var w = mm.Inputs[1]!;
-        bool constant = w.Initializer is not null || (w.Producer is { } p0 && p0.Is("DequantizeLinear") && p0.Inputs[0]?.Initializer is not null);
+        bool constant = w.Initializer is not null ||
+            (w.Producer is { } p0 && p0.Is("DequantizeLinear") && p0.Inputs[0]?.Initializer is not null);
         if (!constant) return null;   // an activation × activation MatMul (attention scores left unfused): not a projection
         if (w.Uses.Count != 1 || w.IsGraphOutput) { why = $"its weight '{w.Name}' is also read elsewhere"; return null; }
         if (w.Initializer is { Dims.Length: 2 } t && w.ElementType == (int)DT.Float)
             return new Projection(mm, w, null, t.Dims[0], t.Dims[1]);
-        if (w.Producer is { } dq && dq.Is("DequantizeLinear") && dq.Inputs[0]?.Initializer is { Dims.Length: 2 } q && dq.Inputs[1]?.Initializer is not null
+        if (w.Producer is { } dq && dq.Is("DequantizeLinear") && dq.Inputs[0]?.Initializer is { Dims.Length: 2 } q &&
+            dq.Inputs[1]?.Initializer is not null
             && (dq.Inputs.Count < 3 || dq.Inputs[2] is null || dq.Inputs[2]!.Initializer is not null))
         {
-            if (dq.Inputs[0]!.Uses.Count != 1 || dq.Inputs[1]!.Uses.Count != 1 || (dq.Inputs.ElementAtOrDefault(2) is { } z && z.Uses.Count != 1))
+            if (dq.Inputs[0]!.Uses.Count != 1 || dq.Inputs[1]!.Uses.Count != 1 ||
+                (dq.Inputs.ElementAtOrDefault(2) is { } z && z.Uses.Count != 1))
             {
                 why = $"its quantized weight '{dq.Inputs[0]!.Name}' (or its scale or zero point) is shared";
                 return null;
@@ -90,7 +94,8 @@ public sealed class FuseProjectionsPass : IPass
             bool shaped = dq.Inputs[1]!.Initializer!.Dims.SequenceEqual(scaleDims)
                 && (dq.Inputs.ElementAtOrDefault(2)?.Initializer is not { } zt || zt.Dims.SequenceEqual(scaleDims));
             if ((perChannel || blocked) && shaped) return new Projection(mm, dq.Inputs[0]!, dq, q.Dims[0], q.Dims[1]);
-            why = $"its weight is dequantized along axis {axis} with block size {block} ({Quantc.Onnx.DataTypes.Name(q.DataType)}), which is not concatenated";
+            why = $"its weight is dequantized along axis {axis} with block size {block} ({Quantc.Onnx.DataTypes.Name(q.DataType)}), " +
+                $"which is not concatenated";
             return null;
         }
         why = $"its weight is a {(w.Initializer is { } ti ? $"{Quantc.Onnx.DataTypes.Name(ti.DataType)} [{string.Join(", ", ti.Dims)}] initializer" : "DequantizeLinear of a non-2-D or non-constant tensor")}, not a 2-D float32 or per-channel/blocked quantized weight";
@@ -110,7 +115,8 @@ public sealed class FuseProjectionsPass : IPass
             var values = ConcatTensor(g, name + ".weight_q", set.Select(p => p.Values.Initializer!).ToList());
             var scale = ConcatTensor(g, name + ".weight_scale", set.Select(p => p.Dequantize!.Inputs[1]!.Initializer!).ToList());
             var inputs = new List<Value?> { values, scale };
-            if (dq0.Inputs.ElementAtOrDefault(2) is not null) inputs.Add(ConcatTensor(g, name + ".weight_zero_point", set.Select(p => p.Dequantize!.Inputs[2]!.Initializer!).ToList()));
+            if (dq0.Inputs.ElementAtOrDefault(2) is not null)
+                inputs.Add(ConcatTensor(g, name + ".weight_zero_point", set.Select(p => p.Dequantize!.Inputs[2]!.Initializer!).ToList()));
             var dq = g.AddNode("DequantizeLinear", inputs, name: g.UniqueName(name + "/weight_dq"), before: first);
             dq.CopyAttributes(dq0);
             weight = dq.Output;
@@ -125,7 +131,8 @@ public sealed class FuseProjectionsPass : IPass
         var rowScale = CommonRowScale(set);
         var packed = rowScale is null ? mm.Output
             : g.AddNode("Mul", [mm.Output, rowScale], name: g.UniqueName(name + "/act_dyn_rescale"), before: first).Output;
-        var sizes = g.AddInitializer(Tensor.FromValues(g.UniqueName(name + "/split_sizes"), (int)DT.Int64, [set.Count], (ReadOnlySpan<long>)set.Select(p => p.N).ToArray()));
+        var sizes = g.AddInitializer(Tensor.FromValues(g.UniqueName(name + "/split_sizes"), (int)DT.Int64, [set.Count],
+            (ReadOnlySpan<long>)set.Select(p => p.N).ToArray()));
         var split = g.AddNode("Split", [packed, sizes], outputCount: set.Count, name: g.UniqueName(name + "/split"), before: first);
         split.SetAttribute("axis", -1L);
         for (int i = 0; i < set.Count; i++)
@@ -149,7 +156,8 @@ public sealed class FuseProjectionsPass : IPass
         foreach (var p in set)
         {
             var y = p.MatMul.Output;
-            if (y.IsGraphOutput || y.Uses.Count != 1 || y.Uses[0].InputIndex != 0 || !y.Uses[0].Node.Is("Mul") || y.Uses[0].Node.Inputs.Count != 2) return null;
+            if (y.IsGraphOutput || y.Uses.Count != 1 || y.Uses[0].InputIndex != 0 || !y.Uses[0].Node.Is("Mul") ||
+                y.Uses[0].Node.Inputs.Count != 2) return null;
             var si = y.Uses[0].Node.Inputs[1];
             if (si is null || (s is not null && !ReferenceEquals(si, s))) return null;
             s = si;
@@ -157,7 +165,8 @@ public sealed class FuseProjectionsPass : IPass
         return s;
     }
 
-    /// <summary>After lowering the weight is a DequantizeLinear's output: the layer is named after the float weight it stands for.</summary>
+    /// <summary>After lowering the weight is a DequantizeLinear's output: the layer is named after the float weight it stands
+    /// for.</summary>
     private static string? LayerFromWeight(PassContext ctx, Node mm)
     {
         string origin = ctx.Provenance.OriginOf(mm.Inputs[1]!.Name);
@@ -185,9 +194,11 @@ public sealed class FuseProjectionsPass : IPass
     private static Value ConcatTensor(Graph g, string name, List<Tensor> parts)
     {
         int type = parts[0].DataType;
-        if (parts.Any(p => p.DataType != type || p.Dims.Length != parts[0].Dims.Length)) throw new InvalidOperationException($"{name}: parts of different types or ranks");
+        if (parts.Any(p => p.DataType != type || p.Dims.Length != parts[0].Dims.Length))
+            throw new InvalidOperationException($"{name}: parts of different types or ranks");
         long rows = parts[0].Dims.Length == 2 ? parts[0].Dims[0] : 1;
-        if (parts.Any(p => (p.Dims.Length == 2 ? p.Dims[0] : 1) != rows)) throw new InvalidOperationException($"{name}: parts with different row counts");
+        if (parts.Any(p => (p.Dims.Length == 2 ? p.Dims[0] : 1) != rows))
+            throw new InvalidOperationException($"{name}: parts with different row counts");
         var cols = parts.Select(p => p.Dims[^1]).ToList();
         long total = cols.Sum();
         long[] dims = parts[0].Dims.Length == 2 ? [rows, total] : [total];

@@ -16,7 +16,8 @@ public sealed class FuseRopePass : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_rope", PassKind.Lowering,
-        "decomposed rotary embedding (x·cos + rotate_half(x)·sin, cos/sin gathered by position) → ONNX RotaryEmbedding (opset 23); run at the end, before fuse_attention",
+        "decomposed rotary embedding (x·cos + rotate_half(x)·sin, cos/sin gathered by position) → ONNX RotaryEmbedding (opset 23); run " +
+            "at the end, before fuse_attention",
         _ => new FuseRopePass());
 
     public string Name => Info.Name;
@@ -26,7 +27,8 @@ public sealed class FuseRopePass : IPass
     {
         var g = ctx.Model.Graph;
         var halves = new Dictionary<Value, Value>(ReferenceEqualityComparer.Instance);   // table → its first half
-        var checkedTables = new Dictionary<Value, bool>(ReferenceEqualityComparer.Instance);   // table → halves equal (every layer shares them)
+        // table → halves equal (every layer shares them)
+        var checkedTables = new Dictionary<Value, bool>(ReferenceEqualityComparer.Instance);
         int fused = 0;
         foreach (var add in g.Nodes.Where(n => n.Is("Add")).ToList())
         {
@@ -63,20 +65,23 @@ public sealed class FuseRopePass : IPass
     /// Add(Mul(x, cos), Mul(Concat(Neg(Slice(x, h:)), Slice(x, :h)), sin)) with cos/sin = Unsqueeze(Gather(table, positions), 1);
     /// null when <paramref name="add"/> is not shaped like it (with a reason when it nearly is).
     /// </summary>
-    private static (Value X, Value Cos, Value Sin, Value Positions, int Half)? Match(Node add, Dictionary<Value, bool> checkedTables, out string? why)
+    private static (Value X, Value Cos, Value Sin, Value Positions, int Half)? Match(Node add, Dictionary<Value, bool> checkedTables,
+        out string? why)
     {
         why = null;
         Node? MulWith(Value v) => v.Producer is { } p && p.Is("Mul") && v.Uses.Count == 1 && !v.IsGraphOutput ? p : null;
         if (MulWith(add.Inputs[0]!) is not { } m0 || MulWith(add.Inputs[1]!) is not { } m1) return null;
         // One Mul reads Concat(Neg(..), ..) (the rotated half): that one is ·sin, the other x·cos.
-        static int ConcatSide(Node mul) => mul.Inputs[0]?.Producer is { } a && a.Is("Concat") ? 0 : mul.Inputs[1]?.Producer is { } b && b.Is("Concat") ? 1 : -1;
+        static int ConcatSide(Node mul) => mul.Inputs[0]?.Producer is { } a && a.Is("Concat") ? 0 : mul.Inputs[1]?.Producer is { } b &&
+            b.Is("Concat") ? 1 : -1;
         var (cosMul, sinMul) = ConcatSide(m1) >= 0 ? (m0, m1) : ConcatSide(m0) >= 0 ? (m1, m0) : (null!, null!);
         if (cosMul is null) return null;
         int ci = ConcatSide(sinMul);
         var concat = sinMul.Inputs[ci]!.Producer!;
         var sin = sinMul.Inputs[1 - ci]!;
         if (concat.Inputs.Count != 2 || concat.Inputs[0]?.Producer is not { } neg || !neg.Is("Neg")) return null;
-        if (neg.Inputs[0]?.Producer is not { } hi || !hi.Is("Slice") || concat.Inputs[1]?.Producer is not { } lo || !lo.Is("Slice")) return null;
+        if (neg.Inputs[0]?.Producer is not { } hi || !hi.Is("Slice") || concat.Inputs[1]?.Producer is not { } lo || !lo.Is("Slice"))
+            return null;
         var x = lo.Inputs[0]!;
         if (!ReferenceEquals(hi.Inputs[0], x)) return null;
         int xi = ReferenceEquals(cosMul.Inputs[0], x) ? 0 : ReferenceEquals(cosMul.Inputs[1], x) ? 1 : -1;
@@ -87,7 +92,8 @@ public sealed class FuseRopePass : IPass
         static long[]? Arg(Node s, int i) => s.Inputs.Count > i ? Constants.Ints(Constants.Of(s.Inputs[i])) : null;
         bool LastAxis(Node s) => Arg(s, 3) is [var a] && (a == -1 || a == 3) && (Arg(s, 4) is null or [1]);
         if (!LastAxis(hi) || !LastAxis(lo)) { why = "the halves are not sliced along the last axis"; return null; }
-        if (Arg(lo, 1) is not [0] || Arg(lo, 2) is not [var h] || Arg(hi, 1) is not [var h2] || h2 != h || Arg(hi, 2) is not [var end] || end < 2 * h)
+        if (Arg(lo, 1) is not [0] || Arg(lo, 2) is not [var h] || Arg(hi, 1) is not [var h2] || h2 != h || Arg(hi, 2) is not [var end] ||
+            end < 2 * h)
         { why = "the slices are not the two halves"; return null; }
         long cat = concat.GetInt("axis", 0);
         if (cat != -1 && cat != 3) { why = $"the halves are concatenated along axis {cat}"; return null; }
@@ -97,13 +103,17 @@ public sealed class FuseRopePass : IPass
         {
             if (v.Producer is not { } u || !u.Is("Unsqueeze")) return null;
             var axes = u.Inputs.Count > 1 ? Constants.Ints(Constants.Of(u.Inputs[1])) : u.GetInts("axes")?.ToArray();
-            if (axes is not [1] || u.Inputs[0]?.Producer is not { } gather || !gather.Is("Gather") || gather.GetInt("axis", 0) != 0) return null;
-            return gather.Inputs[0] is { Initializer: { } t } table && t.Dims.Length == 2 && t.Dims[1] == 2 * h ? (table, gather.Inputs[1]!) : null;
+            if (axes is not [1] || u.Inputs[0]?.Producer is not { } gather || !gather.Is("Gather") || gather.GetInt("axis", 0) != 0)
+                return null;
+            return gather.Inputs[0] is { Initializer: { } t } table && t.Dims.Length == 2 && t.Dims[1] == 2 * h
+                ? (table, gather.Inputs[1]!) : null;
         }
-        if (Gathered(cos) is not { } c || Gathered(sin) is not { } s) { why = "cos/sin are not gathered from [positions, head size] tables by position"; return null; }
+        if (Gathered(cos) is not { } c || Gathered(sin) is not { } s)
+            { why = "cos/sin are not gathered from [positions, head size] tables by position"; return null; }
         if (!ReferenceEquals(c.Positions, s.Positions)) { why = "cos and sin are gathered by different positions"; return null; }
         bool Checked(Value t) => checkedTables.TryGetValue(t, out bool ok) ? ok : checkedTables[t] = HalvesEqual(t);
-        if (!Checked(c.Table) || !Checked(s.Table)) { why = "the cos/sin tables' two halves differ (not the rotate-half layout)"; return null; }
+        if (!Checked(c.Table) || !Checked(s.Table))
+            { why = "the cos/sin tables' two halves differ (not the rotate-half layout)"; return null; }
         return (x, c.Table, s.Table, c.Positions, (int)h);
     }
 

@@ -21,7 +21,8 @@ public sealed class LowerMambaPass(bool portable) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("lower_mamba", PassKind.Lowering,
-        "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → HadamardQuantizeInt8)",
+        "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → " +
+            "HadamardQuantizeInt8)",
         o => new LowerMambaPass(o.Portable));
 
     public string Name => Info.Name;
@@ -39,7 +40,9 @@ public sealed class LowerMambaPass(bool portable) : IPass
             var plans = new Dictionary<string, ActivationPlan>(StringComparer.Ordinal);
             for (int i = 0; i < Roles.Length; i++)
                 if (ctx.Plan.Activations.TryGetValue(values[i].Name, out var p) && p.Format == NumberFormat.Int8) plans[Roles[i]] = p;
-            if (plans.Count != Roles.Length) { ctx.Log.Add($"lower_mamba: {b.Name} left float: its conv and scan inputs have no int8 plan (run mamba_ranges)"); continue; }
+            if (plans.Count != Roles.Length)
+                { ctx.Log.Add($"lower_mamba: {b.Name} left float: its conv and scan inputs have no int8 plan (run " +
+                $"mamba_ranges)"); continue; }
             if (portable) LowerPortable(ctx, g, b, plans);
             else LowerFused(ctx, g, b, plans, cache);
             ctx.Log.Add($"lower_mamba: {b.Name} → {(portable ? "QDQ around Conv and Scan" : "QCausalConv1d, QSelectiveScan")}");
@@ -54,7 +57,8 @@ public sealed class LowerMambaPass(bool portable) : IPass
 
     // ------------------------------------------------------------------ quantc kernels
 
-    private static void LowerFused(PassContext ctx, Graph g, MambaBlock b, Dictionary<string, ActivationPlan> plans, Dictionary<(Value, float), (Value, Value)> cache)
+    private static void LowerFused(PassContext ctx, Graph g, MambaBlock b, Dictionary<string, ActivationPlan> plans,
+        Dictionary<(Value, float), (Value, Value)> cache)
     {
         ctx.Model.SetOpset(CustomOps.Domain, 1);
         // Conv: QCausalConv1d(x int8, x_scale, weight [d, K], bias, state) → (SiLU(conv), new state).
@@ -69,7 +73,8 @@ public sealed class LowerMambaPass(bool portable) : IPass
             convIn.Add(state);
             if (b.ConvStateOut is { } so) convOutNames.Add(TakeName(g, so));
         }
-        var conv = g.AddNode("QCausalConv1d", convIn, domain: CustomOps.Domain, name: g.UniqueName(b.Name + "/conv1d_int8"), outputNames: convOutNames, before: first);
+        var conv = g.AddNode("QCausalConv1d", convIn, domain: CustomOps.Domain, name: g.UniqueName(b.Name + "/conv1d_int8"),
+            outputNames: convOutNames, before: first);
         conv.SetAttribute("silu", 1L);
         ctx.Provenance.Record(conv.Outputs[0]!.Name, b.ScanX.Name);
         g.ReplaceAllUses(b.ScanX, conv.Outputs[0]!);
@@ -84,21 +89,26 @@ public sealed class LowerMambaPass(bool portable) : IPass
         var (zq, zqs) = Quantize(g, b.Z, plans["scan z"].Scale, at, cache);
         var d = b.D ?? Zeros(g, b.Name + ".D", e);
         string hName = TakeName(g, b.HOut);
-        var scan = g.AddNode("QSelectiveScan", [sx, sxs, dq, dqs, b.A, bq, bqs, cq, cqs, d, zq, zqs, b.DtBias, b.H0], domain: CustomOps.Domain,
-            name: g.UniqueName(b.Name + "/selective_scan_int8"), outputNames: [g.UniqueName(b.Gated.Name + "_int8scan"), hName], before: at);
+        var scan = g.AddNode("QSelectiveScan", [sx, sxs, dq, dqs, b.A, bq, bqs, cq, cqs, d, zq, zqs, b.DtBias, b.H0],
+            domain: CustomOps.Domain,
+            name: g.UniqueName(b.Name + "/selective_scan_int8"), outputNames: [g.UniqueName(b.Gated.Name + "_int8scan"), hName],
+                before: at);
         scan.SetAttribute("dt_softplus", 1L);
         ctx.Provenance.Record(scan.Outputs[0]!.Name, b.Gated.Name);
         g.ReplaceAllUses(b.Gated, scan.Outputs[0]!, includeGraphOutputs: true);
         g.ReplaceAllUses(b.HOut, scan.Outputs[1]!, includeGraphOutputs: true);
     }
 
-    /// <summary>Every int8 (per channel) weight / int8 static activation MatMul → MatMulInt8 (a Hadamard in front → HadamardQuantizeInt8).</summary>
+    /// <summary>Every int8 (per channel) weight / int8 static activation MatMul → MatMulInt8 (a Hadamard in front →
+    /// HadamardQuantizeInt8).</summary>
     private static void LowerLinears(PassContext ctx, Graph g, Dictionary<(Value, float), (Value, Value)> cache)
     {
         foreach (var l in ctx.Map.Linears)
         {
-            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.QuantizedWeight is not { GroupSize: 0 } q || (plan.WeightFormat != NumberFormat.Int8 && plan.WeightFormat != NumberFormat.Int7)
-                || plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Static || plan.ActivationRange is not { } range || !l.Node.Is("MatMul"))
+            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.QuantizedWeight is not { GroupSize: 0 } q ||
+                (plan.WeightFormat != NumberFormat.Int8 && plan.WeightFormat != NumberFormat.Int7)
+                || plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Static ||
+                    plan.ActivationRange is not { } range || !l.Node.Is("MatMul"))
                 continue;
             ctx.Model.SetOpset(CustomOps.Domain, 1);
             float s = Math.Max(Math.Max(Math.Abs(range.Lo), Math.Abs(range.Hi)) / 127f, 1e-12f);
@@ -109,11 +119,13 @@ public sealed class LowerMambaPass(bool portable) : IPass
                 // 1/√K; the range was calibrated on the transform as the graph has it (normalised or not).
                 float fused = h.GetInt("normalize", 1) != 0 ? s : s / MathF.Sqrt(l.InFeatures);
                 aScale = Scalar(g, l.Input.Name + "_scale", s);
-                aq = g.AddNode("HadamardQuantizeInt8", [h.Inputs[0], Scalar(g, l.Input.Name + "_hq_scale", fused)], domain: CustomOps.Domain,
+                aq = g.AddNode("HadamardQuantizeInt8", [h.Inputs[0], Scalar(g, l.Input.Name + "_hq_scale", fused)],
+                    domain: CustomOps.Domain,
                     name: g.UniqueName(l.Name + "/hadamard_quantize"), before: l.Node).Output;
                 ctx.Provenance.Record(aq.Name, l.Input.Name);
             }
-            else if (l.Input.Producer is { } sc && sc.Is("QSelectiveScan", CustomOps.Domain) && l.Input.ProducerOutputIndex == 0 && l.Input.Uses.Count == 1
+            else if (l.Input.Producer is { } sc && sc.Is("QSelectiveScan", CustomOps.Domain) && l.Input.ProducerOutputIndex == 0 &&
+                l.Input.Uses.Count == 1
                      && !l.Input.IsGraphOutput && sc.Inputs.Count == 14 && sc.Outputs.Count == 2)
             {
                 // No Hadamard between the scan and this layer: the scan quantizes its own output (y_q, y_scale).
@@ -121,16 +133,19 @@ public sealed class LowerMambaPass(bool portable) : IPass
                 aq = ScanWithInt8Output(g, sc, aScale);
             }
             else (aq, aScale) = Quantize(g, l.Input, s, l.Node, cache);
-            var wq = g.AddInitializer(Tensor.FromValues(g.UniqueName(l.Weight.Name + "_int8"), (int)DT.Int8, [q.N, q.K], (ReadOnlySpan<sbyte>)q.Values));
+            var wq = g.AddInitializer(Tensor.FromValues(g.UniqueName(l.Weight.Name + "_int8"), (int)DT.Int8, [q.N, q.K],
+                (ReadOnlySpan<sbyte>)q.Values));
             var ws = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Weight.Name + "_scale"), [q.N], q.Scales));
             ctx.Provenance.Record(wq.Name, l.Weight.Name);
             var inputs = new List<Value?> { aq, aScale, wq, ws };
             if (l.Bias is { } bias) inputs.Add(bias);
             var output = l.Output;
             string name = TakeName(g, output);
-            var mm = g.AddNode("MatMulInt8", inputs, domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/matmul_int8"), outputNames: [name], before: l.Node);
+            var mm = g.AddNode("MatMulInt8", inputs, domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/matmul_int8"),
+                outputNames: [name], before: l.Node);
             g.ReplaceAllUses(output, mm.Output, includeGraphOutputs: true);
-            plan.Reasons.Add("lower_mamba: ai.quantc.MatMulInt8" + (aq.Producer!.Is("HadamardQuantizeInt8", CustomOps.Domain) ? " after HadamardQuantizeInt8"
+            plan.Reasons.Add("lower_mamba: ai.quantc.MatMulInt8"
+                + (aq.Producer!.Is("HadamardQuantizeInt8", CustomOps.Domain) ? " after HadamardQuantizeInt8"
                 : aq.Producer.Is("QSelectiveScan", CustomOps.Domain) ? " on the scan's int8 output" : ""));
         }
     }
@@ -177,7 +192,8 @@ public sealed class LowerMambaPass(bool portable) : IPass
         Qdq(ctx, g, b.Z, plans["scan z"].Scale, null);
     }
 
-    /// <summary>QuantizeLinear → DequantizeLinear (int8, symmetric) on <paramref name="x"/> for all its readers, or only <paramref name="only"/>.</summary>
+    /// <summary>QuantizeLinear → DequantizeLinear (int8, symmetric) on <paramref name="x"/> for all its readers, or only <paramref
+    /// name="only"/>.</summary>
     private static void Qdq(PassContext ctx, Graph g, Value x, float s, Node? only)
     {
         var users = x.Uses.Where(u => only is null || ReferenceEquals(u.Node, only)).ToList();
@@ -195,7 +211,9 @@ public sealed class LowerMambaPass(bool portable) : IPass
     {
         foreach (var h in g.Nodes.Where(n => n.Is("Hadamard", CustomOps.Domain)).ToList())
         {
-            if (h.GetInt("normalize", 1) != 0) throw new Quantc.Onnx.BadInputException($"lower_mamba portable: {h} normalises; only the unnormalised transform online_hadamard emits is lowered");
+            if (h.GetInt("normalize", 1) != 0)
+                throw new Quantc.Onnx.BadInputException($"lower_mamba portable: {h} normalises; only the unnormalised transform " +
+                $"online_hadamard emits is lowered");
             var reader = ctx.Map.Linears.FirstOrDefault(l => ReferenceEquals(l.Input, h.Output))
                 ?? throw new Quantc.Onnx.BadInputException($"lower_mamba portable: {h} does not feed a linear layer");
             var m = OnlineHadamardPass.HadamardMatMul(g, h.Inputs[0]!, reader.InFeatures, reader.Name, h);

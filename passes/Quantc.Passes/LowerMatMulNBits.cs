@@ -33,10 +33,12 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
         int lowered = 0;
         foreach (var l in ctx.Map.Linears)
         {
-            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 || plan.ActivationFormat != NumberFormat.Fp32 || plan.QuantizedWeight is not { } q) continue;
+            if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 ||
+                plan.ActivationFormat != NumberFormat.Fp32 || plan.QuantizedWeight is not { } q) continue;
             if (!l.Node.Is("MatMul")) { ctx.Log.Add($"lower_matmulnbits: {l.Name} left to lower_qdq: not a MatMul"); continue; }
             int k = (int)l.InFeatures, n = (int)l.OutFeatures, block = q.GroupSize;
-            if (block < 16 || (block & (block - 1)) != 0) { ctx.Log.Add($"lower_matmulnbits: {l.Name} left to lower_qdq: block size {block} is not a power of two ≥ 16"); continue; }
+            if (block < 16 || (block & (block - 1)) != 0)
+                { ctx.Log.Add($"lower_matmulnbits: {l.Name} left to lower_qdq: block size {block} is not a power of two ≥ 16"); continue; }
             int blocks = k / block, blob = block / 2;
             var packed = new byte[n * blocks * blob];
             for (int c = 0; c < n; c++)
@@ -53,7 +55,8 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
                 int zpBytes = (blocks + 1) / 2;
                 var zpPacked = new byte[n * zpBytes];
                 for (int c = 0; c < n; c++)
-                    for (int bi = 0; bi < blocks; bi++) zpPacked[c * zpBytes + bi / 2] |= (byte)(((z[c * blocks + bi] + 8) & 0xF) << ((bi & 1) * 4));
+                    for (int bi = 0; bi < blocks; bi++)
+                        zpPacked[c * zpBytes + bi / 2] |= (byte)(((z[c * blocks + bi] + 8) & 0xF) << ((bi & 1) * 4));
                 zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_q4_zero_points", (int)DT.Uint8, [n * zpBytes], zpPacked));
             }
             var old = l.Node.Output;
@@ -81,6 +84,7 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
 /// <summary>The options of <see cref="LowerMatMulNBitsPass"/>.</summary>
 public sealed record LowerMatMulNBitsOptions : PassOptions
 {
-    [Option("MatMulNBits' accuracy_level: the lowest precision of its activations (0: unset, 1: fp32, 2: fp16, 3: bf16, 4: int8)", Min = 0, Max = 4)]
+    [Option("MatMulNBits' accuracy_level: the lowest precision of its activations (0: unset, 1: fp32, 2: fp16, 3: bf16, 4: int8)", Min = 0,
+        Max = 4)]
     public int AccuracyLevel { get; init; }
 }

@@ -37,7 +37,8 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
             int lowered = 0;
             foreach (var l in ctx.Map.Linears)
             {
-                if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 || plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Dynamic) continue;
+                if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 ||
+                    plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Dynamic) continue;
                 if (plan.QuantizedWeight is not { } q) continue;
                 string? why = l.InFeatures % 64 != 0 ? $"K = {l.InFeatures} is not a multiple of 64"
                     : q.GroupSize is not (32 or 64 or 128) ? $"group size {q.GroupSize} is not 32, 64 or 128"
@@ -52,7 +53,9 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
                 plan.Reasons.Add("lower_w4a8: ai.quantc.MatMulInt4Int8 (int8 per-token activations × int4 blocked weights)");
                 lowered++;
             }
-            if (lowered > 0) ctx.Log.Add($"lower_w4a8: {lowered} layers as ai.quantc.MatMulInt4Int8, {quantized.Count} per-token activation quantizations");
+            if (lowered > 0)
+                ctx.Log.Add($"lower_w4a8: {lowered} layers as ai.quantc.MatMulInt4Int8, {quantized.Count} per-token activation " +
+                $"quantizations");
         }
         LowerQdqPass.LowerAll(ctx);   // everything else; removes the float weights left unused
     }
@@ -75,10 +78,12 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
     {
         ctx.Model.SetOpset(CustomOps.Domain, 1);
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
-        var b = g.AddInitializer(Tensor.FromBytes(g.UniqueName(l.Weight.Name + "_int4"), (int)DT.Uint8, [n, k / 2], Int4Packing.PackChunked(q.Values, n, k)));
+        var b = g.AddInitializer(Tensor.FromBytes(g.UniqueName(l.Weight.Name + "_int4"), (int)DT.Uint8, [n, k / 2],
+            Int4Packing.PackChunked(q.Values, n, k)));
         var bs = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Weight.Name + "_scale"), [n, q.Groups], q.Scales));
         var one = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_a_scale"), [], [1f]));
-        var mm = g.AddNode("MatMulInt4Int8", [a, one, b, bs], domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/MatMulInt4Int8"), before: l.Node);
+        var mm = g.AddNode("MatMulInt4Int8", [a, one, b, bs], domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/MatMulInt4Int8"),
+            before: l.Node);
         mm.SetAttribute("group_size", (long)q.GroupSize);
         // The product per token takes over the MatMul's output name, so the bias Add, graph outputs and provenance are unchanged.
         var old = l.Node.Output;

@@ -31,7 +31,8 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
         {
             // A Mamba recipe on a model without Mamba mixers would silently be a plain W8A8: refuse it.
             var near = map.Refusals.FirstOrDefault(r => r.Rule.Contains("mamba", StringComparison.OrdinalIgnoreCase));
-            throw new Quantc.Onnx.BadInputException("mamba_ranges: no Mamba mixer found in the model (this pass and the quamba recipes are for Mamba models)" +
+            throw new Quantc.Onnx.BadInputException("mamba_ranges: no Mamba mixer found in the model (this pass and the quamba recipes " +
+                "are for Mamba models)" +
                 (near is null ? "" : $"; nearest miss: {near}"));
         }
         var roles = blocks.SelectMany(b => new[]
@@ -52,9 +53,13 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
             if (clip)
             {
                 float full = st.AbsMax, kept = Math.Max(Math.Abs(plan.Range.Lo), Math.Abs(plan.Range.Hi));
-                plan.Reasons.Add(string.Create(CultureInfo.InvariantCulture, $"clipped at the {pct}th percentile: |x| ≤ {kept:G4} of max {full:G4} ({full / Math.Max(kept, 1e-30f):0.0}× finer step)"));
-                ctx.Log.Add(string.Create(CultureInfo.InvariantCulture, $"mamba_ranges: {b.Name} scan x clipped to {kept:G4} (max {full:G4})"));
-                if (ctx.Plan.TryGet(b.XProj.Name, out var xp) && xp.ActivationFormat != NumberFormat.Fp32 && xp.ActivationMode == ActivationMode.Static)
+                plan.Reasons.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"clipped at the {pct}th percentile: |x| ≤ {kept:G4} of max {full:G4} ({full / Math.Max(kept, 1e-30f):0.0}× finer " +
+                    $"step)"));
+                ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"mamba_ranges: {b.Name} scan x clipped to {kept:G4} (max {full:G4})"));
+                if (ctx.Plan.TryGet(b.XProj.Name, out var xp) && xp.ActivationFormat != NumberFormat.Fp32 &&
+                    xp.ActivationMode == ActivationMode.Static)
                 {
                     xp.ActivationRange = plan.Range;
                     xp.RangeMethod = plan.RangeMethod;

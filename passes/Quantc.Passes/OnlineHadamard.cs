@@ -12,7 +12,8 @@ namespace Quantc.Passes;
 /// producer (LLaMA's down_proj reads act(gate) ⊙ up), insert a Hadamard transform on the input,
 /// x' = H·x per token (unnormalised: ±1 entries), and fuse the inverse into the weight,
 /// W' = H·W / K, so x'·W' = x·HᵀH·W / K = x·W. Keeping the 1/K on the weight side makes it a power of
-/// two for power-of-two K, so the rewrite adds no rounding beyond the transform's own sums. Outliers of x are spread over all channels of x', which quantizes far
+/// two for power-of-two K, so the rewrite adds no rounding beyond the transform's own sums. Outliers of x are spread over all channels of
+/// x', which quantizes far
 /// better. Emits ai.quantc.Hadamard, or with <c>portable</c> a MatMul by the constant Hᵀ/√K (standard
 /// ONNX, runs anywhere). Function-preserving. <c>layers</c> is a regular expression on layer names.
 /// </summary>
@@ -76,7 +77,8 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
 
     private static Value PortableRotation(Graph g, LinearLayer l, long k) => HadamardMatMul(g, l.Input, k, l.Name, l.Node);
 
-    /// <summary>x' = x · Hᵀ·<paramref name="scale"/> (unnormalised, ±1 entries, by default) as a MatMul with a constant [K, K] matrix, inserted before <paramref name="before"/>.</summary>
+    /// <summary>x' = x · Hᵀ·<paramref name="scale"/> (unnormalised, ±1 entries, by default) as a MatMul with a constant [K, K] matrix,
+    /// inserted before <paramref name="before"/>.</summary>
     internal static Value HadamardMatMul(Graph g, Value x, long k, string name, Node before, double scale = 1)
     {
         var h = Hadamard.Matrix(k);

@@ -30,13 +30,16 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
     {
         var g = ctx.Model.Graph;
         var sites = ctx.Map.Attention;
-        if (sites.Count == 0) { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or MultiHeadAttention)"); return; }
+        if (sites.Count == 0)
+            { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or " +
+            "MultiHeadAttention)"); return; }
         foreach (var a in sites)
         {
             var done = new List<string>();
             void Quantize(string what, CacheStream? s, string? why)
             {
-                if (s is null || a.HeadDim is null) { ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) {what} skipped: {why ?? "head size unknown"}"); return; }
+                if (s is null || a.HeadDim is null)
+                    { ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) {what} skipped: {why ?? "head size unknown"}"); return; }
                 foreach (var src in s.Sources) FakeQuantize(ctx, g, src, a.HeadDim.Value, s.OneHeadLast, $"{a.Name}/{what}_q{bits}");
                 done.Add(what);
             }
@@ -47,7 +50,8 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
                 else Quantize("keys", a.Keys, a.KeysWhy);
             }
             if (values) Quantize("values", a.Values, a.ValuesWhy);
-            if (done.Count > 0) ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} asymmetric per token and head ({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
+            if (done.Count > 0)
+                ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} asymmetric per token and head ({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
         }
     }
 

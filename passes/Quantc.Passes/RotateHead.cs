@@ -48,7 +48,8 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
         {
             var region = HeadRegion.Follow(v, map, out string? why);
             if (region is null) { ctx.Log.Add($"rotate_head: {v.Name} skipped: {why}"); continue; }
-            if (region.Readers.Any(done.Contains)) { ctx.Log.Add($"rotate_head: {v.Name} skipped: its readers are reached from another rotated layer"); continue; }
+            if (region.Readers.Any(done.Contains))
+                { ctx.Log.Add($"rotate_head: {v.Name} skipped: its readers are reached from another rotated layer"); continue; }
             if (!rotations.TryGetValue(region.HeadSize, out var q)) rotations[region.HeadSize] = q = Rotation.Create(region.HeadSize, seed);
 
             RotatedWeights.Outputs(g, v, q);                     // V·diag(Q_h, …)
@@ -64,10 +65,14 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
             string via = region.GraphInputs.Count + region.GraphOutputs.Count > 0
                 ? $"; cache in the rotated basis: {string.Join(", ", region.GraphInputs.Concat(region.GraphOutputs))}" : "";
             ctx.Log.Add($"rotate_head: {v.Name} → {string.Join(", ", region.Readers.Select(r => r.Name))} ({q.Description}, head size {region.HeadSize}){via}");
-            if (!q.IsHadamard) ctx.Log.Add($"rotate_head: head size {region.HeadSize} has no Hadamard matrix: used a seeded random orthogonal matrix instead");
+            if (!q.IsHadamard)
+                ctx.Log.Add($"rotate_head: head size {region.HeadSize} has no Hadamard matrix: used a seeded random orthogonal matrix " +
+                $"instead");
         }
         if (cacheTensors.Count > 0)
-            ctx.Model.SetMetadata(CacheMetadataKey, string.Join("|", cacheTensors.GroupBy(o => o.Size).Select(gr => $"{gr.Key}:{seed}:{string.Join(",", gr.Select(o => o.Name).Distinct())}")));
+            ctx.Model.SetMetadata(CacheMetadataKey,
+                string.Join("|",
+                cacheTensors.GroupBy(o => o.Size).Select(gr => $"{gr.Key}:{seed}:{string.Join(",", gr.Select(o => o.Name).Distinct())}")));
     }
 }
 
@@ -88,10 +93,12 @@ internal sealed class HeadRegion
         why = null;
         long width = v.OutFeatures;
         long? hd = HeadSizeAt(v.Output, width);
-        if (hd is not { } d) { why = "cannot tell the head size (its output feeds neither a Reshape into heads nor GroupQueryAttention)"; return null; }
+        if (hd is not { } d)
+            { why = "cannot tell the head size (its output feeds neither a Reshape into heads nor GroupQueryAttention)"; return null; }
         var region = new HeadRegion { HeadSize = d };
         // Each value in the region with the size of its last axis (a multiple of d) and its rank (0 = unknown).
-        var seen = new Dictionary<Value, (long Last, int Rank)>(ReferenceEqualityComparer.Instance) { [v.Output] = (width, v.Output.Shape?.Length ?? 0) };
+        var seen = new Dictionary<Value,
+            (long Last, int Rank)>(ReferenceEqualityComparer.Instance) { [v.Output] = (width, v.Output.Shape?.Length ?? 0) };
         var queue = new Queue<Value>([v.Output]);
         var visitedNodes = new HashSet<Node>(ReferenceEqualityComparer.Instance);
         string? fail = null;
@@ -109,7 +116,8 @@ internal sealed class HeadRegion
             foreach (int i in slots)
             {
                 if (i >= n.Inputs.Count || n.Inputs[i] is not { } x || ReferenceEquals(x, from) || seen.ContainsKey(x)) continue;
-                if (x.IsGraphInput && !x.IsInitializer) { if (!region.GraphInputs.Contains(x.Name)) region.GraphInputs.Add(x.Name); continue; }
+                if (x.IsGraphInput && !x.IsInitializer)
+                    { if (!region.GraphInputs.Contains(x.Name)) region.GraphInputs.Add(x.Name); continue; }
                 fail = $"{n.OpType} '{n.Name}' joins '{x.Name}', which is neither rotated nor a graph input";
                 return false;
             }
@@ -139,7 +147,8 @@ internal sealed class HeadRegion
                     case "Reshape" when n.IsOnnxDomain && use.InputIndex == 0:
                     {
                         var shape = Constants.Ints(Constants.Of(n.Inputs[1]));
-                        if (shape is null || shape.Length == 0 || shape[^1] < 0) { fail = $"Reshape '{n.Name}' has no constant last dimension"; break; }
+                        if (shape is null || shape.Length == 0 || shape[^1] < 0)
+                            { fail = $"Reshape '{n.Name}' has no constant last dimension"; break; }
                         long outLast = shape[^1] == 0 && n.GetInt("allowzero", 0) == 0 ? last : shape[^1];
                         Add(n.Output, outLast, shape.Length);
                         break;
@@ -155,7 +164,8 @@ internal sealed class HeadRegion
                     {
                         if (seen.ContainsKey(n.Output)) break;
                         long axis = n.GetInt("axis", 0);
-                        if (axis == -1 || (axis >= 0 && (rank == 0 || axis == rank - 1)) || axis < -1) { fail = $"Concat '{n.Name}' joins along the last axis (or an axis of unknown place)"; break; }
+                        if (axis == -1 || (axis >= 0 && (rank == 0 || axis == rank - 1)) || axis < -1)
+                            { fail = $"Concat '{n.Name}' joins along the last axis (or an axis of unknown place)"; break; }
                         if (!JoinOthers(n, Enumerable.Range(0, n.Inputs.Count).ToArray(), x)) break;
                         Add(n.Output, last, rank);
                         break;
@@ -172,7 +182,8 @@ internal sealed class HeadRegion
                     case "Expand" when n.IsOnnxDomain && use.InputIndex == 0:
                     {
                         var shape = Constants.Ints(Constants.Of(n.Inputs[1]));
-                        if (shape is null || shape.Length == 0 || (shape[^1] != 1 && shape[^1] != last)) { fail = $"Expand '{n.Name}' may broadcast the last axis"; break; }
+                        if (shape is null || shape.Length == 0 || (shape[^1] != 1 && shape[^1] != last))
+                            { fail = $"Expand '{n.Name}' may broadcast the last axis"; break; }
                         Add(n.Output, last, Math.Max(rank, shape.Length));
                         break;
                     }
@@ -186,7 +197,8 @@ internal sealed class HeadRegion
                     case "GroupQueryAttention" when n.Domain == "com.microsoft" && use.InputIndex is 2 or 4:
                     {
                         long kvHeads = n.GetInt("kv_num_heads", 0), heads = n.GetInt("num_heads", 0);
-                        if (kvHeads <= 0 || heads <= 0 || last != kvHeads * d) { fail = $"GroupQueryAttention '{n.Name}': value width {last} is not kv_num_heads × {d}"; break; }
+                        if (kvHeads <= 0 || heads <= 0 || last != kvHeads * d)
+                            { fail = $"GroupQueryAttention '{n.Name}': value width {last} is not kv_num_heads × {d}"; break; }
                         if (!JoinOthers(n, [2, 4], x)) break;
                         Add(n.Outputs[0], heads * d, 3);
                         if (n.Outputs.Count > 2) Add(n.Outputs[2], d, 4);
@@ -210,9 +222,11 @@ internal sealed class HeadRegion
         foreach (var use in y.Uses)
         {
             var n = use.Node;
-            if (n.Is("Reshape") && use.InputIndex == 0 && Constants.Ints(Constants.Of(n.Inputs[1])) is { Length: >= 2 } s && s[^1] > 0 && width % s[^1] == 0 && s[^1] < width)
+            if (n.Is("Reshape") && use.InputIndex == 0 && Constants.Ints(Constants.Of(n.Inputs[1])) is { Length: >= 2 } s && s[^1] > 0 &&
+                width % s[^1] == 0 && s[^1] < width)
                 return s[^1];
-            if (n.Is("GroupQueryAttention", "com.microsoft") && use.InputIndex == 2 && n.GetInt("kv_num_heads", 0) is > 0 and var kv && width % kv == 0)
+            if (n.Is("GroupQueryAttention", "com.microsoft") && use.InputIndex == 2 && n.GetInt("kv_num_heads", 0) is > 0 and var kv &&
+                width % kv == 0)
                 return width / kv;
         }
         return null;

@@ -26,25 +26,30 @@ public sealed class RotateQkPass(bool portable) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("rotate_qk", PassKind.FunctionPreserving,
-        "QuaRot R3: online Hadamard per head on the queries and keys after RoPE (eager attention, GroupQueryAttention without do_rotary, MultiHeadAttention); the key cache stays rotated",
+        "QuaRot R3: online Hadamard per head on the queries and keys after RoPE (eager attention, GroupQueryAttention without do_rotary, " +
+            "MultiHeadAttention); the key cache stays rotated",
         o => new RotateQkPass(o.Portable));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
 
-    /// <summary>The metadata key naming the key-cache tensors held rotated: <c>HEAD_SIZE:NAME,NAME…</c> (see <see cref="CacheRotations"/>).</summary>
+    /// <summary>The metadata key naming the key-cache tensors held rotated: <c>HEAD_SIZE:NAME,NAME…</c> (see <see
+    /// cref="CacheRotations"/>).</summary>
     public const string CacheMetadataKey = CacheRotations.KeyKey;
 
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
         var sites = ctx.Map.Attention;
-        if (sites.Count == 0) { ctx.Log.Add("rotate_qk: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or MultiHeadAttention)"); return; }
+        if (sites.Count == 0)
+            { ctx.Log.Add("rotate_qk: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or " +
+            "MultiHeadAttention)"); return; }
         var cache = new List<(long Size, string Name)>();
         foreach (var a in sites)
         {
             string? why = a.RopeInside ?? (a.Keys is null ? a.KeysWhy : null)
-                ?? (a.HeadDim is not { } hd0 ? "head size unknown" : !Hadamard.IsSupported(hd0) ? $"no Hadamard matrix of order {hd0} (the head size)" : null);
+                ?? (a.HeadDim is not { } hd0 ? "head size unknown" : !Hadamard.IsSupported(hd0)
+                    ? $"no Hadamard matrix of order {hd0} (the head size)" : null);
             if (why is not null) { ctx.Log.Add($"rotate_qk: {a.Name} ({a.Form}) skipped: {why}"); continue; }
             long d = a.HeadDim!.Value;
             var keys = a.Keys!;
@@ -59,12 +64,16 @@ public sealed class RotateQkPass(bool portable) : IPass
         if (cache.Count > 0)
         {
             var prior = ctx.Model.Metadata.FirstOrDefault(kv => kv.Key == CacheMetadataKey).Value;
-            if (!string.IsNullOrEmpty(prior)) throw new BadInputException($"rotate_qk: the model's key cache is already rotated ({CacheMetadataKey} = '{prior}')");
-            ctx.Model.SetMetadata(CacheMetadataKey, string.Join("|", cache.GroupBy(c => c.Size).Select(gr => $"{gr.Key}:{string.Join(",", gr.Select(c => c.Name).Distinct())}")));
+            if (!string.IsNullOrEmpty(prior))
+                throw new BadInputException($"rotate_qk: the model's key cache is already rotated ({CacheMetadataKey} = '{prior}')");
+            ctx.Model.SetMetadata(CacheMetadataKey,
+                string.Join("|",
+                cache.GroupBy(c => c.Size).Select(gr => $"{gr.Key}:{string.Join(",", gr.Select(c => c.Name).Distinct())}")));
         }
     }
 
-    /// <summary>The input at <paramref name="slot"/> replaced by x·Hᵀ/√d per head (reshaped to [.., heads, d] and back when its last axis holds whole heads).</summary>
+    /// <summary>The input at <paramref name="slot"/> replaced by x·Hᵀ/√d per head (reshaped to [.., heads, d] and back when its last axis
+    /// holds whole heads).</summary>
     private void Rotate(PassContext ctx, Graph g, Use slot, long d, bool oneHeadLast, string name)
     {
         var x = slot.Node.Inputs[slot.InputIndex]!;

@@ -23,14 +23,16 @@ namespace Quantc.Passes;
 /// and on models with massive activations (a few residual channels hundreds of times the median) those channels
 /// amplify it. <c>activation_aware</c> finds those channels on the calibration data first (residual absmax
 /// ≥ 100× the median channel's) and rounds each rotated reader column to one of its two float32 neighbours so
-/// that the error on those channels is small (<see cref="AwareRounding"/>); <c>auto</c> (the default) does so when calibration data is there.
+/// that the error on those channels is small (<see cref="AwareRounding"/>); <c>auto</c> (the default) does so when calibration data is
+/// there.
 /// </para>
 /// </summary>
 public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<RotateResidualOptions>("rotate_residual", PassKind.FunctionPreserving,
-        "QuaRot R1: rotate the residual stream by a seeded randomised Hadamard fused into the embedding and every layer writing or reading it (needs fold_norm first)",
+        "QuaRot R1: rotate the residual stream by a seeded randomised Hadamard fused into the embedding and every layer writing or " +
+            "reading it (needs fold_norm first)",
         o => new RotateResidualPass(o.Seed, o.Rounding));
 
     public string Name => Info.Name;
@@ -72,7 +74,9 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
         foreach (var v in stream.RotatedValues) ctx.Provenance.RecordTransformed(v.Name, "rotated");
         ctx.Log.Add($"rotate_residual: {q.Description} fused into the embedding '{table.Name}', {stream.Writers.Count} residual writers, " +
             $"{stream.Readers.Count} readers, through {stream.Norms.Count} norms");
-        if (!q.IsHadamard) ctx.Log.Add($"rotate_residual: hidden size {stream.Hidden} has no Hadamard matrix: used a seeded random orthogonal matrix instead");
+        if (!q.IsHadamard)
+            ctx.Log.Add($"rotate_residual: hidden size {stream.Hidden} has no Hadamard matrix: used a seeded random orthogonal matrix " +
+            $"instead");
     }
 
     /// <summary>
@@ -90,7 +94,8 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
         bool haveData = ctx.CanCalibrate(names);
         if (rounding == "auto" && !haveData)
         {
-            ctx.Log.Add("rotate_residual: nearest float32 rounding of the rotated weights (no calibration data for activation-aware rounding)");
+            ctx.Log.Add("rotate_residual: nearest float32 rounding of the rotated weights (no calibration data for activation-aware " +
+                "rounding)");
             return null;
         }
         var stats = ctx.Calibrate(names, Name);
@@ -110,7 +115,8 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
     public const double MassiveRatio = 100;
 }
 
-/// <summary>A rotation fused into a linear layer's weights, chunk by chunk of the rotation's order (whole rows for R1, heads for R2).</summary>
+/// <summary>A rotation fused into a linear layer's weights, chunk by chunk of the rotation's order (whole rows for R1, heads for
+/// R2).</summary>
 internal static class RotatedWeights
 {
     /// <summary>Output side: W ← W·diag(Q, …, Q), b ← b·diag(Q, …).</summary>
@@ -142,7 +148,9 @@ internal static class RotatedWeights
     {
         var kn = Weights.Read(l);
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
-        if (k != q.Size) throw new InvalidOperationException($"{l.Name}: activation-aware rounding needs a whole-row rotation ({k} inputs, order {q.Size})");
+        if (k != q.Size)
+            throw new InvalidOperationException($"{l.Name}: activation-aware rounding needs a whole-row rotation ({k} inputs, " +
+            $"order {q.Size})");
         var rows = new double[channels.Count][];
         var weights = new double[channels.Count];
         for (int a = 0; a < channels.Count; a++)
@@ -174,7 +182,8 @@ internal static class RotatedWeights
     }
 }
 
-/// <summary>The residual stream of a pre-norm transformer, from its embedding: who writes it, which norms read it, which layers read the norms.</summary>
+/// <summary>The residual stream of a pre-norm transformer, from its embedding: who writes it, which norms read it, which layers read the
+/// norms.</summary>
 internal sealed class ResidualStream
 {
     public required Node Embedding { get; init; }
@@ -196,15 +205,21 @@ internal sealed class ResidualStream
         static Exception Refuse(string why) => new BadInputException($"rotate_residual: cannot rotate the residual stream: {why}");
         var normOf = new Dictionary<Node, NormInfo>(ReferenceEqualityComparer.Instance);
         foreach (var n in map.Norms) foreach (var node in n.Nodes) normOf[node] = n;
-        bool FeedsNorm(Value v) => v.Uses.Any(u => normOf.TryGetValue(u.Node, out var n) && (ReferenceEquals(n.Input, v) || ReferenceEquals(n.Skip, v)));
+        bool FeedsNorm(Value v) =>
+            v.Uses.Any(u => normOf.TryGetValue(u.Node, out var n) && (ReferenceEquals(n.Input, v) || ReferenceEquals(n.Skip, v)));
 
-        var embeddings = g.Nodes.Where(n => n.Is("Gather") && n.GetInt("axis", 0) == 0 && n.Inputs[0]?.Initializer is { Dims.Length: 2 } && FeedsNorm(n.Output)).ToList();
-        if (embeddings.Count == 0) throw Refuse("no embedding found: a Gather on a [vocab, hidden] initializer whose output feeds an RMSNorm directly (LLaMA- or Mamba-style pre-norm models; learned position embeddings and LayerNorm are not handled)");
-        if (embeddings.Count > 1) throw Refuse($"{embeddings.Count} embedding-like Gathers feed norms ({string.Join(", ", embeddings.Select(n => n.Name))}); only one token embedding is handled");
+        var embeddings = g.Nodes.Where(n => n.Is("Gather") && n.GetInt("axis", 0) == 0 && n.Inputs[0]?.Initializer is { Dims.Length: 2 } &&
+            FeedsNorm(n.Output)).ToList();
+        if (embeddings.Count == 0)
+            throw Refuse("no embedding found: a Gather on a [vocab, hidden] initializer whose output feeds an RMSNorm directly (LLaMA- " +
+            "or Mamba-style pre-norm models; learned position embeddings and LayerNorm are not handled)");
+        if (embeddings.Count > 1)
+            throw Refuse($"{embeddings.Count} embedding-like Gathers feed norms ({string.Join(", ", embeddings.Select(n => n.Name))}); only one token embedding is handled");
         var embedding = embeddings[0];
         var table = embedding.Inputs[0]!;
         long d = table.Initializer!.Dims[1];
-        if (table.Initializer.DataType != (int)Onnx.Proto.TensorProto.Types.DataType.Float) throw Refuse($"the embedding '{table.Name}' is not float32");
+        if (table.Initializer.DataType != (int)Onnx.Proto.TensorProto.Types.DataType.Float)
+            throw Refuse($"the embedding '{table.Name}' is not float32");
         var s = new ResidualStream { Embedding = embedding, Hidden = d };
 
         var residual = new HashSet<Value>(ReferenceEqualityComparer.Instance) { embedding.Output };
@@ -217,8 +232,10 @@ internal sealed class ResidualStream
         {
             if (residual.Contains(other)) return;
             if (!byOutput.TryGetValue(other, out var w))
-                throw Refuse($"'{other.Name}' is added to the residual stream at {at.OpType} '{at.Name}' but is neither the stream nor the output of a linear layer");
-            if (other.Uses.Count != 1 || other.IsGraphOutput) throw Refuse($"{w.Name} writes the residual stream but its output is also used elsewhere");
+                throw Refuse($"'{other.Name}' is added to the residual stream at {at.OpType} '{at.Name}' but is neither the stream nor " +
+                    $"the output of a linear layer");
+            if (other.Uses.Count != 1 || other.IsGraphOutput)
+                throw Refuse($"{w.Name} writes the residual stream but its output is also used elsewhere");
             if (w.OutFeatures != d) throw Refuse($"{w.Name} writes {w.OutFeatures} features into a residual stream of {d}");
             if (w.Weight.Uses.Count != 1) throw Refuse($"{w.Name}'s weight is shared");
             s.Writers.Add(w);
@@ -242,11 +259,13 @@ internal sealed class ResidualStream
                     var fused = norm.OutputNode;
                     if (norm.Skip is not null && fused.Inputs.Count > 3 && fused.Inputs[3] is { } bias)
                     {
-                        if (bias.Initializer is null || bias.Uses.Count != 1) throw Refuse($"the bias of {norm.Name} is not an initializer of its own");
+                        if (bias.Initializer is null || bias.Uses.Count != 1)
+                            throw Refuse($"the bias of {norm.Name} is not an initializer of its own");
                         s.SkipBiases.Add(bias);
                     }
                     normed.Add(norm.Output);
-                    if (norm.Skip is not null && fused.Outputs.Count > 3 && fused.Outputs[3] is { } sum && residual.Add(sum)) queue.Enqueue(sum);
+                    if (norm.Skip is not null && fused.Outputs.Count > 3 && fused.Outputs[3] is { } sum && residual.Add(sum))
+                        queue.Enqueue(sum);
                     continue;
                 }
                 if (node.Is("Add") && node.Inputs.Count == 2)
@@ -267,7 +286,8 @@ internal sealed class ResidualStream
             foreach (var use in u.Uses)
             {
                 // A Reshape that keeps the hidden axis last and whole (tokens flattened for a Gemm) keeps the rotation.
-                if (use.Node.Is("Reshape") && use.InputIndex == 0 && Constants.Ints(Constants.Of(use.Node.Inputs[1])) is { Length: > 0 } shape && shape[^1] == d)
+                if (use.Node.Is("Reshape") && use.InputIndex == 0 &&
+                    Constants.Ints(Constants.Of(use.Node.Inputs[1])) is { Length: > 0 } shape && shape[^1] == d)
                 {
                     normed.Add(use.Node.Output);
                     continue;
@@ -276,13 +296,15 @@ internal sealed class ResidualStream
                 if (reader is null) throw Refuse($"norm output '{u.Name}' feeds {use.Node.OpType} '{use.Node.Name}', not a linear layer");
                 if (reader.InFeatures != d) throw Refuse($"{reader.Name} reads {reader.InFeatures} features of a {d}-wide stream");
                 bool tied = ReferenceEquals(reader.Weight, table);
-                if (tied && !reader.WeightIsOutByIn) throw Refuse($"{reader.Name} reads the embedding table '{table.Name}' as a [{d}, vocab] weight");
+                if (tied && !reader.WeightIsOutByIn)
+                    throw Refuse($"{reader.Name} reads the embedding table '{table.Name}' as a [{d}, vocab] weight");
                 if (!tied && reader.Weight.Uses.Count != 1) throw Refuse($"{reader.Name}'s weight is shared");
                 s.Readers.Add(reader);
             }
         }
         foreach (var use in table.Uses)
-            if (!ReferenceEquals(use.Node, embedding) && !s.Readers.Any(r => ReferenceEquals(r.Node, use.Node) && ReferenceEquals(r.Weight, table)))
+            if (!ReferenceEquals(use.Node, embedding) &&
+                !s.Readers.Any(r => ReferenceEquals(r.Node, use.Node) && ReferenceEquals(r.Weight, table)))
                 throw Refuse($"the embedding table '{table.Name}' is also read by {use.Node.OpType} '{use.Node.Name}'");
         if (s.Writers.Count == 0 || s.Readers.Count == 0) throw Refuse("no layer writes or reads the residual stream");
         s.Residual.AddRange(residual);
@@ -294,11 +316,13 @@ internal sealed class ResidualStream
 
     private static void CheckNorm(NormInfo norm, long d, Func<string, Exception> refuse)
     {
-        if (norm.Kind != NormKind.RmsNorm) throw refuse($"{norm.Name} is a LayerNorm: its mean subtraction does not commute with a rotation");
+        if (norm.Kind != NormKind.RmsNorm)
+            throw refuse($"{norm.Name} is a LayerNorm: its mean subtraction does not commute with a rotation");
         if (norm.HiddenSize != d) throw refuse($"{norm.Name} normalises {norm.HiddenSize} channels of a {d}-wide stream");
         var gamma = norm.Gamma.Initializer!.ToFloat32();
         if (gamma.Any(x => x != gamma[0]))
-            throw refuse($"{norm.Name} has its γ not folded into the layers it feeds (run fold_norm before rotate_residual; see its log for why it was not folded)");
+            throw refuse($"{norm.Name} has its γ not folded into the layers it feeds (run fold_norm before rotate_residual; see its log " +
+                $"for why it was not folded)");
         if (norm.Beta?.Initializer is { } bt && bt.ToFloat32().Any(x => x != 0)) throw refuse($"{norm.Name} has a non-zero β");
     }
 }

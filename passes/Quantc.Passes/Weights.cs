@@ -17,7 +17,8 @@ internal static class Weights
         return t;
     }
 
-    /// <summary>Replaces the weight with <paramref name="kn"/> ([K, N] float32), keeping its orientation; a weight shared with another node is copied first.</summary>
+    /// <summary>Replaces the weight with <paramref name="kn"/> ([K, N] float32), keeping its orientation; a weight shared with another node
+    /// is copied first.</summary>
     public static void Write(Graph g, LinearLayer l, float[] kn)
     {
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
@@ -66,7 +67,8 @@ internal static class Weights
 /// <summary>Graph-order queries the lowering passes share.</summary>
 internal static class GraphOrder
 {
-    /// <summary>The first node of <paramref name="g"/>, in graph order, that reads <paramref name="v"/> (null when none in this graph does).</summary>
+    /// <summary>The first node of <paramref name="g"/>, in graph order, that reads <paramref name="v"/> (null when none in this graph
+    /// does).</summary>
     public static Node? FirstUser(Graph g, Value v)
     {
         var users = v.Uses.Select(u => u.Node).Where(n => ReferenceEquals(n.Graph, g)).ToHashSet(ReferenceEqualityComparer.Instance);

@@ -159,7 +159,8 @@ public sealed class Graph
         var names = outputNames?.ToList();
         for (int i = 0; i < (names?.Count ?? outputCount); i++)
         {
-            string outName = names is not null ? (names[i].Length == 0 ? "" : names[i]) : UniqueName($"{nodeName}_out{(i == 0 ? "" : i.ToString())}");
+            string outName = names is not null ? (names[i].Length == 0 ? "" : names[i])
+                : UniqueName($"{nodeName}_out{(i == 0 ? "" : i.ToString())}");
             if (outName.Length == 0) { n.OutputList.Add(null); continue; }
             var v = Define(outName);
             v.Producer = n;
@@ -283,7 +284,8 @@ public sealed class Graph
     /// <summary>Removes an unused initializer.</summary>
     public void RemoveInitializer(Value value)
     {
-        if (value.UseList.Count > 0 || _outputs.Contains(value)) throw new InvalidOperationException($"initializer '{value.Name}' is still used");
+        if (value.UseList.Count > 0 || _outputs.Contains(value))
+            throw new InvalidOperationException($"initializer '{value.Name}' is still used");
         _initializers.Remove(value);
         value.Initializer = null;
         Touch();
@@ -390,7 +392,8 @@ public sealed class Graph
         return problems;
     }
 
-    /// <summary>Throws <see cref="GraphValidationException"/> unless the graph is consistent: one definition per value, no dangling references, use lists in step, no cycles.</summary>
+    /// <summary>Throws <see cref="GraphValidationException"/> unless the graph is consistent: one definition per value, no dangling
+    /// references, use lists in step, no cycles.</summary>
     public void Validate()
     {
         var problems = FindProblems();
@@ -471,7 +474,8 @@ public sealed class Graph
         {
             if (!g._values.TryGetValue(t.Name, out var v) || v.Initializer is not null || !g._inputs.Contains(v))
             {
-                if (g._values.ContainsKey(t.Name)) throw new BadInputException($"graph '{proto.Name}': initializer '{t.Name}' is defined twice");
+                if (g._values.ContainsKey(t.Name))
+                    throw new BadInputException($"graph '{proto.Name}': initializer '{t.Name}' is defined twice");
                 v = g.Define(t.Name);
             }
             v.Initializer = Tensor.FromProto(t, file?.ExternalDataOf(t));
@@ -500,7 +504,8 @@ public sealed class Graph
                 string o = np.Output[i];
                 if (o.Length == 0) { n.OutputList.Add(null); continue; }
                 if (g._values.ContainsKey(o))
-                    throw new BadInputException($"graph '{proto.Name}': value '{o}' is produced by node '{np.Name}' ({np.OpType}) but already defined");
+                    throw new BadInputException($"graph '{proto.Name}': value '{o}' is produced by node '{np.Name}' ({np.OpType}) but " +
+                        $"already defined");
                 var v = g.Define(o);
                 v.Producer = n;
                 v.ProducerOutputIndex = i;

@@ -60,7 +60,8 @@ public sealed class Model : IDisposable
     }
 
     /// <summary>metadata_props as a read-only view.</summary>
-    public IReadOnlyList<KeyValuePair<string, string>> Metadata => _shell.MetadataProps.Select(p => KeyValuePair.Create(p.Key, p.Value)).ToList();
+    public IReadOnlyList<KeyValuePair<string, string>> Metadata =>
+        _shell.MetadataProps.Select(p => KeyValuePair.Create(p.Key, p.Value)).ToList();
 
     /// <summary>Sets a metadata_props entry (replacing one with the same key).</summary>
     public void SetMetadata(string key, string value)
@@ -80,7 +81,8 @@ public sealed class Model : IDisposable
         catch { file.Dispose(); throw; }
     }
 
-    /// <summary>Builds the IR over a model file already read. A malformed graph (empty or duplicate names, dangling references...) is a <see cref="BadInputException"/>.</summary>
+    /// <summary>Builds the IR over a model file already read. A malformed graph (empty or duplicate names, dangling references...) is a
+    /// <see cref="BadInputException"/>.</summary>
     public static Model FromFile(OnnxModelFile file)
     {
         try { return FromProto(file.Proto, file); }

@@ -54,7 +54,8 @@ public sealed class Node
     private string _domain = "";
     public string Name { get; set; }
 
-    /// <summary>The node as loaded, minus what the IR models (inputs, outputs, attributes); keeps doc_string, metadata, unknown fields.</summary>
+    /// <summary>The node as loaded, minus what the IR models (inputs, outputs, attributes); keeps doc_string, metadata, unknown
+    /// fields.</summary>
     internal NodeProto? Shell { get; set; }
 
     /// <summary>Inputs; null marks an omitted optional input.</summary>
@@ -99,9 +100,13 @@ public sealed class Node
         Graph.Touch();
     }
 
-    public void SetAttribute(string name, long value) => SetAttribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value });
-    public void SetAttribute(string name, float value) => SetAttribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value });
-    public void SetAttribute(string name, string value) => SetAttribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8(value) });
+    public void SetAttribute(string name, long value) =>
+        SetAttribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value });
+    public void SetAttribute(string name, float value) =>
+        SetAttribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value });
+    public void SetAttribute(string name, string value) =>
+        SetAttribute(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.String,
+        S = Google.Protobuf.ByteString.CopyFromUtf8(value) });
     public void SetAttribute(string name, IEnumerable<long> values)
     {
         var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };

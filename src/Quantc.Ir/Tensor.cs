@@ -38,7 +38,8 @@ public sealed class Tensor
     public long ElementCount => Dims.Aggregate(1L, (a, d) => checked(a * d));
 
     /// <summary>Number of payload bytes.</summary>
-    public long ByteLength => DataType == (int)DT.String ? (_proto?.StringData.Sum(s => (long)s.Length) ?? 0) : DataTypes.ByteSize(DataType, ElementCount);
+    public long ByteLength => DataType == (int)DT.String ? (_proto?.StringData.Sum(s => (long)s.Length) ?? 0)
+        : DataTypes.ByteSize(DataType, ElementCount);
 
     /// <summary>True when the bytes are a slice of a memory-mapped external file.</summary>
     public bool IsExternal => _data is MappedTensorData;
@@ -94,13 +95,15 @@ public sealed class Tensor
     public ReadOnlySpan<T> AsSpan<T>() where T : unmanaged
     {
         int bits = DataTypes.BitsOf(DataType);
-        if (bits != Marshal.SizeOf<T>() * 8 && !(DataType is (int)DT.Complex64 && typeof(T) == typeof(float)) && !(DataType is (int)DT.Complex128 && typeof(T) == typeof(double)))
+        if (bits != Marshal.SizeOf<T>() * 8 && !(DataType is (int)DT.Complex64 && typeof(T) == typeof(float)) &&
+            !(DataType is (int)DT.Complex128 && typeof(T) == typeof(double)))
             throw new InvalidOperationException($"tensor '{Name}' is {DataTypes.Name(DataType)}; cannot view it as {typeof(T).Name}");
         return MemoryMarshal.Cast<byte, T>(Data.Span);
     }
 
     /// <summary>The strings of a string tensor.</summary>
-    public IReadOnlyList<byte[]> Strings => _proto is { DataType: (int)DT.String } p ? p.StringData.Select(s => s.ToByteArray()).ToList() : throw new InvalidOperationException($"tensor '{Name}' is not a string tensor");
+    public IReadOnlyList<byte[]> Strings => _proto is { DataType: (int)DT.String } p ? p.StringData.Select(s => s.ToByteArray()).ToList()
+        : throw new InvalidOperationException($"tensor '{Name}' is not a string tensor");
 
     /// <summary>Every element converted to float32 (from any numeric type, including fp16, bf16, fp8, fp4, int4, int2).</summary>
     public float[] ToFloat32()
@@ -154,7 +157,8 @@ public static class NumericConvert
             case DT.Float: MemoryMarshal.Cast<byte, float>(src)[..n].CopyTo(dst); break;
             case DT.Double: { var s = MemoryMarshal.Cast<byte, double>(src); for (int i = 0; i < n; i++) dst[i] = (float)s[i]; break; }
             case DT.Float16: System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(src)[..n], dst); break;
-            case DT.Bfloat16: { var s = MemoryMarshal.Cast<byte, ushort>(src); for (int i = 0; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(s[i] << 16); break; }
+            case DT.Bfloat16: { var s = MemoryMarshal.Cast<byte,
+                ushort>(src); for (int i = 0; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(s[i] << 16); break; }
             case DT.Int8: { var s = MemoryMarshal.Cast<byte, sbyte>(src); for (int i = 0; i < n; i++) dst[i] = s[i]; break; }
             case DT.Uint8: case DT.Bool: for (int i = 0; i < n; i++) dst[i] = src[i]; break;
             case DT.Int16: { var s = MemoryMarshal.Cast<byte, short>(src); for (int i = 0; i < n; i++) dst[i] = s[i]; break; }
@@ -181,7 +185,8 @@ public static class NumericConvert
 
     private static int SignExtend(int v, int bits) => (v << (32 - bits)) >> (32 - bits);
 
-    /// <summary>Decodes a float with 1 sign bit, an exponent (bias <paramref name="bias"/>) and <paramref name="mbits"/> mantissa bits (finite encodings only).</summary>
+    /// <summary>Decodes a float with 1 sign bit, an exponent (bias <paramref name="bias"/>) and <paramref name="mbits"/> mantissa bits
+    /// (finite encodings only).</summary>
     private static float DecodeMinifloat(int sign, int e, int m, int bias, int mbits)
     {
         float mag = e == 0 ? MathF.ScaleB(m, 1 - bias - mbits) : MathF.ScaleB((1 << mbits) + m, e - bias - mbits);

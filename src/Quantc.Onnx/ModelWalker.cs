@@ -2,7 +2,8 @@ using Quantc.Onnx.Proto;
 
 namespace Quantc.Onnx;
 
-/// <summary>Visits every tensor stored in a model: initializers, sparse initializers, attribute tensors, in every (sub)graph, function and training graph.</summary>
+/// <summary>Visits every tensor stored in a model: initializers, sparse initializers, attribute tensors, in every (sub)graph, function and
+/// training graph.</summary>
 public static class ModelWalker
 {
     /// <summary>Every TensorProto in the model with a short description of where it is.</summary>

@@ -61,7 +61,8 @@ public sealed class OnnxModelFile : IDisposable
             using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
             if (fs.Length == 0) throw new BadInputException($"{path}: empty file, not an ONNX model");
             if (fs.Length > int.MaxValue)
-                throw new BadInputException($"{path}: {fs.Length} bytes; a protobuf file cannot exceed 2 GiB (large weights must be external data)");
+                throw new BadInputException($"{path}: {fs.Length} bytes; a protobuf file cannot exceed 2 GiB (large weights must be " +
+                    $"external data)");
             var input = CodedInputStream.CreateWithLimits(fs, (int)fs.Length, options.RecursionLimit);
             proto = new ModelProto();
             proto.MergeFrom(input);
@@ -205,7 +206,8 @@ public sealed class OnnxModelFile : IDisposable
             throw new BadInputException($"{what}: external data offset {offset} is beyond the end of '{location}' ({mapped.Length} bytes)");
         long len = length ?? (mapped.Length - offset);
         if (offset + len > mapped.Length)
-            throw new BadInputException($"{what}: external data [{offset}, {offset + len}) runs past the end of '{location}' ({mapped.Length} bytes)");
+            throw new BadInputException($"{what}: external data [{offset}, {offset + len}) runs past the end of '{location}' " +
+                $"({mapped.Length} bytes)");
         if (len != expected)
             throw new BadInputException($"{what}: external data length {len} but shape [{string.Join(",", t.Dims)}] of {DataTypes.Name(t.DataType)} needs {expected}");
         if (checksum is not null && options.VerifyChecksums)
@@ -218,10 +220,12 @@ public sealed class OnnxModelFile : IDisposable
         if (location.Contains('\0')) throw new BadInputException($"{what}: external data location contains a NUL character");
         if (System.IO.Path.IsPathRooted(location) || location.StartsWith('/') || location.StartsWith('\\') ||
             (location.Length >= 2 && location[1] == ':'))
-            throw new BadInputException($"{what}: external data location '{location}' is absolute; it must be relative to the model's folder");
+            throw new BadInputException($"{what}: external data location '{location}' is absolute; it must be relative to the model's " +
+                $"folder");
         var segments = location.Split('/', '\\');
         if (segments.Any(s => s == ".."))
-            throw new BadInputException($"{what}: external data location '{location}' contains '..'; it must stay inside the model's folder");
+            throw new BadInputException($"{what}: external data location '{location}' contains '..'; it must stay inside the model's " +
+                $"folder");
         string joined = System.IO.Path.GetFullPath(System.IO.Path.Combine(Directory, location));
         if (System.IO.Directory.Exists(joined))
             throw new BadInputException($"{what}: external data location '{location}' is a folder, not a file");
@@ -233,7 +237,8 @@ public sealed class OnnxModelFile : IDisposable
             throw new BadInputException($"{what}: external data file '{location}' cannot be resolved");
         string prefix = realDir.EndsWith(System.IO.Path.DirectorySeparatorChar) ? realDir : realDir + System.IO.Path.DirectorySeparatorChar;
         if (!real.StartsWith(prefix, StringComparison.Ordinal))
-            throw new BadInputException($"{what}: external data file '{location}' resolves (through a symlink) to '{real}', outside the model's folder");
+            throw new BadInputException($"{what}: external data file '{location}' resolves (through a symlink) to '{real}', outside the " +
+                $"model's folder");
         return real;
     }
 

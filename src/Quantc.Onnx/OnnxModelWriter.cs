@@ -6,7 +6,8 @@ namespace Quantc.Onnx;
 /// <summary>How a model is written.</summary>
 public sealed record OnnxWriteOptions
 {
-    /// <summary>Tensors with at least this many bytes go to the external data file. long.MaxValue keeps all inline unless the proto would pass 2 GB.</summary>
+    /// <summary>Tensors with at least this many bytes go to the external data file. long.MaxValue keeps all inline unless the proto would
+    /// pass 2 GB.</summary>
     public long ExternalDataThreshold { get; init; } = 1L << 20;
 
     /// <summary>Name of the external data file, next to the model. Default: the model's file name + ".data".</summary>
@@ -15,7 +16,8 @@ public sealed record OnnxWriteOptions
     /// <summary>Offset alignment of each tensor in the external data file (so it can be mapped directly).</summary>
     public int Alignment { get; init; } = 4096;
 
-    /// <summary>The largest protobuf we write; above it, the largest tensors move to external data. Protobuf's hard limit is 2 GiB.</summary>
+    /// <summary>The largest protobuf we write; above it, the largest tensors move to external data. Protobuf's hard limit is 2
+    /// GiB.</summary>
     public long MaxProtoBytes { get; init; } = int.MaxValue - (64L << 20);
 }
 
@@ -35,7 +37,8 @@ public static class OnnxModelWriter
     /// <paramref name="externalData"/> supplies the bytes of tensors whose data_location is EXTERNAL
     /// (for a model read from disk: <see cref="OnnxModelFile.ExternalDataOf"/>).
     /// </summary>
-    public static Result Save(ModelProto model, string path, Func<TensorProto, TensorData?>? externalData = null, OnnxWriteOptions? options = null)
+    public static Result Save(ModelProto model, string path, Func<TensorProto, TensorData?>? externalData = null,
+        OnnxWriteOptions? options = null)
     {
         options ??= new OnnxWriteOptions();
         externalData ??= _ => null;
@@ -69,7 +72,8 @@ public static class OnnxModelWriter
         }
         if (inlineTotal > options.MaxProtoBytes)
         {
-            foreach (int i in Enumerable.Range(0, originals.Count).Where(i => !external[i] && originals[i].DataType != (int)TensorProto.Types.DataType.String)
+            foreach (int i in Enumerable.Range(0, originals.Count).Where(i => !external[i] &&
+                originals[i].DataType != (int)TensorProto.Types.DataType.String)
                          .OrderByDescending(i => sizes[i]).ThenBy(i => i))
             {
                 if (inlineTotal <= options.MaxProtoBytes) break;
@@ -104,12 +108,15 @@ public static class OnnxModelWriter
                     if (src.DataLocation == TensorProto.Types.DataLocation.External) externalData(src)!.CopyTo(ds);
                     else ds.Write(TensorBytes.InlineBytes(src).Span);
                     long length = ds.Position - offset;
-                    if (length >= 1 << 20) KernelCopy.StartWriteBack(ds, offset, length); // overlaps the disk writes with the copy; the fsync below then has little left
+                    // overlaps the disk writes with the copy; the fsync below then has little left
+                    if (length >= 1 << 20) KernelCopy.StartWriteBack(ds, offset, length);
                     TensorBytes.ClearData(dst);
                     dst.DataLocation = TensorProto.Types.DataLocation.External;
                     dst.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName });
-                    dst.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-                    dst.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    dst.ExternalData.Add(new StringStringEntryProto { Key = "offset",
+                        Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    dst.ExternalData.Add(new StringStringEntryProto { Key = "length",
+                        Value = length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
                     extCount++;
                     extBytes += length;
                 }
@@ -146,7 +153,8 @@ public static class OnnxModelWriter
         }
     }
 
-    /// <summary>A short unique temporary file name in <paramref name="dir"/> (short, so that any file name that fits fits its temporary too).</summary>
+    /// <summary>A short unique temporary file name in <paramref name="dir"/> (short, so that any file name that fits fits its temporary
+    /// too).</summary>
     public static string TempPath(string dir) => Path.Combine(dir, $".qc-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..12]}.tmp");
 
     private static void TryDelete(string p)

@@ -44,7 +44,8 @@ public static class TensorBytes
             case DT.Uint32:
             {
                 var b = new byte[t.Uint64Data.Count * 4];
-                for (int i = 0; i < t.Uint64Data.Count; i++) BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(i * 4), (uint)t.Uint64Data[i]);
+                for (int i = 0; i < t.Uint64Data.Count; i++)
+                    BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(i * 4), (uint)t.Uint64Data[i]);
                 return b;
             }
             case DT.Int32:
@@ -55,7 +56,8 @@ public static class TensorBytes
             case DT.Bfloat16:
             {
                 var b = new byte[t.Int32Data.Count * 2];
-                for (int i = 0; i < t.Int32Data.Count; i++) BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(i * 2), (ushort)t.Int32Data[i]);
+                for (int i = 0; i < t.Int32Data.Count; i++)
+                    BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(i * 2), (ushort)t.Int32Data[i]);
                 return b;
             }
             case DT.Int8:

@@ -72,7 +72,8 @@ public sealed class MappedTensorData : TensorData
     /// </summary>
     public override void CopyTo(Stream destination)
     {
-        using var fs = new FileStream(File.Path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.SequentialScan);
+        using var fs = new FileStream(File.Path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1,
+            FileOptions.SequentialScan);
         long done = destination is FileStream dst && OperatingSystem.IsLinux() ? KernelCopy.Copy(fs, Offset, dst, _length) : 0;
         if (done == _length) return;
         fs.Position = Offset + done;
@@ -142,7 +143,8 @@ internal static partial class KernelCopy
     [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
     private static partial int sync_file_range(int fd, long offset, long nbytes, uint flags);
 
-    /// <summary>Asks the kernel to start writing <paramref name="file"/>'s bytes [offset, offset + length) to disk now, without waiting (Linux; a no-op elsewhere).</summary>
+    /// <summary>Asks the kernel to start writing <paramref name="file"/>'s bytes [offset, offset + length) to disk now, without waiting
+    /// (Linux; a no-op elsewhere).</summary>
     public static void StartWriteBack(FileStream file, long offset, long length)
     {
         if (!OperatingSystem.IsLinux() || length <= 0) return;
@@ -194,7 +196,8 @@ public sealed unsafe class MappedFile : IDisposable
                 {
                     if (Length == 0) throw new InvalidOperationException($"{Path} is empty");
                     using var fs = new FileStream(Path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
-                    _map = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+                    _map = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None,
+                        leaveOpen: false);
                     _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
                     byte* p = null;
                     _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);

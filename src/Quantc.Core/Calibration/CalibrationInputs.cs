@@ -37,7 +37,8 @@ public static class CalibrationInputs
                 s.Inputs[name] = (Cast(Enumerable.Repeat(1L, n).ToArray(), input.ElementType), [1, n]);
             else if (name == "position_ids")
                 s.Inputs[name] = (Cast(Enumerable.Range(0, n).Select(i => (long)i).ToArray(), input.ElementType), [1, n]);
-            else if (name.StartsWith("past_key_values.", StringComparison.Ordinal) || name.StartsWith("past_", StringComparison.Ordinal) || name.Contains("state", StringComparison.Ordinal))
+            else if (name.StartsWith("past_key_values.", StringComparison.Ordinal) || name.StartsWith("past_", StringComparison.Ordinal) ||
+                name.Contains("state", StringComparison.Ordinal))
             {
                 // Empty cache: [batch=1, heads, 0, head_dim], or a zero state of the declared fixed shape.
                 if (shape is null) throw new BadInputException($"input '{name}' has no shape; cannot make an empty cache for it");
@@ -47,7 +48,8 @@ public static class CalibrationInputs
                 s.Inputs[name] = (input.ElementType == (int)DT.Float16 ? new Float16[count] : new float[count], dims);
             }
             else
-                throw new BadInputException($"input '{name}' cannot be filled from token ids; give raw input tensors as calibration data instead");
+                throw new BadInputException($"input '{name}' cannot be filled from token ids; give raw input tensors as calibration data " +
+                    $"instead");
         }
         return s;
     }

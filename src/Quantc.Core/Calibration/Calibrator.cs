@@ -26,9 +26,12 @@ public sealed record CalibrationOptions
 public static class Calibrator
 {
     /// <summary>Collects statistics of <paramref name="tensors"/> (float tensors of the model) over <paramref name="samples"/>.</summary>
-    /// <remarks><paramref name="observe"/> (tensor, one sample's data as float, channels) sees every tensor's raw data in sample order; it is called in parallel for different tensors.</remarks>
-    public static Dictionary<string, TensorStats> Collect(Model model, IReadOnlyList<string> tensors, IReadOnlyList<CalibrationSample> samples,
-        CalibrationOptions? options = null, IProgress<(int Done, int Total)>? progress = null, Action<string, ReadOnlySpan<float>, int>? observe = null)
+    /// <remarks><paramref name="observe"/> (tensor, one sample's data as float, channels) sees every tensor's raw data in sample order; it
+    /// is called in parallel for different tensors.</remarks>
+    public static Dictionary<string,
+        TensorStats> Collect(Model model, IReadOnlyList<string> tensors, IReadOnlyList<CalibrationSample> samples,
+        CalibrationOptions? options = null, IProgress<(int Done, int Total)>? progress = null, Action<string, ReadOnlySpan<float>,
+            int>? observe = null)
     {
         options ??= new CalibrationOptions();
         if (samples.Count == 0) throw new BadInputException("no calibration samples");
@@ -113,7 +116,8 @@ public static class Calibrator
     /// <summary>Splits tensors into groups whose activations fit <paramref name="budget"/> bytes for the largest sample.</summary>
     private static List<List<string>> Group(Model model, List<string> tensors, IReadOnlyList<CalibrationSample> samples, long budget)
     {
-        long tokens = samples.Max(s => s.Inputs.Values.Select(x => x.Shape.Aggregate(1L, (a, b) => a * Math.Max(b, 1))).DefaultIfEmpty(1).Max());
+        long tokens = samples.Max(s =>
+            s.Inputs.Values.Select(x => x.Shape.Aggregate(1L, (a, b) => a * Math.Max(b, 1))).DefaultIfEmpty(1).Max());
         var groups = new List<List<string>>();
         var cur = new List<string>();
         long curBytes = 0;

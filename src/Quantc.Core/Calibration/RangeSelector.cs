@@ -7,7 +7,8 @@ public enum RangeMethod
     MinMax,
     /// <summary>Percentiles of the distribution (clipping the tails).</summary>
     Percentile,
-    /// <summary>The threshold minimising the KL divergence between the float and quantized distributions (TensorRT's entropy calibration).</summary>
+    /// <summary>The threshold minimising the KL divergence between the float and quantized distributions (TensorRT's entropy
+    /// calibration).</summary>
     Entropy,
     /// <summary>The threshold minimising the expected squared quantization error (clipping + rounding).</summary>
     Mse,
@@ -106,7 +107,8 @@ public static class RangeSelector
         return kl;
     }
 
-    /// <summary>The clipping threshold minimising the expected squared error of symmetric quantization with <paramref name="levels"/> levels a side.</summary>
+    /// <summary>The clipping threshold minimising the expected squared error of symmetric quantization with <paramref name="levels"/>
+    /// levels a side.</summary>
     public static float MseThreshold(Histogram h, int levels = 127)
     {
         var hist = h.AbsoluteBins();

@@ -32,7 +32,8 @@ public static class StatsFile
                 ["hist_count"] = s.Histogram.Count,
                 ["hist_bins"] = new JsonArray(s.Histogram.Bins.ToArray().Select(x => (JsonNode)JsonValue.Create(x)).ToArray()),
                 ["token_log_hist"] = new JsonArray(tokenLog.Select(x => (JsonNode)JsonValue.Create(x)).ToArray()),
-                ["top_tokens"] = new JsonArray(top.Select(t => (JsonNode)new JsonObject { ["sample"] = t.Sample, ["token"] = t.Token, ["absmax"] = t.AbsMax }).ToArray()),
+                ["top_tokens"] = new JsonArray(top.Select(t =>
+                    (JsonNode)new JsonObject { ["sample"] = t.Sample, ["token"] = t.Token, ["absmax"] = t.AbsMax }).ToArray()),
             });
         }
         root["tensors"] = arr;
@@ -58,7 +59,8 @@ public static class StatsFile
         try
         {
             var root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new BadInputException($"{path}: empty statistics file");
-            if ((string?)root["format"] != Format) throw new BadInputException($"{path}: not a quantc statistics file (format {(string?)root["format"] ?? "missing"})");
+            if ((string?)root["format"] != Format)
+                throw new BadInputException($"{path}: not a quantc statistics file (format {(string?)root["format"] ?? "missing"})");
             var result = new List<TensorStats>();
             foreach (var t in root["tensors"]!.AsArray())
             {

@@ -195,7 +195,8 @@ public sealed class TensorStats
         }
     }
 
-    internal void Restore(float min, float max, float[] chMin, float[] chMax, double[] chSum, long tokens, int samples, long[] tokenLog, IEnumerable<TokenSpike> top)
+    internal void Restore(float min, float max, float[] chMin, float[] chMax, double[] chSum, long tokens, int samples, long[] tokenLog,
+        IEnumerable<TokenSpike> top)
     {
         Min = min; Max = max; _chMin = chMin; _chMax = chMax; _chSum = chSum; _chSumBlock = new float[chSum.Length]; _blockRows = 0;
         Tokens = tokens; Samples = samples;

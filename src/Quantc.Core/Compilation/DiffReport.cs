@@ -3,7 +3,8 @@ using Quantc.Core.Diff;
 
 namespace Quantc.Core.Compilation;
 
-/// <summary>What <c>quantc diff --json</c> prints: whether the models are identical, how nodes were matched, and the changes by layer, node and initializer.</summary>
+/// <summary>What <c>quantc diff --json</c> prints: whether the models are identical, how nodes were matched, and the changes by layer, node
+/// and initializer.</summary>
 public sealed record DiffReport(
     bool Identical,
     DiffMatchedReport Matched,
@@ -16,8 +17,11 @@ public sealed record DiffReport(
         d.IsEmpty,
         new DiffMatchedReport(d.MatchedByProvenance, d.MatchedByName, d.MatchedByStructure),
         d.Layers,
-        [.. d.Nodes.Select(n => new DiffNodeReport(n.Change.ToString().ToLowerInvariant(), n.Layer, n.NameA, n.NameB, n.OpA, n.OpB, n.Detail))],
-        [.. d.Initializers.Select(i => new DiffInitializerReport(i.Layer, i.NameA, i.NameB, i.DtypeA, i.DtypeB, i.ShapeA, i.ShapeB, i.BytesA, i.BytesB, i.MaxAbsDelta, i.SqnrDb, i.Detail))]);
+        [.. d.Nodes.Select(n =>
+            new DiffNodeReport(n.Change.ToString().ToLowerInvariant(), n.Layer, n.NameA, n.NameB, n.OpA, n.OpB, n.Detail))],
+        [.. d.Initializers.Select(i =>
+            new DiffInitializerReport(i.Layer, i.NameA, i.NameB, i.DtypeA, i.DtypeB, i.ShapeA, i.ShapeB, i.BytesA, i.BytesB, i.MaxAbsDelta,
+            i.SqnrDb, i.Detail))]);
 
     /// <summary>The report as indented JSON, ending with a newline.</summary>
     public string ToJson() => ReportJson.Serialize(this);

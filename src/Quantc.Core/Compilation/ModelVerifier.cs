@@ -6,7 +6,8 @@ using Quantc.Ir;
 
 namespace Quantc.Core.Compilation;
 
-/// <summary>When a verification fails: an output's SQNR below <paramref name="MinSqnrDb"/>, or perplexity rising by more than <paramref name="MaxPerplexityIncrease"/> (0.05 = 5 %).</summary>
+/// <summary>When a verification fails: an output's SQNR below <paramref name="MinSqnrDb"/>, or perplexity rising by more than <paramref
+/// name="MaxPerplexityIncrease"/> (0.05 = 5 %).</summary>
 public sealed record VerifyThresholds(double? MinSqnrDb = null, double? MaxPerplexityIncrease = null)
 {
     /// <summary>
@@ -21,12 +22,15 @@ public sealed record VerifyThresholds(double? MinSqnrDb = null, double? MaxPerpl
         if (MinSqnrDb is { } m)
             foreach (var o in r.Outputs)
                 if (o.NonFinite == 0 && !(o.SqnrDb >= m))
-                    f.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {ReportNumberConverter.Db(o.SqnrDb)} dB < {m} dB"));
+                    f.Add(string.Create(CultureInfo.InvariantCulture,
+                        $"output '{o.Name}': SQNR {ReportNumberConverter.Db(o.SqnrDb)} dB < {m} dB"));
         if (MaxPerplexityIncrease is { } p)
         {
             if (r.Logits is not { ScoredTokens: > 0 } l) f.Add("perplexity: no token was scored");
-            else if (double.IsFinite(l.OriginalPerplexity) && double.IsFinite(l.CompiledPerplexity) && !(l.CompiledPerplexity <= l.OriginalPerplexity * (1 + p)))
-                f.Add(string.Create(CultureInfo.InvariantCulture, $"perplexity {l.CompiledPerplexity:0.000} > {l.OriginalPerplexity:0.000} × (1 + {p})"));
+            else if (double.IsFinite(l.OriginalPerplexity) && double.IsFinite(l.CompiledPerplexity) &&
+                !(l.CompiledPerplexity <= l.OriginalPerplexity * (1 + p)))
+                f.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"perplexity {l.CompiledPerplexity:0.000} > {l.OriginalPerplexity:0.000} × (1 + {p})"));
         }
         return f;
     }
@@ -40,7 +44,9 @@ public sealed record VerifyOutcome(VerifyReport Report, string Data, IReadOnlyLi
     /// <summary>The JSON report of <c>quantc verify --json</c>, as records.</summary>
     public VerifyJsonReport ToReport() => new(
         Data, Report.Samples,
-        [.. Report.Outputs.Select(x => new VerifyOutputReport(x.Name, x.SqnrDb, x.Cosine, x.MaxAbsError, x.Elements, x.NonFinite, x.SqnrVsExactDb, x.OriginalNoiseSqnrDb))],
+        [.. Report.Outputs.Select(x =>
+            new VerifyOutputReport(x.Name, x.SqnrDb, x.Cosine, x.MaxAbsError, x.Elements, x.NonFinite, x.SqnrVsExactDb,
+            x.OriginalNoiseSqnrDb))],
         Report.Logits is { } l ? new VerifyLogitsReport(l.Top1Agreement, l.OriginalPerplexity, l.CompiledPerplexity, l.ScoredTokens) : null,
         [.. Report.Layers.Select(x => new VerifyLayerReport(x.CompiledName, x.OriginalName, x.Op, x.SqnrDb, x.Cosine, x.MaxAbsError))],
         [.. Failures], Passed);
@@ -67,7 +73,8 @@ public static class ModelVerifier
         using var x64 = exactReferencePath is null ? null : Model.Load(exactReferencePath);
         if (x64 is not null) Float64Model.Convert(x64);
         var report = (stages ?? SilentStages.Instance).Run("verifying",
-            p => Verifier.Run(original, compiled, data.Samples, data.Tokens, new VerifyOptions { PerLayer = perLayer, ExactReference = x64 }, p));
+            p => Verifier.Run(original, compiled, data.Samples, data.Tokens,
+                new VerifyOptions { PerLayer = perLayer, ExactReference = x64 }, p));
         return new VerifyOutcome(report, data.Description, (thresholds ?? new VerifyThresholds()).FailuresOf(report));
     }
 }
@@ -90,8 +97,10 @@ public sealed record VerifyOutputReport(
     [property: JsonConverter(typeof(ReportNumberConverter))] double MaxAbsError,
     long Elements,
     long NonFinite,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull), JsonConverter(typeof(ReportNumberConverter))] double? SqnrVsExactDb,
-    [property: JsonPropertyName("original_float32_noise_sqnr_db"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull), JsonConverter(typeof(ReportNumberConverter))]
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull),
+        JsonConverter(typeof(ReportNumberConverter))] double? SqnrVsExactDb,
+    [property: JsonPropertyName("original_float32_noise_sqnr_db"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull),
+        JsonConverter(typeof(ReportNumberConverter))]
     double? OriginalNoiseSqnrDb);
 
 /// <summary>Next-token metrics.</summary>

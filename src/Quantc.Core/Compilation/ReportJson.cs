@@ -6,7 +6,8 @@ namespace Quantc.Core.Compilation;
 /// <summary>How quantc's reports are written as JSON: indented, snake_case names, a newline at the end.</summary>
 public static class ReportJson
 {
-    /// <summary>The serializer options of every report (snake_case names, indented; nulls written unless a property says otherwise).</summary>
+    /// <summary>The serializer options of every report (snake_case names, indented; nulls written unless a property says
+    /// otherwise).</summary>
     public static JsonSerializerOptions Options { get; } = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,

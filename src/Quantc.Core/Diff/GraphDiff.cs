@@ -27,10 +27,12 @@ public sealed record InitializerDiff(string Layer, string? NameA, string? NameB,
     long BytesA, long BytesB, double? MaxAbsDelta, double? SqnrDb, string Detail);
 
 /// <summary>The summary of one layer's changes, e.g. "fp32 → int8 W / int8 A, +Hadamard".</summary>
-public sealed record LayerSummary(string Layer, string Summary, int NodesAdded, int NodesRemoved, int NodesChanged, int InitializersChanged);
+public sealed record LayerSummary(string Layer, string Summary, int NodesAdded, int NodesRemoved, int NodesChanged,
+    int InitializersChanged);
 
 /// <summary>The structural difference of two models.</summary>
-public sealed record DiffResult(IReadOnlyList<NodeDiff> Nodes, IReadOnlyList<InitializerDiff> Initializers, IReadOnlyList<LayerSummary> Layers,
+public sealed record DiffResult(IReadOnlyList<NodeDiff> Nodes, IReadOnlyList<InitializerDiff> Initializers,
+    IReadOnlyList<LayerSummary> Layers,
     int MatchedByProvenance, int MatchedByName, int MatchedByStructure)
 {
     /// <summary>True when nothing differs.</summary>
@@ -63,16 +65,20 @@ public static class GraphDiff
             { matchBA[nb] = na; byProv++; }
         }
         // 2. Names: same node name, or same first output name, and the same op type.
-        var aByName = ga.Nodes.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).Where(g => g.Count() == 1).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        var aByName = ga.Nodes.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).Where(g => g.Count() == 1).ToDictionary(g => g.Key, g =>
+            g.First(), StringComparer.Ordinal);
         foreach (var nb in gb.Nodes)
         {
             if (matchBA.ContainsKey(nb)) continue;
             Node? na = null;
-            if (nb.Name.Length > 0 && aByName.TryGetValue(nb.Name, out var byN) && byN.OpType == nb.OpType && !matchedA.Contains(byN)) na = byN;
-            else if (nb.Outputs.FirstOrDefault() is { } ob && ga.Find(ob.Name)?.Producer is { } p && ReferenceEquals(p.Graph, ga) && p.OpType == nb.OpType && !matchedA.Contains(p)) na = p;
+            if (nb.Name.Length > 0 && aByName.TryGetValue(nb.Name, out var byN) && byN.OpType == nb.OpType && !matchedA.Contains(byN))
+                na = byN;
+            else if (nb.Outputs.FirstOrDefault() is { } ob && ga.Find(ob.Name)?.Producer is { } p && ReferenceEquals(p.Graph, ga) &&
+                p.OpType == nb.OpType && !matchedA.Contains(p)) na = p;
             if (na is not null) { matchBA[nb] = na; matchedA.Add(na); byName++; }
         }
-        // 3. Structure: repeat until stable — an unmatched B node whose inputs all map to the inputs of exactly one unmatched A node of the same op.
+        // 3. Structure: repeat until stable — an unmatched B node whose inputs all map to the inputs of exactly one unmatched A node of the
+        // same op.
         bool progress = true;
         while (progress)
         {
@@ -85,7 +91,8 @@ public static class GraphDiff
                 for (int i = 0; i < wanted.Count; i++) unresolved |= wanted[i] is null && nb.Inputs[i] is not null;
                 if (unresolved) continue;
                 var candidates = ga.Nodes.Where(na => !matchedA.Contains(na) && na.OpType == nb.OpType && na.Domain == nb.Domain &&
-                    na.Inputs.Count == nb.Inputs.Count && na.Inputs.Select(v => v?.Name).SequenceEqual(wanted.Select(w => w?.Name))).Take(2).ToList();
+                    na.Inputs.Count == nb.Inputs.Count &&
+                        na.Inputs.Select(v => v?.Name).SequenceEqual(wanted.Select(w => w?.Name))).Take(2).ToList();
                 if (candidates.Count != 1) continue;
                 matchBA[nb] = candidates[0];
                 matchedA.Add(candidates[0]);
@@ -99,7 +106,8 @@ public static class GraphDiff
         {
             if (!matchBA.TryGetValue(nb, out var na))
             {
-                nodes.Add(new NodeDiff(NodeChange.Added, LayerOf(nb), null, Label(nb), "", Op(nb), $"reads {string.Join(", ", nb.Inputs.Select(v => v?.Name ?? "-"))}"));
+                nodes.Add(new NodeDiff(NodeChange.Added, LayerOf(nb), null, Label(nb), "", Op(nb),
+                    $"reads {string.Join(", ", nb.Inputs.Select(v => v?.Name ?? "-"))}"));
                 continue;
             }
             var wired = nb.Inputs.Select(v => v is null ? null : OriginValue(v, prov, ga, matchBA)?.Name ?? $"(new) {v.Name}").ToList();
@@ -110,11 +118,13 @@ public static class GraphDiff
                 nodes.Add(new NodeDiff(NodeChange.Rewired, LayerOf(nb), Label(na), Label(nb), Op(na), Op(nb),
                     $"inputs [{string.Join(", ", original.Select(x => x ?? "-"))}] → [{string.Join(", ", nb.Inputs.Select(v => v?.Name ?? "-"))}]"));
             else if (Label(na) != Label(nb))
-                nodes.Add(new NodeDiff(NodeChange.Renamed, LayerOf(nb), Label(na), Label(nb), Op(na), Op(nb), $"{Label(na)} → {Label(nb)}"));
+                nodes.Add(new NodeDiff(NodeChange.Renamed, LayerOf(nb), Label(na), Label(nb), Op(na), Op(nb),
+                    $"{Label(na)} → {Label(nb)}"));
         }
         foreach (var na in ga.Nodes)
             if (!matchedA.Contains(na))
-                nodes.Add(new NodeDiff(NodeChange.Removed, LayerOf(na), Label(na), null, Op(na), "", $"produced {string.Join(", ", na.Outputs.Select(v => v?.Name ?? "-"))}"));
+                nodes.Add(new NodeDiff(NodeChange.Removed, LayerOf(na), Label(na), null, Op(na), "",
+                    $"produced {string.Join(", ", na.Outputs.Select(v => v?.Name ?? "-"))}"));
 
         var inits = DiffInitializers(ga, gb, prov);
         var layers = Summarise(nodes, inits, ga, gb);
@@ -123,7 +133,8 @@ public static class GraphDiff
 
     private static Value? OriginValue(Value vb, Provenance prov, Graph ga, Dictionary<Node, Node> matchBA)
     {
-        if (vb.Producer is { } p && matchBA.TryGetValue(p, out var na) && vb.ProducerOutputIndex < na.Outputs.Count) return na.Outputs[vb.ProducerOutputIndex];
+        if (vb.Producer is { } p && matchBA.TryGetValue(p, out var na) && vb.ProducerOutputIndex < na.Outputs.Count)
+            return na.Outputs[vb.ProducerOutputIndex];
         return ga.Find(prov.SourceOf(vb.Name));
     }
 
@@ -169,13 +180,16 @@ public static class GraphDiff
                 // Several of A's tensors packed into one of B's (fuse_projections: q/k/v weights concatenated along N).
                 var ts = parts.Select(p => ga.Find(p)!.Initializer!).ToList();
                 foreach (var p in parts) seenA.Add(p);
-                result.Add(new InitializerDiff(LayerOfValue(vb), source, vb.Name, DataTypes.Name(ts[0].DataType), DataTypes.Name(tb.DataType),
-                    string.Join(" + ", ts.Select(ShapeOf)), ShapeOf(tb), ts.Sum(t => t.ByteLength), tb.ByteLength, null, null, $"packed from {parts.Length} tensors"));
+                result.Add(new InitializerDiff(LayerOfValue(vb), source, vb.Name, DataTypes.Name(ts[0].DataType),
+                    DataTypes.Name(tb.DataType),
+                    string.Join(" + ", ts.Select(ShapeOf)), ShapeOf(tb), ts.Sum(t => t.ByteLength), tb.ByteLength, null, null,
+                        $"packed from {parts.Length} tensors"));
                 continue;
             }
             if (va?.Initializer is not { } ta || !ReferenceEquals(va.Graph, ga))
             {
-                result.Add(new InitializerDiff(LayerOfValue(vb), null, vb.Name, "", DataTypes.Name(tb.DataType), "", ShapeOf(tb), 0, tb.ByteLength, null, null, "added"));
+                result.Add(new InitializerDiff(LayerOfValue(vb), null, vb.Name, "", DataTypes.Name(tb.DataType), "", ShapeOf(tb), 0,
+                    tb.ByteLength, null, null, "added"));
                 continue;
             }
             seenA.Add(va.Name);
@@ -197,13 +211,15 @@ public static class GraphDiff
                 sameShape ? null : $"{ShapeOf(ta)} → {ShapeOf(tb)}",
                 sameType && sameShape ? "values changed" : null,
             }.Where(s => s is not null));
-            result.Add(new InitializerDiff(LayerOfValue(vb), va.Name, vb.Name, DataTypes.Name(ta.DataType), DataTypes.Name(tb.DataType), ShapeOf(ta), ShapeOf(tb),
+            result.Add(new InitializerDiff(LayerOfValue(vb), va.Name, vb.Name, DataTypes.Name(ta.DataType), DataTypes.Name(tb.DataType),
+                ShapeOf(ta), ShapeOf(tb),
                 ta.ByteLength, tb.ByteLength, maxAbs, sqnr, detail));
         }
         var usedAsOrigin = gb.Initializers.Select(v => prov.SourceOf(v.Name)).ToHashSet(StringComparer.Ordinal);
         foreach (var va in ga.Initializers)
             if (!seenA.Contains(va.Name) && !usedAsOrigin.Contains(va.Name))
-                result.Add(new InitializerDiff(LayerOfValue(va), va.Name, null, DataTypes.Name(va.Initializer!.DataType), "", ShapeOf(va.Initializer), "",
+                result.Add(new InitializerDiff(LayerOfValue(va), va.Name, null, DataTypes.Name(va.Initializer!.DataType), "",
+                    ShapeOf(va.Initializer), "",
                     va.Initializer.ByteLength, 0, null, null, "removed"));
         return result;
     }
@@ -211,7 +227,8 @@ public static class GraphDiff
     /// <summary>The layer of an initializer: that of the node that reads it, else from its name.</summary>
     private static string LayerOfValue(Value v)
     {
-        if (v.Name.EndsWith(".weight", StringComparison.Ordinal) || v.Name.EndsWith(".bias", StringComparison.Ordinal)) return LayerOfName(v.Name);
+        if (v.Name.EndsWith(".weight", StringComparison.Ordinal) || v.Name.EndsWith(".bias", StringComparison.Ordinal))
+            return LayerOfName(v.Name);
         return v.Uses.Count > 0 ? LayerOf(v.Uses[0].Node) : LayerOfName(v.Name);
     }
 
@@ -270,12 +287,14 @@ public static class GraphDiff
             var parts = new List<string>();
             var weight = li.FirstOrDefault(i => i.NameA?.EndsWith(".weight", StringComparison.Ordinal) == true && i.DtypeA != i.DtypeB);
             string? act = ln.Where(n => n.Change == NodeChange.Added && n.OpB is "QuantizeLinear" or "DynamicQuantizeLinear")
-                .Select(n => gb.Nodes.FirstOrDefault(x => x.Name == n.NameB) is { } q && q.Inputs.Count > 2 && q.Inputs[2] is { } zp ? Short(DataTypes.Name(zp.ElementType)) : "uint8")
+                .Select(n => gb.Nodes.FirstOrDefault(x => x.Name == n.NameB) is { } q && q.Inputs.Count > 2 && q.Inputs[2] is { } zp
+                    ? Short(DataTypes.Name(zp.ElementType)) : "uint8")
                 .FirstOrDefault();
             if (weight is not null) parts.Add($"{Short(weight.DtypeA)} → {Short(weight.DtypeB)} W{(act is null ? "" : $" / {act} A")}");
             else if (act is not null) parts.Add($"{act} A");
             if (li.Any(i => i.Detail == "values changed")) parts.Add("weights rewritten");
-            foreach (var op in ln.Where(n => n.Change == NodeChange.Added && n.OpB is not ("QuantizeLinear" or "DequantizeLinear" or "DynamicQuantizeLinear")).Select(n => n.OpB).Distinct())
+            foreach (var op in ln.Where(n => n.Change == NodeChange.Added &&
+                n.OpB is not ("QuantizeLinear" or "DequantizeLinear" or "DynamicQuantizeLinear")).Select(n => n.OpB).Distinct())
                 parts.Add($"+{op}");
             foreach (var op in ln.Where(n => n.Change == NodeChange.Removed).Select(n => n.OpA).Distinct())
                 parts.Add($"-{op}");
@@ -289,5 +308,6 @@ public static class GraphDiff
         return result;
     }
 
-    private static string Short(string dtype) => dtype switch { "float32" => "fp32", "float16" => "fp16", "bfloat16" => "bf16", _ => dtype };
+    private static string Short(string dtype) =>
+        dtype switch { "float32" => "fp32", "float16" => "fp16", "bfloat16" => "bf16", _ => dtype };
 }

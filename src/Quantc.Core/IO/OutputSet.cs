@@ -76,13 +76,15 @@ public sealed class OutputSet : IDisposable
             string given = path + ".data";
             CheckCompanion(option, given, data, dest);
             if (_entries.FirstOrDefault(e => e.Destination == data) is { } dup2)
-                throw new BadInputException($"{option} {path} writes its external data to {given}, which is {dup2.Option}; give each output its own path");
+                throw new BadInputException($"{option} {path} writes its external data to {given}, which is {dup2.Option}; give each " +
+                    $"output its own path");
             _entries.Add(new Entry(option, given, data, staged + ".data", kind, true));
         }
         return staged;
     }
 
-    /// <summary>Moves every staged output into place (external data before its model, reports last) and removes the staging folders.</summary>
+    /// <summary>Moves every staged output into place (external data before its model, reports last) and removes the staging
+    /// folders.</summary>
     public void Commit()
     {
         if (_committed) return;
@@ -145,18 +147,22 @@ public sealed class OutputSet : IDisposable
         if (name is "." or "..") throw new BadInputException($"{option} {path} is a folder; give a file path");
         int limit = kind == OutputKind.Model ? MaxNameBytes - ".data".Length : MaxNameBytes;
         if (Encoding.UTF8.GetByteCount(name) > limit)
-            throw new BadInputException($"{option}: the file name is {Encoding.UTF8.GetByteCount(name)} bytes; at most {limit} are allowed here");
+            throw new BadInputException($"{option}: the file name is {Encoding.UTF8.GetByteCount(name)} bytes; at most {limit} are " +
+                $"allowed here");
         var info = new FileInfo(path);
         if (info.LinkTarget is not null)
-            throw new BadInputException($"{option} {path} is a symbolic link; quantc does not write through links (give the target's path)");
+            throw new BadInputException($"{option} {path} is a symbolic link; quantc does not write through links (give the target's " +
+                $"path)");
         string dest = Resolve(path);
         if (_inputs.TryGetValue(dest, out var input))
             throw new BadInputException($"{option} {path} is the input {input}; quantc never overwrites an input — choose another path");
         if (info.Exists)
         {
-            if (!Posix.IsRegularFile(dest)) throw new BadInputException($"{option} {path} is not a regular file (a device, pipe or socket); give a file path");
+            if (!Posix.IsRegularFile(dest))
+                throw new BadInputException($"{option} {path} is not a regular file (a device, pipe or socket); give a file path");
             if (!_force && !PreviousOutputs.Is(dest, kind))
-                throw new BadInputException($"{option} {path} exists and is not an earlier quantc {Describe(kind)}; remove it, choose another path, or pass --force");
+                throw new BadInputException($"{option} {path} exists and is not an earlier quantc {Describe(kind)}; remove it, choose " +
+                    $"another path, or pass --force");
         }
         return dest;
     }
@@ -164,13 +170,16 @@ public sealed class OutputSet : IDisposable
     private void CheckCompanion(string option, string given, string data, string model)
     {
         if (Directory.Exists(data)) throw new BadInputException($"{option}: the external-data path {given} is a folder");
-        if (new FileInfo(data).LinkTarget is not null) throw new BadInputException($"{option}: the external-data path {given} is a symbolic link");
+        if (new FileInfo(data).LinkTarget is not null)
+            throw new BadInputException($"{option}: the external-data path {given} is a symbolic link");
         if (_inputs.TryGetValue(Resolve(data), out var input))
-            throw new BadInputException($"{option}: the output's external data {given} would replace the input {input}; choose another path");
+            throw new BadInputException($"{option}: the output's external data {given} would replace the input {input}; choose another " +
+                $"path");
         if (!File.Exists(data)) return;
         if (!Posix.IsRegularFile(data)) throw new BadInputException($"{option}: the external-data path {given} is not a regular file");
         if (!_force && !(File.Exists(model) && PreviousOutputs.Is(model, OutputKind.Model)))
-            throw new BadInputException($"{option}: {given} exists and does not belong to an earlier quantc model; remove it, choose another path, or pass --force");
+            throw new BadInputException($"{option}: {given} exists and does not belong to an earlier quantc model; remove it, choose " +
+                $"another path, or pass --force");
     }
 
     private string StagingFolder(string option, string given, string dir)
@@ -273,9 +282,11 @@ public static class PreviousOutputs
             {
                 OutputKind.Model => IsQuantcModel(path),
                 OutputKind.Report => Head(path, 4096) is var r && r.TrimStart().StartsWith('{')
-                    && (r.Contains("\"generator\": \"quantc\"", StringComparison.Ordinal) || r.Contains("\"recipe_description\"", StringComparison.Ordinal)),
+                    && (r.Contains("\"generator\": \"quantc\"", StringComparison.Ordinal) ||
+                        r.Contains("\"recipe_description\"", StringComparison.Ordinal)),
                 OutputKind.Html => Head(path, 4096) is var h && h.StartsWith("<!DOCTYPE html>", StringComparison.Ordinal)
-                    && (h.Contains("<meta name=\"generator\" content=\"quantc\">", StringComparison.Ordinal) || h.Contains("<body data-status=", StringComparison.Ordinal)),
+                    && (h.Contains("<meta name=\"generator\" content=\"quantc\">", StringComparison.Ordinal) ||
+                        h.Contains("<body data-status=", StringComparison.Ordinal)),
                 _ => Head(path, 256).Contains("\"format\":\"quantc-calibration-stats/", StringComparison.Ordinal),
             };
         }

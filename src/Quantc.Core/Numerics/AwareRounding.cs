@@ -20,7 +20,8 @@ public static class AwareRounding
     /// <paramref name="qRows"/>[a] is row M[a] of Q (length d), <paramref name="weights"/>[a] = s² − 1 for that channel (≥ 0).
     /// Returns Σ_a weights[a]·e_a² + ‖δ‖² after rounding (the objective, for logs and tests).
     /// </summary>
-    public static double Round(ReadOnlySpan<double> exact, Span<float> result, IReadOnlyList<double[]> qRows, ReadOnlySpan<double> weights, int sweeps = 4)
+    public static double Round(ReadOnlySpan<double> exact, Span<float> result, IReadOnlyList<double[]> qRows, ReadOnlySpan<double> weights,
+        int sweeps = 4)
     {
         int d = exact.Length, k = qRows.Count;
         if (result.Length != d) throw new ArgumentException("result length differs from the column length");
@@ -41,7 +42,8 @@ public static class AwareRounding
         }
     }
 
-    private static double Round(ReadOnlySpan<double> exact, Span<float> result, IReadOnlyList<double[]> qRows, ReadOnlySpan<double> weights, int sweeps,
+    private static double Round(ReadOnlySpan<double> exact, Span<float> result, IReadOnlyList<double[]> qRows,
+        ReadOnlySpan<double> weights, int sweeps,
         double[] delta, double[] alt, float[] other)
     {
         int d = exact.Length, k = qRows.Count;

@@ -54,7 +54,8 @@ public sealed class CacheRotations
         {
             var parts = group.Split(':', 2);
             if (parts.Length != 2 || !TryOrder(parts[0], out int size) || !Hadamard.IsSupported(size))
-                throw new BadInputException($"the model's metadata {KeyKey} is malformed: '{group}' (want HEAD:NAME,… with a Hadamard order HEAD)");
+                throw new BadInputException($"the model's metadata {KeyKey} is malformed: '{group}' (want HEAD:NAME,… with a Hadamard " +
+                    $"order HEAD)");
             // Row vectors: k ↦ k·Hᵀ/√d (the op's y = H·k/√d); back: k' ↦ k'·H/√d, since HᵀH = d·I.
             var h = Hadamard.Matrix(size);
             double s = 1 / Math.Sqrt(size);
@@ -70,13 +71,15 @@ public sealed class CacheRotations
     /// <summary>x ← the original-basis tensor of the rotated cache tensor <paramref name="name"/> (in place).</summary>
     public void ToOriginal(string name, Span<float> x) => Apply(_map[name], x, inverse: true);
 
-    /// <summary>x ← the rotated-basis tensor <paramref name="name"/> holds for the original-basis <paramref name="x"/> (in place).</summary>
+    /// <summary>x ← the rotated-basis tensor <paramref name="name"/> holds for the original-basis <paramref name="x"/> (in
+    /// place).</summary>
     public void ToRotated(string name, Span<float> x) => Apply(_map[name], x, inverse: false);
 
     private void Add(string names, Transform t)
     {
         foreach (var n in names.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            if (!_map.TryAdd(n, t)) throw new BadInputException($"cache tensor '{n}' is named by more than one rotation in the model's metadata");
+            if (!_map.TryAdd(n, t))
+                throw new BadInputException($"cache tensor '{n}' is named by more than one rotation in the model's metadata");
     }
 
     private static IEnumerable<string> Groups(List<KeyValuePair<string, string>> md, string key) =>

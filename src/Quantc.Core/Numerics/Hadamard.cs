@@ -94,7 +94,8 @@ public static class Hadamard
         }
     }
 
-    /// <summary>In-place unnormalised Walsh–Hadamard butterflies over a power-of-two length (Sylvester order), in float or double.</summary>
+    /// <summary>In-place unnormalised Walsh–Hadamard butterflies over a power-of-two length (Sylvester order), in float or
+    /// double.</summary>
     internal static void Fwht<T>(Span<T> v) where T : System.Numerics.IFloatingPoint<T>
     {
         for (int h = 1; h < v.Length; h <<= 1)

@@ -60,7 +60,8 @@ public static class Quantizer
         Quantize(x, format, Layout.PerTensor(x.Length), [scale], zeroPoint == 0 ? null : [zeroPoint]);
 
     /// <summary>Quantizes <paramref name="x"/> with scales (and zero points) laid out by <paramref name="layout"/>.</summary>
-    public static byte[] Quantize(ReadOnlySpan<float> x, QuantFormat format, Layout layout, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints = default)
+    public static byte[] Quantize(ReadOnlySpan<float> x, QuantFormat format, Layout layout, ReadOnlySpan<float> scales,
+        ReadOnlySpan<int> zeroPoints = default)
     {
         if (layout.IsPerTensor && !format.IsFloat && format.Bits == 8)
             return QuantizePerTensor8(x, format, scales[0], zeroPoints.IsEmpty ? 0 : zeroPoints[0]);
@@ -114,7 +115,8 @@ public static class Quantizer
     }
 
     /// <summary>Dequantizes raw bytes back to float32: (q − zero_point) · scale.</summary>
-    public static float[] Dequantize(ReadOnlySpan<byte> q, long count, QuantFormat format, Layout layout, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints = default)
+    public static float[] Dequantize(ReadOnlySpan<byte> q, long count, QuantFormat format, Layout layout, ReadOnlySpan<float> scales,
+        ReadOnlySpan<int> zeroPoints = default)
     {
         var y = new float[count];
         for (int i = 0; i < count; i++)

@@ -40,7 +40,8 @@ public sealed class Rotation
     /// <summary>True for the randomised Hadamard, false for the random orthogonal fallback (no Hadamard matrix of order d).</summary>
     public bool IsHadamard { get; }
 
-    /// <summary>What it is, for logs: "randomised Hadamard 128 (seed 0)" or "random orthogonal 100 (seed 0; no Hadamard matrix of that order)".</summary>
+    /// <summary>What it is, for logs: "randomised Hadamard 128 (seed 0)" or "random orthogonal 100 (seed 0; no Hadamard matrix of that
+    /// order)".</summary>
     public string Description => IsHadamard
         ? $"randomised Hadamard {Size} (seed {Seed})"
         : $"random orthogonal {Size} (seed {Seed}; no Hadamard matrix of that order)";
@@ -93,7 +94,8 @@ public sealed class Rotation
         for (int i = 0; i < x.Length; i++) x[i] *= scale;
     }
 
-    /// <summary>x ← x·Q for every consecutive d-chunk of <paramref name="x"/> (its length a multiple of d), in float with double arithmetic.</summary>
+    /// <summary>x ← x·Q for every consecutive d-chunk of <paramref name="x"/> (its length a multiple of d), in float with double
+    /// arithmetic.</summary>
     public void ApplyChunks(Span<float> x)
     {
         int d = (int)Size;

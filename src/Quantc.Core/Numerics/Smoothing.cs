@@ -25,7 +25,8 @@ public static class Smoothing
     /// s_j = 1 for dead channels; clamped to [<paramref name="min"/>, 1/<paramref name="min"/>]. The
     /// activation is divided by s (folded into the preceding norm) and the weight rows multiplied by it.
     /// </summary>
-    public static float[] SmoothQuantFactors(ReadOnlySpan<float> actAbsMax, ReadOnlySpan<float> weightAbsMax, double alpha, float min = 1e-5f)
+    public static float[] SmoothQuantFactors(ReadOnlySpan<float> actAbsMax, ReadOnlySpan<float> weightAbsMax, double alpha,
+        float min = 1e-5f)
     {
         if (alpha is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(alpha), "α must be in [0, 1]");
         var s = new float[actAbsMax.Length];
@@ -78,7 +79,8 @@ public static class Smoothing
     /// <summary>
     /// SmoothQuant's α searched against the output error of the layers that read one input (q/k/v, gate/up, or
     /// down_proj alone), scored on up to <see cref="MaxSearchColumns"/> output columns of each (an even stride; memory
-    /// stays the sample, the reference and one column per α): for each α of <paramref name="grid"/>, the factors s(α) (rounded to powers of two when
+    /// stays the sample, the reference and one column per α): for each α of <paramref name="grid"/>, the factors s(α) (rounded to powers of
+    /// two when
     /// <paramref name="powerOfTwo"/>), X' = X / s and W' = diag(s)·W; X' quantized int8 symmetric per tensor
     /// (absmax of the sample), each W' int8 symmetric per output channel; the error is
     /// Σ_readers ‖Q(X')·Q(W') − X·W‖² over the sample rows. Returns the α with the least error (the first on ties)
@@ -91,7 +93,8 @@ public static class Smoothing
     /// <param name="powerOfTwo">Round the factors to powers of two, as the pass will.</param>
     /// <param name="weights">The readers' weights, each [k, n] (MatMul orientation), unchanged.</param>
     /// <param name="actAbsMax">Per-channel absmax of the input over the whole calibration set (what the factors use).</param>
-    public static (double Alpha, double[] RelativeErrors) SearchAlpha(ReadOnlySpan<float> x, int rows, int k, IReadOnlyList<(float[] W, int N)> weights,
+    public static (double Alpha, double[] RelativeErrors) SearchAlpha(ReadOnlySpan<float> x, int rows, int k,
+        IReadOnlyList<(float[] W, int N)> weights,
         ReadOnlySpan<float> actAbsMax, IReadOnlyList<double> grid, bool powerOfTwo)
     {
         if (grid.Count == 0) throw new ArgumentException("the α grid is empty", nameof(grid));
@@ -148,7 +151,8 @@ public static class Smoothing
         for (int i = 0; i < v.Length; i++) v[i] = Math.Clamp(MathF.Round(v[i] / scale, MidpointRounding.ToEven), -127f, 127f) * scale;
     }
 
-    /// <summary>At most this many output columns of each reader are scored by <see cref="SearchAlpha"/> (an even stride over N beyond it).</summary>
+    /// <summary>At most this many output columns of each reader are scored by <see cref="SearchAlpha"/> (an even stride over N beyond
+    /// it).</summary>
     public const int MaxSearchColumns = 1024;
 
     /// <summary>The scored columns of a [k, n] weight, transposed to [count, k].</summary>

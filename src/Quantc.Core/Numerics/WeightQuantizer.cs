@@ -8,7 +8,8 @@ namespace Quantc.Core.Numerics;
 /// Layout: row n is output channel n, columns run along K (the input features). Asymmetric weights
 /// carry <see cref="ZeroPoints"/> (one per scale): value = (q − zero point) · scale.
 /// </summary>
-public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int GroupSize, sbyte[] Values, float[] Scales, sbyte[]? ZeroPoints = null)
+public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int GroupSize, sbyte[] Values, float[] Scales,
+    sbyte[]? ZeroPoints = null)
 {
     /// <summary>Groups per row (1 for per channel).</summary>
     public int Groups => GroupSize == 0 ? 1 : K / GroupSize;
@@ -45,7 +46,8 @@ public static class WeightQuantizer
     private static void CheckShape(int n, int k, int groupSize, QuantFormat format)
     {
         if (format.IsFloat) throw new ArgumentException("weight quantization here is integer (int8/int4)");
-        if (groupSize < 0 || (groupSize > 0 && k % groupSize != 0)) throw new ArgumentException($"K = {k} is not a multiple of group size {groupSize}");
+        if (groupSize < 0 || (groupSize > 0 && k % groupSize != 0))
+            throw new ArgumentException($"K = {k} is not a multiple of group size {groupSize}");
         if (n <= 0 || k <= 0) throw new ArgumentException("empty weight");
     }
 
@@ -117,7 +119,8 @@ public static class WeightQuantizer
     /// is H (K×K, row-major); <paramref name="damp"/> adds damp·mean(diag H) to the diagonal. Group scales
     /// are chosen from the error-updated weights when a group starts, as the reference implementation does.
     /// </summary>
-    public static QuantizedWeight Gptq(ReadOnlySpan<float> w, int n, int k, ReadOnlySpan<double> hessian, QuantFormat format, int groupSize = 0, double damp = 0.01)
+    public static QuantizedWeight Gptq(ReadOnlySpan<float> w, int n, int k, ReadOnlySpan<double> hessian, QuantFormat format,
+        int groupSize = 0, double damp = 0.01)
     {
         CheckShape(n, k, groupSize, format);
         if (hessian.Length != k * k) throw new ArgumentException($"the Hessian must be {k}×{k}");

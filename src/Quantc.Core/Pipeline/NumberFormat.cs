@@ -68,7 +68,8 @@ public sealed class NumberFormat
 
     /// <summary>The format named <paramref name="name"/>.</summary>
     public static NumberFormat Parse(string name) =>
-        All.FirstOrDefault(f => f.Name == name) ?? throw new BadInputException($"unknown number format '{name}' ({string.Join(", ", All.Select(f => f.Name))})");
+        All.FirstOrDefault(f => f.Name == name)
+            ?? throw new BadInputException($"unknown number format '{name}' ({string.Join(", ", All.Select(f => f.Name))})");
 
     /// <inheritdoc/>
     public override string ToString() => Name;

@@ -7,7 +7,8 @@ namespace Quantc.Core.Pipeline;
 /// <summary>What a pass does to the model.</summary>
 public enum PassKind
 {
-    /// <summary>Rewrites the float graph without changing its outputs (smoothing, rotation, folding...). Tested by running before/after.</summary>
+    /// <summary>Rewrites the float graph without changing its outputs (smoothing, rotation, folding...). Tested by running
+    /// before/after.</summary>
     FunctionPreserving,
     /// <summary>Records decisions in the QuantPlan without touching the graph (precision, ranges, weight rounding).</summary>
     Decision,
@@ -46,7 +47,8 @@ public sealed class PassContext(Model model)
     /// channels) sees the raw activations of that run — row samplers, GPTQ's Hessians — so a pass
     /// that needs both statistics and raw data runs the model once.
     /// </summary>
-    public Dictionary<string, TensorStats> Calibrate(IReadOnlyList<string> tensors, string pass, Action<string, ReadOnlySpan<float>, int>? observe = null)
+    public Dictionary<string,
+        TensorStats> Calibrate(IReadOnlyList<string> tensors, string pass, Action<string, ReadOnlySpan<float>, int>? observe = null)
     {
         var wanted = tensors.Distinct().ToList();
         if (observe is null)
@@ -62,14 +64,16 @@ public sealed class PassContext(Model model)
         if (CalibrationData is null || CalibrationData.Count == 0)
             throw new Quantc.Onnx.BadInputException(_saved is null
                 ? $"pass '{pass}' needs calibration data: give --calib DATA"
-                : $"pass '{pass}' needs statistics the saved calibration does not have (of the rewritten model, or other tensors): give --calib DATA as well");
+                : $"pass '{pass}' needs statistics the saved calibration does not have (of the rewritten model, or other tensors): give " +
+                    $"--calib DATA as well");
         var fresh = Calibrator.Collect(Model, wanted, CalibrationData, observe: observe);
         if (_cacheVersion != Model.Revision) { _cache.Clear(); _cacheVersion = Model.Revision; }
         foreach (var (k, v) in fresh) _cache[k] = v;
         return fresh;
     }
 
-    /// <summary>Whether <see cref="Calibrate"/> can answer for <paramref name="tensors"/> (calibration data, or saved statistics that cover them).</summary>
+    /// <summary>Whether <see cref="Calibrate"/> can answer for <paramref name="tensors"/> (calibration data, or saved statistics that cover
+    /// them).</summary>
     public bool CanCalibrate(IEnumerable<string> tensors) =>
         CalibrationData is { Count: > 0 } || (SavedValid && tensors.All(_saved!.ContainsKey));
 
@@ -80,7 +84,8 @@ public sealed class PassContext(Model model)
 
     private bool SavedValid => _saved is not null && _savedVersion == Model.Revision;
 
-    /// <summary>Statistics from an earlier <c>quantc calibrate</c> of the model as it is when they are set (valid until a pass edits the graph).</summary>
+    /// <summary>Statistics from an earlier <c>quantc calibrate</c> of the model as it is when they are set (valid until a pass edits the
+    /// graph).</summary>
     public IReadOnlyDictionary<string, TensorStats>? SavedStatistics
     {
         get => SavedValid ? _saved : null;

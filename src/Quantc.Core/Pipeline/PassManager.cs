@@ -17,7 +17,8 @@ public sealed class PassManager(PassRegistry registry)
     public IReadOnlyList<IPass> Instantiate(Recipe recipe) => recipe.Steps.Select(s => registry.Create(s.Pass, s.Parameters)).ToList();
 
     /// <summary>Runs <paramref name="passes"/> on <paramref name="context"/>.</summary>
-    public IReadOnlyList<PassTiming> Run(IReadOnlyList<IPass> passes, PassContext context, IProgress<(int Done, int Total)>? progress = null)
+    public IReadOnlyList<PassTiming> Run(IReadOnlyList<IPass> passes, PassContext context,
+        IProgress<(int Done, int Total)>? progress = null)
     {
         var timings = new List<PassTiming>();
         for (int i = 0; i < passes.Count; i++)

@@ -48,7 +48,8 @@ public abstract record PassOptions
     /// <summary>Rules between options; returns the problem (without the recipe location), or null.</summary>
     public virtual string? Check() => null;
 
-    /// <summary>Binds <paramref name="p"/> onto a new <typeparamref name="T"/>; every problem is a <see cref="BadInputException"/> naming the recipe, pass and option.</summary>
+    /// <summary>Binds <paramref name="p"/> onto a new <typeparamref name="T"/>; every problem is a <see cref="BadInputException"/> naming
+    /// the recipe, pass and option.</summary>
     public static T Bind<T>(PassParameters p) where T : PassOptions, new()
     {
         var o = new T();
@@ -127,7 +128,8 @@ public sealed class OptionInfo
     private void CheckDeclaration()
     {
         var t = Property.PropertyType;
-        if (t != typeof(bool) && t != typeof(int) && t != typeof(double) && t != typeof(string) && t != typeof(IReadOnlyList<string>) && t != typeof(IReadOnlyList<double>))
+        if (t != typeof(bool) && t != typeof(int) && t != typeof(double) && t != typeof(string) && t != typeof(IReadOnlyList<string>) &&
+            t != typeof(IReadOnlyList<double>))
             throw new InvalidOperationException($"option {Property.DeclaringType!.Name}.{Property.Name}: type {t.Name} is not supported");
         if (Choices is { } c && Default is string d && !c.Contains(d, StringComparer.Ordinal))
             throw new InvalidOperationException($"option {Name}: default '{d}' is not one of its choices");
@@ -165,17 +167,21 @@ public sealed class OptionInfo
     private double Number(PassParameters p, double v)
     {
         var a = Attribute;
-        if (!double.IsFinite(v)) throw new BadInputException($"{p.Where}: parameter '{Name}' = {v.ToString(CultureInfo.InvariantCulture)} is not a finite number");
+        if (!double.IsFinite(v))
+            throw new BadInputException($"{p.Where}: parameter '{Name}' = {v.ToString(CultureInfo.InvariantCulture)} is not a finite " +
+            $"number");
         bool below = a.MinExclusive ? v <= a.Min : v < a.Min;
         if (below || v > a.Max)
-            throw new BadInputException($"{p.Where}: parameter '{Name}' = {v.ToString(CultureInfo.InvariantCulture)} must be {RangeText()}");
+            throw new BadInputException($"{p.Where}: parameter '{Name}' = {v.ToString(CultureInfo.InvariantCulture)} must " +
+                $"be {RangeText()}");
         return v;
     }
 
     private void CheckRegex(PassParameters p, string s)
     {
         try { _ = new Regex(s, RegexOptions.None, TimeSpan.FromSeconds(1)); }
-        catch (ArgumentException e) { throw new BadInputException($"{p.Where}: parameter '{Name}' = '{s}' is not a valid regular expression ({e.Message})"); }
+        catch (ArgumentException e) { throw new BadInputException($"{p.Where}: parameter '{Name}' = '{s}' is not a valid regular " +
+            $"expression ({e.Message})"); }
     }
 
     private string RangeText()
@@ -196,7 +202,8 @@ public sealed class OptionInfo
             : t == typeof(int) ? "integer" : t == typeof(double) ? "number"
             : t == typeof(string) ? (Attribute.Regex ? "regex" : "text")
             : t == typeof(IReadOnlyList<double>) ? "list of numbers" : Attribute.Regex ? "list of regexes" : "list";
-        if ((t == typeof(int) || t == typeof(double) || t == typeof(IReadOnlyList<double>)) && (double.IsFinite(Attribute.Min) || double.IsFinite(Attribute.Max)))
+        if ((t == typeof(int) || t == typeof(double) || t == typeof(IReadOnlyList<double>)) &&
+            (double.IsFinite(Attribute.Min) || double.IsFinite(Attribute.Max)))
             kind += " " + RangeText();
         string def = Default switch
         {

@@ -92,8 +92,10 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
         YamlScalarNode { Value: ".nan" or ".NaN" or ".NAN" } => double.NaN,
         YamlScalarNode { Value: ".inf" or ".Inf" or ".INF" or "+.inf" or "+.Inf" or "+.INF" } => double.PositiveInfinity,
         YamlScalarNode { Value: "-.inf" or "-.Inf" or "-.INF" } => double.NegativeInfinity,
-        YamlScalarNode s when long.TryParse(s.Value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long l) => l,
-        YamlScalarNode s when double.TryParse(s.Value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double d) => d,
+        YamlScalarNode s when long.TryParse(s.Value, System.Globalization.NumberStyles.Integer,
+            System.Globalization.CultureInfo.InvariantCulture, out long l) => l,
+        YamlScalarNode s when double.TryParse(s.Value, System.Globalization.NumberStyles.Float,
+            System.Globalization.CultureInfo.InvariantCulture, out double d) => d,
         YamlScalarNode s => s.Value,
         YamlSequenceNode seq => seq.Children.Select(Convert).ToList(),
         YamlMappingNode map => (IReadOnlyDictionary<string, object?>)Map(map, "recipe"),
@@ -110,7 +112,8 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
     }
 
     private static string Key(YamlNode k, string where) =>
-        k is YamlScalarNode { Value: { } v } ? v : throw new BadInputException($"{where}: a key must be a plain name, not a {(k is YamlMappingNode ? "mapping" : k is YamlSequenceNode ? "list" : "null")}");
+        k is YamlScalarNode { Value: { } v } ? v
+            : throw new BadInputException($"{where}: a key must be a plain name, not a {(k is YamlMappingNode ? "mapping" : k is YamlSequenceNode ? "list" : "null")}");
 
     /// <summary>Largest recipe accepted (bytes).</summary>
     public const int MaxBytes = 1 << 20;
@@ -125,7 +128,8 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
     /// </summary>
     private static void CheckBounds(string yaml, string source)
     {
-        if (yaml.Length > MaxBytes) throw new BadInputException($"{source}: {yaml.Length} characters; a recipe may have at most {MaxBytes}");
+        if (yaml.Length > MaxBytes)
+            throw new BadInputException($"{source}: {yaml.Length} characters; a recipe may have at most {MaxBytes}");
         var parser = new YamlDotNet.Core.Parser(new StringReader(yaml));
         int depth = 0;
         try
@@ -138,7 +142,8 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
                         throw new BadInputException($"{source}: line {a.Start.Line}: YAML aliases (*{a.Value}) are not allowed in recipes");
                     case YamlDotNet.Core.Events.MappingStart or YamlDotNet.Core.Events.SequenceStart:
                         if (++depth > MaxDepth)
-                            throw new BadInputException($"{source}: line {parser.Current.Start.Line}: nested more than {MaxDepth} levels deep");
+                            throw new BadInputException($"{source}: line {parser.Current.Start.Line}: nested more than {MaxDepth} levels " +
+                                $"deep");
                         break;
                     case YamlDotNet.Core.Events.MappingEnd or YamlDotNet.Core.Events.SequenceEnd:
                         depth--;

@@ -54,13 +54,16 @@ public static class DiffHtml
         var pos = boxes.ToDictionary(x => x.Layer, x => (X: gx + x.Slot * (w + gx), Y: gy + x.Rank * (h + gy)));
 
         var svg = new StringBuilder();
-        svg.Append($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"layer graph\">");
-        svg.Append("<defs><marker id=\"arr\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0L10,5L0,10z\" fill=\"#98a1ad\"/></marker></defs>");
+        svg.Append($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"layer " +
+            $"graph\">");
+        svg.Append("<defs><marker id=\"arr\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" " +
+            "orient=\"auto\"><path d=\"M0,0L10,5L0,10z\" fill=\"#98a1ad\"/></marker></defs>");
         foreach (var (from, to) in edges.OrderBy(e => e.From, StringComparer.Ordinal).ThenBy(e => e.To, StringComparer.Ordinal))
         {
             var (x1, y1) = pos[from];
             var (x2, y2) = pos[to];
-            svg.Append($"<line x1=\"{x1 + w / 2}\" y1=\"{y1 + h}\" x2=\"{x2 + w / 2}\" y2=\"{y2}\" stroke=\"#98a1ad\" stroke-width=\"1.2\" marker-end=\"url(#arr)\"/>");
+            svg.Append($"<line x1=\"{x1 + w / 2}\" y1=\"{y1 + h}\" x2=\"{x2 + w / 2}\" y2=\"{y2}\" stroke=\"#98a1ad\" " +
+                $"stroke-width=\"1.2\" marker-end=\"url(#arr)\"/>");
         }
         for (int i = 0; i < boxes.Count; i++)
         {
@@ -76,8 +79,10 @@ public static class DiffHtml
             string label = bx.Layer.Length > 38 ? "…" + bx.Layer[^37..] : bx.Layer;
             string sub = s is not null && s.Summary.Length > 0 ? s.Summary : bx.Ops;
             if (sub.Length > 42) sub = sub[..41] + "…";
-            svg.Append($"<g class=\"layer\" data-i=\"{i}\"><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"6\" fill=\"{fill}\" stroke=\"{stroke}\"/>");
-            svg.Append($"<text x=\"{x + 8}\" y=\"{y + 17}\" font-weight=\"600\">{Html.E(label)}</text><text x=\"{x + 8}\" y=\"{y + 34}\" fill=\"#4a5260\">{Html.E(sub)}</text></g>");
+            svg.Append($"<g class=\"layer\" data-i=\"{i}\"><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"6\" " +
+                $"fill=\"{fill}\" stroke=\"{stroke}\"/>");
+            svg.Append($"<text x=\"{x + 8}\" y=\"{y + 17}\" font-weight=\"600\">{Html.E(label)}</text><text x=\"{x + 8}\" y=\"{y + 34}\" " +
+                $"fill=\"#4a5260\">{Html.E(sub)}</text></g>");
         }
         svg.Append("</svg>");
 
@@ -85,20 +90,31 @@ public static class DiffHtml
         {
             layer = bx.Layer,
             summary = summaries.TryGetValue(bx.Layer, out var s) ? s.Summary : "unchanged",
-            nodes = diff.Nodes.Where(n => n.Layer == bx.Layer).Select(n => new { change = n.Change.ToString().ToLowerInvariant(), a = n.NameA, b = n.NameB, op = n.OpB.Length > 0 ? n.OpB : n.OpA, detail = n.Detail }),
-            initializers = diff.Initializers.Where(x => x.Layer == bx.Layer).Select(x => new { a = x.NameA, b = x.NameB, detail = x.Detail, dtype = $"{x.DtypeA} → {x.DtypeB}", bytes = $"{x.BytesA} → {x.BytesB}", maxAbsDelta = x.MaxAbsDelta is { } m && double.IsFinite(m) ? m : (double?)null }),
+            nodes = diff.Nodes.Where(n => n.Layer == bx.Layer).Select(n =>
+                new { change = n.Change.ToString().ToLowerInvariant(), a = n.NameA, b = n.NameB, op = n.OpB.Length > 0 ? n.OpB : n.OpA,
+                detail = n.Detail }),
+            initializers = diff.Initializers.Where(x => x.Layer == bx.Layer).Select(x =>
+                new { a = x.NameA, b = x.NameB, detail = x.Detail, dtype = $"{x.DtypeA} → {x.DtypeB}", bytes = $"{x.BytesA} → {x.BytesB}",
+                maxAbsDelta = x.MaxAbsDelta is { } m && double.IsFinite(m) ? m : (double?)null }),
         }).ToList();
         string json = JsonSerializer.Serialize(details).Replace("</", "<\\/", StringComparison.Ordinal);
 
         var body = new StringBuilder();
         body.Append($"<h1>quantc diff</h1><p class=\"muted\">{Html.E(titleA)} → {Html.E(titleB)}</p>");
         body.Append(diff.IsEmpty ? "<p class=\"ok\">No differences.</p>" :
-            $"<p>{diff.Layers.Count} layers changed, {diff.Nodes.Count} node changes, {diff.Initializers.Count} initializer changes. Nodes matched by provenance {diff.MatchedByProvenance}, by name {diff.MatchedByName}, by structure {diff.MatchedByStructure}.</p>");
-        body.Append("<p class=\"legend\"><span style=\"background:#fff1d6\">changed</span><span style=\"background:#dff3e4\">added</span><span style=\"background:#fde2e1\">removed</span><span style=\"background:#f1f3f5\">unchanged</span> Click a layer for its details.</p>");
-        body.Append("<div class=\"wrap\"><div class=\"graph\">").Append(svg).Append("</div><div id=\"details\" style=\"width:420px\"><span class=\"muted\">No layer selected.</span></div></div>");
+            $"<p>{diff.Layers.Count} layers changed, {diff.Nodes.Count} node changes, {diff.Initializers.Count} initializer changes. " +
+                $"Nodes matched by provenance {diff.MatchedByProvenance}, by name {diff.MatchedByName}, by " +
+                $"structure {diff.MatchedByStructure}.</p>");
+        body.Append("<p class=\"legend\"><span style=\"background:#fff1d6\">changed</span><span " +
+            "style=\"background:#dff3e4\">added</span><span style=\"background:#fde2e1\">removed</span><span " +
+            "style=\"background:#f1f3f5\">unchanged</span> Click a layer for its details.</p>");
+        body.Append("<div class=\"wrap\"><div class=\"graph\">").Append(svg).Append("</div><div id=\"details\" " +
+            "style=\"width:420px\"><span class=\"muted\">No layer selected.</span></div></div>");
         body.Append("<h2>Layers</h2><table><tr><th>layer</th><th>summary</th><th>+nodes</th><th>−nodes</th><th>~nodes</th><th>initializers</th></tr>");
         foreach (var l in diff.Layers)
-            body.Append($"<tr><td>{Html.E(l.Layer)}</td><td>{Html.E(l.Summary)}</td><td class=\"num\">{l.NodesAdded}</td><td class=\"num\">{l.NodesRemoved}</td><td class=\"num\">{l.NodesChanged}</td><td class=\"num\">{l.InitializersChanged}</td></tr>");
+            body.Append($"<tr><td>{Html.E(l.Layer)}</td><td>{Html.E(l.Summary)}</td><td class=\"num\">{l.NodesAdded}</td><td " +
+                $"class=\"num\">{l.NodesRemoved}</td><td class=\"num\">{l.NodesChanged}</td><td " +
+                $"class=\"num\">{l.InitializersChanged}</td></tr>");
         body.Append("</table>");
 
         string script = "const layers = " + json + ";\n" + """

@@ -12,7 +12,8 @@ public static class Html
 
     /// <summary>Invariant number formatting.</summary>
     public static string F(double v, string format = "0.##") =>
-        double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : double.IsNaN(v) ? "n/a" : v.ToString(format, CultureInfo.InvariantCulture);
+        double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : double.IsNaN(v) ? "n/a"
+            : v.ToString(format, CultureInfo.InvariantCulture);
 
     /// <summary>
     /// A page with quantc's style and a status marker: the body gets data-status="ok" once the
@@ -22,7 +23,8 @@ public static class Html
     public static string Page(string title, string body, string script)
     {
         var sb = new StringBuilder();
-        sb.Append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"generator\" content=\"quantc\"><title>").Append(E(title)).Append("</title>\n<style>\n");
+        sb.Append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"generator\" " +
+            "content=\"quantc\"><title>").Append(E(title)).Append("</title>\n<style>\n");
         sb.Append("""
             body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
             h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:24px 0 8px}
@@ -38,7 +40,8 @@ public static class Html
         sb.Append(body);
         sb.Append("\n<script>\n\"use strict\";\n");
         sb.Append("window.addEventListener('error', function (e) { document.body.dataset.status = 'error: ' + e.message; });\n");
-        sb.Append("try {\n").Append(script).Append("\ndocument.body.dataset.status = 'ok';\n} catch (e) { document.body.dataset.status = 'error: ' + e; }\n");
+        sb.Append("try {\n").Append(script).Append("\ndocument.body.dataset.status = 'ok';\n} catch (e) { document.body.dataset.status = " +
+            "'error: ' + e; }\n");
         sb.Append("</script>\n</body></html>\n");
         return sb.ToString();
     }

@@ -29,7 +29,8 @@ public static class CpuFeatures
 
     private static string Describe()
     {
-        if (RuntimeInformation.ProcessArchitecture is not (Architecture.X64 or Architecture.X86)) return RuntimeInformation.ProcessArchitecture.ToString();
+        if (RuntimeInformation.ProcessArchitecture is not (Architecture.X64 or Architecture.X86))
+            return RuntimeInformation.ProcessArchitecture.ToString();
         string simd = Avx512F.IsSupported ? "AVX-512" : Avx2.IsSupported ? "AVX2" : "SSE";
         string vnni = Avx512Vnni() ? "AVX-512 VNNI" : AvxVnni() ? "AVX-VNNI" : "no VNNI";
         return $"x86-64 {simd}, {vnni}";

@@ -20,7 +20,8 @@ public static class CustomOps
     public static void Register(SessionOptions options)
     {
         if (!File.Exists(LibraryPath))
-            throw new InvalidOperationException($"the model uses {Domain} operators but {LibraryPath} is missing (build custom-ops/: dotnet build)");
+            throw new InvalidOperationException($"the model uses {Domain} operators but {LibraryPath} is missing (build custom-ops/: " +
+                $"dotnet build)");
         options.RegisterCustomOpLibrary(LibraryPath);
     }
 }

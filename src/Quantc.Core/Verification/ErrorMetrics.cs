@@ -52,9 +52,11 @@ public sealed class ErrorAccumulator
     }
 
     /// <summary>Signal-to-quantization-noise ratio in dB: 10·log10(Σr² / Σ(r−t)²); +∞ when identical.</summary>
-    public double SqnrDb => NonFinite > 0 ? double.NegativeInfinity : _noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(_signal / _noise);
+    public double SqnrDb => NonFinite > 0 ? double.NegativeInfinity : _noise == 0 ? double.PositiveInfinity
+        : 10 * Math.Log10(_signal / _noise);
 
-    /// <summary>Cosine similarity of the flattened tensors (1 when identical; NaN when a NaN/∞ on one side only leaves it undefined).</summary>
+    /// <summary>Cosine similarity of the flattened tensors (1 when identical; NaN when a NaN/∞ on one side only leaves it
+    /// undefined).</summary>
     public double Cosine => NonFinite > 0 ? double.NaN : _refNorm == 0 && _testNorm == 0 ? 1 : _dot / Math.Sqrt(_refNorm * _testNorm);
 
     /// <summary>Root-mean-square error.</summary>
@@ -84,7 +86,8 @@ public sealed class LogitsAccumulator
             if (!tokens.IsEmpty && i + 1 < tokens.Length)
             {
                 long next = tokens[i + 1];
-                if (next < 0 || next >= vocab) throw new Quantc.Onnx.BadInputException($"token id {next} is outside the logits' vocabulary of {vocab}");
+                if (next < 0 || next >= vocab)
+                    throw new Quantc.Onnx.BadInputException($"token id {next} is outside the logits' vocabulary of {vocab}");
                 _nllRef += LogSumExp(r) - r[(int)next];
                 _nllTest += LogSumExp(t) - t[(int)next];
                 _scored++;

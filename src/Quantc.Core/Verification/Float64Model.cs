@@ -18,9 +18,11 @@ public static class Float64Model
     {
         var g = m.Graph;
         if (g.Nodes.FirstOrDefault(n => !n.IsOnnxDomain) is { } custom)
-            throw new BadInputException($"exact reference: {custom.Domain}.{custom.OpType} '{custom.Name}' has no float64 kernel in ONNX Runtime (the float64 evaluation needs standard ONNX ops)");
+            throw new BadInputException($"exact reference: {custom.Domain}.{custom.OpType} '{custom.Name}' has no float64 kernel in ONNX " +
+                $"Runtime (the float64 evaluation needs standard ONNX ops)");
         if (g.Nodes.FirstOrDefault(n => n.Subgraphs.Any()) is { } flow)
-            throw new BadInputException($"exact reference: {flow.OpType} '{flow.Name}' has a subgraph, which the float64 evaluation does not convert");
+            throw new BadInputException($"exact reference: {flow.OpType} '{flow.Name}' has a subgraph, which the float64 evaluation does " +
+                $"not convert");
         const int F = (int)TensorProto.Types.DataType.Float, D = (int)TensorProto.Types.DataType.Double;
         foreach (var v in g.Initializers.ToList())
             if (v.Initializer!.DataType == F)
@@ -39,7 +41,8 @@ public static class Float64Model
             }
         }
         foreach (var v in g.Values.ToList())
-            if (!v.IsGraphInput && !v.IsGraphOutput && !v.IsInitializer && v.Type?.TensorType is { ElemType: F }) { var c = v.Type!.Clone(); c.TensorType.ElemType = D; v.Type = c; }
+            if (!v.IsGraphInput && !v.IsGraphOutput && !v.IsInitializer && v.Type?.TensorType is { ElemType: F })
+                { var c = v.Type!.Clone(); c.TensorType.ElemType = D; v.Type = c; }
         foreach (var x in g.Inputs.ToList())
             if (x.Type?.TensorType is { ElemType: F })
             {

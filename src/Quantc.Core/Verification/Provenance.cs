@@ -19,7 +19,8 @@ public sealed class Provenance
     /// <summary>Compiled tensor name → original tensor name.</summary>
     public IReadOnlyDictionary<string, string> Origins => _origin;
 
-    /// <summary>Records that <paramref name="compiled"/> carries the value of original tensor <paramref name="original"/> (transitively).</summary>
+    /// <summary>Records that <paramref name="compiled"/> carries the value of original tensor <paramref name="original"/>
+    /// (transitively).</summary>
     public void Record(string compiled, string original)
     {
         _origin[compiled] = _origin.TryGetValue(original, out var root) ? root : original;
@@ -38,10 +39,12 @@ public sealed class Provenance
         if (!origin.Contains('#', StringComparison.Ordinal)) _origin[compiled] = origin + "#" + how;
     }
 
-    /// <summary>True when <paramref name="compiled"/> was recorded as carrying transformed values (<see cref="RecordTransformed"/>).</summary>
+    /// <summary>True when <paramref name="compiled"/> was recorded as carrying transformed values (<see
+    /// cref="RecordTransformed"/>).</summary>
     public bool IsTransformed(string compiled) => OriginOf(compiled).Contains('#', StringComparison.Ordinal);
 
-    /// <summary>The original tensor a compiled tensor derives from, transformed or not (<see cref="OriginOf"/> without the <c>#how</c> mark): what the graph diff matches structurally.</summary>
+    /// <summary>The original tensor a compiled tensor derives from, transformed or not (<see cref="OriginOf"/> without the <c>#how</c>
+    /// mark): what the graph diff matches structurally.</summary>
     public string SourceOf(string compiled)
     {
         string origin = OriginOf(compiled);

@@ -23,7 +23,8 @@ public sealed record OutputError(string Name, double SqnrDb, double Cosine, doub
 }
 
 /// <summary>Error of one intermediate tensor mapped between the models, in the compiled graph's order.</summary>
-public sealed record LayerError(int Order, string CompiledName, string OriginalName, string Op, double SqnrDb, double Cosine, double MaxAbsError,
+public sealed record LayerError(int Order, string CompiledName, string OriginalName, string Op, double SqnrDb, double Cosine,
+    double MaxAbsError,
     double RangeMin = double.NaN, double RangeMax = double.NaN);
 
 /// <summary>Next-token metrics, when the model has a logits output and the data has tokens.</summary>
@@ -41,19 +42,25 @@ public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Output
         var found = new List<string>();
         foreach (var o in Outputs)
         {
-            if (o.NonFinite > 0) found.Add($"output '{o.Name}': {o.NonFinite} of {o.Elements} compiled values are NaN, or infinite where the original's are not");
-            else if (double.IsNaN(o.SqnrDb) || double.IsNaN(o.Cosine)) found.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {Db(o.SqnrDb)} dB, cosine {o.Cosine}"));
+            if (o.NonFinite > 0)
+                found.Add($"output '{o.Name}': {o.NonFinite} of {o.Elements} compiled values are NaN, or infinite where the original's " +
+                $"are not");
+            else if (double.IsNaN(o.SqnrDb) || double.IsNaN(o.Cosine))
+                found.Add(string.Create(CultureInfo.InvariantCulture, $"output '{o.Name}': SQNR {Db(o.SqnrDb)} dB, cosine {o.Cosine}"));
         }
         if (Logits is { ScoredTokens: > 0 } l)
         {
-            if (!double.IsFinite(l.OriginalPerplexity)) found.Add(string.Create(CultureInfo.InvariantCulture, $"the original model's perplexity is {l.OriginalPerplexity}"));
-            if (!double.IsFinite(l.CompiledPerplexity)) found.Add(string.Create(CultureInfo.InvariantCulture, $"the compiled model's perplexity is {l.CompiledPerplexity}"));
+            if (!double.IsFinite(l.OriginalPerplexity))
+                found.Add(string.Create(CultureInfo.InvariantCulture, $"the original model's perplexity is {l.OriginalPerplexity}"));
+            if (!double.IsFinite(l.CompiledPerplexity))
+                found.Add(string.Create(CultureInfo.InvariantCulture, $"the compiled model's perplexity is {l.CompiledPerplexity}"));
         }
         return found;
     }
 
     /// <summary>Decibels as printed: two decimals, "inf" / "-inf", "NaN".</summary>
-    public static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf" : v.ToString("0.00", CultureInfo.InvariantCulture);
+    public static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf"
+        : v.ToString("0.00", CultureInfo.InvariantCulture);
 }
 
 /// <summary>Options of a verification run.</summary>
@@ -83,7 +90,8 @@ public sealed record VerifyOptions
 /// </summary>
 public static class Verifier
 {
-    /// <summary>Compares <paramref name="compiled"/> against <paramref name="original"/> on <paramref name="samples"/> (tokens per sample for perplexity, optional).</summary>
+    /// <summary>Compares <paramref name="compiled"/> against <paramref name="original"/> on <paramref name="samples"/> (tokens per sample
+    /// for perplexity, optional).</summary>
     public static VerifyReport Run(Model original, Model compiled, IReadOnlyList<CalibrationSample> samples,
         IReadOnlyList<long[]>? tokens = null, VerifyOptions? options = null, IProgress<(int Done, int Total)>? progress = null)
     {
@@ -132,9 +140,12 @@ public static class Verifier
                     if (isOutputTensor && b is not null && rotated.Contains(compNames[k])) rotated.ToOriginal(compNames[k], b);
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
-                        throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its original '{origNames[k]}' has {a.Length}");
-                    if (isOutputTensor && ro[k].GetTensorTypeAndShape().Shape is var os && rc[k].GetTensorTypeAndShape().Shape is var cs && !os.SequenceEqual(cs))
-                        throw new BadInputException($"output '{origNames[k]}' is {ShapeText(os)} in the original but {ShapeText(cs)} in the compiled model");
+                        throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its " +
+                            $"original '{origNames[k]}' has {a.Length}");
+                    if (isOutputTensor && ro[k].GetTensorTypeAndShape().Shape is var os && rc[k].GetTensorTypeAndShape().Shape is var cs &&
+                        !os.SequenceEqual(cs))
+                        throw new BadInputException($"output '{origNames[k]}' is {ShapeText(os)} in the original but {ShapeText(cs)} in " +
+                            $"the compiled model");
                     bool isOutput = gi == 0 && k < outputs.Count;
                     if (isOutput)
                     {
@@ -162,7 +173,8 @@ public static class Verifier
             var v = compiled.Graph.Find(p.Compiled)!;
             var e = layerErr[p.Compiled];
             int ord = v.Producer is { } prod && order.TryGetValue(prod, out int o) ? o : -1;
-            return new LayerError(ord, p.Compiled, p.Original, v.Producer?.OpType ?? "input", e.SqnrDb, e.Cosine, e.MaxAbsError, e.ReferenceMin, e.ReferenceMax);
+            return new LayerError(ord, p.Compiled, p.Original, v.Producer?.OpType ?? "input", e.SqnrDb, e.Cosine, e.MaxAbsError,
+                e.ReferenceMin, e.ReferenceMax);
         }).OrderBy(l => l.Order).ThenBy(l => l.CompiledName, StringComparer.Ordinal).ToList();
 
         return new VerifyReport(samples.Count,
@@ -172,11 +184,13 @@ public static class Verifier
                 OriginalNoiseSqnrDb = exact is null ? null : noise[o].SqnrDb,
                 NonFinite = outErr[o].TestNonFinite,
             }).ToList(),
-            hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
+            hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens)
+                : null,
             layers);
     }
 
-    /// <summary>Refuses a compiled model whose input or output of the same name has another rank or another fixed dimension than the original's.</summary>
+    /// <summary>Refuses a compiled model whose input or output of the same name has another rank or another fixed dimension than the
+    /// original's.</summary>
     private static void SameShapes(string kind, IEnumerable<Value> originals, Graph compiled)
     {
         foreach (var o in originals)
@@ -184,11 +198,13 @@ public static class Verifier
             var c = (kind == "input" ? compiled.Inputs : compiled.Outputs).FirstOrDefault(v => v.Name == o.Name);
             if (c?.Shape is not { } cs || o.Shape is not { } os) continue;
             if (cs.Length != os.Length || cs.Zip(os).Any(d => d.First is { } x && d.Second is { } y && x != y))
-                throw new BadInputException($"{kind} '{o.Name}' is {ShapeText(os)} in the original but {ShapeText(cs)} in the compiled model");
+                throw new BadInputException($"{kind} '{o.Name}' is {ShapeText(os)} in the original but {ShapeText(cs)} in the compiled " +
+                    $"model");
         }
     }
 
-    private static string ShapeText(IEnumerable<long?> shape) => "[" + string.Join(", ", shape.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?")) + "]";
+    private static string ShapeText(IEnumerable<long?> shape) => "["
+        + string.Join(", ", shape.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?")) + "]";
 
     private static string ShapeText(IEnumerable<long> shape) => ShapeText(shape.Select(d => (long?)d));
 
@@ -214,7 +230,8 @@ public static class Verifier
 
     private sealed record Pair(string Compiled, string Original, long Bytes);
 
-    /// <summary>Float node outputs of the compiled model whose origin (provenance, else same name) is a float node output of the original.</summary>
+    /// <summary>Float node outputs of the compiled model whose origin (provenance, else same name) is a float node output of the
+    /// original.</summary>
     private static List<Pair> MapIntermediates(Model original, Model compiled)
     {
         var prov = Provenance.Of(compiled);
@@ -254,7 +271,8 @@ public static class Verifier
         return groups;
     }
 
-    private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs, string which)
+    private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs,
+        string which)
     {
         var inputs = CalibrationInputs.ToOrt(sample);
         try

@@ -20,7 +20,8 @@ public sealed class CacheStream
     /// <summary>Node outputs between the sources and the attention (the present cache among them).</summary>
     public List<Value> Values { get; } = [];
 
-    /// <summary>True when the last axis is one head (eager attention, [b, heads, t, d]); false when it is whole heads (GroupQueryAttention's [b, t, heads·d]).</summary>
+    /// <summary>True when the last axis is one head (eager attention, [b, heads, t, d]); false when it is whole heads
+    /// (GroupQueryAttention's [b, t, heads·d]).</summary>
     public required bool OneHeadLast { get; init; }
 }
 
@@ -53,7 +54,8 @@ public sealed class AttentionSite
     /// <summary>Why queries and keys are not available after RoPE (the op applies it inside), else null.</summary>
     public string? RopeInside { get; init; }
 
-    /// <summary>Eager form: the parts around its Softmax (scores, scale, mask, PV MatMul, K/V before repeat-kv, cache Concats); null for GroupQueryAttention.</summary>
+    /// <summary>Eager form: the parts around its Softmax (scores, scale, mask, PV MatMul, K/V before repeat-kv, cache Concats); null for
+    /// GroupQueryAttention.</summary>
     public DecomposedAttention? Decomposed { get; init; }
 
     /// <summary>Every attention of <paramref name="g"/>, in graph order.</summary>
@@ -97,7 +99,8 @@ public sealed class AttentionSite
         long? d = In(pastKey)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd : null;
         string? common = heads <= 0 || kvHeads <= 0 ? (gqa ? "num_heads or kv_num_heads missing" : "num_heads missing")
             : In(1) is null || In(2) is null ? "packed QKV (no separate key and value inputs)"
-            : !gqa && In(3) is not null ? "MultiHeadAttention adds its bias input to the keys and values inside, so its inputs are not what enters the cache"
+            : !gqa && In(3) is not null
+                ? "MultiHeadAttention adds its bias input to the keys and values inside, so its inputs are not what enters the cache"
             : In(1)!.Shape is { Length: not 3 } ks ? $"the key input has rank {ks.Length} (not [batch, sequence, hidden])"
             : d is null ? "the head size is unknown (past_key has no static last dimension)"
             : null;
@@ -106,7 +109,8 @@ public sealed class AttentionSite
             why = common;
             if (why is not null) return null;
             if (In(past) is { } p && !(p.IsGraphInput && !p.IsInitializer)) { why = $"past '{p.Name}' is not a graph input"; return null; }
-            if (Out(present) is { } o && (o.Uses.Count > 0 || !o.IsGraphOutput)) { why = $"present '{o.Name}' is read inside the graph"; return null; }
+            if (Out(present) is { } o && (o.Uses.Count > 0 || !o.IsGraphOutput))
+                { why = $"present '{o.Name}' is read inside the graph"; return null; }
             var s = new CacheStream { OneHeadLast = false };
             s.Sources.Add(new Use(n, input));
             if (In(past) is { } pp) s.CacheInputs.Add(pp.Name);
@@ -120,11 +124,13 @@ public sealed class AttentionSite
             Name = NameOf(n, taken), Form = n.OpType, Node = n, HeadDim = d,
             Query = new Use(n, 0), QueryOneHeadLast = false,
             Keys = keys, KeysWhy = kw, Values = values, ValuesWhy = vw,
-            RopeInside = n.GetInt("do_rotary", 0) != 0 ? "GroupQueryAttention applies RoPE inside (do_rotary = 1), so its query and key inputs are before RoPE" : null,
+            RopeInside = n.GetInt("do_rotary", 0) != 0
+                ? "GroupQueryAttention applies RoPE inside (do_rotary = 1), so its query and key inputs are before RoPE" : null,
         };
     }
 
-    /// <summary>MatMul(Q, Kᵀ) whose product reaches a Softmax over the last axis (through scale and mask) that feeds MatMul(P, V).</summary>
+    /// <summary>MatMul(Q, Kᵀ) whose product reaches a Softmax over the last axis (through scale and mask) that feeds MatMul(P,
+    /// V).</summary>
     private static AttentionSite? Eager(Node mm, HashSet<string> taken, Dictionary<Node, DecomposedAttention> bySoftmax)
     {
         if (mm.Inputs.Count != 2 || mm.Inputs.Any(x => x is null || Constants.IsConstant(x))) return null;
@@ -187,7 +193,8 @@ public sealed class AttentionSite
     private static long? LastOf(Value v)
     {
         if (v.Shape is { Length: > 0 } s && s[^1] is > 0 and var d) return d;
-        if (v.Producer is { } p && p.Is("Reshape") && Constants.Ints(Constants.Of(p.Inputs[1])) is { Length: > 0 } shape && shape[^1] > 0) return shape[^1];
+        if (v.Producer is { } p && p.Is("Reshape") && Constants.Ints(Constants.Of(p.Inputs[1])) is { Length: > 0 } shape && shape[^1] > 0)
+            return shape[^1];
         return null;
     }
 
@@ -231,7 +238,8 @@ public sealed class AttentionSite
             {
                 if (t) { st.Why = $"past '{v.Name}' enters transposed"; return null; }
                 if (!s.CacheInputs.Contains(v.Name)) s.CacheInputs.Add(v.Name);
-                if (v.Shape is not { Length: > 0 } sh || sh[^1] is not > 0) { st.Why = $"past '{v.Name}' has no static last dimension"; return null; }
+                if (v.Shape is not { Length: > 0 } sh || sh[^1] is not > 0)
+                    { st.Why = $"past '{v.Name}' has no static last dimension"; return null; }
                 if (!Head(sh[^1]!.Value, $"past '{v.Name}'")) return null;
                 continue;
             }
@@ -252,7 +260,8 @@ public sealed class AttentionSite
                     case "Expand" when !t:
                     {
                         var shape = Constants.Ints(Constants.Of(n.Inputs[1]));
-                        if (shape is null || shape.Length == 0 || shape[^1] != 1) { bad = $"Expand '{n.Name}' may broadcast the last axis"; break; }
+                        if (shape is null || shape.Length == 0 || shape[^1] != 1)
+                            { bad = $"Expand '{n.Name}' may broadcast the last axis"; break; }
                         next.Add((n.Inputs[0]!, false));
                         break;
                     }
@@ -267,7 +276,8 @@ public sealed class AttentionSite
                     case "Concat" when !t:
                     {
                         long axis = n.GetInt("axis", 0);
-                        if (RankOf(v) is not int r || axis == -1 || axis == r - 1 || axis < -r || axis >= r) { bad = $"Concat '{n.Name}' joins along the last axis (or an axis of unknown place)"; break; }
+                        if (RankOf(v) is not int r || axis == -1 || axis == r - 1 || axis < -r || axis >= r)
+                            { bad = $"Concat '{n.Name}' joins along the last axis (or an axis of unknown place)"; break; }
                         foreach (var ci in n.Inputs) if (ci is not null) next.Add((ci, false));
                         break;
                     }
@@ -283,7 +293,8 @@ public sealed class AttentionSite
                 if (t) { st.Why = $"'{v.Name}' ({n?.OpType ?? "input"}) is not a transposed key"; return null; }
                 long? d = LastOf(v);
                 if (d is null && reader.Node.Is("Concat"))
-                    d = reader.Node.Inputs.Where(i => i is not null && i.IsGraphInput && !i.IsInitializer).Select(i => i!.Shape is { Length: > 0 } ps ? ps[^1] : null).FirstOrDefault(x => x is > 0);
+                    d = reader.Node.Inputs.Where(i => i is not null && i.IsGraphInput && !i.IsInitializer).Select(i =>
+                        i!.Shape is { Length: > 0 } ps ? ps[^1] : null).FirstOrDefault(x => x is > 0);
                 if (d is null) { st.Why = $"cannot tell that '{v.Name}' ends in one head"; return null; }
                 if (!Head(d.Value, $"'{v.Name}'")) return null;
                 s.Sources.Add(reader);
@@ -328,9 +339,12 @@ public sealed class AttentionSite
         var x = reshape.Inputs[0];
         for (int depth = 0; depth < 8 && x?.Producer is { } p && p.IsOnnxDomain; depth++)
         {
-            if (p.Is("Unsqueeze") || p.Is("Expand") || (p.Is("Transpose") && p.GetInts("perm") is { Count: > 0 } perm && perm[^1] == perm.Count - 1)) { x = p.Inputs[0]; continue; }
+            if (p.Is("Unsqueeze") || p.Is("Expand") ||
+                (p.Is("Transpose") && p.GetInts("perm") is { Count: > 0 } perm &&
+                perm[^1] == perm.Count - 1)) { x = p.Inputs[0]; continue; }
             if (p.Is("Concat"))
-                return p.Inputs.Any(i => i is not null && i.IsGraphInput && !i.IsInitializer && i.Shape is { Length: > 0 } ps && ps[^1] == shape[^1]);
+                return p.Inputs.Any(i => i is not null && i.IsGraphInput && !i.IsInitializer && i.Shape is { Length: > 0 } ps &&
+                    ps[^1] == shape[^1]);
             return false;
         }
         return false;
@@ -396,7 +410,8 @@ public sealed class DecomposedAttention
     public long? QueryHeads => Q?.Shape is { Length: 4 } s ? s[1] : null;
     public long? KvHeads => K?.Shape is { Length: 4 } s ? s[1] : null;
 
-    /// <summary>Why this is not of the form fuse_attention rewrites; null when it is, or when it does not look like attention (<see cref="ContextAlone"/> false).</summary>
+    /// <summary>Why this is not of the form fuse_attention rewrites; null when it is, or when it does not look like attention (<see
+    /// cref="ContextAlone"/> false).</summary>
     public string? FuseWhy { get; private set; }
 
     public bool Fusable => ContextAlone && FuseWhy is null;
@@ -455,9 +470,11 @@ public sealed class DecomposedAttention
         if (q.Shape is { } qs && qs.Length != 4) return $"Q has rank {qs.Length}, not [batch, heads, sequence, head size]";
         if (QueryHeads is { } h && KvHeads is { } hk && (hk == 0 || h % hk != 0)) return $"{h} query heads do not group over {hk} KV heads";
         if (Mask is { Shape: { } msh } && msh.Length is not (2 or 3 or 4)) return $"mask of rank {msh.Length}";
-        if (Mask is { } m && m.ElementType != 0 && q.ElementType != 0 && m.ElementType != q.ElementType) return "the mask's element type is not Q's";
+        if (Mask is { } m && m.ElementType != 0 && q.ElementType != 0 && m.ElementType != q.ElementType)
+            return "the mask's element type is not Q's";
 
-        static Node? CacheConcat(Value x) => x.Producer is { } c && c.Is("Concat") && c.Inputs.Count == 2 && c.GetInt("axis", 0) is 2 or -2 ? c : null;
+        static Node? CacheConcat(Value x) => x.Producer is { } c && c.Is("Concat") && c.Inputs.Count == 2 &&
+            c.GetInt("axis", 0) is 2 or -2 ? c : null;
         KeyConcat = CacheConcat(k);
         ValueConcat = CacheConcat(V);
         if ((KeyConcat is null) != (ValueConcat is null)) return "only one of K and V is concatenated with a cache";
@@ -467,7 +484,8 @@ public sealed class DecomposedAttention
     /// <summary>Read by one node and no graph output.</summary>
 
     private static bool IsScoresChain(Value v) =>
-        v.Producer is { } p && (p.Is("MatMul") || ((p.Is("Mul") || p.Is("Div")) && p.Inputs.Any(i => i?.Producer is { } mm && mm.Is("MatMul"))));
+        v.Producer is { } p &&
+            (p.Is("MatMul") || ((p.Is("Mul") || p.Is("Div")) && p.Inputs.Any(i => i?.Producer is { } mm && mm.Is("MatMul"))));
 
     private static float? Scalar(Value? v) =>
         Constants.Of(v) is { } t && t.ElementCount == 1 && Constants.IsFloatingPoint(t.DataType) ? t.ToFloat32()[0] : null;

@@ -89,7 +89,9 @@ public static class LayerAnalysis
         {
             var r = LinearRules.BiasAdd.Try(user, new Dictionary<string, Value>(StringComparer.Ordinal) { ["y"] = y });
             if (r.IsAccepted) { add = user; bias = r.Match!["bias"]; }
-            else if (r.Status == MatchStatus.Refused) refusals.Add(new Refusal("bias", Refusal.Describe(user), $"not taken as the bias of {Refusal.Describe(mm)}: {r.Reason}", user));
+            else if (r.Status == MatchStatus.Refused)
+                refusals.Add(new Refusal("bias", Refusal.Describe(user), $"not taken as the bias of {Refusal.Describe(mm)}: {r.Reason}",
+                user));
         }
         return new LinearLayer
         {

@@ -22,10 +22,12 @@ public static partial class LayerNames
 
     /// <summary>False for names an exporter made up (<c>onnx::MatMul_12</c>, <c>val_3</c>, <c>const_fold_opt__7</c>, <c>123</c>).</summary>
     public static bool IsMeaningful(string name) =>
-        name.Length > 0 && !name.StartsWith("onnx::", StringComparison.Ordinal) && !name.StartsWith("const_fold_opt", StringComparison.Ordinal)
+        name.Length > 0 && !name.StartsWith("onnx::", StringComparison.Ordinal) &&
+            !name.StartsWith("const_fold_opt", StringComparison.Ordinal)
         && !GeneratedName().IsMatch(name);
 
-    /// <summary>The module path of a parameter name (suffix <c>.weight</c> and a trailing op segment such as <c>.MatMul</c> stripped), or null when the name does not look like one.</summary>
+    /// <summary>The module path of a parameter name (suffix <c>.weight</c> and a trailing op segment such as <c>.MatMul</c> stripped), or
+    /// null when the name does not look like one.</summary>
     public static string? FromParameter(string name)
     {
         if (!IsMeaningful(name)) return null;
@@ -66,7 +68,8 @@ public static partial class LayerNames
         ?? (IsMeaningful(gamma.Name) ? gamma.Name : null)
         ?? (nodes.Count > 0 && nodes[0].Name.Length > 0 ? nodes[0].Name : gamma.Name);
 
-    /// <summary><paramref name="name"/>, or <c>name_1</c>, <c>name_2</c>... — the first not in <paramref name="taken"/> (which then holds it).</summary>
+    /// <summary><paramref name="name"/>, or <c>name_1</c>, <c>name_2</c>... — the first not in <paramref name="taken"/> (which then holds
+    /// it).</summary>
     public static string Unique(string name, ISet<string> taken)
     {
         if (taken.Add(name)) return name;

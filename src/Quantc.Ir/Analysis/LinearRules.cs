@@ -28,14 +28,16 @@ public static class LinearRules
     /// <summary>x·W with x not a constant and W something that could be a weight (not an activation).</summary>
     public static Rule MatMul { get; } = new("linear",
         P.Op("MatMul", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("mm"),
-        m => TransposedWeight(m["w"]) is { } tw ? CheckWeight(m.Root!, m["x"], tw, transB: true) : CheckWeight(m.Root!, m["x"], m["w"], transB: false));
+        m => TransposedWeight(m["w"]) is { } tw ? CheckWeight(m.Root!, m["x"], tw, transB: true)
+            : CheckWeight(m.Root!, m["x"], m["w"], transB: false));
 
     /// <summary>
     /// W when <paramref name="w"/> is Transpose(W, perm [1, 0]) of a 2-D initializer read only by the MatMul — how torch
     /// exports a head tied to the input embedding (the table is [vocab, hidden], the head needs [hidden, vocab]).
     /// </summary>
     public static Value? TransposedWeight(Value w) =>
-        w.Producer is { } t && t.Is("Transpose") && w.IsSingleUse && t.Inputs[0] is { IsInitializer: true } src && src.Initializer!.Dims.Length == 2
+        w.Producer is { } t && t.Is("Transpose") && w.IsSingleUse && t.Inputs[0] is { IsInitializer: true } src &&
+            src.Initializer!.Dims.Length == 2
             && (t.GetInts("perm") is null or [1, 0]) ? src : null;
 
     /// <summary>Gemm(x, W[, C]) with transA = 0 and α = β = 1; W [in, out], or [out, in] with transB = 1.</summary>
@@ -43,12 +45,14 @@ public static class LinearRules
         P.Op("Gemm", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("gemm"),
         CheckGemm);
 
-    /// <summary>Add(y, b) with y (pre-bound) a MatMul's output and b a constant; the check wants a 1-D-like initializer of the layer's width.</summary>
+    /// <summary>Add(y, b) with y (pre-bound) a MatMul's output and b a constant; the check wants a 1-D-like initializer of the layer's
+    /// width.</summary>
     public static Rule BiasAdd { get; } = new("bias",
         P.Op("Add", P.Same("y"), P.Var("bias", Constants.IsConstant)).Commutative().As("add"),
         CheckBias);
 
-    /// <summary>Where <paramref name="w"/> comes from (walks at most 32 producers to tell a computed constant from an activation).</summary>
+    /// <summary>Where <paramref name="w"/> comes from (walks at most 32 producers to tell a computed constant from an
+    /// activation).</summary>
     public static WeightSource Classify(Value w)
     {
         if (w.IsInitializer) return WeightSource.Initializer;
@@ -78,7 +82,8 @@ public static class LinearRules
         {
             case WeightSource.ConstantNode: return $"weight '{w.Name}' is the output of a Constant node, not an initializer";
             case WeightSource.GraphInput: return $"second input '{w.Name}' is a graph input, not an initializer";
-            case WeightSource.Computed: return $"weight '{w.Name}' is computed from constants by {Refusal.Describe(w.Producer!)}, not an initializer";
+            case WeightSource.Computed: return $"weight '{w.Name}' is computed from constants by {Refusal.Describe(w.Producer!)}, not an " +
+                $"initializer";
             case WeightSource.Activation: return $"second input '{w.Name}' is an activation";
         }
         var t = w.Initializer!;
@@ -86,7 +91,8 @@ public static class LinearRules
         if (!Constants.IsFloatingPoint(t.DataType)) return $"weight '{w.Name}' is {DataTypes.Name(t.DataType)}, not floating point";
         long k = transB ? t.Dims[1] : t.Dims[0];
         if (x.Shape is { Length: > 0 } s && s[^1] is { } features && features != k)
-            return string.Create(CultureInfo.InvariantCulture, $"input '{x.Name}' has {features} features but weight '{w.Name}' expects {k}");
+            return string.Create(CultureInfo.InvariantCulture,
+                $"input '{x.Name}' has {features} features but weight '{w.Name}' expects {k}");
         return null;
     }
 
@@ -111,15 +117,18 @@ public static class LinearRules
     private static string? CheckBias(Match m)
     {
         var y = m["y"];
-        if (y.Producer is not { } mm || Constants.Of(mm.Inputs[1]) is not { Dims.Length: 2 } w) return "the Add does not follow a linear layer";
+        if (y.Producer is not { } mm || Constants.Of(mm.Inputs[1]) is not { Dims.Length: 2 } w)
+            return "the Add does not follow a linear layer";
         return BiasReason(m["bias"], w.Dims[1]);
     }
 
-    /// <summary>Why <paramref name="b"/> is not a bias of <paramref name="outF"/> values (an initializer shaped [outF], [1, outF], ...), or null.</summary>
+    /// <summary>Why <paramref name="b"/> is not a bias of <paramref name="outF"/> values (an initializer shaped [outF], [1, outF], ...), or
+    /// null.</summary>
     internal static string? BiasReason(Value b, long outF)
     {
         if (b.Initializer is not { } t)
-            return Constants.IsConstant(b) ? $"bias '{b.Name}' is the output of a Constant node, not an initializer" : $"bias '{b.Name}' is not a constant";
+            return Constants.IsConstant(b) ? $"bias '{b.Name}' is the output of a Constant node, not an initializer"
+                : $"bias '{b.Name}' is not a constant";
         bool shaped = t.Dims.Length >= 1 && t.Dims[^1] == outF && t.Dims[..^1].All(d => d == 1);
         if (!shaped) return $"bias '{b.Name}' has shape {Constants.ShapeText(t.Dims)}, not [{outF}]";
         if (!Constants.IsFloatingPoint(t.DataType)) return $"bias '{b.Name}' is {DataTypes.Name(t.DataType)}, not floating point";

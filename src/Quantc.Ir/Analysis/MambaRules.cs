@@ -160,7 +160,8 @@ public static class MambaRules
     /// <summary>The same without a state: Conv with left padding K−1 (and right padding trimmed by a Slice, or none).</summary>
     public static Pattern ConvPadded { get; } =
         Silu("conv_t", Transpose(
-            P.Optional(P.Op("Slice", P.Op("Conv", Transpose(InProjX, 0, 2, 1).As("conv_in_t"), P.Initializer("conv_w")).As("conv")).As("trim")),
+            P.Optional(P.Op("Slice",
+                P.Op("Conv", Transpose(InProjX, 0, 2, 1).As("conv_in_t"), P.Initializer("conv_w")).As("conv")).As("trim")),
             0, 2, 1).As("conv_out_t").Named("conv_t")).Named("xc");
 
     /// <summary>Δ = Softplus(dt_proj(dt) + bias) with dt the first part of Split(x_proj(xc)).</summary>
@@ -171,7 +172,8 @@ public static class MambaRules
                     P.Initializer("dt_w")).As("dt_proj"),
                 P.Initializer("dt_bias")).Commutative().As("dt_bias_add")).As("softplus");
 
-    /// <summary>The selective scan as an ONNX Scan over (state; Δ, x, B, C), as <c>MambaBuilder</c> and torch-style exports write it.</summary>
+    /// <summary>The selective scan as an ONNX Scan over (state; Δ, x, B, C), as <c>MambaBuilder</c> and torch-style exports write
+    /// it.</summary>
     public static Rule Scan { get; } = new("mamba",
         P.Op("Scan",
             P.Var("h0"),
@@ -196,14 +198,17 @@ public static class MambaRules
         P.Op("Add",
             P.Op("Squeeze", P.Op("MatMul",
                 P.Op("Add",
-                    P.Op("Mul", P.Op("Exp", P.Op("Mul", P.Op("Unsqueeze", P.Same("dt_t")), P.Var("A")).Commutative()), P.Same("h_prev")).Commutative(),
-                    P.Op("Mul", P.Op("Unsqueeze", P.Op("Mul", P.Same("dt_t"), P.Same("x_t")).Commutative()), P.Op("Unsqueeze", P.Same("B_t"))).Commutative())
+                    P.Op("Mul", P.Op("Exp", P.Op("Mul", P.Op("Unsqueeze", P.Same("dt_t")), P.Var("A")).Commutative()),
+                        P.Same("h_prev")).Commutative(),
+                    P.Op("Mul", P.Op("Unsqueeze", P.Op("Mul", P.Same("dt_t"), P.Same("x_t")).Commutative()),
+                        P.Op("Unsqueeze", P.Same("B_t"))).Commutative())
                     .Commutative().Named("h_next"),
                 P.Op("Unsqueeze", P.Same("C_t")))),
             P.Op("Mul", P.Var("D"), P.Same("x_t")).Commutative()).Commutative(),
     ];
 
-    /// <summary>Finds every Mamba mixer of <paramref name="graph"/> among the linear layers <paramref name="linears"/>; near misses go to <paramref name="refusals"/>.</summary>
+    /// <summary>Finds every Mamba mixer of <paramref name="graph"/> among the linear layers <paramref name="linears"/>; near misses go to
+    /// <paramref name="refusals"/>.</summary>
     public static List<MambaBlock> Find(Graph graph, IReadOnlyList<LinearLayer> linears, List<Refusal> refusals)
     {
         var byNode = new Dictionary<Node, LinearLayer>(ReferenceEqualityComparer.Instance);
@@ -225,20 +230,24 @@ public static class MambaRules
     private static string? CheckScan(Match m)
     {
         var scan = m.NodeOf("scan")!;
-        if (scan.Inputs.Count != 5 || scan.Outputs.Count != 2) return "not a selective scan: a Scan over (state; Δ, x, B, C) with outputs (state, y) is expected";
+        if (scan.Inputs.Count != 5 || scan.Outputs.Count != 2)
+            return "not a selective scan: a Scan over (state; Δ, x, B, C) with outputs (state, y) is expected";
         if (scan.GetInt("num_scan_inputs", -1) != 4) return "num_scan_inputs is not 4";
-        if (scan.GetInts("scan_input_axes") is not { Count: 4 } axes || axes.Any(a => a != 1)) return "scan inputs are not scanned along axis 1 (time)";
+        if (scan.GetInts("scan_input_axes") is not { Count: 4 } axes || axes.Any(a => a != 1))
+            return "scan inputs are not scanned along axis 1 (time)";
         if (scan.GetInts("scan_output_axes") is { } oa && oa.Any(a => a != 1)) return "the scan output is not stacked along axis 1";
         if (scan.GetInts("scan_input_directions") is { } d && d.Any(x => x != 0)) return "a scan input runs backwards";
         if (scan.GetInts("scan_output_directions") is { } od && od.Any(x => x != 0)) return "the scan output runs backwards";
         var conv = m.NodeOf("conv")!;
         var w = m.TensorOf("conv_w")!;
-        if (w.Dims.Length != 3 || w.Dims[1] != 1) return $"conv weight has shape {Constants.ShapeText(w.Dims)}, not [d_inner, 1, K] (depthwise)";
+        if (w.Dims.Length != 3 || w.Dims[1] != 1)
+            return $"conv weight has shape {Constants.ShapeText(w.Dims)}, not [d_inner, 1, K] (depthwise)";
         long e = w.Dims[0], k = w.Dims[2];
         if (conv.GetInt("group", 1) != e) return $"conv is not depthwise (group {conv.GetInt("group", 1)}, {e} channels)";
         if (conv.GetInts("strides") is { } st && st.Any(s => s != 1)) return "conv stride is not 1";
         if (conv.GetInts("dilations") is { } dl && dl.Any(s => s != 1)) return "conv dilation is not 1";
-        if (conv.Inputs.Count > 2 && conv.Inputs[2] is { } cb && (cb.Initializer is not { } bt || bt.ElementCount != e)) return "conv bias is not an initializer of d_inner values";
+        if (conv.Inputs.Count > 2 && conv.Inputs[2] is { } cb && (cb.Initializer is not { } bt || bt.ElementCount != e))
+            return "conv bias is not an initializer of d_inner values";
         var pads = conv.GetInts("pads")?.ToArray() ?? [0, 0];
         if (m.NodeOf("concat") is { } cat)
         {
@@ -247,12 +256,15 @@ public static class MambaRules
         }
         else
         {
-            if (pads.Length != 2 || pads[0] != k - 1) return $"conv is not causal: pads [{string.Join(", ", pads)}], left K−1 = {k - 1} expected";
+            if (pads.Length != 2 || pads[0] != k - 1)
+                return $"conv is not causal: pads [{string.Join(", ", pads)}], left K−1 = {k - 1} expected";
             if (pads[1] != 0 && m.NodeOf("trim") is null) return "the conv's right padding is not trimmed";
         }
         var body = scan.Subgraphs.FirstOrDefault();
-        if (body is null || body.Inputs.Count != 5 || body.Outputs.Count != 2) return "the Scan body does not have inputs (h, Δ_t, x_t, B_t, C_t) and outputs (h, y_t)";
-        if (MatchBody(body) is not { } bm) return "the Scan body does not compute the selective-scan recurrence h = exp(Δ·A)·h + Δ·x·B, y = C·h + D·x";
+        if (body is null || body.Inputs.Count != 5 || body.Outputs.Count != 2)
+            return "the Scan body does not have inputs (h, Δ_t, x_t, B_t, C_t) and outputs (h, y_t)";
+        if (MatchBody(body) is not { } bm)
+            return "the Scan body does not compute the selective-scan recurrence h = exp(Δ·A)·h + Δ·x·B, y = C·h + D·x";
         if (ResolveA(bm["A"]) is null) return $"A '{bm["A"].Name}' is neither an initializer nor −exp(A_log) of one";
         if (bm["D"].Initializer is not { } dt || dt.ElementCount != e) return $"D '{bm["D"].Name}' is not an initializer of d_inner values";
         if (m.TensorOf("dt_bias")!.ElementCount != e) return "the dt bias does not have d_inner values";
@@ -265,7 +277,8 @@ public static class MambaRules
         if (body.Inputs.Count != 5 || body.Outputs.Count != 2 || body.Outputs[1].Producer is null) return null;
         var bind = new Dictionary<string, Value>(StringComparer.Ordinal)
         {
-            ["h_prev"] = body.Inputs[0], ["dt_t"] = body.Inputs[1], ["x_t"] = body.Inputs[2], ["B_t"] = body.Inputs[3], ["C_t"] = body.Inputs[4],
+            ["h_prev"] = body.Inputs[0], ["dt_t"] = body.Inputs[1], ["x_t"] = body.Inputs[2], ["B_t"] = body.Inputs[3],
+                ["C_t"] = body.Inputs[4],
         };
         foreach (var p in ScanBodies)
             if (p.MatchValue(body.Outputs[1], bind) is { } m && ReferenceEquals(m["h_next"], body.Outputs[0])) return m;
@@ -276,7 +289,8 @@ public static class MambaRules
     private static (Value Init, bool IsLog)? ResolveA(Value a)
     {
         if (a.Initializer is { Dims.Length: 2 }) return (a, false);
-        if (a.Producer is { } neg && neg.Is("Neg") && neg.Inputs[0]?.Producer is { } exp && exp.Is("Exp") && exp.Inputs[0] is { Initializer.Dims.Length: 2 } log)
+        if (a.Producer is { } neg && neg.Is("Neg") && neg.Inputs[0]?.Producer is { } exp && exp.Is("Exp") &&
+            exp.Inputs[0] is { Initializer.Dims.Length: 2 } log)
             return (log, true);
         return null;
     }
@@ -289,8 +303,10 @@ public static class MambaRules
         var inProj = Lin("in_proj");
         var xProj = Lin("x_proj");
         var dtProj = Lin("dt_proj");
-        if (inProj is null || xProj is null || dtProj is null) { why = "in_proj, x_proj or dt_proj is not a recognised linear layer"; return null; }
-        if (dtProj.BiasAdd is { } ba && !ReferenceEquals(ba, m.NodeOf("dt_bias_add"))) { why = "dt_proj's bias is not the softplus's dt bias"; return null; }
+        if (inProj is null || xProj is null || dtProj is null)
+            { why = "in_proj, x_proj or dt_proj is not a recognised linear layer"; return null; }
+        if (dtProj.BiasAdd is { } ba && !ReferenceEquals(ba, m.NodeOf("dt_bias_add")))
+            { why = "dt_proj's bias is not the softplus's dt bias"; return null; }
         var y = scan.Outputs[1]!;
         Match? gate = null;
         foreach (var u in y.Uses)
@@ -310,7 +326,8 @@ public static class MambaRules
             outInput = h.Output;
         }
         var outProj = byNode.Values.Where(l => ReferenceEquals(l.Input, outInput)).ToList();
-        if (outProj.Count != 1 || outInput.Uses.Count != 1) { why = "the gated output does not feed exactly one linear layer (out_proj)"; return null; }
+        if (outProj.Count != 1 || outInput.Uses.Count != 1)
+            { why = "the gated output does not feed exactly one linear layer (out_proj)"; return null; }
         var body = MatchBody(scan.Subgraphs.First())!;
         var (aInit, isLog) = ResolveA(body["A"])!.Value;
         var conv = m.NodeOf("conv")!;
@@ -319,9 +336,11 @@ public static class MambaRules
         if (concat is not null)
             foreach (var u in concat.Output.Uses)
                 if (u.Node.Is("Slice")) stateOut = u.Node.Output;
-        var convNodes = new List<Node?> { m.NodeOf("conv_in_t"), concat, conv, m.NodeOf("trim"), m.NodeOf("conv_out_t"), m.NodeOf("sigmoid"), m["xc"].Producer }
+        var convNodes = new List<Node?> { m.NodeOf("conv_in_t"), concat, conv, m.NodeOf("trim"), m.NodeOf("conv_out_t"),
+            m.NodeOf("sigmoid"), m["xc"].Producer }
             .Where(n => n is not null).Select(n => n!).ToList();
-        string prefix = inProj.Name.EndsWith(".in_proj", StringComparison.Ordinal) ? inProj.Name[..^".in_proj".Length] : inProj.Name + ".mixer";
+        string prefix = inProj.Name.EndsWith(".in_proj", StringComparison.Ordinal) ? inProj.Name[..^".in_proj".Length] : inProj.Name
+            + ".mixer";
         return new MambaBlock
         {
             Name = LayerNames.Unique(prefix, names),

@@ -118,7 +118,8 @@ public sealed class LinearLayer
     public Tensor WeightTensor => Weight.Initializer!;
 
     /// <summary>The layer's nodes: the MatMul/Gemm, then the bias Add.</summary>
-    public IReadOnlyList<Node> Nodes => [.. WeightTranspose is { } t ? [t] : Array.Empty<Node>(), Node, .. BiasAdd is null ? Array.Empty<Node>() : [BiasAdd]];
+    public IReadOnlyList<Node> Nodes =>
+        [.. WeightTranspose is { } t ? [t] : Array.Empty<Node>(), Node, .. BiasAdd is null ? Array.Empty<Node>() : [BiasAdd]];
 
     /// <summary>How it is written: "MatMul", "MatMul+Add" or "Gemm".</summary>
     public string Form => (WeightTranspose is null ? "" : "Transpose+") + Node.OpType + (BiasAdd is null ? "" : "+Add");
@@ -147,7 +148,8 @@ public sealed class ModelMap
     /// <summary>The model revision (<see cref="Model.Revision"/>) the map describes; -1 for a graph outside a model.</summary>
     public long Revision { get; init; } = -1;
 
-    /// <summary>Attention sites (eager, GroupQueryAttention, MultiHeadAttention), in graph order, with their key and value caches.</summary>
+    /// <summary>Attention sites (eager, GroupQueryAttention, MultiHeadAttention), in graph order, with their key and value
+    /// caches.</summary>
     public List<AttentionSite> Attention { get; } = [];
 
     /// <summary>Every Softmax read by a MatMul with its parts, in graph order — also those that are not a site (with the reason).</summary>

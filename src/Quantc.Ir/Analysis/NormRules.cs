@@ -45,7 +45,8 @@ public static class NormRules
     /// <summary>[β +] γ · c / √(mean(c²) + ε) with c = x − mean(x).</summary>
     public static Pattern LayerNormPattern { get; } = P.Optional(
         P.Op("Add",
-            P.Op("Mul", P.Var("gamma"), Normalised(P.Op("Sub", P.Var("x"), P.Op("ReduceMean", P.Same("x")).As("mean0")).As("centre").Named("c"), "c"))
+            P.Op("Mul", P.Var("gamma"),
+                Normalised(P.Op("Sub", P.Var("x"), P.Op("ReduceMean", P.Same("x")).As("mean0")).As("centre").Named("c"), "c"))
                 .Commutative().As("scale"),
             P.Var("beta", Constants.IsConstant)).Commutative().As("shift"));
 
@@ -53,25 +54,32 @@ public static class NormRules
     public static NormRule RmsNorm { get; } = new(new Rule("rmsnorm", RmsNormPattern, m => CheckDecomposed(m, "RMSNorm")), BuildDecomposed);
 
     /// <summary>Decomposed LayerNorm.</summary>
-    public static NormRule LayerNorm { get; } = new(new Rule("layernorm", LayerNormPattern, m => CheckDecomposed(m, "LayerNorm")), BuildDecomposed);
+    public static NormRule LayerNorm { get; } = new(new Rule("layernorm", LayerNormPattern, m => CheckDecomposed(m, "LayerNorm")),
+        BuildDecomposed);
 
     /// <summary>SimplifiedLayerNormalization(x, γ) (default domain, as ONNX Runtime registers it, or com.microsoft).</summary>
-    public static NormRule Simplified { get; } = Fused("SimplifiedLayerNormalization", FusedDomains, NormKind.RmsNorm, skip: false, betaInput: null, defaultEps: 1e-5f);
+    public static NormRule Simplified { get; } = Fused("SimplifiedLayerNormalization", FusedDomains, NormKind.RmsNorm, skip: false,
+        betaInput: null, defaultEps: 1e-5f);
 
     /// <summary>ONNX RMSNormalization(x, γ) (opset 23).</summary>
-    public static NormRule RmsNormalization { get; } = Fused("RMSNormalization", [""], NormKind.RmsNorm, skip: false, betaInput: null, defaultEps: 1e-5f);
+    public static NormRule RmsNormalization { get; } = Fused("RMSNormalization", [""], NormKind.RmsNorm, skip: false, betaInput: null,
+        defaultEps: 1e-5f);
 
     /// <summary>com.microsoft SkipSimplifiedLayerNormalization(x, skip, γ[, bias]).</summary>
-    public static NormRule SkipSimplified { get; } = Fused("SkipSimplifiedLayerNormalization", ["com.microsoft"], NormKind.RmsNorm, skip: true, betaInput: null, defaultEps: 1e-12f);
+    public static NormRule SkipSimplified { get; } = Fused("SkipSimplifiedLayerNormalization", ["com.microsoft"], NormKind.RmsNorm,
+        skip: true, betaInput: null, defaultEps: 1e-12f);
 
     /// <summary>LayerNormalization(x, γ[, β]).</summary>
-    public static NormRule LayerNormalization { get; } = Fused("LayerNormalization", FusedDomains, NormKind.LayerNorm, skip: false, betaInput: 2, defaultEps: 1e-5f);
+    public static NormRule LayerNormalization { get; } = Fused("LayerNormalization", FusedDomains, NormKind.LayerNorm, skip: false,
+        betaInput: 2, defaultEps: 1e-5f);
 
     /// <summary>com.microsoft SkipLayerNormalization(x, skip, γ[, β[, bias]]).</summary>
-    public static NormRule SkipLayerNormalization { get; } = Fused("SkipLayerNormalization", ["com.microsoft"], NormKind.LayerNorm, skip: true, betaInput: 3, defaultEps: 1e-12f);
+    public static NormRule SkipLayerNormalization { get; } = Fused("SkipLayerNormalization", ["com.microsoft"], NormKind.LayerNorm,
+        skip: true, betaInput: 3, defaultEps: 1e-12f);
 
     /// <summary>Every norm rule; where matches overlap, the analysis keeps the one covering more nodes.</summary>
-    public static IReadOnlyList<NormRule> All { get; } = [LayerNorm, RmsNorm, Simplified, RmsNormalization, SkipSimplified, LayerNormalization, SkipLayerNormalization];
+    public static IReadOnlyList<NormRule> All { get; } = [LayerNorm, RmsNorm, Simplified, RmsNormalization, SkipSimplified,
+        LayerNormalization, SkipLayerNormalization];
 
     // ------------------------------------------------------------------ decomposed
 
@@ -166,10 +174,12 @@ public static class NormRules
     private static string? ScaleReason(Value v, string what, long? hidden)
     {
         if (v.Initializer is not { } t)
-            return Constants.IsConstant(v) ? $"{what} '{v.Name}' is the output of a Constant node, not an initializer" : $"{what} '{v.Name}' is not a constant";
+            return Constants.IsConstant(v) ? $"{what} '{v.Name}' is the output of a Constant node, not an initializer"
+                : $"{what} '{v.Name}' is not a constant";
         if (t.Dims.Length != 1) return $"{what} '{v.Name}' has shape {Constants.ShapeText(t.Dims)}, not 1-D";
         if (!Constants.IsFloatingPoint(t.DataType)) return $"{what} '{v.Name}' is {DataTypes.Name(t.DataType)}, not floating point";
-        if (hidden is { } h && t.Dims[0] != h) return string.Create(CultureInfo.InvariantCulture, $"{what} '{v.Name}' has {t.Dims[0]} values but the hidden size is {h}");
+        if (hidden is { } h && t.Dims[0] != h)
+            return string.Create(CultureInfo.InvariantCulture, $"{what} '{v.Name}' has {t.Dims[0]} values but the hidden size is {h}");
         return null;
     }
 
@@ -187,8 +197,10 @@ public static class NormRules
         if (axes is null || axes.Length == 0) return $"{what} reduces every axis, not only the last";
         if (axes.Length != 1) return $"{what} reduces axes {Constants.ShapeText(axes)}, not only the last";
         if (axes[0] == -1) return null;
-        if (Rank(x) is not { } rank) return string.Create(CultureInfo.InvariantCulture, $"{what} reduces axis {axes[0]} of an input of unknown rank");
-        return axes[0] == rank - 1 ? null : string.Create(CultureInfo.InvariantCulture, $"{what} reduces axis {axes[0]}, not the last axis ({rank - 1})");
+        if (Rank(x) is not { } rank)
+            return string.Create(CultureInfo.InvariantCulture, $"{what} reduces axis {axes[0]} of an input of unknown rank");
+        return axes[0] == rank - 1 ? null
+            : string.Create(CultureInfo.InvariantCulture, $"{what} reduces axis {axes[0]}, not the last axis ({rank - 1})");
     }
 
     /// <summary>The rank of <paramref name="x"/> (looking through a Cast), when known.</summary>

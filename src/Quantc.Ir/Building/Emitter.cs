@@ -40,19 +40,23 @@ public sealed class Emitter(Graph graph, Node? before, string prefix)
         Graph.AddInitializer(Tensor.FromValues<long>(Name(suffix), (int)DT.Int64, [values.Length], values));
 
     /// <summary>An int8 scalar initializer (a zero point).</summary>
-    public Value Int8(string suffix, sbyte value) => Graph.AddInitializer(Tensor.FromValues(Name(suffix), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[value]));
+    public Value Int8(string suffix, sbyte value) =>
+        Graph.AddInitializer(Tensor.FromValues(Name(suffix), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[value]));
 
     /// <summary>A uint8 scalar initializer (a zero point).</summary>
-    public Value UInt8(string suffix, byte value) => Graph.AddInitializer(Tensor.FromValues(Name(suffix), (int)DT.Uint8, [], (ReadOnlySpan<byte>)[value]));
+    public Value UInt8(string suffix, byte value) =>
+        Graph.AddInitializer(Tensor.FromValues(Name(suffix), (int)DT.Uint8, [], (ReadOnlySpan<byte>)[value]));
 
-    /// <summary><paramref name="x"/> reshaped to <paramref name="shape"/> (0 keeps a dimension, −1 infers it): shape initializer <c>{suffix}_shape</c>, node <c>{suffix}</c>.</summary>
+    /// <summary><paramref name="x"/> reshaped to <paramref name="shape"/> (0 keeps a dimension, −1 infers it): shape initializer
+    /// <c>{suffix}_shape</c>, node <c>{suffix}</c>.</summary>
     public Value Reshape(Value x, long[] shape, string suffix)
     {
         var s = Int64s(suffix + "_shape", shape);
         return Op("Reshape", suffix, x, s);
     }
 
-    /// <summary>A reduction over the last axis keeping it (size 1): ReduceMax, ReduceMin… with axes initializer <c>_axes</c> made once per call.</summary>
+    /// <summary>A reduction over the last axis keeping it (size 1): ReduceMax, ReduceMin… with axes initializer <c>_axes</c> made once per
+    /// call.</summary>
     public Value ReduceLast(string op, string suffix, Value x, Value? axes = null)
     {
         var n = Node(op, suffix, x, axes ?? Int64s("_axes", -1L));

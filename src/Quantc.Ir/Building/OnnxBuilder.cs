@@ -18,7 +18,8 @@ public sealed class OnnxBuilder
 
     private readonly OnnxBuilder? _constantOwner;
 
-    /// <summary>A builder over <paramref name="graph"/>; constants go to <paramref name="constantsFrom"/>'s graph when given (a subgraph then captures them).</summary>
+    /// <summary>A builder over <paramref name="graph"/>; constants go to <paramref name="constantsFrom"/>'s graph when given (a subgraph
+    /// then captures them).</summary>
     public OnnxBuilder(Graph graph, OnnxBuilder? constantsFrom = null)
     {
         Graph = graph;
@@ -43,7 +44,8 @@ public sealed class OnnxBuilder
     }
 
     /// <summary>Adds a node in the current scope and returns it.</summary>
-    public Node AddNode(string op, IEnumerable<Value?> inputs, int outputs = 1, string domain = "", string? localName = null, int[]? keep = null)
+    public Node AddNode(string op, IEnumerable<Value?> inputs, int outputs = 1, string domain = "", string? localName = null,
+        int[]? keep = null)
     {
         string baseName = $"{Scope}/{localName ?? op}";
         int k = _counters.GetValueOrDefault(baseName);
@@ -72,7 +74,8 @@ public sealed class OnnxBuilder
         string key = $"i64{(scalar ? "s" : "")}:{string.Join(",", values)}";
         if (_constants.TryGetValue(key, out var v)) return v;
         var dims = scalar ? Array.Empty<long>() : [values.Length];
-        v = Graph.AddInitializer(Tensor.FromValues($"val_{_constants.Count}", (int)DT.Int64, dims, values.AsSpan()), $"val_{_constants.Count}");
+        v = Graph.AddInitializer(Tensor.FromValues($"val_{_constants.Count}", (int)DT.Int64, dims, values.AsSpan()),
+            $"val_{_constants.Count}");
         _constants[key] = v;
         return v;
     }
@@ -94,7 +97,8 @@ public sealed class OnnxBuilder
     /// <summary>A graph input of element type <paramref name="elemType"/> with dims given as numbers or symbolic names.</summary>
     public Value Input(string name, DT elemType, params object[] dims) => Graph.AddInput(name, TensorType(elemType, dims));
 
-    /// <summary>Lists <paramref name="v"/> as a graph output named <paramref name="name"/> (an Identity is added when the name differs).</summary>
+    /// <summary>Lists <paramref name="v"/> as a graph output named <paramref name="name"/> (an Identity is added when the name
+    /// differs).</summary>
     public Value Output(Value v, string name, DT elemType, params object[] dims)
     {
         if (v.Name != name)

@@ -28,7 +28,8 @@ public static class Constants
     public static bool IsConstant(Value? v) => v is not null && (v.IsInitializer || (v.Producer is { } p && p.Is("Constant")));
 
     /// <summary>True for element types that convert to float32 (not strings, not complex, not undefined).</summary>
-    public static bool IsNumeric(Tensor t) => t.DataType is not ((int)DT.Undefined or (int)DT.String or (int)DT.Complex64 or (int)DT.Complex128);
+    public static bool IsNumeric(Tensor t) =>
+        t.DataType is not ((int)DT.Undefined or (int)DT.String or (int)DT.Complex64 or (int)DT.Complex128);
 
     /// <summary>True for floating-point element types (float32/64, float16, bfloat16, float8, float4).</summary>
     public static bool IsFloatingPoint(int dataType) => (DT)dataType is DT.Float or DT.Double or DT.Float16 or DT.Bfloat16

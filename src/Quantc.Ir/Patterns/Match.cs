@@ -27,7 +27,8 @@ public sealed class Match
     /// <summary>The node whose output the pattern was matched at (null when that value has no producer).</summary>
     public Node? Root => RootValue.Producer;
 
-    /// <summary>Values captured by name (<see cref="P.Var(string)"/>, <see cref="P.Const(string)"/>, <see cref="Pattern.Named"/>).</summary>
+    /// <summary>Values captured by name (<see cref="P.Var(string)"/>, <see cref="P.Const(string)"/>, <see
+    /// cref="Pattern.Named"/>).</summary>
     public IReadOnlyDictionary<string, Value> Values => _values;
 
     /// <summary>Nodes captured by name (<see cref="OpPattern.As"/>).</summary>

@@ -111,7 +111,8 @@ public static class P
     /// <summary>A constant, captured as <paramref name="name"/> (its value, and its tensor in <see cref="Match.Tensors"/>).</summary>
     public static Pattern Const(string name) => new ConstPattern(name, null, false, name);
 
-    /// <summary>A constant whose tensor satisfies <paramref name="check"/>, captured as <paramref name="name"/> when one is given.</summary>
+    /// <summary>A constant whose tensor satisfies <paramref name="check"/>, captured as <paramref name="name"/> when one is
+    /// given.</summary>
     public static Pattern Const(string? name, Func<Tensor, bool> check) => new ConstPattern(name, check, false, name ?? "const?");
 
     /// <summary>A constant with one element (any shape) equal to <paramref name="value"/> within <paramref name="tolerance"/>.</summary>
@@ -131,7 +132,8 @@ public static class P
     /// </summary>
     public static Pattern Optional(OpPattern op, int through = 0)
     {
-        if (through < 0 || through >= op.Inputs.Count) throw new ArgumentOutOfRangeException(nameof(through), $"{op} has no input pattern {through}");
+        if (through < 0 || through >= op.Inputs.Count)
+            throw new ArgumentOutOfRangeException(nameof(through), $"{op} has no input pattern {through}");
         return new OptionalPattern(op, op.Inputs[through]);
     }
 
@@ -270,7 +272,8 @@ public sealed class OpPattern : Pattern
         return this;
     }
 
-    /// <summary>The matched output must have exactly one consumer and not be a graph output (so that a rewrite may remove the node).</summary>
+    /// <summary>The matched output must have exactly one consumer and not be a graph output (so that a rewrite may remove the
+    /// node).</summary>
     public OpPattern SingleUse()
     {
         _singleUse = true;
