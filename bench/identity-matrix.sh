@@ -7,6 +7,9 @@
 #   bench/identity-matrix.sh before.txt [--small]      # on the commit before the change
 #   bench/identity-matrix.sh after.txt  [--small]      # after it
 #   diff before.txt after.txt                          # no output: byte-identical
+#
+# Compare runs of one machine only: reduce_range: auto (the default) follows the compiling CPU
+# (7-bit weights without VNNI), so the static W8A8 outputs differ between AVX2-only and VNNI hosts.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$(realpath -m "${1:?usage: identity-matrix.sh OUT.txt [--small]}")"
