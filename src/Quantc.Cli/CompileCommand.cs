@@ -107,6 +107,15 @@ internal static class CompileCommand
         if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
         foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
             stdout.WriteLine($"  {p.Name}: {p.Reasons.Last()}");
+        // Layers quantized otherwise than the recipe asked (another group size), then the layers left in float, one line per reason.
+        foreach (var g in layers.SelectMany(p => p.Reasons.Where(x => x.StartsWith("quantize: group size", StringComparison.Ordinal)
+                     || x.StartsWith("quantize: per_channel instead", StringComparison.Ordinal)).Select(x => (Reason: x, p.Name)))
+                     .GroupBy(x => x.Reason))
+            stdout.WriteLine($"  {Layers(g.Count())}: {g.Key}: {LayerNames.Shorten(g.Select(x => x.Name))}");
+        foreach (var g in layers.Where(p => !p.WeightFormat.IsReduced && !p.ActivationFormat.IsReduced)
+                     .GroupBy(p => p.Reasons.LastOrDefault(x => x.Contains("kept", StringComparison.Ordinal)) ?? p.Reasons.LastOrDefault() ?? "no pass of the recipe quantized it"))
+            stdout.WriteLine($"  {Layers(g.Count())} {(g.Count() == 1 ? "stays" : "stay")} float ({g.Key}): {LayerNames.Shorten(g.Select(p => p.Name))}");
+        foreach (var n in ctx.Notices) stdout.WriteLine($"  {n}");
         if (result.Verify is { } verify)
         {
             var logits = verify.Outputs.FirstOrDefault(o => o.Name == "logits") ?? verify.Outputs[0];
@@ -116,6 +125,8 @@ internal static class CompileCommand
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({result.Report.Verify!.Data}): {logits.Name} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
         }
     }
+
+    private static string Layers(int n) => n == 1 ? "1 layer" : $"{n} layers";
 
     private static long FileBytes(string p) => File.Exists(p) ? new FileInfo(p).Length : 0;
 
