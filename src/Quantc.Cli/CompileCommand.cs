@@ -22,12 +22,14 @@ internal static class CompileCommand
         var seq = new Option<int>("--seq-len") { Description = "tokens per calibration sample", DefaultValueFactory = _ => 128 };
         var report = new Option<string?>("--report") { Description = "write the JSON report here (default: next to the output)" };
         var noVerify = new Option<bool>("--no-verify") { Description = "skip the verification against the float model" };
+        var verifySamples = new Option<int>("--verify-samples") { Description = "held-out samples for the verification", DefaultValueFactory = _ => 8 };
         var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for byte-tokenized models)" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
+        var noDocSplit = Cli.NoDocSplitOption();
         var force = Cli.ForceOption();
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
-            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, force };
+            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, force };
         cmd.SetAction(pr =>
         {
             string input = pr.GetValue(model) ?? Cli.DefaultModelPath();
@@ -60,7 +62,7 @@ internal static class CompileCommand
             string? calibSpec = pr.GetValue(calib) ?? DefaultText(m, "models/calib.txt");
             if (calibSpec is not null)
             {
-                calibration = DataLoader.Load(m, calibSpec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
+                calibration = DataLoader.Load(m, calibSpec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples), SplitDocuments = !pr.GetValue(noDocSplit) });
                 foreach (var w in calibration.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             }
             // The held-out data is read now too (against the float model), so that a bad --data fails before the compile.
@@ -69,7 +71,7 @@ internal static class CompileCommand
             {
                 string? spec = pr.GetValue(evalData) ?? DefaultText(m, "models/eval.txt");
                 if (spec is null) stderr.WriteLine("quantc: warning: no held-out data for verification (give --data); skipped");
-                else held = DataLoader.Load(m, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = 8 });
+                else held = DataLoader.Load(m, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(verifySamples), SplitDocuments = !pr.GetValue(noDocSplit) });
             }
 
             using var result = compiler.Compile(m, r, passes, new CompileOptions
@@ -122,7 +124,7 @@ internal static class CompileCommand
             string next = verify.Logits is { } l
                 ? string.Create(CultureInfo.InvariantCulture, $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
                 : "";
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({result.Report.Verify!.Data}): {logits.Name} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify on {result.Verify.Samples} held-out samples ({result.Report.Verify!.Data}; --verify-samples to change): {logits.Name} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
         }
     }
 

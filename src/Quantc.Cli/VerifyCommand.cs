@@ -23,8 +23,9 @@ internal static class VerifyCommand
         var noLayers = new Option<bool>("--no-layers") { Description = "skip per-layer localisation" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report with a per-layer error chart" };
         var exact = new Option<bool>("--exact") { Description = "also evaluate the original in float64 and compare both models with it: the float32 original's own error is the noise floor (standard ONNX ops only)" };
+        var noDocSplit = Cli.NoDocSplitOption();
         var force = Cli.ForceOption();
-        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, force };
+        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, noDocSplit, force };
         cmd.SetAction(pr =>
         {
             using var a = Cli.LoadModel(pr.GetValue(original)!);
@@ -35,7 +36,7 @@ internal static class VerifyCommand
             outputs.AddModelInput(pr.GetValue(compiled)!, b);
             outputs.AddInput(spec);
             string? stagedHtml = pr.GetValue(html) is { } htmlPath ? outputs.Add("--html", htmlPath, OutputKind.Html) : null;
-            var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
+            var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples), SplitDocuments = !pr.GetValue(noDocSplit) });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             var outcome = ModelVerifier.Run(a, b, loaded, new VerifyThresholds(pr.GetValue(minSqnr), pr.GetValue(maxPpl)),
                 perLayer: !pr.GetValue(noLayers), exactReferencePath: pr.GetValue(exact) ? pr.GetValue(original)! : null, stages: ProgressBar.Stages);

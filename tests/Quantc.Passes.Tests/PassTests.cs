@@ -28,7 +28,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     }
 
     private static (IReadOnlyList<CalibrationSample> Samples, IReadOnlyList<long[]>? Tokens) Data(Model m, string file, int n) =>
-        DataLoader.Load(m, Text(file), new DataOptions { SequenceLength = 64, MaxSamples = n }) is var d ? (d.Samples, d.Tokens) : default;
+        DataLoader.Load(m, Text(file), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n }) is var d ? (d.Samples, d.Tokens) : default;
 
     private Model Compile(Model m, string recipeYaml) =>
         TestCompiler.CompileAndReload(_dir, m, recipeYaml, Data(m, "calib.txt", 8).Samples, out _);
@@ -590,13 +590,13 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         }
         using var original = Model.Load(path);
         using var model = Model.Load(path);
-        var data = DataLoader.Load(model, "random", new DataOptions { MaxSamples = 8 }).Samples;
+        var data = DataLoader.Load(model, "random", new DataOptions { SplitDocuments = false, MaxSamples = 8 }).Samples;
         var ctx = TestCompiler.Compile(model, recipe, data).Context;
         foreach (var l in ctx.Log) log.WriteLine(l);
         Assert.Contains(ctx.Log, l => l.EndsWith("ln1 not folded: a reader's weight is shared", StringComparison.Ordinal) || l.EndsWith("ln1 not smoothed: a reader's weight is shared", StringComparison.Ordinal));
         if (recipe.Contains("lower_qdq", StringComparison.Ordinal))
             Assert.Equal(2, model.Graph.Nodes.Count(n => n.Is("DequantizeLinear") && n.Inputs[0]!.IsInitializer));
-        var r = Verifier.Run(original, model, DataLoader.Load(original, "random", new DataOptions { MaxSamples = 4, Seed = 3 }).Samples, null, new VerifyOptions { PerLayer = false });
+        var r = Verifier.Run(original, model, DataLoader.Load(original, "random", new DataOptions { SplitDocuments = false, MaxSamples = 4, Seed = 3 }).Samples, null, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single().SqnrDb;
         log.WriteLine($"tied weights, {recipe}: SQNR {sqnr:0.0} dB");
         Assert.True(recipe.Contains("lower_qdq", StringComparison.Ordinal) ? sqnr > 25 : sqnr > 100, $"SQNR {sqnr:0.0} dB");
@@ -611,10 +611,10 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         string path = GemmMlp();
         using var original = Model.Load(path);
         using var m = Model.Load(path);
-        var data = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 8 }).Samples;
+        var data = DataLoader.Load(m, "random", new DataOptions { SplitDocuments = false, MaxSamples = 8 }).Samples;
         TestCompiler.Compile(m, recipe, data);
         Assert.Equal(2, m.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear" && n.Inputs[0]!.IsInitializer));
-        var r = Verifier.Run(original, m, DataLoader.Load(original, "random", new DataOptions { MaxSamples = 4, Seed = 9 }).Samples, null, new VerifyOptions { PerLayer = false });
+        var r = Verifier.Run(original, m, DataLoader.Load(original, "random", new DataOptions { SplitDocuments = false, MaxSamples = 4, Seed = 9 }).Samples, null, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single().SqnrDb;
         log.WriteLine($"Gemm MLP {recipe}: SQNR {sqnr:0.0} dB");
         Assert.True(sqnr > floorDb, $"SQNR {sqnr:0.0} dB ≤ {floorDb} dB");
