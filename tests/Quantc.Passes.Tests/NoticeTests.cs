@@ -101,6 +101,16 @@ public sealed class NoticeTests(ITestOutputHelper log) : IDisposable
         Assert.Matches(@"^symmetrize: skipped on all \d+ norms: RMSNorm has no β", notice);
     }
 
+    /// <summary>smooth with nothing left to smooth says so.</summary>
+    [Fact]
+    public void SmoothWithNothingToSmoothSaysSo()
+    {
+        using var m = Load();
+        var ctx = TestCompiler.Compile(m, "passes: [{smooth: {exclude: ['.*']}}]", Data(m, "calib.txt", 2).Samples).Context;
+        Assert.Matches(@"^smooth: nothing smoothed: the readers of all \d+ smoothable inputs are excluded$", Assert.Single(ctx.Notices));
+        Assert.DoesNotContain(ctx.Plan.Layers, p => p.Transforms.Count > 0);
+    }
+
     /// <summary>Defect 5: smooth leaves lm_head (excluded by quantize) alone, unless exclude says otherwise.</summary>
     [Theory]
     [InlineData("passes: [smooth]", false)]
