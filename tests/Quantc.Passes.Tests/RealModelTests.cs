@@ -68,6 +68,45 @@ public sealed class RealModelTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(1.0, r.Logits.Top1Agreement);
     }
 
+    /// <summary>
+    /// Greedy decoding from BOS with the KV cache (one token per step, the cache the model returned fed back) yields the
+    /// same tokens as evaluating the whole prefix: the logits at every position of one full run pick the next token.
+    /// </summary>
+    [Fact]
+    public void GreedyDecodingWithTheCacheMatchesFullPrefixEvaluation()
+    {
+        string real = RealDir();
+        using var m = Load(real);
+        long bos = DataLoader.TokenizerFor(m).Bos ?? throw new InvalidOperationException("the tokenizer has no BOS");
+        const int steps = 48, vocab = 105, kvHeads = 4, headDim = 16;
+        using var session = Quantc.Core.Runtime.OrtModel.CreateSession(m);
+        var tokens = new List<long> { bos };
+        var out0 = OrtRuns.Outputs(session, Quantc.Core.Calibration.CalibrationInputs.FromTokens(m.Graph, tokens.ToArray()));
+        for (int t = 1; t <= steps; t++)
+        {
+            tokens.Add(ArgMax(out0["logits"].AsSpan(out0["logits"].Length - vocab, vocab)));
+            if (t == steps) break;
+            var step = new Quantc.Core.Calibration.CalibrationSample();
+            step.Inputs["input_ids"] = (new[] { tokens[^1] }, [1, 1]);
+            step.Inputs["attention_mask"] = (Enumerable.Repeat(1L, t + 1).ToArray(), [1, t + 1]);
+            step.Inputs["position_ids"] = (new[] { (long)t }, [1, 1]);
+            foreach (var (name, data) in out0.Where(kv => kv.Key.StartsWith("present.", StringComparison.Ordinal)))
+                step.Inputs["past_key_values." + name["present.".Length..]] = (data, [1, kvHeads, t, headDim]);
+            out0 = OrtRuns.Outputs(session, step);
+        }
+        var full = OrtRuns.Outputs(session, Quantc.Core.Calibration.CalibrationInputs.FromTokens(m.Graph, tokens.ToArray()))["logits"];
+        log.WriteLine($"greedy from BOS: {string.Join(" ", tokens)}");
+        for (int i = 0; i < steps; i++)
+            Assert.True(ArgMax(full.AsSpan(i * vocab, vocab)) == tokens[i + 1], $"position {i}: full-prefix evaluation picks another token than cached decoding");
+    }
+
+    private static long ArgMax(ReadOnlySpan<float> x)
+    {
+        int best = 0;
+        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+        return best;
+    }
+
     /// <summary>w8a8-dynamic calibrated on the first part of TinyStories keeps the trained model's predictions on the last part.</summary>
     [Fact]
     public void W8A8DynamicKeepsTheTrainedLlamasPredictions()
