@@ -2,7 +2,8 @@
 # The real-model acceptance set (issue 15): builds the trained LLaMA of ../shared/real/ (babyllama-tok105) through the
 # safetensors loader, compiles every transformer recipe with calibration text from the first part of TinyStories, and
 # verifies each on a disjoint later part of TinyStories (document-aligned) and on WikiText-2 (one stream cut every
-# --seq-len tokens): logits SQNR, top-1 agreement, perplexity, file size. Writes a markdown table.
+# --seq-len tokens): logits SQNR, top-1 agreement, perplexity, file size, and (TinyStories run) how many of 64 tokens
+# greedy decoding from BOS generates as fp32 does before the first divergence. Writes a markdown table.
 #
 #   bench/real/run.sh [OUT_DIR]          (default out/real; the table goes to OUT_DIR/results.md and stdout)
 #
@@ -37,33 +38,34 @@ cp "$real/babyllama-tok105/tokenizer.model" "$out/tokenizer.model"
 
 recipes="${RECIPES:-$(q recipes | awk -F: '/^[a-z0-9-]+: ./ { print $1 }' | grep -vE '^(mamba|quamba)')}"
 size() { local b=0 f; for f in "$@"; do [ -f "$f" ] && b=$((b + $(stat -c %s "$f"))); done; echo "$b"; }
-verify() { # model data [extra]: "sqnr top1 ppl_orig ppl_compiled data"
+verify() { # model data [extra]: "sqnr top1 ppl_orig ppl_compiled greedy"
   q verify "$model" "$1" --data "$2" --samples "$samples" --seq-len "$seq" --no-layers --json ${3:-} \
-    | jq -r '[(.outputs[] | select(.name == "logits") | .sqnr_db), .logits.top1_agreement, .logits.perplexity_original, .logits.perplexity_compiled] | @tsv'
+    | jq -r '[(.outputs[] | select(.name == "logits") | .sqnr_db), .logits.top1_agreement, .logits.perplexity_original, .logits.perplexity_compiled,
+             "\(.greedy.matching_tokens)/\(.greedy.steps)"] | @tsv'
 }
 
 table="$out/results.md"
 {
-  echo "| recipe | size (KiB) | TinyStories SQNR dB | top-1 | perplexity | WikiText-2 SQNR dB | top-1 | perplexity | compile s |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| recipe | size (KiB) | TinyStories SQNR dB | top-1 | perplexity | greedy | WikiText-2 SQNR dB | top-1 | perplexity | compile s |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 } > "$table"
 base_ts=$(verify "$model" "$out/eval-tinystories.txt")
 base_wt=$(verify "$model" "$out/eval-wikitext2.txt" --no-doc-split)
-printf '| fp32 | %d | – | – | %.3f | – | – | %.3f | – |\n' $(( $(size "$model" "$model.data") / 1024 )) \
+printf '| fp32 | %d | – | – | %.3f | – | – | – | %.3f | – |\n' $(( $(size "$model" "$model.data") / 1024 )) \
   "$(cut -f3 <<<"$base_ts")" "$(cut -f3 <<<"$base_wt")" >> "$table"
 for r in $recipes; do
   compiled="$out/$r.onnx"
   start=$(date +%s.%N)
   if ! q compile "$model" --recipe "$r" --calib "$out/calib-tinystories.txt" --samples "$calib_samples" --seq-len "$seq" \
       -o "$compiled" --no-verify --force > "$out/$r.compile.txt" 2>&1; then
-    echo "| $r | refused: $(grep -m1 -E 'error|refus' "$out/$r.compile.txt" | cut -c1-120) |||||||" >> "$table"
+    echo "| $r | refused: $(grep -m1 -E 'error|refus' "$out/$r.compile.txt" | cut -c1-120) ||||||||" >> "$table"
     continue
   fi
   secs=$(echo "$(date +%s.%N) - $start" | bc)
   ts_row=$(verify "$compiled" "$out/eval-tinystories.txt")
   wt_row=$(verify "$compiled" "$out/eval-wikitext2.txt" --no-doc-split)
-  printf '| %s | %d | %.1f | %.1f %% | %.3f | %.1f | %.1f %% | %.3f | %.1f |\n' "$r" $(( $(size "$compiled" "$compiled.data") / 1024 )) \
-    "$(cut -f1 <<<"$ts_row")" "$(echo "$(cut -f2 <<<"$ts_row") * 100" | bc -l)" "$(cut -f4 <<<"$ts_row")" \
+  printf '| %s | %d | %.1f | %.1f %% | %.3f | %s | %.1f | %.1f %% | %.3f | %.1f |\n' "$r" $(( $(size "$compiled" "$compiled.data") / 1024 )) \
+    "$(cut -f1 <<<"$ts_row")" "$(echo "$(cut -f2 <<<"$ts_row") * 100" | bc -l)" "$(cut -f4 <<<"$ts_row")" "$(cut -f5 <<<"$ts_row")" \
     "$(cut -f1 <<<"$wt_row")" "$(echo "$(cut -f2 <<<"$wt_row") * 100" | bc -l)" "$(cut -f4 <<<"$wt_row")" "$secs" >> "$table"
 done
 {

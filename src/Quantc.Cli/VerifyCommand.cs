@@ -65,6 +65,8 @@ internal static class VerifyCommand
                 "a compiled model as close to the exact function as the original is differs from it only by float32 rounding");
         if (r.Logits is { } l)
             o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"top-1 agreement {l.Top1Agreement:P2}; perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000} over {l.ScoredTokens} tokens"));
+        if (r.Greedy is { } gm)
+            o.WriteLine($"greedy decoding from token {gm.Start}: {gm.Matching} of {gm.Steps} generated tokens match the original's before the first divergence");
         if (r.Layers.Count > 0)
         {
             o.WriteLine();

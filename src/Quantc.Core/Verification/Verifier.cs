@@ -26,7 +26,11 @@ public sealed record LayerError(int Order, string CompiledName, string OriginalN
 public sealed record LogitsMetrics(double Top1Agreement, double OriginalPerplexity, double CompiledPerplexity, long ScoredTokens);
 
 /// <summary>What <c>quantc verify</c> found.</summary>
-public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Outputs, LogitsMetrics? Logits, IReadOnlyList<LayerError> Layers);
+public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Outputs, LogitsMetrics? Logits, IReadOnlyList<LayerError> Layers)
+{
+    /// <summary>Greedy decoding of both models through their KV cache from the first token of the data (decoder models with token data).</summary>
+    public GreedyMatch? Greedy { get; init; }
+}
 
 /// <summary>Options of a verification run.</summary>
 public sealed record VerifyOptions
@@ -46,6 +50,9 @@ public sealed record VerifyOptions
     /// which a compiled model's differences are float32 rounding rather than a change of function.
     /// </summary>
     public Model? ExactReference { get; init; }
+
+    /// <summary>Tokens both models generate greedily from the data's first token, compared (0: not done).</summary>
+    public int GreedySteps { get; init; } = 64;
 }
 
 /// <summary>
@@ -140,7 +147,11 @@ public static class Verifier
                 OriginalNoiseSqnrDb = exact is null ? null : noise[o].SqnrDb,
             }).ToList(),
             hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
-            layers);
+            layers)
+        {
+            Greedy = hasLogits && options.GreedySteps > 0 && tokens is { Count: > 0 } && tokens[0].Length > 0
+                ? GreedyDecoding.Compare(original, compiled, tokens[0][0], options.GreedySteps, options.LogitsOutput) : null,
+        };
     }
 
     /// <summary>
