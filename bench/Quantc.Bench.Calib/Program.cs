@@ -28,7 +28,7 @@ try
     Console.WriteLine(string.Create(inv, $"# llama-{size}: {ReferenceModels.ParameterCount("llama", size) / 1e6:0.0} M parameters, built in {build.Elapsed.TotalSeconds:0.0} s"));
     using var model = Model.Load(path);
     string text = Path.Combine(AppContext.BaseDirectory, "calib.txt");
-    var data = DataLoader.Load(model, text, new DataOptions { SequenceLength = seq, MaxSamples = samples });
+    var data = DataLoader.Load(model, text, new DataOptions { SplitDocuments = false, SequenceLength = seq, MaxSamples = samples });
     var tensors = model.Graph.Nodes.Where(n => n.Is("MatMul") && n.Inputs[1]?.IsInitializer == true && n.Inputs[0] is { IsInitializer: false })
         .Select(n => n.Inputs[0]!.Name).Distinct().ToList();
     Console.WriteLine($"# data: {data.Description}; {tensors.Count} tensors observed");
@@ -85,7 +85,7 @@ try
     }
 
     // Peak RSS: many short samples; memory must stay flat.
-    var many = DataLoader.Load(model, text, new DataOptions { SequenceLength = 64, MaxSamples = rssSamples });
+    var many = DataLoader.Load(model, text, new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = rssSamples });
     long before = PeakRssKb();
     var sw2 = Stopwatch.StartNew();
     Calibrator.Collect(model, tensors, many.Samples.Take(many.Samples.Count / 8).ToList());

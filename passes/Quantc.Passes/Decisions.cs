@@ -53,19 +53,32 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
         foreach (var l in ctx.Map.Linears)
         {
             var plan = ctx.Plan[l.Name];
-            if (exclude.Any(p => Regex.IsMatch(l.Name, p)))
+            if (exclude.FirstOrDefault(p => Regex.IsMatch(l.Name, p)) is { } excluded)
             {
-                plan.Reasons.Add($"kept float: matches an exclude pattern");
+                plan.Reasons.Add($"kept float: matches exclude pattern {excluded}");
                 continue;
             }
-            if (granularity == Granularity.PerGroup && l.InFeatures % groupSize != 0)
+            var layerGranularity = granularity;
+            int layerGroup = groupSize;
+            if (granularity == Granularity.PerGroup && weights != NumberFormat.Fp8 && l.InFeatures % groupSize != 0)
             {
-                plan.Reasons.Add($"kept float: in_features {l.InFeatures} is not a multiple of group size {groupSize}");
-                continue;
+                int k = (int)l.InFeatures;
+                int chosen = GroupSizeFor(k, groupSize);
+                if (chosen == 0)
+                {
+                    layerGranularity = Granularity.PerChannel;
+                    layerGroup = 0;
+                    plan.Reasons.Add($"quantize: per_channel instead of group size {groupSize}: in_features {k} has no divisor ≤ {groupSize} that is a multiple of 8");
+                }
+                else
+                {
+                    layerGroup = chosen;
+                    plan.Reasons.Add($"quantize: group size {chosen} instead of {groupSize}: in_features {k} is not a multiple of {groupSize}");
+                }
             }
             // float8 weights take one per-tensor scale (the range of e4m3fn covers a tensor's spread).
-            plan.WeightGranularity = weights == NumberFormat.Fp8 ? Granularity.PerTensor : granularity;
-            plan.GroupSize = granularity == Granularity.PerGroup && weights != NumberFormat.Fp8 ? groupSize : 0;
+            plan.WeightGranularity = weights == NumberFormat.Fp8 ? Granularity.PerTensor : layerGranularity;
+            plan.GroupSize = layerGranularity == Granularity.PerGroup && weights != NumberFormat.Fp8 ? layerGroup : 0;
             plan.WeightSymmetric = symmetric;
             plan.ActivationFormat = activations;
             plan.ActivationMode = dynamic.Any(p => Regex.IsMatch(l.Name, p)) ? ActivationMode.Dynamic : mode;
@@ -77,8 +90,24 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
             plan.WeightFormat = weightFormat;
             string modeName = plan.ActivationMode.Name();
             plan.Reasons.Add($"quantize: {weightFormat} weights{(reduceHere ? $" (reduce_range: {modeName} 8-bit activations on ONNX Runtime's U8S8 kernel, a CPU without VNNI)" : "")}"
-                + $" ({granularity.Name()}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({modeName})");
+                + $" ({layerGranularity.Name()}{(plan.GroupSize > 0 ? $" {plan.GroupSize}" : "")}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({modeName})");
         }
+    }
+
+    /// <summary>
+    /// The group size for K when K is not a multiple of <paramref name="requested"/>: the largest power of two ≥ 16 that
+    /// divides K and is at most the requested size (ONNX Runtime's MatMulNBits and the w4a8 kernel take those), else the
+    /// largest multiple of 8 that does; 0 when there is none (the layer goes per-channel: groups of 1, 2 or 4 weights
+    /// would cost more in scales than int8 weights).
+    /// </summary>
+    public static int GroupSizeFor(int k, int requested)
+    {
+        if (k % requested == 0) return requested;
+        for (int g = 1 << 30; g >= 16; g >>= 1)
+            if (g <= requested && k % g == 0) return g;
+        for (int g = requested - requested % 8; g >= 8; g -= 8)
+            if (k % g == 0) return g;
+        return 0;
     }
 }
 
@@ -102,11 +131,12 @@ public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat
     public void Run(PassContext ctx)
     {
         var layers = ctx.Map.Linears.Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32).ToList();
-        if (layers.Count == 0) return;
+        if (layers.Count == 0) { ctx.Notice("spike_mixed: no layer kept: no layer has quantized activations"); return; }
         var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
         int maxKept = (int)Math.Floor(budget * layers.Count);
         var ranked = layers.Select(l => (Layer: l, Ratio: (double)stats[l.Input.Name].SpikeRatio)).OrderByDescending(x => x.Ratio).ToList();
         int kept = 0;
+        bool anyManual = false;
         foreach (var (l, ratio) in ranked)
         {
             var plan = ctx.Plan[l.Name];
@@ -125,9 +155,18 @@ public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat
                 plan.Reasons.Add(manual ? $"spike_mixed: kept {highPrecision} (override)" : $"spike_mixed: kept {highPrecision}: input spike ratio {r} > {threshold.ToString(CultureInfo.InvariantCulture)}");
                 ctx.Log.Add($"spike_mixed: {l.Name} kept {highPrecision} (spike ratio {r})");
                 if (!manual) kept++;
+                else anyManual = true;
             }
             else if (ratio > threshold)
                 plan.Reasons.Add($"spike_mixed: quantized despite spike ratio {r}: budget of {maxKept} layers used");
+        }
+        if (kept == 0 && !anyManual)
+        {
+            var (top, ratio) = ranked[0];
+            string t = threshold.ToString(CultureInfo.InvariantCulture), r = ratio.ToString("0.0", CultureInfo.InvariantCulture);
+            ctx.Notice(ratio > threshold
+                ? $"spike_mixed: no layer kept: largest input spike ratio {r} > threshold {t} ({top.Name}), but the budget allows {maxKept} of {layers.Count} layers"
+                : $"spike_mixed: no layer kept: largest input spike ratio {r} ≤ threshold {t} ({top.Name})");
         }
     }
 }

@@ -11,7 +11,7 @@ namespace Quantc.Passes;
 /// LowerQdq: turns the plan into standard ONNX (opset 21) that ONNX Runtime fuses into integer
 /// kernels: int8 weights with per-channel scales behind DequantizeLinear(axis = 1); int4 weights
 /// blocked along K behind DequantizeLinear(axis = 0, block_size) — which ONNX Runtime turns into
-/// MatMulNBits; fp16 weights behind a Cast; static activations as QuantizeLinear → DequantizeLinear on
+/// MatMulNBits — or per channel behind DequantizeLinear(axis = 1) without block_size; fp16 weights behind a Cast; static activations as QuantizeLinear → DequantizeLinear on
 /// the layer's input (one pair per input and scale, shared by q/k/v); 6-bit grids as int8 with a Clip; float8 e4m3fn
 /// weights and static activations with per-tensor scales (QDQ of FLOAT8E4M3FN; ONNX Runtime's CPU runs the MatMul in
 /// float on the dequantized values, GPU builds with FP8 GEMMs can fuse it).
@@ -101,6 +101,14 @@ public sealed class LowerQdqPass : IPass
             var packed = new byte[(k * n + 1) / 2];
             for (int i = 0; i < vals.Length; i++) packed[i >> 1] |= (byte)((vals[i] & 0xF) << ((i & 1) * 4));
             wq = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_int4", (int)DT.Int4, dims, packed));
+            if (q.GroupSize == 0)
+            {
+                var perChannel = Int4PerChannel(g, l, q, wq, nk);
+                l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, perChannel.Output);
+                ctx.Provenance.Record(perChannel.Output.Name, l.Weight.Name);
+                ctx.Provenance.Record(wq.Name, l.Weight.Name);
+                return;
+            }
             int groups = k / q.GroupSize;
             // Ours: [N, groups]. MatMul's: [groups, N].
             var sc = new float[groups * n];
@@ -132,6 +140,19 @@ public sealed class LowerQdqPass : IPass
         l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq.Output);
         ctx.Provenance.Record(dq.Output.Name, l.Weight.Name);
         ctx.Provenance.Record(wq.Name, l.Weight.Name); // the stored integer weight stands for the float one (diff matches them)
+    }
+
+    /// <summary>Per-channel int4 weights: one scale (and zero point) per output channel, DequantizeLinear with an axis and no block_size.</summary>
+    private static Node Int4PerChannel(Graph g, LinearLayer l, QuantizedWeight q, Value wq, bool nk)
+    {
+        int n = (int)l.OutFeatures;
+        var scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
+        var zpPacked = new byte[(n + 1) / 2];
+        for (int c = 0; c < n; c++) zpPacked[c >> 1] |= (byte)(((q.ZeroPoints?[c] ?? 0) & 0xF) << ((c & 1) * 4));
+        var zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, [n], zpPacked));
+        var dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
+        dq.SetAttribute("axis", nk ? 0L : 1L);
+        return dq;
     }
 
     private static void LowerActivation(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan, Dictionary<(Value, string, float, float), Value> cache,

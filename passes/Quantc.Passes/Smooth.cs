@@ -16,14 +16,16 @@ namespace Quantc.Passes;
 /// by the error of the group's W8A8 output (int8 per-tensor activations, int8 per-channel weights) on
 /// <c>search_rows</c> calibration rows, and the least-error α wins (<see cref="Smoothing.SearchAlpha"/>).
 /// <c>power_of_two</c> (default true) rounds the factors to powers of two, which makes the rewrite
-/// exact in floating point.
+/// exact in floating point. Inputs whose readers all match <c>exclude</c> (regular expressions on layer names; lm_head by
+/// default, as quantize's) are not smoothed: smooth runs before quantize, and a layer left in float gains nothing from it.
 /// </summary>
-public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, IReadOnlyList<double>? grid = null, int searchRows = 256) : IPass
+public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, IReadOnlyList<double>? grid = null, int searchRows = 256,
+    IReadOnlyList<string>? exclude = null) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<SmoothOptions>("smooth", PassKind.FunctionPreserving,
         "SmoothQuant: migrate activation outliers into the weights by per-channel factors folded into what produces each input",
-        o => new SmoothPass(o.AlphaValue, o.ThroughMlp, o.PowerOfTwo, o.AlphaGrid.Count > 0 ? o.AlphaGrid : null, o.SearchRows));
+        o => new SmoothPass(o.AlphaValue, o.ThroughMlp, o.PowerOfTwo, o.AlphaGrid.Count > 0 ? o.AlphaGrid : null, o.SearchRows, o.Exclude));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -72,7 +74,21 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
                 if (UpProjection(l, map) is { } up)
                     targets.Add((l.Input, [l], s => DivideColumns(g, up, s), up.Name, [up.Node.Outputs[0]!, up.Output, l.Input]));
 
-        if (targets.Count == 0) return;
+        var excluded = exclude ?? SmoothOptions.DefaultExclude;
+        int candidates = targets.Count;
+        targets.RemoveAll(t =>
+        {
+            bool skip = t.Readers.All(r => excluded.Any(p => System.Text.RegularExpressions.Regex.IsMatch(r.Name, p)));
+            if (skip) ctx.Log.Add($"smooth: {string.Join(", ", t.Readers.Select(r => r.Name))} not smoothed: excluded (stays float)");
+            return skip;
+        });
+        if (targets.Count == 0)
+        {
+            ctx.Notice(candidates == 0
+                ? $"smooth: nothing smoothed: no input of a linear layer comes from a norm{(throughMlp ? " or an act(gate) ⊙ up product" : "")} it can fold into ({map.Norms.Count} norms)"
+                : $"smooth: nothing smoothed: the readers of all {candidates} smoothable inputs are excluded");
+            return;
+        }
         var inputs = targets.Select(t => t.Input.Name).Distinct().ToList();
         // alpha: auto also needs sampled rows of each input: taken in the same calibration run as the statistics.
         var sampler = alpha is null ? new RowSampler(inputs, searchRows) : null;
@@ -171,6 +187,12 @@ public sealed record SmoothOptions : PassOptions
 
     [Option("round the factors to powers of two (the rewrite is then exact in floating point)")]
     public bool PowerOfTwo { get; init; } = true;
+
+    [Option("layers left in float (quantize's exclude): inputs read only by them are not smoothed", Regex = true)]
+    public IReadOnlyList<string> Exclude { get; init; } = DefaultExclude;
+
+    /// <summary>quantize's default exclude.</summary>
+    public static readonly IReadOnlyList<string> DefaultExclude = ["^lm_head$"];
 
     /// <summary>The fixed α, or null for auto.</summary>
     public double? AlphaValue => Alpha == "auto" ? null : double.Parse(Alpha, NumberStyles.Float, CultureInfo.InvariantCulture);

@@ -38,7 +38,14 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
             if (readers is null) { ctx.Log.Add($"symmetrize: {norm.Name} skipped: {why}"); continue; }
             targets.Add((norm, readers));
         }
-        if (targets.Count == 0) return;
+        if (targets.Count == 0)
+        {
+            int noBeta = map.Norms.Count(n => n.Beta?.Initializer is null);
+            ctx.Notice(noBeta > 0 && noBeta == map.Norms.Count
+                ? $"symmetrize: skipped on all {noBeta} norms: RMSNorm has no β to fold the shift into (nothing symmetrized)"
+                : $"symmetrize: nothing symmetrized: {map.Norms.Count} norms, {noBeta} without β, the others' readers not all linear layers");
+            return;
+        }
         var names = targets.Select(t => t.Norm.Output.Name).ToList();
         // mean_centre also needs each sample's per-channel centre: taken in the same calibration run as the statistics.
         var centres = meanCentre && ctx.CalibrationData is { Count: > 0 } ? new MeanCentres(names) : null;

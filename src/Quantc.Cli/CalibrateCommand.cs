@@ -19,8 +19,9 @@ internal static class CalibrateCommand
         var seq = new Option<int>("--seq-len") { Description = "tokens per sample for text/ids", DefaultValueFactory = _ => 128 };
         var samples = new Option<int>("--samples") { Description = "most samples to use", DefaultValueFactory = _ => 32 };
         var tensors = new Option<string?>("--tensors") { Description = "comma-separated tensors to observe (default: the activation input of every MatMul/Gemm)" };
+        var noDocSplit = Cli.NoDocSplitOption();
         var force = Cli.ForceOption();
-        var cmd = new Command("calibrate", "run the float model on calibration data and save activation statistics") { model, calib, output, seq, samples, tensors, force };
+        var cmd = new Command("calibrate", "run the float model on calibration data and save activation statistics") { model, calib, output, seq, samples, tensors, noDocSplit, force };
         cmd.SetAction(pr =>
         {
             using var m = Cli.LoadModel(pr.GetValue(model)!);
@@ -28,7 +29,7 @@ internal static class CalibrateCommand
             outputs.AddModelInput(pr.GetValue(model)!, m);
             outputs.AddInput(pr.GetValue(calib));
             string staged = outputs.Add("--output", pr.GetValue(output)!, OutputKind.Stats);
-            var data = DataLoader.Load(m, pr.GetValue(calib)!, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
+            var data = DataLoader.Load(m, pr.GetValue(calib)!, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples), SplitDocuments = !pr.GetValue(noDocSplit) });
             foreach (var w in data.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             var names = pr.GetValue(tensors) is { } t ? t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() : DefaultTensors(m);
             if (names.Count == 0) throw new BadInputException("nothing to calibrate: the model has no MatMul/Gemm activation inputs (name tensors with --tensors)");

@@ -98,6 +98,9 @@ public static class Cli
     }
 
     /// <summary>--force: replace existing files that quantc did not write (never an input, a device or a folder).</summary>
+    internal static Option<bool> NoDocSplitOption() =>
+        new("--no-doc-split") { Description = "read text as one token stream cut every --seq-len tokens, across blank-line document boundaries (default: samples never span two documents)" };
+
     internal static Option<bool> ForceOption() =>
         new("--force") { Description = "replace an existing output file even when it is not an earlier quantc output (inputs, devices and folders are always refused)" };
 

@@ -22,12 +22,14 @@ internal static class CompileCommand
         var seq = new Option<int>("--seq-len") { Description = "tokens per calibration sample", DefaultValueFactory = _ => 128 };
         var report = new Option<string?>("--report") { Description = "write the JSON report here (default: next to the output)" };
         var noVerify = new Option<bool>("--no-verify") { Description = "skip the verification against the float model" };
+        var verifySamples = new Option<int>("--verify-samples") { Description = "held-out samples for the verification", DefaultValueFactory = _ => 8 };
         var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for byte-tokenized models)" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
+        var noDocSplit = Cli.NoDocSplitOption();
         var force = Cli.ForceOption();
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
-            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, force };
+            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, force };
         cmd.SetAction(pr =>
         {
             string input = pr.GetValue(model) ?? Cli.DefaultModelPath();
@@ -61,7 +63,7 @@ internal static class CompileCommand
             string? calibSpec = pr.GetValue(calib) ?? DefaultText(m, "models/calib.txt");
             if (calibSpec is not null)
             {
-                calibration = DataLoader.Load(m, calibSpec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
+                calibration = DataLoader.Load(m, calibSpec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples), SplitDocuments = !pr.GetValue(noDocSplit) });
                 foreach (var w in calibration.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             }
             // The held-out data is read now too (against the float model), so that a bad --data fails before the compile.
@@ -70,7 +72,7 @@ internal static class CompileCommand
             {
                 string? spec = pr.GetValue(evalData) ?? DefaultText(m, "models/eval.txt");
                 if (spec is null) stderr.WriteLine("quantc: warning: no held-out data for verification (give --data); skipped");
-                else held = DataLoader.Load(m, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = 8 });
+                else held = DataLoader.Load(m, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(verifySamples), SplitDocuments = !pr.GetValue(noDocSplit) });
             }
 
             using var result = compiler.Compile(m, r, passes, new CompileOptions
@@ -110,15 +112,26 @@ internal static class CompileCommand
         if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
         foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
             stdout.WriteLine(Cli.Printable($"  {p.Name}: {p.Reasons.Last()}"));
+        // Layers quantized otherwise than the recipe asked (another group size), then the layers left in float, one line per reason.
+        foreach (var g in layers.SelectMany(p => p.Reasons.Where(x => x.StartsWith("quantize: group size", StringComparison.Ordinal)
+                     || x.StartsWith("quantize: per_channel instead", StringComparison.Ordinal)).Select(x => (Reason: x, p.Name)))
+                     .GroupBy(x => x.Reason))
+            stdout.WriteLine(Cli.Printable($"  {Layers(g.Count())}: {g.Key}: {LayerNames.Shorten(g.Select(x => x.Name))}"));
+        foreach (var g in layers.Where(p => !p.WeightFormat.IsReduced && !p.ActivationFormat.IsReduced)
+                     .GroupBy(p => p.Reasons.LastOrDefault(x => x.Contains("kept", StringComparison.Ordinal)) ?? p.Reasons.LastOrDefault() ?? "no pass of the recipe quantized it"))
+            stdout.WriteLine(Cli.Printable($"  {Layers(g.Count())} {(g.Count() == 1 ? "stays" : "stay")} float ({g.Key}): {LayerNames.Shorten(g.Select(p => p.Name))}"));
+        foreach (var n in ctx.Notices) stdout.WriteLine(Cli.Printable($"  {n}"));
         if (result.Verify is { } verify)
         {
             var logits = verify.Outputs.FirstOrDefault(o => o.Name == "logits") ?? verify.Outputs[0];
             string next = verify.Logits is { } l
                 ? string.Create(CultureInfo.InvariantCulture, $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
                 : "";
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify ({result.Report.Verify!.Data}): {Cli.Printable(logits.Name)} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify on {result.Verify.Samples} held-out samples ({result.Report.Verify!.Data}; --verify-samples to change): {Cli.Printable(logits.Name)} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
         }
     }
+
+    private static string Layers(int n) => n == 1 ? "1 layer" : $"{n} layers";
 
     private static long FileBytes(string p) => File.Exists(p) ? new FileInfo(p).Length : 0;
 

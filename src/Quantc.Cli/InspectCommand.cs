@@ -66,14 +66,20 @@ internal static class InspectCommand
             console.Write(ext);
         }
 
+        if (s.QuantizedLayers.Count > 0)
+        {
+            var q = new Table().Border(TableBorder.Simple).AddColumns($"quantized linear layer ({s.QuantizedLayers.Count})", "op", "weights", "activations");
+            foreach (var l in s.QuantizedLayers) q.AddRow(Markup.Escape(l.Name), Markup.Escape(l.Op), Markup.Escape(l.Weights), Markup.Escape(l.Activations));
+            console.Write(q);
+        }
         if (s.LinearLayers.Count > 0)
         {
-            var lin = new Table().Border(TableBorder.Simple).AddColumns("linear layer", "op", "in", "out", "bias", "fed by");
+            var lin = new Table().Border(TableBorder.Simple).AddColumns(s.QuantizedLayers.Count > 0 ? $"float linear layer ({s.LinearLayers.Count})" : "linear layer", "op", "in", "out", "bias", "fed by");
             foreach (var l in s.LinearLayers)
                 lin.AddRow(E(l.Name), E(l.Op), N(l.InFeatures), N(l.OutFeatures), l.HasBias ? "yes" : "", E(l.FedBy ?? ""));
             console.Write(lin);
         }
-        else console.MarkupLine("no linear layers recognised");
+        else if (s.QuantizedLayers.Count == 0) console.MarkupLine("no linear layers recognised");
     }
 
     /// <summary>A name from the model as Spectre markup: escape sequences made visible (<see cref="Cli.Printable"/>), brackets escaped.</summary>

@@ -23,8 +23,9 @@ internal static class VerifyCommand
         var noLayers = new Option<bool>("--no-layers") { Description = "skip per-layer localisation" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report with a per-layer error chart" };
         var exact = new Option<bool>("--exact") { Description = "also evaluate the original in float64 and compare both models with it: the float32 original's own error is the noise floor (standard ONNX ops only)" };
+        var noDocSplit = Cli.NoDocSplitOption();
         var force = Cli.ForceOption();
-        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, force };
+        var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled, data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, noDocSplit, force };
         cmd.SetAction(pr =>
         {
             CheckThreshold("--min-sqnr", pr.GetValue(minSqnr));
@@ -37,7 +38,7 @@ internal static class VerifyCommand
             outputs.AddModelInput(pr.GetValue(compiled)!, b);
             outputs.AddInput(spec);
             string? stagedHtml = pr.GetValue(html) is { } htmlPath ? outputs.Add("--html", htmlPath, OutputKind.Html) : null;
-            var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples) });
+            var loaded = DataLoader.Load(a, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples), SplitDocuments = !pr.GetValue(noDocSplit) });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             if (pr.GetValue(maxPpl) is not null && (loaded.Tokens is null || !a.Graph.Outputs.Any(o => o.Name == "logits")))
                 throw new Quantc.Onnx.BadInputException("--max-ppl-increase needs token data (text or token ids) and a model with a 'logits' output");
@@ -75,6 +76,8 @@ internal static class VerifyCommand
                 "a compiled model as close to the exact function as the original is differs from it only by float32 rounding");
         if (r.Logits is { } l)
             o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"top-1 agreement {l.Top1Agreement:P2}; perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000} over {l.ScoredTokens} tokens"));
+        if (r.Greedy is { } gm)
+            o.WriteLine($"greedy decoding from token {gm.Start}: {gm.Matching} of {gm.Steps} generated tokens match the original's before the first divergence");
         if (r.Layers.Count > 0)
         {
             o.WriteLine();

@@ -46,15 +46,15 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
     public void SequencesLongerThanTheModelsPositionsAreRefused()
     {
         string m = Llama();
-        Assert.Contains("longer than the model's 1024 positions", Refused("verify", m, m, "--seq-len", "1025", "--samples", "1"));
-        Assert.Contains("longer than the model's 1024 positions", Refused("compile", m, "-o", P("q.onnx"), "--recipe", "w8a8", "--samples", "1", "--seq-len", "2000"));
+        Assert.Contains("longer than the model's 1024 positions", Refused("verify", m, m, "--seq-len", "1025", "--samples", "1", "--no-doc-split"));
+        Assert.Contains("longer than the model's 1024 positions", Refused("compile", m, "-o", P("q.onnx"), "--recipe", "w8a8", "--samples", "1", "--seq-len", "2000", "--no-doc-split"));
         // A fixed sequence dimension: the data must have exactly that many tokens.
         using (var fixedLen = Model.Load(m))
         {
             fixedLen.Graph.Find("input_ids")!.Type!.TensorType.Shape.Dim[1].DimValue = 16;
             fixedLen.Save(P("fixed.onnx"));
         }
-        Assert.Contains("takes exactly 16 tokens, not 32", Refused("verify", P("fixed.onnx"), P("fixed.onnx"), "--seq-len", "32", "--samples", "1"));
+        Assert.Contains("takes exactly 16 tokens, not 32", Refused("verify", P("fixed.onnx"), P("fixed.onnx"), "--seq-len", "32", "--samples", "1", "--no-doc-split"));
     }
 
     [Fact]
@@ -84,11 +84,11 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
     {
         // OPT computes its positions from the attention mask: ONNX Runtime finds the overflow, on one line.
         string opt = Path.Combine(Path.GetDirectoryName(Cli.DefaultModelPath())!, "tiny-opt.onnx");
-        Assert.Contains("ONNX Runtime cannot run the model on this data", Refused("compile", opt, "-o", P("q.onnx"), "--recipe", "w8a8", "--samples", "1", "--seq-len", "1100"));
-        Assert.Contains("ONNX Runtime cannot run the original model on this data", Refused("verify", opt, opt, "--samples", "1", "--seq-len", "1100", "--no-layers"));
+        Assert.Contains("ONNX Runtime cannot run the model on this data", Refused("compile", opt, "-o", P("q.onnx"), "--recipe", "w8a8", "--samples", "1", "--seq-len", "1100", "--no-doc-split"));
+        Assert.Contains("ONNX Runtime cannot run the original model on this data", Refused("verify", opt, opt, "--samples", "1", "--seq-len", "1100", "--no-layers", "--no-doc-split"));
         // The rotary caches of contrib operators are read from the graph.
         string genai = Path.Combine(Path.GetDirectoryName(Cli.DefaultModelPath())!, "tiny-llama-ortgenai.onnx");
-        Assert.Contains("longer than the model's 1024 positions", Refused("verify", genai, genai, "--samples", "1", "--seq-len", "1100"));
+        Assert.Contains("longer than the model's 1024 positions", Refused("verify", genai, genai, "--samples", "1", "--seq-len", "1100", "--no-doc-split"));
     }
 
     [Fact]

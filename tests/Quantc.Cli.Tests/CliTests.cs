@@ -250,13 +250,48 @@ public sealed class CliTests : IDisposable
         var outPath = Path.Combine(_dir.FullName, "q.onnx");
         var (code, stdout, stderr) = Run("compile", "--recipe", "smoothquant", "-o", outPath, "--samples", "4");
         Assert.True(code == 0, stderr);
-        Assert.Contains("verify (", stdout);
+        Assert.Contains("verify on 8 held-out samples (", stdout);
         Assert.True(File.Exists(outPath));
         using var report = JsonDocument.Parse(File.ReadAllText(Path.ChangeExtension(outPath, ".report.json")));
         Assert.Equal("smoothquant", report.RootElement.GetProperty("recipe").GetString());
         Assert.True(report.RootElement.GetProperty("layers").GetArrayLength() > 20);
         Assert.True(report.RootElement.GetProperty("verify").GetProperty("top1_agreement").GetDouble() > 0.5);
         Assert.Equal(2, Run("compile", "--recipe", "no-such-recipe", "-o", outPath).Code);
+    }
+
+    /// <summary>
+    /// Issue 15 on screen: compile says which layers took another group size and which stay float (one line per reason,
+    /// names folded by layer index), takes --verify-samples, and inspect of the result lists the quantized layers (16: q/k/v and gate/up packed by fuse_projections).
+    /// </summary>
+    [Fact]
+    public void CompileSaysWhatStaysFloatAndInspectListsTheQuantizedLayers()
+    {
+        var outPath = Path.Combine(_dir.FullName, "w4.onnx");
+        var (code, stdout, stderr) = Run("compile", "--recipe", "w4a16-rtn", "-o", outPath, "--samples", "2", "--verify-samples", "3");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("  4 layers: quantize: group size 8 instead of 32: in_features 344 is not a multiple of 32: model.layers.[0-3].mlp.down_proj\n", stdout);
+        Assert.Contains("  1 layer stays float (kept float: matches exclude pattern ^lm_head$): lm_head\n", stdout);
+        Assert.Contains("verify on 3 held-out samples (", stdout);
+
+        var (icode, inspect, _) = Run("inspect", outPath);
+        Assert.Equal(0, icode);
+        Assert.Contains("quantized linear layer (16)", inspect);
+        Assert.Matches(@"model\.layers\.0\.mlp\.down_proj\s+MatMul\s+int4 blocks of 8\s+float", inspect);
+        Assert.Contains("float linear layer (1)", inspect);
+        using var json = JsonDocument.Parse(Run("inspect", outPath, "--json").Out);
+        Assert.Equal(16, json.RootElement.GetProperty("quantized_layers").GetArrayLength());
+    }
+
+    /// <summary>Defect 8: verify --seq-len applies to token-id data.</summary>
+    [Fact]
+    public void VerifySeqLenCutsTokenIds()
+    {
+        string model = Cli.DefaultModelPath();
+        var ids = Path.Combine(_dir.FullName, "ids.jsonl");
+        File.WriteAllLines(ids, [$"[{string.Join(", ", Enumerable.Range(0, 40).Select(i => 65 + i % 26))}]"]);
+        var (code, stdout, stderr) = Run("verify", model, model, "--data", ids, "--seq-len", "16", "--no-layers");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("(3 samples: 1 sequence longer than 16 tokens cut into pieces of 16)", stdout);
     }
 
     /// <summary>

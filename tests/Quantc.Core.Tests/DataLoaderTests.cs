@@ -85,6 +85,43 @@ public sealed class DataLoaderTests : IDisposable
         Assert.Contains(":1:", e.Message);
     }
 
+    /// <summary>--seq-len applies to token ids: longer sequences are cut into pieces of it, and the description says so.</summary>
+    [Fact]
+    public void TokenIdsAreCutToTheSequenceLength()
+    {
+        using var m = TinyLm();
+        var npy = Path.Combine(_dir.FullName, "long.npy");
+        Npy.Write(npy, Enumerable.Range(0, 20).Select(i => (long)i).ToArray(), [2, 10]);
+        var d = DataLoader.Load(m, npy, new DataOptions { SequenceLength = 4 });
+        // Each row of 10 → 4 + 4 + 2.
+        Assert.Equal(6, d.Samples.Count);
+        Assert.Equal(new long[] { 4, 5, 6, 7 }, d.Tokens![1]);
+        Assert.Equal(new long[] { 8, 9 }, d.Tokens[2]);
+        Assert.Contains("2 sequences longer than 4 tokens cut into pieces of 4", d.Description);
+        Assert.Equal(2, DataLoader.Load(m, npy, new DataOptions { SequenceLength = 16 }).Samples.Count);
+    }
+
+    /// <summary>Text is cut at blank-line document boundaries (no sample spans two documents) unless told not to, and the description says how.</summary>
+    [Fact]
+    public void TextIsCutAtDocumentBoundaries()
+    {
+        using var m = TinyLm();
+        var path = Path.Combine(_dir.FullName, "docs.txt");
+        string a = new('a', 40), b = new('b', 12), c = new('c', 5);
+        File.WriteAllText(path, $"{a}\n\n{b}\r\n  \r\n\n{c}\n\n");
+        var d = DataLoader.Load(m, path, new DataOptions { SequenceLength = 16 });
+        // a: 15 + 15 + 10 tokens; b: 12; c: 5 < 8 tokens, dropped. Each sample starts with BOS and holds one letter.
+        Assert.Equal(new[] { 16, 16, 11, 13 }, d.Tokens!.Select(t => t.Length));
+        Assert.All(d.Tokens!, t => Assert.Equal(ByteTokenizer.BosId, t[0]));
+        Assert.All(d.Tokens!, t => Assert.Single(t.Skip(1).Distinct()));
+        Assert.Contains("cut at blank-line document boundaries, 3 documents", d.Description);
+
+        var stream = DataLoader.Load(m, path, new DataOptions { SequenceLength = 16, SplitDocuments = false });
+        Assert.All(stream.Tokens!, t => Assert.Equal(16, t.Length));
+        Assert.Contains(stream.Tokens!, t => t.Skip(1).Distinct().Count() > 1);
+        Assert.Contains("across document boundaries", stream.Description);
+    }
+
     [Fact]
     public void RawInputsFromNpzArchives()
     {

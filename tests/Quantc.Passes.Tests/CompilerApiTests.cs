@@ -30,8 +30,8 @@ public sealed class CompilerApiTests : IDisposable
         var compiler = new Compiler(Builtins.Passes());
         var recipe = Builtins.Recipe("w8a8");
         using var model = Model.Load(input);
-        var calibration = DataLoader.Load(model, Text("calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 });
-        var heldOut = DataLoader.Load(model, Text("eval.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 2 });
+        var calibration = DataLoader.Load(model, Text("calib.txt"), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = 4 });
+        var heldOut = DataLoader.Load(model, Text("eval.txt"), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = 2 });
         using var result = compiler.Compile(model, recipe, new CompileOptions
         {
             Calibration = calibration,

@@ -148,7 +148,7 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
     }
 
     private static long[] DataLoaderTokens(Model m, int length) =>
-        Quantc.Core.Data.DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new Quantc.Core.Data.DataOptions { SequenceLength = length, MaxSamples = 1 }).Tokens![0];
+        Quantc.Core.Data.DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new Quantc.Core.Data.DataOptions { SplitDocuments = false, SequenceLength = length, MaxSamples = 1 }).Tokens![0];
 
     [Fact]
     public void ANormWhoseIntermediateIsReadElsewhereIsLeftWithTheReason()

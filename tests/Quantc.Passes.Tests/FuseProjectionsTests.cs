@@ -76,7 +76,8 @@ public sealed class FuseProjectionsTests(ITestOutputHelper log) : IDisposable
             var b = OrtOps(packed);
             log.WriteLine($"{flavor} {recipe}: ORT runs {a.GetValueOrDefault(kernel)} → {b.GetValueOrDefault(kernel)} {kernel}");
             Assert.Equal(a.GetValueOrDefault(kernel) - 12, b.GetValueOrDefault(kernel));
-            Assert.False(b.ContainsKey("DequantizeLinear"), "ONNX Runtime left a weight DequantizeLinear unfused");
+            // int4 down_proj (K = 344: group size 8, which MatMulNBits does not take) keeps its DequantizeLinear; packing adds none.
+            Assert.Equal(a.GetValueOrDefault("DequantizeLinear"), b.GetValueOrDefault("DequantizeLinear"));
         }
         var tokens = OrtRuns.EvalTokens(plain, 1, 48)[0];
         var sample = CalibrationInputs.FromTokens(plain.Graph, tokens);

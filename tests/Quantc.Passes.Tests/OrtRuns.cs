@@ -35,7 +35,7 @@ internal static class OrtRuns
 
     /// <summary><paramref name="n"/> calibration samples of 64 tokens (calib.txt).</summary>
     public static IReadOnlyList<CalibrationSample> Calibration(Model m, int n) =>
-        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = n }).Samples;
+        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n }).Samples;
 
     /// <summary>Runs the recipe <paramref name="yaml"/> on <paramref name="m"/> with the built-in passes (and calibration data, when given).</summary>
     public static PassContext RunRecipe(Model m, string yaml, IReadOnlyList<CalibrationSample>? calibration = null)
@@ -45,7 +45,7 @@ internal static class OrtRuns
 
     /// <summary><paramref name="n"/> held-out token sequences of <paramref name="length"/> (eval.txt).</summary>
     public static IReadOnlyList<long[]> EvalTokens(Model m, int n, int length) =>
-        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new DataOptions { SequenceLength = length, MaxSamples = n }).Tokens!;
+        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new DataOptions { SplitDocuments = false, SequenceLength = length, MaxSamples = n }).Tokens!;
 
     /// <summary>Every float output of one ORT run.</summary>
     public static Dictionary<string, float[]> Outputs(InferenceSession s, CalibrationSample sample)

@@ -28,7 +28,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     }
 
     private static (IReadOnlyList<CalibrationSample> Samples, IReadOnlyList<long[]>? Tokens) Data(Model m, string file, int n) =>
-        DataLoader.Load(m, Text(file), new DataOptions { SequenceLength = 64, MaxSamples = n }) is var d ? (d.Samples, d.Tokens) : default;
+        DataLoader.Load(m, Text(file), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n }) is var d ? (d.Samples, d.Tokens) : default;
 
     private Model Compile(Model m, string recipeYaml) =>
         TestCompiler.CompileAndReload(_dir, m, recipeYaml, Data(m, "calib.txt", 8).Samples, out _);
@@ -104,7 +104,8 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void NormPassesReachEveryLayerNormOfOpt(string flavor)
     {
         var fed = Enumerable.Range(0, 4).SelectMany(i => new[] { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "fc1" }.Select(p => $"model.decoder.layers.{i}.{p}")).Append("lm_head").ToList();
-        foreach (var (pass, mark) in new[] { ("fold_norm", "folded "), ("smooth", "smoothed "), ("symmetrize", "symmetrized via ") })
+        // smooth with exclude: [] (its default leaves lm_head, which quantize keeps float, alone).
+        foreach (var (pass, mark) in new[] { ("fold_norm", "folded "), ("{smooth: {exclude: []}}", "smoothed "), ("symmetrize", "symmetrized via ") })
         {
             using var m = Load("opt", flavor);
             var ctx = TestCompiler.Compile(m, $"passes: [{pass}]", Data(m, "calib.txt", 4).Samples).Context;
@@ -519,14 +520,17 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         var r = Verifier.Run(original, compiled, samples, tokens, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single(o => o.Name == "logits").SqnrDb;
         log.WriteLine($"{arch}/{flavor} {recipe}: logits SQNR {sqnr:0.00} dB, top-1 {r.Logits!.Top1Agreement:P1}");
-        Assert.True(sqnr > 5, $"logits SQNR {sqnr:0.0} dB ≤ 5 dB");
+        // quarot-w4a8-portable quantizes the reference LLaMA's down_proj (K = 344, the engineered spike layers) to int4 with
+        // group size 8 since issue 15 (it stayed float before, K not being a multiple of 32): 4.5–4.7 dB measured.
+        double floor = recipe == "quarot-w4a8-portable" && arch == "llama" ? 4 : 5;
+        Assert.True(sqnr > floor, $"logits SQNR {sqnr:0.0} dB ≤ {floor} dB");
         Assert.True(r.Logits.Top1Agreement > 0.35, $"top-1 agreement {r.Logits.Top1Agreement:P1} ≤ 35 %");
     }
 
     /// <summary>
     /// lower_matmulnbits packs int4 blocks, scales and zero points exactly: in ONNX Runtime its MatMulNBits
     /// model gives bit-identical logits to the QDQ form (DequantizeLinear(block_size) → MatMul) of the same
-    /// plan, for symmetric and asymmetric weights, and no DequantizeLinear is left. ONNX Runtime fuses the
+    /// plan, for symmetric and asymmetric weights, and no DequantizeLinear is left but those of group size 8. ONNX Runtime fuses the
     /// QDQ form into MatMulNBits with accuracy_level 4 (int8 activations), so that is the level compared.
     /// </summary>
     [Theory]
@@ -546,8 +550,10 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         using var nbits = Compile(nbitsSource, Recipe("  - lower_matmulnbits: { accuracy_level: 4 }\n  - lower_qdq"));
         int int4Layers = qdq.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear");
         Assert.True(int4Layers >= 20, $"only {int4Layers} int4 layers in the QDQ form");
-        Assert.Equal(int4Layers, nbits.Graph.AllNodes().Count(n => n.OpType == "MatMulNBits" && n.Domain == "com.microsoft"));
-        Assert.DoesNotContain(nbits.Graph.AllNodes(), n => n.OpType == "DequantizeLinear");
+        // down_proj's K = 344 takes group size 8 (the largest multiple of 8 dividing it), which MatMulNBits does not: it stays QDQ.
+        int downProjs = qdq.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear" && n.Name.Contains("down_proj", StringComparison.Ordinal));
+        Assert.Equal(int4Layers - downProjs, nbits.Graph.AllNodes().Count(n => n.OpType == "MatMulNBits" && n.Domain == "com.microsoft"));
+        Assert.All(nbits.Graph.AllNodes().Where(n => n.OpType == "DequantizeLinear"), n => Assert.Contains("down_proj", n.Name, StringComparison.Ordinal));
         var (samples, tokens) = Data(qdq, "eval.txt", 2);
         var r = Verifier.Run(qdq, nbits, samples, tokens, new VerifyOptions { PerLayer = false });
         var logits = r.Outputs.Single(o => o.Name == "logits");
@@ -611,14 +617,14 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         }
         using var original = Model.Load(path);
         using var model = Model.Load(path);
-        var data = DataLoader.Load(model, "random", new DataOptions { MaxSamples = 8 }).Samples;
+        var data = DataLoader.Load(model, "random", new DataOptions { SplitDocuments = false, MaxSamples = 8 }).Samples;
         var ctx = TestCompiler.Compile(model, recipe, data).Context;
         foreach (var l in ctx.Log) log.WriteLine(l);
         Assert.Contains(ctx.Log, l => l.Contains("ln1 not folded: a reader's weight is shared", StringComparison.Ordinal)
             || l.EndsWith("ln1 not smoothed: a reader's weight is shared", StringComparison.Ordinal));
         if (recipe.Contains("lower_qdq", StringComparison.Ordinal))
             Assert.Equal(2, model.Graph.Nodes.Count(n => n.Is("DequantizeLinear") && n.Inputs[0]!.IsInitializer));
-        var r = Verifier.Run(original, model, DataLoader.Load(original, "random", new DataOptions { MaxSamples = 4, Seed = 3 }).Samples, null, new VerifyOptions { PerLayer = false });
+        var r = Verifier.Run(original, model, DataLoader.Load(original, "random", new DataOptions { SplitDocuments = false, MaxSamples = 4, Seed = 3 }).Samples, null, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single().SqnrDb;
         log.WriteLine($"tied weights, {recipe}: SQNR {sqnr:0.0} dB");
         Assert.True(recipe.Contains("lower_qdq", StringComparison.Ordinal) ? sqnr > 25 : sqnr > 100, $"SQNR {sqnr:0.0} dB");
@@ -633,10 +639,10 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         string path = GemmMlp();
         using var original = Model.Load(path);
         using var m = Model.Load(path);
-        var data = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 8 }).Samples;
+        var data = DataLoader.Load(m, "random", new DataOptions { SplitDocuments = false, MaxSamples = 8 }).Samples;
         TestCompiler.Compile(m, recipe, data);
         Assert.Equal(2, m.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear" && n.Inputs[0]!.IsInitializer));
-        var r = Verifier.Run(original, m, DataLoader.Load(original, "random", new DataOptions { MaxSamples = 4, Seed = 9 }).Samples, null, new VerifyOptions { PerLayer = false });
+        var r = Verifier.Run(original, m, DataLoader.Load(original, "random", new DataOptions { SplitDocuments = false, MaxSamples = 4, Seed = 9 }).Samples, null, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single().SqnrDb;
         log.WriteLine($"Gemm MLP {recipe}: SQNR {sqnr:0.0} dB");
         Assert.True(sqnr > floorDb, $"SQNR {sqnr:0.0} dB ≤ {floorDb} dB");

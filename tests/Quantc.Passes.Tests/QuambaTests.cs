@@ -30,7 +30,7 @@ public sealed class QuambaTests(ITestOutputHelper log) : IDisposable
     }
 
     private static Quantc.Core.Data.LoadedData Data(Model m, string file, int n) =>
-        DataLoader.Load(m, Text(file), new DataOptions { SequenceLength = 64, MaxSamples = n });
+        DataLoader.Load(m, Text(file), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n });
 
     private (Model Compiled, PassContext Context) Compile(string recipeYaml)
     {

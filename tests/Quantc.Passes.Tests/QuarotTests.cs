@@ -36,7 +36,7 @@ public sealed class QuarotTests(ITestOutputHelper log) : IDisposable
     }
 
     private static (IReadOnlyList<CalibrationSample> Samples, IReadOnlyList<long[]>? Tokens) Data(Model m, string file, int n) =>
-        DataLoader.Load(m, Text(file), new DataOptions { SequenceLength = 64, MaxSamples = n }) is var d ? (d.Samples, d.Tokens) : default;
+        DataLoader.Load(m, Text(file), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n }) is var d ? (d.Samples, d.Tokens) : default;
 
     private (double Sqnr, double Top1, Model Compiled) Compile(bool circuit, string recipe)
     {

@@ -323,10 +323,10 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
     {
         using var original = model();
         using var m = model();
-        var data = DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 8 });
+        var data = DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = 8 });
         TestCompiler.Compile(m, recipe, data.Samples);
         using var compiled = Model.Load(Save(m));
-        var eval = DataLoader.Load(original, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 });
+        var eval = DataLoader.Load(original, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = 4 });
         var rep = Verifier.Run(original, compiled, eval.Samples, eval.Tokens, new VerifyOptions { PerLayer = false });
         double sqnr = rep.Outputs.Single(o => o.Name == "logits").SqnrDb;
         log.WriteLine($"{recipe.ReplaceLineEndings(" ")}: logits SQNR {sqnr:0.00} dB, top-1 {rep.Logits!.Top1Agreement:P1}");

@@ -48,6 +48,7 @@ public sealed record VerifyOutcome(VerifyReport Report, string Data, IReadOnlyLi
             new VerifyOutputReport(x.Name, x.SqnrDb, x.Cosine, x.MaxAbsError, x.Elements, x.NonFinite, x.SqnrVsExactDb,
             x.OriginalNoiseSqnrDb))],
         Report.Logits is { } l ? new VerifyLogitsReport(l.Top1Agreement, l.OriginalPerplexity, l.CompiledPerplexity, l.ScoredTokens) : null,
+        Report.Greedy is { } gm ? new VerifyGreedyReport(gm.Start, gm.Steps, gm.Matching) : null,
         [.. Report.Layers.Select(x => new VerifyLayerReport(x.CompiledName, x.OriginalName, x.Op, x.SqnrDb, x.Cosine, x.MaxAbsError))],
         [.. Failures], Passed);
 
@@ -85,6 +86,7 @@ public sealed record VerifyJsonReport(
     int Samples,
     IReadOnlyList<VerifyOutputReport> Outputs,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] VerifyLogitsReport? Logits,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] VerifyGreedyReport? Greedy,
     IReadOnlyList<VerifyLayerReport> Layers,
     IReadOnlyList<string> Failures,
     bool Passed);
@@ -109,6 +111,9 @@ public sealed record VerifyLogitsReport(
     [property: JsonConverter(typeof(ReportNumberConverter))] double PerplexityOriginal,
     [property: JsonConverter(typeof(ReportNumberConverter))] double PerplexityCompiled,
     long ScoredTokens);
+
+/// <summary>Greedy decoding of both models from the start token: how many of the generated tokens match before the first divergence.</summary>
+public sealed record VerifyGreedyReport(long StartToken, int Steps, int MatchingTokens);
 
 /// <summary>The error of one intermediate tensor, named as in the compiled and the original model.</summary>
 public sealed record VerifyLayerReport(

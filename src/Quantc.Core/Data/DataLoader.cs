@@ -17,6 +17,13 @@ public sealed record DataOptions
 
     /// <summary>Seed for <c>random</c> data.</summary>
     public int Seed { get; init; } = 1234;
+
+    /// <summary>
+    /// Text is cut at blank-line document boundaries (a sample never spans two documents; each document's last,
+    /// shorter piece is kept when it has at least <see cref="DataLoader.MinPieceTokens"/> tokens); false: the whole
+    /// text as one token stream cut into fixed-length samples.
+    /// </summary>
+    public bool SplitDocuments { get; init; } = true;
 }
 
 /// <summary>Model inputs made from a data argument, with the token ids (for perplexity) when the data is text or ids.</summary>
@@ -61,14 +68,45 @@ public static class DataLoader
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new BadInputException($"{path}: cannot read ({e.Message})"); }
         if (text.Contains('\0')) throw new BadInputException($"{path}: not a text file (give .npy/.npz/.jsonl data for non-text input)");
         var tok = TokenizerFor(model);
-        var ids = tok.Encode(text);
         int body = options.SequenceLength - (tok.Bos is null ? 0 : 1);
+        long[] Sample(long[] ids, int off, int take) => (tok.Bos is { } b ? new[] { b } : []).Concat(ids.Skip(off).Take(take)).ToArray();
         var seqs = new List<long[]>();
-        for (int off = 0; off + body <= ids.Length && seqs.Count < options.MaxSamples; off += body)
-            seqs.Add((tok.Bos is { } b ? new[] { b } : []).Concat(ids.Skip(off).Take(body)).ToArray());
-        if (seqs.Count == 0) throw new BadInputException($"{path}: text too short for one sample of {options.SequenceLength} tokens");
-        return FromIds(model, seqs, options with { MaxSamples = seqs.Count }, $"{seqs.Count} × {options.SequenceLength} tokens of {Path.GetFileName(path)} ({tok.Name} tokenizer)", path);
+        if (!options.SplitDocuments)
+        {
+            var ids = tok.Encode(text);
+            for (int off = 0; off + body <= ids.Length && seqs.Count < options.MaxSamples; off += body) seqs.Add(Sample(ids, off, body));
+            if (seqs.Count == 0) throw new BadInputException($"{path}: text too short for one sample of {options.SequenceLength} tokens");
+            return FromIds(model, seqs, options with { MaxSamples = seqs.Count },
+                $"{seqs.Count} × {options.SequenceLength} tokens of {Path.GetFileName(path)} ({tok.Name} tokenizer; one token stream cut every {body} tokens, across document boundaries)", path);
+        }
+        int docs = 0;
+        foreach (var doc in Documents(text))
+        {
+            if (seqs.Count >= options.MaxSamples) break;
+            var ids = tok.Encode(doc);
+            docs++;
+            for (int off = 0; off < ids.Length && seqs.Count < options.MaxSamples; off += body)
+            {
+                int take = Math.Min(body, ids.Length - off);
+                if (take < Math.Min(MinPieceTokens, body)) break;
+                seqs.Add(Sample(ids, off, take));
+            }
+        }
+        if (seqs.Count == 0) throw new BadInputException($"{path}: no document of at least {MinPieceTokens} tokens");
+        int full = seqs.Count(x => x.Length == options.SequenceLength);
+        string lengths = full == seqs.Count ? $"{seqs.Count} × {options.SequenceLength} tokens"
+            : $"{seqs.Count} samples of ≤ {options.SequenceLength} tokens ({full} full, {seqs.Sum(x => (long)x.Length)} tokens in all)";
+        return FromIds(model, seqs, options with { MaxSamples = seqs.Count },
+            $"{lengths} of {Path.GetFileName(path)} ({tok.Name} tokenizer; cut at blank-line document boundaries, {docs} documents{(tok.Bos is null ? "" : ", BOS first in each sample")})", path);
     }
+
+    /// <summary>The shortest last piece of a document kept as a sample (in tokens, before BOS).</summary>
+    public const int MinPieceTokens = 8;
+
+    /// <summary>The documents of a text: its pieces between blank lines, trimmed, empty ones dropped.</summary>
+    public static IEnumerable<string> Documents(string text) =>
+        System.Text.RegularExpressions.Regex.Split(text.Replace("\r\n", "\n", StringComparison.Ordinal), @"\n[ \t]*\n")
+            .Select(d => d.Trim()).Where(d => d.Length > 0);
 
     /// <summary>The tokenizer of a model: quantc's byte-level one for the reference models (metadata "quantc.tokenizer" = "byte"), else tokenizer.model / tokenizer.json next to the model.</summary>
     public static ITokenizer TokenizerFor(Model model)
@@ -85,9 +123,15 @@ public static class DataLoader
     {
         if (!model.Graph.Inputs.Any(v => CalibrationInputs.IsTokenInput(v.Name)))
             throw new BadInputException("token data given, but the model has no input_ids input");
-        var seqs = ids.Where(s => s.Length > 0).Take(options.MaxSamples).ToList();
+        // Sequences longer than the sequence length are cut into consecutive pieces of it (a last piece of 2 tokens or more kept).
+        int cut = ids.Count(s => s.Length > options.SequenceLength);
+        var seqs = ids.Where(s => s.Length > 0)
+            .SelectMany(s => s.Length <= options.SequenceLength ? [s]
+                : s.Chunk(options.SequenceLength).Where(c => c.Length >= 2))
+            .Take(options.MaxSamples).ToList();
         if (seqs.Count == 0) throw new BadInputException($"{what}: no token ids");
         TokenLimits.Of(model.Graph).Check(seqs, source);
+        if (cut > 0) what += $" ({seqs.Count} samples: {cut} sequence{(cut == 1 ? "" : "s")} longer than {options.SequenceLength} tokens cut into pieces of {options.SequenceLength})";
         return new LoadedData(seqs.Select(s => CalibrationInputs.FromTokens(model.Graph, s)).ToList(), seqs, what, []);
     }
 

@@ -33,6 +33,9 @@ public sealed record ModelSummary(
     IReadOnlyList<ExternalFileEntry> ExternalData,
     IReadOnlyList<LinearLayerEntry> LinearLayers)
 {
+    /// <summary>The quantized linear layers (<see cref="Inspection.QuantizedLayers"/>); the float ones are in <see cref="LinearLayers"/>.</summary>
+    public IReadOnlyList<QuantizedLayerEntry> QuantizedLayers { get; init; } = [];
+
     /// <summary>Total parameter count over all element types.</summary>
     public long TotalParameters => Parameters.Sum(p => p.Elements);
 
@@ -85,7 +88,7 @@ public sealed record ModelSummary(
             ops.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).ToList(),
             perType.Select(kv => new DtypeTotals(kv.Key, kv.Value.Tensors, kv.Value.Elements, kv.Value.Bytes)).ToList(),
             files,
-            linearLayers ?? []);
+            linearLayers ?? []) { QuantizedLayers = Inspection.QuantizedLayers.Find(model) };
     }
 
     private static IoEntry Io(Value v)
@@ -173,6 +176,20 @@ public sealed record ModelSummary(
                 w.WriteEndObject();
             }
             w.WriteEndArray();
+            if (QuantizedLayers.Count > 0)
+            {
+                w.WriteStartArray("quantized_layers");
+                foreach (var l in QuantizedLayers)
+                {
+                    w.WriteStartObject();
+                    w.WriteString("name", l.Name);
+                    w.WriteString("op", l.Op);
+                    w.WriteString("weights", l.Weights);
+                    w.WriteString("activations", l.Activations);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+            }
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(ms.ToArray()) + "\n";

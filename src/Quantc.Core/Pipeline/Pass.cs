@@ -112,6 +112,19 @@ public sealed class PassContext(Model model)
 
     /// <summary>Notes for the report, in order ("smooth: model.layers.0.self_attn.q_proj α=0.5, max s=12.3").</summary>
     public List<string> Log { get; } = [];
+
+    /// <summary>
+    /// What the compile prints on screen besides the summary: a pass that found nothing to do (with the
+    /// measured figure), or that changed what the recipe asked for. Each is in <see cref="Log"/> too.
+    /// </summary>
+    public List<string> Notices { get; } = [];
+
+    /// <summary>Adds <paramref name="message"/> to <see cref="Notices"/> and <see cref="Log"/>.</summary>
+    public void Notice(string message)
+    {
+        Notices.Add(message);
+        Log.Add(message);
+    }
 }
 
 /// <summary>A registered pass kind: how to make one from recipe parameters.</summary>

@@ -61,6 +61,9 @@ public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Output
     /// <summary>Decibels as printed: two decimals, "inf" / "-inf", "NaN".</summary>
     public static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf"
         : v.ToString("0.00", CultureInfo.InvariantCulture);
+
+    /// <summary>Greedy decoding of both models through their KV cache from the first token of the data (decoder models with token data).</summary>
+    public GreedyMatch? Greedy { get; init; }
 }
 
 /// <summary>Options of a verification run.</summary>
@@ -81,6 +84,9 @@ public sealed record VerifyOptions
     /// which a compiled model's differences are float32 rounding rather than a change of function.
     /// </summary>
     public Model? ExactReference { get; init; }
+
+    /// <summary>Tokens both models generate greedily from the data's first token, compared (0: not done).</summary>
+    public int GreedySteps { get; init; } = 64;
 }
 
 /// <summary>
@@ -184,9 +190,12 @@ public static class Verifier
                 OriginalNoiseSqnrDb = exact is null ? null : noise[o].SqnrDb,
                 NonFinite = outErr[o].TestNonFinite,
             }).ToList(),
-            hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens)
-                : null,
-            layers);
+            hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
+            layers)
+        {
+            Greedy = hasLogits && options.GreedySteps > 0 && tokens is { Count: > 0 } && tokens[0].Length > 0
+                ? GreedyDecoding.Compare(original, compiled, tokens[0][0], options.GreedySteps, options.LogitsOutput) : null,
+        };
     }
 
     /// <summary>Refuses a compiled model whose input or output of the same name has another rank or another fixed dimension than the

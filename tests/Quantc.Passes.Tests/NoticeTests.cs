@@ -1,0 +1,126 @@
+using Quantc.Core.Data;
+using Quantc.Core.Pipeline;
+using Quantc.Core.Verification;
+using Quantc.Ir;
+using Quantc.Models;
+using Xunit.Abstractions;
+
+namespace Quantc.Passes.Tests;
+
+/// <summary>
+/// Issue 15's defects on the reference LLaMA (down_proj K = 344): int4 per-channel weights, int4 groups that do not
+/// divide K, and methods that find nothing to do saying so with the measured figure.
+/// </summary>
+public sealed class NoticeTests(ITestOutputHelper log) : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-notices");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private Model Load()
+    {
+        var path = Path.Combine(_dir.FullName, $"llama-{Guid.NewGuid():N}.onnx");
+        ReferenceModels.BuildAndSave("llama", "tiny", 0, "torch", path);
+        return Model.Load(path);
+    }
+
+    private static LoadedData Data(Model m, string file, int n) =>
+        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, file), new DataOptions { SequenceLength = 64, MaxSamples = n });
+
+    /// <summary>Defect 1: int4 per-channel weights lower to DequantizeLinear with an axis (no block_size) and run in ONNX Runtime.</summary>
+    [Fact]
+    public void Int4PerChannelWeightsLowerAndRun()
+    {
+        using var original = Load();
+        using var m = Model.Load(original.File!.Path);
+        using var compiled = TestCompiler.CompileAndReload(_dir, m, """
+            passes:
+              - quantize: { weights: int4, granularity: per_channel, activations: fp32 }
+              - weights: { method: rtn }
+              - lower_qdq
+            """, Data(m, "calib.txt", 4).Samples, out _);
+        var dqs = compiled.Graph.AllNodes().Where(n => n.OpType == "DequantizeLinear").ToList();
+        Assert.True(dqs.Count >= 20, $"only {dqs.Count} int4 layers");
+        Assert.All(dqs, d => Assert.Null(d.Attributes.FirstOrDefault(a => a.Proto.Name == "block_size")));
+        var eval = Data(original, "eval.txt", 2);
+        var r = Verifier.Run(original, compiled, eval.Samples, eval.Tokens, new VerifyOptions { PerLayer = false });
+        double sqnr = r.Outputs.Single(o => o.Name == "logits").SqnrDb;
+        log.WriteLine($"int4 per-channel: logits SQNR {sqnr:0.0} dB");
+        Assert.True(sqnr > 5, $"logits SQNR {sqnr:0.0} dB");
+    }
+
+    [Theory]
+    [InlineData(344, 32, 8)]
+    [InlineData(352, 128, 32)]
+    [InlineData(4096, 128, 128)]
+    [InlineData(172, 32, 0)]
+    [InlineData(384, 128, 128)]
+    [InlineData(96, 64, 32)]
+    public void GroupSizeDividesK(int k, int requested, int expected) => Assert.Equal(expected, QuantizePass.GroupSizeFor(k, requested));
+
+    /// <summary>Defect 2: int4 layers whose K is not a multiple of the group size are quantized with a group size that divides K, and say so.</summary>
+    [Fact]
+    public void Int4LayersTakeAGroupSizeThatDividesK()
+    {
+        using var m = Load();
+        var ctx = TestCompiler.Compile(m, "w4a16-rtn", Data(m, "calib.txt", 2).Samples).Context;
+        var down = ctx.Plan.Layers.Where(p => p.Name.EndsWith("down_proj", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(down);
+        Assert.All(down, p =>
+        {
+            Assert.Equal(NumberFormat.Int4, p.WeightFormat);
+            Assert.Equal(8, p.GroupSize);
+            Assert.Contains(p.Reasons, r => r.Contains("group size 8 instead of 32: in_features 344", StringComparison.Ordinal));
+        });
+        Assert.All(ctx.Plan.Layers.Where(p => p.Name != "lm_head"), p => Assert.Equal(NumberFormat.Int4, p.WeightFormat));
+    }
+
+    /// <summary>Defect 3: spike_mixed that keeps nothing says so, with the largest spike ratio against the threshold.</summary>
+    [Fact]
+    public void SpikeMixedThatKeepsNothingSaysWhy()
+    {
+        using var m = Load();
+        var ctx = TestCompiler.Compile(m, """
+            passes:
+              - quantize: { weights: int8, activations: uint8, mode: static }
+              - spike_mixed: { threshold: 100000 }
+            """, Data(m, "calib.txt", 2).Samples).Context;
+        var notice = Assert.Single(ctx.Notices);
+        log.WriteLine(notice);
+        Assert.Matches(@"^spike_mixed: no layer kept: largest input spike ratio [0-9.]+ ≤ threshold 100000 \(model\.layers\.\d+\.[a-z_.]+\)$", notice);
+        Assert.Contains(notice, ctx.Log);
+    }
+
+    /// <summary>Defect 4 (for now): symmetrize on an RMSNorm model says that it skipped every norm.</summary>
+    [Fact]
+    public void SymmetrizeOnRmsNormSaysItSkippedEveryNorm()
+    {
+        using var m = Load();
+        var ctx = TestCompiler.Compile(m, "passes: [symmetrize]", Data(m, "calib.txt", 2).Samples).Context;
+        var notice = Assert.Single(ctx.Notices);
+        Assert.Matches(@"^symmetrize: skipped on all \d+ norms: RMSNorm has no β", notice);
+    }
+
+    /// <summary>smooth with nothing left to smooth says so.</summary>
+    [Fact]
+    public void SmoothWithNothingToSmoothSaysSo()
+    {
+        using var m = Load();
+        var ctx = TestCompiler.Compile(m, "passes: [{smooth: {exclude: ['.*']}}]", Data(m, "calib.txt", 2).Samples).Context;
+        Assert.Matches(@"^smooth: nothing smoothed: the readers of all \d+ smoothable inputs are excluded$", Assert.Single(ctx.Notices));
+        Assert.DoesNotContain(ctx.Plan.Layers, p => p.Transforms.Count > 0);
+    }
+
+    /// <summary>Defect 5: smooth leaves lm_head (excluded by quantize) alone, unless exclude says otherwise.</summary>
+    [Theory]
+    [InlineData("passes: [smooth]", false)]
+    [InlineData("passes: [{smooth: {exclude: []}}]", true)]
+    public void SmoothOnlySmoothsWhatWillBeQuantized(string recipe, bool lmHeadSmoothed)
+    {
+        using var m = Load();
+        var ctx = TestCompiler.Compile(m, recipe, Data(m, "calib.txt", 2).Samples).Context;
+        Assert.Equal(lmHeadSmoothed, ctx.Plan["lm_head"].Transforms.Any(t => t.StartsWith("smoothed", StringComparison.Ordinal)));
+        Assert.Contains(ctx.Plan.Layers, p => p.Name.EndsWith("q_proj", StringComparison.Ordinal) && p.Transforms.Any(t => t.StartsWith("smoothed", StringComparison.Ordinal)));
+        if (!lmHeadSmoothed) Assert.Contains(ctx.Log, l => l == "smooth: lm_head not smoothed: excluded (stays float)");
+    }
+}
