@@ -158,7 +158,7 @@ def wrap_comment(line, limit):
     return out if all(len(o) <= limit for o in out) or len(out) > 1 else None
 
 
-BREAKS = [', ', ' && ', ' || ', ' => ', ' ? ', ' : ', ' + ', ' ?? ']
+BREAKS = [', ', ' && ', ' || ', ' => ', ' ? ', ' : ', ' + ', ' ?? ', ' or ', ' and ', '; ']
 
 
 def wrap_code(line, limit, mask):
@@ -187,7 +187,7 @@ def wrap_code(line, limit, mask):
                 g = pos0 + (k - len(prefix))
                 if not mask[g] and k > len(cont) + 10 and not any(mask[g:g + len(b)]):
                     # break after ', ' '&& ' '|| ' '=> '; before '? ' ': ' '+ ' '?? '
-                    cut = k + len(b) if b in (', ', ' && ', ' || ', ' => ') else k + 1
+                    cut = k + len(b) if b in (', ', ' && ', ' || ', ' => ', '; ') else k + 1
                     candidates.append((depth[g], -cut, cut))
                 start = k + 1
         # A statement after an if/foreach/while header goes on the next line first.

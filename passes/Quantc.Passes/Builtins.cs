@@ -7,7 +7,8 @@ namespace Quantc.Passes;
 /// <summary>quantc's passes and built-in recipes.</summary>
 public static class Builtins
 {
-    /// <summary>Every pass a recipe can name; each declares its name, kind, summary and options once, on the pass (its <c>Info</c>).</summary>
+    /// <summary>Every pass a recipe can name; each declares its name, kind, summary and options once, on the pass (its
+    /// <c>Info</c>).</summary>
     public static PassRegistry Passes()
     {
         var r = new PassRegistry();
@@ -31,7 +32,8 @@ public static class Builtins
         const string prefix = "recipes/";
         var asm = typeof(Builtins).Assembly;
         var d = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var res in asm.GetManifestResourceNames().Where(n => n.StartsWith(prefix, StringComparison.Ordinal) && n.EndsWith(".yaml", StringComparison.Ordinal)))
+        foreach (var res in asm.GetManifestResourceNames().Where(n => n.StartsWith(prefix, StringComparison.Ordinal) &&
+            n.EndsWith(".yaml", StringComparison.Ordinal)))
         {
             using var reader = new StreamReader(asm.GetManifestResourceStream(res)!);
             d[res[prefix.Length..^".yaml".Length]] = reader.ReadToEnd();

@@ -23,13 +23,15 @@ namespace Quantc.Passes;
 /// (lower_qdq); <c>true</c> puts them on the 7-bit grid too, <c>auto</c> keeps their int8 weights (their rows sit
 /// around the zero point, where the pair sums rarely saturate).
 /// </summary>
-public sealed class QuantizePass(NumberFormat weights, Granularity granularity, int groupSize, NumberFormat activations, ActivationMode mode,
+public sealed class QuantizePass(NumberFormat weights, Granularity granularity, int groupSize, NumberFormat activations,
+    ActivationMode mode,
     IReadOnlyList<string> exclude, IReadOnlyList<string> dynamic, bool symmetric, string reduceRange) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<QuantizeOptions>("quantize", PassKind.Decision,
         "base precision of every linear layer",
-        o => new QuantizePass(NumberFormat.Parse(o.Weights), PlanNames.ParseGranularity(o.Granularity), o.GroupSize, NumberFormat.Parse(o.Activations),
+        o => new QuantizePass(NumberFormat.Parse(o.Weights), PlanNames.ParseGranularity(o.Granularity), o.GroupSize,
+            NumberFormat.Parse(o.Activations),
             PlanNames.ParseMode(o.Mode), o.Exclude, o.Dynamic, o.Symmetric, o.ReduceRange));
 
     public string Name => Info.Name;
@@ -38,7 +40,8 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
     public void Run(PassContext ctx)
     {
         if (activations == NumberFormat.Fp8 && (mode == ActivationMode.Dynamic || dynamic.Count > 0))
-            throw new Quantc.Onnx.BadInputException("quantize: fp8 activations are static per-tensor (float8 e4m3fn); use mode: static without dynamic patterns");
+            throw new Quantc.Onnx.BadInputException("quantize: fp8 activations are static per-tensor (float8 e4m3fn); use mode: static " +
+                "without dynamic patterns");
         bool u8s8 = weights == NumberFormat.Int8 && (activations == NumberFormat.UInt8 || activations == NumberFormat.Int8);
         bool reduce = u8s8 && reduceRange switch
         {
@@ -48,7 +51,8 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
         };
         if (u8s8 && reduceRange == "auto")
             ctx.Log.Add(reduce
-                ? $"quantize: reduce_range auto → on: this CPU ({CpuFeatures.Description}) has no int8 dot-product instructions (VNNI), and ONNX Runtime's U8S8 kernel would saturate with full-range int8 weights; weights on a 7-bit grid"
+                ? $"quantize: reduce_range auto → on: this CPU ({CpuFeatures.Description}) has no int8 dot-product instructions (VNNI), " +
+                    $"and ONNX Runtime's U8S8 kernel would saturate with full-range int8 weights; weights on a 7-bit grid"
                 : $"quantize: reduce_range auto → off: this CPU ({CpuFeatures.Description}) has int8 dot-product instructions");
         foreach (var l in ctx.Map.Linears)
         {
@@ -68,12 +72,14 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
                 {
                     layerGranularity = Granularity.PerChannel;
                     layerGroup = 0;
-                    plan.Reasons.Add($"quantize: per_channel instead of group size {groupSize}: in_features {k} has no divisor ≤ {groupSize} that is a multiple of 8");
+                    plan.Reasons.Add($"quantize: per_channel instead of group size {groupSize}: in_features {k} has no divisor " +
+                        $"≤ {groupSize} that is a multiple of 8");
                 }
                 else
                 {
                     layerGroup = chosen;
-                    plan.Reasons.Add($"quantize: group size {chosen} instead of {groupSize}: in_features {k} is not a multiple of {groupSize}");
+                    plan.Reasons.Add($"quantize: group size {chosen} instead of {groupSize}: in_features {k} is not a multiple " +
+                        $"of {groupSize}");
                 }
             }
             // float8 weights take one per-tensor scale (the range of e4m3fn covers a tensor's spread).
@@ -118,7 +124,8 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
 /// of the quantized layers) are kept, largest spikes first. <c>keep</c> / <c>force</c> name patterns
 /// that always stay high / always quantize (manual overrides win).
 /// </summary>
-public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat highPrecision, IReadOnlyList<string> keep, IReadOnlyList<string> force) : IPass
+public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat highPrecision, IReadOnlyList<string> keep,
+    IReadOnlyList<string> force) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<SpikeMixedOptions>("spike_mixed", PassKind.Decision,
@@ -152,7 +159,8 @@ public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat
                 // fp8: float8 e4m3fn weights and static activations, each with one per-tensor scale (its range holds the spikes).
                 plan.ActivationFormat = highPrecision == NumberFormat.Fp8 ? NumberFormat.Fp8 : NumberFormat.Fp32;
                 plan.ActivationMode = ActivationMode.Static;
-                plan.Reasons.Add(manual ? $"spike_mixed: kept {highPrecision} (override)" : $"spike_mixed: kept {highPrecision}: input spike ratio {r} > {threshold.ToString(CultureInfo.InvariantCulture)}");
+                plan.Reasons.Add(manual ? $"spike_mixed: kept {highPrecision} (override)"
+                    : $"spike_mixed: kept {highPrecision}: input spike ratio {r} > {threshold.ToString(CultureInfo.InvariantCulture)}");
                 ctx.Log.Add($"spike_mixed: {l.Name} kept {highPrecision} (spike ratio {r})");
                 if (!manual) kept++;
                 else anyManual = true;
@@ -165,13 +173,15 @@ public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat
             var (top, ratio) = ranked[0];
             string t = threshold.ToString(CultureInfo.InvariantCulture), r = ratio.ToString("0.0", CultureInfo.InvariantCulture);
             ctx.Notice(ratio > threshold
-                ? $"spike_mixed: no layer kept: largest input spike ratio {r} > threshold {t} ({top.Name}), but the budget allows {maxKept} of {layers.Count} layers"
+                ? $"spike_mixed: no layer kept: largest input spike ratio {r} > threshold {t} ({top.Name}), but the budget " +
+                    $"allows {maxKept} of {layers.Count} layers"
                 : $"spike_mixed: no layer kept: largest input spike ratio {r} ≤ threshold {t} ({top.Name})");
         }
     }
 }
 
-/// <summary>Ranges: static activation ranges for every layer with static quantized activations, from calibration statistics with the chosen selector.</summary>
+/// <summary>Ranges: static activation ranges for every layer with static quantized activations, from calibration statistics with the chosen
+/// selector.</summary>
 public sealed class RangesPass(RangeMethod method, double percentile) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
@@ -191,7 +201,8 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
     public void Run(PassContext ctx)
     {
         var layers = ctx.Map.Linears
-            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32 && p.ActivationMode == ActivationMode.Static).ToList();
+            .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32 &&
+                p.ActivationMode == ActivationMode.Static).ToList();
         if (layers.Count == 0) return;
         var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
         foreach (var l in layers)
@@ -201,12 +212,14 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
             int levels = plan.ActivationFormat.IsInteger ? plan.ActivationFormat.SymmetricLevels : NumberFormat.Int8.SymmetricLevels;
             var range = RangeSelector.Select(stats[l.Input.Name], method, percentile, levels);
             plan.ActivationRange = range;
-            plan.RangeMethod = method == RangeMethod.Percentile ? $"percentile {percentile.ToString(CultureInfo.InvariantCulture)}" : method.ToString().ToLowerInvariant();
+            plan.RangeMethod = method == RangeMethod.Percentile ? $"percentile {percentile.ToString(CultureInfo.InvariantCulture)}"
+                : method.ToString().ToLowerInvariant();
         }
     }
 }
 
-/// <summary>Weights: rounds every quantized layer's weight with RTN or GPTQ (GPTQ accumulates each layer's input Hessian over the calibration data).</summary>
+/// <summary>Weights: rounds every quantized layer's weight with RTN or GPTQ (GPTQ accumulates each layer's input Hessian over the
+/// calibration data).</summary>
 public sealed class WeightsPass(string method, double damp) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
@@ -221,7 +234,8 @@ public sealed class WeightsPass(string method, double damp) : IPass
     {
         var layers = ctx.Map.Linears
             .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat.Grid is not null).ToList();
-        Dictionary<string, double[]>? hessians = method == "gptq" ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger).ToList()) : null;
+        Dictionary<string, double[]>? hessians = method == "gptq"
+            ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger).ToList()) : null;
         foreach (var l in layers)
         {
             var plan = ctx.Plan[l.Name];
@@ -238,7 +252,8 @@ public sealed class WeightsPass(string method, double damp) : IPass
             }
             var format = plan.WeightFormat.Grid!;
             if (hessians is not null && !plan.WeightSymmetric)
-                throw new Quantc.Onnx.BadInputException($"{l.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights method: rtn");
+                throw new Quantc.Onnx.BadInputException($"{l.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights " +
+                    $"method: rtn");
             plan.QuantizedWeight = hessians is not null
                 ? WeightQuantizer.Gptq(nk, n, k, hessians[l.Input.Name], format, plan.GroupSize, damp)
                 : plan.WeightSymmetric ? WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize)
@@ -287,7 +302,8 @@ public sealed record QuantizeOptions : PassOptions
     [Option("symmetric weights (zero point 0), or asymmetric min-max")]
     public bool Symmetric { get; init; } = true;
 
-    [Option("7-bit weights for static uint8 activations (auto: when the compiling CPU has no VNNI, where ONNX Runtime's U8S8 kernel saturates)",
+    [Option("7-bit weights for static uint8 activations (auto: when the compiling CPU has no VNNI, where ONNX Runtime's U8S8 kernel " +
+        "saturates)",
         Choices = "auto|true|false")]
     public string ReduceRange { get; init; } = "auto";
 }
@@ -295,13 +311,15 @@ public sealed record QuantizeOptions : PassOptions
 /// <summary>The options of <see cref="SpikeMixedPass"/>.</summary>
 public sealed record SpikeMixedOptions : PassOptions
 {
-    [Option("an input's spike ratio (largest token absmax over the median token absmax) above which its layer is kept", Min = 0, MinExclusive = true)]
+    [Option("an input's spike ratio (largest token absmax over the median token absmax) above which its layer is kept", Min = 0,
+        MinExclusive = true)]
     public double Threshold { get; init; } = 50;
 
     [Option("the largest share of the quantized layers kept", Min = 0, Max = 1)]
     public double Budget { get; init; } = 0.1;
 
-    [Option("what kept layers become (fp8: float8 e4m3fn weights and static activations with per-tensor scales)", Choices = "fp16|fp8|fp32")]
+    [Option("what kept layers become (fp8: float8 e4m3fn weights and static activations with per-tensor scales)",
+        Choices = "fp16|fp8|fp32")]
     public string Precision { get; init; } = "fp16";
 
     [Option("layers always kept", Regex = true)]

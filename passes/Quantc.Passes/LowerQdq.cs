@@ -11,14 +11,16 @@ namespace Quantc.Passes;
 /// LowerQdq: turns the plan into standard ONNX (opset 21) that ONNX Runtime fuses into integer
 /// kernels: int8 weights with per-channel scales behind DequantizeLinear(axis = 1); int4 weights
 /// blocked along K behind DequantizeLinear(axis = 0, block_size) — which ONNX Runtime turns into
-/// MatMulNBits — or per channel behind DequantizeLinear(axis = 1) without block_size; fp16 weights behind a Cast; static activations as QuantizeLinear → DequantizeLinear on
+/// MatMulNBits — or per channel behind DequantizeLinear(axis = 1) without block_size; fp16 weights behind a Cast; static activations as
+/// QuantizeLinear → DequantizeLinear on
 /// the layer's input (one pair per input and scale, shared by q/k/v); 6-bit grids as int8 with a Clip; float8 e4m3fn
 /// weights and static activations with per-tensor scales (QDQ of FLOAT8E4M3FN; ONNX Runtime's CPU runs the MatMul in
 /// float on the dequantized values, GPU builds with FP8 GEMMs can fuse it).
 /// Per-token dynamic activations with 8-bit-stored weights run on the same integer kernel: each row is
 /// divided by its absmax m, quantized with QuantizeLinear(scale 1 / levels, uint8 zero point 128) →
 /// DequantizeLinear → MatMul (which ONNX Runtime fuses into MatMulIntegerToFloat), and the product is
-/// multiplied back by m: per-token quantization with the row scale s = m / levels (s·(q·W) = (s·q)·W). ONNX Runtime has no per-row activation scale in its
+/// multiplied back by m: per-token quantization with the row scale s = m / levels (s·(q·W) = (s·q)·W). ONNX Runtime has no per-row
+/// activation scale in its
 /// integer kernels, so this is how per-token quantization reaches them. (Left as a float fake-quantization
 /// round(x / s)·s, ONNX Runtime 1.31 turns DequantizeLinear(int8 weight) → MatMul into an 8-bit MatMulNBits that
 /// quantizes the activations once more, per block: 0.4 % off the plan's per-token result on a test layer.) Other
@@ -63,7 +65,8 @@ public sealed class LowerQdqPass : IPass
         {
             var w = l.Weight.Initializer!.ToFloat32();
             var h = w.Select(v => (Half)v).ToArray();
-            var hv = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_fp16", (int)DT.Float16, l.Weight.Initializer.Dims, (ReadOnlySpan<Half>)h));
+            var hv = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_fp16", (int)DT.Float16, l.Weight.Initializer.Dims,
+                (ReadOnlySpan<Half>)h));
             var cast = g.AddNode("Cast", [hv], name: g.UniqueName(l.Name + "/weight_cast"), before: l.Node);
             cast.SetAttribute("to", 1L);
             l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, cast.Output);
@@ -78,7 +81,8 @@ public sealed class LowerQdqPass : IPass
             var bytes = new byte[k * n];
             if (l.WeightIsOutByIn) Buffer.BlockCopy(q.Values, 0, bytes, 0, bytes.Length);
             else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) bytes[j * n + c] = (byte)q.Values[c * k + j];
-            var w8 = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_fp8", (int)DT.Float8E4M3Fn, l.WeightIsOutByIn ? [n, k] : [k, n], bytes));
+            var w8 = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_fp8", (int)DT.Float8E4M3Fn, l.WeightIsOutByIn ? [n, k] : [k, n],
+                bytes));
             var s8 = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [], [q.Scales[0]]));
             var dq8 = g.AddNode("DequantizeLinear", [w8, s8], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
             l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq8.Output);
@@ -130,10 +134,13 @@ public sealed class LowerQdqPass : IPass
         }
         else
         {
-            if (q.GroupSize != 0) throw new Quantc.Onnx.BadInputException($"lower_qdq: {l.Name}: per-group int8 weights are not lowered (use granularity: per_channel)");
+            if (q.GroupSize != 0)
+                throw new Quantc.Onnx.BadInputException($"lower_qdq: {l.Name}: per-group int8 weights are not lowered (use granularity: " +
+                $"per_channel)");
             wq = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_int8", (int)DT.Int8, dims, (ReadOnlySpan<sbyte>)vals));
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
-            zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n], (ReadOnlySpan<sbyte>)(q.ZeroPoints ?? new sbyte[n])));
+            zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n],
+                (ReadOnlySpan<sbyte>)(q.ZeroPoints ?? new sbyte[n])));
             dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
             dq.SetAttribute("axis", nk ? 0L : 1L);
         }
@@ -142,7 +149,8 @@ public sealed class LowerQdqPass : IPass
         ctx.Provenance.Record(wq.Name, l.Weight.Name); // the stored integer weight stands for the float one (diff matches them)
     }
 
-    /// <summary>Per-channel int4 weights: one scale (and zero point) per output channel, DequantizeLinear with an axis and no block_size.</summary>
+    /// <summary>Per-channel int4 weights: one scale (and zero point) per output channel, DequantizeLinear with an axis and no
+    /// block_size.</summary>
     private static Node Int4PerChannel(Graph g, LinearLayer l, QuantizedWeight q, Value wq, bool nk)
     {
         int n = (int)l.OutFeatures;
@@ -155,7 +163,8 @@ public sealed class LowerQdqPass : IPass
         return dq;
     }
 
-    private static void LowerActivation(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan, Dictionary<(Value, string, float, float), Value> cache,
+    private static void LowerActivation(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan, Dictionary<(Value, string, float, float),
+        Value> cache,
         Dictionary<Value, Value> rowScales)
     {
         if (plan.ActivationFormat == NumberFormat.Fp32) return;
@@ -163,7 +172,8 @@ public sealed class LowerQdqPass : IPass
         if (plan.ActivationMode == ActivationMode.Dynamic)
         {
             int levels = plan.ActivationFormat.SymmetricLevels;
-            bool integer = plan.WeightFormat.IsInt8Storage && (l.Node.OpType == "MatMul" || l.Node.Inputs.Count < 3 || l.Node.Inputs[2] is null);
+            bool integer = plan.WeightFormat.IsInt8Storage &&
+                (l.Node.OpType == "MatMul" || l.Node.Inputs.Count < 3 || l.Node.Inputs[2] is null);
             var key = (x, (integer ? "dynamic-int-" : "dynamic-") + plan.ActivationFormat, 0f, 0f);
             if (!cache.TryGetValue(key, out var fq))
             {
@@ -180,11 +190,14 @@ public sealed class LowerQdqPass : IPass
             if (integer)
             {
                 ScaleOutput(g, l.Node, rowScales[fq], l.Name);
-                plan.Reasons.Add($"lower_qdq: per-token {plan.ActivationFormat} activations on the integer kernel (rows divided by their absmax, QuantizeLinear scale 1/levels, product times the absmax)");
+                plan.Reasons.Add($"lower_qdq: per-token {plan.ActivationFormat} activations on the integer kernel (rows divided by their " +
+                    $"absmax, QuantizeLinear scale 1/levels, product times the absmax)");
             }
             return;
         }
-        if (plan.ActivationRange is not { } range) throw new Quantc.Onnx.BadInputException($"lower_qdq: {l.Name} has static {plan.ActivationFormat} activations without a range: put a ranges pass before lower_qdq in the recipe");
+        if (plan.ActivationRange is not { } range)
+            throw new Quantc.Onnx.BadInputException($"lower_qdq: {l.Name} has static {plan.ActivationFormat} activations without a " +
+            $"range: put a ranges pass before lower_qdq in the recipe");
         bool unsigned = plan.ActivationFormat == NumberFormat.UInt8;
         float scale, zeroPoint;
         if (plan.ActivationFormat == NumberFormat.Fp8)
@@ -237,7 +250,8 @@ public sealed class LowerQdqPass : IPass
             }
             // The zero point's type is QuantizeLinear's output type: uint8 or int8.
             var zp = unsigned
-                ? g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Uint8, [], (ReadOnlySpan<byte>)[(byte)zeroPoint]))
+                ? g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Uint8, [],
+                    (ReadOnlySpan<byte>)[(byte)zeroPoint]))
                 : g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[0]));
             var qn = g.AddNode("QuantizeLinear", [src, s, zp], name: g.UniqueName(l.Name + "/act_q"), before: first);
             var dqn = g.AddNode("DequantizeLinear", [qn.Output, s, zp], name: g.UniqueName(l.Name + "/act_dq"), before: first);

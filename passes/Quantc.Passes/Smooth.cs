@@ -62,7 +62,8 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
     {
         var g = ctx.Model.Graph;
         var map = ctx.Map;
-        var targets = new List<(Value Input, IReadOnlyList<LinearLayer> Readers, Action<float[]> DivideProducer, string Via, Value[] Changed)>();
+        var targets = new List<(Value Input, IReadOnlyList<LinearLayer> Readers, Action<float[]> DivideProducer, string Via,
+            Value[] Changed)>();
         foreach (var norm in map.Norms)
         {
             var readers = NormReaders.Of(norm, map, out string? why);
@@ -104,7 +105,8 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
             {
                 var (rows, count) = samples![input.Name];
                 var alphas = grid ?? DefaultGrid;
-                (a, var errors) = Smoothing.SearchAlpha(rows.AsSpan(0, count * k), count, k, weights.Select(w => (w.Item1, w.Item3)).ToList(),
+                (a, var errors) = Smoothing.SearchAlpha(rows.AsSpan(0, count * k), count, k,
+                    weights.Select(w => (w.Item1, w.Item3)).ToList(),
                     stats[input.Name].ChannelAbsMax, alphas, powerOfTwo);
                 ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                     $"smooth: {string.Join(", ", readers.Select(r => r.Name))}: α searched on {count} rows → {a:0.##} (relative W8A8 output error {string.Join(" ", alphas.Select((v, i) => $"{v:0.##}:{errors[i]:0.000e0}"))})"));
@@ -118,7 +120,8 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
                 var (w, _, n) = weights[i];
                 Smoothing.ScaleRows(w, k, n, s);
                 Weights.Write(g, readers[i], w);
-                ctx.Plan[readers[i].Name].Transforms.Add(string.Create(CultureInfo.InvariantCulture, $"smoothed α={a:0.##}{(alpha is null ? " (searched)" : "")} via {via}"));
+                ctx.Plan[readers[i].Name].Transforms.Add(string.Create(CultureInfo.InvariantCulture,
+                    $"smoothed α={a:0.##}{(alpha is null ? " (searched)" : "")} via {via}"));
             }
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                 $"smooth: {string.Join(", ", readers.Select(r => r.Name))} via {via}: s in [{s.Min():G3}, {s.Max():G3}], input channel outlier ratio {stats[input.Name].ChannelOutlierRatio:0.0}"));
@@ -154,7 +157,8 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
         }
     }
 
-    /// <summary>For x = Mul(a, up(·)) read only by <paramref name="l"/>, with up a linear layer whose output only feeds that Mul: the up projection.</summary>
+    /// <summary>For x = Mul(a, up(·)) read only by <paramref name="l"/>, with up a linear layer whose output only feeds that Mul: the up
+    /// projection.</summary>
     private static LinearLayer? UpProjection(LinearLayer l, ModelMap map)
     {
         if (l.Input.Producer is not { } mul || !mul.Is("Mul") || l.Input.Uses.Count != 1) return null;
@@ -199,7 +203,8 @@ public sealed record SmoothOptions : PassOptions
 
     public override string? Check()
     {
-        if (Alpha != "auto" && !(double.TryParse(Alpha, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && v is >= 0 and <= 1))
+        if (Alpha != "auto" &&
+            !(double.TryParse(Alpha, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && v is >= 0 and <= 1))
             return $"parameter 'alpha' = '{Alpha}' must be a number in [0, 1] or auto";
         if (Alpha != "auto" && (Given("alpha_grid") || Given("search_rows"))) return "'alpha_grid' and 'search_rows' need alpha: auto";
         return null;

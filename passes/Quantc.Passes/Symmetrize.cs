@@ -43,7 +43,8 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
             int noBeta = map.Norms.Count(n => n.Beta?.Initializer is null);
             ctx.Notice(noBeta > 0 && noBeta == map.Norms.Count
                 ? $"symmetrize: skipped on all {noBeta} norms: RMSNorm has no β to fold the shift into (nothing symmetrized)"
-                : $"symmetrize: nothing symmetrized: {map.Norms.Count} norms, {noBeta} without β, the others' readers not all linear layers");
+                : $"symmetrize: nothing symmetrized: {map.Norms.Count} norms, {noBeta} without β, the others' readers not all linear " +
+                    $"layers");
             return;
         }
         var names = targets.Select(t => t.Norm.Output.Name).ToList();
@@ -71,7 +72,8 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
             }
             double before = st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => Math.Max(Math.Abs(hi), Math.Abs(lo))).Max();
             double after = st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => (hi - lo) / 2).Max();
-            ctx.Log.Add(string.Create(CultureInfo.InvariantCulture, $"symmetrize: {norm.Name}: max |z| {z.Max(MathF.Abs):G3}; channel absmax {before:G4} → {after:G4}"));
+            ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
+                $"symmetrize: {norm.Name}: max |z| {z.Max(MathF.Abs):G3}; channel absmax {before:G4} → {after:G4}"));
         }
     }
 }
@@ -83,10 +85,12 @@ public sealed record SymmetrizeOptions : PassOptions
     public string Shift { get; init; } = "range_centre";
 }
 
-/// <summary>Per tensor: the mean over samples of each sample's per-channel centre (max + min) / 2 — an observer for <see cref="PassContext.Calibrate"/>.</summary>
+/// <summary>Per tensor: the mean over samples of each sample's per-channel centre (max + min) / 2 — an observer for <see
+/// cref="PassContext.Calibrate"/>.</summary>
 internal sealed class MeanCentres(IReadOnlyList<string> names)
 {
-    private readonly Dictionary<string, (double[] Sum, int Count)> _sums = names.Distinct().ToDictionary(n => n, _ => (Array.Empty<double>(), 0), StringComparer.Ordinal);
+    private readonly Dictionary<string,
+        (double[] Sum, int Count)> _sums = names.Distinct().ToDictionary(n => n, _ => (Array.Empty<double>(), 0), StringComparer.Ordinal);
 
     public void Observe(string name, ReadOnlySpan<float> x, int channels)
     {

@@ -30,7 +30,8 @@ public static class Cli
             var parse = root.Parse(args);
             if (parse.Errors.Count > 0)
             {
-                var err = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
+                var err = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal))
+                    ?? parse.Errors[0];
                 stderr.WriteLine($"quantc: error: {err.Message} (see 'quantc --help')");
                 return ExitCodes.BadInput;
             }
@@ -99,21 +100,25 @@ public static class Cli
 
     /// <summary>--force: replace existing files that quantc did not write (never an input, a device or a folder).</summary>
     internal static Option<bool> NoDocSplitOption() =>
-        new("--no-doc-split") { Description = "read text as one token stream cut every --seq-len tokens, across blank-line document boundaries (default: samples never span two documents)" };
+        new("--no-doc-split") { Description = "read text as one token stream cut every --seq-len tokens, across blank-line document " +
+            "boundaries (default: samples never span two documents)" };
 
     internal static Option<bool> ForceOption() =>
-        new("--force") { Description = "replace an existing output file even when it is not an earlier quantc output (inputs, devices and folders are always refused)" };
+        new("--force") { Description = "replace an existing output file even when it is not an earlier quantc output (inputs, devices " +
+            "and folders are always refused)" };
 
     /// <summary>The bundled default model (models/tiny-llama.onnx), searched next to the program and up from the working folder.</summary>
     public static string DefaultModelPath() =>
         FindBundled("models/tiny-llama.onnx", "no model given and the bundled default (models/tiny-llama.onnx) was not found");
 
     /// <summary>The bundled held-out evaluation text (models/eval.txt).</summary>
-    public static string DefaultEvalText() => FindBundled("models/eval.txt", "no --data given and the bundled evaluation text (models/eval.txt) was not found");
+    public static string DefaultEvalText() =>
+        FindBundled("models/eval.txt", "no --data given and the bundled evaluation text (models/eval.txt) was not found");
 
     private static string FindBundled(string rel, string missing) => TryFindBundled(rel) ?? throw new BadInputException(missing);
 
-    /// <summary>A bundled file (e.g. models/calib.txt), searched up from the program's folder and the working folder; null when absent.</summary>
+    /// <summary>A bundled file (e.g. models/calib.txt), searched up from the program's folder and the working folder; null when
+    /// absent.</summary>
     internal static string? TryFindBundled(string rel)
     {
         foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
@@ -125,7 +130,8 @@ public static class Cli
         return null;
     }
 
-    /// <summary>Loads a model, turning every kind of unreadable input (a negative input or output dimension included) into <see cref="BadInputException"/>.</summary>
+    /// <summary>Loads a model, turning every kind of unreadable input (a negative input or output dimension included) into <see
+    /// cref="BadInputException"/>.</summary>
     public static Model LoadModel(string path)
     {
         Model m;
@@ -158,7 +164,8 @@ public static class Cli
                     _ => -1,
                 };
                 if (bad >= 0)
-                    throw new BadInputException($"{path}: weight '{v.Name}' holds NaN or infinite values (element {bad} of {t.ElementCount}); a model with them cannot be quantized");
+                    throw new BadInputException($"{path}: weight '{v.Name}' holds NaN or infinite values (element {bad} " +
+                        $"of {t.ElementCount}); a model with them cannot be quantized");
             }
     }
 

@@ -14,20 +14,25 @@ internal static class CompileCommand
 
     public static Command Build(TextWriter stdout, TextWriter stderr)
     {
-        var model = new Argument<string?>("model") { Description = "float ONNX model (default: the bundled tiny LLaMA)", Arity = ArgumentArity.ZeroOrOne };
+        var model = new Argument<string?>("model") { Description = "float ONNX model (default: the bundled tiny LLaMA)",
+            Arity = ArgumentArity.ZeroOrOne };
         var output = new Option<string?>("--output", "-o") { Description = "compiled model (default: out/<model>.<recipe>.onnx)" };
         var recipe = new Option<string>("--recipe") { Description = $"built-in recipe ({string.Join(", ", Builtins.Recipes.Keys)}) or a YAML file", DefaultValueFactory = _ => DefaultRecipe };
-        var calib = new Option<string?>("--calib") { Description = "calibration data (default: models/calib.txt for byte-tokenized models)" };
+        var calib = new Option<string?>("--calib") { Description = "calibration data (default: models/calib.txt for byte-tokenized " +
+            "models)" };
         var samples = new Option<int>("--samples") { Description = "calibration samples", DefaultValueFactory = _ => 16 };
         var seq = new Option<int>("--seq-len") { Description = "tokens per calibration sample", DefaultValueFactory = _ => 128 };
         var report = new Option<string?>("--report") { Description = "write the JSON report here (default: next to the output)" };
         var noVerify = new Option<bool>("--no-verify") { Description = "skip the verification against the float model" };
-        var verifySamples = new Option<int>("--verify-samples") { Description = "held-out samples for the verification", DefaultValueFactory = _ => 8 };
-        var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for byte-tokenized models)" };
+        var verifySamples = new Option<int>("--verify-samples") { Description = "held-out samples for the verification",
+            DefaultValueFactory = _ => 8 };
+        var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for " +
+            "byte-tokenized models)" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
         var noDocSplit = Cli.NoDocSplitOption();
         var force = Cli.ForceOption();
-        var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes that run before any rewrite)" };
+        var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes " +
+            "that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
             { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, force };
         cmd.SetAction(pr =>
@@ -63,7 +68,9 @@ internal static class CompileCommand
             string? calibSpec = pr.GetValue(calib) ?? DefaultText(m, "models/calib.txt");
             if (calibSpec is not null)
             {
-                calibration = DataLoader.Load(m, calibSpec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples), SplitDocuments = !pr.GetValue(noDocSplit) });
+                calibration = DataLoader.Load(m, calibSpec,
+                    new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples),
+                    SplitDocuments = !pr.GetValue(noDocSplit) });
                 foreach (var w in calibration.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             }
             // The held-out data is read now too (against the float model), so that a bad --data fails before the compile.
@@ -72,7 +79,9 @@ internal static class CompileCommand
             {
                 string? spec = pr.GetValue(evalData) ?? DefaultText(m, "models/eval.txt");
                 if (spec is null) stderr.WriteLine("quantc: warning: no held-out data for verification (give --data); skipped");
-                else held = DataLoader.Load(m, spec, new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(verifySamples), SplitDocuments = !pr.GetValue(noDocSplit) });
+                else held = DataLoader.Load(m, spec,
+                    new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(verifySamples),
+                    SplitDocuments = !pr.GetValue(noDocSplit) });
             }
 
             using var result = compiler.Compile(m, r, passes, new CompileOptions
@@ -89,8 +98,11 @@ internal static class CompileCommand
                 stderr.WriteLine(Cli.Printable($"quantc: warning: {w}"));
             File.WriteAllText(stagedReport, result.Report.ToJson());
             if (stagedHtml is not null)
-                Quantc.Core.Reports.Html.Write(stagedHtml, Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, result.Context, result.Timings, result.Verify, held?.Description));
-            long outBytes = FileBytes(result.Saved!.ModelPath) + (result.Saved.ExternalDataPath is null ? 0 : FileBytes(result.Saved.ExternalDataPath));
+                Quantc.Core.Reports.Html.Write(stagedHtml,
+                    Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, result.Context, result.Timings, result.Verify,
+                    held?.Description));
+            long outBytes = FileBytes(result.Saved!.ModelPath)
+                + (result.Saved.ExternalDataPath is null ? 0 : FileBytes(result.Saved.ExternalDataPath));
             outputs.Commit();
             Print(stdout, result, input, finalModel, Path.GetFullPath(reportPath), total.Elapsed, inBytes, outBytes);
             return ExitCodes.Ok;
@@ -98,17 +110,22 @@ internal static class CompileCommand
         return cmd;
     }
 
-    private static void Print(TextWriter stdout, CompileResult result, string input, string finalModel, string reportPath, TimeSpan elapsed, long inBytes, long outBytes)
+    private static void Print(TextWriter stdout, CompileResult result, string input, string finalModel, string reportPath,
+        TimeSpan elapsed, long inBytes, long outBytes)
     {
         var ctx = result.Context;
         var timings = result.Timings;
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{Path.GetFileName(input)} → {finalModel} with recipe {result.Recipe.Name} in {elapsed.TotalSeconds:0.0} s; {inBytes / 1048576.0:0.00} MiB → {outBytes / 1048576.0:0.00} MiB"));
+            $"{Path.GetFileName(input)} → {finalModel} with recipe {result.Recipe.Name} in {elapsed.TotalSeconds:0.0} " +
+                $"s; {inBytes / 1048576.0:0.00} MiB → {outBytes / 1048576.0:0.00} MiB"));
         int passWidth = timings.Select(t => t.Pass.Length).DefaultIfEmpty(0).Max();
         foreach (var t in timings)
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} → {t.NodesAfter}"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} " +
+                $"→ {t.NodesAfter}"));
         var layers = ctx.Plan.Layers.ToList();
-        stdout.WriteLine($"  {layers.Count(p => p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced)} of {layers.Count} linear layers quantized; report: {reportPath}");
+        stdout.WriteLine($"  {layers.Count(p => p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced)} of {layers.Count} linear " +
+            $"layers quantized; report: {reportPath}");
         if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
         foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
             stdout.WriteLine(Cli.Printable($"  {p.Name}: {p.Reasons.Last()}"));
@@ -118,16 +135,21 @@ internal static class CompileCommand
                      .GroupBy(x => x.Reason))
             stdout.WriteLine(Cli.Printable($"  {Layers(g.Count())}: {g.Key}: {LayerNames.Shorten(g.Select(x => x.Name))}"));
         foreach (var g in layers.Where(p => !p.WeightFormat.IsReduced && !p.ActivationFormat.IsReduced)
-                     .GroupBy(p => p.Reasons.LastOrDefault(x => x.Contains("kept", StringComparison.Ordinal)) ?? p.Reasons.LastOrDefault() ?? "no pass of the recipe quantized it"))
+                     .GroupBy(p => p.Reasons.LastOrDefault(x => x.Contains("kept", StringComparison.Ordinal))
+                         ?? p.Reasons.LastOrDefault() ?? "no pass of the recipe quantized it"))
             stdout.WriteLine(Cli.Printable($"  {Layers(g.Count())} {(g.Count() == 1 ? "stays" : "stay")} float ({g.Key}): {LayerNames.Shorten(g.Select(p => p.Name))}"));
         foreach (var n in ctx.Notices) stdout.WriteLine(Cli.Printable($"  {n}"));
         if (result.Verify is { } verify)
         {
             var logits = verify.Outputs.FirstOrDefault(o => o.Name == "logits") ?? verify.Outputs[0];
             string next = verify.Logits is { } l
-                ? string.Create(CultureInfo.InvariantCulture, $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
+                ? string.Create(CultureInfo.InvariantCulture,
+                    $", top-1 agreement {l.Top1Agreement:P1}, perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000}")
                 : "";
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"verify on {result.Verify.Samples} held-out samples ({result.Report.Verify!.Data}; --verify-samples to change): {Cli.Printable(logits.Name)} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, cosine {logits.Cosine:0.0000}{next}"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"verify on {result.Verify.Samples} held-out samples ({result.Report.Verify!.Data}; --verify-samples to " +
+                $"change): {Cli.Printable(logits.Name)} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, " +
+                $"cosine {logits.Cosine:0.0000}{next}"));
         }
     }
 

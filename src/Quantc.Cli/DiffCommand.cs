@@ -13,7 +13,8 @@ internal static class DiffCommand
         var a = new Argument<string>("a") { Description = "the first model (e.g. the original)" };
         var b = new Argument<string>("b") { Description = "the second model (e.g. the compiled one)" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
-        var html = new Option<string?>("--html") { Description = "also write a self-contained HTML page drawing the graph with changes highlighted" };
+        var html = new Option<string?>("--html") { Description = "also write a self-contained HTML page drawing the graph with changes " +
+            "highlighted" };
         var force = Cli.ForceOption();
         var cmd = new Command("diff", "structural diff of two models, grouped by layer") { a, b, json, html, force };
         cmd.SetAction(pr =>
@@ -40,10 +41,12 @@ internal static class DiffCommand
     private static void Render(DiffResult d, TextWriter o)
     {
         // Colour on an interactive terminal only (plain when piped, redirected or in CI).
-        bool colour = ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected && Environment.GetEnvironmentVariable("NO_COLOR") is null && ProgressBar.Enabled;
+        bool colour = ReferenceEquals(o, Console.Out) && !Console.IsOutputRedirected &&
+            Environment.GetEnvironmentVariable("NO_COLOR") is null && ProgressBar.Enabled;
         string C(string code, string text) => colour ? $"\u001b[{code}m{text}\u001b[0m" : text;
         if (d.IsEmpty) { o.WriteLine("no differences"); return; }
-        o.WriteLine($"{d.Layers.Count} layers changed; nodes matched by provenance {d.MatchedByProvenance}, by name {d.MatchedByName}, by structure {d.MatchedByStructure}");
+        o.WriteLine($"{d.Layers.Count} layers changed; nodes matched by provenance {d.MatchedByProvenance}, by name {d.MatchedByName}, " +
+            $"by structure {d.MatchedByStructure}");
         foreach (var l in d.Layers)
         {
             o.WriteLine($"{C("1", Cli.Printable(l.Layer))}: {Cli.Printable(l.Summary)}");

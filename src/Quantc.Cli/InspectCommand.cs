@@ -10,7 +10,8 @@ internal static class InspectCommand
 {
     public static Command Build(TextWriter stdout)
     {
-        var model = new Argument<string?>("model") { Description = "ONNX model (default: the bundled tiny LLaMA)", Arity = ArgumentArity.ZeroOrOne };
+        var model = new Argument<string?>("model") { Description = "ONNX model (default: the bundled tiny LLaMA)",
+            Arity = ArgumentArity.ZeroOrOne };
         var json = new Option<bool>("--json") { Description = "print stable JSON instead of tables" };
         var cmd = new Command("inspect", "show a model's structure: I/O, ops, parameters, external data, linear layers") { model, json };
         cmd.SetAction(pr =>
@@ -41,7 +42,8 @@ internal static class InspectCommand
         {
             Out = new AnsiConsoleOutput(stdout),
             Ansi = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? AnsiSupport.Detect : AnsiSupport.No,
-            ColorSystem = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+            ColorSystem = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? ColorSystemSupport.Detect
+                : ColorSystemSupport.NoColors,
         });
         if (!ReferenceEquals(stdout, Console.Out) || Console.IsOutputRedirected) console.Profile.Width = 200;
         console.MarkupLine($"[bold]{E(s.Path)}[/]  ({Bytes(s.FileBytes)})");
@@ -68,13 +70,16 @@ internal static class InspectCommand
 
         if (s.QuantizedLayers.Count > 0)
         {
-            var q = new Table().Border(TableBorder.Simple).AddColumns($"quantized linear layer ({s.QuantizedLayers.Count})", "op", "weights", "activations");
-            foreach (var l in s.QuantizedLayers) q.AddRow(Markup.Escape(l.Name), Markup.Escape(l.Op), Markup.Escape(l.Weights), Markup.Escape(l.Activations));
+            var q = new Table().Border(TableBorder.Simple).AddColumns($"quantized linear layer ({s.QuantizedLayers.Count})", "op",
+                "weights", "activations");
+            foreach (var l in s.QuantizedLayers)
+                q.AddRow(Markup.Escape(l.Name), Markup.Escape(l.Op), Markup.Escape(l.Weights), Markup.Escape(l.Activations));
             console.Write(q);
         }
         if (s.LinearLayers.Count > 0)
         {
-            var lin = new Table().Border(TableBorder.Simple).AddColumns(s.QuantizedLayers.Count > 0 ? $"float linear layer ({s.LinearLayers.Count})" : "linear layer", "op", "in", "out", "bias", "fed by");
+            var lin = new Table().Border(TableBorder.Simple).AddColumns(s.QuantizedLayers.Count > 0
+                ? $"float linear layer ({s.LinearLayers.Count})" : "linear layer", "op", "in", "out", "bias", "fed by");
             foreach (var l in s.LinearLayers)
                 lin.AddRow(E(l.Name), E(l.Op), N(l.InFeatures), N(l.OutFeatures), l.HasBias ? "yes" : "", E(l.FedBy ?? ""));
             console.Write(lin);
@@ -82,7 +87,8 @@ internal static class InspectCommand
         else if (s.QuantizedLayers.Count == 0) console.MarkupLine("no linear layers recognised");
     }
 
-    /// <summary>A name from the model as Spectre markup: escape sequences made visible (<see cref="Cli.Printable"/>), brackets escaped.</summary>
+    /// <summary>A name from the model as Spectre markup: escape sequences made visible (<see cref="Cli.Printable"/>), brackets
+    /// escaped.</summary>
     private static string E(string s) => Markup.Escape(Cli.Printable(s));
 
     private static string Shape(IReadOnlyList<string>? shape) => shape is null ? "?" : "[" + string.Join(", ", shape) + "]";

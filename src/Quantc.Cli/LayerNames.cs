@@ -2,7 +2,8 @@ using System.Text.RegularExpressions;
 
 namespace Quantc.Cli;
 
-/// <summary>Layer names listed on one screen line: names that differ only in their layer index folded ("model.layers.[0-4].mlp.down_proj").</summary>
+/// <summary>Layer names listed on one screen line: names that differ only in their layer index folded
+/// ("model.layers.[0-4].mlp.down_proj").</summary>
 internal static partial class LayerNames
 {
     /// <summary>The names folded by layer index, at most <paramref name="max"/> entries then "… (+N more)".</summary>
@@ -11,7 +12,8 @@ internal static partial class LayerNames
         var folded = new List<string>();
         foreach (var group in names.GroupBy(n => Index().Replace(n, ".#.", 1)))
         {
-            var indices = group.Select(n => Index().Match(n) is { Success: true } m ? int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : -1).ToList();
+            var indices = group.Select(n => Index().Match(n) is { Success: true } m
+                ? int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : -1).ToList();
             if (group.Count() == 1 || indices.Contains(-1)) { folded.AddRange(group); continue; }
             folded.Add(group.Key.Replace(".#.", $".[{Ranges(indices)}].", StringComparison.Ordinal));
         }

@@ -9,6 +9,7 @@ internal static class Layers
 {
     public static IReadOnlyList<LinearLayerEntry> Recognise(Model model) =>
         LayerAnalysis.Analyze(model.Graph).Linears
-            .Select(l => new LinearLayerEntry(l.Name, l.Node.OpType + (l.BiasAdd is null ? "" : "+Add"), l.InFeatures, l.OutFeatures, l.Bias is not null, l.FedBy?.Name))
+            .Select(l => new LinearLayerEntry(l.Name, l.Node.OpType + (l.BiasAdd is null ? "" : "+Add"), l.InFeatures, l.OutFeatures,
+                l.Bias is not null, l.FedBy?.Name))
             .ToList();
 }

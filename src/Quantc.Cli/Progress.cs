@@ -23,7 +23,8 @@ internal static class ProgressBar
     {
         if (!Enabled) return work(null);
         T result = default!;
-        AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+        AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+            new RemainingTimeColumn())
             .Start(ctx =>
             {
                 var task = ctx.AddTask(label);

@@ -86,7 +86,8 @@ public sealed class Model : IDisposable
     public static Model FromFile(OnnxModelFile file)
     {
         try { return FromProto(file.Proto, file); }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException or OverflowException or IndexOutOfRangeException)
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or KeyNotFoundException or OverflowException
+            or IndexOutOfRangeException)
         {
             throw new BadInputException($"{file.Path}: malformed graph ({e.Message})", e);
         }

@@ -79,7 +79,8 @@ public static class StatsFile
             }
             return result;
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException or ArgumentException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException
+            or ArgumentException)
         {
             throw new BadInputException($"{path}: damaged statistics file ({e.Message.ReplaceLineEndings(" ")})", e);
         }

@@ -42,7 +42,8 @@ public sealed record PassReport([property: JsonPropertyName("pass")] string Pass
         new(t.Pass, t.Kind.ToString(), Math.Round(t.Elapsed.TotalMilliseconds, 1), t.NodesBefore, t.NodesAfter);
 }
 
-/// <summary>One linear layer's plan: formats, granularity, rounding, activation range, and the transforms and reasons behind them.</summary>
+/// <summary>One linear layer's plan: formats, granularity, rounding, activation range, and the transforms and reasons behind
+/// them.</summary>
 public sealed record LayerReport(
     string Name,
     string Summary,
@@ -72,9 +73,12 @@ public sealed record CompileVerifyReport(
     string Output,
     [property: JsonConverter(typeof(ReportNumberConverter))] double SqnrDb,
     [property: JsonConverter(typeof(ReportNumberConverter))] double Cosine,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull), JsonConverter(typeof(ReportNumberConverter))] double? Top1Agreement,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull), JsonConverter(typeof(ReportNumberConverter))] double? PerplexityOriginal,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull), JsonConverter(typeof(ReportNumberConverter))] double? PerplexityCompiled)
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull),
+        JsonConverter(typeof(ReportNumberConverter))] double? Top1Agreement,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull),
+        JsonConverter(typeof(ReportNumberConverter))] double? PerplexityOriginal,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull),
+        JsonConverter(typeof(ReportNumberConverter))] double? PerplexityCompiled)
 {
     public static CompileVerifyReport From(VerifyReport v, string? data)
     {

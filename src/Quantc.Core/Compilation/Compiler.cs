@@ -28,7 +28,8 @@ public sealed class SilentStages : IStageRunner
 /// <summary>What a compile is given besides the model and the recipe.</summary>
 public sealed record CompileOptions
 {
-    /// <summary>Calibration data (its warnings go into the report); null when the recipe needs none or <see cref="SavedStatistics"/> answer it.</summary>
+    /// <summary>Calibration data (its warnings go into the report); null when the recipe needs none or <see cref="SavedStatistics"/> answer
+    /// it.</summary>
     public LoadedData? Calibration { get; init; }
 
     /// <summary>Statistics from an earlier <c>quantc calibrate</c> of the same model (valid until a pass rewrites the graph).</summary>
@@ -40,7 +41,8 @@ public sealed record CompileOptions
     /// </summary>
     public string? OutputPath { get; init; }
 
-    /// <summary>Held-out data: when given (with <see cref="OutputPath"/>), the written model is verified against the original on it.</summary>
+    /// <summary>Held-out data: when given (with <see cref="OutputPath"/>), the written model is verified against the original on
+    /// it.</summary>
     public LoadedData? HeldOut { get; init; }
 
     /// <summary>
@@ -68,7 +70,8 @@ public sealed record CompileOptions
 public sealed record CompileResult(Model Model, Recipe Recipe, PassContext Context, IReadOnlyList<PassTiming> Timings,
     OnnxModelWriter.Result? Saved, VerifyReport? Verify, CompileReport Report) : IDisposable
 {
-    /// <summary>Whether the compiler loaded the model (<see cref="Compiler.Compile(string, Recipe, CompileOptions?)"/>), so disposing the result disposes it.</summary>
+    /// <summary>Whether the compiler loaded the model (<see cref="Compiler.Compile(string, Recipe, CompileOptions?)"/>), so disposing the
+    /// result disposes it.</summary>
     public bool OwnsModel { get; init; }
 
     public void Dispose()
@@ -86,7 +89,8 @@ public sealed record CompileResult(Model Model, Recipe Recipe, PassContext Conte
 /// var compiler = new Compiler(Builtins.Passes());
 /// using var model = Model.Load("model.onnx");
 /// var calib = DataLoader.Load(model, "calib.txt", new DataOptions { SequenceLength = 128, MaxSamples = 16 });
-/// var result = compiler.Compile(model, Builtins.Recipe("w8a8"), new CompileOptions { Calibration = calib, OutputPath = "model.w8a8.onnx" });
+/// var result = compiler.Compile(model, Builtins.Recipe("w8a8"), new CompileOptions { Calibration = calib, OutputPath = "model.w8a8.onnx"
+/// });
 /// File.WriteAllText("model.w8a8.report.json", result.Report.ToJson());
 /// </code>
 /// </summary>
@@ -121,7 +125,8 @@ public sealed class Compiler(PassRegistry registry)
     public CompileResult Compile(Model model, Recipe recipe, CompileOptions? options = null) =>
         Compile(model, recipe, Instantiate(recipe), options);
 
-    /// <summary>Compiles <paramref name="model"/> in place with <paramref name="passes"/>, already made from <paramref name="recipe"/> by <see cref="Instantiate"/>.</summary>
+    /// <summary>Compiles <paramref name="model"/> in place with <paramref name="passes"/>, already made from <paramref name="recipe"/> by
+    /// <see cref="Instantiate"/>.</summary>
     public CompileResult Compile(Model model, Recipe recipe, IReadOnlyList<IPass> passes, CompileOptions? options = null) =>
         Run(model, false, recipe, passes, options ?? new CompileOptions());
 
@@ -141,18 +146,22 @@ public sealed class Compiler(PassRegistry registry)
                 throw new InvalidOperationException($"the compiled model does not load in ONNX Runtime ({loadError}); nothing was written");
             if (o.HeldOut is { } held)
             {
-                if (original is null) throw new ArgumentException("verifying needs the original model's file (CompileOptions.OriginalPath)", nameof(o));
+                if (original is null)
+                    throw new ArgumentException("verifying needs the original model's file (CompileOptions.OriginalPath)", nameof(o));
                 using var a = Model.Load(original);
                 using var b = Model.Load(saved.ModelPath);
-                verify = o.Stages.Run("verifying", p => Verifier.Run(a, b, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
+                verify = o.Stages.Run("verifying", p =>
+                    Verifier.Run(a, b, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
             }
         }
-        else if (o.HeldOut is not null) throw new ArgumentException("verifying needs an output path (CompileOptions.OutputPath)", nameof(o));
+        else if (o.HeldOut is not null)
+            throw new ArgumentException("verifying needs an output path (CompileOptions.OutputPath)", nameof(o));
 
         // A verified model with NaN or infinite outputs is reported, whatever the caller does with it.
         var warnings = new List<string>(o.Calibration?.Warnings ?? []);
         if (verify is not null) warnings.AddRange(verify.NonFinite().Select(n => $"verify: {n}"));
-        var report = CompileReport.Create(o.InputName ?? original ?? "", o.OutputName ?? (o.OutputPath is null ? "" : Path.GetFullPath(o.OutputPath)),
+        var report = CompileReport.Create(o.InputName ?? original ?? "", o.OutputName
+            ?? (o.OutputPath is null ? "" : Path.GetFullPath(o.OutputPath)),
             recipe, ctx, timings, warnings, verify, o.HeldOut?.Description);
         return new CompileResult(model, recipe, ctx, timings, saved, verify, report) { OwnsModel = ownsModel };
     }

@@ -112,7 +112,8 @@ public sealed record VerifyLogitsReport(
     [property: JsonConverter(typeof(ReportNumberConverter))] double PerplexityCompiled,
     long ScoredTokens);
 
-/// <summary>Greedy decoding of both models from the start token: how many of the generated tokens match before the first divergence.</summary>
+/// <summary>Greedy decoding of both models from the start token: how many of the generated tokens match before the first
+/// divergence.</summary>
 public sealed record VerifyGreedyReport(long StartToken, int Steps, int MatchingTokens);
 
 /// <summary>The error of one intermediate tensor, named as in the compiled and the original model.</summary>

@@ -32,5 +32,6 @@ public sealed class ByteTokenizer : ITokenizer
     public long[] Encode(string text) => Encoding.UTF8.GetBytes(text).Select(b => (long)b).ToArray();
 
     /// <summary>Text of byte-token ids (others are skipped).</summary>
-    public static string Decode(IEnumerable<long> ids) => Encoding.UTF8.GetString(ids.Where(i => i is >= 0 and < 256).Select(i => (byte)i).ToArray());
+    public static string Decode(IEnumerable<long> ids) =>
+        Encoding.UTF8.GetString(ids.Where(i => i is >= 0 and < 256).Select(i => (byte)i).ToArray());
 }

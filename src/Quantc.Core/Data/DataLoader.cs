@@ -27,7 +27,8 @@ public sealed record DataOptions
 }
 
 /// <summary>Model inputs made from a data argument, with the token ids (for perplexity) when the data is text or ids.</summary>
-public sealed record LoadedData(IReadOnlyList<CalibrationSample> Samples, IReadOnlyList<long[]>? Tokens, string Description, IReadOnlyList<string> Warnings);
+public sealed record LoadedData(IReadOnlyList<CalibrationSample> Samples, IReadOnlyList<long[]>? Tokens, string Description,
+    IReadOnlyList<string> Warnings);
 
 /// <summary>
 /// Turns <c>--calib</c> / <c>--data</c> arguments into model inputs: a text file (tokenized with the
@@ -65,7 +66,8 @@ public static class DataLoader
     {
         string text;
         try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new BadInputException($"{path}: cannot read ({e.Message})"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new BadInputException($"{path}: cannot read " +
+            $"({e.Message})"); }
         if (text.Contains('\0')) throw new BadInputException($"{path}: not a text file (give .npy/.npz/.jsonl data for non-text input)");
         var tok = TokenizerFor(model);
         int body = options.SequenceLength - (tok.Bos is null ? 0 : 1);
@@ -77,7 +79,8 @@ public static class DataLoader
             for (int off = 0; off + body <= ids.Length && seqs.Count < options.MaxSamples; off += body) seqs.Add(Sample(ids, off, body));
             if (seqs.Count == 0) throw new BadInputException($"{path}: text too short for one sample of {options.SequenceLength} tokens");
             return FromIds(model, seqs, options with { MaxSamples = seqs.Count },
-                $"{seqs.Count} × {options.SequenceLength} tokens of {Path.GetFileName(path)} ({tok.Name} tokenizer; one token stream cut every {body} tokens, across document boundaries)", path);
+                $"{seqs.Count} × {options.SequenceLength} tokens of {Path.GetFileName(path)} ({tok.Name} tokenizer; one token stream cut " +
+                    $"every {body} tokens, across document boundaries)", path);
         }
         int docs = 0;
         foreach (var doc in Documents(text))
@@ -108,7 +111,8 @@ public static class DataLoader
         System.Text.RegularExpressions.Regex.Split(text.Replace("\r\n", "\n", StringComparison.Ordinal), @"\n[ \t]*\n")
             .Select(d => d.Trim()).Where(d => d.Length > 0);
 
-    /// <summary>The tokenizer of a model: quantc's byte-level one for the reference models (metadata "quantc.tokenizer" = "byte"), else tokenizer.model / tokenizer.json next to the model.</summary>
+    /// <summary>The tokenizer of a model: quantc's byte-level one for the reference models (metadata "quantc.tokenizer" = "byte"), else
+    /// tokenizer.model / tokenizer.json next to the model.</summary>
     public static ITokenizer TokenizerFor(Model model)
     {
         foreach (var kv in model.Metadata)
@@ -116,7 +120,8 @@ public static class DataLoader
         if (model.File is not null && HfTokenizer.FromFolder(model.File.Directory) is { } hf) return hf;
         var logits = model.Graph.Outputs.FirstOrDefault(o => o.Name == "logits");
         if (logits?.Shape is { Length: > 0 } s && s[^1] == ByteTokenizer.VocabSize) return new ByteTokenizer();
-        throw new BadInputException("no tokenizer for this model: put tokenizer.json or tokenizer.model next to it, or give token ids (.npy or .jsonl) instead of text");
+        throw new BadInputException("no tokenizer for this model: put tokenizer.json or tokenizer.model next to it, or give token ids " +
+            "(.npy or .jsonl) instead of text");
     }
 
     private static LoadedData FromIds(Model model, List<long[]> ids, DataOptions options, string what, string source)
@@ -131,7 +136,8 @@ public static class DataLoader
             .Take(options.MaxSamples).ToList();
         if (seqs.Count == 0) throw new BadInputException($"{what}: no token ids");
         TokenLimits.Of(model.Graph).Check(seqs, source);
-        if (cut > 0) what += $" ({seqs.Count} samples: {cut} sequence{(cut == 1 ? "" : "s")} longer than {options.SequenceLength} tokens cut into pieces of {options.SequenceLength})";
+        if (cut > 0)
+            what += $" ({seqs.Count} samples: {cut} sequence{(cut == 1 ? "" : "s")} longer than {options.SequenceLength} tokens cut into pieces of {options.SequenceLength})";
         return new LoadedData(seqs.Select(s => CalibrationInputs.FromTokens(model.Graph, s)).ToList(), seqs, what, []);
     }
 
@@ -142,7 +148,8 @@ public static class DataLoader
         if (a.Data is long[] or int[]) return FromIds(model, NpyIds(path, a), options, $"token ids from {path}", path);
         var inputs = model.Graph.Inputs.Where(v => !v.IsInitializer).ToList();
         if (inputs.Count != 1)
-            throw new BadInputException($"{path}: a float .npy can only feed a model with one input (this one has {inputs.Count}); use .npz files named by input");
+            throw new BadInputException($"{path}: a float .npy can only feed a model with one input (this one has {inputs.Count}); use " +
+                $".npz files named by input");
         var s = new CalibrationSample();
         s.Inputs[inputs[0].Name] = (a.Data, a.Shape);
         return new LoadedData([s], null, $"1 input set from {path}", []);
@@ -154,7 +161,8 @@ public static class DataLoader
         {
             long[] l => l,
             int[] i => i.Select(x => (long)x).ToArray(),
-            _ => throw new BadInputException($"{path}: token ids must be int32 or int64 (raw float inputs go in .npz files named by input)"),
+            _ => throw new BadInputException($"{path}: token ids must be int32 or int64 (raw float inputs go in .npz files named by " +
+                $"input)"),
         };
         if (a.Shape.Length == 1) return [flat];
         if (a.Shape.Length != 2) throw new BadInputException($"{path}: token ids must be [samples, seq] or [seq], not {a.Shape.Length}-D");
@@ -216,7 +224,8 @@ public static class DataLoader
             var s = new CalibrationSample();
             foreach (var input in model.Graph.Inputs.Where(v => !v.IsInitializer))
             {
-                var dims = (input.Shape ?? throw new BadInputException($"input '{input.Name}' has no shape; cannot make random data for it"))
+                var dims = (input.Shape
+                    ?? throw new BadInputException($"input '{input.Name}' has no shape; cannot make random data for it"))
                     .Select(d => d ?? 1).ToArray();
                 long n = dims.Aggregate(1L, (a, b) => a * b);
                 s.Inputs[input.Name] = input.ElementType switch
@@ -224,7 +233,8 @@ public static class DataLoader
                     (int)DT.Float => (Enumerable.Range(0, (int)n).Select(_ => Gauss(rng)).ToArray(), dims),
                     (int)DT.Int64 => (Enumerable.Range(0, (int)n).Select(_ => (long)rng.Next(100)).ToArray(), dims),
                     (int)DT.Int32 => (Enumerable.Range(0, (int)n).Select(_ => rng.Next(100)).ToArray(), dims),
-                    _ => throw new BadInputException($"cannot make random data for input '{input.Name}' of type {DataTypes.Name(input.ElementType)}"),
+                    _ => throw new BadInputException($"cannot make random data for input '{input.Name}' of " +
+                        $"type {DataTypes.Name(input.ElementType)}"),
                 };
             }
             samples.Add(s);

@@ -58,13 +58,15 @@ public sealed class HfTokenizer : ITokenizer
             throw new BadInputException($"{path}: tokenizer model type '{(string?)model["type"]}' is not supported (byte-level BPE is; or ship tokenizer.model)");
         bool byteLevel = ContainsType(root["pre_tokenizer"], "ByteLevel") || ContainsType(root["decoder"], "ByteLevel");
         if (!byteLevel)
-            throw new BadInputException($"{path}: only byte-level BPE tokenizer.json is supported (for SentencePiece models, ship tokenizer.model)");
+            throw new BadInputException($"{path}: only byte-level BPE tokenizer.json is supported (for SentencePiece models, ship " +
+                $"tokenizer.model)");
         var vocab = model["vocab"]?.AsObject() ?? throw new BadInputException($"{path}: no vocabulary");
         var merges = model["merges"]?.AsArray() ?? throw new BadInputException($"{path}: no merges");
         var mergeText = new StringBuilder("#version: 0.2\n");
         foreach (var m in merges)
         {
-            if (m is JsonArray pair && pair.Count == 2) mergeText.Append((string?)pair[0]).Append(' ').Append((string?)pair[1]).Append('\n');
+            if (m is JsonArray pair && pair.Count == 2)
+                mergeText.Append((string?)pair[0]).Append(' ').Append((string?)pair[1]).Append('\n');
             else mergeText.Append((string?)m).Append('\n');
         }
         long? bos = null;

@@ -7,7 +7,8 @@ using Quantc.Onnx;
 
 namespace Quantc.Core.Data;
 
-/// <summary>One array read from a .npy file: its data (float[], long[], int[], Half[], bool[], byte[], sbyte[], short[], double[]) and shape.</summary>
+/// <summary>One array read from a .npy file: its data (float[], long[], int[], Half[], bool[], byte[], sbyte[], short[], double[]) and
+/// shape.</summary>
 public sealed record NpyArray(Array Data, long[] Shape)
 {
     /// <summary>Element count.</summary>
@@ -77,7 +78,8 @@ public static partial class Npy
         var order = OrderRegex().Match(header);
         var shapeM = ShapeRegex().Match(header);
         if (!descr.Success || !shapeM.Success) throw new BadInputException($"{what}: cannot parse the .npy header");
-        if (order.Success && order.Groups[1].Value == "True") throw new BadInputException($"{what}: Fortran-order arrays are not supported; save with C order");
+        if (order.Success && order.Groups[1].Value == "True")
+            throw new BadInputException($"{what}: Fortran-order arrays are not supported; save with C order");
         var dims = shapeM.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var shape = new long[dims.Length];
         for (int i = 0; i < dims.Length; i++)
@@ -120,14 +122,16 @@ public static partial class Npy
             bool[] a => MemoryMarshal.AsBytes(a.AsSpan()),
             _ => throw new InvalidOperationException(),
         };
-        if (s.ReadAtLeast(bytes, bytes.Length, false) < bytes.Length) throw new BadInputException($"{what}: truncated .npy data ({count} elements expected)");
+        if (s.ReadAtLeast(bytes, bytes.Length, false) < bytes.Length)
+            throw new BadInputException($"{what}: truncated .npy data ({count} elements expected)");
         return new NpyArray(data, shape);
     }
 
     /// <summary>Writes a float32 or int64 .npy (used by tests and tools).</summary>
     public static void Write(string path, Array data, long[] shape)
     {
-        string descr = data switch { float[] => "<f4", long[] => "<i8", int[] => "<i4", _ => throw new ArgumentException("float[], long[] or int[] only") };
+        string descr = data switch { float[] => "<f4", long[] => "<i8", int[] => "<i4", _ =>
+            throw new ArgumentException("float[], long[] or int[] only") };
         string dict = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({string.Join(", ", shape)}{(shape.Length == 1 ? "," : "")}), }}";
         int total = 10 + dict.Length + 1;
         int pad = (64 - total % 64) % 64;

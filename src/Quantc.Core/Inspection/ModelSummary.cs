@@ -33,7 +33,8 @@ public sealed record ModelSummary(
     IReadOnlyList<ExternalFileEntry> ExternalData,
     IReadOnlyList<LinearLayerEntry> LinearLayers)
 {
-    /// <summary>The quantized linear layers (<see cref="Inspection.QuantizedLayers"/>); the float ones are in <see cref="LinearLayers"/>.</summary>
+    /// <summary>The quantized linear layers (<see cref="Inspection.QuantizedLayers"/>); the float ones are in <see
+    /// cref="LinearLayers"/>.</summary>
     public IReadOnlyList<QuantizedLayerEntry> QuantizedLayers { get; init; } = [];
 
     /// <summary>Total parameter count over all element types.</summary>
@@ -100,7 +101,8 @@ public sealed record ModelSummary(
         {
             type = DataTypes.Name(tt.ElemType);
             if (tt.Shape is { } s)
-                shape = s.Dim.Select(d => d.HasDimValue ? d.DimValue.ToString(System.Globalization.CultureInfo.InvariantCulture) : d.HasDimParam && d.DimParam.Length > 0 ? d.DimParam : "?").ToList();
+                shape = s.Dim.Select(d => d.HasDimValue ? d.DimValue.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                    : d.HasDimParam && d.DimParam.Length > 0 ? d.DimParam : "?").ToList();
         }
         else if (tp?.SequenceType is not null) type = "sequence";
         else if (tp?.MapType is not null) type = "map";
@@ -209,7 +211,8 @@ public sealed record ModelSummary(
                 w.WriteStartArray("shape");
                 foreach (var d in e.Shape)
                 {
-                    if (long.TryParse(d, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long n)) w.WriteNumberValue(n);
+                    if (long.TryParse(d, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture,
+                        out long n)) w.WriteNumberValue(n);
                     else w.WriteStringValue(d);
                 }
                 w.WriteEndArray();

@@ -26,7 +26,8 @@ public static class QuantizedLayers
                 if (n.Inputs.Count < 2 || n.Inputs[1]?.Producer is not { } w) continue;
                 string? weights = w.OpType switch
                 {
-                    "DequantizeLinear" when w.Inputs[0] is { IsInitializer: true } q => $"{DataTypes.Name(q.Initializer!.DataType)} {Granularity(w, q)}",
+                    "DequantizeLinear" when w.Inputs[0] is { IsInitializer: true } q =>
+                        $"{DataTypes.Name(q.Initializer!.DataType)} {Granularity(w, q)}",
                     "Cast" when w.Inputs[0] is { IsInitializer: true } h && h.Initializer!.DataType == (int)DT.Float16 => "float16",
                     _ => null,
                 };
@@ -34,16 +35,19 @@ public static class QuantizedLayers
                 found.Add(new QuantizedLayerEntry(LayerName(n, w.Inputs[0]!), op, weights, Activations(n.Inputs[0])));
             }
             else if (n.Is("MatMulNBits", "com.microsoft"))
-                found.Add(new QuantizedLayerEntry(LayerName(n, n.Inputs[1]), op, $"int{n.GetInt("bits", 4)} blocks of {n.GetInt("block_size", 0)}",
+                found.Add(new QuantizedLayerEntry(LayerName(n, n.Inputs[1]), op,
+                    $"int{n.GetInt("bits", 4)} blocks of {n.GetInt("block_size", 0)}",
                     $"accuracy_level {n.GetInt("accuracy_level", 0)}"));
             else if (n.Is("MatMulIntegerToFloat", "com.microsoft"))
-                found.Add(new QuantizedLayerEntry(LayerName(n, n.Inputs[1]), op, $"{Type(n.Inputs[1])} (scale {Shape(n.Inputs.Count > 3 ? n.Inputs[3] : null)})",
+                found.Add(new QuantizedLayerEntry(LayerName(n, n.Inputs[1]), op,
+                    $"{Type(n.Inputs[1])} (scale {Shape(n.Inputs.Count > 3 ? n.Inputs[3] : null)})",
                     $"{Type(n.Inputs[0])} (integer)"));
             else if (n.Is("DynamicQuantizeMatMul", "com.microsoft"))
                 found.Add(new QuantizedLayerEntry(LayerName(n, n.Inputs[1]), op, Type(n.Inputs[1]), "uint8 dynamic per tensor"));
             else if (n.Domain == "ai.quantc" && n.OpType.StartsWith("MatMul", StringComparison.Ordinal))
                 found.Add(new QuantizedLayerEntry(LayerName(n, n.Inputs.Count > 2 ? n.Inputs[2] : null), op,
-                    n.GetInt("group_size", 0) is > 0 and var gs ? $"int4 groups of {gs}" : n.OpType.Contains("Int4", StringComparison.Ordinal) ? "int4" : "int8",
+                    n.GetInt("group_size", 0) is > 0 and var gs ? $"int4 groups of {gs}"
+                        : n.OpType.Contains("Int4", StringComparison.Ordinal) ? "int4" : "int8",
                     n.OpType.EndsWith("Int8", StringComparison.Ordinal) ? "int8" : "float"));
         }
         return found;
@@ -60,12 +64,14 @@ public static class QuantizedLayers
     /// <summary>What feeds the layer's input: QDQ (static, with its type), a per-token QDQ behind a division, or float.</summary>
     private static string Activations(Value? x)
     {
-        if (x?.Producer is not { } dq || !dq.Is("DequantizeLinear") || dq.Inputs[0]?.Producer is not { } q || !q.Is("QuantizeLinear")) return "float";
+        if (x?.Producer is not { } dq || !dq.Is("DequantizeLinear") || dq.Inputs[0]?.Producer is not { } q || !q.Is("QuantizeLinear"))
+            return "float";
         string type = q.Inputs.Count > 2 && q.Inputs[2] is { } zp ? Type(zp) : "uint8";
         return q.Inputs[0]?.Producer is { } div && div.Is("Div") ? $"{type} per token" : $"{type} static";
     }
 
-    private static string Type(Value? v) => v?.Initializer is { } t ? DataTypes.Name(t.DataType) : v?.Type?.TensorType is { } tt ? DataTypes.Name(tt.ElemType) : "?";
+    private static string Type(Value? v) => v?.Initializer is { } t ? DataTypes.Name(t.DataType) : v?.Type?.TensorType is { } tt
+        ? DataTypes.Name(tt.ElemType) : "?";
 
     private static string Shape(Value? v) => v?.Initializer is { } t ? "[" + string.Join(", ", t.Dims) + "]" : "?";
 

@@ -6,7 +6,8 @@ using OrtType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 
 namespace Quantc.Core.Verification;
 
-/// <summary>Greedy decoding of both models from <paramref name="Start"/>: how many of <paramref name="Steps"/> generated tokens match before the first divergence.</summary>
+/// <summary>Greedy decoding of both models from <paramref name="Start"/>: how many of <paramref name="Steps"/> generated tokens match
+/// before the first divergence.</summary>
 public sealed record GreedyMatch(long Start, int Steps, int Matching);
 
 /// <summary>
@@ -47,7 +48,8 @@ public static class GreedyDecoding
                     var names = new List<string>();
                     var values = new List<OrtValue>();
                     foreach (var (name, value) in own)
-                        if (inputs.Contains(name) && (t == 0 || !name.StartsWith(Past, StringComparison.Ordinal))) { names.Add(name); values.Add(value); }
+                        if (inputs.Contains(name) && (t == 0 || !name.StartsWith(Past, StringComparison.Ordinal)))
+                            { names.Add(name); values.Add(value); }
                     if (t > 0)
                         for (int i = 0; i < pasts.Count; i++) { names.Add(pasts[i]); values.Add(previous![i + 1]); }
                     using var ro = new RunOptions();
@@ -97,7 +99,8 @@ public static class GreedyDecoding
         {
             OrtType.Float => logits.GetTensorDataAsSpan<float>()[^vocab..].ToArray(),
             OrtType.Float16 => logits.GetTensorDataAsSpan<Float16>()[^vocab..].ToArray().Select(h => (float)h).ToArray(),
-            _ => throw new Quantc.Onnx.BadInputException($"logits of type {info.ElementDataType}: greedy decoding reads float32 or float16"),
+            _ => throw new Quantc.Onnx.BadInputException($"logits of type {info.ElementDataType}: greedy decoding reads float32 or " +
+                $"float16"),
         };
         int best = 0;
         for (int i = 1; i < row.Length; i++) if (row[i] > row[best]) best = i;

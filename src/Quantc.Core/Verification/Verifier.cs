@@ -62,7 +62,8 @@ public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Output
     public static string Db(double v) => double.IsPositiveInfinity(v) ? "inf" : double.IsNegativeInfinity(v) ? "-inf"
         : v.ToString("0.00", CultureInfo.InvariantCulture);
 
-    /// <summary>Greedy decoding of both models through their KV cache from the first token of the data (decoder models with token data).</summary>
+    /// <summary>Greedy decoding of both models through their KV cache from the first token of the data (decoder models with token
+    /// data).</summary>
     public GreedyMatch? Greedy { get; init; }
 }
 
@@ -190,7 +191,8 @@ public static class Verifier
                 OriginalNoiseSqnrDb = exact is null ? null : noise[o].SqnrDb,
                 NonFinite = outErr[o].TestNonFinite,
             }).ToList(),
-            hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens) : null,
+            hasLogits ? new LogitsMetrics(logits.Top1Agreement, logits.ReferencePerplexity, logits.TestPerplexity, logits.ScoredTokens)
+                : null,
             layers)
         {
             Greedy = hasLogits && options.GreedySteps > 0 && tokens is { Count: > 0 } && tokens[0].Length > 0
@@ -304,11 +306,16 @@ public static class Verifier
         switch (info.ElementDataType)
         {
             case OrtType.Float: return v.GetTensorDataAsSpan<float>().ToArray();
-            case OrtType.Float16: { var h = v.GetTensorDataAsSpan<Float16>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = (float)h[i]; return f; }
-            case OrtType.BFloat16: { var h = v.GetTensorDataAsSpan<BFloat16>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = (float)h[i]; return f; }
-            case OrtType.Int64: { var h = v.GetTensorDataAsSpan<long>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = h[i]; return f; }
-            case OrtType.Int32: { var h = v.GetTensorDataAsSpan<int>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = h[i]; return f; }
-            case OrtType.Bool: { var h = v.GetTensorDataAsSpan<bool>(); var f = new float[h.Length]; for (int i = 0; i < h.Length; i++) f[i] = h[i] ? 1 : 0; return f; }
+            case OrtType.Float16: { var h = v.GetTensorDataAsSpan<Float16>(); var f = new float[h.Length];
+                for (int i = 0; i < h.Length; i++) f[i] = (float)h[i]; return f; }
+            case OrtType.BFloat16: { var h = v.GetTensorDataAsSpan<BFloat16>(); var f = new float[h.Length];
+                for (int i = 0; i < h.Length; i++) f[i] = (float)h[i]; return f; }
+            case OrtType.Int64: { var h = v.GetTensorDataAsSpan<long>(); var f = new float[h.Length];
+                for (int i = 0; i < h.Length; i++) f[i] = h[i]; return f; }
+            case OrtType.Int32: { var h = v.GetTensorDataAsSpan<int>(); var f = new float[h.Length];
+                for (int i = 0; i < h.Length; i++) f[i] = h[i]; return f; }
+            case OrtType.Bool: { var h = v.GetTensorDataAsSpan<bool>(); var f = new float[h.Length];
+                for (int i = 0; i < h.Length; i++) f[i] = h[i] ? 1 : 0; return f; }
             default: throw new BadInputException($"cannot compare an output of type {info.ElementDataType}");
         }
     }
