@@ -131,4 +131,34 @@ public sealed class CalibratorTests : IDisposable
         Assert.Null(ctx.SavedStatistics);
         Assert.Throws<BadInputException>(() => ctx.Calibrate(["z"], "test"));
     }
+
+    /// <summary>
+    /// A rewritten model whose inline tensors pass the limit (a large model after a pass, whose protobuf would pass
+    /// 2 GiB) is opened from a temporary copy with external data: the same results, and nothing left in the temp folder.
+    /// </summary>
+    [Fact]
+    public void LargeRewrittenModelsOpenFromATemporaryCopy()
+    {
+        using var model = Model.Load(BuildModel(Enumerable.Range(0, 12).Select(i => i / 7f).ToArray(), [0.5f, -1, 2]));
+        model.Graph.SetInitializer(model.Graph["b"], Tensor.FromFloats("b", [3], [1, 2, 3]));   // a new tensor, as a pass makes
+        var samples = Samples(2);
+        var inMemory = Calibrator.Collect(model, ["z", "y"], samples);
+        var before = Directory.GetDirectories(Path.GetTempPath(), "quantc-session-*").Length;
+        long limit = Quantc.Core.Runtime.OrtModel.InlineLimitBytes;
+        try
+        {
+            Quantc.Core.Runtime.OrtModel.InlineLimitBytes = 0;
+            var fromFile = Calibrator.Collect(model, ["z", "y"], samples);
+            foreach (var t in new[] { "z", "y" })
+            {
+                Assert.Equal(inMemory[t].ChannelMin.ToArray(), fromFile[t].ChannelMin.ToArray());
+                Assert.Equal(inMemory[t].ChannelMax.ToArray(), fromFile[t].ChannelMax.ToArray());
+            }
+        }
+        finally
+        {
+            Quantc.Core.Runtime.OrtModel.InlineLimitBytes = limit;
+        }
+        Assert.Equal(before, Directory.GetDirectories(Path.GetTempPath(), "quantc-session-*").Length);
+    }
 }

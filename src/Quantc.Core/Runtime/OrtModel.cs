@@ -9,29 +9,44 @@ namespace Quantc.Core.Runtime;
 /// <summary>
 /// Opens an IR model in ONNX Runtime without writing it out: the proto is serialised in memory,
 /// tensors made by passes are inlined, and tensors still in the original external data files are
-/// read by ONNX Runtime from the model's folder.
+/// read by ONNX Runtime from the model's folder. Past <see cref="InlineLimitBytes"/> of inline tensors
+/// (a rewritten large model), the session is opened from a temporary copy with external data instead.
 /// </summary>
 public static class OrtModel
 {
+    /// <summary>
+    /// Above this many bytes of tensors held in the protobuf (new tensors made by passes, small ones of the
+    /// original), a session is opened from a temporary copy written with external data instead of from one byte
+    /// array: a protobuf cannot pass 2 GiB. Settable for tests.
+    /// </summary>
+    public static long InlineLimitBytes { get; set; } = 1L << 30;
+
     /// <summary>Creates an inference session for <paramref name="model"/>, optionally adding graph outputs.</summary>
     public static InferenceSession CreateSession(Model model, IEnumerable<string>? extraOutputs = null, SessionOptions? options = null)
     {
         var (proto, payload) = model.ToProto();
-        InlineNewTensors(proto, payload);
         if (extraOutputs is not null)
         {
             var existing = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
             foreach (var name in extraOutputs)
                 if (existing.Add(name)) proto.Graph.Output.Add(new ValueInfoProto { Name = name });
         }
-        byte[] bytes = proto.ToByteArray();
         var so = options ?? DefaultOptions();
         if (CustomOps.IsUsedBy(model)) CustomOps.Register(so);
-        if (model.File is not null)
-            so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", model.File.Directory);
+        string? folder = null;
         try
         {
-            return new InferenceSession(bytes, so);
+            if (InlineBytes(proto, payload) > InlineLimitBytes)
+            {
+                // Large: written (tensors of 1 MiB and more as external data) and opened from the file.
+                folder = Directory.CreateTempSubdirectory("quantc-session-").FullName;
+                var saved = OnnxModelWriter.Save(proto, Path.Combine(folder, "model.onnx"), payload);
+                return new InferenceSession(saved.ModelPath, so);
+            }
+            InlineNewTensors(proto, payload);
+            if (model.File is not null)
+                so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", model.File.Directory);
+            return new InferenceSession(proto.ToByteArray(), so);
         }
         catch (OnnxRuntimeException e)
         {
@@ -40,7 +55,25 @@ public static class OrtModel
         finally
         {
             if (options is null) so.Dispose();
+            // The session holds what it read (a mapped file stays readable once unlinked).
+            if (folder is not null)
+                try { Directory.Delete(folder, recursive: true); }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
         }
+    }
+
+    /// <summary>Bytes of the tensors the protobuf would hold once new tensors are inlined.</summary>
+    private static long InlineBytes(ModelProto proto, Func<TensorProto, TensorData?> payload)
+    {
+        long total = 0;
+        foreach (var (t, _) in ModelWalker.Tensors(proto))
+        {
+            bool external = t.DataLocation == TensorProto.Types.DataLocation.External;
+            if (external && t.ExternalData.Count > 0) continue;   // read by ONNX Runtime from the original file
+            total += TensorBytes.PayloadBytes(t, external ? payload(t) : null);
+        }
+        return total;
     }
 
     /// <summary>
