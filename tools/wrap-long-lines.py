@@ -12,59 +12,75 @@ LIMIT = 140
 
 
 def string_text(line):
-    """For each character: the kind of the string literal whose text it is ('n' plain, 'i' interpolated; None
-    elsewhere, also inside interpolation holes and verbatim or nested strings, which are never split)."""
+    """For each character: the kind of the top-level string literal whose text it is ('n' plain, 'i' interpolated;
+    None elsewhere: code, interpolation holes, nested literals, verbatim and char literals, which are never split)."""
     text = [None] * len(line)
-    i, n = 0, len(line)
-    while i < n:
-        if line.startswith('//', i):
-            break
-        if line[i] == "'":
-            j = i + 1
-            while j < n and line[j] != "'":
-                j += 2 if line[j] == '\\' else 1
-            i = j + 1
-            continue
+    n = len(line)
+
+    def literal(i, mark):
+        """Scans the literal starting at i (at its prefix); returns the index after its closing quote."""
         m = re.match(r'(\$@|@\$|\$|@)?"', line[i:])
-        if not m:
-            i += 1
-            continue
         pre = m.group(1) or ''
-        kind = None if '@' in pre else ('i' if '$' in pre else 'n')
-        interpolated = '$' in pre
-        j, holes = i + len(m.group(0)), 0
+        verbatim, interpolated = '@' in pre, '$' in pre
+        kind = None if verbatim or not mark else ('i' if interpolated else 'n')
+        j = i + len(m.group(0))
         while j < n:
             c = line[j]
-            if holes:
-                if c == '{':
-                    holes += 1
-                elif c == '}':
-                    holes -= 1
-                elif c == '"':
-                    kind = None   # a string inside a hole: leave the whole literal alone
-                j += 1
-                continue
-            if c == '\\' and '@' not in pre:
+            if c == '\\' and not verbatim:
                 j += 2
                 continue
             if c == '"':
-                if '@' in pre and line.startswith('""', j):
+                if verbatim and line.startswith('""', j):
                     j += 2
                     continue
-                break
+                return j + 1
             if c == '{' and interpolated:
                 if line.startswith('{{', j):
                     j += 2
                     continue
-                holes = 1
-                j += 1
+                j = hole(j + 1)
                 continue
             text[j] = kind
             j += 1
-        if kind is None:
-            for k in range(i, min(j + 1, n)):
-                text[k] = None
-        i = j + 1
+        return n
+
+    def hole(j):
+        """Skips an interpolation hole from after its '{'; returns the index after its '}'."""
+        depth = 1
+        while j < n:
+            c = line[j]
+            if c == "'":
+                k = j + 1
+                while k < n and line[k] != "'":
+                    k += 2 if line[k] == '\\' else 1
+                j = k + 1
+                continue
+            if re.match(r'(\$@|@\$|\$|@)?"', line[j:]):
+                j = literal(j, False)
+                continue
+            if c == '{':
+                depth += 1
+            elif c == '}':
+                depth -= 1
+                if depth == 0:
+                    return j + 1
+            j += 1
+        return n
+
+    i = 0
+    while i < n:
+        if line.startswith('//', i):
+            break
+        if line[i] == "'":
+            k = i + 1
+            while k < n and line[k] != "'":
+                k += 2 if line[k] == '\\' else 1
+            i = k + 1
+            continue
+        if re.match(r'(\$@|@\$|\$|@)?"', line[i:]):
+            i = literal(i, True)
+            continue
+        i += 1
     return text
 
 

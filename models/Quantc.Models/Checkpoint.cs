@@ -30,7 +30,8 @@ public sealed class CheckpointWeights(SafetensorsCheckpoint checkpoint, string t
             throw new BadInputException($"{checkpoint.Path}: checkpoint has no tensor '{name}', which the config needs");
         long[] want = transpose ? [dims[1], dims[0]] : dims;
         if (!e.Shape.SequenceEqual(want))
-            throw new BadInputException($"{checkpoint.Path}: tensor '{e.Name}' has shape [{string.Join(", ", e.Shape)}], the config needs [{string.Join(", ", want)}]");
+            throw new BadInputException($"{checkpoint.Path}: tensor '{e.Name}' has shape [{string.Join(", ", e.Shape)}], the config " +
+                $"needs [{string.Join(", ", want)}]");
         TensorData data = e.DType == SafetensorsDType.F32 && !transpose ? e.Data : new ConvertedTensorData(e, transpose);
         if (data.Length < (1 << 20)) data = TensorData.FromMemory(data.Span.ToArray());   // small tensors inline, like the writer would
         return Tensor.FromData(name, (int)DT.Float, dims, data);

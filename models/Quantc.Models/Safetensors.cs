@@ -136,12 +136,14 @@ public sealed class SafetensorsCheckpoint : IDisposable
                     var shape = v.GetProperty("shape").EnumerateArray().Select(x => x.GetInt64()).ToArray();
                     var offs = v.GetProperty("data_offsets").EnumerateArray().Select(x => x.GetInt64()).ToArray();
                     if (offs.Length != 2 || offs[0] < 0 || offs[1] < offs[0] || dataStart + offs[1] > fileSize)
-                        throw new BadInputException($"{path}: tensor '{p.Name}' has data offsets [{string.Join(", ", offs)}] outside the file (truncated?)");
+                        throw new BadInputException($"{path}: tensor '{p.Name}' has data offsets [{string.Join(", ", offs)}] outside the " +
+                            $"file (truncated?)");
                     if (shape.Any(d => d < 0)) throw new BadInputException($"{path}: tensor '{p.Name}' has a negative dimension");
                     long count = shape.Aggregate(1L, (a, d) => checked(a * d));
                     long bytes = count * (dtype == SafetensorsDType.F32 ? 4 : 2);
                     if (offs[1] - offs[0] != bytes)
-                        throw new BadInputException($"{path}: tensor '{p.Name}' holds {offs[1] - offs[0]} bytes, but {dt}[{string.Join(", ", shape)}] needs {bytes}");
+                        throw new BadInputException($"{path}: tensor '{p.Name}' holds {offs[1] - offs[0]} bytes, " +
+                            $"but {dt}[{string.Join(", ", shape)}] needs {bytes}");
                     ranges.Add((offs[0], offs[1], p.Name));
                     if (only is not null && !only.Contains(p.Name)) continue;
                     if (_entries.ContainsKey(p.Name))

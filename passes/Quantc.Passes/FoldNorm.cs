@@ -27,7 +27,8 @@ public sealed class FoldNormPass(bool untie = false) : IPass
         {
             var readers = NormReaders.Of(norm, map, out string? why, allowSharedWeights: untie);
             if (readers is null)
-                { ctx.Log.Add($"fold_norm: {norm.Name} not folded: {why}{(why == NormReaders.SharedWeight ? " (untie: true gives the reader its own copy)" : "")}"); continue; }
+                { ctx.Log.Add($"fold_norm: {norm.Name} not " +
+                    $"folded: {why}{(why == NormReaders.SharedWeight ? " (untie: true gives the reader its own copy)" : "")}"); continue; }
             var gamma = norm.Gamma.Initializer!.ToFloat32();
             var beta = norm.Beta?.Initializer?.ToFloat32();
             foreach (var l in readers)

@@ -52,7 +52,8 @@ public sealed class FuseAttentionPass : IPass
         if (flat > 0) g.RemoveDeadCode();
         g.SortTopologically();
         if ((ctx.Model.OpsetVersion("") ?? 0) < 23) ctx.Model.SetOpset("", 23);
-        ctx.Log.Add($"fuse_attention: {fused} attention block(s) → ONNX Attention (opset 23){(flat > 0 ? $", {flat} of them on the projections' [batch, sequence, heads·head size] tensors directly" : "")}");
+        ctx.Log.Add($"fuse_attention: {fused} attention block(s) → ONNX Attention (opset " +
+            $"23){(flat > 0 ? $", {flat} of them on the projections' [batch, sequence, heads·head size] tensors directly" : "")}");
     }
 
 

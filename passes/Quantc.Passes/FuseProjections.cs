@@ -36,7 +36,8 @@ public sealed class FuseProjectionsPass : IPass
 
         public string Signature => Dequantize is null
             ? $"float {Values.ElementType}"
-            : $"dq {Values.ElementType} axis {Dequantize.GetInt("axis", 1)} block {Dequantize.GetInt("block_size", 0)} zp {Dequantize.Inputs.ElementAtOrDefault(2)?.ElementType ?? 0} scale {Dequantize.Inputs[1]!.ElementType}";
+            : $"dq {Values.ElementType} axis {Dequantize.GetInt("axis", 1)} block {Dequantize.GetInt("block_size", 0)} " +
+                $"zp {Dequantize.Inputs.ElementAtOrDefault(2)?.ElementType ?? 0} scale {Dequantize.Inputs[1]!.ElementType}";
     }
 
     public void Run(PassContext ctx)
@@ -98,7 +99,8 @@ public sealed class FuseProjectionsPass : IPass
                 $"which is not concatenated";
             return null;
         }
-        why = $"its weight is a {(w.Initializer is { } ti ? $"{Quantc.Onnx.DataTypes.Name(ti.DataType)} [{string.Join(", ", ti.Dims)}] initializer" : "DequantizeLinear of a non-2-D or non-constant tensor")}, not a 2-D float32 or per-channel/blocked quantized weight";
+        why = $"its weight is " +
+            $"a {(w.Initializer is { } ti ? $"{Quantc.Onnx.DataTypes.Name(ti.DataType)} [{string.Join(", ", ti.Dims)}] initializer" : "DequantizeLinear of a non-2-D or non-constant tensor")}, not a 2-D float32 or per-channel/blocked quantized weight";
         return null;
     }
 
@@ -146,7 +148,8 @@ public sealed class FuseProjectionsPass : IPass
             else g.ReplaceValue(set[i].MatMul.Output, split.Outputs[i]!);
             g.RemoveNode(set[i].MatMul);
         }
-        ctx.Log.Add($"fuse_projections: {string.Join(", ", set.Select(p => p.Layer))} → {mm.Name} (N = {string.Join(" + ", set.Select(p => p.N))})");
+        ctx.Log.Add($"fuse_projections: {string.Join(", ", set.Select(p => p.Layer))} → {mm.Name} (N " +
+            $"= {string.Join(" + ", set.Select(p => p.N))})");
     }
 
     /// <summary>The row scale s when every projection's result is read only by a Mul(result, s) with the same s, else null.</summary>

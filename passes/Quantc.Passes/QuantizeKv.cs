@@ -51,7 +51,8 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
             }
             if (values) Quantize("values", a.Values, a.ValuesWhy);
             if (done.Count > 0)
-                ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} asymmetric per token and head ({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
+                ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} asymmetric per token and head " +
+                    $"({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
         }
     }
 

@@ -64,7 +64,8 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
             cacheTensors.AddRange(region.GraphOutputs.Concat(region.GraphInputs).Select(o => (o, region.HeadSize)));
             string via = region.GraphInputs.Count + region.GraphOutputs.Count > 0
                 ? $"; cache in the rotated basis: {string.Join(", ", region.GraphInputs.Concat(region.GraphOutputs))}" : "";
-            ctx.Log.Add($"rotate_head: {v.Name} → {string.Join(", ", region.Readers.Select(r => r.Name))} ({q.Description}, head size {region.HeadSize}){via}");
+            ctx.Log.Add($"rotate_head: {v.Name} → {string.Join(", ", region.Readers.Select(r => r.Name))} ({q.Description}, head " +
+                $"size {region.HeadSize}){via}");
             if (!q.IsHadamard)
                 ctx.Log.Add($"rotate_head: head size {region.HeadSize} has no Hadamard matrix: used a seeded random orthogonal matrix " +
                 $"instead");

@@ -59,7 +59,8 @@ public sealed class RotateQkPass(bool portable) : IPass
             cache.AddRange(keys.CacheOutputs.Concat(keys.CacheInputs).Select(n => (d, n)));
             string via = keys.CacheOutputs.Count + keys.CacheInputs.Count > 0
                 ? $"; key cache in the rotated basis: {string.Join(", ", keys.CacheInputs.Concat(keys.CacheOutputs))}" : "";
-            ctx.Log.Add($"rotate_qk: {a.Name} ({a.Form}): query and {keys.Sources.Count} key input(s) rotated by Hadamard {d}{(portable ? " (MatMul)" : "")}{via}");
+            ctx.Log.Add($"rotate_qk: {a.Name} ({a.Form}): query and {keys.Sources.Count} key input(s) rotated by " +
+                $"Hadamard {d}{(portable ? " (MatMul)" : "")}{via}");
         }
         if (cache.Count > 0)
         {

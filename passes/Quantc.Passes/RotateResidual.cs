@@ -62,7 +62,8 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
             if (massive is { Count: > 0 } channels)
             {
                 RotatedWeights.InputsAware(g, r, q, channels);
-                ctx.Plan[r.Name].Transforms.Add($"R1: input rotated back (Qᵀ·W), float32 rounding aware of the massive channels {string.Join(", ", channels.Select(c => c.Channel))}");
+                ctx.Plan[r.Name].Transforms.Add($"R1: input rotated back (Qᵀ·W), float32 rounding aware of the massive " +
+                    $"channels {string.Join(", ", channels.Select(c => c.Channel))}");
             }
             else
             {
@@ -214,7 +215,8 @@ internal sealed class ResidualStream
             throw Refuse("no embedding found: a Gather on a [vocab, hidden] initializer whose output feeds an RMSNorm directly (LLaMA- " +
             "or Mamba-style pre-norm models; learned position embeddings and LayerNorm are not handled)");
         if (embeddings.Count > 1)
-            throw Refuse($"{embeddings.Count} embedding-like Gathers feed norms ({string.Join(", ", embeddings.Select(n => n.Name))}); only one token embedding is handled");
+            throw Refuse($"{embeddings.Count} embedding-like Gathers feed norms ({string.Join(", ", embeddings.Select(n => n.Name))}); " +
+                $"only one token embedding is handled");
         var embedding = embeddings[0];
         var table = embedding.Inputs[0]!;
         long d = table.Initializer!.Dims[1];

@@ -86,7 +86,8 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
         if (targets.Count == 0)
         {
             ctx.Notice(candidates == 0
-                ? $"smooth: nothing smoothed: no input of a linear layer comes from a norm{(throughMlp ? " or an act(gate) ⊙ up product" : "")} it can fold into ({map.Norms.Count} norms)"
+                ? $"smooth: nothing smoothed: no input of a linear layer comes from a " +
+                    $"norm{(throughMlp ? " or an act(gate) ⊙ up product" : "")} it can fold into ({map.Norms.Count} norms)"
                 : $"smooth: nothing smoothed: the readers of all {candidates} smoothable inputs are excluded");
             return;
         }
@@ -109,7 +110,8 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
                     weights.Select(w => (w.Item1, w.Item3)).ToList(),
                     stats[input.Name].ChannelAbsMax, alphas, powerOfTwo);
                 ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
-                    $"smooth: {string.Join(", ", readers.Select(r => r.Name))}: α searched on {count} rows → {a:0.##} (relative W8A8 output error {string.Join(" ", alphas.Select((v, i) => $"{v:0.##}:{errors[i]:0.000e0}"))})"));
+                    $"smooth: {string.Join(", ", readers.Select(r => r.Name))}: α searched on {count} rows → {a:0.##} (relative W8A8 " +
+                        $"output error {string.Join(" ", alphas.Select((v, i) => $"{v:0.##}:{errors[i]:0.000e0}"))})"));
             }
             var s = Smoothing.SmoothQuantFactors(stats[input.Name].ChannelAbsMax, Smoothing.WeightChannelAbsMax(weights, k), a);
             if (powerOfTwo) Smoothing.RoundToPowerOfTwo(s);
@@ -124,7 +126,8 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
                     $"smoothed α={a:0.##}{(alpha is null ? " (searched)" : "")} via {via}"));
             }
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
-                $"smooth: {string.Join(", ", readers.Select(r => r.Name))} via {via}: s in [{s.Min():G3}, {s.Max():G3}], input channel outlier ratio {stats[input.Name].ChannelOutlierRatio:0.0}"));
+                $"smooth: {string.Join(", ", readers.Select(r => r.Name))} via {via}: s in [{s.Min():G3}, {s.Max():G3}], input channel " +
+                    $"outlier ratio {stats[input.Name].ChannelOutlierRatio:0.0}"));
         }
     }
 

@@ -143,7 +143,8 @@ public static class Cli
             if (v.Shape?.FirstOrDefault(d => d < 0) is { } negative)
             {
                 m.Dispose();
-                throw new BadInputException($"{path}: {(v.IsGraphInput ? "input" : "output")} '{v.Name}' has a negative dimension ({negative})");
+                throw new BadInputException($"{path}: {(v.IsGraphInput ? "input" : "output")} '{v.Name}' has a negative dimension " +
+                    $"({negative})");
             }
         return m;
     }

@@ -17,7 +17,8 @@ internal static class CompileCommand
         var model = new Argument<string?>("model") { Description = "float ONNX model (default: the bundled tiny LLaMA)",
             Arity = ArgumentArity.ZeroOrOne };
         var output = new Option<string?>("--output", "-o") { Description = "compiled model (default: out/<model>.<recipe>.onnx)" };
-        var recipe = new Option<string>("--recipe") { Description = $"built-in recipe ({string.Join(", ", Builtins.Recipes.Keys)}) or a YAML file", DefaultValueFactory = _ => DefaultRecipe };
+        var recipe = new Option<string>("--recipe") { Description = $"built-in recipe ({string.Join(", ", Builtins.Recipes.Keys)}) or a " +
+            $"YAML file", DefaultValueFactory = _ => DefaultRecipe };
         var calib = new Option<string?>("--calib") { Description = "calibration data (default: models/calib.txt for byte-tokenized " +
             "models)" };
         var samples = new Option<int>("--samples") { Description = "calibration samples", DefaultValueFactory = _ => 16 };
@@ -137,7 +138,8 @@ internal static class CompileCommand
         foreach (var g in layers.Where(p => !p.WeightFormat.IsReduced && !p.ActivationFormat.IsReduced)
                      .GroupBy(p => p.Reasons.LastOrDefault(x => x.Contains("kept", StringComparison.Ordinal))
                          ?? p.Reasons.LastOrDefault() ?? "no pass of the recipe quantized it"))
-            stdout.WriteLine(Cli.Printable($"  {Layers(g.Count())} {(g.Count() == 1 ? "stays" : "stay")} float ({g.Key}): {LayerNames.Shorten(g.Select(p => p.Name))}"));
+            stdout.WriteLine(Cli.Printable($"  {Layers(g.Count())} {(g.Count() == 1 ? "stays" : "stay")} float " +
+                $"({g.Key}): {LayerNames.Shorten(g.Select(p => p.Name))}"));
         foreach (var n in ctx.Notices) stdout.WriteLine(Cli.Printable($"  {n}"));
         if (result.Verify is { } verify)
         {

@@ -47,8 +47,11 @@ internal static class InspectCommand
         });
         if (!ReferenceEquals(stdout, Console.Out) || Console.IsOutputRedirected) console.Profile.Width = 200;
         console.MarkupLine($"[bold]{E(s.Path)}[/]  ({Bytes(s.FileBytes)})");
-        console.MarkupLine($"IR version {s.IrVersion}, producer {E(s.Producer.Length == 0 ? "(none)" : s.Producer)}, opsets {E(string.Join(", ", s.Opsets.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}")))}");
-        console.MarkupLine($"{N(s.NodeCount)} nodes{(s.SubgraphCount > 0 ? $" ({s.SubgraphCount} subgraphs)" : "")}, {N(s.TotalParameters)} parameters in {Bytes(s.TotalParameterBytes)}");
+        console.MarkupLine($"IR version {s.IrVersion}, producer {E(s.Producer.Length == 0 ? "(none)" : s.Producer)}, " +
+            $"opsets {E(string.Join(", ", s.Opsets.Select(o => $"{(o.Domain.Length == 0 ? "ai.onnx" : o.Domain)} {o.Version}")))}");
+        console.MarkupLine($"{N(s.NodeCount)} " +
+            $"nodes{(s.SubgraphCount > 0 ? $" ({s.SubgraphCount} subgraphs)" : "")}, {N(s.TotalParameters)} parameters " +
+            $"in {Bytes(s.TotalParameterBytes)}");
 
         var io = new Table().Border(TableBorder.Simple).AddColumns("", "name", "dtype", "shape");
         foreach (var e in s.Inputs) io.AddRow("in", E(e.Name), e.ElementType, E(Shape(e.Shape)));

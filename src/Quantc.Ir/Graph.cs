@@ -324,7 +324,8 @@ public sealed class Graph
     {
         for (var g = this; g is not null; g = g.Parent)
             if (g._values.TryGetValue(value.Name, out var v) && ReferenceEquals(v, value)) return;
-        throw new InvalidOperationException($"value '{value.Name}' is not visible from graph '{Name}'{(user is null ? "" : $" (used by {user})")}");
+        throw new InvalidOperationException($"value '{value.Name}' is not visible from graph " +
+            $"'{Name}'{(user is null ? "" : $" (used by {user})")}");
     }
 
     // ------------------------------------------------------------------ order and validation

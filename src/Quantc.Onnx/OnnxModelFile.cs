@@ -142,7 +142,8 @@ public sealed class OnnxModelFile : IDisposable
             if (isString) throw new BadInputException($"{what}: string tensors cannot use raw_data");
             long expected = DataTypes.ByteSize(t.DataType, count);
             if (t.RawData.Length != expected)
-                throw new BadInputException($"{what}: raw_data has {t.RawData.Length} bytes but shape [{string.Join(",", t.Dims)}] of {DataTypes.Name(t.DataType)} needs {expected}");
+                throw new BadInputException($"{what}: raw_data has {t.RawData.Length} bytes but shape [{string.Join(",", t.Dims)}] " +
+                    $"of {DataTypes.Name(t.DataType)} needs {expected}");
             return;
         }
 
@@ -156,7 +157,8 @@ public sealed class OnnxModelFile : IDisposable
                 long packed = DataTypes.ByteSize(t.DataType, count);
                 if (have == packed) return;
             }
-            throw new BadInputException($"{what}: holds {have} values but shape [{string.Join(",", t.Dims)}] needs {count * perElementUnits}");
+            throw new BadInputException($"{what}: holds {have} values but shape [{string.Join(",", t.Dims)}] " +
+                $"needs {count * perElementUnits}");
         }
     }
 
@@ -209,7 +211,8 @@ public sealed class OnnxModelFile : IDisposable
             throw new BadInputException($"{what}: external data [{offset}, {offset + len}) runs past the end of '{location}' " +
                 $"({mapped.Length} bytes)");
         if (len != expected)
-            throw new BadInputException($"{what}: external data length {len} but shape [{string.Join(",", t.Dims)}] of {DataTypes.Name(t.DataType)} needs {expected}");
+            throw new BadInputException($"{what}: external data length {len} but shape [{string.Join(",", t.Dims)}] " +
+                $"of {DataTypes.Name(t.DataType)} needs {expected}");
         if (checksum is not null && options.VerifyChecksums)
             VerifyChecksum(file, checksum, what);
         return new MappedTensorData(mapped, offset, len);

@@ -100,7 +100,8 @@ public static class DataLoader
         string lengths = full == seqs.Count ? $"{seqs.Count} × {options.SequenceLength} tokens"
             : $"{seqs.Count} samples of ≤ {options.SequenceLength} tokens ({full} full, {seqs.Sum(x => (long)x.Length)} tokens in all)";
         return FromIds(model, seqs, options with { MaxSamples = seqs.Count },
-            $"{lengths} of {Path.GetFileName(path)} ({tok.Name} tokenizer; cut at blank-line document boundaries, {docs} documents{(tok.Bos is null ? "" : ", BOS first in each sample")})", path);
+            $"{lengths} of {Path.GetFileName(path)} ({tok.Name} tokenizer; cut at blank-line document boundaries, {docs} " +
+                $"documents{(tok.Bos is null ? "" : ", BOS first in each sample")})", path);
     }
 
     /// <summary>The shortest last piece of a document kept as a sample (in tokens, before BOS).</summary>
@@ -137,7 +138,8 @@ public static class DataLoader
         if (seqs.Count == 0) throw new BadInputException($"{what}: no token ids");
         TokenLimits.Of(model.Graph).Check(seqs, source);
         if (cut > 0)
-            what += $" ({seqs.Count} samples: {cut} sequence{(cut == 1 ? "" : "s")} longer than {options.SequenceLength} tokens cut into pieces of {options.SequenceLength})";
+            what += $" ({seqs.Count} samples: {cut} sequence{(cut == 1 ? "" : "s")} longer than {options.SequenceLength} tokens cut into " +
+                $"pieces of {options.SequenceLength})";
         return new LoadedData(seqs.Select(s => CalibrationInputs.FromTokens(model.Graph, s)).ToList(), seqs, what, []);
     }
 
@@ -195,7 +197,8 @@ public static class DataLoader
                 throw new BadInputException($"{path}: no array for model input '{input.Name}' (arrays: {string.Join(", ", arrays.Keys)})");
             var shape = input.Shape;
             if (shape is not null && (shape.Length != arr.Shape.Length || shape.Zip(arr.Shape).Any(p => p.First is { } d && d != p.Second)))
-                throw new BadInputException($"{path}: array '{input.Name}' has shape [{string.Join(",", arr.Shape)}], the model wants [{string.Join(",", shape.Select(d => d?.ToString() ?? "?"))}]");
+                throw new BadInputException($"{path}: array '{input.Name}' has shape [{string.Join(",", arr.Shape)}], the model wants " +
+                    $"[{string.Join(",", shape.Select(d => d?.ToString() ?? "?"))}]");
             s.Inputs[input.Name] = (arr.Data, arr.Shape);
             // Token ids given as a raw input ([batch, tokens]) are checked like token data.
             if (CalibrationInputs.IsTokenInput(input.Name) && arr.Shape.Length == 2 && arr.Data is long[] or int[])

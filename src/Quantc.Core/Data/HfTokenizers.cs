@@ -55,7 +55,8 @@ public sealed class HfTokenizer : ITokenizer
         catch (JsonException e) { throw new BadInputException($"{path}: not valid JSON ({e.Message})", e); }
         var model = root["model"] ?? throw new BadInputException($"{path}: no \"model\" section");
         if ((string?)model["type"] != "BPE")
-            throw new BadInputException($"{path}: tokenizer model type '{(string?)model["type"]}' is not supported (byte-level BPE is; or ship tokenizer.model)");
+            throw new BadInputException($"{path}: tokenizer model type '{(string?)model["type"]}' is not supported (byte-level BPE is; " +
+                $"or ship tokenizer.model)");
         bool byteLevel = ContainsType(root["pre_tokenizer"], "ByteLevel") || ContainsType(root["decoder"], "ByteLevel");
         if (!byteLevel)
             throw new BadInputException($"{path}: only byte-level BPE tokenizer.json is supported (for SentencePiece models, ship " +

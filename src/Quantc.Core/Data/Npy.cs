@@ -132,7 +132,8 @@ public static partial class Npy
     {
         string descr = data switch { float[] => "<f4", long[] => "<i8", int[] => "<i4", _ =>
             throw new ArgumentException("float[], long[] or int[] only") };
-        string dict = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({string.Join(", ", shape)}{(shape.Length == 1 ? "," : "")}), }}";
+        string dict = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': " +
+            $"({string.Join(", ", shape)}{(shape.Length == 1 ? "," : "")}), }}";
         int total = 10 + dict.Length + 1;
         int pad = (64 - total % 64) % 64;
         string header = dict + new string(' ', pad) + "\n";

@@ -116,7 +116,8 @@ public static class GraphDiff
                 nodes.Add(new NodeDiff(NodeChange.Modified, LayerOf(nb), Label(na), Label(nb), Op(na), Op(nb), DescribeAttributes(na, nb)));
             else if (!wired.SequenceEqual(original))
                 nodes.Add(new NodeDiff(NodeChange.Rewired, LayerOf(nb), Label(na), Label(nb), Op(na), Op(nb),
-                    $"inputs [{string.Join(", ", original.Select(x => x ?? "-"))}] → [{string.Join(", ", nb.Inputs.Select(v => v?.Name ?? "-"))}]"));
+                    $"inputs [{string.Join(", ", original.Select(x => x ?? "-"))}] → " +
+                        $"[{string.Join(", ", nb.Inputs.Select(v => v?.Name ?? "-"))}]"));
             else if (Label(na) != Label(nb))
                 nodes.Add(new NodeDiff(NodeChange.Renamed, LayerOf(nb), Label(na), Label(nb), Op(na), Op(nb),
                     $"{Label(na)} → {Label(nb)}"));

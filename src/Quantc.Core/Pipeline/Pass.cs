@@ -160,7 +160,8 @@ public sealed class PassRegistry
     public IPass Create(string name, PassParameters parameters)
     {
         if (!_passes.TryGetValue(name, out var info))
-            throw new Quantc.Onnx.BadInputException($"{parameters.Where}: unknown pass '{name}' (known: {string.Join(", ", _passes.Keys)})");
+            throw new Quantc.Onnx.BadInputException($"{parameters.Where}: unknown pass '{name}' " +
+                $"(known: {string.Join(", ", _passes.Keys)})");
         var pass = info.Create(parameters);
         parameters.EnsureAllUsed();
         return pass;

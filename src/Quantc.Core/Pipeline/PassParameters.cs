@@ -104,6 +104,8 @@ public sealed class PassParameters
         if (alsoKnown is not null) known.UnionWith(alsoKnown);
         var unknown = _values.Keys.Where(k => !known.Contains(k)).Order(StringComparer.Ordinal).ToList();
         if (unknown.Count > 0)
-            throw new BadInputException($"{Where}: unknown parameter{(unknown.Count > 1 ? "s" : "")} {string.Join(", ", unknown.Select(u => $"'{u}'"))} (known: {string.Join(", ", known.Order(StringComparer.Ordinal))})");
+            throw new BadInputException($"{Where}: unknown " +
+                $"parameter{(unknown.Count > 1 ? "s" : "")} {string.Join(", ", unknown.Select(u => $"'{u}'"))} " +
+                $"(known: {string.Join(", ", known.Order(StringComparer.Ordinal))})");
     }
 }

@@ -46,7 +46,8 @@ public sealed class LayerPlan(string name)
     public override string ToString()
     {
         string w = WeightFormat == NumberFormat.Fp32 || WeightFormat == NumberFormat.Fp16 ? $"{WeightFormat} W"
-            : $"{WeightFormat} W ({WeightGranularity.Name()}{(GroupSize > 0 ? $" g{GroupSize}" : "")}{(WeightSymmetric ? "" : " asym")}, {WeightMethod})";
+            : $"{WeightFormat} W " +
+                $"({WeightGranularity.Name()}{(GroupSize > 0 ? $" g{GroupSize}" : "")}{(WeightSymmetric ? "" : " asym")}, {WeightMethod})";
         string a = ActivationFormat == NumberFormat.Fp32 ? "fp32 A"
             : $"{ActivationFormat} A ({ActivationMode.Name()}{(RangeMethod is null ? "" : ", " + RangeMethod)})";
         return Transforms.Count == 0 ? $"{w} / {a}" : $"{w} / {a}; {string.Join(", ", Transforms)}";

@@ -113,7 +113,8 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
 
     private static string Key(YamlNode k, string where) =>
         k is YamlScalarNode { Value: { } v } ? v
-            : throw new BadInputException($"{where}: a key must be a plain name, not a {(k is YamlMappingNode ? "mapping" : k is YamlSequenceNode ? "list" : "null")}");
+            : throw new BadInputException($"{where}: a key must be a plain name, not " +
+                $"a {(k is YamlMappingNode ? "mapping" : k is YamlSequenceNode ? "list" : "null")}");
 
     /// <summary>Largest recipe accepted (bytes).</summary>
     public const int MaxBytes = 1 << 20;

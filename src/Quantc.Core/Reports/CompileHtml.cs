@@ -18,21 +18,26 @@ public static class CompileHtml
         if (verify is not null)
         {
             var o = verify.Outputs.FirstOrDefault(x => x.Name == "logits") ?? verify.Outputs[0];
-            b.Append($"<p>Verified on {Html.E(verifyData ?? "")}: {Html.E(o.Name)} SQNR <b>{Html.F(o.SqnrDb)} dB</b>, cosine {Html.F(o.Cosine, "0.0000")}");
+            b.Append($"<p>Verified on {Html.E(verifyData ?? "")}: {Html.E(o.Name)} SQNR <b>{Html.F(o.SqnrDb)} dB</b>, " +
+                $"cosine {Html.F(o.Cosine, "0.0000")}");
             if (verify.Logits is { } l)
-                b.Append($", top-1 agreement {Html.F(100 * l.Top1Agreement, "0.0")} %, perplexity {Html.F(l.OriginalPerplexity, "0.000")} → {Html.F(l.CompiledPerplexity, "0.000")}");
+                b.Append($", top-1 agreement {Html.F(100 * l.Top1Agreement, "0.0")} %, " +
+                    $"perplexity {Html.F(l.OriginalPerplexity, "0.000")} → {Html.F(l.CompiledPerplexity, "0.000")}");
             b.Append("</p>");
         }
         b.Append("<h2>Passes</h2><table><tr><th>pass</th><th>kind</th><th>ms</th><th>nodes</th></tr>");
         foreach (var t in timings)
-            b.Append($"<tr><td>{Html.E(t.Pass)}</td><td>{t.Kind}</td><td class=\"num\">{Html.F(t.Elapsed.TotalMilliseconds, "0")}</td><td class=\"num\">{t.NodesBefore} → {t.NodesAfter}</td></tr>");
+            b.Append($"<tr><td>{Html.E(t.Pass)}</td><td>{t.Kind}</td><td " +
+                $"class=\"num\">{Html.F(t.Elapsed.TotalMilliseconds, "0")}</td><td class=\"num\">{t.NodesBefore} " +
+                $"→ {t.NodesAfter}</td></tr>");
         b.Append("</table><h2>Layers</h2><p class=\"muted\">Click a row for the reasons behind its decisions.</p><table " +
             "id=\"layers\"><tr><th>layer</th><th>decision</th></tr>");
         int i = 0;
         foreach (var p in ctx.Plan.Layers)
         {
             b.Append($"<tr class=\"layer\" data-i=\"{i}\"><td>{Html.E(p.Name)}</td><td>{Html.E(p.ToString())}</td></tr>");
-            b.Append($"<tr class=\"why\" id=\"why{i}\" hidden><td colspan=\"2\" class=\"muted\">{string.Join("<br>", p.Reasons.Concat(p.Transforms).Select(Html.E))}</td></tr>");
+            b.Append($"<tr class=\"why\" id=\"why{i}\" hidden><td colspan=\"2\" " +
+                $"class=\"muted\">{string.Join("<br>", p.Reasons.Concat(p.Transforms).Select(Html.E))}</td></tr>");
             i++;
         }
         b.Append("</table>");

@@ -18,7 +18,8 @@ public static class VerifyHtml
         body.Append("<h2>Outputs</h2><table><tr><th>output</th><th>SQNR dB</th><th>cosine</th><th>max |err|</th>"
             + (exact ? "<th>vs exact dB</th><th>float32 noise dB</th>" : "") + "</tr>");
         foreach (var o in r.Outputs)
-            body.Append($"<tr><td>{Html.E(o.Name)}</td><td class=\"num\">{Html.F(o.SqnrDb)}</td><td class=\"num\">{Html.F(o.Cosine, "0.000000")}</td><td class=\"num\">{Html.F(o.MaxAbsError, "0.####E+0")}</td>"
+            body.Append($"<tr><td>{Html.E(o.Name)}</td><td class=\"num\">{Html.F(o.SqnrDb)}</td><td " +
+                $"class=\"num\">{Html.F(o.Cosine, "0.000000")}</td><td class=\"num\">{Html.F(o.MaxAbsError, "0.####E+0")}</td>"
                 + (exact ? $"<td class=\"num\">{Html.F(o.SqnrVsExactDb ?? double.NaN)}</td><td " +
                     $"class=\"num\">{Html.F(o.OriginalNoiseSqnrDb ?? double.NaN)}</td>" : "") + "</tr>");
         body.Append("</table>");
@@ -27,7 +28,8 @@ public static class VerifyHtml
                 "float32 original against the same. " +
                 "Differences at or above the noise floor's SQNR are float32 rounding, not a change of function.</p>");
         if (r.Logits is { } l)
-            body.Append($"<p>Top-1 agreement {Html.F(100 * l.Top1Agreement)}%; perplexity {Html.F(l.OriginalPerplexity, "0.000")} → {Html.F(l.CompiledPerplexity, "0.000")} over {l.ScoredTokens} tokens.</p>");
+            body.Append($"<p>Top-1 agreement {Html.F(100 * l.Top1Agreement)}%; perplexity {Html.F(l.OriginalPerplexity, "0.000")} " +
+                $"→ {Html.F(l.CompiledPerplexity, "0.000")} over {l.ScoredTokens} tokens.</p>");
         if (r.Layers.Count > 0)
         {
             body.Append("<h2>Error per layer (graph order)</h2>").Append(Chart(r.Layers));
@@ -35,7 +37,9 @@ public static class VerifyHtml
             body.Append("<table><tr><th>#</th><th>tensor</th><th>original</th><th>op</th><th>SQNR dB</th><th>cosine</th></tr>");
             int i = 0;
             foreach (var x in r.Layers)
-                body.Append($"<tr><td class=\"num\">{i++}</td><td>{Html.E(x.CompiledName)}</td><td class=\"muted\">{Html.E(x.OriginalName)}</td><td>{Html.E(x.Op)}</td><td class=\"num\">{Html.F(x.SqnrDb)}</td><td class=\"num\">{Html.F(x.Cosine, "0.000000")}</td></tr>");
+                body.Append($"<tr><td class=\"num\">{i++}</td><td>{Html.E(x.CompiledName)}</td><td " +
+                    $"class=\"muted\">{Html.E(x.OriginalName)}</td><td>{Html.E(x.Op)}</td><td class=\"num\">{Html.F(x.SqnrDb)}</td><td " +
+                    $"class=\"num\">{Html.F(x.Cosine, "0.000000")}</td></tr>");
             body.Append("</table>");
         }
         return Html.Page("quantc verify", body.ToString(),
@@ -69,7 +73,9 @@ public static class VerifyHtml
             if (!double.IsFinite(abs[i])) continue;
             double x = pad + (w - pad - 20) * (layers.Count == 1 ? 0.5 : (double)i / (layers.Count - 1)) + 5;
             double y = 10 + (h - pad - 10) * (1 - (abs[i] - lo) / (hi - lo));
-            sb.Append($"<line x1=\"{Html.F(x)}\" x2=\"{Html.F(x)}\" y1=\"{h - pad}\" y2=\"{Html.F(y)}\" stroke=\"#c77700\" stroke-width=\"2\"><title>{Html.E(layers[i].OriginalName)}: [{Html.F(layers[i].RangeMin, "G4")}, {Html.F(layers[i].RangeMax, "G4")}]</title></line>");
+            sb.Append($"<line x1=\"{Html.F(x)}\" x2=\"{Html.F(x)}\" y1=\"{h - pad}\" y2=\"{Html.F(y)}\" stroke=\"#c77700\" " +
+                $"stroke-width=\"2\"><title>{Html.E(layers[i].OriginalName)}: " +
+                $"[{Html.F(layers[i].RangeMin, "G4")}, {Html.F(layers[i].RangeMax, "G4")}]</title></line>");
         }
         sb.Append("</svg>");
         return sb.ToString();

@@ -123,7 +123,8 @@ public sealed class MambaBlock
 
     /// <inheritdoc/>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"{Name} ({Form}, d_inner {InnerSize}, d_state {StateSize}, conv {ConvKernel}{(OutRotation is null ? "" : ", rotated out_proj input")})");
+        $"{Name} ({Form}, d_inner {InnerSize}, d_state {StateSize}, " +
+            $"conv {ConvKernel}{(OutRotation is null ? "" : ", rotated out_proj input")})");
 }
 
 /// <summary>
