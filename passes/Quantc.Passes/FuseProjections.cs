@@ -217,8 +217,7 @@ public sealed class FuseProjectionsPass : IPass
                     for (long c = 0; c < cols[p]; c++)
                     {
                         long s = i * cols[p] + c, d = i * total + at + c;
-                        int nib = (src[(int)(s >> 1)] >> (int)((s & 1) * 4)) & 0xF;
-                        packed[d >> 1] |= (byte)(nib << (int)((d & 1) * 4));
+                        Nibbles.Put(packed, d, Nibbles.Get(src, s));
                     }
                 at += cols[p];
             }

@@ -44,8 +44,7 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
             for (int c = 0; c < n; c++)
                 for (int j = 0; j < k; j++)
                 {
-                    int u = q.Values[c * k + j] + 8;
-                    packed[c * blocks * blob + j / 2] |= (byte)((u & 0xF) << ((j & 1) * 4));
+                    Nibbles.Put(packed, (long)c * blocks * block + j, q.Values[c * k + j] + 8);
                 }
             var b = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_q4", (int)DT.Uint8, [n, blocks, blob], packed));
             var scales = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_q4_scales", [n * blocks], q.Scales));
@@ -56,7 +55,7 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
                 var zpPacked = new byte[n * zpBytes];
                 for (int c = 0; c < n; c++)
                     for (int bi = 0; bi < blocks; bi++)
-                        zpPacked[c * zpBytes + bi / 2] |= (byte)(((z[c * blocks + bi] + 8) & 0xF) << ((bi & 1) * 4));
+                        Nibbles.Put(zpPacked, 2L * c * zpBytes + bi, z[c * blocks + bi] + 8);
                 zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_q4_zero_points", (int)DT.Uint8, [n * zpBytes], zpPacked));
             }
             var old = l.Node.Output;

@@ -102,8 +102,7 @@ public sealed class LowerQdqPass : IPass
         Node dq;
         if (int4)
         {
-            var packed = new byte[(k * n + 1) / 2];
-            for (int i = 0; i < vals.Length; i++) packed[i >> 1] |= (byte)((vals[i] & 0xF) << ((i & 1) * 4));
+            var packed = Nibbles.Pack(vals);
             wq = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_int4", (int)DT.Int4, dims, packed));
             if (q.GroupSize == 0)
             {
@@ -125,8 +124,7 @@ public sealed class LowerQdqPass : IPass
                     zs[at] = q.ZeroPoints?[c * groups + gi] ?? 0;
                 }
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", nk ? [n, groups] : [groups, n], sc));
-            var zpPacked = new byte[(groups * n + 1) / 2];
-            for (int i = 0; i < zs.Length; i++) zpPacked[i >> 1] |= (byte)((zs[i] & 0xF) << ((i & 1) * 4));
+            var zpPacked = Nibbles.Pack(zs);
             zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, nk ? [n, groups] : [groups, n], zpPacked));
             dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
             dq.SetAttribute("axis", nk ? 1L : 0L);
@@ -155,8 +153,7 @@ public sealed class LowerQdqPass : IPass
     {
         int n = (int)l.OutFeatures;
         var scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
-        var zpPacked = new byte[(n + 1) / 2];
-        for (int c = 0; c < n; c++) zpPacked[c >> 1] |= (byte)(((q.ZeroPoints?[c] ?? 0) & 0xF) << ((c & 1) * 4));
+        var zpPacked = Nibbles.Pack(q.ZeroPoints ?? new sbyte[n]);
         var zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, [n], zpPacked));
         var dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
         dq.SetAttribute("axis", nk ? 0L : 1L);

@@ -172,16 +172,14 @@ public static class NumericConvert
             case DT.Float8E5M2: for (int i = 0; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf((ushort)(src[i] << 8)); break;
             case DT.Float8E5M2Fnuz: for (int i = 0; i < n; i++) dst[i] = Float8E5M2FnuzToFloat(src[i]); break;
             case DT.Float8E8M0: for (int i = 0; i < n; i++) dst[i] = src[i] == 0xFF ? float.NaN : MathF.ScaleB(1f, src[i] - 127); break;
-            case DT.Int4: for (int i = 0; i < n; i++) dst[i] = SignExtend(Nibble(src, i), 4); break;
-            case DT.Uint4: for (int i = 0; i < n; i++) dst[i] = Nibble(src, i); break;
-            case DT.Float4E2M1: for (int i = 0; i < n; i++) dst[i] = Float4E2M1ToFloat(Nibble(src, i)); break;
+            case DT.Int4: for (int i = 0; i < n; i++) dst[i] = Nibbles.GetSigned(src, i); break;
+            case DT.Uint4: for (int i = 0; i < n; i++) dst[i] = Nibbles.Get(src, i); break;
+            case DT.Float4E2M1: for (int i = 0; i < n; i++) dst[i] = Float4E2M1ToFloat(Nibbles.Get(src, i)); break;
             case DT.Int2: for (int i = 0; i < n; i++) dst[i] = SignExtend((src[i / 4] >> (i % 4 * 2)) & 3, 2); break;
             case DT.Uint2: for (int i = 0; i < n; i++) dst[i] = (src[i / 4] >> (i % 4 * 2)) & 3; break;
             default: throw new InvalidOperationException($"cannot convert {DataTypes.Name(dataType)} to float32");
         }
     }
-
-    private static int Nibble(ReadOnlySpan<byte> s, int i) => (s[i >> 1] >> ((i & 1) * 4)) & 0xF;
 
     private static int SignExtend(int v, int bits) => (v << (32 - bits)) >> (32 - bits);
 

@@ -80,7 +80,7 @@ public static class Quantizer
             switch (format.Bits)
             {
                 case 8: bytes[i] = (byte)q; break;
-                case 4: bytes[i >> 1] |= (byte)((q & 0xF) << ((i & 1) * 4)); break;
+                case 4: Quantc.Ir.Nibbles.Put(bytes, i, q); break;
                 case 16: bytes[2 * i] = (byte)q; bytes[2 * i + 1] = (byte)(q >> 8); break;
                 default: throw new NotSupportedException($"{format.Name}");
             }
@@ -129,8 +129,8 @@ public static class Quantizer
                 "int8" => (sbyte)q[i],
                 "uint8" => q[i],
                 "int16" => (short)(q[2 * i] | (q[2 * i + 1] << 8)),
-                "int4" => ((q[i >> 1] >> ((i & 1) * 4)) & 0xF) is var n && n >= 8 ? n - 16 : n,
-                "uint4" => (q[i >> 1] >> ((i & 1) * 4)) & 0xF,
+                "int4" => Quantc.Ir.Nibbles.GetSigned(q, i),
+                "uint4" => Quantc.Ir.Nibbles.Get(q, i),
                 "float8e4m3fn" => Quantc.Ir.NumericConvert.Float8E4M3FnToFloat(q[i]),
                 "float8e5m2" => (float)BitConverter.UInt16BitsToHalf((ushort)(q[i] << 8)),
                 _ => throw new NotSupportedException(format.Name),

@@ -175,7 +175,7 @@ public sealed class AttentionSite
             case "Reshape": return Constants.Ints(Constants.Of(n.Inputs[1]))?.Length;
             case "Unsqueeze":
             {
-                var axes = Constants.Ints(Constants.Of(n.Inputs.Count > 1 ? n.Inputs[1] : null)) ?? n.GetInts("axes")?.ToArray();
+                var axes = HeadAxis.UnsqueezeAxes(n);
                 return axes is null || RankOf(n.Inputs[0], depth + 1) is not int r ? null : r + axes.Length;
             }
             case "Expand":
@@ -254,33 +254,21 @@ public sealed class AttentionSite
                     {
                         int r = perm.Count;
                         if (t && perm[^1] == r - 2 && perm[^2] == r - 1) next.Add((n.Inputs[0]!, false));
-                        else if (!t && perm[^1] == r - 1) next.Add((n.Inputs[0]!, false));
+                        else if (!t && HeadAxis.TransposeKeepsLast(n)) next.Add((n.Inputs[0]!, false));
                         break;
                     }
                     case "Expand" when !t:
-                    {
-                        var shape = Constants.Ints(Constants.Of(n.Inputs[1]));
-                        if (shape is null || shape.Length == 0 || shape[^1] != 1)
-                            { bad = $"Expand '{n.Name}' may broadcast the last axis"; break; }
-                        next.Add((n.Inputs[0]!, false));
+                        bad = HeadAxis.Expand(n, last: null);
+                        if (bad is null) next.Add((n.Inputs[0]!, false));
                         break;
-                    }
                     case "Unsqueeze" when !t:
-                    {
-                        var axes = Constants.Ints(Constants.Of(n.Inputs.Count > 1 ? n.Inputs[1] : null)) ?? n.GetInts("axes")?.ToArray();
-                        if (axes is null || RankOf(v) is not int r) { bad = $"Unsqueeze '{n.Name}': axes or rank unknown"; break; }
-                        if (axes.Any(a => a == -1 || a == r - 1)) { bad = $"Unsqueeze '{n.Name}' inserts a new last axis"; break; }
-                        next.Add((n.Inputs[0]!, false));
+                        bad = HeadAxis.Unsqueeze(n, inputRank: null, outputRank: RankOf(v), out _);
+                        if (bad is null) next.Add((n.Inputs[0]!, false));
                         break;
-                    }
                     case "Concat" when !t:
-                    {
-                        long axis = n.GetInt("axis", 0);
-                        if (RankOf(v) is not int r || axis == -1 || axis == r - 1 || axis < -r || axis >= r)
-                            { bad = $"Concat '{n.Name}' joins along the last axis (or an axis of unknown place)"; break; }
-                        foreach (var ci in n.Inputs) if (ci is not null) next.Add((ci, false));
+                        bad = HeadAxis.Concat(n, RankOf(v));
+                        if (bad is null) foreach (var ci in n.Inputs) if (ci is not null) next.Add((ci, false));
                         break;
-                    }
                     case "Reshape" when !t && RepeatKvMerge(n):
                         next.Add((n.Inputs[0]!, false));
                         break;
@@ -339,9 +327,7 @@ public sealed class AttentionSite
         var x = reshape.Inputs[0];
         for (int depth = 0; depth < 8 && x?.Producer is { } p && p.IsOnnxDomain; depth++)
         {
-            if (p.Is("Unsqueeze") || p.Is("Expand") ||
-                (p.Is("Transpose") && p.GetInts("perm") is { Count: > 0 } perm &&
-                perm[^1] == perm.Count - 1)) { x = p.Inputs[0]; continue; }
+            if (p.Is("Unsqueeze") || p.Is("Expand") || (p.Is("Transpose") && HeadAxis.TransposeKeepsLast(p))) { x = p.Inputs[0]; continue; }
             if (p.Is("Concat"))
                 return p.Inputs.Any(i => i is not null && i.IsGraphInput && !i.IsInitializer && i.Shape is { Length: > 0 } ps &&
                     ps[^1] == shape[^1]);

@@ -13,7 +13,7 @@ public static class LayerAnalysis
     /// <summary>Analyses the nodes of <paramref name="graph"/> (subgraphs are not searched).</summary>
     public static ModelMap Analyze(Graph graph)
     {
-        var map = new ModelMap { Revision = graph.Model?.Revision ?? -1 };
+        var map = new ModelMap { Graph = graph, Revision = graph.Model?.Revision ?? -1 };
         var position = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < graph.Nodes.Count; i++) position[graph.Nodes[i]] = i;
 
@@ -64,6 +64,7 @@ public static class LayerAnalysis
         }
         map.Refusals.AddRange(linearRefusals);
         map.Mambas.AddRange(MambaRules.Find(graph, map.Linears, map.Refusals));
+        map.Ropes.AddRange(RopeRules.Find(graph, map.Refusals));
         var sorted = map.Refusals.OrderBy(r => position[r.Node!]).ToList();   // stable: graph order, then as found
         map.Refusals.Clear();
         map.Refusals.AddRange(sorted);

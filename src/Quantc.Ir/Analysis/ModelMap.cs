@@ -145,6 +145,9 @@ public sealed class ModelMap
 {
     private Dictionary<string, LinearLayer>? _byName;
 
+    /// <summary>The graph the map describes.</summary>
+    public required Graph Graph { get; init; }
+
     /// <summary>The model revision (<see cref="Model.Revision"/>) the map describes; -1 for a graph outside a model.</summary>
     public long Revision { get; init; } = -1;
 
@@ -157,6 +160,9 @@ public sealed class ModelMap
 
     /// <summary>Linear layers, in graph order.</summary>
     public List<LinearLayer> Linears { get; } = [];
+
+    /// <summary>Decomposed rotary embeddings (rotate-half, tables gathered by position), in graph order.</summary>
+    public List<RopeSite> Ropes { get; } = [];
 
     /// <summary>Norms, in graph order.</summary>
     public List<NormInfo> Norms { get; } = [];
@@ -183,6 +189,17 @@ public sealed class ModelMap
         }
     }
 
+    /// <summary>The head region of a value projection (where its output stays in whole heads, and the layers reading it at
+    /// the end), or null with the reason.</summary>
+    public HeadRegion? HeadRegionOf(LinearLayer v, out string? why) => HeadRegion.Follow(v, this, out why);
+
+    /// <summary>
+    /// The residual stream of a pre-norm transformer (embedding, writers, norms, readers), or null with the reason;
+    /// <paramref name="acceptNorm"/> may refuse a norm on it (a pass's own condition, such as a rotation's).
+    /// </summary>
+    public ResidualStream? ResidualStreamOf(Func<NormInfo, string?>? acceptNorm, out string? why) =>
+        ResidualStream.Find(Graph, this, acceptNorm, out why);
+
     /// <summary>The norm named <paramref name="name"/>, or null.</summary>
     public NormInfo? Norm(string name) => Norms.FirstOrDefault(n => n.Name == name);
 
@@ -196,6 +213,7 @@ public sealed class ModelMap
         lines.AddRange(Norms.Select(n => "norm   " + n));
         lines.AddRange(Linears.Select(l => "linear " + l));
         lines.AddRange(Mambas.Select(b => "mamba  " + b));
+        lines.AddRange(Ropes.Select(r => "rope   " + r));
         lines.AddRange(Refusals.Select(r => "refused " + r));
         return string.Join('\n', lines);
     }
