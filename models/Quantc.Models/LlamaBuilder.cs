@@ -55,7 +55,10 @@ public static class LlamaBuilder
 
     /// <summary>The config as Hugging Face config.json fields.</summary>
     public static string ConfigJson(LlamaConfig c) => string.Create(CultureInfo.InvariantCulture,
-        $"{{\"model_type\":\"llama\",\"vocab_size\":{c.VocabSize},\"hidden_size\":{c.HiddenSize},\"intermediate_size\":{c.IntermediateSize},\"num_hidden_layers\":{c.NumLayers},\"num_attention_heads\":{c.NumHeads},\"num_key_value_heads\":{c.NumKvHeads},\"head_dim\":{c.HeadDim},\"max_position_embeddings\":{c.MaxPositions},\"rope_theta\":{c.RopeTheta:R},\"rms_norm_eps\":{c.RmsNormEps:R}}}");
+        $"{{\"model_type\":\"llama\",\"vocab_size\":{c.VocabSize},\"hidden_size\":{c.HiddenSize}," +
+        $"\"intermediate_size\":{c.IntermediateSize},\"num_hidden_layers\":{c.NumLayers},\"num_attention_heads\":{c.NumHeads}," +
+        $"\"num_key_value_heads\":{c.NumKvHeads},\"head_dim\":{c.HeadDim},\"max_position_embeddings\":{c.MaxPositions}," +
+        $"\"rope_theta\":{c.RopeTheta:R},\"rms_norm_eps\":{c.RmsNormEps:R}}}");
 
     /// <summary>
     /// Rotary caches [max_positions, width]: cos/sin of position·θ^(−2i/head_dim); <paramref name="duplicate"/>

@@ -372,7 +372,9 @@ public static class MambaBuilder
         model.SetMetadata("quantc.flavor", flavor);
         model.SetMetadata("quantc.tokenizer", c.VocabSize == ByteVocab.Size ? "byte" : "none");
         model.SetMetadata("quantc.config", string.Create(CultureInfo.InvariantCulture,
-            $"{{\"model_type\":\"mamba\",\"vocab_size\":{c.VocabSize},\"hidden_size\":{c.HiddenSize},\"num_hidden_layers\":{c.NumLayers},\"state_size\":{c.StateSize},\"conv_kernel\":{c.ConvKernel},\"expand\":{c.Expand},\"time_step_rank\":{c.TimeStepRank},\"layer_norm_epsilon\":{c.RmsNormEps:R}}}"));
+            $"{{\"model_type\":\"mamba\",\"vocab_size\":{c.VocabSize},\"hidden_size\":{c.HiddenSize}," +
+            $"\"num_hidden_layers\":{c.NumLayers},\"state_size\":{c.StateSize},\"conv_kernel\":{c.ConvKernel},\"expand\":{c.Expand}," +
+            $"\"time_step_rank\":{c.TimeStepRank},\"layer_norm_epsilon\":{c.RmsNormEps:R}}}"));
         foreach (var kv in w.Metadata) model.SetMetadata(kv.Key, kv.Value);
         model.Graph.Validate();
         return model;

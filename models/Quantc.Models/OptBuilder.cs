@@ -373,7 +373,9 @@ public static class OptBuilder
         model.SetMetadata("quantc.flavor", flavor);
         model.SetMetadata("quantc.tokenizer", c.VocabSize == ByteVocab.Size ? "byte" : "none");
         model.SetMetadata("quantc.config", string.Create(CultureInfo.InvariantCulture,
-            $"{{\"model_type\":\"opt\",\"vocab_size\":{c.VocabSize},\"hidden_size\":{c.HiddenSize},\"ffn_dim\":{c.FfnDim},\"num_hidden_layers\":{c.NumLayers},\"num_attention_heads\":{c.NumHeads},\"max_position_embeddings\":{c.MaxPositions},\"do_layer_norm_before\":true}}"));
+            $"{{\"model_type\":\"opt\",\"vocab_size\":{c.VocabSize},\"hidden_size\":{c.HiddenSize},\"ffn_dim\":{c.FfnDim}," +
+            $"\"num_hidden_layers\":{c.NumLayers},\"num_attention_heads\":{c.NumHeads}," +
+            $"\"max_position_embeddings\":{c.MaxPositions},\"do_layer_norm_before\":true}}"));
         foreach (var kv in w.Metadata) model.SetMetadata(kv.Key, kv.Value);
         model.Graph.Validate();
         return model;

@@ -95,10 +95,12 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
             var weightFormat = reduceHere ? NumberFormat.Int7 : weights;
             plan.WeightFormat = weightFormat;
             string modeName = plan.ActivationMode.Name();
-            plan.Reasons.Add($"quantize: {weightFormat} " +
-                $"weights{(reduceHere ? $" (reduce_range: {modeName} 8-bit activations on ONNX Runtime's U8S8 kernel, a CPU without VNNI)" : "")}"
-                + $" " +
-                    $"({layerGranularity.Name()}{(plan.GroupSize > 0 ? $" {plan.GroupSize}" : "")}{(symmetric ? "" : ", asymmetric")}), {activations} activations ({modeName})");
+            string reduced = reduceHere
+                ? $" (reduce_range: {modeName} 8-bit activations on ONNX Runtime's U8S8 kernel, a CPU without VNNI)" : "";
+            string group = plan.GroupSize > 0 ? $" {plan.GroupSize}" : "";
+            string asym = symmetric ? "" : ", asymmetric";
+            plan.Reasons.Add($"quantize: {weightFormat} weights{reduced} ({layerGranularity.Name()}{group}{asym}), " +
+                $"{activations} activations ({modeName})");
         }
     }
 

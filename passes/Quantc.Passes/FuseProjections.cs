@@ -99,8 +99,10 @@ public sealed class FuseProjectionsPass : IPass
                 $"which is not concatenated";
             return null;
         }
-        why = $"its weight is " +
-            $"a {(w.Initializer is { } ti ? $"{Quantc.Onnx.DataTypes.Name(ti.DataType)} [{string.Join(", ", ti.Dims)}] initializer" : "DequantizeLinear of a non-2-D or non-constant tensor")}, not a 2-D float32 or per-channel/blocked quantized weight";
+        string what = w.Initializer is { } ti
+            ? $"{Quantc.Onnx.DataTypes.Name(ti.DataType)} [{string.Join(", ", ti.Dims)}] initializer"
+            : "DequantizeLinear of a non-2-D or non-constant tensor";
+        why = $"its weight is a {what}, not a 2-D float32 or per-channel/blocked quantized weight";
         return null;
     }
 

@@ -53,12 +53,15 @@ internal static class DiffCommand
             foreach (var n in d.Nodes.Where(n => n.Layer == l.Layer))
             {
                 var (sign, code) = n.Change switch { NodeChange.Added => ("+", "32"), NodeChange.Removed => ("-", "31"), _ => ("~", "33") };
-                o.WriteLine($" " +
-                    $" {C(code, $"{sign} {n.Change.ToString().ToLowerInvariant(),-8}")} {Cli.Printable($"{n.NameB ?? n.NameA} ({(n.OpB.Length > 0 ? n.OpB : n.OpA)}) {n.Detail}")}");
+                string change = C(code, $"{sign} {n.Change.ToString().ToLowerInvariant(),-8}");
+                o.WriteLine($"  {change} {Cli.Printable($"{n.NameB ?? n.NameA} ({(n.OpB.Length > 0 ? n.OpB : n.OpA)}) {n.Detail}")}");
             }
             foreach (var i in d.Initializers.Where(i => i.Layer == l.Layer))
-                o.WriteLine(Cli.Printable($"  " +
-                    $"* {i.NameB ?? i.NameA}: {i.Detail}{(i.MaxAbsDelta is { } m ? $", max |Δ| {m:G4}" : "")}{(i.SqnrDb is { } s ? $", SQNR {ReportNumberConverter.Db(s)} dB" : "")}"));
+            {
+                string delta = i.MaxAbsDelta is { } m ? $", max |Δ| {m:G4}" : "";
+                string sqnr = i.SqnrDb is { } s ? $", SQNR {ReportNumberConverter.Db(s)} dB" : "";
+                o.WriteLine(Cli.Printable($"  * {i.NameB ?? i.NameA}: {i.Detail}{delta}{sqnr}"));
+            }
         }
     }
 }

@@ -82,8 +82,10 @@ internal static class VerifyCommand
             + (exact ? $" {"vs exact dB",12} {"fp32 noise dB",14}" : ""));
         foreach (var x in r.Outputs)
             o.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{Trim(Cli.Printable(x.Name), 32),-32} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000} {x.MaxAbsError,12:0.####E+0}")
-                + (exact ? $" {ReportNumberConverter.Db(x.SqnrVsExactDb ?? double.NaN),12} {ReportNumberConverter.Db(x.OriginalNoiseSqnrDb ?? double.NaN),14}" : ""));
+                $"{Trim(Cli.Printable(x.Name), 32),-32} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000} " +
+                $"{x.MaxAbsError,12:0.####E+0}")
+                + (exact ? $" {ReportNumberConverter.Db(x.SqnrVsExactDb ?? double.NaN),12} " +
+                    $"{ReportNumberConverter.Db(x.OriginalNoiseSqnrDb ?? double.NaN),14}" : ""));
         if (exact)
             o.WriteLine("vs exact: the compiled model against the original evaluated in float64; fp32 noise: the float32 original " +
                 "against the same — " +
@@ -102,7 +104,8 @@ internal static class VerifyCommand
             o.WriteLine($"{"tensor",-56} {"op",-14} {"SQNR dB",9} {"cosine",10}");
             foreach (var x in r.Layers)
                 o.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{Trim(Cli.Printable(x.CompiledName), 56),-56} {Trim(Cli.Printable(x.Op), 14),-14} {ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
+                    $"{Trim(Cli.Printable(x.CompiledName), 56),-56} {Trim(Cli.Printable(x.Op), 14),-14} " +
+                    $"{ReportNumberConverter.Db(x.SqnrDb),9} {x.Cosine,10:0.000000}"));
         }
         foreach (var n in r.NonFinite().Except(failures)) o.WriteLine(Cli.Printable($"NOT FINITE: {n}"));
         foreach (var f in failures) o.WriteLine(Cli.Printable($"FAILED: {f}"));

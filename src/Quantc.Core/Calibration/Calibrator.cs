@@ -79,7 +79,9 @@ public static class Calibrator
             }
             catch (AggregateException e) when (e.InnerExceptions.Count == 1)
             {
-                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0] is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerExceptions[0] : e.InnerExceptions[0]).Throw();
+                var inner = e.InnerExceptions[0] is AggregateException { InnerExceptions.Count: 1 } a
+                    ? a.InnerExceptions[0] : e.InnerExceptions[0];
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
                 throw;
             }
             finally

@@ -110,7 +110,8 @@ public static class DiffHtml
             "style=\"background:#f1f3f5\">unchanged</span> Click a layer for its details.</p>");
         body.Append("<div class=\"wrap\"><div class=\"graph\">").Append(svg).Append("</div><div id=\"details\" " +
             "style=\"width:420px\"><span class=\"muted\">No layer selected.</span></div></div>");
-        body.Append("<h2>Layers</h2><table><tr><th>layer</th><th>summary</th><th>+nodes</th><th>−nodes</th><th>~nodes</th><th>initializers</th></tr>");
+        body.Append("<h2>Layers</h2><table><tr><th>layer</th><th>summary</th><th>+nodes</th><th>−nodes</th><th>~nodes</th>" +
+            "<th>initializers</th></tr>");
         foreach (var l in diff.Layers)
             body.Append($"<tr><td>{Html.E(l.Layer)}</td><td>{Html.E(l.Summary)}</td><td class=\"num\">{l.NodesAdded}</td><td " +
                 $"class=\"num\">{l.NodesRemoved}</td><td class=\"num\">{l.NodesChanged}</td><td " +
@@ -118,18 +119,28 @@ public static class DiffHtml
         body.Append("</table>");
 
         string script = "const layers = " + json + ";\n" + """
-            function esc(s) { return String(s == null ? '' : s).replace(/[&<>"]/g, function (c) { return {'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]; }); }
+            function esc(s) {
+              return String(s == null ? '' : s).replace(/[&<>"]/g, function (c) {
+                return {'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c];
+              });
+            }
             function show(i) {
               const l = layers[i];
               let h = '<h2>' + esc(l.layer) + '</h2><p>' + esc(l.summary) + '</p>';
               if (l.nodes.length) {
                 h += '<table><tr><th>change</th><th>node</th><th>op</th><th>detail</th></tr>';
-                l.nodes.forEach(function (n) { h += '<tr><td>' + esc(n.change) + '</td><td>' + esc(n.b || n.a) + '</td><td>' + esc(n.op) + '</td><td>' + esc(n.detail) + '</td></tr>'; });
+                l.nodes.forEach(function (n) {
+                  h += '<tr><td>' + esc(n.change) + '</td><td>' + esc(n.b || n.a) + '</td><td>' + esc(n.op) + '</td><td>' +
+                    esc(n.detail) + '</td></tr>';
+                });
                 h += '</table>';
               }
               if (l.initializers.length) {
                 h += '<table><tr><th>initializer</th><th>change</th><th>dtype</th><th>bytes</th><th>max |Δ|</th></tr>';
-                l.initializers.forEach(function (x) { h += '<tr><td>' + esc(x.b || x.a) + '</td><td>' + esc(x.detail) + '</td><td>' + esc(x.dtype) + '</td><td>' + esc(x.bytes) + '</td><td>' + (x.maxAbsDelta == null ? '' : x.maxAbsDelta.toPrecision(4)) + '</td></tr>'; });
+                l.initializers.forEach(function (x) {
+                  h += '<tr><td>' + esc(x.b || x.a) + '</td><td>' + esc(x.detail) + '</td><td>' + esc(x.dtype) + '</td><td>' +
+                    esc(x.bytes) + '</td><td>' + (x.maxAbsDelta == null ? '' : x.maxAbsDelta.toPrecision(4)) + '</td></tr>';
+                });
                 h += '</table>';
               }
               document.getElementById('details').innerHTML = h;

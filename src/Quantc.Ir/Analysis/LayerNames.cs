@@ -17,7 +17,8 @@ public static partial class LayerNames
     [GeneratedRegex(@"^_?(val|v|t|const|constant|initializer|param)?_*\d+$", RegexOptions.IgnoreCase)]
     private static partial Regex GeneratedName();
 
-    [GeneratedRegex(@"^(MatMul|Gemm|Add|Mul|MatMulNBits|SimplifiedLayerNormalization|SkipSimplifiedLayerNormalization|LayerNormalization|SkipLayerNormalization|RMSNormalization|LayerNorm|SkipLayerNorm)(_\d+)?$")]
+    [GeneratedRegex(@"^(MatMul|Gemm|Add|Mul|MatMulNBits|SimplifiedLayerNormalization|SkipSimplifiedLayerNormalization|LayerNormalization" +
+        @"|SkipLayerNormalization|RMSNormalization|LayerNorm|SkipLayerNorm)(_\d+)?$")]
     private static partial Regex OpTypeSegment();
 
     /// <summary>False for names an exporter made up (<c>onnx::MatMul_12</c>, <c>val_3</c>, <c>const_fold_opt__7</c>, <c>123</c>).</summary>

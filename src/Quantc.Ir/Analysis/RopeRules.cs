@@ -96,7 +96,8 @@ public static class RopeRules
         if (!Checked(c.Table) || !Checked(s.Table))
             { why = "the cos/sin tables' two halves differ (not the rotate-half layout)"; return null; }
         why = "";
-        return new RopeSite { Add = m.NodeOf("add")!, X = x, CosTable = c.Table, SinTable = s.Table, Positions = c.Positions, Half = (int)h };
+        return new RopeSite
+            { Add = m.NodeOf("add")!, X = x, CosTable = c.Table, SinTable = s.Table, Positions = c.Positions, Half = (int)h };
     }
 
     private static bool HalvesEqual(Value table)

@@ -86,8 +86,8 @@ public sealed class Match
 
     /// <summary>A one-line summary: root and captures.</summary>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"match " +
-            $"at {Root?.ToString() ?? RootValue.Name}: {string.Join(", ", _values.Select(kv => $"{kv.Key}={kv.Value.Name}"))}; {_covered.Count} nodes");
+        $"match at {Root?.ToString() ?? RootValue.Name}: " +
+            $"{string.Join(", ", _values.Select(kv => $"{kv.Key}={kv.Value.Name}"))}; {_covered.Count} nodes");
 
     // ------------------------------------------------------------------ binding (with undo)
 
