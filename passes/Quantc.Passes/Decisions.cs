@@ -32,7 +32,8 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
         "base precision of every linear layer",
         o => new QuantizePass(NumberFormat.Parse(o.Weights), PlanNames.ParseGranularity(o.Granularity), o.GroupSize,
             NumberFormat.Parse(o.Activations),
-            PlanNames.ParseMode(o.Mode), o.Exclude, o.Dynamic, o.Symmetric, o.ReduceRange));
+            PlanNames.ParseMode(o.Mode), o.Exclude, o.Dynamic, o.Symmetric, o.ReduceRange))
+        with { Contract = new([Facts.FloatLayers], [Facts.Formats], []) };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -134,7 +135,8 @@ public sealed class SpikeMixedPass(double threshold, double budget, NumberFormat
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<SpikeMixedOptions>("spike_mixed", PassKind.Decision,
         "keep the projections whose inputs carry activation spikes in high precision",
-        o => new SpikeMixedPass(o.Threshold, o.Budget, NumberFormat.Parse(o.Precision), o.Keep, o.Force));
+        o => new SpikeMixedPass(o.Threshold, o.Budget, NumberFormat.Parse(o.Precision), o.Keep, o.Force))
+        with { Contract = new([Facts.Formats, Facts.FloatLayers], [], [Facts.RoundedWeights, Facts.Ranges]) };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -197,7 +199,8 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
             "entropy" => RangeMethod.Entropy,
             "mse" => RangeMethod.Mse,
             _ => RangeMethod.MinMax,
-        }, o.Percentile));
+        }, o.Percentile))
+        with { Contract = new([Facts.Formats, Facts.FloatLayers], [Facts.Ranges], []) };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -229,7 +232,8 @@ public sealed class WeightsPass(string method, double damp) : IPass
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<WeightsOptions>("weights", PassKind.Decision,
         "round the weights",
-        o => new WeightsPass(o.Method, o.Damp));
+        o => new WeightsPass(o.Method, o.Damp))
+        with { Contract = new([Facts.Formats, Facts.FloatLayers], [Facts.RoundedWeights], []) };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;

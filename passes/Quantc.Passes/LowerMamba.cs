@@ -23,7 +23,8 @@ public sealed class LowerMambaPass(bool portable) : IPass
     public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("lower_mamba", PassKind.Lowering,
         "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → " +
             "HadamardQuantizeInt8)",
-        o => new LowerMambaPass(o.Portable));
+        o => new LowerMambaPass(o.Portable))
+        with { Contract = PassContract.Lowers };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -144,6 +145,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
             var mm = g.AddNode("MatMulInt8", inputs, domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/matmul_int8"),
                 outputNames: [name], before: l.Node);
             g.ReplaceAllUses(output, mm.Output, includeGraphOutputs: true);
+            plan.LoweredBy = Info.Name;
             plan.Reasons.Add("lower_mamba: ai.quantc.MatMulInt8"
                 + (aq.Producer!.Is("HadamardQuantizeInt8", CustomOps.Domain) ? " after HadamardQuantizeInt8"
                 : aq.Producer.Is("QSelectiveScan", CustomOps.Domain) ? " on the scan's int8 output" : ""));

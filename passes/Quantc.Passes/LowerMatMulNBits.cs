@@ -21,7 +21,8 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<LowerMatMulNBitsOptions>("lower_matmulnbits", PassKind.Lowering,
         "emit com.microsoft MatMulNBits for int4 blocked weight-only layers; run before lower_qdq",
-        o => new LowerMatMulNBitsPass(o.AccuracyLevel));
+        o => new LowerMatMulNBitsPass(o.AccuracyLevel))
+        with { Contract = PassContract.Lowers };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -72,6 +73,7 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
             g.RemoveNode(l.Node);
             ctx.Provenance.Record(b.Name, l.Weight.Name);
             plan.QuantizedWeight = null; // lowered: lower_qdq leaves this layer alone
+            plan.LoweredBy = Info.Name;
             plan.Reasons.Add($"lowered to com.microsoft.MatMulNBits (block {block}, accuracy_level {accuracyLevel})");
             lowered++;
         }

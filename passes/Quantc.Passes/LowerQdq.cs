@@ -31,7 +31,8 @@ public sealed class LowerQdqPass : IPass
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<NoOptions>("lower_qdq", PassKind.Lowering,
         "emit standard ONNX QDQ (opset 21) that ONNX Runtime fuses",
-        _ => new LowerQdqPass());
+        _ => new LowerQdqPass())
+        with { Contract = PassContract.Lowers };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -52,8 +53,11 @@ public sealed class LowerQdqPass : IPass
         foreach (var l in ctx.Map.Linears)
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan)) continue;
+            var (input, weight) = (l.Node.Inputs[0], l.WeightUse.Node.Inputs[l.WeightUse.InputIndex]);
             LowerWeight(ctx, g, l, plan);
             LowerActivation(ctx, g, l, plan, qdqCache, rowScales);
+            if (!ReferenceEquals(input, l.Node.Inputs[0]) || !ReferenceEquals(weight, l.WeightUse.Node.Inputs[l.WeightUse.InputIndex]))
+                plan.LoweredBy ??= Info.Name;
         }
         g.RemoveDeadCode();
     }

@@ -23,7 +23,8 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("lower_w4a8", PassKind.Lowering,
         "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq",
-        o => new LowerW4A8Pass(o.Portable));
+        o => new LowerW4A8Pass(o.Portable))
+        with { Contract = PassContract.Lowers };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -51,6 +52,7 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
                 if (!quantized.TryGetValue(l.Input, out var a)) quantized[l.Input] = a = QuantizePerToken(ctx, g, l);
                 Emit(ctx, g, l, q, a.A, a.Scale);
                 plan.Reasons.Add("lower_w4a8: ai.quantc.MatMulInt4Int8 (int8 per-token activations × int4 blocked weights)");
+                plan.LoweredBy = Info.Name;
                 lowered++;
             }
             if (lowered > 0)

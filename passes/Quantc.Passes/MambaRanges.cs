@@ -18,7 +18,8 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<MambaRangesOptions>("mamba_ranges", PassKind.Decision,
         "Quamba: static int8 ranges of every Mamba mixer's conv and scan inputs",
-        o => new MambaRangesPass(o.XMethod == "percentile" ? RangeMethod.Percentile : RangeMethod.MinMax, o.XPercentile));
+        o => new MambaRangesPass(o.XMethod == "percentile" ? RangeMethod.Percentile : RangeMethod.MinMax, o.XPercentile))
+        with { Contract = new([Facts.Formats, Facts.FloatLayers], [Facts.Ranges], []) };
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;

@@ -125,8 +125,8 @@ internal static class CompileCommand
                 $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} " +
                 $"→ {t.NodesAfter}"));
         var layers = ctx.Plan.Layers.ToList();
-        stdout.WriteLine($"  {layers.Count(p => p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced)} of {layers.Count} linear " +
-            $"layers quantized; report: {reportPath}");
+        // Counted from what the output contains: a layer counts once a lowering pass turned its decisions into operators.
+        stdout.WriteLine($"  {layers.Count(p => p.LoweredBy is not null)} of {layers.Count} linear layers quantized; report: {reportPath}");
         if (ctx.StatisticsReused > 0) stdout.WriteLine($"  saved statistics answered {ctx.StatisticsReused} calibration request(s)");
         foreach (var p in layers.Where(p => p.Reasons.Any(x => x.StartsWith("spike_mixed: kept", StringComparison.Ordinal))))
             stdout.WriteLine(Cli.Printable($"  {p.Name}: {p.Reasons.Last()}"));
@@ -135,8 +135,10 @@ internal static class CompileCommand
                      || x.StartsWith("quantize: per_channel instead", StringComparison.Ordinal)).Select(x => (Reason: x, p.Name)))
                      .GroupBy(x => x.Reason))
             stdout.WriteLine(Cli.Printable($"  {Layers(g.Count())}: {g.Key}: {LayerNames.Shorten(g.Select(x => x.Name))}"));
-        foreach (var g in layers.Where(p => !p.WeightFormat.IsReduced && !p.ActivationFormat.IsReduced)
-                     .GroupBy(p => p.Reasons.LastOrDefault(x => x.Contains("kept", StringComparison.Ordinal))
+        foreach (var g in layers.Where(p => p.LoweredBy is null)
+                     .GroupBy(p => p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced
+                         ? $"decided {p}, but no pass of the recipe lowered it"
+                         : p.Reasons.LastOrDefault(x => x.Contains("kept", StringComparison.Ordinal))
                          ?? p.Reasons.LastOrDefault() ?? "no pass of the recipe quantized it"))
             stdout.WriteLine(Cli.Printable($"  {Layers(g.Count())} {(g.Count() == 1 ? "stays" : "stay")} float " +
                 $"({g.Key}): {LayerNames.Shorten(g.Select(p => p.Name))}"));

@@ -84,6 +84,9 @@ public sealed class NoticeTests(ITestOutputHelper log) : IDisposable
             passes:
               - quantize: { weights: int8, activations: uint8, mode: static }
               - spike_mixed: { threshold: 100000 }
+              - ranges
+              - weights
+              - lower_qdq
             """, Data(m, "calib.txt", 2).Samples).Context;
         var notice = Assert.Single(ctx.Notices);
         log.WriteLine(notice);

@@ -136,6 +136,12 @@ public sealed record PassInfo(string Name, PassKind Kind, string Description, Fu
     /// <summary>The declared options, each with its type, default and one-line doc.</summary>
     public IReadOnlyList<OptionInfo> Options => OptionInfo.Of(OptionsType);
 
+    /// <summary>What the pass needs from earlier passes, provides and makes stale; null: the default of its kind.</summary>
+    public PassContract? Contract { get; init; }
+
+    /// <summary><see cref="Contract"/>, or the default of the pass's kind.</summary>
+    public PassContract EffectiveContract => Contract ?? PassContract.Default(Kind);
+
     /// <summary>
     /// Declares a pass once: its name, kind, one-line summary and options record; the registry,
     /// <c>quantc recipes</c> and the recipe errors all come from this.
@@ -155,6 +161,9 @@ public sealed class PassRegistry
     public IReadOnlyCollection<PassInfo> All => _passes.Values;
 
     public void Register(PassInfo info) => _passes.Add(info.Name, info);
+
+    /// <summary>The declaration of pass <paramref name="name"/>, or null when no pass has that name.</summary>
+    public PassInfo? Find(string name) => _passes.GetValueOrDefault(name);
 
     /// <summary>Makes pass <paramref name="name"/>; unknown names and parameters are clear errors.</summary>
     public IPass Create(string name, PassParameters parameters)

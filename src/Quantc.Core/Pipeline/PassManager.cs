@@ -13,8 +13,17 @@ public sealed record PassTiming(string Pass, PassKind Kind, TimeSpan Elapsed, in
 /// </summary>
 public sealed class PassManager(PassRegistry registry)
 {
-    /// <summary>Creates every pass of <paramref name="recipe"/> (checking names and parameters before anything runs).</summary>
-    public IReadOnlyList<IPass> Instantiate(Recipe recipe) => recipe.Steps.Select(s => registry.Create(s.Pass, s.Parameters)).ToList();
+    /// <summary>
+    /// Creates every pass of <paramref name="recipe"/>, checking names, parameters and the order of the passes against their
+    /// contracts (<see cref="PassContract"/>) before anything runs.
+    /// </summary>
+    public IReadOnlyList<IPass> Instantiate(Recipe recipe)
+    {
+        var passes = recipe.Steps.Select(s => registry.Create(s.Pass, s.Parameters)).ToList();
+        var steps = recipe.Steps.Select(s => (s.Parameters.Where, s.Pass, registry.Find(s.Pass)!.EffectiveContract)).ToList();
+        if (PassContract.Check(steps, registry.All, recipe.Source) is { } problem) throw new Quantc.Onnx.BadInputException(problem);
+        return passes;
+    }
 
     /// <summary>Runs <paramref name="passes"/> on <paramref name="context"/>.</summary>
     public IReadOnlyList<PassTiming> Run(IReadOnlyList<IPass> passes, PassContext context,

@@ -36,6 +36,10 @@ public sealed class LayerPlan(string name)
     /// <summary>The rounded weight, once a weight pass chose it ([N, K] integer values and scales).</summary>
     public Numerics.QuantizedWeight? QuantizedWeight { get; set; }
 
+    /// <summary>The pass that turned the decisions into operators (lower_qdq, lower_w4a8...); null while the layer is still float
+    /// in the graph. What the compile summary counts.</summary>
+    public string? LoweredBy { get; set; }
+
     /// <summary>Function-preserving transforms applied to this layer (smoothed α=0.5, symmetrized, rotated...).</summary>
     public List<string> Transforms { get; } = [];
 
