@@ -25,7 +25,8 @@ tools="$here/.build/tools"
 
 out="$here/.build/fuzz"
 rm -rf "$out/bin"
-dotnet build fuzz/Quantc.Fuzz -c Release -nologo -v quiet -clp:ErrorsOnly -o "$out/bin" >/dev/null
+mkdir -p "$out"
+dotnet build fuzz/Quantc.Fuzz -c Release -nologo -v quiet -clp:ErrorsOnly -o "$out/bin" >"$out/build.log" 2>&1 || { cat "$out/build.log"; exit 1; }
 for a in Quantc.Onnx Quantc.Ir Quantc.Core Quantc.Passes Google.Protobuf YamlDotNet; do
   "$tools/sharpfuzz" "$out/bin/$a.dll" >/dev/null
 done

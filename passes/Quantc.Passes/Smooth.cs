@@ -15,11 +15,14 @@ namespace Quantc.Passes;
 /// <c>alpha: auto</c>, is searched per group of layers reading one input: each α of <c>alpha_grid</c> is scored
 /// by the error of the group's W8A8 output (int8 per-tensor activations, int8 per-channel weights) on
 /// <c>search_rows</c> calibration rows, and the least-error α wins (<see cref="Smoothing.SearchAlpha"/>).
-/// <c>power_of_two</c> (default true) rounds the factors to powers of two, which makes the rewrite
-/// exact in floating point. Inputs whose readers all match <c>exclude</c> (regular expressions on layer names; lm_head by
+/// <c>power_of_two</c> rounds the factors to powers of two, which makes the rewrite exact in floating point; with
+/// <c>auto</c> (the default) it does so unless, under <c>alpha: auto</c>, the rounded factors of the best α span at most
+/// one octave (little smoothing is left, as on small real models whose channel ranges are close) and a second search with
+/// exact factors lowers the output error by 5 % or more: then those are used (the rewrite is exact up to float32
+/// rounding), and the log gives both errors. Inputs whose readers all match <c>exclude</c> (regular expressions on layer names; lm_head by
 /// default, as quantize's) are not smoothed: smooth runs before quantize, and a layer left in float gains nothing from it.
 /// </summary>
-public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, IReadOnlyList<double>? grid = null, int searchRows = 256,
+public sealed class SmoothPass(double? alpha, bool throughMlp, string powerOfTwo, IReadOnlyList<double>? grid = null, int searchRows = 256,
     IReadOnlyList<string>? exclude = null) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
@@ -32,31 +35,6 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
 
     /// <summary>The default α grid of <c>alpha: auto</c>.</summary>
     public static readonly IReadOnlyList<double> DefaultGrid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
-
-    public static SmoothPass Create(PassParameters p)
-    {
-        string a = p.GetString("alpha", "0.5");
-        double? alpha = null;
-        if (a != "auto")
-        {
-            if (!double.TryParse(a, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || v is < 0 or > 1)
-                throw new Quantc.Onnx.BadInputException($"{p.Where}: parameter 'alpha' = '{a}' must be a number in [0, 1] or auto");
-            alpha = v;
-        }
-        var gridText = p.GetStrings("alpha_grid");
-        var grid = new List<double>();
-        foreach (var g in gridText)
-        {
-            if (!double.TryParse(g, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) || v is < 0 or > 1)
-                throw new Quantc.Onnx.BadInputException($"{p.Where}: parameter 'alpha_grid' has '{g}', not a number in [0, 1]");
-            grid.Add(v);
-        }
-        int rows = p.GetInt("search_rows", 256);
-        if (rows < 1) throw new Quantc.Onnx.BadInputException($"{p.Where}: parameter 'search_rows' = {rows} must be at least 1");
-        if (alpha is not null && (grid.Count > 0 || p.Has("search_rows")))
-            throw new Quantc.Onnx.BadInputException($"{p.Where}: 'alpha_grid' and 'search_rows' need alpha: auto");
-        return new SmoothPass(alpha, p.GetBool("through_mlp", true), p.GetBool("power_of_two", true), grid.Count > 0 ? grid : null, rows);
-    }
 
     public void Run(PassContext ctx)
     {
@@ -101,20 +79,36 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
             int k = (int)readers[0].InFeatures;
             var weights = readers.Select(r => (Weights.Read(r), k, (int)r.OutFeatures)).ToList();
             double a;
+            var wAbs = Smoothing.WeightChannelAbsMax(weights, k);
+            bool pow2 = powerOfTwo != "false";
             if (alpha is { } fixedAlpha) a = fixedAlpha;
             else
             {
                 var (rows, count) = samples![input.Name];
                 var alphas = grid ?? DefaultGrid;
-                (a, var errors) = Smoothing.SearchAlpha(rows.AsSpan(0, count * k), count, k,
-                    weights.Select(w => (w.Item1, w.Item3)).ToList(),
-                    stats[input.Name].ChannelAbsMax, alphas, powerOfTwo);
+                string names = string.Join(", ", readers.Select(r => r.Name));
+                var x = rows.AsSpan(0, count * k);
+                var ws = weights.Select(w => (w.Item1, w.Item3)).ToList();
+                (a, var errors) = Smoothing.SearchAlpha(x, count, k, ws, stats[input.Name].ChannelAbsMax, alphas, pow2);
+                if (pow2 && powerOfTwo == "auto" && alphas.Count > 1 &&
+                    PowerOfTwoSpread(Smoothing.SmoothQuantFactors(stats[input.Name].ChannelAbsMax, wAbs, a)) <= 2)
+                {
+                    // Rounded to powers of two, the best α's factors span at most one octave: (almost) no smoothing is left.
+                    // Search with exact factors too and keep them when they lower the error clearly.
+                    var (exactAlpha, exactErrors) = Smoothing.SearchAlpha(x, count, k, ws, stats[input.Name].ChannelAbsMax, alphas, false);
+                    double pow2Best = errors.Min(), exactBest = exactErrors.Min();
+                    bool exact = exactBest < 0.95 * pow2Best;
+                    ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
+                        $"smooth: {names}: power-of-two factors span one octave at α {a:0.##}; exact factors: α {exactAlpha:0.##}, error " +
+                            $"{exactBest:0.000e0} against {pow2Best:0.000e0} → {(exact ? "exact factors" : "powers of two kept")}"));
+                    if (exact) (a, errors, pow2) = (exactAlpha, exactErrors, false);
+                }
                 ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                     $"smooth: {string.Join(", ", readers.Select(r => r.Name))}: α searched on {count} rows → {a:0.##} (relative W8A8 " +
                         $"output error {string.Join(" ", alphas.Select((v, i) => $"{v:0.##}:{errors[i]:0.000e0}"))})"));
             }
-            var s = Smoothing.SmoothQuantFactors(stats[input.Name].ChannelAbsMax, Smoothing.WeightChannelAbsMax(weights, k), a);
-            if (powerOfTwo) Smoothing.RoundToPowerOfTwo(s);
+            var s = Smoothing.SmoothQuantFactors(stats[input.Name].ChannelAbsMax, wAbs, a);
+            if (pow2) Smoothing.RoundToPowerOfTwo(s);
             divide(s);
             foreach (var v in changed) ctx.Provenance.RecordTransformed(v.Name, "smoothed");
             for (int i = 0; i < readers.Count; i++)
@@ -123,12 +117,20 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, bool powerOfTwo, 
                 Smoothing.ScaleRows(w, k, n, s);
                 Weights.Write(g, readers[i], w);
                 ctx.Plan[readers[i].Name].Transforms.Add(string.Create(CultureInfo.InvariantCulture,
-                    $"smoothed α={a:0.##}{(alpha is null ? " (searched)" : "")} via {via}"));
+                    $"smoothed α={a:0.##}{(alpha is null ? " (searched)" : "")}{(pow2 ? "" : ", exact factors")} via {via}"));
             }
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                 $"smooth: {string.Join(", ", readers.Select(r => r.Name))} via {via}: s in [{s.Min():G3}, {s.Max():G3}], input channel " +
                     $"outlier ratio {stats[input.Name].ChannelOutlierRatio:0.0}"));
         }
+    }
+
+    /// <summary>How many octaves the factors span once rounded to powers of two (1: all the same power, no smoothing).</summary>
+    private static int PowerOfTwoSpread(float[] s)
+    {
+        var r = (float[])s.Clone();
+        Smoothing.RoundToPowerOfTwo(r);
+        return (int)MathF.Round(MathF.Log2(r.Max() / r.Min())) + 1;
     }
 
     private static void DivideNorm(Graph g, NormInfo norm, float[] s)
@@ -192,8 +194,9 @@ public sealed record SmoothOptions : PassOptions
     [Option("also smooth inputs that are act(gate) ⊙ up products, folding the factors into up's columns")]
     public bool ThroughMlp { get; init; } = true;
 
-    [Option("round the factors to powers of two (the rewrite is then exact in floating point)")]
-    public bool PowerOfTwo { get; init; } = true;
+    [Option("round the factors to powers of two (the rewrite is then exact in floating point); auto: unless, under alpha: auto, " +
+        "they leave almost no smoothing and exact factors lower the error by 5 % or more", Choices = "auto|true|false")]
+    public string PowerOfTwo { get; init; } = "auto";
 
     [Option("layers left in float (quantize's exclude): inputs read only by them are not smoothed", Regex = true)]
     public IReadOnlyList<string> Exclude { get; init; } = DefaultExclude;
