@@ -46,7 +46,7 @@ public sealed class LowerQdqPass : IPass
     public static void LowerAll(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        if ((ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
+        if (Quantc.Ir.Import.OpsetConverter.Require(ctx.Model, 21) is { } raised) ctx.Log.Add($"lower_qdq: {raised.Describe()}");
         var qdqCache = new Dictionary<(Value, string, float, float), Value>();
         var rowScales = new Dictionary<Value, Value>();
         foreach (var l in ctx.Map.Linears)

@@ -133,6 +133,10 @@ public sealed class Compiler(PassRegistry registry)
     private CompileResult Run(Model model, bool ownsModel, Recipe recipe, IReadOnlyList<IPass> passes, CompileOptions o)
     {
         var ctx = new PassContext(model) { SavedStatistics = o.SavedStatistics, CalibrationData = o.Calibration?.Samples };
+        // Exporter layouts (Constant-node weights, Identity chains, deduplicated weights) normalized first: function-preserving.
+        var imported = Quantc.Ir.Import.ImportNormalizer.Run(model);
+        if (imported.NothingDone) ctx.Log.Add(imported.Describe());
+        else ctx.Notice(imported.Describe());
         var timings = o.Stages.Run($"compiling ({recipe.Name})", p => _manager.Run(passes, ctx, p));
         model.SetMetadata(RecipeMetadataKey, recipe.Name);
 
