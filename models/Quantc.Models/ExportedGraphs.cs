@@ -26,18 +26,19 @@ public static class ExportedGraphs
     /// <summary>The graphs by name.</summary>
     public static IReadOnlyList<string> Names { get; } = ["cnn-bn", "paddle-encoder", "dw-separable"];
 
-    /// <summary>Builds graph <paramref name="name"/> with weights from <paramref name="seed"/>.</summary>
-    public static Model Build(string name, int seed = 7) => name switch
+    /// <summary>Builds graph <paramref name="name"/> with weights from <paramref name="seed"/> (the vision graphs take
+    /// <paramref name="imageSize"/>² images).</summary>
+    public static Model Build(string name, int seed = 7, int imageSize = 32) => name switch
     {
-        "cnn-bn" => Cnn(seed),
+        "cnn-bn" => Cnn(seed, imageSize),
         "paddle-encoder" => Encoder(seed),
-        "dw-separable" => DepthwiseSeparable(seed),
+        "dw-separable" => DepthwiseSeparable(seed, imageSize),
         _ => throw new Quantc.Onnx.BadInputException($"no exported graph '{name}' (have: {string.Join(", ", Names)})"),
     };
 
     /// <summary>The graph input's name, shape and the output's name.</summary>
     public static (string Input, long[] Shape, string Output) Signature(string name) => name == "paddle-encoder"
-        ? ("x", [1, 16, 32], "y") : ("image", [1, 3, 32, 32], "logits");
+        ? ("x", [1, 16, 32], "y") : ("image", [1, 3, 32, 32], "scores");
 
     private sealed class Writer(Graph g, int seed)
     {
@@ -122,11 +123,11 @@ public static class ExportedGraphs
         return m;
     }
 
-    private static Model Cnn(int seed)
+    private static Model Cnn(int seed, int size)
     {
         var m = NewModel(9, "pytorch");
         var w = new Writer(m.Graph, seed);
-        var x = m.Graph.AddInput("image", OnnxBuilder.TensorType(DT.Float, 1, 3, 32, 32));
+        var x = m.Graph.AddInput("image", OnnxBuilder.TensorType(DT.Float, 1, 3, size, size));
         var h = w.Op("Relu", "relu1", w.BatchNorm("bn1", w.Conv("conv1", x, 3, 16, 3), 16)).Output;
         h = w.Op("Relu", "relu2", w.BatchNorm("bn2", w.Conv("conv2", h, 16, 32, 3, stride: 2, bias: false), 32)).Output;
         var pool = w.Op("MaxPool", "pool", h);
@@ -140,15 +141,15 @@ public static class ExportedGraphs
         var fcw = w.Op("Identity", "fc.weight_identity", w.Random("fc.weight", [10, 32], 0.2)).Output;
         var fc = w.Op("Gemm", "fc", flat, fcw, w.Random("fc.bias", [10], 0.02));
         fc.SetAttribute("transB", 1L);
-        w.Output(fc.Output, "logits", 1, 10);
+        w.Output(fc.Output, "scores", 1, 10);
         return m;
     }
 
-    private static Model DepthwiseSeparable(int seed)
+    private static Model DepthwiseSeparable(int seed, int size)
     {
         var m = NewModel(11, "paddle2onnx");
         var w = new Writer(m.Graph, seed);
-        var x = m.Graph.AddInput("image", OnnxBuilder.TensorType(DT.Float, 1, 3, 32, 32));
+        var x = m.Graph.AddInput("image", OnnxBuilder.TensorType(DT.Float, 1, 3, size, size));
         var lo = w.Const("relu6.min", [], [0f]);
         var hi = w.Const("relu6.max", [], [6f]);
         var h = w.Op("Clip", "stem.relu6", w.BatchNorm("stem.bn", w.Conv("stem.conv", x, 3, 16, 3, stride: 2), 16), lo, hi).Output;
@@ -166,7 +167,7 @@ public static class ExportedGraphs
         var logits = w.Linear("head", flat, c, 10);
         var sm = w.Op("Softmax", "softmax", logits);
         sm.SetAttribute("axis", 1L);
-        w.Output(sm.Output, "logits", 1, 10);
+        w.Output(sm.Output, "scores", 1, 10);
         return m;
     }
 
