@@ -116,6 +116,28 @@ public sealed class ExportedGraphTests(ITestOutputHelper log) : IDisposable
             i?.Producer is { } p && p.Is("DequantizeLinear") && p.Inputs[0] is { IsInitializer: true }));
     }
 
+    /// <summary>The fusion passes on each exported graph (the encoder's decomposed LayerNorms and q/k/v projections fuse) keep its
+    /// outputs.</summary>
+    [Theory]
+    [MemberData(nameof(Graphs))]
+    public void FusionsKeepTheOutputs(string name)
+    {
+        using var m = ExportedGraphs.Build(name);
+        string original = Save(m, "orig");
+        var ctx = TestCompiler.Compile(m, "passes: [fuse_norm, fuse_rope, fuse_attention, fuse_projections]").Context;
+        foreach (var line in ctx.Log) log.WriteLine(line);
+        string fused = Save(m, "fused");
+        foreach (int seed in new[] { 1, 2 })
+        {
+            var sample = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 1, Seed = seed }).Samples[0];
+            var before = Run(original, sample);
+            var after = Run(fused, sample);
+            double err = before.Zip(after, (a, b) => Math.Abs(a - b)).Max(), scale = before.Max(Math.Abs);
+            log.WriteLine($"{name}, seed {seed}: max |Δ| {err:G3} over max |y| {scale:G3}");
+            Assert.True(err <= 1e-4 * Math.Max(1, scale), $"the fusions changed the outputs by {err:G3}");
+        }
+    }
+
     [Fact]
     public void FusionsLeaveAVisionGraphAloneAndSaySo()
     {
