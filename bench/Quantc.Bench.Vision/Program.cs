@@ -16,7 +16,11 @@ using Quantc.Core.Data;
 using Quantc.Ir;
 
 var inv = CultureInfo.InvariantCulture;
-if (args.Length == 0) { Console.Error.WriteLine("usage: corpus [--filter TEXT] | export NAME OUT [--size N] | latency MODEL..."); return 2; }
+if (args.Length == 0)
+{
+    Console.Error.WriteLine("usage: corpus [--filter TEXT] | export NAME OUT [--size N] | latency MODEL...");
+    return 2;
+}
 switch (args[0])
 {
     case "corpus": return Corpus(args.Skip(1).ToArray());
@@ -154,16 +158,23 @@ static int Latency(string[] args)
             for (int i = 0; i < 10; i++) t += Once(r);
             r.Ms.Add(t / 10);
         }
-    static double Med(IEnumerable<double> xs) { var t = xs.OrderBy(x => x).ToList(); return t.Count % 2 == 1 ? t[t.Count / 2] : (t[t.Count / 2 - 1] + t[t.Count / 2]) / 2; }
-    Console.WriteLine(string.Create(inv, $"{rounds} interleaved rounds of 10 runs, intra-op threads {(threads > 0 ? threads.ToString(inv) : "ORT default")}"));
+    static double Med(IEnumerable<double> xs)
+    {
+        var t = xs.OrderBy(x => x).ToList();
+        return t.Count % 2 == 1 ? t[t.Count / 2] : (t[t.Count / 2 - 1] + t[t.Count / 2]) / 2;
+    }
+    string threadText = threads > 0 ? threads.ToString(inv) : "ORT default";
+    Console.WriteLine(string.Create(inv, $"{rounds} interleaved rounds of 10 runs, intra-op threads {threadText}"));
     Console.WriteLine();
-    Console.WriteLine("| model | file KiB | ms per run, median (min) | speed-up (median of paired rounds) | ORT's optimised graph: main ops |");
+    Console.WriteLine("| model | file KiB | ms per run, median (min) | speed-up (median of paired rounds) | " +
+        "ORT's optimised graph: main ops |");
     Console.WriteLine("|---|---|---|---|---|");
     var basis = runs[0];
     foreach (var r in runs)
     {
         double sp = Med(r.Ms.Select((t, i) => basis.Ms[i] / t));
-        Console.WriteLine(string.Create(inv, $"| {Path.GetFileName(r.Path)} | {new FileInfo(r.Path).Length / 1024.0:0} | {Med(r.Ms):0.000} ({r.Ms.Min():0.000}) | {sp:0.00}× | {r.Ops} |"));
+        Console.WriteLine(string.Create(inv, $"| {Path.GetFileName(r.Path)} | {new FileInfo(r.Path).Length / 1024.0:0} | " +
+            $"{Med(r.Ms):0.000} ({r.Ms.Min():0.000}) | {sp:0.00}× | {r.Ops} |"));
     }
     return 0;
 }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Quantc.Ir;
 using Quantc.Ir.Building;
@@ -48,8 +49,7 @@ public static class ExportedGraphs
         /// <summary>A Constant node holding <paramref name="values"/> (as exporters store weights); its output.</summary>
         public Value Const(string name, long[] dims, float[] values)
         {
-            var proto = new TensorProto { DataType = (int)DT.Float, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal
-                .AsBytes(values.AsSpan())) };
+            var proto = new TensorProto { DataType = (int)DT.Float, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.AsSpan())) };
             proto.Dims.AddRange(dims);
             var n = G.AddNode("Constant", [], 1, "", $"Constant_{_n++}", [name]);
             n.SetAttribute(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = proto });
@@ -58,8 +58,7 @@ public static class ExportedGraphs
 
         public Value ConstInts(string name, long[] values)
         {
-            var proto = new TensorProto { DataType = (int)DT.Int64, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal
-                .AsBytes(values.AsSpan())) };
+            var proto = new TensorProto { DataType = (int)DT.Int64, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.AsSpan())) };
             proto.Dims.Add(values.Length);
             var n = G.AddNode("Constant", [], 1, "", $"Constant_{_n++}", [name]);
             n.SetAttribute(new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = proto });

@@ -170,6 +170,7 @@ internal static class ConvQuant
         g.ReplaceValue(y, ydq);
         yq.Producer!.SetInput(0, y);
         plan.Reasons.Add(string.Create(CultureInfo.InvariantCulture,
-            $"lower_qdq: QLinearConv form (bias int32 at s_x·s_w, output {outPlan.Format} over [{outPlan.Range.Lo:G4}, {outPlan.Range.Hi:G4}])"));
+            $"lower_qdq: QLinearConv form (bias int32 at s_x·s_w, output {outPlan.Format} over " +
+            $"[{outPlan.Range.Lo:G4}, {outPlan.Range.Hi:G4}])"));
     }
 }

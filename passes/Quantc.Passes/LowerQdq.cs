@@ -77,7 +77,8 @@ public sealed class LowerQdqPass : IPass
             return false;
         foreach (var (other, dq) in list)
         {
-            if (other.GroupSize != q.GroupSize || !other.Values.AsSpan().SequenceEqual(q.Values) || !other.Scales.AsSpan().SequenceEqual(q.Scales)
+            if (other.GroupSize != q.GroupSize || !other.Values.AsSpan().SequenceEqual(q.Values)
+                || !other.Scales.AsSpan().SequenceEqual(q.Scales)
                 || !(other.ZeroPoints ?? []).AsSpan().SequenceEqual(q.ZeroPoints ?? [])) continue;
             l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq);
             plan.Reasons.Add($"lower_qdq: shares the quantized weight lowered for another reader of '{l.Weight.Name}'");

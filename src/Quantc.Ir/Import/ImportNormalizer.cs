@@ -63,7 +63,8 @@ public static class ImportNormalizer
         int n = 0;
         foreach (var bn in g.Nodes.Where(x => x.Is("BatchNormalization")).ToList())
         {
-            if (bn.Inputs.Count != 5 || bn.Inputs[0] is not { } y || y.Producer is not { } conv || !conv.Is("Conv") || !y.IsSingleUse) continue;
+            if (bn.Inputs.Count != 5 || bn.Inputs[0] is not { } y || y.Producer is not { } conv || !conv.Is("Conv") || !y.IsSingleUse)
+                continue;
             if (bn.Outputs.Skip(1).Any(o => o is not null && (o.Uses.Count > 0 || o.IsGraphOutput)) || bn.GetInt("training_mode", 0) != 0)
                 continue;
             if (bn.GetInt("spatial", 1) != 1 || conv.Inputs[1] is not { IsInitializer: true } wv) continue;
@@ -89,7 +90,8 @@ public static class ImportNormalizer
             // The replaced parameters, removed below when nothing else reads them.
             var old = new[] { wv, conv.Inputs.Count > 2 ? conv.Inputs[2] : null }.Concat(bn.Inputs.Skip(1)).ToList();
             var nw = g.AddInitializer(Tensor.FromFloats(g.UniqueName(wv.Name + "_bn"), w.Dims, wf));
-            var nbv = g.AddInitializer(Tensor.FromFloats(g.UniqueName((conv.Name.Length > 0 ? conv.Name : wv.Name) + ".bias_bn"), [outC], nb));
+            string biasName = g.UniqueName((conv.Name.Length > 0 ? conv.Name : wv.Name) + ".bias_bn");
+            var nbv = g.AddInitializer(Tensor.FromFloats(biasName, [outC], nb));
             conv.SetInput(1, nw);
             if (conv.Inputs.Count > 2) conv.SetInput(2, nbv);
             else conv.AddInput(nbv);
@@ -129,7 +131,8 @@ public static class ImportNormalizer
             changed = false;
             foreach (var node in g.Nodes.Where(x => x.Is("Identity")).ToList())
             {
-                if (node.Inputs.Count != 1 || node.Inputs[0] is not { IsInitializer: true } src || node.Outputs[0] is not { } output) continue;
+                if (node.Inputs.Count != 1 || node.Inputs[0] is not { IsInitializer: true } src || node.Outputs[0] is not { } output)
+                    continue;
                 if (output.IsGraphOutput || !ReferenceEquals(src.Graph, g)) continue;
                 g.ReplaceAllUses(output, src);
                 g.RemoveNode(node);

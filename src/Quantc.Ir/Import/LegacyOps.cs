@@ -47,7 +47,8 @@ internal static class LegacyOps
                 if (n.GetInt("broadcast", 0) == 1 && n.GetAttribute("axis") is not null && LegacyShape(n) is { } dims)
                 {
                     var b = Constants.Of(n.Inputs[1])!;
-                    var reshaped = g.AddInitializer(Tensor.FromData(g.UniqueName(OpsetConverter.Prefix(n) + "_b"), b.DataType, dims, b.Data));
+                    string name = g.UniqueName(OpsetConverter.Prefix(n) + "_b");
+                    var reshaped = g.AddInitializer(Tensor.FromData(name, b.DataType, dims, b.Data));
                     n.SetInput(1, reshaped);
                 }
                 changed |= n.RemoveAttribute("broadcast") | n.RemoveAttribute("axis");

@@ -85,7 +85,8 @@ public static class OpsetConverter
         if (Crosses(from, to, 7) && LegacyOps.Refusal(n, from) is { } legacy) return legacy;
         switch (n.OpType)
         {
-            case "GridSample" when Crosses(from, to, 20) && n.GetString("mode") is { } gm && gm is not ("bilinear" or "bicubic" or "nearest"):
+            case "GridSample" when Crosses(from, to, 20) && n.GetString("mode") is { } gm
+                && gm is not ("bilinear" or "bicubic" or "nearest"):
                 return $"mode '{gm}'";
             case "Scan" when Crosses(from, to, 9):
                 return "Scan-8's batch axis semantics changed at 9 and are not converted";
@@ -93,12 +94,13 @@ public static class OpsetConverter
                 return "GroupNormalization's scale and bias changed from per group to per channel at 21";
             case "BatchNormalization" when Crosses(from, to, 9) && n.GetInt("spatial", 1) != 1:
                 return "spatial = 0 (per-element statistics) has no equivalent from opset 9";
-            case "BatchNormalization" when Crosses(from, to, 14) && n.Outputs.Skip(1).Any(o => o is not null && (o.Uses.Count > 0 || o.IsGraphOutput)):
+            case "BatchNormalization" when Crosses(from, to, 14) && n.Outputs.Skip(1).Any(Used):
                 return "its training-mode outputs are used; BatchNormalization-14 changed them";
-            case "Dropout" when Crosses(from, to, 10) && n.Outputs.Count > 1 && n.Outputs[1] is { } mask && (mask.Uses.Count > 0 || mask.IsGraphOutput):
+            case "Dropout" when Crosses(from, to, 10) && n.Outputs.Count > 1 && Used(n.Outputs[1]):
                 return "its mask output is used, whose type changed (to bool) at 10";
             case "Resize" when Crosses(from, to, 11) && n.GetString("mode") is null or "nearest" && NearestModeOf10(n) is null:
-                return "nearest resize with scales that are not constant (or that both up- and down-sample): Resize-10 rounds per direction";
+                return "nearest resize with scales that are not constant (or that both up- and down-sample): Resize-10 rounds " +
+                    "per direction";
             case "Resize" when Crosses(from, to, 13) && n.GetString("coordinate_transformation_mode") == "tf_half_pixel_for_nn":
                 return "coordinate_transformation_mode tf_half_pixel_for_nn was removed at 13";
             case "Upsample" when to >= 10 && n.GetString("mode") is not (null or "nearest" or "linear" or "bilinear"):
@@ -108,6 +110,8 @@ public static class OpsetConverter
         }
         return null;
     }
+
+    private static bool Used(Value? v) => v is not null && (v.Uses.Count > 0 || v.IsGraphOutput);
 
     private static bool KnownFloat(Value? v) => v is not null && v.ElementType is (int)DT.Float or (int)DT.Double or (int)DT.Float16;
 
