@@ -46,7 +46,10 @@ public sealed class LowerQdqPass : IPass
     public static void LowerAll(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        if (Quantc.Ir.Import.OpsetConverter.Require(ctx.Model, 21) is { } raised) ctx.Log.Add($"lower_qdq: {raised.Describe()}");
+        // The model's opset stays as it is when no layer is lowered (nothing here needs opset 21 then).
+        bool lowers = ctx.Map.Linears.Any(l => ctx.Plan.TryGet(l.Name, out var p)
+            && (p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced));
+        if (lowers && Quantc.Ir.Import.OpsetConverter.Require(ctx.Model, 21) is { } raised) ctx.Log.Add($"lower_qdq: {raised.Describe()}");
         var qdqCache = new Dictionary<(Value, string, float, float), Value>();
         var rowScales = new Dictionary<Value, Value>();
         var sharedInt8 = new Dictionary<Value, List<(QuantizedWeight Q, Value Dq)>>();

@@ -56,4 +56,35 @@ public sealed class ExportedModelCliTests() : FolderTest("quantc-exported-cli")
         Assert.Contains("verify on ", o, StringComparison.Ordinal);
         using var s = new Microsoft.ML.OnnxRuntime.InferenceSession(P("q.onnx"));
     }
+
+    /// <summary>
+    /// A model whose opset cannot be raised to the one lower_qdq needs (a Scan of opset 8, whose semantics changed at 9,
+    /// beside a MatMul layer): exit 2 with the one-line reason, nothing written.
+    /// </summary>
+    [Fact]
+    public void RefusesAModelItCannotConvertWithTheReason()
+    {
+        string model = P("scan8.onnx");
+        using (var m = Quantc.Ir.Model.Create(opset: 8, irVersion: 3))
+        {
+            var g = m.Graph;
+            var x = g.AddInput("x", Quantc.Ir.Building.OnnxBuilder.TensorType(Quantc.Onnx.Proto.TensorProto.Types.DataType.Float, 2, 4));
+            var w = g.AddInitializer(Quantc.Ir.Tensor.FromFloats("fc.weight", [4, 4], Enumerable.Range(0, 16).Select(i => i * 0.1f).ToArray()));
+            var y = g.AddNode("MatMul", [x, w], name: "/fc/MatMul", outputNames: ["y"]).Output;
+            var scan = g.AddNode("Scan", [null, y], name: "scan", outputNames: ["z"]);
+            scan.SetAttribute("num_scan_inputs", 1L);
+            var body = scan.SetSubgraph("body", "body");
+            var bx = body.AddInput("bx", Quantc.Ir.Building.OnnxBuilder.TensorType(Quantc.Onnx.Proto.TensorProto.Types.DataType.Float));
+            body.AddOutput(body.AddNode("Relu", [bx], name: "relu", outputNames: ["by"]).Output);
+            g.AddOutput(scan.Output);
+            y.Type = Quantc.Ir.Building.OnnxBuilder.TensorType(Quantc.Onnx.Proto.TensorProto.Types.DataType.Float, 2, 4);
+            m.Save(model);
+        }
+        var before = Snapshot();
+        var (code, _, e) = Run("compile", model, "--recipe", "w8a8", "--calib", "random", "-o", P("q.onnx"));
+        Assert.Equal(2, code);
+        Assert.True(e.Contains("cannot convert the model from opset 8 to 21", StringComparison.Ordinal), e);
+        Assert.Contains("Scan-8", e, StringComparison.Ordinal);
+        Assert.Equal(before, Snapshot());
+    }
 }
