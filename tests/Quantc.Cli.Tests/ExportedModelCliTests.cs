@@ -87,4 +87,18 @@ public sealed class ExportedModelCliTests() : FolderTest("quantc-exported-cli")
         Assert.Contains("Scan-8", e, StringComparison.Ordinal);
         Assert.Equal(before, Snapshot());
     }
+
+    /// <summary>A corpus model ONNX Runtime cannot load (Gemm of opset 6 has no kernel) whose layers are graph inputs (nothing to
+    /// quantize, so nothing raised its opset): refused as the input's fault (exit 2), not an internal error; nothing written.</summary>
+    [Fact]
+    public void AModelOnnxRuntimeCannotLoadIsRefusedNotAnInternalError()
+    {
+        string model = Path.Combine(Corpus, "pytorch-operator/test_operator_mm", "model.onnx");
+        Assert.True(File.Exists(model), $"{model} is missing: install Debian's libonnx-testdata");
+        var before = Snapshot();
+        var (code, _, e) = Run("compile", model, "--recipe", "w8a8", "--calib", "random", "-o", P("q.onnx"));
+        Assert.True(code == 2, e);
+        Assert.Contains("quantc: error: ONNX Runtime cannot load the model", e, StringComparison.Ordinal);
+        Assert.Equal(before, Snapshot());
+    }
 }

@@ -147,7 +147,12 @@ public sealed class Compiler(PassRegistry registry)
         {
             saved = model.Save(outPath);
             if (OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(model)) is { } loadError)
+            {
+                // The input's fault when ONNX Runtime does not load the original either (an op of an old opset it has no kernel for).
+                if (original is not null && OrtModel.LoadError(original, false) is { } originalError)
+                    throw new BadInputException($"ONNX Runtime cannot load the model: {originalError}; nothing was written");
                 throw new InvalidOperationException($"the compiled model does not load in ONNX Runtime ({loadError}); nothing was written");
+            }
             if (o.HeldOut is { } held)
             {
                 if (original is null)

@@ -113,7 +113,36 @@ public static class OpsetConverter
 
     private static bool Used(Value? v) => v is not null && (v.Uses.Count > 0 || v.IsGraphOutput);
 
-    private static bool KnownFloat(Value? v) => v is not null && v.ElementType is (int)DT.Float or (int)DT.Double or (int)DT.Float16;
+    private static bool KnownFloat(Value? v) => ElementTypeOf(v) is (int)DT.Float or (int)DT.Double or (int)DT.Float16;
+
+    /// <summary>Ops whose output has the element type of their first input.</summary>
+    private static readonly HashSet<string> SameType = new(StringComparer.Ordinal)
+    {
+        "Conv", "ConvTranspose", "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "Tanh", "Softplus", "Softsign",
+        "BatchNormalization", "InstanceNormalization", "LRN", "Add", "Sub", "Mul", "Div", "Pow", "Abs", "Neg", "Exp", "Log", "Sqrt",
+        "Reciprocal", "Floor", "Ceil", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Reshape", "Flatten",
+        "Transpose", "Identity", "Clip", "Gemm", "MatMul", "Concat", "Squeeze", "Unsqueeze", "Softmax", "LogSoftmax", "Pad", "Slice",
+        "Resize", "Upsample", "Dropout", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "Expand", "Tile", "Gather", "Split",
+        "SpaceToDepth", "DepthToSpace", "Max", "Min", "Sum", "Mean",
+    };
+
+    /// <summary>
+    /// The element type of <paramref name="v"/>: its declared type, else its producer's first input's (through ops that keep the
+    /// type) or a Cast's target, back to a graph input or an initializer; 0 when unknown (at most 256 steps).
+    /// </summary>
+    private static int ElementTypeOf(Value? v)
+    {
+        for (int steps = 0; v is not null && steps < 256; steps++)
+        {
+            if (v.ElementType != 0) return v.ElementType;
+            if (v.Producer is not { } p || !p.IsOnnxDomain) return 0;
+            if (p.Is("Cast")) return (int)p.GetInt("to", 0);
+            if (p.Is("Constant")) return Constants.Of(v)?.DataType ?? 0;
+            if (!SameType.Contains(p.OpType) || p.Inputs.Count == 0) return 0;
+            v = p.Inputs[0];
+        }
+        return 0;
+    }
 
     /// <summary>Rewrites <paramref name="n"/> for the schemas of opset <paramref name="to"/>; true when it changed.</summary>
     private static bool Convert(Graph g, Node n, long from, long to)
@@ -224,7 +253,7 @@ public static class OpsetConverter
     private static Value TypedScalar(Graph g, Node n, Value like, float value, string suffix, long to)
     {
         var f = g.AddInitializer(Tensor.FromFloats(g.UniqueName(Prefix(n) + suffix), [], [value]));
-        int type = like.ElementType;
+        int type = ElementTypeOf(like);
         if (type == (int)DT.Float) return f;
         if (type != 0)
         {
