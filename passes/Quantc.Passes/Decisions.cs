@@ -95,6 +95,7 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
             bool reduceHere = reduce && (plan.ActivationMode == ActivationMode.Static || reduceRange == "true");
             var weightFormat = reduceHere ? NumberFormat.Int7 : weights;
             plan.WeightFormat = weightFormat;
+            if (l.Conv is not null && !ConvQuant.Adjust(l, plan)) continue;
             string modeName = plan.ActivationMode.Name();
             string reduced = reduceHere
                 ? $" (reduce_range: {modeName} 8-bit activations on ONNX Runtime's U8S8 kernel, a CPU without VNNI)" : "";
@@ -103,6 +104,7 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
             plan.Reasons.Add($"quantize: {weightFormat} weights{reduced} ({layerGranularity.Name()}{group}{asym}), " +
                 $"{activations} activations ({modeName})");
         }
+        ConvQuant.Summarize(ctx);
     }
 
     /// <summary>
@@ -211,7 +213,11 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
             .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.ActivationFormat != NumberFormat.Fp32 &&
                 p.ActivationMode == ActivationMode.Static).ToList();
         if (layers.Count == 0) return;
-        var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Distinct().ToList(), Name);
+        var convOutputs = ConvQuant.StaticConvs(ctx).Select(l => l.Output.Name);
+        var stats = ctx.Calibrate(layers.Select(l => l.Input.Name).Concat(convOutputs).Distinct().ToList(), Name);
+        string methodName = method == RangeMethod.Percentile ? $"percentile {percentile.ToString(CultureInfo.InvariantCulture)}"
+            : method.ToString().ToLowerInvariant();
+        ConvQuant.RecordOutputRanges(ctx, stats, method, percentile, methodName);
         foreach (var l in layers)
         {
             var plan = ctx.Plan[l.Name];
@@ -219,8 +225,7 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
             int levels = plan.ActivationFormat.IsInteger ? plan.ActivationFormat.SymmetricLevels : NumberFormat.Int8.SymmetricLevels;
             var range = RangeSelector.Select(stats[l.Input.Name], method, percentile, levels);
             plan.ActivationRange = range;
-            plan.RangeMethod = method == RangeMethod.Percentile ? $"percentile {percentile.ToString(CultureInfo.InvariantCulture)}"
-                : method.ToString().ToLowerInvariant();
+            plan.RangeMethod = methodName;
         }
     }
 }
@@ -243,7 +248,7 @@ public sealed class WeightsPass(string method, double damp) : IPass
         var layers = ctx.Map.Linears
             .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat.Grid is not null).ToList();
         Dictionary<string, double[]>? hessians = method == "gptq"
-            ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger).ToList()) : null;
+            ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList()) : null;
         foreach (var l in layers)
         {
             var plan = ctx.Plan[l.Name];
@@ -262,11 +267,13 @@ public sealed class WeightsPass(string method, double damp) : IPass
             if (hessians is not null && !plan.WeightSymmetric)
                 throw new Quantc.Onnx.BadInputException($"{l.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights " +
                     $"method: rtn");
-            plan.QuantizedWeight = hessians is not null
+            if (hessians is not null && l.Conv is not null)
+                plan.Reasons.Add("weights: RTN for a Conv (GPTQ's Hessian here is over the last axis of a MatMul's input)");
+            plan.QuantizedWeight = hessians is not null && l.Conv is null
                 ? WeightQuantizer.Gptq(nk, n, k, hessians[l.Input.Name], format, plan.GroupSize, damp)
                 : plan.WeightSymmetric ? WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize)
                 : WeightQuantizer.RtnAsymmetric(nk, n, k, format, plan.GroupSize);
-            plan.WeightMethod = method;
+            plan.WeightMethod = hessians is not null && l.Conv is not null ? "rtn" : method;
         }
     }
 

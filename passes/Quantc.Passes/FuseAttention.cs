@@ -33,6 +33,11 @@ public sealed class FuseAttentionPass : IPass
 
     public void Run(PassContext ctx)
     {
+        if (Quantc.Ir.Import.OpsetConverter.Blocker(ctx.Model, 23) is { } blocked)
+        {
+            ctx.Notice($"fuse_attention: skipped, the model cannot take the opset it needs ({blocked})");
+            return;
+        }
         var g = ctx.Model.Graph;
         int fused = 0, flat = 0;
         var made = new List<Node>();
@@ -51,7 +56,7 @@ public sealed class FuseAttentionPass : IPass
         foreach (var att in made) if (ThreeD(g, att)) flat++;
         if (flat > 0) g.RemoveDeadCode();
         g.SortTopologically();
-        if ((ctx.Model.OpsetVersion("") ?? 0) < 23) ctx.Model.SetOpset("", 23);
+        if (Quantc.Ir.Import.OpsetConverter.Require(ctx.Model, 23) is { } raised) ctx.Log.Add($"fuse_attention: {raised.Describe()}");
         ctx.Log.Add($"fuse_attention: {fused} attention block(s) → ONNX Attention (opset " +
             $"23){(flat > 0 ? $", {flat} of them on the projections' [batch, sequence, heads·head size] tensors directly" : "")}");
     }

@@ -24,6 +24,12 @@ public sealed class FuseNormPass : IPass
 
     public void Run(PassContext ctx)
     {
+        long need = ctx.Map.Norms.Any(n => n.Form == "decomposed" && n.Kind == NormKind.RmsNorm) ? 23 : 17;
+        if (Quantc.Ir.Import.OpsetConverter.Blocker(ctx.Model, need) is { } blocked)
+        {
+            ctx.Notice($"fuse_norm: skipped, the model cannot take the opset it needs ({blocked})");
+            return;
+        }
         var g = ctx.Model.Graph;
         int rms = 0, ln = 0;
         foreach (var norm in ctx.Map.Norms.Where(n => n.Form == "decomposed"))
@@ -41,8 +47,8 @@ public sealed class FuseNormPass : IPass
         }
         if (rms + ln == 0) { ctx.Log.Add("fuse_norm: no decomposed norm to fuse"); return; }
         g.RemoveDeadCode();
-        long need = rms > 0 ? 23 : 17;
-        if ((ctx.Model.OpsetVersion("") ?? 0) < need) ctx.Model.SetOpset("", need);
+        if (Quantc.Ir.Import.OpsetConverter.Require(ctx.Model, rms > 0 ? 23 : 17) is { } raised)
+            ctx.Log.Add($"fuse_norm: {raised.Describe()}");
         ctx.Log.Add($"fuse_norm: {rms} RMSNorm → RMSNormalization, {ln} LayerNorm → LayerNormalization");
     }
 

@@ -25,6 +25,11 @@ public sealed class FuseRopePass : IPass
 
     public void Run(PassContext ctx)
     {
+        if (Quantc.Ir.Import.OpsetConverter.Blocker(ctx.Model, 23) is { } blocked)
+        {
+            ctx.Notice($"fuse_rope: skipped, the model cannot take the opset it needs ({blocked})");
+            return;
+        }
         var g = ctx.Model.Graph;
         var map = ctx.Map;
         var halves = new Dictionary<Value, Value>(ReferenceEqualityComparer.Instance);   // table → its first half
@@ -50,7 +55,7 @@ public sealed class FuseRopePass : IPass
         }
         if (map.Ropes.Count == 0) { ctx.Log.Add("fuse_rope: no decomposed rotary embedding found"); return; }
         g.RemoveDeadCode();
-        if ((ctx.Model.OpsetVersion("") ?? 0) < 23) ctx.Model.SetOpset("", 23);
+        if (Quantc.Ir.Import.OpsetConverter.Require(ctx.Model, 23) is { } raised) ctx.Log.Add($"fuse_rope: {raised.Describe()}");
         ctx.Log.Add($"fuse_rope: {map.Ropes.Count} rotary embedding(s) → ONNX RotaryEmbedding (opset 23)");
     }
 }

@@ -47,19 +47,51 @@ public sealed class LowerQdqPass : IPass
     public static void LowerAll(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        if ((ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
+        // The model's opset stays as it is when no layer is lowered (nothing here needs opset 21 then).
+        bool lowers = ctx.Map.Linears.Any(l => ctx.Plan.TryGet(l.Name, out var p)
+            && (p.WeightFormat.IsReduced || p.ActivationFormat.IsReduced));
+        if (lowers && Quantc.Ir.Import.OpsetConverter.Require(ctx.Model, 21) is { } raised) ctx.Log.Add($"lower_qdq: {raised.Describe()}");
         var qdqCache = new Dictionary<(Value, string, float, float), Value>();
         var rowScales = new Dictionary<Value, Value>();
+        var sharedInt8 = new Dictionary<Value, List<(QuantizedWeight Q, Value Dq)>>();
+        var shared = ctx.Map.Linears.GroupBy(l => l.Weight).Where(s => s.Count() > 1 && s.All(l => l.WeightTranspose is null)
+            && s.Select(l => l.WeightIsOutByIn).Distinct().Count() == 1)
+            .Select(s => s.Key).ToHashSet();
         foreach (var l in ctx.Map.Linears)
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan)) continue;
             var (input, weight) = (l.Node.Inputs[0], l.WeightUse.Node.Inputs[l.WeightUse.InputIndex]);
-            LowerWeight(ctx, g, l, plan);
+            if (!ReuseSharedInt8(l, plan, sharedInt8)) LowerWeight(ctx, g, l, plan);
+            if (shared.Contains(l.Weight) && plan.QuantizedWeight is { } qw && l.WeightUse.Node.Inputs[l.WeightUse.InputIndex] is
+                { Producer: { } p } dqv && p.Is("DequantizeLinear") && plan.WeightFormat.IsInt8Storage)
+                (sharedInt8.TryGetValue(l.Weight, out var list) ? list : sharedInt8[l.Weight] = []).Add((qw, dqv));
             LowerActivation(ctx, g, l, plan, qdqCache, rowScales);
+            if (l.Conv is not null) ConvQuant.LowerStatic(ctx, g, l, plan);
+            else ConvQuant.LowerStaticBias(ctx, g, l, plan);
             if (!ReferenceEquals(input, l.Node.Inputs[0]) || !ReferenceEquals(weight, l.WeightUse.Node.Inputs[l.WeightUse.InputIndex]))
                 plan.LoweredBy ??= Info.Name;
         }
         g.RemoveDeadCode();
+    }
+
+    /// <summary>
+    /// A weight shared by several layers (the import step reports them) is stored once when the layers' int8 quantized weights are
+    /// equal: this layer then reads the DequantizeLinear lowered for an earlier one. True when it did.
+    /// </summary>
+    private static bool ReuseSharedInt8(LinearLayer l, LayerPlan plan, Dictionary<Value, List<(QuantizedWeight Q, Value Dq)>> shared)
+    {
+        if (!plan.WeightFormat.IsInt8Storage || plan.QuantizedWeight is not { } q || !shared.TryGetValue(l.Weight, out var list))
+            return false;
+        foreach (var (other, dq) in list)
+        {
+            if (other.GroupSize != q.GroupSize || !other.Values.AsSpan().SequenceEqual(q.Values)
+                || !other.Scales.AsSpan().SequenceEqual(q.Scales)
+                || !(other.ZeroPoints ?? []).AsSpan().SequenceEqual(q.ZeroPoints ?? [])) continue;
+            l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq);
+            plan.Reasons.Add($"lower_qdq: shares the quantized weight lowered for another reader of '{l.Weight.Name}'");
+            return true;
+        }
+        return false;
     }
 
     private static void LowerWeight(PassContext ctx, Graph g, LinearLayer l, LayerPlan plan)
@@ -101,7 +133,7 @@ public sealed class LowerQdqPass : IPass
         var vals = new sbyte[k * n];
         if (nk) Array.Copy(q.Values, vals, vals.Length);
         else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[j * n + c] = q.Values[c * k + j];
-        long[] dims = nk ? [n, k] : [k, n];
+        long[] dims = l.Conv is { } conv ? conv.WeightDims : nk ? [n, k] : [k, n];
         Value wq, scale, zp;
         Node dq;
         if (int4)

@@ -42,14 +42,19 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, string powerOfTwo
         var map = ctx.Map;
         var targets = new List<(Value Input, IReadOnlyList<LinearLayer> Readers, Action<float[]> DivideProducer, string Via,
             Value[] Changed)>();
+        int convs = map.Linears.Count(l => l.Conv is not null);
+        if (convs > 0)
+            ctx.Log.Add($"smooth: {convs} Conv layer(s) not smoothed: a per-input-channel factor of a Conv folds into its producer " +
+                "only channel-wise across the kernel, which this pass does not do (SmoothQuant is for MatMul / Gemm layers)");
         foreach (var norm in map.Norms)
         {
             var readers = NormReaders.Of(norm, map, out string? why);
+            if (readers is not null && readers.Any(r => r.Conv is not null)) { readers = null; why = "a Conv reads it"; }
             if (readers is null) { ctx.Log.Add($"smooth: {norm.Name} not smoothed: {why}"); continue; }
             targets.Add((norm.Output, readers, s => DivideNorm(g, norm, s), norm.Name, [norm.Output]));
         }
         if (throughMlp)
-            foreach (var l in map.Linears)
+            foreach (var l in map.Linears.Where(l => l.Conv is null))
                 if (UpProjection(l, map) is { } up)
                     targets.Add((l.Input, [l], s => DivideColumns(g, up, s), up.Name, [up.Node.Outputs[0]!, up.Output, l.Input]));
 

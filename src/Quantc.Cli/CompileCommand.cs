@@ -79,10 +79,18 @@ internal static class CompileCommand
             if (!pr.GetValue(noVerify))
             {
                 string? spec = pr.GetValue(evalData) ?? DefaultText(m, "models/eval.txt");
+                // Calibrated on random data and given no --data: verified on other random inputs (another seed), so that a model
+                // that loads but computes something else is still caught.
+                bool randomVerify = spec is null && calibSpec == "random";
+                if (randomVerify)
+                {
+                    spec = "random";
+                    stderr.WriteLine("quantc: note: no --data: verifying on random inputs (another seed than --calib random's)");
+                }
                 if (spec is null) stderr.WriteLine("quantc: warning: no held-out data for verification (give --data); skipped");
                 else held = DataLoader.Load(m, spec,
                     new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(verifySamples),
-                    SplitDocuments = !pr.GetValue(noDocSplit) });
+                    SplitDocuments = !pr.GetValue(noDocSplit), Seed = randomVerify ? RandomVerifySeed : new DataOptions().Seed });
             }
 
             using var result = compiler.Compile(m, r, passes, new CompileOptions
@@ -156,6 +164,9 @@ internal static class CompileCommand
                 $"cosine {logits.Cosine:0.0000}{next}"));
         }
     }
+
+    /// <summary>The seed of the random held-out inputs (different from the calibration's default seed).</summary>
+    private const int RandomVerifySeed = 1_000_003;
 
     private static string Layers(int n) => n == 1 ? "1 layer" : $"{n} layers";
 

@@ -251,7 +251,7 @@ public sealed class ConformanceCorpusTests(ConformanceCorpusTests.Tally tally, I
     }
 
     /// <summary>A bundled .pb as a plain numeric TensorProto, or null (sequence, map, optional, string).</summary>
-    private static TensorProto? TryTensor(string path)
+    internal static TensorProto? TryTensor(string path)
     {
         try
         {

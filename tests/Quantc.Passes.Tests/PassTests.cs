@@ -625,8 +625,9 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         foreach (var l in ctx.Log) log.WriteLine(l);
         Assert.Contains(ctx.Log, l => l.Contains("ln1 not folded: a reader's weight is shared", StringComparison.Ordinal)
             || l.EndsWith("ln1 not smoothed: a reader's weight is shared", StringComparison.Ordinal));
+        // Both layers quantize the tied weight alike (neither pass rewrote it): lower_qdq stores it once, both read one DequantizeLinear.
         if (recipe.Contains("lower_qdq", StringComparison.Ordinal))
-            Assert.Equal(2, model.Graph.Nodes.Count(n => n.Is("DequantizeLinear") && n.Inputs[0]!.IsInitializer));
+            Assert.Equal(1, model.Graph.Nodes.Count(n => n.Is("DequantizeLinear") && n.Inputs[0]!.IsInitializer));
         var r = Verifier.Run(original, model, DataLoader.Load(original, "random", new DataOptions { SplitDocuments = false, MaxSamples = 4, Seed = 3 }).Samples, null, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single().SqnrDb;
         log.WriteLine($"tied weights, {recipe}: SQNR {sqnr:0.0} dB");
@@ -644,7 +645,8 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         using var m = Model.Load(path);
         var data = DataLoader.Load(m, "random", new DataOptions { SplitDocuments = false, MaxSamples = 8 }).Samples;
         TestCompiler.Compile(m, recipe, data);
-        Assert.Equal(2, m.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear" && n.Inputs[0]!.IsInitializer));
+        // The weights' DequantizeLinear (static w8a8 also stores each bias C as int32 behind one, for ONNX Runtime's QGemm).
+        Assert.Equal(2, m.Graph.AllNodes().Count(n => n.OpType == "DequantizeLinear" && n.Inputs[0]!.IsInitializer && n.Inputs[0]!.ElementType != 6));
         var r = Verifier.Run(original, m, DataLoader.Load(original, "random", new DataOptions { SplitDocuments = false, MaxSamples = 4, Seed = 9 }).Samples, null, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single().SqnrDb;
         log.WriteLine($"Gemm MLP {recipe}: SQNR {sqnr:0.0} dB");

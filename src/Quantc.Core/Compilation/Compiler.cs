@@ -133,6 +133,10 @@ public sealed class Compiler(PassRegistry registry)
     private CompileResult Run(Model model, bool ownsModel, Recipe recipe, IReadOnlyList<IPass> passes, CompileOptions o)
     {
         var ctx = new PassContext(model) { SavedStatistics = o.SavedStatistics, CalibrationData = o.Calibration?.Samples };
+        // Exporter layouts (Constant-node weights, Identity chains, deduplicated weights) normalized first: function-preserving.
+        var imported = Quantc.Ir.Import.ImportNormalizer.Run(model);
+        if (imported.NothingDone) ctx.Log.Add(imported.Describe());
+        else ctx.Notice(imported.Describe());
         var timings = o.Stages.Run($"compiling ({recipe.Name})", p => _manager.Run(passes, ctx, p));
         model.SetMetadata(RecipeMetadataKey, recipe.Name);
 
@@ -143,7 +147,12 @@ public sealed class Compiler(PassRegistry registry)
         {
             saved = model.Save(outPath);
             if (OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(model)) is { } loadError)
+            {
+                // The input's fault when ONNX Runtime does not load the original either (an op of an old opset it has no kernel for).
+                if (original is not null && OrtModel.LoadError(original, false) is { } originalError)
+                    throw new BadInputException($"ONNX Runtime cannot load the model: {originalError}; nothing was written");
                 throw new InvalidOperationException($"the compiled model does not load in ONNX Runtime ({loadError}); nothing was written");
+            }
             if (o.HeldOut is { } held)
             {
                 if (original is null)

@@ -30,7 +30,10 @@ public static class LayerAnalysis
                 if (r.Status == MatchStatus.Accepted) normCandidates.Add((rule, r.Match!));
                 else if (r.Status == MatchStatus.Refused) normRefusals.Add(new Refusal(rule.Rule.Name, Refusal.Describe(n), r.Reason!, n));
             }
-            foreach (var rule in (Rule[])[LinearRules.MatMul, LinearRules.Gemm])
+            if (n.Is("ConvTranspose"))
+                linearRefusals.Add(new Refusal("linear", Refusal.Describe(n), "ConvTranspose is not quantized (its output channels are " +
+                    "weight axis 1; only Conv is lowered)", n));
+            foreach (var rule in (Rule[])[LinearRules.MatMul, LinearRules.Gemm, LinearRules.Conv])
             {
                 if (rule.RootOps is { } ops && !ops.Contains(n.OpType)) continue;
                 var r = rule.Try(n);
@@ -59,7 +62,8 @@ public static class LayerAnalysis
         var linearNames = new HashSet<string>(StringComparer.Ordinal);
         foreach (var m in linearMatches)
         {
-            var layer = m.Root!.Is("Gemm") ? Gemm(m, linearNames) : MatMul(graph, m, linearNames, map.Refusals);
+            var layer = m.Root!.Is("Gemm") ? Gemm(m, linearNames) : m.Root!.Is("Conv") ? Conv(m, linearNames)
+                : MatMul(graph, m, linearNames, map.Refusals);
             map.Linears.Add(layer);
         }
         map.Refusals.AddRange(linearRefusals);
@@ -127,6 +131,26 @@ public static class LayerAnalysis
             InFeatures = transB ? t.Dims[1] : t.Dims[0],
             OutFeatures = transB ? t.Dims[0] : t.Dims[1],
             WeightIsOutByIn = transB,
+        };
+    }
+
+    private static LinearLayer Conv(Match m, HashSet<string> names)
+    {
+        var conv = m.Root!;
+        var w = m["w"];
+        var dims = w.Initializer!.Dims;
+        return new LinearLayer
+        {
+            Name = LayerNames.Unique(LayerNames.Linear(conv, w), names),
+            Node = conv,
+            Input = m["x"],
+            Output = conv.Output,
+            Weight = w,
+            Bias = conv.Inputs.Count > 2 ? conv.Inputs[2] : null,
+            InFeatures = dims.Skip(1).Aggregate(1L, (a, d) => a * d),
+            OutFeatures = dims[0],
+            WeightIsOutByIn = true,
+            Conv = new ConvInfo(dims.ToArray(), conv.GetInt("group", 1)),
         };
     }
 

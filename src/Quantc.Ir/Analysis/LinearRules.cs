@@ -45,6 +45,29 @@ public static class LinearRules
         P.Op("Gemm", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("gemm"),
         CheckGemm);
 
+    /// <summary>Conv(x, W[, B]) with W a floating-point initializer [out, in/group, k…] and B absent or an initializer [out]: a
+    /// linear layer over patches (per output channel, W's rows are its [in/group·k…] weights).</summary>
+    public static Rule Conv { get; } = new("linear",
+        P.Op("Conv", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("conv"),
+        CheckConv);
+
+    private static string? CheckConv(Match m)
+    {
+        var n = m.Root!;
+        var w = m["w"];
+        switch (Classify(w))
+        {
+            case WeightSource.Initializer: break;
+            case WeightSource.ConstantNode: return $"weight '{w.Name}' is the output of a Constant node, not an initializer";
+            default: return $"weight '{w.Name}' is not an initializer";
+        }
+        var t = w.Initializer!;
+        if (t.Dims.Length < 3) return $"weight '{w.Name}' has shape {Constants.ShapeText(t.Dims)}, not [out, in/group, k…]";
+        if (!Constants.IsFloatingPoint(t.DataType)) return $"weight '{w.Name}' is {DataTypes.Name(t.DataType)}, not floating point";
+        if (n.Inputs.Count > 2 && n.Inputs[2] is { } b && BiasReason(b, t.Dims[0]) is { } bad) return bad;
+        return null;
+    }
+
     /// <summary>Add(y, b) with y (pre-bound) a MatMul's output and b a constant; the check wants a 1-D-like initializer of the layer's
     /// width.</summary>
     public static Rule BiasAdd { get; } = new("bias",

@@ -108,6 +108,10 @@ public sealed class LinearLayer
     /// <summary>The Transpose between W and the MatMul, for a layer that reads its weight transposed; else null.</summary>
     public Node? WeightTranspose => _weightUse is { } u && !ReferenceEquals(u.Node, Node) ? u.Node : null;
 
+    /// <summary>For a Conv layer: its weight's shape and group count (W is read as the [out, in/group·kernel] matrix its storage is);
+    /// null for MatMul and Gemm.</summary>
+    public ConvInfo? Conv { get; init; }
+
     /// <summary>The norm whose output this layer reads (directly or through a Cast), else null.</summary>
     public NormInfo? FedBy { get; internal set; }
 
@@ -127,6 +131,9 @@ public sealed class LinearLayer
     /// <inheritdoc/>
     public override string ToString() => $"{Name} ({Form}, {InFeatures}→{OutFeatures}{(FedBy is null ? "" : $", fed by {FedBy.Name}")})";
 }
+
+/// <summary>A Conv layer's weight shape [out, in/group, k…] and group count (depthwise: group = in = out).</summary>
+public sealed record ConvInfo(long[] WeightDims, long Group);
 
 /// <summary>Linear layers that read the same input, such as q/k/v or gate/up.</summary>
 /// <param name="Input">The shared input.</param>
