@@ -36,6 +36,10 @@ public sealed class LayerPlan(string name)
     /// <summary>The rounded weight, once a weight pass chose it ([N, K] integer values and scales).</summary>
     public Numerics.QuantizedWeight? QuantizedWeight { get; set; }
 
+    /// <summary>FireQ's per-tensor power of two t = 2^e: <see cref="QuantizedWeight"/> stands for t·W and the lowering divides the
+    /// layer's output by t (0: none).</summary>
+    public int WeightExponent { get; set; }
+
     /// <summary>Function-preserving transforms applied to this layer (smoothed α=0.5, symmetrized, rotated...).</summary>
     public List<string> Transforms { get; } = [];
 
