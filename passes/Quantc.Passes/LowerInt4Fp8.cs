@@ -76,7 +76,7 @@ public sealed class LowerInt4Fp8Pass(bool portable) : IPass
     }
 
     /// <summary>float(fp8(x)): Cast to float8e4m3fn (saturating) and back.</summary>
-    private static Value CastPair(Emitter e, Value x, string suffix)
+    internal static Value CastPair(Emitter e, Value x, string suffix)
     {
         var to8 = e.Node("Cast", suffix + "_to_fp8", x);
         to8.SetAttribute("to", (long)DT.Float8E4M3Fn);

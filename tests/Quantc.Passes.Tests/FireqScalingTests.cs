@@ -92,4 +92,40 @@ public sealed class FireqScalingTests(ITestOutputHelper log) : IDisposable
         var ctx = RunRecipe(m, "passes: [fuse_rope, fuse_attention, fireq_rope]", Calibration(m, 2));
         Assert.Contains(ctx.Log.Concat(ctx.Notices), l => l.StartsWith("fireq_rope: no attention found", StringComparison.Ordinal));
     }
+
+    /// <summary>
+    /// FireQ's INT4 cache (quantize_kv symmetric with float8 scales): every head of every cached token is an int4 grid, q·s with q in
+    /// [−8, 7] and s a float8 e4m3fn value — also with the post-RoPE scaling in place before it; the queries are float8 values
+    /// per head, times their scale.
+    /// </summary>
+    [Theory]
+    [InlineData("torch")]
+    [InlineData("ortgenai")]
+    public void TheInt4CacheHoldsFloat8ScaledGridsPerTokenAndHead(string flavor)
+    {
+        using var m = LoadLlama(_dir, flavor, massive: false);
+        var ctx = RunRecipe(m, "passes: [fireq_rope, {quantize_kv: {bits: 4, symmetric: true, fp8_scales: true, fp8_queries: true}}]",
+            Calibration(m, 2));
+        Assert.Equal(4, ctx.Log.Count(l => l.Contains("keys and values and queries float8 int4 symmetric (float8 scales)", StringComparison.Ordinal)));
+        using var compiled = Model.Load(Save(_dir, m));
+        using var b = OrtModel.CreateSession(compiled);
+        var outs = Outputs(b, CalibrationInputs.FromTokens(compiled.Graph, EvalTokens(compiled, 1, 40)[0]));
+        foreach (var name in new[] { "present.0.key", "present.3.value" })
+        {
+            var x = outs[name];
+            for (int o = 0; o < x.Length; o += 32)
+            {
+                var head = x.AsSpan(o, 32);
+                float max = 0;
+                foreach (float v in head) max = Math.Max(max, Math.Abs(v));
+                float s = Math.Max(Quantc.Core.Numerics.Int4Fp8.RoundFp8(max / 7), MathF.ScaleB(1f, -9));
+                // The largest |q·s| is 7·s or 8·s; s is the float8 value recovered from it.
+                foreach (float v in head)
+                {
+                    float q = v / s;
+                    Assert.True(Math.Abs(q - MathF.Round(q)) < 1e-4 && q is >= -8 and <= 7, $"{name}[{o}..]: {v} is not an int4 step of {s}");
+                }
+            }
+        }
+    }
 }
