@@ -4,7 +4,6 @@ using Quantc.Core.Pipeline;
 using Quantc.Ir;
 using Quantc.Ir.Analysis;
 using Quantc.Ir.Building;
-using Quantc.Onnx;
 
 namespace Quantc.Passes;
 
@@ -20,8 +19,9 @@ namespace Quantc.Passes;
 /// attention, as rotate_qk's Hadamard does) — and their pre-RoPE scale is reset to 1.</item>
 /// </list>
 /// Both statistics come from one calibration run of the model as it is (one sequence per batch: the data loader's samples). The
-/// projections are found from the attention back through RoPE and the head reshapes; eager attention and
-/// com.microsoft GroupQueryAttention (GQA included); a GroupQueryAttention applying RoPE inside (do_rotary = 1) gets the pre-RoPE
+/// projections are found from the attention back through RoPE and the head reshapes; eager attention,
+/// com.microsoft GroupQueryAttention and ONNX Attention (GQA included); a GroupQueryAttention applying RoPE inside (do_rotary = 1)
+/// gets the pre-RoPE
 /// scaling only, an interleaved RotaryEmbedding neither — each refusal with its reason. Function-preserving for the logits; the key
 /// cache holds the scaled keys (FireQ's INT4 cache stores them), recorded in the metadata (<c>quantc.key_cache_scale</c>).
 /// </summary>
@@ -42,13 +42,12 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
 
     public void Run(PassContext ctx)
     {
-        if (!pre && !post) throw new BadInputException("fireq_rope: pre and post are both off: nothing to do");
         var g = ctx.Model.Graph;
         var map = ctx.Map;
         if (map.Attention.Count == 0)
         {
-            ctx.Notice("fireq_rope: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or MultiHeadAttention; an ONNX " +
-                "Attention made by fuse_attention is not taken: run fireq_rope before it)");
+            ctx.Notice("fireq_rope: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention, MultiHeadAttention or ONNX " +
+                "Attention)");
             return;
         }
         var sites = new List<Site>();
@@ -63,7 +62,7 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
         var pairMax = new Dictionary<string, (float[] Max, int D)>(StringComparer.Ordinal);
         foreach (var s in sites) pairMax.TryAdd(s.K.Output.Name, (new float[s.KvHeads * s.D / 2], s.D));
         var postMax = new Dictionary<string, (float[] Max, int Heads, bool OneHeadLast)>(StringComparer.Ordinal);
-        foreach (var s in sites.Where(s => post && s.PostWhy is null))
+        foreach (var s in sites.Where(s => post && top > 0 && s.PostWhy is null))
             foreach (var src in s.A.Keys!.Sources)
                 postMax.TryAdd(Input(src).Name, (new float[s.KvHeads * s.D], s.KvHeads, s.A.Keys.OneHeadLast));
         ctx.Calibrate(pairMax.Keys.Concat(postMax.Keys).Distinct().ToList(), Name, (name, data, channels) =>
@@ -82,7 +81,7 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
             Array.Fill(preScale, 1f);
             Array.Fill(postScale, 1f);
             int selected = 0;
-            bool doPost = post && s.PostWhy is null;
+            bool doPost = post && top > 0 && s.PostWhy is null;
             float[]? pk = doPost ? Merge(s.A.Keys!.Sources.Select(src => postMax[Input(src).Name].Max)) : null;
             for (int h = 0; h < s.KvHeads; h++)
             {
@@ -107,11 +106,13 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
             var keysIo = s.A.Keys is { } ks ? ks.CacheOutputs.Concat(ks.CacheInputs).ToList() : [];
             cache.AddRange(keysIo);
             var applied = preScale.Where(v => v != 1).DefaultIfEmpty(1f).ToArray();
-            string preText = pre ? string.Create(CultureInfo.InvariantCulture, $"pre-RoPE pair scales in [{applied.Min():G3}, {applied.Max():G3}]")
+            string preText = pre
+                ? string.Create(CultureInfo.InvariantCulture, $"pre-RoPE pair scales in [{applied.Min():G3}, {applied.Max():G3}]")
                 : "no pre-RoPE scaling";
             string postText = doPost ? $"post-RoPE scaling on {selected} key channels (top {top} per head and their RoPE partners)"
                 : $"no post-RoPE scaling{(s.PostWhy is null ? "" : $": {s.PostWhy}")}";
-            ctx.Log.Add($"fireq_rope: {s.A.Name} ({s.A.Form}; {s.Q.Name}, {s.K.Name}; {s.QHeads} query heads over {s.KvHeads} KV heads of " +
+            ctx.Log.Add($"fireq_rope: {s.A.Name} ({s.A.Form}; {s.Q.Name}, {s.K.Name}; {s.QHeads} query heads over {s.KvHeads} KV " +
+                "heads of " +
                 $"{d}): {preText}; {postText}");
         }
         if (cache.Count > 0) ctx.Model.SetMetadata(KeyCacheScaleKey, string.Join(",", cache.Distinct()));
@@ -133,7 +134,8 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
     /// <summary>Per (head h, i &lt; d/2) at h·d/2 + i: max √(k_i² + k_{i+d/2}²) over the rows of a [tokens, heads·d] tensor.</summary>
     private static void PairMax(float[] pm, int d, ReadOnlySpan<float> data, int channels)
     {
-        if (pm.Length * 2 != channels) throw new InvalidOperationException($"k_proj output of {channels} channels, expected {pm.Length * 2}");
+        if (pm.Length * 2 != channels)
+            throw new InvalidOperationException($"k_proj output of {channels} channels, expected {pm.Length * 2}");
         int half = d / 2;
         for (int r = 0; r < data.Length / channels; r++)
         {
@@ -179,7 +181,8 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
         ScaleColumns(g, s.Q, qScale);
         ctx.Plan[s.K.Name].Transforms.Add("FireQ pre-RoPE key scaling per RoPE pair");
         ctx.Plan[s.Q.Name].Transforms.Add("FireQ pre-RoPE query scaling (the keys' inverse)");
-        foreach (var v in new[] { s.K.Node.Outputs[0]!, s.K.Output, s.Q.Node.Outputs[0]!, s.Q.Output }) ctx.Provenance.RecordTransformed(v.Name, "scaled");
+        foreach (var v in new[] { s.K.Node.Outputs[0]!, s.K.Output, s.Q.Node.Outputs[0]!, s.Q.Output })
+            ctx.Provenance.RecordTransformed(v.Name, "scaled");
     }
 
     private static void ScaleColumns(Graph g, LinearLayer l, float[] f)
@@ -218,21 +221,25 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
     private Site? Resolve(AttentionSite a, ModelMap map, out string? why)
     {
         why = null;
-        if (a.HeadDim is not { } hd || hd % 2 != 0) { why = a.HeadDim is null ? "head size unknown" : $"odd head size {a.HeadDim}"; return null; }
+        if (a.HeadDim is not { } hd || hd % 2 != 0)
+            { why = a.HeadDim is null ? "head size unknown" : $"odd head size {a.HeadDim}"; return null; }
         if (a.Keys is null) { why = a.KeysWhy; return null; }
         int d = (int)hd;
         var k = Upstream(Input(a.Keys.Sources[0]), map, keys, out var kRope);
         var q = Upstream(Input(a.Query), map, queries, out var qRope);
-        if (k is null || q is null) { why = $"no {(k is null ? "key" : "query")} projection matching {(k is null ? keys : queries)} found behind it"; return null; }
+        if (k is null || q is null)
+            { why = $"no {(k is null ? "key" : "query")} projection matching {(k is null ? keys : queries)} found behind it"; return null; }
         if (a.Keys.Sources.Skip(1).Any(src => !ReferenceEquals(Upstream(Input(src), map, keys, out _), k)))
             { why = "its key sources come from different projections"; return null; }
-        if (k.OutFeatures % d != 0 || q.OutFeatures % d != 0) { why = $"projection widths {q.OutFeatures}, {k.OutFeatures} are not whole heads of {d}"; return null; }
+        if (k.OutFeatures % d != 0 || q.OutFeatures % d != 0)
+            { why = $"projection widths {q.OutFeatures}, {k.OutFeatures} are not whole heads of {d}"; return null; }
         int kvh = (int)(k.OutFeatures / d), qh = (int)(q.OutFeatures / d);
         if (qh % kvh != 0) { why = $"{qh} query heads do not group over {kvh} KV heads"; return null; }
         if (k.Weight.Uses.Count != 1 || q.Weight.Uses.Count != 1) { why = "a projection's weight is shared"; return null; }
         if (kRope.Concat(qRope).FirstOrDefault(n => n.GetInt("interleaved", 0) != 0) is { } il)
             { why = $"{il.OpType} '{il.Name}' is interleaved (RoPE pairs (2i, 2i + 1), not (i, i + d/2))"; return null; }
-        string? postWhy = a.RopeInside ?? (kRope.Count == 0 && a.Form != "eager" ? "no RoPE found between the key projection and the attention" : null);
+        string? postWhy = a.RopeInside
+            ?? (kRope.Count == 0 && a.Form != "eager" ? "no RoPE found between the key projection and the attention" : null);
         return new Site(a, q, k, d, kvh, qh, postWhy);
     }
 
@@ -284,4 +291,6 @@ public sealed record FireqRopeOptions : PassOptions
 
     [Option("the key projections", Regex = true)]
     public string Keys { get; init; } = "k_proj$";
+
+    public override string? Check() => !Pre && (!Post || Top == 0) ? "pre and post are both off (or top is 0): nothing to scale" : null;
 }

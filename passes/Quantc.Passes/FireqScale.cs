@@ -76,7 +76,8 @@ public sealed class FireqScalePass(double gateUp, double down, double valueScale
         return sum.Select(v => v == 0 ? 1f : (float)(c / (v / count))).ToArray();
     }
 
-    private static void Apply(PassContext ctx, Graph g, IReadOnlyList<LinearLayer> readers, float[] s, double c, string via, Value[] changed)
+    private static void Apply(PassContext ctx, Graph g, IReadOnlyList<LinearLayer> readers, float[] s, double c, string via,
+        Value[] changed)
     {
         foreach (var r in readers)
         {
@@ -97,24 +98,58 @@ public sealed class FireqScalePass(double gateUp, double down, double valueScale
         foreach (var v in map.Linears.Where(l => Regex.IsMatch(l.Name, valueLayers)))
         {
             var region = HeadRegion.Follow(v, map, out string? why);
-            if (region is null) { ctx.Log.Add($"fireq_scale: {v.Name} not scaled by {valueScale}: {why}"); continue; }
+            var (readers, values, cacheIo) = region is not null
+                ? (region.Readers, region.Values, region.GraphOutputs.Concat(region.GraphInputs).ToList())
+                : ThroughAttention(v, map) is { } t ? t : default;
+            if (readers is null) { ctx.Log.Add($"fireq_scale: {v.Name} not scaled by {valueScale}: {why}"); continue; }
             float f = (float)valueScale;
             ScaleWeight(g, v, f, bias: true);
-            foreach (var o in region.Readers)
+            foreach (var o in readers)
             {
                 ScaleWeight(g, o, 1 / f, bias: false);
                 ctx.Plan[o.Name].Transforms.Add(string.Create(CultureInfo.InvariantCulture, $"FireQ: input × 1/{valueScale:G3}"));
             }
             ctx.Plan[v.Name].Transforms.Add(string.Create(CultureInfo.InvariantCulture, $"FireQ: output × {valueScale:G3}"));
-            foreach (var x in region.Values) if (!x.IsGraphOutput) ctx.Provenance.RecordTransformed(x.Name, "scaled");
-            cache.AddRange(region.GraphOutputs.Concat(region.GraphInputs));
+            foreach (var x in values) if (!x.IsGraphOutput) ctx.Provenance.RecordTransformed(x.Name, "scaled");
+            cache.AddRange(cacheIo);
             done++;
         }
         if (done == 0) { ctx.Log.Add($"fireq_scale: no layer matching {valueLayers} scaled by {valueScale}"); return; }
-        ctx.Log.Add(string.Create(CultureInfo.InvariantCulture, $"fireq_scale: {done} value projections × {valueScale:G3}, their readers × " +
+        ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
+            $"fireq_scale: {done} value projections × {valueScale:G3}, their readers × " +
             $"1/{valueScale:G3}{(cache.Count > 0 ? $"; value cache held × {valueScale:G3}: {string.Join(", ", cache)}" : "")}"));
         if (cache.Count > 0)
-            ctx.Model.SetMetadata(ValueCacheScaleKey, string.Create(CultureInfo.InvariantCulture, $"{valueScale:R}:{string.Join(",", cache)}"));
+            ctx.Model.SetMetadata(ValueCacheScaleKey,
+                string.Create(CultureInfo.InvariantCulture, $"{valueScale:R}:{string.Join(",", cache)}"));
+    }
+
+    /// <summary>
+    /// A scalar factor on the values passes through any attention, so where the heads cannot be followed (an ONNX Attention
+    /// fed 3-D tensors) it is enough that v_proj's output is read only as the values of one ONNX Attention or GroupQueryAttention
+    /// whose output only linear layers read: those, the values in between and the value cache (present out, past in).
+    /// </summary>
+    private static (List<LinearLayer> Readers, List<Value> Values, List<string> Cache)? ThroughAttention(LinearLayer v, ModelMap map)
+    {
+        if (v.Output.IsGraphOutput || v.Output.Uses.Count != 1) return null;
+        var (att, slot) = v.Output.Uses[0];
+        bool onnx = att.Is("Attention") && att.IsOnnxDomain, gqa = att.Is("GroupQueryAttention", "com.microsoft");
+        if (!(onnx || gqa) || slot != 2) return null;
+        var y = att.Outputs[0]!;
+        var readers = map.Readers(y).ToList();
+        if (readers.Count == 0 || readers.Count != y.Uses.Count || y.IsGraphOutput) return null;
+        int past = onnx ? 5 : 4;
+        var cache = new List<string>();
+        if (att.Outputs.Count > 2 && att.Outputs[2] is { } present)
+        {
+            if (present.Uses.Count > 0) return null;
+            if (present.IsGraphOutput) cache.Add(present.Name);
+        }
+        if (past < att.Inputs.Count && att.Inputs[past] is { } p)
+        {
+            if (!p.IsGraphInput || p.IsInitializer) return null;
+            cache.Add(p.Name);
+        }
+        return (readers, [v.Output], cache);
     }
 
     private static void ScaleWeight(Graph g, LinearLayer l, float f, bool bias)

@@ -43,7 +43,8 @@ public sealed class FireqWeightsPass(int groupSize, bool perTensor, IReadOnlyLis
                 continue;
             }
             if (group != groupSize)
-                plan.Reasons.Add($"fireq_weights: group size {group} instead of {groupSize}: in_features {k} is not a multiple of {groupSize}");
+                plan.Reasons.Add($"fireq_weights: group size {group} instead of {groupSize}: in_features {k} is not a multiple of " +
+                    $"{groupSize}");
             var kn = Weights.Read(l);
             var nk = new float[kn.Length];
             for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
@@ -60,7 +61,8 @@ public sealed class FireqWeightsPass(int groupSize, bool perTensor, IReadOnlyLis
             string limit = w.LimitExponent < 0 ? $"no t ≤ 2^{Int4Fp8.MaxExponent} passes 448"
                 : $"2^{w.LimitExponent} would take a group past 448";
             plan.Reasons.Add($"fireq_weights: int4 (group {group}) with float8 group scales, t = 2^{w.Exponent} " +
-                $"({(perTensor ? limit : "per_tensor off")}); {w.Underflow} of {w.Weight.Scales.Length} group scales below 2^-9 at t = 1, " +
+                $"({(perTensor ? limit : "per_tensor off")}); {w.Underflow} of {w.Weight.Scales.Length} group scales below 2^-9 at " +
+                "t = 1, " +
                 $"{w.UnderflowAtT} at t; float8 e4m3fn per-token activations");
             layers++;
             groups += w.Weight.Scales.Length;
@@ -70,7 +72,8 @@ public sealed class FireqWeightsPass(int groupSize, bool perTensor, IReadOnlyLis
         }
         if (layers == 0) { ctx.Log.Add($"fireq_weights: no linear layer quantized ({ctx.Map.Linears.Count} found, all excluded)"); return; }
         ctx.Log.Add($"fireq_weights: {layers} layers int4 × float8; t per layer: " +
-            $"{string.Join(", ", exponents.Select(kv => $"2^{kv.Key} ×{kv.Value}"))}; group scales below 2^-9: {under} of {groups} at t = 1, " +
+            $"{string.Join(", ", exponents.Select(kv => $"2^{kv.Key} ×{kv.Value}"))}; group scales below 2^-9: {under} of {groups} " +
+            "at t = 1, " +
             $"{underT} at the chosen t");
     }
 }

@@ -21,7 +21,8 @@ internal static class KvFp8
         Value s = e.Op("Div", "_scale", m, e.Float("_levels", levels));
         if (fp8Scales) s = LowerInt4Fp8Pass.CastPair(e, s, "_scale");
         s = e.Op("Max", "_scale_floor", s, e.Float("_floor", fp8Scales ? Int4Fp8.ScaleFloor : 1e-12f));
-        var q = e.Op("Clip", "_clip", e.Op("Round", "_round", e.Op("Div", "_div", xs, s)), e.Float("_lo", -levels - 1), e.Float("_hi", levels));
+        var rounded = e.Op("Round", "_round", e.Op("Div", "_div", xs, s));
+        var q = e.Op("Clip", "_clip", rounded, e.Float("_lo", -levels - 1), e.Float("_hi", levels));
         return e.Op("Mul", "_dq", q, s);
     }
 

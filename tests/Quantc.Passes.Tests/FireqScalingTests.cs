@@ -26,6 +26,8 @@ public sealed class FireqScalingTests(ITestOutputHelper log) : IDisposable
         { "ortgenai", "passes: [fireq_rope]" },
         { "torch", "passes: [{fireq_rope: {post: false}}]" },
         { "torch", "passes: [fireq_scale, fireq_rope]" },
+        // After fuse_attention: one ONNX Attention per layer, fed 3-D tensors by RotaryEmbedding.
+        { "torch", "passes: [fuse_norm, fuse_rope, fuse_attention, fireq_scale, fireq_rope]" },
     };
 
     [Theory]
@@ -84,13 +86,17 @@ public sealed class FireqScalingTests(ITestOutputHelper log) : IDisposable
         Assert.InRange(max, 4f, 12f);
     }
 
-    /// <summary>After fuse_attention (one ONNX Attention) there is no attention site to scale: refused with the reason, not a no-op.</summary>
+    /// <summary>An interleaved RotaryEmbedding pairs (2i, 2i + 1), not (i, i + d/2): every attention refused with the reason, nothing
+    /// changed, a notice instead of a silent no-op.</summary>
     [Fact]
-    public void FusedOnnxAttentionIsRefusedWithTheReason()
+    public void InterleavedRopeIsRefusedWithTheReason()
     {
-        using var m = LoadLlama(_dir, "torch", massive: false);
-        var ctx = RunRecipe(m, "passes: [fuse_rope, fuse_attention, fireq_rope]", Calibration(m, 2));
-        Assert.Contains(ctx.Log.Concat(ctx.Notices), l => l.StartsWith("fireq_rope: no attention found", StringComparison.Ordinal));
+        using var m = LoadLlama(_dir, "ortgenai", massive: false);
+        foreach (var n in m.Graph.Nodes.Where(n => n.OpType == "RotaryEmbedding")) n.SetAttribute("interleaved", 1L);
+        var ctx = RunRecipe(m, "passes: [fireq_rope]", Calibration(m, 2));
+        Assert.Equal(4, ctx.Log.Count(l => l.StartsWith("fireq_rope: ", StringComparison.Ordinal) && l.Contains("is interleaved", StringComparison.Ordinal)));
+        Assert.Contains(ctx.Notices, l => l.StartsWith("fireq_rope: none of 4 attentions could be scaled", StringComparison.Ordinal));
+        Assert.DoesNotContain(m.Graph.Nodes, n => n.Name.Contains("/fireq_", StringComparison.Ordinal));
     }
 
     /// <summary>

@@ -27,7 +27,8 @@ public sealed record Int4Fp8Weight(QuantizedWeight Weight, int Exponent, int Und
 /// per-tensor power-of-two multiplier t, and the reference of the GEMM that <c>ai.quantc.MatMulInt4Fp8</c> computes —
 /// activations float8 e4m3fn per token (scale absmax/448), weights dequantized to q·s and rounded to float8 e4m3fn,
 /// the products summed exactly (a float8 value is an integer multiple of 2^-9 below 2^18 of them, so every product is an
-/// integer multiple of 2^-18 below 2^36 of them, and a sum of up to 2^24 products is exact in 64-bit integers) and rounded once to float32, then times the token's scale and
+/// integer multiple of 2^-18 below 2^36 of them, and a sum of up to 2^24 products is exact in 64-bit integers) and rounded once
+/// to float32, then times the token's scale and
 /// divided by t. The exact sum makes the result independent of the summation order, so that every kernel can match it bit
 /// for bit; a kernel accumulating in float32 differs only by that accumulation's rounding.
 /// </summary>
