@@ -21,8 +21,9 @@ namespace Quantc.Passes;
 /// Both statistics come from one calibration run of the model as it is (one sequence per batch: the data loader's samples). The
 /// projections are found from the attention back through RoPE and the head reshapes; eager attention,
 /// com.microsoft GroupQueryAttention and ONNX Attention (GQA included); a GroupQueryAttention applying RoPE inside (do_rotary = 1)
-/// gets the pre-RoPE
-/// scaling only, an interleaved RotaryEmbedding neither — each refusal with its reason. Function-preserving for the logits; the key
+/// gets the pre-RoPE scaling only, as does an attention without RoPE on its key path (RotaryEmbedding, or the rotate-half form
+/// fuse_rope recognises: there the pair scales are plain per-channel scales, still exact), an interleaved RotaryEmbedding
+/// neither — each with its reason in the log. Function-preserving for the logits; the key
 /// cache holds the scaled keys (FireQ's INT4 cache stores them), recorded in the metadata (<c>quantc.key_cache_scale</c>).
 /// </summary>
 public sealed class FireqRopePass(bool pre, bool post, double target, int top, string queries, string keys) : IPass
@@ -238,19 +239,23 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
         if (k.Weight.Uses.Count != 1 || q.Weight.Uses.Count != 1) { why = "a projection's weight is shared"; return null; }
         if (kRope.Concat(qRope).FirstOrDefault(n => n.GetInt("interleaved", 0) != 0) is { } il)
             { why = $"{il.OpType} '{il.Name}' is interleaved (RoPE pairs (2i, 2i + 1), not (i, i + d/2))"; return null; }
+        // Without RoPE the pre-RoPE pair scales are plain per-channel scales (still exact); the post-RoPE step is for RoPE's outliers.
         string? postWhy = a.RopeInside
-            ?? (kRope.Count == 0 && a.Form != "eager" ? "no RoPE found between the key projection and the attention" : null);
+            ?? (kRope.Count == 0 ? "no RoPE (RotaryEmbedding or x·cos + rotate_half(x)·sin) found between the key projection and the " +
+                "attention" : null);
         return new Site(a, q, k, d, kvh, qh, postWhy);
     }
 
     /// <summary>The linear layer matching <paramref name="pattern"/> whose output reaches <paramref name="v"/> through at most 24
-    /// non-constant producers (RoPE, reshapes, transposes), and the RotaryEmbedding nodes on the way.</summary>
+    /// non-constant producers (RoPE, reshapes, transposes), and the RoPE on the way: RotaryEmbedding nodes, and the Adds of
+    /// fuse_rope's decomposed rotate-half form.</summary>
     private static LinearLayer? Upstream(Value v, ModelMap map, string pattern, out List<Node> rope)
     {
         rope = [];
         var byOutput = new Dictionary<Value, LinearLayer>(ReferenceEqualityComparer.Instance);
         foreach (var l in map.Linears.Where(l => Regex.IsMatch(l.Name, pattern))) byOutput[l.Output] = l;
         var seen = new HashSet<Value>(ReferenceEqualityComparer.Instance);
+        var tables = new Dictionary<Value, bool>(ReferenceEqualityComparer.Instance);
         var queue = new Queue<(Value V, int Depth)>([(v, 0)]);
         LinearLayer? found = null;
         while (queue.Count > 0)
@@ -264,7 +269,7 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
                 continue;
             }
             if (depth >= 24 || x.Producer is not { } p || x.IsGraphInput) continue;
-            if (p.OpType == "RotaryEmbedding") rope.Add(p);
+            if (p.OpType == "RotaryEmbedding" || (p.Is("Add") && FuseRopePass.Match(p, tables, out _) is not null)) rope.Add(p);
             foreach (var i in p.Inputs) if (i is not null && !Quantc.Ir.Patterns.Constants.IsConstant(i)) queue.Enqueue((i, depth + 1));
         }
         return found;

@@ -65,7 +65,7 @@ public sealed class FuseRopePass : IPass
     /// Add(Mul(x, cos), Mul(Concat(Neg(Slice(x, h:)), Slice(x, :h)), sin)) with cos/sin = Unsqueeze(Gather(table, positions), 1);
     /// null when <paramref name="add"/> is not shaped like it (with a reason when it nearly is).
     /// </summary>
-    private static (Value X, Value Cos, Value Sin, Value Positions, int Half)? Match(Node add, Dictionary<Value, bool> checkedTables,
+    internal static (Value X, Value Cos, Value Sin, Value Positions, int Half)? Match(Node add, Dictionary<Value, bool> checkedTables,
         out string? why)
     {
         why = null;
