@@ -9,7 +9,7 @@ namespace Quantc.Core.Numerics;
 /// </summary>
 /// <param name="Weight">The int4 values and the group scales (their float32 values, each an e4m3fn value).</param>
 /// <param name="Exponent">log2 t, in [0, <see cref="Int4Fp8.MaxExponent"/>].</param>
-/// <param name="Underflow">Groups whose scale max/7 falls below 2^-9 (the least e4m3fn value) at t = 1.</param>
+/// <param name="Underflow">Groups (not all zero) whose scale max/7 falls below 2^-9 (the least e4m3fn value) at t = 1.</param>
 /// <param name="UnderflowAtT">The same at the chosen t.</param>
 /// <param name="LimitExponent">The first exponent where some group's t·max passes 448 (the candidates stop before it); -1 when none
 /// up to <see cref="Int4Fp8.MaxExponent"/> does.</param>
@@ -120,7 +120,8 @@ public static class Int4Fp8
                 for (int j = gi * groupSize; j < (gi + 1) * groupSize; j++)
                     q[r * k + j] = (sbyte)Math.Clamp(MathF.Round(t * w[r * k + j] / s, MidpointRounding.ToEven), -8f, 7f);
             }
-        int under = max.Count(m => m < WMin), underT = max.Count(m => t * m < WMin);
+        // All-zero groups are exact at any scale: they are not counted as underflowing.
+        int under = max.Count(m => m > 0 && m < WMin), underT = max.Count(m => m > 0 && t * m < WMin);
         return new Int4Fp8Weight(new QuantizedWeight(QuantFormat.Int4, n, k, groupSize, q, scales), exponent, under, underT, limit);
     }
 
