@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "quantc/gemm.h"
+#include "quantc/gemm_fp8.h"
 #include "quantc/hadamard.h"
 #include "quantc/mamba.h"
 #include "quantc/quantize.h"
@@ -233,6 +234,38 @@ struct MatMulInt4Int8Op {
   int64_t group_;
 };
 
+// MatMulInt4Fp8(A: float[..., K], B: uint8[N, ceil(K/2)] (int4 pairs), B_scale: float8e4m3fn[N, K/group_size]) -> Y float[..., N]
+// (FireQ: A quantized to float8 per token inside, B dequantized to float8, output divided by 2^t_exponent; see README).
+struct MatMulInt4Fp8Op {
+  MatMulInt4Fp8Op(const OrtApi* api, const OrtKernelInfo* info)
+      : group_(attr_int(api, info, "group_size", 128)), t_exponent_(attr_int(api, info, "t_exponent", 0)) {}
+
+  void Compute(OrtKernelContext* ctx, const Tensor<float>& a, const Tensor<uint8_t>& b, const Tensor<Ort::Float8E4M3FN_t>& b_scale,
+               Tensor<float>& y) {
+    OnOrtPool pool(ctx);
+    const std::string op = "MatMulInt4Fp8";
+    auto as = a.Shape(), bs = b.Shape();
+    if (as.empty()) fail(op, "A must have at least one axis");
+    if (bs.size() != 2) fail(op, "B must be 2-D [N, ceil(K/2)], got " + shape_str(bs));
+    int64_t K = as.back(), N = bs[0];
+    if (bs[1] != (K + 1) / 2) fail(op, "A " + shape_str(as) + " and B " + shape_str(bs) + " disagree on K (B holds two int4 per byte)");
+    if (group_ <= 0 || K % group_) fail(op, "K = " + std::to_string(K) + " must be a multiple of group_size = " + std::to_string(group_));
+    if (b_scale.NumberOfElement() != N * (K / group_))
+      fail(op, "B_scale must be [N, K/group_size] = [" + std::to_string(N) + "," + std::to_string(K / group_) + "]");
+    auto ys = as;
+    ys.back() = N;
+    float* out = y.Allocate(ys);
+    try {
+      quantc::matmul_int4_fp8(a.Data(), b.Data(), reinterpret_cast<const uint8_t*>(b_scale.Data()), a.NumberOfElement() / K, N, K, group_,
+                              t_exponent_, out);
+    } catch (const std::invalid_argument& e) {
+      fail(op, e.what());
+    }
+  }
+
+  int64_t group_, t_exponent_;
+};
+
 // QSelectiveScan: Mamba's selective scan on int8 inputs with fp32 state (see README for the schema). T, the type of
 // the scales and of y, is float or float16; y_q (optional output 2) is y quantized to int8 with y_scale (input 14).
 template <typename T>
@@ -348,6 +381,7 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<Half>>("MatMulInt8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float>>("MatMulInt4Int8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<Half>>("MatMulInt4Int8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Fp8Op>("MatMulInt4Fp8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dOp>("QCausalConv1d", "CPUExecutionProvider"));

@@ -14,14 +14,19 @@ namespace Quantc.Passes;
 /// standard float ops (ReduceMin/ReduceMax/Round/Clip; ONNX's QuantizeLinear has no dynamic per-group
 /// scales), so the cache holds exactly the dequantized grid values a real int4/int8 cache would give back.
 /// The past is taken as already quantized (it was, when this model produced it). Run after
-/// <c>rotate_qk</c> to quantize the rotated keys (QuaRot's R3 + KV4). Not function-preserving.
+/// <c>rotate_qk</c> to quantize the rotated keys (QuaRot's R3 + KV4). With <c>symmetric</c> (FireQ's INT4 cache) the grid is
+/// symmetric instead: s = absmax/(2^(bits−1) − 1) per token and head, rounded to a float8 e4m3fn value with <c>fp8_scales</c>
+/// (floored at 2^-9 so that an all-zero group stays zero), x̂ = clip(round(x/s), −2^(bits−1), 2^(bits−1) − 1)·s; <c>fp8_queries</c>
+/// also rounds the queries to float8 e4m3fn per token and head (scale absmax/448), as FireQ's FP8 attention reads them.
+/// Not function-preserving.
 /// </summary>
-public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool values) : IPass
+public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool values, bool symmetric = false, bool fp8Scales = false,
+    bool fp8Queries = false) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<QuantizeKvOptions>("quantize_kv", PassKind.Lowering,
         "KV-cache quantization: new keys and values fake-quantized before the cache, asymmetric per token and head",
-        o => new QuantizeKvPass(o.Bits, o.ClipRatio, o.Keys, o.Values));
+        o => new QuantizeKvPass(o.Bits, o.ClipRatio, o.Keys, o.Values, o.Symmetric, o.Fp8Scales, o.Fp8Queries));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -33,6 +38,8 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
         if (sites.Count == 0)
             { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or " +
             "MultiHeadAttention)"); return; }
+        // Cast to float8 with saturate needs opset 19 (lower_qdq's 21, as the rest of the compile ends up with).
+        if ((fp8Scales || fp8Queries) && (ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
         foreach (var a in sites)
         {
             var done = new List<string>();
@@ -50,8 +57,14 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
                 else Quantize("keys", a.Keys, a.KeysWhy);
             }
             if (values) Quantize("values", a.Values, a.ValuesWhy);
+            if (fp8Queries && a.HeadDim is { } qd)
+            {
+                if (a.RopeInside is not null) ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) queries skipped: {a.RopeInside}");
+                else { KvFp8.Queries(ctx, g, a.Query, qd, a.QueryOneHeadLast, $"{a.Name}/query_fp8"); done.Add("queries float8"); }
+            }
             if (done.Count > 0)
-                ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} asymmetric per token and head " +
+                ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} " +
+                    $"{(symmetric ? $"symmetric{(fp8Scales ? " (float8 scales)" : "")}" : "asymmetric")} per token and head " +
                     $"({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
         }
     }
@@ -64,6 +77,14 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
         Value Op(string op, string suffix, params Value[] inputs) => e.Op(op, suffix, inputs);
         Value F(string suffix, float v) => e.Float(suffix, v);
         Value xs = oneHeadLast ? x : e.Reshape(x, [0, 0, -1, d], "/split");
+        if (symmetric)
+        {
+            Value yq = KvFp8.Symmetric(e, xs, bits, clipRatio, fp8Scales);
+            if (!oneHeadLast) yq = e.Reshape(yq, [0, 0, -1], "/merge");
+            ctx.Provenance.Record(yq.Name, x.Name);
+            slot.Node.SetInput(slot.InputIndex, yq);
+            return;
+        }
         var axes = e.Int64s("_axes", -1L);
         Value Reduce(string op) => e.ReduceLast(op, "_" + op, xs, axes);
         var zero = F("_zero", 0f);
@@ -100,5 +121,15 @@ public sealed record QuantizeKvOptions : PassOptions
     [Option("quantize the values")]
     public bool Values { get; init; } = true;
 
-    public override string? Check() => Bits is 4 or 8 ? null : $"parameter 'bits' = {Bits} must be 4 or 8";
+    [Option("symmetric grid per token and head (FireQ's INT4 cache) instead of asymmetric")]
+    public bool Symmetric { get; init; }
+
+    [Option("with symmetric: round the scales to float8 e4m3fn values (FireQ)")]
+    public bool Fp8Scales { get; init; }
+
+    [Option("also round the queries to float8 e4m3fn per token and head (FireQ's FP8 attention)")]
+    public bool Fp8Queries { get; init; }
+
+    public override string? Check() => Bits is not (4 or 8) ? $"parameter 'bits' = {Bits} must be 4 or 8"
+        : Fp8Scales && !Symmetric ? "fp8_scales needs symmetric: true" : null;
 }

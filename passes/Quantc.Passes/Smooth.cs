@@ -138,7 +138,7 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, string powerOfTwo
         return (int)MathF.Round(MathF.Log2(r.Max() / r.Min())) + 1;
     }
 
-    private static void DivideNorm(Graph g, NormInfo norm, float[] s)
+    internal static void DivideNorm(Graph g, NormInfo norm, float[] s)
     {
         var gamma = norm.Gamma.Initializer!.ToFloat32();
         for (int j = 0; j < gamma.Length; j++) gamma[j] /= s[j];
@@ -152,7 +152,7 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, string powerOfTwo
     }
 
     /// <summary>up's output column j (and bias j) divided by s_j.</summary>
-    private static void DivideColumns(Graph g, LinearLayer up, float[] s)
+    internal static void DivideColumns(Graph g, LinearLayer up, float[] s)
     {
         var w = Weights.Read(up);
         int k = (int)up.InFeatures, n = (int)up.OutFeatures;
@@ -169,7 +169,7 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, string powerOfTwo
 
     /// <summary>For x = Mul(a, up(·)) read only by <paramref name="l"/>, with up a linear layer whose output only feeds that Mul: the up
     /// projection.</summary>
-    private static LinearLayer? UpProjection(LinearLayer l, ModelMap map)
+    internal static LinearLayer? UpProjection(LinearLayer l, ModelMap map)
     {
         if (l.Input.Producer is not { } mul || !mul.Is("Mul") || l.Input.Uses.Count != 1) return null;
         foreach (var inp in mul.Inputs)

@@ -47,6 +47,18 @@ internal static class OrtRuns
     public static IReadOnlyList<long[]> EvalTokens(Model m, int n, int length) =>
         DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "eval.txt"), new DataOptions { SplitDocuments = false, SequenceLength = length, MaxSamples = n }).Tokens!;
 
+    /// <summary>The decode step after <paramref name="prefix"/> tokens: token <paramref name="next"/> at position prefix, the given past [1, 2, prefix, 32].</summary>
+    public static CalibrationSample DecodeStep(long next, int prefix, IEnumerable<KeyValuePair<string, float[]>> present)
+    {
+        var s = new CalibrationSample();
+        s.Inputs["input_ids"] = (new[] { next }, [1, 1]);
+        s.Inputs["attention_mask"] = (Enumerable.Repeat(1L, prefix + 1).ToArray(), [1, prefix + 1]);
+        s.Inputs["position_ids"] = (new[] { (long)prefix }, [1, 1]);
+        foreach (var (name, data) in present.Where(kv => kv.Key.StartsWith("present.", StringComparison.Ordinal)))
+            s.Inputs["past_key_values." + name["present.".Length..]] = (data, [1, 2, prefix, 32]);
+        return s;
+    }
+
     /// <summary>Every float output of one ORT run.</summary>
     public static Dictionary<string, float[]> Outputs(InferenceSession s, CalibrationSample sample)
     {

@@ -309,7 +309,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void EveryPassIsDeclaredOnceWithDocumentedOptions()
     {
         var registry = Builtins.Passes();
-        Assert.Equal(21, registry.All.Count);
+        Assert.Equal(25, registry.All.Count);   // 21 + FireQ's fireq_scale, fireq_rope, fireq_weights, lower_int4fp8
         foreach (var info in registry.All)
         {
             var pass = registry.Create(info.Name, new PassParameters(null, "test"));
@@ -328,6 +328,9 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
 
     [Theory]
     [InlineData("{smooth: {alpha: 1.5}}", "must be a number in [0, 1] or auto")]
+    [InlineData("{fireq_rope: {pre: false, post: false}}", "nothing to scale")]
+    [InlineData("{quantize_kv: {fp8_scales: true}}", "fp8_scales needs symmetric: true")]
+    [InlineData("{fireq_weights: {group_size: 4}}", "'group_size' = 4 must be at least 8")]
     [InlineData("{smooth: {alpha: 0.5, alpha_grid: [0.3]}}", "need alpha: auto")]
     [InlineData("{smooth: {alpha: auto, alpha_grid: [2]}}", "'alpha_grid' = 2 must be in [0, 1]")]
     [InlineData("{smooth: {alpha: NaN}}", "must be a number in [0, 1] or auto")]

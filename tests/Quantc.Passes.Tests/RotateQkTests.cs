@@ -30,17 +30,7 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
 
     private static PassContext Run(Model m, string recipeYaml, IReadOnlyList<CalibrationSample>? calibration = null) => RunRecipe(m, recipeYaml, calibration);
 
-    /// <summary>The decode step after <paramref name="prefix"/> tokens: token <paramref name="next"/> at position prefix, the given past [1, 2, prefix, 32].</summary>
-    private static CalibrationSample Step(long next, int prefix, IEnumerable<KeyValuePair<string, float[]>> present)
-    {
-        var s = new CalibrationSample();
-        s.Inputs["input_ids"] = (new[] { next }, [1, 1]);
-        s.Inputs["attention_mask"] = (Enumerable.Repeat(1L, prefix + 1).ToArray(), [1, prefix + 1]);
-        s.Inputs["position_ids"] = (new[] { (long)prefix }, [1, 1]);
-        foreach (var (name, data) in present.Where(kv => kv.Key.StartsWith("present.", StringComparison.Ordinal)))
-            s.Inputs["past_key_values." + name["present.".Length..]] = (data, [1, 2, prefix, 32]);
-        return s;
-    }
+    private static CalibrationSample Step(long next, int prefix, IEnumerable<KeyValuePair<string, float[]>> present) => DecodeStep(next, prefix, present);
 
     public static TheoryData<string, string, bool, double> Flavors => new()
     {

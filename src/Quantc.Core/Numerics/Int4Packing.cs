@@ -22,4 +22,18 @@ public static class Int4Packing
                 }
         return packed;
     }
+
+    /// <summary>
+    /// Packs int4 values ([N, K] row-major, each in [-8, 7]) into [N, ceil(K/2)] bytes in pairs: byte j of a row holds k = 2j in its
+    /// low nibble and k = 2j + 1 in its high nibble (ONNX's int4 order along each row; ai.quantc.MatMulInt4Fp8's layout).
+    /// </summary>
+    public static byte[] PackPairs(ReadOnlySpan<sbyte> w, int n, int k)
+    {
+        if (w.Length != n * k) throw new ArgumentException("values do not fill [N, K]");
+        int row = (k + 1) / 2;
+        var packed = new byte[n * row];
+        for (int r = 0; r < n; r++)
+            for (int j = 0; j < k; j++) packed[r * row + j / 2] |= (byte)((w[r * k + j] & 0xF) << ((j & 1) * 4));
+        return packed;
+    }
 }

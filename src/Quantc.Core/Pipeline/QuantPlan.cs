@@ -40,6 +40,10 @@ public sealed class LayerPlan(string name)
     /// in the graph. What the compile summary counts.</summary>
     public string? LoweredBy { get; set; }
 
+    /// <summary>FireQ's per-tensor power of two t = 2^e: <see cref="QuantizedWeight"/> stands for t·W and the lowering divides the
+    /// layer's output by t (0: none).</summary>
+    public int WeightExponent { get; set; }
+
     /// <summary>Function-preserving transforms applied to this layer (smoothed α=0.5, symmetrized, rotated...).</summary>
     public List<string> Transforms { get; } = [];
 

@@ -28,7 +28,8 @@ public sealed class CacheStream
 /// <summary>
 /// One attention found in a graph: eager attention (MatMul(Q, Kᵀ) → scale/mask → Softmax → MatMul(P, V), as
 /// torch exports it, with the keys and values followed back through repeat-kv, transpose and the cache
-/// Concat), com.microsoft GroupQueryAttention or MultiHeadAttention. The query enters at <see cref="Query"/>; keys and values
+/// Concat), com.microsoft GroupQueryAttention or MultiHeadAttention, or ONNX Attention (opset 23). The query enters at
+/// <see cref="Query"/>; keys and values
 /// are <see cref="Keys"/> and <see cref="Values"/>, or null with the reason.
 /// </summary>
 public sealed class AttentionSite
@@ -78,6 +79,7 @@ public sealed class AttentionSite
         {
             AttentionSite? s = n.Is("GroupQueryAttention", "com.microsoft") ? Contrib(n, taken, pastKey: 3)
                 : n.Is("MultiHeadAttention", "com.microsoft") ? Contrib(n, taken, pastKey: 6)
+                : n.Is("Attention") && n.IsOnnxDomain ? OnnxAttention(n, taken)
                 : n.Is("MatMul") ? Eager(n, taken, bySoftmax) : null;
             if (s is not null) sites.Add(s);
         }
@@ -95,7 +97,6 @@ public sealed class AttentionSite
         bool gqa = n.OpType == "GroupQueryAttention";
         long heads = n.GetInt("num_heads", 0), kvHeads = gqa ? n.GetInt("kv_num_heads", 0) : heads;
         Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
-        Value? Out(int i) => i < n.Outputs.Count ? n.Outputs[i] : null;
         long? d = In(pastKey)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd : null;
         string? common = heads <= 0 || kvHeads <= 0 ? (gqa ? "num_heads or kv_num_heads missing" : "num_heads missing")
             : In(1) is null || In(2) is null ? "packed QKV (no separate key and value inputs)"
@@ -104,21 +105,8 @@ public sealed class AttentionSite
             : In(1)!.Shape is { Length: not 3 } ks ? $"the key input has rank {ks.Length} (not [batch, sequence, hidden])"
             : d is null ? "the head size is unknown (past_key has no static last dimension)"
             : null;
-        CacheStream? Stream(int input, int past, int present, out string? why)
-        {
-            why = common;
-            if (why is not null) return null;
-            if (In(past) is { } p && !(p.IsGraphInput && !p.IsInitializer)) { why = $"past '{p.Name}' is not a graph input"; return null; }
-            if (Out(present) is { } o && (o.Uses.Count > 0 || !o.IsGraphOutput))
-                { why = $"present '{o.Name}' is read inside the graph"; return null; }
-            var s = new CacheStream { OneHeadLast = false };
-            s.Sources.Add(new Use(n, input));
-            if (In(past) is { } pp) s.CacheInputs.Add(pp.Name);
-            if (Out(present) is { } po) { s.CacheOutputs.Add(po.Name); s.Values.Add(po); }
-            return s;
-        }
-        var keys = Stream(1, pastKey, 1, out var kw);
-        var values = Stream(2, pastKey + 1, 2, out var vw);
+        var keys = FusedStream(n, 1, pastKey, 1, oneHeadLast: false, common, out var kw);
+        var values = FusedStream(n, 2, pastKey + 1, 2, oneHeadLast: false, common, out var vw);
         return new AttentionSite
         {
             Name = NameOf(n, taken), Form = n.OpType, Node = n, HeadDim = d,
@@ -126,6 +114,52 @@ public sealed class AttentionSite
             Keys = keys, KeysWhy = kw, Values = values, ValuesWhy = vw,
             RopeInside = n.GetInt("do_rotary", 0) != 0
                 ? "GroupQueryAttention applies RoPE inside (do_rotary = 1), so its query and key inputs are before RoPE" : null,
+        };
+    }
+
+    /// <summary>The keys (values) of a fused attention op: new ones at <paramref name="input"/>, the past graph input at
+    /// <paramref name="past"/>, the present graph output at <paramref name="present"/>; null with the reason (<paramref name="common"/>
+    /// first).</summary>
+    private static CacheStream? FusedStream(Node n, int input, int past, int present, bool oneHeadLast, string? common, out string? why)
+    {
+        Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
+        Value? Out(int i) => i < n.Outputs.Count ? n.Outputs[i] : null;
+        why = common;
+        if (why is not null) return null;
+        if (In(past) is { } p && !(p.IsGraphInput && !p.IsInitializer)) { why = $"past '{p.Name}' is not a graph input"; return null; }
+        if (Out(present) is { } o && (o.Uses.Count > 0 || !o.IsGraphOutput))
+            { why = $"present '{o.Name}' is read inside the graph"; return null; }
+        var s = new CacheStream { OneHeadLast = oneHeadLast };
+        s.Sources.Add(new Use(n, input));
+        if (In(past) is { } pp) s.CacheInputs.Add(pp.Name);
+        if (Out(present) is { } po) { s.CacheOutputs.Add(po.Name); s.Values.Add(po); }
+        return s;
+    }
+
+    /// <summary>
+    /// ONNX Attention (opset 23, what fuse_attention emits): Q, K, V at inputs 0–2, either [batch, heads, sequence, head_size]
+    /// or [batch, sequence, heads · head_size] with q_num_heads / kv_num_heads; past key / value at inputs 4 / 5 and present at
+    /// outputs 1 / 2, [batch, kv heads, total, head_size]. RoPE, if any, is applied before it.
+    /// </summary>
+    private static AttentionSite? OnnxAttention(Node n, HashSet<string> taken)
+    {
+        Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
+        long qh = n.GetInt("q_num_heads", 0), kvh = n.GetInt("kv_num_heads", 0);
+        bool threeD = qh > 0 && kvh > 0;
+        long? d = In(4)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd
+            : !threeD && In(1)?.Shape is { Length: 4 } ks && ks[3] is > 0 and var kd ? kd
+            : threeD && In(1)?.Shape is { Length: 3 } k3 && k3[2] is > 0 and var width && width % kvh == 0 ? width / kvh : null;
+        string? common = In(1) is null || In(2) is null ? "no separate key and value inputs"
+            : d is null ? "the head size is unknown (no static past_key or key shape)"
+            : In(1)!.Shape is { } kr && kr.Length != (threeD ? 3 : 4)
+                ? $"the key input has rank {kr.Length}, not {(threeD ? "3 (q_num_heads set)" : "4")}" : null;
+        var keys = FusedStream(n, 1, 4, 1, oneHeadLast: !threeD, common, out var kw);
+        var values = FusedStream(n, 2, 5, 2, oneHeadLast: !threeD, common, out var vw);
+        return new AttentionSite
+        {
+            Name = NameOf(n, taken), Form = "Attention", Node = n, HeadDim = d,
+            Query = new Use(n, 0), QueryOneHeadLast = !threeD,
+            Keys = keys, KeysWhy = kw, Values = values, ValuesWhy = vw,
         };
     }
 
