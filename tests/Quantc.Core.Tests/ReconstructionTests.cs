@@ -20,6 +20,8 @@ public class ReconstructionTests
     [InlineData(50, 300, 70)]
     [InlineData(6, 1, 16)]
     [InlineData(1, 5, 3)]
+    [InlineData(200, 70, 33)]
+    [InlineData(512, 512, 512)]
     public void ProductsMatchTheNaiveSum(int m, int k, int n)
     {
         var a = Random(m * k, 1);
@@ -253,7 +255,8 @@ public class ReconstructionTests
             plus[i] += 1e-5;
             minus[i] -= 1e-5;
             double fd = (Loss(plus) - Loss(minus)) / 2e-5;
-            Assert.True(Math.Abs(fd - grad[i]) <= 2e-3 * scale + 1e-3 * Math.Abs(fd), $"θ[{i}]: analytic {grad[i]}, finite difference {fd}");
+            Assert.True(Math.Abs(fd - grad[i]) <= 2e-3 * scale + 1e-3 * Math.Abs(fd),
+                $"θ[{i}]: analytic {grad[i]}, finite difference {fd}");
             checkedCount++;
         }
         Assert.True(checkedCount >= 30);
@@ -312,6 +315,6 @@ public class ReconstructionTests
             new RoundingSettings { Iterations = 4000, LearningRate = 1e-7, Patience = 2, MinImprovement = 1e-2 });
         Assert.True(o.StoppedEarly);
         Assert.True(o.Iterations < 4000);
-        Assert.True(o.Curve.Count >= 3);
+        Assert.Equal(2, o.Curve.Count);
     }
 }

@@ -11,7 +11,8 @@ public static class E4M3
     /// <summary>The largest finite value, 448.</summary>
     public const float Max = 448f;
 
-    /// <summary>The smallest normal value, 2⁻⁶: below it the grid is subnormal (spacing 2⁻⁹), with fewer significant bits.</summary>
+    /// <summary>The smallest normal value, 2⁻⁶: below it the grid is subnormal (spacing 2⁻⁹), with fewer significant
+    /// bits.</summary>
     public const float MinNormal = 1f / 64;
 
     private static readonly float[] Table = BuildTable();

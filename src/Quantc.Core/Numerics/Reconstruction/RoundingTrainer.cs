@@ -41,8 +41,9 @@ public sealed record RoundingSettings
     public bool ExpandMoments { get; init; } = true;
     public int MomentGroup { get; init; } = 128;
 
-    /// <summary>Early stop: the loss is averaged over windows of max(25, iterations / 40) steps; training stops after
-    /// <see cref="Patience"/> windows without a relative improvement of <see cref="MinImprovement"/> (0 patience: never).</summary>
+    /// <summary>Early stop: the error over every cached row is measured after each window of max(25, iterations / 40) steps and
+    /// the best parameters kept; training stops after <see cref="Patience"/> windows without a relative improvement of
+    /// <see cref="MinImprovement"/> on the best (0 patience: never).</summary>
     public int Patience { get; init; } = 8;
     public double MinImprovement { get; init; } = 1e-3;
 
@@ -51,7 +52,8 @@ public sealed record RoundingSettings
 }
 
 /// <summary>What learning one layer's rounding gave.</summary>
-/// <param name="Weight">The quantized weight kept (the learned one, or round-to-nearest's when learning did not lower the error).</param>
+/// <param name="Weight">The quantized weight kept (the learned one, or round-to-nearest's when learning did not lower the
+/// error).</param>
 /// <param name="RtnError">Relative output error ‖X̃Ŵᵀ − XWᵀ‖² / ‖XWᵀ‖² of round-to-nearest over every cached row.</param>
 /// <param name="LearnedError">The same for the learned rounding.</param>
 /// <param name="KeptRtn">Whether round-to-nearest was kept.</param>
@@ -59,7 +61,7 @@ public sealed record RoundingSettings
 /// <param name="StoppedEarly">Whether the early stop ended training before the last step.</param>
 /// <param name="Seconds">Wall time of the layer.</param>
 /// <param name="StateBytes">Bytes of Adam's moments.</param>
-/// <param name="Curve">Mean loss of each early-stop window, in order.</param>
+/// <param name="Curve">The relative error over every cached row at the end of each window, in order.</param>
 /// <param name="GemmGflops">Matrix-product throughput inside the loop (GFLOP/s).</param>
 public sealed record RoundingOutcome(QuantizedWeight Weight, double RtnError, double LearnedError, bool KeptRtn, int Iterations,
     bool StoppedEarly, double Seconds, long StateBytes, IReadOnlyList<double> Curve, double GemmGflops);
@@ -97,7 +99,12 @@ public static class RoundingTrainer
         var rng = new Random(s.Seed);
         var gemm = new GemmMeter();
         int window = Math.Max(25, s.Iterations / 40), strikes = 0, done = 0;
-        double best = double.MaxValue, sum = 0;
+        var rtnW = rtn.Dequantize();
+        double rtnErr = FullError(inputs, inputQuantizer, wArr, rtnW, rtn.N, rtn.K, gemm);
+        // The parameters with the lowest error over every cached row, checked at the end of each window (the straight-through
+        // gradient is biased and can drift once the easy roundings are fixed; the snapshot keeps the best point seen).
+        double best = rtnErr;
+        float[]? bestTheta = null;
         var curve = new List<double>();
         bool stopped = false;
         var order = Enumerable.Range(0, inputs.Count).ToArray();
@@ -114,26 +121,30 @@ public static class RoundingTrainer
             var (x, xq, t) = Gather(batch, rtn.K, inputQuantizer);
             layer.Forward();
             var gw = new float[rtn.N * rtn.K];
-            sum += Loss(x, xq, t, rtn.K, wArr, layer.Weights, rtn.N, gw, gemm);
+            Loss(x, xq, t, rtn.K, wArr, layer.Weights, rtn.N, gw, gemm);
             layer.Backward(gw, grad);
             adam.Step(layer.Theta, grad);
             done = it + 1;
-            if (done % window == 0)
+            if (done % window == 0 || done == s.Iterations)
             {
-                double mean = sum / window;
-                sum = 0;
-                curve.Add(mean);
-                if (mean < best * (1 - s.MinImprovement)) { best = mean; strikes = 0; }
-                else if (s.Patience > 0 && ++strikes >= s.Patience && done < s.Iterations) { stopped = true; break; }
+                layer.Forward();
+                double err = FullError(inputs, inputQuantizer, wArr, layer.Weights, rtn.N, rtn.K, gemm);
+                curve.Add(err);
+                if (err < best * (1 - s.MinImprovement)) strikes = 0;
+                else if (s.Patience > 0 && ++strikes >= s.Patience && done < s.Iterations) stopped = true;
+                if (err < best) { best = err; bestTheta = (float[])layer.Theta.Clone(); }
+                if (stopped) break;
             }
         }
-        layer.Forward();
-        double learned = FullError(inputs, inputQuantizer, wArr, layer.Weights, rtn.N, rtn.K, gemm);
-        var rtnW = rtn.Dequantize();
-        double rtnErr = FullError(inputs, inputQuantizer, wArr, rtnW, rtn.N, rtn.K, gemm);
-        bool keep = done > 0 && !(learned < rtnErr);
-        var result = done == 0 || keep ? rtn : layer.Result(rtn);
-        return new RoundingOutcome(result, rtnErr, keep ? rtnErr : learned, keep, done, stopped, clock.Elapsed.TotalSeconds,
+        bool keep = bestTheta is null;
+        if (!keep)
+        {
+            bestTheta!.CopyTo(layer.Theta, 0);
+            layer.Forward();
+        }
+        var result = keep ? rtn : layer.Result(rtn);
+        double learned = best;
+        return new RoundingOutcome(result, rtnErr, learned, keep && done > 0, done, stopped, clock.Elapsed.TotalSeconds,
             adam.StateBytes, curve, gemm.Gflops);
     }
 
