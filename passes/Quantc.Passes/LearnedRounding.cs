@@ -46,10 +46,7 @@ internal static class LearnedRoundingStep
         if (ctx.CalibrationData is not { Count: > 0 })
             throw new Quantc.Onnx.BadInputException($"{tag} learns the rounding from calibration data: give --calib DATA");
         var inputs = layers.GroupBy(l => l.Input.Name).ToDictionary(g => g.Key, g => (int)g.First().InFeatures, StringComparer.Ordinal);
-        long tokens = ctx.CalibrationData.Sum(s => s.Inputs.Values.Select(v => v.Shape.Aggregate(1L, (a, b) => a * Math.Max(b, 1)))
-            .DefaultIfEmpty(1).Max());
-        long maxSeq = ctx.CalibrationData.Max(s => s.Inputs.Values.Select(v => v.Shape.Aggregate(1L, (a, b) => a * Math.Max(b, 1)))
-            .DefaultIfEmpty(1).Max());
+        long tokens = ctx.CalibrationData.Sum(RowsOf), maxSeq = ctx.CalibrationData.Max(RowsOf);
         long cacheF32 = 4 * tokens * inputs.Values.Sum(k => (long)k);
         long cacheBytes = c.Fp8Cache ? cacheF32 / 4 + 4L * ctx.CalibrationData.Count * inputs.Count : cacheF32;
         var settingsOf = (LinearLayer l, bool q) => new RoundingSettings
@@ -115,6 +112,16 @@ internal static class LearnedRoundingStep
             $"{gflops / Math.Max(gemmLayers, 1):0.0} GFLOP/s; process peak working set " +
             $"{Mib(Process.GetCurrentProcess().PeakWorkingSet64)} MiB");
         return result;
+    }
+
+    /// <summary>Activation rows one calibration sample gives a layer: its token count (the token input's size), else the largest
+    /// input's size without its last (channel) dimension.</summary>
+    private static long RowsOf(Quantc.Core.Calibration.CalibrationSample s)
+    {
+        static long Count(long[] shape, int drop) => shape.Take(shape.Length - drop).Aggregate(1L, (a, b) => a * Math.Max(b, 1));
+        foreach (var (name, v) in s.Inputs)
+            if (Quantc.Core.Calibration.CalibrationInputs.IsTokenInput(name)) return Count(v.Shape, 0);
+        return s.Inputs.Values.Select(v => Count(v.Shape, v.Shape.Length > 0 ? 1 : 0)).DefaultIfEmpty(1).Max();
     }
 
     private static int GroupsOf(LayerPlan p, int k) => p.GroupSize > 0 ? k / p.GroupSize : 1;
