@@ -17,7 +17,7 @@ public sealed class LearnedRoundingTests(ITestOutputHelper log) : IDisposable
 
     private Model Load() => TestCompiler.TinyReference(_dir);
 
-    private static IReadOnlyList<CalibrationSample> Calibration(Model m, string file = "calib.txt", int n = 6) =>
+    private static IReadOnlyList<CalibrationSample> Calibration(Model m, string file = "calib.txt", int n = 4) =>
         DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, file),
             new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n }).Samples;
 
