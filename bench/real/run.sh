@@ -57,7 +57,7 @@ for r in $recipes; do
   compiled="$out/$r.onnx"
   start=$(date +%s.%N)
   if ! q compile "$model" --recipe "$r" --calib "$out/calib-tinystories.txt" --samples "$calib_samples" --seq-len "$seq" \
-      -o "$compiled" --no-verify --force > "$out/$r.compile.txt" 2>&1; then
+      -o "$compiled" --report "$out/$r.report.json" --no-verify --force > "$out/$r.compile.txt" 2>&1; then
     echo "| $r | refused: $(grep -m1 -E 'error|refus' "$out/$r.compile.txt" | cut -c1-120) ||||||||" >> "$table"
     continue
   fi

@@ -232,12 +232,12 @@ public sealed class RangesPass(RangeMethod method, double percentile) : IPass
 
 /// <summary>Weights: rounds every quantized layer's weight with RTN or GPTQ (GPTQ accumulates each layer's input Hessian over the
 /// calibration data).</summary>
-public sealed class WeightsPass(string method, double damp) : IPass
+public sealed class WeightsPass(string method, double damp, LearnedRoundingConfig? learned = null) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<WeightsOptions>("weights", PassKind.Decision,
         "round the weights",
-        o => new WeightsPass(o.Method, o.Damp))
+        o => new WeightsPass(o.Method, o.Damp, LearnedRoundingConfig.Of(o)))
         with { Contract = new([Facts.Formats, Facts.FloatLayers], [Facts.RoundedWeights], []) };
 
     public string Name => Info.Name;
@@ -249,6 +249,10 @@ public sealed class WeightsPass(string method, double damp) : IPass
             .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat.Grid is not null).ToList();
         Dictionary<string, double[]>? hessians = method == "gptq"
             ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList()) : null;
+        // Learned rounding reconstructs x·W of a MatMul/Gemm input; a Conv (its input is not the im2col rows) keeps RTN.
+        var learnedWeights = learned is null ? null
+            : LearnedRoundingStep.Run(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList(), learned,
+                Name);
         foreach (var l in layers)
         {
             var plan = ctx.Plan[l.Name];
@@ -271,9 +275,12 @@ public sealed class WeightsPass(string method, double damp) : IPass
                 plan.Reasons.Add("weights: RTN for a Conv (GPTQ's Hessian here is over the last axis of a MatMul's input)");
             plan.QuantizedWeight = hessians is not null && l.Conv is null
                 ? WeightQuantizer.Gptq(nk, n, k, hessians[l.Input.Name], format, plan.GroupSize, damp)
+                : learnedWeights?.GetValueOrDefault(l.Name) is { } learnedWeight ? learnedWeight
                 : plan.WeightSymmetric ? WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize)
                 : WeightQuantizer.RtnAsymmetric(nk, n, k, format, plan.GroupSize);
-            plan.WeightMethod = hessians is not null && l.Conv is not null ? "rtn" : method;
+            if (learned is not null && l.Conv is not null)
+                plan.Reasons.Add($"weights: RTN for a Conv ({method} reconstructs a MatMul's x·W, not a convolution)");
+            plan.WeightMethod = (hessians is not null || learned is not null) && l.Conv is not null ? "rtn" : method;
         }
     }
 
@@ -357,9 +364,36 @@ public sealed record RangesOptions : PassOptions
 /// <summary>The options of <see cref="WeightsPass"/>.</summary>
 public sealed record WeightsOptions : PassOptions
 {
-    [Option("rounding: round to nearest, or GPTQ (Hessian-aware, needs calibration data)", Choices = "rtn|gptq")]
+    [Option("rounding: round to nearest, GPTQ (Hessian-aware), or FlexRound / LRQ (learned by layer-wise reconstruction); all but rtn " +
+        "need calibration data", Choices = "rtn|gptq|flexround|lrq")]
     public string Method { get; init; } = "rtn";
 
     [Option("GPTQ's damping, as a share of the Hessian's mean diagonal", Min = 0)]
     public double Damp { get; init; } = 0.01;
+
+    [Option("flexround/lrq: Adam steps per layer (the papers' 5000)", Min = 0)]
+    public int Iterations { get; init; } = 5000;
+
+    [Option("flexround/lrq: Adam's learning rate, cosine decay to 0 (0: the reference's — flexround 3e-3, lrq 9e-4, 5e-4 with " +
+        "quantized activations)", Min = 0)]
+    public double LearningRate { get; init; }
+
+    [Option("lrq: rank of L·U (0: min(N, K) / 4, the paper's 1024 for 4096-wide layers)", Min = 0)]
+    public int Rank { get; init; }
+
+    [Option("flexround/lrq: calibration sequences per step", Min = 1)]
+    public int Batch { get; init; } = 2;
+
+    [Option("flexround/lrq: seed of the batch order and of LRQ's U", Min = 0)]
+    public int Seed { get; init; }
+
+    [Option("flexround/lrq: COAT's FP8 e4m3 cache of the layers' inputs (one scale per tensor)")]
+    public bool Fp8Cache { get; init; } = true;
+
+    [Option("flexround/lrq: COAT's FP8 Adam moments (groups of 128, dynamic range expansion)")]
+    public bool Fp8Optimizer { get; init; } = true;
+
+    [Option("flexround/lrq: early stop after this many loss windows (iterations / 40 steps) without 0.1 % improvement (0: off)",
+        Min = 0)]
+    public int Patience { get; init; } = 8;
 }

@@ -23,6 +23,15 @@ internal static class TestCompiler
             Calibration = calibration is null ? null : new LoadedData(calibration, null, "test calibration", []),
         });
 
+    /// <summary>The reference model <paramref name="arch"/> (tiny, torch flavor) saved under <paramref name="dir"/> and loaded from
+    /// there.</summary>
+    public static Model TinyReference(DirectoryInfo dir, string arch = "llama")
+    {
+        var path = Path.Combine(dir.FullName, $"{arch}-{Guid.NewGuid():N}.onnx");
+        Quantc.Models.ReferenceModels.BuildAndSave(arch, "tiny", 0, "torch", path);
+        return Model.Load(path);
+    }
+
     /// <summary>Compiles <paramref name="m"/> in place, saves it under <paramref name="dir"/> and returns the saved model loaded again.</summary>
     public static Model CompileAndReload(DirectoryInfo dir, Model m, string recipe, IReadOnlyList<CalibrationSample>? calibration, out CompileResult result)
     {

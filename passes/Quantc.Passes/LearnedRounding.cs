@@ -1,0 +1,154 @@
+using System.Diagnostics;
+using System.Globalization;
+using Quantc.Core.Numerics;
+using Quantc.Core.Numerics.Reconstruction;
+using Quantc.Core.Pipeline;
+using Quantc.Ir.Analysis;
+
+namespace Quantc.Passes;
+
+/// <summary>What the weights pass needs to learn roundings (FlexRound / LRQ), from its options.</summary>
+public sealed record LearnedRoundingConfig(RoundingMethod Method, int Iterations, double LearningRate, int Rank, int Batch, int Seed,
+    bool Fp8Cache, bool Fp8Optimizer, int Patience)
+{
+    /// <summary>The configuration of <paramref name="o"/>, or null for the other methods.</summary>
+    public static LearnedRoundingConfig? Of(WeightsOptions o) => o.Method switch
+    {
+        "flexround" => new(RoundingMethod.FlexRound, o.Iterations, o.LearningRate, o.Rank, o.Batch, o.Seed, o.Fp8Cache, o.Fp8Optimizer,
+            o.Patience),
+        "lrq" => new(RoundingMethod.Lrq, o.Iterations, o.LearningRate, o.Rank, o.Batch, o.Seed, o.Fp8Cache, o.Fp8Optimizer, o.Patience),
+        _ => null,
+    };
+
+    /// <summary>The reference scripts' learning rates when none is given: FlexRound 3e-3; LRQ 9e-4 weight-only, 5e-4 with
+    /// quantized activations.</summary>
+    public double RateFor(bool quantizedInputs) => LearningRate > 0 ? LearningRate
+        : Method == RoundingMethod.FlexRound ? 3e-3 : quantizedInputs ? 5e-4 : 9e-4;
+}
+
+/// <summary>
+/// FlexRound / LRQ in the weights pass, layer-wise: each linear layer's calibration inputs are cached (COAT: float8 e4m3 with
+/// one scale per tensor, i.e. per calibration sequence), then its rounding is learned against ‖X̃Ŵᵀ − XWᵀ‖², X̃ being the input
+/// quantized as the runtime will (static integer activations) or X itself. Layers are independent (the float model's inputs).
+/// </summary>
+internal static class LearnedRoundingStep
+{
+    public static Dictionary<string, QuantizedWeight> Run(PassContext ctx, IReadOnlyList<LinearLayer> layers,
+        LearnedRoundingConfig c, string pass)
+    {
+        string tag = $"{pass} ({(c.Method == RoundingMethod.Lrq ? "lrq" : "flexround")})";
+        var result = new Dictionary<string, QuantizedWeight>(StringComparer.Ordinal);
+        if (layers.Count == 0)
+        {
+            ctx.Notice($"{tag}: no layer with integer weights to learn (the plan quantizes {ctx.Plan.Layers.Count} layers otherwise)");
+            return result;
+        }
+        if (ctx.CalibrationData is not { Count: > 0 })
+            throw new Quantc.Onnx.BadInputException($"{tag} learns the rounding from calibration data: give --calib DATA");
+        var inputs = layers.GroupBy(l => l.Input.Name).ToDictionary(g => g.Key, g => (int)g.First().InFeatures, StringComparer.Ordinal);
+        long tokens = ctx.CalibrationData.Sum(RowsOf), maxSeq = ctx.CalibrationData.Max(RowsOf);
+        long cacheF32 = 4 * tokens * inputs.Values.Sum(k => (long)k);
+        long cacheBytes = c.Fp8Cache ? cacheF32 / 4 + 4L * ctx.CalibrationData.Count * inputs.Count : cacheF32;
+        var settingsOf = (LinearLayer l, bool q) => new RoundingSettings
+        {
+            Method = c.Method, Iterations = c.Iterations, LearningRate = c.RateFor(q), Rank = c.Rank, BatchSamples = c.Batch,
+            Seed = c.Seed, Fp8Moments = c.Fp8Optimizer, Patience = c.Patience,
+        };
+        long train = layers.Max(l => RoundingTrainer.EstimateBytes((int)l.OutFeatures, (int)l.InFeatures,
+            GroupsOf(ctx.Plan[l.Name], (int)l.InFeatures), settingsOf(l, false), maxSeq * c.Batch));
+        long weights = layers.Sum(l => l.InFeatures * l.OutFeatures);
+        ctx.Log.Add($"{tag}: memory estimate {Mib(cacheBytes + train)} MiB = input caches {Mib(cacheBytes)} MiB " +
+            $"({(c.Fp8Cache ? $"FP8 e4m3 per tensor; float32 would take {Mib(cacheF32)} MiB" : "float32")}, {inputs.Count} inputs × " +
+            $"{tokens} tokens) + training ≤ {Mib(train)} MiB ({(c.Fp8Optimizer ? "FP8 Adam moments" : "float32 Adam moments")}); " +
+            $"{layers.Count} layers, {weights / 1e6:0.###} M weights, {c.Iterations} steps each, batch {c.Batch} sequences");
+
+        var caches = inputs.Keys.ToDictionary(k => k, _ => new List<StoredMatrix>(), StringComparer.Ordinal);
+        ctx.Calibrate(inputs.Keys.ToList(), pass, (name, data, channels) =>
+        {
+            var m = c.Fp8Cache ? StoredMatrix.PerTensor(data, channels) : StoredMatrix.Float32(data, channels);
+            lock (caches[name]) caches[name].Add(m);
+        });
+        long heldBytes = caches.Values.Sum(l => l.Sum(m => m.Bytes));
+        var remaining = layers.GroupBy(l => l.Input.Name).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        var clock = Stopwatch.StartNew();
+        double gflops = 0, gemmLayers = 0, rtnSum = 0, learnedSum = 0;
+        int kept = 0, index = 0;
+        long maxState = 0;
+        foreach (var l in layers)
+        {
+            var plan = ctx.Plan[l.Name];
+            int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+            var kn = Weights.Read(l);
+            var nk = new float[kn.Length];
+            for (int j = 0; j < k; j++) for (int o = 0; o < n; o++) nk[o * k + j] = kn[j * n + o];
+            var format = plan.WeightFormat.Grid!;
+            var rtn = plan.WeightSymmetric ? WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize)
+                : WeightQuantizer.RtnAsymmetric(nk, n, k, format, plan.GroupSize);
+            var iq = InputQuantizerOf(plan);
+            var s = settingsOf(l, iq is not null) with { Seed = c.Seed + index++ };
+            var o2 = RoundingTrainer.Train(nk, rtn, caches[l.Input.Name], iq, s);
+            result[l.Name] = o2.Weight;
+            if (--remaining[l.Input.Name] == 0) caches[l.Input.Name].Clear();
+            gflops += o2.GemmGflops;
+            gemmLayers++;
+            rtnSum += o2.RtnError;
+            learnedSum += o2.LearnedError;
+            maxState = Math.Max(maxState, o2.StateBytes);
+            if (o2.KeptRtn) kept++;
+            string curve = string.Join(" → ", Sample(o2.Curve).Select(v => v.ToString("0.###e0", CultureInfo.InvariantCulture)));
+            string what = o2.KeptRtn
+                ? $"kept round-to-nearest (learned error {o2.LearnedError:0.###e0} not below RTN's {o2.RtnError:0.###e0})"
+                : $"output error {o2.RtnError:0.###e0} (RTN) → {o2.LearnedError:0.###e0} ({o2.LearnedError / o2.RtnError:0.###}×)";
+            plan.Reasons.Add($"{tag}: {what}, {o2.Iterations} steps{(o2.StoppedEarly ? " (early stop)" : "")}" +
+                $"{(iq is null ? "" : ", inputs quantized as at run time")}");
+            ctx.Log.Add($"{tag}: {l.Name} [{n}×{k}] {what}; {o2.Iterations} steps{(o2.StoppedEarly ? " (early stop)" : "")} " +
+                $"in {o2.Seconds:0.00} s; error by window {curve}; GEMM {o2.GemmGflops:0.0} GFLOP/s");
+        }
+        double secs = clock.Elapsed.TotalSeconds;
+        ctx.Log.Add($"{tag}: {layers.Count} layers in {secs:0.0} s ({secs / layers.Count:0.00} s per layer, " +
+            $"{secs / (weights / 1e6):0.0} s per 1 M weights); mean output error {rtnSum / layers.Count:0.###e0} (RTN) → " +
+            $"{learnedSum / layers.Count:0.###e0}; " +
+            $"{kept} layers kept RTN; caches held {Mib(heldBytes)} MiB, Adam moments ≤ {Mib(maxState)} MiB; GEMM mean " +
+            $"{gflops / Math.Max(gemmLayers, 1):0.0} GFLOP/s; process peak working set " +
+            $"{Mib(Process.GetCurrentProcess().PeakWorkingSet64)} MiB");
+        return result;
+    }
+
+    /// <summary>Activation rows one calibration sample gives a layer: its token count (the token input's size), else the largest
+    /// input's size without its last (channel) dimension.</summary>
+    private static long RowsOf(Quantc.Core.Calibration.CalibrationSample s)
+    {
+        static long Count(long[] shape, int drop) => shape.Take(shape.Length - drop).Aggregate(1L, (a, b) => a * Math.Max(b, 1));
+        foreach (var (name, v) in s.Inputs)
+            if (Quantc.Core.Calibration.CalibrationInputs.IsTokenInput(name)) return Count(v.Shape, 0);
+        return s.Inputs.Values.Select(v => Count(v.Shape, v.Shape.Length > 0 ? 1 : 0)).DefaultIfEmpty(1).Max();
+    }
+
+    private static int GroupsOf(LayerPlan p, int k) => p.GroupSize > 0 ? k / p.GroupSize : 1;
+
+    private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.##", CultureInfo.InvariantCulture);
+
+    private static IEnumerable<double> Sample(IReadOnlyList<double> curve)
+    {
+        if (curve.Count <= 5) return curve;
+        return Enumerable.Range(0, 5).Select(i => curve[(int)Math.Round(i * (curve.Count - 1) / 4.0)]);
+    }
+
+    /// <summary>The input's quantization as the lowering will emit it, for static integer activations (null otherwise: the loop then
+    /// reconstructs from float inputs).</summary>
+    private static InputQuantizer? InputQuantizerOf(LayerPlan plan)
+    {
+        if (!plan.ActivationFormat.IsInteger || plan.ActivationMode != ActivationMode.Static || plan.ActivationRange is not { } range)
+            return null;
+        var grid = plan.ActivationFormat.Grid!;
+        if (plan.ActivationFormat == NumberFormat.UInt8)
+        {
+            float lo = Math.Min(range.Lo, 0), hi = Math.Max(range.Hi, 0);
+            float scale = Math.Max((hi - lo) / 255f, 1e-12f);
+            return new InputQuantizer(scale, (int)MathF.Round(-lo / scale), (int)grid.Min, (int)grid.Max);
+        }
+        int levels = plan.ActivationFormat.SymmetricLevels;
+        float s = Math.Max(Math.Max(Math.Abs(range.Lo), Math.Abs(range.Hi)) / levels, 1e-12f);
+        return new InputQuantizer(s, 0, (int)grid.Min, (int)grid.Max);
+    }
+}

@@ -1,0 +1,170 @@
+namespace Quantc.Core.Numerics.Reconstruction;
+
+/// <summary>Which rounding parametrization is learned.</summary>
+public enum RoundingMethod
+{
+    /// <summary>FlexRound (Lee et al., ICML 2023): a free element-wise exponent matrix.</summary>
+    FlexRound,
+    /// <summary>LRQ (Lee et al., 2024): the exponent matrix as a low-rank product L·U.</summary>
+    Lrq,
+}
+
+/// <summary>
+/// The learnable rounding of one weight matrix W [N, K] (row n = output channel) on an integer grid, FlexRound's form:
+/// Ŵ = s1 · (clamp(⌊W ⊘ (s1 · S)⌉ + z, qmin, qmax) − z) with s1 = s1⁰·exp(a) per (row, group), S = exp(P + r + c): P [N, K]
+/// free (FlexRound) or L·U of rank r (LRQ), r per row and c per column, z the fixed zero point (0 when symmetric). All
+/// parameters start at 0 except LRQ's U (uniform ±1/√K, as LoRA-style initialisation), so the first weights are exactly
+/// round-to-nearest's (the division is by s1⁰ · 1). Gradients use the straight-through estimator: ⌊·⌉ passes the gradient,
+/// clamp stops it outside the grid.
+/// </summary>
+public sealed class RoundingLayer
+{
+    private readonly float[] _w, _s0;
+    private readonly int[] _zp;
+    private readonly int _qmin, _qmax, _groupSize;
+    private readonly float[] _what, _dp, _da, _expo;
+    private readonly sbyte[] _q;
+    private readonly float[]? _lu;
+
+    /// <summary>Output channels, input features, scale groups per row, LRQ rank (0 for FlexRound).</summary>
+    public int N { get; }
+    public int K { get; }
+    public int Groups { get; }
+    public int Rank { get; }
+    public RoundingMethod Method { get; }
+    public QuantFormat Format { get; }
+
+    /// <summary>The parameters, flat: a [N·Groups], r [N], c [K], then P [N·K] (FlexRound) or L [N·Rank], U [Rank·K] (LRQ).</summary>
+    public float[] Theta { get; }
+
+    /// <summary>Offsets of the parts in <see cref="Theta"/>.</summary>
+    public int OffsetR => N * Groups;
+    public int OffsetC => OffsetR + N;
+    public int OffsetP => OffsetC + K;
+    public int OffsetU => OffsetP + N * Rank;
+
+    /// <summary>Ŵ [N, K] as of the last <see cref="Forward"/>.</summary>
+    public float[] Weights => _what;
+
+    /// <summary>Starts from round-to-nearest's quantized weight <paramref name="rtn"/> of <paramref name="w"/> ([N, K]).</summary>
+    public RoundingLayer(ReadOnlySpan<float> w, QuantizedWeight rtn, RoundingMethod method, int rank, int seed)
+    {
+        if (rtn.Format.IsFloat) throw new ArgumentException("learned rounding is for integer grids");
+        N = rtn.N;
+        K = rtn.K;
+        if (w.Length != N * K) throw new ArgumentException("the weight and its quantized form differ in size");
+        Format = rtn.Format;
+        Method = method;
+        Groups = rtn.Groups;
+        _groupSize = rtn.GroupSize == 0 ? K : rtn.GroupSize;
+        Rank = method == RoundingMethod.Lrq ? Math.Clamp(rank, 1, Math.Min(N, K)) : 0;
+        _w = w.ToArray();
+        _s0 = (float[])rtn.Scales.Clone();
+        _zp = rtn.ZeroPoints is { } z ? z.Select(v => (int)v).ToArray() : new int[_s0.Length];
+        _qmin = (int)Format.Min;
+        _qmax = (int)Format.Max;
+        int length = OffsetP + (method == RoundingMethod.FlexRound ? N * K : N * Rank + Rank * K);
+        Theta = new float[length];
+        if (method == RoundingMethod.Lrq)
+        {
+            // L = 0, U ~ U(±1/√K): S = 1 at the start while U's gradient path is open.
+            var rng = new Random(seed);
+            float bound = 1f / MathF.Sqrt(K);
+            for (int i = OffsetU; i < length; i++) Theta[i] = (float)(rng.NextDouble() * 2 - 1) * bound;
+            _lu = new float[N * K];
+        }
+        _what = new float[N * K];
+        _q = new sbyte[N * K];
+        _dp = new float[N * K];
+        _da = new float[N * K];
+        _expo = new float[K];
+    }
+
+    /// <summary>Learned parameters (all but U's fixed initial part count).</summary>
+    public int ParameterCount => Theta.Length;
+
+    /// <summary>Computes Ŵ and the factors its gradient needs from <see cref="Theta"/>.</summary>
+    public void Forward()
+    {
+        if (_lu is not null)
+        {
+            var l = Theta.AsSpan(OffsetP, N * Rank).ToArray();
+            var u = Theta.AsSpan(OffsetU, Rank * K).ToArray();
+            Gemm.Nn(l, u, _lu, N, Rank, K);
+        }
+        var theta = Theta;
+        for (int n = 0; n < N; n++)
+        {
+            float rn = theta[OffsetR + n];
+            var e = _expo.AsSpan();
+            for (int k = 0; k < K; k++)
+                e[k] = rn + theta[OffsetC + k] + (_lu is not null ? _lu[n * K + k] : theta[OffsetP + n * K + k]);
+            for (int g = 0; g < Groups; g++)
+            {
+                int gi = n * Groups + g;
+                float a = theta[gi], s0 = _s0[gi], s1 = a == 0 ? s0 : s0 * MathF.Exp(a);
+                int zp = _zp[gi];
+                for (int k = g * _groupSize; k < (g + 1) * _groupSize; k++)
+                {
+                    float x = e[k] + a;
+                    float div = x == 0 ? s0 : s0 * MathF.Exp(x);
+                    float y = _w[n * K + k] / div;
+                    double r = Math.Round((double)y, MidpointRounding.ToEven) + zp;
+                    bool inside = r >= _qmin && r <= _qmax;
+                    int q = (int)Math.Clamp(r, _qmin, _qmax);
+                    int i = n * K + k;
+                    _q[i] = (sbyte)q;
+                    _what[i] = s1 * (q - zp);
+                    _dp[i] = inside ? -s1 * y : 0f;                       // ∂Ŵ/∂(P, r, c)
+                    _da[i] = s1 * (q - zp - (inside ? y : 0f));            // ∂Ŵ/∂a
+                }
+            }
+        }
+    }
+
+    /// <summary>The gradient of the loss with respect to <see cref="Theta"/> from its gradient <paramref name="gw"/> with respect to
+    /// Ŵ (straight-through), as of the last <see cref="Forward"/>.</summary>
+    public void Backward(float[] gw, float[] grad)
+    {
+        if (gw.Length != N * K || grad.Length != Theta.Length) throw new ArgumentException("gradient sizes");
+        Array.Clear(grad);
+        var gp = new float[N * K];
+        for (int n = 0; n < N; n++)
+        {
+            double rowSum = 0;
+            for (int g = 0; g < Groups; g++)
+            {
+                double ga = 0;
+                for (int k = g * _groupSize; k < (g + 1) * _groupSize; k++)
+                {
+                    int i = n * K + k;
+                    float v = gw[i] * _dp[i];
+                    gp[i] = v;
+                    rowSum += v;
+                    ga += gw[i] * _da[i];
+                    grad[OffsetC + k] += v;
+                }
+                grad[n * Groups + g] = (float)ga;
+            }
+            grad[OffsetR + n] = (float)rowSum;
+        }
+        if (_lu is null) { gp.CopyTo(grad, OffsetP); return; }
+        var l = Theta.AsSpan(OffsetP, N * Rank).ToArray();
+        var u = Theta.AsSpan(OffsetU, Rank * K).ToArray();
+        var gl = new float[N * Rank];
+        var gu = new float[Rank * K];
+        Gemm.Nt(gp, u, gl, N, K, Rank);       // ∂L = ∂P · Uᵀ
+        Gemm.Tn(l, gp, gu, Rank, N, K);       // ∂U = Lᵀ · ∂P
+        gl.CopyTo(grad, OffsetP);
+        gu.CopyTo(grad, OffsetU);
+    }
+
+    /// <summary>The quantized weight of the current parameters (call <see cref="Forward"/> first): the integers and s1 per group;
+    /// zero points unchanged.</summary>
+    public QuantizedWeight Result(QuantizedWeight rtn)
+    {
+        var scales = new float[_s0.Length];
+        for (int gi = 0; gi < scales.Length; gi++) scales[gi] = Theta[gi] == 0 ? _s0[gi] : _s0[gi] * MathF.Exp(Theta[gi]);
+        return rtn with { Values = (sbyte[])_q.Clone(), Scales = scales };
+    }
+}
