@@ -67,7 +67,10 @@ public static class LayerAnalysis
             map.Linears.Add(layer);
         }
         map.Refusals.AddRange(linearRefusals);
-        map.Mambas.AddRange(MambaRules.Find(graph, map.Linears, map.Refusals));
+        map.Mambas.AddRange(MambaRules.Find(graph, map.Linears.Where(l => l.Conv is null).ToList(), map.Refusals));
+        // A Mamba mixer's causal conv1d is the mixer's (lower_mamba), not a Conv layer.
+        var mixerConvs = map.Mambas.Select(b => b.Conv).ToHashSet(ReferenceEqualityComparer.Instance);
+        map.Linears.RemoveAll(l => l.Conv is not null && mixerConvs.Contains(l.Node));
         map.Ropes.AddRange(RopeRules.Find(graph, map.Refusals));
         var sorted = map.Refusals.OrderBy(r => position[r.Node!]).ToList();   // stable: graph order, then as found
         map.Refusals.Clear();
