@@ -202,6 +202,34 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(nodes, m.Graph.Nodes.Count);
     }
 
+    /// <summary>
+    /// After the prefix the model map still names each layer's past input and present output, and the same sources as
+    /// before it (the new keys / values, not the constant prefix, not the whole cache after repeat-kv): quantize_kv
+    /// fake-quantizes what this step computes and leaves the prefix exact.
+    /// </summary>
+    [Theory]
+    [InlineData("torch")]
+    [InlineData("ortgenai")]
+    public void TheMapSeesThroughThePrefix(string flavor)
+    {
+        using var m = LoadLlama(_dir, flavor);
+        static List<string> Sources(Quantc.Ir.Analysis.CacheStream? s) =>
+            [.. s!.Sources.Select(u => $"{u.Node.Name}#{u.InputIndex}")];
+        var before = Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph).Attention
+            .Select(a => (Keys: Sources(a.Keys), Values: Sources(a.Values))).ToList();
+        RunRecipe(m, "passes: [{prefix_tokens: {tokens: [256, 10]}}]");
+        var sites = Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph).Attention;
+        Assert.Equal(4, sites.Count);
+        for (int i = 0; i < 4; i++)
+            foreach (var (kind, stream, why) in new[] { ("key", sites[i].Keys, sites[i].KeysWhy), ("value", sites[i].Values, sites[i].ValuesWhy) })
+            {
+                Assert.True(stream is not null, why);
+                Assert.Equal([$"past_key_values.{i}.{kind}"], stream!.CacheInputs);
+                Assert.Equal([$"present.{i}.{kind}"], stream.CacheOutputs);
+                Assert.Equal(kind == "key" ? before[i].Keys : before[i].Values, Sources(stream));
+            }
+    }
+
     [Fact]
     public void BadTokenListIsABadInput()
     {

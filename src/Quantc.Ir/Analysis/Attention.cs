@@ -96,7 +96,10 @@ public sealed class AttentionSite
         long heads = n.GetInt("num_heads", 0), kvHeads = gqa ? n.GetInt("kv_num_heads", 0) : heads;
         Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
         Value? Out(int i) => i < n.Outputs.Count ? n.Outputs[i] : null;
-        long? d = In(pastKey)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd : null;
+        // A prefix of constant keys/values (PrefixCache) may stand between the past inputs and the op, and after its present outputs.
+        Value? Past(int i) => PrefixCache.PastBehind(In(i)) ?? In(i);
+        Value? Present(int i) => Out(i) is { } o && PrefixCache.PresentAfter(o) is { } after ? after : Out(i);
+        long? d = Past(pastKey)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd : null;
         string? common = heads <= 0 || kvHeads <= 0 ? (gqa ? "num_heads or kv_num_heads missing" : "num_heads missing")
             : In(1) is null || In(2) is null ? "packed QKV (no separate key and value inputs)"
             : !gqa && In(3) is not null
@@ -108,13 +111,13 @@ public sealed class AttentionSite
         {
             why = common;
             if (why is not null) return null;
-            if (In(past) is { } p && !(p.IsGraphInput && !p.IsInitializer)) { why = $"past '{p.Name}' is not a graph input"; return null; }
-            if (Out(present) is { } o && (o.Uses.Count > 0 || !o.IsGraphOutput))
+            if (Past(past) is { } p && !(p.IsGraphInput && !p.IsInitializer)) { why = $"past '{p.Name}' is not a graph input"; return null; }
+            if (Present(present) is { } o && (o.Uses.Count > 0 || !o.IsGraphOutput))
                 { why = $"present '{o.Name}' is read inside the graph"; return null; }
             var s = new CacheStream { OneHeadLast = false };
             s.Sources.Add(new Use(n, input));
-            if (In(past) is { } pp) s.CacheInputs.Add(pp.Name);
-            if (Out(present) is { } po) { s.CacheOutputs.Add(po.Name); s.Values.Add(po); }
+            if (Past(past) is { } pp) s.CacheInputs.Add(pp.Name);
+            if (Present(present) is { } po) { s.CacheOutputs.Add(po.Name); s.Values.Add(po); }
             return s;
         }
         var keys = Stream(1, pastKey, 1, out var kw);
@@ -234,6 +237,7 @@ public sealed class AttentionSite
         while (stack.Count > 0)
         {
             var (v, t, reader) = stack.Pop();
+            if (!t && PrefixCache.PastBehind(v) is { } behind) v = behind;   // constant prefix keys/values ahead of the past
             if (v.IsGraphInput && !v.IsInitializer)
             {
                 if (t) { st.Why = $"past '{v.Name}' enters transposed"; return null; }
@@ -293,7 +297,8 @@ public sealed class AttentionSite
                 if (t) { st.Why = $"'{v.Name}' ({n?.OpType ?? "input"}) is not a transposed key"; return null; }
                 long? d = LastOf(v);
                 if (d is null && reader.Node.Is("Concat"))
-                    d = reader.Node.Inputs.Where(i => i is not null && i.IsGraphInput && !i.IsInitializer).Select(i =>
+                    d = reader.Node.Inputs.Select(i => PrefixCache.PastBehind(i) ?? i).Where(i => i is not null && i.IsGraphInput &&
+                        !i.IsInitializer).Select(i =>
                         i!.Shape is { Length: > 0 } ps ? ps[^1] : null).FirstOrDefault(x => x is > 0);
                 if (d is null) { st.Why = $"cannot tell that '{v.Name}' ends in one head"; return null; }
                 if (!Head(d.Value, $"'{v.Name}'")) return null;
@@ -313,7 +318,10 @@ public sealed class AttentionSite
         foreach (var v in s.Values)
         {
             foreach (var u in v.Uses)
+            {
+                if (PrefixCache.IsPresentSlice(u.Node) && u.InputIndex == 0) { s.CacheOutputs.Add(u.Node.Output.Name); continue; }
                 if (!onPath.Contains(u.Node)) { st.Why = $"'{v.Name}' is also read by {u.Node.OpType} '{u.Node.Name}'"; return null; }
+            }
             if (v.IsGraphOutput) s.CacheOutputs.Add(v.Name);
         }
         return s;
@@ -343,8 +351,8 @@ public sealed class AttentionSite
                 (p.Is("Transpose") && p.GetInts("perm") is { Count: > 0 } perm &&
                 perm[^1] == perm.Count - 1)) { x = p.Inputs[0]; continue; }
             if (p.Is("Concat"))
-                return p.Inputs.Any(i => i is not null && i.IsGraphInput && !i.IsInitializer && i.Shape is { Length: > 0 } ps &&
-                    ps[^1] == shape[^1]);
+                return p.Inputs.Select(i => PrefixCache.PastBehind(i) ?? i).Any(i => i is not null && i.IsGraphInput && !i.IsInitializer &&
+                    i.Shape is { Length: > 0 } ps && ps[^1] == shape[^1]);
             return false;
         }
         return false;
