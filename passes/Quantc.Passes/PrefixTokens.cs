@@ -193,11 +193,35 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
                 foreach (int i in slots) g.SetOutput(i, slice.Output);
             }
         g.SortTopologically();
+        MarkTransformed(ctx, g, mask, positions, caches);
         ctx.Model.SetMetadata("quantc.prefix_tokens", string.Join(",", prefix));
         ctx.Log.Add($"prefix_tokens: {prefix.Count} prefix tokens [{string.Join(", ", prefix)}] in the KV cache of {caches.Count} attention " +
             $"layers (keys/values as initializers {string.Join(", ", kv.Values.First().Dims)}); attention mask extended, " +
             (positions is null ? "no position_ids input (positions follow the cache length)" : "position ids offset by " + o) +
             ", present outputs sliced after the prefix");
+    }
+
+    /// <summary>
+    /// Every tensor downstream of the mask, the positions or a past cache now carries the values of the original on
+    /// [prefix, x] (and the mask and caches are longer): recorded as transformed, so verify does not compare them with
+    /// the original's on x.
+    /// </summary>
+    private static void MarkTransformed(PassContext ctx, Graph g, Value mask, Value? positions, List<Caches> caches)
+    {
+        var seen = new HashSet<Value>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<Value>(caches.SelectMany(c => new[] { g[c.PastKey], g[c.PastValue] }).Append(mask));
+        if (positions is not null) stack.Push(positions);
+        while (stack.Count > 0)
+        {
+            var v = stack.Pop();
+            foreach (var u in v.Uses)
+                foreach (var o in u.Node.Outputs)
+                    if (o is not null && seen.Add(o))
+                    {
+                        if (!o.IsGraphOutput) ctx.Provenance.RecordTransformed(o.Name, "prefix");
+                        stack.Push(o);
+                    }
+        }
     }
 
     /// <summary>The float model's present keys and values on the prefix alone (empty past).</summary>
