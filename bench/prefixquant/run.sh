@@ -9,6 +9,7 @@ model=$1 calib=$2 eval=$3 out=$4 seq=${5:-128}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 q() { QUANTC_NO_BUILD=1 "$root/quantc" "$@"; }
 mkdir -p "$out"
+for t in tokenizer.model tokenizer.json; do [ -f "$(dirname "$model")/$t" ] && cp "$(dirname "$model")/$t" "$out/"; done
 row() {  # recipe reference verify.json prefix
     python3 - "$@" <<'PY'
 import json, sys

@@ -230,6 +230,50 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
             }
     }
 
+    /// <summary>
+    /// prefixquant-w8a8 on the tiny llama (calibration without BOS, as its recipe asks): rotations, the prefix (BOS, from
+    /// the tokenizer), static per-tensor int8 activations on every quantized layer, the graph fused; it runs in ONNX
+    /// Runtime with the original's inputs and outputs.
+    /// </summary>
+    [Fact]
+    public void PrefixQuantW8A8CompilesWithStaticPerTensorActivations()
+    {
+        using var m = LoadLlama(_dir, "torch");
+        var calib = Quantc.Core.Data.DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"),
+            new Quantc.Core.Data.DataOptions { SequenceLength = 64, MaxSamples = 4, Bos = false }).Samples;
+        Assert.DoesNotContain(calib, c => ((long[])c.Inputs["input_ids"].Data)[0] == 256);
+        var result = TestCompiler.Compile(m, "prefixquant-w8a8", calib);
+        foreach (var line in result.Context.Log.Where(l => l.StartsWith("prefix_tokens: ", StringComparison.Ordinal))) log.WriteLine(line);
+        Assert.Contains(result.Context.Log, l => l.StartsWith("prefix_tokens: 1 prefix tokens [256]", StringComparison.Ordinal));
+        var quantized = result.Context.Plan.Layers.Where(p => p.ActivationFormat == Quantc.Core.Pipeline.NumberFormat.Int8).ToList();
+        Assert.Equal(28, quantized.Count);
+        Assert.All(quantized, p => Assert.Equal(Quantc.Core.Pipeline.ActivationMode.Static, p.ActivationMode));
+        Assert.Equal(4, m.Graph.Nodes.Count(n => n.OpType == "Attention"));
+        using var compiled = Model.Load(Save(_dir, m));
+        using var s = OrtModel.CreateSession(compiled);
+        var logits = Outputs(s, CalibrationInputs.FromTokens(compiled.Graph, EvalTokens(compiled, 1, 24)[0]))["logits"];
+        Assert.Equal(24 * 257, logits.Length);
+        Assert.All(logits, v => Assert.True(float.IsFinite(v)));
+    }
+
+    /// <summary>Static int4 activations are the int4 grid on int8 storage: clipped to [−8s, 7s] before QuantizeLinear(s).</summary>
+    [Fact]
+    public void Int4ActivationsAreClippedToTheInt4Grid()
+    {
+        using var m = LoadLlama(_dir, "torch");
+        var calib = Calibration(m, 2);
+        TestCompiler.Compile(m, "passes: [{quantize: {weights: int8, activations: int4, mode: static}}, ranges, weights, lower_qdq]", calib);
+        var clips = m.Graph.Nodes.Where(n => n.OpType == "Clip" && n.Name.EndsWith("/act_clip", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(clips);
+        foreach (var clip in clips)
+        {
+            var q = Assert.Single(clip.Output.Uses, u => u.Node.OpType == "QuantizeLinear").Node;
+            float scale = q.Inputs[1]!.Initializer!.ToFloat32()[0];
+            Assert.Equal(-8 * scale, clip.Inputs[1]!.Initializer!.ToFloat32()[0], 6);
+            Assert.Equal(7 * scale, clip.Inputs[2]!.Initializer!.ToFloat32()[0], 6);
+        }
+    }
+
     [Fact]
     public void BadTokenListIsABadInput()
     {
