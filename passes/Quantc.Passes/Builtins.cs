@@ -21,7 +21,7 @@ public static class Builtins
         FoldNormPass.Info, SmoothPass.Info, SymmetrizePass.Info, OnlineHadamardPass.Info, RotateResidualPass.Info, RotateHeadPass.Info,
         RotateQkPass.Info, QuantizeKvPass.Info, QuantizePass.Info, SpikeMixedPass.Info, RangesPass.Info, WeightsPass.Info,
         LowerMatMulNBitsPass.Info, MambaRangesPass.Info, LowerMambaPass.Info, LowerQdqPass.Info, FuseAttentionPass.Info, FuseNormPass.Info,
-        FuseProjectionsPass.Info, FuseRopePass.Info, LowerW4A8Pass.Info, PrefixTokensPass.Info,
+        FuseProjectionsPass.Info, FuseRopePass.Info, LowerW4A8Pass.Info, PrefixTokensPass.Info, ClipSearchPass.Info,
     ];
 
     /// <summary>The built-in recipes by name: the YAML files in Recipes/, embedded in this assembly.</summary>
