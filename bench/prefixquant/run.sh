@@ -29,7 +29,9 @@ done
 for r in prefixquant-w8a8 prefixquant-w4a8kv4 prefixquant-w4a4kv4; do
     q compile "$model" --recipe "$r" --calib "$calib" --seq-len "$seq" --no-bos -o "$out/$r.onnx" --force --no-verify \
         --report "$out/$r.report.json" > "$out/$r.log" 2>&1
-    tokens=$(python3 -c "import json,sys; print(next(l for l in json.load(open(sys.argv[1]))['log'] if ' prefix tokens [' in l).split('[')[1].split(']')[0])" "$out/$r.report.json")
+    tokens=$(python3 -c "import json, sys
+log = json.load(open(sys.argv[1]))['log']
+print(next(l for l in log if ' prefix tokens [' in l).split('[')[1].split(']')[0])" "$out/$r.report.json")
     printf 'name: float-prefix\npasses:\n  - prefix_tokens: { tokens: [%s] }\n' "$tokens" > "$out/ref-$r.yaml"
     q compile "$model" --recipe "$out/ref-$r.yaml" -o "$out/ref-$r.onnx" --force --no-verify > "$out/ref-$r.log" 2>&1
     q verify "$out/ref-$r.onnx" "$out/$r.onnx" --data "$eval" --seq-len "$seq" --no-bos --json --no-layers > "$out/$r.verify.json" \

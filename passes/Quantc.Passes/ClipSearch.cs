@@ -31,7 +31,8 @@ public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows) : IPass
             return;
         }
         foreach (var l in layers.Where(l => ctx.Plan[l.Name].ActivationRange is null))
-            throw new Quantc.Onnx.BadInputException($"clip_search: {l.Name} has no activation range yet: put a ranges pass before clip_search");
+            throw new Quantc.Onnx.BadInputException(
+                $"clip_search: {l.Name} has no activation range yet: put a ranges pass before clip_search");
         var groups = layers.GroupBy(l => l.Input.Name).ToList();
         var sampler = new RowSampler([.. groups.Select(g => g.Key)], rows);
         ctx.Calibrate([.. groups.Select(g => g.Key)], Name, sampler.Observe);

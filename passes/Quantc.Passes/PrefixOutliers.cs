@@ -45,7 +45,8 @@ public sealed class PrefixOutliers
     /// <summary>Measures the inputs of the linear layers whose names match <paramref name="layers"/>.</summary>
     public static PrefixOutliers Measure(PassContext ctx, string pass, double eta, Func<string, bool> layers)
     {
-        var data = ctx.CalibrationData ?? throw new Quantc.Onnx.BadInputException($"pass '{pass}' needs calibration data: give --calib DATA");
+        var data = ctx.CalibrationData ??
+            throw new Quantc.Onnx.BadInputException($"pass '{pass}' needs calibration data: give --calib DATA");
         var result = new PrefixOutliers { SampleCount = data.Count };
         var byTensor = new Dictionary<string, Site>(StringComparer.Ordinal);
         foreach (var l in ctx.Map.Linears.Where(l => layers(l.Name)))

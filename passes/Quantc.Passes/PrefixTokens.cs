@@ -94,7 +94,8 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
         return prefix;
     }
 
-    /// <summary>The BOS of the model's tokenizer (the byte tokenizer's, or tokenizer.model / tokenizer.json beside it), null when none.</summary>
+    /// <summary>The BOS of the model's tokenizer (the byte tokenizer's, or tokenizer.model / tokenizer.json beside it), null when
+    /// none.</summary>
     private static long? TokenizerBos(Model model)
     {
         try { return Quantc.Core.Data.DataLoader.TokenizerFor(model).Bos; }
@@ -108,8 +109,8 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
     {
         var sites = ctx.Map.Attention;
         if (sites.Count == 0)
-            throw new BadInputException("prefix_tokens: no attention with a KV cache in the model map (eager attention, GroupQueryAttention or " +
-                "MultiHeadAttention); the prefix has nowhere to go");
+            throw new BadInputException("prefix_tokens: no attention with a KV cache in the model map (eager attention, " +
+                "GroupQueryAttention or MultiHeadAttention); the prefix has nowhere to go");
         var list = new List<Caches>();
         foreach (var a in sites)
         {
@@ -195,8 +196,8 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
         g.SortTopologically();
         MarkTransformed(ctx, g, mask, positions, caches);
         ctx.Model.SetMetadata("quantc.prefix_tokens", string.Join(",", prefix));
-        ctx.Log.Add($"prefix_tokens: {prefix.Count} prefix tokens [{string.Join(", ", prefix)}] in the KV cache of {caches.Count} attention " +
-            $"layers (keys/values as initializers {string.Join(", ", kv.Values.First().Dims)}); attention mask extended, " +
+        ctx.Log.Add($"prefix_tokens: {prefix.Count} prefix tokens [{string.Join(", ", prefix)}] in the KV cache of {caches.Count} " +
+            $"attention layers (keys/values as initializers {string.Join(", ", kv.Values.First().Dims)}); attention mask extended, " +
             (positions is null ? "no position_ids input (positions follow the cache length)" : "position ids offset by " + o) +
             ", present outputs sliced after the prefix");
     }

@@ -103,7 +103,8 @@ public static class Cli
         new("--no-doc-split") { Description = "read text as one token stream cut every --seq-len tokens, across blank-line document " +
             "boundaries (default: samples never span two documents)" };
 
-    /// <summary>--no-bos: text samples without the tokenizer's BOS (for models that carry it themselves, e.g. a PrefixQuant prefix).</summary>
+    /// <summary>--no-bos: text samples without the tokenizer's BOS (for models that carry it themselves, e.g. a PrefixQuant
+    /// prefix).</summary>
     internal static Option<bool> NoBosOption() =>
         new("--no-bos") { Description = "text samples without the tokenizer's BOS first (for a model whose built-in prefix starts with " +
             "it: prefix_tokens)" };

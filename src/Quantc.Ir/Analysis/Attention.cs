@@ -111,7 +111,8 @@ public sealed class AttentionSite
         {
             why = common;
             if (why is not null) return null;
-            if (Past(past) is { } p && !(p.IsGraphInput && !p.IsInitializer)) { why = $"past '{p.Name}' is not a graph input"; return null; }
+            if (Past(past) is { } p && !(p.IsGraphInput && !p.IsInitializer))
+                { why = $"past '{p.Name}' is not a graph input"; return null; }
             if (Present(present) is { } o && (o.Uses.Count > 0 || !o.IsGraphOutput))
                 { why = $"present '{o.Name}' is read inside the graph"; return null; }
             var s = new CacheStream { OneHeadLast = false };
