@@ -32,9 +32,10 @@ public sealed class ClipSearchTests(ITestOutputHelper log) : IDisposable
         {
             var m = System.Text.RegularExpressions.Regex.Match(line, @"^clip_search: (.+): clip ratio ([\d.]+) \(output error (.+)\)$");
             Assert.True(m.Success, line);
-            var errors = m.Groups[3].Value.Split(' ').Select(e => e.Split(':')).ToDictionary(p => double.Parse(p[0],
-                System.Globalization.CultureInfo.InvariantCulture), p => double.Parse(p[1], System.Globalization.CultureInfo.InvariantCulture));
-            double ratio = double.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);
+            var inv = System.Globalization.CultureInfo.InvariantCulture;
+            var errors = m.Groups[3].Value.Split(' ').Select(e => e.Split(':'))
+                .ToDictionary(p => double.Parse(p[0], inv), p => double.Parse(p[1], inv));
+            double ratio = double.Parse(m.Groups[2].Value, inv);
             Assert.Equal(errors.Values.Min(), errors[ratio]);
             if (ratio < 1) clipped++;
             foreach (var name in m.Groups[1].Value.Split(", "))

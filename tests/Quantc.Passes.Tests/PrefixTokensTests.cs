@@ -20,8 +20,10 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
 
     private static readonly long[] Prefix = [256, 10, 46];
 
-    /// <summary>Inputs of a batch of rows of equal length: ids, mask, positions (mask cumsum − 1, 0 on padding), past [b, 2, past, 32].</summary>
-    private static CalibrationSample Inputs(long[][] ids, long[][] mask, Dictionary<string, float[]>? past, int pastLen, long[]? positions = null)
+    /// <summary>Inputs of a batch of rows of equal length: ids, mask, positions (mask cumsum − 1, 0 on padding), past [b, 2,
+    /// past, 32].</summary>
+    private static CalibrationSample Inputs(long[][] ids, long[][] mask, Dictionary<string, float[]>? past, int pastLen,
+        long[]? positions = null)
     {
         int b = ids.Length, n = ids[0].Length, total = mask[0].Length;
         var s = new CalibrationSample();
@@ -152,7 +154,8 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         // The reference's positions count the prefix: mask cumsum − 1 over [prefix, row].
         var own = Inputs(ids, mask, null, 0);
         var pos = (long[])own.Inputs["position_ids"].Data;
-        var refPos = new[] { 0, 1 }.SelectMany(r => Enumerable.Range(0, o).Select(i => (long)i).Concat(pos.Skip(r * 30).Take(30).Select(p => p + o)))
+        var refPos = new[] { 0, 1 }.SelectMany(r => Enumerable.Range(0, o).Select(i => (long)i)
+                .Concat(pos.Skip(r * 30).Take(30).Select(p => p + o)))
             .ToArray();
         var reference = Outputs(a, Inputs(refIds, refMask, null, 0, refPos));
         var ownOut = Outputs(b, own);
@@ -182,7 +185,8 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         }
         Assert.Contains(ctx.Log, l => l.StartsWith("prefix_tokens: o = 1: prefix [256, 10] = BOS 256 (position 0 is an outlier) + 10 (",
             StringComparison.Ordinal));
-        Assert.Contains(ctx.Log, l => l.StartsWith("prefix_tokens: largest token max / median before the prefix", StringComparison.Ordinal));
+        Assert.Contains(ctx.Log, l => l.StartsWith("prefix_tokens: largest token max / median before the prefix",
+            StringComparison.Ordinal));
         Assert.Contains(ctx.Log, l => l.EndsWith("outliers per sample after position 0: 0.5 → 0.5", StringComparison.Ordinal));
         Assert.Equal("256,10", m.Metadata.Single(kv => kv.Key == "quantc.prefix_tokens").Value);
     }
@@ -221,7 +225,8 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         var sites = Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph).Attention;
         Assert.Equal(4, sites.Count);
         for (int i = 0; i < 4; i++)
-            foreach (var (kind, stream, why) in new[] { ("key", sites[i].Keys, sites[i].KeysWhy), ("value", sites[i].Values, sites[i].ValuesWhy) })
+            foreach (var (kind, stream, why) in new[] { ("key", sites[i].Keys, sites[i].KeysWhy),
+                ("value", sites[i].Values, sites[i].ValuesWhy) })
             {
                 Assert.True(stream is not null, why);
                 Assert.Equal([$"past_key_values.{i}.{kind}"], stream!.CacheInputs);
@@ -262,7 +267,8 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
     {
         using var m = LoadLlama(_dir, "torch");
         var calib = Calibration(m, 2);
-        TestCompiler.Compile(m, "passes: [{quantize: {weights: int8, activations: int4, mode: static}}, ranges, weights, lower_qdq]", calib);
+        TestCompiler.Compile(m,
+            "passes: [{quantize: {weights: int8, activations: int4, mode: static}}, ranges, weights, lower_qdq]", calib);
         var clips = m.Graph.Nodes.Where(n => n.OpType == "Clip" && n.Name.EndsWith("/act_clip", StringComparison.Ordinal)).ToList();
         Assert.NotEmpty(clips);
         foreach (var clip in clips)
