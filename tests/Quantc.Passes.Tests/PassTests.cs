@@ -311,7 +311,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void EveryPassIsDeclaredOnceWithDocumentedOptions()
     {
         var registry = Builtins.Passes();
-        Assert.Equal(21, registry.All.Count);
+        Assert.Equal(23, registry.All.Count);   // 21 + prefix_tokens, clip_search
         foreach (var info in registry.All)
         {
             var pass = registry.Create(info.Name, new PassParameters(null, "test"));
