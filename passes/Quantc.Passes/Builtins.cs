@@ -23,6 +23,7 @@ public static class Builtins
         LowerMatMulNBitsPass.Info, MambaRangesPass.Info, LowerMambaPass.Info, LowerQdqPass.Info, FuseAttentionPass.Info, FuseNormPass.Info,
         FuseProjectionsPass.Info, FuseRopePass.Info, LowerW4A8Pass.Info,
         FireqWeightsPass.Info, LowerInt4Fp8Pass.Info, FireqScalePass.Info, FireqRopePass.Info,
+        PrefixTokensPass.Info, ClipSearchPass.Info,
     ];
 
     /// <summary>The built-in recipes by name: the YAML files in Recipes/, embedded in this assembly.</summary>

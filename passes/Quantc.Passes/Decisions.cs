@@ -309,7 +309,8 @@ public sealed record QuantizeOptions : PassOptions
     [Option("weights per scale along K for per_group", Min = 1)]
     public int GroupSize { get; init; } = 128;
 
-    [Option("activation format (fp32: weight-only)", Choices = "int8|uint8|int6|fp8|fp32")]
+    [Option("activation format (fp32: weight-only; int6 and int4 are simulated: their grid on int8 storage and kernels)",
+        Choices = "int8|uint8|int6|int4|fp8|fp32")]
     public string Activations { get; init; } = "int8";
 
     [Option("static (calibrated per-tensor range) or dynamic (per-token scale at run time)", Choices = "static|dynamic")]

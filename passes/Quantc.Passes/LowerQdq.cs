@@ -255,10 +255,10 @@ public sealed class LowerQdqPass : IPass
         {
             var first = GraphOrder.FirstUser(g, x)!;
             Value src = x;
-            if (plan.ActivationFormat == NumberFormat.Int6)
+            if (plan.ActivationFormat == NumberFormat.Int6 || plan.ActivationFormat == NumberFormat.Int4)
             {
-                // The 6-bit grid on int8 storage: clipped to it first.
-                var grid = NumberFormat.Int6.Grid!;
+                // The 6-bit (4-bit) grid on int8 storage: clipped to it first.
+                var grid = plan.ActivationFormat.Grid!;
                 var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_lo"), [], [(float)grid.Min * scale]));
                 var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_hi"), [], [(float)grid.Max * scale]));
                 src = g.AddNode("Clip", [x, lo, hi], name: g.UniqueName(l.Name + "/act_clip"), before: first).Output;

@@ -103,6 +103,12 @@ public static class Cli
         new("--no-doc-split") { Description = "read text as one token stream cut every --seq-len tokens, across blank-line document " +
             "boundaries (default: samples never span two documents)" };
 
+    /// <summary>--no-bos: text samples without the tokenizer's BOS (for models that carry it themselves, e.g. a PrefixQuant
+    /// prefix).</summary>
+    internal static Option<bool> NoBosOption() =>
+        new("--no-bos") { Description = "text samples without the tokenizer's BOS first (for a model whose built-in prefix starts with " +
+            "it: prefix_tokens)" };
+
     internal static Option<bool> ForceOption() =>
         new("--force") { Description = "replace an existing output file even when it is not an earlier quantc output (inputs, devices " +
             "and folders are always refused)" };

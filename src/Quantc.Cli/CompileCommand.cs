@@ -31,11 +31,12 @@ internal static class CompileCommand
             "byte-tokenized models)" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
         var noDocSplit = Cli.NoDocSplitOption();
+        var noBos = Cli.NoBosOption();
         var force = Cli.ForceOption();
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes " +
             "that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
-            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, force };
+            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, noBos, force };
         cmd.SetAction(pr =>
         {
             string input = pr.GetValue(model) ?? Cli.DefaultModelPath();
@@ -71,7 +72,7 @@ internal static class CompileCommand
             {
                 calibration = DataLoader.Load(m, calibSpec,
                     new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples),
-                    SplitDocuments = !pr.GetValue(noDocSplit) });
+                    SplitDocuments = !pr.GetValue(noDocSplit), Bos = !pr.GetValue(noBos) });
                 foreach (var w in calibration.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             }
             // The held-out data is read now too (against the float model), so that a bad --data fails before the compile.
@@ -90,7 +91,8 @@ internal static class CompileCommand
                 if (spec is null) stderr.WriteLine("quantc: warning: no held-out data for verification (give --data); skipped");
                 else held = DataLoader.Load(m, spec,
                     new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(verifySamples),
-                    SplitDocuments = !pr.GetValue(noDocSplit), Seed = randomVerify ? RandomVerifySeed : new DataOptions().Seed });
+                    SplitDocuments = !pr.GetValue(noDocSplit), Bos = !pr.GetValue(noBos),
+                    Seed = randomVerify ? RandomVerifySeed : new DataOptions().Seed });
             }
 
             using var result = compiler.Compile(m, r, passes, new CompileOptions

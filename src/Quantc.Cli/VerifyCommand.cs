@@ -27,9 +27,10 @@ internal static class VerifyCommand
         var exact = new Option<bool>("--exact") { Description = "also evaluate the original in float64 and compare both models with it: " +
             "the float32 original's own error is the noise floor (standard ONNX ops only)" };
         var noDocSplit = Cli.NoDocSplitOption();
+        var noBos = Cli.NoBosOption();
         var force = Cli.ForceOption();
         var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled,
-            data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, noDocSplit, force };
+            data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, noDocSplit, noBos, force };
         cmd.SetAction(pr =>
         {
             CheckThreshold("--min-sqnr", pr.GetValue(minSqnr));
@@ -44,7 +45,7 @@ internal static class VerifyCommand
             string? stagedHtml = pr.GetValue(html) is { } htmlPath ? outputs.Add("--html", htmlPath, OutputKind.Html) : null;
             var loaded = DataLoader.Load(a, spec,
                 new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples),
-                SplitDocuments = !pr.GetValue(noDocSplit) });
+                SplitDocuments = !pr.GetValue(noDocSplit), Bos = !pr.GetValue(noBos) });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             if (pr.GetValue(maxPpl) is not null && (loaded.Tokens is null || !a.Graph.Outputs.Any(o => o.Name == "logits")))
                 throw new Quantc.Onnx.BadInputException("--max-ppl-increase needs token data (text or token ids) and a model with a " +

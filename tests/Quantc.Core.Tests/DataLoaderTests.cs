@@ -43,6 +43,20 @@ public sealed class DataLoaderTests : IDisposable
         return Model.Load(path);
     }
 
+    /// <summary>Bos = false (--no-bos): the same text, no BOS first, the sample filled with text instead.</summary>
+    [Fact]
+    public void TextWithoutBosStartsWithTheText()
+    {
+        using var m = TinyLm();
+        var path = Path.Combine(_dir.FullName, "t.txt");
+        File.WriteAllText(path, string.Concat(Enumerable.Repeat("The quick brown fox. ", 20)));
+        var d = DataLoader.Load(m, path, new DataOptions { SequenceLength = 16, MaxSamples = 2, Bos = false });
+        Assert.All(d.Tokens!, t => Assert.Equal(16, t.Length));
+        Assert.Equal("The quick brown ", string.Concat(d.Tokens![0].Select(t => (char)t)));
+        Assert.DoesNotContain(d.Tokens!.SelectMany(t => t), t => t == ByteTokenizer.BosId);
+        Assert.Contains("without BOS", d.Description, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void TextIsTokenizedIntoFixedLengthSamplesWithBos()
     {

@@ -160,8 +160,10 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(0, logits.NonFinite);
         // QuaRot's W4A8 is the weakest here (about 4 dB with down_proj, K = 344, in int4 groups of 8; 9.8 dB while it
         // stayed float).
-        Assert.True(logits.SqnrDb > 3, $"{recipe}: logits SQNR {logits.SqnrDb:0.00} dB");
-        double floor = recipe.StartsWith("quarot", StringComparison.Ordinal) ? 0.75 : 0.9;   // QuaRot measured 81–87 %, the rest ≥ 96 %
+        // PrefixQuant W4A4 (4-bit static per-tensor activations, simulated): 0.1–0.2 dB, top-1 59–64 % measured.
+        bool w4a4 = recipe.StartsWith("prefixquant-w4a4", StringComparison.Ordinal);
+        Assert.True(w4a4 || logits.SqnrDb > 3, $"{recipe}: logits SQNR {logits.SqnrDb:0.00} dB");
+        double floor = w4a4 ? 0.5 : recipe.StartsWith("quarot", StringComparison.Ordinal) ? 0.75 : 0.9;   // QuaRot measured 81–87 %, the rest ≥ 96 %
         Assert.True(r.Logits.Top1Agreement > floor, $"{recipe}: top-1 agreement {r.Logits.Top1Agreement:P1}");
         if (recipe.StartsWith("quarot", StringComparison.Ordinal))
             Assert.DoesNotContain(compiled.Graph.Nodes, n => n.Is("Transpose") && n.Inputs[0]?.Name == "model.embed_tokens.weight");
@@ -311,7 +313,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void EveryPassIsDeclaredOnceWithDocumentedOptions()
     {
         var registry = Builtins.Passes();
-        Assert.Equal(25, registry.All.Count);   // 21 + FireQ's fireq_scale, fireq_rope, fireq_weights, lower_int4fp8
+        Assert.Equal(27, registry.All.Count);   // 21 + FireQ's fireq_scale, fireq_rope, fireq_weights, lower_int4fp8 + prefix_tokens, clip_search
         foreach (var info in registry.All)
         {
             var pass = registry.Create(info.Name, new PassParameters(null, "test"));
@@ -499,7 +501,10 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     /// </summary>
     private static string? ExpectedRefusal(string arch, string recipe) => (arch, recipe) switch
     {
-        ("opt", _) when recipe.StartsWith("quarot", StringComparison.Ordinal) => "rotate_residual: cannot rotate the residual stream",
+        ("opt", _) when recipe.StartsWith("quarot", StringComparison.Ordinal) || recipe.StartsWith("prefixquant", StringComparison.Ordinal)
+            => "rotate_residual: cannot rotate the residual stream",
+        ("mamba", _) when recipe.StartsWith("prefixquant", StringComparison.Ordinal) && !recipe.EndsWith("-noprefix", StringComparison.Ordinal)
+            => "prefix_tokens: no attention with a KV cache",
         (not "mamba", _) when recipe.StartsWith("quamba", StringComparison.Ordinal) || recipe == "mamba-w8a8" => "mamba_ranges: no Mamba mixer found",
         _ => null,
     };
@@ -531,6 +536,15 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         // quarot-w4a8-portable quantizes the reference LLaMA's down_proj (K = 344, the engineered spike layers) to int4 with
         // group size 8 since issue 15 (it stayed float before, K not being a multiple of 32): 4.5–4.7 dB measured.
         double floor = recipe == "quarot-w4a8-portable" && arch == "llama" ? 4 : 5;
+        // PrefixQuant's 4-bit static per-tensor recipes against the reference models' token-id-triggered spikes (which a
+        // prefix cannot remove; bench/RESULTS.md "PrefixQuant"): W4A8KV4 measured 3.65 dB, W4A4KV4 −0.9 to 1 dB — no floor,
+        // the outputs must be finite.
+        if (recipe.StartsWith("prefixquant-w4", StringComparison.Ordinal))
+        {
+            Assert.Equal(0, r.Outputs.Single(o => o.Name == "logits").NonFinite);
+            if (recipe.Contains("w4a4", StringComparison.Ordinal)) return;
+            floor = 3;
+        }
         Assert.True(sqnr > floor, $"logits SQNR {sqnr:0.0} dB ≤ {floor} dB");
         Assert.True(r.Logits.Top1Agreement > 0.35, $"top-1 agreement {r.Logits.Top1Agreement:P1} ≤ 35 %");
     }

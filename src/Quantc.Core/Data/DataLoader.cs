@@ -24,6 +24,9 @@ public sealed record DataOptions
     /// text as one token stream cut into fixed-length samples.
     /// </summary>
     public bool SplitDocuments { get; init; } = true;
+
+    /// <summary>Text samples start with the tokenizer's BOS (when it has one); false: without (a model that carries it itself).</summary>
+    public bool Bos { get; init; } = true;
 }
 
 /// <summary>Model inputs made from a data argument, with the token ids (for perplexity) when the data is text or ids.</summary>
@@ -70,8 +73,9 @@ public static class DataLoader
             $"({e.Message})"); }
         if (text.Contains('\0')) throw new BadInputException($"{path}: not a text file (give .npy/.npz/.jsonl data for non-text input)");
         var tok = TokenizerFor(model);
-        int body = options.SequenceLength - (tok.Bos is null ? 0 : 1);
-        long[] Sample(long[] ids, int off, int take) => (tok.Bos is { } b ? new[] { b } : []).Concat(ids.Skip(off).Take(take)).ToArray();
+        long? bos = options.Bos ? tok.Bos : null;
+        int body = options.SequenceLength - (bos is null ? 0 : 1);
+        long[] Sample(long[] ids, int off, int take) => (bos is { } b ? new[] { b } : []).Concat(ids.Skip(off).Take(take)).ToArray();
         var seqs = new List<long[]>();
         if (!options.SplitDocuments)
         {
@@ -101,7 +105,7 @@ public static class DataLoader
             : $"{seqs.Count} samples of ≤ {options.SequenceLength} tokens ({full} full, {seqs.Sum(x => (long)x.Length)} tokens in all)";
         return FromIds(model, seqs, options with { MaxSamples = seqs.Count },
             $"{lengths} of {Path.GetFileName(path)} ({tok.Name} tokenizer; cut at blank-line document boundaries, {docs} " +
-                $"documents{(tok.Bos is null ? "" : ", BOS first in each sample")})", path);
+                $"documents{(bos is not null ? ", BOS first in each sample" : tok.Bos is null ? "" : ", without BOS")})", path);
     }
 
     /// <summary>The shortest last piece of a document kept as a sample (in tokens, before BOS).</summary>

@@ -97,7 +97,9 @@ public sealed class AttentionSite
         bool gqa = n.OpType == "GroupQueryAttention";
         long heads = n.GetInt("num_heads", 0), kvHeads = gqa ? n.GetInt("kv_num_heads", 0) : heads;
         Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
-        long? d = In(pastKey)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd : null;
+        // A prefix of constant keys/values (PrefixCache) may stand between the past inputs and the op.
+        Value? Past(int i) => PrefixCache.PastBehind(In(i)) ?? In(i);
+        long? d = Past(pastKey)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd : null;
         string? common = heads <= 0 || kvHeads <= 0 ? (gqa ? "num_heads or kv_num_heads missing" : "num_heads missing")
             : In(1) is null || In(2) is null ? "packed QKV (no separate key and value inputs)"
             : !gqa && In(3) is not null
@@ -122,8 +124,9 @@ public sealed class AttentionSite
     /// first).</summary>
     private static CacheStream? FusedStream(Node n, int input, int past, int present, bool oneHeadLast, string? common, out string? why)
     {
-        Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
-        Value? Out(int i) => i < n.Outputs.Count ? n.Outputs[i] : null;
+        // A prefix of constant keys/values (PrefixCache) may stand between the past inputs and the op, and after its present outputs.
+        Value? In(int i) => i < n.Inputs.Count ? PrefixCache.PastBehind(n.Inputs[i]) ?? n.Inputs[i] : null;
+        Value? Out(int i) => i < n.Outputs.Count && n.Outputs[i] is { } o ? PrefixCache.PresentAfter(o) ?? o : null;
         why = common;
         if (why is not null) return null;
         if (In(past) is { } p && !(p.IsGraphInput && !p.IsInitializer)) { why = $"past '{p.Name}' is not a graph input"; return null; }
@@ -268,6 +271,7 @@ public sealed class AttentionSite
         while (stack.Count > 0)
         {
             var (v, t, reader) = stack.Pop();
+            if (!t && PrefixCache.PastBehind(v) is { } behind) v = behind;   // constant prefix keys/values ahead of the past
             if (v.IsGraphInput && !v.IsInitializer)
             {
                 if (t) { st.Why = $"past '{v.Name}' enters transposed"; return null; }
@@ -315,7 +319,8 @@ public sealed class AttentionSite
                 if (t) { st.Why = $"'{v.Name}' ({n?.OpType ?? "input"}) is not a transposed key"; return null; }
                 long? d = LastOf(v);
                 if (d is null && reader.Node.Is("Concat"))
-                    d = reader.Node.Inputs.Where(i => i is not null && i.IsGraphInput && !i.IsInitializer).Select(i =>
+                    d = reader.Node.Inputs.Select(i => PrefixCache.PastBehind(i) ?? i).Where(i => i is not null && i.IsGraphInput &&
+                        !i.IsInitializer).Select(i =>
                         i!.Shape is { Length: > 0 } ps ? ps[^1] : null).FirstOrDefault(x => x is > 0);
                 if (d is null) { st.Why = $"cannot tell that '{v.Name}' ends in one head"; return null; }
                 if (!Head(d.Value, $"'{v.Name}'")) return null;
@@ -335,7 +340,10 @@ public sealed class AttentionSite
         foreach (var v in s.Values)
         {
             foreach (var u in v.Uses)
+            {
+                if (PrefixCache.IsPresentSlice(u.Node) && u.InputIndex == 0) { s.CacheOutputs.Add(u.Node.Output.Name); continue; }
                 if (!onPath.Contains(u.Node)) { st.Why = $"'{v.Name}' is also read by {u.Node.OpType} '{u.Node.Name}'"; return null; }
+            }
             if (v.IsGraphOutput) s.CacheOutputs.Add(v.Name);
         }
         return s;
@@ -363,8 +371,8 @@ public sealed class AttentionSite
         {
             if (p.Is("Unsqueeze") || p.Is("Expand") || (p.Is("Transpose") && HeadAxis.TransposeKeepsLast(p))) { x = p.Inputs[0]; continue; }
             if (p.Is("Concat"))
-                return p.Inputs.Any(i => i is not null && i.IsGraphInput && !i.IsInitializer && i.Shape is { Length: > 0 } ps &&
-                    ps[^1] == shape[^1]);
+                return p.Inputs.Select(i => PrefixCache.PastBehind(i) ?? i).Any(i => i is not null && i.IsGraphInput && !i.IsInitializer &&
+                    i.Shape is { Length: > 0 } ps && ps[^1] == shape[^1]);
             return false;
         }
         return false;
