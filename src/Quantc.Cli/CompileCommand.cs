@@ -36,7 +36,10 @@ internal static class CompileCommand
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes " +
             "that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
-            { model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, noBos, force };
+        {
+            model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, noBos,
+            force,
+        };
         cmd.SetAction(pr =>
         {
             string input = pr.GetValue(model) ?? Cli.DefaultModelPath();
