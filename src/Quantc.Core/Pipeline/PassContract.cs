@@ -41,11 +41,10 @@ public sealed record PassContract(IReadOnlyList<string> Needs, IReadOnlyList<str
     /// pass, to name who provides a missing fact.
     /// </summary>
     public static string? Check(IReadOnlyList<(string Where, string Name, PassContract Contract)> steps,
-        IReadOnlyCollection<PassInfo> all, string recipe)
+        IReadOnlyCollection<PassInfo> all)
     {
         var available = new Dictionary<string, string?>(StringComparer.Ordinal) { [Facts.FloatLayers] = null }; // fact → provider
         var gone = new Dictionary<string, string>(StringComparer.Ordinal);                                     // fact → who removed it
-        int lastFormats = -1, lastLowering = -1;
         for (int i = 0; i < steps.Count; i++)
         {
             var (where, name, c) = steps[i];
@@ -68,15 +67,25 @@ public sealed record PassContract(IReadOnlyList<string> Needs, IReadOnlyList<str
                 gone[stale] = place;
             }
             foreach (var fact in c.Provides) available[fact] = place;
-            if (c.Provides.Contains(Facts.Formats)) lastFormats = i;
-            if (c.Invalidates.Contains(Facts.FloatLayers)) lastLowering = i;
-        }
-        if (lastFormats >= 0 && lastLowering < lastFormats)
-        {
-            var lowerings = all.Where(p => p.EffectiveContract.Invalidates.Contains(Facts.FloatLayers)).Select(p => p.Name);
-            return $"{recipe}: {steps[lastFormats].Name} decides formats, but no later pass lowers them (add " +
-                $"{string.Join(", ", lowerings)} after it)";
         }
         return null;
+    }
+
+    /// <summary>
+    /// The notice for a recipe whose last format decision no later pass lowers (its layers stay float in the output), or null.
+    /// Not an error: a plan may be compiled only to be inspected (the compile summary then counts 0 quantized layers).
+    /// </summary>
+    public static string? Unlowered(IReadOnlyList<(string Name, PassContract Contract)> steps, IReadOnlyCollection<PassInfo> all)
+    {
+        int lastFormats = -1, lastLowering = -1;
+        for (int i = 0; i < steps.Count; i++)
+        {
+            if (steps[i].Contract.Provides.Contains(Facts.Formats)) lastFormats = i;
+            if (steps[i].Contract.Invalidates.Contains(Facts.FloatLayers)) lastLowering = i;
+        }
+        if (lastFormats < 0 || lastLowering > lastFormats) return null;
+        var lowerings = all.Where(p => p.EffectiveContract.Invalidates.Contains(Facts.FloatLayers)).Select(p => p.Name);
+        return $"{steps[lastFormats].Name} decided formats, but no later pass of the recipe lowers them: the layers stay float in " +
+            $"the output (add {string.Join(", ", lowerings)} after it)";
     }
 }

@@ -21,7 +21,7 @@ public sealed class PassManager(PassRegistry registry)
     {
         var passes = recipe.Steps.Select(s => registry.Create(s.Pass, s.Parameters)).ToList();
         var steps = recipe.Steps.Select(s => (s.Parameters.Where, s.Pass, registry.Find(s.Pass)!.EffectiveContract)).ToList();
-        if (PassContract.Check(steps, registry.All, recipe.Source) is { } problem) throw new Quantc.Onnx.BadInputException(problem);
+        if (PassContract.Check(steps, registry.All) is { } problem) throw new Quantc.Onnx.BadInputException(problem);
         return passes;
     }
 
@@ -30,6 +30,8 @@ public sealed class PassManager(PassRegistry registry)
         IProgress<(int Done, int Total)>? progress = null)
     {
         var timings = new List<PassTiming>();
+        var contracts = passes.Select(p => (p.Name, registry.Find(p.Name)?.EffectiveContract ?? PassContract.Default(p.Kind))).ToList();
+        if (PassContract.Unlowered(contracts, registry.All) is { } unlowered) context.Notice(unlowered);
         for (int i = 0; i < passes.Count; i++)
         {
             var pass = passes[i];
