@@ -29,6 +29,7 @@ if (args.Length >= 3 && args[0] == "replay" && Targets.Names.Contains(args[1]))
         catch (Exception e)
         {
             Console.Error.WriteLine($"quantc-fuzz: {args[1]}: {f}: {e.GetType().Name}: {e.Message}");
+            Console.Error.WriteLine(string.Join('\n', (e.StackTrace ?? "").Split('\n').Take(6)));
             return 1;
         }
     }

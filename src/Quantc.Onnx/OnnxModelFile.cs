@@ -117,6 +117,16 @@ public sealed class OnnxModelFile : IDisposable
     {
         string name = t.HasName && t.Name.Length > 0 ? $"tensor '{t.Name}'" : "unnamed tensor";
         string what = $"{name} ({where})";
+        try { ValidateTensorShaped(t, what, options); }
+        catch (OverflowException)
+        {
+            // Found by fuzzing (fuzz/regressions/model): dimensions whose product, or its size in bytes, passes 2^63.
+            throw new BadInputException($"{what}: shape [{string.Join(",", t.Dims)}] has more elements than can be addressed");
+        }
+    }
+
+    private void ValidateTensorShaped(TensorProto t, string what, OnnxReadOptions options)
+    {
         long count = 1;
         foreach (long d in t.Dims)
         {
@@ -149,7 +159,7 @@ public sealed class OnnxModelFile : IDisposable
 
         long have = TypedFieldCount(t, out long perElementUnits);
         // An all-empty typed tensor with nonzero element count is allowed by ONNX only when count == 0.
-        if (have != count * perElementUnits && !(have == 0 && count == 0))
+        if (have != checked(count * perElementUnits) && !(have == 0 && count == 0))
         {
             // Sub-byte types are packed two (or four) to an int32.
             if (bits < 8)
