@@ -161,8 +161,8 @@ public sealed class OnnxModelFile : IDisposable
         // An all-empty typed tensor with nonzero element count is allowed by ONNX only when count == 0.
         if (have != checked(count * perElementUnits) && !(have == 0 && count == 0))
         {
-            // Sub-byte types are packed two (or four) to an int32.
-            if (bits < 8)
+            // Sub-byte types are packed two (or four) to an int32 (strings have no bit width: found by fuzzing).
+            if (bits is > 0 and < 8)
             {
                 long packed = DataTypes.ByteSize(t.DataType, count);
                 if (have == packed) return;
