@@ -1,9 +1,11 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
 using Quantc.Ir.Analysis;
 using Quantc.Ir.Building;
+using Quantc.Onnx;
 
 namespace Quantc.Passes;
 
@@ -37,9 +39,10 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
     public PassKind Kind => Info.Kind;
 
     /// <summary>The metadata key naming the key-cache tensors held scaled.</summary>
-    public const string KeyCacheScaleKey = "quantc.key_cache_scale";
+    public const string KeyCacheScaleKey = CacheTransforms.KeyScaleKey;
 
-    private sealed record Site(AttentionSite A, LinearLayer Q, LinearLayer K, int D, int KvHeads, int QHeads, string? PostWhy);
+    private sealed record Site(AttentionSite A, LinearLayer Q, LinearLayer K, int D, int KvHeads, int QHeads, string? PostWhy,
+        List<Value> Scaled);
 
     public void Run(PassContext ctx)
     {
@@ -51,6 +54,9 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
                 "Attention)");
             return;
         }
+        if (ctx.Model.Metadata.FirstOrDefault(kv => kv.Key == CacheTransforms.KeyKey).Value is { } rotated)
+            throw new BadInputException($"fireq_rope: the model's key cache is already rotated ({CacheTransforms.KeyKey} = " +
+                $"'{rotated}'); a per-channel key scale does not commute with that rotation: run fireq_rope before rotate_qk or not at all");
         var sites = new List<Site>();
         foreach (var a in map.Attention)
         {
@@ -104,8 +110,9 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
             }
             if (pre) FoldPre(ctx, g, s, preScale);
             if (doPost) Online(ctx, g, s, postScale);
-            var keysIo = s.A.Keys is { } ks ? ks.CacheOutputs.Concat(ks.CacheInputs).ToList() : [];
-            cache.AddRange(keysIo);
+            var keysIo = s.A.Keys is { } ks ? ks.CacheOutputs.Concat(ks.CacheInputs).Distinct().ToList() : [];
+            if (keysIo.Count > 0)
+                cache.Add(CacheTransforms.KeyScaleGroup(s.KvHeads, d, preScale.Select((p, i) => p * postScale[i]).ToList(), keysIo));
             var applied = preScale.Where(v => v != 1).DefaultIfEmpty(1f).ToArray();
             string preText = pre
                 ? string.Create(CultureInfo.InvariantCulture, $"pre-RoPE pair scales in [{applied.Min():G3}, {applied.Max():G3}]")
@@ -116,7 +123,7 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
                 "heads of " +
                 $"{d}): {preText}; {postText}");
         }
-        if (cache.Count > 0) ctx.Model.SetMetadata(KeyCacheScaleKey, string.Join(",", cache.Distinct()));
+        if (cache.Count > 0) ctx.Model.SetMetadata(KeyCacheScaleKey, string.Join("|", cache));
     }
 
     private static Value Input(Use u) => u.Node.Inputs[u.InputIndex]!;
@@ -182,8 +189,8 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
         ScaleColumns(g, s.Q, qScale);
         ctx.Plan[s.K.Name].Transforms.Add("FireQ pre-RoPE key scaling per RoPE pair");
         ctx.Plan[s.Q.Name].Transforms.Add("FireQ pre-RoPE query scaling (the keys' inverse)");
-        foreach (var v in new[] { s.K.Node.Outputs[0]!, s.K.Output, s.Q.Node.Outputs[0]!, s.Q.Output })
-            ctx.Provenance.RecordTransformed(v.Name, "scaled");
+        foreach (var v in new[] { s.K.Node.Outputs[0]!, s.K.Output, s.Q.Node.Outputs[0]!, s.Q.Output }.Concat(s.Scaled))
+            if (!v.IsGraphOutput) ctx.Provenance.RecordTransformed(v.Name, "scaled");
     }
 
     private static void ScaleColumns(Graph g, LinearLayer l, float[] f)
@@ -226,11 +233,11 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
             { why = a.HeadDim is null ? "head size unknown" : $"odd head size {a.HeadDim}"; return null; }
         if (a.Keys is null) { why = a.KeysWhy; return null; }
         int d = (int)hd;
-        var k = Upstream(Input(a.Keys.Sources[0]), map, keys, out var kRope);
-        var q = Upstream(Input(a.Query), map, queries, out var qRope);
+        var k = Upstream(Input(a.Keys.Sources[0]), map, keys, out var kRope, out var kPath);
+        var q = Upstream(Input(a.Query), map, queries, out var qRope, out var qPath);
         if (k is null || q is null)
             { why = $"no {(k is null ? "key" : "query")} projection matching {(k is null ? keys : queries)} found behind it"; return null; }
-        if (a.Keys.Sources.Skip(1).Any(src => !ReferenceEquals(Upstream(Input(src), map, keys, out _), k)))
+        if (a.Keys.Sources.Skip(1).Any(src => !ReferenceEquals(Upstream(Input(src), map, keys, out _, out _), k)))
             { why = "its key sources come from different projections"; return null; }
         if (k.OutFeatures % d != 0 || q.OutFeatures % d != 0)
             { why = $"projection widths {q.OutFeatures}, {k.OutFeatures} are not whole heads of {d}"; return null; }
@@ -243,15 +250,17 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
         string? postWhy = a.RopeInside
             ?? (kRope.Count == 0 ? "no RoPE (RotaryEmbedding or x·cos + rotate_half(x)·sin) found between the key projection and the " +
                 "attention" : null);
-        return new Site(a, q, k, d, kvh, qh, postWhy);
+        return new Site(a, q, k, d, kvh, qh, postWhy, [.. kPath, .. qPath]);
     }
 
     /// <summary>The linear layer matching <paramref name="pattern"/> whose output reaches <paramref name="v"/> through at most 24
     /// non-constant producers (RoPE, reshapes, transposes), and the RoPE on the way: RotaryEmbedding nodes, and the Adds of
-    /// fuse_rope's decomposed rotate-half form.</summary>
-    private static LinearLayer? Upstream(Value v, ModelMap map, string pattern, out List<Node> rope)
+    /// fuse_rope's decomposed rotate-half form; <paramref name="path"/>: the values on the way that derive from the layer's output
+    /// (they carry its scaled channels; the cos/sin tables and positions do not).</summary>
+    private static LinearLayer? Upstream(Value v, ModelMap map, string pattern, out List<Node> rope, out List<Value> path)
     {
         rope = [];
+        path = [];
         var byOutput = new Dictionary<Value, LinearLayer>(ReferenceEqualityComparer.Instance);
         foreach (var l in map.Linears.Where(l => Regex.IsMatch(l.Name, pattern))) byOutput[l.Output] = l;
         var seen = new HashSet<Value>(ReferenceEqualityComparer.Instance);
@@ -272,6 +281,13 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
             if (p.OpType == "RotaryEmbedding" || ropeAdds.Contains(p)) rope.Add(p);
             foreach (var i in p.Inputs) if (i is not null && !Quantc.Ir.Patterns.Constants.IsConstant(i)) queue.Enqueue((i, depth + 1));
         }
+        if (found is null) return null;
+        var forward = new Stack<Value>([found.Output]);
+        var onPath = new HashSet<Value>(ReferenceEqualityComparer.Instance);
+        while (forward.Count > 0)
+            foreach (var (n, _) in forward.Pop().Uses)
+                foreach (var o in n.Outputs)
+                    if (o is not null && seen.Contains(o) && onPath.Add(o)) { path.Add(o); forward.Push(o); }
         return found;
     }
 }

@@ -29,7 +29,7 @@ public sealed class FireqScalePass(double gateUp, double down, double valueScale
     public PassKind Kind => Info.Kind;
 
     /// <summary>The metadata key naming the value-cache tensors held scaled: <c>FACTOR:NAME,NAME…</c>.</summary>
-    public const string ValueCacheScaleKey = "quantc.value_cache_scale";
+    public const string ValueCacheScaleKey = CacheTransforms.ValueScaleKey;
 
     public void Run(PassContext ctx)
     {

@@ -32,9 +32,9 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
     /// The metadata key naming the rotation the value cache is stored in: <c>HEAD_SIZE:SEED:NAME,NAME…</c>
     /// (groups joined by <c>|</c>; the present outputs, then the past inputs); the cache is x·diag(Q, …) with
     /// Q = <see cref="Rotation.Create"/>(HEAD_SIZE, SEED). <c>quantc verify</c> undoes it before comparing
-    /// those outputs (and applies it to a past it feeds); <see cref="CacheRotations"/> reads it.
+    /// those outputs (and applies it to a past it feeds); <see cref="CacheTransforms"/> reads it.
     /// </summary>
-    public const string CacheMetadataKey = CacheRotations.ValueKey;
+    public const string CacheMetadataKey = CacheTransforms.ValueKey;
 
     public void Run(PassContext ctx)
     {

@@ -16,7 +16,7 @@ namespace Quantc.Passes;
 /// better (<c>quantize_kv</c>). The keys are rotated where this step's keys enter (before the Concat with the
 /// past), so the key cache is held rotated: present.*.key comes out as k', and a past fed back must be k'
 /// too (the model's own present outputs are). The metadata says so (<c>quantc.key_cache_rotation</c>,
-/// read by <see cref="CacheRotations"/>; <c>quantc verify</c> undoes it). Eager attention (torch export)
+/// read by <see cref="CacheTransforms"/>; <c>quantc verify</c> undoes it). Eager attention (torch export)
 /// and com.microsoft GroupQueryAttention fed by separate RotaryEmbedding ops are handled; a
 /// GroupQueryAttention applying RoPE inside (do_rotary = 1) has no query or key after RoPE in the graph and is
 /// left alone, as is a head size without a Hadamard matrix — each with the reason in the log. Emits
@@ -34,13 +34,16 @@ public sealed class RotateQkPass(bool portable) : IPass
     public PassKind Kind => Info.Kind;
 
     /// <summary>The metadata key naming the key-cache tensors held rotated: <c>HEAD_SIZE:NAME,NAME…</c> (see <see
-    /// cref="CacheRotations"/>).</summary>
-    public const string CacheMetadataKey = CacheRotations.KeyKey;
+    /// cref="CacheTransforms"/>).</summary>
+    public const string CacheMetadataKey = CacheTransforms.KeyKey;
 
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
         var sites = ctx.Map.Attention;
+        if (ctx.Model.Metadata.FirstOrDefault(kv => kv.Key == CacheTransforms.KeyScaleKey).Value is { Length: > 0 })
+            throw new BadInputException($"rotate_qk: the model's key cache is already scaled per channel by fireq_rope " +
+                $"({CacheTransforms.KeyScaleKey}); the Hadamard rotation does not commute with that scale");
         if (sites.Count == 0)
             { ctx.Log.Add("rotate_qk: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or " +
             "MultiHeadAttention)"); return; }

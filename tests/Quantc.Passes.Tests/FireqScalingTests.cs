@@ -1,4 +1,7 @@
 using Quantc.Core.Calibration;
+using Quantc.Core.Numerics;
+using Quantc.Core.Verification;
+using Quantc.Onnx;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
 using Xunit.Abstractions;
@@ -84,6 +87,88 @@ public sealed class FireqScalingTests(ITestOutputHelper log) : IDisposable
         float max = key.Max(MathF.Abs);
         log.WriteLine($"present.0.key absmax after fireq_rope: {max}");
         Assert.InRange(max, 4f, 12f);
+    }
+
+    /// <summary>
+    /// quantc verify compares the caches in the original basis: the key cache's per-head, per-channel factors and the value cache's
+    /// 0.9 come from the metadata, present outputs are scaled back and a past fed to the compiled model is scaled into its basis (a
+    /// decode sample); the scaled q/k intermediates are left out of the per-layer table. Without the metadata the same comparison
+    /// reports the scaled caches as errors (the test can fail).
+    /// </summary>
+    [Theory]
+    [InlineData("torch")]
+    [InlineData("ortgenai")]
+    public void VerifyComparesTheScaledCachesInTheOriginalBasis(string flavor)
+    {
+        using var original = LoadLlama(_dir, flavor, massive: false);
+        using var m = LoadLlama(_dir, flavor, massive: false);
+        RunRecipe(m, "passes: [fireq_scale, fireq_rope]", Calibration(m, 4));
+        string path = Save(_dir, m);
+        using var compiled = Model.Load(path);
+        using var a = OrtModel.CreateSession(original);
+        var tokens = EvalTokens(original, 1, 21)[0];
+        var first = CalibrationInputs.FromTokens(original.Graph, tokens.AsSpan(0, 20));
+        var samples = new List<CalibrationSample> { first, DecodeStep(tokens[20], 20, Outputs(a, first)) };
+        var scaled = new[] { "present.0.key", "present.3.key", "present.0.value", "present.3.value" };
+
+        var r = Verifier.Run(original, compiled, samples, null, new VerifyOptions { PerLayer = true });
+        foreach (var o in r.Outputs)
+        {
+            log.WriteLine($"{flavor} {o.Name}: SQNR {o.SqnrDb:0.0} dB");
+            Assert.True(o.SqnrDb > 100, $"{o.Name}: SQNR {o.SqnrDb:0.0} dB");
+        }
+        // Intermediates held scaled (q/k between the projections and the attention) are left out, not reported as errors.
+        Assert.NotEmpty(r.Layers);
+        foreach (var l in r.Layers) Assert.True(l.SqnrDb > 100, $"{l.CompiledName} ({l.Op}): SQNR {l.SqnrDb:0.0} dB");
+
+        using var bare = Model.Load(path);
+        bare.SetMetadata(CacheTransforms.KeyScaleKey, "");
+        bare.SetMetadata(CacheTransforms.ValueScaleKey, "");
+        var unscaled = Verifier.Run(original, bare, [first], null, new VerifyOptions { PerLayer = false });
+        foreach (var name in scaled)
+        {
+            double db = unscaled.Outputs.Single(o => o.Name == name).SqnrDb;
+            log.WriteLine($"{flavor} {name} without the metadata: SQNR {db:0.0} dB");
+            Assert.True(db < 40, $"{name}: {db:0.0} dB although the cache is scaled");
+        }
+    }
+
+    /// <summary>The metadata's per-head key scale round-trips on both cache layouts; malformed entries are bad input.</summary>
+    [Fact]
+    public void CacheScalesRoundTripAndMalformedMetadataIsBadInput()
+    {
+        float[] f = [2, 4, 0.5f, 8, 1, 3, 5, 0.25f];   // 2 heads × 4 channels
+        var t = CacheTransforms.Of([KeyValuePair.Create(CacheTransforms.KeyScaleKey,
+            CacheTransforms.KeyScaleGroup(2, 4, f, ["k"])), KeyValuePair.Create(CacheTransforms.ValueScaleKey, "0.9:v")]);
+        var bhsd = Enumerable.Range(1, 24).Select(i => (float)i).ToArray();   // [1, 2, 3, 4]
+        var x = (float[])bhsd.Clone();
+        t.ToRotated("k", x, [1, 2, 3, 4]);
+        Assert.Equal(bhsd[13] * f[5], x[13]);   // head 1 (rows 3..5), channel 1
+        Assert.Equal(bhsd[2] * f[2], x[2]);
+        t.ToOriginal("k", x, [1, 2, 3, 4]);
+        Assert.Equal(bhsd, x);
+        var bsx = (float[])bhsd.Clone();   // [1, 3, 8]
+        t.ToRotated("k", bsx, [1, 3, 8]);
+        Assert.Equal(bhsd[13] * f[5], bsx[13]);
+        var v = new[] { 1f, 2f };
+        t.ToRotated("v", v);
+        Assert.Equal(0.9f, v[0], 6);
+        Assert.Throws<BadInputException>(() => t.ToRotated("k", new float[24], [1, 3, 2, 4]));
+        foreach (var bad in new[] { "2:4:1;2;3:k", "2:4:" + string.Join(";", Enumerable.Repeat("0", 8)) + ":k", "x:4:1:k" })
+            Assert.Throws<BadInputException>(() => CacheTransforms.Of([KeyValuePair.Create(CacheTransforms.KeyScaleKey, bad)]));
+        Assert.Throws<BadInputException>(() => CacheTransforms.Of([KeyValuePair.Create(CacheTransforms.ValueScaleKey, "NaN:v")]));
+    }
+
+    /// <summary>A key cache both rotated (rotate_qk) and scaled per channel (fireq_rope) cannot be undone: either order is refused.</summary>
+    [Fact]
+    public void RotatedAndScaledKeyCachesAreRefused()
+    {
+        using var m = LoadLlama(_dir, "torch", massive: false);
+        var e = Assert.Throws<BadInputException>(() => RunRecipe(m, "passes: [rotate_qk, fireq_rope]", Calibration(m, 2)));
+        Assert.Contains("already rotated", e.Message);
+        using var m2 = LoadLlama(_dir, "torch", massive: false);
+        e = Assert.Throws<BadInputException>(() => RunRecipe(m2, "passes: [fireq_rope, rotate_qk]", Calibration(m2, 2)));
+        Assert.Contains("already scaled per channel", e.Message);
     }
 
     /// <summary>An interleaved RotaryEmbedding pairs (2i, 2i + 1), not (i, i + d/2): every attention refused with the reason, nothing

@@ -85,7 +85,7 @@ internal static class OrtRuns
     }
 
     /// <summary>Worst max relative error per output kind (logits, keys, values), the compiled cache outputs moved back to the original basis.</summary>
-    public static Dictionary<string, double> Compare(Dictionary<string, float[]> original, Dictionary<string, float[]> compiled, CacheRotations rot, Dictionary<string, double>? worst = null)
+    public static Dictionary<string, double> Compare(Dictionary<string, float[]> original, Dictionary<string, float[]> compiled, CacheTransforms rot, Dictionary<string, double>? worst = null)
     {
         worst ??= new Dictionary<string, double>(StringComparer.Ordinal);
         foreach (var (name, va) in original)

@@ -53,7 +53,7 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
     /// (max relative error ≤ 1e-5 on the network without its massive-activation circuit): on prefill (4
     /// held-out sequences of 48 tokens) and on a decode step fed (a) the compiled model's own rotated present
     /// and (b) the original model's present moved into the rotated basis by the metadata
-    /// (<see cref="CacheRotations.ToRotated"/>).
+    /// (<see cref="CacheTransforms.ToRotated"/>).
     /// </summary>
     [Theory]
     [MemberData(nameof(Flavors))]
@@ -67,7 +67,7 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
         int hadamards = m.Graph.Nodes.Count(n => n.OpType == "Hadamard" || n.Name.Contains("hadamard", StringComparison.Ordinal) && n.OpType == "MatMul");
         Assert.True(hadamards >= 8, $"{hadamards} Hadamard transforms (want one on the query and one on the keys of each of 4 layers)");
         using var compiled = Model.Load(Save(m));
-        var rot = CacheRotations.Of(compiled.Metadata);
+        var rot = CacheTransforms.Of(compiled.Metadata);
         for (int i = 0; i < 4; i++)
         {
             Assert.True(rot.Contains($"present.{i}.key") && rot.Contains($"past_key_values.{i}.key"), $"layer {i}'s key cache is not recorded as rotated");
@@ -188,7 +188,7 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
         var ctx = Run(m, "passes: [rotate_qk]");
         Assert.Equal(2, ctx.Log.Count(l => l.Contains("rotated by Hadamard 32", StringComparison.Ordinal)));
         using var compiled = Model.Load(Save(m));
-        var rot = CacheRotations.Of(compiled.Metadata);
+        var rot = CacheTransforms.Of(compiled.Metadata);
         using var a = OrtModel.CreateSession(original);
         using var b = OrtModel.CreateSession(compiled);
         var tokens = EvalTokens(original, 1, 33)[0];

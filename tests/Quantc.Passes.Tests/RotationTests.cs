@@ -134,7 +134,7 @@ public sealed class RotationTests(ITestOutputHelper log) : IDisposable
         using var m = Plain();
         Run(m, recipe);
         using var compiled = SaveReload(m);
-        var rot = CacheRotations.Of(compiled.Metadata);
+        var rot = CacheTransforms.Of(compiled.Metadata);
         using var a = OrtModel.CreateSession(original);
         using var b = OrtModel.CreateSession(compiled);
         var worst = new Dictionary<string, double>(StringComparer.Ordinal);

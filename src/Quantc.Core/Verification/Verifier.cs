@@ -111,7 +111,7 @@ public static class Verifier
         SameShapes("input", original.Graph.Inputs.Where(v => !v.IsInitializer), compiled.Graph);
         SameShapes("output", original.Graph.Outputs, compiled.Graph);
 
-        var rotated = CacheRotations.Of(compiled.Metadata);
+        var caches = CacheTransforms.Of(compiled.Metadata);
         var pairs = options.PerLayer ? MapIntermediates(original, compiled) : [];
         var outErr = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var layerErr = pairs.ToDictionary(p => p.Compiled, _ => new ErrorAccumulator(), StringComparer.Ordinal);
@@ -137,14 +137,15 @@ public static class Verifier
             for (int s = 0; s < samples.Count; s++)
             {
                 using var ro = RunOne(so, samples[s], origNames, "original");
-                using var rc = RunOne(sc, rotated.IsEmpty ? samples[s] : InRotatedBasis(samples[s], rotated), compNames, "compiled");
+                using var rc = RunOne(sc, caches.IsEmpty ? samples[s] : InCacheBasis(samples[s], caches), compNames, "compiled");
                 using var rx = exact is not null && gi == 0 ? RunOne(exact, samples[s], outputs, "float64 original") : null;
                 for (int k = 0; k < origNames.Count; k++)
                 {
                     bool isOutputTensor = gi == 0 && k < outputs.Count;
                     var a = AsFloat(ro[k], isOutputTensor);
                     var b = AsFloat(rc[k], isOutputTensor);
-                    if (isOutputTensor && b is not null && rotated.Contains(compNames[k])) rotated.ToOriginal(compNames[k], b);
+                    if (isOutputTensor && b is not null && caches.Contains(compNames[k]))
+                        caches.ToOriginal(compNames[k], b, rc[k].GetTensorTypeAndShape().Shape);
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its " +
@@ -220,18 +221,18 @@ public static class Verifier
     private static string ShapeText(IEnumerable<long> shape) => ShapeText(shape.Select(d => (long?)d));
 
     /// <summary>
-    /// The sample with every past-cache input a rotation pass keeps in a rotated basis (QuaRot's key and value
+    /// The sample with every past-cache input a pass keeps in another basis (QuaRot's caches and FireQ's scaled key and value
     /// caches, from the model's metadata) moved into that basis, as the compiled model's own present outputs are.
     /// </summary>
-    private static CalibrationSample InRotatedBasis(CalibrationSample sample, CacheRotations rotated)
+    private static CalibrationSample InCacheBasis(CalibrationSample sample, CacheTransforms caches)
     {
         var s = new CalibrationSample();
         foreach (var (name, (data, shape)) in sample.Inputs)
         {
-            if (data is float[] f && f.Length > 0 && rotated.Contains(name))
+            if (data is float[] f && f.Length > 0 && caches.Contains(name))
             {
                 var r = (float[])f.Clone();
-                rotated.ToRotated(name, r);
+                caches.ToRotated(name, r, shape);
                 s.Inputs[name] = (r, shape);
             }
             else s.Inputs[name] = (data, shape);
