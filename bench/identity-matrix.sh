@@ -8,6 +8,9 @@
 #   bench/identity-matrix.sh after.txt  [--small]      # after it
 #   diff before.txt after.txt                          # no output: byte-identical
 #
+# MATRIX_SKIP=REGEX leaves out the recipes it matches (e.g. 'flexround|lrq': learned rounding takes minutes per
+# compile; leave them out only when the change cannot reach their passes, and say so).
+#
 # Compare runs of one machine only: reduce_range: auto (the default) follows the compiling CPU
 # (7-bit weights without VNNI), so the static W8A8 outputs differ between AVX2-only and VNNI hosts.
 set -euo pipefail
@@ -31,7 +34,8 @@ if [ "$small" = "--small" ]; then
     models+=("$f")
   done
 fi
-mapfile -t recipes < <(./quantc recipes | sed '/^passes:/,$d' | grep -E '^[a-z0-9][a-z0-9-]*:' | cut -d: -f1)
+mapfile -t recipes < <(./quantc recipes | sed '/^passes:/,$d' | grep -E '^[a-z0-9][a-z0-9-]*:' | cut -d: -f1 |
+  grep -Ev "${MATRIX_SKIP:-^\$}")
 
 : > "$out"
 for m in "${models[@]}"; do

@@ -1,5 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using Quantc.Ir.Patterns;
 
@@ -65,11 +66,11 @@ public sealed class FuseAttentionPass : IPass
     private static Node Rewrite(Graph g, DecomposedAttention m)
     {
         Value? pastK = m.PastKey, pastV = m.PastValue;
-        string name = g.UniqueName(m.Softmax.Name.EndsWith("/Softmax", StringComparison.Ordinal) ? m.Softmax.Name[..^"/Softmax".Length]
-            + "/Attention" : m.Softmax.Name + "_Attention");
+        string name = m.Softmax.Name.EndsWith("/Softmax", StringComparison.Ordinal) ? m.Softmax.Name[..^"/Softmax".Length]
+            + "/Attention" : m.Softmax.Name + "_Attention";
         // The output and the present cache take the replaced tensors' places and names (present.*.key / value).
-        var att = g.AddNode("Attention", [m.Q, m.NewKey, m.NewValue, m.Mask, pastK, pastV], pastK is null ? 1 : 3, name: name,
-            before: m.Context);
+        var att = new Emitter(g, m.Context, name).NodeOf("Attention", "", [m.Q, m.NewKey, m.NewValue, m.Mask, pastK, pastV],
+            outputCount: pastK is null ? 1 : 3);
         att.SetAttribute("scale", m.Scale);
         g.ReplaceValue(m.Context.Output, att.Output);
         if (pastK is not null)
@@ -114,7 +115,7 @@ public sealed class FuseAttentionPass : IPass
         Value Input((Value X, long Heads, Node? Rope) part)
         {
             if (part.Rope is not { } r) return part.X;
-            var n = g.AddNode("RotaryEmbedding", [part.X, .. r.Inputs.Skip(1)], 1, name: g.UniqueName(r.Name + "_3d"), before: att);
+            var n = new Emitter(g, att, r.Name).NodeOf("RotaryEmbedding", "_3d", [part.X, .. r.Inputs.Skip(1)]);
             n.CopyAttributes(r);
             n.SetAttribute("num_heads", part.Heads);
             return n.Output;

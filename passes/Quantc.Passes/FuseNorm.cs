@@ -1,5 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
@@ -38,8 +39,8 @@ public sealed class FuseNormPass : IPass
             bool isRms = norm.Kind == NormKind.RmsNorm;
             var inputs = isRms ? new Value?[] { norm.Input, norm.Gamma } : [norm.Input, norm.Gamma, norm.Beta];
             var outNode = norm.OutputNode;
-            var n = g.AddNode(isRms ? "RMSNormalization" : "LayerNormalization", inputs, 1,
-                name: g.UniqueName(outNode.Name + (isRms ? "_RMSNormalization" : "_LayerNormalization")), before: outNode);
+            string op = isRms ? "RMSNormalization" : "LayerNormalization";
+            var n = new Emitter(g, outNode, outNode.Name).NodeOf(op, "_" + op, inputs);
             n.SetAttribute("axis", -1L);
             n.SetAttribute("epsilon", norm.Epsilon);
             g.ReplaceValue(norm.Output, n.Output);

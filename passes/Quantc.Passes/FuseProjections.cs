@@ -1,5 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -110,6 +111,7 @@ public sealed class FuseProjectionsPass : IPass
     {
         string name = PackedName(set.Select(p => p.Layer).ToList());
         var first = set.Select(p => p.MatMul).OrderBy(m => IndexOf(g, m)).First();
+        var e = new Emitter(g, first, name);
         Value weight;
         if (set[0].Dequantize is null)
             weight = ConcatTensor(g, name + ".weight", set.Select(p => p.Values.Initializer!).ToList());
@@ -121,7 +123,7 @@ public sealed class FuseProjectionsPass : IPass
             var inputs = new List<Value?> { values, scale };
             if (dq0.Inputs.ElementAtOrDefault(2) is not null)
                 inputs.Add(ConcatTensor(g, name + ".weight_zero_point", set.Select(p => p.Dequantize!.Inputs[2]!.Initializer!).ToList()));
-            var dq = g.AddNode("DequantizeLinear", inputs, name: g.UniqueName(name + "/weight_dq"), before: first);
+            var dq = e.NodeOf("DequantizeLinear", "/weight_dq", inputs);
             dq.CopyAttributes(dq0);
             weight = dq.Output;
         }
@@ -129,15 +131,14 @@ public sealed class FuseProjectionsPass : IPass
         string origins = string.Join("+", set.Select(p => ctx.Provenance.SourceOf(p.MatMul.Inputs[1]!.Name)));
         ctx.Provenance.Record(weight.Name, origins);
         if (weight.Producer is { } wdq) ctx.Provenance.Record(wdq.Inputs[0]!.Name, origins);
-        var mm = g.AddNode("MatMul", [set[0].MatMul.Inputs[0], weight], name: g.UniqueName(name), before: first);
+        var mm = e.Node("MatMul", "", set[0].MatMul.Inputs[0], weight);
         // Per-token dynamic layers (lower_qdq) multiply every MatMul's result by the same row scale: one Mul on the
         // packed result instead, before the Split.
         var rowScale = CommonRowScale(set);
         var packed = rowScale is null ? mm.Output
-            : g.AddNode("Mul", [mm.Output, rowScale], name: g.UniqueName(name + "/act_dyn_rescale"), before: first).Output;
-        var sizes = g.AddInitializer(Tensor.FromValues(g.UniqueName(name + "/split_sizes"), (int)DT.Int64, [set.Count],
-            (ReadOnlySpan<long>)set.Select(p => p.N).ToArray()));
-        var split = g.AddNode("Split", [packed, sizes], outputCount: set.Count, name: g.UniqueName(name + "/split"), before: first);
+            : e.Op("Mul", "/act_dyn_rescale", mm.Output, rowScale);
+        var sizes = e.Int64s("/split_sizes", set.Select(p => p.N).ToArray());
+        var split = e.NodeOf("Split", "/split", [packed, sizes], outputCount: set.Count);
         split.SetAttribute("axis", -1L);
         for (int i = 0; i < set.Count; i++)
         {

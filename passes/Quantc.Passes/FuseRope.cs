@@ -1,5 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
@@ -48,8 +49,8 @@ public sealed class FuseRopePass : IPass
                 return halves[table] = g.AddInitializer(Tensor.FromFloats(g.UniqueName(table.Name + "_half"), [rows, rope.Half], dst));
             }
             var add = rope.Add;
-            var n = g.AddNode("RotaryEmbedding", [rope.X, Half(rope.CosTable), Half(rope.SinTable), rope.Positions], 1,
-                name: g.UniqueName(add.Name + "_RotaryEmbedding"), before: add);
+            var n = new Emitter(g, add, add.Name).Node("RotaryEmbedding", "_RotaryEmbedding", rope.X, Half(rope.CosTable),
+                Half(rope.SinTable), rope.Positions);
             n.SetAttribute("interleaved", 0L);
             g.ReplaceValue(add.Output, n.Output);
         }

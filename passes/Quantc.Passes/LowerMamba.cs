@@ -1,6 +1,7 @@
 using Quantc.Core.Pipeline;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -74,8 +75,8 @@ public sealed class LowerMambaPass(bool portable) : IPass
             convIn.Add(state);
             if (b.ConvStateOut is { } so) convOutNames.Add(TakeName(g, so));
         }
-        var conv = g.AddNode("QCausalConv1d", convIn, domain: CustomOps.Domain, name: g.UniqueName(b.Name + "/conv1d_int8"),
-            outputNames: convOutNames, before: first);
+        var conv = new Emitter(g, first, b.Name).NodeOf("QCausalConv1d", "/conv1d_int8", convIn, CustomOps.Domain,
+            outputNames: convOutNames);
         conv.SetAttribute("silu", 1L);
         ctx.Provenance.Record(conv.Outputs[0]!.Name, b.ScanX.Name);
         g.ReplaceAllUses(b.ScanX, conv.Outputs[0]!);
@@ -90,10 +91,9 @@ public sealed class LowerMambaPass(bool portable) : IPass
         var (zq, zqs) = Quantize(g, b.Z, plans["scan z"].Scale, at, cache);
         var d = b.D ?? Zeros(g, b.Name + ".D", e);
         string hName = TakeName(g, b.HOut);
-        var scan = g.AddNode("QSelectiveScan", [sx, sxs, dq, dqs, b.A, bq, bqs, cq, cqs, d, zq, zqs, b.DtBias, b.H0],
-            domain: CustomOps.Domain,
-            name: g.UniqueName(b.Name + "/selective_scan_int8"), outputNames: [g.UniqueName(b.Gated.Name + "_int8scan"), hName],
-                before: at);
+        Value?[] scanIn = [sx, sxs, dq, dqs, b.A, bq, bqs, cq, cqs, d, zq, zqs, b.DtBias, b.H0];
+        var scan = new Emitter(g, at, b.Name).NodeOf("QSelectiveScan", "/selective_scan_int8", scanIn, CustomOps.Domain,
+            outputNames: [g.UniqueName(b.Gated.Name + "_int8scan"), hName]);
         scan.SetAttribute("dt_softplus", 1L);
         ctx.Provenance.Record(scan.Outputs[0]!.Name, b.Gated.Name);
         g.ReplaceAllUses(b.Gated, scan.Outputs[0]!, includeGraphOutputs: true);
@@ -120,9 +120,9 @@ public sealed class LowerMambaPass(bool portable) : IPass
                 // 1/√K; the range was calibrated on the transform as the graph has it (normalised or not).
                 float fused = h.GetInt("normalize", 1) != 0 ? s : s / MathF.Sqrt(l.InFeatures);
                 aScale = Scalar(g, l.Input.Name + "_scale", s);
-                aq = g.AddNode("HadamardQuantizeInt8", [h.Inputs[0], Scalar(g, l.Input.Name + "_hq_scale", fused)],
-                    domain: CustomOps.Domain,
-                    name: g.UniqueName(l.Name + "/hadamard_quantize"), before: l.Node).Output;
+                var hq = Scalar(g, l.Input.Name + "_hq_scale", fused);
+                aq = new Emitter(g, l.Node, l.Name).Node("HadamardQuantizeInt8", CustomOps.Domain, "/hadamard_quantize", h.Inputs[0], hq)
+                    .Output;
                 ctx.Provenance.Record(aq.Name, l.Input.Name);
             }
             else if (l.Input.Producer is { } sc && sc.Is("QSelectiveScan", CustomOps.Domain) && l.Input.ProducerOutputIndex == 0 &&
@@ -142,8 +142,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
             if (l.Bias is { } bias) inputs.Add(bias);
             var output = l.Output;
             string name = TakeName(g, output);
-            var mm = g.AddNode("MatMulInt8", inputs, domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/matmul_int8"),
-                outputNames: [name], before: l.Node);
+            var mm = new Emitter(g, l.Node, l.Name).NodeOf("MatMulInt8", "/matmul_int8", inputs, CustomOps.Domain, outputNames: [name]);
             g.ReplaceAllUses(output, mm.Output, includeGraphOutputs: true);
             plan.LoweredBy = Info.Name;
             plan.Reasons.Add("lower_mamba: ai.quantc.MatMulInt8"
@@ -160,8 +159,8 @@ public sealed class LowerMambaPass(bool portable) : IPass
     {
         var y = scan.Outputs[0]!;
         var h = scan.Outputs[1];
-        var q = g.AddNode("QSelectiveScan", [.. scan.Inputs, yScale], domain: CustomOps.Domain, name: g.UniqueName(scan.Name),
-            outputNames: [g.UniqueName(y.Name), h is null ? "" : g.UniqueName(h.Name), g.UniqueName(y.Name + "_int8")], before: scan);
+        var q = new Emitter(g, scan, scan.Name).NodeOf("QSelectiveScan", "", [.. scan.Inputs, yScale], CustomOps.Domain,
+            outputNames: [g.UniqueName(y.Name), h is null ? "" : g.UniqueName(h.Name), g.UniqueName(y.Name + "_int8")]);
         q.CopyAttributes(scan);
         g.ReplaceValue(y, q.Outputs[0]!);
         if (h is not null) g.ReplaceValue(h, q.Outputs[1]!);
@@ -173,9 +172,9 @@ public sealed class LowerMambaPass(bool portable) : IPass
     private static (Value Q, Value Scale) Quantize(Graph g, Value x, float s, Node before, Dictionary<(Value, float), (Value, Value)> cache)
     {
         if (cache.TryGetValue((x, s), out var hit)) return hit;
-        var sc = Scalar(g, x.Name + "_scale", s);
-        var zp = g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[0]));
-        var q = g.AddNode("QuantizeLinear", [x, sc, zp], name: g.UniqueName(x.Name + "/quantize"), before: before).Output;
+        var e = new Emitter(g, before, x.Name);
+        var sc = e.Float("_scale", s);
+        var q = e.Op("QuantizeLinear", "/quantize", x, sc, e.Int8("_zero_point", 0));
         return cache[(x, s)] = (q, sc);
     }
 
@@ -200,10 +199,11 @@ public sealed class LowerMambaPass(bool portable) : IPass
     {
         var users = x.Uses.Where(u => only is null || ReferenceEquals(u.Node, only)).ToList();
         var first = users.Select(u => u.Node).Where(n => ReferenceEquals(n.Graph, g)).OrderBy(n => g.Nodes.ToList().IndexOf(n)).First();
-        var sc = Scalar(g, x.Name + "_scale", s);
-        var zp = g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[0]));
-        var q = g.AddNode("QuantizeLinear", [x, sc, zp], name: g.UniqueName(x.Name + "/act_q"), before: first);
-        var dq = g.AddNode("DequantizeLinear", [q.Output, sc, zp], name: g.UniqueName(x.Name + "/act_dq"), before: first);
+        var e = new Emitter(g, first, x.Name);
+        var sc = e.Float("_scale", s);
+        var zp = e.Int8("_zero_point", 0);
+        var q = e.Node("QuantizeLinear", "/act_q", x, sc, zp);
+        var dq = e.Node("DequantizeLinear", "/act_dq", q.Output, sc, zp);
         foreach (var u in users) u.Node.SetInput(u.InputIndex, dq.Output);
         ctx.Provenance.Record(dq.Output.Name, x.Name);
     }

@@ -1,5 +1,6 @@
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -62,8 +63,8 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
             var old = l.Node.Output;
             string outName = old.Name;
             g.RenameValueUnique(old, outName + "_dense");
-            var node = g.AddNode("MatMulNBits", zp is null ? [l.Input, b, scales] : [l.Input, b, scales, zp], domain: "com.microsoft",
-                name: g.UniqueName(l.Name + "/MatMulNBits"), outputNames: [outName], before: l.Node);
+            var node = new Emitter(g, l.Node, l.Name).NodeOf("MatMulNBits", "/MatMulNBits",
+                zp is null ? [l.Input, b, scales] : [l.Input, b, scales, zp], "com.microsoft", outputNames: [outName]);
             node.SetAttribute("K", (long)k);
             node.SetAttribute("N", (long)n);
             node.SetAttribute("bits", 4L);

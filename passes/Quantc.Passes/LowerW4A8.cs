@@ -84,14 +84,14 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
             Int4Packing.PackChunked(q.Values, n, k)));
         var bs = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Weight.Name + "_scale"), [n, q.Groups], q.Scales));
         var one = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_a_scale"), [], [1f]));
-        var mm = g.AddNode("MatMulInt4Int8", [a, one, b, bs], domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/MatMulInt4Int8"),
-            before: l.Node);
+        var e = new Emitter(g, l.Node, l.Name);
+        var mm = e.Node("MatMulInt4Int8", CustomOps.Domain, "/MatMulInt4Int8", a, one, b, bs);
         mm.SetAttribute("group_size", (long)q.GroupSize);
         // The product per token takes over the MatMul's output name, so the bias Add, graph outputs and provenance are unchanged.
         var old = l.Node.Output;
         string name = old.Name;
         g.RenameValueUnique(old, name + "_float");
-        var y = g.AddNode("Mul", [mm.Output, s], name: g.UniqueName(l.Name + "/token_scale"), outputNames: [name], before: l.Node).Output;
+        var y = e.NodeOf("Mul", "/token_scale", [mm.Output, s], outputNames: [name]).Output;
         g.ReplaceAllUses(old, y, includeGraphOutputs: true);
         g.RemoveNode(l.Node);
         ctx.Provenance.Record(b.Name, l.Weight.Name);

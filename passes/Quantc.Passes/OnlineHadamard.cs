@@ -3,6 +3,7 @@ using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
@@ -70,7 +71,7 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
     private static Value CustomOpRotation(PassContext ctx, Graph g, LinearLayer l)
     {
         ctx.Model.SetOpset(CustomOps.Domain, 1);
-        var n = g.AddNode("Hadamard", [l.Input], domain: CustomOps.Domain, name: g.UniqueName(l.Name + "/hadamard"), before: l.Node);
+        var n = new Emitter(g, l.Node, l.Name).Node("Hadamard", CustomOps.Domain, "/hadamard", l.Input);
         n.SetAttribute("normalize", 0L);
         return n.Output;
     }
@@ -84,8 +85,9 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
         var h = Hadamard.Matrix(k);
         var ht = new float[h.Length];
         for (long i = 0; i < k; i++) for (long j = 0; j < k; j++) ht[j * k + i] = (float)(h[i * k + j] * scale);
-        var m = g.AddInitializer(Tensor.FromFloats(g.UniqueName(name + ".hadamard"), [k, k], ht));
-        return g.AddNode("MatMul", [x, m], name: g.UniqueName(name + "/hadamard"), before: before).Output;
+        var e = new Emitter(g, before, name);
+        var m = g.AddInitializer(Tensor.FromFloats(e.Name(".hadamard"), [k, k], ht));
+        return e.Op("MatMul", "/hadamard", x, m);
     }
 }
 

@@ -89,7 +89,7 @@ public sealed class RotateQkPass(bool portable) : IPass
         else
         {
             ctx.Model.SetOpset(CustomOps.Domain, 1);
-            var n = g.AddNode("Hadamard", [y], domain: CustomOps.Domain, name: g.UniqueName(name), before: before);
+            var n = e.Node("Hadamard", CustomOps.Domain, "", y);
             n.SetAttribute("normalize", 1L);
             y = n.Output;
         }

@@ -1,4 +1,5 @@
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
@@ -57,7 +58,7 @@ internal static class Weights
         var outputSlots = Enumerable.Range(0, g.Outputs.Count).Where(i => ReferenceEquals(g.Outputs[i], oldOut)).ToList();
         g.RenameValueUnique(oldOut, name + "_nobias");
         var firstUser = GraphOrder.FirstUser(g, oldOut);
-        var add = g.AddNode("Add", [oldOut, bv], name: g.UniqueName(l.Name + "/bias_add"), outputNames: [name], before: firstUser);
+        var add = new Emitter(g, firstUser, l.Name).NodeOf("Add", "/bias_add", [oldOut, bv], outputNames: [name]);
         foreach (var u in users) u.Node.SetInput(u.InputIndex, add.Output);
         foreach (int i in outputSlots) g.SetOutput(i, add.Output);
         ctx.Record(oldOut.Name, name);

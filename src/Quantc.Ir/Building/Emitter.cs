@@ -29,6 +29,12 @@ public sealed class Emitter(Graph graph, Node? before, string prefix)
     public Node Node(string op, string domain, string suffix, params Value?[] inputs) =>
         Graph.AddNode(op, inputs, domain: domain, name: Name(suffix), before: Before);
 
+    /// <summary>A node of <paramref name="outputCount"/> outputs (or one per name of <paramref name="outputNames"/>; an empty name is
+    /// an omitted optional output) in <paramref name="domain"/>, named prefix + <paramref name="suffix"/>.</summary>
+    public Node NodeOf(string op, string suffix, IReadOnlyList<Value?> inputs, string domain = "", int outputCount = 1,
+        IEnumerable<string>? outputNames = null) =>
+        Graph.AddNode(op, inputs, outputCount, domain, Name(suffix), outputNames, Before);
+
     /// <summary>The output of a single-output node named prefix + <paramref name="suffix"/>.</summary>
     public Value Op(string op, string suffix, params Value?[] inputs) => Node(op, suffix, inputs).Output;
 
