@@ -60,7 +60,10 @@ internal static class CompileCommand
             outputs.AddModelInput(input, m);
             foreach (var f in new[] { recipeSpec, pr.GetValue(calib), pr.GetValue(evalData), pr.GetValue(statsFile) }) outputs.AddInput(f);
             string stagedModel = outputs.Add("--output", outPath, OutputKind.Model);
-            string reportPath = pr.GetValue(report) ?? Path.ChangeExtension(outPath, ".report.json");
+            if (pr.GetValue(noVerify) && pr.GetValue(evalData) is { } unused)
+                throw new Quantc.Onnx.BadInputException(
+                    $"--data {unused} is given, but --no-verify skips the verification that reads it: drop one");
+            string reportPath = pr.GetValue(report) ?? OutputSet.Sidecar(outPath, ".report.json");
             string stagedReport = outputs.Add("--report", reportPath, OutputKind.Report);
             string? htmlPath = pr.GetValue(html);
             string? stagedHtml = htmlPath is null ? null : outputs.Add("--html", htmlPath, OutputKind.Html);

@@ -133,5 +133,18 @@ public sealed class OutputPolicyTests() : FolderTest("quantc-out")
         var (code, _, stderr) = Run(Compile(m, "-o", P(name), "--report", P("r.json")));
         Assert.True(code == 0, stderr);
         Assert.Equal(["m.onnx", name, "r.json"], Snapshot().Keys.ToArray());
+        // Without --report the default report name (stem + ".report.json", 257 bytes) is shortened to fit the 255 bytes.
+        (code, _, stderr) = Run(Compile(m, "-o", P(name)));
+        Assert.True(code == 0, stderr);
+        Assert.Contains(new string('n', 243) + ".report.json", Snapshot().Keys);
+    }
+
+    [Fact]
+    public void DataGivenWithNoVerifyIsAContradiction()
+    {
+        string m = Input();
+        Assert.Contains("--no-verify skips the verification that reads it",
+            Refused(Compile(m, "-o", P("q.onnx"), "--data", P("missing.txt"))));
+        Assert.Equal(["m.onnx"], Snapshot().Keys.ToArray());
     }
 }

@@ -50,6 +50,19 @@ public sealed class OutputSet : IDisposable
         _inputs.TryAdd(Resolve(path), path);
     }
 
+    /// <summary>
+    /// The default path of a file written beside <paramref name="model"/>: its extension replaced by <paramref name="extension"/>
+    /// (<c>q.onnx</c> → <c>q.report.json</c>), the stem shortened where the name would pass the file system's 255 bytes, so that an
+    /// output name that fits always has a report name that fits.
+    /// </summary>
+    public static string Sidecar(string model, string extension)
+    {
+        string dir = Path.GetDirectoryName(model) ?? "", stem = Path.GetFileNameWithoutExtension(model);
+        while (stem.Length > 1 && System.Text.Encoding.UTF8.GetByteCount(stem + extension) > MaxNameBytes)
+            stem = stem[..^(char.IsLowSurrogate(stem[^1]) ? 2 : 1)];
+        return Path.Combine(dir, stem + extension);
+    }
+
     /// <summary>Declares a model input and every external-data file it reads.</summary>
     public void AddModelInput(string path, Quantc.Ir.Model model)
     {
