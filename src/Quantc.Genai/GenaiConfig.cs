@@ -17,7 +17,7 @@ public sealed record SpecialTokens(long Bos, IReadOnlyList<long> Eos, long Pad);
 /// <c>past_key_values.%d.key</c> / <c>present.%d.key</c> pairs (one per layer), heads, KV heads and head size from the attention
 /// sites (or the cache's fixed dimensions), the vocabulary and the longest sequence from <see cref="TokenLimits"/>.
 /// </summary>
-public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long HeadSize, long Vocabulary, long ContextLength,
+public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long HeadSize, long Hidden, long Vocabulary, long ContextLength,
     bool HasPositionIds, bool UsesCustomOps, IReadOnlyList<string> Notes)
 {
     public const string PastKey = "past_key_values.%d.key", PastValue = "past_key_values.%d.value";
@@ -80,8 +80,13 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
         if (kvHeads is null || headSize is null)
             throw new BadInputException("cannot tell the KV heads and head size: the cache inputs have symbolic dimensions 1 and 3 and no " +
                 "attention site of the model map names them");
-        heads ??= kvHeads;
-        if (map.Attention.Count == 0) notes.Add($"no attention site found: query heads taken equal to the KV heads ({kvHeads})");
+        // Without a head count on the attention ops: the query projection's width over the head size, else the residual width's.
+        long hidden = map.Norms.FirstOrDefault()?.HiddenSize ?? 0;
+        heads ??= map.Linears.FirstOrDefault(l => l.Name.EndsWith("q_proj", StringComparison.Ordinal)) is { } qp
+            && qp.OutFeatures % headSize.Value == 0 ? qp.OutFeatures / headSize.Value
+            : hidden > 0 && hidden % headSize.Value == 0 ? hidden / headSize.Value
+            : throw new BadInputException("cannot tell the number of query heads: no attention op names it, no q_proj layer and no " +
+                "norm of the residual width");
 
         var limits = TokenLimits.Of(g);
         long vocab = limits.Vocabulary ?? throw new BadInputException("cannot tell the vocabulary size: no embedding table and no fixed " +
@@ -92,7 +97,8 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
             if (key is CacheTransforms.KeyKey or CacheTransforms.ValueKey or CacheTransforms.KeyScaleKey or CacheTransforms.ValueScaleKey)
                 notes.Add($"the KV cache is transformed ({key}): GenAI feeds present.* back as past_key_values.* unchanged, which is " +
                     "what this model expects; only a tool that reads the cache itself sees the transformed basis");
-        return new DecoderShape(layers, heads.Value, kvHeads.Value, headSize.Value, vocab, context, inputs.ContainsKey("position_ids"),
+        return new DecoderShape(layers, heads.Value, kvHeads.Value, headSize.Value, hidden > 0 ? hidden : heads.Value * headSize.Value,
+            vocab, context, inputs.ContainsKey("position_ids"),
             CustomOps.IsUsedBy(model), notes);
     }
 
@@ -112,7 +118,7 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
             ["session_options"] = session,
             ["filename"] = fileName,
             ["head_size"] = HeadSize,
-            ["hidden_size"] = Heads * HeadSize,
+            ["hidden_size"] = Hidden,
             ["inputs"] = inputs,
             ["outputs"] = new JsonObject
             {

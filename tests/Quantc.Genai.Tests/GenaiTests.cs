@@ -59,21 +59,26 @@ public sealed class GenaiTests : IDisposable
         Assert.True(ours.PrefillTokensPerSecond > 0);
     }
 
-    [Fact]
-    public void ConfigIsDerivedFromTheGraph()
+    [Theory]
+    [InlineData("tiny-llama.onnx", null)]
+    [InlineData("tiny-llama-ortgenai.onnx", null)]
+    [InlineData("tiny-llama.onnx", "w8a8-dynamic")]
+    public void ConfigIsDerivedFromTheGraph(string model, string? recipe)
     {
-        string dir = Folder(Bundled("tiny-llama-ortgenai.onnx"), null);
+        string dir = Folder(Bundled(model), recipe);
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["model"]!;
         var decoder = config["decoder"]!;
-        using var m = Model.Load(Bundled("tiny-llama-ortgenai.onnx"));
-        var key = m.Graph.Inputs.First(v => v.Name == "past_key_values.0.key").Shape!;
-        Assert.Equal(m.Graph.Inputs.Count(v => v.Name.StartsWith("past_key_values.", StringComparison.Ordinal)) / 2,
-            (int)decoder["num_hidden_layers"]!);
-        Assert.Equal(key[1], (long)decoder["num_key_value_heads"]!);
-        Assert.Equal(key[3], (long)decoder["head_size"]!);
+        var tiny = Quantc.Models.LlamaConfig.ForSize("tiny");
+        Assert.Equal(tiny.NumLayers, (int)decoder["num_hidden_layers"]!);
+        Assert.Equal(tiny.NumHeads, (int)decoder["num_attention_heads"]!);
+        Assert.Equal(tiny.NumKvHeads, (int)decoder["num_key_value_heads"]!);
+        Assert.Equal(tiny.HeadDim, (int)decoder["head_size"]!);
+        Assert.Equal(tiny.HiddenSize, (int)decoder["hidden_size"]!);
+        using var m = Model.Load(Bundled(model));
         Assert.Equal(TokenLimits.Of(m.Graph).Vocabulary, (long)config["vocab_size"]!);
-        Assert.Equal(TokenLimits.Of(m.Graph).Positions, (long)config["context_length"]!);
+        Assert.Equal(tiny.MaxPositions, (long)config["context_length"]!);
         Assert.Equal("past_key_values.%d.key", (string?)decoder["inputs"]!["past_key_names"]);
+        Assert.Equal("present.%d.value", (string?)decoder["outputs"]!["present_value_names"]);
         Assert.Null(decoder["session_options"]!["custom_ops_library"]);
     }
 
