@@ -57,9 +57,11 @@ public sealed class GenaiTokenizer
             }
             var tokens = new SpecialTokens(hf.Bos ?? tok.BeginningOfSentenceId, hf.Eos ?? [tok.EndOfSentenceId],
                 hf.Pad ?? hf.Eos?[0] ?? tok.EndOfSentenceId);
-            bool ownConfig = companions.Contains("tokenizer_config.json");
-            return new GenaiTokenizer("sentencepiece", folder, ["tokenizer.model", .. companions, .. ownConfig ? [] : new[] {
-                "tokenizer_config.json" }], tokens) { _spConfig = !ownConfig };
+            bool ownConfig = companions.Contains("tokenizer_config.json"), ownJson = File.Exists(json);
+            // GenAI reads tokenizer.json only: converted from the SentencePiece model unless the model ships one.
+            return new GenaiTokenizer(ownJson ? "sentencepiece (its tokenizer.json)" : "sentencepiece (tokenizer.json converted)", folder,
+                ["tokenizer.model", "tokenizer.json", .. companions, .. ownConfig ? [] : new[] { "tokenizer_config.json" }], tokens)
+                { _spConfig = !ownConfig, _spJson = ownJson ? null : sp };
         }
         if (File.Exists(json))
         {
@@ -77,6 +79,7 @@ public sealed class GenaiTokenizer
     }
 
     private bool _spConfig;
+    private string? _spJson;
 
     /// <summary>Writes every file of <see cref="Files"/>; <paramref name="pathOf"/> maps a file name to where to write it.</summary>
     public void Write(Func<string, string> pathOf)
@@ -93,7 +96,9 @@ public sealed class GenaiTokenizer
         }
         foreach (var f in Files)
         {
-            if (f == "tokenizer_config.json" && _spConfig)
+            if (f == "tokenizer.json" && _spJson is not null)
+                File.WriteAllText(pathOf(f), SentencePieceJson.Convert(_spJson).ToJsonString(Indented));
+            else if (f == "tokenizer_config.json" && _spConfig)
                 File.WriteAllText(pathOf(f), new JsonObject
                 {
                     ["add_bos_token"] = true, ["add_eos_token"] = false, ["bos_token"] = "<s>", ["eos_token"] = "</s>",

@@ -58,17 +58,36 @@ public sealed class GenaiModel : IDisposable
         var m = doc.RootElement.GetProperty("model");
         Bos = m.GetProperty("bos_token_id").GetInt32();
         ContextLength = m.GetProperty("context_length").GetInt32();
+        _unknown = UnknownId(Path.Combine(folder, "tokenizer.json"));
+    }
+
+    private readonly int? _unknown;
+
+    /// <summary>The id of tokenizer.json's unk_token, if it has one.</summary>
+    private static int? UnknownId(string path)
+    {
+        if (!File.Exists(path)) return null;
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+        return doc.RootElement.TryGetProperty("model", out var model) && model.TryGetProperty("unk_token", out var unk)
+            && unk.ValueKind == System.Text.Json.JsonValueKind.String && model.TryGetProperty("vocab", out var vocab)
+            && vocab.ValueKind == System.Text.Json.JsonValueKind.Object && vocab.TryGetProperty(unk.GetString()!, out var id)
+            ? id.GetInt32() : null;
     }
 
     public string Folder { get; }
     public int Bos { get; }
     public int ContextLength { get; }
 
-    /// <summary>The prompt's token ids, starting with BOS (added when the tokenizer does not add it), as the models were trained.</summary>
+    /// <summary>The prompt's token ids (characters outside the vocabulary as the unknown token), starting with BOS (added when the tokenizer does not add it), as the models were trained.</summary>
     public int[] Encode(string prompt)
     {
         using var seqs = _tokenizer.Encode(prompt);
         var ids = seqs[0].ToArray();
+        // GenAI's tokenizer gives -1 for a character outside a SentencePiece vocabulary; SentencePiece itself gives <unk>.
+        for (int i = 0; i < ids.Length; i++)
+            if (ids[i] < 0)
+                ids[i] = _unknown ?? throw new BadInputException("the prompt has characters outside the tokenizer's vocabulary and the " +
+                    "tokenizer has no unknown token");
         return ids.Length > 0 && ids[0] == Bos ? ids : [Bos, .. ids];
     }
 
