@@ -42,6 +42,7 @@ public sealed class GenaiTests : IDisposable
     [InlineData("tiny-llama.onnx", null)]
     [InlineData("tiny-llama-ortgenai.onnx", null)]
     [InlineData("tiny-llama.onnx", "w8a8-dynamic")]
+    [InlineData("tiny-llama.onnx", "w4a8")]
     public void GreedyGenerationEqualsAnOnnxRuntimeGreedyLoop(string model, string? recipe)
     {
         string dir = Folder(Bundled(model), recipe);
@@ -57,6 +58,10 @@ public sealed class GenaiTests : IDisposable
         Assert.Equal(ours.Generated.Count < steps, ours.StoppedAtEos);
         if (ours.StoppedAtEos) Assert.Equal(ByteTokenizer.BosId, loop[ours.Generated.Count]);
         Assert.True(ours.PrefillTokensPerSecond > 0);
+        // w4a8's ai.quantc kernels: the library is copied into the folder and named relative to it.
+        var session = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["model"]!["decoder"]!["session_options"]!;
+        Assert.Equal(recipe == "w4a8" ? GenaiFolder.CustomOpsFile : null, (string?)session["custom_ops_library"]);
+        Assert.Equal(recipe == "w4a8", File.Exists(Path.Combine(dir, GenaiFolder.CustomOpsFile)));
     }
 
     [Theory]
