@@ -38,7 +38,8 @@ internal sealed class GenaiOutputs
     public static void Print(TextWriter stdout, GenaiOutputs g, IReadOnlyList<string> notes)
     {
         var s = g._folder.FloatShape;
-        stdout.WriteLine($"GenAI folder {g.Folder}: {s.Layers} layers, {s.Heads} heads / {s.KvHeads} KV heads of {s.HeadSize}, vocabulary " +
+        stdout.WriteLine($"GenAI folder {g.Folder}: {s.Layers} layers, {s.Heads} heads / {s.KvHeads} KV heads of {s.HeadSize}, " +
+            $"vocabulary " +
             $"{s.Vocabulary}, context {s.ContextLength}, tokenizer {g._folder.Tokenizer.Kind}; run it: quantc generate {g.Folder} " +
             "--prompt \"...\"");
         foreach (var n in notes) stdout.WriteLine(Cli.Printable($"  genai: {n}"));

@@ -31,7 +31,8 @@ internal static class GenerateCommand
                 TopP = pr.GetValue(topP), Seed = pr.GetValue(seed),
             };
             if (o.MaxTokens < 1) throw new BadInputException($"--max-tokens {o.MaxTokens}: must be at least 1");
-            if (!double.IsFinite(o.Temperature) || o.Temperature < 0) throw new BadInputException("--temperature must be a finite number ≥ 0");
+            if (!double.IsFinite(o.Temperature) || o.Temperature < 0)
+                throw new BadInputException("--temperature must be a finite number ≥ 0");
             if (o.TopK < 0) throw new BadInputException("--top-k must be ≥ 0");
             if (!double.IsFinite(o.TopP) || o.TopP is <= 0 or > 1) throw new BadInputException("--top-p must be in (0, 1]");
             string? other = pr.GetValue(compare);
@@ -48,7 +49,8 @@ internal static class GenerateCommand
             using var original = new GenaiModel(other);
             var theirs = original.Encode(pr.GetValue(prompt)!);
             if (!theirs.SequenceEqual(ids))
-                throw new BadInputException($"{other} tokenizes the prompt differently ({theirs.Length} vs {ids.Length} tokens): the folders " +
+                throw new BadInputException($"{other} tokenizes the prompt differently ({theirs.Length} vs {ids.Length} tokens): the " +
+                    $"folders " +
                     "do not share a tokenizer");
             var reference = original.Generate(ids, o);
             stdout.WriteLine(Printable(pr.GetValue(prompt) + original.Decode(reference.Generated)));

@@ -47,7 +47,8 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
         var known = new HashSet<string>(StringComparer.Ordinal) { "input_ids", "attention_mask", "position_ids" };
         var unknown = inputs.Keys.Where(n => !known.Contains(n) && !n.StartsWith("past_key_values.", StringComparison.Ordinal)).ToList();
         if (unknown.Count > 0)
-            throw new BadInputException($"ONNX Runtime GenAI would not feed the input(s) {string.Join(", ", unknown)}: it feeds input_ids, " +
+            throw new BadInputException($"ONNX Runtime GenAI would not feed the input(s) {string.Join(", ", unknown)}: it feeds " +
+                $"input_ids, " +
                 "attention_mask, position_ids and the KV cache only");
         if (!inputs.ContainsKey("attention_mask"))
             throw new BadInputException("ONNX Runtime GenAI's decoder needs an 'attention_mask' input; this model has none");
@@ -78,7 +79,8 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
         if (map.Attention.Count != layers)
             notes.Add($"the model map finds {map.Attention.Count} attention site(s) for {layers} cache layer(s)");
         if (kvHeads is null || headSize is null)
-            throw new BadInputException("cannot tell the KV heads and head size: the cache inputs have symbolic dimensions 1 and 3 and no " +
+            throw new BadInputException("cannot tell the KV heads and head size: the cache inputs have symbolic dimensions 1 and 3 and " +
+                "no " +
                 "attention site of the model map names them");
         // Without a head count on the attention ops: the query projection's width over the head size, else the residual width's.
         long hidden = map.Norms.FirstOrDefault()?.HiddenSize ?? 0;

@@ -68,7 +68,8 @@ public sealed class GenaiTokenizer
             var bos = hf.Bos ?? HfTokenizer.FromTokenizerJson(json).Bos
                 ?? throw new BadInputException($"{json}: no BOS token id (no <s>, <|begin_of_text|> or <|endoftext|>, and no config.json)");
             var eos = hf.Eos ?? [bos];
-            return new GenaiTokenizer("tokenizer.json", folder, ["tokenizer.json", .. companions], new SpecialTokens(bos, eos, hf.Pad ?? eos[0]));
+            return new GenaiTokenizer("tokenizer.json", folder, ["tokenizer.json", .. companions],
+                new SpecialTokens(bos, eos, hf.Pad ?? eos[0]));
         }
         if (DataLoader.TokenizerFor(model) is not ByteTokenizer)
             throw new BadInputException($"no tokenizer next to {modelPath}: put the model's tokenizer.json or tokenizer.model beside it");

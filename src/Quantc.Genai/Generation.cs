@@ -78,7 +78,8 @@ public sealed class GenaiModel : IDisposable
     public int Bos { get; }
     public int ContextLength { get; }
 
-    /// <summary>The prompt's token ids (characters outside the vocabulary as the unknown token), starting with BOS (added when the tokenizer does not add it), as the models were trained.</summary>
+    /// <summary>The prompt's token ids (characters outside the vocabulary as the unknown token), starting with BOS (added when the
+    /// tokenizer does not add it), as the models were trained.</summary>
     public int[] Encode(string prompt)
     {
         using var seqs = _tokenizer.Encode(prompt);

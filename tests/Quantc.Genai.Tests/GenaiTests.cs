@@ -59,7 +59,8 @@ public sealed class GenaiTests : IDisposable
         if (ours.StoppedAtEos) Assert.Equal(ByteTokenizer.BosId, loop[ours.Generated.Count]);
         Assert.True(ours.PrefillTokensPerSecond > 0);
         // w4a8's ai.quantc kernels: the library is copied into the folder and named relative to it.
-        var session = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["model"]!["decoder"]!["session_options"]!;
+        var session = JsonNode.Parse(File.ReadAllText(Path.Combine(dir,
+            GenaiFolder.ConfigFile)))!["model"]!["decoder"]!["session_options"]!;
         Assert.Equal(recipe == "w4a8" ? GenaiFolder.CustomOpsFile : null, (string?)session["custom_ops_library"]);
         Assert.Equal(recipe == "w4a8", File.Exists(Path.Combine(dir, GenaiFolder.CustomOpsFile)));
     }

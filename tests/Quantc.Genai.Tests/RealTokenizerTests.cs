@@ -27,7 +27,8 @@ public sealed class RealTokenizerTests : IDisposable
         Directory.CreateDirectory(source);
         Directory.CreateDirectory(dir);
         string path = Path.Combine(source, "model.onnx");
-        ReferenceModels.BuildAndSaveFromCheckpoint("llama", Path.Combine(src, "config.json"), Path.Combine(src, "model.safetensors"), "torch",
+        ReferenceModels.BuildAndSaveFromCheckpoint("llama", Path.Combine(src, "config.json"), Path.Combine(src, "model.safetensors"),
+            "torch",
             path);
         File.Copy(Path.Combine(src, "tokenizer.model"), Path.Combine(source, "tokenizer.model"));
         using var m = Model.Load(path);
@@ -41,7 +42,8 @@ public sealed class RealTokenizerTests : IDisposable
         using var genai = new GenaiModel(dir);
         var ids = genai.Encode(text);
         Assert.Equal([quantc.Bos!.Value, .. quantc.Encode(text)], ids.Select(i => (long)i));
-        // Newlines are outside this character-level vocabulary: <unk> both ways, decoded as nothing, so the text comes back without them; GenAI's
+        // Newlines are outside this character-level vocabulary: <unk> both ways, decoded as nothing, so the text comes back without them;
+        // GenAI's
         // decoder also keeps the space SentencePiece puts before the first word.
         Assert.Contains(0, ids);
         string decoded = genai.Decode(ids);

@@ -3,7 +3,8 @@ namespace Quantc.Tests.Shared;
 /// <summary>The real trained models beside the repository (linked into the test projects that use them).</summary>
 internal static class RealModels
 {
-    /// <summary>../shared/real beside the repository root (the folder holding Compiler.sln), or a failure that says where it was looked for.</summary>
+    /// <summary>../shared/real beside the repository root (the folder holding Compiler.sln), or a failure that says where it was looked
+    /// for.</summary>
     public static string Dir()
     {
         var d = new DirectoryInfo(AppContext.BaseDirectory);
