@@ -95,6 +95,7 @@ public static class Cli
         root.Subcommands.Add(ModelsCommand.Build(stdout));
         root.Subcommands.Add(CompileCommand.Build(stdout, stderr));
         root.Subcommands.Add(RecipesCommand.Build(stdout));
+        root.Subcommands.Add(GenerateCommand.Build(stdout));
         return root;
     }
 

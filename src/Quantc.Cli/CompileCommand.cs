@@ -33,12 +33,14 @@ internal static class CompileCommand
         var noDocSplit = Cli.NoDocSplitOption();
         var noBos = Cli.NoBosOption();
         var force = Cli.ForceOption();
+        var genai = new Option<bool>("--genai") { Description = "write a folder ONNX Runtime GenAI runs (-o is the folder: model.onnx, " +
+            "genai_config.json, tokenizer files; see 'quantc generate')" };
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes " +
             "that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
         {
             model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, noBos,
-            force,
+            force, genai,
         };
         cmd.SetAction(pr =>
         {
@@ -47,7 +49,10 @@ internal static class CompileCommand
             var compiler = new Compiler(Builtins.Passes());
             var r = Builtins.Recipe(recipeSpec);
             var passes = compiler.Instantiate(r);
-            string outPath = pr.GetValue(output) ?? Path.Combine("out", $"{Path.GetFileNameWithoutExtension(input)}.{r.Name}.onnx");
+            bool toGenai = pr.GetValue(genai);
+            string outPath = pr.GetValue(output) ?? Path.Combine("out", $"{Path.GetFileNameWithoutExtension(input)}.{r.Name}" +
+                (toGenai ? "" : ".onnx"));
+            if (toGenai) outPath = Path.Combine(outPath, Quantc.Genai.GenaiFolder.ModelFile);
             var total = System.Diagnostics.Stopwatch.StartNew();
 
             using var m = Cli.LoadModel(input);
@@ -68,6 +73,7 @@ internal static class CompileCommand
             string? htmlPath = pr.GetValue(html);
             string? stagedHtml = htmlPath is null ? null : outputs.Add("--html", htmlPath, OutputKind.Html);
             string finalModel = Path.GetFullPath(outPath);
+            var genaiFiles = toGenai ? GenaiOutputs.Plan(m, input, outPath, outputs) : null;
 
             var saved = pr.GetValue(statsFile) is { } sf
                 ? Quantc.Core.Calibration.StatsFile.Load(sf).ToDictionary(x => x.Name, x => x, StringComparer.Ordinal)
@@ -118,10 +124,12 @@ internal static class CompileCommand
                 Quantc.Core.Reports.Html.Write(stagedHtml,
                     Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, result.Context, result.Timings, result.Verify,
                     held?.Description));
+            var genaiNotes = genaiFiles?.Write(m) ?? [];
             long outBytes = FileBytes(result.Saved!.ModelPath)
                 + (result.Saved.ExternalDataPath is null ? 0 : FileBytes(result.Saved.ExternalDataPath));
             outputs.Commit();
             Print(stdout, result, input, finalModel, Path.GetFullPath(reportPath), total.Elapsed, inBytes, outBytes);
+            if (genaiFiles is not null) GenaiOutputs.Print(stdout, genaiFiles, genaiNotes);
             return ExitCodes.Ok;
         });
         return cmd;

@@ -18,17 +18,8 @@ public sealed class RealModelTests(ITestOutputHelper log) : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
-    /// <summary>../shared/real beside the repository root (the folder holding Compiler.sln), or a failure that says where it was looked for.</summary>
-    internal static string RealDir()
-    {
-        var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Compiler.sln"))) d = d.Parent;
-        Assert.True(d is not null, $"repository root (Compiler.sln) not found above {AppContext.BaseDirectory}");
-        string real = Path.GetFullPath(Path.Combine(d!.FullName, "..", "shared", "real"));
-        Assert.True(File.Exists(Path.Combine(real, "babyllama-tok105", "model.safetensors")),
-            $"the real models are missing: expected {real}/babyllama-tok105/model.safetensors (../shared/real beside the repository)");
-        return real;
-    }
+    /// <summary>../shared/real beside the repository root (see <see cref="Quantc.Tests.Shared.RealModels"/>).</summary>
+    internal static string RealDir() => Quantc.Tests.Shared.RealModels.Dir();
 
     /// <summary>The trained LLaMA built from its checkpoint, with tokenizer.model next to it.</summary>
     private Model Load(string real)

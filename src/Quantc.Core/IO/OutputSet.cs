@@ -15,6 +15,9 @@ public enum OutputKind
     Html,
     /// <summary>A calibration statistics file.</summary>
     Stats,
+    /// <summary>A file of a GenAI folder (genai_config.json, tokenizer, custom-op library): an earlier output when the folder's
+    /// model.onnx is a quantc model.</summary>
+    GenaiFile,
 }
 
 /// <summary>
@@ -255,6 +258,7 @@ public sealed class OutputSet : IDisposable
         OutputKind.Model => "model",
         OutputKind.Report => "report",
         OutputKind.Html => "HTML page",
+        OutputKind.GenaiFile => "GenAI folder file",
         _ => "statistics file",
     };
 
@@ -297,6 +301,8 @@ public static class PreviousOutputs
                 OutputKind.Report => Head(path, 4096) is var r && r.TrimStart().StartsWith('{')
                     && (r.Contains("\"generator\": \"quantc\"", StringComparison.Ordinal) ||
                         r.Contains("\"recipe_description\"", StringComparison.Ordinal)),
+                OutputKind.GenaiFile => File.Exists(Path.Combine(Path.GetDirectoryName(path)!, "model.onnx"))
+                    && IsQuantcModel(Path.Combine(Path.GetDirectoryName(path)!, "model.onnx")),
                 OutputKind.Html => Head(path, 4096) is var h && h.StartsWith("<!DOCTYPE html>", StringComparison.Ordinal)
                     && (h.Contains("<meta name=\"generator\" content=\"quantc\">", StringComparison.Ordinal) ||
                         h.Contains("<body data-status=", StringComparison.Ordinal)),

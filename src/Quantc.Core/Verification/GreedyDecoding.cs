@@ -22,7 +22,12 @@ public static class GreedyDecoding
     /// The tokens greedy decoding generates from <paramref name="start"/> (<paramref name="steps"/> of them, after the
     /// start), or null when the model has no input_ids, no KV cache or no <paramref name="logits"/> output.
     /// </summary>
-    public static IReadOnlyList<long>? Decode(Model model, long start, int steps, string logits = "logits")
+    public static IReadOnlyList<long>? Decode(Model model, long start, int steps, string logits = "logits") =>
+        Decode(model, [start], steps, logits);
+
+    /// <summary>The tokens greedy decoding generates after <paramref name="prompt"/> (the whole prompt in the first step, then one
+    /// token per step), or null when the model cannot be decoded this way.</summary>
+    public static IReadOnlyList<long>? Decode(Model model, IReadOnlyList<long> prompt, int steps, string logits = "logits")
     {
         var g = model.Graph;
         var inputs = g.Inputs.Where(v => !v.IsInitializer).Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
@@ -34,14 +39,14 @@ public static class GreedyDecoding
         var outputs = new List<string> { logits };
         outputs.AddRange(presents);
         using var session = OrtModel.CreateSession(model);
-        var tokens = new List<long> { start };
+        var tokens = new List<long>(prompt);
         IDisposableReadOnlyCollection<OrtValue>? previous = null;
         try
         {
             for (int t = 0; t < steps; t++)
             {
-                // Step 0: the start token with an empty cache; then the last token at position t with the returned cache.
-                var sample = t == 0 ? CalibrationInputs.FromTokens(g, [start]) : Step(tokens[^1], t);
+                // Step 0: the prompt with an empty cache; then the last token at its position with the returned cache.
+                var sample = t == 0 ? CalibrationInputs.FromTokens(g, prompt.ToArray()) : Step(tokens[^1], prompt.Count + t - 1);
                 var own = CalibrationInputs.ToOrt(sample);
                 try
                 {
@@ -68,7 +73,7 @@ public static class GreedyDecoding
         {
             previous?.Dispose();
         }
-        return tokens.Skip(1).ToList();
+        return tokens.Skip(prompt.Count).ToList();
     }
 
     /// <summary>Both models decoded greedily from <paramref name="start"/>; null when either cannot be decoded this way.</summary>

@@ -1,0 +1,110 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Quantc.Core.Compilation;
+using Quantc.Core.Data;
+using Quantc.Core.Verification;
+using Quantc.Genai;
+using Quantc.Ir;
+using Quantc.Onnx;
+using Quantc.Passes;
+
+namespace Quantc.Genai.Tests;
+
+/// <summary>GenAI folders of the tiny reference models: the derived config, the byte-level tokenizer, and ONNX Runtime GenAI's greedy
+/// generation against a plain ONNX Runtime greedy loop on the same model file.</summary>
+public sealed class GenaiTests : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-genai-");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private static string Bundled(string name) => Path.Combine(AppContext.BaseDirectory, name);
+
+    /// <summary>Writes the model at <paramref name="source"/> as a GenAI folder, compiled with
+    /// <paramref name="recipe"/> first unless null.</summary>
+    private string Folder(string source, string? recipe)
+    {
+        string dir = Path.Combine(_dir.FullName, $"{Path.GetFileNameWithoutExtension(source)}.{recipe ?? "fp32"}");
+        Directory.CreateDirectory(dir);
+        using var m = Model.Load(source);
+        var folder = GenaiFolder.Plan(m, source);
+        if (recipe is not null)
+        {
+            var calib = DataLoader.Load(m, Bundled("calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 });
+            using var _ = new Compiler(Builtins.Passes()).Compile(m, Builtins.Recipe(recipe), new CompileOptions { Calibration = calib });
+        }
+        m.Save(Path.Combine(dir, GenaiFolder.ModelFile));
+        folder.Write(m, f => Path.Combine(dir, f));
+        return dir;
+    }
+
+    [Theory]
+    [InlineData("tiny-llama.onnx", null)]
+    [InlineData("tiny-llama-ortgenai.onnx", null)]
+    [InlineData("tiny-llama.onnx", "w8a8-dynamic")]
+    [InlineData("tiny-llama.onnx", "w4a8")]
+    public void GreedyGenerationEqualsAnOnnxRuntimeGreedyLoop(string model, string? recipe)
+    {
+        string dir = Folder(Bundled(model), recipe);
+        const int steps = 24;
+        using var genai = new GenaiModel(dir);
+        var prompt = genai.Encode("Once upon a time");
+        Assert.Equal([(int)ByteTokenizer.BosId, .. Encoding.UTF8.GetBytes("Once upon a time").Select(b => (int)b)], prompt);
+        var ours = genai.Generate(prompt, new GenerateOptions { MaxTokens = steps });
+        using var onnx = Model.Load(Path.Combine(dir, GenaiFolder.ModelFile));
+        var loop = GreedyDecoding.Decode(onnx, prompt.Select(i => (long)i).ToList(), steps)!;
+        // GenAI stops at EOS (BOS for the byte-level models); up to there both must agree token for token.
+        Assert.Equal(loop.Take(ours.Generated.Count).Select(t => (int)t), ours.Generated);
+        Assert.Equal(ours.Generated.Count < steps, ours.StoppedAtEos);
+        if (ours.StoppedAtEos) Assert.Equal(ByteTokenizer.BosId, loop[ours.Generated.Count]);
+        Assert.True(ours.PrefillTokensPerSecond > 0);
+        // w4a8's ai.quantc kernels: the library is copied into the folder and named relative to it.
+        var session = JsonNode.Parse(File.ReadAllText(Path.Combine(dir,
+            GenaiFolder.ConfigFile)))!["model"]!["decoder"]!["session_options"]!;
+        Assert.Equal(recipe == "w4a8" ? GenaiFolder.CustomOpsFile : null, (string?)session["custom_ops_library"]);
+        Assert.Equal(recipe == "w4a8", File.Exists(Path.Combine(dir, GenaiFolder.CustomOpsFile)));
+    }
+
+    [Theory]
+    [InlineData("tiny-llama.onnx", null)]
+    [InlineData("tiny-llama-ortgenai.onnx", null)]
+    [InlineData("tiny-llama.onnx", "w8a8-dynamic")]
+    public void ConfigIsDerivedFromTheGraph(string model, string? recipe)
+    {
+        string dir = Folder(Bundled(model), recipe);
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["model"]!;
+        var decoder = config["decoder"]!;
+        var tiny = Quantc.Models.LlamaConfig.ForSize("tiny");
+        Assert.Equal(tiny.NumLayers, (int)decoder["num_hidden_layers"]!);
+        Assert.Equal(tiny.NumHeads, (int)decoder["num_attention_heads"]!);
+        Assert.Equal(tiny.NumKvHeads, (int)decoder["num_key_value_heads"]!);
+        Assert.Equal(tiny.HeadDim, (int)decoder["head_size"]!);
+        Assert.Equal(tiny.HiddenSize, (int)decoder["hidden_size"]!);
+        using var m = Model.Load(Bundled(model));
+        Assert.Equal(TokenLimits.Of(m.Graph).Vocabulary, (long)config["vocab_size"]!);
+        Assert.Equal(tiny.MaxPositions, (long)config["context_length"]!);
+        Assert.Equal("past_key_values.%d.key", (string?)decoder["inputs"]!["past_key_names"]);
+        Assert.Equal("present.%d.value", (string?)decoder["outputs"]!["present_value_names"]);
+        Assert.Null(decoder["session_options"]!["custom_ops_library"]);
+    }
+
+    [Fact]
+    public void ByteLevelTokenizerRoundTripsUtf8()
+    {
+        string dir = Folder(Bundled("tiny-llama.onnx"), null);
+        using var genai = new GenaiModel(dir);
+        const string text = "Ünïcödé ✓ tabs\tand\nnewlines, 数字 123";
+        var ids = genai.Encode(text);
+        Assert.Equal([(int)ByteTokenizer.BosId, .. Encoding.UTF8.GetBytes(text).Select(b => (int)b)], ids);
+        Assert.Equal(text, genai.Decode(ids));
+    }
+
+    [Fact]
+    public void AModelWithoutAKvCacheIsRefused()
+    {
+        using var m = Model.Load(Bundled("tiny-mamba.onnx"));
+        var e = Assert.Throws<BadInputException>(() => GenaiFolder.Plan(m, Bundled("tiny-mamba.onnx")));
+        Assert.Contains("KV cache", e.Message);
+        Assert.Contains("Mamba", e.Message);
+    }
+}
