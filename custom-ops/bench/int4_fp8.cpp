@@ -11,23 +11,11 @@
 #include <tuple>
 #include <vector>
 
+#include "best_seconds.h"
 #include "quantc/gemm.h"
 #include "quantc/gemm_fp8.h"
 
-namespace {
-
-template <typename F>
-double best_seconds(int repeats, F&& f) {
-  double best = 1e30;
-  for (int r = 0; r < repeats; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-}  // namespace
+using quantc_bench::best_seconds;
 
 int main(int argc, char** argv) {
   int repeats = argc > 1 ? std::atoi(argv[1]) : 5;

@@ -4,6 +4,7 @@
 #include <onnxruntime_lite_custom_op.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <mutex>
@@ -201,7 +202,29 @@ struct MatMulInt8Op {
 // MatMulInt4Int8(A: int8[..., K], A_scale: T scalar, B: uint8[N, K/2] (int4, chunked), B_scale: T[N, K/group_size], bias?: T[N]) -> Y T[..., N].
 template <typename T>
 struct MatMulInt4Int8Op {
-  MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {}
+  // A constant weight with constant scales (initializers) is repacked once, here, for the register-blocked GEMM.
+  MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {
+    if (quantc::best_isa() == quantc::Isa::Reference) return;
+    Ort::ConstKernelInfo ki(info);
+    int b_constant = 0, s_constant = 0;
+    Ort::ConstValue b = ki.GetTensorConstantInput(2, &b_constant);
+    if (!b_constant) return;
+    Ort::ConstValue s = ki.GetTensorConstantInput(3, &s_constant);
+    if (!s_constant) return;
+    auto bs = b.GetTensorTypeAndShapeInfo().GetShape();
+    if (bs.size() != 2) return;  // Compute reports the shape errors
+    const int64_t N = bs[0], K = bs[1] * 2;
+    if (K % 64 || (group_ != 32 && group_ != 64 && group_ != 128) || K % group_) return;
+    if (static_cast<int64_t>(s.GetTensorTypeAndShapeInfo().GetElementCount()) != N * (K / group_)) return;
+    std::vector<float> scale(static_cast<size_t>(N * (K / group_)));
+    if constexpr (std::is_same_v<T, float>) {
+      std::copy_n(s.GetTensorData<float>(), scale.size(), scale.data());
+    } else {
+      const T* h = s.GetTensorData<T>();
+      for (size_t i = 0; i < scale.size(); ++i) scale[i] = h[i].ToFloat();
+    }
+    packed_ = std::make_unique<quantc::PackedInt4>(quantc::pack_int4_gemm(b.GetTensorData<uint8_t>(), scale.data(), N, K, group_));
+  }
 
   void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<T>& a_scale, const Tensor<uint8_t>& b, const Tensor<T>& b_scale,
                std::optional<const Tensor<T>*> bias, Tensor<T>& y) {
@@ -226,12 +249,17 @@ struct MatMulInt4Int8Op {
     auto ys = as;
     ys.back() = N;
     FloatOut<T> out(y, ys);
-    quantc::matmul_int4_int8(a.Data(), b.Data(), a.NumberOfElement() / K, N, K, group_, scalar(op, "A_scale", a_scale), sb, bias_data, out.data,
-                             quantc::best_isa());
+    const int64_t M = a.NumberOfElement() / K;
+    const float sa = scalar(op, "A_scale", a_scale);
+    if (packed_ && packed_->N == N && packed_->K == K)
+      quantc::matmul_int4_int8_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa());
+    else
+      quantc::matmul_int4_int8(a.Data(), b.Data(), M, N, K, group_, sa, sb, bias_data, out.data, quantc::best_isa());
     out.finish();
   }
 
   int64_t group_;
+  std::unique_ptr<quantc::PackedInt4> packed_;
 };
 
 // MatMulInt4Fp8(A: float[..., K], B: uint8[N, ceil(K/2)] (int4 pairs), B_scale: float8e4m3fn[N, K/group_size]) -> Y float[..., N]

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <stdexcept>
 #include <random>
 #include <thread>
 #include <vector>
@@ -228,6 +230,64 @@ TEST(ParallelFor, RunsOnTheHostsRunnerWithinItsScope) {
     quantc::matmul_int8_accumulate(a.data(), b.data(), 64, 96, 256, hosted.data(), quantc::best_isa());
   }
   EXPECT_EQ(own, hosted);
+}
+
+}  // namespace
+
+namespace {
+
+// The packed GEMM of MatMulInt4Int8 against the plain definition, bit for bit: the int32 group sums are
+// exact and the float fold keeps the reference's order and rounding (acc += float(sum) * (a_scale * w_scale),
+// in group order, then + bias; no fused multiply-add). Odd shapes: M = 1 (the decode tile), 2..4, 17, 129
+// (tile and 64-row-block remainders), N not a multiple of 16 (masked panels), K = 64 .. 4096, G = 32/64/128.
+TEST(MatMulInt4Int8, PackedGemmEqualsTheReferenceBitForBit) {
+  std::mt19937 rng(23);
+  std::uniform_int_distribution<int> d4(-8, 7);
+  const std::vector<std::tuple<int, int, int, int>> shapes = {
+      {1, 1, 64, 32},     {1, 13, 128, 64},  {1, 70, 4096, 128}, {2, 33, 256, 32},  {3, 17, 192, 64},   {4, 64, 512, 128},
+      {5, 16, 64, 64},    {17, 50, 1024, 32}, {17, 7, 4096, 64},  {129, 33, 512, 128}, {129, 1, 64, 32}, {66, 96, 320, 32}};
+  int ran = 0;
+  for (auto [M, N, K, G] : shapes) {
+    auto a = random_int8(M * K, rng);
+    std::vector<int8_t> w(N * K);
+    for (auto& x : w) x = static_cast<int8_t>(d4(rng));
+    a[0] = -128;  // extremes of both operands
+    w[0] = -8;
+    w[N * K - 1] = 7;
+    std::vector<uint8_t> chunked(N * K / 2);
+    quantc::pack_int4_chunked(w.data(), N, K, chunked.data());
+    std::vector<float> ws(N * (K / G)), bias(N);
+    for (size_t i = 0; i < ws.size(); ++i) ws[i] = 0.003f + 0.0011f * static_cast<float>(i % 29);
+    for (int n = 0; n < N; ++n) bias[n] = 0.125f * n - 1.0f;
+    const float as = 0.0173f;
+    const quantc::PackedInt4 packed = quantc::pack_int4_gemm(chunked.data(), ws.data(), N, K, G);
+    for (bool with_bias : {true, false}) {
+      std::vector<float> want(M * N);
+      quantc::matmul_int4_int8(a.data(), chunked.data(), M, N, K, G, as, ws.data(), with_bias ? bias.data() : nullptr, want.data(),
+                               quantc::Isa::Reference);
+      for (auto isa : {quantc::Isa::Avx2, quantc::Isa::Avx512Vnni}) {
+        if (static_cast<int>(isa) > static_cast<int>(quantc::best_isa())) continue;
+        std::vector<float> y(M * N, -1.0f);
+        quantc::matmul_int4_int8_packed(a.data(), packed, M, as, with_bias ? bias.data() : nullptr, y.data(), isa);
+        ASSERT_EQ(y, want) << quantc::isa_name(isa) << " M=" << M << " N=" << N << " K=" << K << " G=" << G << " bias=" << with_bias;
+        ++ran;
+      }
+    }
+  }
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU: the packed GEMM has no path to run";
+  if (quantc::best_isa() == quantc::Isa::Avx2) std::printf("[ skipped  ] AVX-512 VNNI path: not supported by this CPU\n");
+  EXPECT_GT(ran, 0);
+}
+
+TEST(MatMulInt4Int8, PackedGemmRejectsBadShapesAndTheReferencePath) {
+  std::vector<uint8_t> w(64);
+  std::vector<float> s(4);
+  EXPECT_THROW(quantc::pack_int4_gemm(w.data(), s.data(), 2, 48, 32), std::invalid_argument);
+  EXPECT_THROW(quantc::pack_int4_gemm(w.data(), s.data(), 2, 64, 48), std::invalid_argument);
+  const quantc::PackedInt4 p = quantc::pack_int4_gemm(w.data(), s.data(), 2, 64, 32);
+  std::vector<int8_t> a(64);
+  std::vector<float> y(2);
+  EXPECT_THROW(quantc::matmul_int4_int8_packed(a.data(), p, 1, 1.f, nullptr, y.data(), quantc::Isa::Reference), std::invalid_argument);
 }
 
 }  // namespace

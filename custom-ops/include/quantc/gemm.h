@@ -78,6 +78,26 @@ void matmul_int4_int8(const int8_t* a, const uint8_t* w, int64_t M, int64_t N, i
 // Packs int8 values in [-8, 7] ([N, K] row-major) into the layout above ([N, K / 2] bytes).
 void pack_int4_chunked(const int8_t* w, int64_t N, int64_t K, uint8_t* packed);
 
+// The chunked int4 weight and its scales repacked once (for a constant weight) for the register-blocked
+// GEMM: panels of 16 output channels; each block of 8 k's of a panel is one 64-byte vector whose lane j
+// (bytes 4j .. 4j + 3) holds channel n0 + j's k = 8b + i (i < 4) in the low nibble and 8b + 4 + i in the
+// high nibble, biased: w + 8 in [0, 15], the unsigned operand of vpdpbusd / vpmaddubsw against the signed
+// activations; the bias is removed exactly per (row, group) with 8 * (sum of the group's activations).
+// Padding channels hold w = 0 and scale 0. scale is [panels][K / G][16] (w_scale transposed per panel).
+struct PackedInt4 {
+  int64_t N = 0, K = 0, G = 0, panels = 0;
+  std::vector<uint8_t> data;  // [panels][K / 8][64]
+  std::vector<float> scale;   // [panels][K / G][16]
+};
+
+PackedInt4 pack_int4_gemm(const uint8_t* w, const float* w_scale, int64_t N, int64_t K, int64_t group_size);
+
+// matmul_int4_int8 with the packed weight (Isa::Avx2 or Isa::Avx512Vnni): the same float results as the
+// reference, bit for bit (int32 group sums, folded in group order as acc += float(sum) * (a_scale * w_scale),
+// then + bias). Tiles of 4 rows x 32 channels (VNNI), one row x 64 channels when M == 1 (decode), 3 rows x
+// 16 channels (AVX2); parallel over (channel block, 64-row block) work items.
+void matmul_int4_int8_packed(const int8_t* a, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa);
+
 }  // namespace quantc
 
 #include <vector>
