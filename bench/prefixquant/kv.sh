@@ -6,9 +6,7 @@
 set -euo pipefail
 model=$1 calib=$2 eval=$3 out=$4 seq=${5:-128}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-q() { QUANTC_NO_BUILD=1 "$root/quantc" "$@"; }
-mkdir -p "$out"
-for t in tokenizer.model tokenizer.json; do [ -f "$(dirname "$model")/$t" ] && cp "$(dirname "$model")/$t" "$out/"; done
+. "$root/bench/prefixquant/common.sh"
 base="$root/passes/Quantc.Passes/Recipes/prefixquant-w4a8kv4.yaml"
 # variant NAME PREFIX(yes|no) KV-OPTIONS: the committed recipe with quantize_kv's options replaced (and prefix_tokens dropped).
 variant() {
@@ -17,36 +15,16 @@ variant() {
     [ "$2" = no ] && sed -i '/^  - prefix_tokens/d' "$f"
     echo "$f"
 }
-row() {  # name reference verify.json kv
-    python3 - "$@" <<'PY'
-import json, sys
-r, ref, path, kv = sys.argv[1:5]
-d = json.load(open(path)); lg = next(o for o in d["outputs"] if o["name"] == "logits"); l = d["logits"]
-print(f"| {r} | {kv} | {ref} | {lg['sqnr_db']:.2f} | {100 * l['top1_agreement']:.1f} % | "
-      f"{l['perplexity_original']:.3f} → {l['perplexity_compiled']:.3f} |")
-PY
-}
 echo "| variant | KV cache (4 bits) | reference (data) | logits SQNR dB | top-1 | perplexity ref → compiled |"
 echo "|---|---|---|---|---|---|"
 while read -r name prefix kv label; do
     kv=${kv//\~/ } label=${label//\~/ }  # the list writes spaces as ~
     f=$(variant "$name" "$prefix" "$kv")
     if [ "$prefix" = yes ]; then
-        q compile "$model" --recipe "$f" --calib "$calib" --seq-len "$seq" --no-bos -o "$out/$name.onnx" --force --no-verify \
-            --report "$out/$name.report.json" > "$out/$name.log" 2>&1
-        tokens=$(python3 -c "import json, sys
-log = json.load(open(sys.argv[1]))['log']
-print(next(l for l in log if ' prefix tokens [' in l).split('[')[1].split(']')[0])" "$out/$name.report.json")
-        printf 'name: float-prefix\npasses:\n  - prefix_tokens: { tokens: [%s] }\n' "$tokens" > "$out/ref-$name.yaml"
-        q compile "$model" --recipe "$out/ref-$name.yaml" -o "$out/ref-$name.onnx" --force --no-verify > "$out/ref-$name.log" 2>&1
-        q verify "$out/ref-$name.onnx" "$out/$name.onnx" --data "$eval" --seq-len "$seq" --no-bos --json --no-layers \
-            > "$out/$name.verify.json" 2>> "$out/$name.log" || true
+        prefixed "$name" "$f"
         row "$name" "float + prefix [$tokens] (no BOS)" "$out/$name.verify.json" "$label"
     else
-        q compile "$model" --recipe "$f" --calib "$calib" --seq-len "$seq" -o "$out/$name.onnx" --force --no-verify \
-            --report "$out/$name.report.json" > "$out/$name.log" 2>&1
-        q verify "$model" "$out/$name.onnx" --data "$eval" --seq-len "$seq" --json --no-layers > "$out/$name.verify.json" \
-            2>> "$out/$name.log" || true
+        plain "$name" "$f"
         row "$name" "original (with BOS)" "$out/$name.verify.json" "$label"
     fi
 done <<'LIST'
