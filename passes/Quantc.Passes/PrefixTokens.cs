@@ -22,7 +22,8 @@ namespace Quantc.Passes;
 /// inputs and outputs keep their names, shapes and meaning (a cache it writes can be fed back to it), and its function on
 /// x is the original's on [prefix, x]. Calibration after it sees x with the prefix in context and never the prefix's
 /// own activations (they are constants), which is what static per-tensor ranges need. Needs every attention's key
-/// and value cache streams in the model map (eager attention, GroupQueryAttention, MultiHeadAttention), the past and
+/// and value cache streams in the model map (eager attention, GroupQueryAttention, MultiHeadAttention, ONNX Attention —
+/// before or after fuse_attention: the prefix goes ahead of past_key / past_value either way), the past and
 /// present caches [batch, heads, sequence, head size], and an <c>attention_mask</c> input.
 /// </summary>
 public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<double> tokens, IReadOnlyList<string> layers,
@@ -110,7 +111,7 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
         var sites = ctx.Map.Attention;
         if (sites.Count == 0)
             throw new BadInputException("prefix_tokens: no attention with a KV cache in the model map (eager attention, " +
-                "GroupQueryAttention or MultiHeadAttention); the prefix has nowhere to go");
+                "GroupQueryAttention, MultiHeadAttention or ONNX Attention); the prefix has nowhere to go");
         var list = new List<Caches>();
         foreach (var a in sites)
         {

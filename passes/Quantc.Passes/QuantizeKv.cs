@@ -18,15 +18,17 @@ namespace Quantc.Passes;
 /// symmetric instead: s = absmax/(2^(bits−1) − 1) per token and head, rounded to a float8 e4m3fn value with <c>fp8_scales</c>
 /// (floored at 2^-9 so that an all-zero group stays zero), x̂ = clip(round(x/s), −2^(bits−1), 2^(bits−1) − 1)·s; <c>fp8_queries</c>
 /// also rounds the queries to float8 e4m3fn per token and head (scale absmax/448), as FireQ's FP8 attention reads them.
-/// Not function-preserving.
+/// With <c>static_scales</c> (PrefixQuant's static KV cache) the scales are constants calibrated per head (or per tensor) instead,
+/// the clip ratio searched per head (<see cref="KvStatic"/>), lowered to QuantizeLinear / DequantizeLinear. Not function-preserving.
 /// </summary>
 public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool values, bool symmetric = false, bool fp8Scales = false,
-    bool fp8Queries = false) : IPass
+    bool fp8Queries = false, bool staticScales = false, bool perHead = true, IReadOnlyList<double>? clipGrid = null) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<QuantizeKvOptions>("quantize_kv", PassKind.Lowering,
         "KV-cache quantization: new keys and values fake-quantized before the cache, asymmetric per token and head",
-        o => new QuantizeKvPass(o.Bits, o.ClipRatio, o.Keys, o.Values, o.Symmetric, o.Fp8Scales, o.Fp8Queries));
+        o => new QuantizeKvPass(o.Bits, o.ClipRatio, o.Keys, o.Values, o.Symmetric, o.Fp8Scales, o.Fp8Queries, o.StaticScales, o.PerHead,
+            o.ClipGrid));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -40,6 +42,7 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
             "MultiHeadAttention)"); return; }
         // Cast to float8 with saturate needs opset 19 (lower_qdq's 21, as the rest of the compile ends up with).
         if ((fp8Scales || fp8Queries) && (ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
+        var statics = new List<KvStatic.Target>();
         foreach (var a in sites)
         {
             var done = new List<string>();
@@ -47,7 +50,11 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
             {
                 if (s is null || a.HeadDim is null)
                     { ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) {what} skipped: {why ?? "head size unknown"}"); return; }
-                foreach (var src in s.Sources) FakeQuantize(ctx, g, src, a.HeadDim.Value, s.OneHeadLast, $"{a.Name}/{what}_q{bits}");
+                foreach (var src in s.Sources)
+                    if (staticScales) statics.Add(new KvStatic.Target(a.Name, what, src, a.HeadDim.Value, s.OneHeadLast, PastHeads(g, s)));
+                    else FakeQuantize(ctx, g, src, a.HeadDim.Value, s.OneHeadLast, $"{a.Name}/{what}_q{bits}");
+                if (s.CacheInputs.Any(p => g[p].Uses.Any(u => PrefixCache.PastBehind(u.Node.Output) is not null)))
+                    ctx.Log.Add($"quantize_kv: {a.Name} {what}: the prefix's constant {what} (prefix_tokens) stay float32");
                 done.Add(what);
             }
             if (keys)
@@ -62,12 +69,17 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
                 if (a.RopeInside is not null) ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) queries skipped: {a.RopeInside}");
                 else { KvFp8.Queries(ctx, g, a.Query, qd, a.QueryOneHeadLast, $"{a.Name}/query_fp8"); done.Add("queries float8"); }
             }
-            if (done.Count > 0)
+            if (done.Count > 0 && !staticScales)
                 ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} " +
                     $"{(symmetric ? $"symmetric{(fp8Scales ? " (float8 scales)" : "")}" : "asymmetric")} per token and head " +
                     $"({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
         }
+        if (statics.Count > 0) new KvStatic(bits, perHead, clipGrid ?? [1.0]).Run(ctx, statics, Name);
     }
+
+    /// <summary>The head count of the stream's past cache [batch, heads, past, head size] when static, else null.</summary>
+    private static long? PastHeads(Graph g, CacheStream s) =>
+        s.CacheInputs is [var p, ..] && g[p].Shape is { Length: 4 } shape && shape[1] > 0 ? shape[1] : null;
 
     private void FakeQuantize(PassContext ctx, Graph g, Use slot, long d, bool oneHeadLast, string prefix)
     {
@@ -130,6 +142,18 @@ public sealed record QuantizeKvOptions : PassOptions
     [Option("also round the queries to float8 e4m3fn per token and head (FireQ's FP8 attention)")]
     public bool Fp8Queries { get; init; }
 
+    [Option("static scales calibrated per head (or per tensor) instead of computed per token at run time (PrefixQuant)")]
+    public bool StaticScales { get; init; }
+
+    [Option("with static_scales: one scale per head (false: one per tensor)")]
+    public bool PerHead { get; init; } = true;
+
+    [Option("with static_scales: clip ratios tried per head (least squared error on calibration tokens wins)")]
+    public IReadOnlyList<double> ClipGrid { get; init; } = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5];
+
     public override string? Check() => Bits is not (4 or 8) ? $"parameter 'bits' = {Bits} must be 4 or 8"
-        : Fp8Scales && !Symmetric ? "fp8_scales needs symmetric: true" : null;
+        : Fp8Scales && !Symmetric ? "fp8_scales needs symmetric: true"
+        : StaticScales && (Symmetric || Fp8Queries) ? "static_scales is asymmetric per head: drop symmetric and fp8_queries"
+        : StaticScales && ClipRatio < 1 ? "static_scales searches its clip ratio (clip_grid): drop clip_ratio"
+        : ClipGrid.Count == 0 || ClipGrid.Any(r => r is <= 0 or > 1) ? "parameter 'clip_grid' must list ratios in (0, 1]" : null;
 }

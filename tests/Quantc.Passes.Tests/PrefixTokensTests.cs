@@ -10,7 +10,8 @@ namespace Quantc.Passes.Tests;
 /// <summary>
 /// PrefixQuant's prefix_tokens: the outlier tokens found from calibration, and the injection's function: the compiled
 /// model on x equals the original on [prefix, x] at x's positions (logits and present cache), on prefill, on a step fed
-/// the compiled model's own cache, and with left padding; eager attention and GroupQueryAttention.
+/// the compiled model's own cache, and with left padding; eager attention, GroupQueryAttention and ONNX Attention (the
+/// prefix put in before or after fuse_attention).
 /// </summary>
 public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
 {
@@ -89,6 +90,7 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         { "torch", "passes: [{prefix_tokens: {tokens: [256, 10, 46]}}]" },
         { "ortgenai", "passes: [{prefix_tokens: {tokens: [256, 10, 46]}}]" },
         { "torch", "passes: [{prefix_tokens: {tokens: [256, 10, 46]}}, fuse_norm, fuse_rope, fuse_attention]" },
+        { "torch", "passes: [fuse_norm, fuse_rope, fuse_attention, {prefix_tokens: {tokens: [256, 10, 46]}}]" },
     };
 
     /// <summary>

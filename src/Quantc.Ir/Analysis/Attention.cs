@@ -149,7 +149,8 @@ public sealed class AttentionSite
         Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
         long qh = n.GetInt("q_num_heads", 0), kvh = n.GetInt("kv_num_heads", 0);
         bool threeD = qh > 0 && kvh > 0;
-        long? d = In(4)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd
+        // past_key's shape, read behind a constant prefix (PrefixCache) when there is one.
+        long? d = (PrefixCache.PastBehind(In(4)) ?? In(4))?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd
             : !threeD && In(1)?.Shape is { Length: 4 } ks && ks[3] is > 0 and var kd ? kd
             : threeD && In(1)?.Shape is { Length: 3 } k3 && k3[2] is > 0 and var width && width % kvh == 0 ? width / kvh : null;
         string? common = In(1) is null || In(2) is null ? "no separate key and value inputs"
