@@ -14,13 +14,14 @@ using Quantc.Models;
 // top-1 agreement, perplexity, and the residual stream's relative error after each block.
 //
 // dotnet run -c Release --project bench/Quantc.Bench.Block -- DIR CALIB.txt EVAL.txt [EVAL2.txt] [samples=128] [seq=128]
-//   [iters=500] [methods=rtn,gptq,layer-flexround,layer-lrq,block-flexround,block-lrq] [eval_seqs=32]
+//   [iters=500] [fp8=1: COAT's FP8 caches and moments; 0: float32] [methods=rtn,gptq,layer-flexround,layer-lrq,block-flexround,block-lrq] [eval_seqs=32]
 var inv = CultureInfo.InvariantCulture;
 var opts = args.Where(a => a.Contains('=')).Select(a => a.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
 var files = args.Where(a => !a.Contains('=')).ToArray();
 if (files.Length < 3) { Console.Error.WriteLine("usage: DIR CALIB.txt EVAL.txt [EVAL2.txt] [key=value ...]"); return 2; }
 int samples = int.Parse(opts.GetValueOrDefault("samples", "128"), inv), seq = int.Parse(opts.GetValueOrDefault("seq", "128"), inv);
 int iters = int.Parse(opts.GetValueOrDefault("iters", "500"), inv), evalSeqs = int.Parse(opts.GetValueOrDefault("eval_seqs", "32"), inv);
+bool fp8 = opts.GetValueOrDefault("fp8", "1") != "0";
 var methods = opts.GetValueOrDefault("methods", "rtn,gptq,layer-flexround,layer-lrq,block-flexround,block-lrq").Split(',');
 var model = LlamaCheckpoint.Load(files[0]);
 var tok = HfTokenizer.FromFolder(files[0]) ?? throw new InvalidOperationException("no tokenizer");
@@ -30,14 +31,16 @@ string Tail(string t) => t[Math.Max(0, t.Length - 20000)..];
 var calib = Chunks(tok, calibText[..Math.Max(0, calibText.Length - 20000)], seq, samples);
 var evals = files.Skip(2).Select(f => (Name: Path.GetFileName(f), Seqs: Chunks(tok, f == files[1] ? Tail(calibText)
     : File.ReadAllText(f)[..Math.Min(200000, (int)new FileInfo(f).Length)], seq, evalSeqs))).ToList();
-Console.WriteLine($"# {model.Shape}, {model.Blocks.Count} blocks; calibration {calib.Count} sequences × {seq} tokens = " +
+var sh = model.Shape;
+Console.WriteLine($"# hidden {sh.Hidden}, heads {sh.Heads}/{sh.KvHeads} kv × {sh.HeadDim}, MLP {sh.Ffn}, {model.Blocks.Count} blocks; " +
+    $"calibration {calib.Count} sequences × {seq} tokens = " +
     $"{calib.Count * seq} tokens; {iters} steps per layer/block; eval {string.Join(", ", evals.Select(e => $"{e.Name} " +
     $"{e.Seqs.Count}×{seq}"))}; CPU {Environment.ProcessorCount} threads");
 var reference = evals.Select(e => e.Seqs.Select(s => model.Run(s, model.Blocks.Select(b => b.W).ToList())).ToList()).ToList();
 foreach (var method in methods)
 {
     var clock = Stopwatch.StartNew();
-    var chosen = Quantize(model, calib, method, iters, out var blockLines);
+    var chosen = Quantize(model, calib, method, iters, fp8, out var blockLines);
     double secs = clock.Elapsed.TotalSeconds;
     foreach (var line in blockLines) Console.WriteLine($"  {method}: {line}");
     for (int e = 0; e < evals.Count; e++)
@@ -110,7 +113,7 @@ static List<int[]> Chunks(ITokenizer tok, string text, int seq, int count)
     return list;
 }
 
-static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string method, int iters, out List<string> lines)
+static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string method, int iters, bool fp8, out List<string> lines)
 {
     lines = [];
     var chosen = new List<float[][]>();
@@ -152,8 +155,9 @@ static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string
             q = sizes.Select((s, i) => WeightQuantizer.Gptq(w[i], s.N, s.K, Hessian(taps[tapOf[i]], s.K), format, group)).ToArray();
         else if (block && learned)
         {
-            var bs = xq.Select((x, i) => new BlockSample(StoredMatrix.PerTensor(x, d), StoredMatrix.PerGroup(yf[i], d, 32))).ToList();
-            var o = BlockTrainer.Train(blk, w, rtn, bs, settings);
+            var bs = xq.Select((x, i) => fp8 ? new BlockSample(StoredMatrix.PerTensor(x, d), StoredMatrix.PerGroup(yf[i], d, 32))
+                : new BlockSample(StoredMatrix.Float32(x, d), StoredMatrix.Float32(yf[i], d))).ToList();
+            var o = BlockTrainer.Train(blk, w, rtn, bs, settings with { Fp8Moments = fp8 });
             q = o.Weights;
             gflops += o.LinearGflops;
             detail = $"block error {o.RtnError:0.000e0} (RTN) → {o.LearnedError:0.000e0}, {o.Iterations} steps" +
@@ -165,8 +169,9 @@ static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string
             var parts = new List<string>();
             for (int i = 0; i < 7; i++)
             {
-                var cache = taps[tapOf[i]].Select(x => StoredMatrix.PerTensor(x, sizes[i].K)).ToList();
-                var o = RoundingTrainer.Train(w[i], rtn[i], cache, null, settings with { Seed = i });
+                var cache = taps[tapOf[i]].Select(x => fp8 ? StoredMatrix.PerTensor(x, sizes[i].K) : StoredMatrix.Float32(x, sizes[i].K))
+                    .ToList();
+                var o = RoundingTrainer.Train(w[i], rtn[i], cache, null, settings with { Seed = i, Fp8Moments = fp8 });
                 q[i] = o.Weight;
                 gflops += o.GemmGflops / 7;
                 parts.Add($"{LlamaBlock.Roles[i]} {o.RtnError:0.00e0}→{o.LearnedError:0.00e0}");
@@ -215,7 +220,8 @@ static double[] Hessian(List<float[]> xs, int k)
     return h;
 }
 
-/// <summary>A LLaMA checkpoint in Hugging Face layout (float32 safetensors, tied or untied head), run with <see cref="LlamaBlock"/>.</summary>
+/// <summary>A LLaMA checkpoint in Hugging Face layout (float32 safetensors, tied or untied head), run with
+/// <see cref="LlamaBlock"/>.</summary>
 internal sealed class LlamaCheckpoint
 {
     public required LlamaBlockShape Shape { get; init; }
