@@ -7,7 +7,7 @@ namespace Quantc.Core.Tests;
 /// gradients (against finite differences) and the training loop.</summary>
 public class ReconstructionTests
 {
-    private static float[] Random(int n, int seed, float scale = 1)
+    internal static float[] Random(int n, int seed, float scale = 1)
     {
         var rng = new Random(seed);
         var x = new float[n];

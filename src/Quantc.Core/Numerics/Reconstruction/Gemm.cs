@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -20,11 +21,18 @@ public static class Gemm
     public static void Nn(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)m * k, b.Length, (long)k * n, c.Length, (long)m * n);
+        Product(a, b, c, m, k, n, accumulate);
+    }
+
+    // The product without size checks: a and b may be longer than m·k and k·n (pooled buffers). Work buffers come from the shared
+    // array pool, so the reconstruction loop's steps allocate nothing here.
+    private static void Product(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate)
+    {
         if (!accumulate) Array.Clear(c);
         if (m == 0 || n == 0 || k == 0) return;
         if (!Fma.IsSupported || !Avx.IsSupported) { Scalar(a, b, c, m, k, n); return; }
         int panels = (n + Nr - 1) / Nr;
-        var pack = new float[(long)Math.Min(Kc, k) * panels * Nr];
+        var pack = ArrayPool<float>.Shared.Rent(Math.Min(Kc, k) * panels * Nr);
         // Row ranges per thread, whole multiples of the row block; one task per core, and only for products of 2²⁷ multiply-adds
         // or more: the reconstruction loop's are a few million, where splitting measured slower on a loaded 2-core host.
         int threads = (long)m * n * k >= 1L << 27 ? Math.Min(Environment.ProcessorCount, (m + Mc - 1) / Mc) : 1;
@@ -37,24 +45,27 @@ public static class Gemm
             if (threads == 1) Rows(a, pack, c, k, n, 0, m, k0, kc, panels);
             else Parallel.For(0, threads, t => Rows(a, pack, c, k, n, t * rowsPer, Math.Min(m, (t + 1) * rowsPer), k0, kc, panels));
         }
+        ArrayPool<float>.Shared.Return(pack);
     }
 
     /// <summary>C[m, n] = A[m, k] · B[n, k]ᵀ.</summary>
     public static void Nt(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)m * k, b.Length, (long)n * k, c.Length, (long)m * n);
-        var bt = new float[(long)k * n];
+        var bt = ArrayPool<float>.Shared.Rent(k * n);
         Transpose(b, bt, n, k);
-        Nn(a, bt, c, m, k, n, accumulate);
+        Product(a, bt, c, m, k, n, accumulate);
+        ArrayPool<float>.Shared.Return(bt);
     }
 
     /// <summary>C[m, n] = A[k, m]ᵀ · B[k, n].</summary>
     public static void Tn(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)k * m, b.Length, (long)k * n, c.Length, (long)m * n);
-        var at = new float[(long)m * k];
+        var at = ArrayPool<float>.Shared.Rent(m * k);
         Transpose(a, at, k, m);
-        Nn(at, b, c, m, k, n, accumulate);
+        Product(at, b, c, m, k, n, accumulate);
+        ArrayPool<float>.Shared.Return(at);
     }
 
     /// <summary>dst[cols, rows] = src[rows, cols]ᵀ, in 32×32 tiles.</summary>
@@ -105,7 +116,7 @@ public static class Gemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rows(float[] a, float[] pack, float[] c, int k, int n, int r0, int r1, int k0, int kc, int panels)
     {
-        var apack = new float[Mc * kc];
+        var apack = ArrayPool<float>.Shared.Rent(Mc * kc);
         for (int i0 = r0; i0 < r1; i0 += Mc)
         {
             int i1 = Math.Min(r1, i0 + Mc), full = (i1 - i0) / Mr * Mr;
@@ -123,6 +134,7 @@ public static class Gemm
                 for (int i = i0 + full; i < i1; i++) Kernel1(a, pack, offset, c, k, n, i, j0, k0, kc, width);
             }
         }
+        ArrayPool<float>.Shared.Return(apack);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

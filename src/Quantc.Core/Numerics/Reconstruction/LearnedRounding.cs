@@ -25,6 +25,9 @@ public sealed class RoundingLayer
     private readonly float[] _what, _dp, _da, _expo;
     private readonly sbyte[] _q;
     private readonly float[]? _lu;
+    // Work buffers of Forward/Backward, allocated once: ∂P, and LRQ's L, U and their gradients.
+    private readonly float[] _gp;
+    private readonly float[]? _l, _u, _gl, _gu;
 
     /// <summary>Output channels, input features, scale groups per row, LRQ rank (0 for FlexRound).</summary>
     public int N { get; }
@@ -72,7 +75,12 @@ public sealed class RoundingLayer
             float bound = 1f / MathF.Sqrt(K);
             for (int i = OffsetU; i < length; i++) Theta[i] = (float)(rng.NextDouble() * 2 - 1) * bound;
             _lu = new float[N * K];
+            _l = new float[N * Rank];
+            _u = new float[Rank * K];
+            _gl = new float[N * Rank];
+            _gu = new float[Rank * K];
         }
+        _gp = new float[N * K];
         _what = new float[N * K];
         _q = new sbyte[N * K];
         _dp = new float[N * K];
@@ -88,9 +96,9 @@ public sealed class RoundingLayer
     {
         if (_lu is not null)
         {
-            var l = Theta.AsSpan(OffsetP, N * Rank).ToArray();
-            var u = Theta.AsSpan(OffsetU, Rank * K).ToArray();
-            Gemm.Nn(l, u, _lu, N, Rank, K);
+            Theta.AsSpan(OffsetP, N * Rank).CopyTo(_l);
+            Theta.AsSpan(OffsetU, Rank * K).CopyTo(_u);
+            Gemm.Nn(_l!, _u!, _lu, N, Rank, K);
         }
         var theta = Theta;
         for (int n = 0; n < N; n++)
@@ -128,7 +136,7 @@ public sealed class RoundingLayer
     {
         if (gw.Length != N * K || grad.Length != Theta.Length) throw new ArgumentException("gradient sizes");
         Array.Clear(grad);
-        var gp = new float[N * K];
+        var gp = _gp;
         for (int n = 0; n < N; n++)
         {
             double rowSum = 0;
@@ -149,14 +157,11 @@ public sealed class RoundingLayer
             grad[OffsetR + n] = (float)rowSum;
         }
         if (_lu is null) { gp.CopyTo(grad, OffsetP); return; }
-        var l = Theta.AsSpan(OffsetP, N * Rank).ToArray();
-        var u = Theta.AsSpan(OffsetU, Rank * K).ToArray();
-        var gl = new float[N * Rank];
-        var gu = new float[Rank * K];
-        Gemm.Nt(gp, u, gl, N, K, Rank);       // ∂L = ∂P · Uᵀ
-        Gemm.Tn(l, gp, gu, Rank, N, K);       // ∂U = Lᵀ · ∂P
-        gl.CopyTo(grad, OffsetP);
-        gu.CopyTo(grad, OffsetU);
+        // L and U as of the last Forward (Theta has not moved since).
+        Gemm.Nt(gp, _u!, _gl!, N, K, Rank);       // ∂L = ∂P · Uᵀ
+        Gemm.Tn(_l!, gp, _gu!, Rank, N, K);       // ∂U = Lᵀ · ∂P
+        _gl!.CopyTo(grad, OffsetP);
+        _gu!.CopyTo(grad, OffsetU);
     }
 
     /// <summary>The quantized weight of the current parameters (call <see cref="Forward"/> first): the integers and s1 per group;
