@@ -56,7 +56,8 @@ public sealed class FireqRopePass(bool pre, bool post, double target, int top, s
         }
         if (ctx.Model.Metadata.FirstOrDefault(kv => kv.Key == CacheTransforms.KeyKey).Value is { } rotated)
             throw new BadInputException($"fireq_rope: the model's key cache is already rotated ({CacheTransforms.KeyKey} = " +
-                $"'{rotated}'); a per-channel key scale does not commute with that rotation: run fireq_rope before rotate_qk or not at all");
+                $"'{rotated}'); a per-channel key scale does not commute with that rotation: run fireq_rope before rotate_qk or not " +
+                "at all");
         var sites = new List<Site>();
         foreach (var a in map.Attention)
         {

@@ -102,7 +102,8 @@ public sealed class CacheTransforms
         if (parts.Length != 4 || !TryOrder(parts[0], out int heads) || !TryOrder(parts[1], out int size)
             || (f = parts[2].Split(';').Select(x => TryFactor(x, out double v) ? v : double.NaN).ToArray()).Length != heads * size
             || f.Any(double.IsNaN))
-            throw new BadInputException($"the model's metadata {KeyScaleKey} is malformed: '{Shorten(group)}' (want HEADS:HEAD:F;F;…:NAME,… " +
+            throw new BadInputException($"the model's metadata {KeyScaleKey} is malformed: '{Shorten(group)}' " +
+                "(want HEADS:HEAD:F;F;…:NAME,… " +
                 "with HEADS·HEAD finite non-zero factors)");
         return (parts[3], new Transform(size, f, f.Select(x => 1 / x).ToArray(), heads));
     }
@@ -143,7 +144,8 @@ public sealed class CacheTransforms
                     "metadata (they do not commute)");
     }
 
-    private static string[] NamesOf(string names) => names.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    private static string[] NamesOf(string names) =>
+        names.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     private static IEnumerable<string> Groups(List<KeyValuePair<string, string>> md, string key) =>
         md.Where(kv => kv.Key == key).SelectMany(kv => kv.Value.Split('|', StringSplitOptions.RemoveEmptyEntries));
