@@ -11,7 +11,7 @@ dotnet build "$here/Quantc.Bench.Vision/Quantc.Bench.Vision.csproj" -c Release -
 bench=(dotnet "$here/Quantc.Bench.Vision/bin/Release/net10.0/linux-x64/Quantc.Bench.Vision.dll")
 "${bench[@]}" export resnet-wide "$dir/resnet-wide.fp32.onnx" --size "$size" >&2
 "$here/../quantc" compile "$dir/resnet-wide.fp32.onnx" --recipe w8a8 --calib random -o "$dir/resnet-wide.w8a8.onnx" >&2
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); $(grep -o -m1 'avx512_vnni\|avx2' /proc/cpuinfo || true)"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs); flags: $(grep -o 'avx512_vnni\|avx2' /proc/cpuinfo | sort -u | xargs)"
 echo "image ${size}x${size}, batch 1"
 "${bench[@]}" latency "$dir/resnet-wide.fp32.onnx" "$dir/resnet-wide.w8a8.onnx" --rounds "$rounds" --threads 1
 "${bench[@]}" latency "$dir/resnet-wide.fp32.onnx" "$dir/resnet-wide.w8a8.onnx" --rounds "$rounds"

@@ -134,7 +134,7 @@ static int Latency(string[] args)
     {
         using var m = Model.Load(p);
         var sample = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 1 }).Samples[0];
-        string opt = Path.GetTempFileName();
+        string opt = p + ".ort-optimized.onnx";   // beside the model: it may name the model's external data file
         var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = opt };
         if (threads > 0) so.IntraOpNumThreads = threads;
         var s = new InferenceSession(p, so);
