@@ -45,11 +45,20 @@ internal static class ConvQuant
             plan.Reasons.Add("quantize: symmetric weights for a Conv (QLinearConv takes weight zero points of 0)");
         }
         if (plan.ActivationFormat == NumberFormat.Fp32) return true;
-        if (plan.ActivationMode == ActivationMode.Dynamic)
+        if (plan.ActivationMode == ActivationMode.Dynamic && l.Conv is { Transposed: false } && plan.WeightFormat.IsInt8Storage
+            && (plan.ActivationFormat == NumberFormat.Int8 || plan.ActivationFormat == NumberFormat.UInt8))
+        {
+            if (plan.ActivationFormat != NumberFormat.UInt8)
+                plan.Reasons.Add($"quantize: dynamic {plan.ActivationFormat} activations of a Conv as uint8 per tensor (ConvInteger " +
+                    "takes DynamicQuantizeLinear's uint8)");
+            plan.ActivationFormat = NumberFormat.UInt8;
+        }
+        else if (plan.ActivationMode == ActivationMode.Dynamic)
         {
             plan.ActivationFormat = NumberFormat.Fp32;
             plan.Reasons.Add("quantize: weights only for a Conv: dynamic activations here are per token (rows of the last axis), " +
-                "which a Conv's input does not have (use mode: static for QLinearConv)");
+                "which a Conv's input does not have, and a ConvTranspose or non-int8 weights have no ConvInteger form (use " +
+                "mode: static)");
         }
         else if (plan.ActivationFormat != NumberFormat.UInt8 && plan.ActivationFormat != NumberFormat.Int8)
         {

@@ -61,6 +61,7 @@ public sealed class LowerQdqPass : IPass
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan)) continue;
             var (input, weight) = (l.Node.Inputs[0], l.WeightUse.Node.Inputs[l.WeightUse.InputIndex]);
+            if (ConvDynamic.Applies(l, plan)) { ConvDynamic.Lower(ctx, g, l, plan); continue; }
             if (!ReuseSharedInt8(l, plan, sharedInt8)) LowerWeight(ctx, g, l, plan);
             if (shared.Contains(l.Weight) && plan.QuantizedWeight is { } qw && l.WeightUse.Node.Inputs[l.WeightUse.InputIndex] is
                 { Producer: { } p } dqv && p.Is("DequantizeLinear") && plan.WeightFormat.IsInt8Storage)
