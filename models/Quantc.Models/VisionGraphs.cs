@@ -20,7 +20,8 @@ public static class VisionGraphs
     /// <summary>The graphs by name.</summary>
     public static IReadOnlyList<string> Names { get; } = ["upsample-net", "resnet-wide"];
 
-    /// <summary>Builds graph <paramref name="name"/> (weights from <paramref name="seed"/>, <paramref name="imageSize"/>² images).</summary>
+    /// <summary>Builds graph <paramref name="name"/> (weights from <paramref name="seed"/>, <paramref name="imageSize"/>² images).
+    /// </summary>
     public static Model Build(string name, int seed = 7, int imageSize = 32) => name switch
     {
         "upsample-net" => UpsampleNet(seed, imageSize),
@@ -72,7 +73,8 @@ public static class VisionGraphs
             {
                 string p = $"layer{stage}.{b}";
                 long stride = stage > 1 && b == 0 ? 2 : 1;
-                var a = w.Op("Relu", p + ".relu1", w.BatchNorm(p + ".bn1", w.Conv(p + ".conv1", h, c, width, 3, stride, bias: false), width));
+                var conv1 = w.Conv(p + ".conv1", h, c, width, 3, stride, bias: false);
+                var a = w.Op("Relu", p + ".relu1", w.BatchNorm(p + ".bn1", conv1, width));
                 var y = w.BatchNorm(p + ".bn2", w.Conv(p + ".conv2", a.Output, width, width, 3, bias: false), width);
                 var skip = stride != 1 || c != width
                     ? w.BatchNorm(p + ".down.bn", w.Conv(p + ".down.conv", h, c, width, 1, stride, bias: false), width) : h;

@@ -39,7 +39,8 @@ public sealed class VisionGraphTests(ITestOutputHelper log) : IDisposable
     private Dictionary<string, int> OptimizedOps(string path)
     {
         string optimized = Path.Combine(_dir.FullName, Path.GetFileNameWithoutExtension(path) + ".opt.onnx");
-        using (var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = optimized })
+        using (var so = new SessionOptions
+               { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = optimized })
         using (new InferenceSession(path, so)) { }
         using var opt = Model.Load(optimized);
         var ops = opt.Graph.Nodes.GroupBy(n => n.OpType).ToDictionary(x => x.Key, x => x.Count());
