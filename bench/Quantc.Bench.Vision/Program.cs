@@ -4,7 +4,8 @@
 //                              backend-test corpus that has a MatMul, Gemm or Conv; each outcome: compiled and verified (exit 0,
 //                              the written model loads in ONNX Runtime again), refused with a reason (exit 2), verify failed (exit 1),
 //                              failed (exit 3, or exit 0 with an output ONNX Runtime does not load). Prints a markdown table.
-//   export NAME OUT [--size N] writes an exporter-like graph (Quantc.Models.ExportedGraphs: cnn-bn, paddle-encoder, dw-separable).
+//   export NAME OUT [--size N] writes an exporter-like graph (Quantc.Models.ExportedGraphs: cnn-bn, paddle-encoder, dw-separable;
+//                              Quantc.Models.VisionGraphs: upsample-net, resnet-wide).
 //   latency MODEL... [--rounds R] [--threads T]
 //                              ONNX Runtime CPU latency of each model on one random input, interleaved rounds after warm-up (the
 //                              first model is the basis of the speed-ups), and the main ops of ORT's optimised graph.
@@ -27,7 +28,8 @@ switch (args[0])
     case "export":
     {
         int size = args.Length > 4 && args[3] == "--size" ? int.Parse(args[4], inv) : 32;
-        using var m = Quantc.Models.ExportedGraphs.Build(args[1], imageSize: size);
+        using var m = Quantc.Models.VisionGraphs.Names.Contains(args[1])
+            ? Quantc.Models.VisionGraphs.Build(args[1], imageSize: size) : Quantc.Models.ExportedGraphs.Build(args[1], imageSize: size);
         m.Save(args[2]);
         Console.WriteLine($"{args[1]} ({size}²) → {args[2]}");
         return 0;
@@ -49,7 +51,7 @@ static int Corpus(string[] args)
     {
         string name = Path.GetRelativePath(root, Path.GetDirectoryName(path)!);
         using (var m = Model.Load(path))
-            if (!m.Graph.AllNodes().Any(n => n.OpType is "MatMul" or "Gemm" or "Conv")) continue;
+            if (!m.Graph.AllNodes().Any(n => n.OpType is "MatMul" or "Gemm" or "Conv" or "ConvTranspose")) continue;
         string output = Path.Combine(dir.FullName, name.Replace('/', '_') + ".w8a8.onnx");
         var o = new StringWriter();
         var e = new StringWriter();
@@ -132,7 +134,7 @@ static int Latency(string[] args)
     {
         using var m = Model.Load(p);
         var sample = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 1 }).Samples[0];
-        string opt = Path.GetTempFileName();
+        string opt = p + ".ort-optimized.onnx";   // beside the model: it may name the model's external data file
         var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = opt };
         if (threads > 0) so.IntraOpNumThreads = threads;
         var s = new InferenceSession(p, so);

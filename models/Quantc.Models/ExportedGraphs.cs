@@ -41,7 +41,7 @@ public static class ExportedGraphs
     public static (string Input, long[] Shape, string Output) Signature(string name) => name == "paddle-encoder"
         ? ("x", [1, 16, 32], "y") : ("image", [1, 3, 32, 32], "scores");
 
-    private sealed class Writer(Graph g, int seed)
+    internal sealed class Writer(Graph g, int seed)
     {
         private int _n;
         public Graph G { get; } = g;
@@ -115,7 +115,7 @@ public static class ExportedGraphs
         }
     }
 
-    private static Model NewModel(long opset, string producer)
+    internal static Model NewModel(long opset, string producer)
     {
         var m = Model.Create("main", opset, irVersion: opset <= 9 ? 4 : 6);
         m.ProducerName = producer;

@@ -45,11 +45,20 @@ internal static class ConvQuant
             plan.Reasons.Add("quantize: symmetric weights for a Conv (QLinearConv takes weight zero points of 0)");
         }
         if (plan.ActivationFormat == NumberFormat.Fp32) return true;
-        if (plan.ActivationMode == ActivationMode.Dynamic)
+        if (plan.ActivationMode == ActivationMode.Dynamic && l.Conv is { Transposed: false } && plan.WeightFormat.IsInt8Storage
+            && (plan.ActivationFormat == NumberFormat.Int8 || plan.ActivationFormat == NumberFormat.UInt8))
+        {
+            if (plan.ActivationFormat != NumberFormat.UInt8)
+                plan.Reasons.Add($"quantize: dynamic {plan.ActivationFormat} activations of a Conv as uint8 per tensor (ConvInteger " +
+                    "takes DynamicQuantizeLinear's uint8)");
+            plan.ActivationFormat = NumberFormat.UInt8;
+        }
+        else if (plan.ActivationMode == ActivationMode.Dynamic)
         {
             plan.ActivationFormat = NumberFormat.Fp32;
             plan.Reasons.Add("quantize: weights only for a Conv: dynamic activations here are per token (rows of the last axis), " +
-                "which a Conv's input does not have (use mode: static for QLinearConv)");
+                "which a Conv's input does not have, and a ConvTranspose or non-int8 weights have no ConvInteger form (use " +
+                "mode: static)");
         }
         else if (plan.ActivationFormat != NumberFormat.UInt8 && plan.ActivationFormat != NumberFormat.Int8)
         {
@@ -169,8 +178,12 @@ internal static class ConvQuant
         var ydq = e.Op("DequantizeLinear", "_dq", yq, ys, yz);
         g.ReplaceValue(y, ydq);
         yq.Producer!.SetInput(0, y);
+        // ONNX Runtime 1.31's CPU provider has no integer ConvTranspose kernel: it runs the QDQ ConvTranspose in float on the
+        // dequantized weight (the stored weight is int8); providers with QDQ ConvTranspose support fuse the same form.
+        string form = l.Conv!.Transposed ? "QDQ ConvTranspose form, weight scales on axis 1 (ONNX Runtime CPU runs it in float"
+            + " on the dequantized int8 weight)" : "QLinearConv form";
         plan.Reasons.Add(string.Create(CultureInfo.InvariantCulture,
-            $"lower_qdq: QLinearConv form (bias int32 at s_x·s_w, output {outPlan.Format} over " +
+            $"lower_qdq: {form} (bias int32 at s_x·s_w, output {outPlan.Format} over " +
             $"[{outPlan.Range.Lo:G4}, {outPlan.Range.Hi:G4}])"));
     }
 }

@@ -61,6 +61,7 @@ public sealed class LowerQdqPass : IPass
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan)) continue;
             var (input, weight) = (l.Node.Inputs[0], l.WeightUse.Node.Inputs[l.WeightUse.InputIndex]);
+            if (ConvDynamic.Applies(l, plan)) { ConvDynamic.Lower(ctx, g, l, plan); continue; }
             if (!ReuseSharedInt8(l, plan, sharedInt8)) LowerWeight(ctx, g, l, plan);
             if (shared.Contains(l.Weight) && plan.QuantizedWeight is { } qw && l.WeightUse.Node.Inputs[l.WeightUse.InputIndex] is
                 { Producer: { } p } dqv && p.Is("DequantizeLinear") && plan.WeightFormat.IsInt8Storage)
@@ -131,7 +132,9 @@ public sealed class LowerQdqPass : IPass
         bool nk = l.WeightIsOutByIn;
         bool int4 = plan.WeightFormat == NumberFormat.Int4;
         var vals = new sbyte[k * n];
-        if (nk) Array.Copy(q.Values, vals, vals.Length);
+        if (l.Conv is { Transposed: true })   // [in, out, k…], per-channel scales along axis 1
+            for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[Weights.ConvTransposeIndex(l, c, j)] = q.Values[c * k + j];
+        else if (nk) Array.Copy(q.Values, vals, vals.Length);
         else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[j * n + c] = q.Values[c * k + j];
         long[] dims = l.Conv is { } conv ? conv.WeightDims : nk ? [n, k] : [k, n];
         Value wq, scale, zp;

@@ -16,7 +16,7 @@ namespace Quantc.Passes;
 /// each sample's channel centre (max + min) / 2 — on the reference OPT at W6A6 it measured slightly
 /// worse (bench/RESULTS.md). Without calibration data (saved statistics only) the range centre is used.
 /// </summary>
-public sealed class SymmetrizePass(bool meanCentre = false) : IPass
+public sealed partial class SymmetrizePass(bool meanCentre = false) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<SymmetrizeOptions>("symmetrize", PassKind.FunctionPreserving,
@@ -42,7 +42,8 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
         {
             int noBeta = map.Norms.Count(n => n.Beta?.Initializer is null);
             ctx.Notice(noBeta > 0 && noBeta == map.Norms.Count
-                ? $"symmetrize: skipped on all {noBeta} norms: RMSNorm has no β to fold the shift into (nothing symmetrized)"
+                ? $"symmetrize: skipped on all {noBeta} norms: RMSNorm has no β to fold the shift into (nothing symmetrized)" +
+                    UnusedShift(ctx, map)
                 : $"symmetrize: nothing symmetrized: {map.Norms.Count} norms, {noBeta} without β, the others' readers not all linear " +
                     $"layers");
             return;
@@ -70,11 +71,43 @@ public sealed class SymmetrizePass(bool meanCentre = false) : IPass
                 if (l.Node.Outputs[0] is { } product && product.Name != result) ctx.Provenance.RecordTransformed(product.Name, "shifted");
                 ctx.Plan[l.Name].Transforms.Add($"symmetrized via {norm.Name}");
             }
-            double before = st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => Math.Max(Math.Abs(hi), Math.Abs(lo))).Max();
-            double after = st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => (hi - lo) / 2).Max();
+            var (before, after) = AbsMaxBeforeAfter(st);
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                 $"symmetrize: {norm.Name}: max |z| {z.Max(MathF.Abs):G3}; channel absmax {before:G4} → {after:G4}"));
         }
+    }
+}
+
+public sealed partial class SymmetrizePass
+{
+    /// <summary>The largest channel absmax of a norm output before and after centring each channel's range.</summary>
+    private static (double Before, double After) AbsMaxBeforeAfter(Quantc.Core.Calibration.TensorStats st) => (
+        st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => Math.Max(Math.Abs(hi), Math.Abs(lo))).Max(),
+        st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => (hi - lo) / 2).Max());
+
+    /// <summary>
+    /// On a model whose norms have no β: what the shift would have done, measured on the calibration data (the norm outputs whose
+    /// readers are all linear layers): the largest |z| and the largest relative cut of a norm output's channel absmax — the gain
+    /// OutlierTune's symmetrization gives up on this model. Empty without calibration data or such norms.
+    /// </summary>
+    private static string UnusedShift(PassContext ctx, ModelMap map)
+    {
+        var norms = map.Norms.Where(n => NormReaders.Of(n, map, out _) is not null).ToList();
+        if (norms.Count == 0 || ctx.CalibrationData is not { Count: > 0 }) return "";
+        var stats = ctx.Calibrate(norms.Select(n => n.Output.Name).ToList(), Info.Name);
+        var cuts = norms.Select(n =>
+        {
+            var st = stats[n.Output.Name];
+            var z = Smoothing.SymmetrizationShift(st.ChannelMin, st.ChannelMax);
+            var (before, after) = AbsMaxBeforeAfter(st);
+            return (n.Name, Z: z.Max(MathF.Abs), Before: before, After: after, Cut: before > 0 ? 1 - after / before : 0);
+        }).OrderBy(x => x.Cut).ToList();
+        var worst = cuts[^1];
+        double median = cuts.Count % 2 == 1 ? cuts[cuts.Count / 2].Cut : (cuts[cuts.Count / 2 - 1].Cut + cuts[cuts.Count / 2].Cut) / 2;
+        return string.Create(CultureInfo.InvariantCulture, $"; measured on the calibration data: a shift would move channel " +
+            $"centres by up to {worst.Z:G3} and cut the largest channel absmax by {100 * worst.Cut:0.0} % ({worst.Name}: " +
+            $"{worst.Before:G4} → {worst.After:G4}; median over the {cuts.Count} norms {100 * median:0.0} %) — " +
+            $"this compile equals the recipe without symmetrize");
     }
 }
 

@@ -11,11 +11,27 @@ internal static class Weights
     public static float[] Read(LinearLayer l)
     {
         var w = l.Weight.Initializer!.ToFloat32();
-        if (!l.WeightIsOutByIn) return w;
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        if (l.Conv is { Transposed: true })
+        {
+            var kn = new float[w.Length];
+            for (int o = 0; o < n; o++) for (int j = 0; j < k; j++) kn[j * n + o] = w[ConvTransposeIndex(l, o, j)];
+            return kn;
+        }
+        if (!l.WeightIsOutByIn) return w;
         var t = new float[w.Length];
         for (int o = 0; o < n; o++) for (int j = 0; j < k; j++) t[j * n + o] = w[o * k + j];
         return t;
+    }
+
+    /// <summary>
+    /// Where a ConvTranspose's weight [in, out, k…] stores element (output channel <paramref name="o"/>, row <paramref name="j"/>) of
+    /// its [K, N] view, row j = (input channel, kernel position).
+    /// </summary>
+    public static int ConvTransposeIndex(LinearLayer l, int o, int j)
+    {
+        int kk = (int)l.Conv!.KernelSize;
+        return ((j / kk) * (int)l.OutFeatures + o) * kk + j % kk;
     }
 
     /// <summary>Replaces the weight with <paramref name="kn"/> ([K, N] float32), keeping its orientation; a weight shared with another node
@@ -24,7 +40,12 @@ internal static class Weights
     {
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
         float[] data = kn;
-        if (l.WeightIsOutByIn)
+        if (l.Conv is { Transposed: true })
+        {
+            data = new float[kn.Length];
+            for (int o = 0; o < n; o++) for (int j = 0; j < k; j++) data[ConvTransposeIndex(l, o, j)] = kn[j * n + o];
+        }
+        else if (l.WeightIsOutByIn)
         {
             data = new float[kn.Length];
             for (int o = 0; o < n; o++) for (int j = 0; j < k; j++) data[o * k + j] = kn[j * n + o];

@@ -47,6 +47,7 @@ public sealed class ExportedModelCliTests() : FolderTest("quantc-exported-cli")
     [InlineData("node/test_matmul_3d")]
     [InlineData("node/test_gemm_default_single_elem_vector_bias")]
     [InlineData("pytorch-operator/test_operator_conv")]
+    [InlineData("pytorch-converted/test_ConvTranspose2d")]
     public void CompilesCorpusModels(string name)
     {
         string model = Path.Combine(Corpus, name, "model.onnx");

@@ -151,14 +151,32 @@ public sealed class ExportedGraphTests(ITestOutputHelper log) : IDisposable
         Assert.Contains(ctx.Log, l => l.StartsWith("lower_qdq: opset 11 → 21", StringComparison.Ordinal));
     }
 
+    /// <summary>w8a8-dynamic: each Conv as DynamicQuantizeLinear → ConvInteger (uint8 weights, zero point 128) → rescale, run by
+    /// ONNX Runtime, within the accuracy bound.</summary>
     [Fact]
-    public void W8a8DynamicGivesConvsInt8WeightsAndSaysSo()
+    public void W8a8DynamicLowersConvsToConvInteger()
     {
         using var m = ExportedGraphs.Build("cnn-bn");
+        string original = Save(m, "orig");
         var calib = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 4 });
-        var ctx = TestCompiler.Compile(m, "w8a8-dynamic", calib.Samples).Context;
-        Assert.Contains(ctx.Notices, n => n.StartsWith("quantize: 3 of 3 Conv layers get int8 weights only", StringComparison.Ordinal));
-        var convPlans = ctx.Map.Linears.Where(l => l.Conv is not null).Select(l => ctx.Plan[l.Name]).ToList();
-        Assert.All(convPlans, p => Assert.True(p.WeightFormat.IsInt8Storage && p.ActivationFormat == NumberFormat.Fp32));
+        var held = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 4, Seed = 99 });
+        string output = Path.Combine(_dir.FullName, "cnn-bn.w8a8-dynamic.onnx");
+        using var result = TestCompiler.Compiler.Compile(m, TestCompiler.RecipeOf("w8a8-dynamic"), new CompileOptions
+        {
+            Calibration = calib, HeldOut = held, OutputPath = output, OriginalPath = original,
+        });
+        var ctx = result.Context;
+        Assert.DoesNotContain(ctx.Notices, n => n.Contains("int8 weights only", StringComparison.Ordinal));
+        var convPlans = ctx.Plan.Layers.Where(p => p.Reasons.Any(r => r.Contains("ConvInteger", StringComparison.Ordinal))).ToList();
+        Assert.Equal(3, convPlans.Count);
+        Assert.All(convPlans, p => Assert.True(p.WeightFormat.IsInt8Storage && p.ActivationFormat == NumberFormat.UInt8
+            && p.LoweredBy is not null));
+        double sqnr = result.Verify!.Outputs[0].SqnrDb;
+        log.WriteLine($"cnn-bn: w8a8-dynamic output SQNR {sqnr:0.0} dB on random inputs");
+        Assert.True(sqnr > 20, $"SQNR {sqnr:0.0} dB");
+        using var q = Model.Load(output);
+        Assert.Equal(3, q.Graph.Nodes.Count(n => n.Is("ConvInteger")));
+        Assert.Equal(3, q.Graph.Nodes.Count(n => n.Is("DynamicQuantizeLinear")));
+        Assert.DoesNotContain(q.Graph.Nodes, n => n.Is("Conv"));
     }
 }

@@ -30,10 +30,7 @@ public static class LayerAnalysis
                 if (r.Status == MatchStatus.Accepted) normCandidates.Add((rule, r.Match!));
                 else if (r.Status == MatchStatus.Refused) normRefusals.Add(new Refusal(rule.Rule.Name, Refusal.Describe(n), r.Reason!, n));
             }
-            if (n.Is("ConvTranspose"))
-                linearRefusals.Add(new Refusal("linear", Refusal.Describe(n), "ConvTranspose is not quantized (its output channels are " +
-                    "weight axis 1; only Conv is lowered)", n));
-            foreach (var rule in (Rule[])[LinearRules.MatMul, LinearRules.Gemm, LinearRules.Conv])
+            foreach (var rule in (Rule[])[LinearRules.MatMul, LinearRules.Gemm, LinearRules.Conv, LinearRules.ConvTranspose])
             {
                 if (rule.RootOps is { } ops && !ops.Contains(n.OpType)) continue;
                 var r = rule.Try(n);
@@ -62,7 +59,7 @@ public static class LayerAnalysis
         var linearNames = new HashSet<string>(StringComparer.Ordinal);
         foreach (var m in linearMatches)
         {
-            var layer = m.Root!.Is("Gemm") ? Gemm(m, linearNames) : m.Root!.Is("Conv") ? Conv(m, linearNames)
+            var layer = m.Root!.Is("Gemm") ? Gemm(m, linearNames) : m.Root!.Is("Conv") || m.Root!.Is("ConvTranspose") ? Conv(m, linearNames)
                 : MatMul(graph, m, linearNames, map.Refusals);
             map.Linears.Add(layer);
         }
@@ -142,6 +139,7 @@ public static class LayerAnalysis
         var conv = m.Root!;
         var w = m["w"];
         var dims = w.Initializer!.Dims;
+        bool transposed = conv.Is("ConvTranspose");   // W [in, out, k…]: output channels on axis 1
         return new LinearLayer
         {
             Name = LayerNames.Unique(LayerNames.Linear(conv, w), names),
@@ -150,10 +148,10 @@ public static class LayerAnalysis
             Output = conv.Output,
             Weight = w,
             Bias = conv.Inputs.Count > 2 ? conv.Inputs[2] : null,
-            InFeatures = dims.Skip(1).Aggregate(1L, (a, d) => a * d),
-            OutFeatures = dims[0],
-            WeightIsOutByIn = true,
-            Conv = new ConvInfo(dims.ToArray(), conv.GetInt("group", 1)),
+            InFeatures = transposed ? dims[0] * dims.Skip(2).Aggregate(1L, (a, d) => a * d) : dims.Skip(1).Aggregate(1L, (a, d) => a * d),
+            OutFeatures = transposed ? dims[1] : dims[0],
+            WeightIsOutByIn = !transposed,
+            Conv = new ConvInfo(dims.ToArray(), conv.GetInt("group", 1), transposed),
         };
     }
 

@@ -51,10 +51,35 @@ public static class LinearRules
         P.Op("Conv", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("conv"),
         CheckConv);
 
+    /// <summary>ConvTranspose(x, W[, B]) with group = 1, W a floating-point initializer [in, out, k…] and B absent or an initializer
+    /// [out]: a linear layer whose per-output-channel weights are W[:, o, …] (axis 1).</summary>
+    public static Rule ConvTranspose { get; } = new("linear",
+        P.Op("ConvTranspose", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("convtranspose"),
+        CheckConvTranspose);
+
+    private static string? CheckConvTranspose(Match m)
+    {
+        var n = m.Root!;
+        if (n.GetInt("group", 1) != 1)
+            return $"ConvTranspose with group = {n.GetInt("group", 1)} is not quantized (its per-channel weight axis 1 holds only " +
+                "out/group channels; group = 1 is)";
+        if (CheckConvWeight(m["w"]) is { } bad) return bad;
+        var t = m["w"].Initializer!;
+        if (n.Inputs.Count > 2 && n.Inputs[2] is { } b && BiasReason(b, t.Dims[1]) is { } badBias) return badBias;
+        return null;
+    }
+
     private static string? CheckConv(Match m)
     {
         var n = m.Root!;
-        var w = m["w"];
+        if (CheckConvWeight(m["w"]) is { } bad) return bad;
+        var t = m["w"].Initializer!;
+        if (n.Inputs.Count > 2 && n.Inputs[2] is { } b && BiasReason(b, t.Dims[0]) is { } badBias) return badBias;
+        return null;
+    }
+
+    private static string? CheckConvWeight(Value w)
+    {
         switch (Classify(w))
         {
             case WeightSource.Initializer: break;
@@ -62,9 +87,8 @@ public static class LinearRules
             default: return $"weight '{w.Name}' is not an initializer";
         }
         var t = w.Initializer!;
-        if (t.Dims.Length < 3) return $"weight '{w.Name}' has shape {Constants.ShapeText(t.Dims)}, not [out, in/group, k…]";
+        if (t.Dims.Length < 3) return $"weight '{w.Name}' has shape {Constants.ShapeText(t.Dims)}, not [channels, channels/group, k…]";
         if (!Constants.IsFloatingPoint(t.DataType)) return $"weight '{w.Name}' is {DataTypes.Name(t.DataType)}, not floating point";
-        if (n.Inputs.Count > 2 && n.Inputs[2] is { } b && BiasReason(b, t.Dims[0]) is { } bad) return bad;
         return null;
     }
 

@@ -132,8 +132,16 @@ public sealed class LinearLayer
     public override string ToString() => $"{Name} ({Form}, {InFeatures}→{OutFeatures}{(FedBy is null ? "" : $", fed by {FedBy.Name}")})";
 }
 
-/// <summary>A Conv layer's weight shape [out, in/group, k…] and group count (depthwise: group = in = out).</summary>
-public sealed record ConvInfo(long[] WeightDims, long Group);
+/// <summary>A Conv layer's weight shape [out, in/group, k…] and group count (depthwise: group = in = out); for a ConvTranspose
+/// (<paramref name="Transposed"/>) the weight is [in, out/group, k…]: its output channels are axis 1.</summary>
+public sealed record ConvInfo(long[] WeightDims, long Group, bool Transposed = false)
+{
+    /// <summary>The weight axis of the output channels (0 for Conv, 1 for ConvTranspose).</summary>
+    public int OutAxis => Transposed ? 1 : 0;
+
+    /// <summary>Kernel positions per (input, output) channel pair: the product of the weight's dims after the first two.</summary>
+    public long KernelSize => WeightDims.Skip(2).Aggregate(1L, (a, d) => a * d);
+}
 
 /// <summary>Linear layers that read the same input, such as q/k/v or gate/up.</summary>
 /// <param name="Input">The shared input.</param>
