@@ -3,6 +3,7 @@ using Quantc.Core.Calibration;
 using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
+using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -87,7 +88,7 @@ internal static class ConvQuant
         var bq = g.AddInitializer(Tensor.FromValues<int>(b.Name + "_int32", (int)DT.Int32, t.Dims, ints));
         var bs = g.AddInitializer(Tensor.FromFloats(b.Name + "_scale", [n], scales));
         var bz = g.AddInitializer(Tensor.FromValues<int>(b.Name + "_zero_point", (int)DT.Int32, [n], new int[n]));
-        var dq = g.AddNode("DequantizeLinear", [bq, bs, bz], name: g.UniqueName(l.Name + "/bias_dq"), before: before);
+        var dq = new Emitter(g, before, l.Name).Node("DequantizeLinear", "/bias_dq", bq, bs, bz);
         dq.SetAttribute("axis", (long)(t.Dims.Length - 1));
         ctx.Provenance.Record(dq.Output.Name, b.Name);
         return dq.Output;

@@ -104,7 +104,7 @@ public sealed class LowerQdqPass : IPass
             var h = w.Select(v => (Half)v).ToArray();
             var hv = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_fp16", (int)DT.Float16, l.Weight.Initializer.Dims,
                 (ReadOnlySpan<Half>)h));
-            var cast = g.AddNode("Cast", [hv], name: g.UniqueName(l.Name + "/weight_cast"), before: l.Node);
+            var cast = new Emitter(g, l.Node, l.Name).Node("Cast", "/weight_cast", hv);
             cast.SetAttribute("to", 1L);
             l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, cast.Output);
             ctx.Provenance.Record(cast.Output.Name, l.Weight.Name);
@@ -121,7 +121,7 @@ public sealed class LowerQdqPass : IPass
             var w8 = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_fp8", (int)DT.Float8E4M3Fn, l.WeightIsOutByIn ? [n, k] : [k, n],
                 bytes));
             var s8 = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [], [q.Scales[0]]));
-            var dq8 = g.AddNode("DequantizeLinear", [w8, s8], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
+            var dq8 = new Emitter(g, l.Node, l.Name).Node("DequantizeLinear", "/weight_dq", w8, s8);
             l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq8.Output);
             ctx.Provenance.Record(dq8.Output.Name, l.Weight.Name);
             ctx.Provenance.Record(w8.Name, l.Weight.Name);
@@ -165,7 +165,7 @@ public sealed class LowerQdqPass : IPass
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", nk ? [n, groups] : [groups, n], sc));
             var zpPacked = Nibbles.Pack(zs);
             zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, nk ? [n, groups] : [groups, n], zpPacked));
-            dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
+            dq = new Emitter(g, l.Node, l.Name).Node("DequantizeLinear", "/weight_dq", wq, scale, zp);
             dq.SetAttribute("axis", nk ? 1L : 0L);
             dq.SetAttribute("block_size", (long)q.GroupSize);
         }
@@ -178,7 +178,7 @@ public sealed class LowerQdqPass : IPass
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
             zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n],
                 (ReadOnlySpan<sbyte>)(q.ZeroPoints ?? new sbyte[n])));
-            dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
+            dq = new Emitter(g, l.Node, l.Name).Node("DequantizeLinear", "/weight_dq", wq, scale, zp);
             dq.SetAttribute("axis", nk ? 0L : 1L);
         }
         l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq.Output);
@@ -194,7 +194,7 @@ public sealed class LowerQdqPass : IPass
         var scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
         var zpPacked = Nibbles.Pack(q.ZeroPoints ?? new sbyte[n]);
         var zp = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_zero_point", (int)DT.Int4, [n], zpPacked));
-        var dq = g.AddNode("DequantizeLinear", [wq, scale, zp], name: g.UniqueName(l.Name + "/weight_dq"), before: l.Node);
+        var dq = new Emitter(g, l.Node, l.Name).Node("DequantizeLinear", "/weight_dq", wq, scale, zp);
         dq.SetAttribute("axis", nk ? 0L : 1L);
         return dq;
     }
@@ -264,7 +264,7 @@ public sealed class LowerQdqPass : IPass
                 var grid = plan.ActivationFormat.Grid!;
                 var lo = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_lo"), [], [(float)grid.Min * scale]));
                 var hi = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_clip_hi"), [], [(float)grid.Max * scale]));
-                src = g.AddNode("Clip", [x, lo, hi], name: g.UniqueName(l.Name + "/act_clip"), before: first).Output;
+                src = new Emitter(g, first, l.Name).Node("Clip", "/act_clip", x, lo, hi).Output;
             }
             var s = g.AddInitializer(Tensor.FromFloats(g.UniqueName(x.Name + "_scale"), [], [scale]));
             if (plan.ActivationFormat == NumberFormat.Fp8)
@@ -272,13 +272,13 @@ public sealed class LowerQdqPass : IPass
                 // float8 as Div → Cast(float8e4m3fn, saturate) → Cast(float) → Mul: the same values as QuantizeLinear /
                 // DequantizeLinear of FLOAT8E4M3FN, but ONNX Runtime 1.31's QDQ MatMul fusion would take a float8
                 // Q/DQ pair for an integer one (it fails to load: MatMulIntegerToFloat with a float8 input).
-                var div = g.AddNode("Div", [src, s], name: g.UniqueName(l.Name + "/act_fp8_div"), before: first);
-                var to8 = g.AddNode("Cast", [div.Output], name: g.UniqueName(l.Name + "/act_fp8"), before: first);
+                var div = new Emitter(g, first, l.Name).Node("Div", "/act_fp8_div", src, s);
+                var to8 = new Emitter(g, first, l.Name).Node("Cast", "/act_fp8", div.Output);
                 to8.SetAttribute("to", (long)DT.Float8E4M3Fn);
                 to8.SetAttribute("saturate", 1L);
-                var back = g.AddNode("Cast", [to8.Output], name: g.UniqueName(l.Name + "/act_fp8_float"), before: first);
+                var back = new Emitter(g, first, l.Name).Node("Cast", "/act_fp8_float", to8.Output);
                 back.SetAttribute("to", (long)DT.Float);
-                dqOut = g.AddNode("Mul", [back.Output, s], name: g.UniqueName(l.Name + "/act_fp8_dq"), before: first).Output;
+                dqOut = new Emitter(g, first, l.Name).Node("Mul", "/act_fp8_dq", back.Output, s).Output;
                 ctx.Provenance.Record(dqOut.Name, x.Name);
                 cache[cacheKey] = dqOut;
                 l.Node.SetInput(0, dqOut);
@@ -289,8 +289,8 @@ public sealed class LowerQdqPass : IPass
                 ? g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Uint8, [],
                     (ReadOnlySpan<byte>)[(byte)zeroPoint]))
                 : g.AddInitializer(Tensor.FromValues(g.UniqueName(x.Name + "_zero_point"), (int)DT.Int8, [], (ReadOnlySpan<sbyte>)[0]));
-            var qn = g.AddNode("QuantizeLinear", [src, s, zp], name: g.UniqueName(l.Name + "/act_q"), before: first);
-            var dqn = g.AddNode("DequantizeLinear", [qn.Output, s, zp], name: g.UniqueName(l.Name + "/act_dq"), before: first);
+            var qn = new Emitter(g, first, l.Name).Node("QuantizeLinear", "/act_q", src, s, zp);
+            var dqn = new Emitter(g, first, l.Name).Node("DequantizeLinear", "/act_dq", qn.Output, s, zp);
             dqOut = dqn.Output;
             ctx.Provenance.Record(dqOut.Name, x.Name);
             cache[cacheKey] = dqOut;
@@ -324,7 +324,7 @@ public sealed class LowerQdqPass : IPass
     {
         var y = node.Output;
         var firstUser = GraphOrder.FirstUser(g, y);
-        var mul = g.AddNode("Mul", [y, s], name: g.UniqueName(layerName + "/act_dyn_rescale"), before: firstUser);
+        var mul = new Emitter(g, firstUser, layerName).Node("Mul", "/act_dyn_rescale", y, s);
         g.ReplaceValue(y, mul.Output);
         mul.SetInput(0, y);
     }

@@ -188,7 +188,7 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
                 var full = g[present];
                 var slots = Enumerable.Range(0, g.Outputs.Count).Where(i => ReferenceEquals(g.Outputs[i], full)).ToList();
                 g.RenameValueUnique(full, present + "_with_prefix");
-                var slice = g.AddNode("Slice", [full, starts, ends, axes], name: g.UniqueName($"prefix_tokens/{present}/slice"),
+                var slice = new Emitter(g, null, $"prefix_tokens/{present}").NodeOf("Slice", "/slice", [full, starts, ends, axes],
                     outputNames: [present]);
                 slice.Output.Type = full.Type;
                 full.Type = null;
