@@ -132,11 +132,14 @@ public sealed class Compiler(PassRegistry registry)
 
     private CompileResult Run(Model model, bool ownsModel, Recipe recipe, IReadOnlyList<IPass> passes, CompileOptions o)
     {
+        Diagnostics.MemoryTrace.Mark("compile start");
         var ctx = new PassContext(model) { SavedStatistics = o.SavedStatistics, CalibrationData = o.Calibration?.Samples };
         // Exporter layouts (Constant-node weights, Identity chains, deduplicated weights) normalized first: function-preserving.
         var imported = Quantc.Ir.Import.ImportNormalizer.Run(model);
         if (imported.NothingDone) ctx.Log.Add(imported.Describe());
         else ctx.Notice(imported.Describe());
+        model.File?.DropMappedPages();
+        Diagnostics.MemoryTrace.Mark("after import");
         var timings = o.Stages.Run($"compiling ({recipe.Name})", p => _manager.Run(passes, ctx, p));
         model.SetMetadata(RecipeMetadataKey, recipe.Name);
 
@@ -146,6 +149,7 @@ public sealed class Compiler(PassRegistry registry)
         if (o.OutputPath is { } outPath)
         {
             saved = model.Save(outPath);
+            Diagnostics.MemoryTrace.Mark("after save");
             if (OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(model)) is { } loadError)
             {
                 // The input's fault when ONNX Runtime does not load the original either (an op of an old opset it has no kernel for).
@@ -153,6 +157,7 @@ public sealed class Compiler(PassRegistry registry)
                     throw new BadInputException($"ONNX Runtime cannot load the model: {originalError}; nothing was written");
                 throw new InvalidOperationException($"the compiled model does not load in ONNX Runtime ({loadError}); nothing was written");
             }
+            Diagnostics.MemoryTrace.Mark("after ORT load check");
             if (o.HeldOut is { } held)
             {
                 if (original is null)
@@ -161,6 +166,7 @@ public sealed class Compiler(PassRegistry registry)
                 using var b = Model.Load(saved.ModelPath);
                 verify = o.Stages.Run("verifying", p =>
                     Verifier.Run(a, b, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
+                Diagnostics.MemoryTrace.Mark("after verify");
             }
         }
         else if (o.HeldOut is not null)

@@ -32,7 +32,7 @@ public interface IPass
 public sealed class PassContext(Model model)
 {
     public Model Model { get; } = model;
-    public QuantPlan Plan { get; } = new();
+    public QuantPlan Plan { get; } = new() { Spill = model.SpillFileFor };
     public Provenance Provenance { get; } = new();
 
     /// <summary>Calibration samples (model inputs), when the compile was given calibration data.</summary>
