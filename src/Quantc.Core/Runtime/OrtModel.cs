@@ -97,12 +97,15 @@ public static class OrtModel
     /// <summary>
     /// Opens a written model file in ONNX Runtime (from its path, so external data and models past
     /// 2 GB load as they will for a user) and closes it again; returns ONNX Runtime's error, or null
-    /// when the model loads.
+    /// when the model loads. Weights are not prepacked for the kernels (nothing runs).
     /// </summary>
     public static string? LoadError(string path, bool customOps)
     {
         using var so = DefaultOptions();
         if (customOps) CustomOps.Register(so);
+        // Graph optimizations run as they will for a user, but kernels do not repack their weights: the repacked copies
+        // (MatMulNBits, MatMulInteger...) would double the resident weights for a check that runs nothing (issue 22 item 10).
+        so.AddSessionConfigEntry("session.disable_prepacking", "1");
         try
         {
             using var session = new InferenceSession(path, so);
