@@ -28,6 +28,9 @@ public sealed class SilentStages : IStageRunner
 /// <summary>What a compile is given besides the model and the recipe.</summary>
 public sealed record CompileOptions
 {
+    /// <summary>How calibration runs in ONNX Runtime (e.g. <see cref="CalibrationOptions.SegmentBytes"/>); the defaults when null.</summary>
+    public CalibrationOptions? CalibrationRun { get; init; }
+
     /// <summary>Calibration data (its warnings go into the report); null when the recipe needs none or <see cref="SavedStatistics"/> answer
     /// it.</summary>
     public LoadedData? Calibration { get; init; }
@@ -133,7 +136,8 @@ public sealed class Compiler(PassRegistry registry)
     private CompileResult Run(Model model, bool ownsModel, Recipe recipe, IReadOnlyList<IPass> passes, CompileOptions o)
     {
         Diagnostics.MemoryTrace.Mark("compile start");
-        var ctx = new PassContext(model) { SavedStatistics = o.SavedStatistics, CalibrationData = o.Calibration?.Samples };
+        var ctx = new PassContext(model) { SavedStatistics = o.SavedStatistics, CalibrationData = o.Calibration?.Samples,
+            CalibrationOptions = o.CalibrationRun };
         // Exporter layouts (Constant-node weights, Identity chains, deduplicated weights) normalized first: function-preserving.
         var imported = Quantc.Ir.Import.ImportNormalizer.Run(model);
         if (imported.NothingDone) ctx.Log.Add(imported.Describe());

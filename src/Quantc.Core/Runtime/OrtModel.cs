@@ -31,8 +31,18 @@ public static class OrtModel
             foreach (var name in extraOutputs)
                 if (existing.Add(name)) proto.Graph.Output.Add(new ValueInfoProto { Name = name });
         }
+        return Open(proto, payload, model.File?.Directory, CustomOps.IsUsedBy(model), options);
+    }
+
+    /// <summary>
+    /// Opens <paramref name="proto"/> (tensors without data come from <paramref name="payload"/> and are written into the proto's
+    /// own tensor objects; tensors in external files are read from <paramref name="externalFolder"/>).
+    /// </summary>
+    internal static InferenceSession Open(ModelProto proto, Func<TensorProto, TensorData?> payload, string? externalFolder, bool customOps,
+        SessionOptions? options = null)
+    {
         var so = options ?? DefaultOptions();
-        if (CustomOps.IsUsedBy(model)) CustomOps.Register(so);
+        if (customOps) CustomOps.Register(so);
         string? folder = null;
         try
         {
@@ -44,8 +54,8 @@ public static class OrtModel
                 return new InferenceSession(saved.ModelPath, so);
             }
             InlineNewTensors(proto, payload);
-            if (model.File is not null)
-                so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", model.File.Directory);
+            if (externalFolder is not null)
+                so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", externalFolder);
             return new InferenceSession(proto.ToByteArray(), so);
         }
         catch (OnnxRuntimeException e)
