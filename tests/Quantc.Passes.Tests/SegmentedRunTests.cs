@@ -2,6 +2,7 @@ using Quantc.Core.Calibration;
 using Quantc.Core.Compilation;
 using Quantc.Core.Data;
 using Quantc.Core.Runtime;
+using Quantc.Core.Verification;
 using Quantc.Ir;
 
 namespace Quantc.Passes.Tests;
@@ -59,6 +60,27 @@ public sealed class SegmentedRunTests : IDisposable
         var whole = CompileTo("whole", source, recipe, long.MaxValue);
         var cut = CompileTo("cut", source, recipe, budget);
         Assert.Equal(File.ReadAllBytes(whole), File.ReadAllBytes(cut));
+    }
+
+    [Fact]
+    public void SegmentedVerifyMeasuresTheSame()
+    {
+        var source = Path.Combine(_dir.FullName, "llama.onnx");
+        Quantc.Models.ReferenceModels.BuildAndSave("llama", "tiny", 0, "torch", source);
+        var output = CompileTo("verify", source, "w8a8", long.MaxValue);
+        using var original = Model.Load(source);
+        using var compiled = Model.Load(output);
+        var held = DataLoader.Load(original, Path.Combine(AppContext.BaseDirectory, "eval.txt"),
+            new DataOptions { SplitDocuments = false, SequenceLength = 32, MaxSamples = 3 });
+        long budget = WeightBytes(compiled) / 4;
+        Assert.NotNull(SegmentedRun.Plan(original, budget));
+        Assert.NotNull(SegmentedRun.Plan(compiled, budget));
+        var whole = Verifier.Run(original, compiled, held.Samples, held.Tokens, new VerifyOptions { SegmentBytes = long.MaxValue, GreedySteps = 0 });
+        var cut = Verifier.Run(original, compiled, held.Samples, held.Tokens, new VerifyOptions { SegmentBytes = budget, GreedySteps = 0 });
+        Assert.Equal(whole.Outputs, cut.Outputs);
+        Assert.Equal(whole.Logits, cut.Logits);
+        Assert.NotEmpty(whole.Layers);
+        Assert.Equal(whole.Layers, cut.Layers);
     }
 
     private string CompileTo(string folder, string source, string recipe, long segmentBytes)
