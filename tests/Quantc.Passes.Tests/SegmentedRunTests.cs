@@ -81,6 +81,16 @@ public sealed class SegmentedRunTests : IDisposable
         Assert.Equal(whole.Logits, cut.Logits);
         Assert.NotEmpty(whole.Layers);
         Assert.Equal(whole.Layers, cut.Layers);
+
+        // Greedy decoding runs token by token: whole models only; in segments it is skipped with the reason.
+        var greedyWhole = Verifier.Run(original, compiled, held.Samples, held.Tokens,
+            new VerifyOptions { SegmentBytes = long.MaxValue, PerLayer = false, GreedySteps = 4 });
+        var greedyCut = Verifier.Run(original, compiled, held.Samples, held.Tokens,
+            new VerifyOptions { SegmentBytes = budget, PerLayer = false, GreedySteps = 4 });
+        Assert.NotNull(greedyWhole.Greedy);
+        Assert.Null(greedyWhole.GreedySkipped);
+        Assert.Null(greedyCut.Greedy);
+        Assert.Contains("greedy decoding not run: the models run in segments", greedyCut.GreedySkipped);
     }
 
     private string CompileTo(string folder, string source, string recipe, long segmentBytes)

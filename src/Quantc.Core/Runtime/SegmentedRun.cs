@@ -133,6 +133,7 @@ public static class SegmentedRun
                 var (segProto, segPayload) = SegmentProto(proto, payload, seg, wantedIn[k], store[0]);
                 var outputs = segProto.Graph.Output.Select(o => o.Name).ToList();
                 var inputNames = segProto.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+                using var trim = new MemoryTrim();          // disposed after the session
                 using var session = OrtModel.Open(segProto, segPayload, model.File?.Directory, customOps);
                 var wantedSet = wantedIn[k].ToHashSet(StringComparer.Ordinal);
                 var keptSet = seg.Kept.ToHashSet(StringComparer.Ordinal);
@@ -246,5 +247,26 @@ public static class SegmentedRun
             Name = name,
             Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)info.ElementDataType, Shape = shape } },
         };
+    }
+}
+
+/// <summary>
+/// On dispose, collects the managed heap (compacting the large-object heap: a segment's proto bytes and inlined weights are
+/// garbage once its session is open) and hands the C heap's free memory back to the system (glibc malloc_trim; Linux only): a
+/// closed session's weights and buffers are freed into malloc's arenas, which otherwise keep them resident.
+/// </summary>
+internal sealed partial class MemoryTrim : IDisposable
+{
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "malloc_trim")]
+    private static partial int malloc_trim(nuint pad);
+
+    public void Dispose()
+    {
+        System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect();
+        if (!OperatingSystem.IsLinux()) return;
+        try { malloc_trim(0); }
+        catch (EntryPointNotFoundException) { }
+        catch (DllNotFoundException) { }
     }
 }

@@ -65,6 +65,9 @@ public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Output
     /// <summary>Greedy decoding of both models through their KV cache from the first token of the data (decoder models with token
     /// data).</summary>
     public GreedyMatch? Greedy { get; init; }
+
+    /// <summary>Why greedy decoding was not compared though the data allowed it (models run in segments), or null.</summary>
+    public string? GreedySkipped { get; init; }
 }
 
 /// <summary>Options of a verification run.</summary>
@@ -131,6 +134,8 @@ public static class Verifier
         // A model past options.SegmentBytes of weights runs one segment at a time (SegmentedRun): ONNX Runtime never holds it whole.
         var segmentsOriginal = SegmentedRun.Plan(original, options.SegmentBytes);
         var segmentsCompiled = SegmentedRun.Plan(compiled, options.SegmentBytes);
+        bool segmented = segmentsOriginal is not null || segmentsCompiled is not null;
+        bool greedy = hasLogits && options.GreedySteps > 0 && tokens is { Count: > 0 } && tokens[0].Length > 0;
 
         // First pass: outputs (and as many intermediates as fit the budget), then further groups.
         var groups = GroupPairs(pairs, options.GroupBytes);
@@ -206,8 +211,11 @@ public static class Verifier
                 : null,
             layers)
         {
-            Greedy = hasLogits && options.GreedySteps > 0 && tokens is { Count: > 0 } && tokens[0].Length > 0
-                ? GreedyDecoding.Compare(original, compiled, tokens[0][0], options.GreedySteps, options.LogitsOutput) : null,
+            Greedy = greedy && !segmented
+                ? GreedyDecoding.Compare(original, compiled, tokens![0][0], options.GreedySteps, options.LogitsOutput) : null,
+            GreedySkipped = greedy && segmented
+                ? $"greedy decoding not run: the models run in segments (over {options.SegmentBytes >> 20} MiB of weights), and decoding " +
+                    "token by token would reload every segment for each token" : null,
         };
     }
 

@@ -1,7 +1,7 @@
-using Microsoft.ML.OnnxRuntime;
 using Quantc.Core.Calibration;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
+using Microsoft.ML.OnnxRuntime;
 using OrtType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 
 namespace Quantc.Core.Verification;
