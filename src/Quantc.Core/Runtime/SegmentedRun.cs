@@ -137,35 +137,51 @@ public static class SegmentedRun
                 using var session = OrtModel.Open(segProto, segPayload, model.File?.Directory, customOps);
                 var wantedSet = wantedIn[k].ToHashSet(StringComparer.Ordinal);
                 var keptSet = seg.Kept.ToHashSet(StringComparer.Ordinal);
-                for (int i = 0; i < samples.Count; i++)
+                var handed = Enumerable.Range(0, outputs.Count).Where(j => wantedSet.Contains(outputs[j])).ToList();
+                // Pipelined as the whole-model calibration is: sample i's values are handed over (in parallel over names) while
+                // ONNX Runtime runs sample i + 1; at most two samples' values are alive besides the kept ones.
+                Task? handing = null;
+                IDisposableReadOnlyCollection<OrtValue>? pending = null;
+                void Release(IDisposableReadOnlyCollection<OrtValue>? r)
                 {
-                    var fed = CalibrationInputs.ToOrt(samples[i]);
-                    IDisposableReadOnlyCollection<OrtValue> results;
-                    try
+                    if (r is null) return;
+                    for (int j = 0; j < outputs.Count; j++) if (!keptSet.Contains(outputs[j])) r[j].Dispose();
+                }
+                try
+                {
+                    for (int i = 0; i < samples.Count; i++)
                     {
-                        var inputs = fed.Where(x => inputNames.Contains(x.Name)).ToList();
-                        inputs.AddRange(seg.Carried.Select(c => (c, store[i][c])));
-                        results = OrtModel.Run(session, inputs, outputs, "model");
+                        var fed = CalibrationInputs.ToOrt(samples[i]);
+                        IDisposableReadOnlyCollection<OrtValue> results;
+                        try
+                        {
+                            var inputs = fed.Where(x => inputNames.Contains(x.Name)).ToList();
+                            inputs.AddRange(seg.Carried.Select(c => (c, store[i][c])));
+                            results = OrtModel.Run(session, inputs, outputs, "model");
+                        }
+                        finally
+                        {
+                            foreach (var (_, v) in fed) v.Dispose();
+                        }
+                        for (int j = 0; j < outputs.Count; j++) if (keptSet.Contains(outputs[j])) store[i][outputs[j]] = results[j];
+                        handing?.Wait();
+                        Release(pending);
+                        if (handing is not null) progress?.Report((++done, total));
+                        int sample = i;
+                        pending = results;
+                        handing = Task.Run(() => Parallel.ForEach(handed, j => consume(outputs[j], results[j], sample)));
                     }
-                    finally
-                    {
-                        foreach (var (_, v) in fed) v.Dispose();
-                    }
-                    int sample = i;
-                    var handed = Enumerable.Range(0, outputs.Count).Where(j => wantedSet.Contains(outputs[j])).ToList();
-                    try
-                    {
-                        Parallel.ForEach(handed, j => consume(outputs[j], results[j], sample));
-                    }
-                    catch (AggregateException e) when (e.InnerExceptions.Count == 1)
-                    {
-                        results.Dispose();
-                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
-                    }
-                    for (int j = 0; j < outputs.Count; j++)
-                        if (keptSet.Contains(outputs[j])) store[i][outputs[j]] = results[j];
-                        else results[j].Dispose();
+                    handing?.Wait();
                     progress?.Report((++done, total));
+                }
+                catch (AggregateException e) when (e.Flatten().InnerExceptions.Count == 1)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.Flatten().InnerExceptions[0]).Throw();
+                }
+                finally
+                {
+                    try { handing?.Wait(); } catch (AggregateException) { }
+                    Release(pending);
                 }
                 foreach (var s in store)
                     foreach (var name in s.Keys.Where(c => lastUse.GetValueOrDefault(c, -1) <= k).ToList())
