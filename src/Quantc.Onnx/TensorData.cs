@@ -64,7 +64,8 @@ public sealed class MappedTensorData : TensorData
         return new ReadOnlySpan<byte>(File.Pointer + Offset + offset, length);
     }
 
-    /// <summary>Gives the pages of this slice back (see <see cref="MappedFile.DropPages"/>): read again, they come from the page cache.</summary>
+    /// <summary>Gives the pages of this slice back (see <see cref="MappedFile.DropPages"/>): read again, they come from the page
+    /// cache.</summary>
     public void DropPages() => File.DropPages(Offset, _length);
 
     /// <summary>

@@ -75,7 +75,8 @@ public sealed class SegmentedRunTests : IDisposable
         long budget = WeightBytes(compiled) / 4;
         Assert.NotNull(SegmentedRun.Plan(original, budget));
         Assert.NotNull(SegmentedRun.Plan(compiled, budget));
-        var whole = Verifier.Run(original, compiled, held.Samples, held.Tokens, new VerifyOptions { SegmentBytes = long.MaxValue, GreedySteps = 0 });
+        var whole = Verifier.Run(original, compiled, held.Samples, held.Tokens,
+            new VerifyOptions { SegmentBytes = long.MaxValue, GreedySteps = 0 });
         var cut = Verifier.Run(original, compiled, held.Samples, held.Tokens, new VerifyOptions { SegmentBytes = budget, GreedySteps = 0 });
         Assert.Equal(whole.Outputs, cut.Outputs);
         Assert.Equal(whole.Logits, cut.Logits);

@@ -54,8 +54,8 @@ public static class Calibrator
         var stats = tensors.Distinct().ToDictionary(t => t, t => new TensorStats(t, options.HistogramBins), StringComparer.Ordinal);
         if (SegmentedRun.Plan(model, options.SegmentBytes) is { } segments)
         {
-            SegmentedRun.Run(model, segments, stats.Keys.ToList(), samples, (name, value, sample) => Fold(stats[name], value, sample, observe),
-                progress);
+            SegmentedRun.Run(model, segments, stats.Keys.ToList(), samples,
+                (name, value, sample) => Fold(stats[name], value, sample, observe), progress);
             return stats;
         }
         var groups = Group(model, stats.Keys.ToList(), samples, options.GroupBytes);

@@ -28,7 +28,8 @@ public sealed class SilentStages : IStageRunner
 /// <summary>What a compile is given besides the model and the recipe.</summary>
 public sealed record CompileOptions
 {
-    /// <summary>How calibration runs in ONNX Runtime (e.g. <see cref="CalibrationOptions.SegmentBytes"/>); the defaults when null.</summary>
+    /// <summary>How calibration runs in ONNX Runtime (e.g. <see cref="CalibrationOptions.SegmentBytes"/>); the defaults when null.
+    /// </summary>
     public CalibrationOptions? CalibrationRun { get; init; }
 
     /// <summary>Calibration data (its warnings go into the report); null when the recipe needs none or <see cref="SavedStatistics"/> answer

@@ -2,8 +2,8 @@ namespace Quantc.Core.Diagnostics;
 
 /// <summary>
 /// With QUANTC_MEMTRACE=1 in the environment, prints the process's memory at named points of a compile to stderr: resident
-/// (VmRSS, of it anonymous and file-backed pages), the peak so far (VmHWM) and the managed heap. A measuring aid for the
-/// memory figures in bench/RESULTS.md; silent otherwise.
+/// (VmRSS, of it anonymous and file-backed pages), the peak so far (VmHWM) and the managed heap (live, and committed by the
+/// GC). A measuring aid for the memory figures in bench/RESULTS.md; silent otherwise.
 /// </summary>
 public static class MemoryTrace
 {
@@ -16,8 +16,9 @@ public static class MemoryTrace
         if (!Enabled) return;
         var status = ReadStatus();
         long heap = GC.GetTotalMemory(false);
+        long committed = GC.GetGCMemoryInfo().TotalCommittedBytes;
         Console.Error.WriteLine($"memtrace {point,-28} rss {Mb(status, "VmRSS")} (anon {Mb(status, "RssAnon")}, file " +
-            $"{Mb(status, "RssFile")}) peak {Mb(status, "VmHWM")} managed {heap >> 20} MiB");
+            $"{Mb(status, "RssFile")}) peak {Mb(status, "VmHWM")} managed {heap >> 20} MiB (committed {committed >> 20} MiB)");
     }
 
     private static Dictionary<string, long> ReadStatus()

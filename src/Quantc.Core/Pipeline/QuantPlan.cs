@@ -121,7 +121,8 @@ public sealed class QuantPlan
     public IReadOnlyCollection<LayerPlan> Layers => _layers.Values;
 
     /// <summary>The plan of <paramref name="layer"/>, created on first use.</summary>
-    public LayerPlan this[string layer] => _layers.TryGetValue(layer, out var p) ? p : _layers[layer] = new LayerPlan(layer) { Spill = Spill };
+    public LayerPlan this[string layer] =>
+        _layers.TryGetValue(layer, out var p) ? p : _layers[layer] = new LayerPlan(layer) { Spill = Spill };
 
     /// <summary>Where the layers' large rounded weights go instead of memory (<see cref="Quantc.Ir.Model.SpillFileFor"/>).</summary>
     public Func<long, Quantc.Onnx.SpillFile?>? Spill { get; init; }

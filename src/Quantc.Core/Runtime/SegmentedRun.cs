@@ -94,8 +94,8 @@ public static class SegmentedRun
     /// graph: node outputs or graph inputs) to <paramref name="consume"/> (name, value, sample), in sample order for each name and in
     /// parallel for different names of one sample. The value is valid only during the call.
     /// </summary>
-    public static void Run(Model model, IReadOnlyList<Segment> segments, IReadOnlyList<string> wanted, IReadOnlyList<CalibrationSample> samples,
-        Action<string, OrtValue, int> consume, IProgress<(int Done, int Total)>? progress = null)
+    public static void Run(Model model, IReadOnlyList<Segment> segments, IReadOnlyList<string> wanted,
+        IReadOnlyList<CalibrationSample> samples, Action<string, OrtValue, int> consume, IProgress<(int Done, int Total)>? progress = null)
     {
         var g = model.Graph;
         var (proto, payload) = model.ToProto();
@@ -206,8 +206,8 @@ public static class SegmentedRun
 
     /// <summary>The proto of one segment: its nodes, the initializers and graph inputs they read, its carried values as inputs (typed
     /// from the first sample's kept values), and its kept and wanted values as outputs.</summary>
-    private static (ModelProto, Func<TensorProto, TensorData?>) SegmentProto(ModelProto full, Func<TensorProto, TensorData?> payload, Segment seg,
-        IReadOnlyList<string> wanted, IReadOnlyDictionary<string, OrtValue> firstSample)
+    private static (ModelProto, Func<TensorProto, TensorData?>) SegmentProto(ModelProto full, Func<TensorProto, TensorData?> payload,
+        Segment seg, IReadOnlyList<string> wanted, IReadOnlyDictionary<string, OrtValue> firstSample)
     {
         var fg = full.Graph;
         var graph = new GraphProto { Name = fg.Name };
