@@ -154,6 +154,7 @@ public sealed class Compiler(PassRegistry registry)
         if (o.OutputPath is { } outPath)
         {
             saved = model.Save(outPath);
+            if (model.SpilledBytes > 0) MemoryTrim.Now();   // before ONNX Runtime loads the output
             Diagnostics.MemoryTrace.Mark("after save");
             if (OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(model)) is { } loadError)
             {

@@ -267,19 +267,23 @@ public static class SegmentedRun
 }
 
 /// <summary>
-/// On dispose, collects the managed heap (compacting the large-object heap: a segment's proto bytes and inlined weights are
-/// garbage once its session is open) and hands the C heap's free memory back to the system (glibc malloc_trim; Linux only): a
-/// closed session's weights and buffers are freed into malloc's arenas, which otherwise keep them resident.
+/// On dispose, collects the managed heap aggressively (compacting and giving free memory back: a segment's proto bytes and
+/// inlined weights are garbage once its session is open, a pass's float copies once it ends) and hands the C heap's free
+/// memory back to the system (glibc malloc_trim; Linux only): a closed session's weights and buffers are freed into
+/// malloc's arenas, which otherwise keep them resident.
 /// </summary>
-internal sealed partial class MemoryTrim : IDisposable
+public sealed partial class MemoryTrim : IDisposable
 {
+    /// <summary>Collects and trims now.</summary>
+    public static void Now() => new MemoryTrim().Dispose();
+
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "malloc_trim")]
     private static partial int malloc_trim(nuint pad);
 
     public void Dispose()
     {
-        System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
-        GC.Collect();
+        // Aggressive: compacts every generation, the large-object heap included, and decommits what is left free.
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         if (!OperatingSystem.IsLinux()) return;
         try { malloc_trim(0); }
         catch (EntryPointNotFoundException) { }
