@@ -28,8 +28,9 @@ internal static class ConvDynamic
         var conv = l.Node;
         var dims = l.Conv!.WeightDims;
         int n = (int)l.OutFeatures;
-        var wu = new byte[q.Values.Length];
-        for (int i = 0; i < wu.Length; i++) wu[i] = (byte)(q.Values[i] + 128);
+        var qv = q.Values;   // a copy per read (it may be spilled): taken once
+        var wu = new byte[qv.Length];
+        for (int i = 0; i < wu.Length; i++) wu[i] = (byte)(qv[i] + 128);
         var w = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_uint8", (int)DT.Uint8, dims, wu));
         ctx.Provenance.Record(w.Name, l.Weight.Name);
         var e = new Emitter(g, conv, l.Name + "/dynamic");

@@ -93,11 +93,12 @@ public sealed class LowerInt4Fp8Pass(bool portable) : IPass
         int k = q.K, n = q.N, groups = q.Groups;
         // Ours: values [N, K], scales [N, groups]. The MatMul's weight: [K, N] int4 blocked along axis 0, scales [groups, N].
         var packed = new byte[(k * n + 1) / 2];
+        var qv = q.Values;
         for (int c = 0; c < n; c++)
             for (int j = 0; j < k; j++)
             {
                 int i = j * n + c;
-                packed[i >> 1] |= (byte)((q.Values[c * k + j] & 0xF) << ((i & 1) * 4));
+                packed[i >> 1] |= (byte)((qv[c * k + j] & 0xF) << ((i & 1) * 4));
             }
         var sc = new float[groups * n];
         for (int c = 0; c < n; c++) for (int gi = 0; gi < groups; gi++) sc[gi * n + c] = q.Scales[c * groups + gi];

@@ -43,10 +43,11 @@ public sealed class LowerMatMulNBitsPass(long accuracyLevel) : IPass
                 { ctx.Log.Add($"lower_matmulnbits: {l.Name} left to lower_qdq: block size {block} is not a power of two ≥ 16"); continue; }
             int blocks = k / block, blob = block / 2;
             var packed = new byte[n * blocks * blob];
+            var qv = q.Values;
             for (int c = 0; c < n; c++)
                 for (int j = 0; j < k; j++)
                 {
-                    Nibbles.Put(packed, (long)c * blocks * block + j, q.Values[c * k + j] + 8);
+                    Nibbles.Put(packed, (long)c * blocks * block + j, qv[c * k + j] + 8);
                 }
             var b = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_q4", (int)DT.Uint8, [n, blocks, blob], packed));
             var scales = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_q4_scales", [n * blocks], q.Scales));

@@ -116,8 +116,9 @@ public sealed class LowerQdqPass : IPass
         {
             // float8 e4m3fn values with one scale: DequantizeLinear without axis or zero point (opset 21 accepts both for float8).
             var bytes = new byte[k * n];
-            if (l.WeightIsOutByIn) Buffer.BlockCopy(q.Values, 0, bytes, 0, bytes.Length);
-            else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) bytes[j * n + c] = (byte)q.Values[c * k + j];
+            var qv8 = q.Values;
+            if (l.WeightIsOutByIn) Buffer.BlockCopy(qv8, 0, bytes, 0, bytes.Length);
+            else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) bytes[j * n + c] = (byte)qv8[c * k + j];
             var w8 = g.AddInitializer(Tensor.FromBytes(l.Weight.Name + "_fp8", (int)DT.Float8E4M3Fn, l.WeightIsOutByIn ? [n, k] : [k, n],
                 bytes));
             var s8 = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [], [q.Scales[0]]));
@@ -132,10 +133,11 @@ public sealed class LowerQdqPass : IPass
         bool nk = l.WeightIsOutByIn;
         bool int4 = plan.WeightFormat == NumberFormat.Int4;
         var vals = new sbyte[k * n];
+        var qv = q.Values;
         if (l.Conv is { Transposed: true })   // [in, out, k…], per-channel scales along axis 1
-            for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[Weights.ConvTransposeIndex(l, c, j)] = q.Values[c * k + j];
-        else if (nk) Array.Copy(q.Values, vals, vals.Length);
-        else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[j * n + c] = q.Values[c * k + j];
+            for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[Weights.ConvTransposeIndex(l, c, j)] = qv[c * k + j];
+        else if (nk) Array.Copy(qv, vals, vals.Length);
+        else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[j * n + c] = qv[c * k + j];
         long[] dims = l.Conv is { } conv ? conv.WeightDims : nk ? [n, k] : [k, n];
         Value wq, scale, zp;
         Node dq;

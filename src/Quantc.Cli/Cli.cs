@@ -171,6 +171,7 @@ public static class Cli
                     (int)DT.Bfloat16 => IndexOfNonFinite(t.AsSpan<ushort>(), b => (b & 0x7F80) == 0x7F80),
                     _ => -1,
                 };
+                t.DropPages();   // a scan of every weight would otherwise leave the whole model resident
                 if (bad >= 0)
                     throw new BadInputException($"{path}: weight '{v.Name}' holds NaN or infinite values (element {bad} " +
                         $"of {t.ElementCount}); a model with them cannot be quantized");

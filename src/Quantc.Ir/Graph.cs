@@ -131,6 +131,7 @@ public sealed class Graph
     public Value AddInitializer(Tensor tensor, string? name = null)
     {
         var v = Define(name ?? UniqueName(tensor.Name.Length > 0 ? tensor.Name : "const"));
+        tensor = Model?.Spill(tensor) ?? tensor;
         tensor.Name = v.Name;
         v.Initializer = tensor;
         _initializers.Add(v);
@@ -141,6 +142,7 @@ public sealed class Graph
     public void SetInitializer(Value value, Tensor tensor)
     {
         if (value.Initializer is null) throw new InvalidOperationException($"'{value.Name}' is not an initializer");
+        tensor = Model?.Spill(tensor) ?? tensor;
         tensor.Name = value.Name;
         value.Initializer = tensor;
         Touch();

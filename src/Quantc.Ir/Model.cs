@@ -24,6 +24,29 @@ public sealed class Model : IDisposable
 
     internal NameRegistry Names { get; } = new();
 
+    private SpillFile? _spill;
+
+    /// <summary>
+    /// Tensors that passes make of at least this many bytes go to a temporary spill file as they become initializers
+    /// (<see cref="SpillFile"/>: read back with positioned reads, so a rewritten model of any size costs page cache, not
+    /// resident memory); <see cref="long.MaxValue"/> keeps them in memory. The default, 1 MiB, is the size from which the writer
+    /// puts tensors in external data anyway, so the saved model is the same either way.
+    /// </summary>
+    public long SpillMinBytes { get; set; } = 1 << 20;
+
+    /// <summary>Bytes written to the spill file so far.</summary>
+    public long SpilledBytes => _spill?.Length ?? 0;
+
+    /// <summary>The spill file for <paramref name="bytes"/> bytes of data a compile made (opened on first use), or null when they
+    /// stay in memory (fewer than <see cref="SpillMinBytes"/>).</summary>
+    public SpillFile? SpillFileFor(long bytes) => bytes < SpillMinBytes ? null : _spill ??= new SpillFile();
+
+    internal Tensor Spill(Tensor t)
+    {
+        if (t.SourceProto is not null || t.IsExternal || SpillFileFor(t.ByteLength) is not { } file) return t;
+        return t.SpilledTo(file, SpillMinBytes);
+    }
+
     /// <summary>
     /// Counts the edits to the model's graphs (nodes, inputs, initializers, outputs, names,
     /// attributes): whoever caches what it found in the graph (the pass manager's statistics, a
@@ -143,5 +166,9 @@ public sealed class Model : IDisposable
         return OnnxModelWriter.Save(proto, path, payload, options);
     }
 
-    public void Dispose() => File?.Dispose();
+    public void Dispose()
+    {
+        File?.Dispose();
+        _spill?.Dispose();
+    }
 }

@@ -91,6 +91,25 @@ public sealed class Tensor
         }
     }
 
+    /// <summary>
+    /// Takes the pages of an external tensor that were read through the map out of resident memory (they stay in the page
+    /// cache; see <see cref="MappedFile.DropPages"/>). A span taken before stays valid. Nothing to do for other tensors.
+    /// </summary>
+    public void DropPages()
+    {
+        if (_data is MappedTensorData m) m.DropPages();
+    }
+
+    /// <summary>
+    /// This tensor with its bytes moved to <paramref name="file"/> when a pass made them in memory and they are at least
+    /// <paramref name="minBytes"/> long; otherwise this tensor itself.
+    /// </summary>
+    internal Tensor SpilledTo(SpillFile file, long minBytes)
+    {
+        if (_proto is not null || _data is not MemoryTensorData mem || mem.Length < minBytes) return this;
+        return new Tensor(Name, DataType, Dims, null, file.Write(mem.Memory.Span));
+    }
+
     /// <summary>The elements as a typed span (the element size must match the data type's).</summary>
     public ReadOnlySpan<T> AsSpan<T>() where T : unmanaged
     {
@@ -111,6 +130,7 @@ public sealed class Tensor
         long n = ElementCount;
         var result = new float[checked((int)n)];
         NumericConvert.ToFloat32(DataType, Data.Span, result);
+        DropPages();
         return result;
     }
 
@@ -134,6 +154,11 @@ public sealed class Tensor
         if (_data is MemoryTensorData mem && mem.Length < (1 << 20))
         {
             p.RawData = UnsafeByteOperations.UnsafeWrap(mem.Memory);
+            payload = null;
+        }
+        else if (_data is SpilledTensorData spilled && spilled.Length < (1 << 20))
+        {
+            p.RawData = UnsafeByteOperations.UnsafeWrap(spilled.Span.ToArray());   // as if it were still in memory
             payload = null;
         }
         else

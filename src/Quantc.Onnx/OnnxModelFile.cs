@@ -44,6 +44,13 @@ public sealed class OnnxModelFile : IDisposable
     /// <summary>External data files this model references (resolved paths).</summary>
     public IReadOnlyCollection<MappedFile> ExternalFiles => _files.Values;
 
+    /// <summary>Takes every page read through this model's external data maps out of resident memory (<see cref="MappedFile.DropPages"/>).
+    /// </summary>
+    public void DropMappedPages()
+    {
+        foreach (var f in _files.Values) f.DropPages();
+    }
+
     /// <summary>The mapped bytes of an external tensor of this model, or null when the tensor is not external.</summary>
     public TensorData? ExternalDataOf(TensorProto tensor) => _external.GetValueOrDefault(tensor);
 

@@ -64,6 +64,10 @@ public sealed class MappedTensorData : TensorData
         return new ReadOnlySpan<byte>(File.Pointer + Offset + offset, length);
     }
 
+    /// <summary>Gives the pages of this slice back (see <see cref="MappedFile.DropPages"/>): read again, they come from the page
+    /// cache.</summary>
+    public void DropPages() => File.DropPages(Offset, _length);
+
     /// <summary>
     /// Streams the slice from the file rather than through the mapping: pages read through a map
     /// count in the process's resident memory, file reads go through the page cache only, so copying
@@ -210,6 +214,31 @@ public sealed unsafe class MappedFile : IDisposable
 
     private bool _disposed;
 
+    /// <summary>
+    /// Takes the pages of [offset, offset + length) out of this process's resident memory (Linux madvise MADV_DONTNEED; a
+    /// no-op elsewhere or before the file is mapped). The map is read-only and shared, so nothing is lost: the bytes stay
+    /// in the kernel's page cache and a later read maps them again. Pages read through a map count in the process's
+    /// resident set until then, which for a model of several GiB read weight by weight is the whole model.
+    /// </summary>
+    public void DropPages(long offset = 0, long length = -1)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        lock (_gate)
+        {
+            if (_pointer == null || _disposed) return;
+            if (length < 0) length = Length - offset;
+            long page = Environment.SystemPageSize;
+            long start = offset / page * page;                       // whole pages, rounded outwards: dropping more is harmless
+            long end = Math.Min(Length, offset + length);
+            if (end <= start) return;
+            long misalign = (long)_pointer % page;                   // the view's base may sit inside a page
+            byte* from = _pointer + start - misalign;
+            long bytes = end - start + misalign;
+            bytes = (bytes + page - 1) / page * page;
+            PageAdvice.DontNeed(from, bytes);
+        }
+    }
+
     public void Dispose()
     {
         lock (_gate)
@@ -224,6 +253,20 @@ public sealed unsafe class MappedFile : IDisposable
             _map?.Dispose();
             _pointer = null;
         }
+    }
+}
+
+/// <summary>madvise for <see cref="MappedFile.DropPages"/>.</summary>
+internal static unsafe partial class PageAdvice
+{
+    [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
+    private static partial int madvise(void* address, nuint length, int advice);
+
+    /// <summary>MADV_DONTNEED over whole pages; failures are ignored (the pages then simply stay resident).</summary>
+    public static void DontNeed(byte* address, long length)
+    {
+        try { madvise(address, (nuint)length, 4 /* MADV_DONTNEED */); }
+        catch (EntryPointNotFoundException) { }
     }
 }
 

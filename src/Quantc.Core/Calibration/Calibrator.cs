@@ -17,6 +17,15 @@ public sealed record CalibrationOptions
     /// fit, and the data is run once per group. Memory stays bounded however many tensors there are.
     /// </summary>
     public long GroupBytes { get; init; } = 1L << 30;
+
+    /// <summary>
+    /// A model with more weight bytes than this runs in segments of about this many (<see cref="Runtime.SegmentedRun"/>): ONNX Runtime
+    /// then never holds the whole model. <see cref="long.MaxValue"/> always runs it whole.
+    /// </summary>
+    public long SegmentBytes { get; init; } = DefaultSegmentBytes;
+
+    /// <summary>The default of <see cref="SegmentBytes"/>: 256 MiB.</summary>
+    public const long DefaultSegmentBytes = 256L << 20;
 }
 
 /// <summary>
@@ -43,6 +52,12 @@ public static class Calibrator
         }
 
         var stats = tensors.Distinct().ToDictionary(t => t, t => new TensorStats(t, options.HistogramBins), StringComparer.Ordinal);
+        if (SegmentedRun.Plan(model, options.SegmentBytes) is { } segments)
+        {
+            SegmentedRun.Run(model, segments, stats.Keys.ToList(), samples,
+                (name, value, sample) => Fold(stats[name], value, sample, observe), progress);
+            return stats;
+        }
         var groups = Group(model, stats.Keys.ToList(), samples, options.GroupBytes);
         int total = groups.Count * samples.Count, done = 0;
         foreach (var group in groups)

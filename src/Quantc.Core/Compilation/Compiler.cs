@@ -28,6 +28,10 @@ public sealed class SilentStages : IStageRunner
 /// <summary>What a compile is given besides the model and the recipe.</summary>
 public sealed record CompileOptions
 {
+    /// <summary>How calibration runs in ONNX Runtime (e.g. <see cref="CalibrationOptions.SegmentBytes"/>); the defaults when null.
+    /// </summary>
+    public CalibrationOptions? CalibrationRun { get; init; }
+
     /// <summary>Calibration data (its warnings go into the report); null when the recipe needs none or <see cref="SavedStatistics"/> answer
     /// it.</summary>
     public LoadedData? Calibration { get; init; }
@@ -132,11 +136,15 @@ public sealed class Compiler(PassRegistry registry)
 
     private CompileResult Run(Model model, bool ownsModel, Recipe recipe, IReadOnlyList<IPass> passes, CompileOptions o)
     {
-        var ctx = new PassContext(model) { SavedStatistics = o.SavedStatistics, CalibrationData = o.Calibration?.Samples };
+        Diagnostics.MemoryTrace.Mark("compile start");
+        var ctx = new PassContext(model) { SavedStatistics = o.SavedStatistics, CalibrationData = o.Calibration?.Samples,
+            CalibrationOptions = o.CalibrationRun };
         // Exporter layouts (Constant-node weights, Identity chains, deduplicated weights) normalized first: function-preserving.
         var imported = Quantc.Ir.Import.ImportNormalizer.Run(model);
         if (imported.NothingDone) ctx.Log.Add(imported.Describe());
         else ctx.Notice(imported.Describe());
+        model.File?.DropMappedPages();
+        Diagnostics.MemoryTrace.Mark("after import");
         var timings = o.Stages.Run($"compiling ({recipe.Name})", p => _manager.Run(passes, ctx, p));
         model.SetMetadata(RecipeMetadataKey, recipe.Name);
 
@@ -146,6 +154,8 @@ public sealed class Compiler(PassRegistry registry)
         if (o.OutputPath is { } outPath)
         {
             saved = model.Save(outPath);
+            if (model.SpilledBytes > 0) MemoryTrim.Now();   // before ONNX Runtime loads the output
+            Diagnostics.MemoryTrace.Mark("after save");
             if (OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(model)) is { } loadError)
             {
                 // The input's fault when ONNX Runtime does not load the original either (an op of an old opset it has no kernel for).
@@ -153,6 +163,7 @@ public sealed class Compiler(PassRegistry registry)
                     throw new BadInputException($"ONNX Runtime cannot load the model: {originalError}; nothing was written");
                 throw new InvalidOperationException($"the compiled model does not load in ONNX Runtime ({loadError}); nothing was written");
             }
+            Diagnostics.MemoryTrace.Mark("after ORT load check");
             if (o.HeldOut is { } held)
             {
                 if (original is null)
@@ -161,6 +172,7 @@ public sealed class Compiler(PassRegistry registry)
                 using var b = Model.Load(saved.ModelPath);
                 verify = o.Stages.Run("verifying", p =>
                     Verifier.Run(a, b, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
+                Diagnostics.MemoryTrace.Mark("after verify");
             }
         }
         else if (o.HeldOut is not null)
@@ -169,6 +181,7 @@ public sealed class Compiler(PassRegistry registry)
         // A verified model with NaN or infinite outputs is reported, whatever the caller does with it.
         var warnings = new List<string>(o.Calibration?.Warnings ?? []);
         if (verify is not null) warnings.AddRange(verify.NonFinite().Select(n => $"verify: {n}"));
+        if (verify?.GreedySkipped is { } why) warnings.Add($"verify: {why}");
         var report = CompileReport.Create(o.InputName ?? original ?? "", o.OutputName
             ?? (o.OutputPath is null ? "" : Path.GetFullPath(o.OutputPath)),
             recipe, ctx, timings, warnings, verify, o.HeldOut?.Description);

@@ -11,6 +11,41 @@ namespace Quantc.Core.Numerics;
 public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int GroupSize, sbyte[] Values, float[] Scales,
     sbyte[]? ZeroPoints = null)
 {
+    private sbyte[]? _values = Values;
+    private Quantc.Onnx.TensorData? _spilled;
+    private readonly WeakReference<sbyte[]?> _readBack = new(null);
+
+    /// <summary>The integer values, [N, K] row-major. After <see cref="SpillTo"/> each read returns a copy read back from the spill
+    /// file (kept while the caller holds it): take it once into a local, not per element.</summary>
+    public sbyte[] Values
+    {
+        get => _values ?? ReadBack();
+        init => _values = value;
+    }
+
+    /// <summary>
+    /// This weight with its values moved to <paramref name="file"/> (they are the bulk: one byte per weight element), so that a
+    /// plan of a large model's rounded weights costs page cache, not resident memory.
+    /// </summary>
+    public QuantizedWeight SpillTo(Quantc.Onnx.SpillFile file)
+    {
+        if (_values is null) return this;
+        var copy = this with { };
+        copy._spilled = file.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(_values.AsSpan()));
+        copy._values = null;
+        return copy;
+    }
+
+    private sbyte[] ReadBack()
+    {
+        if (_readBack.TryGetTarget(out var v) && v is not null) return v;
+        var bytes = _spilled!.Span;
+        v = new sbyte[bytes.Length];
+        bytes.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan()));
+        _readBack.SetTarget(v);
+        return v;
+    }
+
     /// <summary>Groups per row (1 for per channel).</summary>
     public int Groups => GroupSize == 0 ? 1 : K / GroupSize;
 
@@ -24,11 +59,12 @@ public sealed record QuantizedWeight(QuantFormat Format, int N, int K, int Group
     public float[] Dequantize()
     {
         var w = new float[N * K];
+        var values = Values;
         for (int n = 0; n < N; n++)
             for (int k = 0; k < K; k++)
                 w[n * K + k] = Format.IsFloat
-                    ? Quantizer.Dequantize([(byte)Values[n * K + k]], 1, Format, Quantizer.Layout.PerTensor(1), [ScaleAt(n, k)])[0]
-                    : (Values[n * K + k] - ZeroPointAt(n, k)) * ScaleAt(n, k);
+                    ? Quantizer.Dequantize([(byte)values[n * K + k]], 1, Format, Quantizer.Layout.PerTensor(1), [ScaleAt(n, k)])[0]
+                    : (values[n * K + k] - ZeroPointAt(n, k)) * ScaleAt(n, k);
         return w;
     }
 }

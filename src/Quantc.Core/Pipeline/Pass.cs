@@ -32,8 +32,11 @@ public interface IPass
 public sealed class PassContext(Model model)
 {
     public Model Model { get; } = model;
-    public QuantPlan Plan { get; } = new();
+    public QuantPlan Plan { get; } = new() { Spill = model.SpillFileFor };
     public Provenance Provenance { get; } = new();
+
+    /// <summary>How calibration runs (segment size...); the defaults when null.</summary>
+    public CalibrationOptions? CalibrationOptions { get; set; }
 
     /// <summary>Calibration samples (model inputs), when the compile was given calibration data.</summary>
     public IReadOnlyList<CalibrationSample>? CalibrationData { get; set; }
@@ -66,7 +69,7 @@ public sealed class PassContext(Model model)
                 ? $"pass '{pass}' needs calibration data: give --calib DATA"
                 : $"pass '{pass}' needs statistics the saved calibration does not have (of the rewritten model, or other tensors): give " +
                     $"--calib DATA as well");
-        var fresh = Calibrator.Collect(Model, wanted, CalibrationData, observe: observe);
+        var fresh = Calibrator.Collect(Model, wanted, CalibrationData, CalibrationOptions, observe: observe);
         if (_cacheVersion != Model.Revision) { _cache.Clear(); _cacheVersion = Model.Revision; }
         foreach (var (k, v) in fresh) _cache[k] = v;
         return fresh;

@@ -43,6 +43,9 @@ public sealed class PassManager(PassRegistry registry)
             if (problems.Count > 0)
                 throw new InvalidOperationException($"pass '{pass.Name}' left the graph invalid: {string.Join("; ", problems.Take(5))}");
             timings.Add(new PassTiming(pass.Name, pass.Kind, sw.Elapsed, before, context.Model.Graph.AllNodes().Count()));
+            context.Model.File?.DropMappedPages();   // weights read through the maps leave the resident set
+            if (context.Model.SpilledBytes > 0) Runtime.MemoryTrim.Now();   // a large model's garbage goes before the next pass
+            Diagnostics.MemoryTrace.Mark($"after {pass.Name}");
             progress?.Report((i + 1, passes.Count));
         }
         if (context.Provenance.Origins.Count > 0) context.Provenance.WriteTo(context.Model);

@@ -34,7 +34,16 @@ public sealed class LayerPlan(string name)
     public string? RangeMethod { get; set; }
 
     /// <summary>The rounded weight, once a weight pass chose it ([N, K] integer values and scales).</summary>
-    public Numerics.QuantizedWeight? QuantizedWeight { get; set; }
+    public Numerics.QuantizedWeight? QuantizedWeight
+    {
+        get => _quantizedWeight;
+        set => _quantizedWeight = value is not null && Spill?.Invoke(value.Values.LongLength) is { } file ? value.SpillTo(file) : value;
+    }
+
+    private Numerics.QuantizedWeight? _quantizedWeight;
+
+    /// <summary>Where a large rounded weight's values go instead of memory (the model's spill file), if anywhere.</summary>
+    internal Func<long, Quantc.Onnx.SpillFile?>? Spill { get; init; }
 
     /// <summary>The pass that turned the decisions into operators (lower_qdq, lower_w4a8...); null while the layer is still float
     /// in the graph. What the compile summary counts.</summary>
@@ -112,7 +121,11 @@ public sealed class QuantPlan
     public IReadOnlyCollection<LayerPlan> Layers => _layers.Values;
 
     /// <summary>The plan of <paramref name="layer"/>, created on first use.</summary>
-    public LayerPlan this[string layer] => _layers.TryGetValue(layer, out var p) ? p : _layers[layer] = new LayerPlan(layer);
+    public LayerPlan this[string layer] =>
+        _layers.TryGetValue(layer, out var p) ? p : _layers[layer] = new LayerPlan(layer) { Spill = Spill };
+
+    /// <summary>Where the layers' large rounded weights go instead of memory (<see cref="Quantc.Ir.Model.SpillFileFor"/>).</summary>
+    public Func<long, Quantc.Onnx.SpillFile?>? Spill { get; init; }
 
     public bool TryGet(string layer, out LayerPlan plan) => _layers.TryGetValue(layer, out plan!);
 }

@@ -31,8 +31,18 @@ public static class OrtModel
             foreach (var name in extraOutputs)
                 if (existing.Add(name)) proto.Graph.Output.Add(new ValueInfoProto { Name = name });
         }
+        return Open(proto, payload, model.File?.Directory, CustomOps.IsUsedBy(model), options);
+    }
+
+    /// <summary>
+    /// Opens <paramref name="proto"/> (tensors without data come from <paramref name="payload"/> and are written into the proto's
+    /// own tensor objects; tensors in external files are read from <paramref name="externalFolder"/>).
+    /// </summary>
+    internal static InferenceSession Open(ModelProto proto, Func<TensorProto, TensorData?> payload, string? externalFolder, bool customOps,
+        SessionOptions? options = null)
+    {
         var so = options ?? DefaultOptions();
-        if (CustomOps.IsUsedBy(model)) CustomOps.Register(so);
+        if (customOps) CustomOps.Register(so);
         string? folder = null;
         try
         {
@@ -44,8 +54,8 @@ public static class OrtModel
                 return new InferenceSession(saved.ModelPath, so);
             }
             InlineNewTensors(proto, payload);
-            if (model.File is not null)
-                so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", model.File.Directory);
+            if (externalFolder is not null)
+                so.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", externalFolder);
             return new InferenceSession(proto.ToByteArray(), so);
         }
         catch (OnnxRuntimeException e)
@@ -97,12 +107,15 @@ public static class OrtModel
     /// <summary>
     /// Opens a written model file in ONNX Runtime (from its path, so external data and models past
     /// 2 GB load as they will for a user) and closes it again; returns ONNX Runtime's error, or null
-    /// when the model loads.
+    /// when the model loads. Weights are not prepacked for the kernels (nothing runs).
     /// </summary>
     public static string? LoadError(string path, bool customOps)
     {
         using var so = DefaultOptions();
         if (customOps) CustomOps.Register(so);
+        // Graph optimizations run as they will for a user, but kernels do not repack their weights: the repacked copies
+        // (MatMulNBits, MatMulInteger...) would double the resident weights for a check that runs nothing (issue 22 item 10).
+        so.AddSessionConfigEntry("session.disable_prepacking", "1");
         try
         {
             using var session = new InferenceSession(path, so);

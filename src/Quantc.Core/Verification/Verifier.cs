@@ -65,6 +65,9 @@ public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Output
     /// <summary>Greedy decoding of both models through their KV cache from the first token of the data (decoder models with token
     /// data).</summary>
     public GreedyMatch? Greedy { get; init; }
+
+    /// <summary>Why greedy decoding was not compared though the data allowed it (models run in segments), or null.</summary>
+    public string? GreedySkipped { get; init; }
 }
 
 /// <summary>Options of a verification run.</summary>
@@ -85,6 +88,12 @@ public sealed record VerifyOptions
     /// which a compiled model's differences are float32 rounding rather than a change of function.
     /// </summary>
     public Model? ExactReference { get; init; }
+
+    /// <summary>
+    /// A model with more weight bytes than this is run in segments of about this many (<see cref="SegmentedRun"/>), all samples
+    /// through one segment before the next; <see cref="long.MaxValue"/> always runs whole models.
+    /// </summary>
+    public long SegmentBytes { get; init; } = Calibration.CalibrationOptions.DefaultSegmentBytes;
 
     /// <summary>Tokens both models generate greedily from the data's first token, compared (0: not done).</summary>
     public int GreedySteps { get; init; } = 64;
@@ -122,6 +131,12 @@ public static class Verifier
         var vsExact = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var noise = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
 
+        // A model past options.SegmentBytes of weights runs one segment at a time (SegmentedRun): ONNX Runtime never holds it whole.
+        var segmentsOriginal = SegmentedRun.Plan(original, options.SegmentBytes);
+        var segmentsCompiled = SegmentedRun.Plan(compiled, options.SegmentBytes);
+        bool segmented = segmentsOriginal is not null || segmentsCompiled is not null;
+        bool greedy = hasLogits && options.GreedySteps > 0 && tokens is { Count: > 0 } && tokens[0].Length > 0;
+
         // First pass: outputs (and as many intermediates as fit the budget), then further groups.
         var groups = GroupPairs(pairs, options.GroupBytes);
         if (groups.Count == 0) groups.Add([]);
@@ -132,26 +147,26 @@ public static class Verifier
             var origNames = (gi == 0 ? outputs : []).Concat(group.Select(p => p.Original)).ToList();
             var compNames = (gi == 0 ? outputs : []).Concat(group.Select(p => p.Compiled)).ToList();
             if (origNames.Count == 0) continue;
-            using var so = OrtModel.CreateSession(original, origNames);
-            using var sc = OrtModel.CreateSession(compiled, compNames);
+            var compSamples = caches.IsEmpty ? samples : samples.Select(x => InCacheBasis(x, caches)).ToList();
+            using var ra = VerifyRuns.Of(original, segmentsOriginal, samples, origNames, "original");
+            using var rb = VerifyRuns.Of(compiled, segmentsCompiled, compSamples, compNames, "compiled");
             for (int s = 0; s < samples.Count; s++)
             {
-                using var ro = RunOne(so, samples[s], origNames, "original");
-                using var rc = RunOne(sc, caches.IsEmpty ? samples[s] : InCacheBasis(samples[s], caches), compNames, "compiled");
+                var ro = ra.Sample(s);
+                var rc = rb.Sample(s);
                 using var rx = exact is not null && gi == 0 ? RunOne(exact, samples[s], outputs, "float64 original") : null;
                 for (int k = 0; k < origNames.Count; k++)
                 {
                     bool isOutputTensor = gi == 0 && k < outputs.Count;
-                    var a = AsFloat(ro[k], isOutputTensor);
-                    var b = AsFloat(rc[k], isOutputTensor);
+                    var a = isOutputTensor ? ro[k].Output : ro[k].Intermediate;
+                    var b = isOutputTensor ? rc[k].Output : rc[k].Intermediate;
                     if (isOutputTensor && b is not null && caches.Contains(compNames[k]))
-                        caches.ToOriginal(compNames[k], b, rc[k].GetTensorTypeAndShape().Shape);
+                        caches.ToOriginal(compNames[k], b, rc[k].Shape);
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its " +
                             $"original '{origNames[k]}' has {a.Length}");
-                    if (isOutputTensor && ro[k].GetTensorTypeAndShape().Shape is var os && rc[k].GetTensorTypeAndShape().Shape is var cs &&
-                        !os.SequenceEqual(cs))
+                    if (isOutputTensor && ro[k].Shape is var os && rc[k].Shape is var cs && !os.SequenceEqual(cs))
                         throw new BadInputException($"output '{origNames[k]}' is {ShapeText(os)} in the original but {ShapeText(cs)} in " +
                             $"the compiled model");
                     bool isOutput = gi == 0 && k < outputs.Count;
@@ -165,7 +180,7 @@ public static class Verifier
                         }
                         if (origNames[k] == options.LogitsOutput)
                         {
-                            int vocab = (int)ro[k].GetTensorTypeAndShape().Shape[^1];
+                            int vocab = (int)ro[k].Shape[^1];
                             logits.Add(a, b, vocab, tokens is null ? default : tokens[s]);
                         }
                     }
@@ -196,8 +211,11 @@ public static class Verifier
                 : null,
             layers)
         {
-            Greedy = hasLogits && options.GreedySteps > 0 && tokens is { Count: > 0 } && tokens[0].Length > 0
-                ? GreedyDecoding.Compare(original, compiled, tokens[0][0], options.GreedySteps, options.LogitsOutput) : null,
+            Greedy = greedy && !segmented
+                ? GreedyDecoding.Compare(original, compiled, tokens![0][0], options.GreedySteps, options.LogitsOutput) : null,
+            GreedySkipped = greedy && segmented
+                ? $"greedy decoding not run: the models run in segments (over {options.SegmentBytes >> 20} MiB of weights), and decoding " +
+                    "token by token would reload every segment for each token" : null,
         };
     }
 
@@ -283,7 +301,7 @@ public static class Verifier
         return groups;
     }
 
-    private static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs,
+    internal static IDisposableReadOnlyCollection<OrtValue> RunOne(InferenceSession session, CalibrationSample sample, List<string> outputs,
         string which)
     {
         var inputs = CalibrationInputs.ToOrt(sample);
@@ -300,7 +318,7 @@ public static class Verifier
     }
 
     /// <summary>The tensor as float32; null for a non-numeric intermediate (bool masks...), which is left out of the comparison.</summary>
-    private static float[]? AsFloat(OrtValue v, bool isOutput)
+    internal static float[]? AsFloat(OrtValue v, bool isOutput)
     {
         var info = v.GetTensorTypeAndShape();
         if (!isOutput && info.ElementDataType is not (OrtType.Float or OrtType.Float16 or OrtType.BFloat16)) return null;
