@@ -8,6 +8,7 @@
 #   bench/identity-matrix.sh after.txt  [--small]      # after it
 #   diff before.txt after.txt                          # no output: byte-identical
 #
+# MATRIX_MODELS="a.onnx b.onnx" replaces the model list (e.g. the same small models for every commit of a series).
 # MATRIX_SKIP=REGEX leaves out the recipes it matches (e.g. 'flexround|lrq': learned rounding takes minutes per
 # compile; leave them out only when the change cannot reach their passes, and say so).
 #
@@ -34,6 +35,7 @@ if [ "$small" = "--small" ]; then
     models+=("$f")
   done
 fi
+if [ -n "${MATRIX_MODELS:-}" ]; then read -r -a models <<< "$MATRIX_MODELS"; fi
 mapfile -t recipes < <(./quantc recipes | sed '/^passes:/,$d' | grep -E '^[a-z0-9][a-z0-9-]*:' | cut -d: -f1 |
   grep -Ev "${MATRIX_SKIP:-^\$}")
 

@@ -29,6 +29,8 @@ internal static class CompileCommand
             DefaultValueFactory = _ => 8 };
         var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for " +
             "byte-tokenized models)" };
+        var noAttribution = new Option<bool>("--no-attribution") { Description = "when the verified error is far above the recipe's " +
+            "expectation, do not compile its parts again to tell which costs most" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
         var noDocSplit = Cli.NoDocSplitOption();
         var noBos = Cli.NoBosOption();
@@ -40,7 +42,7 @@ internal static class CompileCommand
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
         {
             model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, noBos,
-            force, genai,
+            force, genai, noAttribution,
         };
         cmd.SetAction(pr =>
         {
@@ -107,7 +109,7 @@ internal static class CompileCommand
                     Seed = randomVerify ? RandomVerifySeed : new DataOptions().Seed });
             }
 
-            using var result = compiler.Compile(m, r, passes, new CompileOptions
+            var options = new CompileOptions
             {
                 Calibration = calibration,
                 SavedStatistics = saved,
@@ -116,10 +118,15 @@ internal static class CompileCommand
                 OriginalPath = input,
                 OutputName = finalModel,
                 Stages = ProgressBar.Stages,
-            });
+            };
+            using var result = compiler.Compile(m, r, passes, options);
             foreach (var w in result.Report.Warnings.Where(w => w.StartsWith("verify: ", StringComparison.Ordinal)))
                 stderr.WriteLine(Cli.Printable($"quantc: warning: {w}"));
-            File.WriteAllText(stagedReport, result.Report.ToJson());
+            var reportRecord = result.Report with
+            {
+                Warnings = [.. result.Report.Warnings, .. Expected(result, input, options, !pr.GetValue(noAttribution), stderr)],
+            };
+            File.WriteAllText(stagedReport, reportRecord.ToJson());
             if (stagedHtml is not null)
                 Quantc.Core.Reports.Html.Write(stagedHtml,
                     Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, result.Context, result.Timings, result.Verify,
@@ -179,6 +186,24 @@ internal static class CompileCommand
                 $"change): {Cli.Printable(logits.Name)} SQNR {ReportNumberConverter.Db(logits.SqnrDb)} dB, " +
                 $"cosine {logits.Cosine:0.0000}{next}"));
         }
+    }
+
+    /// <summary>
+    /// When the verified error is far above the recipe's expectation: that warning and, with <paramref name="attribute"/>, which part
+    /// of the recipe costs most (the recipe's parts compiled again in turn; see <see cref="Expectations.Attribute"/>).
+    /// </summary>
+    private static IEnumerable<string> Expected(CompileResult result, string input, CompileOptions options, bool attribute,
+        TextWriter stderr)
+    {
+        if (result.Verify is not { } v || v.NonFinite().Count > 0 || Expectations.Miss(result.Recipe, v) is not { } miss) yield break;
+        stderr.WriteLine(Cli.Printable($"quantc: warning: verify: {miss.Text}"));
+        yield return $"verify: {miss.Text}";
+        if (!attribute) yield break;
+        stderr.WriteLine("quantc: note: compiling the recipe's parts again to find which costs most (--no-attribution to skip)");
+        int lowered = result.Context.Plan.Layers.Count(p => p.LoweredBy is not null);
+        string parts = Expectations.Attribute(result.Recipe, input, options, v, lowered, miss.Perplexity);
+        stderr.WriteLine(Cli.Printable($"quantc: warning: verify: {parts}"));
+        yield return $"verify: {parts}";
     }
 
     /// <summary>The seed of the random held-out inputs (different from the calibration's default seed).</summary>

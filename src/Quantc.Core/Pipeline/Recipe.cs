@@ -3,6 +3,14 @@ using YamlDotNet.RepresentationModel;
 
 namespace Quantc.Core.Pipeline;
 
+/// <summary>
+/// The accuracy a recipe is expected to keep, as measured by verification: the output perplexity at most
+/// <paramref name="PerplexityIncrease"/> above the original's (0.05 = 5 %), and for models without next-token logits every output's
+/// SQNR at least <paramref name="SqnrDb"/>. <paramref name="Basis"/> says where the figures come from (the recipe's
+/// <c>expect:</c>, or the bit widths it uses).
+/// </summary>
+public sealed record RecipeExpectation(double PerplexityIncrease, double SqnrDb, string Basis);
+
 /// <summary>One step of a recipe: a pass name and its parameters.</summary>
 public sealed record RecipeStep(string Pass, PassParameters Parameters);
 
@@ -20,6 +28,9 @@ public sealed record RecipeStep(string Pass, PassParameters Parameters);
 /// </summary>
 public sealed record Recipe(string Name, string Description, IReadOnlyList<RecipeStep> Steps, string Source)
 {
+    /// <summary>The recipe's own <c>expect: { perplexity_increase: 0.1, sqnr_db: 15 }</c>, when it states one.</summary>
+    public RecipeExpectation? Expect { get; init; }
+
     /// <summary>Parses recipe YAML; <paramref name="source"/> names it in messages.</summary>
     public static Recipe Parse(string yaml, string source)
     {
@@ -35,8 +46,8 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
         string name = Scalar(root, "name", source) ?? Path.GetFileNameWithoutExtension(source);
         string description = Scalar(root, "description", source) ?? "";
         foreach (var key in root.Children.Keys.Select(k => Key(k, source)))
-            if (key is not ("name" or "description" or "passes"))
-                throw new BadInputException($"{source}: unknown recipe key '{key}' (name, description, passes)");
+            if (key is not ("name" or "description" or "passes" or "expect"))
+                throw new BadInputException($"{source}: unknown recipe key '{key}' (name, description, passes, expect)");
         if (!root.Children.TryGetValue(new YamlScalarNode("passes"), out var passesNode) || passesNode is not YamlSequenceNode passes)
             throw new BadInputException($"{source}: the recipe has no 'passes' list");
         var steps = new List<RecipeStep>();
@@ -67,7 +78,29 @@ public sealed record Recipe(string Name, string Description, IReadOnlyList<Recip
             }
         }
         if (steps.Count == 0) throw new BadInputException($"{source}: the recipe has no passes");
-        return new Recipe(name, description, steps, source);
+        return new Recipe(name, description, steps, source) { Expect = Expectation(root, source) };
+    }
+
+    /// <summary>The <c>expect:</c> mapping (perplexity_increase as a share, sqnr_db), or null without one.</summary>
+    private static RecipeExpectation? Expectation(YamlMappingNode root, string source)
+    {
+        if (!root.Children.TryGetValue(new YamlScalarNode("expect"), out var node)) return null;
+        if (node is not YamlMappingNode m)
+            throw new BadInputException($"{source}: 'expect' must be a mapping (perplexity_increase, sqnr_db)");
+        var values = Map(m, $"{source}: expect");
+        foreach (var k in values.Keys)
+            if (k is not ("perplexity_increase" or "sqnr_db"))
+                throw new BadInputException($"{source}: expect: unknown key '{k}' (perplexity_increase, sqnr_db)");
+        double Get(string key, double fallback, double min, double max) => values.GetValueOrDefault(key) switch
+        {
+            null when !values.ContainsKey(key) => fallback,
+            long l when l >= min && l <= max => l,
+            double d when d >= min && d <= max => d,
+            var v => throw new BadInputException(
+                $"{source}: expect: {key} must be a number in [{min}, {max}], not '{v}'"),
+        };
+        return new RecipeExpectation(Get("perplexity_increase", double.PositiveInfinity, 0, 100), Get("sqnr_db", 0, 0, 200),
+            "the recipe's expect:");
     }
 
     /// <summary>Reads a recipe file.</summary>

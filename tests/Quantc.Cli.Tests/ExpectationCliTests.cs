@@ -1,0 +1,52 @@
+namespace Quantc.Cli.Tests;
+
+/// <summary>compile warns when the verified error is far above the recipe's expectation (on screen and in the report), and
+/// --no-attribution leaves out the compiles that tell which part costs most.</summary>
+public sealed class ExpectationCliTests() : FolderTest("quantc-expect")
+{
+    [Fact]
+    public void AMissedExpectationIsAWarningOnScreenAndInTheReport()
+    {
+        File.WriteAllText(P("strict.yaml"), """
+            name: strict
+            expect: { perplexity_increase: 0, sqnr_db: 200 }
+            passes:
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
+              - weights: { method: rtn }
+              - lower_qdq
+            """);
+        var (code, stdout, stderr) = Run("compile", Cli.DefaultModelPath(), "--recipe", P("strict.yaml"), "-o", P("q.onnx"),
+            "--no-attribution");
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains("quantc: warning: verify: output 'logits' SQNR ", stderr);
+        Assert.Contains("far below what recipe strict is expected to keep: 200 dB (the recipe's expect:; warned below 194 dB)", stderr);
+        Assert.DoesNotContain("compiling the recipe's parts again", stderr);
+        Assert.Contains("far below what recipe strict", File.ReadAllText(P("q.report.json")));
+    }
+
+    [Fact]
+    public void AWeightOnlyRecipeSaysItsWeightsAreTheWholeError()
+    {
+        File.WriteAllText(P("strict.yaml"), """
+            name: strict
+            expect: { sqnr_db: 200 }
+            passes:
+              - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
+              - weights: { method: rtn }
+              - lower_qdq
+            """);
+        var (code, stdout, stderr) = Run("compile", Cli.DefaultModelPath(), "--recipe", P("strict.yaml"), "-o", P("q.onnx"));
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains("compiling the recipe's parts again", stderr);
+        Assert.Contains("the error is the weights' alone (recipe strict keeps activations and cache in float)", stderr);
+    }
+
+    [Fact]
+    public void TheBundledCompileMeetsItsRecipesExpectation()
+    {
+        var (code, stdout, stderr) = Run("compile", "-o", P("q.onnx"));
+        Assert.True(code == 0, stderr + stdout);
+        Assert.DoesNotContain("far above", stderr);
+        Assert.DoesNotContain("far below", stderr);
+    }
+}
