@@ -13,12 +13,15 @@ namespace Quantc.Models;
 /// <item><c>resnet-wide</c>: a ResNet-18 layout (stem Conv 7×7 / 2 + MaxPool, four stages of two basic blocks with
 /// BatchNormalization and residual Adds, widths 64–512, 1×1 projections where the stride or width changes, Gemm head): the
 /// width at which int8 kernels are expected to pay, for latency.</item>
+/// <item><c>grouped-upsample</c>: Conv (stride 2) → grouped ConvTranspose (group 4, stride 2, with bias) → depthwise
+/// ConvTranspose (group = channels, 3×3) → Conv 1×1 as the <c>mask</c> output: ConvTranspose weights whose axis 1 holds only
+/// out/group channels.</item>
 /// </list>
 /// </summary>
 public static class VisionGraphs
 {
     /// <summary>The graphs by name.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["upsample-net", "resnet-wide"];
+    public static IReadOnlyList<string> Names { get; } = ["upsample-net", "resnet-wide", "grouped-upsample"];
 
     /// <summary>Builds graph <paramref name="name"/> (weights from <paramref name="seed"/>, <paramref name="imageSize"/>² images).
     /// </summary>
@@ -26,13 +29,16 @@ public static class VisionGraphs
     {
         "upsample-net" => UpsampleNet(seed, imageSize),
         "resnet-wide" => ResNetWide(seed, imageSize),
+        "grouped-upsample" => GroupedUpsample(seed, imageSize),
         _ => throw new Quantc.Onnx.BadInputException($"no vision graph '{name}' (have: {string.Join(", ", Names)})"),
     };
 
-    private static Value ConvTranspose(ExportedGraphs.Writer w, string name, Value x, long cin, long cout, long k, long stride, bool bias)
+    private static Value ConvTranspose(ExportedGraphs.Writer w, string name, Value x, long cin, long cout, long k, long stride, bool bias,
+        long group = 1)
     {
-        var weight = w.Random(name + ".weight", [cin, cout, k, k], Math.Sqrt(2.0 / (cin * k * k)));
+        var weight = w.Random(name + ".weight", [cin, cout / group, k, k], Math.Sqrt(2.0 / (cin / group * k * k)));
         var n = w.Op("ConvTranspose", name, bias ? [x, weight, w.Random(name + ".bias", [cout], 0.05)] : [x, weight]);
+        if (group != 1) n.SetAttribute("group", group);
         n.SetAttribute("kernel_shape", new long[] { k, k });
         n.SetAttribute("strides", new long[] { stride, stride });
         long pad = stride == 1 ? k / 2 : 0;
@@ -53,6 +59,18 @@ public static class VisionGraphs
         var fc = w.Op("Gemm", "fc", flat, w.Random("fc.weight", [10, 16], 0.3));
         fc.SetAttribute("transB", 1L);
         w.Output(fc.Output, "scores", 1, 10);
+        return m;
+    }
+
+    private static Model GroupedUpsample(int seed, int size)
+    {
+        var m = ExportedGraphs.NewModel(13, "pytorch");
+        var w = new ExportedGraphs.Writer(m.Graph, seed);
+        var x = m.Graph.AddInput("image", OnnxBuilder.TensorType(DT.Float, 1, 3, size, size));
+        var h = w.Op("Relu", "enc.relu", w.Conv("enc.conv", x, 3, 16, 3, stride: 2)).Output;
+        var u = w.Op("Relu", "up1.relu", ConvTranspose(w, "up1", h, 16, 16, 2, 2, bias: true, group: 4)).Output;
+        u = w.Op("Relu", "up2.relu", ConvTranspose(w, "up2", u, 16, 16, 3, 1, bias: false, group: 16)).Output;
+        w.Output(w.Conv("mask.conv", u, 16, 2, 1), "mask", 1, 2, size, size);
         return m;
     }
 

@@ -181,8 +181,8 @@ internal static class ConvQuant
         yq.Producer!.SetInput(0, y);
         // ONNX Runtime 1.31's CPU provider has no integer ConvTranspose kernel: it runs the QDQ ConvTranspose in float on the
         // dequantized weight (the stored weight is int8); providers with QDQ ConvTranspose support fuse the same form.
-        string form = l.Conv!.Transposed ? "QDQ ConvTranspose form, weight scales on axis 1 (ONNX Runtime CPU runs it in float"
-            + " on the dequantized int8 weight)" : "QLinearConv form";
+        string form = l.Conv!.Transposed ? $"QDQ ConvTranspose form, weight scales {(l.Conv.Group > 1 ? "in blocks of in/group along axis 0"
+            : "on axis 1")} (ONNX Runtime CPU runs it in float on the dequantized int8 weight)" : "QLinearConv form";
         plan.Reasons.Add(string.Create(CultureInfo.InvariantCulture,
             $"lower_qdq: {form} (bias int32 at s_x·s_w, output {outPlan.Format} over " +
             $"[{outPlan.Range.Lo:G4}, {outPlan.Range.Hi:G4}])"));

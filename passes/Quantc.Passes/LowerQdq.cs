@@ -177,6 +177,14 @@ public sealed class LowerQdqPass : IPass
                 throw new Quantc.Onnx.BadInputException($"lower_qdq: {l.Name}: per-group int8 weights are not lowered (use granularity: " +
                 $"per_channel)");
             wq = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_int8", (int)DT.Int8, dims, (ReadOnlySpan<sbyte>)vals));
+            if (l.Conv is { Transposed: true, Group: > 1 } grouped)
+            {
+                dq = GroupedConvTransposeDq(g, l, grouped, q, wq);
+                l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq.Output);
+                ctx.Provenance.Record(dq.Output.Name, l.Weight.Name);
+                ctx.Provenance.Record(wq.Name, l.Weight.Name);
+                return;
+            }
             scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", [n], q.Scales));
             zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, [n],
                 (ReadOnlySpan<sbyte>)(q.ZeroPoints ?? new sbyte[n])));
@@ -186,6 +194,31 @@ public sealed class LowerQdqPass : IPass
         l.WeightUse.Node.SetInput(l.WeightUse.InputIndex, dq.Output);
         ctx.Provenance.Record(dq.Output.Name, l.Weight.Name);
         ctx.Provenance.Record(wq.Name, l.Weight.Name); // the stored integer weight stands for the float one (diff matches them)
+    }
+
+    /// <summary>
+    /// A grouped ConvTranspose's int8 weight [in, out/group, k…]: axis 1 holds only out/group channels, so its per-output-channel scales
+    /// are a blocked DequantizeLinear along axis 0 (blocks of in/group input channels: one block per group), the scale and zero point
+    /// [group, out/group, k…] holding output channel gi · out/group + oc's at every kernel position.
+    /// </summary>
+    private static Node GroupedConvTransposeDq(Graph g, LinearLayer l, ConvInfo c, QuantizedWeight q, Value wq)
+    {
+        long[] dims = [c.Group, .. c.WeightDims.Skip(1)];
+        int perGroupOut = (int)c.WeightDims[1], kk = (int)c.KernelSize;
+        var sc = new float[c.Group * perGroupOut * kk];
+        var zs = new sbyte[sc.Length];
+        for (int o = 0; o < c.Group * perGroupOut; o++)
+            for (int p = 0; p < kk; p++)
+            {
+                sc[o * kk + p] = q.Scales[o];
+                zs[o * kk + p] = q.ZeroPoints?[o] ?? 0;
+            }
+        var scale = g.AddInitializer(Tensor.FromFloats(l.Weight.Name + "_scale", dims, sc));
+        var zp = g.AddInitializer(Tensor.FromValues(l.Weight.Name + "_zero_point", (int)DT.Int8, dims, (ReadOnlySpan<sbyte>)zs));
+        var dq = new Emitter(g, l.Node, l.Name).Node("DequantizeLinear", "/weight_dq", wq, scale, zp);
+        dq.SetAttribute("axis", 0L);
+        dq.SetAttribute("block_size", c.WeightDims[0] / c.Group);
+        return dq;
     }
 
     /// <summary>Per-channel int4 weights: one scale (and zero point) per output channel, DequantizeLinear with an axis and no

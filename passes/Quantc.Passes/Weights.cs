@@ -25,13 +25,16 @@ internal static class Weights
     }
 
     /// <summary>
-    /// Where a ConvTranspose's weight [in, out, k…] stores element (output channel <paramref name="o"/>, row <paramref name="j"/>) of
-    /// its [K, N] view, row j = (input channel, kernel position).
+    /// Where a ConvTranspose's weight [in, out/group, k…] stores element (output channel <paramref name="o"/>, row <paramref name="j"/>)
+    /// of its [K, N] view, row j = (input channel within o's group, kernel position); output channel o = group gi · out/group + oc
+    /// reads input channels gi · in/group + j / k.
     /// </summary>
     public static int ConvTransposeIndex(LinearLayer l, int o, int j)
     {
-        int kk = (int)l.Conv!.KernelSize;
-        return ((j / kk) * (int)l.OutFeatures + o) * kk + j % kk;
+        var c = l.Conv!;
+        int kk = (int)c.KernelSize, perGroupOut = (int)c.WeightDims[1], perGroupIn = (int)(c.WeightDims[0] / c.Group);
+        int gi = o / perGroupOut, input = gi * perGroupIn + j / kk;
+        return (input * perGroupOut + o % perGroupOut) * kk + j % kk;
     }
 
     /// <summary>Replaces the weight with <paramref name="kn"/> ([K, N] float32), keeping its orientation; a weight shared with another node

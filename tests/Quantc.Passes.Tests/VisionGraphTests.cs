@@ -19,9 +19,9 @@ public sealed class VisionGraphTests(ITestOutputHelper log) : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
-    private (CompileResult Result, string Output) CompileUpsampleNet(string recipe)
+    private (CompileResult Result, string Output) CompileUpsampleNet(string recipe, string graph = "upsample-net")
     {
-        using var m = VisionGraphs.Build("upsample-net");
+        using var m = VisionGraphs.Build(graph);
         string original = Path.Combine(_dir.FullName, "orig.onnx");
         m.Save(original);
         var calib = DataLoader.Load(m, "random", new DataOptions { MaxSamples = 8 });
@@ -78,5 +78,40 @@ public sealed class VisionGraphTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(1, ops.GetValueOrDefault("QGemm"));
         Assert.Equal(2, ops.GetValueOrDefault("ConvTranspose"));
         Assert.Equal(0, ops.GetValueOrDefault("Conv") + ops.GetValueOrDefault("Gemm"));
+    }
+
+    /// <summary>A grouped (group 4) and a depthwise ConvTranspose: weight axis 1 holds out/group channels, so the per-output-channel
+    /// scales are a blocked DequantizeLinear along axis 0 (one block of in/group input channels per group).</summary>
+    [Fact]
+    public void W8a8QuantizesGroupedConvTransposePerOutputChannelInBlocks()
+    {
+        var (result, output) = CompileUpsampleNet("w8a8", "grouped-upsample");
+        using var _ = result;
+        Assert.Equal(4, result.Context.Plan.Layers.Count());
+        Assert.All(result.Context.Plan.Layers, p => Assert.True(p.WeightFormat.IsInt8Storage && p.LoweredBy is not null,
+            $"{p.Name}: {p.WeightFormat}: {string.Join("; ", p.Reasons)}"));
+        var mask = Assert.Single(result.Verify!.Outputs);
+        Assert.True(mask.SqnrDb > 20, $"mask: SQNR {mask.SqnrDb:0.0} dB");
+
+        using var q = Model.Load(output);
+        var groups = new List<long>();
+        foreach (var ct in q.Graph.Nodes.Where(n => n.Is("ConvTranspose")))
+        {
+            long group = ct.GetInt("group", 1);
+            groups.Add(group);
+            var dq = ct.Inputs[1]!.Producer!;
+            Assert.True(dq.Is("DequantizeLinear"));
+            var wq = dq.Inputs[0]!.Initializer!;
+            Assert.Equal(0, dq.GetInt("axis", 1));
+            Assert.Equal(wq.Dims[0] / group, dq.GetInt("block_size", 0));
+            Assert.Equal([group, .. wq.Dims.Skip(1)], dq.Inputs[1]!.Initializer!.Dims.ToArray());
+            // Output channel gi·out/group + oc has one scale, the same at every kernel position.
+            var scales = dq.Inputs[1]!.Initializer!.ToFloat32();
+            int kk = (int)(wq.Dims[2] * wq.Dims[3]);
+            for (int o = 0; o < scales.Length / kk; o++) Assert.All(scales.Skip(o * kk).Take(kk), s => Assert.Equal(scales[o * kk], s));
+            Assert.True(scales.Distinct().Count() > 1, "per output channel, not one scale");
+        }
+        Assert.Equal([4L, 16L], groups);
+        Assert.Equal(2, OptimizedOps(output).GetValueOrDefault("QLinearConv"));
     }
 }

@@ -139,7 +139,9 @@ public static class LayerAnalysis
         var conv = m.Root!;
         var w = m["w"];
         var dims = w.Initializer!.Dims;
-        bool transposed = conv.Is("ConvTranspose");   // W [in, out, k…]: output channels on axis 1
+        bool transposed = conv.Is("ConvTranspose");   // W [in, out/group, k…]: output channels on axis 1 (within a group)
+        long group = conv.GetInt("group", 1);
+        long kernel = dims.Skip(2).Aggregate(1L, (a, d) => a * d);
         return new LinearLayer
         {
             Name = LayerNames.Unique(LayerNames.Linear(conv, w), names),
@@ -148,10 +150,10 @@ public static class LayerAnalysis
             Output = conv.Output,
             Weight = w,
             Bias = conv.Inputs.Count > 2 ? conv.Inputs[2] : null,
-            InFeatures = transposed ? dims[0] * dims.Skip(2).Aggregate(1L, (a, d) => a * d) : dims.Skip(1).Aggregate(1L, (a, d) => a * d),
-            OutFeatures = transposed ? dims[1] : dims[0],
+            InFeatures = transposed ? dims[0] / group * kernel : dims[1] * kernel,
+            OutFeatures = transposed ? dims[1] * group : dims[0],
             WeightIsOutByIn = !transposed,
-            Conv = new ConvInfo(dims.ToArray(), conv.GetInt("group", 1), transposed),
+            Conv = new ConvInfo(dims.ToArray(), group, transposed),
         };
     }
 

@@ -51,8 +51,9 @@ public static class LinearRules
         P.Op("Conv", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("conv"),
         CheckConv);
 
-    /// <summary>ConvTranspose(x, W[, B]) with group = 1, W a floating-point initializer [in, out, k…] and B absent or an initializer
-    /// [out]: a linear layer whose per-output-channel weights are W[:, o, …] (axis 1).</summary>
+    /// <summary>ConvTranspose(x, W[, B]), W a floating-point initializer [in, out/group, k…] and B absent or an initializer [out]: a
+    /// linear layer whose output channel gi·out/group + o has the weights W[gi·in/group + i, o, …] (group = 1: W[:, o, …], axis 1).
+    /// </summary>
     public static Rule ConvTranspose { get; } = new("linear",
         P.Op("ConvTranspose", P.Var("x", v => !Constants.IsConstant(v)), P.Var("w", IsWeightLike)).As("convtranspose"),
         CheckConvTranspose);
@@ -60,12 +61,12 @@ public static class LinearRules
     private static string? CheckConvTranspose(Match m)
     {
         var n = m.Root!;
-        if (n.GetInt("group", 1) != 1)
-            return $"ConvTranspose with group = {n.GetInt("group", 1)} is not quantized (its per-channel weight axis 1 holds only " +
-                "out/group channels; group = 1 is)";
         if (CheckConvWeight(m["w"]) is { } bad) return bad;
         var t = m["w"].Initializer!;
-        if (n.Inputs.Count > 2 && n.Inputs[2] is { } b && BiasReason(b, t.Dims[1]) is { } badBias) return badBias;
+        long group = n.GetInt("group", 1);
+        if (group < 1 || t.Dims[0] % group != 0)
+            return $"ConvTranspose with group = {group} over {t.Dims[0]} input channels (not a divisor)";
+        if (n.Inputs.Count > 2 && n.Inputs[2] is { } b && BiasReason(b, t.Dims[1] * group) is { } badBias) return badBias;
         return null;
     }
 

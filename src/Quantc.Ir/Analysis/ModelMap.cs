@@ -133,7 +133,8 @@ public sealed class LinearLayer
 }
 
 /// <summary>A Conv layer's weight shape [out, in/group, k…] and group count (depthwise: group = in = out); for a ConvTranspose
-/// (<paramref name="Transposed"/>) the weight is [in, out/group, k…]: its output channels are axis 1.</summary>
+/// (<paramref name="Transposed"/>) the weight is [in, out/group, k…]: its output channels are axis 1, within each group of in/group input
+/// channels.</summary>
 public sealed record ConvInfo(long[] WeightDims, long Group, bool Transposed = false)
 {
     /// <summary>The weight axis of the output channels (0 for Conv, 1 for ConvTranspose).</summary>
