@@ -12,35 +12,19 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <random>
-#include <string>
-#include <thread>
 #include <tuple>
 #include <vector>
 
 #include "best_seconds.h"
 #include "quantc/gemm.h"
 
-namespace {
-
 using quantc_bench::best_seconds;
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
   const bool unpacked = argc > 2 ? std::atoi(argv[2]) != 0 : true;
-  std::printf("CPU: %s, %u threads; avx2: %s, avx512_vnni: %s; best path: %s; best of %d runs\n\n", cpu_model().c_str(),
-              std::thread::hardware_concurrency(), __builtin_cpu_supports("avx2") ? "yes" : "no",
-              __builtin_cpu_supports("avx512vnni") ? "yes" : "no", quantc::isa_name(quantc::best_isa()), repeats);
+  quantc_bench::print_cpu(repeats);
   std::vector<quantc::Isa> paths;
   for (auto isa : {quantc::Isa::Avx2, quantc::Isa::Avx512Vnni})
     if (static_cast<int>(isa) <= static_cast<int>(quantc::best_isa())) paths.push_back(isa);

@@ -80,7 +80,7 @@ void hq_rows(void* p, int64_t r0, int64_t r1) {
   std::vector<float> tmp(static_cast<size_t>(std::min(kBlock, r1 - r0) * j.n));
   for (int64_t r = r0; r < r1; r += kBlock) {
     const int64_t rows = std::min(kBlock, r1 - r);
-    hadamard_transform(j.x + r * j.n, tmp.data(), rows, j.n, true);
+    hadamard_transform_rows(j.x + r * j.n, tmp.data(), rows, j.n, true, j.isa);
     quantize_int8(tmp.data(), rows * j.n, j.scale, j.y + r * j.n, j.isa);
   }
 }

@@ -113,7 +113,8 @@ struct FloatOut {
 struct HadamardOp {
   HadamardOp(const OrtApi* api, const OrtKernelInfo* info) : normalize_(attr_int(api, info, "normalize", 1) != 0) {}
 
-  void Compute(const Tensor<float>& x, Tensor<float>& y) {
+  void Compute(OrtKernelContext* ctx, const Tensor<float>& x, Tensor<float>& y) {
+    OnOrtPool pool(ctx);
     auto shape = x.Shape();
     if (shape.empty()) fail("Hadamard", "input must have at least one axis");
     int64_t n = shape.back(), p2;
