@@ -69,17 +69,6 @@ struct Job {
 };
 
 constexpr int64_t kRowBlock = 64;  // rows per work item (a multiple of every tile's row count)
-// K is walked in blocks of about kBlockK (whole groups) for every tile of a row block before the next block, so the
-// block's weight panels (kBlockK * 16 bytes per panel) stay in L1 while the 64 rows' tiles reuse them.
-constexpr int64_t kBlockK = 512;
-
-// A tile's part of K: groups [g0, g1); `first` starts the float accumulators at 0 (else they continue from the
-// values stored in y), `last` finishes the rows (row scale, bias). Storing the partial float sums between K blocks
-// and loading them back is exact, so the fold order and rounding stay the reference's.
-struct Span {
-  int64_t g0, g1;
-  bool first, last;
-};
 
 inline int32_t quad_at(const int8_t* p) {
   int32_t q;
@@ -92,7 +81,7 @@ inline int32_t quad_at(const int8_t* p) {
 // Y[m0 .. m0 + ROWS) x [16 * p0, 16 * (p0 + np)) with ROWS x PANELS int32 accumulators per group, folded
 // into float accumulators in group order: acc += float(sum - 8 * asum) * (a_scale * w_scale).
 template <int ROWS, int PANELS>
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job& j, int64_t m0, int64_t p0, int np, Span k) {
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job& j, int64_t m0, int64_t p0, int np) {
   const PackedInt4& p = *j.p;
   const int64_t K = p.K, blocks = K / 8, groups = K / p.G, per_group = p.G / 8;
   const __m512i mask = _mm512_set1_epi8(0x0F);
@@ -109,9 +98,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job&
   }
   __m512 facc[ROWS][PANELS];
   for (int r = 0; r < ROWS; ++r)
-    for (int c = 0; c < PANELS; ++c)
-      facc[r][c] = k.first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(valid[c], j.y + (m0 + r) * p.N + (p0 + c) * 16);
-  for (int64_t g = k.g0; g < k.g1; ++g) {
+    for (int c = 0; c < PANELS; ++c) facc[r][c] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
     __m512i iacc[ROWS][PANELS];
     for (int r = 0; r < ROWS; ++r)
       for (int c = 0; c < PANELS; ++c) iacc[r][c] = _mm512_setzero_si512();
@@ -141,12 +129,11 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job&
   }
   for (int c = 0; c < np; ++c) {
     const int64_t n0 = (p0 + c) * 16;
-    const __m512 bias = j.bias && k.last ? _mm512_maskz_loadu_ps(valid[c], j.bias + n0) : _mm512_setzero_ps();
+    const __m512 bias = j.bias ? _mm512_maskz_loadu_ps(valid[c], j.bias + n0) : _mm512_setzero_ps();
     for (int r = 0; r < ROWS; ++r) {
       __m512 v = facc[r][c];
-      if (k.last && j.row_scale) v = _mm512_mul_ps(v, _mm512_set1_ps(j.row_scale[m0 + r]));
-      if (k.last) v = _mm512_add_ps(v, bias);
-      _mm512_mask_storeu_ps(j.y + (m0 + r) * p.N + n0, valid[c], v);
+      if (j.row_scale) v = _mm512_mul_ps(v, _mm512_set1_ps(j.row_scale[m0 + r]));
+      _mm512_mask_storeu_ps(j.y + (m0 + r) * p.N + n0, valid[c], _mm512_add_ps(v, bias));
     }
   }
 }
@@ -155,7 +142,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job&
 // exact in int16: |(w + 8) * a| <= 15 * 128, and the four products of two blocks' quads sum to <= 7680 ----
 
 template <int ROWS>
-__attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t panel, Span k) {
+__attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t panel) {
   const PackedInt4& p = *j.p;
   const int64_t K = p.K, blocks = K / 8, groups = K / p.G, per_group = p.G / 8;
   const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
@@ -164,13 +151,8 @@ __attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t
   const float* sp = p.scale.data() + panel * groups * 16;
   const int64_t n0 = panel * 16, valid = std::min<int64_t>(16, p.N - n0);
   __m256 facc[ROWS][2];
-  for (int r = 0; r < ROWS; ++r) {
-    alignas(32) float in[16] = {};
-    if (!k.first) std::copy_n(j.y + (m0 + r) * p.N + n0, valid, in);
-    facc[r][0] = _mm256_load_ps(in);
-    facc[r][1] = _mm256_load_ps(in + 8);
-  }
-  for (int64_t g = k.g0; g < k.g1; ++g) {
+  for (int r = 0; r < ROWS; ++r) facc[r][0] = facc[r][1] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
     __m256i iacc[ROWS][2];
     for (int r = 0; r < ROWS; ++r) iacc[r][0] = iacc[r][1] = _mm256_setzero_si256();
     for (int64_t b = g * per_group; b < (g + 1) * per_group; ++b) {
@@ -202,33 +184,22 @@ __attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t
     _mm256_store_ps(out, facc[r][0]);
     _mm256_store_ps(out + 8, facc[r][1]);
     float* yr = j.y + (m0 + r) * p.N + n0;
-    const float rs = k.last && j.row_scale ? j.row_scale[m0 + r] : 1.0f;
-    for (int64_t l = 0; l < valid; ++l) {
-      if (!k.last) yr[l] = out[l];
-      else if (j.row_scale) yr[l] = out[l] * rs + (j.bias ? j.bias[n0 + l] : 0.0f);
-      else yr[l] = out[l] + (j.bias ? j.bias[n0 + l] : 0.0f);
-    }
+    const float rs = j.row_scale ? j.row_scale[m0 + r] : 1.0f;
+    for (int64_t l = 0; l < valid; ++l) yr[l] = (j.row_scale ? out[l] * rs : out[l]) + (j.bias ? j.bias[n0 + l] : 0.0f);
   }
 }
 
 constexpr int kPanelsVnni = 2;      // a 4 x 2-panel tile: 8 int32 + 8 float accumulators + 4 weight vectors
 constexpr int kPanelsVnniGemv = 4;  // one row (decode): 4 panels for independent chains, the weights streamed once
 
-// The K blocks of a row block: whole groups, about kBlockK k's each.
-template <typename Fn>
-void for_each_k_block(const PackedInt4& p, Fn&& fn) {
-  const int64_t groups = p.K / p.G, per = std::max<int64_t>(1, kBlockK / p.G);
-  for (int64_t g0 = 0; g0 < groups; g0 += per) fn(Span{g0, std::min(groups, g0 + per), g0 == 0, g0 + per >= groups});
-}
-
 template <int PANELS>
-void rows_vnni(const Job& j, int64_t m0, int64_t m1, int64_t p0, int np, Span k) {
+void rows_vnni(const Job& j, int64_t m0, int64_t m1, int64_t p0, int np) {
   int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) tile_vnni<4, PANELS>(j, m, p0, np, k);
+  for (; m + 4 <= m1; m += 4) tile_vnni<4, PANELS>(j, m, p0, np);
   switch (m1 - m) {
-    case 3: tile_vnni<3, PANELS>(j, m, p0, np, k); break;
-    case 2: tile_vnni<2, PANELS>(j, m, p0, np, k); break;
-    case 1: tile_vnni<1, PANELS>(j, m, p0, np, k); break;
+    case 3: tile_vnni<3, PANELS>(j, m, p0, np); break;
+    case 2: tile_vnni<2, PANELS>(j, m, p0, np); break;
+    case 1: tile_vnni<1, PANELS>(j, m, p0, np); break;
     default: break;
   }
 }
@@ -236,13 +207,12 @@ void rows_vnni(const Job& j, int64_t m0, int64_t m1, int64_t p0, int np, Span k)
 void run_vnni(void* ctx, int64_t t0, int64_t t1) {
   const Job& j = *static_cast<const Job*>(ctx);
   const int per = j.M == 1 ? kPanelsVnniGemv : kPanelsVnni;
-  const int64_t groups = j.p->K / j.p->G;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t p0 = (t / j.row_blocks) * per, m0 = (t % j.row_blocks) * kRowBlock;
     const int np = static_cast<int>(std::min<int64_t>(per, j.p->panels - p0));
     const int64_t m1 = std::min(j.M, m0 + kRowBlock);
-    if (j.M == 1) tile_vnni<1, kPanelsVnniGemv>(j, 0, p0, np, Span{0, groups, true, true});  // weights read once: no K blocks
-    else for_each_k_block(*j.p, [&](Span k) { rows_vnni<kPanelsVnni>(j, m0, m1, p0, np, k); });
+    if (j.M == 1) tile_vnni<1, kPanelsVnniGemv>(j, 0, p0, np);
+    else rows_vnni<kPanelsVnni>(j, m0, m1, p0, np);
   }
 }
 
@@ -250,15 +220,13 @@ void run_avx2(void* ctx, int64_t t0, int64_t t1) {
   const Job& j = *static_cast<const Job*>(ctx);
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t panel = t / j.row_blocks, m0 = (t % j.row_blocks) * kRowBlock, m1 = std::min(j.M, m0 + kRowBlock);
-    for_each_k_block(*j.p, [&](Span k) {
-      int64_t m = m0;
-      for (; m + 3 <= m1; m += 3) tile_avx2<3>(j, m, panel, k);
-      switch (m1 - m) {
-        case 2: tile_avx2<2>(j, m, panel, k); break;
-        case 1: tile_avx2<1>(j, m, panel, k); break;
-        default: break;
-      }
-    });
+    int64_t m = m0;
+    for (; m + 3 <= m1; m += 3) tile_avx2<3>(j, m, panel);
+    switch (m1 - m) {
+      case 2: tile_avx2<2>(j, m, panel); break;
+      case 1: tile_avx2<1>(j, m, panel); break;
+      default: break;
+    }
   }
 }
 

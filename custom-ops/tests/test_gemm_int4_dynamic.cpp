@@ -73,8 +73,8 @@ TEST(QuantizeRowsInt8, EveryPathEqualsThePlainDefinition) {
 
 // Float A: the packed GEMM quantizes each row inside and equals the graph's arithmetic bit for bit — the reference
 // int8 kernel on the plainly quantized rows (no bias), each output row times its scale, then + bias. Odd shapes,
-// M = 1 (the decode tile) and remainders of the 4-row / 64-row tiles, N not a multiple of 16, K = 64 .. 4096 (K blocks
-// of 512 k's and a shorter last one), G = 32 / 64 / 128, with and without bias, A_scale not 1.
+// M = 1 (the decode tile) and remainders of the 4-row / 64-row tiles, N not a multiple of 16, K = 64 .. 4096,
+// G = 32 / 64 / 128, with and without bias, A_scale not 1.
 TEST(MatMulInt4Int8, FloatActivationsQuantizedInsideEqualTheGraphBitForBit) {
   std::mt19937 rng(37);
   std::uniform_int_distribution<int> d4(-8, 7);
