@@ -17,13 +17,14 @@ public sealed class LowerW4A8Tests(ITestOutputHelper log) : IDisposable
         DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, file), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n })
             is var d ? (d.Samples, d.Tokens) : default;
 
-    private Model Compile(bool inside, out Core.Compilation.CompileResult result)
+    private Model Compile(bool inside, out Core.Compilation.CompileResult result, string after = "")
     {
         string recipe = $$"""
             passes:
               - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: int8, mode: dynamic }
               - weights: { method: rtn }
               - lower_w4a8: { quantize_inside: {{(inside ? "true" : "false")}} }
+            {{after}}
             """;
         using var m = TestCompiler.TinyReference(_dir);
         return TestCompiler.CompileAndReload(_dir, m, recipe, Data(m, "calib.txt", 4).Samples, out result);
@@ -59,6 +60,27 @@ public sealed class LowerW4A8Tests(ITestOutputHelper log) : IDisposable
         var r = Verifier.Run(ops, inside, samples, tokens, new VerifyOptions { PerLayer = false });
         foreach (var o in r.Outputs) log.WriteLine($"{o.Name}: max |err| {o.MaxAbsError:G3} over {o.Elements} elements");
         Assert.True(r.Outputs.Count > 1);
+        Assert.All(r.Outputs, o => Assert.True(o.MaxAbsError == 0 && o.Elements > 0, $"{o.Name}: max |err| {o.MaxAbsError:G3}"));
+    }
+
+    /// <summary>
+    /// fuse_projections stacks the MatMulInt4Int8 of q/k/v and of gate/up (one A each) into one op and a Split: in both forms of
+    /// the quantization, fewer MatMulInt4Int8 nodes and bit-identical outputs.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void FusedProjectionsAreBitIdentical(bool inside)
+    {
+        using var separate = Compile(inside, out _);
+        using var fused = Compile(inside, out var result, "  - fuse_projections");
+        int Count(Model m) => m.Graph.AllNodes().Count(n => n.OpType == "MatMulInt4Int8");
+        // Per layer of the tiny llama: q, k, v, o, gate, up as MatMulInt4Int8 (down_proj's K = 344 stays QDQ) → qkv, o, gate+up.
+        Assert.True(Count(separate) >= 24, $"{Count(separate)} MatMulInt4Int8 before fusing");
+        Assert.Equal(Count(separate) / 2, Count(fused));
+        Assert.Contains(result.Context.Log, l => l.Contains("q_proj+k_proj+v_proj", StringComparison.Ordinal) && l.Contains("MatMulInt4Int8", StringComparison.Ordinal));
+        var (samples, tokens) = Data(separate, "eval.txt", 2);
+        var r = Verifier.Run(separate, fused, samples, tokens, new VerifyOptions { PerLayer = false });
         Assert.All(r.Outputs, o => Assert.True(o.MaxAbsError == 0 && o.Elements > 0, $"{o.Name}: max |err| {o.MaxAbsError:G3}"));
     }
 }
