@@ -34,8 +34,9 @@ int main(int argc, char** argv) {
       quantc::hadamard_transform_rows(x.data(), y.data(), rows, n, true, quantc::best_isa());
     });
     const double tp = quantc_bench::best_seconds(repeats, [&] { quantc::hadamard_transform(x.data(), y.data(), rows, n, true); });
-    std::printf("| %lld | %lld | %d x %lld | %.0f | %.0f | %.0f | %.1f | %.1fx |\n", static_cast<long long>(rows), static_cast<long long>(n),
-                m, static_cast<long long>(p2), ts * 1e6, tv * 1e6, tp * 1e6, 8.0 * rows * n / tp * 1e-9, ts / tp);
+    std::printf("| %lld | %lld | %d x %lld | %.0f | %.0f | %.0f | %.1f | %.1fx |\n", static_cast<long long>(rows),
+                static_cast<long long>(n), m, static_cast<long long>(p2), ts * 1e6, tv * 1e6, tp * 1e6, 8.0 * rows * n / tp * 1e-9,
+                ts / tp);
   }
   return 0;
 }

@@ -200,7 +200,8 @@ struct MatMulInt8Op {
   }
 };
 
-// MatMulInt4Int8(A: TA[..., K], A_scale: T scalar, B: uint8[N, K/2] (int4, chunked), B_scale: T[N, K/group_size], bias?: T[N]) -> Y T[..., N].
+// MatMulInt4Int8(A: TA[..., K], A_scale: T scalar, B: uint8[N, K/2] (int4, chunked), B_scale: T[N, K/group_size], bias?: T[N])
+// -> Y T[..., N].
 // TA is int8 (quantized by the graph), or float32 with T float32: A is then quantized per token inside (s = max|row| / 127)
 // and each output row multiplied by its s before the bias (see README).
 template <typename TA, typename T>

@@ -13,7 +13,8 @@ namespace Quantc.Passes;
 /// (or two) per group, which is most of the gain in decode, and a wider N for the int8 and int4 kernels at
 /// prefill. Works on what the other lowering passes leave: float weights, int8 per-channel weights behind
 /// DequantizeLinear(axis 1), int4 weights blocked along K behind DequantizeLinear(axis 0, block_size) — which
-/// ONNX Runtime still fuses into MatMulIntegerToFloat / MatMulNBits — and ai.quantc.MatMulInt4Int8 (FuseProjectionsInt4Int8.cs). The projections of a group must agree on
+/// ONNX Runtime still fuses into MatMulIntegerToFloat / MatMulNBits — and ai.quantc.MatMulInt4Int8
+/// (FuseProjectionsInt4Int8.cs). The projections of a group must agree on
 /// the weight's type, its quantization axis and block size and its zero-point type; a projection whose weight
 /// is shared or not a constant stays on its own, with the reason in the log. Exact: every output column is
 /// computed from the same numbers as before.

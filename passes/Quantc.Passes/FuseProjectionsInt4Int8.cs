@@ -76,7 +76,8 @@ public sealed partial class FuseProjectionsPass
         var first = set.Select(p => p.Node).OrderBy(m => IndexOf(g, m)).First();
         var e = new Emitter(g, first, name);
         long n = set.Sum(p => p.B.Dims[0]);
-        var b = g.AddInitializer(Tensor.FromBytes(g.UniqueName(name + ".weight_int4"), (int)DT.Uint8, [n, set[0].B.Dims[1]], Stacked(set, p => p.B)));
+        var b = g.AddInitializer(Tensor.FromBytes(g.UniqueName(name + ".weight_int4"), (int)DT.Uint8, [n, set[0].B.Dims[1]],
+            Stacked(set, p => p.B)));
         var s = g.AddInitializer(Tensor.FromBytes(g.UniqueName(name + ".weight_scale"), (int)DT.Float, [n, set[0].Scale.Dims[1]],
             Stacked(set, p => p.Scale)));
         string origins = string.Join("+", set.Select(p => ctx.Provenance.SourceOf(p.Node.Inputs[2]!.Name)));

@@ -14,8 +14,8 @@ public sealed class LowerW4A8Tests(ITestOutputHelper log) : IDisposable
     public void Dispose() => _dir.Delete(recursive: true);
 
     private static (IReadOnlyList<CalibrationSample> Samples, IReadOnlyList<long[]>? Tokens) Data(Model m, string file, int n) =>
-        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, file), new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n })
-            is var d ? (d.Samples, d.Tokens) : default;
+        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, file),
+            new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n }) is var d ? (d.Samples, d.Tokens) : default;
 
     private Model Compile(bool inside, out Core.Compilation.CompileResult result, string after = "")
     {
@@ -49,11 +49,13 @@ public sealed class LowerW4A8Tests(ITestOutputHelper log) : IDisposable
         Assert.All(opsMatMuls, n => Assert.Equal("QuantizeLinear", n.Inputs[0]!.Producer?.OpType));
         Assert.All(insideMatMuls, n => Assert.NotEqual("QuantizeLinear", n.Inputs[0]!.Producer?.OpType));
         Assert.Contains(opsNodes, n => n.Name.Contains("/act_q8", StringComparison.Ordinal));
-        Assert.DoesNotContain(insideNodes, n => n.Name.Contains("/act_q8", StringComparison.Ordinal) || n.Name.EndsWith("/token_scale", StringComparison.Ordinal));
+        Assert.DoesNotContain(insideNodes, n =>
+            n.Name.Contains("/act_q8", StringComparison.Ordinal) || n.Name.EndsWith("/token_scale", StringComparison.Ordinal));
         int quantizedInputs = opsMatMuls.Select(n => n.Inputs[0]!).Distinct().Count();
         Assert.True(opsNodes.Count - insideNodes.Count >= 6 * quantizedInputs + opsMatMuls.Count,
             $"{opsNodes.Count} → {insideNodes.Count} nodes for {quantizedInputs} quantized inputs and {opsMatMuls.Count} layers");
-        Assert.Contains(insideResult.Context.Log, l => l.Contains($"{insideMatMuls.Count} of them quantizing their float32 activations", StringComparison.Ordinal));
+        Assert.Contains(insideResult.Context.Log,
+            l => l.Contains($"{insideMatMuls.Count} of them quantizing their float32 activations", StringComparison.Ordinal));
         Assert.Contains(opsResult.Context.Log, l => l.Contains("0 of them quantizing", StringComparison.Ordinal));
 
         var (samples, tokens) = Data(ops, "eval.txt", 2);
@@ -78,7 +80,8 @@ public sealed class LowerW4A8Tests(ITestOutputHelper log) : IDisposable
         // Per layer of the tiny llama: q, k, v, o, gate, up as MatMulInt4Int8 (down_proj's K = 344 stays QDQ) → qkv, o, gate+up.
         Assert.True(Count(separate) >= 24, $"{Count(separate)} MatMulInt4Int8 before fusing");
         Assert.Equal(Count(separate) / 2, Count(fused));
-        Assert.Contains(result.Context.Log, l => l.Contains("q_proj+k_proj+v_proj", StringComparison.Ordinal) && l.Contains("MatMulInt4Int8", StringComparison.Ordinal));
+        Assert.Contains(result.Context.Log,
+            l => l.Contains("q_proj+k_proj+v_proj", StringComparison.Ordinal) && l.Contains("MatMulInt4Int8", StringComparison.Ordinal));
         var (samples, tokens) = Data(separate, "eval.txt", 2);
         var r = Verifier.Run(separate, fused, samples, tokens, new VerifyOptions { PerLayer = false });
         Assert.All(r.Outputs, o => Assert.True(o.MaxAbsError == 0 && o.Elements > 0, $"{o.Name}: max |err| {o.MaxAbsError:G3}"));
