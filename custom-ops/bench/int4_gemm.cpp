@@ -3,48 +3,37 @@
 // register-blocked GEMM (matmul_int4_int8_packed; the weight packed once, outside the timing, as the op does at
 // session creation) on every path this CPU runs. GOP/s at prefill shapes (a multiply-add counts 2), and for
 // M = 1 the packed weight's GB/s (int4 bytes + scales read once per call). Both on the threads parallel_for
-// starts (all cores). Best of N runs (the machine may be shared). Usage: quantc_int4_gemm_bench [repeats]
+// starts (all cores). Best of N runs (the machine may be shared). "float A" is the same packed GEMM fed float
+// activations that it quantizes per token itself (matmul_int4_f32_packed, MatMulInt4Int8 with float32 A); its GOP/s
+// count the same multiply-adds, so the gap to "packed" is the cost of the in-op quantization.
+// Usage: quantc_int4_gemm_bench [repeats] [unpacked: 1 (default) or 0 to leave out the slow unpacked kernel]
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <random>
-#include <string>
-#include <thread>
 #include <tuple>
 #include <vector>
 
 #include "best_seconds.h"
 #include "quantc/gemm.h"
 
-namespace {
-
 using quantc_bench::best_seconds;
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
-  std::printf("CPU: %s, %u threads; avx2: %s, avx512_vnni: %s; best path: %s; best of %d runs\n\n", cpu_model().c_str(),
-              std::thread::hardware_concurrency(), __builtin_cpu_supports("avx2") ? "yes" : "no",
-              __builtin_cpu_supports("avx512vnni") ? "yes" : "no", quantc::isa_name(quantc::best_isa()), repeats);
+  const bool unpacked = argc > 2 ? std::atoi(argv[2]) != 0 : true;
+  quantc_bench::print_cpu(repeats);
   std::vector<quantc::Isa> paths;
   for (auto isa : {quantc::Isa::Avx2, quantc::Isa::Avx512Vnni})
     if (static_cast<int>(isa) <= static_cast<int>(quantc::best_isa())) paths.push_back(isa);
     else std::printf("path %s skipped: not supported by this CPU\n", quantc::isa_name(isa));
-  std::printf("| M | K | N | G | path | before GOP/s | packed GOP/s | speed-up | packed weight GB/s |\n");
-  std::printf("|---:|---:|---:|---:|---|---:|---:|---:|---:|\n");
+  std::printf("| M | K | N | G | path | before GOP/s | packed GOP/s | speed-up | packed weight GB/s | float A GOP/s |\n");
+  std::printf("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> qd(-8, 7), ad(-128, 127);
+  std::normal_distribution<float> xd(0.f, 1.f);
   const std::vector<std::tuple<int, int, int>> shapes = {{512, 512, 1408}, {512, 1408, 512}, {512, 4096, 4096},
                                                           {1, 512, 1408},  {1, 1408, 512},  {1, 4096, 4096}, {4, 4096, 4096}};
   for (auto [M, K, N] : shapes) {
@@ -52,6 +41,8 @@ int main(int argc, char** argv) {
     std::vector<int8_t> q(static_cast<size_t>(N) * K), a(static_cast<size_t>(M) * K);
     for (auto& v : q) v = static_cast<int8_t>(qd(rng));
     for (auto& v : a) v = static_cast<int8_t>(ad(rng));
+    std::vector<float> x(a.size());
+    for (auto& v : x) v = xd(rng);
     std::vector<uint8_t> chunked(static_cast<size_t>(N) * K / 2);
     quantc::pack_int4_chunked(q.data(), N, K, chunked.data());
     std::vector<float> ws(static_cast<size_t>(N) * (K / G), 0.01f), y(static_cast<size_t>(M) * N);
@@ -59,14 +50,19 @@ int main(int argc, char** argv) {
     const double ops = 2.0 * M * N * K, bytes = static_cast<double>(packed.data.size() + packed.scale.size() * sizeof(float));
     for (auto isa : paths) {
       const int before_repeats = M > 4 ? std::min(repeats, 2) : repeats;  // the unpacked kernel takes seconds at M = 512
-      const double tb = best_seconds(before_repeats, [&] {
+      const double tb = !unpacked ? 0.0 : best_seconds(before_repeats, [&] {
         quantc::matmul_int4_int8(a.data(), chunked.data(), M, N, K, G, 0.02f, ws.data(), nullptr, y.data(), isa);
       });
       const double tp = best_seconds(repeats, [&] { quantc::matmul_int4_int8_packed(a.data(), packed, M, 0.02f, nullptr, y.data(), isa); });
-      char gbs[32] = "-";  // GB/s only where the weight stream is the limit (M <= 4)
+      const double tf = best_seconds(repeats, [&] { quantc::matmul_int4_f32_packed(x.data(), packed, M, 1.0f, nullptr, y.data(), isa); });
+      char gbs[32] = "-", before[32] = "-", speedup[32] = "-";  // GB/s only where the weight stream is the limit (M <= 4)
       if (M <= 4) std::snprintf(gbs, sizeof gbs, "%.1f", bytes / tp * 1e-9);
-      std::printf("| %d | %d | %d | %d | %s | %.1f | %.1f | %.2fx | %s |\n", M, K, N, G, quantc::isa_name(isa), ops / tb * 1e-9,
-                  ops / tp * 1e-9, tb / tp, gbs);
+      if (unpacked) {
+        std::snprintf(before, sizeof before, "%.1f", ops / tb * 1e-9);
+        std::snprintf(speedup, sizeof speedup, "%.2fx", tb / tp);
+      }
+      std::printf("| %d | %d | %d | %d | %s | %s | %.1f | %s | %s | %.1f |\n", M, K, N, G, quantc::isa_name(isa), before, ops / tp * 1e-9,
+                  speedup, gbs, ops / tf * 1e-9);
     }
   }
   return 0;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "quantc/gemm.h"
+#include "quantc/quantize.h"
 
 namespace quantc {
 
@@ -58,6 +59,7 @@ namespace {
 struct Job {
   const int8_t* a;        // [M, K]
   const int32_t* asum8;   // [M, groups]: 8 * (sum of the group's activations), the bias correction
+  const float* row_scale; // [M] or null: each output row multiplied by it before + bias (per-token dynamic A)
   const PackedInt4* p;
   int64_t M;
   float a_scale;
@@ -86,10 +88,13 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job&
   const __m512 a_scale = _mm512_set1_ps(j.a_scale);
   const uint8_t* wp[PANELS];
   const float* sp[PANELS];
+  __mmask16 valid[PANELS];
   for (int c = 0; c < PANELS; ++c) {
     const int64_t panel = p0 + (c < np ? c : 0);
     wp[c] = p.data.data() + panel * blocks * 64;
     sp[c] = p.scale.data() + panel * groups * 16;
+    const int64_t lanes = c < np ? std::min<int64_t>(16, p.N - (p0 + c) * 16) : 0;
+    valid[c] = static_cast<__mmask16>((1u << lanes) - 1u);
   }
   __m512 facc[ROWS][PANELS];
   for (int r = 0; r < ROWS; ++r)
@@ -124,10 +129,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job&
   }
   for (int c = 0; c < np; ++c) {
     const int64_t n0 = (p0 + c) * 16;
-    const int valid = static_cast<int>(std::min<int64_t>(16, p.N - n0));
-    const __mmask16 m = static_cast<__mmask16>((1u << valid) - 1u);
-    const __m512 bias = j.bias ? _mm512_maskz_loadu_ps(m, j.bias + n0) : _mm512_setzero_ps();
-    for (int r = 0; r < ROWS; ++r) _mm512_mask_storeu_ps(j.y + (m0 + r) * p.N + n0, m, _mm512_add_ps(facc[r][c], bias));
+    const __m512 bias = j.bias ? _mm512_maskz_loadu_ps(valid[c], j.bias + n0) : _mm512_setzero_ps();
+    for (int r = 0; r < ROWS; ++r) {
+      __m512 v = facc[r][c];
+      if (j.row_scale) v = _mm512_mul_ps(v, _mm512_set1_ps(j.row_scale[m0 + r]));
+      _mm512_mask_storeu_ps(j.y + (m0 + r) * p.N + n0, valid[c], _mm512_add_ps(v, bias));
+    }
   }
 }
 
@@ -142,6 +149,7 @@ __attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t
   const __m256 a_scale = _mm256_set1_ps(j.a_scale);
   const uint8_t* wp = p.data.data() + panel * blocks * 64;
   const float* sp = p.scale.data() + panel * groups * 16;
+  const int64_t n0 = panel * 16, valid = std::min<int64_t>(16, p.N - n0);
   __m256 facc[ROWS][2];
   for (int r = 0; r < ROWS; ++r) facc[r][0] = facc[r][1] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
@@ -171,13 +179,13 @@ __attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t
       }
     }
   }
-  const int64_t n0 = panel * 16, valid = std::min<int64_t>(16, p.N - n0);
   for (int r = 0; r < ROWS; ++r) {
     alignas(32) float out[16];
     _mm256_store_ps(out, facc[r][0]);
     _mm256_store_ps(out + 8, facc[r][1]);
     float* yr = j.y + (m0 + r) * p.N + n0;
-    for (int64_t l = 0; l < valid; ++l) yr[l] = out[l] + (j.bias ? j.bias[n0 + l] : 0.0f);
+    const float rs = j.row_scale ? j.row_scale[m0 + r] : 1.0f;
+    for (int64_t l = 0; l < valid; ++l) yr[l] = (j.row_scale ? out[l] * rs : out[l]) + (j.bias ? j.bias[n0 + l] : 0.0f);
   }
 }
 
@@ -222,25 +230,95 @@ void run_avx2(void* ctx, int64_t t0, int64_t t1) {
   }
 }
 
-}  // namespace
+// ---- per-call row preparation: the per-token quantization of a float A, and 8 * (group sums of A) ----
 
-void matmul_int4_int8_packed(const int8_t* a, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa) {
+void group_sums8_ref(const int8_t* a, int64_t K, int64_t G, int32_t* out) {
+  for (int64_t g = 0; g < K / G; ++g) {
+    int32_t s = 0;
+    for (int64_t k = g * G; k < (g + 1) * G; ++k) s += a[k];
+    out[g] = 8 * s;
+  }
+}
+
+// G is a multiple of 32: vpmaddubsw(1, a) sums byte pairs into int16, vpmaddwd(.., 1) pairs of those into int32.
+__attribute__((target("avx2"))) void group_sums8_avx2(const int8_t* a, int64_t K, int64_t G, int32_t* out) {
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  for (int64_t g = 0; g < K / G; ++g) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16));
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    out[g] = 8 * _mm_cvtsi128_si32(s);
+  }
+}
+
+struct Prep {
+  const float* x;   // float A (per-token dynamic), or null
+  const int8_t* a;  // int8 A when x is null; else the quantized rows are written to q
+  int8_t* q;
+  float* s;
+  int32_t* asum8;
+  int64_t K, G;
+  Isa isa;
+};
+
+void prep_rows(void* ctx, int64_t m0, int64_t m1) {
+  const Prep& j = *static_cast<const Prep*>(ctx);
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* row = j.a + m * j.K;
+    if (j.x) {
+      j.s[m] = row_scale_int8(j.x + m * j.K, j.K, j.isa);
+      quantize_int8(j.x + m * j.K, j.K, j.s[m], j.q + m * j.K, j.isa);
+      row = j.q + m * j.K;
+    }
+    if (j.isa == Isa::Reference) group_sums8_ref(row, j.K, j.G, j.asum8 + m * (j.K / j.G));
+    else group_sums8_avx2(row, j.K, j.G, j.asum8 + m * (j.K / j.G));
+  }
+}
+
+// The calling thread's buffers, reused from call to call (they only grow).
+struct Scratch {
+  std::vector<int8_t> q;
+  std::vector<float> s;
+  std::vector<int32_t> asum8;
+};
+
+Scratch& scratch() {
+  static thread_local Scratch s;
+  return s;
+}
+
+void gemm(const Prep& prep, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa) {
   if (isa == Isa::Reference) throw std::invalid_argument("matmul_int4_int8_packed needs the AVX2 or the AVX-512 VNNI path");
   if (M <= 0 || p.N == 0) return;
-  const int64_t groups = p.K / p.G;
-  std::vector<int32_t> asum8(static_cast<size_t>(M * groups));
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t g = 0; g < groups; ++g) {
-      int32_t s = 0;
-      for (int64_t k = g * p.G; k < (g + 1) * p.G; ++k) s += a[m * p.K + k];
-      asum8[static_cast<size_t>(m * groups + g)] = 8 * s;
-    }
+  parallel_for(M, prep.x ? 4 * p.K : p.K / 4, prep_rows, const_cast<Prep*>(&prep));
   const int64_t row_blocks = (M + kRowBlock - 1) / kRowBlock;
-  Job job{a, asum8.data(), &p, M, a_scale, bias, y, row_blocks};
+  Job job{prep.x ? prep.q : prep.a, prep.asum8, prep.x ? prep.s : nullptr, &p, M, a_scale, bias, y, row_blocks};
   const int64_t per = isa == Isa::Avx512Vnni ? (M == 1 ? kPanelsVnniGemv : kPanelsVnni) : 1;
   const int64_t items = (p.panels + per - 1) / per * row_blocks;
   const int64_t work = std::min(M, kRowBlock) * p.K * 16 * per;
   parallel_for(items, work, isa == Isa::Avx512Vnni ? run_vnni : run_avx2, &job);
+}
+
+}  // namespace
+
+void matmul_int4_int8_packed(const int8_t* a, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa) {
+  Scratch& sc = scratch();
+  sc.asum8.resize(static_cast<size_t>(std::max<int64_t>(M, 0) * (p.K / p.G)));
+  gemm(Prep{nullptr, a, nullptr, nullptr, sc.asum8.data(), p.K, p.G, isa}, p, M, a_scale, bias, y, isa);
+}
+
+void matmul_int4_f32_packed(const float* x, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa) {
+  Scratch& sc = scratch();
+  const size_t rows = static_cast<size_t>(std::max<int64_t>(M, 0));
+  sc.q.resize(rows * static_cast<size_t>(p.K));
+  sc.s.resize(rows);
+  sc.asum8.resize(rows * static_cast<size_t>(p.K / p.G));
+  gemm(Prep{x, nullptr, sc.q.data(), sc.s.data(), sc.asum8.data(), p.K, p.G, isa}, p, M, a_scale, bias, y, isa);
 }
 
 }  // namespace quantc

@@ -1,5 +1,7 @@
 #include "quantc/hadamard.h"
 
+#include "hadamard_avx2.h"
+
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -193,7 +195,7 @@ void fwht(float* v, int64_t n) {
 
 }  // namespace
 
-void hadamard_transform(const float* x, float* y, int64_t rows, int64_t n, bool normalize) {
+void hadamard_transform_rows(const float* x, float* y, int64_t rows, int64_t n, bool normalize, Isa isa) {
   int64_t p2;
   int m;
   if (!hadamard_split(n, &p2, &m))
@@ -201,10 +203,17 @@ void hadamard_transform(const float* x, float* y, int64_t rows, int64_t n, bool 
   const float scale = normalize ? 1.0f / std::sqrt(static_cast<float>(n)) : 1.0f;
   std::vector<int8_t> hm = m > 1 ? hadamard_matrix(m) : std::vector<int8_t>{};
   std::vector<float> tmp(m > 1 ? n : 0);
+  const bool vector_rows = isa != Isa::Reference && p2 >= 8;
+  std::vector<uint32_t> sign(vector_rows ? hm.size() : 0);
+  for (size_t i = 0; i < sign.size(); ++i) sign[i] = hm[i] < 0 ? 0x80000000u : 0u;
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
     float* yr = y + r * n;
     if (yr != xr) std::copy(xr, xr + n, yr);
+    if (vector_rows) {
+      detail::hadamard_row_avx2(yr, p2, m, sign.data(), tmp.data(), scale, normalize);
+      continue;
+    }
     // View the row as [m, 2^k]: transform each of the m sub-vectors, then mix them with H_m.
     for (int a = 0; a < m; ++a) fwht(yr + a * p2, p2);
     if (m > 1) {
@@ -222,6 +231,19 @@ void hadamard_transform(const float* x, float* y, int64_t rows, int64_t n, bool 
     if (normalize)
       for (int64_t i = 0; i < n; ++i) yr[i] *= scale;
   }
+}
+
+void hadamard_transform(const float* x, float* y, int64_t rows, int64_t n, bool normalize) {
+  int64_t p2;
+  int m;
+  if (!hadamard_split(n, &p2, &m) || rows <= 1) {
+    hadamard_transform_rows(x, y, rows, n, normalize, best_isa());  // one row, or the size's error
+    return;
+  }
+  const Isa isa = best_isa();
+  auto chunk = [&](int64_t r0, int64_t r1) { hadamard_transform_rows(x + r0 * n, y + r0 * n, r1 - r0, n, normalize, isa); };
+  using Chunk = decltype(chunk);
+  parallel_for(rows, n * (m + 8), [](void* c, int64_t r0, int64_t r1) { (*static_cast<Chunk*>(c))(r0, r1); }, &chunk);
 }
 
 void hadamard_transform_reference(const float* x, float* y, int64_t rows, int64_t n, bool normalize) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "quantc/hadamard.h"
@@ -36,6 +37,35 @@ __attribute__((target("avx2"))) void quantize_avx2(const float* x, int64_t count
   quantize_ref(x + i, count - i, scale, y + i);
 }
 
+float absmax_ref(const float* x, int64_t K) {
+  float m = 0.f;
+  for (int64_t k = 0; k < K; ++k) {
+    if (std::isnan(x[k])) return x[k];
+    m = std::max(m, std::fabs(x[k]));
+  }
+  return m;
+}
+
+// max |x| over 8 lanes at a time; a NaN anywhere is returned as NaN (vmaxps alone would drop it).
+__attribute__((target("avx2"))) float absmax_avx2(const float* x, int64_t K) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m0 = _mm256_setzero_ps(), m1 = m0, nan = m0;
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    const __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+    m0 = _mm256_max_ps(m0, _mm256_andnot_ps(sign, a));
+    m1 = _mm256_max_ps(m1, _mm256_andnot_ps(sign, b));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+  }
+  if (!_mm256_testz_ps(nan, nan)) return std::numeric_limits<float>::quiet_NaN();
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_max_ps(m0, m1));
+  float m = absmax_ref(x + k, K - k);
+  if (std::isnan(m)) return m;
+  for (float l : lanes) m = std::max(m, l);
+  return m;
+}
+
 struct HqJob {
   const float* x;
   int8_t* y;
@@ -50,7 +80,7 @@ void hq_rows(void* p, int64_t r0, int64_t r1) {
   std::vector<float> tmp(static_cast<size_t>(std::min(kBlock, r1 - r0) * j.n));
   for (int64_t r = r0; r < r1; r += kBlock) {
     const int64_t rows = std::min(kBlock, r1 - r);
-    hadamard_transform(j.x + r * j.n, tmp.data(), rows, j.n, true);
+    hadamard_transform_rows(j.x + r * j.n, tmp.data(), rows, j.n, true, j.isa);
     quantize_int8(tmp.data(), rows * j.n, j.scale, j.y + r * j.n, j.isa);
   }
 }
@@ -60,6 +90,18 @@ void hq_rows(void* p, int64_t r0, int64_t r1) {
 void quantize_int8(const float* x, int64_t count, float scale, int8_t* y, Isa isa) {
   if (isa == Isa::Reference) quantize_ref(x, count, scale, y);
   else quantize_avx2(x, count, scale, y);
+}
+
+float row_scale_int8(const float* x, int64_t K, Isa isa) {
+  const float m = isa == Isa::Reference ? absmax_ref(x, K) : absmax_avx2(x, K);
+  return (std::isnan(m) ? m : std::max(m, 1e-12f)) / 127.f;
+}
+
+void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* q, float* s, Isa isa) {
+  for (int64_t m = 0; m < M; ++m) {
+    s[m] = row_scale_int8(x + m * K, K, isa);
+    quantize_int8(x + m * K, K, s[m], q + m * K, isa);
+  }
 }
 
 void hadamard_quantize_int8(const float* x, int8_t* y, int64_t rows, int64_t n, float scale) {

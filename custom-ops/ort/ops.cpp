@@ -113,7 +113,8 @@ struct FloatOut {
 struct HadamardOp {
   HadamardOp(const OrtApi* api, const OrtKernelInfo* info) : normalize_(attr_int(api, info, "normalize", 1) != 0) {}
 
-  void Compute(const Tensor<float>& x, Tensor<float>& y) {
+  void Compute(OrtKernelContext* ctx, const Tensor<float>& x, Tensor<float>& y) {
+    OnOrtPool pool(ctx);
     auto shape = x.Shape();
     if (shape.empty()) fail("Hadamard", "input must have at least one axis");
     int64_t n = shape.back(), p2;
@@ -199,8 +200,11 @@ struct MatMulInt8Op {
   }
 };
 
-// MatMulInt4Int8(A: int8[..., K], A_scale: T scalar, B: uint8[N, K/2] (int4, chunked), B_scale: T[N, K/group_size], bias?: T[N]) -> Y T[..., N].
-template <typename T>
+// MatMulInt4Int8(A: TA[..., K], A_scale: T scalar, B: uint8[N, K/2] (int4, chunked), B_scale: T[N, K/group_size], bias?: T[N])
+// -> Y T[..., N].
+// TA is int8 (quantized by the graph), or float32 with T float32: A is then quantized per token inside (s = max|row| / 127)
+// and each output row multiplied by its s before the bias (see README).
+template <typename TA, typename T>
 struct MatMulInt4Int8Op {
   // A constant weight with constant scales (initializers) is repacked once, here, for the register-blocked GEMM.
   MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {
@@ -226,7 +230,7 @@ struct MatMulInt4Int8Op {
     packed_ = std::make_unique<quantc::PackedInt4>(quantc::pack_int4_gemm(b.GetTensorData<uint8_t>(), scale.data(), N, K, group_));
   }
 
-  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<T>& a_scale, const Tensor<uint8_t>& b, const Tensor<T>& b_scale,
+  void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<T>& a_scale, const Tensor<uint8_t>& b, const Tensor<T>& b_scale,
                std::optional<const Tensor<T>*> bias, Tensor<T>& y) {
     OnOrtPool pool(ctx);
     const std::string op = "MatMulInt4Int8";
@@ -251,11 +255,32 @@ struct MatMulInt4Int8Op {
     FloatOut<T> out(y, ys);
     const int64_t M = a.NumberOfElement() / K;
     const float sa = scalar(op, "A_scale", a_scale);
-    if (packed_ && packed_->N == N && packed_->K == K)
+    const bool packed = packed_ && packed_->N == N && packed_->K == K;
+    if constexpr (std::is_same_v<TA, float>) {
+      if (packed) quantc::matmul_int4_f32_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa());
+      else unpacked_float(a.Data(), b.Data(), M, N, K, sa, sb, bias_data, out.data);
+    } else if (packed) {
       quantc::matmul_int4_int8_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa());
-    else
+    } else {
       quantc::matmul_int4_int8(a.Data(), b.Data(), M, N, K, group_, sa, sb, bias_data, out.data, quantc::best_isa());
+    }
     out.finish();
+  }
+
+  // Float A with a weight that is not a constant (or a CPU without AVX2): the rows quantized, the unpacked kernel, the
+  // rows scaled — the same arithmetic as matmul_int4_f32_packed.
+  void unpacked_float(const float* x, const uint8_t* w, int64_t M, int64_t N, int64_t K, float sa, const float* sb, const float* bias,
+                      float* y) const {
+    const quantc::Isa isa = quantc::best_isa();
+    std::vector<int8_t> q(static_cast<size_t>(M * K));
+    std::vector<float> s(static_cast<size_t>(M));
+    quantc::quantize_rows_int8(x, M, K, q.data(), s.data(), isa);
+    quantc::matmul_int4_int8(q.data(), w, M, N, K, group_, sa, sb, nullptr, y, isa);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        const float v = y[m * N + n] * s[static_cast<size_t>(m)];
+        y[m * N + n] = bias ? v + bias[n] : v;
+      }
   }
 
   int64_t group_;
@@ -407,8 +432,10 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       // float32 and float16 kernels of the same op (told apart by the scales' type)
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<float>>("MatMulInt8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<Half>>("MatMulInt8", "CPUExecutionProvider"));
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float>>("MatMulInt4Int8", "CPUExecutionProvider"));
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<Half>>("MatMulInt4Int8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<int8_t, float>>("MatMulInt4Int8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<int8_t, Half>>("MatMulInt4Int8", "CPUExecutionProvider"));
+      // float A, quantized per token inside the op
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float, float>>("MatMulInt4Int8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Fp8Op>("MatMulInt4Fp8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));

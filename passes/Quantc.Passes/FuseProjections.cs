@@ -13,12 +13,13 @@ namespace Quantc.Passes;
 /// (or two) per group, which is most of the gain in decode, and a wider N for the int8 and int4 kernels at
 /// prefill. Works on what the other lowering passes leave: float weights, int8 per-channel weights behind
 /// DequantizeLinear(axis 1), int4 weights blocked along K behind DequantizeLinear(axis 0, block_size) — which
-/// ONNX Runtime still fuses into MatMulIntegerToFloat / MatMulNBits. The projections of a group must agree on
+/// ONNX Runtime still fuses into MatMulIntegerToFloat / MatMulNBits — and ai.quantc.MatMulInt4Int8
+/// (FuseProjectionsInt4Int8.cs). The projections of a group must agree on
 /// the weight's type, its quantization axis and block size and its zero-point type; a projection whose weight
 /// is shared or not a constant stays on its own, with the reason in the log. Exact: every output column is
 /// computed from the same numbers as before.
 /// </summary>
-public sealed class FuseProjectionsPass : IPass
+public sealed partial class FuseProjectionsPass : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_projections", PassKind.Lowering,
@@ -64,6 +65,9 @@ public sealed class FuseProjectionsPass : IPass
                 fused += set.Count();
             }
         }
+        var (int4Groups, int4Fused) = FuseInt4Int8(ctx, g, layerOf);   // FuseProjectionsInt4Int8.cs
+        groups += int4Groups;
+        fused += int4Fused;
         if (groups == 0) { ctx.Log.Add("fuse_projections: no MatMuls that share an input to fuse"); return; }
         g.RemoveDeadCode();
         ctx.Log.Add($"fuse_projections: {fused} MatMuls → {groups} (weights concatenated along N, a Split after each)");
@@ -173,10 +177,14 @@ public sealed class FuseProjectionsPass : IPass
 
     /// <summary>After lowering the weight is a DequantizeLinear's output: the layer is named after the float weight it stands
     /// for.</summary>
-    private static string? LayerFromWeight(PassContext ctx, Node mm)
+    private static string? LayerFromWeight(PassContext ctx, Node mm) => LayerOf(ctx, mm.Inputs[1]);
+
+    /// <summary>The layer a compiled weight stands for (its float weight's name less ".weight"), or null when it has no origin.</summary>
+    private static string? LayerOf(PassContext ctx, Value? weight)
     {
-        string origin = ctx.Provenance.OriginOf(mm.Inputs[1]!.Name);
-        if (origin == mm.Inputs[1]!.Name) return null;
+        if (weight is null) return null;
+        string origin = ctx.Provenance.OriginOf(weight.Name);
+        if (origin == weight.Name) return null;
         return origin.EndsWith(".weight", StringComparison.Ordinal) ? origin[..^".weight".Length] : origin;
     }
 

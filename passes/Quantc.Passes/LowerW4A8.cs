@@ -13,17 +13,20 @@ namespace Quantc.Passes;
 /// <c>ai.quantc.MatMulInt4Int8</c>: per token s = max|x|/127, A = QuantizeLinear(x / s, 1, int8) (round
 /// half to even, saturating), Y = MatMulInt4Int8(A, 1, W_int4, W_scale)·s (+ b) — exact integer sums per
 /// group, the per-token scale applied to the output rows (the op takes one A scale, and Y is linear in it).
-/// Layers read by the same input share one quantization. Where the op's schema does not fit (K not a
+/// With <c>quantize_inside</c> (the default) the op gets the float32 x itself and does exactly that arithmetic
+/// inside (custom-ops/README.md), so the six quantization nodes per input and the Mul per layer are gone and
+/// the results are the same bit for bit; without it (or when x is not float32) the quantization is emitted as
+/// ONNX ops and layers read by the same input share it. Where the op's schema does not fit (K not a
 /// multiple of 64, group size other than 32/64/128, a transposed Gemm weight), and for every layer with
 /// <c>portable</c>, the standard lowering of <see cref="LowerQdqPass"/> is used instead (blocked int4
 /// DequantizeLinear, per-token fake quantization in float ops), as it is for everything else in the plan.
 /// </summary>
-public sealed class LowerW4A8Pass(bool portable) : IPass
+public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
-    public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("lower_w4a8", PassKind.Lowering,
+    public static readonly PassInfo Info = PassInfo.Of<LowerW4A8Options>("lower_w4a8", PassKind.Lowering,
         "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq",
-        o => new LowerW4A8Pass(o.Portable))
+        o => new LowerW4A8Pass(o.Portable, o.QuantizeInside))
         with { Contract = PassContract.Lowers };
 
     public string Name => Info.Name;
@@ -35,7 +38,7 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
         if (!portable)
         {
             var quantized = new Dictionary<Value, (Value A, Value Scale)>(ReferenceEqualityComparer.Instance);
-            int lowered = 0;
+            int lowered = 0, inside = 0;
             foreach (var l in ctx.Map.Linears)
             {
                 if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 ||
@@ -49,15 +52,23 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
                     plan.Reasons.Add($"lower_w4a8: standard QDQ, not MatMulInt4Int8: {why}");
                     continue;
                 }
-                if (!quantized.TryGetValue(l.Input, out var a)) quantized[l.Input] = a = QuantizePerToken(ctx, g, l);
-                Emit(ctx, g, l, q, a.A, a.Scale);
+                if (quantizeInside && l.Input.ElementType is 0 or (int)DT.Float)
+                {
+                    Emit(ctx, g, l, q, null, null);
+                    inside++;
+                }
+                else
+                {
+                    if (!quantized.TryGetValue(l.Input, out var a)) quantized[l.Input] = a = QuantizePerToken(ctx, g, l);
+                    Emit(ctx, g, l, q, a.A, a.Scale);
+                }
                 plan.Reasons.Add("lower_w4a8: ai.quantc.MatMulInt4Int8 (int8 per-token activations × int4 blocked weights)");
                 plan.LoweredBy = Info.Name;
                 lowered++;
             }
             if (lowered > 0)
-                ctx.Log.Add($"lower_w4a8: {lowered} layers as ai.quantc.MatMulInt4Int8, {quantized.Count} per-token activation " +
-                $"quantizations");
+                ctx.Log.Add($"lower_w4a8: {lowered} layers as ai.quantc.MatMulInt4Int8, {inside} of them quantizing their float32 " +
+                    $"activations per token inside the op, {quantized.Count} per-token activation quantizations as ONNX ops");
         }
         LowerQdqPass.LowerAll(ctx);   // everything else; removes the float weights left unused
     }
@@ -76,7 +87,9 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
         return (a, s);
     }
 
-    private static void Emit(PassContext ctx, Graph g, LinearLayer l, QuantizedWeight q, Value a, Value s)
+    /// <summary>MatMulInt4Int8 in place of the layer's MatMul: on (a, s) quantized by the graph, its output times s; or, with
+    /// a = null, on the float input, the op quantizing per token itself and its output taking the MatMul's name.</summary>
+    private static void Emit(PassContext ctx, Graph g, LinearLayer l, QuantizedWeight q, Value? a, Value? s)
     {
         ctx.Model.SetOpset(CustomOps.Domain, 1);
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
@@ -85,15 +98,28 @@ public sealed class LowerW4A8Pass(bool portable) : IPass
         var bs = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Weight.Name + "_scale"), [n, q.Groups], q.Scales));
         var one = g.AddInitializer(Tensor.FromFloats(g.UniqueName(l.Name + "_a_scale"), [], [1f]));
         var e = new Emitter(g, l.Node, l.Name);
-        var mm = e.Node("MatMulInt4Int8", CustomOps.Domain, "/MatMulInt4Int8", a, one, b, bs);
-        mm.SetAttribute("group_size", (long)q.GroupSize);
-        // The product per token takes over the MatMul's output name, so the bias Add, graph outputs and provenance are unchanged.
+        // The op's output (or the product per token) takes over the MatMul's output name, so the bias Add, graph outputs and
+        // provenance are unchanged.
         var old = l.Node.Output;
         string name = old.Name;
         g.RenameValueUnique(old, name + "_float");
-        var y = e.NodeOf("Mul", "/token_scale", [mm.Output, s], outputNames: [name]).Output;
+        var mm = a is null
+            ? e.NodeOf("MatMulInt4Int8", "/MatMulInt4Int8", [l.Input, one, b, bs], CustomOps.Domain, outputNames: [name])
+            : e.Node("MatMulInt4Int8", CustomOps.Domain, "/MatMulInt4Int8", a, one, b, bs);
+        mm.SetAttribute("group_size", (long)q.GroupSize);
+        var y = a is null ? mm.Output : e.NodeOf("Mul", "/token_scale", [mm.Output, s], outputNames: [name]).Output;
         g.ReplaceAllUses(old, y, includeGraphOutputs: true);
         g.RemoveNode(l.Node);
         ctx.Provenance.Record(b.Name, l.Weight.Name);
     }
+}
+
+/// <summary>lower_w4a8's options.</summary>
+public sealed record LowerW4A8Options : PassOptions
+{
+    [Option("standard ONNX ops only (no ai.quantc kernels): MatMul by a constant Hadamard matrix, QDQ instead of fused integer kernels")]
+    public bool Portable { get; init; }
+
+    [Option("MatMulInt4Int8 takes the float32 activations and quantizes them per token itself (bit-identical to the ONNX ops it replaces)")]
+    public bool QuantizeInside { get; init; } = true;
 }

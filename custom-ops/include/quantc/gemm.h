@@ -98,6 +98,13 @@ PackedInt4 pack_int4_gemm(const uint8_t* w, const float* w_scale, int64_t N, int
 // 16 channels (AVX2); parallel over (channel block, 64-row block) work items.
 void matmul_int4_int8_packed(const int8_t* a, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa);
 
+// The same with a float A quantized per token inside (MatMulInt4Int8 with float32 A; what lower_w4a8's graph did with
+// Abs, ReduceMax, Max, Div, Div, QuantizeLinear and a Mul): q = quantize_rows_int8(x) (quantize.h: s[m] = max(max_k
+// |x[m][k]|, 1e-12) / 127, q = saturate(round_half_even(x / s[m]))), then y[m][n] = matmul_int4_int8(q)[m][n] without
+// bias, times s[m], + bias[n] — bit for bit. Row preparation (scale, quantization, group sums) runs in parallel over
+// rows; the calling thread's buffers are reused from call to call.
+void matmul_int4_f32_packed(const float* x, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa);
+
 }  // namespace quantc
 
 #include <vector>

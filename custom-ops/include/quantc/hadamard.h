@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "quantc/gemm.h"  // Isa, parallel_for
+
 namespace quantc {
 
 // The m x m Hadamard matrix (entries +1/-1, row-major), for m = 1 or one of the supported
@@ -23,9 +25,14 @@ bool hadamard_split(int64_t n, int64_t* pow2, int* m);
 // The supported non-power-of-two orders.
 const std::vector<int>& hadamard_orders();
 
-// y = H_n x / sqrt(n) (normalize) or H_n x, for each of `rows` contiguous vectors of length n.
-// x and y may alias. Throws std::invalid_argument for unsupported n.
+// y = H_n x / sqrt(n) (normalize) or H_n x, for each of `rows` contiguous vectors of length n, the rows split across
+// threads (parallel_for), on the best path. x and y may alias. Throws std::invalid_argument for unsupported n.
 void hadamard_transform(const float* x, float* y, int64_t rows, int64_t n, bool normalize);
+
+// The same on the calling thread only. Isa::Reference: scalar butterflies and the H_m mix; Isa::Avx2 and up, when
+// 2^k >= 8: the vectorised row kernel (cpu/hadamard_avx2.cpp), the same float operations in the same order, so
+// bit-identical results.
+void hadamard_transform_rows(const float* x, float* y, int64_t rows, int64_t n, bool normalize, Isa isa);
 
 // Reference: dense matrix-vector product with the explicit H_n (for tests).
 void hadamard_transform_reference(const float* x, float* y, int64_t rows, int64_t n, bool normalize);

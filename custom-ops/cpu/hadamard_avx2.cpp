@@ -1,0 +1,69 @@
+// AVX2 fast Walsh-Hadamard transform and H_m mix (see hadamard_avx2.h): bit-identical to the scalar path.
+#include "hadamard_avx2.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+namespace quantc::detail {
+namespace {
+
+// The butterflies of stages h = 1, 2, 4 inside each 8-float vector, then h = 8, 16, ... across vectors. Lane i of a
+// stage's lower half gets a + b (its own value plus its partner's), the upper half b' - a' (the partner's minus its own):
+// exactly the scalar v[j] = a + b, v[j + h] = a - b.
+__attribute__((target("avx2"))) void fwht_avx2(float* v, int64_t n) {
+  for (int64_t i = 0; i < n; i += 8) {
+    __m256 x = _mm256_loadu_ps(v + i);
+    __m256 s = _mm256_permute_ps(x, 0xB1);  // h = 1: swap neighbours
+    x = _mm256_blend_ps(_mm256_add_ps(x, s), _mm256_sub_ps(s, x), 0xAA);
+    s = _mm256_permute_ps(x, 0x4E);  // h = 2: swap pairs
+    x = _mm256_blend_ps(_mm256_add_ps(x, s), _mm256_sub_ps(s, x), 0xCC);
+    s = _mm256_permute2f128_ps(x, x, 1);  // h = 4: swap halves
+    x = _mm256_blend_ps(_mm256_add_ps(x, s), _mm256_sub_ps(s, x), 0xF0);
+    _mm256_storeu_ps(v + i, x);
+  }
+  for (int64_t h = 8; h < n; h <<= 1)
+    for (int64_t i = 0; i < n; i += h << 1)
+      for (int64_t j = i; j < i + h; j += 8) {
+        const __m256 a = _mm256_loadu_ps(v + j), b = _mm256_loadu_ps(v + j + h);
+        _mm256_storeu_ps(v + j, _mm256_add_ps(a, b));
+        _mm256_storeu_ps(v + j + h, _mm256_sub_ps(a, b));
+      }
+}
+
+// tmp[a][b0 .. b0 + 8V) = sum over c of ±y[c][..] (sign flips by xor), V vectors of accumulators held across c.
+template <int V>
+__attribute__((target("avx2"))) void mix_avx2(const float* y, int64_t p2, int m, const uint32_t* sign, float* tmp, float scale,
+                                              bool normalize) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (int a = 0; a < m; ++a)
+    for (int64_t b0 = 0; b0 < p2; b0 += 8 * V) {
+      __m256 acc[V];
+      for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+      for (int c = 0; c < m; ++c) {
+        const __m256 sg = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(sign[a * m + c])));
+        const float* src = y + c * p2 + b0;
+        for (int v = 0; v < V; ++v) acc[v] = _mm256_add_ps(acc[v], _mm256_xor_ps(_mm256_loadu_ps(src + 8 * v), sg));
+      }
+      for (int v = 0; v < V; ++v) _mm256_storeu_ps(tmp + a * p2 + b0 + 8 * v, normalize ? _mm256_mul_ps(acc[v], sc) : acc[v]);
+    }
+}
+
+}  // namespace
+
+__attribute__((target("avx2"))) void hadamard_row_avx2(float* y, int64_t p2, int m, const uint32_t* sign, float* tmp, float scale,
+                                                       bool normalize) {
+  for (int a = 0; a < m; ++a) fwht_avx2(y + a * p2, p2);
+  if (m > 1) {
+    if (p2 % 32 == 0) mix_avx2<4>(y, p2, m, sign, tmp, scale, normalize);
+    else if (p2 % 16 == 0) mix_avx2<2>(y, p2, m, sign, tmp, scale, normalize);
+    else mix_avx2<1>(y, p2, m, sign, tmp, scale, normalize);
+    std::copy(tmp, tmp + m * p2, y);
+    return;
+  }
+  if (!normalize) return;
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (int64_t i = 0; i < p2; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), sc));
+}
+
+}  // namespace quantc::detail
