@@ -49,4 +49,28 @@ public sealed class ExpectationCliTests() : FolderTest("quantc-expect")
         Assert.DoesNotContain("far above", stderr);
         Assert.DoesNotContain("far below", stderr);
     }
+
+    /// <summary>prefix_tokens' prefix starts with BOS: compile reads text without its own BOS (the float model would otherwise read
+    /// two), says so, and the report's data line shows it; --no-bos says nothing more.</summary>
+    [Fact]
+    public void APrefixRecipeReadsTextWithoutItsOwnBos()
+    {
+        File.WriteAllText(P("prefix.yaml"), """
+            name: prefix-w8
+            passes:
+              - prefix_tokens
+              - quantize: { weights: int8, activations: int8, mode: dynamic }
+              - weights: { method: rtn }
+              - lower_qdq
+            """);
+        var (code, stdout, stderr) = Run("compile", Cli.DefaultModelPath(), "--recipe", P("prefix.yaml"), "-o", P("q.onnx"));
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains("quantc: note: the recipe's prefix_tokens puts BOS first in the KV-cache prefix: text is read without its own BOS",
+            stderr);
+        Assert.Contains("without BOS", stdout);
+        Assert.DoesNotContain("BOS first in each sample", stdout);
+        (code, stdout, stderr) = Run("compile", Cli.DefaultModelPath(), "--recipe", P("prefix.yaml"), "-o", P("q2.onnx"), "--no-bos");
+        Assert.True(code == 0, stderr + stdout);
+        Assert.DoesNotContain("puts BOS first", stderr);
+    }
 }
