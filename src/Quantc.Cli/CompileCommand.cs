@@ -7,7 +7,8 @@ using Quantc.Passes;
 
 namespace Quantc.Cli;
 
-/// <summary><c>quantc compile [MODEL] [-o OUT] [--recipe R] [--calib DATA] [--report R.json] [--no-verify]</c>.</summary>
+/// <summary><c>quantc compile [MODEL] [-o OUT] [--recipe R] [--calib DATA] [--report R.json] [--html R.html] [--charts DIR]
+/// [--no-verify]</c>.</summary>
 internal static class CompileCommand
 {
     public const string DefaultRecipe = "smoothquant-auto";
@@ -30,6 +31,8 @@ internal static class CompileCommand
         var evalData = new Option<string?>("--data") { Description = "held-out data for the verification (default: models/eval.txt for " +
             "byte-tokenized models)" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
+        var charts = new Option<string?>("--charts") { Description = "also write the report's charts as SVG files into this folder " +
+            $"({string.Join(", ", Quantc.Core.Reports.CompileCharts.Names.Select(n => n + ".svg"))})" };
         var noDocSplit = Cli.NoDocSplitOption();
         var noBos = Cli.NoBosOption();
         var force = Cli.ForceOption();
@@ -40,7 +43,7 @@ internal static class CompileCommand
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
         {
             model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, noBos,
-            force, genai,
+            force, genai, charts,
         };
         cmd.SetAction(pr =>
         {
@@ -72,6 +75,7 @@ internal static class CompileCommand
             string stagedReport = outputs.Add("--report", reportPath, OutputKind.Report);
             string? htmlPath = pr.GetValue(html);
             string? stagedHtml = htmlPath is null ? null : outputs.Add("--html", htmlPath, OutputKind.Html);
+            var chartFiles = pr.GetValue(charts) is { } chartsDir ? ChartFiles.Plan(chartsDir, outputs) : null;
             string finalModel = Path.GetFullPath(outPath);
             var genaiFiles = toGenai ? GenaiOutputs.Plan(m, input, outPath, outputs) : null;
 
@@ -120,15 +124,19 @@ internal static class CompileCommand
             foreach (var w in result.Report.Warnings.Where(w => w.StartsWith("verify: ", StringComparison.Ordinal)))
                 stderr.WriteLine(Cli.Printable($"quantc: warning: {w}"));
             File.WriteAllText(stagedReport, result.Report.ToJson());
+            var drawn = stagedHtml is null && chartFiles is null ? null
+                : Quantc.Core.Reports.CompileCharts.Build(result.Context, result.Timings);
             if (stagedHtml is not null)
                 Quantc.Core.Reports.Html.Write(stagedHtml,
                     Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, result.Context, result.Timings, result.Verify,
-                    held?.Description));
+                    held?.Description, drawn));
+            chartFiles?.Write(drawn!);
             var genaiNotes = genaiFiles?.Write(m) ?? [];
             long outBytes = FileBytes(result.Saved!.ModelPath)
                 + (result.Saved.ExternalDataPath is null ? 0 : FileBytes(result.Saved.ExternalDataPath));
             outputs.Commit();
             Print(stdout, result, input, finalModel, Path.GetFullPath(reportPath), total.Elapsed, inBytes, outBytes);
+            if (chartFiles is not null) stdout.WriteLine($"charts: {chartFiles.Folder} ({drawn!.Count} SVG files)");
             if (genaiFiles is not null) GenaiOutputs.Print(stdout, genaiFiles, genaiNotes);
             return ExitCodes.Ok;
         });
