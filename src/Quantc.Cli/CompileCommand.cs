@@ -37,13 +37,14 @@ internal static class CompileCommand
         var noBos = Cli.NoBosOption();
         var force = Cli.ForceOption();
         var genai = new Option<bool>("--genai") { Description = "write a folder ONNX Runtime GenAI runs (-o is the folder: model.onnx, " +
-            "genai_config.json, tokenizer files; see 'quantc generate')" };
+            "genai_config.json, tokenizer files; see 'quantc generate'); the default without -o for a decoder with a KV cache" };
+        var noGenai = new Option<bool>("--no-genai") { Description = "without -o, write one .onnx file even for a decoder GenAI can run" };
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes " +
             "that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
         {
             model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, noBos,
-            force, genai, charts,
+            force, genai, noGenai, charts,
         };
         cmd.SetAction(pr =>
         {
@@ -52,15 +53,17 @@ internal static class CompileCommand
             var compiler = new Compiler(Builtins.Passes());
             var r = Builtins.Recipe(recipeSpec);
             var passes = compiler.Instantiate(r);
-            bool toGenai = pr.GetValue(genai);
-            string outPath = pr.GetValue(output) ?? Path.Combine("out", $"{Path.GetFileNameWithoutExtension(input)}.{r.Name}" +
-                (toGenai ? "" : ".onnx"));
-            if (toGenai) outPath = Path.Combine(outPath, Quantc.Genai.GenaiFolder.ModelFile);
             var total = System.Diagnostics.Stopwatch.StartNew();
 
             using var m = Cli.LoadModel(input);
             Cli.RequireFiniteWeights(m, input);
             long inBytes = ModelBytes(m, input);
+            var (genaiFolder, genaiNote) = GenaiOutputs.Choose(m, input, pr.GetValue(genai), pr.GetValue(noGenai),
+                pr.GetValue(output) is not null);
+            if (genaiNote is not null) stderr.WriteLine(Cli.Printable($"quantc: note: {genaiNote}"));
+            string outPath = pr.GetValue(output) ?? Path.Combine("out", $"{Path.GetFileNameWithoutExtension(input)}.{r.Name}" +
+                (genaiFolder is null ? ".onnx" : ""));
+            if (genaiFolder is not null) outPath = Path.Combine(outPath, Quantc.Genai.GenaiFolder.ModelFile);
 
             // Every input and output is checked before any work: nothing is written until the end,
             // and then everything at once (see OutputSet).
@@ -77,7 +80,7 @@ internal static class CompileCommand
             string? stagedHtml = htmlPath is null ? null : outputs.Add("--html", htmlPath, OutputKind.Html);
             var chartFiles = pr.GetValue(charts) is { } chartsDir ? ChartFiles.Plan(chartsDir, outputs) : null;
             string finalModel = Path.GetFullPath(outPath);
-            var genaiFiles = toGenai ? GenaiOutputs.Plan(m, input, outPath, outputs) : null;
+            var genaiFiles = genaiFolder is null ? null : GenaiOutputs.Plan(genaiFolder, outPath, outputs);
 
             var saved = pr.GetValue(statsFile) is { } sf
                 ? Quantc.Core.Calibration.StatsFile.Load(sf).ToDictionary(x => x.Name, x => x, StringComparer.Ordinal)

@@ -44,6 +44,8 @@ public sealed class GenaiTests : IDisposable
     [InlineData("tiny-llama.onnx", "w8a8-dynamic")]
     [InlineData("tiny-llama.onnx", "w4a8")]
     [InlineData("tiny-llama.onnx", "prefixquant-w8a8")]
+    [InlineData("tiny-opt.onnx", null)]
+    [InlineData("tiny-opt-fused.onnx", "w8a8-dynamic")]
     public void GreedyGenerationEqualsAnOnnxRuntimeGreedyLoop(string model, string? recipe)
     {
         string dir = Folder(Bundled(model), recipe);
@@ -95,6 +97,30 @@ public sealed class GenaiTests : IDisposable
         Assert.Equal("present.%d.value", (string?)decoder["outputs"]!["present_value_names"]);
         Assert.Equal(Quantc.Core.Runtime.CustomOps.IsUsedBy(compiled) ? GenaiFolder.CustomOpsFile : null,
             (string?)decoder["session_options"]!["custom_ops_library"]);
+    }
+
+    /// <summary>OPT's learned positions are reached through attention_mask's running sum (+ 2): the context is the table's rows
+    /// less 2, and GenAI feeds the mask the graph computes them from.</summary>
+    [Theory]
+    [InlineData("tiny-opt.onnx")]
+    [InlineData("tiny-opt-fused.onnx")]
+    public void OptConfigHasTheLearnedPositionsContext(string model)
+    {
+        string dir = Folder(Bundled(model), null);
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["model"]!;
+        var opt = Quantc.Models.OptConfig.ForSize("tiny");
+        Assert.Equal(opt.MaxPositions, (long)config["context_length"]!);
+        Assert.Equal(opt.NumLayers, (int)config["decoder"]!["num_hidden_layers"]!);
+        Assert.Equal(opt.NumHeads, (int)config["decoder"]!["num_key_value_heads"]!);
+        Assert.Null(config["decoder"]!["inputs"]!["position_ids"]);
+        // The same limit refuses data longer than the table reaches, before anything runs.
+        using var m = Model.Load(Bundled(model));
+        var limits = TokenLimits.Of(m.Graph);
+        Assert.Equal(opt.MaxPositions, limits.Positions);
+        Assert.Contains("positions computed from attention_mask (cumsum +1)", limits.PositionSource);
+        limits.Check([new long[opt.MaxPositions]], "test");
+        Assert.Contains($"longer than the model's {opt.MaxPositions} positions",
+            Assert.Throws<BadInputException>(() => limits.Check([new long[opt.MaxPositions + 1]], "test")).Message);
     }
 
     [Fact]
