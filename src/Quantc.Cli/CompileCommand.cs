@@ -7,7 +7,8 @@ using Quantc.Passes;
 
 namespace Quantc.Cli;
 
-/// <summary><c>quantc compile [MODEL] [-o OUT] [--recipe R] [--calib DATA] [--report R.json] [--no-verify]</c>.</summary>
+/// <summary><c>quantc compile [MODEL] [-o OUT] [--recipe R] [--calib DATA] [--report R.json] [--html R.html] [--charts DIR]
+/// [--no-verify]</c>.</summary>
 internal static class CompileCommand
 {
     public const string DefaultRecipe = "smoothquant-auto";
@@ -32,17 +33,20 @@ internal static class CompileCommand
         var noAttribution = new Option<bool>("--no-attribution") { Description = "when the verified error is far above the recipe's " +
             "expectation, do not compile its parts again to tell which costs most" };
         var html = new Option<string?>("--html") { Description = "also write a self-contained HTML report" };
+        var charts = new Option<string?>("--charts") { Description = "also write the report's charts as SVG files into this folder " +
+            $"({string.Join(", ", Quantc.Core.Reports.CompileCharts.Names.Select(n => n + ".svg"))})" };
         var noDocSplit = Cli.NoDocSplitOption();
         var noBos = Cli.NoBosOption();
         var force = Cli.ForceOption();
         var genai = new Option<bool>("--genai") { Description = "write a folder ONNX Runtime GenAI runs (-o is the folder: model.onnx, " +
-            "genai_config.json, tokenizer files; see 'quantc generate')" };
+            "genai_config.json, tokenizer files; see 'quantc generate'); the default without -o for a decoder with a KV cache" };
+        var noGenai = new Option<bool>("--no-genai") { Description = "without -o, write one .onnx file even for a decoder GenAI can run" };
         var statsFile = new Option<string?>("--stats") { Description = "reuse statistics saved by 'quantc calibrate' (valid for passes " +
             "that run before any rewrite)" };
         var cmd = new Command("compile", "quantize a model with a recipe; write the model, a report, and verify it against the original")
         {
             model, output, recipe, calib, samples, seq, report, noVerify, evalData, statsFile, html, verifySamples, noDocSplit, noBos,
-            force, genai, noAttribution,
+            force, genai, noGenai, charts, noAttribution,
         };
         cmd.SetAction(pr =>
         {
@@ -51,15 +55,17 @@ internal static class CompileCommand
             var compiler = new Compiler(Builtins.Passes());
             var r = Builtins.Recipe(recipeSpec);
             var passes = compiler.Instantiate(r);
-            bool toGenai = pr.GetValue(genai);
-            string outPath = pr.GetValue(output) ?? Path.Combine("out", $"{Path.GetFileNameWithoutExtension(input)}.{r.Name}" +
-                (toGenai ? "" : ".onnx"));
-            if (toGenai) outPath = Path.Combine(outPath, Quantc.Genai.GenaiFolder.ModelFile);
             var total = System.Diagnostics.Stopwatch.StartNew();
 
             using var m = Cli.LoadModel(input);
             Cli.RequireFiniteWeights(m, input);
             long inBytes = ModelBytes(m, input);
+            var (genaiFolder, genaiNote) = GenaiOutputs.Choose(m, input, pr.GetValue(genai), pr.GetValue(noGenai),
+                pr.GetValue(output) is not null);
+            if (genaiNote is not null) stderr.WriteLine(Cli.Printable($"quantc: note: {genaiNote}"));
+            string outPath = pr.GetValue(output) ?? Path.Combine("out", $"{Path.GetFileNameWithoutExtension(input)}.{r.Name}" +
+                (genaiFolder is null ? ".onnx" : ""));
+            if (genaiFolder is not null) outPath = Path.Combine(outPath, Quantc.Genai.GenaiFolder.ModelFile);
 
             // Every input and output is checked before any work: nothing is written until the end,
             // and then everything at once (see OutputSet).
@@ -74,8 +80,9 @@ internal static class CompileCommand
             string stagedReport = outputs.Add("--report", reportPath, OutputKind.Report);
             string? htmlPath = pr.GetValue(html);
             string? stagedHtml = htmlPath is null ? null : outputs.Add("--html", htmlPath, OutputKind.Html);
+            var chartFiles = pr.GetValue(charts) is { } chartsDir ? ChartFiles.Plan(chartsDir, outputs) : null;
             string finalModel = Path.GetFullPath(outPath);
-            var genaiFiles = toGenai ? GenaiOutputs.Plan(m, input, outPath, outputs) : null;
+            var genaiFiles = genaiFolder is null ? null : GenaiOutputs.Plan(genaiFolder, outPath, outputs);
 
             var saved = pr.GetValue(statsFile) is { } sf
                 ? Quantc.Core.Calibration.StatsFile.Load(sf).ToDictionary(x => x.Name, x => x, StringComparer.Ordinal)
@@ -134,15 +141,19 @@ internal static class CompileCommand
                 Warnings = [.. result.Report.Warnings, .. Expected(result, input, options, !pr.GetValue(noAttribution), stderr)],
             };
             File.WriteAllText(stagedReport, reportRecord.ToJson());
+            var drawn = stagedHtml is null && chartFiles is null ? null
+                : Quantc.Core.Reports.CompileCharts.Build(result.Context, result.Timings);
             if (stagedHtml is not null)
                 Quantc.Core.Reports.Html.Write(stagedHtml,
                     Quantc.Core.Reports.CompileHtml.Render(input, finalModel, r, result.Context, result.Timings, result.Verify,
-                    held?.Description));
+                    held?.Description, drawn));
+            chartFiles?.Write(drawn!);
             var genaiNotes = genaiFiles?.Write(m) ?? [];
             long outBytes = FileBytes(result.Saved!.ModelPath)
                 + (result.Saved.ExternalDataPath is null ? 0 : FileBytes(result.Saved.ExternalDataPath));
             outputs.Commit();
             Print(stdout, result, input, finalModel, Path.GetFullPath(reportPath), total.Elapsed, inBytes, outBytes);
+            if (chartFiles is not null) stdout.WriteLine($"charts: {chartFiles.Folder} ({drawn!.Count} SVG files)");
             if (genaiFiles is not null) GenaiOutputs.Print(stdout, genaiFiles, genaiNotes);
             return ExitCodes.Ok;
         });

@@ -20,11 +20,32 @@ internal sealed class GenaiOutputs
         _outputs = outputs;
     }
 
-    /// <summary>Refuses a model GenAI cannot run and declares the config and tokenizer files beside <paramref name="modelPath"/>.
+    /// <summary>
+    /// Whether compile writes a GenAI folder, planned for <paramref name="floatModel"/>: with --genai always (a model GenAI cannot
+    /// run is refused); without -o by default when the model is a decoder with a KV cache (<c>past_key_values.*</c> inputs) and
+    /// GenAI can run it, else one file and a note with the reason; never with --no-genai or with -o alone.
     /// </summary>
-    public static GenaiOutputs Plan(Model floatModel, string input, string modelPath, OutputSet outputs)
+    public static (GenaiFolder? Folder, string? Note) Choose(Model floatModel, string input, bool genai, bool noGenai,
+        bool outputGiven)
     {
-        var g = new GenaiOutputs(GenaiFolder.Plan(floatModel, input), Path.GetDirectoryName(Path.GetFullPath(modelPath))!, outputs);
+        if (genai && noGenai) throw new Quantc.Onnx.BadInputException("--genai and --no-genai contradict each other: give one");
+        if (genai) return (GenaiFolder.Plan(floatModel, input), null);
+        if (noGenai || outputGiven
+            || !floatModel.Graph.Inputs.Any(v => v.Name.StartsWith("past_key_values.", StringComparison.Ordinal))) return (null, null);
+        try
+        {
+            return (GenaiFolder.Plan(floatModel, input), null);
+        }
+        catch (Quantc.Onnx.BadInputException e)
+        {
+            return (null, $"writing one model file, not a GenAI folder: {e.Message}");
+        }
+    }
+
+    /// <summary>Declares the config and tokenizer files of <paramref name="folder"/> beside <paramref name="modelPath"/>.</summary>
+    public static GenaiOutputs Plan(GenaiFolder folder, string modelPath, OutputSet outputs)
+    {
+        var g = new GenaiOutputs(folder, Path.GetDirectoryName(Path.GetFullPath(modelPath))!, outputs);
         foreach (var f in g._folder.Files) g.PathOf(f);
         return g;
     }

@@ -23,6 +23,9 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
     public const string PastKey = "past_key_values.%d.key", PastValue = "past_key_values.%d.value";
     public const string PresentKey = "present.%d.key", PresentValue = "present.%d.value";
 
+    /// <summary>The metadata key the prefix_tokens pass writes (its prefix token ids, comma-separated).</summary>
+    public const string PrefixTokensKey = "quantc.prefix_tokens";
+
     /// <summary>The shape of <paramref name="model"/>; <see cref="BadInputException"/> with the reason where GenAI cannot run it.
     /// <paramref name="contextHint"/> (e.g. config.json's max_position_embeddings) is used when the graph has no position table.</summary>
     public static DecoderShape Of(Model model, long? contextHint = null)
@@ -95,6 +98,14 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
             "logits width");
         long context = limits.Positions ?? contextHint ?? throw new BadInputException("cannot tell the context length: no position table " +
             "or rotary cache indexed by position_ids, and no config.json with max_position_embeddings next to the model");
+        // PrefixQuant's prefix (prefix_tokens) is in the cache ahead of every sequence and takes the first positions.
+        if (model.Metadata.FirstOrDefault(kv => kv.Key == PrefixTokensKey).Value is { Length: > 0 } prefix)
+        {
+            int n = prefix.Split(',').Length;
+            context -= n;
+            notes.Add($"the model keeps {n} prefix tokens (prefix_tokens) in its KV cache ahead of the sequence, at the first " +
+                $"positions: context_length is {context}");
+        }
         foreach (var (key, value) in model.Metadata)
             if (key is CacheTransforms.KeyKey or CacheTransforms.ValueKey or CacheTransforms.KeyScaleKey or CacheTransforms.ValueScaleKey)
                 notes.Add($"the KV cache is transformed ({key}): GenAI feeds present.* back as past_key_values.* unchanged, which is " +

@@ -46,7 +46,9 @@ public sealed class GenaiFolder
     /// when it is used; <paramref name="pathOf"/> maps a file name to where to write it. Returns what GenAI users should know.</summary>
     public IReadOnlyList<string> Write(Model compiled, Func<string, string> pathOf)
     {
-        var shape = DecoderShape.Of(compiled, _contextHint);
+        // A rewrite may hide the position table from the compiled graph (prefix_tokens offsets the positions): the float model's
+        // context then stands.
+        var shape = DecoderShape.Of(compiled, _contextHint ?? FloatShape.ContextLength);
         string? lib = null;
         if (shape.UsesCustomOps)
         {

@@ -82,8 +82,19 @@ public sealed class BadInputTests() : FolderTest("quantc-bad")
     [Fact]
     public void SequencesPastAPositionTableReachedOnlyAtRunTimeAreABadInputToo()
     {
-        // OPT computes its positions from the attention mask: ONNX Runtime finds the overflow, on one line.
-        string opt = Path.Combine(Path.GetDirectoryName(Cli.DefaultModelPath())!, "tiny-opt.onnx");
+        // OPT computes its positions from the attention mask (cumsum + 1): read from the graph, refused before anything runs.
+        string tinyOpt = Path.Combine(Path.GetDirectoryName(Cli.DefaultModelPath())!, "tiny-opt.onnx");
+        Assert.Contains("longer than the model's 1024 positions (rows of 'model.decoder.embed_positions.weight' less 2",
+            Refused("verify", tinyOpt, tinyOpt, "--samples", "1", "--seq-len", "1100", "--no-layers", "--no-doc-split"));
+        // With the offset computed at run time (Abs of the constant) the graph does not tell: ONNX Runtime finds the overflow, on
+        // one line.
+        var proto = ModelProto.Parser.ParseFrom(File.ReadAllBytes(tinyOpt));
+        var add = proto.Graph.Node.Single(n => n.OpType == "Add" && n.Name.Contains("embed_positions", StringComparison.Ordinal));
+        proto.Graph.Node.Insert(proto.Graph.Node.IndexOf(add), new NodeProto { OpType = "Abs", Name = "offset_abs",
+            Input = { add.Input[1] }, Output = { "offset_abs" } });
+        add.Input[1] = "offset_abs";
+        string opt = P("opt-runtime-offset.onnx");
+        File.WriteAllBytes(opt, Google.Protobuf.MessageExtensions.ToByteArray(proto));
         Assert.Contains("ONNX Runtime cannot run the model on this data", Refused("compile", opt, "-o", P("q.onnx"), "--recipe", "w8a8", "--samples", "1", "--seq-len", "1100", "--no-doc-split"));
         Assert.Contains("ONNX Runtime cannot run the original model on this data", Refused("verify", opt, opt, "--samples", "1", "--seq-len", "1100", "--no-layers", "--no-doc-split"));
         // The rotary caches of contrib operators are read from the graph.

@@ -78,7 +78,8 @@ public sealed class HtmlReportTests(ITestOutputHelper log) : IDisposable
         cli.Dispose();
         var dom = Render(page, "verify");
         Assert.Contains("data-status=\"ok\"", dom);
-        Assert.Contains("<svg", dom);
+        Assert.Contains("<figure class=\"chart\" id=\"chart-sqnr\"", dom);
+        Assert.Contains("<figure class=\"chart\" id=\"chart-ranges\"", dom);
     }
 
     [Fact]
@@ -91,5 +92,6 @@ public sealed class HtmlReportTests(ITestOutputHelper log) : IDisposable
         var dom = Render(page, "compile");
         Assert.Contains("data-status=\"ok\"", dom);
         Assert.Contains("down_proj", dom);
+        Assert.Contains("<figure class=\"chart\" id=\"chart-pass-times\"", dom);
     }
 }

@@ -43,6 +43,9 @@ public sealed class GenaiTests : IDisposable
     [InlineData("tiny-llama-ortgenai.onnx", null)]
     [InlineData("tiny-llama.onnx", "w8a8-dynamic")]
     [InlineData("tiny-llama.onnx", "w4a8")]
+    [InlineData("tiny-llama.onnx", "prefixquant-w8a8")]
+    [InlineData("tiny-opt.onnx", null)]
+    [InlineData("tiny-opt-fused.onnx", "w8a8-dynamic")]
     public void GreedyGenerationEqualsAnOnnxRuntimeGreedyLoop(string model, string? recipe)
     {
         string dir = Folder(Bundled(model), recipe);
@@ -58,17 +61,20 @@ public sealed class GenaiTests : IDisposable
         Assert.Equal(ours.Generated.Count < steps, ours.StoppedAtEos);
         if (ours.StoppedAtEos) Assert.Equal(ByteTokenizer.BosId, loop[ours.Generated.Count]);
         Assert.True(ours.PrefillTokensPerSecond > 0);
-        // w4a8's ai.quantc kernels: the library is copied into the folder and named relative to it.
+        // ai.quantc kernels (w4a8's, prefixquant-w8a8's): the library is copied into the folder and named relative to it.
         var session = JsonNode.Parse(File.ReadAllText(Path.Combine(dir,
             GenaiFolder.ConfigFile)))!["model"]!["decoder"]!["session_options"]!;
-        Assert.Equal(recipe == "w4a8" ? GenaiFolder.CustomOpsFile : null, (string?)session["custom_ops_library"]);
-        Assert.Equal(recipe == "w4a8", File.Exists(Path.Combine(dir, GenaiFolder.CustomOpsFile)));
+        bool customOps = Quantc.Core.Runtime.CustomOps.IsUsedBy(onnx);
+        Assert.Equal(recipe is "w4a8" or "prefixquant-w8a8", customOps);
+        Assert.Equal(customOps ? GenaiFolder.CustomOpsFile : null, (string?)session["custom_ops_library"]);
+        Assert.Equal(customOps, File.Exists(Path.Combine(dir, GenaiFolder.CustomOpsFile)));
     }
 
     [Theory]
     [InlineData("tiny-llama.onnx", null)]
     [InlineData("tiny-llama-ortgenai.onnx", null)]
     [InlineData("tiny-llama.onnx", "w8a8-dynamic")]
+    [InlineData("tiny-llama.onnx", "prefixquant-w8a8")]
     public void ConfigIsDerivedFromTheGraph(string model, string? recipe)
     {
         string dir = Folder(Bundled(model), recipe);
@@ -82,10 +88,39 @@ public sealed class GenaiTests : IDisposable
         Assert.Equal(tiny.HiddenSize, (int)decoder["hidden_size"]!);
         using var m = Model.Load(Bundled(model));
         Assert.Equal(TokenLimits.Of(m.Graph).Vocabulary, (long)config["vocab_size"]!);
-        Assert.Equal(tiny.MaxPositions, (long)config["context_length"]!);
+        // prefix_tokens keeps its prefix in the cache, at the first positions.
+        using var compiled = Model.Load(Path.Combine(dir, GenaiFolder.ModelFile));
+        int prefix = compiled.Metadata.FirstOrDefault(kv => kv.Key == DecoderShape.PrefixTokensKey).Value?.Split(',').Length ?? 0;
+        Assert.Equal(recipe == "prefixquant-w8a8", prefix > 0);
+        Assert.Equal(tiny.MaxPositions - prefix, (long)config["context_length"]!);
         Assert.Equal("past_key_values.%d.key", (string?)decoder["inputs"]!["past_key_names"]);
         Assert.Equal("present.%d.value", (string?)decoder["outputs"]!["present_value_names"]);
-        Assert.Null(decoder["session_options"]!["custom_ops_library"]);
+        Assert.Equal(Quantc.Core.Runtime.CustomOps.IsUsedBy(compiled) ? GenaiFolder.CustomOpsFile : null,
+            (string?)decoder["session_options"]!["custom_ops_library"]);
+    }
+
+    /// <summary>OPT's learned positions are reached through attention_mask's running sum (+ 2): the context is the table's rows
+    /// less 2, and GenAI feeds the mask the graph computes them from.</summary>
+    [Theory]
+    [InlineData("tiny-opt.onnx")]
+    [InlineData("tiny-opt-fused.onnx")]
+    public void OptConfigHasTheLearnedPositionsContext(string model)
+    {
+        string dir = Folder(Bundled(model), null);
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["model"]!;
+        var opt = Quantc.Models.OptConfig.ForSize("tiny");
+        Assert.Equal(opt.MaxPositions, (long)config["context_length"]!);
+        Assert.Equal(opt.NumLayers, (int)config["decoder"]!["num_hidden_layers"]!);
+        Assert.Equal(opt.NumHeads, (int)config["decoder"]!["num_key_value_heads"]!);
+        Assert.Null(config["decoder"]!["inputs"]!["position_ids"]);
+        // The same limit refuses data longer than the table reaches, before anything runs.
+        using var m = Model.Load(Bundled(model));
+        var limits = TokenLimits.Of(m.Graph);
+        Assert.Equal(opt.MaxPositions, limits.Positions);
+        Assert.Contains("positions computed from attention_mask (cumsum +1)", limits.PositionSource);
+        limits.Check([new long[opt.MaxPositions]], "test");
+        Assert.Contains($"longer than the model's {opt.MaxPositions} positions",
+            Assert.Throws<BadInputException>(() => limits.Check([new long[opt.MaxPositions + 1]], "test")).Message);
     }
 
     [Fact]

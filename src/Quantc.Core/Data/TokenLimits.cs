@@ -8,8 +8,8 @@ namespace Quantc.Core.Data;
 /// The token ids and sequence lengths a text model accepts, read from its graph before anything runs:
 /// ids are non-negative and below the rows of the embedding table the token input indexes (else the
 /// width of a fixed logits output); a sequence is no longer than the rows of a table indexed by
-/// position_ids (learned or rotary positions, rotary caches of attention operators) and fits the fixed dimensions of the inputs made from
-/// it.
+/// position_ids (learned or rotary positions, rotary caches of attention operators), or of a table indexed by positions computed
+/// from attention_mask (OPT's learned positions), and fits the fixed dimensions of the inputs made from it.
 /// ONNX Runtime would otherwise wrap a negative id, or fail mid-run with a log line of its own.
 /// </summary>
 public sealed record TokenLimits(long? Vocabulary, string? VocabularySource, long? Positions, string? PositionSource,
@@ -38,7 +38,13 @@ public sealed record TokenLimits(long? Vocabulary, string? VocabularySource, lon
             if (axis < 0 || axis >= table.Dims.Length) continue;
             long rows = table.Dims[axis];
             var origin = Origin(indices);
-            if (!origin.IsGraphInput) continue;
+            if (!origin.IsGraphInput)
+            {
+                if (MaskPositionOffset(indices) is { } k && rows - 1 - k is var fit && fit > 0 && (positions.rows is null ||
+                    fit < positions.rows))
+                    positions = (fit, $"rows of '{table.Name}' less {1 + k}: positions computed from attention_mask (cumsum {k:+0;-0})");
+                continue;
+            }
             if (CalibrationInputs.IsTokenInput(origin.Name) && (vocab.rows is null || rows < vocab.rows))
                 vocab = (rows, $"rows of '{table.Name}'");
             else if (origin.Name == "position_ids" && (positions.rows is null || rows < positions.rows))
@@ -87,6 +93,51 @@ public sealed record TokenLimits(long? Vocabulary, string? VocabularySource, lon
             }
         }
     }
+
+    /// <summary>
+    /// Positions computed from the attention mask, as OPT's learned positions (cumsum(mask)·mask − 1 + 2): when
+    /// <paramref name="indices"/> is the mask's running sum plus a constant k (through Add/Sub of integer scalars, Mul by the mask,
+    /// Slice and reshapes), k; a sequence of L tokens then reads row L + k. Null for anything else.
+    /// </summary>
+    private static long? MaskPositionOffset(Value indices)
+    {
+        long k = 0;
+        var v = indices;
+        for (int hops = 0; hops < 32; hops++)
+        {
+            if (v.Producer is not { IsOnnxDomain: true } p || p.Inputs.Count == 0 || p.Inputs[0] is not { } first) return null;
+            switch (p.OpType)
+            {
+                case "CumSum":
+                    return IsMask(first) ? k : null;
+                case "Add" or "Sub" when p.Inputs.Count == 2 && p.Inputs[1] is { } second:
+                    if (IntScalar(second) is { } c) { k += p.OpType == "Add" ? c : -c; v = first; }
+                    else if (p.OpType == "Add" && IntScalar(first) is { } c0) { k += c0; v = second; }
+                    else return null;
+                    break;
+                case "Mul" when p.Inputs.Count == 2 && p.Inputs[1] is { } second:
+                    // The running sum times the 0/1 mask: the largest position is unchanged.
+                    if (IsMask(second)) v = first;
+                    else if (IsMask(first)) v = second;
+                    else return null;
+                    break;
+                case "Slice" or "Cast" or "Identity" or "Reshape" or "Squeeze" or "Unsqueeze" or "Flatten":
+                    v = first;
+                    break;
+                default:
+                    return null;
+            }
+        }
+        return null;
+    }
+
+    private static bool IsMask(Value v) => Origin(v) is { IsGraphInput: true, Name: "attention_mask" };
+
+    /// <summary>An int64 or int32 initializer of one element, else null.</summary>
+    private static long? IntScalar(Value v) => v.Initializer is { ElementCount: 1 } t
+        ? t.DataType == (int)Quantc.Onnx.Proto.TensorProto.Types.DataType.Int64 ? t.AsSpan<long>()[0]
+        : t.DataType == (int)Quantc.Onnx.Proto.TensorProto.Types.DataType.Int32 ? t.AsSpan<int>()[0] : null
+        : null;
 
     /// <summary>The value <paramref name="v"/> is a reshaped or converted copy of (through Cast, Identity, Reshape, Squeeze, Unsqueeze,
     /// Flatten).</summary>

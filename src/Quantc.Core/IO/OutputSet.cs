@@ -18,6 +18,8 @@ public enum OutputKind
     /// <summary>A file of a GenAI folder (genai_config.json, tokenizer, custom-op library): an earlier output when the folder's
     /// model.onnx is a quantc model.</summary>
     GenaiFile,
+    /// <summary>An SVG chart (compile --charts): starts with <see cref="Reports.ReportChart.Marker"/>.</summary>
+    Chart,
 }
 
 /// <summary>
@@ -259,6 +261,7 @@ public sealed class OutputSet : IDisposable
         OutputKind.Report => "report",
         OutputKind.Html => "HTML page",
         OutputKind.GenaiFile => "GenAI folder file",
+        OutputKind.Chart => "chart",
         _ => "statistics file",
     };
 
@@ -303,6 +306,7 @@ public static class PreviousOutputs
                         r.Contains("\"recipe_description\"", StringComparison.Ordinal)),
                 OutputKind.GenaiFile => File.Exists(Path.Combine(Path.GetDirectoryName(path)!, "model.onnx"))
                     && IsQuantcModel(Path.Combine(Path.GetDirectoryName(path)!, "model.onnx")),
+                OutputKind.Chart => Head(path, 512).Contains(Reports.ReportChart.Marker, StringComparison.Ordinal),
                 OutputKind.Html => Head(path, 4096) is var h && h.StartsWith("<!DOCTYPE html>", StringComparison.Ordinal)
                     && (h.Contains("<meta name=\"generator\" content=\"quantc\">", StringComparison.Ordinal) ||
                         h.Contains("<body data-status=", StringComparison.Ordinal)),

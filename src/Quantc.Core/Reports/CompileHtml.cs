@@ -4,13 +4,13 @@ using Quantc.Core.Verification;
 
 namespace Quantc.Core.Reports;
 
-/// <summary>The HTML page of a compile: passes with timings, the plan of every layer with the reasons behind it, the log, and the
-/// verification.</summary>
+/// <summary>The HTML page of a compile: passes with timings, the plan of every layer with the reasons behind it, the log, the
+/// verification, and the charts of <see cref="CompileCharts"/> inline.</summary>
 public static class CompileHtml
 {
-    /// <summary>Renders the page.</summary>
+    /// <summary>Renders the page (<paramref name="charts"/>: those already drawn for this compile, else drawn here).</summary>
     public static string Render(string input, string output, Recipe recipe, PassContext ctx, IReadOnlyList<PassTiming> timings,
-        VerifyReport? verify, string? verifyData)
+        VerifyReport? verify, string? verifyData, IReadOnlyList<ReportChart>? charts = null)
     {
         var b = new StringBuilder();
         b.Append($"<h1>quantc compile</h1><p class=\"muted\">{Html.E(input)} → {Html.E(output)}</p>");
@@ -25,6 +25,8 @@ public static class CompileHtml
                     $"perplexity {Html.F(l.OriginalPerplexity, "0.000")} → {Html.F(l.CompiledPerplexity, "0.000")}");
             b.Append("</p>");
         }
+        b.Append("<h2>Charts</h2>");
+        foreach (var c in charts ?? CompileCharts.Build(ctx, timings)) b.Append(c.Figure());
         b.Append("<h2>Passes</h2><table><tr><th>pass</th><th>kind</th><th>ms</th><th>nodes</th></tr>");
         foreach (var t in timings)
             b.Append($"<tr><td>{Html.E(t.Pass)}</td><td>{t.Kind}</td><td " +
@@ -48,6 +50,6 @@ public static class CompileHtml
               r.addEventListener('click', function () { var w = document.getElementById('why' + r.dataset.i); w.hidden = !w.hidden; });
             });
             """;
-        return Html.Page($"quantc compile — {recipe.Name}", b.ToString(), script);
+        return Html.Page($"quantc compile — {recipe.Name}", b.ToString(), script + ReportChart.Script);
     }
 }

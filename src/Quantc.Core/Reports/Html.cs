@@ -32,10 +32,11 @@ public static class Html
             th,td{padding:3px 10px;border-bottom:1px solid #e3e6ea;text-align:left;font-variant-numeric:tabular-nums}
             th{background:#eef1f4} td.num{text-align:right}
             .muted{color:#6b7380} .bad{color:#b3261e;font-weight:600} .ok{color:#1b7f3b}
-            svg text{font:11px system-ui,sans-serif} .layer{cursor:pointer} .layer:hover rect{stroke-width:2.5}
+            .graph svg text{font:11px system-ui,sans-serif} .layer{cursor:pointer} .layer:hover rect{stroke-width:2.5}
             #details{position:sticky;top:12px;background:#fff;border:1px solid #d5dae0;border-radius:6px;padding:10px 14px;min-height:60px}
             .wrap{display:flex;gap:20px;align-items:flex-start}
             .graph{flex:1;overflow:auto;max-height:85vh;border:1px solid #d5dae0;border-radius:6px;background:#fff}
+            figure.chart{margin:8px 0} figure.chart svg{max-width:100%;height:auto;border:1px solid #e3e6ea;border-radius:4px}
             .legend span{display:inline-block;padding:1px 8px;margin-right:6px;border-radius:4px}
             """);
         sb.Append("</style></head>\n<body data-status=\"loading\">\n");
