@@ -1,0 +1,104 @@
+using System.Globalization;
+using Quantc.Core.Numerics.Reconstruction;
+using Quantc.Core.Pipeline;
+using Quantc.Ir.Analysis;
+using Quantc.Onnx;
+
+namespace Quantc.Passes;
+
+/// <summary>
+/// The block-wise clipping search (PrefixQuant's): per LLaMA decoder block, the clip ratios of its four static activation inputs
+/// (q/k/v, o, gate/up, down) chosen by coordinate descent over a grid to minimise the block's output error
+/// Σ ‖y(x; clipped) − y_float‖² on calibration sequences. The block runs in C# (<see cref="ClipBlock"/>) on the float model's block
+/// inputs as ONNX Runtime computes them, with the prefix tokens' keys and values ahead in its cache; its float output is first
+/// checked against ONNX Runtime's (a block the C# computation does not reproduce is refused). Weights stay float (the weights pass
+/// runs after). Ratios multiply the ranges chosen by <c>ranges</c>.
+/// </summary>
+internal static class BlockClipSearch
+{
+    /// <summary>Largest relative difference between the C# block's float output and ONNX Runtime's that is accepted.</summary>
+    public const double Tolerance = 1e-4;
+
+    public static void Run(PassContext ctx, string who, IReadOnlyList<double> grid, int maxSamples, int sweeps,
+        List<LinearLayer> statics)
+    {
+        var blocks = ClipBlockGraph.Read(ctx.Model, ctx.Map, who);
+        var names = blocks.SelectMany(b => new[] { b.Input.Name, b.Output.Name }).Distinct().ToList();
+        var seen = names.ToDictionary(n => n, _ => new List<float[]>(), StringComparer.Ordinal);
+        ctx.Calibrate(names, who, (name, data, _) =>
+        {
+            var list = seen[name];
+            lock (list) if (list.Count < maxSamples) list.Add(data.ToArray());
+        });
+        var isStatic = statics.ToHashSet();
+        double before = 0, after = 0;
+        int clipped = 0, searched = 0;
+        foreach (var b in blocks)
+        {
+            var r = Search(ctx, b, seen[b.Input.Name], seen[b.Output.Name], grid, sweeps, isStatic, who);
+            before += r.Before;
+            after += r.After;
+            searched += r.Searched;
+            clipped += r.Clipped;
+            ctx.Log.Add(r.Line);
+        }
+        foreach (var l in statics.Where(l => !blocks.Any(b => b.Linears.Contains(l))))
+            ctx.Log.Add($"{who}: {l.Name} is in no decoder block: its range is kept");
+        string total = F($"squared block output error {before:0.####e0} → {after:0.####e0} ({Percent(before, after)}) summed over ") +
+            $"{blocks.Count} blocks";
+        if (clipped == 0)
+            ctx.Notice($"{who}: every block kept clip ratio 1 on its {searched} searched inputs: no ratio of the grid lowered the " +
+                $"{total}");
+        else ctx.Log.Add($"{who}: {clipped} of {searched} inputs clipped below their range; {total}");
+    }
+
+    private sealed record Outcome(double Before, double After, int Searched, int Clipped, string Line);
+
+    private static Outcome Search(PassContext ctx, ClipBlockParts b, List<float[]> xs, List<float[]> ys, IReadOnlyList<double> grid,
+        int sweeps, HashSet<LinearLayer> statics, string who)
+    {
+        if (xs.Count == 0 || xs.Count != ys.Count)
+            throw new InvalidOperationException($"{who}: {b.Name}: {xs.Count} inputs, {ys.Count} outputs");
+        // The four inputs' readers (q/k/v, o, gate/up, down): searched when every reader is static integer (they share one QDQ).
+        int[][] readers = [[0, 1, 2], [3], [4, 5], [6]];
+        var bases = readers.Select(rs => rs.All(i => statics.Contains(b.Linears[i])) && ctx.Plan[b.Linears[rs[0]].Name] is var p
+            && p.ActivationRange is { } r ? new ClipBase(p.ActivationFormat, r.Lo, r.Hi) : null).ToArray();
+        var o = ClipBlockSearch.Run(b.Block, xs.Zip(ys).ToList(), bases, grid, sweeps);
+        if (!(o.FloatError <= Tolerance))
+            throw new BadInputException(F($"{who}: {b.Name} is not the LLaMA block the search computes: its float output in C# ") +
+                F($"differs from ONNX Runtime's by {o.FloatError:0.###e0} of the block's contribution (> {Tolerance:0e0}); ") +
+                "use scope: layer");
+        int searched = 0, clipped = 0;
+        var parts = new List<string>();
+        for (int j = 0; j < 4; j++)
+        {
+            if (bases[j] is not { } c)
+            {
+                parts.Add($"{ClipBlock.InputRoles[j]} not static");
+                continue;
+            }
+            searched++;
+            if (o.Ratios[j] < 1) clipped++;
+            parts.Add(F($"{ClipBlock.InputRoles[j]} {o.Ratios[j]:0.##}"));
+            foreach (int i in readers[j])
+            {
+                var plan = ctx.Plan[b.Linears[i].Name];
+                plan.ActivationRange = ((float)(c.Lo * o.Ratios[j]), (float)(c.Hi * o.Ratios[j]));
+                plan.Reasons.Add(F($"{who}: activation range × {o.Ratios[j]:0.##} by {b.Name}'s output error ({o.Start:0.###e0} → ") +
+                    F($"{o.Final:0.###e0} of its contribution)"));
+            }
+        }
+        int d = b.Block.Shape.Hidden, tokens = xs.Sum(x => x.Length / d);
+        string line = F($"{who}: {b.Name}: clip ratios {string.Join(", ", parts)}; block output error {o.Start:0.####e0} → ") +
+            F($"{o.Final:0.####e0} ({Percent(o.Start, o.Final)}) of its contribution on {xs.Count} sequences ({tokens} tokens, ") +
+            F($"prefix {b.Block.Prefix}); float C# block vs ONNX Runtime {o.FloatError:0.#e0}");
+        if (clipped == 0 && o.Tried.Count > 0)
+            line += F($"; least error at a ratio < 1: {o.Tried.Values.Min():0.####e0}");
+        return new Outcome(o.Start * o.Energy, o.Final * o.Energy, searched, clipped, line);
+    }
+
+    private static string Percent(double before, double after) =>
+        before > 0 ? F($"{(after - before) / before * 100:+0.0;-0.0;0.0} %") : "no error";
+
+    private static string F(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,91 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Quantc.Core.Calibration;
+using Quantc.Core.Runtime;
+using Quantc.Ir;
+using Quantc.Onnx;
+using Xunit.Abstractions;
+using static Quantc.Passes.Tests.OrtRuns;
+
+namespace Quantc.Passes.Tests;
+
+/// <summary>clip_search with scope: block — PrefixQuant's block-wise search on the LLaMA decoder blocks.</summary>
+public sealed class BlockClipSearchTests(ITestOutputHelper log) : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-blockclip");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private static readonly Regex Line = new(@"^clip_search \(block\): (model\.layers\.\d+): clip ratios q/k/v ([\d.]+), o ([\d.]+), " +
+        @"gate/up ([\d.]+), down ([\d.]+); block output error (\S+) → (\S+) \(.*float C# block vs ONNX Runtime (\S+)",
+        RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// The tiny llama (engineered spikes) with the PrefixQuant transforms (rotations, online Hadamard on down_proj, the prefix in
+    /// the cache) and min-max static int8 ranges: the C# block reproduces ONNX Runtime's block output (≤ 1e-4 of the block's
+    /// contribution) in every block, every block's error does not grow, the spike blocks' ranges are clipped, each layer's range is
+    /// its min-max range times its input's ratio, and the lowered model loads and runs in ONNX Runtime.
+    /// </summary>
+    [Fact]
+    public void SearchesEveryBlockWithThePrefixAndTheOutputRuns()
+    {
+        using var a = LoadLlama(_dir, "torch");
+        using var b = LoadLlama(_dir, "torch");
+        var calib = Quantc.Core.Data.DataLoader.Load(a, Path.Combine(AppContext.BaseDirectory, "calib.txt"),
+            new Quantc.Core.Data.DataOptions { SequenceLength = 64, MaxSamples = 3, Bos = false }).Samples;
+        const string head = "passes: [{fold_norm: {untie: true}}, rotate_residual, rotate_head, online_hadamard, prefix_tokens, " +
+            "{quantize: {weights: int8, activations: int8, mode: static}}, {ranges: {method: minmax}}";
+        var plain = TestCompiler.Compile(a, head + "]", calib).Context.Plan;
+        var ctx = TestCompiler.Compile(b, head + ", {clip_search: {scope: block, samples: 3}}, weights, lower_qdq]", calib).Context;
+        var lines = ctx.Log.Where(l => l.StartsWith("clip_search (block): model.", StringComparison.Ordinal)).ToList();
+        foreach (var l in ctx.Log.Where(l => l.StartsWith("clip_search", StringComparison.Ordinal))) log.WriteLine(l);
+        Assert.Equal(4, lines.Count);
+        var inv = CultureInfo.InvariantCulture;
+        string[][] roles = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]];
+        int clipped = 0;
+        foreach (var line in lines)
+        {
+            var m = Line.Match(line);
+            Assert.True(m.Success, line);
+            Assert.Contains("prefix 1)", line, StringComparison.Ordinal);
+            Assert.True(double.Parse(m.Groups[8].Value, inv) <= 1e-4, line);
+            Assert.True(double.Parse(m.Groups[7].Value, inv) <= double.Parse(m.Groups[6].Value, inv), line);
+            string block = m.Groups[1].Value;
+            for (int j = 0; j < 4; j++)
+            {
+                double ratio = double.Parse(m.Groups[2 + j].Value, inv);
+                if (ratio < 1) clipped++;
+                foreach (var role in roles[j])
+                {
+                    string name = $"{block}.{(j < 2 ? "self_attn" : "mlp")}.{role}";
+                    var (lo, hi) = plain[name].ActivationRange!.Value;
+                    var (clo, chi) = ctx.Plan[name].ActivationRange!.Value;
+                    Assert.Equal(lo * ratio, clo, 1e-4 * Math.Abs(lo) + 1e-6);
+                    Assert.Equal(hi * ratio, chi, 1e-4 * Math.Abs(hi) + 1e-6);
+                }
+            }
+        }
+        Assert.True(clipped > 0, "min-max ranges under the engineered spikes: some input should be clipped");
+        Assert.Contains(ctx.Log, l => l.StartsWith($"clip_search (block): {clipped} of 16 inputs clipped", StringComparison.Ordinal));
+        using var compiled = Model.Load(Save(_dir, b));
+        using var s = OrtModel.CreateSession(compiled);
+        var logits = Outputs(s, CalibrationInputs.FromTokens(compiled.Graph, EvalTokens(compiled, 1, 24)[0]))["logits"];
+        Assert.Equal(24 * 257, logits.Length);
+        Assert.All(logits, v => Assert.True(float.IsFinite(v)));
+    }
+
+    /// <summary>OPT's decoder layers (fc1/fc2, LayerNorm, no RoPE) are not LLaMA blocks: refused with the reason.</summary>
+    [Fact]
+    public void AModelWithoutLlamaBlocksIsRefused()
+    {
+        var path = Path.Combine(_dir.FullName, "opt.onnx");
+        Quantc.Models.ReferenceModels.BuildAndSave("opt", "tiny", 0, "torch", path);
+        using var m = Model.Load(path);
+        var e = Assert.Throws<BadInputException>(() => RunRecipe(m,
+            "passes: [{quantize: {weights: int8, activations: int8, mode: static}}, ranges, {clip_search: {scope: block}}]",
+            Calibration(m, 1)));
+        log.WriteLine(e.Message);
+        Assert.StartsWith("clip_search (block): ", e.Message, StringComparison.Ordinal);
+        Assert.Contains("LLaMA", e.Message, StringComparison.Ordinal);
+    }
+}
