@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # PrefixQuant's block-wise clipping search (clip_search scope: block) against the committed per-layer search and against
 # per-token dynamic int8 (w8a8-dynamic), on one model and one or more evaluation texts.
-# Usage: bench/prefixquant/blockclip.sh MODEL CALIB OUT EVAL [EVAL…]   (SEQ=128 by default)
+# Usage: bench/prefixquant/blockclip.sh MODEL CALIB OUT EVAL [EVAL…]   (SEQ=128, BLOCK="scope: block" and
+# RECIPES="prefixquant-w8a8 prefixquant-w4a4kv4" by default; BLOCK is the block variant's clip_search options; REUSE=1 keeps
+# the layer variants and w8a8-dynamic already compiled in OUT)
 # Each prefixquant recipe is compiled twice from the same text (--no-bos): as committed ("layer") and with only
 # clip_search's scope changed to block ("block"); both are verified against the float model with the prefix the recipe
 # found. w8a8-dynamic is calibrated and verified with BOS against the original. Prints one Markdown table per EVAL.
@@ -12,15 +14,16 @@ seq=${SEQ:-128}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 eval=$1
 . "$root/bench/prefixquant/common.sh"
-recipes="prefixquant-w8a8 prefixquant-w4a4kv4"
+recipes=${RECIPES:-prefixquant-w8a8 prefixquant-w4a4kv4}
+block=${BLOCK:-scope: block}
 for r in $recipes; do
     cp "$root/passes/Quantc.Passes/Recipes/$r.yaml" "$out/$r-layer.yaml"
-    sed 's/^  - clip_search$/  - clip_search: { scope: block }/' "$out/$r-layer.yaml" > "$out/$r-block.yaml"
+    sed "s/^  - clip_search\$/  - clip_search: { $block }/" "$out/$r-layer.yaml" > "$out/$r-block.yaml"
     grep -q 'scope: block' "$out/$r-block.yaml"
-    compile_prefixed "$r-layer" "$out/$r-layer.yaml"
+    [ -n "${REUSE:-}" ] && [ -f "$out/$r-layer.onnx" ] || compile_prefixed "$r-layer" "$out/$r-layer.yaml"
     compile_prefixed "$r-block" "$out/$r-block.yaml"
 done
-q compile "$model" --recipe w8a8-dynamic --calib "$calib" --seq-len "$seq" -o "$out/w8a8-dynamic.onnx" --force --no-verify \
+[ -n "${REUSE:-}" ] && [ -f "$out/w8a8-dynamic.onnx" ] || q compile "$model" --recipe w8a8-dynamic --calib "$calib" --seq-len "$seq" -o "$out/w8a8-dynamic.onnx" --force --no-verify \
     > "$out/w8a8-dynamic.log" 2>&1
 for e in "$@"; do
     tag=$(basename "$e" .txt)

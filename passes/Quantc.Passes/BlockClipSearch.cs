@@ -19,10 +19,10 @@ internal static class BlockClipSearch
     /// <summary>Largest relative difference between the C# block's float output and ONNX Runtime's that is accepted.</summary>
     public const double Tolerance = 1e-4;
 
-    public static void Run(PassContext ctx, string who, IReadOnlyList<double> grid, int maxSamples, int sweeps,
+    public static void Run(PassContext ctx, string who, IReadOnlyList<double> grid, int maxSamples, int sweeps, bool rounded,
         List<LinearLayer> statics)
     {
-        var blocks = ClipBlockGraph.Read(ctx.Model, ctx.Map, who);
+        var blocks = ClipBlockGraph.Read(ctx.Model, ctx.Map, ctx.Plan, rounded, who);
         var names = blocks.SelectMany(b => new[] { b.Input.Name, b.Output.Name }).Distinct().ToList();
         var seen = names.ToDictionary(n => n, _ => new List<float[]>(), StringComparer.Ordinal);
         ctx.Calibrate(names, who, (name, data, _) =>
@@ -45,7 +45,7 @@ internal static class BlockClipSearch
         foreach (var l in statics.Where(l => !blocks.Any(b => b.Linears.Contains(l))))
             ctx.Log.Add($"{who}: {l.Name} is in no decoder block: its range is kept");
         string total = F($"squared block output error {before:0.####e0} → {after:0.####e0} ({Percent(before, after)}) summed over ") +
-            $"{blocks.Count} blocks";
+            $"{blocks.Count} blocks, computed with {(rounded ? "weights rounded to nearest on their planned grids" : "float weights")}";
         if (clipped == 0)
             ctx.Notice($"{who}: every block kept clip ratio 1 on its {searched} searched inputs: no ratio of the grid lowered the " +
                 $"{total}");
@@ -63,11 +63,13 @@ internal static class BlockClipSearch
         int[][] readers = [[0, 1, 2], [3], [4, 5], [6]];
         var bases = readers.Select(rs => rs.All(i => statics.Contains(b.Linears[i])) && ctx.Plan[b.Linears[rs[0]].Name] is var p
             && p.ActivationRange is { } r ? new ClipBase(p.ActivationFormat, r.Lo, r.Hi) : null).ToArray();
-        var o = ClipBlockSearch.Run(b.Block, xs.Zip(ys).ToList(), bases, grid, sweeps);
-        if (!(o.FloatError <= Tolerance))
+        var sequences = xs.Zip(ys).ToList();
+        double floatErr = ClipBlockSearch.Run(b.Block, sequences, new ClipBase?[4], [], 1).FloatError;
+        if (!(floatErr <= Tolerance))
             throw new BadInputException(F($"{who}: {b.Name} is not the LLaMA block the search computes: its float output in C# ") +
-                F($"differs from ONNX Runtime's by {o.FloatError:0.###e0} of the block's contribution (> {Tolerance:0e0}); ") +
+                F($"differs from ONNX Runtime's by {floatErr:0.###e0} of the block's contribution (> {Tolerance:0e0}); ") +
                 "use scope: layer");
+        var o = ClipBlockSearch.Run(b.Rounded ?? b.Block, sequences, bases, grid, sweeps);
         int searched = 0, clipped = 0;
         var parts = new List<string>();
         for (int j = 0; j < 4; j++)
@@ -91,7 +93,8 @@ internal static class BlockClipSearch
         int d = b.Block.Shape.Hidden, tokens = xs.Sum(x => x.Length / d);
         string line = F($"{who}: {b.Name}: clip ratios {string.Join(", ", parts)}; block output error {o.Start:0.####e0} → ") +
             F($"{o.Final:0.####e0} ({Percent(o.Start, o.Final)}) of its contribution on {xs.Count} sequences ({tokens} tokens, ") +
-            F($"prefix {b.Block.Prefix}); float C# block vs ONNX Runtime {o.FloatError:0.#e0}");
+            F($"prefix {b.Block.Prefix}); float C# block vs ONNX Runtime {floatErr:0.#e0}") +
+            (b.Rounded is null ? "" : F($"; rounded weights alone {o.FloatError:0.####e0}"));
         if (clipped == 0 && o.Tried.Count > 0)
             line += F($"; least error at a ratio < 1: {o.Tried.Values.Min():0.####e0}");
         return new Outcome(o.Start * o.Energy, o.Final * o.Energy, searched, clipped, line);

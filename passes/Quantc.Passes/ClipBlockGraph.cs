@@ -12,7 +12,8 @@ namespace Quantc.Passes;
 
 /// <summary>One LLaMA decoder block of the graph as <see cref="ClipBlock"/> computes it: its seven linears (q, k, v, o, gate, up,
 /// down), the residual stream value entering it (the first norm's input) and leaving it (the Add after down_proj).</summary>
-internal sealed record ClipBlockParts(string Name, LinearLayer[] Linears, Value Input, Value Output, ClipBlock Block);
+/// <remarks><see cref="Block"/> computes with the float weights; <see cref="Rounded"/>, when asked for, with the rounded ones.</remarks>
+internal sealed record ClipBlockParts(string Name, LinearLayer[] Linears, Value Input, Value Output, ClipBlock Block, ClipBlock? Rounded);
 
 /// <summary>
 /// Reads the LLaMA decoder blocks of a model from its map for the block-wise clipping search: layers named
@@ -27,7 +28,9 @@ internal static class ClipBlockGraph
     private static readonly Regex Role = new(@"^(?<block>.+)\.(?:self_attn|mlp)\.(?<role>q|k|v|o|gate|up|down)_proj$",
         RegexOptions.CultureInvariant);
 
-    public static List<ClipBlockParts> Read(Model model, ModelMap map, string who)
+    /// <summary>The model's LLaMA blocks; <paramref name="rounded"/>: whether they compute with each layer's weight rounded to nearest
+    /// on its planned integer grid of <paramref name="plan"/> (as <c>weights: {method: rtn}</c> would), else float.</summary>
+    public static List<ClipBlockParts> Read(Model model, ModelMap map, QuantPlan plan, bool rounded, string who)
     {
         var byBlock = new Dictionary<string, LinearLayer?[]>(StringComparer.Ordinal);
         foreach (var l in map.Linears)
@@ -43,10 +46,11 @@ internal static class ClipBlockGraph
                 "*.mlp.down_proj; " +
                 $"linears: {string.Join(", ", map.Linears.Take(4).Select(l => l.Name))}…)");
         var transforms = CacheTransforms.Of(model.Metadata);
-        return byBlock.Select(kv => Block(kv.Key, kv.Value, map, transforms, who)).ToList();
+        return byBlock.Select(kv => Block(kv.Key, kv.Value, map, transforms, rounded ? plan : null, who)).ToList();
     }
 
-    private static ClipBlockParts Block(string name, LinearLayer?[] slots, ModelMap map, CacheTransforms transforms, string who)
+    private static ClipBlockParts Block(string name, LinearLayer?[] slots, ModelMap map, CacheTransforms transforms, QuantPlan? rounding,
+        string who)
     {
         string Refuse(string why) => $"{who}: {name} is not a LLaMA-style block: {why}";
         for (int i = 0; i < 7; i++)
@@ -82,10 +86,11 @@ internal static class ClipBlockGraph
         if (keyPast is not null && transforms.Contains(keyPast)) transforms.ToOriginal(keyPast, pk);
         var output = l[6].Output.Uses is [{ Node: var add }] && add.Is("Add") ? add.Output
             : throw new BadInputException(Refuse("down_proj's output is not added to the residual stream"));
-        var w = l.Select(KnToNk).ToArray();
-        var block = new ClipBlock(shape, norm1.Gamma.Initializer!.ToFloat32(), norm2.Gamma.Initializer!.ToFloat32(), w, cos, sin, pk, pv,
-            Transform(l[3], Refuse), Transform(l[6], Refuse));
-        return new ClipBlockParts(name, l, norm1.Input, output, block);
+        var (g1, g2) = (norm1.Gamma.Initializer!.ToFloat32(), norm2.Gamma.Initializer!.ToFloat32());
+        var (to, td) = (Transform(l[3], Refuse), Transform(l[6], Refuse));
+        ClipBlock Make(float[][] w) => new(shape, g1, g2, w, cos, sin, pk, pv, to, td);
+        return new ClipBlockParts(name, l, norm1.Input, output, Make(l.Select(KnToNk).ToArray()),
+            rounding is null ? null : Make(l.Select(x => Rounded(x, rounding[x.Name])).ToArray()));
     }
 
     /// <summary>The weight as [N, K] (row o = output channel o).</summary>
@@ -96,6 +101,18 @@ internal static class ClipBlockGraph
         var nk = new float[kn.Length];
         Gemm.Transpose(kn, nk, k, n);
         return nk;
+    }
+
+    /// <summary>The weight [N, K] rounded to nearest on the plan's integer grid and scaled back (float when the plan's weight format is
+    /// not an integer grid).</summary>
+    private static float[] Rounded(LinearLayer l, LayerPlan p)
+    {
+        var nk = KnToNk(l);
+        if (!p.WeightFormat.IsInteger) return nk;
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        var q = p.WeightSymmetric ? WeightQuantizer.Rtn(nk, n, k, p.WeightFormat.Grid!, p.GroupSize)
+            : WeightQuantizer.RtnAsymmetric(nk, n, k, p.WeightFormat.Grid!, p.GroupSize);
+        return q.Dequantize();
     }
 
     /// <summary>The RoPE site on <paramref name="v"/> (a projection's output) after its Reshape and Transpose.</summary>

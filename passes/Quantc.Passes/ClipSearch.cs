@@ -13,13 +13,14 @@ namespace Quantc.Passes;
 /// of that input (they share one QDQ). The paper scores whole blocks with quantized weights; this scores each input's
 /// linear layers, a cheaper stand-in. Runs after <c>ranges</c>; a Decision pass.
 /// </summary>
-public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string scope = "layer", int sequences = 8, int sweeps = 2)
+public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string scope = "layer", int sequences = 8, int sweeps = 2,
+    string blockWeights = "float")
     : IPass
 {
     public static readonly PassInfo Info = PassInfo.Of<ClipSearchOptions>("clip_search", PassKind.Decision,
         "grid search of each static activation range's clip ratio against its linear layers' output error, or (scope: block) " +
             "against each LLaMA decoder block's output error",
-        o => new ClipSearchPass(o.Grid, o.Rows, o.Scope, o.Samples, o.Sweeps))
+        o => new ClipSearchPass(o.Grid, o.Rows, o.Scope, o.Samples, o.Sweeps, o.BlockWeights))
         with { Contract = new([Facts.Formats, Facts.Ranges, Facts.FloatLayers], [Facts.Ranges], []) };
 
     public string Name => Info.Name;
@@ -39,7 +40,7 @@ public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string 
                 $"clip_search: {l.Name} has no activation range yet: put a ranges pass before clip_search");
         if (scope == "block")
         {
-            BlockClipSearch.Run(ctx, "clip_search (block)", grid, sequences, sweeps, layers);
+            BlockClipSearch.Run(ctx, "clip_search (block)", grid, sequences, sweeps, blockWeights == "rtn", layers);
             return;
         }
         var groups = layers.GroupBy(l => l.Input.Name).ToList();
@@ -119,6 +120,10 @@ public sealed record ClipSearchOptions : PassOptions
 
     [Option("coordinate-descent sweeps over a block's four inputs (scope: block)", Min = 1)]
     public int Sweeps { get; init; } = 2;
+
+    [Option("the weights a block computes with (scope: block): float, or each layer's weight rounded to nearest on its planned " +
+        "integer grid", Choices = "float|rtn")]
+    public string BlockWeights { get; init; } = "float";
 
     public override string? Check()
     {

@@ -74,6 +74,28 @@ public sealed class BlockClipSearchTests(ITestOutputHelper log) : IDisposable
         Assert.All(logits, v => Assert.True(float.IsFinite(v)));
     }
 
+    /// <summary>block_weights: rtn — the blocks compute with int4 (group 32) weights rounded to nearest: the weight rounding alone
+    /// costs each block a measurable error (a float computation would give ~1e-13), said per block and in the summary.</summary>
+    [Fact]
+    public void RoundedWeightsAreWhatTheBlocksComputeWith()
+    {
+        using var m = LoadLlama(_dir, "torch");
+        var ctx = RunRecipe(m, "passes: [{quantize: {weights: int4, granularity: per_group, group_size: 32, activations: int8, " +
+            "mode: static}}, ranges, {clip_search: {scope: block, samples: 2, block_weights: rtn}}]", Calibration(m, 2));
+        var lines = ctx.Log.Where(l => l.StartsWith("clip_search (block): model.", StringComparison.Ordinal)).ToList();
+        Assert.Equal(4, lines.Count);
+        foreach (var line in lines)
+        {
+            log.WriteLine(line);
+            var r = Regex.Match(line, @"; rounded weights alone (\S+)");
+            Assert.True(r.Success, line);
+            Assert.True(double.Parse(r.Groups[1].Value, CultureInfo.InvariantCulture) > 1e-6, line);
+            Assert.Contains("prefix 0)", line, StringComparison.Ordinal);
+        }
+        Assert.Contains(ctx.Log, l => l.StartsWith("clip_search (block): ", StringComparison.Ordinal)
+            && l.EndsWith("computed with weights rounded to nearest on their planned grids", StringComparison.Ordinal));
+    }
+
     /// <summary>OPT's decoder layers (fc1/fc2, LayerNorm, no RoPE) are not LLaMA blocks: refused with the reason.</summary>
     [Fact]
     public void AModelWithoutLlamaBlocksIsRefused()
