@@ -81,7 +81,7 @@ public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string 
     {
         var q = ActivationGrid.Of(format, lo, hi);
         var e = new float[count * k];
-        for (int i = 0; i < count * k; i++) e[i] = x[i] - q.Round(x[i]);
+        for (int i = 0; i < count * k; i++) e[i] = q.Residual(x[i]);
         double total = 0;
         var gate = new object();
         foreach (var (w, n) in weights)

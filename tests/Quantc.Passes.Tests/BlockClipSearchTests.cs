@@ -24,22 +24,30 @@ public sealed class BlockClipSearchTests(ITestOutputHelper log) : IDisposable
     /// The tiny llama (engineered spikes) with the PrefixQuant transforms (rotations, online Hadamard on down_proj, the prefix in
     /// the cache) and min-max static int8 ranges: the C# block reproduces ONNX Runtime's block output (≤ 1e-4 of the block's
     /// contribution) in every block, every block's error does not grow, the spike blocks' ranges are clipped, each layer's range is
-    /// its min-max range times its input's ratio, and the lowered model loads and runs in ONNX Runtime.
+    /// its min-max range times its input's ratio, and the lowered model loads and runs in ONNX Runtime. With <c>portable</c> the
+    /// online Hadamards are MatMuls by constants, and R3 (rotate_qk) holds the key cache — the prefix keys included — rotated.
     /// </summary>
-    [Fact]
-    public void SearchesEveryBlockWithThePrefixAndTheOutputRuns()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SearchesEveryBlockWithThePrefixAndTheOutputRuns(bool portable)
     {
         using var a = LoadLlama(_dir, "torch");
         using var b = LoadLlama(_dir, "torch");
         var calib = Quantc.Core.Data.DataLoader.Load(a, Path.Combine(AppContext.BaseDirectory, "calib.txt"),
             new Quantc.Core.Data.DataOptions { SequenceLength = 64, MaxSamples = 3, Bos = false }).Samples;
-        const string head = "passes: [{fold_norm: {untie: true}}, rotate_residual, rotate_head, online_hadamard, prefix_tokens, " +
-            "{quantize: {weights: int8, activations: int8, mode: static}}, {ranges: {method: minmax}}";
+        string head = "passes: [{fold_norm: {untie: true}}, rotate_residual, rotate_head" +
+            (portable ? ", {rotate_qk: {portable: true}}, {online_hadamard: {portable: true}}" : ", online_hadamard") +
+            ", prefix_tokens, {quantize: {weights: int8, activations: int8, mode: static}}, {ranges: {method: minmax}}";
         var plain = TestCompiler.Compile(a, head + "]", calib).Context.Plan;
         var ctx = TestCompiler.Compile(b, head + ", {clip_search: {scope: block, samples: 3}}, weights, lower_qdq]", calib).Context;
-        var lines = ctx.Log.Where(l => l.StartsWith("clip_search (block): model.", StringComparison.Ordinal)).ToList();
+        var lines = ctx.Log.Where(l => l.StartsWith("clip_search (block): model.", StringComparison.Ordinal)
+            && l.Contains(": clip ratios ", StringComparison.Ordinal)).ToList();
         foreach (var l in ctx.Log.Where(l => l.StartsWith("clip_search", StringComparison.Ordinal))) log.WriteLine(l);
         Assert.Equal(4, lines.Count);
+        // The portable Hadamard MatMuls are linear layers of the map (quantized too): outside the blocks, their ranges are kept.
+        Assert.Equal(portable ? 12 : 0, ctx.Log.Count(l => l.StartsWith("clip_search (block): ", StringComparison.Ordinal)
+            && l.EndsWith(" is in no decoder block: its range is kept", StringComparison.Ordinal)));
         var inv = CultureInfo.InvariantCulture;
         string[][] roles = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]];
         int clipped = 0;

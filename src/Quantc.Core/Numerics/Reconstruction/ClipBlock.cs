@@ -23,6 +23,9 @@ public readonly record struct ActivationGrid(double Scale, double Zero, double Q
     /// <summary>x̂ of one value.</summary>
     public float Round(float x) => (float)((Math.Clamp(Math.Round(x / Scale) + Zero, QMin, QMax) - Zero) * Scale);
 
+    /// <summary>x − x̂, computed in double and rounded once.</summary>
+    public float Residual(float x) => (float)(x - (Math.Clamp(Math.Round(x / Scale) + Zero, QMin, QMax) - Zero) * Scale);
+
     /// <summary>Fake-quantizes the first <paramref name="count"/> values of <paramref name="x"/> in place.</summary>
     public void Apply(float[] x, int count)
     {
