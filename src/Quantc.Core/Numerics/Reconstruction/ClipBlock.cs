@@ -96,8 +96,11 @@ public sealed class ClipBlock
     /// checks sizes).</summary>
     public sealed class State
     {
-        internal State(LlamaBlockShape s, int prefix, float[] x, int t)
+        internal State(LlamaBlockShape s, int prefix, float[] x, int t, float[] cos, float[] sin)
         {
+            int half = s.HeadDim / 2;
+            Cos = cos.AsSpan(prefix * half, t * half).ToArray();
+            Sin = sin.AsSpan(prefix * half, t * half).ToArray();
             int d = s.Hidden, wq = s.Heads * s.HeadDim, wk = s.KvHeads * s.HeadDim, f = s.Ffn, all = prefix + t;
             (X, T) = (x, t);
             H1 = new float[t * d]; QT = new float[t * wq]; KT = new float[t * wk]; VT = new float[t * wk];
@@ -110,7 +113,7 @@ public sealed class ClipBlock
 
         public float[] X { get; }
         public int T { get; }
-        internal readonly float[] H1, QT, KT, VT, Q, K, V, CtxAll, Probs, CtxRaw, Ctx, CtxQ, O, X2, H2, H2Q, Inv, G, U, Act, M, MQ;
+        internal readonly float[] Cos, Sin, H1, QT, KT, VT, Q, K, V, CtxAll, Probs, CtxRaw, Ctx, CtxQ, O, X2, H2, H2Q, Inv, G, U, Act, M, MQ;
     }
 
     /// <summary>A state for the sequence <paramref name="x"/> [t, Hidden] (kept by reference).</summary>
@@ -118,7 +121,7 @@ public sealed class ClipBlock
     {
         if (x.Length < t * Shape.Hidden) throw new ArgumentException("x must be [t, Hidden]");
         if (Prefix + t > Positions) throw new ArgumentException($"{Prefix} + {t} positions exceed the {Positions} of the RoPE tables");
-        return new State(Shape, Prefix, x, t);
+        return new State(Shape, Prefix, x, t, _cos, _sin);
     }
 
     /// <summary>y [t, Hidden] with the quantizers <paramref name="grids"/> (four, null: float).</summary>
@@ -192,30 +195,19 @@ public sealed class ClipBlock
     private void Attend(State z)
     {
         var s = Shape;
-        int t = z.T, o = Prefix, d = s.Hidden, wq = s.Heads * s.HeadDim, wk = s.KvHeads * s.HeadDim, half = s.HeadDim / 2, all = o + t;
+        int t = z.T, o = Prefix, d = s.Hidden, wq = s.Heads * s.HeadDim, wk = s.KvHeads * s.HeadDim, all = o + t;
         Gemm.Nt(z.H1, _w[0], z.QT, t, d, wq);
         Gemm.Nt(z.H1, _w[1], z.KT, t, d, wk);
         Gemm.Nt(z.H1, _w[2], z.VT, t, d, wk);
+        // RoPE of positions o…: the sequence's tables start at row o.
+        BlockOps.Rope(z.QT, t, s.Heads, s.HeadDim, z.Cos, z.Sin, false);
+        BlockOps.Rope(z.KT, t, s.KvHeads, s.HeadDim, z.Cos, z.Sin, false);
+        Array.Clear(z.Q, 0, o * wq);
         Array.Copy(z.QT, 0, z.Q, o * wq, t * wq);
-        Array.Copy(z.KT, 0, z.K, o * wk, t * wk);
-        Array.Copy(z.VT, 0, z.V, o * wk, t * wk);
         _prefixK.CopyTo(z.K, 0);
         _prefixV.CopyTo(z.V, 0);
-        Array.Clear(z.Q, 0, o * wq);
-        // RoPE of positions o… on the sequence rows: the tables from row o, the rows from o.
-        var cos = _cos.AsSpan(o * half, t * half).ToArray();
-        var sin = _sin.AsSpan(o * half, t * half).ToArray();
-        RopeRows(z.Q, o * wq, t, s.Heads, cos, sin);
-        RopeRows(z.K, o * wk, t, s.KvHeads, cos, sin);
+        Array.Copy(z.KT, 0, z.K, o * wk, t * wk);
+        Array.Copy(z.VT, 0, z.V, o * wk, t * wk);
         BlockOps.Attention(z.Q, z.K, z.V, z.CtxAll, z.Probs, all, s.Heads, s.KvHeads, s.HeadDim);
-    }
-
-    private void RopeRows(float[] x, int offset, int t, int heads, float[] cos, float[] sin)
-    {
-        int w = heads * Shape.HeadDim;
-        var rows = new float[t * w];
-        Array.Copy(x, offset, rows, 0, t * w);
-        BlockOps.Rope(rows, t, heads, Shape.HeadDim, cos, sin, false);
-        Array.Copy(rows, 0, x, offset, t * w);
     }
 }
