@@ -14,13 +14,13 @@ namespace Quantc.Passes;
 /// linear layers, a cheaper stand-in. Runs after <c>ranges</c>; a Decision pass.
 /// </summary>
 public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string scope = "layer", int sequences = 8, int sweeps = 2,
-    string blockWeights = "float")
+    string blockWeights = "float", string blockInputs = "float")
     : IPass
 {
     public static readonly PassInfo Info = PassInfo.Of<ClipSearchOptions>("clip_search", PassKind.Decision,
         "grid search of each static activation range's clip ratio against its linear layers' output error, or (scope: block) " +
             "against each LLaMA decoder block's output error",
-        o => new ClipSearchPass(o.Grid, o.Rows, o.Scope, o.Samples, o.Sweeps, o.BlockWeights))
+        o => new ClipSearchPass(o.Grid, o.Rows, o.Scope, o.Samples, o.Sweeps, o.BlockWeights, o.BlockInputs))
         with { Contract = new([Facts.Formats, Facts.Ranges, Facts.FloatLayers], [Facts.Ranges], []) };
 
     public string Name => Info.Name;
@@ -40,7 +40,8 @@ public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string 
                 $"clip_search: {l.Name} has no activation range yet: put a ranges pass before clip_search");
         if (scope == "block")
         {
-            BlockClipSearch.Run(ctx, "clip_search (block)", grid, sequences, sweeps, blockWeights == "rtn", layers);
+            BlockClipSearch.Run(ctx, "clip_search (block)", grid, sequences, sweeps, blockWeights == "rtn", blockInputs == "quantized",
+                layers);
             return;
         }
         var groups = layers.GroupBy(l => l.Input.Name).ToList();
@@ -124,6 +125,11 @@ public sealed record ClipSearchOptions : PassOptions
     [Option("the weights a block computes with (scope: block): float, or each layer's weight rounded to nearest on its planned " +
         "integer grid", Choices = "float|rtn")]
     public string BlockWeights { get; init; } = "float";
+
+    [Option("the block inputs searched on (scope: block): the float model's, or quantized — each block after the first reads the " +
+        "previous block's output at the ratios (and weights) chosen for it, the targets staying the float model's outputs",
+        Choices = "float|quantized")]
+    public string BlockInputs { get; init; } = "float";
 
     public override string? Check()
     {

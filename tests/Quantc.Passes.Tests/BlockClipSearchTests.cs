@@ -101,8 +101,34 @@ public sealed class BlockClipSearchTests(ITestOutputHelper log) : IDisposable
             Assert.Contains("prefix 0)", line, StringComparison.Ordinal);
         }
         Assert.Contains(ctx.Log, l => l.StartsWith("clip_search (block): ", StringComparison.Ordinal)
-            && l.EndsWith("computed with weights rounded to nearest on their planned grids", StringComparison.Ordinal));
+            && l.EndsWith("computed with weights rounded to nearest on their planned grids on the float model's block inputs",
+                StringComparison.Ordinal));
     }
+
+    /// <summary>block_inputs: quantized — each block after the first is searched on the previous block's output at its chosen
+    /// ratios, so the first block's search is the float-input one and the later blocks' starting errors differ from it.</summary>
+    [Fact]
+    public void QuantizedInputsChainTheBlocks()
+    {
+        using var a = LoadLlama(_dir, "torch");
+        using var b = LoadLlama(_dir, "torch");
+        var calib = Calibration(a, 2);
+        const string head = "passes: [{quantize: {weights: int8, activations: int8, mode: static}}, {ranges: {method: minmax}}, " +
+            "{clip_search: {scope: block, samples: 2";
+        var plain = BlockLines(RunRecipe(a, head + "}}]", calib));
+        var ctx = RunRecipe(b, head + ", block_inputs: quantized}}]", calib);
+        var chained = BlockLines(ctx);
+        Assert.Equal(4, chained.Count);
+        Assert.Equal(plain[0], chained[0]);
+        for (int i = 1; i < 4; i++) Assert.NotEqual(StartError(plain[i]), StartError(chained[i]));
+        Assert.Contains(ctx.Log, l => l.EndsWith("on the quantized model's block inputs", StringComparison.Ordinal));
+    }
+
+    private static List<string> BlockLines(Quantc.Core.Pipeline.PassContext ctx) =>
+        ctx.Log.Where(l => l.StartsWith("clip_search (block): model.", StringComparison.Ordinal)
+            && l.Contains(": clip ratios ", StringComparison.Ordinal)).ToList();
+
+    private static string StartError(string line) => Regex.Match(line, @"block output error (\S+) →").Groups[1].Value;
 
     /// <summary>OPT's decoder layers (fc1/fc2, LayerNorm, no RoPE) are not LLaMA blocks: refused with the reason.</summary>
     [Fact]
