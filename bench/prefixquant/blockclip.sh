@@ -23,7 +23,8 @@ for r in $recipes; do
     [ -n "${REUSE:-}" ] && [ -f "$out/$r-layer.onnx" ] || compile_prefixed "$r-layer" "$out/$r-layer.yaml"
     compile_prefixed "$r-block" "$out/$r-block.yaml"
 done
-[ -n "${REUSE:-}" ] && [ -f "$out/w8a8-dynamic.onnx" ] || q compile "$model" --recipe w8a8-dynamic --calib "$calib" --seq-len "$seq" -o "$out/w8a8-dynamic.onnx" --force --no-verify \
+[ -n "${REUSE:-}" ] && [ -f "$out/w8a8-dynamic.onnx" ] || q compile "$model" --recipe w8a8-dynamic --calib "$calib" \
+    --seq-len "$seq" -o "$out/w8a8-dynamic.onnx" --force --no-verify \
     > "$out/w8a8-dynamic.log" 2>&1
 for e in "$@"; do
     tag=$(basename "$e" .txt)

@@ -113,7 +113,8 @@ public sealed class ClipBlock
 
         public float[] X { get; }
         public int T { get; }
-        internal readonly float[] Cos, Sin, H1, QT, KT, VT, Q, K, V, CtxAll, Probs, CtxRaw, Ctx, CtxQ, O, X2, H2, H2Q, Inv, G, U, Act, M, MQ;
+        internal readonly float[] Cos, Sin, H1, QT, KT, VT, Q, K, V, CtxAll, Probs, CtxRaw, Ctx, CtxQ, O, X2, H2, H2Q, Inv;
+        internal readonly float[] G, U, Act, M, MQ;
     }
 
     /// <summary>A state for the sequence <paramref name="x"/> [t, Hidden] (kept by reference).</summary>
