@@ -1,4 +1,5 @@
 using System.Globalization;
+using Quantc.Core.Numerics.Reconstruction;
 using Quantc.Core.Pipeline;
 using Quantc.Ir.Analysis;
 
@@ -12,11 +13,14 @@ namespace Quantc.Passes;
 /// of that input (they share one QDQ). The paper scores whole blocks with quantized weights; this scores each input's
 /// linear layers, a cheaper stand-in. Runs after <c>ranges</c>; a Decision pass.
 /// </summary>
-public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows) : IPass
+public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string scope = "layer", int sequences = 8, int sweeps = 2,
+    string blockWeights = "float", string blockInputs = "float")
+    : IPass
 {
     public static readonly PassInfo Info = PassInfo.Of<ClipSearchOptions>("clip_search", PassKind.Decision,
-        "grid search of each static activation range's clip ratio against its linear layers' output error",
-        o => new ClipSearchPass(o.Grid, o.Rows))
+        "grid search of each static activation range's clip ratio against its linear layers' output error, or (scope: block) " +
+            "against each LLaMA decoder block's output error",
+        o => new ClipSearchPass(o.Grid, o.Rows, o.Scope, o.Samples, o.Sweeps, o.BlockWeights, o.BlockInputs))
         with { Contract = new([Facts.Formats, Facts.Ranges, Facts.FloatLayers], [Facts.Ranges], []) };
 
     public string Name => Info.Name;
@@ -34,6 +38,12 @@ public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows) : IPass
         foreach (var l in layers.Where(l => ctx.Plan[l.Name].ActivationRange is null))
             throw new Quantc.Onnx.BadInputException(
                 $"clip_search: {l.Name} has no activation range yet: put a ranges pass before clip_search");
+        if (scope == "block")
+        {
+            BlockClipSearch.Run(ctx, "clip_search (block)", grid, sequences, sweeps, blockWeights == "rtn", blockInputs == "quantized",
+                layers);
+            return;
+        }
         var groups = layers.GroupBy(l => l.Input.Name).ToList();
         var sampler = new RowSampler([.. groups.Select(g => g.Key)], rows);
         ctx.Calibrate([.. groups.Select(g => g.Key)], Name, sampler.Observe);
@@ -70,21 +80,9 @@ public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows) : IPass
     /// <summary>Σ over readers of ‖(X − X̂)·W‖² for X̂ the rows fake-quantized with range [lo, hi] on <paramref name="format"/>.</summary>
     private static double Error(float[] x, int count, int k, List<(float[] W, int N)> weights, NumberFormat format, double lo, double hi)
     {
-        var grid = format.Grid!;
-        double scale, zero = 0, qmin = grid.Min, qmax = grid.Max;
-        if (format == NumberFormat.UInt8)
-        {
-            double l = Math.Min(lo, 0), h = Math.Max(hi, 0);
-            scale = Math.Max((h - l) / 255, 1e-12);
-            zero = Math.Round(-l / scale);
-        }
-        else scale = Math.Max(Math.Max(Math.Abs(lo), Math.Abs(hi)) / format.SymmetricLevels, 1e-12);
+        var q = ActivationGrid.Of(format, lo, hi);
         var e = new float[count * k];
-        for (int i = 0; i < count * k; i++)
-        {
-            double q = Math.Clamp(Math.Round(x[i] / scale) + zero, qmin, qmax);
-            e[i] = (float)(x[i] - (q - zero) * scale);
-        }
+        for (int i = 0; i < count * k; i++) e[i] = q.Residual(x[i]);
         double total = 0;
         var gate = new object();
         foreach (var (w, n) in weights)
@@ -113,6 +111,25 @@ public sealed record ClipSearchOptions : PassOptions
 
     [Option("sampled calibration rows per input", Min = 1)]
     public int Rows { get; init; } = 128;
+
+    [Option("what a ratio is scored on: layer (each input's linear layers, float weights) or block (the LLaMA decoder block's output, " +
+        "PrefixQuant's block-wise search: the four inputs of a block searched together by coordinate descent)", Choices = "layer|block")]
+    public string Scope { get; init; } = "layer";
+
+    [Option("calibration sequences per block (scope: block)", Min = 1)]
+    public int Samples { get; init; } = 8;
+
+    [Option("coordinate-descent sweeps over a block's four inputs (scope: block)", Min = 1)]
+    public int Sweeps { get; init; } = 2;
+
+    [Option("the weights a block computes with (scope: block): float, or each layer's weight rounded to nearest on its planned " +
+        "integer grid", Choices = "float|rtn")]
+    public string BlockWeights { get; init; } = "float";
+
+    [Option("the block inputs searched on (scope: block): the float model's, or quantized — each block after the first reads the " +
+        "previous block's output at the ratios (and weights) chosen for it, the targets staying the float model's outputs",
+        Choices = "float|quantized")]
+    public string BlockInputs { get; init; } = "float";
 
     public override string? Check()
     {
