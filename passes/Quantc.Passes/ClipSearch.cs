@@ -45,16 +45,15 @@ public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string 
             return;
         }
         var groups = layers.GroupBy(l => l.Input.Name).ToList();
-        var sampler = new RowSampler([.. groups.Select(g => g.Key)], rows);
+        var sampler = new RowSampler([.. groups.Select(g => g.Key)], rows, ctx.Model.SpillFileFor);
         ctx.Calibrate([.. groups.Select(g => g.Key)], Name, sampler.Observe);
-        var samples = sampler.Rows();
         int shrunk = 0;
         foreach (var group in groups)
         {
             var readers = group.ToList();
             var plan0 = ctx.Plan[readers[0].Name];
             var (lo, hi) = plan0.ActivationRange!.Value;
-            var (x, count) = samples[group.Key];
+            var (x, count) = sampler.Rows(group.Key);
             int k = (int)readers[0].InFeatures;
             var weights = readers.Select(r => (W: Weights.Read(r), N: (int)r.OutFeatures)).ToList();
             var errors = grid.Select(r => Error(x, count, k, weights, plan0.ActivationFormat, lo * r, hi * r)).ToList();
@@ -73,6 +72,7 @@ public sealed class ClipSearchPass(IReadOnlyList<double> grid, int rows, string 
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                 $"clip_search: {string.Join(", ", readers.Select(r => r.Name))}: clip ratio {ratio:0.##} " +
                 $"(output error {string.Join(" ", grid.Select((v, i) => $"{v:0.##}:{errors[i]:0.00e0}"))})"));
+            ctx.ReleaseLayerCopies();
         }
         ctx.Log.Add($"clip_search: {shrunk} of {groups.Count} inputs clipped below their {ctx.Plan[layers[0].Name].RangeMethod} range");
     }

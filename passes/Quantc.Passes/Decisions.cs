@@ -255,6 +255,7 @@ public sealed class WeightsPass(string method, double damp, LearnedRoundingConfi
                 Name);
         foreach (var l in layers)
         {
+            ctx.ReleaseLayerCopies();
             var plan = ctx.Plan[l.Name];
             var kn = Weights.Read(l);
             int k = (int)l.InFeatures, n = (int)l.OutFeatures;

@@ -76,9 +76,8 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, string powerOfTwo
         }
         var inputs = targets.Select(t => t.Input.Name).Distinct().ToList();
         // alpha: auto also needs sampled rows of each input: taken in the same calibration run as the statistics.
-        var sampler = alpha is null ? new RowSampler(inputs, searchRows) : null;
+        var sampler = alpha is null ? new RowSampler(inputs, searchRows, ctx.Model.SpillFileFor) : null;
         var stats = ctx.Calibrate(inputs, Name, sampler is null ? null : sampler.Observe);
-        var samples = sampler?.Rows();
         foreach (var (input, readers, divide, via, changed) in targets)
         {
             int k = (int)readers[0].InFeatures;
@@ -89,7 +88,7 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, string powerOfTwo
             if (alpha is { } fixedAlpha) a = fixedAlpha;
             else
             {
-                var (rows, count) = samples![input.Name];
+                var (rows, count) = sampler!.Rows(input.Name);
                 var alphas = grid ?? DefaultGrid;
                 string names = string.Join(", ", readers.Select(r => r.Name));
                 var x = rows.AsSpan(0, count * k);
@@ -127,6 +126,7 @@ public sealed class SmoothPass(double? alpha, bool throughMlp, string powerOfTwo
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
                 $"smooth: {string.Join(", ", readers.Select(r => r.Name))} via {via}: s in [{s.Min():G3}, {s.Max():G3}], input channel " +
                     $"outlier ratio {stats[input.Name].ChannelOutlierRatio:0.0}"));
+            ctx.ReleaseLayerCopies();
         }
     }
 
@@ -220,36 +220,4 @@ public sealed record SmoothOptions : PassOptions
         if (Alpha != "auto" && (Given("alpha_grid") || Given("search_rows"))) return "'alpha_grid' and 'search_rows' need alpha: auto";
         return null;
     }
-}
-
-/// <summary>
-/// Up to <c>cap</c> rows of each tensor, a uniform sample over a calibration run (reservoir sampling,
-/// seeded, so a compile is reproducible): an observer for <see cref="PassContext.Calibrate"/>.
-/// </summary>
-internal sealed class RowSampler(IReadOnlyList<string> tensors, int cap)
-{
-    private readonly Dictionary<string, (float[]? Rows, long Seen, Random Rng)> _state =
-        tensors.Distinct().ToDictionary(n => n, _ => ((float[]?)null, 0L, new Random(17)), StringComparer.Ordinal);
-    private readonly Dictionary<string, object> _gate = tensors.Distinct().ToDictionary(n => n, _ => new object(), StringComparer.Ordinal);
-
-    /// <summary>Takes one sample's rows of <paramref name="name"/> (thread-safe across tensors).</summary>
-    public void Observe(string name, ReadOnlySpan<float> data, int channels)
-    {
-        lock (_gate[name])
-        {
-            var st = _state[name];
-            st.Rows ??= new float[cap * channels];
-            for (int r = 0; r < data.Length / channels; r++)
-            {
-                long t = st.Seen++;
-                long slot = t < cap ? t : st.Rng.NextInt64(t + 1);
-                if (slot < cap) data.Slice(r * channels, channels).CopyTo(st.Rows.AsSpan((int)slot * channels, channels));
-            }
-            _state[name] = st;
-        }
-    }
-
-    /// <summary>The sampled rows of each tensor and how many there are.</summary>
-    public Dictionary<string, (float[] Rows, int Count)> Rows() =>
-        _state.ToDictionary(kv => kv.Key, kv => (kv.Value.Rows ?? [], (int)Math.Min(kv.Value.Seen, cap)), StringComparer.Ordinal);
 }

@@ -46,6 +46,25 @@ public sealed class SpillFile : IDisposable
         return new SpilledTensorData(this, offset, bytes.Length);
     }
 
+    /// <summary>Sets aside <paramref name="length"/> bytes of the file for a pass to write and read in place (nothing is written: the
+    /// file grows by a hole until the region is).</summary>
+    public SpillRegion Reserve(long length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        long offset;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            offset = _end;
+            _end += length;
+            _file.SetLength(_end);     // a hole: reads of what was never written give zeros, not the end of the file
+        }
+        return new SpillRegion(this, offset, length);
+    }
+
+    /// <summary>Writes <paramref name="bytes"/> at <paramref name="offset"/> of the file (inside a reserved region).</summary>
+    internal void WriteAt(long offset, ReadOnlySpan<byte> bytes) => RandomAccess.Write(_file.SafeFileHandle, bytes, offset);
+
     /// <summary>Reads [offset, offset + destination.Length) of the file into <paramref name="destination"/>.</summary>
     internal void Read(long offset, Span<byte> destination)
     {

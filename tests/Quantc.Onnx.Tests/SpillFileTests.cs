@@ -53,6 +53,30 @@ public sealed class SpillFileTests : IDisposable
     }
 
     [Fact]
+    public void ReservedRegionsAreRewrittenInPlaceAndReadZerosWhereNeverWritten()
+    {
+        using var spill = new SpillFile(_dir.FullName);
+        var before = spill.Write(Bytes(100, 4));
+        var region = spill.Reserve(1 << 20);
+        var after = spill.Write(Bytes(50, 5));
+        Assert.Equal(100 + (1 << 20) + 50, spill.Length);
+        var tail = new byte[16];
+        region.Read((1 << 20) - 16, tail);                   // the last region of the file, never written: zeros
+        Assert.All(tail, b => Assert.Equal(0, b));
+        var a = Bytes(4096, 6);
+        region.Write(8192, a);
+        region.Write(8192 + 10, [1, 2, 3]);                  // rewritten in place
+        a[10] = 1; a[11] = 2; a[12] = 3;
+        var back = new byte[4096];
+        region.Read(8192, back);
+        Assert.Equal(a, back);
+        Assert.Equal(Bytes(100, 4), before.Span.ToArray());  // the neighbours are untouched
+        Assert.Equal(Bytes(50, 5), after.Span.ToArray());
+        Assert.Throws<ArgumentOutOfRangeException>(() => region.Write((1 << 20) - 2, [1, 2, 3]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => region.Read(-1, new byte[1]));
+    }
+
+    [Fact]
     public void DroppedPagesOfAMapReadTheSameBytesAgain()
     {
         var path = Path.Combine(_dir.FullName, "mapped.bin");

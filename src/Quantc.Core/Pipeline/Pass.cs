@@ -38,6 +38,28 @@ public sealed class PassContext(Model model)
     /// <summary>How calibration runs (segment size...); the defaults when null.</summary>
     public CalibrationOptions? CalibrationOptions { get; set; }
 
+    /// <summary>
+    /// Called by a pass between the layers it reads and rewrites one at a time (float copies of each layer's weights): on a model
+    /// large enough to spill (<see cref="Model.SpilledBytes"/> &gt; 0), once more than <see cref="LayerGarbageBytes"/> were allocated
+    /// since the last collection, collects them (<see cref="Runtime.MemoryTrim"/>). Without it the GC lets the copies of a 1b
+    /// model's layers pile up past a GB before it collects (issue 22 item 10). Nothing happens on a model that does not spill.
+    /// </summary>
+    public void ReleaseLayerCopies()
+    {
+        if (Model.SpilledBytes == 0 || GC.GetTotalMemory(false) - _liveAfterRelease < LayerGarbageBytes) return;
+        Runtime.MemoryTrim.Now();
+        _liveAfterRelease = GC.GetTotalMemory(false);
+        LayerCopyCollections++;
+    }
+
+    /// <summary>How many times <see cref="ReleaseLayerCopies"/> collected.</summary>
+    public int LayerCopyCollections { get; private set; }
+
+    /// <summary>How many bytes <see cref="ReleaseLayerCopies"/> lets pile up between collections (default 256 MiB).</summary>
+    public long LayerGarbageBytes { get; init; } = 256L << 20;
+
+    private long _liveAfterRelease;
+
     /// <summary>Calibration samples (model inputs), when the compile was given calibration data.</summary>
     public IReadOnlyList<CalibrationSample>? CalibrationData { get; set; }
 

@@ -135,6 +135,7 @@ public static class SegmentedRun
                 var inputNames = segProto.Graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
                 using var trim = new MemoryTrim();          // disposed after the session
                 using var session = OrtModel.Open(segProto, segPayload, model.File?.Directory, customOps);
+                Diagnostics.MemoryTrace.Mark($"segment {k + 1}/{segments.Count} open");
                 var wantedSet = wantedIn[k].ToHashSet(StringComparer.Ordinal);
                 var keptSet = seg.Kept.ToHashSet(StringComparer.Ordinal);
                 var handed = Enumerable.Range(0, outputs.Count).Where(j => wantedSet.Contains(outputs[j])).ToList();
