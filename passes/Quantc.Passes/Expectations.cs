@@ -13,8 +13,8 @@ namespace Quantc.Passes;
 /// A recipe states its expectation with <c>expect:</c>; otherwise it follows from the narrowest format the recipe
 /// uses (weights, activations or KV cache): 8 bits and wider +3 % perplexity / 20 dB, 6 bits +8 % / 14 dB, 4 bits
 /// +15 % / 10 dB — about the costs these formats have in the methods' papers; on the trained LLaMA of bench/RESULTS.md
-/// every built-in transformer recipe stays within twice them but prefixquant-w4a4kv4 (+40 %). "Far" is more than twice the expected perplexity rise, or an SQNR
-/// more than 6 dB (four times the noise power) below the expected one.
+/// every built-in transformer recipe stays within twice them but prefixquant-w4a4kv4 (+40 %). "Far" is more than twice the
+/// expected perplexity rise, or an SQNR more than 6 dB (four times the noise power) below the expected one.
 /// </remarks>
 public static class Expectations
 {
@@ -113,7 +113,8 @@ public static class Expectations
                     });
                     int lowered = r.Context.Plan.Layers.Count(p => p.LoweredBy is not null);
                     if (r.Verify is null) skipped = "its variant was not verified";
-                    else if (lowered != loweredLayers && lowered != 0) skipped = $"its variant quantized {lowered} layers, the recipe {loweredLayers}";
+                    else if (lowered != loweredLayers && lowered != 0)
+                        skipped = $"its variant quantized {lowered} layers, the recipe {loweredLayers}";
                     else
                     {
                         double c = Cost(r.Verify, ppl);
@@ -150,7 +151,8 @@ public static class Expectations
         return string.Create(CultureInfo.InvariantCulture, $"{(pct >= 0 ? "+" : "−")}{Math.Abs(pct):0.#} %");
     }
 
-    /// <summary>The passes that quantize (decide formats, ranges or rounding, or lower them), left out of the float-rewrites variant.</summary>
+    /// <summary>The passes that quantize (decide formats, ranges or rounding, or lower them), left out of the float-rewrites
+    /// variant.</summary>
     private static readonly string[] Quantizing =
         ["quantize", "spike_mixed", "weights", "fireq_weights", "lower_int4fp8", "lower_w4a8", "lower_matmulnbits", "lower_mamba",
             "lower_qdq", "ranges", "mamba_ranges", "clip_search", "quantize_kv"];
