@@ -21,9 +21,10 @@ public sealed record LlamaBlockShape(int Hidden, int Heads, int KvHeads, int Hea
 /// One LLaMA decoder block (pre-norm): x₂ = x + o(attn(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x)))), y = x₂ + down(silu(gate(n₂(x₂)))
 /// ⊙ up(n₂(x₂))), linears as y = x·Wᵀ with W [N, K], no biases. <see cref="Forward"/> keeps the activations of one sequence in a
 /// <see cref="BlockTape"/> (allocated once per sequence length and reused), <see cref="Backward"/> accumulates ∂L/∂W of the seven
-/// linears from ∂L/∂y, and optionally gives ∂L/∂x.
+/// linears from ∂L/∂y, and optionally gives ∂L/∂x. RoPE's angles come from <see cref="LlamaBlockShape.RopeTheta"/>, or from the
+/// model's own tables (<paramref name="rope"/>: positions 0, 1, … of a sequence read rows 0, 1, …), which also carry any scaling.
 /// </summary>
-public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] norm2)
+public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] norm2, RopeTable? rope = null)
 {
     /// <summary>The seven linears, in the order of the weight arrays.</summary>
     public static readonly string[] Roles = ["q", "k", "v", "o", "gate", "up", "down"];
@@ -41,7 +42,7 @@ public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] nor
 
     private (float[] Cos, float[] Sin) RopeFor(int t)
     {
-        if (!_rope.TryGetValue(t, out var r)) _rope[t] = r = BlockOps.RopeTables(t, Shape.HeadDim, Shape.RopeTheta);
+        if (!_rope.TryGetValue(t, out var r)) _rope[t] = r = rope?.First(t) ?? BlockOps.RopeTables(t, Shape.HeadDim, Shape.RopeTheta);
         return r;
     }
 
@@ -103,6 +104,18 @@ public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] nor
         Gemm.Nn(z.DV, w[2], z.DH, t, wk, d, accumulate: true);
         Array.Copy(z.DX2, dx, t * d);
         BlockOps.RmsNormBackward(z.X, norm1, z.Inv1, z.DH, dx, t, d, accumulate: true);
+    }
+}
+
+/// <summary>A model's RoPE tables: cos and sin of position p and frequency i at [p · half + i], <paramref name="Positions"/> rows of
+/// half a head each.</summary>
+public sealed record RopeTable(float[] Cos, float[] Sin, int Positions, int Half)
+{
+    /// <summary>The tables of positions 0 … t − 1.</summary>
+    public (float[] Cos, float[] Sin) First(int t)
+    {
+        if (t > Positions) throw new ArgumentException($"a sequence of {t} tokens is longer than the {Positions} positions of the RoPE tables");
+        return (Cos[..(t * Half)], Sin[..(t * Half)]);
     }
 }
 
