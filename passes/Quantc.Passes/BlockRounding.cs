@@ -147,6 +147,7 @@ internal static class BlockRoundingStep
         {
             var y = new float[x.Length];
             b.Compute.Forward(x, t, FloatWeights(b.Block), y);
+            b.Compute.ReleaseTapes();
             var reference = firstOutput[b.Block.Output.Name];
             double err = 0, energy = 0;
             for (int i = 0; i < y.Length; i++)
@@ -188,13 +189,19 @@ internal static class BlockRoundingStep
         long streamBytes = 3 * 4 * tokens * hidden;
         long sampleBytes = c.Fp8Cache ? 2 * (tokens * hidden + 4 * tokens * ((hidden + 31) / 32)) : 2 * 4 * tokens * hidden;
         var largest = blocks.MaxBy(b => b.Block.Linears.Sum(l => l.InFeatures * l.OutFeatures))!;
-        long train = BlockTrainer.EstimateBytes(largest.Compute.Shape, Rtn(ctx, largest.Block), settings, maxT);
+        // One tape and one set of trainer buffers (input, target, output, gradient) per distinct sequence length.
+        var lengths = stream.Select(x => x.Length / hidden).Distinct().ToList();
+        long train = BlockTrainer.EstimateBytes(largest.Compute.Shape, Rtn(ctx, largest.Block), settings, maxT)
+            + lengths.Sum(t => BlockTape.BytesFor(largest.Compute.Shape, t) + 16L * t * hidden);
         long weights = blocks.Sum(b => b.Block.Linears.Sum(l => l.InFeatures * l.OutFeatures));
         ctx.Log.Add($"{tag}: memory estimate {Mib(streamBytes + sampleBytes + train)} MiB = residual streams {Mib(streamBytes)} MiB " +
             $"(float, quantized, targets: float32, {tokens} tokens × {hidden}) + block samples {Mib(sampleBytes)} MiB " +
             $"({(c.Fp8Cache ? "FP8 e4m3, 1×32 groups" : "float32")}) + training ≤ {Mib(train)} MiB " +
-            $"({(c.Fp8Optimizer ? "FP8 Adam moments" : "float32 Adam moments")}); {blocks.Count} blocks, {weights / 1e6:0.###} M " +
-            $"weights, {c.Iterations} steps each, batch {c.Batch} sequences");
+            $"({(c.Fp8Optimizer ? "FP8 Adam moments" : "float32 Adam moments")}, activations of {lengths.Count} distinct sequence " +
+            $"lengths{(lengths.Count > 1 ? ": --no-doc-split makes them one" : "")}); {blocks.Count} blocks, {weights / 1e6:0.###} M " +
+            $"weights, {c.Iterations} steps each, batch {c.Batch} sequences; linear work ≤ " +
+            $"{LinearWork(c, weights, tokens, stream.Count)} " +
+            "TFLOP (forward and backward, before any early stop)");
 
         var xf = stream;
         var xq = stream;
@@ -212,16 +219,19 @@ internal static class BlockRoundingStep
                 : new BlockSample(StoredMatrix.Float32(x, hidden), StoredMatrix.Float32(yf[i], hidden))).ToList();
             var o = BlockTrainer.Train(compute, w, rtn, samples, settings with { Seed = c.Seed + b.Index });
             samples.Clear();
+            compute.ReleaseTapes();
             for (int i = 0; i < 7; i++) result[b.Linears[i].Name] = o.Weights[i];
             var wq = o.Weights.Select(q => q.Dequantize()).ToArray();
             xq = xq.Select(x => Forward(compute, x, wq)).ToList();
+            compute.ReleaseTapes();
             xf = yf;
             rtnSum += o.RtnError;
             learnedSum += o.LearnedError;
             gflops += o.LinearGflops;
             maxState = Math.Max(maxState, o.StateBytes);
             if (o.KeptRtn) kept++;
-            string curve = string.Join(" → ", LearnedRoundingStep.Sample(o.Curve).Select(v => v.ToString("0.###e0", CultureInfo.InvariantCulture)));
+            string curve = string.Join(" → ",
+                LearnedRoundingStep.Sample(o.Curve).Select(v => v.ToString("0.###e0", CultureInfo.InvariantCulture)));
             string what = o.KeptRtn
                 ? $"kept round-to-nearest (learned block error {o.LearnedError:0.###e0} not below RTN's {o.RtnError:0.###e0})"
                 : $"block output error {o.RtnError:0.###e0} (RTN) → {o.LearnedError:0.###e0} ({o.LearnedError / o.RtnError:0.###}×)";
@@ -239,6 +249,12 @@ internal static class BlockRoundingStep
             $"{gflops / blocks.Count:0.0} GFLOP/s; process peak working set {Mib(Process.GetCurrentProcess().PeakWorkingSet64)} MiB");
         return result;
     }
+
+    /// <summary>6 · tokens · weights per sequence and step: the GEMM work of training every block (a time estimate: divide by the loop's
+    /// GFLOP/s, measured per block in the log).</summary>
+    private static string LinearWork(LearnedRoundingConfig c, long weights, long tokens, int sequences) =>
+        (6.0 * weights * c.Iterations * Math.Min(c.Batch, sequences) * ((double)tokens / sequences) / 1e12)
+            .ToString("0.###", CultureInfo.InvariantCulture);
 
     private static QuantizedWeight[] Rtn(PassContext ctx, DecoderBlock b) =>
         b.Linears.Select(l => LearnedRoundingStep.RtnOf(ctx.Plan[l.Name], LearnedRoundingStep.ReadNk(l), (int)l.OutFeatures,

@@ -405,5 +405,6 @@ public sealed record WeightsOptions : PassOptions
     public int Patience { get; init; } = 8;
 
     public override string? Check() =>
-        Scope == "block" && Method is not ("flexround" or "lrq") ? $"scope: block applies to methods flexround and lrq, not {Method}" : null;
+        Scope == "block" && Method is not ("flexround" or "lrq")
+            ? $"scope: block applies to methods flexround and lrq, not {Method}" : null;
 }

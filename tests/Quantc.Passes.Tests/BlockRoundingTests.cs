@@ -14,16 +14,9 @@ public sealed class BlockRoundingTests(ITestOutputHelper log) : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
-    private static IReadOnlyList<CalibrationSample> Data(Model m, string file, int n) =>
-        DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, file),
-            new DataOptions { SplitDocuments = false, SequenceLength = 64, MaxSamples = n }).Samples;
+    private static IReadOnlyList<CalibrationSample> Data(Model m, string file, int n) => LearnedRoundingTests.Calibration(m, file, n);
 
-    private static string W4(string weights) => $$"""
-        passes:
-          - quantize: { weights: int4, granularity: per_group, group_size: 32, activations: fp32 }
-          - weights: { {{weights}} }
-          - lower_qdq
-        """;
+    private static string W4(string weights) => LearnedRoundingTests.W4(weights) + "\n  - lower_qdq\n";
 
     /// <summary>Compiles with <paramref name="recipe"/>, writes the output (the compiler opens it in ONNX Runtime: an output that does
     /// not load fails the compile) and returns it loaded again with the compile's log.</summary>
@@ -41,7 +34,8 @@ public sealed class BlockRoundingTests(ITestOutputHelper log) : IDisposable
         return (Model.Load(output), result);
     }
 
-    /// <summary>Relative error ‖h − h_float‖² / ‖h_float‖² of each block's output (the residual stream) over <paramref name="data"/>.</summary>
+    /// <summary>Relative error ‖h − h_float‖² / ‖h_float‖² of each block's output (the residual stream) over
+    /// <paramref name="data"/>.</summary>
     private static double[] BlockErrors(Model original, Model compiled, IReadOnlyList<CalibrationSample> data)
     {
         var blocks = LayerAnalysis.Analyze(original.Graph).DecoderBlocksOf(out var why) ?? throw new InvalidOperationException(why);
@@ -89,8 +83,8 @@ public sealed class BlockRoundingTests(ITestOutputHelper log) : IDisposable
                 var eb = BlockErrors(original, block, data);
                 var el = BlockErrors(original, layer, data);
                 var er = BlockErrors(original, rtn, data);
-                log.WriteLine($"{name}: block {string.Join(" ", eb.Select(e => e.ToString("0.000e0")))}; layer " +
-                    $"{string.Join(" ", el.Select(e => e.ToString("0.000e0")))}; rtn {string.Join(" ", er.Select(e => e.ToString("0.000e0")))}");
+                static string Row(double[] e) => string.Join(" ", e.Select(x => x.ToString("0.000e0")));
+                log.WriteLine($"{name}: block {Row(eb)}; layer {Row(el)}; rtn {Row(er)}");
                 // Block scope minimises the block's output error on the calibration data, from the quantized previous blocks'
                 // output: there it must beat layer scope at every block; on held-out text it must beat round-to-nearest.
                 if (name == "calibration")
@@ -132,7 +126,8 @@ public sealed class BlockRoundingTests(ITestOutputHelper log) : IDisposable
     [Fact]
     public void ScopeBlockNeedsALearnedMethod()
     {
-        var e = Assert.ThrowsAny<Exception>(() => TestCompiler.Compiler.Instantiate(TestCompiler.RecipeOf(W4("method: gptq, scope: block"))));
+        var recipe = TestCompiler.RecipeOf(W4("method: gptq, scope: block"));
+        var e = Assert.ThrowsAny<Exception>(() => TestCompiler.Compiler.Instantiate(recipe));
         Assert.Contains("scope: block applies to methods flexround and lrq, not gptq", e.Message, StringComparison.Ordinal);
     }
 }

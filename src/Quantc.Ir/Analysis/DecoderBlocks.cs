@@ -87,8 +87,8 @@ public static class DecoderBlocks
         {
             var fused = map.Attention.FirstOrDefault(a => a.Decomposed is null);
             throw new NotABlock(fused is not null
-                ? $"attention '{fused.Name}' is a fused {fused.Form} op; block reconstruction recomputes the decomposed (eager) form, as the " +
-                    "exporters write it before fuse_attention"
+                ? $"attention '{fused.Name}' is a fused {fused.Form} op; block reconstruction recomputes the decomposed (eager) form, " +
+                    "as the exporters write it before fuse_attention"
                 : "no attention found (no Softmax read by a MatMul)");
         }
         var byOutput = map.Linears.ToDictionary(l => l.Output, l => l, (IEqualityComparer<Value>)ReferenceEqualityComparer.Instance);

@@ -40,6 +40,14 @@ public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] nor
         return tape;
     }
 
+    /// <summary>Drops the tapes and RoPE tables kept per sequence length (one set per distinct length seen; they are made again on
+    /// demand).</summary>
+    public void ReleaseTapes()
+    {
+        _tapes.Clear();
+        _rope.Clear();
+    }
+
     private (float[] Cos, float[] Sin) RopeFor(int t)
     {
         if (!_rope.TryGetValue(t, out var r)) _rope[t] = r = rope?.First(t) ?? BlockOps.RopeTables(t, Shape.HeadDim, Shape.RopeTheta);
@@ -114,7 +122,8 @@ public sealed record RopeTable(float[] Cos, float[] Sin, int Positions, int Half
     /// <summary>The tables of positions 0 … t − 1.</summary>
     public (float[] Cos, float[] Sin) First(int t)
     {
-        if (t > Positions) throw new ArgumentException($"a sequence of {t} tokens is longer than the {Positions} positions of the RoPE tables");
+        if (t > Positions)
+            throw new ArgumentException($"a sequence of {t} tokens is longer than the {Positions} positions of the RoPE tables");
         return (Cos[..(t * Half)], Sin[..(t * Half)]);
     }
 }
@@ -143,4 +152,11 @@ public sealed class BlockTape
     /// <summary>Bytes held.</summary>
     public long Bytes => 4L * (X.Length * 5 + Inv1.Length * 2 + Q.Length * 4 + K.Length * 4 + Probs.Length + G.Length * 6 + DH.Length
         + DX2.Length);
+
+    /// <summary>Bytes a tape of <paramref name="t"/> tokens holds for blocks of shape <paramref name="s"/>.</summary>
+    public static long BytesFor(LlamaBlockShape s, int t)
+    {
+        long d = s.Hidden, wq = s.Heads * s.HeadDim, wk = s.KvHeads * s.HeadDim;
+        return 4L * t * (d * 7 + 2 + wq * 4 + wk * 4 + (long)s.Heads * t + s.Ffn * 6);
+    }
 }
