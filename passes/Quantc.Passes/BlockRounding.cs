@@ -3,6 +3,7 @@ using System.Globalization;
 using Quantc.Core.Numerics;
 using Quantc.Core.Numerics.Reconstruction;
 using Quantc.Core.Pipeline;
+using Quantc.Core.Runtime;
 using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
@@ -148,6 +149,7 @@ internal static class BlockRoundingStep
             var y = new float[x.Length];
             b.Compute.Forward(x, t, FloatWeights(b.Block), y);
             b.Compute.ReleaseTapes();
+            MemoryTrim.Now();   // the block's float weights are garbage now: a large model would otherwise pile them up
             var reference = firstOutput[b.Block.Output.Name];
             double err = 0, energy = 0;
             for (int i = 0; i < y.Length; i++)
@@ -224,6 +226,7 @@ internal static class BlockRoundingStep
             var wq = o.Weights.Select(q => q.Dequantize()).ToArray();
             xq = xq.Select(x => Forward(compute, x, wq)).ToList();
             compute.ReleaseTapes();
+            MemoryTrim.Now();   // the block's weights, training state and tapes
             xf = yf;
             rtnSum += o.RtnError;
             learnedSum += o.LearnedError;
