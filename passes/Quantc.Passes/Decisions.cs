@@ -250,9 +250,9 @@ public sealed class WeightsPass(string method, double damp, LearnedRoundingConfi
         Dictionary<string, double[]>? hessians = method == "gptq"
             ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList()) : null;
         // Learned rounding reconstructs x·W of a MatMul/Gemm input; a Conv (its input is not the im2col rows) keeps RTN.
+        var toLearn = layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList();
         var learnedWeights = learned is null ? null
-            : LearnedRoundingStep.Run(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList(), learned,
-                Name);
+            : learned.Block ? BlockRoundingStep.Run(ctx, toLearn, learned, Name) : LearnedRoundingStep.Run(ctx, toLearn, learned, Name);
         foreach (var l in layers)
         {
             ctx.ReleaseLayerCopies();
@@ -373,7 +373,12 @@ public sealed record WeightsOptions : PassOptions
     [Option("GPTQ's damping, as a share of the Hessian's mean diagonal", Min = 0)]
     public double Damp { get; init; } = 0.01;
 
-    [Option("flexround/lrq: Adam steps per layer (the papers' 5000)", Min = 0)]
+    [Option("flexround/lrq: reconstruct each layer's output, or each LLaMA-style decoder block's (block: the seven linears learned " +
+        "together from the quantized previous blocks' output; layers outside blocks, and models without them, fall back to layer)",
+        Choices = "layer|block")]
+    public string Scope { get; init; } = "layer";
+
+    [Option("flexround/lrq: Adam steps per layer or block (the papers' 5000)", Min = 0)]
     public int Iterations { get; init; } = 5000;
 
     [Option("flexround/lrq: Adam's learning rate, cosine decay to 0 (0: the reference's — flexround 3e-3, lrq 9e-4, 5e-4 with " +
@@ -389,7 +394,8 @@ public sealed record WeightsOptions : PassOptions
     [Option("flexround/lrq: seed of the batch order and of LRQ's U", Min = 0)]
     public int Seed { get; init; }
 
-    [Option("flexround/lrq: COAT's FP8 e4m3 cache of the layers' inputs (one scale per tensor)")]
+    [Option("flexround/lrq: COAT's FP8 e4m3 cache of the layers' inputs (one scale per tensor; scope block: of the blocks' inputs and " +
+        "targets, one scale per 1×32 group)")]
     public bool Fp8Cache { get; init; } = true;
 
     [Option("flexround/lrq: COAT's FP8 Adam moments (groups of 128, dynamic range expansion)")]
@@ -398,4 +404,8 @@ public sealed record WeightsOptions : PassOptions
     [Option("flexround/lrq: early stop after this many loss windows (iterations / 40 steps) without 0.1 % improvement (0: off)",
         Min = 0)]
     public int Patience { get; init; } = 8;
+
+    public override string? Check() =>
+        Scope == "block" && Method is not ("flexround" or "lrq")
+            ? $"scope: block applies to methods flexround and lrq, not {Method}" : null;
 }

@@ -7,16 +7,18 @@ using Quantc.Ir.Analysis;
 
 namespace Quantc.Passes;
 
-/// <summary>What the weights pass needs to learn roundings (FlexRound / LRQ), from its options.</summary>
+/// <summary>What the weights pass needs to learn roundings (FlexRound / LRQ), from its options (Block: scope block, each decoder
+/// block's output reconstructed rather than each layer's).</summary>
 public sealed record LearnedRoundingConfig(RoundingMethod Method, int Iterations, double LearningRate, int Rank, int Batch, int Seed,
-    bool Fp8Cache, bool Fp8Optimizer, int Patience)
+    bool Fp8Cache, bool Fp8Optimizer, int Patience, bool Block = false)
 {
     /// <summary>The configuration of <paramref name="o"/>, or null for the other methods.</summary>
     public static LearnedRoundingConfig? Of(WeightsOptions o) => o.Method switch
     {
         "flexround" => new(RoundingMethod.FlexRound, o.Iterations, o.LearningRate, o.Rank, o.Batch, o.Seed, o.Fp8Cache, o.Fp8Optimizer,
-            o.Patience),
-        "lrq" => new(RoundingMethod.Lrq, o.Iterations, o.LearningRate, o.Rank, o.Batch, o.Seed, o.Fp8Cache, o.Fp8Optimizer, o.Patience),
+            o.Patience, o.Scope == "block"),
+        "lrq" => new(RoundingMethod.Lrq, o.Iterations, o.LearningRate, o.Rank, o.Batch, o.Seed, o.Fp8Cache, o.Fp8Optimizer, o.Patience,
+            o.Scope == "block"),
         _ => null,
     };
 
@@ -36,7 +38,7 @@ internal static class LearnedRoundingStep
     public static Dictionary<string, QuantizedWeight> Run(PassContext ctx, IReadOnlyList<LinearLayer> layers,
         LearnedRoundingConfig c, string pass)
     {
-        string tag = $"{pass} ({(c.Method == RoundingMethod.Lrq ? "lrq" : "flexround")})";
+        string tag = $"{pass} ({MethodName(c)})";
         var result = new Dictionary<string, QuantizedWeight>(StringComparer.Ordinal);
         if (layers.Count == 0)
         {
@@ -78,12 +80,8 @@ internal static class LearnedRoundingStep
         {
             var plan = ctx.Plan[l.Name];
             int k = (int)l.InFeatures, n = (int)l.OutFeatures;
-            var kn = Weights.Read(l);
-            var nk = new float[kn.Length];
-            for (int j = 0; j < k; j++) for (int o = 0; o < n; o++) nk[o * k + j] = kn[j * n + o];
-            var format = plan.WeightFormat.Grid!;
-            var rtn = plan.WeightSymmetric ? WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize)
-                : WeightQuantizer.RtnAsymmetric(nk, n, k, format, plan.GroupSize);
+            var nk = ReadNk(l);
+            var rtn = RtnOf(plan, nk, n, k);
             var iq = InputQuantizerOf(plan);
             var s = settingsOf(l, iq is not null) with { Seed = c.Seed + index++ };
             var o2 = RoundingTrainer.Train(nk, rtn, caches[l.Input.Name], iq, s);
@@ -124,11 +122,29 @@ internal static class LearnedRoundingStep
         return s.Inputs.Values.Select(v => Count(v.Shape, v.Shape.Length > 0 ? 1 : 0)).DefaultIfEmpty(1).Max();
     }
 
+    /// <summary>"flexround" or "lrq".</summary>
+    internal static string MethodName(LearnedRoundingConfig c) => c.Method == RoundingMethod.Lrq ? "lrq" : "flexround";
+
+    /// <summary>The layer's float weight as [N, K] (row n = output channel n).</summary>
+    internal static float[] ReadNk(LinearLayer l)
+    {
+        var kn = Weights.Read(l);
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        var nk = new float[kn.Length];
+        for (int j = 0; j < k; j++) for (int o = 0; o < n; o++) nk[o * k + j] = kn[j * n + o];
+        return nk;
+    }
+
+    /// <summary>Round-to-nearest of <paramref name="nk"/> ([N, K]) on the plan's grid, group and symmetry.</summary>
+    internal static QuantizedWeight RtnOf(LayerPlan plan, float[] nk, int n, int k) => plan.WeightSymmetric
+        ? WeightQuantizer.Rtn(nk, n, k, plan.WeightFormat.Grid!, plan.GroupSize)
+        : WeightQuantizer.RtnAsymmetric(nk, n, k, plan.WeightFormat.Grid!, plan.GroupSize);
+
     private static int GroupsOf(LayerPlan p, int k) => p.GroupSize > 0 ? k / p.GroupSize : 1;
 
     private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.##", CultureInfo.InvariantCulture);
 
-    private static IEnumerable<double> Sample(IReadOnlyList<double> curve)
+    internal static IEnumerable<double> Sample(IReadOnlyList<double> curve)
     {
         if (curve.Count <= 5) return curve;
         return Enumerable.Range(0, 5).Select(i => curve[(int)Math.Round(i * (curve.Count - 1) / 4.0)]);
@@ -136,7 +152,7 @@ internal static class LearnedRoundingStep
 
     /// <summary>The input's quantization as the lowering will emit it, for static integer activations (null otherwise: the loop then
     /// reconstructs from float inputs).</summary>
-    private static InputQuantizer? InputQuantizerOf(LayerPlan plan)
+    internal static InputQuantizer? InputQuantizerOf(LayerPlan plan)
     {
         if (!plan.ActivationFormat.IsInteger || plan.ActivationMode != ActivationMode.Static || plan.ActivationRange is not { } range)
             return null;

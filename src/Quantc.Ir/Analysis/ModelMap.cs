@@ -216,6 +216,10 @@ public sealed class ModelMap
     public ResidualStream? ResidualStreamOf(Func<NormInfo, string?>? acceptNorm, out string? why) =>
         ResidualStream.Find(Graph, this, acceptNorm, out why);
 
+    /// <summary>The chain of LLaMA-style decoder blocks (norms, q/k/v/o, RoPE, attention shape, SwiGLU MLP, residual values), or
+    /// null with the reason.</summary>
+    public IReadOnlyList<DecoderBlock>? DecoderBlocksOf(out string? why) => DecoderBlocks.Find(this, out why);
+
     /// <summary>The norm named <paramref name="name"/>, or null.</summary>
     public NormInfo? Norm(string name) => Norms.FirstOrDefault(n => n.Name == name);
 

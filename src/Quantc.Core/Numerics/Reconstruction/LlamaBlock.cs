@@ -21,9 +21,10 @@ public sealed record LlamaBlockShape(int Hidden, int Heads, int KvHeads, int Hea
 /// One LLaMA decoder block (pre-norm): x₂ = x + o(attn(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x)))), y = x₂ + down(silu(gate(n₂(x₂)))
 /// ⊙ up(n₂(x₂))), linears as y = x·Wᵀ with W [N, K], no biases. <see cref="Forward"/> keeps the activations of one sequence in a
 /// <see cref="BlockTape"/> (allocated once per sequence length and reused), <see cref="Backward"/> accumulates ∂L/∂W of the seven
-/// linears from ∂L/∂y, and optionally gives ∂L/∂x.
+/// linears from ∂L/∂y, and optionally gives ∂L/∂x. RoPE's angles come from <see cref="LlamaBlockShape.RopeTheta"/>, or from the
+/// model's own tables (<paramref name="rope"/>: positions 0, 1, … of a sequence read rows 0, 1, …), which also carry any scaling.
 /// </summary>
-public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] norm2)
+public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] norm2, RopeTable? rope = null)
 {
     /// <summary>The seven linears, in the order of the weight arrays.</summary>
     public static readonly string[] Roles = ["q", "k", "v", "o", "gate", "up", "down"];
@@ -39,9 +40,17 @@ public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] nor
         return tape;
     }
 
+    /// <summary>Drops the tapes and RoPE tables kept per sequence length (one set per distinct length seen; they are made again on
+    /// demand).</summary>
+    public void ReleaseTapes()
+    {
+        _tapes.Clear();
+        _rope.Clear();
+    }
+
     private (float[] Cos, float[] Sin) RopeFor(int t)
     {
-        if (!_rope.TryGetValue(t, out var r)) _rope[t] = r = BlockOps.RopeTables(t, Shape.HeadDim, Shape.RopeTheta);
+        if (!_rope.TryGetValue(t, out var r)) _rope[t] = r = rope?.First(t) ?? BlockOps.RopeTables(t, Shape.HeadDim, Shape.RopeTheta);
         return r;
     }
 
@@ -106,6 +115,19 @@ public sealed class LlamaBlock(LlamaBlockShape shape, float[] norm1, float[] nor
     }
 }
 
+/// <summary>A model's RoPE tables: cos and sin of position p and frequency i at [p · half + i], <paramref name="Positions"/> rows of
+/// half a head each.</summary>
+public sealed record RopeTable(float[] Cos, float[] Sin, int Positions, int Half)
+{
+    /// <summary>The tables of positions 0 … t − 1.</summary>
+    public (float[] Cos, float[] Sin) First(int t)
+    {
+        if (t > Positions)
+            throw new ArgumentException($"a sequence of {t} tokens is longer than the {Positions} positions of the RoPE tables");
+        return (Cos[..(t * Half)], Sin[..(t * Half)]);
+    }
+}
+
 /// <summary>The activations and gradient buffers of one block for one sequence length, allocated once.</summary>
 public sealed class BlockTape
 {
@@ -130,4 +152,11 @@ public sealed class BlockTape
     /// <summary>Bytes held.</summary>
     public long Bytes => 4L * (X.Length * 5 + Inv1.Length * 2 + Q.Length * 4 + K.Length * 4 + Probs.Length + G.Length * 6 + DH.Length
         + DX2.Length);
+
+    /// <summary>Bytes a tape of <paramref name="t"/> tokens holds for blocks of shape <paramref name="s"/>.</summary>
+    public static long BytesFor(LlamaBlockShape s, int t)
+    {
+        long d = s.Hidden, wq = s.Heads * s.HeadDim, wk = s.KvHeads * s.HeadDim;
+        return 4L * t * (d * 7 + 2 + wq * 4 + wk * 4 + (long)s.Heads * t + s.Ffn * 6);
+    }
 }
