@@ -43,7 +43,9 @@ public sealed class FuseNormPass : IPass
             var n = new Emitter(g, outNode, outNode.Name).NodeOf(op, "_" + op, inputs);
             n.SetAttribute("axis", -1L);
             n.SetAttribute("epsilon", norm.Epsilon);
-            g.ReplaceValue(norm.Output, n.Output);
+            // An RMSNorm with a shift (symmetrize's β): RMSNormalization has no bias input, so the Add stays after it.
+            var y = isRms && norm.Beta is { } shift ? new Emitter(g, outNode, outNode.Name).Op("Add", "_shift", n.Output, shift) : n.Output;
+            g.ReplaceValue(norm.Output, y);
             if (isRms) rms++; else ln++;
         }
         if (rms + ln == 0) { ctx.Log.Add("fuse_norm: no decomposed norm to fuse"); return; }
@@ -58,7 +60,7 @@ public sealed class FuseNormPass : IPass
     {
         if (norm.Nodes.Any(n => n.Is("Cast"))) return "it computes between Casts (another precision)";
         if (norm.Gamma.Initializer is null) return "γ is not an initializer";
-        if (norm.Kind == NormKind.LayerNorm && norm.Beta is { Initializer: null }) return "β is not an initializer";
+        if (norm.Beta is { Initializer: null }) return "β is not an initializer";
         var inside = new HashSet<Node>(norm.Nodes, ReferenceEqualityComparer.Instance);
         foreach (var n in norm.Nodes)
             foreach (var o in n.Outputs)

@@ -3,6 +3,7 @@ using Quantc.Core.Numerics;
 using Quantc.Core.Pipeline;
 using Quantc.Ir;
 using Quantc.Ir.Analysis;
+using Quantc.Ir.Building;
 
 namespace Quantc.Passes;
 
@@ -10,18 +11,20 @@ namespace Quantc.Passes;
 /// OutlierTune's symmetrization: each channel of a LayerNorm's output is shifted by the centre of its
 /// calibrated range, z_j = (max_j + min_j) / 2, folded into the norm's β (β' = β − z) and compensated
 /// in every reading linear layer's bias (b' = b + zᵀ·W), so the channel ranges are balanced around zero
-/// before quantization. Function-preserving. Norms without β (RMSNorm) are left alone.
+/// before quantization. Function-preserving. A decomposed RMSNorm has no β: it gets one, an explicit Add of −z after the
+/// norm (which the model map then reads as the norm's β, so smooth and fold_norm scale and fold it like LayerNorm's, and
+/// fuse_norm keeps it after RMSNormalization); fused RMSNorm ops are left alone with the reason.
 /// <c>shift: range_centre</c> (the default) takes the centre of the whole calibrated range;
 /// <c>mean_centre</c> (as OutlierTune's reference code computes it) the mean over calibration samples of
 /// each sample's channel centre (max + min) / 2 — on the reference OPT at W6A6 it measured slightly
 /// worse (bench/RESULTS.md). Without calibration data (saved statistics only) the range centre is used.
 /// </summary>
-public sealed partial class SymmetrizePass(bool meanCentre = false) : IPass
+public sealed partial class SymmetrizePass(bool meanCentre = false, IReadOnlyList<string>? exclude = null) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<SymmetrizeOptions>("symmetrize", PassKind.FunctionPreserving,
         "OutlierTune: centre each channel's range, the shift folded into β and the biases",
-        o => new SymmetrizePass(o.Shift == "mean_centre"));
+        o => new SymmetrizePass(o.Shift == "mean_centre", o.Exclude));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -33,18 +36,35 @@ public sealed partial class SymmetrizePass(bool meanCentre = false) : IPass
         var targets = new List<(NormInfo Norm, IReadOnlyList<LinearLayer> Readers)>();
         foreach (var norm in map.Norms)
         {
-            if (norm.Beta?.Initializer is null) { ctx.Log.Add($"symmetrize: {norm.Name} skipped: no β to fold the shift into"); continue; }
+            if (norm.Beta is not null && norm.Beta.Initializer is null)
+            {
+                ctx.Log.Add($"symmetrize: {norm.Name} skipped: its β is not an initializer");
+                continue;
+            }
+            if (norm.Beta is null && ShiftRefusal(norm) is { } no)
+            {
+                ctx.Log.Add($"symmetrize: {norm.Name} skipped: {no}");
+                continue;
+            }
             var readers = NormReaders.Of(norm, map, out string? why);
             if (readers is null) { ctx.Log.Add($"symmetrize: {norm.Name} skipped: {why}"); continue; }
+            var excluded = exclude ?? SmoothOptions.DefaultExclude;
+            if (readers.All(r => excluded.Any(p => System.Text.RegularExpressions.Regex.IsMatch(r.Name, p))))
+            {
+                ctx.Log.Add($"symmetrize: {norm.Name} skipped: its readers ({string.Join(", ", readers.Select(r => r.Name))}) are excluded " +
+                    "(stay float)");
+                continue;
+            }
             targets.Add((norm, readers));
         }
         if (targets.Count == 0)
         {
-            int noBeta = map.Norms.Count(n => n.Beta?.Initializer is null);
+            int noBeta = map.Norms.Count(n => n.Beta is null && ShiftRefusal(n) is not null);
             ctx.Notice(noBeta > 0 && noBeta == map.Norms.Count
-                ? $"symmetrize: skipped on all {noBeta} norms: RMSNorm has no β to fold the shift into (nothing symmetrized)" +
+                ? $"symmetrize: skipped on all {noBeta} norms: fused RMSNorm ops have no β to fold the shift into and take no explicit " +
+                    "one here (nothing symmetrized)" +
                     UnusedShift(ctx, map)
-                : $"symmetrize: nothing symmetrized: {map.Norms.Count} norms, {noBeta} without β, the others' readers not all linear " +
+                : $"symmetrize: nothing symmetrized: {map.Norms.Count} norms, {noBeta} fused without β, the others' readers not all linear " +
                     $"layers");
             return;
         }
@@ -57,10 +77,14 @@ public sealed partial class SymmetrizePass(bool meanCentre = false) : IPass
         {
             var st = stats[norm.Output.Name];
             var z = meanCentres?[norm.Output.Name] ?? Smoothing.SymmetrizationShift(st.ChannelMin, st.ChannelMax);
-            var beta = norm.Beta!.Initializer!.ToFloat32();
-            for (int j = 0; j < beta.Length; j++) beta[j] -= z[j];
-            g.SetInitializer(norm.Beta, Tensor.FromFloats(norm.Beta.Name, norm.Beta.Initializer.Dims, beta));
-            ctx.Provenance.RecordTransformed(norm.Output.Name, "shifted");
+            if (norm.Beta is { Initializer: { } bt })
+            {
+                var beta = bt.ToFloat32();
+                for (int j = 0; j < beta.Length; j++) beta[j] -= z[j];
+                g.SetInitializer(norm.Beta, Tensor.FromFloats(norm.Beta.Name, bt.Dims, beta));
+                ctx.Provenance.RecordTransformed(norm.Output.Name, "shifted");
+            }
+            else ctx.Provenance.RecordTransformed(ExplicitShift(g, norm, z).Name, "shifted");
             foreach (var l in readers)
             {
                 var w = Weights.Read(l);
@@ -80,6 +104,28 @@ public sealed partial class SymmetrizePass(bool meanCentre = false) : IPass
 
 public sealed partial class SymmetrizePass
 {
+    /// <summary>Why a norm without β takes no explicit shift (only a decomposed float32 RMSNorm does), or null.</summary>
+    private static string? ShiftRefusal(NormInfo norm) =>
+        norm.Kind != NormKind.RmsNorm ? "a LayerNorm without β"
+        : norm.Form != "decomposed" ? $"{norm.Form} has no β to fold the shift into (the decomposed RMSNorm takes an explicit one)"
+        : norm.Gamma.Initializer is not { DataType: (int)Quantc.Onnx.Proto.TensorProto.Types.DataType.Float }
+            ? "its γ is not a float32 initializer" : null;
+
+    /// <summary>
+    /// The shift as the RMSNorm's β: y' = y − z, an Add of the constant −z after the norm, read by every former reader of y (the
+    /// sum takes y's name; the map then reads the norm with this β). Returns the shifted value.
+    /// </summary>
+    private static Value ExplicitShift(Graph g, NormInfo norm, float[] z)
+    {
+        var y = norm.Output;
+        var shift = g.AddInitializer(Tensor.FromFloats(g.UniqueName(norm.Name + ".symmetrize_shift"), [z.Length],
+            z.Select(v => -v).ToArray()));
+        var add = new Quantc.Ir.Building.Emitter(g, GraphOrder.FirstUser(g, y), norm.Name).Node("Add", "/symmetrize_shift", y, shift);
+        g.ReplaceValue(y, add.Output);
+        add.SetInput(0, y);
+        return add.Output;
+    }
+
     /// <summary>The largest channel absmax of a norm output before and after centring each channel's range.</summary>
     private static (double Before, double After) AbsMaxBeforeAfter(Quantc.Core.Calibration.TensorStats st) => (
         st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => Math.Max(Math.Abs(hi), Math.Abs(lo))).Max(),
@@ -116,6 +162,9 @@ public sealed record SymmetrizeOptions : PassOptions
 {
     [Option("each channel's shift: the centre of its calibrated range, or its mean", Choices = "range_centre|mean_centre")]
     public string Shift { get; init; } = "range_centre";
+
+    [Option("layers left in float (quantize's exclude): a norm read only by them is not shifted", Regex = true)]
+    public IReadOnlyList<string> Exclude { get; init; } = SmoothOptions.DefaultExclude;
 }
 
 /// <summary>Per tensor: the mean over samples of each sample's per-channel centre (max + min) / 2 — an observer for <see

@@ -17,10 +17,10 @@ public sealed class NoticeTests(ITestOutputHelper log) : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
-    private Model Load()
+    private Model Load(string flavor = "torch")
     {
         var path = Path.Combine(_dir.FullName, $"llama-{Guid.NewGuid():N}.onnx");
-        ReferenceModels.BuildAndSave("llama", "tiny", 0, "torch", path);
+        ReferenceModels.BuildAndSave("llama", "tiny", 0, flavor, path);
         return Model.Load(path);
     }
 
@@ -94,16 +94,16 @@ public sealed class NoticeTests(ITestOutputHelper log) : IDisposable
         Assert.Contains(notice, ctx.Log);
     }
 
-    /// <summary>Defect 4: symmetrize on an RMSNorm model says that it skipped every norm, and what the shift would have cut (measured
-    /// on the calibration data).</summary>
+    /// <summary>Defect 4: symmetrize on a model whose RMSNorms are fused ops (ONNX Runtime GenAI's layout) says that it skipped every
+    /// norm, and what the shift would have cut (measured on the calibration data); the decomposed form is shifted (below).</summary>
     [Fact]
-    public void SymmetrizeOnRmsNormSaysItSkippedEveryNorm()
+    public void SymmetrizeOnFusedRmsNormSaysItSkippedEveryNorm()
     {
-        using var m = Load();
+        using var m = Load("ortgenai");
         var ctx = TestCompiler.Compile(m, "passes: [symmetrize]", Data(m, "calib.txt", 2).Samples).Context;
         var notice = Assert.Single(ctx.Notices);
         log.WriteLine(notice);
-        Assert.Matches(@"^symmetrize: skipped on all \d+ norms: RMSNorm has no β.*; measured on the calibration data: a shift would " +
+        Assert.Matches(@"^symmetrize: skipped on all \d+ norms: fused RMSNorm ops have no β.*; measured on the calibration data: a shift would " +
             @"move channel centres by up to [0-9.e+-]+ and cut the largest channel absmax by [0-9.]+ % \(model\.[a-z_.0-9]+: ", notice);
     }
 
@@ -128,5 +128,33 @@ public sealed class NoticeTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(lmHeadSmoothed, ctx.Plan["lm_head"].Transforms.Any(t => t.StartsWith("smoothed", StringComparison.Ordinal)));
         Assert.Contains(ctx.Plan.Layers, p => p.Name.EndsWith("q_proj", StringComparison.Ordinal) && p.Transforms.Any(t => t.StartsWith("smoothed", StringComparison.Ordinal)));
         if (!lmHeadSmoothed) Assert.Contains(ctx.Log, l => l == "smooth: lm_head not smoothed: excluded (stays float)");
+    }
+
+    /// <summary>Defect 4: symmetrize gives each decomposed RMSNorm an explicit shift β = −z (an Add the map then reads as the norm's
+    /// β), so the readers' input channels are centred; the readers' biases compensate (function preservation: PassTests).</summary>
+    [Fact]
+    public void SymmetrizeShiftsDecomposedRmsNormsThroughAnExplicitBeta()
+    {
+        using var m = Load();
+        var data = Data(m, "calib.txt", 2).Samples;
+        int norms = m.Graph.Nodes.Count(n => n.Is("ReduceMean"));
+        var ctx = TestCompiler.Compile(m, "passes: [symmetrize]", data).Context;
+        Assert.Empty(ctx.Notices);
+        var shifted = ctx.Map.Norms.Where(n => n.Beta is not null).ToList();
+        Assert.NotEmpty(shifted);
+        Assert.All(shifted, n => Assert.Equal(Quantc.Ir.Analysis.NormKind.RmsNorm, n.Kind));
+        Assert.All(shifted, n => Assert.True(n.Output.Producer!.Is("Add"), $"{n.Name}: its output comes from {n.Output.Producer!.OpType}"));
+        Assert.Equal(norms, m.Graph.Nodes.Count(n => n.Is("ReduceMean")));
+        // The shifted outputs' channel ranges are centred on the calibration data: |max + min| / 2 ≈ 0 per channel.
+        var stats = ctx.Calibrate(shifted.Select(n => n.Output.Name).ToList(), "test");
+        foreach (var n in shifted)
+        {
+            var st = stats[n.Output.Name];
+            double range = st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => hi - lo).Max();
+            double centre = st.ChannelMax.ToArray().Zip(st.ChannelMin.ToArray(), (hi, lo) => Math.Abs(hi + lo) / 2).Max();
+            log.WriteLine($"{n.Name}: largest |centre| {centre:G3} of range {range:G3}");
+            Assert.True(centre <= 1e-4 * range, $"{n.Name}: channel centre {centre} (range {range})");
+        }
+        Assert.Contains(ctx.Log, l => l.StartsWith("symmetrize: model.layers.0.input_layernorm: max |z|", StringComparison.Ordinal));
     }
 }

@@ -44,6 +44,8 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         { "opt", "fused", "passes: [{smooth: {alpha: auto, alpha_grid: [0.4, 0.6, 0.8], search_rows: 64}}]" },
         { "opt", "torch", "passes: [fold_norm]" },
         { "opt", "torch", "passes: [symmetrize, smooth]" },
+        { "llama", "torch", "passes: [symmetrize, smooth]" },
+        { "llama", "torch", "passes: [symmetrize, fold_norm, fuse_norm]" },
         { "opt", "fused", "passes: [fold_norm]" },
         { "opt", "fused", "passes: [smooth]" },
         { "opt", "fused", "passes: [symmetrize]" },
@@ -87,7 +89,10 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
             // other function-preserving pass is held to 1e-5. down_proj's input carries those spikes straight into
             // the K = 344 transform (the rotated GEMM then cancels them back out): 3.3e-5 (op) and 4.5e-5 (portable
             // MatMul) measured, so 1e-4 — a wrong matrix is off by O(1).
-            double limit = recipe.Contains("down_proj", StringComparison.Ordinal) ? 1e-4
+            // symmetrize on the llama: its RMSNorm outputs carry those spikes, and x·W − z·W + z·W re-associates them (the shift z
+            // is the spike channels' centre): 1.5e-5 (then fold_norm, fuse_norm) and 6.7e-5 (then smooth) measured, so 1e-4.
+            double limit = recipe.Contains("down_proj", StringComparison.Ordinal)
+                || (arch == "llama" && recipe.Contains("symmetrize", StringComparison.Ordinal)) ? 1e-4
                 : recipe.Contains("hadamard", StringComparison.Ordinal) ? 3e-5 : 1e-5;
             Assert.True(relMax <= limit, $"{o.Name}: max relative error {relMax:E3} > {limit:E0}");
         }
@@ -437,7 +442,9 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void SymmetrizationShrinksTheQuantizationRangeOfShiftedActivations()
     {
         using var m = Load("opt");
-        var norms = Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph).Norms.Where(n => n.Beta is not null).Select(n => n.Output.Name).ToList();
+        // The final norm, read only by lm_head (which stays float), is not shifted.
+        var norms = Quantc.Ir.Analysis.LayerAnalysis.Analyze(m.Graph).Norms
+            .Where(n => n.Beta is not null && !n.Feeds.All(l => l.Name == "lm_head")).Select(n => n.Output.Name).ToList();
         var data = Data(m, "calib.txt", 8).Samples;
         var before = Calibrator.Collect(m, norms, data);
         var ctx = new PassContext(m) { CalibrationData = data };
@@ -448,7 +455,7 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         {
             log.WriteLine($"{t}: absmax {before[t].AbsMax:G4} → {after[t].AbsMax:G4}");
             Assert.True(after[t].AbsMax <= before[t].AbsMax * 1.0001f, $"{t}: range grew");
-            if (after[t].AbsMax < 0.9f * before[t].AbsMax) shrunk++;
+            if (after[t].AbsMax < 0.95f * before[t].AbsMax) shrunk++;
         }
         Assert.True(shrunk >= norms.Count / 2, $"only {shrunk} of {norms.Count} shifted norm outputs got a clearly smaller range");
     }

@@ -38,9 +38,15 @@ public static class NormRules
             P.Op("Div", first, rms));
     }
 
-    /// <summary>γ · [Cast](x / √(mean(x²) + ε)).</summary>
-    public static Pattern RmsNormPattern { get; } =
-        P.Op("Mul", P.Var("gamma"), P.Optional(P.Op("Cast", Normalised(P.Var("x"), "x")).As("cast_out"))).Commutative().As("out");
+    /// <summary>[β +] γ · [Cast](x / √(mean(x²) + ε)); β (a constant vector) is the explicit shift OutlierTune's symmetrize adds to
+    /// an RMSNorm.</summary>
+    public static Pattern RmsNormPattern { get; } = P.Optional(
+        P.Op("Add",
+            P.Op("Mul", P.Var("gamma"), P.Optional(P.Op("Cast", Normalised(P.Var("x"), "x")).As("cast_out"))).Commutative().As("out"),
+            P.Var("beta", IsShiftVector)).Commutative().As("shift"));
+
+    /// <summary>A constant 1-D initializer: what may be an RMSNorm's shift β (its length is checked against the hidden size).</summary>
+    private static bool IsShiftVector(Value v) => v.Initializer is { Dims.Length: 1 };
 
     /// <summary>[β +] γ · c / √(mean(c²) + ε) with c = x − mean(x).</summary>
     public static Pattern LayerNormPattern { get; } = P.Optional(
