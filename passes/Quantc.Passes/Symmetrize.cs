@@ -51,7 +51,8 @@ public sealed partial class SymmetrizePass(bool meanCentre = false, IReadOnlyLis
             var excluded = exclude ?? SmoothOptions.DefaultExclude;
             if (readers.All(r => excluded.Any(p => System.Text.RegularExpressions.Regex.IsMatch(r.Name, p))))
             {
-                ctx.Log.Add($"symmetrize: {norm.Name} skipped: its readers ({string.Join(", ", readers.Select(r => r.Name))}) are excluded " +
+                string readerNames = string.Join(", ", readers.Select(r => r.Name));
+                ctx.Log.Add($"symmetrize: {norm.Name} skipped: its readers ({readerNames}) are excluded " +
                     "(stay float)");
                 continue;
             }
@@ -64,7 +65,8 @@ public sealed partial class SymmetrizePass(bool meanCentre = false, IReadOnlyLis
                 ? $"symmetrize: skipped on all {noBeta} norms: fused RMSNorm ops have no β to fold the shift into and take no explicit " +
                     "one here (nothing symmetrized)" +
                     UnusedShift(ctx, map)
-                : $"symmetrize: nothing symmetrized: {map.Norms.Count} norms, {noBeta} fused without β, the others' readers not all linear " +
+                : $"symmetrize: nothing symmetrized: {map.Norms.Count} norms, {noBeta} fused without β, the others' readers not all " +
+                    "linear " +
                     $"layers");
             return;
         }

@@ -109,8 +109,9 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void NormPassesReachEveryLayerNormOfOpt(string flavor)
     {
         var fed = Enumerable.Range(0, 4).SelectMany(i => new[] { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "fc1" }.Select(p => $"model.decoder.layers.{i}.{p}")).Append("lm_head").ToList();
-        // smooth with exclude: [] (its default leaves lm_head, which quantize keeps float, alone).
-        foreach (var (pass, mark) in new[] { ("fold_norm", "folded "), ("{smooth: {exclude: []}}", "smoothed "), ("symmetrize", "symmetrized via ") })
+        // smooth and symmetrize with exclude: [] (their default leaves lm_head, which quantize keeps float, alone).
+        foreach (var (pass, mark) in new[]
+                 { ("fold_norm", "folded "), ("{smooth: {exclude: []}}", "smoothed "), ("{symmetrize: {exclude: []}}", "symmetrized via ") })
         {
             using var m = Load("opt", flavor);
             var ctx = TestCompiler.Compile(m, $"passes: [{pass}]", Data(m, "calib.txt", 4).Samples).Context;
