@@ -413,6 +413,17 @@ struct QCausalConv1dOp {
   bool silu_;
 };
 
+}  // namespace
+
+#ifdef QUANTC_WITH_CUDA
+namespace quantc_ort {
+// ort/ops_cuda.cc: the same ops' CUDA kernels, for the CUDA execution provider.
+void add_cuda_ops(std::vector<std::unique_ptr<Ort::Custom::OrtLiteCustomOp>>& ops);
+}  // namespace quantc_ort
+#endif
+
+namespace {
+
 std::once_flag g_once;
 std::unique_ptr<Ort::CustomOpDomain> g_domain;
 std::vector<std::unique_ptr<Ort::Custom::OrtLiteCustomOp>> g_ops;
@@ -440,6 +451,9 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dOp>("QCausalConv1d", "CPUExecutionProvider"));
+#ifdef QUANTC_WITH_CUDA
+      quantc_ort::add_cuda_ops(g_ops);
+#endif
       for (auto& op : g_ops) g_domain->Add(op.get());
     });
     Ort::UnownedSessionOptions session_options(options);
@@ -452,7 +466,11 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
 
 // The library's version and the kernel path chosen on this CPU (for reports and benchmarks).
 __attribute__((visibility("default"))) const char* QuantcOpsInfo() {
+#ifdef QUANTC_WITH_CUDA
+  static std::string info = std::string("quantc_ops 1; isa ") + quantc::isa_name(quantc::best_isa()) + "; cuda kernels";
+#else
   static std::string info = std::string("quantc_ops 1; isa ") + quantc::isa_name(quantc::best_isa());
+#endif
   return info.c_str();
 }
 
