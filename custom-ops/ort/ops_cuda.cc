@@ -9,6 +9,8 @@
 #include <onnxruntime_lite_custom_op.h>
 #undef ORT_API_MANUAL_INIT
 
+#include "common.h"
+
 #include <cuda_runtime_api.h>
 
 #include <memory>
@@ -23,23 +25,10 @@
 namespace {
 
 using Ort::Custom::Tensor;
+using quantc_ort::attr_int;
+using quantc_ort::shape_str;
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-[[noreturn]] void fail(const std::string& op, const std::string& msg) {
-  ORT_CXX_API_THROW("ai.quantc." + op + " (CUDA): " + msg, ORT_INVALID_ARGUMENT);
-}
-
-int64_t attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
-  int64_t v = fallback;
-  OrtStatus* st = api->KernelInfoGetAttribute_int64(info, name, &v);
-  if (st) { api->ReleaseStatus(st); return fallback; }
-  return v;
-}
+[[noreturn]] void fail(const std::string& op, const std::string& msg) { quantc_ort::fail(op + " (CUDA)", msg); }
 
 void* stream_of(OrtKernelContext* ctx) { return Ort::KernelContext(ctx).GetGPUComputeStream(); }
 
