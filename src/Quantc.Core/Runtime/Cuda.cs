@@ -22,7 +22,14 @@ public static class Cuda
     /// <summary>The default session options with the CUDA provider first (ONNX Runtime places on the CPU what it cannot run).</summary>
     public static SessionOptions Options(int device = 0)
     {
-        var so = OrtModel.DefaultOptions();
+        var so = OrtModel.CpuOptions();
+        AppendTo(so, device);
+        return so;
+    }
+
+    /// <summary>Adds the CUDA provider (device <paramref name="device"/>) to <paramref name="so"/>; disposes it when that fails.</summary>
+    internal static void AppendTo(SessionOptions so, int device = 0)
+    {
         try
         {
             so.AppendExecutionProvider_CUDA(device);
@@ -32,7 +39,6 @@ public static class Cuda
             so.Dispose();
             throw;
         }
-        return so;
     }
 
     /// <summary>True when libquantc_ops was built with its CUDA kernels (its <c>QuantcOpsInfo</c> says "cuda kernels").</summary>
