@@ -79,10 +79,10 @@ internal static class VerifyCommand
     private static IDisposable OnProvider(bool cuda, TextWriter stderr)
     {
         if (!cuda) return new ProviderScope(OrtModel.Provider);
-        if (Quantc.Core.Runtime.Cuda.Unavailable is { } why) throw new Quantc.Onnx.BadInputException($"--ep cuda: {why}");
-        if (!Quantc.Core.Runtime.Cuda.LibraryHasKernels)
-            stderr.WriteLine("quantc: warning: --ep cuda: libquantc_ops was built without its CUDA kernels (no nvcc): ai.quantc ops run on " +
-                "the CPU");
+        if (Cuda.Unavailable is { } why) throw new Quantc.Onnx.BadInputException($"--ep cuda: {why}");
+        if (!Cuda.LibraryHasKernels)
+            stderr.WriteLine("quantc: warning: --ep cuda: libquantc_ops was built without its CUDA kernels (no nvcc): ai.quantc ops " +
+                "run on the CPU");
         var scope = new ProviderScope(OrtModel.Provider);
         OrtModel.Provider = ExecutionTarget.Cuda;
         return scope;
