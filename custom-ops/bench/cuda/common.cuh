@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -37,29 +36,40 @@
 
 namespace qcb {
 
-inline std::mt19937_64& rng() {
-  static std::mt19937_64 g(20261204);
+// The harness's random numbers: splitmix64 with a fixed seed (not <random>: libstdc++ 12's random.h does not compile
+// under nvcc 11.8 with clang as its host compiler).
+struct Rng {
+  uint64_t s = 20261204;
+  uint64_t next() {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  int uniform_int(int lo, int hi) { return lo + static_cast<int>(next() % static_cast<uint64_t>(hi - lo + 1)); }
+  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>((next() >> 40) * 0x1.0p-24); }
+};
+
+inline Rng& rng() {
+  static Rng g;
   return g;
 }
 
 // Random int8 in [lo, hi], never all zero.
 inline std::vector<int8_t> rand_i8(size_t n, int lo = -127, int hi = 127) {
-  std::uniform_int_distribution<int> d(lo, hi);
   std::vector<int8_t> v(n);
-  for (auto& x : v) x = static_cast<int8_t>(d(rng()));
+  for (auto& x : v) x = static_cast<int8_t>(rng().uniform_int(lo, hi));
   if (n) v[0] = static_cast<int8_t>(hi);
   return v;
 }
 inline std::vector<uint8_t> rand_u8(size_t n) {
-  std::uniform_int_distribution<int> d(0, 255);
   std::vector<uint8_t> v(n);
-  for (auto& x : v) x = static_cast<uint8_t>(d(rng()));
+  for (auto& x : v) x = static_cast<uint8_t>(rng().next() >> 56);
   return v;
 }
 inline std::vector<float> rand_f32(size_t n, float lo = -1.f, float hi = 1.f) {
-  std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);
-  for (auto& x : v) x = d(rng());
+  for (auto& x : v) x = rng().uniform(lo, hi);
   return v;
 }
 
