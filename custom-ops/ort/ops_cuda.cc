@@ -14,11 +14,13 @@
 #include <cuda_runtime_api.h>
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "quantc/cuda_lt.h"
 #include "quantc/cuda_ops.h"
 #include "quantc/hadamard.h"
 
@@ -169,9 +171,23 @@ struct MatMulInt4Int8Cuda {
   int64_t group_;
 };
 
+// With a constant weight (an initializer) on an sm_89+ device with cuBLASLt, the weight is expanded once to float8
+// (int4_fp8_pack, kept on the device for the kernel's life) and each call runs cuBLASLt's FP8 GEMM; else quantc's own kernel.
 struct MatMulInt4Fp8Cuda {
   MatMulInt4Fp8Cuda(const OrtApi* api, const OrtKernelInfo* info)
-      : group_(attr_int(api, info, "group_size", 128)), t_exponent_(attr_int(api, info, "t_exponent", 0)) {}
+      : group_(attr_int(api, info, "group_size", 128)), t_exponent_(attr_int(api, info, "t_exponent", 0)) {
+    Ort::ConstKernelInfo ki(info);
+    int b_constant = 0, s_constant = 0;
+    ki.GetTensorConstantInput(1, &b_constant);
+    ki.GetTensorConstantInput(2, &s_constant);
+    constant_weight_ = b_constant && s_constant;
+  }
+  ~MatMulInt4Fp8Cuda() {
+    if (packed_) cudaFree(packed_);
+  }
+  MatMulInt4Fp8Cuda(const MatMulInt4Fp8Cuda&) = delete;
+  MatMulInt4Fp8Cuda& operator=(const MatMulInt4Fp8Cuda&) = delete;
+
   void Compute(OrtKernelContext* ctx, const Tensor<float>& a, const Tensor<uint8_t>& b, const Tensor<Ort::Float8E4M3FN_t>& b_scale,
                Tensor<float>& y) {
     const std::string op = "MatMulInt4Fp8";
@@ -187,14 +203,41 @@ struct MatMulInt4Fp8Cuda {
     ys.back() = N;
     float* out = y.Allocate(ys);
     const int64_t M = K == 0 ? 0 : a.NumberOfElement() / K;
+    if (M == 0) return;
     void* stream = stream_of(ctx);
+    const uint8_t* scales = reinterpret_cast<const uint8_t*>(b_scale.Data());
+    if (const uint8_t* packed = packed_weight(op, b.Data(), scales, N, K, stream)) {
+      Scratch scratch(op, quantc::cuda::matmul_fp8_lt_scratch_bytes(M, K), stream);
+      const int rc = quantc::cuda::matmul_fp8_lt(a.Data(), packed, out, M, N, K, t_exponent_, scratch.p, stream);
+      if (rc != cudaErrorNotSupported) {
+        launch(op, [&] { return rc; });
+        return;
+      }
+    }
     Scratch scratch(op, quantc::cuda::matmul_int4_fp8_scratch_bytes(M, K), stream);
     launch(op, [&] {
-      return quantc::cuda::matmul_int4_fp8(a.Data(), b.Data(), reinterpret_cast<const uint8_t*>(b_scale.Data()), out, M, N, K, group_,
-                                           t_exponent_, scratch.p, stream);
+      return quantc::cuda::matmul_int4_fp8(a.Data(), b.Data(), scales, out, M, N, K, group_, t_exponent_, scratch.p, stream);
     });
   }
+
+  // The weight in float8, packed at the first call for a constant weight (null: no FP8 path here).
+  const uint8_t* packed_weight(const std::string& op, const uint8_t* w, const uint8_t* scales, int64_t N, int64_t K, void* stream) {
+    if (!constant_weight_ || !quantc::cuda::lt_fp8_available() || K % 16) return nullptr;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (packed_ && packed_from_ == w) return packed_;
+    if (packed_) cudaFree(packed_);
+    packed_ = nullptr;
+    if (cudaMalloc(reinterpret_cast<void**>(&packed_), size_t(N * K)) != cudaSuccess) return nullptr;
+    packed_from_ = w;
+    launch(op, [&] { return quantc::cuda::int4_fp8_pack(w, scales, packed_, N, K, group_, stream); });
+    return packed_;
+  }
+
   int64_t group_, t_exponent_;
+  bool constant_weight_ = false;
+  std::mutex mu_;
+  uint8_t* packed_ = nullptr;
+  const uint8_t* packed_from_ = nullptr;
 };
 
 struct QSelectiveScanCuda {

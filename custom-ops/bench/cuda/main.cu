@@ -201,9 +201,10 @@ int main(int argc, char** argv) {
               peaks.fp16_tflops, peaks.int8_tops, (long long)big);
   std::fflush(stdout);
 
-  const char* only = std::getenv("QC_ONLY");  // gemm | mamba | hadamard
+  const char* only = std::getenv("QC_ONLY");  // gemm | lt | mamba | hadamard
   auto want = [&](const char* s) { return !only || std::strstr(only, s); };
   if (want("gemm")) gemm_suite(peaks);
+  if (want("lt")) lt_suite(peaks);
   if (want("mamba")) mamba_suite(peaks);
   if (want("hadamard")) hadamard_suite(peaks);
 
