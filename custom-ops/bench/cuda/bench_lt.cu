@@ -48,6 +48,32 @@ void push(Row r) {
   rows().push_back(std::move(r));
 }
 
+// The checked run's outcome: false (and the row pushed as not applicable) where cuBLASLt has no algorithm; else synchronized.
+bool ran(Row& r, int rc, const char* what) {
+  if (rc == cudaErrorNotSupported) {
+    r.check = std::string("n/a: cuBLASLt has no ") + what + " algorithm here";
+    push(r);
+    return false;
+  }
+  QC_LAUNCH(rc);
+  QC_CHECK(cudaDeviceSynchronize());
+  return true;
+}
+
+// The row's rate: GB/s of `bytes` against the copy ceiling for decode shapes, else 2 M N K per second against `peak`.
+void set_rate(Row& r, const Shape& s, double bytes, double peak, const char* unit) {
+  if (s.M <= 8) {
+    r.rate = bytes / (r.ms * 1e-3) / 1e9;
+    r.unit = "GB/s (copy peak)";
+  } else {
+    r.rate = 2.0 * s.M * s.N * s.K / (r.ms * 1e-3) / 1e12;
+    r.unit = unit;
+  }
+  r.peak_frac = r.rate / peak;
+  r.vs = cublas_fp16_ms(s.M, s.N, s.K) / r.ms;
+  r.peer = "cuBLAS fp16";
+}
+
 void int8_case(const Shape& s, const Peaks& peaks) {
   Row r;
   r.kernel = "MatMulInt8 cuBLASLt+epilogue";
@@ -58,14 +84,7 @@ void int8_case(const Shape& s, const Peaks& peaks) {
   Dev<int8_t> da(a), db(b);
   Dev<float> dsa(sa), dsb(sb), dbias(bias), dy(size_t(s.M * s.N));
   dy.poison();
-  int rc = quantc::cuda::matmul_int8_lt(da.p, dsa.p, db.p, dsb.p, dbias.p, dy.p, s.M, s.N, s.K, nullptr);
-  if (rc == cudaErrorNotSupported) {
-    r.check = "n/a: cuBLASLt has no int8 algorithm here";
-    push(r);
-    return;
-  }
-  QC_LAUNCH(rc);
-  QC_CHECK(cudaDeviceSynchronize());
+  if (!ran(r, quantc::cuda::matmul_int8_lt(da.p, dsa.p, db.p, dsb.p, dbias.p, dy.p, s.M, s.N, s.K, nullptr), "int8")) return;
   const auto rows_ = checked_rows(s.M);
   const auto got = take_rows(dy.download(), rows_, s.N);
   const auto ar = take_rows(a, rows_, s.K);
@@ -84,17 +103,7 @@ void int8_case(const Shape& s, const Peaks& peaks) {
   }
   r.ms = time_ms([&](int i) { QC_LAUNCH(quantc::cuda::matmul_int8_lt(as[i].p, dsa.p, bs[i].p, dsb.p, dbias.p, dy.p, s.M, s.N, s.K, nullptr)); },
                  sets, quick() ? 3 : 10, quick() ? 10 : 50);
-  if (s.M <= 8) {
-    r.rate = double(s.N * s.K + s.M * s.K + 4 * s.M * s.N) / (r.ms * 1e-3) / 1e9;
-    r.unit = "GB/s (copy peak)";
-    r.peak_frac = r.rate / peaks.copy_gbs;
-  } else {
-    r.rate = 2.0 * s.M * s.N * s.K / (r.ms * 1e-3) / 1e12;
-    r.unit = "TOPS (int8 peak)";
-    r.peak_frac = peaks.int8_tops > 0 ? r.rate / peaks.int8_tops : 0;
-  }
-  r.vs = cublas_fp16_ms(s.M, s.N, s.K) / r.ms;
-  r.peer = "cuBLAS fp16";
+  set_rate(r, s, double(s.N * s.K + s.M * s.K + 4 * s.M * s.N), s.M <= 8 ? peaks.copy_gbs : peaks.int8_tops, "TOPS (int8 peak)");
   push(r);
 }
 
@@ -123,14 +132,7 @@ void fp8_case(const Shape& s, int64_t G, const Peaks& peaks) {
   QC_LAUNCH(quantc::cuda::int4_fp8_pack(dw.p, dws.p, db.p, s.N, s.K, G, nullptr));
   dy.poison();
   const int t_exp = 2;
-  int rc = quantc::cuda::matmul_fp8_lt(dx.p, db.p, dy.p, s.M, s.N, s.K, t_exp, scratch.p, nullptr);
-  if (rc == cudaErrorNotSupported) {
-    r.check = "n/a: cuBLASLt has no FP8 algorithm here";
-    push(r);
-    return;
-  }
-  QC_LAUNCH(rc);
-  QC_CHECK(cudaDeviceSynchronize());
+  if (!ran(r, quantc::cuda::matmul_fp8_lt(dx.p, db.p, dy.p, s.M, s.N, s.K, t_exp, scratch.p, nullptr), "FP8")) return;
   const auto rows_ = checked_rows(s.M);
   const auto got = take_rows(dy.download(), rows_, s.N);
   const auto xr = take_rows(x, rows_, s.K);
@@ -154,17 +156,7 @@ void fp8_case(const Shape& s, int64_t G, const Peaks& peaks) {
   }
   r.ms = time_ms([&](int i) { QC_LAUNCH(quantc::cuda::matmul_fp8_lt(xs[i].p, bs[i].p, dy.p, s.M, s.N, s.K, t_exp, scratch.p, nullptr)); },
                  sets, quick() ? 3 : 10, quick() ? 10 : 50);
-  if (s.M <= 8) {
-    r.rate = double(s.N * s.K + 4 * s.M * s.K + 4 * s.M * s.N) / (r.ms * 1e-3) / 1e9;
-    r.unit = "GB/s (copy peak)";
-    r.peak_frac = r.rate / peaks.copy_gbs;
-  } else {
-    r.rate = 2.0 * s.M * s.N * s.K / (r.ms * 1e-3) / 1e12;
-    r.unit = "TFLOP/s (fp16 peak)";
-    r.peak_frac = r.rate / peaks.fp16_tflops;
-  }
-  r.vs = cublas_fp16_ms(s.M, s.N, s.K) / r.ms;
-  r.peer = "cuBLAS fp16";
+  set_rate(r, s, double(s.N * s.K + 4 * s.M * s.K + 4 * s.M * s.N), s.M <= 8 ? peaks.copy_gbs : peaks.fp16_tflops, "TFLOP/s (fp16 peak)");
   char note[64];
   std::snprintf(note, sizeof note, "; pack once %.3f ms", pack_ms);
   r.check += note;
