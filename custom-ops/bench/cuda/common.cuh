@@ -120,27 +120,31 @@ long long bit_diffs(const std::vector<T>& got, const std::vector<T>& ref) {
   return d;
 }
 
-// Median milliseconds of one call of fn(i) (i = the input set to use, rotating over `sets`) with CUDA events,
-// after `warmup` calls; each timed call is bracketed by its own events.
+// Milliseconds per call of fn(i) (i = the input set to use, rotating over `sets`) with CUDA events, after `warmup` calls: the
+// calls run back to back in batches of up to 10 between two events (so the host's launch latency overlaps the device's work,
+// as in a model's run of many ops), and the median batch's time per call is returned. `reps` calls in all (5 batches at least).
 inline double time_ms(const std::function<void(int)>& fn, int sets = 1, int warmup = 10, int reps = 50) {
   cudaEvent_t a, b;
   QC_CHECK(cudaEventCreate(&a));
   QC_CHECK(cudaEventCreate(&b));
   for (int i = 0; i < warmup; ++i) fn(i % sets);
   QC_CHECK(cudaDeviceSynchronize());
-  std::vector<float> t(reps);
-  for (int i = 0; i < reps; ++i) {
+  const int batch = std::max(1, std::min(10, reps / 5)), batches = std::max(5, reps / batch);
+  std::vector<float> t(batches);
+  int call = 0;
+  for (int i = 0; i < batches; ++i) {
     QC_CHECK(cudaEventRecord(a));
-    fn(i % sets);
+    for (int j = 0; j < batch; ++j) fn(call++ % sets);
     QC_CHECK(cudaEventRecord(b));
     QC_CHECK(cudaEventSynchronize(b));
     QC_CHECK(cudaEventElapsedTime(&t[i], a, b));
+    t[i] /= batch;
   }
   QC_CHECK(cudaGetLastError());
   QC_CHECK(cudaEventDestroy(a));
   QC_CHECK(cudaEventDestroy(b));
-  std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
-  return t[reps / 2];
+  std::nth_element(t.begin(), t.begin() + batches / 2, t.end());
+  return t[batches / 2];
 }
 
 // How many rotating input sets keep `bytes_per_set` out of the L2 (60 MB on an H200): at least 2, total >= 256 MB.
