@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "quantc/cuda_gemv.h"
 #include "quantc/cuda_lt.h"
 #include "quantc/gemm.h"
 #include "quantc/gemm_fp8.h"
@@ -163,18 +164,49 @@ void fp8_case(const Shape& s, int64_t G, const Peaks& peaks) {
   push(r);
 }
 
+void gemv2_case(const Shape& s, int64_t G, const Peaks& peaks) {
+  Row r;
+  r.kernel = "MatMulInt4Int8 gemv2";
+  r.shape = shape_name(s) + " G=" + std::to_string(G);
+  const auto a = rand_i8(size_t(s.M * s.K));
+  const auto w = rand_u8(size_t(s.N * s.K / 2));
+  const auto ws = rand_f32(size_t(s.N * (s.K / G)), 0.001f, 0.02f), bias = rand_f32(size_t(s.N), -1.f, 1.f);
+  const std::vector<float> sa{0.0173f};
+  Dev<int8_t> da(a);
+  Dev<uint8_t> dw(w);
+  Dev<float> dsa(sa), dws(ws), dbias(bias), dy(size_t(s.M * s.N));
+  dy.poison();
+  QC_LAUNCH(quantc::cuda::matmul_int4_int8_gemv2(da.p, dsa.p, dw.p, dws.p, dbias.p, nullptr, dy.p, s.M, s.N, s.K, G, nullptr));
+  QC_CHECK(cudaDeviceSynchronize());
+  std::vector<float> ref(size_t(s.M * s.N));
+  quantc::matmul_int4_int8(a.data(), w.data(), s.M, s.N, s.K, G, sa[0], ws.data(), bias.data(), ref.data(), quantc::Isa::Reference);
+  const long long diffs = bit_diffs(dy.download(), ref);
+  r.ok = diffs == 0;
+  r.check = r.ok ? "exact" : "FAIL " + std::to_string(diffs) + " elements differ";
+  const int sets = sets_for(size_t(s.N * s.K / 2));
+  std::vector<Dev<uint8_t>> wsets;
+  for (int i = 0; i < sets; ++i) wsets.emplace_back(rand_u8(size_t(s.N * s.K / 2)));
+  r.ms = time_ms([&](int i) {
+    QC_LAUNCH(quantc::cuda::matmul_int4_int8_gemv2(da.p, dsa.p, wsets[i].p, dws.p, dbias.p, nullptr, dy.p, s.M, s.N, s.K, G, nullptr));
+  }, sets, quick() ? 3 : 10, quick() ? 10 : 100);
+  set_rate(r, s, double(s.N * s.K / 2 + s.M * s.K + 4 * s.M * s.N + 4 * s.N * (s.K / G)), peaks.copy_gbs, "GB/s");
+  push(r);
+}
+
 }  // namespace
 
 void lt_suite(const Peaks& peaks) {
   std::printf("\ncuBLASLt suite (each row printed when measured):\n");
   std::vector<Shape> shapes;
   if (quick()) {
-    shapes = {{1, 256, 512}, {64, 256, 512}, {200, 384, 1024}};
+    shapes = {{1, 256, 512}, {5, 250, 1088}, {64, 256, 512}, {200, 384, 1024}};
   } else {
     const int64_t nk[3][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}, ms[4] = {1, 8, 512, 2048};
     for (const auto& d : nk)
       for (int64_t M : ms) shapes.push_back(Shape{M, d[0], d[1]});
   }
+  for (const Shape& s : shapes)
+    if (s.M <= 8) gemv2_case(s, s.K == 4096 && s.N == 4096 ? 128 : s.K == 4096 ? 64 : 32, peaks);
   for (const Shape& s : shapes) int8_case(s, peaks);
   for (const Shape& s : shapes) fp8_case(s, s.K % 128 == 0 ? 128 : 64, peaks);
 }
