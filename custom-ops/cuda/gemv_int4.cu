@@ -113,10 +113,91 @@ cudaError_t launch(const int8_t* a, const float* a_scale, const uint8_t* w, cons
   return cudaGetLastError();
 }
 
+// ---- gemv3: float accumulation per lane (not the CPU's in-order fold: compared by relative norm). A warp takes kRows3 channels
+// whole; lane l the 16-byte pieces l, l + 32, ... of each channel (two in flight per row); each piece's int32 sums (per half
+// chunk for G = 32, per chunk for G >= 64) times a_scale * w_scale go to the lane's float sums; a warp reduction ends it.
+constexpr int kRows3 = 2, kWarps3 = 4;
+
+template <int MR>
+__global__ __launch_bounds__(kWarps3 * 32) void gemv3(const int8_t* __restrict__ a, const float* __restrict__ a_scale,
+                                                      const uint8_t* __restrict__ w, const float* __restrict__ w_scale,
+                                                      const float* __restrict__ bias, const float* __restrict__ row_scale, float* __restrict__ y,
+                                                      int64_t N, int64_t K, int G) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t n0 = (int64_t(blockIdx.x) * kWarps3 + warp) * kRows3, row_bytes = K / 2, pieces = row_bytes / 16, groups = K / G;
+  if (n0 >= N) return;  // a whole warp past the last channel (no barriers below)
+  const float sa = *a_scale;
+  float acc[kRows3][MR];
+#pragma unroll
+  for (int r = 0; r < kRows3; ++r)
+#pragma unroll
+    for (int m = 0; m < MR; ++m) acc[r][m] = 0.0f;
+  for (int64_t p = lane; p < pieces; p += 32) {
+    uint4 v[kRows3];
+#pragma unroll
+    for (int r = 0; r < kRows3; ++r)
+      v[r] = n0 + r < N ? __ldg(reinterpret_cast<const uint4*>(w + (n0 + r) * row_bytes + p * 16)) : make_uint4(0, 0, 0, 0);
+    const int64_t c = p >> 1, klo = c * 64 + (p & 1) * 16;
+    // The groups of this piece's low and high nibbles.
+    const int64_t glo = G == 32 ? 2 * c : G == 64 ? c : c >> 1, ghi = G == 32 ? 2 * c + 1 : glo;
+    float slo[kRows3], shi[kRows3];
+#pragma unroll
+    for (int r = 0; r < kRows3; ++r) {
+      const int64_t n = n0 + r < N ? n0 + r : n0;
+      slo[r] = __fmul_rn(sa, __ldg(w_scale + n * groups + glo));
+      shi[r] = __fmul_rn(sa, __ldg(w_scale + n * groups + ghi));
+    }
+#pragma unroll
+    for (int m = 0; m < MR; ++m) {
+      const int4 al = __ldg(reinterpret_cast<const int4*>(a + m * K + klo)), ah = __ldg(reinterpret_cast<const int4*>(a + m * K + klo + 32));
+#pragma unroll
+      for (int r = 0; r < kRows3; ++r) {
+        int lo = __dp4a(int(lo4(v[r].x)), al.x, 0);
+        lo = __dp4a(int(lo4(v[r].y)), al.y, lo);
+        lo = __dp4a(int(lo4(v[r].z)), al.z, lo);
+        lo = __dp4a(int(lo4(v[r].w)), al.w, lo);
+        int hi = __dp4a(int(hi4(v[r].x)), ah.x, 0);
+        hi = __dp4a(int(hi4(v[r].y)), ah.y, hi);
+        hi = __dp4a(int(hi4(v[r].z)), ah.z, hi);
+        hi = __dp4a(int(hi4(v[r].w)), ah.w, hi);
+        if (G == 32) {
+          acc[r][m] += float(lo) * slo[r] + float(hi) * shi[r];
+        } else {
+          acc[r][m] += float(lo + hi) * slo[r];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows3; ++r)
+#pragma unroll
+    for (int m = 0; m < MR; ++m) {
+      float t = acc[r][m];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xFFFFFFFFu, t, o);
+      if (lane == 0 && n0 + r < N) {
+        const int64_t n = n0 + r;
+        const float v = row_scale ? __fmul_rn(t, row_scale[m]) : t;
+        y[int64_t(m) * N + n] = __fadd_rn(v, bias ? bias[n] : 0.0f);
+      }
+    }
+}
+
+template <int MR>
+cudaError_t launch3(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias, const float* row_scale,
+                    float* y, int64_t N, int64_t K, int G, cudaStream_t st) {
+  const int64_t per_block = kWarps3 * kRows3;
+  gemv3<MR><<<unsigned((N + per_block - 1) / per_block), kWarps3 * 32, 0, st>>>(a, a_scale, w, w_scale, bias, row_scale, y, N, K, G);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
-int matmul_int4_int8_gemv2(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias,
-                           const float* row_scale, float* y, int64_t M, int64_t N, int64_t K, int64_t group_size, void* stream) {
+namespace {
+
+template <template <int> class L>
+int for_slices(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias, const float* row_scale,
+               float* y, int64_t M, int64_t N, int64_t K, int64_t group_size, void* stream) {
   if (K % 64) throw std::invalid_argument("MatMulInt4Int8 needs K % 64 == 0");
   if (group_size != 32 && group_size != 64 && group_size != 128) throw std::invalid_argument("group_size must be 32, 64 or 128");
   if (K % group_size) throw std::invalid_argument("K must be a multiple of group_size");
@@ -132,18 +213,46 @@ int matmul_int4_int8_gemv2(const int8_t* a, const float* a_scale, const uint8_t*
     float* ym = y + m0 * N;
     cudaError_t e;
     switch (rows) {
-      case 1: e = launch<1>(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
-      case 2: e = launch<2>(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
-      case 3: e = launch<3>(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
-      case 4: e = launch<4>(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
-      case 5: e = launch<5>(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
-      case 6: e = launch<6>(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
-      case 7: e = launch<7>(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
-      default: e = launch<8>(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
+      case 1: e = L<1>::run(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
+      case 2: e = L<2>::run(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
+      case 3: e = L<3>::run(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
+      case 4: e = L<4>::run(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
+      case 5: e = L<5>::run(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
+      case 6: e = L<6>::run(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
+      case 7: e = L<7>::run(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
+      default: e = L<8>::run(am, a_scale, w, w_scale, bias, rs, ym, N, K, G, st); break;
     }
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
+}
+
+template <int MR>
+struct Exact {
+  static cudaError_t run(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias,
+                         const float* row_scale, float* y, int64_t N, int64_t K, int G, cudaStream_t st) {
+    return launch<MR>(a, a_scale, w, w_scale, bias, row_scale, y, N, K, G, st);
+  }
+};
+
+template <int MR>
+struct Fast {
+  static cudaError_t run(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias,
+                         const float* row_scale, float* y, int64_t N, int64_t K, int G, cudaStream_t st) {
+    return launch3<MR>(a, a_scale, w, w_scale, bias, row_scale, y, N, K, G, st);
+  }
+};
+
+}  // namespace
+
+int matmul_int4_int8_gemv2(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias,
+                           const float* row_scale, float* y, int64_t M, int64_t N, int64_t K, int64_t group_size, void* stream) {
+  return for_slices<Exact>(a, a_scale, w, w_scale, bias, row_scale, y, M, N, K, group_size, stream);
+}
+
+int matmul_int4_int8_gemv3(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias,
+                           const float* row_scale, float* y, int64_t M, int64_t N, int64_t K, int64_t group_size, void* stream) {
+  return for_slices<Fast>(a, a_scale, w, w_scale, bias, row_scale, y, M, N, K, group_size, stream);
 }
 
 }  // namespace quantc::cuda

@@ -140,7 +140,9 @@ void fp8_case(const Shape& s, int64_t G, const Peaks& peaks) {
   std::vector<float> ref(rows_.size() * s.N);
   quantc::matmul_int4_fp8(xr.data(), w.data(), ws.data(), int64_t(rows_.size()), s.N, s.K, G, t_exp, ref.data());
   const double err = rel_err(got, ref);
-  r.ok = err < 1e-5;
+  // Hopper's FP8 tensor cores accumulate with fewer mantissa bits than float32 (cuBLASLt promotes the sums periodically):
+  // about 1.5e-4 against the exact sum was measured, so this path is held to 1e-3.
+  r.ok = err < 1e-3;
   char buf[96];
   std::snprintf(buf, sizeof buf, "%srel %.2e", r.ok ? "" : "FAIL ", err);
   r.check = buf + rows_note(s.M);
@@ -164,9 +166,10 @@ void fp8_case(const Shape& s, int64_t G, const Peaks& peaks) {
   push(r);
 }
 
-void gemv2_case(const Shape& s, int64_t G, const Peaks& peaks) {
+void gemv2_case(const Shape& s, int64_t G, const Peaks& peaks, bool fast) {
+  const auto gemv = fast ? quantc::cuda::matmul_int4_int8_gemv3 : quantc::cuda::matmul_int4_int8_gemv2;
   Row r;
-  r.kernel = "MatMulInt4Int8 gemv2";
+  r.kernel = fast ? "MatMulInt4Int8 gemv3 (float sums)" : "MatMulInt4Int8 gemv2";
   r.shape = shape_name(s) + " G=" + std::to_string(G);
   const auto a = rand_i8(size_t(s.M * s.K));
   const auto w = rand_u8(size_t(s.N * s.K / 2));
@@ -176,18 +179,27 @@ void gemv2_case(const Shape& s, int64_t G, const Peaks& peaks) {
   Dev<uint8_t> dw(w);
   Dev<float> dsa(sa), dws(ws), dbias(bias), dy(size_t(s.M * s.N));
   dy.poison();
-  QC_LAUNCH(quantc::cuda::matmul_int4_int8_gemv2(da.p, dsa.p, dw.p, dws.p, dbias.p, nullptr, dy.p, s.M, s.N, s.K, G, nullptr));
+  QC_LAUNCH(gemv(da.p, dsa.p, dw.p, dws.p, dbias.p, nullptr, dy.p, s.M, s.N, s.K, G, nullptr));
   QC_CHECK(cudaDeviceSynchronize());
   std::vector<float> ref(size_t(s.M * s.N));
   quantc::matmul_int4_int8(a.data(), w.data(), s.M, s.N, s.K, G, sa[0], ws.data(), bias.data(), ref.data(), quantc::Isa::Reference);
-  const long long diffs = bit_diffs(dy.download(), ref);
-  r.ok = diffs == 0;
-  r.check = r.ok ? "exact" : "FAIL " + std::to_string(diffs) + " elements differ";
+  const auto got = dy.download();
+  if (fast) {
+    const double err = rel_err(got, ref);
+    r.ok = err < 1e-5;
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%srel %.2e", r.ok ? "" : "FAIL ", err);
+    r.check = buf;
+  } else {
+    const long long diffs = bit_diffs(got, ref);
+    r.ok = diffs == 0;
+    r.check = r.ok ? "exact" : "FAIL " + std::to_string(diffs) + " elements differ";
+  }
   const int sets = sets_for(size_t(s.N * s.K / 2));
   std::vector<Dev<uint8_t>> wsets;
   for (int i = 0; i < sets; ++i) wsets.emplace_back(rand_u8(size_t(s.N * s.K / 2)));
   r.ms = time_ms([&](int i) {
-    QC_LAUNCH(quantc::cuda::matmul_int4_int8_gemv2(da.p, dsa.p, wsets[i].p, dws.p, dbias.p, nullptr, dy.p, s.M, s.N, s.K, G, nullptr));
+    QC_LAUNCH(gemv(da.p, dsa.p, wsets[i].p, dws.p, dbias.p, nullptr, dy.p, s.M, s.N, s.K, G, nullptr));
   }, sets, quick() ? 3 : 10, quick() ? 10 : 100);
   set_rate(r, s, double(s.N * s.K / 2 + s.M * s.K + 4 * s.M * s.N + 4 * s.N * (s.K / G)), peaks.copy_gbs, "GB/s");
   push(r);
@@ -205,8 +217,9 @@ void lt_suite(const Peaks& peaks) {
     for (const auto& d : nk)
       for (int64_t M : ms) shapes.push_back(Shape{M, d[0], d[1]});
   }
-  for (const Shape& s : shapes)
-    if (s.M <= 8) gemv2_case(s, s.K == 4096 && s.N == 4096 ? 128 : s.K == 4096 ? 64 : 32, peaks);
+  for (bool fast : {false, true})
+    for (const Shape& s : shapes)
+      if (s.M <= 8) gemv2_case(s, s.K == 4096 && s.N == 4096 ? 128 : s.K == 4096 ? 64 : 32, peaks, fast);
   for (const Shape& s : shapes) int8_case(s, peaks);
   for (const Shape& s : shapes) fp8_case(s, s.K % 128 == 0 ? 128 : 64, peaks);
 }

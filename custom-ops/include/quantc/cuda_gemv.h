@@ -9,4 +9,9 @@ namespace quantc::cuda {
 int matmul_int4_int8_gemv2(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias,
                            const float* row_scale, float* y, int64_t M, int64_t N, int64_t K, int64_t group_size, void* stream);
 
+// The same with float accumulation per lane and a warp reduction (not the CPU's in-order group fold: the float sums differ in
+// rounding, compared by relative norm), a warp per 2 channels, no shared memory or barriers.
+int matmul_int4_int8_gemv3(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias,
+                           const float* row_scale, float* y, int64_t M, int64_t N, int64_t K, int64_t group_size, void* stream);
+
 }  // namespace quantc::cuda
