@@ -166,6 +166,23 @@ __global__ __launch_bounds__(kThreads) void tile_int4(const int8_t* a, const flo
     cp_async_commit();
     const uint8_t* ta = smem + (kt % kStages) * kStageBytes;
     const uint8_t* tw = ta + kTileBytes;
+    // k-step s = 2 kt + ks covers k in [32 s, 32 s + 32): a group ends with it when 32 (s + 1) % G == 0. The scales of the groups
+    // that end in this k-tile are loaded first (sc[ks][j][e] = a_scale * w_scale[n][g]), their latency hidden by the mma work.
+    const int64_t k0 = int64_t(kt) * 64;
+    const bool fold[2] = {(k0 + 32) % G == 0, (k0 + 64) % G == 0};
+    float sc[2][4][2];
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      if (!fold[ks]) continue;
+      const int64_t g = (k0 + 32 * (ks + 1)) / G - 1;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t n = n0 + col0 + j * 8 + 2 * t4 + e;
+          sc[ks][j][e] = n < N ? __ldg(w_scale + n * groups + g) : 0.0f;
+        }
+    }
     // The packed words of this warp's 4 n8 tiles: pw[j][0] bytes 4 t4.. (k 4 t4.. of each half), pw[j][1] bytes 16 + 4 t4...
     uint32_t pw[4][2];
 #pragma unroll
@@ -183,20 +200,9 @@ __global__ __launch_bounds__(kThreads) void tile_int4(const int8_t* a, const flo
 #pragma unroll
         for (int i = 0; i < 4; ++i) mma_s8(iacc[i][j], af[i], b0, b1);
       }
-      // k-step s = 2 kt + ks covers k in [32 s, 32 s + 32): the group ends with it when 32 (s + 1) % G == 0.
-      const int64_t kend = int64_t(kt) * 64 + 32 * (ks + 1);
-      if (kend % G == 0) {
-        const int64_t g = kend / G - 1;
-        float sc[4][2];
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int64_t n = n0 + col0 + j * 8 + 2 * t4 + e;
-            sc[j][e] = n < N ? __fmul_rn(sa, __ldg(w_scale + n * groups + g)) : 0.0f;
-          }
+      if (fold[ks]) {
         for_each_acc(lane, [&](int i, int j, int q, int, int) {
-          facc[i][j][q] = __fadd_rn(facc[i][j][q], __fmul_rn(__int2float_rn(iacc[i][j][q]), sc[j][q & 1]));
+          facc[i][j][q] = __fadd_rn(facc[i][j][q], __fmul_rn(__int2float_rn(iacc[i][j][q]), __fmul_rn(sa, sc[ks][j][q & 1])));
           iacc[i][j][q] = 0;
         });
       }
@@ -231,11 +237,9 @@ template <int MR>
 cudaError_t launch_gemv(const int8_t* a, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias,
                         const float* row_scale, float* y, int64_t N, int64_t K, int G, cudaStream_t st) {
   const size_t smem = size_t(kGemvRows) * MR * (K / G) * sizeof(int32_t);
-  static size_t allowed = 48 * 1024;
-  if (smem > allowed) {
+  if (smem > 48 * 1024) {  // above the default limit (set on each such call: cheap, and no shared state between threads)
     const cudaError_t e = cudaFuncSetAttribute(gemv_int4<MR>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return e;
-    allowed = smem;
   }
   gemv_int4<MR><<<blocks_for(N, kGemvRows), kGemvWarps * 32, smem, st>>>(a, a_scale, w, w_scale, bias, row_scale, y, N, K, G);
   return cudaSuccess;

@@ -310,7 +310,8 @@ void int8_cases(const Shape& sh, const std::vector<GemmPath>& paths, const Peaks
     c.reference = [&] {
       const auto asub = take_rows(a, K, rows);
       std::vector<float> y(rows.size() * size_t(N));
-      quantc::matmul_int8(asub.data(), b.data(), int64_t(rows.size()), N, K, as[0], bs.data(), bias.data(), y.data(), quantc::best_isa());
+      quantc::matmul_int8(asub.data(), b.data(), int64_t(rows.size()), N, K, as[0], bs.data(), bias.data(), y.data(),
+                          quantc::Isa::Reference);
       return y;
     };
     c.decode = M <= 8;
