@@ -16,7 +16,27 @@ constexpr int kBM = 128, kBN = 128, kBKBytes = 64, kThreads = 256;
 constexpr int kTileBytes = kBM * kBKBytes;  // one operand's k-tile (kBM == kBN)
 
 // Byte offset of 16-byte chunk c (0..3) of row r in a [rows][64 bytes] tile.
-__device__ __forceinline__ int swz(int r, int c) { return r * 64 + ((c ^ ((r >> 1) & 3)) << 4); }
+__host__ __device__ __forceinline__ int swz(int r, int c) { return r * 64 + ((c ^ ((r >> 1) & 3)) << 4); }
+// The same for a [rows][32 bytes] tile (the int4 weight's k-tile): chunk c (0..1) swizzled by row bit 2.
+__host__ __device__ __forceinline__ int swz32(int r, int c) { return r * 32 + ((c ^ ((r >> 2) & 1)) << 4); }
+
+// ldmatrix.x4 row addresses (lane l supplies row l % 8 of matrix l / 8; lane l then receives word l % 4 of row l / 4 of each
+// matrix). A fragments of m16 tile i, k-step ks: matrices (rows 0-7, k 0-15), (rows 8-15, k 0-15), (rows 0-7, k 16-31),
+// (rows 8-15, k 16-31) = a0..a3. B fragments of the n8 tiles j, j + 1 ([n][k] tile): (n 0-7, k 0-15), (n 0-7, k 16-31),
+// (n 8-15, k 0-15), (n 8-15, k 16-31) = b[j][0], b[j][1], b[j+1][0], b[j+1][1].
+__host__ __device__ __forceinline__ int a_frag_offset(int row0, int i, int ks, int lane) {
+  return swz(row0 + i * 16 + (lane & 15), 2 * ks + (lane >> 4));
+}
+__host__ __device__ __forceinline__ int b_frag_offset(int col0, int j, int ks, int lane) {
+  return swz(col0 + j * 8 + (lane & 7) + 8 * (lane >> 4), 2 * ks + ((lane >> 3) & 1));
+}
+// The int4 weight tile's packed words for n8 tiles j, j + 1: (n 0-7, bytes 0-15), (n 0-7, bytes 16-31), (n 8-15, ...), ...
+__host__ __device__ __forceinline__ int w4_frag_offset(int col0, int j, int lane) {
+  return swz32(col0 + j * 8 + (lane & 7) + 8 * (lane >> 4), (lane >> 3) & 1);
+}
+// The accumulator element q of mma tile (i, j): row and column in the warp's 64 x 32 tile (m16n8 C fragment).
+__host__ __device__ __forceinline__ int acc_row(int lane, int i, int q) { return i * 16 + (lane >> 2) + (q >> 1) * 8; }
+__host__ __device__ __forceinline__ int acc_col(int lane, int j, int q) { return j * 8 + 2 * (lane & 3) + (q & 1); }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
@@ -52,31 +72,27 @@ __device__ __forceinline__ void mma_f16(float* d, const uint32_t* a, uint32_t b0
 }
 
 // The A fragments of one warp's 4 m16 tiles for the 32-byte k-step ks (0 or 1) of a swizzled [128][64] tile; row0 = the
-// warp's first row. Lane l addresses row (l & 15) of the 16-row tile, chunk 2 * ks + (l >> 4).
+// warp's first row.
 __device__ __forceinline__ void load_a_frags(uint32_t (&a)[4][4], const uint8_t* tile, int row0, int ks, int lane) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int r = row0 + i * 16 + (lane & 15);
-    ldmatrix_x4(a[i][0], a[i][1], a[i][2], a[i][3], tile + swz(r, 2 * ks + (lane >> 4)));
-  }
+  for (int i = 0; i < 4; ++i) ldmatrix_x4(a[i][0], a[i][1], a[i][2], a[i][3], tile + a_frag_offset(row0, i, ks, lane));
 }
 
 // The B fragments of one warp's 4 n8 tiles (k-step ks) of a swizzled [128][64] tile stored [n][k]; b[j][0..1] for n-tile j.
-// One ldmatrix.x4 covers two n8 tiles: lane l addresses row (l & 7) + 8 * (l >> 4), chunk 2 * ks + ((l >> 3) & 1).
 __device__ __forceinline__ void load_b_frags(uint32_t (&b)[4][2], const uint8_t* tile, int col0, int ks, int lane) {
 #pragma unroll
-  for (int j = 0; j < 4; j += 2) {
-    const int r = col0 + j * 8 + (lane & 7) + 8 * (lane >> 4);
-    ldmatrix_x4(b[j][0], b[j][1], b[j + 1][0], b[j + 1][1], tile + swz(r, 2 * ks + ((lane >> 3) & 1)));
-  }
+  for (int j = 0; j < 4; j += 2) ldmatrix_x4(b[j][0], b[j][1], b[j + 1][0], b[j + 1][1], tile + b_frag_offset(col0, j, ks, lane));
 }
 
 // Four int4 (two's complement) nibbles of a word, sign-extended to four int8 bytes: the low nibbles, or the high ones.
 __device__ __forceinline__ uint32_t nib_lo(uint32_t w) { return __vsub4((w & 0x0F0F0F0Fu) ^ 0x08080808u, 0x08080808u); }
 __device__ __forceinline__ uint32_t nib_hi(uint32_t w) { return __vsub4(((w >> 4) & 0x0F0F0F0Fu) ^ 0x08080808u, 0x08080808u); }
+// The tile loaders' chunk of thread tid, copy i: row and 16-byte chunk of a [128][64] tile (512 chunks, 2 per thread).
+__host__ __device__ __forceinline__ int load_row(int tid, int i) { return (tid + i * kThreads) >> 2; }
+__host__ __device__ __forceinline__ int load_chunk(int tid, int i) { return (tid + i * kThreads) & 3; }
 
 // Calls f(i, j, q, r, c) for each of a warp tile's 4 x 4 x 4 accumulators: mma tile (i, j), element q, at row r and column c of the
-// warp's 64 x 32 tile (the m16n8 C fragment: rows lane / 4 and + 8, columns 2 (lane % 4) and + 1).
+// warp's 64 x 32 tile.
 template <class F>
 __device__ __forceinline__ void for_each_acc(int lane, F&& f) {
 #pragma unroll
@@ -84,7 +100,7 @@ __device__ __forceinline__ void for_each_acc(int lane, F&& f) {
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
-      for (int q = 0; q < 4; ++q) f(i, j, q, i * 16 + (lane >> 2) + (q >> 1) * 8, j * 8 + 2 * (lane & 3) + (q & 1));
+      for (int q = 0; q < 4; ++q) f(i, j, q, acc_row(lane, i, q), acc_col(lane, j, q));
 }
 
 // The per-row dynamic scale max(max |x|, 1e-12) / divisor (a true division) of a row of K floats, for a block of THREADS threads (every

@@ -121,13 +121,12 @@ constexpr int kWTileBytes = kBN * 32;
 constexpr int kStageBytes = kTileBytes + kWTileBytes;
 constexpr int kTileSmem = kStages * kStageBytes;
 
-__device__ __forceinline__ int swz32(int r, int c) { return r * 32 + ((c ^ ((r >> 2) & 1)) << 4); }
 
 __device__ __forceinline__ void load_tile_int4(uint8_t* sa, uint8_t* sw, const int8_t* a, const uint8_t* w, int64_t M, int64_t N,
                                                int64_t K, int64_t m0, int64_t n0, int64_t kt, int tid) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int idx = tid + i * kThreads, r = idx >> 2, c = idx & 3;
+    const int r = load_row(tid, i), c = load_chunk(tid, i);
     const bool va = m0 + r < M;
     cp_async16(sa + swz(r, c), a + (va ? (m0 + r) * K + kt * 64 + c * 16 : 0), va ? 16 : 0);
   }
@@ -186,10 +185,7 @@ __global__ __launch_bounds__(kThreads) void tile_int4(const int8_t* a, const flo
     // The packed words of this warp's 4 n8 tiles: pw[j][0] bytes 4 t4.. (k 4 t4.. of each half), pw[j][1] bytes 16 + 4 t4...
     uint32_t pw[4][2];
 #pragma unroll
-    for (int j = 0; j < 4; j += 2) {
-      const int r = col0 + j * 8 + (lane & 7) + 8 * (lane >> 4);
-      ldmatrix_x4(pw[j][0], pw[j][1], pw[j + 1][0], pw[j + 1][1], tw + swz32(r, (lane >> 3) & 1));
-    }
+    for (int j = 0; j < 4; j += 2) ldmatrix_x4(pw[j][0], pw[j][1], pw[j + 1][0], pw[j + 1][1], tw + w4_frag_offset(col0, j, lane));
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
       uint32_t af[4][4];

@@ -115,7 +115,7 @@ __device__ __forceinline__ void store_weight(uint8_t* tile, const WeightRegs& wr
 __device__ __forceinline__ void load_a16(uint8_t* sa, const uint16_t* a16, int64_t M, int64_t Kp, int64_t m0, int64_t k0, int tid) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int idx = tid + i * kThreads, r = idx >> 2, c = idx & 3;
+    const int r = load_row(tid, i), c = load_chunk(tid, i);
     const bool va = m0 + r < M;
     cp_async16(sa + swz(r, c), a16 + (va ? (m0 + r) * Kp + k0 + c * 8 : 0), va ? 16 : 0);
   }

@@ -88,7 +88,7 @@ __device__ __forceinline__ void load_tile_int8(uint8_t* sa, uint8_t* sb, const i
                                                int64_t m0, int64_t n0, int64_t k0, int tid) {
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int idx = tid + i * kThreads, r = idx >> 2, c = idx & 3;
+    const int r = load_row(tid, i), c = load_chunk(tid, i);
     const int64_t k = k0 + c * 16;
     const bool ka = k < K;
     const bool va = ka && m0 + r < M, vb = ka && n0 + r < N;
