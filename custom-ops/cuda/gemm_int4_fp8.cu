@@ -7,6 +7,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <stdexcept>
 
 #include "gemm_common.cuh"
@@ -28,7 +29,7 @@ inline int64_t padded_k(int64_t K) { return (K + kKTile - 1) / kKTile * kKTile; 
 __device__ __forceinline__ uint16_t fp8_as_half(float v) {
   if (isnan(v)) return 0;
   const __nv_fp8_storage_t b = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
-  return __half_raw(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)).x;
+  return __nv_cvt_fp8_to_halfraw(b, __NV_E4M3).x;
 }
 
 __device__ __forceinline__ float fp8_to_float(uint8_t b) { return __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3))); }
@@ -59,8 +60,8 @@ __global__ void simple_fp8(const uint16_t* a16, const float* s, const uint8_t* w
   for (int64_t g = 0; g < groups; ++g) {
     const float sc = fp8_to_float(w_scale[n * groups + g]);
     for (int64_t k = g * G; k < (g + 1) * G; ++k) {
-      const float b = __half2float(__half(__half_raw{weight_half(wr[k >> 1], k, sc)}));
-      const float a = __half2float(__half(__half_raw{a16[m * Kp + k]}));
+      const float b = __half2float(__ushort_as_half(weight_half(wr[k >> 1], k, sc)));
+      const float a = __half2float(__ushort_as_half(a16[m * Kp + k]));
       acc += double(__fmul_rn(a, b));
     }
   }
