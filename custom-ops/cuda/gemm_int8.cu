@@ -154,7 +154,8 @@ cudaError_t gemv(const int8_t* a, const float* a_scale, const int8_t* b, const f
 
 cudaError_t tile(const int8_t* a, const float* a_scale, const int8_t* b, const float* b_scale, const float* bias, float* y, int64_t M,
                  int64_t N, int64_t K, cudaStream_t st) {
-  static const cudaError_t attr = cudaFuncSetAttribute(tile_int8, cudaFuncAttributeMaxDynamicSharedMemorySize, kTileSmem);
+  // Set on each call: the attribute belongs to the current device's context (another device, or a reset context, lacks it).
+  const cudaError_t attr = cudaFuncSetAttribute(tile_int8, cudaFuncAttributeMaxDynamicSharedMemorySize, kTileSmem);
   if (attr != cudaSuccess) return attr;
   const dim3 grid(blocks_for(N, kBN), blocks_for(M, kBM));
   if (grid.y > 65535) return cudaErrorInvalidConfiguration;
