@@ -277,7 +277,7 @@ cudaError_t run(const int8_t* a, const float* a_scale, const uint8_t* w, const f
   const bool aligned = aligned16(a) && aligned16(w);
   const bool gemv_fits = size_t(kGemvRows) * 8 * (K / G) * sizeof(int32_t) <= kGemvSmemMax;
   if (path == GemmPath::Auto) path = !aligned ? GemmPath::Simple : M <= 8 && gemv_fits ? GemmPath::Gemv : GemmPath::Tile;
-  if (path != GemmPath::Simple && !aligned) throw std::invalid_argument("MatMulInt4Int8: the GEMV and tile paths need 16-byte aligned A and B");
+  if (path != GemmPath::Simple && !aligned) throw std::invalid_argument("MatMulInt4Int8: the GEMV and tile paths need aligned A and B");
   if (path == GemmPath::Gemv && !gemv_fits) throw std::invalid_argument("MatMulInt4Int8: K / group_size too large for the GEMV path");
   if (path == GemmPath::Simple) {
     if (M > 65535) throw std::invalid_argument("MatMulInt4Int8: the simple path takes M <= 65535");

@@ -193,6 +193,9 @@ int matmul_int4_fp8_path(const float* x, const uint8_t* w, const uint8_t* w_scal
   if (M == 0) return 0;
   if (!x || !w || !w_scale || !y || !scratch) throw std::invalid_argument("MatMulInt4Fp8: null input, output or scratch");
   if (M > 2147483647) throw std::invalid_argument("MatMulInt4Fp8: M too large");
+  if (path == GemmPath::Auto) path = aligned16(scratch) ? GemmPath::Tile : GemmPath::Simple;  // cp.async reads the fp16 rows
+  if (path != GemmPath::Simple && !aligned16(scratch)) throw std::invalid_argument("MatMulInt4Fp8: the tile path needs an aligned scratch");
+  if (path == GemmPath::Simple && M > 65535) throw std::invalid_argument("MatMulInt4Fp8: the simple path takes M <= 65535");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   const int64_t Kp = padded_k(K);
   uint16_t* a16 = static_cast<uint16_t*>(scratch);
@@ -202,7 +205,6 @@ int matmul_int4_fp8_path(const float* x, const uint8_t* w, const uint8_t* w_scal
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   if (path == GemmPath::Simple) {
-    if (M > 65535) throw std::invalid_argument("MatMulInt4Fp8: the simple path takes M <= 65535");
     simple_fp8<<<dim3(blocks_for(N, 128), unsigned(M)), 128, 0, st>>>(a16, s, w, w_scale, y, M, N, K, Kp, group_size, inv_t);
   } else {
     const dim3 grid(blocks_for(N, kBN), blocks_for(M, kBM));

@@ -48,7 +48,8 @@ long elem(uint32_t w, int x, int bits) {
 }
 
 // mma.sync m16n8kK (K = 32 for s8, 16 for f16): a_r of lane L holds row g + 8 (r & 1), k = (r >> 1) K / 2 + E t + x; b_r holds
-// k = r K / 2 + E t + x of column g (g = L / 4, t = L % 4, E = values per register); d0..d3 = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1].
+// k = r K / 2 + E t + x of column g (g = L / 4, t = L % 4, E = values per register);
+// d0..d3 = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1].
 void mma(const Frags& f, int bits, long acc[32][4][4][4]) {
   const int E = 32 / bits, K = 8 * E;
   for (int i = 0; i < 4; ++i)
