@@ -1,8 +1,9 @@
 // MatMulInt4Fp8 on CUDA (quantc/gemm_fp8.h): x quantized per row to float8 e4m3fn (s_m = max(max|x|, 1e-12) / 448, a true
 // division, round to nearest even, saturating), b = fp8(q * scale) per weight element; y = (sum_k a b) * s_m * 2^-t_exponent.
 // Every e4m3fn value is exact in fp16 and the products of two are exact in fp32, so the tile path runs an fp16 tensor-core GEMM
-// (mma.sync m16n8k16, fp32 accumulation: compared by relative norm); the simple path sums the same products in double per output
-// (exact, so it equals the CPU reference bit for bit). The activations go to the scratch as fp16 rows padded to 32 k's with zeros.
+// (mma.sync m16n8k16, fp32 accumulation: compared by relative norm); the GEMV (M <= 8) a warp per channel with fp32 lane sums
+// (relative norm too); the simple path sums the same products in double per output (exact: the CPU reference bit for bit).
+// The activations go to the scratch as fp16 rows padded to 32 k's with zeros.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -66,6 +67,36 @@ __global__ void simple_fp8(const uint16_t* a16, const float* s, const uint8_t* w
     }
   }
   y[m * N + n] = __fmul_rn(__double2float_rn(acc), __fmul_rn(s[m], inv_t));
+}
+
+// ---- GEMV (M <= 8, instantiated per row count): a warp per output channel, the groups in order, the lanes over each group's
+// k's (byte loads, coalesced), fp32 partial sums per lane reduced by shuffles (compared by relative norm, like the tile path).
+constexpr int kGemvWarps = 4;
+
+template <int MR>
+__global__ __launch_bounds__(kGemvWarps * 32) void gemv_fp8(const uint16_t* a16, const float* s, const uint8_t* w, const uint8_t* w_scale,
+                                                              float* y, int64_t N, int64_t K, int64_t Kp, int64_t G, float inv_t) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = int64_t(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  if (n >= N) return;  // whole warps; no block-wide barrier below
+  const int64_t groups = K / G;
+  const uint8_t* wr = w + n * ((K + 1) / 2);
+  float acc[MR] = {};
+  for (int64_t g = 0; g < groups; ++g) {
+    const float sc = fp8_to_float(__ldg(w_scale + n * groups + g));
+    for (int64_t k = g * G + lane; k < (g + 1) * G; k += 32) {
+      const float b = __half2float(__ushort_as_half(weight_half(__ldg(wr + (k >> 1)), k, sc)));
+#pragma unroll
+      for (int m = 0; m < MR; ++m) acc[m] = fmaf(__half2float(__ushort_as_half(__ldg(a16 + m * Kp + k))), b, acc[m]);
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < MR; ++m) {
+    float v = acc[m];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    if (lane == 0) y[int64_t(m) * N + n] = __fmul_rn(v, __fmul_rn(s[m], inv_t));
+  }
 }
 
 // ---- the tile GEMM: fp16 k-tiles of 32 k's (64 bytes per row, the int8 GEMMs' swizzled geometry), 8 warps of 64 x 32,
@@ -193,8 +224,9 @@ int matmul_int4_fp8_path(const float* x, const uint8_t* w, const uint8_t* w_scal
   if (M == 0) return 0;
   if (!x || !w || !w_scale || !y || !scratch) throw std::invalid_argument("MatMulInt4Fp8: null input, output or scratch");
   if (M > 2147483647) throw std::invalid_argument("MatMulInt4Fp8: M too large");
-  if (path == GemmPath::Auto) path = aligned16(scratch) ? GemmPath::Tile : GemmPath::Simple;  // cp.async reads the fp16 rows
-  if (path != GemmPath::Simple && !aligned16(scratch)) throw std::invalid_argument("MatMulInt4Fp8: the tile path needs an aligned scratch");
+  // (the tile path reads the fp16 rows with cp.async: 16-byte alignment; the GEMV and the simple path need none)
+  if (path == GemmPath::Auto) path = M <= 8 ? GemmPath::Gemv : aligned16(scratch) ? GemmPath::Tile : GemmPath::Simple;
+  if (path == GemmPath::Tile && !aligned16(scratch)) throw std::invalid_argument("MatMulInt4Fp8: the tile path needs an aligned scratch");
   if (path == GemmPath::Simple && M > 65535) throw std::invalid_argument("MatMulInt4Fp8: the simple path takes M <= 65535");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   const int64_t Kp = padded_k(K);
@@ -204,7 +236,14 @@ int matmul_int4_fp8_path(const float* x, const uint8_t* w, const uint8_t* w_scal
   quantize_rows_fp8<<<unsigned(M), kQuantThreads, 0, st>>>(x, a16, s, K, Kp);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  if (path == GemmPath::Simple) {
+  if (path == GemmPath::Gemv) {
+    e = for_row_slices(M, [&](auto mr, int64_t m0) {
+      gemv_fp8<decltype(mr)::value><<<blocks_for(N, kGemvWarps), kGemvWarps * 32, 0, st>>>(a16 + m0 * Kp, s + m0, w, w_scale, y + m0 * N,
+                                                                                           N, K, Kp, group_size, inv_t);
+      return cudaSuccess;
+    });
+    if (e != cudaSuccess) return e;
+  } else if (path == GemmPath::Simple) {
     simple_fp8<<<dim3(blocks_for(N, 128), unsigned(M)), 128, 0, st>>>(a16, s, w, w_scale, y, M, N, K, Kp, group_size, inv_t);
   } else {
     const dim3 grid(blocks_for(N, kBN), blocks_for(M, kBM));

@@ -413,7 +413,7 @@ void fp8_cases(const Shape& sh, const std::vector<GemmPath>& paths, const Peaks&
   const auto rows = check_rows(M);
   for (GemmPath p : paths) {
     Case c;
-    c.kernel = std::string("MatMulInt4Fp8 ") + (p == GemmPath::Simple ? "simple" : "tile fp16");
+    c.kernel = std::string("MatMulInt4Fp8 ") + (p == GemmPath::Tile ? "tile fp16" : path_label(p));
     c.shape = shape_str(M, N, K, " G=" + std::to_string(G));
     c.M = M, c.N = N, c.K = K;
     c.sets = sets;
@@ -427,7 +427,7 @@ void fp8_cases(const Shape& sh, const std::vector<GemmPath>& paths, const Peaks&
       quantc::matmul_int4_fp8(xsub.data(), w.data(), ws.data(), int64_t(rows.size()), N, K, G, t, y.data());
       return y;
     };
-    // The simple path sums in double (exact, bit for bit); the tensor cores accumulate in float32.
+    // The simple path sums in double (exact, bit for bit); the GEMV and the tensor cores accumulate in float32.
     c.exact = p == GemmPath::Simple;
     c.tol = 1e-5;
     c.decode = M <= 8;
@@ -439,7 +439,8 @@ void fp8_cases(const Shape& sh, const std::vector<GemmPath>& paths, const Peaks&
 }
 
 // The LLaMA-7B-like layers (N x K, each with one group size): decode M = 1, 8 (the simple path as the plain check, the GEMV, the
-// tile GEMM), prefill M = 512, 2048 (the tile GEMM); MatMulInt4Fp8 last (the fp16 tensor-core GEMM, its simple path on decode).
+// tile GEMM), prefill M = 512, 2048 (the tile GEMM); MatMulInt4Fp8 last (decode: simple, GEMV, fp16 tensor-core GEMM; prefill: the
+// tensor-core GEMM).
 void layer_cases(const Peaks& peaks, uint64_t seed) {
   using P = GemmPath;
   const std::vector<Shape> layers = {{0, 4096, 4096, 128}, {0, 11008, 4096, 64}, {0, 4096, 11008, 32}};
@@ -457,7 +458,7 @@ void layer_cases(const Peaks& peaks, uint64_t seed) {
     }
   }
   for (const Shape& l : layers) {
-    for (int64_t M : decode_m) fp8_cases({M, l.N, l.K, l.G}, {P::Simple, P::Tile}, peaks, seed += 10);
+    for (int64_t M : decode_m) fp8_cases({M, l.N, l.K, l.G}, {P::Simple, P::Gemv, P::Tile}, peaks, seed += 10);
     for (int64_t M : prefill_m) fp8_cases({M, l.N, l.K, l.G}, {P::Tile}, peaks, seed += 10);
   }
 }
@@ -484,10 +485,10 @@ void gemm_suite(const Peaks& peaks) {
     int8_cases({M, 250, 528, 0}, {P::Gemv, P::Tile}, peaks, seed += 10);
     int4_cases({M, 250, 512, 32}, false, {P::Gemv, P::Tile}, peaks, seed += 10);
     int4_cases({M, 250, 512, 128}, true, {P::Gemv, P::Tile}, peaks, seed += 10);
-    fp8_cases({M, 250, 500, 50}, {P::Tile}, peaks, seed += 10);
+    fp8_cases({M, 250, 500, 50}, {P::Gemv, P::Tile}, peaks, seed += 10);
   }
   // 3. a small square fp8 shape (quick), or the layers.
-  if (quick()) fp8_cases({64, 256, 512, 128}, {P::Simple, P::Tile}, peaks, seed += 10);
+  if (quick()) fp8_cases({64, 256, 512, 128}, {P::Simple, P::Gemv, P::Tile}, peaks, seed += 10);
   else layer_cases(peaks, seed);
   if (g_dead) {
     // A fresh context for the suites after this one (this suite's buffers are gone; cuBLAS handles made before are not usable).

@@ -23,7 +23,8 @@ int matmul_int4_int8_path(const int8_t* a, const float* a_scale, const uint8_t* 
 int matmul_int4_f32_path(const float* x, const float* a_scale, const uint8_t* w, const float* w_scale, const float* bias, float* y,
                          int64_t M, int64_t N, int64_t K, int64_t group_size, void* scratch, GemmPath path, void* stream);
 
-// MatMulInt4Fp8: Simple (a scalar float kernel on the same fp16 operands) or Tile (fp16 mma.sync); Auto = Tile.
+// MatMulInt4Fp8: Simple (one thread per output, exact double sums), Gemv (a warp per channel, fp32 sums) or Tile (fp16 mma.sync);
+// Auto = Gemv for M <= 8, else Tile (Simple where the scratch is not 16-byte aligned).
 int matmul_int4_fp8_path(const float* x, const uint8_t* w, const uint8_t* w_scale, float* y, int64_t M, int64_t N, int64_t K,
                          int64_t group_size, int64_t t_exponent, void* scratch, GemmPath path, void* stream);
 
