@@ -1,0 +1,207 @@
+// CUDA kernels of Hadamard and HadamardQuantizeInt8 (quantc/cuda_ops.h): the float operations of cpu/hadamard.cpp's
+// hadamard_transform_rows in the same order, so the results equal the CPU's bit for bit.
+//
+// One block per row (a grid-stride loop over rows), the row in shared memory (dynamic, n floats). n = 2^k * m is split
+// as hadamard_split does (the smallest supported m); the row is viewed as [m, 2^k]: the Sylvester butterflies of stages
+// h = 1, 2, 4, ... (as the CPU's fwht: v[j] = a + b, v[j + h] = a - b) over each of the m segments, one stage per
+// __syncthreads; then, for m > 1, the H_m mix y[a][b] = sum over c in order of ±u[c][b] (from 0, one rounding per
+// term, as the CPU's), four output rows a per thread, H_m's signs bit-packed in constant memory (uploaded once per
+// device from quantc::hadamard_matrix) and read warp-uniformly; then the normalization (times 1/sqrt(n)) and the store
+// (float, or the int8 quantization). The output goes straight to global memory from registers, after the whole row
+// was read, so x and y may alias. A row that does not fit the device's shared memory per block throws
+// std::invalid_argument.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernel_util.cuh"
+#include "quantc/cuda_ops.h"
+#include "quantc/hadamard.h"
+
+namespace quantc::cuda {
+namespace {
+
+constexpr int kRowsPerThread = 4;  // H_m output rows a per thread in the mix (every supported m > 1 is a multiple of 4)
+constexpr int kMaxWords = 4096;    // 32-bit words of all the packed H_m (3468 for the current orders)
+
+// Bit c % 32 of word [off + a * W + c / 32] is set when H_m[a][c] = -1 (W = ceil(m / 32)).
+__constant__ uint32_t c_hbits[kMaxWords];
+
+struct Table {
+  std::vector<uint32_t> words;
+  std::vector<int> offset;  // offset[m] for each supported m
+};
+
+const Table& table() {
+  static const Table t = [] {
+    Table r;
+    r.offset.assign(173, -1);
+    for (int m : hadamard_orders()) {
+      const std::vector<int8_t> h = hadamard_matrix(m);
+      const int W = (m + 31) / 32;
+      r.offset[m] = static_cast<int>(r.words.size());
+      r.words.resize(r.words.size() + static_cast<size_t>(m) * W, 0u);
+      for (int a = 0; a < m; ++a)
+        for (int c = 0; c < m; ++c)
+          if (h[static_cast<size_t>(a) * m + c] < 0) r.words[r.offset[m] + a * W + c / 32] |= 1u << (c % 32);
+    }
+    if (r.words.size() > kMaxWords) throw std::logic_error("Hadamard (CUDA): packed H_m tables exceed the constant buffer");
+    return r;
+  }();
+  return t;
+}
+
+// Uploads the packed tables to the current device's constant memory once (per device, mutex-guarded).
+cudaError_t ensure_tables() {
+  static std::mutex mu;
+  static std::vector<bool> done;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mu);
+  if (dev < static_cast<int>(done.size()) && done[dev]) return cudaSuccess;
+  const Table& t = table();
+  e = cudaMemcpyToSymbol(c_hbits, t.words.data(), t.words.size() * sizeof(uint32_t));
+  if (e != cudaSuccess) return e;
+  if (dev >= static_cast<int>(done.size())) done.resize(dev + 1, false);
+  done[dev] = true;
+  return cudaSuccess;
+}
+
+struct HadParams {
+  const float* x;
+  float* y;           // float output, or null
+  int8_t* q;          // int8 output, or null
+  const float* qscale;
+  int64_t rows, n;
+  int lp2, m, hoff, words;  // n = 2^lp2 * m; H_m's table offset and words per row
+  float scale;         // 1/sqrt(n), or 1
+  bool normalize;
+};
+
+__device__ __forceinline__ void store(const HadParams& p, int64_t i, float v, float qs) {
+  if (p.normalize) v = __fmul_rn(v, p.scale);
+  if (p.q) p.q[i] = detail::quantize_i8(v, qs);
+  else p.y[i] = v;
+}
+
+// acc[r] += H_m[a0 + r][c0 + cc] * v, the sign flipped by xor (exactly the CPU's dst += src / dst -= src).
+__device__ __forceinline__ void mix_term(float (&acc)[kRowsPerThread], const uint32_t (&w)[kRowsPerThread], int cc, float v) {
+  const uint32_t vb = __float_as_uint(v);
+#pragma unroll
+  for (int r = 0; r < kRowsPerThread; ++r) acc[r] = __fadd_rn(acc[r], __uint_as_float(vb ^ ((w[r] >> cc) << 31)));
+}
+
+__global__ void hadamard_kernel(const HadParams p) {
+  extern __shared__ float buf[];
+  // n fits the shared memory, so int indices; p2 = 2^lp2, the segment and column splits are shifts and masks.
+  const int tid = threadIdx.x, nt = blockDim.x, n = static_cast<int>(p.n), lp2 = p.lp2, p2 = 1 << lp2;
+  const float qs = p.q ? *p.qscale : 1.f;
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    const float* xr = p.x + row * p.n;
+    for (int i = tid; i < n; i += nt) buf[i] = xr[i];
+    __syncthreads();
+    // Sylvester butterflies over each of the m segments of length p2, stage h = 2^lh by stage: butterfly k of the
+    // n / 2 is pair r = k mod p2/2 of segment k / (p2/2), at j = seg * p2 + (r / h) * 2h + r mod h.
+    for (int lh = 0; lh < lp2; ++lh) {
+      const int h = 1 << lh;
+      for (int k = tid; k < n / 2; k += nt) {
+        const int seg = k >> (lp2 - 1), r = k & ((p2 >> 1) - 1);
+        const int j = (seg << lp2) + ((r >> lh) << (lh + 1)) + (r & (h - 1));
+        const float a = buf[j], b = buf[j + h];
+        buf[j] = __fadd_rn(a, b);
+        buf[j + h] = __fsub_rn(a, b);
+      }
+      __syncthreads();
+    }
+    const int64_t base = row * p.n;
+    if (p.m == 1) {
+      for (int i = tid; i < n; i += nt) store(p, base + i, buf[i], qs);
+    } else {
+      // y[a][b] = sum_c ±u[c][b], items (a group of 4 rows, column b); a warp's items share the group when p2 >= 32.
+      const int items = p.m / kRowsPerThread * p2;
+      for (int it = tid; it < items; it += nt) {
+        const int a0 = (it >> lp2) * kRowsPerThread, b = it & (p2 - 1);
+        float acc[kRowsPerThread];
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) acc[r] = 0.f;
+        for (int c0 = 0; c0 < p.m; c0 += 32) {
+          uint32_t w[kRowsPerThread];
+#pragma unroll
+          for (int r = 0; r < kRowsPerThread; ++r) w[r] = c_hbits[p.hoff + (a0 + r) * p.words + c0 / 32];
+          const float* u = buf + (c0 << lp2) + b;
+          if (p.m - c0 >= 32) {
+#pragma unroll
+            for (int cc = 0; cc < 32; ++cc) mix_term(acc, w, cc, u[cc << lp2]);
+          } else {
+            for (int cc = 0; cc < p.m - c0; ++cc) mix_term(acc, w, cc, u[cc << lp2]);
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) store(p, base + ((a0 + r) << lp2) + b, acc[r], qs);
+      }
+    }
+    __syncthreads();  // the next row overwrites buf
+  }
+}
+
+int launch(HadParams p, const char* op, void* stream) {
+  if (p.rows < 0) throw std::invalid_argument(std::string(op) + " (CUDA): negative row count");
+  int64_t p2 = 0;
+  int m = 0;
+  if (!hadamard_split(p.n, &p2, &m))
+    throw std::invalid_argument(std::string(op) + " (CUDA): size " + std::to_string(p.n) + " is not 2^k times a supported order");
+  if (!p.x || (!p.y && !p.q) || (p.q && !p.qscale)) throw std::invalid_argument(std::string(op) + " (CUDA): null input or output");
+  if (p.rows == 0) return 0;
+  int dev = 0, smem_max = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return static_cast<int>(e);
+  const size_t smem = static_cast<size_t>(p.n) * sizeof(float);
+  if (smem > static_cast<size_t>(smem_max))
+    throw std::invalid_argument(std::string(op) + " (CUDA): a row of " + std::to_string(p.n) + " floats exceeds the " +
+                                std::to_string(smem_max) + " bytes of shared memory per block");
+  if (m > 1 && (e = ensure_tables()) != cudaSuccess) return static_cast<int>(e);
+  p.lp2 = 0;
+  while ((int64_t{1} << p.lp2) < p2) ++p.lp2;
+  p.m = m;
+  p.hoff = m > 1 ? table().offset[m] : 0;
+  p.words = (m + 31) / 32;
+  p.scale = p.normalize ? 1.0f / std::sqrt(static_cast<float>(p.n)) : 1.0f;
+  if (smem > 48 * 1024 && (e = cudaFuncSetAttribute(hadamard_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                    static_cast<int>(smem))) != cudaSuccess)
+    return static_cast<int>(e);
+  const int threads = p.n >= 4096 ? 512 : p.n >= 1024 ? 256 : 128;
+  const unsigned grid = static_cast<unsigned>(p.rows < (int64_t{1} << 30) ? p.rows : (int64_t{1} << 30));
+  hadamard_kernel<<<grid, threads, smem, static_cast<cudaStream_t>(stream)>>>(p);
+  return static_cast<int>(cudaGetLastError());
+}
+
+}  // namespace
+
+int hadamard(const float* x, float* y, int64_t rows, int64_t n, bool normalize, void* stream) {
+  HadParams p{};
+  p.x = x;
+  p.y = y;
+  p.rows = rows;
+  p.n = n;
+  p.normalize = normalize;
+  return launch(p, "Hadamard", stream);
+}
+
+int hadamard_quantize_int8(const float* x, const float* scale, int8_t* y, int64_t rows, int64_t n, void* stream) {
+  HadParams p{};
+  p.x = x;
+  p.q = y;
+  p.qscale = scale;
+  p.rows = rows;
+  p.n = n;
+  p.normalize = true;
+  return launch(p, "HadamardQuantizeInt8", stream);
+}
+
+}  // namespace quantc::cuda
