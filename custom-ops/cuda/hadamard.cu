@@ -3,8 +3,8 @@
 //
 // One block per row (a grid-stride loop over rows), the row in shared memory (dynamic, n floats). n = 2^k * m is split
 // as hadamard_split does (the smallest supported m); the row is viewed as [m, 2^k]: the Sylvester butterflies of stages
-// h = 1, 2, 4, ... (as the CPU's fwht: v[j] = a + b, v[j + h] = a - b) over each of the m segments, one stage per
-// __syncthreads; then, for m > 1, the H_m mix y[a][b] = sum over c in order of ±u[c][b] (from 0, one rounding per
+// h = 1, 2, 4, ... (as the CPU's fwht: v[j] = a + b, v[j + h] = a - b) over each of the m segments, three stages per
+// pass in registers, a __syncthreads between passes; then, for m > 1, the H_m mix y[a][b] = sum over c in order of ±u[c][b] (from 0, one rounding per
 // term, as the CPU's), four output rows a per thread, H_m's signs bit-packed in constant memory (uploaded once per
 // device from quantc::hadamard_matrix) and read warp-uniformly; then the normalization (times 1/sqrt(n)) and the store
 // (float, or the int8 quantization). The output goes straight to global memory from registers, after the whole row
@@ -96,6 +96,32 @@ __device__ __forceinline__ void mix_term(float (&acc)[kRowsPerThread], const uin
   for (int r = 0; r < kRowsPerThread; ++r) acc[r] = __fadd_rn(acc[r], __uint_as_float(vb ^ ((w[r] >> cc) << 31)));
 }
 
+// Stages h = 2^lh .. 2^(lh+S-1) of the butterflies (the CPU's v[j] = a + b, v[j + h] = a - b, stage by stage) in
+// registers: group q of the n / 2^S holds the 2^S elements base + k * h that these stages mix, base = q with S zero
+// bits inserted at bit lh. The segments (2^lp2 each, lh + S <= lp2) are contiguous, so the groups never straddle them.
+template <int S>
+__device__ __forceinline__ void fwht_pass(float* buf, int n, int lh, int tid, int nt) {
+  constexpr int G = 1 << S;
+  const int h = 1 << lh;
+  for (int q = tid; q < n / G; q += nt) {
+    const int base = ((q >> lh) << (lh + S)) + (q & (h - 1));
+    float v[G];
+#pragma unroll
+    for (int k = 0; k < G; ++k) v[k] = buf[base + k * h];
+#pragma unroll
+    for (int hh = 1; hh < G; hh <<= 1)
+#pragma unroll
+      for (int k = 0; k < G; ++k)
+        if ((k & hh) == 0) {
+          const float a = v[k], b = v[k + hh];
+          v[k] = __fadd_rn(a, b);
+          v[k + hh] = __fsub_rn(a, b);
+        }
+#pragma unroll
+    for (int k = 0; k < G; ++k) buf[base + k * h] = v[k];
+  }
+}
+
 __global__ void hadamard_kernel(const HadParams p) {
   extern __shared__ float buf[];
   // n fits the shared memory, so int indices; p2 = 2^lp2, the segment and column splits are shifts and masks.
@@ -105,17 +131,12 @@ __global__ void hadamard_kernel(const HadParams p) {
     const float* xr = p.x + row * p.n;
     for (int i = tid; i < n; i += nt) buf[i] = xr[i];
     __syncthreads();
-    // Sylvester butterflies over each of the m segments of length p2, stage h = 2^lh by stage: butterfly k of the
-    // n / 2 is pair r = k mod p2/2 of segment k / (p2/2), at j = seg * p2 + (r / h) * 2h + r mod h.
-    for (int lh = 0; lh < lp2; ++lh) {
-      const int h = 1 << lh;
-      for (int k = tid; k < n / 2; k += nt) {
-        const int seg = k >> (lp2 - 1), r = k & ((p2 >> 1) - 1);
-        const int j = (seg << lp2) + ((r >> lh) << (lh + 1)) + (r & (h - 1));
-        const float a = buf[j], b = buf[j + h];
-        buf[j] = __fadd_rn(a, b);
-        buf[j + h] = __fsub_rn(a, b);
-      }
+    // Sylvester butterflies over each of the m segments of length p2, S = 3 stages per pass (fewer in the last).
+    for (int lh = 0; lh < lp2; lh += 3) {
+      const int s = lp2 - lh < 3 ? lp2 - lh : 3;
+      if (s == 3) fwht_pass<3>(buf, n, lh, tid, nt);
+      else if (s == 2) fwht_pass<2>(buf, n, lh, tid, nt);
+      else fwht_pass<1>(buf, n, lh, tid, nt);
       __syncthreads();
     }
     const int64_t base = row * p.n;
