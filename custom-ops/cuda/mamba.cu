@@ -23,13 +23,18 @@ using detail::quantize_i8;
 using detail::silu;
 using detail::softplus;
 
-constexpr int kLanes = 8;                  // lanes per channel (a power of two dividing 32)
-constexpr int kChan = 16;                  // channels per block
-constexpr int kThreads = kLanes * kChan;   // 128
-constexpr int kT = 32;                     // time steps per chunk
-constexpr int kTile = kT * kChan;          // elements of an x / dt / z tile
-constexpr int kPerThread = kTile / kThreads;
-static_assert(kTile % kThreads == 0 && kThreads % kChan == 0, "tile split");
+constexpr int kThreads = 128;  // per block: kThreads / LANES channels, LANES lanes each
+constexpr int kT = 32;         // time steps per chunk
+
+// The block's geometry for NS states per lane and LANES lanes per channel (a power of two dividing 32).
+template <int NS, int LANES>
+struct Geo {
+  static constexpr int kChan = kThreads / LANES;        // channels per block
+  static constexpr int kPer = kT * kChan / kThreads;    // x / dt / z tile elements per thread
+  static constexpr int NP = LANES * NS;                 // states held per channel (>= N)
+  static constexpr int kBC = kT * NP / kThreads;        // B (and C) tile elements per thread
+  static_assert(kPer * kThreads == kT * kChan && kBC * kThreads == kT * NP, "tile split");
+};
 
 template <typename In>
 struct ScanParams {
@@ -45,19 +50,19 @@ struct ScanParams {
 __device__ __forceinline__ float scale_of(const float* p) { return p ? *p : 1.f; }
 
 // The chunk's inputs in registers (loaded one chunk ahead).
-template <typename In, int NS>
+template <typename In, class G>
 struct Prefetch {
-  static constexpr int kBC = kT * kLanes * NS / kThreads;  // B (and C) elements per thread
-  In x[kPerThread], dt[kPerThread], z[kPerThread], B[kBC], C[kBC];
+  In x[G::kPer], dt[G::kPer], z[G::kPer], B[G::kBC], C[G::kBC];
 };
 
-template <typename In, int NS>
-__device__ __forceinline__ void load_chunk(const ScanParams<In>& p, int64_t b, int64_t d0, int64_t t0, Prefetch<In, NS>& r) {
+template <typename In, class G>
+__device__ __forceinline__ void load_chunk(const ScanParams<In>& p, int64_t b, int64_t d0, int64_t t0, Prefetch<In, G>& r) {
+  constexpr int kChan = G::kChan, NP = G::NP;
   const int tid = threadIdx.x;
   const int64_t L = p.length, Dm = p.dim, N = p.state;
   const int64_t d = d0 + tid % kChan;
 #pragma unroll
-  for (int k = 0; k < kPerThread; ++k) {
+  for (int k = 0; k < G::kPer; ++k) {
     const int64_t t = t0 + (tid + k * kThreads) / kChan;
     const bool ok = t < L && d < Dm;
     const int64_t i = (b * L + t) * Dm + d;
@@ -65,9 +70,8 @@ __device__ __forceinline__ void load_chunk(const ScanParams<In>& p, int64_t b, i
     r.dt[k] = ok ? p.dt[i] : In(0);
     r.z[k] = ok && p.z ? p.z[i] : In(0);
   }
-  constexpr int NP = kLanes * NS;
 #pragma unroll
-  for (int k = 0; k < Prefetch<In, NS>::kBC; ++k) {
+  for (int k = 0; k < G::kBC; ++k) {
     const int e = tid + k * kThreads;
     const int64_t t = t0 + e / NP, n = e % NP;
     const bool ok = t < L && n < N;
@@ -77,15 +81,17 @@ __device__ __forceinline__ void load_chunk(const ScanParams<In>& p, int64_t b, i
   }
 }
 
-template <typename In, int NS>
+template <class G>
 struct ScanSmem {
-  float dt[kT][kChan], dbx[kT][kChan], xv[kT][kChan], gate[kT][kChan], acc[kT][kChan];
-  float B[kT][kLanes * NS], C[kT][kLanes * NS];
+  float dt[kT][G::kChan], dbx[kT][G::kChan], xv[kT][G::kChan], gate[kT][G::kChan], acc[kT][G::kChan];
+  float B[kT][G::NP], C[kT][G::NP];
 };
 
-template <typename In, int NS>
+template <typename In, int NS, int LANES>
 __global__ void __launch_bounds__(kThreads) scan_kernel(const ScanParams<In> p) {
-  __shared__ ScanSmem<In, NS> sm;
+  using G = Geo<NS, LANES>;
+  constexpr int kChan = G::kChan, kLanes = LANES, NP = G::NP;
+  __shared__ ScanSmem<G> sm;
   const int tid = threadIdx.x;
   const int64_t b = blockIdx.y, d0 = int64_t(blockIdx.x) * kChan;
   const int64_t L = p.length, Dm = p.dim, N = p.state;
@@ -109,13 +115,13 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const ScanParams<In> p) 
     h[j] = ok && p.h0 ? p.h0[(b * Dm + d) * N + n] : 0.f;
   }
 
-  Prefetch<In, NS> r;
-  load_chunk<In, NS>(p, b, d0, 0, r);
+  Prefetch<In, G> r;
+  load_chunk<In, G>(p, b, d0, 0, r);
   for (int64_t t0 = 0; t0 < L; t0 += kT) {
     const int tn = static_cast<int>(L - t0 < kT ? L - t0 : kT);
     // Stage: the per-(t, d) work once, in the CPU's order of roundings.
 #pragma unroll
-    for (int k = 0; k < kPerThread; ++k) {
+    for (int k = 0; k < G::kPer; ++k) {
       const int t = (tid + k * kThreads) / kChan;
       const float xv = __fmul_rn(static_cast<float>(r.x[k]), xs);
       float dtv = __fadd_rn(__fmul_rn(static_cast<float>(r.dt[k]), dts), bias);
@@ -126,15 +132,14 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const ScanParams<In> p) 
       sm.xv[t][ec] = xv;
       sm.gate[t][ec] = p.z ? silu(__fmul_rn(static_cast<float>(r.z[k]), zs)) : 1.f;
     }
-    constexpr int NP = kLanes * NS;
 #pragma unroll
-    for (int k = 0; k < Prefetch<In, NS>::kBC; ++k) {
+    for (int k = 0; k < G::kBC; ++k) {
       const int e = tid + k * kThreads;
       sm.B[e / NP][e % NP] = static_cast<float>(r.B[k]);
       sm.C[e / NP][e % NP] = static_cast<float>(r.C[k]);
     }
     __syncthreads();
-    if (t0 + kT < L) load_chunk<In, NS>(p, b, d0, t0 + kT, r);  // in flight during the recurrence
+    if (t0 + kT < L) load_chunk<In, G>(p, b, d0, t0 + kT, r);  // in flight during the recurrence
     // The recurrence: h = exp(dt * A) * h + (dt * x * B_scale) * B; acc = sum_n C[n] * h[n].
 #pragma unroll 4
     for (int t = 0; t < tn; ++t) {
@@ -152,7 +157,7 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const ScanParams<In> p) 
     __syncthreads();
     // Epilogue: y = acc * C_scale + D * x, times silu(z * z_scale); y_q; coalesced along dim.
 #pragma unroll
-    for (int k = 0; k < kPerThread; ++k) {
+    for (int k = 0; k < G::kPer; ++k) {
       const int t = (tid + k * kThreads) / kChan;
       if (t >= tn || !ed_ok) continue;
       float yv = __fadd_rn(__fmul_rn(sm.acc[t][ec], Cs), p.D ? __fmul_rn(Dd, sm.xv[t][ec]) : 0.f);
@@ -172,21 +177,32 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const ScanParams<In> p) 
   }
 }
 
+template <typename In, int LANES>
+void launch_lanes(const ScanParams<In>& p, int64_t batch, cudaStream_t st) {
+  constexpr int kChan = Geo<1, LANES>::kChan;
+  const dim3 grid(static_cast<unsigned>((p.dim + kChan - 1) / kChan), static_cast<unsigned>(batch));
+  if (p.state <= LANES) scan_kernel<In, 1, LANES><<<grid, kThreads, 0, st>>>(p);
+  else if (p.state <= 2 * LANES) scan_kernel<In, 2, LANES><<<grid, kThreads, 0, st>>>(p);
+  else if (p.state <= 4 * LANES) scan_kernel<In, 4, LANES><<<grid, kThreads, 0, st>>>(p);
+  else if constexpr (8 * LANES >= kScanMaxState) scan_kernel<In, 8, LANES><<<grid, kThreads, 0, st>>>(p);
+  else if (p.state <= 8 * LANES) scan_kernel<In, 8, LANES><<<grid, kThreads, 0, st>>>(p);
+  else scan_kernel<In, 16, LANES><<<grid, kThreads, 0, st>>>(p);
+}
+
 template <typename In>
-int launch_scan(const ScanParams<In>& p, int64_t batch, void* stream) {
+int launch_scan(const ScanParams<In>& p, int64_t batch, int lanes, void* stream) {
+  if (lanes != 0 && lanes != 4 && lanes != 8)
+    throw std::invalid_argument("QSelectiveScan (CUDA): lanes " + std::to_string(lanes) + " (0, 4 or 8)");
   if (batch == 0 || p.dim == 0) return 0;
   if (batch > 65535) throw std::invalid_argument("QSelectiveScan (CUDA): batch " + std::to_string(batch) + " over 65535");
-  const dim3 grid(static_cast<unsigned>((p.dim + kChan - 1) / kChan), static_cast<unsigned>(batch));
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  if (p.state <= kLanes) scan_kernel<In, 1><<<grid, kThreads, 0, st>>>(p);
-  else if (p.state <= 2 * kLanes) scan_kernel<In, 2><<<grid, kThreads, 0, st>>>(p);
-  else if (p.state <= 4 * kLanes) scan_kernel<In, 4><<<grid, kThreads, 0, st>>>(p);
-  else scan_kernel<In, 8><<<grid, kThreads, 0, st>>>(p);
+  if (lanes == 4) launch_lanes<In, 4>(p, batch, st);
+  else launch_lanes<In, 8>(p, batch, st);
   return static_cast<int>(cudaGetLastError());
 }
 
 void check_scan_shape(int64_t batch, int64_t length, int64_t dim, int64_t state, bool inputs_ok) {
-  static_assert(kScanMaxState == 8 * kLanes, "kScanMaxState is the widest instantiation");
+  static_assert(kScanMaxState == 64, "the dispatch of launch_lanes holds up to 64 states");
   if (batch < 0 || length < 0 || dim < 0 || state < 1 || state > kScanMaxState)
     throw std::invalid_argument("QSelectiveScan (CUDA): bad shape (batch " + std::to_string(batch) + ", length " + std::to_string(length) +
                                 ", dim " + std::to_string(dim) + ", state " + std::to_string(state) + "; state 1.." +
@@ -231,14 +247,14 @@ int selective_scan_int8(const ScanArgsCuda& a, void* stream) {
   if (a.y_q && !s.y_scale) throw std::invalid_argument("QSelectiveScan (CUDA): y_q without y_scale");
   ScanParams<int8_t> p{a.length, a.dim, a.state, a.dt_softplus, a.x, a.dt, a.B, a.C, a.z, a.dt_bias, a.A, a.D, a.h0, a.y, a.h_out,
                        a.y_q, s};
-  return launch_scan(p, a.batch, stream);
+  return launch_scan(p, a.batch, a.lanes, stream);
 }
 
 int selective_scan_f32(const ScanArgsF32& a, void* stream) {
   check_scan_shape(a.batch, a.length, a.dim, a.state, a.x && a.dt && a.A && a.B && a.C && a.y);
   ScanParams<float> p{a.length, a.dim, a.state, a.dt_softplus, a.x, a.dt, a.B, a.C, a.z, a.dt_bias, a.A, a.D, a.h0, a.y, a.h_out,
                       nullptr, ScanScales{}};
-  return launch_scan(p, a.batch, stream);
+  return launch_scan(p, a.batch, a.lanes, stream);
 }
 
 int causal_conv1d_int8(const ConvArgsCuda& a, void* stream) {

@@ -136,7 +136,7 @@ struct ScanHost {
 };
 
 // The checked run and the timing of the int8 scan; returns its median ms (the row is emitted by the caller).
-double run_scan_int8(const ScanHost& h, Row& row) {
+double run_scan_int8(const ScanHost& h, Row& row, int lanes) {
   const ScanCase& c = h.c;
   const int sets = sets_for(size_t(h.bytes(1)));
   auto x = replicate(h.x, sets), dt = replicate(h.dt, sets), z = replicate(h.z, sets), B = replicate(h.B, sets), C = replicate(h.C, sets);
@@ -146,7 +146,7 @@ double run_scan_int8(const ScanHost& h, Row& row) {
   Dev<int8_t> y_q(h.y_q.size());
   Dev<float> scales(std::vector<float>{h.xs, h.dts, h.Bs, h.Cs, h.zs, h.ys});
   qc::ScanArgsCuda a;
-  a.batch = c.batch; a.length = c.length; a.dim = c.dim; a.state = c.state;
+  a.batch = c.batch; a.length = c.length; a.dim = c.dim; a.state = c.state; a.lanes = lanes;
   a.dt_bias = dt_bias.p; a.A = A.p; a.D = D.p; a.y = y.p;
   a.h_out = c.with_h ? h_out.p : nullptr;
   a.y_q = c.with_yq ? y_q.p : nullptr;
@@ -176,7 +176,7 @@ double run_scan_int8(const ScanHost& h, Row& row) {
 
 // The float scan on the dequantized inputs (what the unquantized model runs): checked against the same CPU reference
 // (its roundings differ only in where B_scale is applied), timed the same way.
-double run_scan_f32(const ScanHost& h, Row& row) {
+double run_scan_f32(const ScanHost& h, Row& row, int lanes) {
   const ScanCase& c = h.c;
   auto deq = [](const std::vector<int8_t>& v, float s) {
     std::vector<float> f(v.size());
@@ -191,7 +191,7 @@ double run_scan_f32(const ScanHost& h, Row& row) {
   if (c.with_h) h0 = replicate(h.h0, sets);
   Dev<float> dt_bias(h.dt_bias), A(h.A), D(h.D), y(h.y.size()), h_out(h.h_out.size());
   qc::ScanArgsF32 a;
-  a.batch = c.batch; a.length = c.length; a.dim = c.dim; a.state = c.state;
+  a.batch = c.batch; a.length = c.length; a.dim = c.dim; a.state = c.state; a.lanes = lanes;
   a.dt_bias = dt_bias.p; a.A = A.p; a.D = D.p; a.y = y.p;
   a.h_out = c.with_h ? h_out.p : nullptr;
   auto set = [&](int s) {
@@ -212,22 +212,27 @@ double run_scan_f32(const ScanHost& h, Row& row) {
   return time_ms([&](int s) { set(s); QC_LAUNCH(qc::selective_scan_f32(a, nullptr)); }, sets, warmups(), reps());
 }
 
-void scan_rows(const Peaks& peaks, const ScanCase& sc) {
+// The int8 scan and its float peer with `lanes` lanes per channel (8, the default, and 4 where `both`).
+void scan_rows(const Peaks& peaks, const ScanCase& sc, bool both) {
   const ScanHost h(sc);
-  Row f{"SelectiveScan f32 (peer)", h.shape()};
-  f.ms = run_scan_f32(h, f);
-  f.unit = "GB/s";
-  f.rate = h.bytes(4) / (f.ms * 1e-3) / 1e9;
-  f.peak_frac = f.rate / peaks.copy_gbs;
-  Row r{"QSelectiveScan", h.shape()};
-  r.ms = run_scan_int8(h, r);
-  r.unit = "GB/s";
-  r.rate = h.bytes(1) / (r.ms * 1e-3) / 1e9;
-  r.peak_frac = r.rate / peaks.copy_gbs;
-  r.vs = f.ms / r.ms;
-  r.peer = "float scan";
-  emit(std::move(r));
-  emit(std::move(f));
+  for (int lanes : {8, 4}) {
+    if (lanes == 4 && !both) break;
+    const std::string shape = h.shape() + (lanes == 8 ? "" : " lanes 4");
+    Row f{"SelectiveScan f32 (peer)", shape};
+    f.ms = run_scan_f32(h, f, lanes);
+    f.unit = "GB/s";
+    f.rate = h.bytes(4) / (f.ms * 1e-3) / 1e9;
+    f.peak_frac = f.rate / peaks.copy_gbs;
+    Row r{"QSelectiveScan", shape};
+    r.ms = run_scan_int8(h, r, lanes);
+    r.unit = "GB/s";
+    r.rate = h.bytes(1) / (r.ms * 1e-3) / 1e9;
+    r.peak_frac = r.rate / peaks.copy_gbs;
+    r.vs = f.ms / r.ms;
+    r.peer = "float scan";
+    emit(std::move(r));
+    emit(std::move(f));
+  }
 }
 
 // --- QCausalConv1d
@@ -360,18 +365,20 @@ void mamba_suite(const Peaks& peaks) {
   if (quick()) {
     conv_row(peaks, 2, 64, 256, 4);
     conv_row(peaks, 2, 1, 256, 4);
-    scan_rows(peaks, {2, 1, 256, 16, true, false});
-    scan_rows(peaks, {1, 64, 256, 16, true, true});
-    scan_rows(peaks, {1, 40, 100, 5, true, true});  // ragged: dim and state not multiples of the tiles
+    scan_rows(peaks, {2, 1, 256, 16, true, false}, true);
+    scan_rows(peaks, {1, 64, 256, 16, true, true}, true);
+    scan_rows(peaks, {1, 40, 100, 5, true, true}, true);  // ragged: dim and state not multiples of the tiles
+    scan_rows(peaks, {2, 37, 64, 64, true, true}, true);  // the widest state
     return;
   }
   conv_row(peaks, 1, 2048, 5120, 4);
   conv_row(peaks, 8, 1, 5120, 4);
-  scan_rows(peaks, {1, 1, 5120, 16, true, false});
-  scan_rows(peaks, {8, 1, 5120, 16, true, false});
-  scan_rows(peaks, {1, 40, 100, 5, true, true});
-  scan_rows(peaks, {1, 512, 5120, 16, false, false});
-  scan_rows(peaks, {1, 2048, 5120, 16, false, true});
+  scan_rows(peaks, {1, 1, 5120, 16, true, false}, false);
+  scan_rows(peaks, {8, 1, 5120, 16, true, false}, false);
+  scan_rows(peaks, {1, 40, 100, 5, true, true}, true);
+  scan_rows(peaks, {2, 37, 64, 64, true, true}, true);
+  scan_rows(peaks, {1, 512, 5120, 16, false, false}, true);
+  scan_rows(peaks, {1, 2048, 5120, 16, false, true}, true);
 }
 
 void hadamard_suite(const Peaks& peaks) {
