@@ -123,7 +123,7 @@ __device__ __forceinline__ void fwht_pass(float* buf, int n, int lh, int tid, in
 }
 
 __global__ void hadamard_kernel(const HadParams p) {
-  extern __shared__ float buf[];
+  float* buf = detail::dynamic_smem<float>();
   // n fits the shared memory, so int indices; p2 = 2^lp2, the segment and column splits are shifts and masks.
   const int tid = threadIdx.x, nt = blockDim.x, n = static_cast<int>(p.n), lp2 = p.lp2, p2 = 1 << lp2;
   const float qs = p.q ? *p.qscale : 1.f;
@@ -170,7 +170,7 @@ __global__ void hadamard_kernel(const HadParams p) {
   }
 }
 
-int launch(HadParams p, const char* op, void* stream) {
+int run(HadParams p, const char* op, void* stream) {
   if (p.rows < 0) throw std::invalid_argument(std::string(op) + " (CUDA): negative row count");
   int64_t p2 = 0;
   int m = 0;
@@ -198,7 +198,7 @@ int launch(HadParams p, const char* op, void* stream) {
     return static_cast<int>(e);
   const int threads = p.n >= 4096 ? 512 : p.n >= 1024 ? 256 : 128;
   const unsigned grid = static_cast<unsigned>(p.rows < (int64_t{1} << 30) ? p.rows : (int64_t{1} << 30));
-  hadamard_kernel<<<grid, threads, smem, static_cast<cudaStream_t>(stream)>>>(p);
+  detail::launch(hadamard_kernel, dim3(grid), dim3(threads), smem, static_cast<cudaStream_t>(stream), p);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -211,7 +211,7 @@ int hadamard(const float* x, float* y, int64_t rows, int64_t n, bool normalize, 
   p.rows = rows;
   p.n = n;
   p.normalize = normalize;
-  return launch(p, "Hadamard", stream);
+  return run(p, "Hadamard", stream);
 }
 
 int hadamard_quantize_int8(const float* x, const float* scale, int8_t* y, int64_t rows, int64_t n, void* stream) {
@@ -222,7 +222,7 @@ int hadamard_quantize_int8(const float* x, const float* scale, int8_t* y, int64_
   p.rows = rows;
   p.n = n;
   p.normalize = true;
-  return launch(p, "HadamardQuantizeInt8", stream);
+  return run(p, "HadamardQuantizeInt8", stream);
 }
 
 }  // namespace quantc::cuda

@@ -6,6 +6,21 @@
 
 namespace quantc::cuda::detail {
 
+#ifndef QUANTC_CUDA_EMULATION
+// kernel<<<grid, block, smem, stream>>>(args...); the host emulation of tests/cuda_emulation runs the blocks on threads.
+template <typename... P, typename... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, const A&... args) {
+  kernel<<<grid, block, smem, stream>>>(args...);
+}
+
+// The block's dynamic shared memory (the launch's smem bytes).
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() {
+  extern __shared__ float4 qc_dynamic_smem[];
+  return reinterpret_cast<T*>(qc_dynamic_smem);
+}
+#endif
+
 // saturate(round_half_even(v / scale)) as quantize_int8 (cpu/quantize.cpp): a true division, then round to nearest
 // even (the int conversion saturates, a NaN gives INT_MIN), then clamp to [-128, 127].
 __device__ __forceinline__ int8_t quantize_i8(float v, float scale) {

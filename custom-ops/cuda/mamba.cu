@@ -19,6 +19,7 @@
 namespace quantc::cuda {
 namespace {
 
+using detail::launch;
 using detail::quantize_i8;
 using detail::silu;
 using detail::softplus;
@@ -181,12 +182,12 @@ template <typename In, int LANES>
 void launch_lanes(const ScanParams<In>& p, int64_t batch, cudaStream_t st) {
   constexpr int kChan = Geo<1, LANES>::kChan;
   const dim3 grid(static_cast<unsigned>((p.dim + kChan - 1) / kChan), static_cast<unsigned>(batch));
-  if (p.state <= LANES) scan_kernel<In, 1, LANES><<<grid, kThreads, 0, st>>>(p);
-  else if (p.state <= 2 * LANES) scan_kernel<In, 2, LANES><<<grid, kThreads, 0, st>>>(p);
-  else if (p.state <= 4 * LANES) scan_kernel<In, 4, LANES><<<grid, kThreads, 0, st>>>(p);
-  else if constexpr (8 * LANES >= kScanMaxState) scan_kernel<In, 8, LANES><<<grid, kThreads, 0, st>>>(p);
-  else if (p.state <= 8 * LANES) scan_kernel<In, 8, LANES><<<grid, kThreads, 0, st>>>(p);
-  else scan_kernel<In, 16, LANES><<<grid, kThreads, 0, st>>>(p);
+  if (p.state <= LANES) launch(scan_kernel<In, 1, LANES>, grid, dim3(kThreads), 0, st, p);
+  else if (p.state <= 2 * LANES) launch(scan_kernel<In, 2, LANES>, grid, dim3(kThreads), 0, st, p);
+  else if (p.state <= 4 * LANES) launch(scan_kernel<In, 4, LANES>, grid, dim3(kThreads), 0, st, p);
+  else if constexpr (8 * LANES >= kScanMaxState) launch(scan_kernel<In, 8, LANES>, grid, dim3(kThreads), 0, st, p);
+  else if (p.state <= 8 * LANES) launch(scan_kernel<In, 8, LANES>, grid, dim3(kThreads), 0, st, p);
+  else launch(scan_kernel<In, 16, LANES>, grid, dim3(kThreads), 0, st, p);
 }
 
 template <typename In>
@@ -242,7 +243,7 @@ __global__ void __launch_bounds__(kConvThreads) conv_kernel(const ConvArgsCuda a
 int selective_scan_int8(const ScanArgsCuda& a, void* stream) {
   const ScanScales& s = a.s;
   check_scan_shape(a.batch, a.length, a.dim, a.state,
-                   a.x && a.dt && a.A && a.B && a.C && a.y && s.x_scale && s.dt_scale && s.B_scale && s.C_scale);
+                   (a.length == 0 || (a.x && a.dt && a.B && a.C && a.y)) && a.A && s.x_scale && s.dt_scale && s.B_scale && s.C_scale);
   if (a.z && !s.z_scale) throw std::invalid_argument("QSelectiveScan (CUDA): z without z_scale");
   if (a.y_q && !s.y_scale) throw std::invalid_argument("QSelectiveScan (CUDA): y_q without y_scale");
   ScanParams<int8_t> p{a.length, a.dim, a.state, a.dt_softplus, a.x, a.dt, a.B, a.C, a.z, a.dt_bias, a.A, a.D, a.h0, a.y, a.h_out,
@@ -251,7 +252,7 @@ int selective_scan_int8(const ScanArgsCuda& a, void* stream) {
 }
 
 int selective_scan_f32(const ScanArgsF32& a, void* stream) {
-  check_scan_shape(a.batch, a.length, a.dim, a.state, a.x && a.dt && a.A && a.B && a.C && a.y);
+  check_scan_shape(a.batch, a.length, a.dim, a.state, (a.length == 0 || (a.x && a.dt && a.B && a.C && a.y)) && a.A);
   ScanParams<float> p{a.length, a.dim, a.state, a.dt_softplus, a.x, a.dt, a.B, a.C, a.z, a.dt_bias, a.A, a.D, a.h0, a.y, a.h_out,
                       nullptr, ScanScales{}};
   return launch_scan(p, a.batch, a.lanes, stream);
@@ -261,14 +262,15 @@ int causal_conv1d_int8(const ConvArgsCuda& a, void* stream) {
   if (a.batch < 0 || a.length < 0 || a.dim < 0 || a.kernel < 1)
     throw std::invalid_argument("QCausalConv1d (CUDA): bad shape (batch " + std::to_string(a.batch) + ", length " +
                                 std::to_string(a.length) + ", dim " + std::to_string(a.dim) + ", kernel " + std::to_string(a.kernel) + ")");
-  if (!a.x || !a.x_scale || !a.weight || !a.y) throw std::invalid_argument("QCausalConv1d (CUDA): x, x_scale, weight and y must not be null");
+  if (!a.x_scale || !a.weight || (a.length > 0 && (!a.x || !a.y)))  // an empty x or y may have no buffer
+    throw std::invalid_argument("QCausalConv1d (CUDA): x, x_scale, weight and y must not be null");
   if (a.batch > 65535) throw std::invalid_argument("QCausalConv1d (CUDA): batch " + std::to_string(a.batch) + " over 65535");
   if (a.batch == 0 || a.dim == 0) return 0;
   const int64_t chunks = a.length > 0 ? (a.length + kConvSteps - 1) / kConvSteps : 1;  // L = 0 still writes state_out
   if (chunks > 65535) throw std::invalid_argument("QCausalConv1d (CUDA): length " + std::to_string(a.length) + " over 65535 * 16");
   const dim3 grid(static_cast<unsigned>((a.dim + kConvThreads - 1) / kConvThreads), static_cast<unsigned>(chunks),
                   static_cast<unsigned>(a.batch));
-  conv_kernel<<<grid, kConvThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  launch(conv_kernel, grid, dim3(kConvThreads), 0, static_cast<cudaStream_t>(stream), a);
   return static_cast<int>(cudaGetLastError());
 }
 
