@@ -4,10 +4,10 @@
 // One block per row (a grid-stride loop over rows), the row in shared memory (dynamic, n floats). n = 2^k * m is split
 // as hadamard_split does (the smallest supported m); the row is viewed as [m, 2^k]: the Sylvester butterflies of stages
 // h = 1, 2, 4, ... (as the CPU's fwht: v[j] = a + b, v[j + h] = a - b) over each of the m segments, three stages per
-// pass in registers, a __syncthreads between passes; then, for m > 1, the H_m mix y[a][b] = sum over c in order of ±u[c][b] (from 0, one rounding per
-// term, as the CPU's), four output rows a per thread, H_m's signs bit-packed in constant memory (uploaded once per
-// device from quantc::hadamard_matrix) and read warp-uniformly; then the normalization (times 1/sqrt(n)) and the store
-// (float, or the int8 quantization). The output goes straight to global memory from registers, after the whole row
+// pass in registers, a __syncthreads between passes; then, for m > 1, the H_m mix y[a][b] = sum over c in order of
+// ±u[c][b] (from 0, one rounding per term, as the CPU's), four output rows a per thread, H_m's signs bit-packed in
+// constant memory (uploaded once per device from quantc::hadamard_matrix) and read warp-uniformly; then the
+// normalization (times 1/sqrt(n)) and the store (float, or the int8 quantization). The output goes straight to global memory from registers, after the whole row
 // was read, so x and y may alias. A row that does not fit the device's shared memory per block throws
 // std::invalid_argument.
 #include <cuda_runtime.h>

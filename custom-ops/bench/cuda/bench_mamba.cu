@@ -125,12 +125,12 @@ struct ScanHost {
                   c.with_h ? " h0,h_out" : "", c.with_yq ? " y_q" : "");
     return b;
   }
-  // Bytes read once and written once (int8 or float activations).
+  // Bytes read once and written once (int8 activations and y_q, or float activations and no y_q).
   double bytes(size_t act) const {
     const double bld = double(c.batch * c.length * c.dim), bln = double(c.batch * c.length * c.state);
     double r = act * (3 * bld + 2 * bln) + 4.0 * (c.dim * c.state + 2 * c.dim) + 4 * bld;
     if (c.with_h) r += 2 * 4.0 * c.batch * c.dim * c.state;
-    if (c.with_yq) r += bld;
+    if (c.with_yq && act == 1) r += bld;
     return r;
   }
 };

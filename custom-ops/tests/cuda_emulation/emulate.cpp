@@ -80,12 +80,17 @@ void scan_case(int64_t B, int64_t L, int64_t D, int64_t N, int lanes) {
   report(std::string(name) + " y_q max |diff|", double(i8_off(q, q_ref)), 1);
 
   // The float scan on the dequantized inputs.
-  auto deq = [](const std::vector<int8_t>& v, float s) { std::vector<float> f(v.size()); for (size_t i = 0; i < v.size(); ++i) f[i] = v[i] * s; return f; };
+  auto deq = [](const std::vector<int8_t>& v, float s) {
+    std::vector<float> f(v.size());
+    for (size_t i = 0; i < v.size(); ++i) f[i] = v[i] * s;
+    return f;
+  };
   auto xf = deq(x, sc[0]), dtf = deq(dt, sc[1]), Bf = deq(Bm, sc[2]), Cf = deq(Cm, sc[3]), zf = deq(z, sc[4]);
   std::vector<float> yf(bld, NAN), hf(hs, NAN);
   quantc::cuda::ScanArgsF32 f;
   f.batch = B; f.length = L; f.dim = D; f.state = N; f.x = xf.data(); f.dt = dtf.data(); f.dt_bias = bias.data(); f.A = A.data();
-  f.B = Bf.data(); f.C = Cf.data(); f.D = Dv.data(); f.z = zf.data(); f.h0 = h0.data(); f.y = yf.data(); f.h_out = hf.data(); f.lanes = lanes;
+  f.B = Bf.data(); f.C = Cf.data(); f.D = Dv.data(); f.z = zf.data(); f.h0 = h0.data(); f.y = yf.data(); f.h_out = hf.data();
+  f.lanes = lanes;
   quantc::cuda::selective_scan_f32(f, nullptr);
   std::snprintf(name, sizeof name, "scan f32 B%lld L%lld D%lld N%lld lanes %d: y, h_out", (long long)B, (long long)L, (long long)D,
                 (long long)N, lanes);
@@ -140,7 +145,8 @@ int main() {
     scan_case(1, 5, 8, 64, lanes);
     scan_case(1, 1, 24, 16, lanes);
   }
-  for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{{1, 4096}, {2, 5120}, {1, 11008}, {3, 12}, {2, 24}, {2, 344}, {1, 2}, {2, 1}})
+  const std::vector<std::pair<int64_t, int64_t>> had = {{1, 4096}, {2, 5120}, {1, 11008}, {3, 12}, {2, 24}, {2, 344}, {1, 2}, {2, 1}};
+  for (auto [rows, n] : had)
     hadamard_case(rows, n);
   std::printf("%s\n", failures ? "FAILED" : "all passed");
   return failures ? 1 : 0;
