@@ -7,9 +7,9 @@
 // pass in registers, a __syncthreads between passes; then, for m > 1, the H_m mix y[a][b] = sum over c in order of
 // ±u[c][b] (from 0, one rounding per term, as the CPU's), four output rows a per thread, H_m's signs bit-packed in
 // constant memory (uploaded once per device from quantc::hadamard_matrix) and read warp-uniformly; then the
-// normalization (times 1/sqrt(n)) and the store (float, or the int8 quantization). The output goes straight to global memory from registers, after the whole row
-// was read, so x and y may alias. A row that does not fit the device's shared memory per block throws
-// std::invalid_argument.
+// normalization (times 1/sqrt(n)) and the store (float, or the int8 quantization). The output goes straight to global
+// memory from registers, after the whole row was read, so x and y may alias. A row that does not fit the device's
+// shared memory per block throws std::invalid_argument.
 #include <cuda_runtime.h>
 
 #include <cmath>
