@@ -5,8 +5,8 @@
 // as hadamard_split does (the smallest supported m); the row is viewed as [m, 2^k]: the Sylvester butterflies of stages
 // h = 1, 2, 4, ... (as the CPU's fwht: v[j] = a + b, v[j + h] = a - b) over each of the m segments, three stages per
 // pass in registers, a __syncthreads between passes; then, for m > 1, the H_m mix y[a][b] = sum over c in order of
-// ±u[c][b] (from 0, one rounding per term, as the CPU's), four output rows a per thread, H_m's signs bit-packed in
-// constant memory (uploaded once per device from quantc::hadamard_matrix) and read warp-uniformly; then the
+// ±u[c][b] (from 0, each term an FMA by ±1: one rounding, as the CPU's add), 4 output rows x 4 columns per thread,
+// H_m's signs bit-packed in constant memory (uploaded once per device from quantc::hadamard_matrix) and read warp-uniformly; then the
 // normalization (times 1/sqrt(n)) and the store (float, or the int8 quantization). The output goes straight to global
 // memory from registers, after the whole row was read, so x and y may alias. A row that does not fit the device's
 // shared memory per block throws std::invalid_argument.
@@ -89,11 +89,57 @@ __device__ __forceinline__ void store(const HadParams& p, int64_t i, float v, fl
   else p.y[i] = v;
 }
 
-// acc[r] += H_m[a0 + r][c0 + cc] * v, the sign flipped by xor (exactly the CPU's dst += src / dst -= src).
-__device__ __forceinline__ void mix_term(float (&acc)[kRowsPerThread], const uint32_t (&w)[kRowsPerThread], int cc, float v) {
-  const uint32_t vb = __float_as_uint(v);
+// acc[r][q] += H_m[a0 + r][c] * u[c][b0 + q] for one c: fma(±1, v, acc) rounds acc ± v once, exactly the CPU's
+// dst += src / dst -= src. Bit cc of w[r] is H_m[a0 + r][c]'s sign.
+template <int Q>
+__device__ __forceinline__ void mix_term(float (&acc)[kRowsPerThread][Q], const uint32_t (&w)[kRowsPerThread], int cc,
+                                         const float* u) {
+  float v[Q];
+  if constexpr (Q == 4) {
+    const float4 f = *reinterpret_cast<const float4*>(u);
+    v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
+  } else {
 #pragma unroll
-  for (int r = 0; r < kRowsPerThread; ++r) acc[r] = __fadd_rn(acc[r], __uint_as_float(vb ^ ((w[r] >> cc) << 31)));
+    for (int q = 0; q < Q; ++q) v[q] = u[q];
+  }
+#pragma unroll
+  for (int r = 0; r < kRowsPerThread; ++r) {
+    const float sign = __uint_as_float(0x3f800000u | ((w[r] >> cc) << 31));  // +1 or -1
+#pragma unroll
+    for (int q = 0; q < Q; ++q) acc[r][q] = __fmaf_rn(sign, v[q], acc[r][q]);
+  }
+}
+
+// The H_m mix of the row in buf, y[a][b] = sum over c in order of ±u[c][b]: items of 4 output rows a x Q columns b
+// (float4 loads when Q = 4); a warp's items share their rows (warp-uniform constant reads) when 2^lp2 >= 32 Q.
+template <int Q>
+__device__ __forceinline__ void mix(const HadParams& p, const float* buf, int lp2, int64_t base, float qs) {
+  constexpr int lq = Q == 4 ? 2 : 0;
+  const int lcols = lp2 - lq, items = (p.m / kRowsPerThread) << lcols;
+  for (int it = threadIdx.x; it < items; it += blockDim.x) {
+    const int a0 = (it >> lcols) * kRowsPerThread, b0 = (it & ((1 << lcols) - 1)) * Q;
+    float acc[kRowsPerThread][Q];
+#pragma unroll
+    for (int r = 0; r < kRowsPerThread; ++r)
+#pragma unroll
+      for (int q = 0; q < Q; ++q) acc[r][q] = 0.f;
+    for (int c0 = 0; c0 < p.m; c0 += 32) {
+      uint32_t w[kRowsPerThread];
+#pragma unroll
+      for (int r = 0; r < kRowsPerThread; ++r) w[r] = c_hbits[p.hoff + (a0 + r) * p.words + c0 / 32];
+      const float* u = buf + (c0 << lp2) + b0;
+      if (p.m - c0 >= 32) {
+#pragma unroll 8
+        for (int cc = 0; cc < 32; ++cc) mix_term<Q>(acc, w, cc, u + (cc << lp2));
+      } else {
+        for (int cc = 0; cc < p.m - c0; ++cc) mix_term<Q>(acc, w, cc, u + (cc << lp2));
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRowsPerThread; ++r)
+#pragma unroll
+      for (int q = 0; q < Q; ++q) store(p, base + ((a0 + r) << lp2) + b0 + q, acc[r][q], qs);
+  }
 }
 
 // Stages h = 2^lh .. 2^(lh+S-1) of the butterflies (the CPU's v[j] = a + b, v[j + h] = a - b, stage by stage) in
@@ -122,10 +168,12 @@ __device__ __forceinline__ void fwht_pass(float* buf, int n, int lh, int tid, in
   }
 }
 
+// Q = 0: m = 1 (no mix); Q = 4 or 1: the mix's columns per item (one instantiation each, so m = 1 keeps few registers).
+template <int Q>
 __global__ void hadamard_kernel(const HadParams p) {
   float* buf = detail::dynamic_smem<float>();
-  // n fits the shared memory, so int indices; p2 = 2^lp2, the segment and column splits are shifts and masks.
-  const int tid = threadIdx.x, nt = blockDim.x, n = static_cast<int>(p.n), lp2 = p.lp2, p2 = 1 << lp2;
+  // n fits the shared memory, so int indices; the segments are 2^lp2 long, their splits shifts and masks.
+  const int tid = threadIdx.x, nt = blockDim.x, n = static_cast<int>(p.n), lp2 = p.lp2;
   const float qs = p.q ? *p.qscale : 1.f;
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const float* xr = p.x + row * p.n;
@@ -140,31 +188,10 @@ __global__ void hadamard_kernel(const HadParams p) {
       __syncthreads();
     }
     const int64_t base = row * p.n;
-    if (p.m == 1) {
+    if constexpr (Q == 0) {
       for (int i = tid; i < n; i += nt) store(p, base + i, buf[i], qs);
     } else {
-      // y[a][b] = sum_c ±u[c][b], items (a group of 4 rows, column b); a warp's items share the group when p2 >= 32.
-      const int items = p.m / kRowsPerThread * p2;
-      for (int it = tid; it < items; it += nt) {
-        const int a0 = (it >> lp2) * kRowsPerThread, b = it & (p2 - 1);
-        float acc[kRowsPerThread];
-#pragma unroll
-        for (int r = 0; r < kRowsPerThread; ++r) acc[r] = 0.f;
-        for (int c0 = 0; c0 < p.m; c0 += 32) {
-          uint32_t w[kRowsPerThread];
-#pragma unroll
-          for (int r = 0; r < kRowsPerThread; ++r) w[r] = c_hbits[p.hoff + (a0 + r) * p.words + c0 / 32];
-          const float* u = buf + (c0 << lp2) + b;
-          if (p.m - c0 >= 32) {
-#pragma unroll
-            for (int cc = 0; cc < 32; ++cc) mix_term(acc, w, cc, u[cc << lp2]);
-          } else {
-            for (int cc = 0; cc < p.m - c0; ++cc) mix_term(acc, w, cc, u[cc << lp2]);
-          }
-        }
-#pragma unroll
-        for (int r = 0; r < kRowsPerThread; ++r) store(p, base + ((a0 + r) << lp2) + b, acc[r], qs);
-      }
+      mix<Q>(p, buf, lp2, base, qs);
     }
     __syncthreads();  // the next row overwrites buf
   }
@@ -193,12 +220,21 @@ int run(HadParams p, const char* op, void* stream) {
   p.hoff = m > 1 ? table().offset[m] : 0;
   p.words = (m + 31) / 32;
   p.scale = p.normalize ? 1.0f / std::sqrt(static_cast<float>(p.n)) : 1.0f;
-  if (smem > 48 * 1024 && (e = cudaFuncSetAttribute(hadamard_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                    static_cast<int>(smem))) != cudaSuccess)
+  void (*kernel)(HadParams) = m == 1 ? hadamard_kernel<0> : p2 >= 4 ? hadamard_kernel<4> : hadamard_kernel<1>;
+  if (smem > 48 * 1024 &&
+      (e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem))) != cudaSuccess)
     return static_cast<int>(e);
-  const int threads = p.n >= 4096 ? 512 : p.n >= 1024 ? 256 : 128;
+  int threads = p.n >= 4096 ? 512 : p.n >= 1024 ? 256 : 128;
+  if (m > 1) {  // the mix's items (4 rows x 4 columns) spread evenly: the block size that leaves the fewest threads idle
+    const int64_t items = (m / kRowsPerThread) * (p2 >= 4 ? p2 / 4 : p2);
+    double best = 0;
+    for (int t : {512, 256, 128}) {
+      const double used = double(items) / double((items + t - 1) / t * t);
+      if (used > best + 1e-9) { best = used; threads = t; }
+    }
+  }
   const unsigned grid = static_cast<unsigned>(p.rows < (int64_t{1} << 30) ? p.rows : (int64_t{1} << 30));
-  detail::launch(hadamard_kernel, dim3(grid), dim3(threads), smem, static_cast<cudaStream_t>(stream), p);
+  detail::launch(kernel, dim3(grid), dim3(threads), smem, static_cast<cudaStream_t>(stream), p);
   return static_cast<int>(cudaGetLastError());
 }
 

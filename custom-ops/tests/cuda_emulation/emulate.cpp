@@ -146,8 +146,9 @@ int main() {
     scan_case(1, 1, 24, 16, lanes);
   }
   const std::vector<std::pair<int64_t, int64_t>> had = {{1, 4096}, {2, 5120}, {1, 11008}, {3, 12}, {2, 24}, {2, 344}, {1, 2}, {2, 1}};
-  for (auto [rows, n] : had)
-    hadamard_case(rows, n);
+  for (auto [rows, n] : had) hadamard_case(rows, n);
+  for (int m : quantc::hadamard_orders())  // every H_m, with 4 and 32 columns (the float4 mix)
+    for (int p2 : {4, 32}) hadamard_case(1, int64_t(m) * p2);
   std::printf("%s\n", failures ? "FAILED" : "all passed");
   return failures ? 1 : 0;
 }
