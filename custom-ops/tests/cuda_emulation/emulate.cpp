@@ -97,6 +97,26 @@ void scan_case(int64_t B, int64_t L, int64_t D, int64_t N, int lanes) {
   report(name, std::max(rel(yf, y_ref), rel(hf, h_ref)), 1e-6);
 }
 
+// No dt_bias, softplus, D, z, h0, h_out or y_q: the kernels' null paths.
+void scan_minimal(int64_t B, int64_t L, int64_t D, int64_t N) {
+  const size_t bld = size_t(B * L * D), bln = size_t(B * L * N);
+  auto x = i8(bld), dt = i8(bld), Bm = i8(bln), Cm = i8(bln);
+  auto A = f32(size_t(D * N), -3.f, -0.5f);
+  for (auto& v : dt) v = static_cast<int8_t>(std::abs(int(v)) / 2);  // dt >= 0 without softplus
+  const float sc[4] = {0.02f, 0.1f / 127, 0.02f, 0.02f};
+  std::vector<float> y_ref(bld), y(bld, NAN);
+  quantc::ScanArgs r;
+  r.batch = B; r.length = L; r.dim = D; r.state = N; r.x = x.data(); r.x_scale = sc[0]; r.dt = dt.data(); r.dt_scale = sc[1];
+  r.dt_softplus = false; r.A = A.data(); r.B = Bm.data(); r.B_scale = sc[2]; r.C = Cm.data(); r.C_scale = sc[3]; r.y = y_ref.data();
+  quantc::selective_scan_int8(r, quantc::Isa::Reference);
+  quantc::cuda::ScanArgsCuda a;
+  a.batch = B; a.length = L; a.dim = D; a.state = N; a.dt_softplus = false; a.x = x.data(); a.dt = dt.data(); a.A = A.data();
+  a.B = Bm.data(); a.C = Cm.data(); a.y = y.data();
+  a.s.x_scale = sc; a.s.dt_scale = sc + 1; a.s.B_scale = sc + 2; a.s.C_scale = sc + 3;
+  quantc::cuda::selective_scan_int8(a, nullptr);
+  report("scan int8 without dt_bias, softplus, D, z, h0, h_out, y_q: y", rel(y, y_ref), 1e-6);
+}
+
 void conv_case(int64_t B, int64_t L, int64_t D, int64_t K, bool state) {
   const size_t bld = size_t(B * L * D), st = size_t(B * D * (K - 1));
   auto x = i8(bld);
@@ -139,6 +159,7 @@ int main() {
   conv_case(1, 2, 130, 4, true);   // L < K - 1: state_out takes from state_in
   conv_case(1, 0, 20, 4, true);    // L = 0: state_out = state_in
   conv_case(2, 20, 33, 3, false);
+  scan_minimal(2, 35, 24, 16);
   for (int lanes : {8, 4}) {
     scan_case(2, 37, 40, 16, lanes);
     scan_case(1, 33, 20, 5, lanes);
