@@ -324,7 +324,7 @@ void hadamard_row(const Peaks& peaks, int64_t rows_n, int64_t n, bool quant) {
 // a row over the shared memory throws std::invalid_argument.
 void hadamard_sizes_row() {
   Row r{"Hadamard sizes", "3 rows, in place, every m"};
-  std::vector<int64_t> sizes = {1, 2, 64, 1024, 8192, 5120, 11008};
+  std::vector<int64_t> sizes = {1, 2, 64, 1024, 8192, 5120, 11008, 32768};  // 32768: 128 KB, over the default 48 KB
   int shift = 0;
   for (int m : quantc::hadamard_orders()) {
     sizes.push_back(m);
