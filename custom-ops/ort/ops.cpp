@@ -4,6 +4,8 @@
 #include <onnxruntime_lite_custom_op.h>
 #undef ORT_API_MANUAL_INIT
 
+#include "common.h"
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -23,16 +25,9 @@
 namespace {
 
 using Ort::Custom::Tensor;
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-[[noreturn]] void fail(const std::string& op, const std::string& msg) {
-  ORT_CXX_API_THROW("ai.quantc." + op + ": " + msg, ORT_INVALID_ARGUMENT);
-}
+using quantc_ort::attr_int;
+using quantc_ort::fail;
+using quantc_ort::shape_str;
 
 // parallel_for's chunks on the session's intra-op thread pool (quantc::ScopedParallelRunner).
 struct PoolJob {
@@ -58,13 +53,6 @@ struct OnOrtPool {
   explicit OnOrtPool(OrtKernelContext* ctx) : scope(run_on_ort_pool, ctx) {}
   quantc::ScopedParallelRunner scope;
 };
-
-int64_t attr_int(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
-  int64_t v = fallback;
-  OrtStatus* st = api->KernelInfoGetAttribute_int64(info, name, &v);
-  if (st) { api->ReleaseStatus(st); return fallback; }
-  return v;
-}
 
 // Float16 support: scales, bias and outputs may be float16 (the output takes the scales' type, as
 // DequantizeLinear's takes its scale's); the kernels compute in float32 and convert at the edges.
@@ -413,6 +401,17 @@ struct QCausalConv1dOp {
   bool silu_;
 };
 
+}  // namespace
+
+#ifdef QUANTC_WITH_CUDA
+namespace quantc_ort {
+// ort/ops_cuda.cc: the same ops' CUDA kernels, for the CUDA execution provider.
+void add_cuda_ops(std::vector<std::unique_ptr<Ort::Custom::OrtLiteCustomOp>>& ops);
+}  // namespace quantc_ort
+#endif
+
+namespace {
+
 std::once_flag g_once;
 std::unique_ptr<Ort::CustomOpDomain> g_domain;
 std::vector<std::unique_ptr<Ort::Custom::OrtLiteCustomOp>> g_ops;
@@ -440,6 +439,9 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dOp>("QCausalConv1d", "CPUExecutionProvider"));
+#ifdef QUANTC_WITH_CUDA
+      quantc_ort::add_cuda_ops(g_ops);
+#endif
       for (auto& op : g_ops) g_domain->Add(op.get());
     });
     Ort::UnownedSessionOptions session_options(options);
@@ -452,7 +454,11 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
 
 // The library's version and the kernel path chosen on this CPU (for reports and benchmarks).
 __attribute__((visibility("default"))) const char* QuantcOpsInfo() {
+#ifdef QUANTC_WITH_CUDA
+  static std::string info = std::string("quantc_ops 1; isa ") + quantc::isa_name(quantc::best_isa()) + "; cuda kernels";
+#else
   static std::string info = std::string("quantc_ops 1; isa ") + quantc::isa_name(quantc::best_isa());
+#endif
   return info.c_str();
 }
 

@@ -3,11 +3,12 @@ using System.Globalization;
 using Quantc.Core.Compilation;
 using Quantc.Core.Data;
 using Quantc.Core.IO;
+using Quantc.Core.Runtime;
 using Quantc.Core.Verification;
 
 namespace Quantc.Cli;
 
-/// <summary><c>quantc verify ORIGINAL COMPILED [--data DATA] [--min-sqnr DB] [--max-ppl-increase X] [--json]</c>.</summary>
+/// <summary><c>quantc verify ORIGINAL COMPILED [--data DATA] [--min-sqnr DB] [--max-ppl-increase X] [--json] [--ep cpu|cuda]</c>.</summary>
 internal static class VerifyCommand
 {
     public static Command Build(TextWriter stdout, TextWriter stderr)
@@ -29,10 +30,14 @@ internal static class VerifyCommand
         var noDocSplit = Cli.NoDocSplitOption();
         var noBos = Cli.NoBosOption();
         var force = Cli.ForceOption();
+        var ep = new Option<string>("--ep") { Description = "where both models run: cpu, or cuda (ONNX Runtime's CUDA provider: the GPU " +
+            "package, -p:QuantcOrtGpu=true, and libquantc_ops's CUDA kernels)", DefaultValueFactory = _ => "cpu" };
+        ep.AcceptOnlyFromAmong("cpu", "cuda");
         var cmd = new Command("verify", "run both models on held-out data; report error per output and per layer") { original, compiled,
-            data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, noDocSplit, noBos, force };
+            data, seq, samples, minSqnr, maxPpl, json, noLayers, html, exact, noDocSplit, noBos, force, ep };
         cmd.SetAction(pr =>
         {
+            using var target = OnProvider(pr.GetValue(ep) == "cuda", stderr);
             CheckThreshold("--min-sqnr", pr.GetValue(minSqnr));
             CheckThreshold("--max-ppl-increase", pr.GetValue(maxPpl));
             using var a = Cli.LoadModel(pr.GetValue(original)!);
@@ -65,6 +70,27 @@ internal static class VerifyCommand
             return outcome.Passed ? ExitCodes.Ok : ExitCodes.ChecksFailed;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// For the command's duration, quantc's sessions on the CUDA provider (<paramref name="cuda"/>): bad input when it cannot start
+    /// here (the reason in one line); a warning when libquantc_ops has no CUDA kernels (its ops then run on the CPU).
+    /// </summary>
+    private static IDisposable OnProvider(bool cuda, TextWriter stderr)
+    {
+        if (!cuda) return new ProviderScope(OrtModel.Provider);
+        if (Cuda.Unavailable is { } why) throw new Quantc.Onnx.BadInputException($"--ep cuda: {why}");
+        if (!Cuda.LibraryHasKernels)
+            stderr.WriteLine("quantc: warning: --ep cuda: libquantc_ops was built without its CUDA kernels (no nvcc): ai.quantc ops " +
+                "run on the CPU");
+        var scope = new ProviderScope(OrtModel.Provider);
+        OrtModel.Provider = ExecutionTarget.Cuda;
+        return scope;
+    }
+
+    private sealed class ProviderScope(ExecutionTarget saved) : IDisposable
+    {
+        public void Dispose() => OrtModel.Provider = saved;
     }
 
     /// <summary>A gate's threshold must be a finite number, 0 or more (NaN would pass everything).</summary>

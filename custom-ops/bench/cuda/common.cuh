@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -37,29 +36,40 @@
 
 namespace qcb {
 
-inline std::mt19937_64& rng() {
-  static std::mt19937_64 g(20261204);
+// The harness's random numbers: splitmix64 with a fixed seed (not <random>: libstdc++ 12's random.h does not compile
+// under nvcc 11.8 with clang as its host compiler).
+struct Rng {
+  uint64_t s = 20261204;
+  uint64_t next() {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  int uniform_int(int lo, int hi) { return lo + static_cast<int>(next() % static_cast<uint64_t>(hi - lo + 1)); }
+  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>((next() >> 40) * 0x1.0p-24); }
+};
+
+inline Rng& rng() {
+  static Rng g;
   return g;
 }
 
 // Random int8 in [lo, hi], never all zero.
 inline std::vector<int8_t> rand_i8(size_t n, int lo = -127, int hi = 127) {
-  std::uniform_int_distribution<int> d(lo, hi);
   std::vector<int8_t> v(n);
-  for (auto& x : v) x = static_cast<int8_t>(d(rng()));
+  for (auto& x : v) x = static_cast<int8_t>(rng().uniform_int(lo, hi));
   if (n) v[0] = static_cast<int8_t>(hi);
   return v;
 }
 inline std::vector<uint8_t> rand_u8(size_t n) {
-  std::uniform_int_distribution<int> d(0, 255);
   std::vector<uint8_t> v(n);
-  for (auto& x : v) x = static_cast<uint8_t>(d(rng()));
+  for (auto& x : v) x = static_cast<uint8_t>(rng().next() >> 56);
   return v;
 }
 inline std::vector<float> rand_f32(size_t n, float lo = -1.f, float hi = 1.f) {
-  std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);
-  for (auto& x : v) x = d(rng());
+  for (auto& x : v) x = rng().uniform(lo, hi);
   return v;
 }
 
@@ -110,27 +120,31 @@ long long bit_diffs(const std::vector<T>& got, const std::vector<T>& ref) {
   return d;
 }
 
-// Median milliseconds of one call of fn(i) (i = the input set to use, rotating over `sets`) with CUDA events,
-// after `warmup` calls; each timed call is bracketed by its own events.
+// Milliseconds per call of fn(i) (i = the input set to use, rotating over `sets`) with CUDA events, after `warmup` calls: the
+// calls run back to back in batches of up to 10 between two events (so the host's launch latency overlaps the device's work,
+// as in a model's run of many ops), and the median batch's time per call is returned. `reps` calls in all (5 batches at least).
 inline double time_ms(const std::function<void(int)>& fn, int sets = 1, int warmup = 10, int reps = 50) {
   cudaEvent_t a, b;
   QC_CHECK(cudaEventCreate(&a));
   QC_CHECK(cudaEventCreate(&b));
   for (int i = 0; i < warmup; ++i) fn(i % sets);
   QC_CHECK(cudaDeviceSynchronize());
-  std::vector<float> t(reps);
-  for (int i = 0; i < reps; ++i) {
+  const int batch = std::max(1, std::min(10, reps / 5)), batches = std::max(5, reps / batch);
+  std::vector<float> t(batches);
+  int call = 0;
+  for (int i = 0; i < batches; ++i) {
     QC_CHECK(cudaEventRecord(a));
-    fn(i % sets);
+    for (int j = 0; j < batch; ++j) fn(call++ % sets);
     QC_CHECK(cudaEventRecord(b));
     QC_CHECK(cudaEventSynchronize(b));
     QC_CHECK(cudaEventElapsedTime(&t[i], a, b));
+    t[i] /= batch;
   }
   QC_CHECK(cudaGetLastError());
   QC_CHECK(cudaEventDestroy(a));
   QC_CHECK(cudaEventDestroy(b));
-  std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
-  return t[reps / 2];
+  std::nth_element(t.begin(), t.begin() + batches / 2, t.end());
+  return t[batches / 2];
 }
 
 // How many rotating input sets keep `bytes_per_set` out of the L2 (60 MB on an H200): at least 2, total >= 256 MB.

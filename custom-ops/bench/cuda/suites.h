@@ -11,6 +11,8 @@ void gemm_suite(const Peaks& peaks);
 void mamba_suite(const Peaks& peaks);
 // Hadamard and HadamardQuantizeInt8 against the CPU kernels; the copy bandwidth as the ceiling.
 void hadamard_suite(const Peaks& peaks);
+// MatMulInt8 and MatMulInt4Fp8 through cuBLASLt (cuda/lt.cu) against the CPU kernels and cuBLAS fp16.
+void lt_suite(const Peaks& peaks);
 // cuBLAS fp16 GEMM y[M,N] = a[M,K] · b[N,K]^T (fp16 in and out, fp32 compute), median ms, for the peers' columns.
 double cublas_fp16_ms(int64_t M, int64_t N, int64_t K);
 // cuBLASLt int8 x int8 -> int32 GEMM on the same shape, median ms; -1 where cuBLASLt offers no int8 algorithm for it.

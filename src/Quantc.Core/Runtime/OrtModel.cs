@@ -133,10 +133,20 @@ public static class OrtModel
     /// </summary>
     public static SessionOptions DefaultOptions()
     {
-        var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+        var so = CpuOptions();
+        if (Provider == ExecutionTarget.Cuda) Cuda.AppendTo(so);
         return so;
     }
+
+    /// <summary>Where sessions made with <see cref="DefaultOptions"/> run: the CPU (default) or ONNX Runtime's CUDA provider first
+    /// (<c>quantc verify --ep cuda</c>); ONNX Runtime places on the CPU what the CUDA provider cannot run.</summary>
+    public static ExecutionTarget Provider { get; set; } = ExecutionTarget.Cpu;
+
+    /// <summary>The default options without any execution provider but the CPU's.</summary>
+    internal static SessionOptions CpuOptions() => new()
+    {
+        GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
+    };
 
     private static void InlineNewTensors(ModelProto proto, Func<TensorProto, TensorData?> payload)
     {
@@ -147,4 +157,14 @@ public static class OrtModel
             TensorBytes.SetRaw(t, data.Span);
         }
     }
+}
+
+/// <summary>Where quantc's own sessions run.</summary>
+public enum ExecutionTarget
+{
+    /// <summary>ONNX Runtime's CPU provider.</summary>
+    Cpu,
+
+    /// <summary>ONNX Runtime's CUDA provider first (the GPU package), the CPU for what it cannot run.</summary>
+    Cuda,
 }
