@@ -68,8 +68,22 @@ struct ScanArgsCuda {
   float* h_out = nullptr;
   int8_t* y_q = nullptr;  // y quantized with y_scale (round half to even, saturate), or null
   ScanScales s;
+  int lanes = 0;  // lanes per channel: 0 (the default, 8), 8 or 4 (each lane holds state / lanes states); the harness times both
 };
 int selective_scan_int8(const ScanArgsCuda& args, void* stream);
+// The same scan on float inputs (x, dt, B, C, z float; no scales, no y_q): what an unquantized model runs, the
+// harness's peer for QSelectiveScan. The same kernel code, instantiated for float loads.
+struct ScanArgsF32 {
+  int64_t batch = 0, length = 0, dim = 0, state = 0;
+  bool dt_softplus = true;
+  const float *x = nullptr, *dt = nullptr, *dt_bias = nullptr, *A = nullptr, *B = nullptr, *C = nullptr, *D = nullptr;
+  const float *z = nullptr, *h0 = nullptr;
+  float *y = nullptr, *h_out = nullptr;
+  int lanes = 0;  // as ScanArgsCuda's
+};
+int selective_scan_f32(const ScanArgsF32& args, void* stream);
+// The scan kernels hold up to this many states per channel (in registers); more throws std::invalid_argument.
+constexpr int64_t kScanMaxState = 64;
 
 struct ConvArgsCuda {
   int64_t batch = 0, length = 0, dim = 0, kernel = 4;
