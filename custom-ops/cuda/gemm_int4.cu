@@ -10,6 +10,7 @@
 
 #include "gemm_common.cuh"
 #include "quantc/cuda_gemm_paths.h"
+#include "quantc/cuda_gemv.h"
 #include "quantc/cuda_ops.h"
 
 namespace quantc::cuda {
@@ -276,7 +277,12 @@ cudaError_t run(const int8_t* a, const float* a_scale, const uint8_t* w, const f
                 float* y, int64_t M, int64_t N, int64_t K, int G, GemmPath path, cudaStream_t st) {
   const bool aligned = aligned16(a) && aligned16(w);
   const bool gemv_fits = size_t(kGemvRows) * 8 * (K / G) * sizeof(int32_t) <= kGemvSmemMax;
-  if (path == GemmPath::Auto) path = !aligned ? GemmPath::Simple : M <= 8 && gemv_fits ? GemmPath::Gemv : GemmPath::Tile;
+  if (path == GemmPath::Auto) path = !aligned ? GemmPath::Simple : M <= 8 ? GemmPath::GemvFloat : GemmPath::Tile;
+  if (path == GemmPath::GemvSeg || path == GemmPath::GemvFloat) {
+    const auto gemv2 = path == GemmPath::GemvSeg ? matmul_int4_int8_gemv2 : matmul_int4_int8_gemv3;
+    return static_cast<cudaError_t>(gemv2(a, a_scale, w, w_scale, bias, row_scale, y, M, N, K, G, st));
+  }
+  if (path == GemmPath::Lt) throw std::invalid_argument("MatMulInt4Int8 has no cuBLASLt path (its group scales)");
   if (path != GemmPath::Simple && !aligned) throw std::invalid_argument("MatMulInt4Int8: the GEMV and tile paths need aligned A and B");
   if (path == GemmPath::Gemv && !gemv_fits) throw std::invalid_argument("MatMulInt4Int8: K / group_size too large for the GEMV path");
   if (path == GemmPath::Simple) {

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
 #include "gemm_common.cuh"
 #include "quantc/cuda_gemm_paths.h"
@@ -226,6 +227,8 @@ int matmul_int4_fp8_path(const float* x, const uint8_t* w, const uint8_t* w_scal
   if (M > 2147483647) throw std::invalid_argument("MatMulInt4Fp8: M too large");
   // (the tile path reads the fp16 rows with cp.async: 16-byte alignment; the GEMV and the simple path need none)
   if (path == GemmPath::Auto) path = M <= 8 ? GemmPath::Gemv : aligned16(scratch) ? GemmPath::Tile : GemmPath::Simple;
+  if (path != GemmPath::Simple && path != GemmPath::Gemv && path != GemmPath::Tile)
+    throw std::invalid_argument(std::string("MatMulInt4Fp8 has no path ") + gemm_path_name(path) + " (cuBLASLt: cuda_lt.h)");
   if (path == GemmPath::Tile && !aligned16(scratch)) throw std::invalid_argument("MatMulInt4Fp8: the tile path needs an aligned scratch");
   if (path == GemmPath::Simple && M > 65535) throw std::invalid_argument("MatMulInt4Fp8: the simple path takes M <= 65535");
   cudaStream_t st = static_cast<cudaStream_t>(stream);

@@ -6,9 +6,11 @@
 #include <cuda_runtime.h>
 
 #include <stdexcept>
+#include <string>
 
 #include "gemm_common.cuh"
 #include "quantc/cuda_gemm_paths.h"
+#include "quantc/cuda_lt.h"
 #include "quantc/cuda_ops.h"
 
 namespace quantc::cuda {
@@ -170,6 +172,9 @@ const char* gemm_path_name(GemmPath p) {
     case GemmPath::Simple: return "simple";
     case GemmPath::Gemv: return "gemv";
     case GemmPath::Tile: return "tile";
+    case GemmPath::GemvSeg: return "gemv seg";
+    case GemmPath::GemvFloat: return "gemv float";
+    case GemmPath::Lt: return "cuBLASLt";
     default: return "auto";
   }
 }
@@ -182,7 +187,14 @@ int matmul_int8_path(const int8_t* a, const float* a_scale, const int8_t* b, con
   if (!a || !a_scale || !b || !b_scale || !y) throw std::invalid_argument("MatMulInt8: null input or output");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   const bool aligned = aligned16(a) && aligned16(b);
+  if (path == GemmPath::Auto && aligned && M > 8) {
+    const int rc = matmul_int8_lt(a, a_scale, b, b_scale, bias, y, M, N, K, stream);
+    if (rc != cudaErrorNotSupported) return rc;
+  }
+  if (path == GemmPath::Lt) return matmul_int8_lt(a, a_scale, b, b_scale, bias, y, M, N, K, stream);
   if (path == GemmPath::Auto) path = !aligned ? GemmPath::Simple : M <= 8 ? GemmPath::Gemv : GemmPath::Tile;
+  if (path != GemmPath::Simple && path != GemmPath::Gemv && path != GemmPath::Tile)
+    throw std::invalid_argument(std::string("MatMulInt8 has no path ") + gemm_path_name(path));
   if (path != GemmPath::Simple && !aligned) throw std::invalid_argument("MatMulInt8: the GEMV and tile paths need 16-byte aligned A and B");
   if (path == GemmPath::Simple) {
     if (M > 65535) throw std::invalid_argument("MatMulInt8: the simple path takes M <= 65535");

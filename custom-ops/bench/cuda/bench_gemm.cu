@@ -10,7 +10,6 @@
 #include <cstring>
 #include <functional>
 #include <cstdio>
-#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -178,9 +177,17 @@ struct Case {
 };
 
 // The reference outputs, memoized per (op, shape): the paths of one op compare against the same rows.
-std::map<std::string, std::vector<float>>& ref_memo() {
-  static std::map<std::string, std::vector<float>> m;
+// (A vector of pairs: std::map does not compile under nvcc 11.8 with clang as its host compiler.)
+std::vector<std::pair<std::string, std::vector<float>>>& ref_memo() {
+  static std::vector<std::pair<std::string, std::vector<float>>> m;
   return m;
+}
+
+const std::vector<float>& memo_ref(const std::string& key, const std::function<std::vector<float>()>& make) {
+  for (auto& e : ref_memo())
+    if (e.first == key) return e.second;
+  ref_memo().emplace_back(key, make());
+  return ref_memo().back().second;
 }
 
 Row run_case(const Case& c, const Peaks& peaks, const std::string& ref_key) {
@@ -219,9 +226,7 @@ Row run_case(const Case& c, const Peaks& peaks, const std::string& ref_key) {
   for (float v : got) nans += std::isnan(v);
   std::vector<float> ref;
   try {
-    auto it = ref_memo().find(ref_key);
-    if (it == ref_memo().end()) ref_memo()[ref_key] = c.reference();
-    ref = ref_memo()[ref_key];
+    ref = memo_ref(ref_key, [&] { return c.reference(); });
   } catch (const std::exception& e) {
     r.ok = false;
     r.check = std::string("FAIL CPU reference threw: ") + e.what();
@@ -392,6 +397,7 @@ void int4_cases(const Shape& sh, bool float_a, const std::vector<GemmPath>& path
       return y;
     };
     c.decode = M <= 8;
+    c.exact = !(p == GemmPath::GemvFloat || (p == GemmPath::Auto && M <= 8));  // float partial sums: relative norm
     c.bytes = double(N * K / 2 + 4 * N * (K / G) + M * K * (float_a ? 4 : 1) + 4 * M * N);
     c.slow = p == GemmPath::Simple;
     push(run_case(c, peaks, op + c.shape + " seed " + std::to_string(seed)));
@@ -447,14 +453,14 @@ void layer_cases(const Peaks& peaks, uint64_t seed) {
   const std::vector<int64_t> decode_m = {1, 8}, prefill_m = {512, 2048};
   for (const Shape& l : layers) {
     for (int64_t M : decode_m) {
-      int8_cases({M, l.N, l.K, 0}, {P::Simple, P::Gemv, P::Tile}, peaks, seed += 10);
-      int4_cases({M, l.N, l.K, l.G}, false, {P::Simple, P::Gemv, P::Tile}, peaks, seed += 10);
-      int4_cases({M, l.N, l.K, l.G}, true, {P::Gemv}, peaks, seed += 10);
+      int8_cases({M, l.N, l.K, 0}, {P::Simple, P::Gemv, P::Tile, P::Auto}, peaks, seed += 10);
+      int4_cases({M, l.N, l.K, l.G}, false, {P::Simple, P::Gemv, P::GemvSeg, P::GemvFloat, P::Tile, P::Auto}, peaks, seed += 10);
+      int4_cases({M, l.N, l.K, l.G}, true, {P::Gemv, P::Auto}, peaks, seed += 10);
     }
     for (int64_t M : prefill_m) {
-      int8_cases({M, l.N, l.K, 0}, {P::Tile}, peaks, seed += 10);
+      int8_cases({M, l.N, l.K, 0}, {P::Tile, P::Auto}, peaks, seed += 10);
       int4_cases({M, l.N, l.K, l.G}, false, {P::Tile}, peaks, seed += 10);
-      int4_cases({M, l.N, l.K, l.G}, true, {P::Tile}, peaks, seed += 10);
+      int4_cases({M, l.N, l.K, l.G}, true, {P::Tile, P::Auto}, peaks, seed += 10);
     }
   }
   for (const Shape& l : layers) {
@@ -482,9 +488,9 @@ void gemm_suite(const Peaks& peaks) {
   }
   // 2. GEMVs and tile GEMMs on the edge shapes (each path on every M: the tile GEMM with M = 1, the GEMV with M = 70).
   for (int64_t M : edge_m) {
-    int8_cases({M, 250, 528, 0}, {P::Gemv, P::Tile}, peaks, seed += 10);
-    int4_cases({M, 250, 512, 32}, false, {P::Gemv, P::Tile}, peaks, seed += 10);
-    int4_cases({M, 250, 512, 128}, true, {P::Gemv, P::Tile}, peaks, seed += 10);
+    int8_cases({M, 250, 528, 0}, {P::Gemv, P::Tile, P::Auto}, peaks, seed += 10);
+    int4_cases({M, 250, 512, 32}, false, {P::Gemv, P::GemvSeg, P::GemvFloat, P::Tile, P::Auto}, peaks, seed += 10);
+    int4_cases({M, 250, 512, 128}, true, {P::Gemv, P::GemvFloat, P::Tile, P::Auto}, peaks, seed += 10);
     fp8_cases({M, 250, 500, 50}, {P::Gemv, P::Tile}, peaks, seed += 10);
   }
   // 3. a small square fp8 shape (quick), or the layers.

@@ -6,10 +6,14 @@
 namespace quantc::cuda {
 
 enum class GemmPath {
-  Auto,    // GEMV for M <= 8, the tensor-core tile GEMM above (the simple kernel where pointers are not 16-byte aligned)
-  Simple,  // one thread per output, scalar loads (no alignment needs): the plain fallback
-  Gemv,    // the memory-bound kernel (any M, meant for M <= 8)
-  Tile,    // the tensor-core tile GEMM (mma.sync, cp.async pipeline)
+  Auto,       // the measured best (H200, custom-ops/README.md): MatMulInt8 GEMV for M <= 8, else cuBLASLt (the tile GEMM where it
+              // is missing); MatMulInt4Int8 GemvFloat for M <= 8, else the tile GEMM; the simple kernel for unaligned pointers
+  Simple,     // one thread per output, scalar loads (no alignment needs): the plain fallback
+  Gemv,       // the memory-bound kernel (any M, meant for M <= 8)
+  Tile,       // the tensor-core tile GEMM (mma.sync, cp.async pipeline)
+  GemvSeg,    // MatMulInt4Int8: cuda/gemv_int4.cu's segmented GEMV (in-order group fold, bit-exact)
+  GemvFloat,  // MatMulInt4Int8: cuda/gemv_int4.cu's float-sum GEMV (relative norm, the fastest decode path measured)
+  Lt,         // MatMulInt8: cuBLASLt int8 + quantc's epilogue (bit-exact); cudaErrorNotSupported where cuBLASLt cannot
 };
 
 const char* gemm_path_name(GemmPath p);
