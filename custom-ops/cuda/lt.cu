@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "quantc/cuda_lt.h"
+#include "quantc/cuda_ops.h"
 
 namespace quantc::cuda {
 namespace {
@@ -173,7 +174,7 @@ int matmul_int8_lt(const int8_t* a, const float* a_scale, const int8_t* b, const
   if (!p) return cudaErrorNotSupported;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   int32_t* acc = nullptr;
-  if (cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&acc), size_t(M * N) * sizeof(int32_t), st); e != cudaSuccess) return e;
+  if (int e = scratch_alloc(reinterpret_cast<void**>(&acc), size_t(M * N) * sizeof(int32_t), st); e != cudaSuccess) return e;
   const int32_t one = 1, zero = 0;
   const cublasStatus_t bs = api().matmul(handle, p->op, &one, b, p->la, a, p->lb, &zero, acc, p->lc, acc, p->lc, &p->algo, workspace,
                                          kWorkspace, st);
@@ -184,7 +185,7 @@ int matmul_int8_lt(const int8_t* a, const float* a_scale, const int8_t* b, const
     dequant_epilogue<<<blocks, 256, 0, st>>>(acc, a_scale, b_scale, bias, y, M, N);
     e = cudaGetLastError();
   }
-  cudaFreeAsync(acc, st);
+  scratch_free(acc, st);
   return e;
 }
 

@@ -2,7 +2,7 @@
 // Compiled by the host compiler (ONNX Runtime's lite custom-op header does not compile under nvcc 11.8); built only
 // with QUANTC_CUDA. Inputs and outputs are device tensors; shapes are checked here, on the host, as the CPU ops check
 // them, and the kernels are enqueued on the session's compute stream (KernelContext::GetGPUComputeStream). Scratch
-// memory is stream-ordered (cudaMallocAsync / cudaFreeAsync on that stream). The CUDA kernels take float32 scales and
+// memory is stream-ordered (quantc::cuda::scratch_alloc: quantc's memory pool, on that stream). The CUDA kernels take float32 scales and
 // outputs; float16 graphs keep the CPU kernels (ONNX Runtime places a node whose types no CUDA kernel matches on the CPU).
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
@@ -50,11 +50,11 @@ void launch(const std::string& op, F&& f) {
 struct Scratch {
   Scratch(const std::string& op, size_t bytes, void* stream) : stream_(static_cast<cudaStream_t>(stream)) {
     if (bytes == 0) return;
-    cudaError_t e = cudaMallocAsync(&p, bytes, stream_);
+    const int e = quantc::cuda::scratch_alloc(&p, bytes, stream_);
     if (e != cudaSuccess) ORT_CXX_API_THROW("ai.quantc." + op + " (CUDA): scratch of " + std::to_string(bytes) + " bytes: " +
-                                            cudaGetErrorString(e), ORT_FAIL);
+                                            cudaGetErrorString(static_cast<cudaError_t>(e)), ORT_FAIL);
   }
-  ~Scratch() { if (p) cudaFreeAsync(p, stream_); }
+  ~Scratch() { quantc::cuda::scratch_free(p, stream_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   void* p = nullptr;

@@ -19,6 +19,11 @@ namespace quantc::cuda {
 // Compute capability of the current device (major * 10 + minor), 0 when no device is usable.
 int device_sm();
 
+// Stream-ordered scratch from quantc's own memory pool of the current device (it keeps freed memory for the next call);
+// cudaMallocAsync's semantics: usable by work enqueued on `stream` after the call, freed after the work before scratch_free.
+int scratch_alloc(void** p, size_t bytes, void* stream);
+int scratch_free(void* p, void* stream);
+
 // --- MatMulInt8 (quantc/gemm.h matmul_int8): y[m][n] = float(sum_k a[m][k] * b[n][k]) * (a_scale * b_scale[n]) + bias[n].
 // a int8 [M, K], b int8 [N, K], b_scale float [N], bias float [N] or null, a_scale one float, y float [M, N]. K % 16 == 0.
 int matmul_int8(const int8_t* a, const float* a_scale, const int8_t* b, const float* b_scale, const float* bias, float* y, int64_t M,
