@@ -119,6 +119,10 @@ cudaError_t launch(const int8_t* a, const float* a_scale, const uint8_t* w, cons
 // Two channels per warp: measured on the H200 against 4 (fewer A loads per weight byte, but fewer warps in flight), 2 was
 // faster at M = 1 and at M = 8 on all three LLaMA-7B shapes.
 constexpr int kWarps3 = 4, kRows3 = 2;
+// Pieces of each channel in flight per lane: 1 for one or two rows of A, 4 above (H200: 4 slowed M = 1 by 13-32 %, sped
+// M = 8 up by 0-20 %).
+template <int MR>
+constexpr int pieces3() { return MR <= 2 ? 1 : 4; }
 
 template <int MR>
 __global__ __launch_bounds__(kWarps3 * 32) void gemv3(const int8_t* __restrict__ a, const float* __restrict__ a_scale,
@@ -134,38 +138,52 @@ __global__ __launch_bounds__(kWarps3 * 32) void gemv3(const int8_t* __restrict__
   for (int r = 0; r < kRows3; ++r)
 #pragma unroll
     for (int m = 0; m < MR; ++m) acc[r][m] = 0.0f;
-  for (int64_t p = lane; p < pieces; p += 32) {
-    uint4 v[kRows3];
+  // kPieces3 pieces of each channel in flight per lane: all their loads issued before any is used.
+  constexpr int kPieces3 = pieces3<MR>();
+  for (int64_t p0 = lane; p0 < pieces; p0 += 32 * kPieces3) {
+    uint4 v[kPieces3][kRows3];
 #pragma unroll
-    for (int r = 0; r < kRows3; ++r)
-      v[r] = n0 + r < N ? __ldg(reinterpret_cast<const uint4*>(w + (n0 + r) * row_bytes + p * 16)) : make_uint4(0, 0, 0, 0);
-    const int64_t c = p >> 1, klo = c * 64 + (p & 1) * 16;
-    // The groups of this piece's low and high nibbles.
-    const int64_t glo = G == 32 ? 2 * c : G == 64 ? c : c >> 1, ghi = G == 32 ? 2 * c + 1 : glo;
-    float slo[kRows3], shi[kRows3];
-#pragma unroll
-    for (int r = 0; r < kRows3; ++r) {
-      const int64_t n = n0 + r < N ? n0 + r : n0;
-      slo[r] = __fmul_rn(sa, __ldg(w_scale + n * groups + glo));
-      shi[r] = __fmul_rn(sa, __ldg(w_scale + n * groups + ghi));
-    }
-#pragma unroll
-    for (int m = 0; m < MR; ++m) {
-      const int4 al = __ldg(reinterpret_cast<const int4*>(a + m * K + klo)), ah = __ldg(reinterpret_cast<const int4*>(a + m * K + klo + 32));
+    for (int u = 0; u < kPieces3; ++u)
 #pragma unroll
       for (int r = 0; r < kRows3; ++r) {
-        int lo = __dp4a(int(lo4(v[r].x)), al.x, 0);
-        lo = __dp4a(int(lo4(v[r].y)), al.y, lo);
-        lo = __dp4a(int(lo4(v[r].z)), al.z, lo);
-        lo = __dp4a(int(lo4(v[r].w)), al.w, lo);
-        int hi = __dp4a(int(hi4(v[r].x)), ah.x, 0);
-        hi = __dp4a(int(hi4(v[r].y)), ah.y, hi);
-        hi = __dp4a(int(hi4(v[r].z)), ah.z, hi);
-        hi = __dp4a(int(hi4(v[r].w)), ah.w, hi);
-        if (G == 32) {
-          acc[r][m] += float(lo) * slo[r] + float(hi) * shi[r];
-        } else {
-          acc[r][m] += float(lo + hi) * slo[r];
+        const int64_t p = p0 + 32 * u;
+        v[u][r] = p < pieces && n0 + r < N ? __ldg(reinterpret_cast<const uint4*>(w + (n0 + r) * row_bytes + p * 16))
+                                           : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int u = 0; u < kPieces3; ++u) {
+      const int64_t p = p0 + 32 * u;
+      if (p >= pieces) break;
+      const int64_t c = p >> 1, klo = c * 64 + (p & 1) * 16;
+      // The groups of this piece's low and high nibbles.
+      const int64_t glo = G == 32 ? 2 * c : G == 64 ? c : c >> 1, ghi = G == 32 ? 2 * c + 1 : glo;
+      float slo[kRows3], shi[kRows3];
+#pragma unroll
+      for (int r = 0; r < kRows3; ++r) {
+        const int64_t n = n0 + r < N ? n0 + r : n0;
+        slo[r] = __fmul_rn(sa, __ldg(w_scale + n * groups + glo));
+        shi[r] = __fmul_rn(sa, __ldg(w_scale + n * groups + ghi));
+      }
+#pragma unroll
+      for (int m = 0; m < MR; ++m) {
+        const int4 al = __ldg(reinterpret_cast<const int4*>(a + m * K + klo));
+        const int4 ah = __ldg(reinterpret_cast<const int4*>(a + m * K + klo + 32));
+#pragma unroll
+        for (int r = 0; r < kRows3; ++r) {
+          const uint4 wv = v[u][r];
+          int lo = __dp4a(int(lo4(wv.x)), al.x, 0);
+          lo = __dp4a(int(lo4(wv.y)), al.y, lo);
+          lo = __dp4a(int(lo4(wv.z)), al.z, lo);
+          lo = __dp4a(int(lo4(wv.w)), al.w, lo);
+          int hi = __dp4a(int(hi4(wv.x)), ah.x, 0);
+          hi = __dp4a(int(hi4(wv.y)), ah.y, hi);
+          hi = __dp4a(int(hi4(wv.z)), ah.z, hi);
+          hi = __dp4a(int(hi4(wv.w)), ah.w, hi);
+          if (G == 32) {
+            acc[r][m] += float(lo) * slo[r] + float(hi) * shi[r];
+          } else {
+            acc[r][m] += float(lo + hi) * slo[r];
+          }
         }
       }
     }
