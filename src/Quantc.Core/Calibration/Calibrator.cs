@@ -26,6 +26,14 @@ public sealed record CalibrationOptions
 
     /// <summary>The default of <see cref="SegmentBytes"/>: 256 MiB.</summary>
     public const long DefaultSegmentBytes = 256L << 20;
+
+    /// <summary>
+    /// Most bytes of GPTQ Hessians (float64 K×K per distinct layer input) one calibration run accumulates; the inputs past it are
+    /// accumulated in further runs over the same samples, with the same sums. The default, 512 MiB, keeps a 1b model's GPTQ under
+    /// the 1.5 GB goal: with it come the ≈0.5 GB a segmented run holds and, while an input's factor is made, one more K×K array
+    /// (254 MB for a 5632-wide input).
+    /// </summary>
+    public long HessianBytes { get; init; } = 512L << 20;
 }
 
 /// <summary>

@@ -114,6 +114,8 @@ public static class SegmentedRun
         // The last segment that reads each kept value, so that it is released as soon as it is no longer needed.
         var lastUse = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int k = 0; k < segments.Count; k++) foreach (var c in segments[k].Carried) lastUse[c] = k;
+        // Segments after the last one with a wanted value only feed each other: not run.
+        int lastWanted = Array.FindLastIndex(wantedIn, w => w.Count > 0);
 
         var store = new Dictionary<string, OrtValue>[samples.Count];
         for (int i = 0; i < samples.Count; i++) store[i] = new(StringComparer.Ordinal);
@@ -124,9 +126,9 @@ public static class SegmentedRun
             for (int k = 0; k < segments.Count; k++)
             {
                 var seg = segments[k];
-                if (seg.Kept.Count == 0 && wantedIn[k].Count == 0)
+                if (k > lastWanted || (seg.Kept.Count == 0 && wantedIn[k].Count == 0))
                 {
-                    // Nothing of it is wanted or read later (the head after the last wanted tensor): not run.
+                    // Nothing of it is wanted or read later by a segment that is run (the head after the last wanted tensor).
                     progress?.Report((done += samples.Count, total));
                     continue;
                 }
