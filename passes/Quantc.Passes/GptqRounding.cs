@@ -7,12 +7,13 @@ namespace Quantc.Passes;
 
 /// <summary>
 /// GPTQ for the weights pass within a memory budget (issue 22 item 10). Each distinct layer input needs its Hessian H = 2·XᵀX,
-/// float64 K×K, accumulated over the calibration data: on a 1b LLaMA 22 × (3·2048² + 5632²) × 8 B = 7.8 GB. The inputs are
-/// taken in graph order in groups whose Hessians fit <see cref="CalibrationOptions.HessianBytes"/> (an input past it is a group
-/// alone); each group is one calibration run that accumulates only its inputs, then its layers are rounded and its Hessians
-/// dropped before the next run. Each Hessian sees the same samples in the same order as in one run over all inputs, so the
-/// sums, and the rounded weights, are bit-identical; the price is a calibration run per group (a segmented run stops after
-/// the last segment the group reads).
+/// float64 K×K, accumulated over the calibration data: on a 1b LLaMA 22 × (3·2048² + 5632²) × 8 B = 7.8 GB. A Hessian is made when
+/// its input's first sample arrives and, once its input has seen every sample (the end of the input's segment when the model runs
+/// in segments, <see cref="Core.Runtime.SegmentedRun"/>; the end of the run otherwise), turned into the layers' rounded weights and
+/// dropped, so one run holds the Hessians of one segment at a time. Where one segment's (or a whole-model run's) Hessians are more
+/// than <see cref="CalibrationOptions.HessianBytes"/>, its inputs are split, in graph order, into chunks that fit (an input past
+/// it is a chunk alone), and the data is run once per chunk. Each Hessian sees the same samples in the same order as in one run
+/// over all inputs, so the sums, and the rounded weights, are bit-identical.
 /// </summary>
 public static class GptqRounding
 {
@@ -25,65 +26,84 @@ public static class GptqRounding
             ctx.Log.Add($"{pass}: GPTQ found no integer MatMul/Gemm layer to round (0 Hessians)");
             return;
         }
-        long budget = (ctx.CalibrationOptions ?? new CalibrationOptions()).HessianBytes;
-        var byInput = layers.GroupBy(l => l.Input.Name).Select(g => (Input: g.Key, K: (int)g.First().InFeatures, Layers: g.ToList()))
-            .ToList();
-        var groups = Groups(byInput.Select(i => HessianBytes(i.K)).ToList(), budget);
-        int done = 0;
-        for (int gi = 0; gi < groups.Count; gi++)
+        var options = ctx.CalibrationOptions ?? new CalibrationOptions();
+        var inputs = layers.GroupBy(l => l.Input.Name)
+            .Select(g => new Input(g.Key, (int)g.First().InFeatures, g.ToList())).ToList();
+        var segments = Core.Runtime.SegmentedRun.Plan(ctx.Model, options.SegmentBytes);
+        var segmentOf = segments is null ? null : Core.Runtime.SegmentedRun.SegmentsOf(ctx.Model, segments, inputs.Select(i => i.Name));
+        var runs = Runs(inputs.Select(i => i.Bytes).ToList(), inputs.Select(i => segmentOf?[i.Name] ?? 0).ToList(), options.HessianBytes);
+        var byName = inputs.ToDictionary(i => i.Name, StringComparer.Ordinal);
+        for (int r = 0; r < runs.Count; r++)
         {
-            var group = byInput.GetRange(groups[gi].Start, groups[gi].Count);
-            var hessians = group.ToDictionary(i => i.Input, i => new double[(long)i.K * i.K], StringComparer.Ordinal);
-            ctx.Calibrate(group.Select(i => i.Input).ToList(), pass, (name, data, channels) =>
+            var live = new System.Collections.Concurrent.ConcurrentDictionary<string, double[]>(StringComparer.Ordinal);
+            var left = new HashSet<string>(runs[r].Select(i => inputs[i].Name), StringComparer.Ordinal);
+            void Finish(IReadOnlyList<string> names)
             {
-                var h = hessians[name];
-                lock (h) WeightQuantizer.AccumulateHessian(h, data, channels);
-            });
-            Quantc.Core.Diagnostics.MemoryTrace.Mark($"gptq Hessians {gi + 1}/{groups.Count}");
-            foreach (var (input, k, inputLayers) in group)
-            {
-                // The factor is made in the Hessian's own array; the Hessian is then no longer needed.
-                var factor = GptqFactor.Of(hessians[input], k, damp);
-                hessians.Remove(input);
-                foreach (var l in inputLayers)
+                foreach (var input in inputs.Where(i => names.Contains(i.Name) && left.Remove(i.Name)))
                 {
-                    ctx.ReleaseLayerCopies();
-                    var plan = ctx.Plan[l.Name];
-                    plan.QuantizedWeight = WeightQuantizer.Gptq(Weights.ReadNk(l), (int)l.OutFeatures, k, factor, plan.WeightFormat.Grid!,
-                        plan.GroupSize);
-                    plan.WeightMethod = "gptq";
-                    done++;
+                    // The factor is made in the Hessian's own array; the Hessian is then no longer needed.
+                    var factor = GptqFactor.Of(live.GetOrAdd(input.Name, _ => input.NewHessian()), input.K, damp);
+                    live.TryRemove(input.Name, out _);
+                    foreach (var l in input.Layers)
+                    {
+                        ctx.ReleaseLayerCopies();
+                        var plan = ctx.Plan[l.Name];
+                        plan.QuantizedWeight = WeightQuantizer.Gptq(Weights.ReadNk(l), (int)l.OutFeatures, input.K, factor,
+                            plan.WeightFormat.Grid!, plan.GroupSize);
+                        plan.WeightMethod = "gptq";
+                    }
                 }
+                Quantc.Core.Diagnostics.MemoryTrace.Mark($"gptq rounded, run {r + 1}/{runs.Count}");
             }
-        }
-        long total = byInput.Sum(i => HessianBytes(i.K));
-        long largest = groups.Max(g => byInput.GetRange(g.Start, g.Count).Sum(i => HessianBytes(i.K)));
-        ctx.Log.Add($"{pass}: GPTQ Hessians of {byInput.Count} inputs ({done} layers, {Mib(total)} MiB) in {groups.Count} calibration " +
-            $"run{(groups.Count == 1 ? "" : "s")} of ≤ {Mib(largest)} MiB (budget {Mib(budget)} MiB)");
-    }
-
-    /// <summary>Consecutive runs of <paramref name="bytes"/> that each sum to at most <paramref name="budget"/> (an item past it is a run
-    /// alone).</summary>
-    public static List<(int Start, int Count)> Groups(IReadOnlyList<long> bytes, long budget)
-    {
-        var groups = new List<(int Start, int Count)>();
-        int start = 0;
-        long sum = 0;
-        for (int i = 0; i < bytes.Count; i++)
-        {
-            if (i > start && sum + bytes[i] > budget)
+            ctx.Calibrate(runs[r].Select(i => inputs[i].Name).ToList(), pass, (name, data, channels) =>
             {
-                groups.Add((start, i - start));
-                start = i;
-                sum = 0;
-            }
-            sum += bytes[i];
+                var h = live.GetOrAdd(name, _ => byName[name].NewHessian());
+                lock (h) WeightQuantizer.AccumulateHessian(h, data, channels);
+            }, Finish);
+            if (left.Count > 0) Finish([.. left]);     // tensors the run never declared complete (none expected)
         }
-        if (bytes.Count > start) groups.Add((start, bytes.Count - start));
-        return groups;
+        long held = runs.Max(run => run.GroupBy(i => segmentOf?[inputs[i].Name] ?? 0).Max(g => g.Sum(i => inputs[i].Bytes)));
+        ctx.Log.Add($"{pass}: GPTQ Hessians of {inputs.Count} inputs ({layers.Count} layers, {Mib(inputs.Sum(i => i.Bytes))} MiB) in " +
+            $"{runs.Count} calibration run{(runs.Count == 1 ? "" : "s")}, ≤ {Mib(held)} MiB held at once (budget {Mib(options.HessianBytes)} " +
+            $"MiB{(segments is null ? "" : $"; the model runs in {segments.Count} segments")})");
     }
 
-    private static long HessianBytes(int k) => 8L * k * k;
+    /// <summary>
+    /// The calibration runs for inputs of Hessian sizes <paramref name="bytes"/> handed over in segments <paramref name="segment"/>:
+    /// each segment's inputs are cut, in order, into chunks of at most <paramref name="budget"/> bytes (an input past it is a chunk
+    /// alone), and run r takes every segment's r-th chunk. Each run lists input indices in ascending order.
+    /// </summary>
+    public static List<List<int>> Runs(IReadOnlyList<long> bytes, IReadOnlyList<int> segment, long budget)
+    {
+        var runs = new List<List<int>>();
+        foreach (var members in Enumerable.Range(0, bytes.Count).GroupBy(i => segment[i]))
+        {
+            int chunk = 0;
+            long sum = 0;
+            bool any = false;
+            foreach (int i in members)
+            {
+                if (any && sum + bytes[i] > budget)
+                {
+                    chunk++;
+                    sum = 0;
+                }
+                if (runs.Count == chunk) runs.Add([]);
+                runs[chunk].Add(i);
+                sum += bytes[i];
+                any = true;
+            }
+        }
+        foreach (var run in runs) run.Sort();
+        return runs;
+    }
 
     private static long Mib(long bytes) => (bytes + (1 << 20) - 1) >> 20;
+
+    private sealed record Input(string Name, int K, List<LinearLayer> Layers)
+    {
+        public long Bytes => 8L * K * K;
+
+        public double[] NewHessian() => new double[(long)K * K];
+    }
 }

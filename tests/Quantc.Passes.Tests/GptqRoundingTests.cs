@@ -27,23 +27,58 @@ public sealed class GptqRoundingTests : IDisposable
             using (var m = Model.Load(source)) segmentBytes = m.Graph.Initializers.Sum(v => v.Initializer!.ByteLength) / 4;
         var (one, oneLog) = CompileTo("one", source, recipe, long.MaxValue, segmentBytes);
         var (several, severalLog) = CompileTo("several", source, recipe, 1, segmentBytes);
-        Assert.Matches(@"^weights: GPTQ Hessians of \d+ inputs \(\d+ layers, \d+ MiB\) in 1 calibration run of ", oneLog);
+        Assert.Matches(@"^weights: GPTQ Hessians of \d+ inputs \(\d+ layers, \d+ MiB\) in 1 calibration run, ", oneLog);
         var runs = System.Text.RegularExpressions.Regex.Match(severalLog, @"Hessians of (\d+) inputs .* in (\d+) calibration runs");
         Assert.True(runs.Success, severalLog);
-        Assert.True(int.Parse(runs.Groups[1].Value) > 1);
-        Assert.Equal(runs.Groups[1].Value, runs.Groups[2].Value);       // a budget of one byte: one run per input
+        int inputs = int.Parse(runs.Groups[1].Value), count = int.Parse(runs.Groups[2].Value);
+        // A budget of one byte: one run per input of a whole model; in segments, as many as the most inputs one segment hands over.
+        if (segmented) Assert.InRange(count, 2, inputs - 1);
+        else Assert.Equal(inputs, count);
+        Assert.Equal(segmented, severalLog.Contains("; the model runs in "));
         Assert.Equal(File.ReadAllBytes(one), File.ReadAllBytes(several));
         Assert.Equal(File.Exists(one + ".data"), File.Exists(several + ".data"));
         if (File.Exists(one + ".data")) Assert.Equal(File.ReadAllBytes(one + ".data"), File.ReadAllBytes(several + ".data"));
     }
 
     [Fact]
-    public void InputsAreGroupedInOrderWithinTheBudget()
+    public void EachSegmentsInputsAreCutIntoRunsWithinTheBudget()
     {
-        Assert.Equal([(0, 2), (2, 1), (3, 2)], GptqRounding.Groups([3, 4, 9, 2, 5], 8));
-        Assert.Equal([(0, 1), (1, 1)], GptqRounding.Groups([10, 10], 1));
-        Assert.Equal([(0, 3)], GptqRounding.Groups([1, 1, 1], long.MaxValue));
-        Assert.Empty(GptqRounding.Groups([], 8));
+        // One segment: consecutive chunks, one per run.
+        Assert.Equal([[0, 1], [2], [3, 4]], GptqRounding.Runs([3, 4, 9, 2, 5], [0, 0, 0, 0, 0], 8));
+        Assert.Equal([[0], [1]], GptqRounding.Runs([10, 10], [0, 0], 1));
+        // Segments: run r takes each segment's r-th chunk, so a run holds one segment's chunk at a time.
+        Assert.Equal([[0, 1, 3, 5], [2, 4]], GptqRounding.Runs([3, 4, 9, 6, 2, 1], [0, 0, 0, 1, 1, 2], 7));
+        Assert.Equal([[0, 1, 2]], GptqRounding.Runs([5, 5, 5], [0, 1, 2], 8));
+        Assert.Empty(GptqRounding.Runs([], [], 8));
+    }
+
+    [Fact]
+    public void SegmentsHandOverTheirTensorsOnceAllSamplesWentThrough()
+    {
+        using var m = TestCompiler.TinyReference(_dir);
+        var tensors = m.Graph.Nodes.Where(n => n.OpType == "MatMul").Select(n => n.Inputs[0]!.Name).Distinct().ToList();
+        var samples = DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"),
+            new DataOptions { SplitDocuments = false, SequenceLength = 16, MaxSamples = 3 }).Samples;
+        var segments = Core.Runtime.SegmentedRun.Plan(m, m.Graph.Initializers.Sum(v => v.Initializer!.ByteLength) / 4)!;
+        var seen = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        var completed = new List<(string Name, int Seen)>();
+        var wanted = tensors.Take(tensors.Count / 2).ToList();
+        Core.Runtime.SegmentedRun.Run(m, segments, wanted, samples, (name, _, _) => seen.AddOrUpdate(name, 1, (_, n) => n + 1),
+            completed: names => completed.AddRange(names.Select(n => (n, seen.GetValueOrDefault(n)))));
+        Assert.Equal(wanted.Order(), completed.Select(c => c.Name).Order());
+        Assert.All(completed, c => Assert.Equal(samples.Count, c.Seen));
+        var of = Core.Runtime.SegmentedRun.SegmentsOf(m, segments, wanted);
+        Assert.True(of.Values.Distinct().Count() > 1);
+        Assert.Equal(of.OrderBy(kv => kv.Value).Select(kv => kv.Value), completed.Select(c => of[c.Name]));
+
+        // A whole-model run hands over each group's tensors once its run is done (here one tensor per group).
+        seen.Clear();
+        completed.Clear();
+        Calibrator.Collect(m, wanted, samples, new CalibrationOptions { SegmentBytes = long.MaxValue, GroupBytes = 1 },
+            observe: (name, _, _) => seen.AddOrUpdate(name, 1, (_, n) => n + 1),
+            completed: names => completed.AddRange(names.Select(n => (n, seen.GetValueOrDefault(n)))));
+        Assert.Equal(wanted, completed.Select(c => c.Name));
+        Assert.All(completed, c => Assert.Equal(samples.Count, c.Seen));
     }
 
     private (string Path, string Log) CompileTo(string folder, string source, string recipe, long hessianBytes, long segmentBytes)
