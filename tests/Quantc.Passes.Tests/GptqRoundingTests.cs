@@ -1,6 +1,7 @@
 using Quantc.Core.Calibration;
 using Quantc.Core.Compilation;
 using Quantc.Core.Data;
+using Quantc.Core.Pipeline;
 using Quantc.Ir;
 
 namespace Quantc.Passes.Tests;
@@ -79,6 +80,24 @@ public sealed class GptqRoundingTests : IDisposable
             completed: names => completed.AddRange(names.Select(n => (n, seen.GetValueOrDefault(n)))));
         Assert.Equal(wanted, completed.Select(c => c.Name));
         Assert.All(completed, c => Assert.Equal(samples.Count, c.Seen));
+    }
+
+    [Fact]
+    public void AsymmetricWeightsAreRefusedBeforeAnyCalibrationRunAndNoLayerIsSaid()
+    {
+        using var m = TestCompiler.TinyReference(_dir);
+        var asymmetric = Recipe.Parse("name: x\npasses:\n  - quantize: { weights: int4, symmetric: false, activations: fp32 }\n" +
+            "  - weights: { method: gptq }\n  - lower_qdq", "x.yaml");
+        // No calibration data: the refusal comes first, before GPTQ asks for data.
+        var e = Assert.Throws<Quantc.Onnx.BadInputException>(() => TestCompiler.Compiler.Compile(m, asymmetric, new CompileOptions()));
+        Assert.Contains("GPTQ here is symmetric", e.Message);
+
+        var none = Recipe.Parse("name: x\npasses:\n  - quantize: { weights: fp8, exclude: ['.*'] }\n  - weights: { method: gptq }",
+            "x.yaml");
+        var calibration = DataLoader.Load(m, Path.Combine(AppContext.BaseDirectory, "calib.txt"),
+            new DataOptions { SplitDocuments = false, SequenceLength = 16, MaxSamples = 1 });
+        using var result = TestCompiler.Compiler.Compile(m, none, new CompileOptions { Calibration = calibration });
+        Assert.Contains("weights: GPTQ found no integer MatMul/Gemm layer to round (0 Hessians)", result.Report.Log);
     }
 
     private (string Path, string Log) CompileTo(string folder, string source, string recipe, long hessianBytes, long segmentBytes)
