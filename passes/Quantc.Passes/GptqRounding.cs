@@ -63,9 +63,10 @@ public static class GptqRounding
             if (left.Count > 0) Finish([.. left]);     // tensors the run never declared complete (none expected)
         }
         long held = runs.Max(run => run.GroupBy(i => segmentOf?[inputs[i].Name] ?? 0).Max(g => g.Sum(i => inputs[i].Bytes)));
+        string inSegments = segments is null ? "" : $"; the model runs in {segments.Count} segments";
         ctx.Log.Add($"{pass}: GPTQ Hessians of {inputs.Count} inputs ({layers.Count} layers, {Mib(inputs.Sum(i => i.Bytes))} MiB) in " +
-            $"{runs.Count} calibration run{(runs.Count == 1 ? "" : "s")}, ≤ {Mib(held)} MiB held at once (budget {Mib(options.HessianBytes)} " +
-            $"MiB{(segments is null ? "" : $"; the model runs in {segments.Count} segments")})");
+            $"{runs.Count} calibration run{(runs.Count == 1 ? "" : "s")}, ≤ {Mib(held)} MiB held at once " +
+            $"(budget {Mib(options.HessianBytes)} MiB{inSegments})");
     }
 
     /// <summary>
