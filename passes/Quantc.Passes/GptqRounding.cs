@@ -44,6 +44,8 @@ public static class GptqRounding
                     // The factor is made in the Hessian's own array; the Hessian is then no longer needed.
                     var factor = GptqFactor.Of(live.GetOrAdd(input.Name, _ => input.NewHessian()), input.K, damp);
                     live.TryRemove(input.Name, out _);
+                    // On a large model, the Hessian's array (K×K, 254 MB at K = 5632) is collected before the layers' copies come.
+                    ctx.ReleaseLayerCopies();
                     foreach (var l in input.Layers)
                     {
                         ctx.ReleaseLayerCopies();
