@@ -41,11 +41,14 @@ public static class GptqRounding
             {
                 foreach (var input in inputs.Where(i => names.Contains(i.Name) && left.Remove(i.Name)))
                 {
+                    // On a model that spills, the garbage of the inputs before (their Hessians, the layers' copies) is collected before
+                    // a large factor adds its K×K array (254 MB at K = 5632), and its Hessian's array before the layers' copies come.
+                    bool large = ctx.Model.SpilledBytes > 0 && input.Bytes >= LargeFactorBytes;
+                    if (large) Core.Runtime.MemoryTrim.Now();
                     // The factor is made in the Hessian's own array; the Hessian is then no longer needed.
                     var factor = GptqFactor.Of(live.GetOrAdd(input.Name, _ => input.NewHessian()), input.K, damp);
                     live.TryRemove(input.Name, out _);
-                    // On a large model, the Hessian's array (K×K, 254 MB at K = 5632) is collected before the layers' copies come.
-                    ctx.ReleaseLayerCopies();
+                    if (large) Core.Runtime.MemoryTrim.Now();
                     foreach (var l in input.Layers)
                     {
                         ctx.ReleaseLayerCopies();
@@ -100,6 +103,9 @@ public static class GptqRounding
         foreach (var run in runs) run.Sort();
         return runs;
     }
+
+    /// <summary>Hessians from this size (64 MiB: K ≥ 2897) get a collection before and after their factor on a model that spills.</summary>
+    private const long LargeFactorBytes = 64L << 20;
 
     private static long Mib(long bytes) => (bytes + (1 << 20) - 1) >> 20;
 
