@@ -247,20 +247,23 @@ public sealed class WeightsPass(string method, double damp, LearnedRoundingConfi
     {
         var layers = ctx.Map.Linears
             .Where(l => ctx.Plan.TryGet(l.Name, out var p) && p.WeightFormat.Grid is not null).ToList();
-        Dictionary<string, double[]>? hessians = method == "gptq"
-            ? Hessians(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList()) : null;
+        bool gptq = method == "gptq";
+        if (gptq && layers.FirstOrDefault(l => ctx.Plan[l.Name] is { WeightSymmetric: false } p && p.WeightFormat != NumberFormat.Fp8)
+            is { } asymmetric)
+            throw new Quantc.Onnx.BadInputException($"{asymmetric.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights " +
+                $"method: rtn");
+        if (gptq) GptqRounding.Run(ctx, layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList(), damp, Name);
         // Learned rounding reconstructs x·W of a MatMul/Gemm input; a Conv (its input is not the im2col rows) keeps RTN.
         var toLearn = layers.Where(l => ctx.Plan[l.Name].WeightFormat.IsInteger && l.Conv is null).ToList();
         var learnedWeights = learned is null ? null
             : learned.Block ? BlockRoundingStep.Run(ctx, toLearn, learned, Name) : LearnedRoundingStep.Run(ctx, toLearn, learned, Name);
         foreach (var l in layers)
         {
-            ctx.ReleaseLayerCopies();
             var plan = ctx.Plan[l.Name];
-            var kn = Weights.Read(l);
+            if (gptq && plan.WeightFormat.IsInteger && l.Conv is null) continue;      // rounded by GptqRounding
+            ctx.ReleaseLayerCopies();
+            var nk = Weights.ReadNk(l);
             int k = (int)l.InFeatures, n = (int)l.OutFeatures;
-            var nk = new float[kn.Length];
-            for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
             if (plan.WeightFormat == NumberFormat.Fp8)
             {
                 // float8 rounds to its own grid (nearest even, saturating), per-tensor scale; GPTQ here is for integer grids.
@@ -269,32 +272,15 @@ public sealed class WeightsPass(string method, double damp, LearnedRoundingConfi
                 continue;
             }
             var format = plan.WeightFormat.Grid!;
-            if (hessians is not null && !plan.WeightSymmetric)
-                throw new Quantc.Onnx.BadInputException($"{l.Name}: GPTQ here is symmetric; use quantize symmetric: true or weights " +
-                    $"method: rtn");
-            if (hessians is not null && l.Conv is not null)
+            if (gptq && l.Conv is not null)
                 plan.Reasons.Add("weights: RTN for a Conv (GPTQ's Hessian here is over the last axis of a MatMul's input)");
-            plan.QuantizedWeight = hessians is not null && l.Conv is null
-                ? WeightQuantizer.Gptq(nk, n, k, hessians[l.Input.Name], format, plan.GroupSize, damp)
-                : learnedWeights?.GetValueOrDefault(l.Name) is { } learnedWeight ? learnedWeight
+            plan.QuantizedWeight = learnedWeights?.GetValueOrDefault(l.Name) is { } learnedWeight ? learnedWeight
                 : plan.WeightSymmetric ? WeightQuantizer.Rtn(nk, n, k, format, plan.GroupSize)
                 : WeightQuantizer.RtnAsymmetric(nk, n, k, format, plan.GroupSize);
             if (learned is not null && l.Conv is not null)
                 plan.Reasons.Add($"weights: RTN for a Conv ({method} reconstructs a MatMul's x·W, not a convolution)");
-            plan.WeightMethod = (hessians is not null || learned is not null) && l.Conv is not null ? "rtn" : method;
+            plan.WeightMethod = (gptq || learned is not null) && l.Conv is not null ? "rtn" : method;
         }
-    }
-
-    private static Dictionary<string, double[]> Hessians(PassContext ctx, List<LinearLayer> layers)
-    {
-        if (ctx.CalibrationData is null) throw new Quantc.Onnx.BadInputException("GPTQ needs calibration data: give --calib DATA");
-        var inputs = layers.GroupBy(l => l.Input.Name).ToDictionary(g => g.Key, g => (int)g.First().InFeatures);
-        var h = inputs.ToDictionary(kv => kv.Key, kv => new double[kv.Value * kv.Value]);
-        ctx.Calibrate(inputs.Keys.ToList(), Info.Name, (name, data, channels) =>
-        {
-            lock (h[name]) WeightQuantizer.AccumulateHessian(h[name], data, channels);
-        });
-        return h;
     }
 }
 

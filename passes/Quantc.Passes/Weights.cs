@@ -7,6 +7,16 @@ namespace Quantc.Passes;
 /// <summary>Reads and writes a linear layer's weight as a [K, N] float matrix (row j = input channel j) whatever its orientation.</summary>
 internal static class Weights
 {
+    /// <summary>The weight as float32 [N, K] (row c = output channel c), the layout of the weight quantizers.</summary>
+    public static float[] ReadNk(LinearLayer l)
+    {
+        var kn = Read(l);
+        int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        var nk = new float[kn.Length];
+        for (int j = 0; j < k; j++) for (int c = 0; c < n; c++) nk[c * k + j] = kn[j * n + c];
+        return nk;
+    }
+
     /// <summary>The weight as float32 [K, N].</summary>
     public static float[] Read(LinearLayer l)
     {

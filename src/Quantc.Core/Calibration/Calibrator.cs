@@ -26,6 +26,14 @@ public sealed record CalibrationOptions
 
     /// <summary>The default of <see cref="SegmentBytes"/>: 256 MiB.</summary>
     public const long DefaultSegmentBytes = 256L << 20;
+
+    /// <summary>
+    /// Most bytes of GPTQ Hessians (float64 K×K per distinct layer input) one calibration run accumulates; the inputs past it are
+    /// accumulated in further runs over the same samples, with the same sums. The default, 512 MiB, keeps a 1b model's GPTQ under
+    /// the 1.5 GB goal: with it come the ≈0.5 GB a segmented run holds and, while an input's factor is made, one more K×K array
+    /// (254 MB for a 5632-wide input).
+    /// </summary>
+    public long HessianBytes { get; init; } = 512L << 20;
 }
 
 /// <summary>
@@ -36,11 +44,12 @@ public static class Calibrator
 {
     /// <summary>Collects statistics of <paramref name="tensors"/> (float tensors of the model) over <paramref name="samples"/>.</summary>
     /// <remarks><paramref name="observe"/> (tensor, one sample's data as float, channels) sees every tensor's raw data in sample order; it
-    /// is called in parallel for different tensors.</remarks>
+    /// is called in parallel for different tensors. <paramref name="completed"/> gets tensors once <paramref name="observe"/> has seen
+    /// all their samples, before the run goes on: each segment's of a model run in segments, each group's of a whole one.</remarks>
     public static Dictionary<string,
         TensorStats> Collect(Model model, IReadOnlyList<string> tensors, IReadOnlyList<CalibrationSample> samples,
         CalibrationOptions? options = null, IProgress<(int Done, int Total)>? progress = null, Action<string, ReadOnlySpan<float>,
-            int>? observe = null)
+            int>? observe = null, Action<IReadOnlyList<string>>? completed = null)
     {
         options ??= new CalibrationOptions();
         if (samples.Count == 0) throw new BadInputException("no calibration samples");
@@ -55,13 +64,15 @@ public static class Calibrator
         if (SegmentedRun.Plan(model, options.SegmentBytes) is { } segments)
         {
             SegmentedRun.Run(model, segments, stats.Keys.ToList(), samples,
-                (name, value, sample) => Fold(stats[name], value, sample, observe), progress);
+                (name, value, sample) => Fold(stats[name], value, sample, observe), progress, completed);
             return stats;
         }
         var groups = Group(model, stats.Keys.ToList(), samples, options.GroupBytes);
         int total = groups.Count * samples.Count, done = 0;
-        foreach (var group in groups)
+        for (int gi = 0; gi < groups.Count; gi++)
         {
+            if (gi > 0) completed?.Invoke(groups[gi - 1]);     // the previous group's session is closed
+            var group = groups[gi];
             using var session = OrtModel.CreateSession(model, group);
             // Pipelined: while sample i's activations are folded into the statistics (in parallel over
             // tensors), ONNX Runtime already runs sample i + 1. At most two samples' activations are alive.
@@ -105,6 +116,7 @@ public static class Calibrator
                 pending?.Dispose();
             }
         }
+        if (groups.Count > 0) completed?.Invoke(groups[^1]);
         return stats;
     }
 

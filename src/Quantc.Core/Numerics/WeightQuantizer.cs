@@ -160,23 +160,22 @@ public static class WeightQuantizer
     {
         CheckShape(n, k, groupSize, format);
         if (hessian.Length != k * k) throw new ArgumentException($"the Hessian must be {k}×{k}");
-        var h = hessian.ToArray();
+        return Gptq(w, n, k, GptqFactor.Of(hessian.ToArray(), k, damp), format, groupSize);
+    }
+
+    /// <summary>GPTQ with the factor of the input's Hessian made once (<see cref="GptqFactor.Of"/>) for every layer that reads that
+    /// input; the same result as the overload that takes the Hessian.</summary>
+    public static QuantizedWeight Gptq(ReadOnlySpan<float> w, int n, int k, GptqFactor factor, QuantFormat format, int groupSize = 0)
+    {
+        CheckShape(n, k, groupSize, format);
+        if (factor.K != k) throw new ArgumentException($"the Hessian factor is {factor.K} wide, the weight {k}");
+        var u = factor.Upper;
         var work = new double[n * k];
         for (int i = 0; i < n * k; i++) work[i] = w[i];
-        // Dead inputs (never active in calibration): fix their diagonal, zero their weights.
-        double meanDiag = 0;
-        for (int i = 0; i < k; i++) meanDiag += h[i * k + i];
-        meanDiag /= k;
+        // Dead inputs (never active in calibration): zero their weights.
         for (int i = 0; i < k; i++)
-            if (h[i * k + i] == 0)
-            {
-                h[i * k + i] = 1;
+            if (factor.Dead[i])
                 for (int r = 0; r < n; r++) work[r * k + i] = 0;
-            }
-        for (int i = 0; i < k; i++) h[i * k + i] += damp * (meanDiag == 0 ? 1 : meanDiag);
-
-        // U: upper Cholesky factor of H⁻¹ (H⁻¹ = Uᵀ·U).
-        var u = UpperCholeskyOfInverse(h, k);
 
         int g = groupSize == 0 ? k : groupSize, groups = k / g;
         var q = new sbyte[n * k];
@@ -202,7 +201,7 @@ public static class WeightQuantizer
                 int qi = Quantizer.QuantizeInt((float)wi, colScale[r], 0, format);
                 q[r * k + i] = (sbyte)qi;
                 double err = (wi - qi * (double)colScale[r]) / d;
-                for (int j = i + 1; j < k; j++) work[r * k + j] -= err * u[i * k + j];
+                GptqFactor.Add(work.AsSpan(r * k + i + 1, k - i - 1), -err, u.AsSpan(i * k + i + 1, k - i - 1));   // work −= err·u
             }
         }
         return new QuantizedWeight(format, n, k, groupSize, q, scales);
@@ -212,63 +211,17 @@ public static class WeightQuantizer
     public static void AccumulateHessian(Span<double> h, ReadOnlySpan<float> x, int k)
     {
         int tokens = x.Length / k;
+        var wide = new double[k];
         for (int t = 0; t < tokens; t++)
         {
             var row = x.Slice(t * k, k);
+            for (int j = 0; j < k; j++) wide[j] = row[j];
             for (int i = 0; i < k; i++)
             {
                 double xi = 2.0 * row[i];
                 if (xi == 0) continue;
-                for (int j = 0; j < k; j++) h[i * k + j] += xi * row[j];
+                GptqFactor.Add(h.Slice(i * k, k), xi, wide);      // h[i,j] += xi·x[j], j ascending: the scalar loop's sums
             }
         }
-    }
-
-    private static double[] UpperCholeskyOfInverse(double[] h, int k)
-    {
-        // H = L·Lᵀ; H⁻¹ = L⁻ᵀ·L⁻¹; then the upper Cholesky factor of H⁻¹.
-        var l = Cholesky(h, k);
-        var linv = new double[k * k];
-        for (int i = 0; i < k; i++)
-        {
-            linv[i * k + i] = 1 / l[i * k + i];
-            for (int j = 0; j < i; j++)
-            {
-                double s = 0;
-                for (int t = j; t < i; t++) s += l[i * k + t] * linv[t * k + j];
-                linv[i * k + j] = -s / l[i * k + i];
-            }
-        }
-        var inv = new double[k * k];
-        for (int i = 0; i < k; i++)
-            for (int j = 0; j <= i; j++)
-            {
-                double s = 0;
-                for (int t = i; t < k; t++) s += linv[t * k + i] * linv[t * k + j];
-                inv[i * k + j] = inv[j * k + i] = s;
-            }
-        var lc = Cholesky(inv, k);
-        var upper = new double[k * k];
-        for (int i = 0; i < k; i++)
-            for (int j = 0; j <= i; j++) upper[j * k + i] = lc[i * k + j];
-        return upper;
-    }
-
-    private static double[] Cholesky(double[] a, int k)
-    {
-        var l = new double[k * k];
-        for (int i = 0; i < k; i++)
-            for (int j = 0; j <= i; j++)
-            {
-                double s = a[i * k + j];
-                for (int t = 0; t < j; t++) s -= l[i * k + t] * l[j * k + t];
-                if (i == j)
-                {
-                    if (s <= 0) throw new InvalidOperationException("the Hessian is not positive definite (increase damping)");
-                    l[i * k + i] = Math.Sqrt(s);
-                }
-                else l[i * k + j] = s / l[j * k + j];
-            }
-        return l;
     }
 }

@@ -70,13 +70,16 @@ public sealed class PassContext(Model model)
     /// version (edits are counted by <see cref="Model.Revision"/>), else by one run over
     /// <see cref="CalibrationData"/>. <paramref name="observe"/> (tensor name, one sample's data,
     /// channels) sees the raw activations of that run — row samplers, GPTQ's Hessians — so a pass
-    /// that needs both statistics and raw data runs the model once.
+    /// that needs both statistics and raw data runs the model once. <paramref name="completed"/> gets tensors as soon as
+    /// <paramref name="observe"/> has seen all of their data (per segment of a model run in segments), so that what the pass
+    /// gathered for them can be used and freed during the run.
     /// </summary>
     public Dictionary<string,
-        TensorStats> Calibrate(IReadOnlyList<string> tensors, string pass, Action<string, ReadOnlySpan<float>, int>? observe = null)
+        TensorStats> Calibrate(IReadOnlyList<string> tensors, string pass, Action<string, ReadOnlySpan<float>, int>? observe = null,
+        Action<IReadOnlyList<string>>? completed = null)
     {
         var wanted = tensors.Distinct().ToList();
-        if (observe is null)
+        if (observe is null && completed is null)
         {
             if (SavedValid && wanted.All(_saved!.ContainsKey))
             {
@@ -91,7 +94,7 @@ public sealed class PassContext(Model model)
                 ? $"pass '{pass}' needs calibration data: give --calib DATA"
                 : $"pass '{pass}' needs statistics the saved calibration does not have (of the rewritten model, or other tensors): give " +
                     $"--calib DATA as well");
-        var fresh = Calibrator.Collect(Model, wanted, CalibrationData, CalibrationOptions, observe: observe);
+        var fresh = Calibrator.Collect(Model, wanted, CalibrationData, CalibrationOptions, observe: observe, completed: completed);
         if (_cacheVersion != Model.Revision) { _cache.Clear(); _cacheVersion = Model.Revision; }
         foreach (var (k, v) in fresh) _cache[k] = v;
         return fresh;

@@ -89,31 +89,46 @@ public static class SegmentedRun
         return segments;
     }
 
+    /// <summary>The segment in which each of <paramref name="names"/> (values of the main graph) is handed over by <see cref="Run"/>:
+    /// its producer's (graph inputs and initializers: the first).</summary>
+    public static Dictionary<string, int> SegmentsOf(Model model, IReadOnlyList<Segment> segments, IEnumerable<string> names)
+    {
+        var g = model.Graph;
+        var segmentOf = SegmentOfNodes(segments, g.Nodes.Count);
+        var index = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
+        for (int i = 0; i < g.Nodes.Count; i++) index[g.Nodes[i]] = i;
+        var of = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var name in names)
+        {
+            var v = g.Find(name) ?? throw new BadInputException($"tensor '{name}' is not in the model");
+            of[name] = v.Producer is { } p && index.TryGetValue(p, out int i) ? segmentOf[i] : 0;
+        }
+        return of;
+    }
+
     /// <summary>
     /// Runs every sample through <paramref name="segments"/> in turn and hands each of <paramref name="wanted"/> (values of the main
     /// graph: node outputs or graph inputs) to <paramref name="consume"/> (name, value, sample), in sample order for each name and in
-    /// parallel for different names of one sample. The value is valid only during the call.
+    /// parallel for different names of one sample. The value is valid only during the call. <paramref name="completed"/> gets the
+    /// names of each segment once all samples of them were handed over, after the segment's session is closed and before the next
+    /// opens (a consumer can finish with them and free what it gathered).
     /// </summary>
     public static void Run(Model model, IReadOnlyList<Segment> segments, IReadOnlyList<string> wanted,
-        IReadOnlyList<CalibrationSample> samples, Action<string, OrtValue, int> consume, IProgress<(int Done, int Total)>? progress = null)
+        IReadOnlyList<CalibrationSample> samples, Action<string, OrtValue, int> consume, IProgress<(int Done, int Total)>? progress = null,
+        Action<IReadOnlyList<string>>? completed = null)
     {
         var g = model.Graph;
         var (proto, payload) = model.ToProto();
         if (proto.Graph.Node.Count != g.Nodes.Count)
             throw new InvalidOperationException("the model's proto does not list the graph's nodes one to one");
-        var segmentOf = SegmentOfNodes(segments, g.Nodes.Count);
-        var index = new Dictionary<Node, int>(ReferenceEqualityComparer.Instance);
-        for (int i = 0; i < g.Nodes.Count; i++) index[g.Nodes[i]] = i;
         var wantedIn = new List<string>[segments.Count];
         for (int k = 0; k < segments.Count; k++) wantedIn[k] = [];
-        foreach (var name in wanted.Distinct(StringComparer.Ordinal))
-        {
-            var v = g.Find(name) ?? throw new BadInputException($"tensor '{name}' is not in the model");
-            wantedIn[v.Producer is { } p && index.TryGetValue(p, out int i) ? segmentOf[i] : 0].Add(name);
-        }
+        foreach (var (name, k) in SegmentsOf(model, segments, wanted.Distinct(StringComparer.Ordinal))) wantedIn[k].Add(name);
         // The last segment that reads each kept value, so that it is released as soon as it is no longer needed.
         var lastUse = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int k = 0; k < segments.Count; k++) foreach (var c in segments[k].Carried) lastUse[c] = k;
+        // Segments after the last one with a wanted value only feed each other: not run.
+        int lastWanted = Array.FindLastIndex(wantedIn, w => w.Count > 0);
 
         var store = new Dictionary<string, OrtValue>[samples.Count];
         for (int i = 0; i < samples.Count; i++) store[i] = new(StringComparer.Ordinal);
@@ -123,10 +138,12 @@ public static class SegmentedRun
         {
             for (int k = 0; k < segments.Count; k++)
             {
+                // The previous segment's session is closed here (disposed with its iteration).
+                if (k > 0 && wantedIn[k - 1].Count > 0) completed?.Invoke(wantedIn[k - 1]);
                 var seg = segments[k];
-                if (seg.Kept.Count == 0 && wantedIn[k].Count == 0)
+                if (k > lastWanted || (seg.Kept.Count == 0 && wantedIn[k].Count == 0))
                 {
-                    // Nothing of it is wanted or read later (the head after the last wanted tensor): not run.
+                    // Nothing of it is wanted or read later by a segment that is run (the head after the last wanted tensor).
                     progress?.Report((done += samples.Count, total));
                     continue;
                 }
@@ -191,6 +208,7 @@ public static class SegmentedRun
                         s.Remove(name);
                     }
             }
+            if (wantedIn[^1].Count > 0) completed?.Invoke(wantedIn[^1]);
         }
         finally
         {

@@ -1,0 +1,153 @@
+using Quantc.Core.Numerics;
+
+namespace Quantc.Core.Tests;
+
+/// <summary>
+/// GPTQ's factor made in place with row-ordered loops (<see cref="GptqFactor"/>, issue 22 item 10) and the vectorized Hessian sums
+/// are bit for bit the textbook loops they replace: those loops are kept here, as they were, as the reference.
+/// </summary>
+public class GptqFactorTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(37)]
+    [InlineData(64)]
+    public void TheFactorIsTheTextbookOneBitForBit(int k)
+    {
+        var (h, _) = Hessian(k, new Random(k), deadEvery: 5);
+        var reference = ReferenceFactor(h, k, 0.01, out var referenceDead);
+        var own = (double[])h.Clone();
+        var factor = GptqFactor.Of(own, k, 0.01);
+        Assert.Equal(referenceDead, factor.Dead);
+        Assert.True(factor.Dead[0]);
+        Assert.Equal(reference.Select(BitConverter.DoubleToInt64Bits), factor.Upper.Select(BitConverter.DoubleToInt64Bits));
+    }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(33)]
+    public void TheHessianSumsAreTheScalarLoopsBitForBit(int k)
+    {
+        var rng = new Random(5);
+        var x = new float[20 * k];
+        for (int i = 0; i < x.Length; i++) x[i] = i % 9 == 0 ? 0 : (float)(rng.NextDouble() * 6 - 3);
+        var h = new double[k * k];
+        WeightQuantizer.AccumulateHessian(h, x, k);
+        WeightQuantizer.AccumulateHessian(h, x.AsSpan(0, 7 * k), k);
+        var reference = new double[k * k];
+        ReferenceAccumulate(reference, x, k);
+        ReferenceAccumulate(reference, x.AsSpan(0, 7 * k), k);
+        Assert.Equal(reference.Select(BitConverter.DoubleToInt64Bits), h.Select(BitConverter.DoubleToInt64Bits));
+    }
+
+    [Fact]
+    public void GptqFromTheFactorIsGptqFromTheHessianAndLeavesTheHessianAlone()
+    {
+        const int n = 5, k = 40;
+        var (h, _) = Hessian(k, new Random(3), deadEvery: 11);
+        var rng = new Random(4);
+        var w = Enumerable.Range(0, n * k).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var copy = (double[])h.Clone();
+        var fromHessian = WeightQuantizer.Gptq(w, n, k, h, QuantFormat.Int4, 8, 0.01);
+        Assert.Equal(copy, h);
+        var fromFactor = WeightQuantizer.Gptq(w, n, k, GptqFactor.Of(copy, k, 0.01), QuantFormat.Int4, 8);
+        Assert.Equal(fromHessian.Values, fromFactor.Values);
+        Assert.Equal(fromHessian.Scales, fromFactor.Scales);
+        Assert.All(fromFactor.Values.Where((_, i) => i % k == 0), v => Assert.Equal(0, v));      // input 0 is dead: zero weights
+        Assert.Throws<ArgumentException>(() => WeightQuantizer.Gptq(w, n, k, GptqFactor.Of(new double[36], 6, 0.01), QuantFormat.Int4));
+    }
+
+    [Fact]
+    public void ANotPositiveDefiniteHessianIsAClearError()
+    {
+        var h = new double[] { 1, 2, 2, 1 };
+        var e = Assert.Throws<InvalidOperationException>(() => GptqFactor.Of(h, 2, 0));
+        Assert.Contains("not positive definite", e.Message);
+    }
+
+    /// <summary>A Hessian from correlated random inputs, every <paramref name="deadEvery"/>-th input never active.</summary>
+    private static (double[] H, float[] X) Hessian(int k, Random rng, int deadEvery)
+    {
+        const int tokens = 64;
+        var x = new float[tokens * k];
+        for (int t = 0; t < tokens; t++)
+        {
+            double z = rng.NextDouble() * 2 - 1;
+            for (int j = 0; j < k; j++) x[t * k + j] = j % deadEvery == 0 ? 0 : (float)(z + rng.NextDouble() - 0.5);
+        }
+        var h = new double[k * k];
+        ReferenceAccumulate(h, x, k);
+        return (h, x);
+    }
+
+    // The textbook loops as WeightQuantizer had them before the factor was made in place.
+
+    private static void ReferenceAccumulate(double[] h, ReadOnlySpan<float> x, int k)
+    {
+        int tokens = x.Length / k;
+        for (int t = 0; t < tokens; t++)
+        {
+            var row = x.Slice(t * k, k);
+            for (int i = 0; i < k; i++)
+            {
+                double xi = 2.0 * row[i];
+                if (xi == 0) continue;
+                for (int j = 0; j < k; j++) h[i * k + j] += xi * row[j];
+            }
+        }
+    }
+
+    private static double[] ReferenceFactor(double[] hessian, int k, double damp, out bool[] dead)
+    {
+        var h = (double[])hessian.Clone();
+        dead = new bool[k];
+        double meanDiag = 0;
+        for (int i = 0; i < k; i++) meanDiag += h[i * k + i];
+        meanDiag /= k;
+        for (int i = 0; i < k; i++)
+        {
+            dead[i] = h[i * k + i] == 0;
+            h[i * k + i] = (dead[i] ? 1 : h[i * k + i]) + damp * (meanDiag == 0 ? 1 : meanDiag);
+        }
+        var l = ReferenceCholesky(h, k);
+        var linv = new double[k * k];
+        for (int i = 0; i < k; i++)
+        {
+            linv[i * k + i] = 1 / l[i * k + i];
+            for (int j = 0; j < i; j++)
+            {
+                double s = 0;
+                for (int t = j; t < i; t++) s += l[i * k + t] * linv[t * k + j];
+                linv[i * k + j] = -s / l[i * k + i];
+            }
+        }
+        var inv = new double[k * k];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j <= i; j++)
+            {
+                double s = 0;
+                for (int t = i; t < k; t++) s += linv[t * k + i] * linv[t * k + j];
+                inv[i * k + j] = inv[j * k + i] = s;
+            }
+        var lc = ReferenceCholesky(inv, k);
+        var upper = new double[k * k];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j <= i; j++) upper[j * k + i] = lc[i * k + j];
+        return upper;
+    }
+
+    private static double[] ReferenceCholesky(double[] a, int k)
+    {
+        var l = new double[k * k];
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j <= i; j++)
+            {
+                double s = a[i * k + j];
+                for (int t = 0; t < j; t++) s -= l[i * k + t] * l[j * k + t];
+                if (i == j) l[i * k + i] = Math.Sqrt(s);
+                else l[i * k + j] = s / l[j * k + j];
+            }
+        return l;
+    }
+}
