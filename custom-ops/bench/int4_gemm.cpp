@@ -6,7 +6,7 @@
 // starts (all cores). Best of N runs (the machine may be shared). "float A" is the same packed GEMM fed float
 // activations that it quantizes per token itself (matmul_int4_f32_packed, MatMulInt4Int8 with float32 A); its GOP/s
 // count the same multiply-adds, so the gap to "packed" is the cost of the in-op quantization.
-// Usage: quantc_int4_gemm_bench [repeats] [unpacked: 1 (default) or 0 to leave out the slow unpacked kernel]
+// Usage: quantc_int4_gemm_bench [repeats] [unpacked: 1 (default) or 0 to leave out the slow unpacked kernel] [only M <= this]
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -24,7 +24,9 @@ using quantc_bench::best_seconds;
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? std::max(1, std::atoi(argv[1])) : 5;
   const bool unpacked = argc > 2 ? std::atoi(argv[2]) != 0 : true;
+  const int max_m = argc > 3 ? std::atoi(argv[3]) : 1 << 30;
   quantc_bench::print_cpu(repeats);
+  std::printf("GEMV path for M <= %lld (QUANTC_INT4_GEMV_ROWS)\n", static_cast<long long>(quantc::gemv_max_rows()));
   std::vector<quantc::Isa> paths;
   for (auto isa : {quantc::Isa::Avx2, quantc::Isa::Avx512Vnni})
     if (static_cast<int>(isa) <= static_cast<int>(quantc::best_isa())) paths.push_back(isa);
@@ -34,9 +36,14 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> qd(-8, 7), ad(-128, 127);
   std::normal_distribution<float> xd(0.f, 1.f);
-  const std::vector<std::tuple<int, int, int>> shapes = {{512, 512, 1408}, {512, 1408, 512}, {512, 4096, 4096},
-                                                          {1, 512, 1408},  {1, 1408, 512},  {1, 4096, 4096}, {4, 4096, 4096}};
+  // Prefill tiles; decode (M = 1) at the small llama's shapes and at 4096² (L3-resident here); M = 2 .. 8 for the GEMV / GEMM
+  // crossover (run once with QUANTC_INT4_GEMV_ROWS=0 for the GEMM tiles); and 8192 x 16384 (80 MiB packed, larger than
+  // the last-level cache: the GEMV's DRAM figure, against quantc_mem_bandwidth).
+  const std::vector<std::tuple<int, int, int>> shapes = {
+      {512, 512, 1408}, {512, 1408, 512}, {512, 4096, 4096}, {1, 512, 1536}, {1, 512, 2816}, {1, 1408, 512}, {1, 4096, 4096},
+      {2, 4096, 4096},  {3, 4096, 4096},  {4, 4096, 4096},   {5, 4096, 4096}, {8, 4096, 4096}, {1, 8192, 16384}};
   for (auto [M, K, N] : shapes) {
+    if (M > max_m) continue;
     const int G = 32;
     std::vector<int8_t> q(static_cast<size_t>(N) * K), a(static_cast<size_t>(M) * K);
     for (auto& v : q) v = static_cast<int8_t>(qd(rng));
@@ -55,8 +62,8 @@ int main(int argc, char** argv) {
       });
       const double tp = best_seconds(repeats, [&] { quantc::matmul_int4_int8_packed(a.data(), packed, M, 0.02f, nullptr, y.data(), isa); });
       const double tf = best_seconds(repeats, [&] { quantc::matmul_int4_f32_packed(x.data(), packed, M, 1.0f, nullptr, y.data(), isa); });
-      char gbs[32] = "-", before[32] = "-", speedup[32] = "-";  // GB/s only where the weight stream is the limit (M <= 4)
-      if (M <= 4) std::snprintf(gbs, sizeof gbs, "%.1f", bytes / tp * 1e-9);
+      char gbs[32] = "-", before[32] = "-", speedup[32] = "-";  // GB/s only where the weight stream is the limit (M <= 8)
+      if (M <= 8) std::snprintf(gbs, sizeof gbs, "%.1f", bytes / tp * 1e-9);
       if (unpacked) {
         std::snprintf(before, sizeof before, "%.1f", ops / tb * 1e-9);
         std::snprintf(speedup, sizeof speedup, "%.2fx", tb / tp);

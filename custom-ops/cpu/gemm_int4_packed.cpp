@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <cstdlib>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "quantc/gemm.h"
@@ -69,6 +71,7 @@ struct Job {
 };
 
 constexpr int64_t kRowBlock = 64;  // rows per work item (a multiple of every tile's row count)
+constexpr int64_t kGemvMaxRows = 1;  // the GEMV path up to this many rows: the measured crossover (bench/RESULTS.md)
 
 inline int32_t quad_at(const int8_t* p) {
   int32_t q;
@@ -100,9 +103,11 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job&
   for (int r = 0; r < ROWS; ++r)
     for (int c = 0; c < PANELS; ++c) facc[r][c] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
-    __m512i iacc[ROWS][PANELS];
-    for (int r = 0; r < ROWS; ++r)
-      for (int c = 0; c < PANELS; ++c) iacc[r][c] = _mm512_setzero_si512();
+    __m512i iacc[ROWS][PANELS];  // starts at -8 * (the group's activation sum): the weights' bias of 8 removed exactly
+    for (int r = 0; r < ROWS; ++r) {
+      const __m512i start = _mm512_set1_epi32(-j.asum8[(m0 + r) * groups + g]);
+      for (int c = 0; c < PANELS; ++c) iacc[r][c] = start;
+    }
     for (int64_t b = g * per_group; b < (g + 1) * per_group; ++b) {
       __m512i lo[PANELS], hi[PANELS];
       for (int c = 0; c < PANELS; ++c) {
@@ -121,10 +126,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job&
     }
     for (int c = 0; c < PANELS; ++c) {
       const __m512 s = _mm512_mul_ps(a_scale, _mm512_loadu_ps(sp[c] + g * 16));
-      for (int r = 0; r < ROWS; ++r) {
-        const __m512i exact = _mm512_sub_epi32(iacc[r][c], _mm512_set1_epi32(j.asum8[(m0 + r) * groups + g]));
-        facc[r][c] = _mm512_add_ps(facc[r][c], _mm512_mul_ps(_mm512_cvtepi32_ps(exact), s));
-      }
+      for (int r = 0; r < ROWS; ++r) facc[r][c] = _mm512_add_ps(facc[r][c], _mm512_mul_ps(_mm512_cvtepi32_ps(iacc[r][c]), s));
     }
   }
   for (int c = 0; c < np; ++c) {
@@ -138,81 +140,94 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(const Job&
   }
 }
 
-// ---- AVX2: one panel as two ymm halves (8 columns x 4 k each); vpmaddubsw(u8 weights, s8 activations),
-// exact in int16: |(w + 8) * a| <= 15 * 128, and the four products of two blocks' quads sum to <= 7680 ----
+// ---- AVX2: a panel as two ymm halves (8 columns x 4 k each); vpmaddubsw(u8 weights, s8 activations), exact in int16:
+// |(w + 8) * a| <= 15 * 128, so one block's two quads sum to at most 7680 in magnitude and four blocks' to 30720 < 2^15;
+// the int16 sums of four blocks are widened (vpmaddwd by 1) into the group's int32 sum ----
 
-template <int ROWS>
-__attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t panel) {
+template <int ROWS, int PANELS>
+__attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t p0, int np) {
   const PackedInt4& p = *j.p;
-  const int64_t K = p.K, blocks = K / 8, groups = K / p.G, per_group = p.G / 8;
+  const int64_t K = p.K, blocks = K / 8, groups = K / p.G, per_group = p.G / 8;  // per_group: 4, 8 or 16
   const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   const __m256 a_scale = _mm256_set1_ps(j.a_scale);
-  const uint8_t* wp = p.data.data() + panel * blocks * 64;
-  const float* sp = p.scale.data() + panel * groups * 16;
-  const int64_t n0 = panel * 16, valid = std::min<int64_t>(16, p.N - n0);
-  __m256 facc[ROWS][2];
-  for (int r = 0; r < ROWS; ++r) facc[r][0] = facc[r][1] = _mm256_setzero_ps();
+  const uint8_t* wp[PANELS];
+  const float* sp[PANELS];
+  for (int c = 0; c < PANELS; ++c) {
+    const int64_t panel = p0 + (c < np ? c : 0);
+    wp[c] = p.data.data() + panel * blocks * 64;
+    sp[c] = p.scale.data() + panel * groups * 16;
+  }
+  __m256 facc[ROWS][PANELS][2];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < PANELS; ++c) facc[r][c][0] = facc[r][c][1] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
-    __m256i iacc[ROWS][2];
-    for (int r = 0; r < ROWS; ++r) iacc[r][0] = iacc[r][1] = _mm256_setzero_si256();
-    for (int64_t b = g * per_group; b < (g + 1) * per_group; ++b) {
-      __m256i lo[2], hi[2];
-      for (int h = 0; h < 2; ++h) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + b * 64 + 32 * h));
-        lo[h] = _mm256_and_si256(v, mask);
-        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-      }
-      for (int r = 0; r < ROWS; ++r) {
-        const int8_t* ar = j.a + (m0 + r) * K + 8 * b;
-        const __m256i a0 = _mm256_set1_epi32(quad_at(ar)), a1 = _mm256_set1_epi32(quad_at(ar + 4));
-        for (int h = 0; h < 2; ++h) {
-          const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], a0), _mm256_maddubs_epi16(hi[h], a1));
-          iacc[r][h] = _mm256_add_epi32(iacc[r][h], _mm256_madd_epi16(pairs, ones));
+    __m256i iacc[ROWS][PANELS][2];  // starts at -8 * (the group's activation sum), as in tile_vnni
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256i start = _mm256_set1_epi32(-j.asum8[(m0 + r) * groups + g]);
+      for (int c = 0; c < PANELS; ++c) iacc[r][c][0] = iacc[r][c][1] = start;
+    }
+    for (int64_t b4 = g * per_group; b4 < (g + 1) * per_group; b4 += 4) {
+      __m256i sum16[ROWS][PANELS][2];
+      for (int r = 0; r < ROWS; ++r)
+        for (int c = 0; c < PANELS; ++c) sum16[r][c][0] = sum16[r][c][1] = _mm256_setzero_si256();
+      for (int64_t b = b4; b < b4 + 4; ++b) {
+        __m256i lo[PANELS][2], hi[PANELS][2];
+        for (int c = 0; c < PANELS; ++c)
+          for (int h = 0; h < 2; ++h) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp[c] + b * 64 + 32 * h));
+            lo[c][h] = _mm256_and_si256(v, mask);
+            hi[c][h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+          }
+        for (int r = 0; r < ROWS; ++r) {
+          const int8_t* ar = j.a + (m0 + r) * K + 8 * b;
+          const __m256i a0 = _mm256_set1_epi32(quad_at(ar)), a1 = _mm256_set1_epi32(quad_at(ar + 4));
+          for (int c = 0; c < PANELS; ++c)
+            for (int h = 0; h < 2; ++h) {
+              const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo[c][h], a0), _mm256_maddubs_epi16(hi[c][h], a1));
+              sum16[r][c][h] = _mm256_add_epi16(sum16[r][c][h], pairs);
+            }
         }
       }
+      for (int r = 0; r < ROWS; ++r)
+        for (int c = 0; c < PANELS; ++c)
+          for (int h = 0; h < 2; ++h) iacc[r][c][h] = _mm256_add_epi32(iacc[r][c][h], _mm256_madd_epi16(sum16[r][c][h], ones));
     }
-    for (int h = 0; h < 2; ++h) {
-      const __m256 s = _mm256_mul_ps(a_scale, _mm256_loadu_ps(sp + g * 16 + 8 * h));
-      for (int r = 0; r < ROWS; ++r) {
-        const __m256i exact = _mm256_sub_epi32(iacc[r][h], _mm256_set1_epi32(j.asum8[(m0 + r) * groups + g]));
-        facc[r][h] = _mm256_add_ps(facc[r][h], _mm256_mul_ps(_mm256_cvtepi32_ps(exact), s));
+    for (int c = 0; c < PANELS; ++c)
+      for (int h = 0; h < 2; ++h) {
+        const __m256 s = _mm256_mul_ps(a_scale, _mm256_loadu_ps(sp[c] + g * 16 + 8 * h));
+        for (int r = 0; r < ROWS; ++r)
+          facc[r][c][h] = _mm256_add_ps(facc[r][c][h], _mm256_mul_ps(_mm256_cvtepi32_ps(iacc[r][c][h]), s));
       }
+  }
+  for (int c = 0; c < np; ++c) {
+    const int64_t n0 = (p0 + c) * 16, valid = std::min<int64_t>(16, p.N - n0);
+    for (int r = 0; r < ROWS; ++r) {
+      alignas(32) float out[16];
+      _mm256_store_ps(out, facc[r][c][0]);
+      _mm256_store_ps(out + 8, facc[r][c][1]);
+      float* yr = j.y + (m0 + r) * p.N + n0;
+      const float rs = j.row_scale ? j.row_scale[m0 + r] : 1.0f;
+      for (int64_t l = 0; l < valid; ++l) yr[l] = (j.row_scale ? out[l] * rs : out[l]) + (j.bias ? j.bias[n0 + l] : 0.0f);
     }
   }
-  for (int r = 0; r < ROWS; ++r) {
-    alignas(32) float out[16];
-    _mm256_store_ps(out, facc[r][0]);
-    _mm256_store_ps(out + 8, facc[r][1]);
-    float* yr = j.y + (m0 + r) * p.N + n0;
-    const float rs = j.row_scale ? j.row_scale[m0 + r] : 1.0f;
-    for (int64_t l = 0; l < valid; ++l) yr[l] = (j.row_scale ? out[l] * rs : out[l]) + (j.bias ? j.bias[n0 + l] : 0.0f);
-  }
 }
 
-constexpr int kPanelsVnni = 2;      // a 4 x 2-panel tile: 8 int32 + 8 float accumulators + 4 weight vectors
-constexpr int kPanelsVnniGemv = 4;  // one row (decode): 4 panels for independent chains, the weights streamed once
-
-template <int PANELS>
-void rows_vnni(const Job& j, int64_t m0, int64_t m1, int64_t p0, int np) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) tile_vnni<4, PANELS>(j, m, p0, np);
-  switch (m1 - m) {
-    case 3: tile_vnni<3, PANELS>(j, m, p0, np); break;
-    case 2: tile_vnni<2, PANELS>(j, m, p0, np); break;
-    case 1: tile_vnni<1, PANELS>(j, m, p0, np); break;
-    default: break;
-  }
-}
+constexpr int kPanelsVnni = 2;  // GEMM: a 4 x 2-panel tile, 8 int32 + 8 float accumulators + 4 weight vectors
+constexpr int kPanelsAvx2 = 1;  // GEMM: a 3 x 1-panel tile
 
 void run_vnni(void* ctx, int64_t t0, int64_t t1) {
   const Job& j = *static_cast<const Job*>(ctx);
-  const int per = j.M == 1 ? kPanelsVnniGemv : kPanelsVnni;
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t p0 = (t / j.row_blocks) * per, m0 = (t % j.row_blocks) * kRowBlock;
-    const int np = static_cast<int>(std::min<int64_t>(per, j.p->panels - p0));
-    const int64_t m1 = std::min(j.M, m0 + kRowBlock);
-    if (j.M == 1) tile_vnni<1, kPanelsVnniGemv>(j, 0, p0, np);
-    else rows_vnni<kPanelsVnni>(j, m0, m1, p0, np);
+    const int64_t p0 = (t / j.row_blocks) * kPanelsVnni, m0 = (t % j.row_blocks) * kRowBlock, m1 = std::min(j.M, m0 + kRowBlock);
+    const int np = static_cast<int>(std::min<int64_t>(kPanelsVnni, j.p->panels - p0));
+    int64_t m = m0;
+    for (; m + 4 <= m1; m += 4) tile_vnni<4, kPanelsVnni>(j, m, p0, np);
+    switch (m1 - m) {
+      case 3: tile_vnni<3, kPanelsVnni>(j, m, p0, np); break;
+      case 2: tile_vnni<2, kPanelsVnni>(j, m, p0, np); break;
+      case 1: tile_vnni<1, kPanelsVnni>(j, m, p0, np); break;
+      default: break;
+    }
   }
 }
 
@@ -221,14 +236,72 @@ void run_avx2(void* ctx, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t panel = t / j.row_blocks, m0 = (t % j.row_blocks) * kRowBlock, m1 = std::min(j.M, m0 + kRowBlock);
     int64_t m = m0;
-    for (; m + 3 <= m1; m += 3) tile_avx2<3>(j, m, panel);
+    for (; m + 3 <= m1; m += 3) tile_avx2<3, kPanelsAvx2>(j, m, panel, 1);
     switch (m1 - m) {
-      case 2: tile_avx2<2>(j, m, panel); break;
-      case 1: tile_avx2<1>(j, m, panel); break;
+      case 2: tile_avx2<2, kPanelsAvx2>(j, m, panel, 1); break;
+      case 1: tile_avx2<1, kPanelsAvx2>(j, m, panel, 1); break;
       default: break;
     }
   }
 }
+
+// ---- GEMV (decode, M <= gemv_max_rows()): all M rows in one tile, so every packed weight vector is loaded once per call
+// and the weight streams through the cache once; up to 4 (VNNI) or 2 (AVX2) panels per tile for independent accumulator
+// chains, fewer when that would leave threads without work. Work items are panel groups. ----
+
+using Tile = void (*)(const Job&, int64_t, int64_t, int);
+
+template <int PANELS>
+Tile gemv_tile(Isa isa, int64_t rows) {
+  if (isa == Isa::Avx512Vnni) {
+    if constexpr (PANELS <= 4) {
+      constexpr Tile vnni[4] = {tile_vnni<1, PANELS>, tile_vnni<2, PANELS>, tile_vnni<3, PANELS>, tile_vnni<4, PANELS>};
+      return vnni[rows - 1];
+    }
+  }
+  if constexpr (PANELS <= 2) {
+    constexpr Tile avx2[4] = {tile_avx2<1, PANELS>, tile_avx2<2, PANELS>, tile_avx2<3, PANELS>, tile_avx2<4, PANELS>};
+    return avx2[rows - 1];
+  }
+  return nullptr;
+}
+
+struct GemvJob {
+  const Job* job;
+  Tile tile;
+  int per;
+};
+
+void run_gemv(void* ctx, int64_t t0, int64_t t1) {
+  const GemvJob& g = *static_cast<const GemvJob*>(ctx);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t p0 = t * g.per;
+    g.tile(*g.job, 0, p0, static_cast<int>(std::min<int64_t>(g.per, g.job->p->panels - p0)));
+  }
+}
+
+void gemv(const Job& job, Isa isa) {
+  const PackedInt4& p = *job.p;
+  const int64_t threads = std::max(1u, std::thread::hardware_concurrency());
+  int per = isa == Isa::Avx512Vnni ? 4 : 2;
+  while (per > 1 && (p.panels + per - 1) / per < 2 * threads) per /= 2;  // at least two panel groups per thread
+  const Tile tile = per == 4 ? gemv_tile<4>(isa, job.M) : per == 2 ? gemv_tile<2>(isa, job.M) : gemv_tile<1>(isa, job.M);
+  GemvJob g{&job, tile, per};
+  parallel_for((p.panels + per - 1) / per, job.M * p.K * 16 * per, run_gemv, &g);
+}
+
+}  // namespace
+
+int64_t gemv_max_rows() {
+  static const int64_t rows = [] {
+    const char* e = std::getenv("QUANTC_INT4_GEMV_ROWS");
+    const int64_t v = e ? std::atoll(e) : kGemvMaxRows;
+    return std::clamp<int64_t>(v, 0, 4);
+  }();
+  return rows;
+}
+
+namespace {
 
 // ---- per-call row preparation: the per-token quantization of a float A, and 8 * (group sums of A) ----
 
@@ -298,7 +371,11 @@ void gemm(const Prep& prep, const PackedInt4& p, int64_t M, float a_scale, const
   parallel_for(M, prep.x ? 4 * p.K : p.K / 4, prep_rows, const_cast<Prep*>(&prep));
   const int64_t row_blocks = (M + kRowBlock - 1) / kRowBlock;
   Job job{prep.x ? prep.q : prep.a, prep.asum8, prep.x ? prep.s : nullptr, &p, M, a_scale, bias, y, row_blocks};
-  const int64_t per = isa == Isa::Avx512Vnni ? (M == 1 ? kPanelsVnniGemv : kPanelsVnni) : 1;
+  if (M <= gemv_max_rows()) {
+    gemv(job, isa);
+    return;
+  }
+  const int64_t per = isa == Isa::Avx512Vnni ? kPanelsVnni : kPanelsAvx2;
   const int64_t items = (p.panels + per - 1) / per * row_blocks;
   const int64_t work = std::min(M, kRowBlock) * p.K * 16 * per;
   parallel_for(items, work, isa == Isa::Avx512Vnni ? run_vnni : run_avx2, &job);

@@ -98,6 +98,11 @@ PackedInt4 pack_int4_gemm(const uint8_t* w, const float* w_scale, int64_t N, int
 // 16 channels (AVX2); parallel over (channel block, 64-row block) work items.
 void matmul_int4_int8_packed(const int8_t* a, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa);
 
+// The packed kernels take their GEMV path (every row in one tile: the packed weight read once per call, parallel over
+// output-channel panels) for M <= gemv_max_rows(), the GEMM tiles above it. 1 by default (the measured crossover); the variable
+// QUANTC_INT4_GEMV_ROWS (0 .. 4, read once) overrides it, for measuring the crossover.
+int64_t gemv_max_rows();
+
 // The same with a float A quantized per token inside (MatMulInt4Int8 with float32 A; what lower_w4a8's graph did with
 // Abs, ReduceMax, Max, Div, Div, QuantizeLinear and a Mul): q = quantize_rows_int8(x) (quantize.h: s[m] = max(max_k
 // |x[m][k]|, 1e-12) / 127, q = saturate(round_half_even(x / s[m]))), then y[m][n] = matmul_int4_int8(q)[m][n] without
