@@ -9,10 +9,12 @@
 #include <cstring>
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "quantc/gemm.h"
+#include "quantc/hadamard.h"
 #include "quantc/quantize.h"
 
 namespace quantc {
@@ -337,15 +339,29 @@ struct Prep {
   int32_t* asum8;
   int64_t K, G;
   Isa isa;
+  RowHadamard hadamard;  // float A: each row transformed before its quantization
 };
+
+constexpr int64_t kHadamardRows = 16;  // rows per hadamard_transform_rows call (it sets up H_m on each call)
 
 void prep_rows(void* ctx, int64_t m0, int64_t m1) {
   const Prep& j = *static_cast<const Prep*>(ctx);
+  static thread_local std::vector<float> rotated;  // this thread's transformed rows (kHadamardRows at a time)
   for (int64_t m = m0; m < m1; ++m) {
     const int8_t* row = j.a + m * j.K;
     if (j.x) {
-      j.s[m] = row_scale_int8(j.x + m * j.K, j.K, j.isa);
-      quantize_int8(j.x + m * j.K, j.K, j.s[m], j.q + m * j.K, j.isa);
+      const float* xr = j.x + m * j.K;
+      if (j.hadamard != RowHadamard::None) {
+        const int64_t at = (m - m0) % kHadamardRows;
+        if (at == 0) {
+          const int64_t rows = std::min(kHadamardRows, m1 - m);
+          rotated.resize(static_cast<size_t>(rows * j.K));
+          hadamard_transform_rows(xr, rotated.data(), rows, j.K, j.hadamard == RowHadamard::Normalized, j.isa);
+        }
+        xr = rotated.data() + at * j.K;
+      }
+      j.s[m] = row_scale_int8(xr, j.K, j.isa);
+      quantize_int8(xr, j.K, j.s[m], j.q + m * j.K, j.isa);
       row = j.q + m * j.K;
     }
     if (j.isa == Isa::Reference) group_sums8_ref(row, j.K, j.G, j.asum8 + m * (j.K / j.G));
@@ -368,7 +384,8 @@ Scratch& scratch() {
 void gemm(const Prep& prep, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa) {
   if (isa == Isa::Reference) throw std::invalid_argument("matmul_int4_int8_packed needs the AVX2 or the AVX-512 VNNI path");
   if (M <= 0 || p.N == 0) return;
-  parallel_for(M, prep.x ? 4 * p.K : p.K / 4, prep_rows, const_cast<Prep*>(&prep));
+  const int64_t prep_work = prep.x ? (prep.hadamard != RowHadamard::None ? 12 : 4) * p.K : p.K / 4;
+  parallel_for(M, prep_work, prep_rows, const_cast<Prep*>(&prep));
   const int64_t row_blocks = (M + kRowBlock - 1) / kRowBlock;
   Job job{prep.x ? prep.q : prep.a, prep.asum8, prep.x ? prep.s : nullptr, &p, M, a_scale, bias, y, row_blocks};
   if (M <= gemv_max_rows()) {
@@ -386,16 +403,21 @@ void gemm(const Prep& prep, const PackedInt4& p, int64_t M, float a_scale, const
 void matmul_int4_int8_packed(const int8_t* a, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa) {
   Scratch& sc = scratch();
   sc.asum8.resize(static_cast<size_t>(std::max<int64_t>(M, 0) * (p.K / p.G)));
-  gemm(Prep{nullptr, a, nullptr, nullptr, sc.asum8.data(), p.K, p.G, isa}, p, M, a_scale, bias, y, isa);
+  gemm(Prep{nullptr, a, nullptr, nullptr, sc.asum8.data(), p.K, p.G, isa, RowHadamard::None}, p, M, a_scale, bias, y, isa);
 }
 
-void matmul_int4_f32_packed(const float* x, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa) {
+void matmul_int4_f32_packed(const float* x, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa,
+                            RowHadamard hadamard) {
+  int64_t pow2 = 0;
+  int order = 0;
+  if (hadamard != RowHadamard::None && !hadamard_split(p.K, &pow2, &order))
+    throw std::invalid_argument("MatMulInt4Int8: no Hadamard transform of order K = " + std::to_string(p.K));
   Scratch& sc = scratch();
   const size_t rows = static_cast<size_t>(std::max<int64_t>(M, 0));
   sc.q.resize(rows * static_cast<size_t>(p.K));
   sc.s.resize(rows);
   sc.asum8.resize(rows * static_cast<size_t>(p.K / p.G));
-  gemm(Prep{x, nullptr, sc.q.data(), sc.s.data(), sc.asum8.data(), p.K, p.G, isa}, p, M, a_scale, bias, y, isa);
+  gemm(Prep{x, nullptr, sc.q.data(), sc.s.data(), sc.asum8.data(), p.K, p.G, isa, hadamard}, p, M, a_scale, bias, y, isa);
 }
 
 }  // namespace quantc

@@ -191,11 +191,16 @@ struct MatMulInt8Op {
 // MatMulInt4Int8(A: TA[..., K], A_scale: T scalar, B: uint8[N, K/2] (int4, chunked), B_scale: T[N, K/group_size], bias?: T[N])
 // -> Y T[..., N].
 // TA is int8 (quantized by the graph), or float32 with T float32: A is then quantized per token inside (s = max|row| / 127)
-// and each output row multiplied by its s before the bias (see README).
+// and each output row multiplied by its s before the bias (see README). With a float32 A, hadamard=1 first transforms each
+// row of A as ai.quantc.Hadamard does (H_K x, divided by sqrt(K) when hadamard_normalize=1, the default).
 template <typename TA, typename T>
 struct MatMulInt4Int8Op {
   // A constant weight with constant scales (initializers) is repacked once, here, for the register-blocked GEMM.
-  MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {
+  MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info)
+      : group_(attr_int(api, info, "group_size", 32)),
+        hadamard_(attr_int(api, info, "hadamard", 0) == 0                 ? quantc::RowHadamard::None
+                  : attr_int(api, info, "hadamard_normalize", 1) != 0 ? quantc::RowHadamard::Normalized
+                                                                       : quantc::RowHadamard::Unnormalized) {
     if (quantc::best_isa() == quantc::Isa::Reference) return;
     Ort::ConstKernelInfo ki(info);
     int b_constant = 0, s_constant = 0;
@@ -231,6 +236,13 @@ struct MatMulInt4Int8Op {
     if (group_ != 32 && group_ != 64 && group_ != 128) fail(op, "group_size must be 32, 64 or 128");
     if (K % group_) fail(op, "K must be a multiple of group_size");
     if (b_scale.NumberOfElement() != N * (K / group_)) fail(op, "B_scale must be [N, K/group_size] = [" + std::to_string(N) + "," + std::to_string(K / group_) + "]");
+    if (hadamard_ != quantc::RowHadamard::None) {
+      if (!std::is_same_v<TA, float>) fail(op, "hadamard=1 needs a float32 A (the transform comes before the quantization)");
+      int64_t pow2;
+      int order;
+      if (!quantc::hadamard_split(K, &pow2, &order))
+        fail(op, "hadamard=1: K = " + std::to_string(K) + " is not 2^k times a supported order");
+    }
     std::vector<float> bs_store, bias_store;
     const float* sb = as_float(b_scale, bs_store);
     const float* bias_data = nullptr;
@@ -245,7 +257,7 @@ struct MatMulInt4Int8Op {
     const float sa = scalar(op, "A_scale", a_scale);
     const bool packed = packed_ && packed_->N == N && packed_->K == K;
     if constexpr (std::is_same_v<TA, float>) {
-      if (packed) quantc::matmul_int4_f32_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa());
+      if (packed) quantc::matmul_int4_f32_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa(), hadamard_);
       else unpacked_float(a.Data(), b.Data(), M, N, K, sa, sb, bias_data, out.data);
     } else if (packed) {
       quantc::matmul_int4_int8_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa());
@@ -261,7 +273,12 @@ struct MatMulInt4Int8Op {
                       float* y) const {
     const quantc::Isa isa = quantc::best_isa();
     std::vector<int8_t> q(static_cast<size_t>(M * K));
-    std::vector<float> s(static_cast<size_t>(M));
+    std::vector<float> s(static_cast<size_t>(M)), rotated;
+    if (hadamard_ != quantc::RowHadamard::None) {
+      rotated.resize(static_cast<size_t>(M * K));
+      quantc::hadamard_transform(x, rotated.data(), M, K, hadamard_ == quantc::RowHadamard::Normalized);
+      x = rotated.data();
+    }
     quantc::quantize_rows_int8(x, M, K, q.data(), s.data(), isa);
     quantc::matmul_int4_int8(q.data(), w, M, N, K, group_, sa, sb, nullptr, y, isa);
     for (int64_t m = 0; m < M; ++m)
@@ -272,6 +289,7 @@ struct MatMulInt4Int8Op {
   }
 
   int64_t group_;
+  quantc::RowHadamard hadamard_;
   std::unique_ptr<quantc::PackedInt4> packed_;
 };
 

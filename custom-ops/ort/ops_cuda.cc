@@ -143,9 +143,12 @@ Int4Shape check_int4(const std::string& op, const std::vector<int64_t>& as, cons
   return {a_count / K, N, K};
 }
 
+// hadamard=1 (float A only): each row of A transformed first, as the Hadamard kernel does, into stream-ordered scratch.
 template <typename TA>
 struct MatMulInt4Int8Cuda {
-  MatMulInt4Int8Cuda(const OrtApi* api, const OrtKernelInfo* info) : group_(attr_int(api, info, "group_size", 32)) {}
+  MatMulInt4Int8Cuda(const OrtApi* api, const OrtKernelInfo* info)
+      : group_(attr_int(api, info, "group_size", 32)), hadamard_(attr_int(api, info, "hadamard", 0) != 0),
+        normalize_(attr_int(api, info, "hadamard_normalize", 1) != 0) {}
   void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b,
                const Tensor<float>& b_scale, std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
     const std::string op = "MatMulInt4Int8";
@@ -157,18 +160,31 @@ struct MatMulInt4Int8Cuda {
     float* out = y.Allocate(ys);
     void* stream = stream_of(ctx);
     if constexpr (std::is_same_v<TA, float>) {
+      const float* x = a.Data();
+      Scratch rotated(op, hadamard_ ? static_cast<size_t>(s.M * s.K) * sizeof(float) : 0, stream);
+      if (hadamard_) {
+        int64_t pow2;
+        int order;
+        if (!quantc::hadamard_split(s.K, &pow2, &order))
+          fail(op, "hadamard=1: K = " + std::to_string(s.K) + " is not 2^k times a supported order");
+        float* r = static_cast<float*>(rotated.p);
+        launch(op, [&] { return quantc::cuda::hadamard(a.Data(), r, s.M, s.K, normalize_, stream); });
+        x = r;
+      }
       Scratch scratch(op, quantc::cuda::matmul_int4_f32_scratch_bytes(s.M, s.K), stream);
       launch(op, [&] {
-        return quantc::cuda::matmul_int4_f32(a.Data(), a_scale.Data(), b.Data(), b_scale.Data(), bias_d, out, s.M, s.N, s.K, group_,
+        return quantc::cuda::matmul_int4_f32(x, a_scale.Data(), b.Data(), b_scale.Data(), bias_d, out, s.M, s.N, s.K, group_,
                                              scratch.p, stream);
       });
     } else {
+      if (hadamard_) fail(op, "hadamard=1 needs a float32 A (the transform comes before the quantization)");
       launch(op, [&] {
         return quantc::cuda::matmul_int4_int8(a.Data(), a_scale.Data(), b.Data(), b_scale.Data(), bias_d, out, s.M, s.N, s.K, group_, stream);
       });
     }
   }
   int64_t group_;
+  bool hadamard_, normalize_;
 };
 
 // With a constant weight (an initializer) on an sm_89+ device with cuBLASLt, the weight is expanded once to float8

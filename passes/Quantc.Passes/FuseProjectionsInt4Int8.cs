@@ -9,7 +9,7 @@ namespace Quantc.Passes;
 /// <summary>
 /// fuse_projections' part for <c>ai.quantc.MatMulInt4Int8</c> (lower_w4a8's layers): the ones that read the same A — q/k/v,
 /// gate/up — become one on their int4 weights and scales stacked along N (B [N, K/2] and B_scale [N, K/G] are row-major
-/// per output channel, so stacking is appending rows), then a Split. They must agree on group_size, K and the A_scale
+/// per output channel, so stacking is appending rows), then a Split. They must agree on group_size, K, hadamard and the A_scale
 /// value, have no bias input, and own their constant weight and scale. Exact: every output column is computed from the
 /// same numbers (with a float A the per-token quantization is of the same rows), and the op's column tiles are independent.
 /// </summary>
@@ -17,7 +17,8 @@ public sealed partial class FuseProjectionsPass
 {
     private sealed record Int4Int8Projection(Node Node, string Layer, Tensor B, Tensor Scale, float AScale)
     {
-        public (long Group, long Half, long Groups, float AScale) Key => (Node.GetInt("group_size", 32), B.Dims[1], Scale.Dims[1], AScale);
+        public (long Group, long Half, long Groups, float AScale, long Hadamard, long Normalize) Key =>
+            (Node.GetInt("group_size", 32), B.Dims[1], Scale.Dims[1], AScale, Node.GetInt("hadamard", 0), Node.GetInt("hadamard_normalize", 1));
     }
 
     /// <summary>Fuses every set of MatMulInt4Int8 that read one A; returns (sets, nodes fused).</summary>

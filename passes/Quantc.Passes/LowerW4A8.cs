@@ -20,13 +20,16 @@ namespace Quantc.Passes;
 /// multiple of 64, group size other than 32/64/128, a transposed Gemm weight), and for every layer with
 /// <c>portable</c>, the standard lowering of <see cref="LowerQdqPass"/> is used instead (blocked int4
 /// DequantizeLinear, per-token fake quantization in float ops), as it is for everything else in the plan.
+/// With <c>fold_hadamard</c> (the default, with <c>quantize_inside</c>) an <c>ai.quantc.Hadamard</c> whose output only that
+/// layer reads (online_hadamard's QuaRot R4 on down_proj's input) goes into the op as its <c>hadamard</c> attribute: the op
+/// transforms each row before quantizing it, bit for bit what the two nodes computed, and the Hadamard node leaves the graph.
 /// </summary>
-public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true) : IPass
+public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true, bool foldHadamard = true) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<LowerW4A8Options>("lower_w4a8", PassKind.Lowering,
         "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq",
-        o => new LowerW4A8Pass(o.Portable, o.QuantizeInside))
+        o => new LowerW4A8Pass(o.Portable, o.QuantizeInside, o.FoldHadamard))
         with { Contract = PassContract.Lowers };
 
     public string Name => Info.Name;
@@ -38,7 +41,7 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true) : I
         if (!portable)
         {
             var quantized = new Dictionary<Value, (Value A, Value Scale)>(ReferenceEqualityComparer.Instance);
-            int lowered = 0, inside = 0;
+            int lowered = 0, inside = 0, folded = 0, hadamardInputs = 0;
             foreach (var l in ctx.Map.Linears)
             {
                 if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 ||
@@ -54,8 +57,12 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true) : I
                 }
                 if (quantizeInside && l.Input.ElementType is 0 or (int)DT.Float)
                 {
-                    Emit(ctx, g, l, q, null, null);
+                    var h = l.Input.Producer is { } p && p.Is("Hadamard", CustomOps.Domain) ? p : null;
+                    if (h is not null) hadamardInputs++;
+                    if (h is not null && !(foldHadamard && l.Input.Uses.Count == 1 && !l.Input.IsGraphOutput)) h = null;
+                    Emit(ctx, g, l, q, null, null, h);
                     inside++;
+                    if (h is not null) folded++;
                 }
                 else
                 {
@@ -68,7 +75,9 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true) : I
             }
             if (lowered > 0)
                 ctx.Log.Add($"lower_w4a8: {lowered} layers as ai.quantc.MatMulInt4Int8, {inside} of them quantizing their float32 " +
-                    $"activations per token inside the op, {quantized.Count} per-token activation quantizations as ONNX ops");
+                    $"activations per token inside the op, {quantized.Count} per-token activation quantizations as ONNX ops; " +
+                    $"{folded} of {hadamardInputs} ai.quantc.Hadamard inputs folded into the op" +
+                    (foldHadamard ? "" : " (fold_hadamard: false)"));
         }
         LowerQdqPass.LowerAll(ctx);   // everything else; removes the float weights left unused
     }
@@ -88,8 +97,10 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true) : I
     }
 
     /// <summary>MatMulInt4Int8 in place of the layer's MatMul: on (a, s) quantized by the graph, its output times s; or, with
-    /// a = null, on the float input, the op quantizing per token itself and its output taking the MatMul's name.</summary>
-    private static void Emit(PassContext ctx, Graph g, LinearLayer l, QuantizedWeight q, Value? a, Value? s)
+    /// a = null, on the float input, the op quantizing per token itself and its output taking the MatMul's name; with
+    /// <paramref name="hadamard"/> (the producer of the layer's input, read by this layer only) on that Hadamard's input, the op
+    /// applying the transform (hadamard = 1, its normalize as hadamard_normalize), and the Hadamard node removed.</summary>
+    private static void Emit(PassContext ctx, Graph g, LinearLayer l, QuantizedWeight q, Value? a, Value? s, Node? hadamard = null)
     {
         ctx.Model.SetOpset(CustomOps.Domain, 1);
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
@@ -103,13 +114,20 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true) : I
         var old = l.Node.Output;
         string name = old.Name;
         g.RenameValueUnique(old, name + "_float");
+        var x = hadamard is null ? l.Input : hadamard.Inputs[0]!;
         var mm = a is null
-            ? e.NodeOf("MatMulInt4Int8", "/MatMulInt4Int8", [l.Input, one, b, bs], CustomOps.Domain, outputNames: [name])
+            ? e.NodeOf("MatMulInt4Int8", "/MatMulInt4Int8", [x, one, b, bs], CustomOps.Domain, outputNames: [name])
             : e.Node("MatMulInt4Int8", CustomOps.Domain, "/MatMulInt4Int8", a, one, b, bs);
         mm.SetAttribute("group_size", (long)q.GroupSize);
+        if (hadamard is not null)
+        {
+            mm.SetAttribute("hadamard", 1L);
+            mm.SetAttribute("hadamard_normalize", hadamard.GetInt("normalize", 1));
+        }
         var y = a is null ? mm.Output : e.NodeOf("Mul", "/token_scale", [mm.Output, s], outputNames: [name]).Output;
         g.ReplaceAllUses(old, y, includeGraphOutputs: true);
         g.RemoveNode(l.Node);
+        if (hadamard is not null) g.RemoveNode(hadamard);
         ctx.Provenance.Record(b.Name, l.Weight.Name);
     }
 }
@@ -122,4 +140,8 @@ public sealed record LowerW4A8Options : PassOptions
 
     [Option("MatMulInt4Int8 takes the float32 activations and quantizes them per token itself (bit-identical to the ONNX ops it replaces)")]
     public bool QuantizeInside { get; init; } = true;
+
+    [Option("an ai.quantc.Hadamard read only by a MatMulInt4Int8 (QuaRot's R4) becomes the op's hadamard attribute (bit-identical); " +
+        "false keeps the separate node")]
+    public bool FoldHadamard { get; init; } = true;
 }

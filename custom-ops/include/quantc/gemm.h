@@ -108,7 +108,12 @@ int64_t gemv_max_rows();
 // |x[m][k]|, 1e-12) / 127, q = saturate(round_half_even(x / s[m]))), then y[m][n] = matmul_int4_int8(q)[m][n] without
 // bias, times s[m], + bias[n] — bit for bit. Row preparation (scale, quantization, group sums) runs in parallel over
 // rows; the calling thread's buffers are reused from call to call.
-void matmul_int4_f32_packed(const float* x, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa);
+// With hadamard (MatMulInt4Int8's `hadamard` attribute: QuaRot's online R4 folded into the op), each row of x is first
+// transformed, x' = H_K x (/ sqrt(K) when Normalized) by hadamard_transform_rows (hadamard.h), and x' quantized as above:
+// bit for bit what ai.quantc.Hadamard followed by this op computes. Throws std::invalid_argument when K has no Hadamard order.
+enum class RowHadamard { None, Normalized, Unnormalized };
+void matmul_int4_f32_packed(const float* x, const PackedInt4& p, int64_t M, float a_scale, const float* bias, float* y, Isa isa,
+                            RowHadamard hadamard = RowHadamard::None);
 
 }  // namespace quantc
 
