@@ -104,6 +104,32 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* q, float* 
   }
 }
 
+namespace {
+
+struct QJob {
+  const float* x;
+  int8_t* y;
+  int64_t count;
+  float scale;
+  Isa isa;
+};
+
+constexpr int64_t kQuantizeBlock = 1 << 14;  // values per parallel_for item
+
+void quantize_blocks(void* p, int64_t b0, int64_t b1) {
+  const QJob& j = *static_cast<const QJob*>(p);
+  const int64_t begin = b0 * kQuantizeBlock, end = std::min(j.count, b1 * kQuantizeBlock);
+  quantize_int8(j.x + begin, end - begin, j.scale, j.y + begin, j.isa);
+}
+
+}  // namespace
+
+void quantize_int8_parallel(const float* x, int64_t count, float scale, int8_t* y) {
+  if (count <= 0) return;
+  QJob job{x, y, count, scale, best_isa()};
+  parallel_for((count + kQuantizeBlock - 1) / kQuantizeBlock, kQuantizeBlock * 4, quantize_blocks, &job);
+}
+
 void hadamard_quantize_int8(const float* x, int8_t* y, int64_t rows, int64_t n, float scale) {
   int64_t p2;
   int m;

@@ -135,8 +135,10 @@ struct HadamardQuantizeInt8Op {
   }
 };
 
-// MatMulInt8(A: int8[..., K], A_scale: T scalar, B: int8[N, K], B_scale: T[N], bias?: T[N]) -> Y T[..., N], T = float or float16.
-template <typename T>
+// MatMulInt8(A: TA[..., K], A_scale: T scalar, B: int8[N, K], B_scale: T[N], bias?: T[N]) -> Y T[..., N], T = float or float16.
+// TA is int8, or float32 with T float32: A is then quantized inside with A_scale (static per tensor, as QuantizeLinear(A,
+// A_scale, 0): saturate(round_half_even(A / A_scale))) and the int8 GEMM runs on the result.
+template <typename TA, typename T>
 struct MatMulInt8Op {
   // A constant weight (an initializer) is packed once, here, for the VNNI or the AVX2 GEMM.
   MatMulInt8Op(const OrtApi*, const OrtKernelInfo* info) {
@@ -157,7 +159,7 @@ struct MatMulInt8Op {
   std::unique_ptr<quantc::PackedB> packed_;
   std::unique_ptr<quantc::PackedBAvx2> packed_avx2_;
 
-  void Compute(OrtKernelContext* ctx, const Tensor<int8_t>& a, const Tensor<T>& a_scale, const Tensor<int8_t>& b, const Tensor<T>& b_scale,
+  void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<T>& a_scale, const Tensor<int8_t>& b, const Tensor<T>& b_scale,
                std::optional<const Tensor<T>*> bias, Tensor<T>& y) {
     OnOrtPool pool(ctx);
     auto as = a.Shape(), bs = b.Shape();
@@ -178,12 +180,21 @@ struct MatMulInt8Op {
     ys.back() = N;
     FloatOut<T> out(y, ys);
     int64_t M = K == 0 ? 0 : a.NumberOfElement() / K;
+    const int8_t* a8 = nullptr;
+    if constexpr (std::is_same_v<TA, float>) {
+      static thread_local std::vector<int8_t> q;  // this thread's quantized A, reused from call to call
+      q.resize(static_cast<size_t>(a.NumberOfElement()));
+      quantc::quantize_int8_parallel(a.Data(), a.NumberOfElement(), sa, q.data());
+      a8 = q.data();
+    } else {
+      a8 = a.Data();
+    }
     if (packed_ && packed_->N == N && packed_->K == K)
-      quantc::matmul_int8_vnni_packed(a.Data(), *packed_, M, sa, sb, bias_data, out.data);
+      quantc::matmul_int8_vnni_packed(a8, *packed_, M, sa, sb, bias_data, out.data);
     else if (packed_avx2_ && packed_avx2_->N == N && packed_avx2_->K == K && M > 1)  // one row (decode): the unpacked dot products are faster
-      quantc::matmul_int8_avx2_packed(a.Data(), *packed_avx2_, M, sa, sb, bias_data, out.data);
+      quantc::matmul_int8_avx2_packed(a8, *packed_avx2_, M, sa, sb, bias_data, out.data);
     else
-      quantc::matmul_int8(a.Data(), b.Data(), M, N, K, sa, sb, bias_data, out.data, quantc::best_isa());
+      quantc::matmul_int8(a8, b.Data(), M, N, K, sa, sb, bias_data, out.data, quantc::best_isa());
     out.finish();
   }
 };
@@ -447,8 +458,10 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<HadamardOp>("Hadamard", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<HadamardQuantizeInt8Op>("HadamardQuantizeInt8", "CPUExecutionProvider"));
       // float32 and float16 kernels of the same op (told apart by the scales' type)
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<float>>("MatMulInt8", "CPUExecutionProvider"));
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<Half>>("MatMulInt8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<int8_t, float>>("MatMulInt8", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<int8_t, Half>>("MatMulInt8", "CPUExecutionProvider"));
+      // float A, quantized with the static A_scale inside the op
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Op<float, float>>("MatMulInt8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<int8_t, float>>("MatMulInt4Int8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<int8_t, Half>>("MatMulInt4Int8", "CPUExecutionProvider"));
       // float A, quantized per token inside the op

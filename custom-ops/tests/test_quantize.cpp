@@ -60,4 +60,17 @@ TEST(HadamardQuantizeInt8, EqualsTheTransformThenTheQuantization) {
   EXPECT_THROW(quantc::hadamard_quantize_int8(x.data(), y.data(), 1, 14, 1.f), std::invalid_argument);
 }
 
+// MatMulInt8's float-A kernel quantizes with quantize_int8_parallel: blocks over threads, the same bytes as one call.
+TEST(QuantizeInt8, ParallelBlocksEqualOneCall) {
+  const auto probe = probe_values();
+  for (int64_t count : {1, 31, 16384, 16385, 100003}) {
+    std::vector<float> x(static_cast<size_t>(count));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = probe[i % probe.size()] * (i % 3 == 0 ? 1.0f : 0.37f);
+    std::vector<int8_t> want(x.size()), got(x.size(), 99);
+    quantc::quantize_int8(x.data(), count, 0.73f, want.data(), quantc::Isa::Reference);
+    quantc::quantize_int8_parallel(x.data(), count, 0.73f, got.data());
+    ASSERT_EQ(got, want) << "count " << count;
+  }
+}
+
 }  // namespace

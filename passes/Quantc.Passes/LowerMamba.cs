@@ -17,14 +17,16 @@ namespace Quantc.Passes;
 /// tensors in front of the float Conv and Scan, Hadamards as MatMuls by the constant ±1 matrix, and
 /// the linear layers through <see cref="LowerQdqPass"/> — a model stock ONNX Runtime runs. Layers the
 /// fused path cannot take (other formats) are left to <see cref="LowerQdqPass"/> as well.
+/// With <c>quantize_inside</c> (the default) a MatMulInt8 whose input no other kernel already quantizes with the same scale
+/// takes the float32 input and quantizes it inside (MatMulInt8 with float A: the QuantizeLinear it replaces, bit for bit).
 /// </summary>
-public sealed class LowerMambaPass(bool portable) : IPass
+public sealed class LowerMambaPass(bool portable, bool quantizeInside = true) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
-    public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("lower_mamba", PassKind.Lowering,
+    public static readonly PassInfo Info = PassInfo.Of<LowerMambaOptions>("lower_mamba", PassKind.Lowering,
         "Mamba: conv → ai.quantc.QCausalConv1d, scan → QSelectiveScan, int8 linear layers → MatMulInt8 (Hadamard in front → " +
             "HadamardQuantizeInt8)",
-        o => new LowerMambaPass(o.Portable))
+        o => new LowerMambaPass(o.Portable, o.QuantizeInside))
         with { Contract = PassContract.Lowers };
 
     public string Name => Info.Name;
@@ -51,7 +53,7 @@ public sealed class LowerMambaPass(bool portable) : IPass
         }
         g.RemoveDeadCode();
         if (portable) ReplaceHadamards(ctx, g);
-        else LowerLinears(ctx, g, cache);
+        else LowerLinears(ctx, g, cache, quantizeInside);
         g.RemoveDeadCode();
         g.SortTopologically();
         LowerQdqPass.LowerAll(ctx);
@@ -101,9 +103,10 @@ public sealed class LowerMambaPass(bool portable) : IPass
     }
 
     /// <summary>Every int8 (per channel) weight / int8 static activation MatMul → MatMulInt8 (a Hadamard in front →
-    /// HadamardQuantizeInt8).</summary>
-    private static void LowerLinears(PassContext ctx, Graph g, Dictionary<(Value, float), (Value, Value)> cache)
+    /// HadamardQuantizeInt8; with <paramref name="inside"/> a float32 input no kernel quantizes yet goes to the op as it is).</summary>
+    private static void LowerLinears(PassContext ctx, Graph g, Dictionary<(Value, float), (Value, Value)> cache, bool inside)
     {
+        int lowered = 0, quantizedInside = 0;
         foreach (var l in ctx.Map.Linears)
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.QuantizedWeight is not { GroupSize: 0 } q ||
@@ -133,6 +136,12 @@ public sealed class LowerMambaPass(bool portable) : IPass
                 aScale = Scalar(g, l.Input.Name + "_scale", s);
                 aq = ScanWithInt8Output(g, sc, aScale);
             }
+            else if (inside && !cache.ContainsKey((l.Input, s)) && l.Input.ElementType is 0 or (int)DT.Float)
+            {
+                aq = l.Input;  // MatMulInt8 with float A: QuantizeLinear(x, s, 0) inside the op
+                aScale = Scalar(g, l.Input.Name + "_scale", s);
+                quantizedInside++;
+            }
             else (aq, aScale) = Quantize(g, l.Input, s, l.Node, cache);
             var wq = g.AddInitializer(Tensor.FromValues(g.UniqueName(l.Weight.Name + "_int8"), (int)DT.Int8, [q.N, q.K],
                 (ReadOnlySpan<sbyte>)q.Values));
@@ -146,9 +155,14 @@ public sealed class LowerMambaPass(bool portable) : IPass
             g.ReplaceAllUses(output, mm.Output, includeGraphOutputs: true);
             plan.LoweredBy = Info.Name;
             plan.Reasons.Add("lower_mamba: ai.quantc.MatMulInt8"
-                + (aq.Producer!.Is("HadamardQuantizeInt8", CustomOps.Domain) ? " after HadamardQuantizeInt8"
+                + (ReferenceEquals(aq, l.Input) ? " quantizing its float32 input inside"
+                : aq.Producer!.Is("HadamardQuantizeInt8", CustomOps.Domain) ? " after HadamardQuantizeInt8"
                 : aq.Producer.Is("QSelectiveScan", CustomOps.Domain) ? " on the scan's int8 output" : ""));
+            lowered++;
         }
+        if (lowered > 0)
+            ctx.Log.Add($"lower_mamba: {lowered} linear layers as ai.quantc.MatMulInt8, {quantizedInside} of them quantizing their " +
+                $"float32 input inside the op" + (inside ? "" : " (quantize_inside: false)"));
     }
 
     /// <summary>
@@ -237,4 +251,15 @@ public sealed class LowerMambaPass(bool portable) : IPass
         g.RenameValueUnique(v, name + "_float");
         return name;
     }
+}
+
+/// <summary>lower_mamba's options.</summary>
+public sealed record LowerMambaOptions : PassOptions
+{
+    [Option("standard ONNX ops only (no ai.quantc kernels): MatMul by a constant Hadamard matrix, QDQ instead of fused integer kernels")]
+    public bool Portable { get; init; }
+
+    [Option("MatMulInt8 takes a float32 input no other kernel quantizes and quantizes it with its static scale itself " +
+        "(bit-identical to the QuantizeLinear it replaces)")]
+    public bool QuantizeInside { get; init; } = true;
 }

@@ -24,4 +24,7 @@ float row_scale_int8(const float* x, int64_t K, Isa isa);
 // division, round half to even, saturate). Every path gives the same bytes and scales.
 void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* q, float* s, Isa isa);
 
+// quantize_int8 of count values split over threads (parallel_for) in blocks, on the best path: the same bytes.
+void quantize_int8_parallel(const float* x, int64_t count, float scale, int8_t* y);
+
 }  // namespace quantc
