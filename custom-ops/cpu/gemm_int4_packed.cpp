@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "quantc/gemm.h"
@@ -284,7 +283,7 @@ void run_gemv(void* ctx, int64_t t0, int64_t t1) {
 
 void gemv(const Job& job, Isa isa) {
   const PackedInt4& p = *job.p;
-  const int64_t threads = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t threads = parallel_threads();
   int per = isa == Isa::Avx512Vnni ? 4 : 2;
   while (per > 1 && (p.panels + per - 1) / per < 2 * threads) per /= 2;  // at least two panel groups per thread
   const Tile tile = per == 4 ? gemv_tile<4>(isa, job.M) : per == 2 ? gemv_tile<2>(isa, job.M) : gemv_tile<1>(isa, job.M);

@@ -66,9 +66,14 @@ ScopedParallelRunner::~ScopedParallelRunner() {
   t_host = saved_host_;
 }
 
+int parallel_threads() {
+  static const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return threads;
+}
+
 void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx) {
   const int64_t total = count * std::max<int64_t>(work_per_item, 1);
-  int threads = static_cast<int>(std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), count));
+  int threads = static_cast<int>(std::min<int64_t>(parallel_threads(), count));
   if (total < (1 << 18) || threads <= 1) { fn(ctx, 0, count); return; }
   const int64_t chunk = (count + threads - 1) / threads;
   if (t_runner) {

@@ -26,6 +26,10 @@ void matmul_int8_accumulate(const int8_t* a, const int8_t* b, int64_t M, int64_t
 // Runs fn(begin, end) over [0, count) split across threads (serially when the work is small).
 void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx);
 
+// The threads parallel_for splits over: std::thread::hardware_concurrency(), read once (glibc reads /sys on every call of
+// it, 12-15 µs each on the shared host: more than a decode GEMV's own work).
+int parallel_threads();
+
 // Where parallel_for runs its chunks. By default on threads it starts itself; a host with a thread
 // pool (the ONNX Runtime binding: the session's intra-op pool) installs a runner for the calling
 // thread while a kernel runs, so the kernels neither start threads nor compete with the pool's.
