@@ -1,4 +1,5 @@
 using Quantc.Core.Pipeline;
+using Quantc.Core.Runtime;
 using Quantc.Ir;
 using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
@@ -87,21 +88,28 @@ public sealed class FuseAttentionPass : IPass
     /// rotates the 3-D tensor itself (num_heads) — and its output goes back through Transpose([0, 2, 1, 3]) and
     /// Reshape([0, 0, heads·d]): Attention takes and gives [batch, sequence, heads·d] with q_num_heads/kv_num_heads,
     /// and the eight head-splitting ops go. The cache stays [batch, kv heads, total, d]. False when any part differs.
+    /// Q and K may also come through an ai.quantc.Hadamard after their RoPE (rotate_qk, QuaRot's R3): it transforms each
+    /// head's d values, so on the 3-D tensor it runs between Reshape([0, 0, heads, d]) and Reshape([0, 0, heads·d]) — the
+    /// same rows of d in the same memory order, so the same results, and no Transpose.
     /// </summary>
     private static bool ThreeD(Graph g, Node att)
     {
-        (Value X, long Heads, Node? Rope)? Split(Value v)
+        (Value X, long Heads, long D, Node? Rope, Node? Hadamard)? Split(Value v)
         {
-            Node? rope = null;
+            Node? rope = null, hadamard = null;
+            if (v.Producer is { } h && h.Is("Hadamard", CustomOps.Domain) && v.IsSingleUse && h.Inputs[0] is { } rotated)
+                { hadamard = h; v = rotated; }
             if (v.Producer is { } r && r.Is("RotaryEmbedding") && v.IsSingleUse && r.Inputs[0] is { } inner &&
                 r.GetInt("num_heads", 0) == 0) { rope = r; v = inner; }
             if (v.Producer is not { } t || !t.Is("Transpose") || !v.IsSingleUse || t.GetInts("perm") is not { } perm ||
                 !perm.SequenceEqual([0L, 2, 1, 3])) return null;
             var reshaped = t.Inputs[0]!;
             if (reshaped.Producer is not { } rs || !rs.Is("Reshape") || !reshaped.IsSingleUse) return null;
-            return Constants.Ints(Constants.Of(rs.Inputs[1])) is [0, 0, > 0 and var heads, > 0] ? (rs.Inputs[0]!, heads, rope) : null;
+            return Constants.Ints(Constants.Of(rs.Inputs[1])) is [0, 0, > 0 and var heads, > 0 and var d]
+                ? (rs.Inputs[0]!, heads, d, rope, hadamard) : null;
         }
-        if (Split(att.Inputs[0]!) is not { } q || Split(att.Inputs[1]!) is not { } k || Split(att.Inputs[2]!) is not { Rope: null } v)
+        if (Split(att.Inputs[0]!) is not { } q || Split(att.Inputs[1]!) is not { } k ||
+            Split(att.Inputs[2]!) is not { Rope: null, Hadamard: null } v)
             return false;
         // The output: Y [b, h, s, d] → Transpose [0, 2, 1, 3] → Reshape [0, 0, h·d] is the only reader.
         var y = att.Outputs[0]!;
@@ -112,13 +120,22 @@ public sealed class FuseAttentionPass : IPass
             Constants.Ints(Constants.Of(rOut.Inputs[1])) is not [0, 0, > 0]) return false;
         if (k.Heads != v.Heads || q.Heads % k.Heads != 0) return false;
 
-        Value Input((Value X, long Heads, Node? Rope) part)
+        Value Input((Value X, long Heads, long D, Node? Rope, Node? Hadamard) part)
         {
-            if (part.Rope is not { } r) return part.X;
-            var n = new Emitter(g, att, r.Name).NodeOf("RotaryEmbedding", "_3d", [part.X, .. r.Inputs.Skip(1)]);
-            n.CopyAttributes(r);
-            n.SetAttribute("num_heads", part.Heads);
-            return n.Output;
+            var x = part.X;
+            if (part.Rope is { } r)
+            {
+                var n = new Emitter(g, att, r.Name).NodeOf("RotaryEmbedding", "_3d", [x, .. r.Inputs.Skip(1)]);
+                n.CopyAttributes(r);
+                n.SetAttribute("num_heads", part.Heads);
+                x = n.Output;
+            }
+            if (part.Hadamard is not { } h) return x;
+            var e = new Emitter(g, att, h.Name);
+            var heads = e.Op("Reshape", "_heads", x, e.Int64s("_heads_shape", 0, 0, part.Heads, part.D));
+            var hn = e.NodeOf("Hadamard", "_3d", [heads], CustomOps.Domain);
+            hn.CopyAttributes(h);
+            return e.Op("Reshape", "_merged", hn.Output, e.Int64s("_merged_shape", 0, 0, part.Heads * part.D));
         }
         att.SetInput(0, Input(q));
         att.SetInput(1, Input(k));

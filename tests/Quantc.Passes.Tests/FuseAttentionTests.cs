@@ -103,6 +103,40 @@ public sealed class FuseAttentionTests(ITestOutputHelper log) : IDisposable
         }
     }
 
+    /// <summary>
+    /// QuaRot's R3 (rotate_qk: an ai.quantc.Hadamard on the queries and keys after RoPE) no longer keeps the 4-D head split:
+    /// the 3-D form runs the Hadamard between two Reshapes instead of two Transposes, with the same outputs and (rotated) cache
+    /// as the eager attention of the same rotated model.
+    /// </summary>
+    [Fact]
+    public void TheQueryAndKeyHadamardKeepsTheThreeDimensionalForm()
+    {
+        using var rotated = Fuse(Build("llama", "torch"), out _, "[rotate_qk, fuse_norm, fuse_rope]");
+        using var fused = Fuse(Build("llama", "torch"), out var ctx, "[rotate_qk, fuse_norm, fuse_rope, fuse_attention]");
+        int attentions = fused.Graph.Nodes.Count(n => n.Is("Attention"));
+        Assert.True(attentions > 0);
+        Assert.Contains(ctx.Log, l => l.EndsWith($"{attentions} of them on the projections' [batch, sequence, heads·head size] tensors directly",
+            StringComparison.Ordinal));
+        Assert.DoesNotContain(fused.Graph.Nodes, n => n.Is("Transpose"));
+        var hadamards = fused.Graph.Nodes.Where(n => n.Is("Hadamard", "ai.quantc")).ToList();
+        Assert.Equal(2 * attentions, hadamards.Count);
+        Assert.All(hadamards, h => Assert.True(h.Inputs[0]!.Producer!.Is("Reshape") && h.Output.Uses.Single().Node.Is("Reshape")));
+
+        using var a = OrtModel.CreateSession(rotated);
+        using var b = OrtModel.CreateSession(fused);
+        foreach (int past in new[] { 0, 5 })
+        {
+            var sample = Batch(rotated.Graph, past, 2, 32);
+            var oa = Run(a, sample);
+            var ob = Run(b, sample);
+            foreach (var (name, va) in oa)
+            {
+                double e = MaxRelErr(Unpadded(name, va, past), Unpadded(name, ob[name], past));  // as in the test above
+                Assert.True(e <= 1e-5, $"{name} (past {past}): max relative error {e:E3}");
+            }
+        }
+    }
+
     /// <summary>A copy with row 1's left-padded positions (the first 3 of the mask) zeroed: logits [2, 12, V], cache [2, h, past + 12, d].</summary>
     private static float[] Unpadded(string name, float[] x, int past)
     {
