@@ -59,58 +59,109 @@ public sealed class GptqFactor
         return new GptqFactor(k, b, dead);
     }
 
+    /// <summary>Rows per panel of the blocked Cholesky, columns per block of <see cref="InvertLower"/>.</summary>
+    internal const int Panel = 128;
+
+    private const int W = DoubleStrips.Width;
+
     /// <summary>
     /// Cholesky of the lower triangle of <paramref name="a"/> into that triangle: l[i,j] = (a[i,j] − Σ_{t&lt;j} l[i,t]·l[j,t]) / l[j,j],
-    /// the sum in ascending t. Row by row, as the textbook loop; the strict upper triangle holds lᵀ as it is made (a copy, so that the
-    /// updates of one row read contiguous memory) and is overwritten.
+    /// the sum in ascending t; the strict upper triangle holds lᵀ as it is made (a copy, so that the updates of one row read
+    /// contiguous memory) and is overwritten. Blocked by panels of rows [i0, i1) so that the rows of a panel run in parallel, each
+    /// element still getting the same operations in the same order as in the row-by-row textbook loop (bit-identical):
+    /// (1) every panel row makes its entries left of the panel, l[i,t] for t &lt; i0 (they need only the finished rows above);
+    /// (2) every panel row takes those columns' terms, t &lt; i0 ascending, from its entries inside the panel (they need the
+    /// other panel rows' step 1); (3) the panel's own triangle, row by row as the textbook loop, t from i0.
     /// </summary>
     private static void CholeskyInPlace(double[] a, int k)
     {
-        for (int i = 0; i < k; i++)
+        for (int i0 = 0; i0 < k; i0 += Panel)
         {
-            var row = a.AsSpan(i * k, i + 1);
-            // row[j] becomes a[i,j] − Σ_{t<j} l[i,t]·l[j,t], t ascending: for each t, once l[i,t] is final, it is taken from every
-            // later entry of the row (l[j,t] for j > t is lᵀ[t,j], row t of the upper triangle).
-            for (int t = 0; t < i; t++)
+            int p0 = i0, i1 = Math.Min(k, i0 + Panel);
+            if (p0 > 0)
             {
-                double lit = row[t] / a[t * k + t];
-                row[t] = lit;
-                a[t * k + i] = lit;                  // lᵀ[t,i], read by this row's own diagonal below
-                Add(row[(t + 1)..], -lit, a.AsSpan(t * k + t + 1, i - t));
+                Parallel.For(0, (i1 - p0 + 7) / 8, g =>
+                {
+                    int r0 = p0 + 8 * g, r1 = Math.Min(i1, r0 + 8);
+                    for (int t = 0; t < p0; t++)                 // step 1: l[i,t], t < i0, for rows r0..r1 together
+                    {
+                        double d = a[t * k + t];
+                        var upper = a.AsSpan(t * k + t + 1, p0 - t - 1);
+                        for (int i = r0; i < r1; i++)
+                        {
+                            double lit = a[i * k + t] / d;
+                            a[i * k + t] = lit;
+                            a[t * k + i] = lit;
+                            Add(a.AsSpan(i * k + t + 1, p0 - t - 1), -lit, upper);
+                        }
+                    }
+                });
+                Parallel.For(p0, i1, i =>                      // step 2: the terms t < i0 of the entries i0..i
+                {
+                    var inside = a.AsSpan(i * k + p0, i - p0 + 1);
+                    for (int t = 0; t < p0; t++) Add(inside, -a[i * k + t], a.AsSpan(t * k + p0, i - p0 + 1));
+                });
             }
-            double s = row[i];
-            if (s <= 0) throw new InvalidOperationException("the Hessian is not positive definite (increase damping)");
-            row[i] = Math.Sqrt(s);
+            for (int i = p0; i < i1; i++)                       // step 3: the panel's triangle
+            {
+                var row = a.AsSpan(i * k, i + 1);
+                for (int t = p0; t < i; t++)
+                {
+                    double lit = row[t] / a[t * k + t];
+                    row[t] = lit;
+                    a[t * k + i] = lit;                  // lᵀ[t,i], read by this row's own diagonal below
+                    Add(row[(t + 1)..], -lit, a.AsSpan(t * k + t + 1, i - t));
+                }
+                double s = row[i];
+                if (s <= 0) throw new InvalidOperationException("the Hessian is not positive definite (increase damping)");
+                row[i] = Math.Sqrt(s);
+            }
         }
     }
 
     /// <summary>
     /// <paramref name="inv"/>'s lower triangle := L⁻¹ for L the lower triangle of <paramref name="l"/>: inv[i,i] = 1/l[i,i],
-    /// inv[i,j] = −(Σ_{t=j}^{i−1} l[i,t]·inv[t,j]) / l[i,i], the sum in ascending t (from 0). <paramref name="inv"/> starts zero.
+    /// inv[i,j] = −(Σ_{t=j}^{i−1} l[i,t]·inv[t,j]) / l[i,i], the sum in ascending t. <paramref name="inv"/> starts zero, and its
+    /// upper triangle stays zero: a strip's sums run from the strip's first column, the terms t &lt; j adding l[i,t]·0 to a sum that
+    /// is still +0, which leaves it +0. Columns never meet, so blocks of <see cref="Panel"/> columns run in parallel.
     /// </summary>
     private static void InvertLower(double[] l, double[] inv, int k)
     {
-        for (int i = 0; i < k; i++)
+        Parallel.For(0, (k + Panel - 1) / Panel, b =>
         {
-            var acc = inv.AsSpan(i * k, i);
-            // acc[j] gathers l[i,t]·inv[t,j] for t = j..i−1 in ascending t: at step t it is added to every j ≤ t.
-            for (int t = 0; t < i; t++) Add(acc[..(t + 1)], l[i * k + t], inv.AsSpan(t * k, t + 1));
-            double d = l[i * k + i];
-            for (int j = 0; j < i; j++) acc[j] = -acc[j] / d;
-            inv[i * k + i] = 1 / d;
-        }
+            int j0 = b * Panel, j1 = Math.Min(k, j0 + Panel);
+            Span<double> acc = stackalloc double[W];
+            for (int i = j0; i < k; i++)
+            {
+                double d = l[i * k + i];
+                int width = Math.Min(i, j1);
+                for (int jc = j0; jc < width; jc += W)
+                {
+                    var sums = acc[..Math.Min(W, width - jc)];
+                    sums.Clear();
+                    DoubleStrips.Range<DoubleStrips.Add>(sums, l.AsSpan(i * k), jc, i, inv, jc, k);
+                    var target = inv.AsSpan(i * k + jc, sums.Length);
+                    for (int j = 0; j < sums.Length; j++) target[j] = -sums[j] / d;
+                }
+                if (i < j1) inv[i * k + i] = 1 / d;
+            }
+        });
     }
 
     /// <summary><paramref name="g"/>'s lower triangle := (Lᵀ·L)[i,j] = Σ_{t=i}^{K−1} l[t,i]·l[t,j] for the lower triangular L in
-    /// <paramref name="l"/>, the sum in ascending t (from 0).</summary>
+    /// <paramref name="l"/>, the sum in ascending t. Rows are independent: panels of rows run in parallel, each row of L read once
+    /// per panel.</summary>
     private static void LowerOfGram(double[] l, double[] g, int k)
     {
-        for (int i = 0; i < k; i++)
+        const int rows = 16;
+        Parallel.For(0, (k + rows - 1) / rows, b =>
         {
-            var acc = g.AsSpan(i * k, i + 1);
-            acc.Clear();
-            for (int t = i; t < k; t++) Add(acc, l[t * k + i], l.AsSpan(t * k, i + 1));
-        }
+            int i0 = b * rows, i1 = Math.Min(k, i0 + rows);
+            for (int i = i0; i < i1; i++) g.AsSpan(i * k, i + 1).Clear();
+            for (int t = i0; t < k; t++)
+                for (int i = i0; i < Math.Min(i1, t + 1); i++)
+                    Add(g.AsSpan(i * k, i + 1), l[t * k + i], l.AsSpan(t * k, i + 1));
+        });
     }
 
     /// <summary>acc[j] += a·x[j] (the product rounded, then the sum: no fused multiply-add). With −a it is acc[j] −= a·x[j] bit for bit
