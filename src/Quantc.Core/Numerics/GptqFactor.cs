@@ -28,9 +28,10 @@ public sealed class GptqFactor
     public bool[] Dead { get; }
 
     /// <summary>
-    /// The factor of <paramref name="hessian"/> (K×K row-major), which it overwrites: dead inputs get diagonal 1, all of the diagonal
-    /// gets <paramref name="damp"/>·mean(diag H) added (1 when the mean is 0), then H = L·Lᵀ, H⁻¹ = L⁻ᵀ·L⁻¹ and U = the transposed
-    /// Cholesky factor of H⁻¹.
+    /// The factor of <paramref name="hessian"/> (K×K row-major), made in that array, which becomes <see cref="Upper"/>: dead inputs
+    /// get diagonal 1, all of the diagonal gets <paramref name="damp"/>·mean(diag H) added (1 when the mean is 0), then H = L·Lᵀ,
+    /// H⁻¹ = L⁻ᵀ·L⁻¹ and U = the transposed Cholesky factor of H⁻¹. Only the Hessian's lower triangle (diagonal included) is read,
+    /// and no other K×K array is made: the steps keep what they still need in the triangle the others do not use.
     /// </summary>
     public static GptqFactor Of(double[] hessian, int k, double damp)
     {
@@ -48,15 +49,24 @@ public sealed class GptqFactor
             }
         for (int i = 0; i < k; i++) h[i * k + i] += damp * (meanDiag == 0 ? 1 : meanDiag);
 
-        CholeskyInPlace(h, k);                       // h's lower triangle: L
-        var b = new double[(long)k * k];
-        InvertLower(h, b, k);                        // b's lower triangle: L⁻¹
-        LowerOfGram(b, h, k);                        // h's lower triangle: H⁻¹ = L⁻ᵀ·L⁻¹
-        CholeskyInPlace(h, k);                       // h's lower triangle: Lc, H⁻¹ = Lc·Lcᵀ
-        Array.Clear(b);
+        CholeskyInPlace(h, k);                       // lower triangle: L; strict upper: Lᵀ
+        var diagonal = new double[k];
+        for (int i = 0; i < k; i++) diagonal[i] = h[i * k + i];
+        InvertLower(h, diagonal, k);                 // lower triangle: L⁻¹ (L still read from the upper copy and the diagonal)
+        LowerOfGram(h, diagonal, k);                 // strict upper: H⁻¹ transposed, its diagonal in `diagonal`
         for (int i = 0; i < k; i++)
-            for (int j = 0; j <= i; j++) b[j * k + i] = h[i * k + j];
-        return new GptqFactor(k, b, dead);
+        {
+            for (int j = 0; j < i; j++) h[i * k + j] = h[j * k + i];
+            h[i * k + i] = diagonal[i];
+        }
+        CholeskyInPlace(h, k);                       // lower triangle: Lc, H⁻¹ = Lc·Lcᵀ
+        for (int i = 0; i < k; i++)                  // U = Lcᵀ: the upper triangle, zeros below
+            for (int j = 0; j < i; j++)
+            {
+                h[j * k + i] = h[i * k + j];
+                h[i * k + j] = 0;
+            }
+        return new GptqFactor(k, h, dead);
     }
 
     /// <summary>Rows per panel of the blocked Cholesky, columns per block of <see cref="InvertLower"/>.</summary>
@@ -120,48 +130,63 @@ public sealed class GptqFactor
     }
 
     /// <summary>
-    /// <paramref name="inv"/>'s lower triangle := L⁻¹ for L the lower triangle of <paramref name="l"/>: inv[i,i] = 1/l[i,i],
-    /// inv[i,j] = −(Σ_{t=j}^{i−1} l[i,t]·inv[t,j]) / l[i,i], the sum in ascending t. <paramref name="inv"/> starts zero, and its
-    /// upper triangle stays zero: a strip's sums run from the strip's first column, the terms t &lt; j adding l[i,t]·0 to a sum that
-    /// is still +0, which leaves it +0. Columns never meet, so blocks of <see cref="Panel"/> columns run in parallel.
+    /// L⁻¹ into <paramref name="a"/>'s lower triangle, over L: inv[i,i] = 1/l[i,i], inv[i,j] = −(Σ_{t=j}^{i−1} l[i,t]·inv[t,j]) / l[i,i],
+    /// the sum in ascending t. L is read from the strict upper triangle, where the Cholesky left Lᵀ (l[i,t] = a[t,i]), and from
+    /// <paramref name="diagonal"/>. Columns never meet, so blocks of <see cref="Panel"/> columns run in parallel; a row's sums go by
+    /// strips held in registers: the terms t &lt; the strip's end one element at a time (only t ≥ j), the rest by the strip.
     /// </summary>
-    private static void InvertLower(double[] l, double[] inv, int k)
+    private static void InvertLower(double[] a, double[] diagonal, int k)
     {
-        Parallel.For(0, (k + Panel - 1) / Panel, b =>
+        Parallel.For(0, (k + Panel - 1) / Panel, () => new double[k], (b, _, row) =>
         {
             int j0 = b * Panel, j1 = Math.Min(k, j0 + Panel);
             Span<double> acc = stackalloc double[W];
             for (int i = j0; i < k; i++)
             {
-                double d = l[i * k + i];
+                for (int t = j0; t < i; t++) row[t] = a[t * k + i];          // l[i,t], t in [j0, i)
+                double d = diagonal[i];
                 int width = Math.Min(i, j1);
                 for (int jc = j0; jc < width; jc += W)
                 {
                     var sums = acc[..Math.Min(W, width - jc)];
                     sums.Clear();
-                    DoubleStrips.Range<DoubleStrips.Add>(sums, l.AsSpan(i * k), jc, i, inv, jc, k);
-                    var target = inv.AsSpan(i * k + jc, sums.Length);
+                    int edge = Math.Min(jc + W, i);
+                    for (int t = jc; t < edge; t++)                             // terms inside the strip: inv[t,j] for j ≤ t
+                    {
+                        double c = row[t];
+                        for (int j = jc; j <= Math.Min(t, jc + sums.Length - 1); j++) sums[j - jc] += c * a[t * k + j];
+                    }
+                    DoubleStrips.Range<DoubleStrips.Add>(sums, row, edge, i, a, jc, k);
+                    var target = a.AsSpan(i * k + jc, sums.Length);
                     for (int j = 0; j < sums.Length; j++) target[j] = -sums[j] / d;
                 }
-                if (i < j1) inv[i * k + i] = 1 / d;
+                if (i < j1) a[i * k + i] = 1 / d;
             }
-        });
+            return row;
+        }, _ => { });
     }
 
-    /// <summary><paramref name="g"/>'s lower triangle := (Lᵀ·L)[i,j] = Σ_{t=i}^{K−1} l[t,i]·l[t,j] for the lower triangular L in
-    /// <paramref name="l"/>, the sum in ascending t. Rows are independent: panels of rows run in parallel, each row of L read once
-    /// per panel.</summary>
-    private static void LowerOfGram(double[] l, double[] g, int k)
+    /// <summary>(Lᵀ·L)[i,j] = Σ_{t=i}^{K−1} l[t,i]·l[t,j], j ≤ i, for the lower triangular L in <paramref name="a"/> (the inverse, its
+    /// diagonal included), the sum in ascending t, written transposed into the strict upper triangle (a[j,i]) and, for j = i, into
+    /// <paramref name="diagonal"/>: L is not overwritten while it is read. Rows are independent: panels of rows run in parallel,
+    /// each row of L read once per panel.</summary>
+    private static void LowerOfGram(double[] a, double[] diagonal, int k)
     {
         const int rows = 16;
-        Parallel.For(0, (k + rows - 1) / rows, b =>
+        Parallel.For(0, (k + rows - 1) / rows, () => new double[rows * k], (b, _, g) =>
         {
             int i0 = b * rows, i1 = Math.Min(k, i0 + rows);
-            for (int i = i0; i < i1; i++) g.AsSpan(i * k, i + 1).Clear();
+            Array.Clear(g);
             for (int t = i0; t < k; t++)
                 for (int i = i0; i < Math.Min(i1, t + 1); i++)
-                    Add(g.AsSpan(i * k, i + 1), l[t * k + i], l.AsSpan(t * k, i + 1));
-        });
+                    Add(g.AsSpan((i - i0) * k, i + 1), a[t * k + i], a.AsSpan(t * k, i + 1));
+            for (int i = i0; i < i1; i++)
+            {
+                for (int j = 0; j < i; j++) a[j * k + i] = g[(i - i0) * k + j];
+                diagonal[i] = g[(i - i0) * k + i];
+            }
+            return g;
+        }, _ => { });
     }
 
     /// <summary>acc[j] += a·x[j] (the product rounded, then the sum: no fused multiply-add). With −a it is acc[j] −= a·x[j] bit for bit
