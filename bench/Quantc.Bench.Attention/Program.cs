@@ -1,7 +1,8 @@
 // Causal self-attention in ONNX Runtime CPU, one layer, the forms a compiled LLaMA can use: com.microsoft
 // GroupQueryAttention, the standard ONNX Attention (opset 23, is_causal), the decomposed form exporters emit
-// (MatMul, mask Add, Softmax, MatMul), and that form with QDQ (int8 Q·Kᵀ and P·V). Prefill (S new tokens,
-// empty cache) and decode (1 token after S cached). Usage: dotnet run -c Release -- [--tokens 512]
+// (MatMul, mask Add, Softmax, MatMul), that form with QDQ (int8 Q·Kᵀ and P·V), and quantc's ai.quantc.CausalAttention
+// (lower_attention: the lower triangle only, the int64 padding mask). Prefill (S new tokens, empty cache) and decode
+// (1 token after S cached). Usage: dotnet run -c Release -- [--tokens 512]
 // [--heads 8] [--kv-heads 2] [--head-dim 64] [--rounds 7]
 using System.Diagnostics;
 using System.Globalization;
@@ -89,6 +90,17 @@ float[] Rand(long n) { var a = new float[n]; for (long i = 0; i < n; i++) a[i] =
             foreach (var o in n.Outputs) g.AddOutput(o!);
             break;
         }
+        case "ai.quantc.CausalAttention":
+        {
+            m.SetOpset(CustomOps.Domain, 1);
+            var mask = g.AddInput("attention_mask", new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 7 } });
+            names.Add("attention_mask");
+            values.Add(OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, p + s).ToArray(), [1, p + s]));
+            var n = g.AddNode("CausalAttention", [q, k, v, mask, pk, pv], 3, CustomOps.Domain);
+            n.SetAttribute("q_num_heads", (long)H); n.SetAttribute("kv_num_heads", (long)KH); n.SetAttribute("scale", scale);
+            foreach (var o in n.Outputs) g.AddOutput(o!);
+            break;
+        }
         default: // decomposed float or QDQ
         {
             bool qdq = form.Contains("QDQ", StringComparison.Ordinal);
@@ -119,11 +131,16 @@ float[] Rand(long n) { var a = new float[n]; for (long i = 0; i < n; i++) a[i] =
 }
 
 string cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':')[1].Trim() ?? "?";
-Console.WriteLine(string.Create(inv, $"# CPU: {cpu}, {Environment.ProcessorCount} cores; S {S}, heads {H}, kv heads {KH}, head dim {D}; {rounds} interleaved rounds, median (min) ms"));
+string flagLine = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal)) ?? "";
+string flags = string.Join(" ", flagLine.Split(' ').Where(f => f is "avx2" or "fma" or "avx512f" or "avx512_vnni"));
+string load = File.ReadAllText("/proc/loadavg").Split(' ')[0];
+Console.WriteLine(string.Create(inv, $"# CPU: {cpu} ({flags}), {Environment.ProcessorCount} cores, load average {load}; " +
+    $"S {S}, heads {H}, kv heads {KH}, head dim {D}; {rounds} interleaved rounds, median (min) ms"));
 Console.WriteLine();
 Console.WriteLine("| form | prefill ms | decode ms | ORT's optimised graph |");
 Console.WriteLine("|---|---|---|---|");
-string[] forms = ["GroupQueryAttention", "GroupQueryAttention + bias", "Attention-23", "Attention-23 + mask", "Attention-23 4D + mask", "decomposed float", "decomposed QDQ int8"];
+string[] forms = ["GroupQueryAttention", "GroupQueryAttention + bias", "Attention-23", "Attention-23 + mask", "Attention-23 4D + mask",
+    "decomposed float", "decomposed QDQ int8", "ai.quantc.CausalAttention"];
 var cases = new List<(string form, Action prefill, Action decode, string ops, List<double> tp, List<double> td)>();
 foreach (var form in forms)
 {

@@ -47,16 +47,10 @@ void fill_cache(void* p, int64_t begin, int64_t end) {
   }
 }
 
-// A query that sees no key: the mean of all T values (see quantc/attention.h).
-void uniform_row(const CausalAttentionArgs& a, int64_t T, int64_t b, int64_t h, int64_t i) {
-  const int64_t D = a.head_size, kvh = h / (a.q_heads / a.kv_heads);
-  const float* v = a.present_v + (b * a.kv_heads + kvh) * T * D;
+// A query that sees no key (a left-padded position): zeros, as ONNX Runtime's CPU Attention gives (see quantc/attention.h).
+void empty_row(const CausalAttentionArgs& a, int64_t b, int64_t h, int64_t i) {
   float* y = a.y + b * a.y_strides.batch + h * a.y_strides.head + i * a.y_strides.seq;
-  for (int64_t d = 0; d < D; ++d) {
-    double s = 0;
-    for (int64_t j = 0; j < T; ++j) s += v[j * D + d];
-    y[d] = static_cast<float>(s / static_cast<double>(T));
-  }
+  std::fill(y, y + a.head_size, 0.0f);
 }
 
 // One query row, plainly: scores over the keys it sees, max, exp, sum, then the weighted values.
@@ -75,7 +69,7 @@ void reference_row(const CausalAttentionArgs& a, int64_t T, int64_t b, int64_t h
     p[j] = s * a.scale;
     mx = std::max(mx, p[j]);
   }
-  if (mx == -std::numeric_limits<float>::infinity()) { uniform_row(a, T, b, h, i); return; }
+  if (mx == -std::numeric_limits<float>::infinity()) { empty_row(a, b, h, i); return; }
   float sum = 0;
   for (int64_t j = 0; j <= last; ++j) { p[j] = std::exp(p[j] - mx); sum += p[j]; }
   for (int64_t d = 0; d < D; ++d) {
@@ -110,7 +104,7 @@ void run_items(void* p, int64_t begin, int64_t end) {
                                                  : detail::attention_tile_avx2(j, b, kvh, i0, n, scratch.data(), empty.data());
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t r = empty[static_cast<size_t>(e)];
-      uniform_row(a, j.total, b, kvh * j.group + r % j.group, i0 + r / j.group);
+      empty_row(a, b, kvh * j.group + r % j.group, i0 + r / j.group);
     }
   }
 }

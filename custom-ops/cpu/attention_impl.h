@@ -28,7 +28,7 @@ inline int64_t attention_scratch_floats(int64_t rows, int64_t d) {
 
 // One work item: query positions [i0, i0 + n) of every query head of KV head `kvh` in batch row b, written to y.
 // `scratch` holds attention_scratch_floats(group · n, D) floats. Returns the rows (r = position · G + head in group)
-// that saw no key at all, for attention_uniform_row, as a count written into `empty` (row indices).
+// that saw no key at all: their count, their indices in `empty` (the driver writes zeros there).
 int64_t attention_tile_avx2(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
 int64_t attention_tile_avx512(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
 

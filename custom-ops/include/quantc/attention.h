@@ -31,8 +31,9 @@ struct CausalAttentionArgs {
 
 // y[b, h, i] = Σ_j p_j · V[b, h / (q_heads / kv_heads), j] with p = softmax_j(scale · q_i · k_j) over the keys j that
 // query i (absolute position past + i) may see: j ≤ past + i and key_mask[b, j] ≠ 0. A query that may see no key at all
-// (a padded position under left padding) gets the mean of all past + S values: what Softmax gives on the additive mask
-// Where(allowed, 0, float32 lowest) that exporters build, where every score rounds to the same lowest value.
+// (a padded position under left padding) gets zeros: what ONNX Runtime's CPU Attention (1.32) gives on the exporters'
+// additive mask Where(allowed, 0, float32 lowest). (The decomposed Softmax would give the mean of all values there; such
+// positions are padding, which no real query reads.)
 // Isa::Reference is a plain loop per query row; Avx2 (with FMA) and Avx512Vnni (its AVX-512F part) run the tiles.
 // Parallel over (batch, kv head, block of query rows) with quantc::parallel_for.
 void causal_attention(const CausalAttentionArgs& args, Isa isa);
