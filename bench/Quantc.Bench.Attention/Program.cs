@@ -3,7 +3,7 @@
 // (MatMul, mask Add, Softmax, MatMul), that form with QDQ (int8 Q·Kᵀ and P·V), and quantc's ai.quantc.CausalAttention
 // (lower_attention: the lower triangle only, the int64 padding mask). Prefill (S new tokens, empty cache) and decode
 // (1 token after S cached). Usage: dotnet run -c Release -- [--tokens 512]
-// [--heads 8] [--kv-heads 2] [--head-dim 64] [--rounds 7]
+// [--heads 8] [--kv-heads 2] [--head-dim 64] [--rounds 7] [--threads N: ONNX Runtime's intra-op threads, default its own]
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
@@ -12,7 +12,7 @@ using Quantc.Ir;
 using Quantc.Onnx.Proto;
 
 var inv = CultureInfo.InvariantCulture;
-int S = 512, H = 8, KH = 2, D = 64, rounds = 7;
+int S = 512, H = 8, KH = 2, D = 64, rounds = 7, threads = 0;
 for (int i = 0; i < args.Length; i++)
     switch (args[i])
     {
@@ -21,6 +21,7 @@ for (int i = 0; i < args.Length; i++)
         case "--kv-heads": KH = int.Parse(args[++i], inv); break;
         case "--head-dim": D = int.Parse(args[++i], inv); break;
         case "--rounds": rounds = int.Parse(args[++i], inv); break;
+        case "--threads": threads = int.Parse(args[++i], inv); break;
         default: throw new ArgumentException($"unknown argument '{args[i]}'");
     }
 var rng = new Random(3);
@@ -130,12 +131,9 @@ float[] Rand(long n) { var a = new float[n]; for (long i = 0; i < n; i++) a[i] =
     return (m, names.ToArray(), values.ToArray());
 }
 
-string cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':')[1].Trim() ?? "?";
-string flagLine = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal)) ?? "";
-string flags = string.Join(" ", flagLine.Split(' ').Where(f => f is "avx2" or "fma" or "avx512f" or "avx512_vnni"));
-string load = File.ReadAllText("/proc/loadavg").Split(' ')[0];
-Console.WriteLine(string.Create(inv, $"# CPU: {cpu} ({flags}), {Environment.ProcessorCount} cores, load average {load}; " +
-    $"S {S}, heads {H}, kv heads {KH}, head dim {D}; {rounds} interleaved rounds, median (min) ms"));
+Console.WriteLine(string.Create(inv, $"# {Quantc.Bench.HostInfo.Line()}; " +
+    $"S {S}, heads {H}, kv heads {KH}, head dim {D}; intra-op threads {(threads > 0 ? threads : "ORT default")}; " +
+    $"{rounds} interleaved rounds, median (min) ms"));
 Console.WriteLine();
 Console.WriteLine("| form | prefill ms | decode ms | ORT's optimised graph |");
 Console.WriteLine("|---|---|---|---|");
@@ -149,6 +147,7 @@ foreach (var form in forms)
         var (m, names, values) = Build(form, s, p);
         string opt = Path.Combine(Path.GetTempPath(), $"attn-{Guid.NewGuid():N}.onnx");
         var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = opt, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        if (threads > 0) so.IntraOpNumThreads = threads;
         InferenceSession session;
         try { session = OrtModel.CreateSession(m, options: so); }
         catch (Exception e) { ops = "cannot load: " + e.Message.Split('\n')[0]; return () => { }; }

@@ -127,9 +127,13 @@ void causal_attention(const CausalAttentionArgs& a, Isa isa) {
   dr.isa = isa;
   const int64_t D = a.head_size, T = dr.job.total, Tp = dr.job.padded, heads = a.batch * a.kv_heads;
   thread_local std::vector<float> kt, kbias;
+  // Decode-sized calls (one query position, a tile of G rows) read the keys as stored; longer ones transpose them once.
+  const bool transpose = a.seq > 1;
   if (isa != Isa::Reference) {
-    kt.resize(static_cast<size_t>(heads * D * Tp));
-    dr.job.kt = kt.data();
+    if (transpose) {
+      kt.resize(static_cast<size_t>(heads * D * Tp));
+      dr.job.kt = kt.data();
+    }
     if (a.key_mask) {
       kbias.assign(static_cast<size_t>(a.batch * Tp), -std::numeric_limits<float>::infinity());
       for (int64_t b = 0; b < a.batch; ++b)
@@ -143,8 +147,12 @@ void causal_attention(const CausalAttentionArgs& a, Isa isa) {
   // About 16 rows per tile (G query heads × positions): the tile's Q, O and scores stay in L1 beside a key block.
   dr.job.block = std::max<int64_t>(1, 16 / dr.job.group);
   dr.blocks = (a.seq + dr.job.block - 1) / dr.job.block;
-  const int64_t per_item = dr.job.group * dr.job.block * (a.past + a.seq / 2 + 1) * D * 4;
-  parallel_for(heads * dr.blocks, per_item, run_items, &dr);
+  // Work of an item: its rows × the keys they see on average × D × (Q·Kᵀ + P·V). A call below ~4 M of it (one decode step
+  // of a small model: ~50 µs) runs on the calling thread: handing it to the pool costs about as much, and on a loaded
+  // host waits for a thread that may not be scheduled.
+  const int64_t items = heads * dr.blocks, per_item = dr.job.group * dr.job.block * (a.past + a.seq / 2 + 1) * D * 2;
+  if (items * per_item < (int64_t{1} << 22)) run_items(&dr, 0, items);
+  else parallel_for(items, per_item, run_items, &dr);
 }
 
 }  // namespace quantc
