@@ -152,7 +152,7 @@ void causal_attention(const CausalAttentionArgs& a, Isa isa) {
   // host waits for a thread that may not be scheduled.
   const int64_t items = heads * dr.blocks, per_item = dr.job.group * dr.job.block * (a.past + a.seq / 2 + 1) * D * 2;
   if (items * per_item < (int64_t{1} << 22)) run_items(&dr, 0, items);
-  else parallel_for(items, per_item, run_items, &dr);
+  else parallel_for(items, per_item, run_items, &dr, 8);
 }
 
 }  // namespace quantc
