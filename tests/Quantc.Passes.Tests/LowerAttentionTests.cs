@@ -1,6 +1,7 @@
 using Quantc.Core.Calibration;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
+using Quantc.Ir.Analysis;
 using Quantc.Onnx;
 using Xunit.Abstractions;
 
@@ -57,6 +58,10 @@ public sealed class LowerAttentionTests(ITestOutputHelper log) : IDisposable
         Assert.DoesNotContain(lowered.Graph.Nodes, n => n.Is("Attention") || n.Is("Where") || n.Is("Range"));
         Assert.Equal(attentions, lowered.Graph.Nodes.Count(n => n.Is("CausalAttention", CustomOps.Domain)));
         Assert.Equal(onnx.Graph.Outputs.Select(o => o.Name), lowered.Graph.Outputs.Select(o => o.Name));
+        // The model map still sees the attentions, with their caches (GenAI's planning and the cache passes read them).
+        var sites = LayerAnalysis.Analyze(lowered.Graph).Attention;
+        Assert.Equal(attentions, sites.Count(a => a.Form == "CausalAttention" && a.Keys?.CacheInputs.Count == 1 &&
+            a.Values?.CacheOutputs.Count == 1));
 
         using var a = OrtModel.CreateSession(onnx);
         using var b = OrtModel.CreateSession(lowered);
