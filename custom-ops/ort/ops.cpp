@@ -458,6 +458,7 @@ struct CausalAttentionOp {
         fail(op, "attention_mask must be [batch, past + sequence] = " + shape_str({a.batch, T}) + ", got " + shape_str((*mask)->Shape()));
       a.key_mask = (*mask)->Data();
     }
+    if (scale_ < 0 || std::isnan(scale_)) fail(op, "scale must be positive");
     a.scale = scale_ != 0 ? scale_ : 1.0f / std::sqrt(static_cast<float>(a.head_size));
     const bool four = qs.size() == 4;
     auto strides = [&](int64_t heads) {
