@@ -7,7 +7,7 @@
 
 namespace quantc::detail {
 
-// Keys per tile (a multiple of every path's 2 vectors of keys).
+// Keys per block (a multiple of every path's score tile: 2 AVX2 or 4 AVX-512 vectors of keys).
 constexpr int64_t kAttnKeys = 64;
 
 struct AttentionJob {
@@ -16,7 +16,7 @@ struct AttentionJob {
   int64_t padded = 0;         // Tp: T rounded up to kAttnKeys
   int64_t group = 0;          // G = q_heads / kv_heads
   int64_t block = 0;          // query positions per work item
-  const float* kt = nullptr;  // [B, kv_heads, D, Tp]: the present keys transposed, zero past T
+  const float* kt = nullptr;  // [B, kv_heads, D, Tp]: the present keys transposed, zero past T; null: read them as stored
   const float* kbias = nullptr;  // [B, Tp]: 0 for an attended key, -inf for a padding one (and past T); null when no mask
 };
 
