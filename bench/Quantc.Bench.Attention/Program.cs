@@ -1,8 +1,9 @@
 // Causal self-attention in ONNX Runtime CPU, one layer, the forms a compiled LLaMA can use: com.microsoft
 // GroupQueryAttention, the standard ONNX Attention (opset 23, is_causal), the decomposed form exporters emit
-// (MatMul, mask Add, Softmax, MatMul), and that form with QDQ (int8 Q·Kᵀ and P·V). Prefill (S new tokens,
-// empty cache) and decode (1 token after S cached). Usage: dotnet run -c Release -- [--tokens 512]
-// [--heads 8] [--kv-heads 2] [--head-dim 64] [--rounds 7]
+// (MatMul, mask Add, Softmax, MatMul), that form with QDQ (int8 Q·Kᵀ and P·V), and quantc's ai.quantc.CausalAttention
+// (lower_attention: the lower triangle only, the int64 padding mask). Prefill (S new tokens, empty cache) and decode
+// (1 token after S cached). Usage: dotnet run -c Release -- [--tokens 512]
+// [--heads 8] [--kv-heads 2] [--head-dim 64] [--rounds 7] [--threads N: ONNX Runtime's intra-op threads, default its own]
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
@@ -11,7 +12,7 @@ using Quantc.Ir;
 using Quantc.Onnx.Proto;
 
 var inv = CultureInfo.InvariantCulture;
-int S = 512, H = 8, KH = 2, D = 64, rounds = 7;
+int S = 512, H = 8, KH = 2, D = 64, rounds = 7, threads = 0;
 for (int i = 0; i < args.Length; i++)
     switch (args[i])
     {
@@ -20,6 +21,7 @@ for (int i = 0; i < args.Length; i++)
         case "--kv-heads": KH = int.Parse(args[++i], inv); break;
         case "--head-dim": D = int.Parse(args[++i], inv); break;
         case "--rounds": rounds = int.Parse(args[++i], inv); break;
+        case "--threads": threads = int.Parse(args[++i], inv); break;
         default: throw new ArgumentException($"unknown argument '{args[i]}'");
     }
 var rng = new Random(3);
@@ -89,6 +91,17 @@ float[] Rand(long n) { var a = new float[n]; for (long i = 0; i < n; i++) a[i] =
             foreach (var o in n.Outputs) g.AddOutput(o!);
             break;
         }
+        case "ai.quantc.CausalAttention":
+        {
+            m.SetOpset(CustomOps.Domain, 1);
+            var mask = g.AddInput("attention_mask", new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 7 } });
+            names.Add("attention_mask");
+            values.Add(OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, p + s).ToArray(), [1, p + s]));
+            var n = g.AddNode("CausalAttention", [q, k, v, mask, pk, pv], 3, CustomOps.Domain);
+            n.SetAttribute("q_num_heads", (long)H); n.SetAttribute("kv_num_heads", (long)KH); n.SetAttribute("scale", scale);
+            foreach (var o in n.Outputs) g.AddOutput(o!);
+            break;
+        }
         default: // decomposed float or QDQ
         {
             bool qdq = form.Contains("QDQ", StringComparison.Ordinal);
@@ -118,12 +131,14 @@ float[] Rand(long n) { var a = new float[n]; for (long i = 0; i < n; i++) a[i] =
     return (m, names.ToArray(), values.ToArray());
 }
 
-string cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':')[1].Trim() ?? "?";
-Console.WriteLine(string.Create(inv, $"# CPU: {cpu}, {Environment.ProcessorCount} cores; S {S}, heads {H}, kv heads {KH}, head dim {D}; {rounds} interleaved rounds, median (min) ms"));
+Console.WriteLine(string.Create(inv, $"# {Quantc.Bench.HostInfo.Line()}; " +
+    $"S {S}, heads {H}, kv heads {KH}, head dim {D}; intra-op threads {(threads > 0 ? threads : "ORT default")}; " +
+    $"{rounds} interleaved rounds, median (min) ms"));
 Console.WriteLine();
 Console.WriteLine("| form | prefill ms | decode ms | ORT's optimised graph |");
 Console.WriteLine("|---|---|---|---|");
-string[] forms = ["GroupQueryAttention", "GroupQueryAttention + bias", "Attention-23", "Attention-23 + mask", "Attention-23 4D + mask", "decomposed float", "decomposed QDQ int8"];
+string[] forms = ["GroupQueryAttention", "GroupQueryAttention + bias", "Attention-23", "Attention-23 + mask", "Attention-23 4D + mask",
+    "decomposed float", "decomposed QDQ int8", "ai.quantc.CausalAttention"];
 var cases = new List<(string form, Action prefill, Action decode, string ops, List<double> tp, List<double> td)>();
 foreach (var form in forms)
 {
@@ -132,6 +147,7 @@ foreach (var form in forms)
         var (m, names, values) = Build(form, s, p);
         string opt = Path.Combine(Path.GetTempPath(), $"attn-{Guid.NewGuid():N}.onnx");
         var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = opt, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        if (threads > 0) so.IntraOpNumThreads = threads;
         InferenceSession session;
         try { session = OrtModel.CreateSession(m, options: so); }
         catch (Exception e) { ops = "cannot load: " + e.Message.Split('\n')[0]; return () => { }; }

@@ -42,6 +42,7 @@ for (int r = 0; r < rounds; r++)
 
 static double Med(IEnumerable<double> xs) { var t = xs.OrderBy(x => x).ToList(); return t.Count % 2 == 1 ? t[t.Count / 2] : (t[t.Count / 2 - 1] + t[t.Count / 2]) / 2; }
 var basis = sessions[0];
+Console.WriteLine(Quantc.Bench.HostInfo.Line());
 Console.WriteLine(string.Create(inv, $"{rounds} interleaved rounds, intra-op threads {(threads > 0 ? threads.ToString(inv) : "ORT default")}; speed-up = median over rounds of (first model's time / this model's time) in the same round"));
 Console.WriteLine();
 Console.WriteLine($"| model | file MiB | prefill {tokens} ms median (min) | prefill speed-up | decode ms median (min) | decode speed-up | ORT's optimised graph: main ops |");

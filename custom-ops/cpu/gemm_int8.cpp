@@ -71,14 +71,15 @@ int parallel_threads() {
   return threads;
 }
 
-void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx) {
+void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx, int pieces_per_thread) {
   const int64_t total = count * std::max<int64_t>(work_per_item, 1);
   int threads = static_cast<int>(std::min<int64_t>(parallel_threads(), count));
   if (total < (1 << 18) || threads <= 1) { fn(ctx, 0, count); return; }
   const int64_t chunk = (count + threads - 1) / threads;
   if (t_runner) {
-    Chunks c{fn, ctx, count, chunk};
-    t_runner(t_host, (count + chunk - 1) / chunk, run_chunk, &c);
+    const int64_t pieces = std::min<int64_t>(count, static_cast<int64_t>(threads) * std::max(1, pieces_per_thread));
+    Chunks c{fn, ctx, count, (count + pieces - 1) / pieces};
+    t_runner(t_host, (count + c.chunk - 1) / c.chunk, run_chunk, &c);
     return;
   }
   std::vector<std::thread> pool;

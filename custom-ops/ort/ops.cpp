@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "quantc/attention.h"
 #include "quantc/gemm.h"
 #include "quantc/gemm_fp8.h"
 #include "quantc/hadamard.h"
@@ -430,6 +431,89 @@ struct QCausalConv1dOp {
   bool silu_;
 };
 
+// CausalAttention(Q, K, V, attention_mask?: int64[B, T], past_key?, past_value?) -> Y, present_key?, present_value?: ONNX
+// Attention (opset 23) on the causal + padding mask, computing only the lower triangle (quantc/attention.h). Q/K/V are
+// [B, H, S, D] (4-D) or [B, S, H·D] (3-D, with q_num_heads / kv_num_heads); the cache is [B, kv heads, T, D].
+struct CausalAttentionOp {
+  CausalAttentionOp(const OrtApi* api, const OrtKernelInfo* info)
+      : q_heads_(attr_int(api, info, "q_num_heads", 0)), kv_heads_(attr_int(api, info, "kv_num_heads", 0)) {
+    float s = 0;
+    OrtStatus* st = api->KernelInfoGetAttribute_float(info, "scale", &s);
+    if (st) api->ReleaseStatus(st);
+    else scale_ = s;
+  }
+
+  void Compute(OrtKernelContext* ctx, const Tensor<float>& q, const Tensor<float>& k, const Tensor<float>& v,
+               std::optional<const Tensor<int64_t>*> mask, std::optional<const Tensor<float>*> past_k,
+               std::optional<const Tensor<float>*> past_v, Tensor<float>& y, std::optional<Tensor<float>*> present_k,
+               std::optional<Tensor<float>*> present_v) {
+    OnOrtPool pool(ctx);
+    const std::string op = "CausalAttention";
+    auto qs = q.Shape(), ks = k.Shape(), vs = v.Shape();
+    quantc::CausalAttentionArgs a;
+    if (qs.size() != ks.size() || qs.size() != vs.size() || (qs.size() != 3 && qs.size() != 4))
+      fail(op, "Q, K and V must all be [batch, heads, sequence, head size] or all [batch, sequence, heads·head size], got " +
+               shape_str(qs) + ", " + shape_str(ks) + ", " + shape_str(vs));
+    a.batch = qs[0];
+    if (qs.size() == 4) {
+      a.q_heads = qs[1]; a.seq = qs[2]; a.head_size = qs[3]; a.kv_heads = ks[1];
+      if (ks != std::vector<int64_t>{a.batch, a.kv_heads, a.seq, a.head_size} || vs != ks)
+        fail(op, "K and V must be [batch, kv heads, sequence, head size] beside Q " + shape_str(qs) + ", got " + shape_str(ks) + ", " +
+                     shape_str(vs));
+    } else {
+      if (q_heads_ <= 0 || kv_heads_ <= 0) fail(op, "3-D inputs need the q_num_heads and kv_num_heads attributes");
+      a.q_heads = q_heads_; a.kv_heads = kv_heads_; a.seq = qs[1];
+      if (qs[2] % q_heads_ != 0) fail(op, "Q's last axis " + std::to_string(qs[2]) + " is not q_num_heads x head size");
+      a.head_size = qs[2] / q_heads_;
+      if (ks != std::vector<int64_t>{a.batch, a.seq, a.kv_heads * a.head_size} || vs != ks)
+        fail(op, "K and V must be [batch, sequence, kv_num_heads x head size] beside Q " + shape_str(qs) + ", got " + shape_str(ks) +
+                     ", " + shape_str(vs));
+    }
+    if (a.q_heads % a.kv_heads != 0)
+      fail(op, std::to_string(a.q_heads) + " query heads do not group over " + std::to_string(a.kv_heads) + " KV heads");
+    const bool has_past = past_k.has_value() && *past_k;
+    if (has_past != (past_v.has_value() && *past_v)) fail(op, "past_key and past_value go together");
+    if (has_past) {
+      auto ps = (*past_k)->Shape();
+      if (ps.size() != 4 || ps[0] != a.batch || ps[1] != a.kv_heads || ps[3] != a.head_size || (*past_v)->Shape() != ps)
+        fail(op, "past_key and past_value must be [batch, kv heads, past, head size], got " + shape_str(ps) + ", " +
+                     shape_str((*past_v)->Shape()));
+      a.past = ps[2];
+      a.past_k = (*past_k)->Data(); a.past_v = (*past_v)->Data();
+    }
+    const int64_t T = a.past + a.seq;
+    if (mask.has_value() && *mask) {
+      if ((*mask)->Shape() != std::vector<int64_t>{a.batch, T})
+        fail(op, "attention_mask must be [batch, past + sequence] = " + shape_str({a.batch, T}) + ", got " + shape_str((*mask)->Shape()));
+      a.key_mask = (*mask)->Data();
+    }
+    if (scale_ < 0 || std::isnan(scale_)) fail(op, "scale must be positive");
+    a.scale = scale_ != 0 ? scale_ : 1.0f / std::sqrt(static_cast<float>(a.head_size));
+    const bool four = qs.size() == 4;
+    auto strides = [&](int64_t heads) {
+      return four ? quantc::HeadStrides{heads * a.seq * a.head_size, a.seq * a.head_size, a.head_size}
+                  : quantc::HeadStrides{a.seq * heads * a.head_size, a.head_size, heads * a.head_size};
+    };
+    a.q = q.Data(); a.q_strides = strides(a.q_heads);
+    a.k = k.Data(); a.k_strides = strides(a.kv_heads);
+    a.v = v.Data(); a.v_strides = strides(a.kv_heads);
+    a.y = y.Allocate(qs); a.y_strides = a.q_strides;
+    const std::vector<int64_t> cs{a.batch, a.kv_heads, T, a.head_size};
+    thread_local std::vector<float> spare_k, spare_v;
+    auto cache = [&](std::optional<Tensor<float>*>& out, std::vector<float>& spare) {
+      if (out.has_value() && *out) return (*out)->Allocate(cs);
+      spare.resize(static_cast<size_t>(a.batch * a.kv_heads * T * a.head_size));
+      return spare.data();
+    };
+    a.present_k = cache(present_k, spare_k);
+    a.present_v = cache(present_v, spare_v);
+    quantc::causal_attention(a, quantc::best_isa());
+  }
+
+  int64_t q_heads_, kv_heads_;
+  float scale_ = 0;
+};
+
 }  // namespace
 
 #ifdef QUANTC_WITH_CUDA
@@ -470,6 +554,7 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dOp>("QCausalConv1d", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<CausalAttentionOp>("CausalAttention", "CPUExecutionProvider"));
 #ifdef QUANTC_WITH_CUDA
       quantc_ort::add_cuda_ops(g_ops);
 #endif

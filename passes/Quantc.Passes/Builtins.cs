@@ -21,7 +21,7 @@ public static class Builtins
         FoldNormPass.Info, SmoothPass.Info, SymmetrizePass.Info, OnlineHadamardPass.Info, RotateResidualPass.Info, RotateHeadPass.Info,
         RotateQkPass.Info, QuantizeKvPass.Info, QuantizePass.Info, SpikeMixedPass.Info, RangesPass.Info, WeightsPass.Info,
         LowerMatMulNBitsPass.Info, MambaRangesPass.Info, LowerMambaPass.Info, LowerQdqPass.Info, FuseAttentionPass.Info, FuseNormPass.Info,
-        FuseProjectionsPass.Info, FuseRopePass.Info, LowerW4A8Pass.Info,
+        FuseProjectionsPass.Info, FuseRopePass.Info, LowerW4A8Pass.Info, LowerAttentionPass.Info,
         FireqWeightsPass.Info, LowerInt4Fp8Pass.Info, FireqScalePass.Info, FireqRopePass.Info,
         PrefixTokensPass.Info, ClipSearchPass.Info,
     ];

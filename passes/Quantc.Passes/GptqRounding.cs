@@ -63,7 +63,7 @@ public static class GptqRounding
             ctx.Calibrate(runs[r].Select(i => inputs[i].Name).ToList(), pass, (name, data, channels) =>
             {
                 var h = live.GetOrAdd(name, _ => byName[name].NewHessian());
-                lock (h) WeightQuantizer.AccumulateHessian(h, data, channels);
+                lock (h) WeightQuantizer.AccumulateLowerHessian(h, data, channels);
             }, Finish);
             if (left.Count > 0) Finish([.. left]);     // tensors the run never declared complete (none expected)
         }

@@ -13,6 +13,7 @@ public class GptqFactorTests
     [InlineData(7)]
     [InlineData(37)]
     [InlineData(64)]
+    [InlineData(300)]       // three panels of the blocked Cholesky, three column blocks of the inverse
     public void TheFactorIsTheTextbookOneBitForBit(int k)
     {
         var (h, _) = Hessian(k, new Random(k), deadEvery: 5);
@@ -25,20 +26,43 @@ public class GptqFactorTests
     }
 
     [Theory]
-    [InlineData(3)]
-    [InlineData(33)]
-    public void TheHessianSumsAreTheScalarLoopsBitForBit(int k)
+    [InlineData(3, false)]
+    [InlineData(33, false)]
+    [InlineData(3, true)]
+    [InlineData(150, true)]     // 90 tokens: two chunks of the parallel lower-triangle sums
+    public void TheHessianSumsAreTheScalarLoopsBitForBit(int k, bool lower)
     {
         var rng = new Random(5);
-        var x = new float[20 * k];
+        var x = new float[90 * k];
         for (int i = 0; i < x.Length; i++) x[i] = i % 9 == 0 ? 0 : (float)(rng.NextDouble() * 6 - 3);
         var h = new double[k * k];
-        WeightQuantizer.AccumulateHessian(h, x, k);
-        WeightQuantizer.AccumulateHessian(h, x.AsSpan(0, 7 * k), k);
+        foreach (int tokens in new[] { 90, 7 })
+            if (lower) WeightQuantizer.AccumulateLowerHessian(h, x.AsSpan(0, tokens * k), k);
+            else WeightQuantizer.AccumulateHessian(h, x.AsSpan(0, tokens * k), k);
         var reference = new double[k * k];
         ReferenceAccumulate(reference, x, k);
         ReferenceAccumulate(reference, x.AsSpan(0, 7 * k), k);
-        Assert.Equal(reference.Select(BitConverter.DoubleToInt64Bits), h.Select(BitConverter.DoubleToInt64Bits));
+        // The lower-triangle sums leave the strict upper triangle alone (zero here).
+        Assert.Equal(reference.Select((v, e) => lower && e % k > e / k ? 0 : BitConverter.DoubleToInt64Bits(v)),
+            h.Select(BitConverter.DoubleToInt64Bits));
+        if (lower) Assert.Throws<ArgumentException>(() => WeightQuantizer.AccumulateLowerHessian(new double[5], x, k));
+    }
+
+    [Theory]
+    [InlineData(21, 256, 32)]       // four tiles of 64 columns
+    [InlineData(5, 200, 0)]         // per channel: tiles of 64 and a partial one
+    [InlineData(3, 384, 128)]       // tiles of one group
+    [InlineData(17, 96, 96)]        // one group, one tile
+    public void GptqIsTheTextbookLoopBitForBit(int n, int k, int group)
+    {
+        var (h, _) = Hessian(k, new Random(n + k), deadEvery: 13);
+        var rng = new Random(7);
+        var w = Enumerable.Range(0, n * k).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var factor = GptqFactor.Of((double[])h.Clone(), k, 0.01);
+        var q = WeightQuantizer.Gptq(w, n, k, factor, QuantFormat.Int4, group);
+        var (values, scales) = ReferenceGptq(w, n, k, factor, QuantFormat.Int4, group);
+        Assert.Equal(values, q.Values);
+        Assert.Equal(scales.Select(BitConverter.SingleToInt32Bits), q.Scales.Select(BitConverter.SingleToInt32Bits));
     }
 
     [Fact]
@@ -96,6 +120,39 @@ public class GptqFactorTests
                 for (int j = 0; j < k; j++) h[i * k + j] += xi * row[j];
             }
         }
+    }
+
+    private static (sbyte[] Values, float[] Scales) ReferenceGptq(float[] w, int n, int k, GptqFactor factor, QuantFormat format,
+        int groupSize)
+    {
+        var u = factor.Upper;
+        var work = new double[n * k];
+        for (int i = 0; i < n * k; i++) work[i] = factor.Dead[i % k] ? 0 : w[i];
+        int g = groupSize == 0 ? k : groupSize, groups = k / g;
+        var q = new sbyte[n * k];
+        var scales = new float[n * groups];
+        var colScale = new float[n];
+        var slice = new float[g];
+        for (int i = 0; i < k; i++)
+        {
+            if (i % g == 0)
+                for (int r = 0; r < n; r++)
+                {
+                    for (int j = 0; j < g; j++) slice[j] = (float)work[r * k + i + j];
+                    colScale[r] = WeightQuantizer.ScaleFor(slice, format);
+                    scales[r * groups + i / g] = colScale[r];
+                }
+            double d = u[i * k + i];
+            for (int r = 0; r < n; r++)
+            {
+                double wi = work[r * k + i];
+                int qi = Quantizer.QuantizeInt((float)wi, colScale[r], 0, format);
+                q[r * k + i] = (sbyte)qi;
+                double err = (wi - qi * (double)colScale[r]) / d;
+                for (int j = i + 1; j < k; j++) work[r * k + j] += -err * u[i * k + j];
+            }
+        }
+        return (q, scales);
     }
 
     private static double[] ReferenceFactor(double[] hessian, int k, double damp, out bool[] dead)

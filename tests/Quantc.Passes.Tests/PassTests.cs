@@ -319,7 +319,8 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
     public void EveryPassIsDeclaredOnceWithDocumentedOptions()
     {
         var registry = Builtins.Passes();
-        Assert.Equal(27, registry.All.Count);   // 21 + FireQ's fireq_scale, fireq_rope, fireq_weights, lower_int4fp8 + prefix_tokens, clip_search
+        // 21 + FireQ's fireq_scale, fireq_rope, fireq_weights, lower_int4fp8 + prefix_tokens, clip_search + lower_attention
+        Assert.Equal(28, registry.All.Count);
         foreach (var info in registry.All)
         {
             var pass = registry.Create(info.Name, new PassParameters(null, "test"));

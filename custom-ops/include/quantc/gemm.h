@@ -23,8 +23,10 @@ void matmul_int8(const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t
 // The int32 accumulators only (for exactness tests): acc[m][n] = sum_k a[m][k] * b[n][k].
 void matmul_int8_accumulate(const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K, int32_t* acc, Isa isa);
 
-// Runs fn(begin, end) over [0, count) split across threads (serially when the work is small).
-void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx);
+// Runs fn(begin, end) over [0, count) split across threads (serially when the work is small). On a host's pool (below) the
+// range goes in pieces_per_thread pieces per thread, which the pool hands out as its threads come free (uneven items, a
+// loaded host); on its own threads in one piece each.
+void parallel_for(int64_t count, int64_t work_per_item, void (*fn)(void*, int64_t, int64_t), void* ctx, int pieces_per_thread = 1);
 
 // The threads parallel_for splits over: std::thread::hardware_concurrency(), read once (glibc reads /sys on every call of
 // it, 12-15 µs each on the shared host: more than a decode GEMV's own work).

@@ -164,47 +164,91 @@ public static class WeightQuantizer
     }
 
     /// <summary>GPTQ with the factor of the input's Hessian made once (<see cref="GptqFactor.Of"/>) for every layer that reads that
-    /// input; the same result as the overload that takes the Hessian.</summary>
+    /// input; the same result as the overload that takes the Hessian. Output rows are independent: blocks of rows run in parallel.
+    /// Within a row the error of column i is taken from every later column in ascending i, as the textbook loop does, but by tiles
+    /// of columns: inside a tile at once, beyond it once the tile is done, a strip of columns at a time (bit-identical, and the
+    /// rows' strips stay in cache while the factor's tile rows pass over them).</summary>
     public static QuantizedWeight Gptq(ReadOnlySpan<float> w, int n, int k, GptqFactor factor, QuantFormat format, int groupSize = 0)
     {
         CheckShape(n, k, groupSize, format);
         if (factor.K != k) throw new ArgumentException($"the Hessian factor is {factor.K} wide, the weight {k}");
-        var u = factor.Upper;
-        var work = new double[n * k];
-        for (int i = 0; i < n * k; i++) work[i] = w[i];
-        // Dead inputs (never active in calibration): zero their weights.
-        for (int i = 0; i < k; i++)
-            if (factor.Dead[i])
-                for (int r = 0; r < n; r++) work[r * k + i] = 0;
-
+        var weights = w.ToArray();
         int g = groupSize == 0 ? k : groupSize, groups = k / g;
+        // A tile is a whole number of groups, so that a group's scale is chosen from columns that have every earlier error.
+        int tile = g >= k ? Math.Min(k, 64) : g * Math.Max(1, 64 / g);
         var q = new sbyte[n * k];
         var scales = new float[n * groups];
-        var colScale = new float[n];
-        var slice = new float[g];
-        for (int i = 0; i < k; i++)
+        const int rows = 16;
+        Parallel.For(0, (n + rows - 1) / rows, b =>
         {
-            if (i % g == 0)
+            int r0 = b * rows, r1 = Math.Min(n, r0 + rows);
+            new GptqRows(factor, format, k, g, tile, r0, r1).Run(weights, q, scales);
+        });
+        return new QuantizedWeight(format, n, k, groupSize, q, scales);
+    }
+
+    /// <summary>GPTQ of output rows [r0, r1) (see <see cref="Gptq(ReadOnlySpan{float}, int, int, GptqFactor, QuantFormat, int)"/>).
+    /// </summary>
+    private sealed class GptqRows(GptqFactor factor, QuantFormat format, int k, int g, int tile, int r0, int r1)
+    {
+        public void Run(float[] w, sbyte[] q, float[] scales)
+        {
+            int n = r1 - r0, groups = k / g;
+            var u = factor.Upper;
+            var work = new double[n * k];
+            for (int i = 0; i < n * k; i++) work[i] = w[r0 * k + i];
+            // Dead inputs (never active in calibration): zero their weights.
+            for (int i = 0; i < k; i++)
+                if (factor.Dead[i])
+                    for (int r = 0; r < n; r++) work[r * k + i] = 0;
+            var colScale = new float[n];
+            var slice = new float[g];
+            var err = new double[n * tile];
+            Span<double> acc = stackalloc double[DoubleStrips.Width];
+            for (int i0 = 0; i0 < k; i0 += tile)
             {
-                int gi = i / g;
-                for (int r = 0; r < n; r++)
+                int i1 = Math.Min(k, i0 + tile);
+                for (int i = i0; i < i1; i++)
                 {
-                    for (int j = 0; j < g; j++) slice[j] = (float)work[r * k + i + j];
-                    colScale[r] = ScaleFor(slice, format);
-                    scales[r * groups + gi] = colScale[r];
+                    if (i % g == 0)
+                        for (int r = 0; r < n; r++)
+                        {
+                            for (int j = 0; j < g; j++) slice[j] = (float)work[r * k + i + j];
+                            colScale[r] = ScaleFor(slice, format);
+                            scales[(r0 + r) * groups + i / g] = colScale[r];
+                        }
+                    double d = u[i * k + i];
+                    for (int r = 0; r < n; r++)
+                    {
+                        double wi = work[r * k + i];
+                        int qi = Quantizer.QuantizeInt((float)wi, colScale[r], 0, format);
+                        q[(r0 + r) * k + i] = (sbyte)qi;
+                        double e = (wi - qi * (double)colScale[r]) / d;
+                        err[r * tile + i - i0] = e;
+                        GptqFactor.Add(work.AsSpan(r * k + i + 1, i1 - i - 1), -e, u.AsSpan(i * k + i + 1, i1 - i - 1));   // work −= e·u
+                    }
                 }
-            }
-            double d = u[i * k + i];
-            for (int r = 0; r < n; r++)
-            {
-                double wi = work[r * k + i];
-                int qi = Quantizer.QuantizeInt((float)wi, colScale[r], 0, format);
-                q[r * k + i] = (sbyte)qi;
-                double err = (wi - qi * (double)colScale[r]) / d;
-                GptqFactor.Add(work.AsSpan(r * k + i + 1, k - i - 1), -err, u.AsSpan(i * k + i + 1, k - i - 1));   // work −= err·u
+                // The tile's errors, taken from the columns after it: blocks of columns whose tile rows of the factor stay in cache
+                // while every row passes, each row's sums by strips held in registers (work − e·u is work + (−e)·u bit for bit).
+                for (int b0 = i1; b0 < k; b0 += ColumnBlock)
+                    for (int r = 0; r < n; r++)
+                    {
+                        var errors = err.AsSpan(r * tile, i1 - i0);
+                        for (int j0 = b0; j0 < Math.Min(k, b0 + ColumnBlock); j0 += DoubleStrips.Width)
+                        {
+                            var strip = work.AsSpan(r * k + j0, Math.Min(DoubleStrips.Width, k - j0));
+                            var sums = acc[..strip.Length];
+                            strip.CopyTo(sums);
+                            DoubleStrips.Range<DoubleStrips.Sub>(sums, errors, 0, i1 - i0, u, i0 * k + j0, k);
+                            sums.CopyTo(strip);
+                        }
+                    }
             }
         }
-        return new QuantizedWeight(format, n, k, groupSize, q, scales);
+
+        /// <summary>Columns per block of the update after a tile: the tile's rows of the factor over them, 64 × 512 × 8 B, stay in
+        /// the level-2 cache.</summary>
+        private const int ColumnBlock = 512;
     }
 
     /// <summary>Accumulates H += 2·XᵀX for inputs <paramref name="x"/> [tokens, K] (double precision).</summary>
@@ -222,6 +266,39 @@ public static class WeightQuantizer
                 if (xi == 0) continue;
                 GptqFactor.Add(h.Slice(i * k, k), xi, wide);      // h[i,j] += xi·x[j], j ascending: the scalar loop's sums
             }
+        }
+    }
+
+    /// <summary>
+    /// The lower triangle (diagonal included) of H += 2·XᵀX for inputs <paramref name="x"/> [tokens, K], all that
+    /// <see cref="GptqFactor.Of"/> reads; the strict upper triangle is left alone. Each element gets the same sums, in the same
+    /// (token) order, as in <see cref="AccumulateHessian(Span{double}, ReadOnlySpan{float}, int)"/>, bit for bit; blocks of rows
+    /// run in parallel, and tokens go by strips of columns so that the rows' strips stay in cache.
+    /// </summary>
+    public static void AccumulateLowerHessian(double[] h, ReadOnlySpan<float> x, int k)
+    {
+        if (h.Length != (long)k * k) throw new ArgumentException($"the Hessian must be {k}×{k}");
+        const int chunk = 64, rows = 16, strip = 512;
+        int tokens = x.Length / k;
+        var wide = new double[Math.Min(tokens, chunk) * k];
+        for (int t0 = 0; t0 < tokens; t0 += chunk)
+        {
+            int count = Math.Min(chunk, tokens - t0);
+            var part = x.Slice(t0 * k, count * k);
+            for (int j = 0; j < part.Length; j++) wide[j] = part[j];
+            Parallel.For(0, (k + rows - 1) / rows, b =>
+            {
+                int i0 = b * rows, i1 = Math.Min(k, i0 + rows);
+                for (int j0 = 0; j0 < i1; j0 += strip)
+                    for (int t = 0; t < count; t++)
+                        for (int i = Math.Max(i0, j0); i < i1; i++)
+                        {
+                            double xi = 2.0 * (float)wide[t * k + i];
+                            if (xi == 0) continue;
+                            int len = Math.Min(strip, i + 1 - j0);
+                            GptqFactor.Add(h.AsSpan(i * k + j0, len), xi, wide.AsSpan(t * k + j0, len));
+                        }
+            });
         }
     }
 }

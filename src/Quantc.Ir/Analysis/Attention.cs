@@ -79,7 +79,8 @@ public sealed class AttentionSite
         {
             AttentionSite? s = n.Is("GroupQueryAttention", "com.microsoft") ? Contrib(n, taken, pastKey: 3)
                 : n.Is("MultiHeadAttention", "com.microsoft") ? Contrib(n, taken, pastKey: 6)
-                : n.Is("Attention") && n.IsOnnxDomain ? OnnxAttention(n, taken)
+                : n.Is("Attention") && n.IsOnnxDomain ? OnnxAttention(n, taken, "Attention")
+                : n.Is("CausalAttention", "ai.quantc") ? OnnxAttention(n, taken, "CausalAttention")
                 : n.Is("MatMul") ? Eager(n, taken, bySoftmax) : null;
             if (s is not null) sites.Add(s);
         }
@@ -142,9 +143,10 @@ public sealed class AttentionSite
     /// <summary>
     /// ONNX Attention (opset 23, what fuse_attention emits): Q, K, V at inputs 0–2, either [batch, heads, sequence, head_size]
     /// or [batch, sequence, heads · head_size] with q_num_heads / kv_num_heads; past key / value at inputs 4 / 5 and present at
-    /// outputs 1 / 2, [batch, kv heads, total, head_size]. RoPE, if any, is applied before it.
+    /// outputs 1 / 2, [batch, kv heads, total, head_size]. RoPE, if any, is applied before it. ai.quantc.CausalAttention
+    /// (lower_attention's) has the same inputs and outputs at the same places (its input 3 is the int64 padding mask).
     /// </summary>
-    private static AttentionSite? OnnxAttention(Node n, HashSet<string> taken)
+    private static AttentionSite? OnnxAttention(Node n, HashSet<string> taken, string form)
     {
         Value? In(int i) => i < n.Inputs.Count ? n.Inputs[i] : null;
         long qh = n.GetInt("q_num_heads", 0), kvh = n.GetInt("kv_num_heads", 0);
@@ -161,7 +163,7 @@ public sealed class AttentionSite
         var values = FusedStream(n, 2, 5, 2, oneHeadLast: !threeD, common, out var vw);
         return new AttentionSite
         {
-            Name = NameOf(n, taken), Form = "Attention", Node = n, HeadDim = d,
+            Name = NameOf(n, taken), Form = form, Node = n, HeadDim = d,
             Query = new Use(n, 0), QueryOneHeadLast = !threeD,
             Keys = keys, KeysWhy = kw, Values = values, ValuesWhy = vw,
         };

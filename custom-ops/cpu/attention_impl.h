@@ -1,0 +1,35 @@
+// Internals shared by cpu/attention.cpp (driver, reference path) and cpu/attention_simd.cpp (the AVX2 / AVX-512 tiles).
+#pragma once
+
+#include <cstdint>
+
+#include "quantc/attention.h"
+
+namespace quantc::detail {
+
+// Keys per block (a multiple of every path's score tile: 2 AVX2 or 4 AVX-512 vectors of keys).
+constexpr int64_t kAttnKeys = 64;
+
+struct AttentionJob {
+  const CausalAttentionArgs* a = nullptr;
+  int64_t total = 0;          // T = past + seq
+  int64_t padded = 0;         // Tp: T rounded up to kAttnKeys
+  int64_t group = 0;          // G = q_heads / kv_heads
+  int64_t block = 0;          // query positions per work item
+  const float* kt = nullptr;  // [B, kv_heads, D, Tp]: the present keys transposed, zero past T; null: read them as stored
+  const float* kbias = nullptr;  // [B, Tp]: 0 for an attended key, -inf for a padding one (and past T); null when no mask
+};
+
+// Floats of scratch one tile needs for `rows` query rows (rounded up to 4) of head size d.
+inline int64_t attention_scratch_floats(int64_t rows, int64_t d) {
+  const int64_t rp = (rows + 3) / 4 * 4;
+  return rp * (2 * d + kAttnKeys + 4);
+}
+
+// One work item: query positions [i0, i0 + n) of every query head of KV head `kvh` in batch row b, written to y.
+// `scratch` holds attention_scratch_floats(group · n, D) floats. Returns the rows (r = position · G + head in group)
+// that saw no key at all: their count, their indices in `empty` (the driver writes zeros there).
+int64_t attention_tile_avx2(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
+int64_t attention_tile_avx512(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
+
+}  // namespace quantc::detail

@@ -1,0 +1,35 @@
+// The AVX2 (+FMA) and AVX-512F instantiations of the causal-attention tile (cpu/attention_simd.inc).
+// GCC 12's AVX-512 headers trip -Wuninitialized on their own temporaries (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "attention_impl.h"
+
+namespace quantc::detail {
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace attn_avx2 { namespace {
+#include "simd_v_avx2.inc"
+#include "attention_simd.inc"
+} }  // namespace attn_avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace attn_avx512 { namespace {
+#include "simd_v_avx512.inc"
+#include "attention_simd.inc"
+} }  // namespace attn_avx512
+#pragma GCC pop_options
+
+// Plain entry points (the tiles carry their ISA's target attribute and are never inlined into these).
+int64_t attention_tile_avx2(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty) {
+  return attn_avx2::tile(j, b, kvh, i0, n, scratch, empty);
+}
+int64_t attention_tile_avx512(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty) {
+  return attn_avx512::tile(j, b, kvh, i0, n, scratch, empty);
+}
+
+}  // namespace quantc::detail

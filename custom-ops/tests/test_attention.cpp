@@ -1,0 +1,167 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "quantc/attention.h"
+
+namespace {
+
+// One problem: Q [B, Hq, S, D], new K/V [B, Hkv, S, D] in the 4-D layout or [B, S, H·D] in the 3-D one, a past cache
+// [B, Hkv, P, D], and optionally a padding mask [B, P + S] with the first `pad[b]` keys of row b masked (left padding).
+struct Problem {
+  int64_t B, Hq, Hkv, S, P, D;
+  bool three_d, padded;
+  std::vector<float> q, k, v, pk, pv;
+  std::vector<int64_t> mask;
+  Problem(unsigned seed, int64_t b, int64_t hq, int64_t hkv, int64_t s, int64_t p, int64_t d, bool three, bool pad)
+      : B(b), Hq(hq), Hkv(hkv), S(s), P(p), D(d), three_d(three), padded(pad) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    auto fill = [&](std::vector<float>& x, int64_t count) { x.resize(static_cast<size_t>(count)); for (auto& e : x) e = n(rng); };
+    fill(q, B * Hq * S * D); fill(k, B * Hkv * S * D); fill(v, B * Hkv * S * D);
+    fill(pk, B * Hkv * P * D); fill(pv, B * Hkv * P * D);
+    if (padded) {
+      mask.assign(static_cast<size_t>(B * (P + S)), 1);
+      for (int64_t bb = 0; bb < B; ++bb)
+        for (int64_t j = 0; j < std::min<int64_t>(3 * bb + 2, P + S); ++j) mask[static_cast<size_t>(bb * (P + S) + j)] = 0;
+    }
+  }
+  quantc::HeadStrides strides(int64_t heads) const {
+    return three_d ? quantc::HeadStrides{S * heads * D, D, heads * D} : quantc::HeadStrides{heads * S * D, S * D, D};
+  }
+  float at(const std::vector<float>& x, int64_t heads, int64_t b, int64_t h, int64_t i, int64_t d) const {
+    const auto st = strides(heads);
+    return x[static_cast<size_t>(b * st.batch + h * st.head + i * st.seq + d)];
+  }
+  // The present cache value [b, h, j, d]: past, then the new rows.
+  float cache(const std::vector<float>& past, const std::vector<float>& fresh, int64_t b, int64_t h, int64_t j, int64_t d) const {
+    return j < P ? past[static_cast<size_t>(((b * Hkv + h) * P + j) * D + d)] : at(fresh, Hkv, b, h, j - P, d);
+  }
+};
+
+// What ONNX Attention computes on the exporters' additive mask, in double over the full S × T square:
+// scores · scale + (allowed ? 0 : float32 lowest), softmax, · V; a query that sees no key gets zeros, as ONNX Runtime's
+// CPU Attention gives there.
+std::vector<double> oracle(const Problem& pr, float scale) {
+  const int64_t T = pr.P + pr.S, G = pr.Hq / pr.Hkv;
+  std::vector<double> y(static_cast<size_t>(pr.B * pr.Hq * pr.S * pr.D));
+  std::vector<double> s(static_cast<size_t>(T));
+  for (int64_t b = 0; b < pr.B; ++b)
+    for (int64_t h = 0; h < pr.Hq; ++h)
+      for (int64_t i = 0; i < pr.S; ++i) {
+        double mx = -std::numeric_limits<double>::infinity();
+        bool any = false;
+        for (int64_t j = 0; j < T; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < pr.D; ++d) dot += double(pr.at(pr.q, pr.Hq, b, h, i, d)) * pr.cache(pr.pk, pr.k, b, h / G, j, d);
+          const bool allowed = j <= pr.P + i && (!pr.padded || pr.mask[static_cast<size_t>(b * T + j)] != 0);
+          s[j] = dot * scale + (allowed ? 0.0 : double(std::numeric_limits<float>::lowest()));
+          any = any || allowed;
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < T; ++j) { s[j] = std::exp(s[j] - mx); sum += s[j]; }
+        for (int64_t d = 0; d < pr.D; ++d) {
+          double acc = 0;
+          for (int64_t j = 0; j < T; ++j) acc += s[j] * pr.cache(pr.pv, pr.v, b, h / G, j, d);
+          y[static_cast<size_t>(((b * pr.Hq + h) * pr.S + i) * pr.D + d)] = any ? acc / sum : 0.0;
+        }
+      }
+  return y;
+}
+
+void check(const Problem& pr, quantc::Isa isa) {
+  const int64_t T = pr.P + pr.S;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(pr.D));
+  std::vector<float> y(pr.q.size(), std::nanf("")), present_k(static_cast<size_t>(pr.B * pr.Hkv * T * pr.D)), present_v(present_k.size());
+  quantc::CausalAttentionArgs a;
+  a.batch = pr.B; a.q_heads = pr.Hq; a.kv_heads = pr.Hkv; a.seq = pr.S; a.past = pr.P; a.head_size = pr.D; a.scale = scale;
+  a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
+  a.k = pr.k.data(); a.k_strides = pr.strides(pr.Hkv);
+  a.v = pr.v.data(); a.v_strides = pr.strides(pr.Hkv);
+  a.past_k = pr.P ? pr.pk.data() : nullptr; a.past_v = pr.P ? pr.pv.data() : nullptr;
+  a.key_mask = pr.padded ? pr.mask.data() : nullptr;
+  a.present_k = present_k.data(); a.present_v = present_v.data();
+  a.y = y.data(); a.y_strides = pr.strides(pr.Hq);
+  quantc::causal_attention(a, isa);
+  const auto want = oracle(pr, scale);
+  double worst = 0;
+  for (int64_t b = 0; b < pr.B; ++b)
+    for (int64_t h = 0; h < pr.Hq; ++h)
+      for (int64_t i = 0; i < pr.S; ++i)
+        for (int64_t d = 0; d < pr.D; ++d) {
+          const double w = want[static_cast<size_t>(((b * pr.Hq + h) * pr.S + i) * pr.D + d)];
+          const double got = pr.at(y, pr.Hq, b, h, i, d);
+          const double err = std::fabs(got - w) / (1.0 + std::fabs(w));
+          ASSERT_TRUE(std::isfinite(got)) << "b " << b << " h " << h << " i " << i << " d " << d;
+          worst = std::max(worst, err);
+        }
+  EXPECT_LE(worst, 2e-6) << quantc::isa_name(isa);
+  for (int64_t b = 0; b < pr.B; ++b)
+    for (int64_t h = 0; h < pr.Hkv; ++h)
+      for (int64_t j = 0; j < T; ++j)
+        for (int64_t d = 0; d < pr.D; ++d) {
+          const size_t at = static_cast<size_t>(((b * pr.Hkv + h) * T + j) * pr.D + d);
+          ASSERT_EQ(present_k[at], pr.cache(pr.pk, pr.k, b, h, j, d));
+          ASSERT_EQ(present_v[at], pr.cache(pr.pv, pr.v, b, h, j, d));
+        }
+}
+
+// The paths this CPU runs (AVX-512 needs avx512f; the library's best_isa says what is there).
+std::vector<quantc::Isa> paths() {
+  std::vector<quantc::Isa> p{quantc::Isa::Reference};
+  if (quantc::best_isa() != quantc::Isa::Reference) p.push_back(quantc::Isa::Avx2);
+  if (quantc::best_isa() == quantc::Isa::Avx512Vnni) p.push_back(quantc::Isa::Avx512Vnni);
+  else std::printf("[ skipped  ] CausalAttention AVX-512 path: this CPU has no AVX-512 VNNI\n");
+  return p;
+}
+
+TEST(CausalAttention, PrefillOddShapesEqualTheFullSquareOracle) {
+  unsigned seed = 1;
+  for (int64_t group : {1, 4, 8})
+    for (int64_t d : {64, 80, 128})
+      for (int64_t s : {1, 7, 70}) {
+        const int64_t hkv = group == 8 ? 1 : 2;
+        Problem pr(seed++, 2, hkv * group, hkv, s, 0, d, (s + d) % 2 == 0, false);
+        for (auto isa : paths()) {
+          SCOPED_TRACE("G " + std::to_string(group) + " D " + std::to_string(d) + " S " + std::to_string(s));
+          check(pr, isa);
+        }
+      }
+}
+
+TEST(CausalAttention, PastCacheAndDecodeEqualTheFullSquareOracle) {
+  unsigned seed = 100;
+  for (int64_t group : {1, 4, 8})
+    for (int64_t d : {64, 80, 128})
+      for (auto [s, p] : {std::pair<int64_t, int64_t>{1, 1}, {1, 129}, {5, 60}, {33, 67}}) {
+        const bool three = ++seed % 2 == 0;
+        Problem pr(seed, 2, 2 * group, 2, s, p, d, three, false);
+        for (auto isa : paths()) {
+          SCOPED_TRACE("G " + std::to_string(group) + " D " + std::to_string(d) + " S " + std::to_string(s) + " P " + std::to_string(p));
+          check(pr, isa);
+        }
+      }
+}
+
+// Left padding: keys masked in every row, and the padded positions themselves see no key at all (zeros).
+TEST(CausalAttention, PaddingMaskAndFullyMaskedRowsEqualTheOracle) {
+  unsigned seed = 200;
+  for (int64_t d : {32, 64, 72})
+    for (auto [s, p] : {std::pair<int64_t, int64_t>{9, 0}, {70, 0}, {1, 5}, {6, 3}}) {
+      const bool three = ++seed % 2 == 1;
+      Problem pr(seed, 3, 8, 2, s, p, d, three, true);
+      for (auto isa : paths()) {
+        SCOPED_TRACE("D " + std::to_string(d) + " S " + std::to_string(s) + " P " + std::to_string(p));
+        check(pr, isa);
+      }
+    }
+}
+
+}  // namespace

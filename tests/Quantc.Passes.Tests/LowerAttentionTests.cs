@@ -1,0 +1,99 @@
+using Quantc.Core.Calibration;
+using Quantc.Core.Runtime;
+using Quantc.Ir;
+using Quantc.Ir.Analysis;
+using Quantc.Onnx;
+using Xunit.Abstractions;
+
+namespace Quantc.Passes.Tests;
+
+/// <summary>lower_attention: fuse_attention's ONNX Attention on the causal + padding mask → ai.quantc.CausalAttention, same
+/// outputs and cache.</summary>
+public sealed class LowerAttentionTests(ITestOutputHelper log) : IDisposable
+{
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quantc-lower-attention");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private Model Compile(string passes, out List<string> lines)
+    {
+        using var m = OrtRuns.LoadLlama(_dir, "torch");
+        lines = [.. OrtRuns.RunRecipe(m, $"passes: {passes}").Log];
+        foreach (var l in lines.Where(l => l.StartsWith("lower_attention", StringComparison.Ordinal))) log.WriteLine(l);
+        return Model.Load(OrtRuns.Save(_dir, m));
+    }
+
+    /// <summary>Batch 2 of <paramref name="seq"/> new tokens after a <paramref name="past"/>-token cache (random, [2, 2, past, 32]),
+    /// row 1 left-padded by <paramref name="pad"/>.</summary>
+    private static CalibrationSample Sample(Graph g, int seq, int past, int pad, int seed)
+    {
+        var rng = new Random(seed);
+        int total = past + seq;
+        var s = new CalibrationSample();
+        s.Inputs["input_ids"] = (Enumerable.Range(0, 2 * seq).Select(_ => (long)rng.Next(32, 120)).ToArray(), [2, seq]);
+        var mask = Enumerable.Range(0, 2 * total).Select(i => i >= total && i - total < pad ? 0L : 1L).ToArray();
+        s.Inputs["attention_mask"] = (mask, [2, total]);
+        s.Inputs["position_ids"] = (Enumerable.Range(0, 2).SelectMany(b => Enumerable.Range(past, seq)
+            .Select(p => (long)Math.Max(0, p - (b == 1 ? pad : 0)))).ToArray(), [2, seq]);
+        foreach (var i in g.Inputs.Where(i => i.Name.StartsWith("past_key_values.", StringComparison.Ordinal)))
+        {
+            var cache = Enumerable.Range(0, 2 * 2 * past * 32).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            s.Inputs[i.Name] = (cache, [2, 2, past, 32]);
+        }
+        return s;
+    }
+
+    [Theory]
+    [InlineData("[fuse_norm, fuse_rope, fuse_attention]")]   // what the recipes run: Attention on the projections' 3-D tensors
+    [InlineData("[fuse_attention]")]                         // Attention on [batch, heads, sequence, head size]
+    public void TheCausalKernelGivesOnnxAttentionsOutputsAndCache(string fused)
+    {
+        using var onnx = Compile(fused, out _);
+        using var lowered = Compile(fused.TrimEnd(']') + ", lower_attention]", out var lines);
+        int attentions = onnx.Graph.Nodes.Count(n => n.Is("Attention"));
+        Assert.Equal(4, attentions);
+        Assert.Contains($"lower_attention: {attentions} of {attentions} ONNX Attention node(s) → ai.quantc.CausalAttention " +
+            "(lower triangle " +
+            $"only, {attentions} with the padding mask read from the model's attention_mask input)", lines);
+        Assert.DoesNotContain(lowered.Graph.Nodes, n => n.Is("Attention") || n.Is("Where") || n.Is("Range"));
+        Assert.Equal(attentions, lowered.Graph.Nodes.Count(n => n.Is("CausalAttention", CustomOps.Domain)));
+        Assert.Equal(onnx.Graph.Outputs.Select(o => o.Name), lowered.Graph.Outputs.Select(o => o.Name));
+        // The model map still sees the attentions, with their caches (GenAI's planning and the cache passes read them).
+        var sites = LayerAnalysis.Analyze(lowered.Graph).Attention;
+        Assert.Equal(attentions, sites.Count(a => a.Form == "CausalAttention" && a.Keys?.CacheInputs.Count == 1 &&
+            a.Values?.CacheOutputs.Count == 1));
+
+        using var a = OrtModel.CreateSession(onnx);
+        using var b = OrtModel.CreateSession(lowered);
+        // Prefill with and without a cache (S not a multiple of the kernel's tiles), and one decode step; row 1 left-padded.
+        foreach (var (seq, past, pad) in new[] { (37, 0, 3), (12, 5, 2), (1, 40, 4) })
+        {
+            var sample = Sample(onnx.Graph, seq, past, pad, seq + past);
+            var oa = OrtRuns.Outputs(a, sample);
+            var ob = OrtRuns.Outputs(b, sample);
+            foreach (var (name, va) in oa)
+            {
+                double e = OrtRuns.MaxRelErr(va, ob[name]);
+                if (name is "logits" or "present.3.value") log.WriteLine($"S {seq} past {past}: {name} max rel err {e:E2}");
+                Assert.True(e <= 1e-5, $"{name} (S {seq}, past {past}): max relative error {e:E3}");
+            }
+        }
+    }
+
+    /// <summary>A mask that is not the exporters' causal one (here: −1e9 instead of float32 lowest) is left as ONNX Attention, with
+    /// the reason.</summary>
+    [Fact]
+    public void AnotherMaskIsLeftWithTheReason()
+    {
+        using var m = OrtRuns.LoadLlama(_dir, "torch");
+        OrtRuns.RunRecipe(m, "passes: [fuse_attention]");
+        var where = m.Graph.Nodes.Single(n => n.Is("Where"));
+        where.SetInput(2, m.Graph.AddInitializer(Tensor.FromFloats("other_low", [], [-1e9f])));
+        var lines = OrtRuns.RunRecipe(m, "passes: [lower_attention]").Log;
+        foreach (var l in lines) log.WriteLine(l);
+        Assert.Contains(lines, l => l.Contains("left as ONNX Attention: the mask's Where gives 0 where allowed and -1E+09 elsewhere",
+            StringComparison.Ordinal));
+        Assert.Contains("lower_attention: 0 of 4 ONNX Attention node(s) → ai.quantc.CausalAttention (lower triangle only)", lines);
+        Assert.Equal(4, m.Graph.Nodes.Count(n => n.Is("Attention")));
+    }
+}
