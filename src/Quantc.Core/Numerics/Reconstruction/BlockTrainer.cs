@@ -101,12 +101,12 @@ public static class BlockTrainer
         var dy = new Dictionary<int, float[]>();
         long linearMacs = sizes.Sum(z => (long)z.N * z.K), flops = 0;
         long loopStart = Stopwatch.GetTimestamp();
+        int batch = Math.Min(s.BatchSamples, samples.Count);
+        var picked = new BlockSample[batch];
         for (int it = 0; it < s.Iterations; it++)
         {
-            int batch = Math.Min(s.BatchSamples, samples.Count);
             long tokens = 0;
             for (int i = 0; i < 7; i++) Array.Clear(dw[i]);
-            var picked = new BlockSample[batch];
             for (int b = 0; b < batch; b++)
             {
                 if (cursor == order.Length) { rng.Shuffle(order); cursor = 0; }

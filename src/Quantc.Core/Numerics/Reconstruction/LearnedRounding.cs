@@ -22,7 +22,7 @@ public sealed class RoundingLayer
     private readonly float[] _w, _s0;
     private readonly int[] _zp;
     private readonly int _qmin, _qmax, _groupSize;
-    private readonly float[] _what, _dp, _da, _expo;
+    private readonly float[] _what, _dp, _da;
     private readonly sbyte[] _q;
     private readonly float[]? _lu;
     // Work buffers of Forward/Backward, allocated once: ∂P, and LRQ's L, U and their gradients.
@@ -85,7 +85,6 @@ public sealed class RoundingLayer
         _q = new sbyte[N * K];
         _dp = new float[N * K];
         _da = new float[N * K];
-        _expo = new float[K];
     }
 
     /// <summary>Learned parameters (all but U's fixed initial part count).</summary>
@@ -100,32 +99,42 @@ public sealed class RoundingLayer
             Theta.AsSpan(OffsetU, Rank * K).CopyTo(_u);
             Gemm.Nn(_l!, _u!, _lu, N, Rank, K);
         }
-        var theta = Theta;
-        for (int n = 0; n < N; n++)
+        // Rows are independent: spread over the threads in fixed chunks (each value is computed alike whatever the thread count).
+        Gemm.For(Chunks(N), chunk =>
         {
-            float rn = theta[OffsetR + n];
-            var e = _expo.AsSpan();
-            for (int k = 0; k < K; k++)
-                e[k] = rn + theta[OffsetC + k] + (_lu is not null ? _lu[n * K + k] : theta[OffsetP + n * K + k]);
-            for (int g = 0; g < Groups; g++)
+            var (n0, n1) = Range(chunk, N);
+            for (int n = n0; n < n1; n++) ForwardRow(n);
+        });
+    }
+
+    private const int ChunkCount = 64;
+    private static int Chunks(int rows) => Math.Min(rows, ChunkCount);
+    private static (int Start, int End) Range(int chunk, int rows) =>
+        (chunk * rows / Chunks(rows), (chunk + 1) * rows / Chunks(rows));
+
+    private void ForwardRow(int n)
+    {
+        var theta = Theta;
+        float rn = theta[OffsetR + n];
+        for (int g = 0; g < Groups; g++)
+        {
+            int gi = n * Groups + g;
+            float a = theta[gi], s0 = _s0[gi], s1 = a == 0 ? s0 : s0 * MathF.Exp(a);
+            int zp = _zp[gi];
+            for (int k = g * _groupSize; k < (g + 1) * _groupSize; k++)
             {
-                int gi = n * Groups + g;
-                float a = theta[gi], s0 = _s0[gi], s1 = a == 0 ? s0 : s0 * MathF.Exp(a);
-                int zp = _zp[gi];
-                for (int k = g * _groupSize; k < (g + 1) * _groupSize; k++)
-                {
-                    float x = e[k] + a;
-                    float div = x == 0 ? s0 : s0 * MathF.Exp(x);
-                    float y = _w[n * K + k] / div;
-                    double r = Math.Round((double)y, MidpointRounding.ToEven) + zp;
-                    bool inside = r >= _qmin && r <= _qmax;
-                    int q = (int)Math.Clamp(r, _qmin, _qmax);
-                    int i = n * K + k;
-                    _q[i] = (sbyte)q;
-                    _what[i] = s1 * (q - zp);
-                    _dp[i] = inside ? -s1 * y : 0f;                       // ∂Ŵ/∂(P, r, c)
-                    _da[i] = s1 * (q - zp - (inside ? y : 0f));            // ∂Ŵ/∂a
-                }
+                int i = n * K + k;
+                float e = rn + theta[OffsetC + k] + (_lu is not null ? _lu[i] : theta[OffsetP + i]);
+                float x = e + a;
+                float div = x == 0 ? s0 : s0 * MathF.Exp(x);
+                float y = _w[i] / div;
+                double r = Math.Round((double)y, MidpointRounding.ToEven) + zp;
+                bool inside = r >= _qmin && r <= _qmax;
+                int q = (int)Math.Clamp(r, _qmin, _qmax);
+                _q[i] = (sbyte)q;
+                _what[i] = s1 * (q - zp);
+                _dp[i] = inside ? -s1 * y : 0f;                       // ∂Ŵ/∂(P, r, c)
+                _da[i] = s1 * (q - zp - (inside ? y : 0f));            // ∂Ŵ/∂a
             }
         }
     }
@@ -135,27 +144,42 @@ public sealed class RoundingLayer
     public void Backward(float[] gw, float[] grad)
     {
         if (gw.Length != N * K || grad.Length != Theta.Length) throw new ArgumentException("gradient sizes");
-        Array.Clear(grad);
         var gp = _gp;
-        for (int n = 0; n < N; n++)
+        // Per row: ∂P, the row's and its groups' sums (double, in column order); then per column the sum over rows in row
+        // order. Both spread over the threads without changing any sum's order.
+        Gemm.For(Chunks(N), chunk =>
         {
-            double rowSum = 0;
-            for (int g = 0; g < Groups; g++)
+            var (n0, n1) = Range(chunk, N);
+            for (int n = n0; n < n1; n++)
             {
-                double ga = 0;
-                for (int k = g * _groupSize; k < (g + 1) * _groupSize; k++)
+                double rowSum = 0;
+                for (int g = 0; g < Groups; g++)
                 {
-                    int i = n * K + k;
-                    float v = gw[i] * _dp[i];
-                    gp[i] = v;
-                    rowSum += v;
-                    ga += gw[i] * _da[i];
-                    grad[OffsetC + k] += v;
+                    double ga = 0;
+                    for (int k = g * _groupSize; k < (g + 1) * _groupSize; k++)
+                    {
+                        int i = n * K + k;
+                        float v = gw[i] * _dp[i];
+                        gp[i] = v;
+                        rowSum += v;
+                        ga += gw[i] * _da[i];
+                    }
+                    grad[n * Groups + g] = (float)ga;
                 }
-                grad[n * Groups + g] = (float)ga;
+                grad[OffsetR + n] = (float)rowSum;
             }
-            grad[OffsetR + n] = (float)rowSum;
-        }
+        });
+        Gemm.For(Chunks(K), chunk =>
+        {
+            var (k0, k1) = Range(chunk, K);
+            var col = grad.AsSpan(OffsetC + k0, k1 - k0);
+            col.Clear();
+            for (int n = 0; n < N; n++)
+            {
+                var row = gp.AsSpan(n * K + k0, k1 - k0);
+                for (int k = 0; k < row.Length; k++) col[k] += row[k];
+            }
+        });
         if (_lu is null) { gp.CopyTo(grad, OffsetP); return; }
         // L and U as of the last Forward (Theta has not moved since).
         Gemm.Nt(gp, _u!, _gl!, N, K, Rank);       // ∂L = ∂P · Uᵀ
