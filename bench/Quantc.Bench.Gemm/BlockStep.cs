@@ -55,7 +55,7 @@ internal static class BlockStep
         double Since(long start) => (Stopwatch.GetTimestamp() - start) / (double)Stopwatch.Frequency;
         Console.WriteLine(string.Create(inv, $"# block step: hidden {shape.Hidden}, heads {shape.Heads}/{shape.KvHeads}×" +
             $"{shape.HeadDim}, MLP {shape.Ffn}, {macs / 1e6:0.##} M weights, {method}, rank(gate) {s.RankFor(sizes[4].N, sizes[4].K)}, " +
-            $"batch {batch} × {t} tokens, FP8 moments {fp8}, {steps} steps after one warm-up; threads {Environment.ProcessorCount}; load average " +
+            $"batch {batch} × {t} tokens, FP8 moments {fp8}, {steps} steps after one warm-up; threads {Gemm.MaxThreads}; load average " +
             $"{File.ReadAllText("/proc/loadavg").Split(' ')[0]}"));
         for (int step = 0; step <= steps; step++)
         {
@@ -108,6 +108,7 @@ internal static class BlockStep
         double gemmRate = 2 * phase["block GEMM multiply-adds"] / phase["  of which block GEMMs"] / 1e9;
         Console.WriteLine(string.Create(inv, $"step {stepS:0.000} s = {stepS / (macs / 1e6):0.0000} s per 1 M weights; block linear work " +
             $"{linear / 1e9:0.0} GFLOP per step = {linear / stepS / 1e9:0.0} GFLOP/s over the whole step " +
-            $"({linear / stepS / 1e9 / peak:P1} of the measured peak {peak:0}); block GEMMs alone {gemmRate:0.0} GFLOP/s ({gemmRate / peak:P1})"));
+            $"({linear / stepS / 1e9 / peak:P1} of the measured peak {peak:0}); block GEMMs alone {gemmRate:0.0} GFLOP/s " +
+            $"({gemmRate / peak:P1})"));
     }
 }

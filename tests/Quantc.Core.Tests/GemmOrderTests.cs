@@ -74,4 +74,23 @@ public class GemmOrderTests
         Gemm.Nn(a, b, c, 1, 1, 1);
         Assert.Equal(0, BitConverter.SingleToInt32Bits(c[0]));
     }
+
+    [Fact]
+    public void RowBlocksOfAProductHaveTheWholeProductsBits()
+    {
+        // LRQ makes L·U a block of rows at a time; each block must be bit for bit those rows of the whole product.
+        int m = 23, k = 300, n = 37;
+        var a = ReconstructionTests.Random(m * k, 4);
+        var b = ReconstructionTests.Random(k * n, 5);
+        var whole = new float[m * n];
+        Gemm.Nn(a, b, whole, m, k, n);
+        var block = new float[10 * n + 3];
+        for (int r0 = 0; r0 < m; r0 += 10)
+        {
+            int rows = Math.Min(10, m - r0);
+            Gemm.NnRows(a, r0 * k, b, block, rows, k, n);
+            Assert.Equal(Bits(whole[(r0 * n)..((r0 + rows) * n)]), Bits(block[..(rows * n)]));
+        }
+        Assert.Throws<ArgumentException>(() => Gemm.NnRows(a, 20 * k, b, block, 10, k, n));
+    }
 }

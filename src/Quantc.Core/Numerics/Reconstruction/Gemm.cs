@@ -40,21 +40,30 @@ public static class Gemm
     public static void Nn(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)m * k, b.Length, (long)k * n, c.Length, (long)m * n);
-        Product(a, false, b, false, c, m, k, n, accumulate);
+        Product(a, 0, false, b, false, c, m, k, n, accumulate);
     }
 
     /// <summary>C[m, n] = A[m, k] · B[n, k]ᵀ.</summary>
     public static void Nt(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)m * k, b.Length, (long)n * k, c.Length, (long)m * n);
-        Product(a, false, b, true, c, m, k, n, accumulate);
+        Product(a, 0, false, b, true, c, m, k, n, accumulate);
     }
 
     /// <summary>C[m, n] = A[k, m]ᵀ · B[k, n].</summary>
     public static void Tn(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)k * m, b.Length, (long)k * n, c.Length, (long)m * n);
-        Product(a, true, b, false, c, m, k, n, accumulate);
+        Product(a, 0, true, b, false, c, m, k, n, accumulate);
+    }
+
+    /// <summary>C[m, n] = A[m, k] · B[k, n] with A the m·k values of <paramref name="a"/> from <paramref name="aOffset"/> (rows of a
+    /// larger matrix) and C the first m·n of <paramref name="c"/>; each element is the sum <see cref="Nn"/> of the whole gives.</summary>
+    public static void NnRows(float[] a, int aOffset, float[] b, float[] c, int m, int k, int n)
+    {
+        if (aOffset < 0 || aOffset + (long)m * k > a.Length || b.Length != (long)k * n || c.Length < (long)m * n)
+            throw new ArgumentException($"matrix sizes {a.Length} from {aOffset}, {b.Length}, {c.Length} do not fit {m} × {k} × {n}");
+        Product(a, aOffset, false, b, false, c, m, k, n, false);
     }
 
     /// <summary>Runs <paramref name="body"/>(i) for i in [0, <paramref name="count"/>) on up to <see cref="MaxThreads"/> threads
@@ -88,16 +97,17 @@ public static class Gemm
         if (a != wa || b != wb || c != wc) throw new ArgumentException($"matrix sizes {a}, {b}, {c} do not match {wa}, {wb}, {wc}");
     }
 
-    /// <summary>The product with A read as [k, m] when <paramref name="at"/> and B as [n, k] when <paramref name="bt"/>. Work buffers
-    /// come from the shared array pool, so the reconstruction loop's steps allocate nothing here.</summary>
-    private static void Product(float[] a, bool at, float[] b, bool bt, float[] c, int m, int k, int n, bool accumulate)
+    /// <summary>The product with A (from <paramref name="aOffset"/>) read as [k, m] when <paramref name="at"/> and B as [n, k] when
+    /// <paramref name="bt"/>. Work buffers come from the shared array pool, so the reconstruction loop's steps allocate no
+    /// buffers here.</summary>
+    private static void Product(float[] a, int aOffset, bool at, float[] b, bool bt, float[] c, int m, int k, int n, bool accumulate)
     {
         long start = Stopwatch.GetTimestamp();
         if (m == 0 || n == 0) return;
         if (k == 0 || !Fma.IsSupported || !Avx.IsSupported)
         {
             if (!accumulate) Array.Clear(c, 0, m * n);
-            Scalar(a, at, b, bt, c, m, k, n);
+            Scalar(a, aOffset, at, b, bt, c, m, k, n);
             return;
         }
         int panels = (n + Nr - 1) / Nr, micro = (m + Mr - 1) / Mr, kcMax = Math.Min(Kc, k);
@@ -118,7 +128,8 @@ public static class Gemm
                 else
                 {
                     int j = job - packB;
-                    for (int r = j * micro / packA; r < (j + 1) * micro / packA; r++) PackAPanel(a, at, apack, r, k0, kc, k, m);
+                    for (int r = j * micro / packA; r < (j + 1) * micro / packA; r++)
+                        PackAPanel(a, aOffset, at, apack, r, k0, kc, k, m);
                 }
             });
             Run(parallel, tiles, tile =>
@@ -153,12 +164,12 @@ public static class Gemm
         else for (int i = 0; i < count; i++) body(i);
     }
 
-    private static void Scalar(float[] a, bool at, float[] b, bool bt, float[] c, int m, int k, int n)
+    private static void Scalar(float[] a, int aOffset, bool at, float[] b, bool bt, float[] c, int m, int k, int n)
     {
         for (int i = 0; i < m; i++)
             for (int p = 0; p < k; p++)
             {
-                float x = at ? a[p * m + i] : a[i * k + p];
+                float x = a[aOffset + (at ? p * m + i : i * k + p)];
                 if (x == 0) continue;
                 for (int j = 0; j < n; j++) c[i * n + j] += x * (bt ? b[j * k + p] : b[p * n + j]);
             }
@@ -237,11 +248,11 @@ public static class Gemm
     }
 
     /// <summary>Packs rows [6r, 6r + 6) of A's columns [k0, k0 + kc) as micro-panel r: [kc][6] interleaved, zero-padded rows.</summary>
-    private static void PackAPanel(float[] a, bool at, float[] pack, int r, int k0, int kc, int k, int m)
+    private static void PackAPanel(float[] a, int aOffset, bool at, float[] pack, int r, int k0, int kc, int k, int m)
     {
         int i0 = r * Mr, rows = Math.Min(Mr, m - i0);
         ref float dst = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(pack), r * kc * Mr);
-        ref float src = ref MemoryMarshal.GetArrayDataReference(a);
+        ref float src = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(a), aOffset);
         if (at)
         {
             // A stored [k, m]: the six values of a column q are contiguous.
