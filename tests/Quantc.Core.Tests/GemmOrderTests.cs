@@ -56,6 +56,12 @@ public class GemmOrderTests
                 c = (float[])start.Clone();
                 Gemm.Tn(a, b, c, m, k, n, accumulate);     // a read as [k, m]
                 Assert.Equal(Bits(Reference(a, true, b, false, start, m, k, n, accumulate)), Bits(c));
+                // The same on parts of larger arrays (A and B transposed, every operand at an offset).
+                float[] Pad(float[] x, int before) => [.. new float[before], .. x, .. new float[5]];
+                var cc = Pad(start, 11);
+                Gemm.Slices(Pad(a, 3), 3, true, Pad(b, 7), 7, true, cc, 11, m, k, n, accumulate);
+                Assert.Equal(Bits(Reference(a, true, b, true, start, m, k, n, accumulate)), Bits(cc[11..(11 + m * n)]));
+                Assert.All(cc[..11].Concat(cc[(11 + m * n)..]), v => Assert.Equal(0f, v));
             }
         }
         finally

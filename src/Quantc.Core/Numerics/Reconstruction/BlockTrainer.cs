@@ -40,7 +40,7 @@ public static class BlockTrainer
         {
             long p = q.N * (long)q.Groups + q.N + q.K + (s.Method == RoundingMethod.FlexRound ? (long)q.N * q.K
                 : (long)s.RankFor(q.N, q.K) * (q.N + q.K));
-            total += 8L * q.N * q.K + RoundingLayer.WorkBytes(q.N, q.K, s.Method, s.RankFor(q.N, q.K)) + 8 * p
+            total += 8L * q.N * q.K + RoundingLayer.WorkBytes(q.N, q.K, s.Method) + 8 * p
                 + Adam.EstimateStateBytes(p, s.Fp8Moments, s.MomentGroup);
         }
         return total + BlockTape.BytesFor(shape, maxT);

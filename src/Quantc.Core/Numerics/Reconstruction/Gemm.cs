@@ -40,30 +40,39 @@ public static class Gemm
     public static void Nn(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)m * k, b.Length, (long)k * n, c.Length, (long)m * n);
-        Product(a, 0, false, b, false, c, m, k, n, accumulate);
+        Product(a, 0, false, b, 0, false, c, 0, m, k, n, accumulate);
     }
 
     /// <summary>C[m, n] = A[m, k] · B[n, k]ᵀ.</summary>
     public static void Nt(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)m * k, b.Length, (long)n * k, c.Length, (long)m * n);
-        Product(a, 0, false, b, true, c, m, k, n, accumulate);
+        Product(a, 0, false, b, 0, true, c, 0, m, k, n, accumulate);
     }
 
     /// <summary>C[m, n] = A[k, m]ᵀ · B[k, n].</summary>
     public static void Tn(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)k * m, b.Length, (long)k * n, c.Length, (long)m * n);
-        Product(a, 0, true, b, false, c, m, k, n, accumulate);
+        Product(a, 0, true, b, 0, false, c, 0, m, k, n, accumulate);
     }
 
     /// <summary>C[m, n] = A[m, k] · B[k, n] with A the m·k values of <paramref name="a"/> from <paramref name="aOffset"/> (rows of a
     /// larger matrix) and C the first m·n of <paramref name="c"/>; each element is the sum <see cref="Nn"/> of the whole gives.</summary>
-    public static void NnRows(float[] a, int aOffset, float[] b, float[] c, int m, int k, int n)
+    public static void NnRows(float[] a, int aOffset, float[] b, float[] c, int m, int k, int n) =>
+        Slices(a, aOffset, false, b, 0, false, c, 0, m, k, n, false);
+
+    /// <summary>C (+)= op(A)·op(B) on parts of larger arrays: A's m·k values from <paramref name="aOffset"/> ([k, m] when
+    /// <paramref name="at"/>, else [m, k]), B's k·n from <paramref name="bOffset"/> ([n, k] when <paramref name="bt"/>), C's m·n from
+    /// <paramref name="cOffset"/>; the same sums as <see cref="Nn"/>, <see cref="Nt"/>, <see cref="Tn"/>.</summary>
+    public static void Slices(float[] a, int aOffset, bool at, float[] b, int bOffset, bool bt, float[] c, int cOffset, int m, int k,
+        int n, bool accumulate)
     {
-        if (aOffset < 0 || aOffset + (long)m * k > a.Length || b.Length != (long)k * n || c.Length < (long)m * n)
-            throw new ArgumentException($"matrix sizes {a.Length} from {aOffset}, {b.Length}, {c.Length} do not fit {m} × {k} × {n}");
-        Product(a, aOffset, false, b, false, c, m, k, n, false);
+        if (aOffset < 0 || aOffset + (long)m * k > a.Length || bOffset < 0 || bOffset + (long)k * n > b.Length || cOffset < 0
+            || cOffset + (long)m * n > c.Length)
+            throw new ArgumentException($"matrix sizes {a.Length} from {aOffset}, {b.Length} from {bOffset}, {c.Length} from " +
+                $"{cOffset} do not fit {m} × {k} × {n}");
+        Product(a, aOffset, at, b, bOffset, bt, c, cOffset, m, k, n, accumulate);
     }
 
     /// <summary>Runs <paramref name="body"/>(i) for i in [0, <paramref name="count"/>) on up to <see cref="MaxThreads"/> threads
@@ -100,14 +109,15 @@ public static class Gemm
     /// <summary>The product with A (from <paramref name="aOffset"/>) read as [k, m] when <paramref name="at"/> and B as [n, k] when
     /// <paramref name="bt"/>. Work buffers come from the shared array pool, so the reconstruction loop's steps allocate no
     /// buffers here.</summary>
-    private static void Product(float[] a, int aOffset, bool at, float[] b, bool bt, float[] c, int m, int k, int n, bool accumulate)
+    private static void Product(float[] a, int aOffset, bool at, float[] b, int bOffset, bool bt, float[] c, int cOffset, int m, int k,
+        int n, bool accumulate)
     {
         long start = Stopwatch.GetTimestamp();
         if (m == 0 || n == 0) return;
         if (k == 0 || !Fma.IsSupported || !Avx.IsSupported)
         {
-            if (!accumulate) Array.Clear(c, 0, m * n);
-            Scalar(a, aOffset, at, b, bt, c, m, k, n);
+            if (!accumulate) Array.Clear(c, cOffset, m * n);
+            Scalar(a, aOffset, at, b, bOffset, bt, c, cOffset, m, k, n);
             return;
         }
         int panels = (n + Nr - 1) / Nr, micro = (m + Mr - 1) / Mr, kcMax = Math.Min(Kc, k);
@@ -124,7 +134,7 @@ public static class Gemm
             Run(parallel, packB + packA, job =>
             {
                 if (job < packB)
-                    for (int p = job * panels / packB; p < (job + 1) * panels / packB; p++) PackBPanel(b, bt, bpack, p, k0, kc, k, n);
+                    for (int p = job * panels / packB; p < (job + 1) * panels / packB; p++) PackBPanel(b, bOffset, bt, bpack, p, k0, kc, k, n);
                 else
                 {
                     int j = job - packB;
@@ -147,7 +157,7 @@ public static class Gemm
                     for (int r = r0; r < r1; r++)
                     {
                         Kernel(ref Unsafe.Add(ref a0, r * kc * Mr), ref Unsafe.Add(ref b0, p * kc * Nr), kc, ref acc);
-                        AddTile(ref acc, c, n, r * Mr, Math.Min(Mr, m - r * Mr), j0, width, load);
+                        AddTile(ref acc, c, cOffset, n, r * Mr, Math.Min(Mr, m - r * Mr), j0, width, load);
                     }
                 }
             });
@@ -164,23 +174,24 @@ public static class Gemm
         else for (int i = 0; i < count; i++) body(i);
     }
 
-    private static void Scalar(float[] a, int aOffset, bool at, float[] b, bool bt, float[] c, int m, int k, int n)
+    private static void Scalar(float[] a, int aOffset, bool at, float[] b, int bOffset, bool bt, float[] c, int cOffset, int m, int k,
+        int n)
     {
         for (int i = 0; i < m; i++)
             for (int p = 0; p < k; p++)
             {
                 float x = a[aOffset + (at ? p * m + i : i * k + p)];
                 if (x == 0) continue;
-                for (int j = 0; j < n; j++) c[i * n + j] += x * (bt ? b[j * k + p] : b[p * n + j]);
+                for (int j = 0; j < n; j++) c[cOffset + i * n + j] += x * b[bOffset + (bt ? j * k + p : p * n + j)];
             }
     }
 
     /// <summary>Packs columns [16p, 16p + 16) of B's rows [k0, k0 + kc) as panel p: row after row, 16 values each, zero-padded.</summary>
-    private static void PackBPanel(float[] b, bool bt, float[] pack, int p, int k0, int kc, int k, int n)
+    private static void PackBPanel(float[] b, int bOffset, bool bt, float[] pack, int p, int k0, int kc, int k, int n)
     {
         int j0 = p * Nr, width = Math.Min(Nr, n - j0);
         ref float dst = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(pack), p * kc * Nr);
-        ref float src = ref MemoryMarshal.GetArrayDataReference(b);
+        ref float src = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(b), bOffset);
         if (!bt)
         {
             for (int q = 0; q < kc; q++)
@@ -313,9 +324,9 @@ public static class Gemm
 
     /// <summary>C[i .. i + rows, j0 .. j0 + width) += acc, or = acc + 0 on the first K block of a non-accumulating product (the same
     /// bits as clearing C first: −0 + 0 = +0).</summary>
-    private static void AddTile(ref float acc, float[] c, int n, int i, int rows, int j0, int width, bool load)
+    private static void AddTile(ref float acc, float[] c, int cOffset, int n, int i, int rows, int j0, int width, bool load)
     {
-        ref float c0 = ref MemoryMarshal.GetArrayDataReference(c);
+        ref float c0 = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(c), cOffset);
         for (int r = 0; r < rows; r++)
         {
             ref float dst = ref Unsafe.Add(ref c0, (i + r) * n + j0);

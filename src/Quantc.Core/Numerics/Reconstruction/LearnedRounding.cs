@@ -27,8 +27,8 @@ public sealed class RoundingLayer
     // Per weight, as of the last Forward: Ŵ and y = W ⊘ (s1⁰·S), from which Backward and Result recompute the integer and ∂Ŵ/∂θ
     // exactly as Forward would have (8 bytes per weight besides W instead of 21). LRQ's Backward writes ∂P over y.
     private readonly float[] _what, _y;
-    // LRQ's L, U, their gradients and a block of L·U rows, allocated once.
-    private readonly float[]? _l, _u, _gl, _gu, _lu;
+    // LRQ's block of L·U rows, allocated once (L and U are read in place from Theta, their gradients written in place).
+    private readonly float[]? _lu;
     private bool _forwarded;
 
     /// <summary>Output channels, input features, scale groups per row, LRQ rank (0 for FlexRound).</summary>
@@ -51,10 +51,10 @@ public sealed class RoundingLayer
     /// <summary>Ŵ [N, K] as of the last <see cref="Forward"/>.</summary>
     public float[] Weights => _what;
 
-    /// <summary>Bytes of a layer's arrays besides the float weight it reads and <see cref="Theta"/>: Ŵ, y, and LRQ's
-    /// L, U, their gradients and its block of L·U rows.</summary>
-    public static long WorkBytes(int n, int k, RoundingMethod method, int rank) =>
-        8L * n * k + (method == RoundingMethod.Lrq ? 8L * rank * (n + k) + 4L * Math.Min(n, LuRows) * k : 0);
+    /// <summary>Bytes of a layer's arrays besides the float weight it reads and <see cref="Theta"/>: Ŵ, y, and LRQ's block of
+    /// L·U rows.</summary>
+    public static long WorkBytes(int n, int k, RoundingMethod method) =>
+        8L * n * k + (method == RoundingMethod.Lrq ? 4L * Math.Min(n, LuRows) * k : 0);
 
     /// <summary>Starts from round-to-nearest's quantized weight <paramref name="rtn"/> of a copy of <paramref name="w"/>
     /// ([N, K]).</summary>
@@ -90,10 +90,6 @@ public sealed class RoundingLayer
             float bound = 1f / MathF.Sqrt(K);
             for (int i = OffsetU; i < length; i++) Theta[i] = (float)(rng.NextDouble() * 2 - 1) * bound;
             _lu = new float[Math.Min(N, LuRows) * K];
-            _l = new float[N * Rank];
-            _u = new float[Rank * K];
-            _gl = new float[N * Rank];
-            _gu = new float[Rank * K];
         }
         _what = new float[N * K];
         _y = new float[N * K];
@@ -109,13 +105,11 @@ public sealed class RoundingLayer
             ForwardRows(0, N);
         else
         {
-            Theta.AsSpan(OffsetP, N * Rank).CopyTo(_l);
-            Theta.AsSpan(OffsetU, Rank * K).CopyTo(_u);
             // L·U a block of rows at a time: each element is the same sum as in the whole product (the order depends on K only).
             for (int n0 = 0; n0 < N; n0 += LuRows)
             {
                 int rows = Math.Min(LuRows, N - n0);
-                Gemm.NnRows(_l!, n0 * Rank, _u!, _lu, rows, Rank, K);
+                Gemm.Slices(Theta, OffsetP + n0 * Rank, false, Theta, OffsetU, false, _lu, 0, rows, Rank, K, false);
                 ForwardRows(n0, rows);
             }
         }
@@ -217,11 +211,9 @@ public sealed class RoundingLayer
             }
         });
         if (_lu is null) return;
-        // L and U as of the last Forward (Theta has not moved since).
-        Gemm.Nt(gp, _u!, _gl!, N, K, Rank);       // ∂L = ∂P · Uᵀ
-        Gemm.Tn(_l!, gp, _gu!, Rank, N, K);       // ∂U = Lᵀ · ∂P
-        _gl!.CopyTo(grad, OffsetP);
-        _gu!.CopyTo(grad, OffsetU);
+        // L and U as of the last Forward (Theta has not moved since), read in place; ∂L, ∂U written in place.
+        Gemm.Slices(gp, 0, false, Theta, OffsetU, true, grad, OffsetP, N, K, Rank, false);       // ∂L = ∂P · Uᵀ
+        Gemm.Slices(Theta, OffsetP, true, gp, 0, false, grad, OffsetU, Rank, N, K, false);       // ∂U = Lᵀ · ∂P
     }
 
     /// <summary>The quantized weight of the current parameters (call <see cref="Forward"/> first): the integers and s1 per group;

@@ -81,7 +81,7 @@ public static class RoundingTrainer
     {
         long p = n * (long)groups + n + k + (s.Method == RoundingMethod.FlexRound ? (long)n * k : (long)s.RankFor(n, k) * (n + k));
         // The float weight (one copy), its gradient, and the layer's own arrays.
-        long layer = 8L * n * k + RoundingLayer.WorkBytes(n, k, s.Method, s.RankFor(n, k));
+        long layer = 8L * n * k + RoundingLayer.WorkBytes(n, k, s.Method);
         long batch = batchTokens * (k * 3L + n * 3L) * 4;
         return 8 * p + Adam.EstimateStateBytes(p, s.Fp8Moments, s.MomentGroup) + layer + batch;
     }
