@@ -12,6 +12,20 @@ using Quantc.Ir;
 using Quantc.Onnx.Proto;
 
 var inv = CultureInfo.InvariantCulture;
+if (args.Length > 0 && args[0] is "peak" or "block")
+{
+    var (a1, aa) = Peak.Measure();
+    string cpuName = File.ReadLines("/proc/cpuinfo").First(l => l.StartsWith("model name", StringComparison.Ordinal)).Split(':')[1].Trim();
+    Console.WriteLine(string.Create(inv, $"# measured fp32 FMA peak on {cpuName}, {Environment.ProcessorCount} threads, load average " +
+        $"{File.ReadAllText("/proc/loadavg").Split(' ')[0]}: {a1:0.0} GFLOP/s on 1 thread, {aa:0.0} on all; nominal " +
+        $"{Environment.ProcessorCount} × the one-thread figure = {Environment.ProcessorCount * a1:0.0}"));
+    if (args[0] == "block")
+    {
+        var options = args.Skip(1).Select(a => a.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
+        BlockStep.Run(options, Environment.ProcessorCount * a1);
+    }
+    return;
+}
 string Arg(string name, string fallback)
 {
     int i = Array.IndexOf(args, name);
@@ -69,6 +83,19 @@ void Run(string what, int m, int k, int n, Action<float[], float[], float[]> f, 
     double g = flops / Med(ours) / 1e9, go = compare ? flops / Med(theirs) / 1e9 : double.NaN;
     string ortText = compare ? go.ToString("0.0", inv) : "–", ratio = compare ? (g / go).ToString("0.00", inv) : "–";
     Console.WriteLine(string.Create(inv, $"| {what} | {m} × {k} × {n} | {g:0.0} | {ortText} | {ratio} | {g / peak:P0} |"));
+}
+if (args.Length > 0 && args[0] == "shapes")
+{
+    if (args.Length > 1) Gemm.MaxThreads = int.Parse(args[1], inv);
+    Run("Nn (in cache)", 96, 256, 256, (a, b, c) => Gemm.Nn(a, b, c, 96, 256, 256), true);
+    // The 1b block step's products (t = 128 tokens): forward Nt, backward Nn and Tn, LRQ's L·U (rank 512) and its two gradients.
+    foreach (var (m, k, n) in new[] { (128, 2048, 2048), (128, 2048, 5632), (128, 5632, 2048), (5632, 2048, 512) })
+        Run("Nt", m, k, n, (a, b, c) => Gemm.Nt(a, b, c, m, k, n), false);
+    foreach (var (m, k, n) in new[] { (128, 5632, 2048), (128, 2048, 5632), (5632, 512, 2048) })
+        Run("Nn", m, k, n, (a, b, c) => Gemm.Nn(a, b, c, m, k, n), true);
+    foreach (var (m, k, n) in new[] { (5632, 128, 2048), (2048, 128, 5632), (512, 5632, 2048) })
+        Run("Tn", m, k, n, (a, b, c) => Gemm.Tn(a, b, c, m, k, n, accumulate: true), false);
+    return;
 }
 foreach (var (m, k, n) in new[] { (256, 128, 128), (256, 128, 344), (256, 344, 128), (512, 512, 512), (1024, 1024, 1024) })
     Run("Nn", m, k, n, (a, b, c) => Gemm.Nn(a, b, c, m, k, n), true);

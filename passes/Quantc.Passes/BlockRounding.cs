@@ -213,21 +213,12 @@ internal static class BlockRoundingStep
         long maxState = 0;
         foreach (var (b, compute) in blocks.Select(e => (e.Block, e.Compute)))
         {
-            var w = FloatWeights(b);
-            var rtn = Rtn(ctx, b);
-            var yf = xf.Select(x => Forward(compute, x, w)).ToList();
-            var samples = xq.Select((x, i) => c.Fp8Cache
-                ? new BlockSample(StoredMatrix.PerGroup(x, hidden, 32), StoredMatrix.PerGroup(yf[i], hidden, 32))
-                : new BlockSample(StoredMatrix.Float32(x, hidden), StoredMatrix.Float32(yf[i], hidden))).ToList();
-            var o = BlockTrainer.Train(compute, w, rtn, samples, settings with { Seed = c.Seed + b.Index });
-            samples.Clear();
-            compute.ReleaseTapes();
-            for (int i = 0; i < 7; i++) result[b.Linears[i].Name] = o.Weights[i];
-            var wq = o.Weights.Select(q => q.Dequantize()).ToArray();
-            xq = xq.Select(x => Forward(compute, x, wq)).ToList();
-            compute.ReleaseTapes();
+            // One block in its own frame: nothing of it (float and dequantized weights, training state) outlives the call.
+            var (o, yf, next) = LearnBlock(ctx, b, compute, xf, xq, c, settings with { Seed = c.Seed + b.Index }, result,
+                $"block {b.Index + 1}/{blocks.Count}");
             MemoryTrim.Now();   // the block's weights, training state and tapes
             xf = yf;
+            xq = next;
             rtnSum += o.RtnError;
             learnedSum += o.LearnedError;
             gflops += o.LinearGflops;
@@ -253,15 +244,55 @@ internal static class BlockRoundingStep
         return result;
     }
 
+    /// <summary>Trains block <paramref name="b"/> on the quantized stream <paramref name="xq"/> against the float block's output of
+    /// <paramref name="xf"/>; puts its seven rounded weights into the plan (which spills large ones to the model's spill file: 22
+    /// blocks of a 1b model would otherwise hold 1 GB of integers until the pass ends) and into <paramref name="result"/>. Returns
+    /// the outcome, the float block's output and the quantized block's output.</summary>
+    private static (BlockOutcome Outcome, List<float[]> Yf, List<float[]> Yq) LearnBlock(PassContext ctx, DecoderBlock b,
+        LlamaBlock compute, List<float[]> xf, List<float[]> xq, LearnedRoundingConfig c, RoundingSettings settings,
+        Dictionary<string, QuantizedWeight> result, string which)
+    {
+        int hidden = (int)b.Hidden;
+        float[][]? w = FloatWeights(b);
+        var rtn = Rtn(ctx, b, w);
+        var yf = new List<float[]>(xf.Count);
+        foreach (var x in xf) yf.Add(Forward(compute, x, w));
+        var samples = new List<BlockSample>(xq.Count);
+        for (int i = 0; i < xq.Count; i++)
+            samples.Add(c.Fp8Cache
+                ? new BlockSample(StoredMatrix.PerGroup(xq[i], hidden, 32), StoredMatrix.PerGroup(yf[i], hidden, 32))
+                : new BlockSample(StoredMatrix.Float32(xq[i], hidden), StoredMatrix.Float32(yf[i], hidden)));
+        MemoryTrim.Now();   // the copies made reading the float weights, before the training state is allocated
+        Quantc.Core.Diagnostics.MemoryTrace.Mark($"{which} weights read");
+        var o = BlockTrainer.Train(compute, w, rtn, samples, settings);
+        Quantc.Core.Diagnostics.MemoryTrace.Mark($"{which} trained");
+        compute.ReleaseTapes();
+        w = null;
+        samples.Clear();
+        MemoryTrim.Now();   // the training state and the float weights, before the dequantized weights are made
+        var wq = new float[7][];
+        for (int i = 0; i < 7; i++) wq[i] = o.Weights[i].Dequantize();
+        var yq = new List<float[]>(xq.Count);
+        foreach (var x in xq) yq.Add(Forward(compute, x, wq));
+        compute.ReleaseTapes();
+        for (int i = 0; i < 7; i++)
+        {
+            var plan = ctx.Plan[b.Linears[i].Name];
+            plan.QuantizedWeight = o.Weights[i];
+            result[b.Linears[i].Name] = plan.QuantizedWeight!;
+        }
+        return (o with { Weights = [] }, yf, yq);
+    }
+
     /// <summary>6 · tokens · weights per sequence and step: the GEMM work of training every block (a time estimate: divide by the loop's
     /// GFLOP/s, measured per block in the log).</summary>
     private static string LinearWork(LearnedRoundingConfig c, long weights, long tokens, int sequences) =>
         (6.0 * weights * c.Iterations * Math.Min(c.Batch, sequences) * ((double)tokens / sequences) / 1e12)
             .ToString("0.###", CultureInfo.InvariantCulture);
 
-    private static QuantizedWeight[] Rtn(PassContext ctx, DecoderBlock b) =>
-        b.Linears.Select(l => LearnedRoundingStep.RtnOf(ctx.Plan[l.Name], LearnedRoundingStep.ReadNk(l), (int)l.OutFeatures,
-            (int)l.InFeatures)).ToArray();
+    private static QuantizedWeight[] Rtn(PassContext ctx, DecoderBlock b, float[][]? w = null) =>
+        b.Linears.Select((l, i) => LearnedRoundingStep.RtnOf(ctx.Plan[l.Name], w?[i] ?? LearnedRoundingStep.ReadNk(l),
+            (int)l.OutFeatures, (int)l.InFeatures)).ToArray();
 
     private static float[] Forward(LlamaBlock block, float[] x, float[][] w)
     {

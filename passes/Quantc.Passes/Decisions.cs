@@ -261,6 +261,12 @@ public sealed class WeightsPass(string method, double damp, LearnedRoundingConfi
         {
             var plan = ctx.Plan[l.Name];
             if (gptq && plan.WeightFormat.IsInteger && l.Conv is null) continue;      // rounded by GptqRounding
+            // Block scope puts each block's learned weights into the plan as it goes (spilled on a large model): nothing to read.
+            if (learnedWeights?.GetValueOrDefault(l.Name) is { } placed && ReferenceEquals(placed, plan.QuantizedWeight))
+            {
+                plan.WeightMethod = method;
+                continue;
+            }
             ctx.ReleaseLayerCopies();
             var nk = Weights.ReadNk(l);
             int k = (int)l.InFeatures, n = (int)l.OutFeatures;

@@ -189,4 +189,29 @@ public class BlockReconstructionTests
         for (int i = 0; i < 7; i++) Assert.Equal(a.Weights[i].Values, b.Weights[i].Values);
         Assert.True(a.LinearGflops > 0);
     }
+
+    [Fact]
+    public void BlockTrainingGivesTheSameBytesOnAnyThreadCount()
+    {
+        var (block, w, rtn, samples) = Problem(true);
+        var s = new RoundingSettings { Method = RoundingMethod.Lrq, Iterations = 40, LearningRate = 1e-2, Seed = 3, Patience = 0 };
+        int keep = Gemm.MaxThreads;
+        try
+        {
+            Gemm.MaxThreads = 1;
+            var one = BlockTrainer.Train(block, w, rtn, samples, s);
+            Gemm.MaxThreads = 3;
+            var three = BlockTrainer.Train(block, w, rtn, samples, s with { Method = RoundingMethod.Lrq });
+            Assert.Equal(one.Curve, three.Curve);
+            for (int i = 0; i < 7; i++)
+            {
+                Assert.Equal(one.Weights[i].Values, three.Weights[i].Values);
+                Assert.Equal(one.Weights[i].Scales, three.Weights[i].Scales);
+            }
+        }
+        finally
+        {
+            Gemm.MaxThreads = keep;
+        }
+    }
 }

@@ -79,7 +79,8 @@ public static class BlockOps
         int per = heads / kvHeads, wq = heads * dh, wk = kvHeads * dh;
         float scale = 1 / MathF.Sqrt(dh);
         Array.Clear(ctx, 0, t * wq);
-        for (int h = 0; h < heads; h++)
+        // Heads are independent (each writes its own columns of ctx and rows of probs): one per task.
+        Gemm.For(heads, h =>
         {
             int kh = h / per;
             for (int i = 0; i < t; i++)
@@ -104,7 +105,7 @@ public static class BlockOps
                 }
                 for (int j = i + 1; j < t; j++) probs[row + j] = 0;
             }
-        }
+        });
     }
 
     /// <summary>dq, dk, dv of <see cref="Attention"/> given dctx (overwritten, not accumulated).</summary>
@@ -116,38 +117,42 @@ public static class BlockOps
         Array.Clear(dq, 0, t * wq);
         Array.Clear(dk, 0, t * wk);
         Array.Clear(dv, 0, t * wk);
-        var dp = new float[t];
-        for (int h = 0; h < heads; h++)
+        // One task per key/value head: its query heads in order, so dk and dv sum in the same order as on one thread.
+        Gemm.For(kvHeads, kh =>
         {
-            int kh = h / per;
-            for (int i = 0; i < t; i++)
+            var dp = System.Buffers.ArrayPool<float>.Shared.Rent(t);
+            for (int h = kh * per; h < (kh + 1) * per; h++)
             {
-                int row = (h * t + i) * t;
-                double dot = 0;
-                for (int j = 0; j <= i; j++)
+                for (int i = 0; i < t; i++)
                 {
-                    float p = probs[row + j], g = 0;
-                    for (int e = 0; e < dh; e++)
+                    int row = (h * t + i) * t;
+                    double dot = 0;
+                    for (int j = 0; j <= i; j++)
                     {
-                        float dc = dctx[i * wq + h * dh + e];
-                        g += dc * v[j * wk + kh * dh + e];
-                        dv[j * wk + kh * dh + e] += p * dc;
+                        float p = probs[row + j], g = 0;
+                        for (int e = 0; e < dh; e++)
+                        {
+                            float dc = dctx[i * wq + h * dh + e];
+                            g += dc * v[j * wk + kh * dh + e];
+                            dv[j * wk + kh * dh + e] += p * dc;
+                        }
+                        dp[j] = g;
+                        dot += (double)p * g;
                     }
-                    dp[j] = g;
-                    dot += (double)p * g;
-                }
-                for (int j = 0; j <= i; j++)
-                {
-                    float ds = probs[row + j] * (dp[j] - (float)dot) * scale;
-                    if (ds == 0) continue;
-                    for (int e = 0; e < dh; e++)
+                    for (int j = 0; j <= i; j++)
                     {
-                        dq[i * wq + h * dh + e] += ds * k[j * wk + kh * dh + e];
-                        dk[j * wk + kh * dh + e] += ds * q[i * wq + h * dh + e];
+                        float ds = probs[row + j] * (dp[j] - (float)dot) * scale;
+                        if (ds == 0) continue;
+                        for (int e = 0; e < dh; e++)
+                        {
+                            dq[i * wq + h * dh + e] += ds * k[j * wk + kh * dh + e];
+                            dk[j * wk + kh * dh + e] += ds * q[i * wq + h * dh + e];
+                        }
                     }
                 }
             }
-        }
+            System.Buffers.ArrayPool<float>.Shared.Return(dp);
+        });
     }
 
     /// <summary>m = silu(g) ⊙ u over the first <paramref name="count"/> values.</summary>

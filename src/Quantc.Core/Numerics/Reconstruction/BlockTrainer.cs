@@ -30,14 +30,20 @@ public sealed record BlockOutcome(QuantizedWeight[] Weights, double RtnError, do
 /// </summary>
 public static class BlockTrainer
 {
-    /// <summary>Bytes of training state besides the sample caches: parameters, gradients, moments, layers' buffers, weight gradients
-    /// and one tape of <paramref name="maxT"/> tokens.</summary>
+    /// <summary>Bytes of training state besides the sample caches: per linear its float weight (the caller's, which the layer reads
+    /// in place), ∂L/∂Ŵ, the layer's arrays (<see cref="RoundingLayer.WorkBytes"/>), parameters, gradient and moments; and one
+    /// tape of <paramref name="maxT"/> tokens.</summary>
     public static long EstimateBytes(LlamaBlockShape shape, QuantizedWeight[] rtn, RoundingSettings s, int maxT)
     {
         long total = 0;
-        foreach (var q in rtn) total += RoundingTrainer.EstimateBytes(q.N, q.K, q.Groups, s, 0) + 4L * q.N * q.K;
-        long d = shape.Hidden, wq = shape.Heads * shape.HeadDim, wk = shape.KvHeads * shape.HeadDim;
-        return total + 4L * maxT * (d * 7 + wq * 4 + wk * 4 + shape.Ffn * 6 + (long)shape.Heads * maxT + 2);
+        foreach (var q in rtn)
+        {
+            long p = q.N * (long)q.Groups + q.N + q.K + (s.Method == RoundingMethod.FlexRound ? (long)q.N * q.K
+                : (long)s.RankFor(q.N, q.K) * (q.N + q.K));
+            total += 8L * q.N * q.K + RoundingLayer.WorkBytes(q.N, q.K, s.Method) + 8 * p
+                + Adam.EstimateStateBytes(p, s.Fp8Moments, s.MomentGroup);
+        }
+        return total + BlockTape.BytesFor(shape, maxT);
     }
 
     /// <summary>Learns the roundings of <paramref name="w"/> (seven float [N, K] weights) from <paramref name="rtn"/>.</summary>
@@ -101,12 +107,12 @@ public static class BlockTrainer
         var dy = new Dictionary<int, float[]>();
         long linearMacs = sizes.Sum(z => (long)z.N * z.K), flops = 0;
         long loopStart = Stopwatch.GetTimestamp();
+        int batch = Math.Min(s.BatchSamples, samples.Count);
+        var picked = new BlockSample[batch];
         for (int it = 0; it < s.Iterations; it++)
         {
-            int batch = Math.Min(s.BatchSamples, samples.Count);
             long tokens = 0;
             for (int i = 0; i < 7; i++) Array.Clear(dw[i]);
-            var picked = new BlockSample[batch];
             for (int b = 0; b < batch; b++)
             {
                 if (cursor == order.Length) { rng.Shuffle(order); cursor = 0; }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -7,65 +8,84 @@ using System.Runtime.Intrinsics.X86;
 namespace Quantc.Core.Numerics.Reconstruction;
 
 /// <summary>
-/// Single-precision matrix products for the reconstruction loop (row-major arrays). The kernel is a packed,
-/// register-blocked 6×16 micro-kernel on 256-bit FMA (the AVX2 form of the usual BLAS design: B packed in 16-column
-/// panels per 256-row K block so its loads are sequential, 12 accumulators, A packed in 96-row blocks of interleaved
-/// 6-row micro-panels); large products split their rows
-/// over the cores. Without FMA it falls back to a scalar loop.
+/// Single-precision matrix products for the reconstruction loop (row-major arrays), C (+)= op(A)·op(B) with op a transpose or
+/// not. The BLAS design on 256-bit FMA: per 256-deep K block, B is packed in 16-column panels and A in interleaved 6-row
+/// micro-panels straight from either layout (no transposed copy), and a 6×16 register-blocked micro-kernel (12 accumulators)
+/// computes C's tiles: blocks of 96 rows of A (which stay in L2) against 256-column chunks of B, a 16-column panel staying in
+/// L1. Packing and tiles are spread over <see cref="MaxThreads"/> threads.
+/// <para>Deterministic whatever the thread count: every element of C is summed by one thread in one fixed order (an FMA chain
+/// over each K block from zero, then added to C, K blocks in order), the same order as the single-threaded product.</para>
+/// Without FMA it falls back to a scalar loop.
 /// </summary>
 public static class Gemm
 {
-    private const int Nr = 16, Mr = 6, Kc = 256, Mc = 96;
+    private const int Nr = 16, Mr = 6, Kc = 256, Mc = 96, Nc = 256;
+    // Products of fewer multiply-adds run on one thread: below this the hand-off costs more than it gives.
+    private const long ParallelMultiplyAdds = 1L << 22;
+    private static long s_ticks, s_multiplyAdds;
+    private static int s_threads = Environment.ProcessorCount;
+
+    /// <summary>Threads the products (and the reconstruction loop's element-wise work) may use; results do not depend on it.</summary>
+    public static int MaxThreads
+    {
+        get => s_threads;
+        set => s_threads = Math.Max(1, value);
+    }
+
+    /// <summary>Seconds spent in products and their multiply-adds, over the process (for throughput figures).</summary>
+    public static (double Seconds, long MultiplyAdds) Counters =>
+        (Interlocked.Read(ref s_ticks) / (double)Stopwatch.Frequency, Interlocked.Read(ref s_multiplyAdds));
 
     /// <summary>C[m, n] = A[m, k] · B[k, n] (or C += when <paramref name="accumulate"/>).</summary>
     public static void Nn(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)m * k, b.Length, (long)k * n, c.Length, (long)m * n);
-        Product(a, b, c, m, k, n, accumulate);
-    }
-
-    // The product without size checks: a and b may be longer than m·k and k·n (pooled buffers). Work buffers come from the shared
-    // array pool, so the reconstruction loop's steps allocate nothing here.
-    private static void Product(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate)
-    {
-        if (!accumulate) Array.Clear(c);
-        if (m == 0 || n == 0 || k == 0) return;
-        if (!Fma.IsSupported || !Avx.IsSupported) { Scalar(a, b, c, m, k, n); return; }
-        int panels = (n + Nr - 1) / Nr;
-        var pack = ArrayPool<float>.Shared.Rent(Math.Min(Kc, k) * panels * Nr);
-        // Row ranges per thread, whole multiples of the row block; one task per core, and only for products of 2²⁷ multiply-adds
-        // or more: the reconstruction loop's are a few million, where splitting measured slower on a loaded 2-core host.
-        int threads = (long)m * n * k >= 1L << 27 ? Math.Min(Environment.ProcessorCount, (m + Mc - 1) / Mc) : 1;
-        int rowsPer = (m + threads - 1) / threads;
-        rowsPer = (rowsPer + Mr - 1) / Mr * Mr;
-        for (int k0 = 0; k0 < k; k0 += Kc)
-        {
-            int kc = Math.Min(Kc, k - k0);
-            PackB(b, pack, k0, kc, n, panels);
-            if (threads == 1) Rows(a, pack, c, k, n, 0, m, k0, kc, panels);
-            else Parallel.For(0, threads, t => Rows(a, pack, c, k, n, t * rowsPer, Math.Min(m, (t + 1) * rowsPer), k0, kc, panels));
-        }
-        ArrayPool<float>.Shared.Return(pack);
+        Product(a, 0, false, b, 0, false, c, 0, m, k, n, accumulate);
     }
 
     /// <summary>C[m, n] = A[m, k] · B[n, k]ᵀ.</summary>
     public static void Nt(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)m * k, b.Length, (long)n * k, c.Length, (long)m * n);
-        var bt = ArrayPool<float>.Shared.Rent(k * n);
-        Transpose(b, bt, n, k);
-        Product(a, bt, c, m, k, n, accumulate);
-        ArrayPool<float>.Shared.Return(bt);
+        Product(a, 0, false, b, 0, true, c, 0, m, k, n, accumulate);
     }
 
     /// <summary>C[m, n] = A[k, m]ᵀ · B[k, n].</summary>
     public static void Tn(float[] a, float[] b, float[] c, int m, int k, int n, bool accumulate = false)
     {
         Check(a.Length, (long)k * m, b.Length, (long)k * n, c.Length, (long)m * n);
-        var at = ArrayPool<float>.Shared.Rent(m * k);
-        Transpose(a, at, k, m);
-        Product(at, b, c, m, k, n, accumulate);
-        ArrayPool<float>.Shared.Return(at);
+        Product(a, 0, true, b, 0, false, c, 0, m, k, n, accumulate);
+    }
+
+    /// <summary>C[m, n] = A[m, k] · B[k, n] with A the m·k values of <paramref name="a"/> from <paramref name="aOffset"/> (rows of a
+    /// larger matrix) and C the first m·n of <paramref name="c"/>; each element is the sum <see cref="Nn"/> of the whole gives.</summary>
+    public static void NnRows(float[] a, int aOffset, float[] b, float[] c, int m, int k, int n) =>
+        Slices(a, aOffset, false, b, 0, false, c, 0, m, k, n, false);
+
+    /// <summary>C (+)= op(A)·op(B) on parts of larger arrays: A's m·k values from <paramref name="aOffset"/> ([k, m] when
+    /// <paramref name="at"/>, else [m, k]), B's k·n from <paramref name="bOffset"/> ([n, k] when <paramref name="bt"/>), C's m·n from
+    /// <paramref name="cOffset"/>; the same sums as <see cref="Nn"/>, <see cref="Nt"/>, <see cref="Tn"/>.</summary>
+    public static void Slices(float[] a, int aOffset, bool at, float[] b, int bOffset, bool bt, float[] c, int cOffset, int m, int k,
+        int n, bool accumulate)
+    {
+        if (aOffset < 0 || aOffset + (long)m * k > a.Length || bOffset < 0 || bOffset + (long)k * n > b.Length || cOffset < 0
+            || cOffset + (long)m * n > c.Length)
+            throw new ArgumentException($"matrix sizes {a.Length} from {aOffset}, {b.Length} from {bOffset}, {c.Length} from " +
+                $"{cOffset} do not fit {m} × {k} × {n}");
+        Product(a, aOffset, at, b, bOffset, bt, c, cOffset, m, k, n, accumulate);
+    }
+
+    /// <summary>Runs <paramref name="body"/>(i) for i in [0, <paramref name="count"/>) on up to <see cref="MaxThreads"/> threads
+    /// (inline when one thread or one item).</summary>
+    public static void For(int count, Action<int> body)
+    {
+        int threads = Math.Min(MaxThreads, count);
+        if (threads <= 1)
+        {
+            for (int i = 0; i < count; i++) body(i);
+            return;
+        }
+        Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = threads }, body);
     }
 
     /// <summary>dst[cols, rows] = src[rows, cols]ᵀ, in 32×32 tiles.</summary>
@@ -86,116 +106,240 @@ public static class Gemm
         if (a != wa || b != wb || c != wc) throw new ArgumentException($"matrix sizes {a}, {b}, {c} do not match {wa}, {wb}, {wc}");
     }
 
-    private static void Scalar(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int n)
+    /// <summary>The product with A (from <paramref name="aOffset"/>) read as [k, m] when <paramref name="at"/> and B as [n, k] when
+    /// <paramref name="bt"/>. Work buffers come from the shared array pool, so the reconstruction loop's steps allocate no
+    /// buffers here.</summary>
+    private static void Product(float[] a, int aOffset, bool at, float[] b, int bOffset, bool bt, float[] c, int cOffset, int m, int k,
+        int n, bool accumulate)
+    {
+        long start = Stopwatch.GetTimestamp();
+        if (m == 0 || n == 0) return;
+        if (k == 0 || !Fma.IsSupported || !Avx.IsSupported)
+        {
+            if (!accumulate) Array.Clear(c, cOffset, m * n);
+            Scalar(a, aOffset, at, b, bOffset, bt, c, cOffset, m, k, n);
+            return;
+        }
+        int panels = (n + Nr - 1) / Nr, micro = (m + Mr - 1) / Mr, kcMax = Math.Min(Kc, k);
+        var bpack = ArrayPool<float>.Shared.Rent(kcMax * panels * Nr);
+        var apack = ArrayPool<float>.Shared.Rent(kcMax * micro * Mr);
+        bool parallel = MaxThreads > 1 && (long)m * n * k >= ParallelMultiplyAdds;
+        int rowBlocks = (m + Mc - 1) / Mc, colChunks = (n + Nc - 1) / Nc, tiles = rowBlocks * colChunks;
+        int packB = Math.Min(panels, 64), packA = Math.Min(micro, 64);
+        for (int k0 = 0; k0 < k; k0 += Kc)
+        {
+            int kc = Math.Min(Kc, k - k0);
+            bool load = accumulate || k0 > 0;
+            // Packing: panels of B and micro-panels of A in chunks, each chunk by one thread.
+            Run(parallel, packB + packA, job =>
+            {
+                if (job < packB)
+                    for (int p = job * panels / packB; p < (job + 1) * panels / packB; p++) PackBPanel(b, bOffset, bt, bpack, p, k0, kc, k, n);
+                else
+                {
+                    int j = job - packB;
+                    for (int r = j * micro / packA; r < (j + 1) * micro / packA; r++)
+                        PackAPanel(a, aOffset, at, apack, r, k0, kc, k, m);
+                }
+            });
+            Run(parallel, tiles, tile =>
+            {
+                int rb = tile / colChunks, cb = tile % colChunks;
+                int r0 = rb * (Mc / Mr), r1 = Math.Min(micro, r0 + Mc / Mr);
+                int p0 = cb * (Nc / Nr), p1 = Math.Min(panels, p0 + Nc / Nr);
+                Span<float> tile6 = stackalloc float[Mr * Nr];
+                ref float acc = ref MemoryMarshal.GetReference(tile6);
+                ref float a0 = ref MemoryMarshal.GetArrayDataReference(apack);
+                ref float b0 = ref MemoryMarshal.GetArrayDataReference(bpack);
+                for (int p = p0; p < p1; p++)
+                {
+                    int j0 = p * Nr, width = Math.Min(Nr, n - j0);
+                    for (int r = r0; r < r1; r++)
+                    {
+                        Kernel(ref Unsafe.Add(ref a0, r * kc * Mr), ref Unsafe.Add(ref b0, p * kc * Nr), kc, ref acc);
+                        AddTile(ref acc, c, cOffset, n, r * Mr, Math.Min(Mr, m - r * Mr), j0, width, load);
+                    }
+                }
+            });
+        }
+        ArrayPool<float>.Shared.Return(bpack);
+        ArrayPool<float>.Shared.Return(apack);
+        Interlocked.Add(ref s_ticks, Stopwatch.GetTimestamp() - start);
+        Interlocked.Add(ref s_multiplyAdds, (long)m * k * n);
+    }
+
+    private static void Run(bool parallel, int count, Action<int> body)
+    {
+        if (parallel) For(count, body);
+        else for (int i = 0; i < count; i++) body(i);
+    }
+
+    private static void Scalar(float[] a, int aOffset, bool at, float[] b, int bOffset, bool bt, float[] c, int cOffset, int m, int k,
+        int n)
     {
         for (int i = 0; i < m; i++)
             for (int p = 0; p < k; p++)
             {
-                float x = a[i * k + p];
+                float x = a[aOffset + (at ? p * m + i : i * k + p)];
                 if (x == 0) continue;
-                for (int j = 0; j < n; j++) c[i * n + j] += x * b[p * n + j];
+                for (int j = 0; j < n; j++) c[cOffset + i * n + j] += x * b[bOffset + (bt ? j * k + p : p * n + j)];
             }
     }
 
-    /// <summary>Packs B[k0 .. k0 + kc, :) panel by panel: panel p holds columns [16p, 16p + 16) row after row, zero-padded.</summary>
-    private static void PackB(float[] b, float[] pack, int k0, int kc, int n, int panels)
+    /// <summary>Packs columns [16p, 16p + 16) of B's rows [k0, k0 + kc) as panel p: row after row, 16 values each, zero-padded.</summary>
+    private static void PackBPanel(float[] b, int bOffset, bool bt, float[] pack, int p, int k0, int kc, int k, int n)
     {
-        for (int p = 0; p < panels; p++)
+        int j0 = p * Nr, width = Math.Min(Nr, n - j0);
+        ref float dst = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(pack), p * kc * Nr);
+        ref float src = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(b), bOffset);
+        if (!bt)
         {
-            int j0 = p * Nr, width = Math.Min(Nr, n - j0);
             for (int q = 0; q < kc; q++)
             {
-                var dst = pack.AsSpan((p * kc + q) * Nr, Nr);
-                b.AsSpan((k0 + q) * n + j0, width).CopyTo(dst);
-                if (width < Nr) dst[width..].Clear();
-            }
-        }
-    }
-
-    /// <summary>Rows [r0, r1) of C for one K block: blocks of 96 rows of A (which then stay in L2) against every packed panel.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Rows(float[] a, float[] pack, float[] c, int k, int n, int r0, int r1, int k0, int kc, int panels)
-    {
-        var apack = ArrayPool<float>.Shared.Rent(Mc * kc);
-        for (int i0 = r0; i0 < r1; i0 += Mc)
-        {
-            int i1 = Math.Min(r1, i0 + Mc), full = (i1 - i0) / Mr * Mr;
-            // A's 6-row micro-panels interleaved ([kc][6]): the kernel's broadcasts then read one stream, whatever K's stride.
-            for (int b = 0; b < full; b += Mr)
-                for (int r = 0; r < Mr; r++)
+                ref float row = ref Unsafe.Add(ref src, (k0 + q) * n + j0);
+                ref float to = ref Unsafe.Add(ref dst, q * Nr);
+                if (width == Nr)
                 {
-                    int src = (i0 + b + r) * k + k0, dst = b * kc + r;
-                    for (int q = 0; q < kc; q++) apack[dst + q * Mr] = a[src + q];
+                    Vector256.LoadUnsafe(ref row).StoreUnsafe(ref to);
+                    Vector256.LoadUnsafe(ref row, 8).StoreUnsafe(ref to, 8);
                 }
-            for (int p = 0; p < panels; p++)
-            {
-                int j0 = p * Nr, width = Math.Min(Nr, n - j0), offset = p * kc * Nr;
-                for (int b = 0; b < full; b += Mr) Kernel6(apack, b * kc, pack, offset, c, n, i0 + b, j0, kc, width);
-                for (int i = i0 + full; i < i1; i++) Kernel1(a, pack, offset, c, k, n, i, j0, k0, kc, width);
+                else
+                    for (int j = 0; j < Nr; j++) Unsafe.Add(ref to, j) = j < width ? Unsafe.Add(ref row, j) : 0f;
             }
+            return;
         }
-        ArrayPool<float>.Shared.Return(apack);
+        // B stored [n, k]: column j of op(B) is row j of b, contiguous in q; 8×8 blocks are transposed in registers.
+        int q8 = Avx.IsSupported && width == Nr ? kc / 8 * 8 : 0;
+        for (int half = 0; half < Nr && q8 > 0; half += 8)
+        {
+            ref float rows = ref Unsafe.Add(ref src, (j0 + half) * k + k0);
+            for (int q = 0; q < q8; q += 8) Transpose8(ref Unsafe.Add(ref rows, q), k, ref Unsafe.Add(ref dst, q * Nr + half), Nr);
+        }
+        for (int j = 0; j < Nr; j++)
+        {
+            if (j >= width)
+            {
+                for (int q = 0; q < kc; q++) Unsafe.Add(ref dst, q * Nr + j) = 0f;
+                continue;
+            }
+            ref float col = ref Unsafe.Add(ref src, (j0 + j) * k + k0);
+            for (int q = q8; q < kc; q++) Unsafe.Add(ref dst, q * Nr + j) = Unsafe.Add(ref col, q);
+        }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel6(float[] apack, int aOffset, float[] pack, int offset, float[] c, int n, int i, int j0, int kc, int width)
+    /// <summary>Writes the transpose of the 8×8 block at <paramref name="src"/> (row stride <paramref name="srcStride"/>) to
+    /// <paramref name="dst"/> (row stride <paramref name="dstStride"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8(ref float src, int srcStride, ref float dst, int dstStride)
     {
-        ref float ap = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(apack), aOffset);
-        ref float bp = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(pack), offset);
+        var r0 = Vector256.LoadUnsafe(ref src);
+        var r1 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, srcStride));
+        var r2 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 2 * srcStride));
+        var r3 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 3 * srcStride));
+        var r4 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 4 * srcStride));
+        var r5 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 5 * srcStride));
+        var r6 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 6 * srcStride));
+        var r7 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 7 * srcStride));
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Permute2x128(u0, u4, 0x20).StoreUnsafe(ref dst);
+        Avx.Permute2x128(u1, u5, 0x20).StoreUnsafe(ref Unsafe.Add(ref dst, dstStride));
+        Avx.Permute2x128(u2, u6, 0x20).StoreUnsafe(ref Unsafe.Add(ref dst, 2 * dstStride));
+        Avx.Permute2x128(u3, u7, 0x20).StoreUnsafe(ref Unsafe.Add(ref dst, 3 * dstStride));
+        Avx.Permute2x128(u0, u4, 0x31).StoreUnsafe(ref Unsafe.Add(ref dst, 4 * dstStride));
+        Avx.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref Unsafe.Add(ref dst, 5 * dstStride));
+        Avx.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref Unsafe.Add(ref dst, 6 * dstStride));
+        Avx.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref Unsafe.Add(ref dst, 7 * dstStride));
+    }
+
+    /// <summary>Packs rows [6r, 6r + 6) of A's columns [k0, k0 + kc) as micro-panel r: [kc][6] interleaved, zero-padded rows.</summary>
+    private static void PackAPanel(float[] a, int aOffset, bool at, float[] pack, int r, int k0, int kc, int k, int m)
+    {
+        int i0 = r * Mr, rows = Math.Min(Mr, m - i0);
+        ref float dst = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(pack), r * kc * Mr);
+        ref float src = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(a), aOffset);
+        if (at)
+        {
+            // A stored [k, m]: the six values of a column q are contiguous.
+            for (int q = 0; q < kc; q++)
+            {
+                ref float from = ref Unsafe.Add(ref src, (k0 + q) * m + i0);
+                ref float to = ref Unsafe.Add(ref dst, q * Mr);
+                for (int i = 0; i < Mr; i++) Unsafe.Add(ref to, i) = i < rows ? Unsafe.Add(ref from, i) : 0f;
+            }
+            return;
+        }
+        for (int i = 0; i < Mr; i++)
+        {
+            if (i >= rows)
+            {
+                for (int q = 0; q < kc; q++) Unsafe.Add(ref dst, q * Mr + i) = 0f;
+                continue;
+            }
+            ref float row = ref Unsafe.Add(ref src, (i0 + i) * k + k0);
+            for (int q = 0; q < kc; q++) Unsafe.Add(ref dst, q * Mr + i) = Unsafe.Add(ref row, q);
+        }
+    }
+
+    /// <summary>The 6×16 tile of the packed micro-panel <paramref name="ap"/> and panel <paramref name="bp"/> over kc, into
+    /// <paramref name="acc"/> [6][16]. The accumulators leave the registers only once, after the loop, by plain stores (a call or a
+    /// branch on them there makes the JIT spill them on every iteration).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void Kernel(ref float ap, ref float bp, int kc, ref float acc)
+    {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         for (int q = 0; q < kc; q++)
         {
-            var b0 = Vector256.LoadUnsafe(ref bp, (nuint)(q * Nr));
-            var b1 = Vector256.LoadUnsafe(ref bp, (nuint)(q * Nr + 8));
-            ref float aq = ref Unsafe.Add(ref ap, q * Mr);
-            var x = Vector256.Create(aq);
+            var b0 = Vector256.LoadUnsafe(ref bp);
+            var b1 = Vector256.LoadUnsafe(ref bp, 8);
+            var x = Vector256.Create(ap);
             c00 = Fma.MultiplyAdd(x, b0, c00); c01 = Fma.MultiplyAdd(x, b1, c01);
-            x = Vector256.Create(Unsafe.Add(ref aq, 1));
+            x = Vector256.Create(Unsafe.Add(ref ap, 1));
             c10 = Fma.MultiplyAdd(x, b0, c10); c11 = Fma.MultiplyAdd(x, b1, c11);
-            x = Vector256.Create(Unsafe.Add(ref aq, 2));
+            x = Vector256.Create(Unsafe.Add(ref ap, 2));
             c20 = Fma.MultiplyAdd(x, b0, c20); c21 = Fma.MultiplyAdd(x, b1, c21);
-            x = Vector256.Create(Unsafe.Add(ref aq, 3));
+            x = Vector256.Create(Unsafe.Add(ref ap, 3));
             c30 = Fma.MultiplyAdd(x, b0, c30); c31 = Fma.MultiplyAdd(x, b1, c31);
-            x = Vector256.Create(Unsafe.Add(ref aq, 4));
+            x = Vector256.Create(Unsafe.Add(ref ap, 4));
             c40 = Fma.MultiplyAdd(x, b0, c40); c41 = Fma.MultiplyAdd(x, b1, c41);
-            x = Vector256.Create(Unsafe.Add(ref aq, 5));
+            x = Vector256.Create(Unsafe.Add(ref ap, 5));
             c50 = Fma.MultiplyAdd(x, b0, c50); c51 = Fma.MultiplyAdd(x, b1, c51);
+            ap = ref Unsafe.Add(ref ap, Mr);
+            bp = ref Unsafe.Add(ref bp, Nr);
         }
-        Store(c, n, i, j0, width, c00, c01);
-        Store(c, n, i + 1, j0, width, c10, c11);
-        Store(c, n, i + 2, j0, width, c20, c21);
-        Store(c, n, i + 3, j0, width, c30, c31);
-        Store(c, n, i + 4, j0, width, c40, c41);
-        Store(c, n, i + 5, j0, width, c50, c51);
+        c00.StoreUnsafe(ref acc, 0); c01.StoreUnsafe(ref acc, 8);
+        c10.StoreUnsafe(ref acc, 16); c11.StoreUnsafe(ref acc, 24);
+        c20.StoreUnsafe(ref acc, 32); c21.StoreUnsafe(ref acc, 40);
+        c30.StoreUnsafe(ref acc, 48); c31.StoreUnsafe(ref acc, 56);
+        c40.StoreUnsafe(ref acc, 64); c41.StoreUnsafe(ref acc, 72);
+        c50.StoreUnsafe(ref acc, 80); c51.StoreUnsafe(ref acc, 88);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel1(float[] a, float[] pack, int offset, float[] c, int k, int n, int i, int j0, int k0, int kc, int width)
+    /// <summary>C[i .. i + rows, j0 .. j0 + width) += acc, or = acc + 0 on the first K block of a non-accumulating product (the same
+    /// bits as clearing C first: −0 + 0 = +0).</summary>
+    private static void AddTile(ref float acc, float[] c, int cOffset, int n, int i, int rows, int j0, int width, bool load)
     {
-        ref float bp = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(pack), offset);
-        Vector256<float> c0 = default, c1 = default;
-        for (int q = 0; q < kc; q++)
+        ref float c0 = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(c), cOffset);
+        for (int r = 0; r < rows; r++)
         {
-            var x = Vector256.Create(a[i * k + k0 + q]);
-            c0 = Fma.MultiplyAdd(x, Vector256.LoadUnsafe(ref bp, (nuint)(q * Nr)), c0);
-            c1 = Fma.MultiplyAdd(x, Vector256.LoadUnsafe(ref bp, (nuint)(q * Nr + 8)), c1);
+            ref float dst = ref Unsafe.Add(ref c0, (i + r) * n + j0);
+            ref float src = ref Unsafe.Add(ref acc, r * Nr);
+            if (width == Nr)
+            {
+                var l = load ? Vector256.LoadUnsafe(ref dst) : Vector256<float>.Zero;
+                var h = load ? Vector256.LoadUnsafe(ref dst, 8) : Vector256<float>.Zero;
+                (l + Vector256.LoadUnsafe(ref src)).StoreUnsafe(ref dst);
+                (h + Vector256.LoadUnsafe(ref src, 8)).StoreUnsafe(ref dst, 8);
+                continue;
+            }
+            for (int j = 0; j < width; j++) Unsafe.Add(ref dst, j) = (load ? Unsafe.Add(ref dst, j) : 0f) + Unsafe.Add(ref src, j);
         }
-        Store(c, n, i, j0, width, c0, c1);
-    }
-
-    private static void Store(float[] c, int n, int i, int j0, int width, Vector256<float> lo, Vector256<float> hi)
-    {
-        var dst = c.AsSpan(i * n + j0, width);
-        if (width == Nr)
-        {
-            (Vector256.Create(dst[..8]) + lo).CopyTo(dst[..8]);
-            (Vector256.Create(dst[8..]) + hi).CopyTo(dst[8..]);
-            return;
-        }
-        Span<float> tmp = stackalloc float[Nr];
-        lo.CopyTo(tmp);
-        hi.CopyTo(tmp[8..]);
-        for (int j = 0; j < width; j++) dst[j] += tmp[j];
     }
 }

@@ -80,7 +80,8 @@ public static class RoundingTrainer
     public static long EstimateBytes(int n, int k, int groups, RoundingSettings s, long batchTokens)
     {
         long p = n * (long)groups + n + k + (s.Method == RoundingMethod.FlexRound ? (long)n * k : (long)s.RankFor(n, k) * (n + k));
-        long layer = (long)n * k * (4 * 8 + 1);
+        // The float weight (one copy), its gradient, and the layer's own arrays.
+        long layer = 8L * n * k + RoundingLayer.WorkBytes(n, k, s.Method);
         long batch = batchTokens * (k * 3L + n * 3L) * 4;
         return 8 * p + Adam.EstimateStateBytes(p, s.Fp8Moments, s.MomentGroup) + layer + batch;
     }
@@ -92,9 +93,9 @@ public static class RoundingTrainer
         if (inputs.Count == 0) throw new ArgumentException("no cached inputs");
         if (inputs.Any(x => x.Columns != rtn.K)) throw new ArgumentException("cached inputs do not have K columns");
         var clock = Stopwatch.StartNew();
-        var layer = new RoundingLayer(w, rtn, s.Method, s.RankFor(rtn.N, rtn.K), s.Seed);
-        var adam = new Adam(layer.ParameterCount, s.LearningRate, s.Iterations, s.Fp8Moments, s.ExpandMoments, s.MomentGroup);
         var wArr = w.ToArray();
+        var layer = new RoundingLayer(wArr, rtn, s.Method, s.RankFor(rtn.N, rtn.K), s.Seed);
+        var adam = new Adam(layer.ParameterCount, s.LearningRate, s.Iterations, s.Fp8Moments, s.ExpandMoments, s.MomentGroup);
         var grad = new float[layer.ParameterCount];
         var rng = new Random(s.Seed);
         var gemm = new GemmMeter();
