@@ -18,7 +18,8 @@ public sealed partial class FuseProjectionsPass
     private sealed record Int4Int8Projection(Node Node, string Layer, Tensor B, Tensor Scale, float AScale)
     {
         public (long Group, long Half, long Groups, float AScale, long Hadamard, long Normalize) Key =>
-            (Node.GetInt("group_size", 32), B.Dims[1], Scale.Dims[1], AScale, Node.GetInt("hadamard", 0), Node.GetInt("hadamard_normalize", 1));
+            (Node.GetInt("group_size", 32), B.Dims[1], Scale.Dims[1], AScale, Node.GetInt("hadamard", 0),
+                Node.GetInt("hadamard_normalize", 1));
     }
 
     /// <summary>Fuses every set of MatMulInt4Int8 that read one A; returns (sets, nodes fused).</summary>

@@ -60,6 +60,7 @@ public sealed class LowerQdqPass : IPass
         foreach (var l in ctx.Map.Linears)
         {
             if (!ctx.Plan.TryGet(l.Name, out var plan)) continue;
+            ctx.ReleaseLayerCopies();       // a spilled weight's values are read back per layer: collect the copies as they pile up
             var (input, weight) = (l.Node.Inputs[0], l.WeightUse.Node.Inputs[l.WeightUse.InputIndex]);
             if (ConvDynamic.Applies(l, plan)) { ConvDynamic.Lower(ctx, g, l, plan); continue; }
             if (!ReuseSharedInt8(l, plan, sharedInt8)) LowerWeight(ctx, g, l, plan);

@@ -134,7 +134,8 @@ public static class Gemm
             Run(parallel, packB + packA, job =>
             {
                 if (job < packB)
-                    for (int p = job * panels / packB; p < (job + 1) * panels / packB; p++) PackBPanel(b, bOffset, bt, bpack, p, k0, kc, k, n);
+                    for (int p = job * panels / packB; p < (job + 1) * panels / packB; p++)
+                        PackBPanel(b, bOffset, bt, bpack, p, k0, kc, k, n);
                 else
                 {
                     int j = job - packB;
