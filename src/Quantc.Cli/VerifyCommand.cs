@@ -121,7 +121,6 @@ internal static class VerifyCommand
             o.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"top-1 agreement {l.Top1Agreement:P2}; perplexity {l.OriginalPerplexity:0.000} → {l.CompiledPerplexity:0.000} " +
                 $"over {l.ScoredTokens} tokens"));
-        if (r.GreedySkipped is { } why) o.WriteLine(why);
         if (r.Greedy is { } gm)
             o.WriteLine($"greedy decoding from token {gm.Start}: {gm.Matching} of {gm.Steps} generated tokens match the original's " +
                 $"before the first divergence");

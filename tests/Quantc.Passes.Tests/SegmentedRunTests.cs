@@ -83,15 +83,20 @@ public sealed class SegmentedRunTests : IDisposable
         Assert.NotEmpty(whole.Layers);
         Assert.Equal(whole.Layers, cut.Layers);
 
-        // Greedy decoding runs token by token: whole models only; in segments it is skipped with the reason.
+        // Greedy decoding runs token by token; in segments every segment gets a session per token: the same tokens.
         var greedyWhole = Verifier.Run(original, compiled, held.Samples, held.Tokens,
-            new VerifyOptions { SegmentBytes = long.MaxValue, PerLayer = false, GreedySteps = 4 });
+            new VerifyOptions { SegmentBytes = long.MaxValue, PerLayer = false, GreedySteps = 6 });
         var greedyCut = Verifier.Run(original, compiled, held.Samples, held.Tokens,
-            new VerifyOptions { SegmentBytes = budget, PerLayer = false, GreedySteps = 4 });
+            new VerifyOptions { SegmentBytes = budget, PerLayer = false, GreedySteps = 6 });
         Assert.NotNull(greedyWhole.Greedy);
-        Assert.Null(greedyWhole.GreedySkipped);
-        Assert.Null(greedyCut.Greedy);
-        Assert.Contains("greedy decoding not run: the models run in segments", greedyCut.GreedySkipped);
+        Assert.Equal(greedyWhole.Greedy, greedyCut.Greedy);
+        // In segments at most SegmentedGreedySteps tokens: a prefix of the whole-model comparison.
+        var greedyShort = Verifier.Run(original, compiled, held.Samples, held.Tokens,
+            new VerifyOptions { SegmentBytes = budget, PerLayer = false, GreedySteps = 6, SegmentedGreedySteps = 3 });
+        Assert.Equal(3, greedyShort.Greedy!.Steps);
+        Assert.Equal(Math.Min(3, greedyWhole.Greedy!.Matching), greedyShort.Greedy.Matching);
+        Assert.Equal(GreedyDecoding.Decode(compiled, [5, 17, 3], 6), GreedyDecoding.Decode(compiled, [5, 17, 3], 6, "logits", budget));
+        Assert.Equal(GreedyDecoding.Decode(original, [5, 17, 3], 6), GreedyDecoding.Decode(original, [5, 17, 3], 6, "logits", budget));
     }
 
     private string CompileTo(string folder, string source, string recipe, long segmentBytes)

@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Quantc.Ir;
 using Quantc.Onnx;
+using TensorElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Quantc.Core.Calibration;
@@ -74,10 +75,31 @@ public static class CalibrationInputs
                 int[] i => OrtValue.CreateTensorValueFromMemory(i, shape),
                 Float16[] h => OrtValue.CreateTensorValueFromMemory(h, shape),
                 bool[] b => OrtValue.CreateTensorValueFromMemory(b, shape),
+                byte[] u => OrtValue.CreateTensorValueFromMemory(u, shape),
+                sbyte[] s8 => OrtValue.CreateTensorValueFromMemory(s8, shape),
                 _ => throw new ArgumentException($"unsupported input array type {data.GetType().Name}"),
             };
             list.Add((name, v));
         }
         return list;
+    }
+
+    /// <summary>A managed copy of a tensor that <see cref="ToOrt"/> can feed back (float32, float16, int64, int32, bool, uint8, int8).
+    /// </summary>
+    public static (Array Data, long[] Shape) Copy(OrtValue value)
+    {
+        var info = value.GetTensorTypeAndShape();
+        Array data = info.ElementDataType switch
+        {
+            TensorElementType.Float => value.GetTensorDataAsSpan<float>().ToArray(),
+            TensorElementType.Float16 => value.GetTensorDataAsSpan<Float16>().ToArray(),
+            TensorElementType.Int64 => value.GetTensorDataAsSpan<long>().ToArray(),
+            TensorElementType.Int32 => value.GetTensorDataAsSpan<int>().ToArray(),
+            TensorElementType.Bool => value.GetTensorDataAsSpan<bool>().ToArray(),
+            TensorElementType.UInt8 => value.GetTensorDataAsSpan<byte>().ToArray(),
+            TensorElementType.Int8 => value.GetTensorDataAsSpan<sbyte>().ToArray(),
+            var t => throw new BadInputException($"a tensor of type {t} cannot be carried between runs"),
+        };
+        return (data, info.Shape);
     }
 }

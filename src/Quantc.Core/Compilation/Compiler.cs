@@ -181,7 +181,6 @@ public sealed class Compiler(PassRegistry registry)
         // A verified model with NaN or infinite outputs is reported, whatever the caller does with it.
         var warnings = new List<string>(o.Calibration?.Warnings ?? []);
         if (verify is not null) warnings.AddRange(verify.NonFinite().Select(n => $"verify: {n}"));
-        if (verify?.GreedySkipped is { } why) warnings.Add($"verify: {why}");
         var report = CompileReport.Create(o.InputName ?? original ?? "", o.OutputName
             ?? (o.OutputPath is null ? "" : Path.GetFullPath(o.OutputPath)),
             recipe, ctx, timings, warnings, verify, o.HeldOut?.Description);

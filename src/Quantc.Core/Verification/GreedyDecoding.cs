@@ -27,7 +27,12 @@ public static class GreedyDecoding
 
     /// <summary>The tokens greedy decoding generates after <paramref name="prompt"/> (the whole prompt in the first step, then one
     /// token per step), or null when the model cannot be decoded this way.</summary>
-    public static IReadOnlyList<long>? Decode(Model model, IReadOnlyList<long> prompt, int steps, string logits = "logits")
+    public static IReadOnlyList<long>? Decode(Model model, IReadOnlyList<long> prompt, int steps, string logits = "logits") =>
+        Decode(model, prompt, steps, logits, segmentBytes: null);
+
+    /// <summary>As <see cref="Decode(Model, IReadOnlyList{long}, int, string)"/>; a model with more than <paramref name="segmentBytes"/> of
+    /// weights is run one segment at a time for every token (<see cref="SegmentedRun"/>), so ONNX Runtime never holds it whole.</summary>
+    public static IReadOnlyList<long>? Decode(Model model, IReadOnlyList<long> prompt, int steps, string logits, long? segmentBytes)
     {
         var g = model.Graph;
         var inputs = g.Inputs.Where(v => !v.IsInitializer).Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
@@ -36,6 +41,8 @@ public static class GreedyDecoding
         if (!inputs.Contains("input_ids") || pasts.Count == 0 || !g.Outputs.Any(o => o.Name == logits)
             || presents.Any(p => !g.Outputs.Any(o => o.Name == p)))
             return null;
+        if (segmentBytes is { } budget && SegmentedRun.Plan(model, budget) is { } segments)
+            return DecodeInSegments(model, segments, prompt, steps, logits, pasts, presents);
         var outputs = new List<string> { logits };
         outputs.AddRange(presents);
         using var session = OrtModel.CreateSession(model);
@@ -76,11 +83,50 @@ public static class GreedyDecoding
         return tokens.Skip(prompt.Count).ToList();
     }
 
-    /// <summary>Both models decoded greedily from <paramref name="start"/>; null when either cannot be decoded this way.</summary>
-    public static GreedyMatch? Compare(Model original, Model compiled, long start, int steps, string logits = "logits")
+    /// <summary>
+    /// Greedy decoding of a model too large for one session: for every token, each segment gets its own session in turn (the
+    /// prompt in the first step, then one token with the caches the segments returned), as the segmented verification runs
+    /// the samples. The same nodes run on the same inputs, so the tokens are those of a whole-model decode.
+    /// </summary>
+    private static List<long> DecodeInSegments(Model model, IReadOnlyList<SegmentedRun.Segment> segments, IReadOnlyList<long> prompt,
+        int steps, string logits, IReadOnlyList<string> pasts, IReadOnlyList<string> presents)
     {
-        var a = Decode(original, start, steps, logits);
-        var b = a is null ? null : Decode(compiled, start, steps, logits);
+        var g = model.Graph;
+        var wanted = new List<string> { logits };
+        wanted.AddRange(presents);
+        var tokens = new List<long>(prompt);
+        var cache = new Dictionary<string, (Array Data, long[] Shape)>(StringComparer.Ordinal);
+        for (int t = 0; t < steps; t++)
+        {
+            var sample = t == 0 ? CalibrationInputs.FromTokens(g, prompt.ToArray()) : Step(tokens[^1], prompt.Count + t - 1);
+            if (t > 0)
+                for (int i = 0; i < pasts.Count; i++) sample.Inputs[pasts[i]] = cache[presents[i]];
+            long next = -1;
+            var returned = new Dictionary<string, (Array, long[])>(StringComparer.Ordinal);
+            SegmentedRun.Run(model, segments, wanted, [sample], (name, value, _) =>
+            {
+                if (name == logits) next = ArgMaxLastRow(value);
+                else
+                {
+                    var copy = CalibrationInputs.Copy(value);
+                    lock (returned) returned[name] = copy;
+                }
+            });
+            if (next < 0 || returned.Count != presents.Count)
+                throw new InvalidOperationException("a segmented decoding step did not return the logits and every cache");
+            cache = returned;
+            tokens.Add(next);
+        }
+        return tokens.Skip(prompt.Count).ToList();
+    }
+
+    /// <summary>Both models decoded greedily from <paramref name="start"/>; null when either cannot be decoded this way. Models with more
+    /// than <paramref name="segmentBytes"/> of weights decode in segments.</summary>
+    public static GreedyMatch? Compare(Model original, Model compiled, long start, int steps, string logits = "logits",
+        long? segmentBytes = null)
+    {
+        var a = Decode(original, [start], steps, logits, segmentBytes);
+        var b = a is null ? null : Decode(compiled, [start], steps, logits, segmentBytes);
         if (a is null || b is null) return null;
         int matching = 0;
         while (matching < steps && a[matching] == b[matching]) matching++;

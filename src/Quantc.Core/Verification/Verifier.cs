@@ -65,9 +65,6 @@ public sealed record VerifyReport(int Samples, IReadOnlyList<OutputError> Output
     /// <summary>Greedy decoding of both models through their KV cache from the first token of the data (decoder models with token
     /// data).</summary>
     public GreedyMatch? Greedy { get; init; }
-
-    /// <summary>Why greedy decoding was not compared though the data allowed it (models run in segments), or null.</summary>
-    public string? GreedySkipped { get; init; }
 }
 
 /// <summary>Options of a verification run.</summary>
@@ -97,6 +94,19 @@ public sealed record VerifyOptions
 
     /// <summary>Tokens both models generate greedily from the data's first token, compared (0: not done).</summary>
     public int GreedySteps { get; init; } = 64;
+
+    /// <summary>
+    /// Greedy decoding runs a model with more weight bytes than this in segments of about this many, each reopened for every
+    /// token; null: three times <see cref="SegmentBytes"/> (one token's activations are small beside a sample's, so a decoding
+    /// segment can hold more weights in the same memory, and fewer sessions are opened per token).
+    /// </summary>
+    public long? DecodeSegmentBytes { get; init; }
+
+    /// <summary>At most this many greedy tokens when either model decodes in segments (each token reads all of its weights again).
+    /// </summary>
+    public int SegmentedGreedySteps { get; init; } = 16;
+
+    internal long DecodeBudget => DecodeSegmentBytes ?? (SegmentBytes > long.MaxValue / 3 ? long.MaxValue : 3 * SegmentBytes);
 }
 
 /// <summary>
@@ -134,7 +144,6 @@ public static class Verifier
         // A model past options.SegmentBytes of weights runs one segment at a time (SegmentedRun): ONNX Runtime never holds it whole.
         var segmentsOriginal = SegmentedRun.Plan(original, options.SegmentBytes);
         var segmentsCompiled = SegmentedRun.Plan(compiled, options.SegmentBytes);
-        bool segmented = segmentsOriginal is not null || segmentsCompiled is not null;
         bool greedy = hasLogits && options.GreedySteps > 0 && tokens is { Count: > 0 } && tokens[0].Length > 0;
 
         // First pass: outputs (and as many intermediates as fit the budget), then further groups.
@@ -211,13 +220,16 @@ public static class Verifier
                 : null,
             layers)
         {
-            Greedy = greedy && !segmented
-                ? GreedyDecoding.Compare(original, compiled, tokens![0][0], options.GreedySteps, options.LogitsOutput) : null,
-            GreedySkipped = greedy && segmented
-                ? $"greedy decoding not run: the models run in segments (over {options.SegmentBytes >> 20} MiB of weights), and decoding " +
-                    "token by token would reload every segment for each token" : null,
+            Greedy = greedy
+                ? GreedyDecoding.Compare(original, compiled, tokens![0][0], GreedySteps(original, compiled, options), options.LogitsOutput,
+                    options.DecodeBudget) : null,
         };
     }
+
+    /// <summary>The greedy tokens to compare: fewer when either model decodes in segments.</summary>
+    private static int GreedySteps(Model original, Model compiled, VerifyOptions options) =>
+        SegmentedRun.Plan(original, options.DecodeBudget) is null && SegmentedRun.Plan(compiled, options.DecodeBudget) is null
+            ? options.GreedySteps : Math.Min(options.GreedySteps, options.SegmentedGreedySteps);
 
     /// <summary>Refuses a compiled model whose input or output of the same name has another rank or another fixed dimension than the
     /// original's.</summary>
