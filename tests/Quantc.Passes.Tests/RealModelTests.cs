@@ -92,6 +92,8 @@ public sealed class RealModelTests(ITestOutputHelper log) : IDisposable
             Assert.True(ArgMax(full.AsSpan(i * vocab, vocab)) == tokens[i + 1], $"position {i}: full-prefix evaluation picks another token than cached decoding");
     }
 
+    private static string CpuDescription => Quantc.Core.Runtime.CpuFeatures.Description;
+
     private static long ArgMax(ReadOnlySpan<float> x)
     {
         int best = 0;
@@ -112,7 +114,10 @@ public sealed class RealModelTests(ITestOutputHelper log) : IDisposable
         var r = Verifier.Run(original, m, eval.Samples, eval.Tokens, new VerifyOptions { PerLayer = false });
         double sqnr = r.Outputs.Single(o => o.Name == "logits").SqnrDb;
         log.WriteLine($"w8a8-dynamic: logits SQNR {sqnr:0.0} dB, top-1 {r.Logits!.Top1Agreement:P1}, perplexity {r.Logits.OriginalPerplexity:0.000} → {r.Logits.CompiledPerplexity:0.000}");
-        Assert.True(r.Logits.Top1Agreement > 0.96, $"top-1 agreement {r.Logits.Top1Agreement:P1} ≤ 96 %");
+        // ONNX Runtime's U8S8 kernel on a CPU without VNNI sums u8·s8 pairs in saturating int16 (vpmaddubsw): measured 94.5 %
+        // top-1 on an AVX2-only EPYC (2026-12-04) against > 96 % with VNNI, for the same compiled bytes.
+        double top1 = Quantc.Core.Runtime.CpuFeatures.HasInt8DotProduct ? 0.96 : 0.93;
+        Assert.True(r.Logits.Top1Agreement > top1, $"top-1 agreement {r.Logits.Top1Agreement:P1} ≤ {top1:P0} ({CpuDescription})");
         Assert.True(sqnr > 30, $"logits SQNR {sqnr:0.0} dB ≤ 30 dB");
         Assert.True(r.Logits.CompiledPerplexity < r.Logits.OriginalPerplexity * 1.02, "perplexity rose by more than 2 %");
         // Greedy decoding from BOS through the KV cache: all 64 tokens matched fp32 when measured.
