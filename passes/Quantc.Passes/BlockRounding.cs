@@ -50,8 +50,9 @@ internal static class BlockRoundingStep
         return result;
     }
 
-    /// <summary>A decoder block with what the C# engine needs of it.</summary>
-    private sealed record Engine(DecoderBlock Block, LlamaBlock Compute);
+    /// <summary>A decoder block with what the C# engine needs of it; <paramref name="Quantizers"/>: its linears' static input
+    /// quantization as the lowering will emit it (W8A8), null when every input stays float.</summary>
+    private sealed record Engine(DecoderBlock Block, LlamaBlock Compute, InputQuantizer?[]? Quantizers);
 
     /// <summary>The decoder blocks with their C# engines, or null with the reason they cannot be learned together.</summary>
     private static List<Engine>? Blocks(PassContext ctx, IReadOnlyList<LinearLayer> layers, out string? why)
@@ -69,11 +70,6 @@ internal static class BlockRoundingStep
                     why = $"{l.Name} is not rounded to an integer grid here (a block learns its seven linears together)";
                     return null;
                 }
-                if (LearnedRoundingStep.InputQuantizerOf(ctx.Plan[l.Name]) is not null)
-                {
-                    why = $"{l.Name} has static {ctx.Plan[l.Name].ActivationFormat.Name} inputs; the block engine is weight-only";
-                    return null;
-                }
             }
             if (b.MlpNorm.Epsilon != b.AttentionNorm.Epsilon)
             {
@@ -83,7 +79,8 @@ internal static class BlockRoundingStep
             var shape = new LlamaBlockShape((int)b.Hidden, b.Heads, b.KvHeads, b.HeadDim, (int)b.Ffn, b.AttentionNorm.Epsilon, 0);
             var compute = new LlamaBlock(shape, b.AttentionNorm.Gamma.Initializer!.ToFloat32(), b.MlpNorm.Gamma.Initializer!.ToFloat32(),
                 RopeOf(b.QueryRope));
-            engines.Add(new Engine(b, compute));
+            var quantizers = b.Linears.Select(l => LearnedRoundingStep.InputQuantizerOf(ctx.Plan[l.Name])).ToArray();
+            engines.Add(new Engine(b, compute, quantizers.Any(q => q is not null) ? quantizers : null));
         }
         return engines;
     }
@@ -181,9 +178,10 @@ internal static class BlockRoundingStep
         var result = new Dictionary<string, QuantizedWeight>(StringComparer.Ordinal);
         int hidden = (int)blocks[0].Block.Hidden, maxT = stream.Max(x => x.Length / hidden);
         long tokens = stream.Sum(x => (long)x.Length / hidden);
+        bool quantized = blocks.Any(b => b.Quantizers is not null);
         var settings = new RoundingSettings
         {
-            Method = c.Method, Iterations = c.Iterations, LearningRate = c.RateFor(false), Rank = c.Rank, BatchSamples = c.Batch,
+            Method = c.Method, Iterations = c.Iterations, LearningRate = c.RateFor(quantized), Rank = c.Rank, BatchSamples = c.Batch,
             Fp8Moments = c.Fp8Optimizer, Patience = c.Patience,
         };
         // Memory: the float and quantized streams and the float targets (float32), the training copies of inputs and targets
@@ -193,8 +191,8 @@ internal static class BlockRoundingStep
         var largest = blocks.MaxBy(b => b.Block.Linears.Sum(l => l.InFeatures * l.OutFeatures))!;
         // One tape and one set of trainer buffers (input, target, output, gradient) per distinct sequence length.
         var lengths = stream.Select(x => x.Length / hidden).Distinct().ToList();
-        long train = BlockTrainer.EstimateBytes(largest.Compute.Shape, Rtn(ctx, largest.Block), settings, maxT)
-            + lengths.Sum(t => BlockTape.BytesFor(largest.Compute.Shape, t) + 16L * t * hidden);
+        long train = BlockTrainer.EstimateBytes(largest.Compute.Shape, Rtn(ctx, largest.Block), settings, maxT, quantized)
+            + lengths.Sum(t => BlockTape.BytesFor(largest.Compute.Shape, t, quantized) + 16L * t * hidden);
         long weights = blocks.Sum(b => b.Block.Linears.Sum(l => l.InFeatures * l.OutFeatures));
         ctx.Log.Add($"{tag}: memory estimate {Mib(streamBytes + sampleBytes + train)} MiB = residual streams {Mib(streamBytes)} MiB " +
             $"(float, quantized, targets: float32, {tokens} tokens × {hidden}) + block samples {Mib(sampleBytes)} MiB " +
@@ -203,7 +201,9 @@ internal static class BlockRoundingStep
             $"lengths{(lengths.Count > 1 ? ": --no-doc-split makes them one" : "")}); {blocks.Count} blocks, {weights / 1e6:0.###} M " +
             $"weights, {c.Iterations} steps each, batch {c.Batch} sequences; linear work ≤ " +
             $"{LinearWork(c, weights, tokens, stream.Count)} " +
-            "TFLOP (forward and backward, before any early stop)");
+            "TFLOP (forward and backward, before any early stop)" +
+            (quantized ? "; the linears read their inputs quantized as at run time (static per-tensor; straight-through backward), " +
+                "the targets are the float blocks'" : ""));
 
         var xf = stream;
         var xq = stream;
@@ -211,10 +211,10 @@ internal static class BlockRoundingStep
         double rtnSum = 0, learnedSum = 0, gflops = 0;
         int kept = 0;
         long maxState = 0;
-        foreach (var (b, compute) in blocks.Select(e => (e.Block, e.Compute)))
+        foreach (var (b, compute, quantizers) in blocks)
         {
             // One block in its own frame: nothing of it (float and dequantized weights, training state) outlives the call.
-            var (o, yf, next) = LearnBlock(ctx, b, compute, xf, xq, c, settings with { Seed = c.Seed + b.Index }, result,
+            var (o, yf, next) = LearnBlock(ctx, b, compute, quantizers, xf, xq, c, settings with { Seed = c.Seed + b.Index }, result,
                 $"block {b.Index + 1}/{blocks.Count}");
             MemoryTrim.Now();   // the block's weights, training state and tapes
             xf = yf;
@@ -231,7 +231,7 @@ internal static class BlockRoundingStep
                 : $"block output error {o.RtnError:0.###e0} (RTN) → {o.LearnedError:0.###e0} ({o.LearnedError / o.RtnError:0.###}×)";
             foreach (var l in b.Linears)
                 ctx.Plan[l.Name].Reasons.Add($"{tag}: learned with the six other linears of {b.Name}: {what}, {o.Iterations} steps" +
-                    $"{(o.StoppedEarly ? " (early stop)" : "")}");
+                    $"{(o.StoppedEarly ? " (early stop)" : "")}{(quantizers is null ? "" : ", inputs quantized as at run time")}");
             ctx.Log.Add($"{tag}: {b.Name} [7 linears, {b.Linears.Sum(l => l.InFeatures * l.OutFeatures) / 1e6:0.###} M weights] {what}; " +
                 $"{o.Iterations} steps{(o.StoppedEarly ? " (early stop)" : "")} in {o.Seconds:0.00} s; error by window {curve}; " +
                 $"linear GEMM work {o.LinearGflops:0.0} GFLOP/s");
@@ -249,8 +249,8 @@ internal static class BlockRoundingStep
     /// blocks of a 1b model would otherwise hold 1 GB of integers until the pass ends) and into <paramref name="result"/>. Returns
     /// the outcome, the float block's output and the quantized block's output.</summary>
     private static (BlockOutcome Outcome, List<float[]> Yf, List<float[]> Yq) LearnBlock(PassContext ctx, DecoderBlock b,
-        LlamaBlock compute, List<float[]> xf, List<float[]> xq, LearnedRoundingConfig c, RoundingSettings settings,
-        Dictionary<string, QuantizedWeight> result, string which)
+        LlamaBlock compute, InputQuantizer?[]? quantizers, List<float[]> xf, List<float[]> xq, LearnedRoundingConfig c,
+        RoundingSettings settings, Dictionary<string, QuantizedWeight> result, string which)
     {
         int hidden = (int)b.Hidden;
         float[][]? w = FloatWeights(b);
@@ -264,7 +264,7 @@ internal static class BlockRoundingStep
                 : new BlockSample(StoredMatrix.Float32(xq[i], hidden), StoredMatrix.Float32(yf[i], hidden)));
         MemoryTrim.Now();   // the copies made reading the float weights, before the training state is allocated
         Quantc.Core.Diagnostics.MemoryTrace.Mark($"{which} weights read");
-        var o = BlockTrainer.Train(compute, w, rtn, samples, settings);
+        var o = BlockTrainer.Train(compute, w, rtn, samples, settings, quantizers);
         Quantc.Core.Diagnostics.MemoryTrace.Mark($"{which} trained");
         compute.ReleaseTapes();
         w = null;
@@ -273,7 +273,7 @@ internal static class BlockRoundingStep
         var wq = new float[7][];
         for (int i = 0; i < 7; i++) wq[i] = o.Weights[i].Dequantize();
         var yq = new List<float[]>(xq.Count);
-        foreach (var x in xq) yq.Add(Forward(compute, x, wq));
+        foreach (var x in xq) yq.Add(Forward(compute, x, wq, quantizers));
         compute.ReleaseTapes();
         for (int i = 0; i < 7; i++)
         {
@@ -294,10 +294,10 @@ internal static class BlockRoundingStep
         b.Linears.Select((l, i) => LearnedRoundingStep.RtnOf(ctx.Plan[l.Name], w?[i] ?? LearnedRoundingStep.ReadNk(l),
             (int)l.OutFeatures, (int)l.InFeatures)).ToArray();
 
-    private static float[] Forward(LlamaBlock block, float[] x, float[][] w)
+    private static float[] Forward(LlamaBlock block, float[] x, float[][] w, InputQuantizer?[]? quantizers = null)
     {
         var y = new float[x.Length];
-        block.Forward(x, x.Length / block.Shape.Hidden, w, y);
+        block.Forward(x, x.Length / block.Shape.Hidden, w, y, 0, quantizers);
         return y;
     }
 

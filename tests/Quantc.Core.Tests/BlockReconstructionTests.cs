@@ -142,6 +142,111 @@ public class BlockReconstructionTests
         for (int i = 0; i < once.Length; i++) Assert.Equal(2 * once[i], dw[6][i], 4);
     }
 
+    [Fact]
+    public void WeightGradientsSummedAfterEverySequencesBackwardEqualTheWholeBackwardsBitForBit()
+    {
+        var (block, w) = Block(21);
+        // Three sequences, two of the same length (one tape per slot, so the second does not overwrite the first).
+        int[] lengths = [6, 9, 6];
+        var xs = lengths.Select((t, i) => Random(t * 16, 60 + i, 2)).ToArray();
+        var dys = lengths.Select((t, i) => Random(t * 16, 70 + i)).ToArray();
+        var y = new float[9 * 16];
+        var whole = w.Select(a => new float[a.Length]).ToArray();
+        for (int s = 0; s < 3; s++)
+            block.Backward(block.Forward(xs[s], lengths[s], w, y[..(lengths[s] * 16)]), w, dys[s], whole, null);
+        var tapes = new BlockTape[3];
+        for (int s = 0; s < 3; s++)
+        {
+            tapes[s] = block.Forward(xs[s], lengths[s], w, y[..(lengths[s] * 16)], s);
+            block.BackwardActivations(tapes[s], w, dys[s], null);
+        }
+        var shared = new float[w.Max(a => a.Length) + 5];
+        foreach (int i in LlamaBlock.GradientOrder)
+        {
+            Array.Clear(shared);
+            for (int s = 0; s < 3; s++) block.WeightGradient(i, tapes[s], dys[s], shared);
+            Assert.Equal(whole[i], shared[..w[i].Length]);
+            Assert.All(shared[w[i].Length..], v => Assert.Equal(0f, v));
+        }
+        Assert.Equal(Enumerable.Range(0, 7), LlamaBlock.GradientOrder.Order());
+    }
+
+    /// <summary>One input quantizer per linear from the float activations of <paramref name="z"/>: q/k/v share H1's, gate/up H2's;
+    /// <paramref name="make"/>(amax, min, max) builds each.</summary>
+    private static InputQuantizer[] Quantizers(BlockTape z, Func<float, float, float, InputQuantizer> make)
+    {
+        InputQuantizer Of(float[] x) => make(x.Max(MathF.Abs), x.Min(), x.Max());
+        var h1 = Of(z.H1);
+        var h2 = Of(z.H2);
+        return [h1, h1, h1, Of(z.Ctx), h2, h2, Of(z.M)];
+    }
+
+    [Fact]
+    public void QuantizedInputsBackwardMatchesFiniteDifferencesOfTheClippedSurrogate()
+    {
+        // A grid of 1e-6 clipped at 70 % of each input's largest magnitude: the fake quantization is then the clip to within 5e-7,
+        // whose derivative is the straight-through estimator's (1 inside the grid, 0 where clamped). (The grid's steps add noise of
+        // about Σ|∂L/∂x|·step / h to a difference: at a 1e-4 grid that was 0.03, as large as the gradients checked.)
+        int t = 6;
+        var (block, w) = Block(22);
+        var x = Random(t * 16, 32, 2);
+        var r = Random(t * 16, 33);
+        var y = new float[t * 16];
+        var qs = Quantizers(block.Forward(x, t, w, y), (amax, _, _) =>
+        {
+            int levels = (int)(0.7f * amax / 1e-6f);
+            return new InputQuantizer(1e-6f, 0, -levels, levels);
+        });
+        var tape = block.Forward(x, t, w, y, 0, qs);
+        int clipped = 0;
+        foreach (var (q, a) in new[] { (qs[0], tape.H1), (qs[3], tape.Ctx), (qs[4], tape.H2), (qs[6], tape.M) })
+        {
+            var g = Enumerable.Repeat(1f, a.Length).ToArray();
+            q.ZeroOutside(a, g);
+            clipped += g.Count(v => v == 0);
+        }
+        Assert.True(clipped > 10, $"only {clipped} inputs clipped: the mask would not be tested");
+        double Loss() { block.Forward(x, t, w, y, 0, qs); return Dot(r, y); }
+        var dw = w.Select(a => new float[a.Length]).ToArray();
+        var dx = new float[x.Length];
+        block.Backward(tape, w, r, dw, dx);
+        for (int i = 0; i < 7; i++) CheckGradient(w[i], dw[i], Loss, $"quantized block d{LlamaBlock.Roles[i]}", stride: 7);
+        CheckGradient(x, dx, Loss, "quantized block dx", stride: 3);
+        // The float block's gradient is a different one (the clipped inputs pass no gradient above).
+        var floatDw = w.Select(a => new float[a.Length]).ToArray();
+        block.Backward(block.Forward(x, t, w, y), w, r, floatDw, null);
+        Assert.NotEqual(floatDw[0], dw[0]);
+    }
+
+    [Fact]
+    public void Uint8InputsGiveTheExactGradientOfTheLastLinearAndChangeTheOutput()
+    {
+        // Run-time-like uint8 per-tensor quantizers (min-max, zero point): the down projection's weight sees a fixed quantized
+        // input, so L is linear in it and its gradient is exact; every linear reads a quantized copy.
+        int t = 7;
+        var (block, w) = Block(23);
+        var x = Random(t * 16, 34, 2);
+        var r = Random(t * 16, 35);
+        var y = new float[t * 16];
+        var yFloat = new float[t * 16];
+        var qs = Quantizers(block.Forward(x, t, w, yFloat), (_, lo, hi) =>
+        {
+            float scale = (Math.Max(hi, 0) - Math.Min(lo, 0)) / 255f;
+            return new InputQuantizer(scale, (int)MathF.Round(-Math.Min(lo, 0) / scale), 0, 255);
+        });
+        var tape = block.Forward(x, t, w, y, 0, qs);
+        Assert.NotEqual(yFloat, y);
+        Assert.NotSame(tape.H1, tape.Inputs[0]);
+        Assert.Same(tape.Inputs[0], tape.Inputs[2]);               // q, k, v share one quantized copy
+        var expect = new float[tape.M.Length];
+        qs[6].Apply(tape.M, expect);
+        Assert.Equal(expect, tape.Inputs[6]);
+        var dw = w.Select(a => new float[a.Length]).ToArray();
+        block.Backward(tape, w, r, dw, null);
+        double Loss() { block.Forward(x, t, w, y, 0, qs); return Dot(r, y); }
+        CheckGradient(w[6], dw[6], Loss, "uint8 block ddown", h: 1e-2f, tolerance: 5e-3);
+    }
+
     private static (LlamaBlock Block, float[][] W, QuantizedWeight[] Rtn, List<BlockSample> Samples) Problem(bool fp8)
     {
         var (block, w) = Block(40);
@@ -188,6 +293,37 @@ public class BlockReconstructionTests
         Assert.Equal(a.LearnedError, b.LearnedError);
         for (int i = 0; i < 7; i++) Assert.Equal(a.Weights[i].Values, b.Weights[i].Values);
         Assert.True(a.LinearGflops > 0);
+    }
+
+    [Fact]
+    public void BlockTrainingWithQuantizedInputsKeepsRtnAtStepZeroAndLowersTheError()
+    {
+        var (block, w, rtn, samples) = Problem(false);
+        var y = new float[12 * 16];
+        var tape = block.Forward(Read(samples[1].Input), 12, w, y);
+        var qs = Quantizers(tape, (_, lo, hi) =>
+        {
+            float scale = (Math.Max(hi, 0) - Math.Min(lo, 0)) / 255f;
+            return new InputQuantizer(scale, (int)MathF.Round(-Math.Min(lo, 0) / scale), 0, 255);
+        });
+        var zero = BlockTrainer.Train(block, w, rtn, samples, new RoundingSettings { Iterations = 0 }, qs);
+        for (int i = 0; i < 7; i++) Assert.Same(rtn[i], zero.Weights[i]);
+        var s = new RoundingSettings { Method = RoundingMethod.FlexRound, Iterations = 150, LearningRate = 5e-3, Seed = 5, Patience = 0 };
+        var a = BlockTrainer.Train(block, w, rtn, samples, s, qs);
+        var b = BlockTrainer.Train(block, w, rtn, samples, s, qs);
+        var weightOnly = BlockTrainer.Train(block, w, rtn, samples, s);
+        // The quantized inputs add error no weight rounding removes: RTN's error is higher than without them.
+        Assert.True(a.RtnError > weightOnly.RtnError, $"{a.RtnError} vs {weightOnly.RtnError}");
+        Assert.True(a.LearnedError < 0.9 * a.RtnError, $"learned {a.LearnedError} vs RTN {a.RtnError}");
+        Assert.Equal(a.Curve, b.Curve);
+        for (int i = 0; i < 7; i++) Assert.Equal(a.Weights[i].Values, b.Weights[i].Values);
+    }
+
+    private static float[] Read(StoredMatrix m)
+    {
+        var x = new float[m.Rows * m.Columns];
+        m.Read(0, m.Rows, x);
+        return x;
     }
 
     [Fact]

@@ -145,6 +145,31 @@ public class ReconstructionTests
         Assert.Equal(fp8 ? 2 * (300 + 8 * 3) : 8 * 300, adam.StateBytes);
     }
 
+    [Theory]
+    [InlineData(false, 300, 77)]
+    [InlineData(true, 300, 77)]
+    [InlineData(false, 70_000, 65_601)]
+    [InlineData(true, 70_000, 65_601)]
+    public void AdamWithASplitGradientStepsAsWithTheJoinedOne(bool fp8, int length, int headLength)
+    {
+        // The split falls inside an FP8 group of 128 and (for the long vectors, updated in 64 chunks) inside a chunk.
+        var a = new Adam(length, 0.05, 10, fp8);
+        var b = new Adam(length, 0.05, 10, fp8);
+        var ta = Random(length, 20);
+        var tb = ta.ToArray();
+        for (int step = 0; step < 4; step++)
+        {
+            var grad = Random(length, 30 + step, 1 + step);
+            var head = grad[..headLength];
+            // The tail array is longer than the rest of the gradient (a linear's ∂P in a shared buffer): the extra values are ignored.
+            var tail = grad[headLength..].Concat(Random(50, 40)).ToArray();
+            a.Step(ta, grad);
+            b.Step(tb, head, tail);
+            Assert.Equal(ta, tb);
+        }
+        Assert.Throws<ArgumentException>(() => b.Step(tb, new float[headLength], new float[length - headLength - 1]));
+    }
+
     private static (float[] W, QuantizedWeight Rtn) Layer(int n, int k, QuantFormat f, int group, bool symmetric, int seed)
     {
         var w = Random(n * k, seed, 0.2f);
@@ -174,6 +199,36 @@ public class ReconstructionTests
         Assert.Equal(rtn.Scales, r.Scales);
         Assert.Equal(rtn.ZeroPoints, r.ZeroPoints);
         Assert.Equal(rtn.Dequantize(), layer.Weights);
+    }
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void BackwardInPlaceGivesBackwardsGradientBitForBit(RoundingMethod method, string format, int group, bool symmetric)
+    {
+        int n = 12, k = 32;
+        var (w, rtn) = Layer(n, k, QuantFormat.Parse(format), group, symmetric, 13);
+        var layer = new RoundingLayer(w, rtn, method, 4, 1);
+        var rng = new Random(14);
+        for (int i = 0; i < layer.Theta.Length; i++) layer.Theta[i] += (float)((rng.NextDouble() * 2 - 1) * 0.3);
+        var gw = Random(n * k, 15);
+        layer.Forward();
+        var grad = new float[layer.Theta.Length];
+        layer.Backward(gw.ToArray(), grad);
+        layer.Forward();
+        var shared = gw.Concat(Random(9, 16)).ToArray();   // a buffer longer than the layer's N·K
+        var head = new float[layer.HeadLength];
+        layer.BackwardInPlace(shared, head);
+        Assert.Equal(grad[..head.Length], head);
+        if (method == RoundingMethod.FlexRound)
+        {
+            Assert.Equal(layer.OffsetP, head.Length);
+            Assert.Equal(grad[layer.OffsetP..], shared[..(n * k)]);    // ∂P over ∂L/∂Ŵ
+        }
+        else
+        {
+            Assert.Equal(layer.Theta.Length, head.Length);
+            Assert.Equal(gw, shared[..(n * k)]);                     // LRQ leaves ∂L/∂Ŵ as it was
+        }
     }
 
     [Theory]

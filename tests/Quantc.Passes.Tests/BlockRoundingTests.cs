@@ -72,12 +72,9 @@ public sealed class BlockRoundingTests(ITestOutputHelper log) : IDisposable
         var (rtn, _) = CompileToFile(W4("method: rtn"), calibration);
         using (block) using (layer) using (rtn)
         {
-            foreach (var l in rb.Context.Log.Where(l => l.StartsWith("weights", StringComparison.Ordinal))) log.WriteLine(l);
-            Assert.Contains(rb.Context.Log, l => l.Contains("the C# decoder block reproduces ONNX Runtime's", StringComparison.Ordinal));
+            AssertLearnedBlockWise(rb, "the C# decoder block reproduces ONNX Runtime's", "model.layers.0.mlp.down_proj",
+                "learned with the six other linears of model.layers.0");
             Assert.Contains(rb.Context.Log, l => l.StartsWith("weights (flexround, block): memory estimate", StringComparison.Ordinal));
-            Assert.DoesNotContain(rb.Context.Notices, n => n.Contains("does not apply", StringComparison.Ordinal));
-            Assert.Contains("learned with the six other linears of model.layers.0",
-                string.Join('\n', rb.Context.Plan["model.layers.0.mlp.down_proj"].Reasons), StringComparison.Ordinal);
             foreach (var (name, data) in new[] { ("calibration", calibration), ("held-out", Data(original, "eval.txt", 4)) })
             {
                 var eb = BlockErrors(original, block, data);
@@ -108,19 +105,44 @@ public sealed class BlockRoundingTests(ITestOutputHelper log) : IDisposable
         Assert.All(r.Context.Plan.Layers.Where(p => p.QuantizedWeight is not null), p => Assert.Equal("lrq", p.WeightMethod));
     }
 
+    private static string W8A8(string weights) => $$"""
+        passes:
+          - quantize: { weights: int8, activations: uint8, mode: static }
+          - ranges: { method: minmax }
+          - weights: { {{weights}} }
+        """;
+
     [Fact]
-    public void StaticActivationsFallBackToLayerScopeWithTheReason()
+    public void StaticActivationsLearnBlockWiseFromQuantizedInputsAndStepZeroIsRoundToNearest()
     {
-        using var m = TestCompiler.TinyReference(_dir);
-        const string recipe = """
-            passes:
-              - quantize: { weights: int8, activations: uint8, mode: static }
-              - ranges: { method: minmax }
-              - weights: { method: flexround, scope: block, iterations: 3 }
-            """;
-        var r = TestCompiler.Compile(m, recipe, Data(m, "calib.txt", 2));
-        var notice = Assert.Single(r.Context.Notices, n => n.Contains("scope block does not apply", StringComparison.Ordinal));
-        Assert.Contains("static uint8 inputs; the block engine is weight-only", notice, StringComparison.Ordinal);
+        using var a = TestCompiler.TinyReference(_dir);
+        using var b = TestCompiler.TinyReference(_dir);
+        using var c = TestCompiler.TinyReference(_dir);
+        var zero = TestCompiler.Compile(a, W8A8("method: lrq, scope: block, iterations: 0"), Data(a, "calib.txt", 2));
+        var rtn = TestCompiler.Compile(b, W8A8("method: rtn"), Data(b, "calib.txt", 2));
+        int layers = 0;
+        foreach (var p in rtn.Context.Plan.Layers.Where(p => p.QuantizedWeight is not null))
+        {
+            var q = zero.Context.Plan[p.Name].QuantizedWeight!;
+            Assert.Equal(p.QuantizedWeight!.Values, q.Values);
+            Assert.Equal(p.QuantizedWeight.Scales, q.Scales);
+            layers++;
+        }
+        Assert.True(layers > 20);
+        var r = TestCompiler.Compile(c, W8A8("method: flexround, scope: block, iterations: 30, patience: 0"), Data(c, "calib.txt", 2));
+        AssertLearnedBlockWise(r, "the linears read their inputs quantized as at run time", "model.layers.0.self_attn.o_proj",
+            "inputs quantized as at run time");
+        Assert.Contains(r.Context.Log, l => l.Contains("blocks in", StringComparison.Ordinal));
+    }
+
+    /// <summary>The compile learned block-wise (no fallback notice), its log holds <paramref name="logged"/> and the reasons of
+    /// <paramref name="layer"/> hold <paramref name="reason"/>.</summary>
+    private void AssertLearnedBlockWise(CompileResult r, string logged, string layer, string reason)
+    {
+        foreach (var l in r.Context.Log.Where(l => l.StartsWith("weights", StringComparison.Ordinal))) log.WriteLine(l);
+        Assert.DoesNotContain(r.Context.Notices, n => n.Contains("does not apply", StringComparison.Ordinal));
+        Assert.Contains(r.Context.Log, l => l.Contains(logged, StringComparison.Ordinal));
+        Assert.Contains(reason, string.Join('\n', r.Context.Plan[layer].Reasons), StringComparison.Ordinal);
     }
 
     [Fact]

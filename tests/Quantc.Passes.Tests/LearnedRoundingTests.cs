@@ -122,7 +122,7 @@ public sealed class LearnedRoundingTests(ITestOutputHelper log) : IDisposable
         log.WriteLine($"{recipe}: logits SQNR {logits.SqnrDb:0.00} dB");
         Assert.Equal(0, logits.NonFinite);
         Assert.True(logits.SqnrDb > (recipe.EndsWith("w8a8", StringComparison.Ordinal) ? 5 : 10), $"{recipe}: {logits.SqnrDb:0.00} dB");
-        // The w4a16 recipes learn block by block on the llama, the w8a8 ones layer by layer (the block engine is weight-only).
+        // The w4a16 recipes learn block by block on the llama, the w8a8 ones layer by layer (block scope measured no better there).
         string done = yaml.Contains("scope: block", StringComparison.Ordinal) ? "blocks in" : "layers in";
         Assert.Contains(result.Context.Log, l => l.Contains(done, StringComparison.Ordinal));
     }

@@ -53,7 +53,18 @@ public sealed class Adam
     /// <summary>One step: <paramref name="theta"/> −= lr_t · m̂ / (√v̂ + ε).</summary>
     public void Step(float[] theta, float[] grad)
     {
-        if (theta.Length != _length || grad.Length != _length) throw new ArgumentException("parameter and gradient lengths differ");
+        if (grad.Length != _length) throw new ArgumentException("parameter and gradient lengths differ");
+        Step(theta, grad, null);
+    }
+
+    /// <summary>One step with the gradient in two parts: <paramref name="head"/>, then the first θ.Length − head.Length values of
+    /// <paramref name="tail"/> (e.g. FlexRound's ∂P written over ∂L/∂Ŵ, <see cref="RoundingLayer.BackwardInPlace"/>). The same
+    /// values as <see cref="Step(float[], float[])"/> on the joined gradient.</summary>
+    public void Step(float[] theta, float[] head, float[]? tail)
+    {
+        if (theta.Length != _length || head.Length > _length || (head.Length < _length && (tail?.Length ?? 0) < _length - head.Length))
+            throw new ArgumentException("parameter and gradient lengths differ");
+        var grad = new SplitGradient(head, tail ?? []);
         double lr = CurrentRate;
         _t++;
         double c1 = 1 - Math.Pow(_beta1, _t), c2 = 1 - Math.Pow(_beta2, _t);
@@ -62,11 +73,11 @@ public sealed class Adam
         if (_m32 is not null)
         {
             var (m32, v32) = (_m32, _v32!);
-            if (_length < ParallelLength) { Update(theta, grad, m32, v32, k); return; }
+            if (_length < ParallelLength) { UpdateRange(theta, grad, m32, v32, 0, _length, k); return; }
             Gemm.For(Chunks, c =>
             {
-                int start = (int)((long)c * _length / Chunks), len = (int)((long)(c + 1) * _length / Chunks) - start;
-                Update(theta.AsSpan(start, len), grad.AsSpan(start, len), m32.AsSpan(start, len), v32.AsSpan(start, len), k);
+                int start = (int)((long)c * _length / Chunks), end = (int)((long)(c + 1) * _length / Chunks);
+                UpdateRange(theta, grad, m32, v32, start, end - start, k);
             });
             return;
         }
@@ -75,19 +86,52 @@ public sealed class Adam
         Gemm.For(Chunks, c => StepGroups(theta, grad, (int)((long)c * groups / Chunks), (int)((long)(c + 1) * groups / Chunks), k));
     }
 
+    /// <summary>A gradient vector as a head array followed by a tail array.</summary>
+    private readonly record struct SplitGradient(float[] Head, float[] Tail)
+    {
+        /// <summary>Values [start, start + len): a span of one part, or copied into <paramref name="buffer"/> where they straddle
+        /// the two.</summary>
+        public ReadOnlySpan<float> Slice(int start, int len, Span<float> buffer)
+        {
+            int h = Head.Length;
+            if (start + len <= h) return Head.AsSpan(start, len);
+            if (start >= h) return Tail.AsSpan(start - h, len);
+            Head.AsSpan(start, h - start).CopyTo(buffer);
+            Tail.AsSpan(0, start + len - h).CopyTo(buffer[(h - start)..]);
+            return buffer[..len];
+        }
+    }
+
+    // Values [start, start + len) of the float32 moments, split where the gradient's head ends (Update gives each element the same
+    // bits wherever a span starts).
+    private static void UpdateRange(float[] theta, SplitGradient grad, float[] m, float[] v, int start, int len, StepConstants k)
+    {
+        int end = start + len, h = grad.Head.Length;
+        if (start < h)
+        {
+            int e = Math.Min(end, h);
+            Update(theta.AsSpan(start, e - start), grad.Head.AsSpan(start, e - start), m.AsSpan(start, e - start),
+                v.AsSpan(start, e - start), k);
+            start = e;
+        }
+        if (start < end)
+            Update(theta.AsSpan(start, end - start), grad.Tail.AsSpan(start - h, end - start), m.AsSpan(start, end - start),
+                v.AsSpan(start, end - start), k);
+    }
+
     // Vectors shorter than this are updated on one thread; longer ones in this many chunks.
     private const int ParallelLength = 1 << 16, Chunks = 64;
 
-    private void StepGroups(float[] theta, float[] grad, int g0, int g1, StepConstants k)
+    private void StepGroups(float[] theta, SplitGradient grad, int g0, int g1, StepConstants k)
     {
         int group = _m8!.Group;
-        Span<float> m = stackalloc float[group], v = stackalloc float[group];
+        Span<float> m = stackalloc float[group], v = stackalloc float[group], joined = stackalloc float[group];
         for (int g = g0; g < g1; g++)
         {
             int start = g * group, len = Math.Min(group, _length - start);
             _m8.ReadGroup(g, m[..len]);
             _v8!.ReadGroup(g, v[..len]);
-            Update(theta.AsSpan(start, len), grad.AsSpan(start, len), m[..len], v[..len], k);
+            Update(theta.AsSpan(start, len), grad.Slice(start, len, joined), m[..len], v[..len], k);
             _m8.WriteGroup(g, m[..len]);
             _v8.WriteGroup(g, v[..len]);
         }

@@ -31,24 +31,29 @@ public sealed record BlockOutcome(QuantizedWeight[] Weights, double RtnError, do
 public static class BlockTrainer
 {
     /// <summary>Bytes of training state besides the sample caches: per linear its float weight (the caller's, which the layer reads
-    /// in place), ∂L/∂Ŵ, the layer's arrays (<see cref="RoundingLayer.WorkBytes"/>), parameters, gradient and moments; and one
-    /// tape of <paramref name="maxT"/> tokens.</summary>
-    public static long EstimateBytes(LlamaBlockShape shape, QuantizedWeight[] rtn, RoundingSettings s, int maxT)
+    /// in place), the layer's arrays (<see cref="RoundingLayer.WorkBytes"/>), parameters, the part of their gradient not written
+    /// over ∂L/∂Ŵ (<see cref="RoundingLayer.HeadLength"/>), moments and the best weights' snapshot (integers and scales); one
+    /// ∂L/∂Ŵ of the largest linear (the linears' gradients are completed and applied one at a time); and one tape of
+    /// <paramref name="maxT"/> tokens per sequence of a step.</summary>
+    public static long EstimateBytes(LlamaBlockShape shape, QuantizedWeight[] rtn, RoundingSettings s, int maxT, bool quantized = false)
     {
         long total = 0;
         foreach (var q in rtn)
         {
-            long p = q.N * (long)q.Groups + q.N + q.K + (s.Method == RoundingMethod.FlexRound ? (long)q.N * q.K
+            long head = q.N * (long)q.Groups + q.N + q.K, p = head + (s.Method == RoundingMethod.FlexRound ? (long)q.N * q.K
                 : (long)s.RankFor(q.N, q.K) * (q.N + q.K));
-            total += 8L * q.N * q.K + RoundingLayer.WorkBytes(q.N, q.K, s.Method) + 8 * p
-                + Adam.EstimateStateBytes(p, s.Fp8Moments, s.MomentGroup);
+            if (s.Method == RoundingMethod.Lrq) head = p;
+            total += 4L * q.N * q.K + RoundingLayer.WorkBytes(q.N, q.K, s.Method) + 4 * (p + head)
+                + Adam.EstimateStateBytes(p, s.Fp8Moments, s.MomentGroup) + q.N * (long)q.K + 4L * q.N * q.Groups;
         }
-        return total + BlockTape.BytesFor(shape, maxT);
+        return total + 4 * rtn.Max(q => (long)q.N * q.K) + Math.Max(1, s.BatchSamples) * BlockTape.BytesFor(shape, maxT, quantized);
     }
 
-    /// <summary>Learns the roundings of <paramref name="w"/> (seven float [N, K] weights) from <paramref name="rtn"/>.</summary>
+    /// <summary>Learns the roundings of <paramref name="w"/> (seven float [N, K] weights) from <paramref name="rtn"/>; with
+    /// <paramref name="quantizers"/> the linears read their inputs quantized as at run time (W8A8; see
+    /// <see cref="LlamaBlock.Forward"/>), the targets staying the float block's.</summary>
     public static BlockOutcome Train(LlamaBlock block, float[][] w, QuantizedWeight[] rtn, IReadOnlyList<BlockSample> samples,
-        RoundingSettings s)
+        RoundingSettings s, InputQuantizer?[]? quantizers = null)
     {
         if (samples.Count == 0) throw new ArgumentException("no block samples");
         int d = block.Shape.Hidden;
@@ -58,18 +63,19 @@ public static class BlockTrainer
         var clock = Stopwatch.StartNew();
         var layers = new RoundingLayer[7];
         var adams = new Adam[7];
-        var grads = new float[7][];
-        var dw = new float[7][];
+        var heads = new float[7][];
         var what = new float[7][];
         for (int i = 0; i < 7; i++)
         {
             layers[i] = new RoundingLayer(w[i], rtn[i], s.Method, s.RankFor(rtn[i].N, rtn[i].K), s.Seed + i);
             adams[i] = new Adam(layers[i].ParameterCount, s.LearningRate, s.Iterations, s.Fp8Moments, s.ExpandMoments, s.MomentGroup);
-            grads[i] = new float[layers[i].ParameterCount];
-            dw[i] = new float[rtn[i].N * rtn[i].K];
+            heads[i] = new float[layers[i].HeadLength];
             layers[i].Forward();
             what[i] = layers[i].Weights;
         }
+        // ∂L/∂Ŵ of one linear at a time (summed over the step's sequences, then turned into θ's gradient in place and applied), so
+        // the block never holds the seven at once, nor FlexRound's ∂P besides them.
+        var dw = new float[sizes.Max(z => z.N * z.K)];
         var buffers = new Dictionary<int, (float[] X, float[] T, float[] Y)>();
         (float[] X, float[] T, float[] Y) Load(BlockSample b)
         {
@@ -91,28 +97,31 @@ public static class BlockTrainer
             foreach (var b in samples)
             {
                 var (x, tg, y) = Load(b);
-                block.Forward(x, b.Input.Rows, what, y);
+                block.Forward(x, b.Input.Rows, what, y, 0, quantizers);
                 for (int i = 0; i < y.Length; i++) err += (double)(y[i] - tg[i]) * (y[i] - tg[i]);
             }
             return err / Math.Max(energy, 1e-30);
         }
         double rtnErr = FullError(), best = rtnErr;
-        float[][]? bestTheta = null;
+        // The best point's weights (integers and scales: a byte per weight, not θ's four for FlexRound), taken when it is reached;
+        // restoring its θ and running Forward would give the same.
+        QuantizedWeight[]? bestWeights = null;
         var curve = new List<double>();
         int window = Math.Max(25, s.Iterations / 40), strikes = 0, done = 0;
         bool stopped = false;
         var rng = new Random(s.Seed);
         var order = Enumerable.Range(0, samples.Count).ToArray();
         int cursor = order.Length;
-        var dy = new Dictionary<int, float[]>();
+        var dy = new Dictionary<(int Slot, int T), float[]>();
         long linearMacs = sizes.Sum(z => (long)z.N * z.K), flops = 0;
         long loopStart = Stopwatch.GetTimestamp();
         int batch = Math.Min(s.BatchSamples, samples.Count);
         var picked = new BlockSample[batch];
+        var tapes = new BlockTape[batch];
+        var dys = new float[batch][];
         for (int it = 0; it < s.Iterations; it++)
         {
             long tokens = 0;
-            for (int i = 0; i < 7; i++) Array.Clear(dw[i]);
             for (int b = 0; b < batch; b++)
             {
                 if (cursor == order.Length) { rng.Shuffle(order); cursor = 0; }
@@ -120,20 +129,25 @@ public static class BlockTrainer
                 tokens += picked[b].Input.Rows;
             }
             float f = (float)(2.0 / (tokens * d));
-            foreach (var b in picked)
+            // Each sequence its own tape: the activations' backward of every sequence first, then each linear's ∂L/∂Ŵ summed over
+            // the sequences in order (the same sums as one sequence's whole backward after another).
+            for (int b = 0; b < batch; b++)
             {
-                int t = b.Input.Rows;
-                var (x, tg, y) = Load(b);
-                var tape = block.Forward(x, t, what, y);
-                if (!dy.TryGetValue(t, out var g)) dy[t] = g = new float[t * d];
+                int t = picked[b].Input.Rows;
+                var (x, tg, y) = Load(picked[b]);
+                tapes[b] = block.Forward(x, t, what, y, b, quantizers);
+                if (!dy.TryGetValue((b, t), out var g)) dy[(b, t)] = g = new float[t * d];
                 for (int i = 0; i < g.Length; i++) g[i] = f * (y[i] - tg[i]);
-                block.Backward(tape, what, g, dw, null);
+                dys[b] = g;
+                block.BackwardActivations(tapes[b], what, g, null);
                 flops += 6 * t * linearMacs;
             }
-            for (int i = 0; i < 7; i++)
+            foreach (int i in LlamaBlock.GradientOrder)
             {
-                layers[i].Backward(dw[i], grads[i]);
-                adams[i].Step(layers[i].Theta, grads[i]);
+                Array.Clear(dw, 0, sizes[i].N * sizes[i].K);
+                for (int b = 0; b < batch; b++) block.WeightGradient(i, tapes[b], dys[b], dw);
+                layers[i].BackwardInPlace(dw, heads[i]);
+                adams[i].Step(layers[i].Theta, heads[i], dw);
                 layers[i].Forward();
             }
             done = it + 1;
@@ -145,20 +159,18 @@ public static class BlockTrainer
                 curve.Add(err);
                 if (err < best * (1 - s.MinImprovement)) strikes = 0;
                 else if (s.Patience > 0 && ++strikes >= s.Patience && done < s.Iterations) stopped = true;
-                if (err < best) { best = err; bestTheta = layers.Select(l => (float[])l.Theta.Clone()).ToArray(); }
+                if (err < best)
+                {
+                    best = err;
+                    bestWeights = null;     // the previous snapshot can go before the next is made
+                    bestWeights = layers.Select((l, i) => l.Result(rtn[i])).ToArray();
+                }
                 if (stopped) break;
             }
         }
         double loopSeconds = (Stopwatch.GetTimestamp() - loopStart) / (double)Stopwatch.Frequency;
-        var result = new QuantizedWeight[7];
-        for (int i = 0; i < 7; i++)
-        {
-            if (bestTheta is null) { result[i] = rtn[i]; continue; }
-            bestTheta[i].CopyTo(layers[i].Theta, 0);
-            layers[i].Forward();
-            result[i] = layers[i].Result(rtn[i]);
-        }
-        return new BlockOutcome(result, rtnErr, best, bestTheta is null && done > 0, done, stopped, clock.Elapsed.TotalSeconds,
+        var result = bestWeights ?? rtn.ToArray();
+        return new BlockOutcome(result, rtnErr, best, bestWeights is null && done > 0, done, stopped, clock.Elapsed.TotalSeconds,
             adams.Sum(a => a.StateBytes), curve, loopSeconds > 0 ? flops / loopSeconds / 1e9 : 0);
     }
 }

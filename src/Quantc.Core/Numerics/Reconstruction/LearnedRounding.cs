@@ -162,11 +162,28 @@ public sealed class RoundingLayer
     public void Backward(float[] gw, float[] grad)
     {
         if (gw.Length != N * K || grad.Length != Theta.Length) throw new ArgumentException("gradient sizes");
+        // ∂P: FlexRound's is its part of the gradient; LRQ's goes over y (read first, element by element).
+        BackwardTo(gw, grad, _lu is null ? grad : _y, _lu is null ? OffsetP : 0);
+    }
+
+    /// <summary>Values of θ's gradient that <see cref="BackwardInPlace"/> writes into its <c>head</c>: a, r and c for FlexRound
+    /// (whose ∂P goes over ∂L/∂Ŵ), all of θ for LRQ.</summary>
+    public int HeadLength => _lu is null ? OffsetP : Theta.Length;
+
+    /// <summary><see cref="Backward(float[], float[])"/> without a gradient array of θ's size: FlexRound's ∂P is written over
+    /// <paramref name="gw"/>'s first N·K values (each read before it is written), the rest of the gradient into
+    /// <paramref name="head"/> (<see cref="HeadLength"/> values); θ's gradient is then head followed by gw[..N·K] (for LRQ, head
+    /// alone and gw is left as it was). The same values as <see cref="Backward(float[], float[])"/>.</summary>
+    public void BackwardInPlace(float[] gw, float[] head)
+    {
+        if (gw.Length < N * K || head.Length != HeadLength) throw new ArgumentException("gradient sizes");
+        BackwardTo(gw, head, _lu is null ? gw : _y, 0);
+    }
+
+    private void BackwardTo(float[] gw, float[] grad, float[] gp, int gpAt)
+    {
         if (!_forwarded) throw new InvalidOperationException("Backward needs a Forward since the last Backward");
         _forwarded = false;
-        // ∂P: FlexRound's is its part of the gradient; LRQ's goes over y (read first, element by element).
-        var gp = _lu is null ? grad : _y;
-        int gpAt = _lu is null ? OffsetP : 0;
         // Per row: ∂P, the row's and its groups' sums (double, in column order); then per column the sum over rows in row
         // order. Both spread over the threads without changing any sum's order.
         Gemm.For(Chunks(N), chunk =>
@@ -184,15 +201,15 @@ public sealed class RoundingLayer
                     {
                         int i = n * K + k;
                         // ∂Ŵ/∂(P, r, c) = −s1·y and ∂Ŵ/∂a = s1·(q − z − y) inside the grid; 0 and s1·(q − z) where clamped.
-                        float y = _y[i];
+                        float y = _y[i], gwi = gw[i];
                         double r = Math.Round((double)y, MidpointRounding.ToEven) + zp;
                         bool inside = r >= _qmin && r <= _qmax;
                         int q = (int)Math.Clamp(r, _qmin, _qmax);
                         float dp = inside ? -s1 * y : 0f, da = s1 * (q - zp - (inside ? y : 0f));
-                        float v = gw[i] * dp;
+                        float v = gwi * dp;
                         gp[gpAt + i] = v;
                         rowSum += v;
-                        ga += gw[i] * da;
+                        ga += gwi * da;
                     }
                     grad[gi] = (float)ga;
                 }

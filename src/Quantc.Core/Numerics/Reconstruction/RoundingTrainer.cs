@@ -14,6 +14,17 @@ public sealed record InputQuantizer(float Scale, int ZeroPoint, int Min, int Max
             dst[i] = (float)((Math.Clamp(r, Min, Max) - ZeroPoint) * Scale);
         }
     }
+
+    /// <summary>The straight-through estimator's backward of <see cref="Apply"/>: the gradient <paramref name="grad"/> with respect to
+    /// the quantized x passes unchanged where x's integer lies inside [Min, Max] and is zeroed where the clamp cut it.</summary>
+    public void ZeroOutside(ReadOnlySpan<float> x, Span<float> grad)
+    {
+        for (int i = 0; i < x.Length; i++)
+        {
+            double r = Math.Round((double)(x[i] / Scale), MidpointRounding.ToEven) + ZeroPoint;
+            if (r < Min || r > Max) grad[i] = 0;
+        }
+    }
 }
 
 /// <summary>How a layer's rounding is learned (the defaults are the FlexRound / LRQ reference scripts' for Llama 2 W4A16, batch
