@@ -6,7 +6,7 @@
 // Both in register-only loops with 16 (VNNI) / 12 (AVX2) independent accumulators, more than latency x throughput, on 1
 // and on N threads (default: 1 and 2). Clock: wall, or with QUANTC_BENCH_CLOCK=cpu the process's CPU time (all threads
 // summed; the figure is then per CPU-second times the thread count, which a time-shared host does not inflate).
-// Usage: quantc_vnni_peak [threads...]
+// A third line gives the fp32 FMA peak (vfmadd231ps ymm) for comparison. Usage: quantc_vnni_peak [threads...]
 #include <immintrin.h>
 
 #include <cstdint>
@@ -76,6 +76,31 @@ __attribute__((target("avx2"))) int64_t spin_avx2(int64_t iters) {
   return total;
 }
 
+// For comparison, the float32 FMA peak the fp32 model's GEMMs (ONNX Runtime's MLAS) work against: vfmadd231ps ymm, 8
+// multiply-adds per instruction, 12 independent accumulators.
+__attribute__((target("avx2,fma"))) int64_t spin_fma(int64_t iters) {
+  __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-3f);
+  asm volatile("" : "+x"(a), "+x"(b));
+#define QUANTC_DECL(i) __m256 acc##i = _mm256_set1_ps(static_cast<float>(i));
+  QUANTC_ACC12(QUANTC_DECL)
+#undef QUANTC_DECL
+  for (int64_t it = 0; it < iters; ++it) {
+#define QUANTC_STEP(i) acc##i = _mm256_fmadd_ps(acc##i, a, b);
+    QUANTC_ACC12(QUANTC_STEP)
+#undef QUANTC_STEP
+#define QUANTC_KEEP(i) asm volatile("" : "+x"(acc##i));
+    QUANTC_ACC12(QUANTC_KEEP)
+#undef QUANTC_KEEP
+  }
+  __m256 s = a;
+#define QUANTC_SUM(i) s = _mm256_add_ps(s, acc##i);
+  QUANTC_ACC12(QUANTC_SUM)
+#undef QUANTC_SUM
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  return static_cast<int64_t>(lanes[0] + lanes[7]);
+}
+
 // Giga int8 ops per second (a multiply-add counts 2) over `threads` threads, best of `reps`.
 double measure(int64_t (*spin)(int64_t), int64_t macs_per_iter, int threads, int64_t iters, int reps) {
   double best = 0;
@@ -113,7 +138,7 @@ int main(int argc, char** argv) {
   }
   const bool vnni = __builtin_cpu_supports("avx512vnni");
   if (!vnni) std::printf("vpdpbusd skipped: this CPU has no AVX-512 VNNI\n\n");
-  std::printf("| threads | instruction | int8 GOPS (best of 5) | per thread |\n|---|---|---|---|\n");
+  std::printf("| threads | instruction | GOPS (best of 5) | per thread |\n|---|---|---|---|\n");
   for (int t : counts) {
     if (vnni) {
       const double g = measure(spin_vnni, 16 * 64, t, 50'000'000, 5);  // 800 M vpdpbusd per thread, ~0.2-0.5 s
@@ -121,6 +146,8 @@ int main(int argc, char** argv) {
     }
     const double g = measure(spin_avx2, 12 * 32, t, 25'000'000, 5);  // 300 M vpmaddubsw + vpaddw per thread
     std::printf("| %d | vpmaddubsw + vpaddw ymm (AVX2) | %.1f | %.1f |\n", t, g, g / t);
+    const double f = measure(spin_fma, 12 * 8, t, 25'000'000, 5);
+    std::printf("| %d | vfmadd231ps ymm (fp32 GFLOPS, for comparison) | %.1f | %.1f |\n", t, f, f / t);
   }
   return 0;
 }
