@@ -10,8 +10,9 @@ namespace Quantc.Passes;
 /// fuse_projections' part for <c>ai.quantc.MatMulInt4Int8</c> and <c>HadamardMatMulInt4Int8</c> (lower_w4a8's layers): the ones
 /// of one op type that read the same A — q/k/v, gate/up — become one on their int4 weights and scales stacked along N (B [N, K/2]
 /// and B_scale [N, K/G] are row-major per output channel, so stacking is appending rows), then a Split. They must agree on
-/// group_size, K, normalize and the A_scale value, have no bias input, and own their constant weight and scale. Exact: every output column is computed from the
-/// same numbers (with a float A the per-token quantization is of the same rows), and the op's column tiles are independent.
+/// group_size, K, normalize and the A_scale value, have no bias input, and own their constant weight and scale. Exact: every
+/// output column is computed from the same numbers (with a float A the per-token quantization is of the same rows), and the
+/// op's column tiles are independent.
 /// </summary>
 public sealed partial class FuseProjectionsPass
 {
