@@ -213,8 +213,101 @@ __attribute__((target("avx2"))) void tile_avx2(const Job& j, int64_t m0, int64_t
   }
 }
 
+// ---- AVX2 GEMM tile (prefill, tile_avx2_gemm): ROWS = 3 rows x one panel (16 columns, two ymm halves), the same
+// arithmetic as tile_avx2 (exact int32 group sums, folded into float in group order) arranged for the 16 ymm registers and
+// for CPUs whose vector multiplier is the limit (Zen 1: vpmaddubsw ymm at half a cycle's throughput):
+// - one block's weights are unpacked one nibble half at a time (lo for both column halves against each row's first activation
+//   quad, then hi against its second), reloading the block instead of keeping it, so the 2 x ROWS int16 sums, 2 weight
+//   vectors, the broadcast and the mask fit without spilling (measured: 4 rows spill 4 sums per block and are slower);
+// - each product is accumulated at once (an empty asm keeps GCC from pairing lo and hi products first, which spills);
+// - with G = 32 (every recipe's group) a group is exactly four blocks, so the int32 group sums never leave registers; the
+//   float accumulators live in memory, touched once per group.
+// On the 2-core Zen 1 host (bench/RESULTS.md, "W4A8 on an AVX2-only host") this took one thread's packed GEMM from 45 to
+// 52 GOP/s at M = 64, K = 1408, N = 256. ----
+
+// The int16 pair sums of four blocks (32 k) from b4 on, for ROWS rows x 16 columns (s0: columns 0-7, s1: 8-15).
+template <int ROWS>
+__attribute__((target("avx2"), always_inline)) inline void four_blocks_avx2(const uint8_t* wp, const int8_t* const* ar, int64_t b4,
+                                                                            __m256i* s0, __m256i* s1) {
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) s0[r] = s1[r] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+  for (int64_t b = b4; b < b4 + 4; ++b) {
+    const __m256i* w = reinterpret_cast<const __m256i*>(wp + b * 64);
+    __m256i w0 = _mm256_and_si256(_mm256_loadu_si256(w), mask), w1 = _mm256_and_si256(_mm256_loadu_si256(w + 1), mask);
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+      const __m256i a = _mm256_set1_epi32(quad_at(ar[r] + 8 * b));
+      s0[r] = _mm256_add_epi16(s0[r], _mm256_maddubs_epi16(w0, a));
+      s1[r] = _mm256_add_epi16(s1[r], _mm256_maddubs_epi16(w1, a));
+      // Keeps GCC from pairing this product with the next one before accumulating (which holds 2 x ROWS products live and
+      // spills the sums): accumulate now.
+      asm("" : "+x"(s0[r]), "+x"(s1[r]));
+    }
+    w0 = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(w), 4), mask);
+    w1 = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(w + 1), 4), mask);
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+      const __m256i a = _mm256_set1_epi32(quad_at(ar[r] + 8 * b + 4));
+      s0[r] = _mm256_add_epi16(s0[r], _mm256_maddubs_epi16(w0, a));
+      s1[r] = _mm256_add_epi16(s1[r], _mm256_maddubs_epi16(w1, a));
+    }
+  }
+}
+
+template <int ROWS, bool G32>
+__attribute__((target("avx2"))) void tile_avx2_gemm(const Job& j, int64_t m0, int64_t panel) {
+  const PackedInt4& p = *j.p;
+  const int64_t K = p.K, blocks = K / 8, groups = K / p.G, per_group = p.G / 8;  // per_group: 4, 8 or 16
+  const __m256 a_scale = _mm256_set1_ps(j.a_scale);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint8_t* wp = p.data.data() + panel * blocks * 64;
+  const float* sp = p.scale.data() + panel * groups * 16;
+  const int8_t* ar[ROWS];
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) ar[r] = j.a + (m0 + r) * K;
+  alignas(32) float facc[ROWS][16] = {};
+  for (int64_t g = 0; g < groups; ++g) {
+    __m256i i0[ROWS], i1[ROWS];  // the group's int32 sums, from -8 * (its activation sum) on, as in tile_vnni
+    {
+      __m256i s0[ROWS], s1[ROWS];
+      four_blocks_avx2<ROWS>(wp, ar, g * per_group, s0, s1);
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+        const __m256i start = _mm256_set1_epi32(-j.asum8[(m0 + r) * groups + g]);
+        i0[r] = _mm256_add_epi32(start, _mm256_madd_epi16(s0[r], ones));
+        i1[r] = _mm256_add_epi32(start, _mm256_madd_epi16(s1[r], ones));
+      }
+    }
+    for (int64_t b4 = g * per_group + 4; !G32 && b4 < (g + 1) * per_group; b4 += 4) {  // G = 64, 128
+      __m256i s0[ROWS], s1[ROWS];
+      four_blocks_avx2<ROWS>(wp, ar, b4, s0, s1);
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+        i0[r] = _mm256_add_epi32(i0[r], _mm256_madd_epi16(s0[r], ones));
+        i1[r] = _mm256_add_epi32(i1[r], _mm256_madd_epi16(s1[r], ones));
+      }
+    }
+    const __m256 sc0 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(sp + g * 16)), sc1 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(sp + g * 16 + 8));
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+      _mm256_store_ps(facc[r], _mm256_add_ps(_mm256_load_ps(facc[r]), _mm256_mul_ps(_mm256_cvtepi32_ps(i0[r]), sc0)));
+      _mm256_store_ps(facc[r] + 8, _mm256_add_ps(_mm256_load_ps(facc[r] + 8), _mm256_mul_ps(_mm256_cvtepi32_ps(i1[r]), sc1)));
+    }
+  }
+  const int64_t n0 = panel * 16, valid = std::min<int64_t>(16, p.N - n0);
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+    float* yr = j.y + (m0 + r) * p.N + n0;
+    const float rs = j.row_scale ? j.row_scale[m0 + r] : 1.0f;
+    for (int64_t l = 0; l < valid; ++l) yr[l] = (j.row_scale ? facc[r][l] * rs : facc[r][l]) + (j.bias ? j.bias[n0 + l] : 0.0f);
+  }
+}
+
 constexpr int kPanelsVnni = 2;  // GEMM: a 4 x 2-panel tile, 8 int32 + 8 float accumulators + 4 weight vectors
-constexpr int kPanelsAvx2 = 1;  // GEMM: a 3 x 1-panel tile
+constexpr int kPanelsAvx2 = 1;  // GEMM: a 3 x 1-panel tile (tile_avx2_gemm)
+constexpr int kRowsAvx2 = 3;
 
 void run_vnni(void* ctx, int64_t t0, int64_t t1) {
   const Job& j = *static_cast<const Job*>(ctx);
@@ -232,17 +325,24 @@ void run_vnni(void* ctx, int64_t t0, int64_t t1) {
   }
 }
 
+template <bool G32>
+void avx2_rows(const Job& j, int64_t m0, int64_t m1, int64_t panel) {
+  int64_t m = m0;
+  for (; m + kRowsAvx2 <= m1; m += kRowsAvx2) tile_avx2_gemm<kRowsAvx2, G32>(j, m, panel);
+  switch (m1 - m) {
+    case 3: tile_avx2_gemm<3, G32>(j, m, panel); break;
+    case 2: tile_avx2_gemm<2, G32>(j, m, panel); break;
+    case 1: tile_avx2_gemm<1, G32>(j, m, panel); break;
+    default: break;
+  }
+}
+
 void run_avx2(void* ctx, int64_t t0, int64_t t1) {
   const Job& j = *static_cast<const Job*>(ctx);
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t panel = t / j.row_blocks, m0 = (t % j.row_blocks) * kRowBlock, m1 = std::min(j.M, m0 + kRowBlock);
-    int64_t m = m0;
-    for (; m + 3 <= m1; m += 3) tile_avx2<3, kPanelsAvx2>(j, m, panel, 1);
-    switch (m1 - m) {
-      case 2: tile_avx2<2, kPanelsAvx2>(j, m, panel, 1); break;
-      case 1: tile_avx2<1, kPanelsAvx2>(j, m, panel, 1); break;
-      default: break;
-    }
+    if (j.p->G == 32) avx2_rows<true>(j, m0, m1, panel);
+    else avx2_rows<false>(j, m0, m1, panel);
   }
 }
 

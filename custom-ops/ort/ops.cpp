@@ -203,16 +203,27 @@ struct MatMulInt8Op {
 // MatMulInt4Int8(A: TA[..., K], A_scale: T scalar, B: uint8[N, K/2] (int4, chunked), B_scale: T[N, K/group_size], bias?: T[N])
 // -> Y T[..., N].
 // TA is int8 (quantized by the graph), or float32 with T float32: A is then quantized per token inside (s = max|row| / 127)
-// and each output row multiplied by its s before the bias (see README). With a float32 A, hadamard=1 first transforms each
-// row of A as ai.quantc.Hadamard does (H_K x, divided by sqrt(K) when hadamard_normalize=1, the default).
-template <typename TA, typename T>
+// and each output row multiplied by its s before the bias (see README).
+// ROTATE: the op HadamardMatMulInt4Int8 (float32 A only), the same with each row of A first transformed as ai.quantc.Hadamard
+// does (H_K x, divided by sqrt(K) when normalize=1, the default). It is a separate op type, not an attribute, so that a
+// library that does not know it refuses the model when ONNX Runtime creates the session (ORT passes unknown attributes of a
+// custom op through unchecked: an older library would compute MatMulInt4Int8 without the transform). MatMulInt4Int8's own
+// hadamard / hadamard_normalize attributes are still read, for models compiled while the fold was an attribute.
+template <typename TA, typename T, bool ROTATE = false>
 struct MatMulInt4Int8Op {
+  static_assert(!ROTATE || std::is_same_v<TA, float>, "the Hadamard comes before the quantization: float32 A only");
+  static constexpr const char* kName = ROTATE ? "HadamardMatMulInt4Int8" : "MatMulInt4Int8";
+
+  static quantc::RowHadamard read_hadamard(const OrtApi* api, const OrtKernelInfo* info) {
+    const bool on = ROTATE || attr_int(api, info, "hadamard", 0) != 0;
+    if (!on) return quantc::RowHadamard::None;
+    const int64_t normalize = ROTATE ? attr_int(api, info, "normalize", 1) : attr_int(api, info, "hadamard_normalize", 1);
+    return normalize != 0 ? quantc::RowHadamard::Normalized : quantc::RowHadamard::Unnormalized;
+  }
+
   // A constant weight with constant scales (initializers) is repacked once, here, for the register-blocked GEMM.
   MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info)
-      : group_(attr_int(api, info, "group_size", 32)),
-        hadamard_(attr_int(api, info, "hadamard", 0) == 0                 ? quantc::RowHadamard::None
-                  : attr_int(api, info, "hadamard_normalize", 1) != 0 ? quantc::RowHadamard::Normalized
-                                                                       : quantc::RowHadamard::Unnormalized) {
+      : group_(attr_int(api, info, "group_size", 32)), hadamard_(read_hadamard(api, info)) {
     if (quantc::best_isa() == quantc::Isa::Reference) return;
     Ort::ConstKernelInfo ki(info);
     int b_constant = 0, s_constant = 0;
@@ -238,7 +249,7 @@ struct MatMulInt4Int8Op {
   void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<T>& a_scale, const Tensor<uint8_t>& b, const Tensor<T>& b_scale,
                std::optional<const Tensor<T>*> bias, Tensor<T>& y) {
     OnOrtPool pool(ctx);
-    const std::string op = "MatMulInt4Int8";
+    const std::string op = kName;
     auto as = a.Shape(), bs = b.Shape();
     if (as.empty()) fail(op, "A must have at least one axis");
     if (bs.size() != 2) fail(op, "B must be 2-D [N, K/2], got " + shape_str(bs));
@@ -253,7 +264,7 @@ struct MatMulInt4Int8Op {
       int64_t pow2;
       int order;
       if (!quantc::hadamard_split(K, &pow2, &order))
-        fail(op, "hadamard=1: K = " + std::to_string(K) + " is not 2^k times a supported order");
+        fail(op, "the Hadamard transform: K = " + std::to_string(K) + " is not 2^k times a supported order");
     }
     std::vector<float> bs_store, bias_store;
     const float* sb = as_float(b_scale, bs_store);
@@ -550,6 +561,8 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<int8_t, Half>>("MatMulInt4Int8", "CPUExecutionProvider"));
       // float A, quantized per token inside the op
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float, float>>("MatMulInt4Int8", "CPUExecutionProvider"));
+      // float A, each row Hadamard-transformed and then quantized per token inside the op (QuaRot's R4 folded)
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float, float, true>>("HadamardMatMulInt4Int8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Fp8Op>("MatMulInt4Fp8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));

@@ -143,15 +143,17 @@ Int4Shape check_int4(const std::string& op, const std::vector<int64_t>& as, cons
   return {a_count / K, N, K};
 }
 
-// hadamard=1 (float A only): each row of A transformed first, as the Hadamard kernel does, into stream-ordered scratch.
-template <typename TA>
+// ROTATE (HadamardMatMulInt4Int8, float A only; or MatMulInt4Int8's older hadamard=1 attribute): each row of A transformed
+// first, as the Hadamard kernel does, into stream-ordered scratch.
+template <typename TA, bool ROTATE = false>
 struct MatMulInt4Int8Cuda {
+  static_assert(!ROTATE || std::is_same_v<TA, float>, "the Hadamard comes before the quantization: float32 A only");
   MatMulInt4Int8Cuda(const OrtApi* api, const OrtKernelInfo* info)
-      : group_(attr_int(api, info, "group_size", 32)), hadamard_(attr_int(api, info, "hadamard", 0) != 0),
-        normalize_(attr_int(api, info, "hadamard_normalize", 1) != 0) {}
+      : group_(attr_int(api, info, "group_size", 32)), hadamard_(ROTATE || attr_int(api, info, "hadamard", 0) != 0),
+        normalize_(attr_int(api, info, ROTATE ? "normalize" : "hadamard_normalize", 1) != 0) {}
   void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b,
                const Tensor<float>& b_scale, std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
-    const std::string op = "MatMulInt4Int8";
+    const std::string op = ROTATE ? "HadamardMatMulInt4Int8" : "MatMulInt4Int8";
     auto as = a.Shape();
     const Int4Shape s = check_int4(op, as, b.Shape(), a.NumberOfElement(), group_, b_scale.NumberOfElement(), a_scale.NumberOfElement());
     const float* bias_d = opt_data(op, "bias", bias, s.N);
@@ -166,7 +168,7 @@ struct MatMulInt4Int8Cuda {
         int64_t pow2;
         int order;
         if (!quantc::hadamard_split(s.K, &pow2, &order))
-          fail(op, "hadamard=1: K = " + std::to_string(s.K) + " is not 2^k times a supported order");
+          fail(op, "the Hadamard transform: K = " + std::to_string(s.K) + " is not 2^k times a supported order");
         float* r = static_cast<float*>(rotated.p);
         launch(op, [&] { return quantc::cuda::hadamard(a.Data(), r, s.M, s.K, normalize_, stream); });
         x = r;
@@ -344,6 +346,7 @@ void add_cuda_ops(std::vector<std::unique_ptr<Ort::Custom::OrtLiteCustomOp>>& op
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt8Cuda>("MatMulInt8", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Cuda<int8_t>>("MatMulInt4Int8", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Cuda<float>>("MatMulInt4Int8", ep));
+  ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Cuda<float, true>>("HadamardMatMulInt4Int8", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Fp8Cuda>("MatMulInt4Fp8", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanCuda>("QSelectiveScan", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dCuda>("QCausalConv1d", ep));

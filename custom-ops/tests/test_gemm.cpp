@@ -279,6 +279,37 @@ TEST(MatMulInt4Int8, PackedGemmEqualsTheReferenceBitForBit) {
   EXPECT_GT(ran, 0);
 }
 
+// The largest sums the int16 accumulation of the AVX2 tiles must hold: every weight at 7 (biased 15) or -8 (biased 0) against
+// activations of -128 or 127 in every position, so each int16 lane sums 16 products of magnitude 15 * 128 (30720 < 2^15)
+// per four blocks; odd M (row remainders 1 and 2 of the 3-row tile), N not a multiple of 16, every group size.
+TEST(MatMulInt4Int8, PackedGemmIsExactAtTheInt16Limit) {
+  int ran = 0;
+  for (int G : {32, 64, 128})
+    for (int M : {2, 7, 8, 66})
+      for (auto [wv, av] : {std::pair<int, int>{7, -128}, {7, 127}, {-8, -128}, {-8, 127}}) {
+        const int N = 19, K = 384;
+        std::vector<int8_t> a(static_cast<size_t>(M) * K, static_cast<int8_t>(av)), w(static_cast<size_t>(N) * K, static_cast<int8_t>(wv));
+        for (int k = 0; k < K; k += 5) a[k] = static_cast<int8_t>(-av - 1);  // one row not constant: a sign flip every 5th
+        std::vector<uint8_t> chunked(static_cast<size_t>(N) * K / 2);
+        quantc::pack_int4_chunked(w.data(), N, K, chunked.data());
+        std::vector<float> ws(static_cast<size_t>(N) * (K / G), 0.25f), want(static_cast<size_t>(M) * N);
+        const quantc::PackedInt4 packed = quantc::pack_int4_gemm(chunked.data(), ws.data(), N, K, G);
+        quantc::matmul_int4_int8(a.data(), chunked.data(), M, N, K, G, 1.0f, ws.data(), nullptr, want.data(), quantc::Isa::Reference);
+        // the reference's own check: a constant row gives K * w * a * 0.25 exactly (small integers in float)
+        EXPECT_EQ(want[static_cast<size_t>(N)], 0.25f * static_cast<float>(K * wv * av));
+        for (auto isa : {quantc::Isa::Avx2, quantc::Isa::Avx512Vnni}) {
+          if (static_cast<int>(isa) > static_cast<int>(quantc::best_isa())) continue;
+          std::vector<float> y(want.size(), -1.0f);
+          quantc::matmul_int4_int8_packed(a.data(), packed, M, 1.0f, nullptr, y.data(), isa);
+          ASSERT_EQ(y, want) << quantc::isa_name(isa) << " M=" << M << " G=" << G << " w=" << wv << " a=" << av;
+          ++ran;
+        }
+      }
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU: the packed GEMM has no path to run";
+  if (quantc::best_isa() == quantc::Isa::Avx2) std::printf("[ skipped  ] AVX-512 VNNI path: not supported by this CPU\n");
+  EXPECT_GT(ran, 0);
+}
+
 TEST(MatMulInt4Int8, PackedGemmRejectsBadShapesAndTheReferencePath) {
   std::vector<uint8_t> w(64);
   std::vector<float> s(4);

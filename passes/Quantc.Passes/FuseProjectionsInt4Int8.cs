@@ -7,26 +7,29 @@ using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 namespace Quantc.Passes;
 
 /// <summary>
-/// fuse_projections' part for <c>ai.quantc.MatMulInt4Int8</c> (lower_w4a8's layers): the ones that read the same A — q/k/v,
-/// gate/up — become one on their int4 weights and scales stacked along N (B [N, K/2] and B_scale [N, K/G] are row-major
-/// per output channel, so stacking is appending rows), then a Split. They must agree on group_size, K, hadamard and the A_scale
-/// value, have no bias input, and own their constant weight and scale. Exact: every output column is computed from the
-/// same numbers (with a float A the per-token quantization is of the same rows), and the op's column tiles are independent.
+/// fuse_projections' part for <c>ai.quantc.MatMulInt4Int8</c> and <c>HadamardMatMulInt4Int8</c> (lower_w4a8's layers): the ones
+/// of one op type that read the same A — q/k/v, gate/up — become one on their int4 weights and scales stacked along N (B [N, K/2]
+/// and B_scale [N, K/G] are row-major per output channel, so stacking is appending rows), then a Split. They must agree on
+/// group_size, K, normalize and the A_scale value, have no bias input, and own their constant weight and scale. Exact: every
+/// output column is computed from the same numbers (with a float A the per-token quantization is of the same rows), and the
+/// op's column tiles are independent.
 /// </summary>
 public sealed partial class FuseProjectionsPass
 {
     private sealed record Int4Int8Projection(Node Node, string Layer, Tensor B, Tensor Scale, float AScale)
     {
-        public (long Group, long Half, long Groups, float AScale, long Hadamard, long Normalize) Key =>
-            (Node.GetInt("group_size", 32), B.Dims[1], Scale.Dims[1], AScale, Node.GetInt("hadamard", 0),
-                Node.GetInt("hadamard_normalize", 1));
+        // hadamard / hadamard_normalize: MatMulInt4Int8's attributes from before HadamardMatMulInt4Int8 (an older compiled graph)
+        public (string Op, long Group, long Half, long Groups, float AScale, long Normalize, long Hadamard, long HadamardNormalize) Key =>
+            (Node.OpType, Node.GetInt("group_size", 32), B.Dims[1], Scale.Dims[1], AScale, Node.GetInt("normalize", 1),
+                Node.GetInt("hadamard", 0), Node.GetInt("hadamard_normalize", 1));
     }
 
-    /// <summary>Fuses every set of MatMulInt4Int8 that read one A; returns (sets, nodes fused).</summary>
+    /// <summary>Fuses every set of MatMulInt4Int8 (or HadamardMatMulInt4Int8) that read one A; returns (sets, nodes fused).</summary>
     private static (int Groups, int Fused) FuseInt4Int8(PassContext ctx, Graph g, Dictionary<Node, string> layerOf)
     {
         int groups = 0, fused = 0;
-        var byInput = g.Nodes.Where(n => n.OpType == "MatMulInt4Int8" && n.Domain == CustomOps.Domain && n.Inputs[0] is not null)
+        var byInput = g.Nodes.Where(n => n.OpType is "MatMulInt4Int8" or LowerW4A8Pass.HadamardOp && n.Domain == CustomOps.Domain &&
+                n.Inputs[0] is not null)
             .GroupBy(n => n.Inputs[0]!, (IEqualityComparer<Value>)ReferenceEqualityComparer.Instance).Where(x => x.Count() > 1).ToList();
         foreach (var readers in byInput)
         {
@@ -35,7 +38,7 @@ public sealed partial class FuseProjectionsPass
             {
                 string layer = layerOf.GetValueOrDefault(mm) ?? LayerOf(ctx, mm.Inputs.ElementAtOrDefault(2)) ?? mm.Name;
                 if (DescribeInt4Int8(mm, layer, out string? why) is { } p) projections.Add(p);
-                else ctx.Log.Add($"fuse_projections: {layer} (MatMulInt4Int8) stays on its own: {why}");
+                else ctx.Log.Add($"fuse_projections: {layer} ({mm.OpType}) stays on its own: {why}");
             }
             foreach (var set in projections.GroupBy(p => p.Key).Where(s => s.Count() > 1))
             {
@@ -84,7 +87,8 @@ public sealed partial class FuseProjectionsPass
             Stacked(set, p => p.Scale)));
         string origins = string.Join("+", set.Select(p => ctx.Provenance.SourceOf(p.Node.Inputs[2]!.Name)));
         ctx.Provenance.Record(b.Name, origins);
-        var mm = e.NodeOf("MatMulInt4Int8", "/MatMulInt4Int8", [set[0].Node.Inputs[0], set[0].Node.Inputs[1], b, s], CustomOps.Domain);
+        string op = set[0].Node.OpType;
+        var mm = e.NodeOf(op, "/" + op, [set[0].Node.Inputs[0], set[0].Node.Inputs[1], b, s], CustomOps.Domain);
         mm.CopyAttributes(set[0].Node);
         var sizes = e.Int64s("/split_sizes", set.Select(p => p.B.Dims[0]).ToArray());
         var split = e.NodeOf("Split", "/split", [mm.Output, sizes], outputCount: set.Count);
@@ -94,7 +98,7 @@ public sealed partial class FuseProjectionsPass
             g.ReplaceValue(set[i].Node.Output, split.Outputs[i]!);
             g.RemoveNode(set[i].Node);
         }
-        ctx.Log.Add($"fuse_projections: {string.Join(", ", set.Select(p => p.Layer))} → {mm.Name} (MatMulInt4Int8, N " +
+        ctx.Log.Add($"fuse_projections: {string.Join(", ", set.Select(p => p.Layer))} → {mm.Name} ({op}, N " +
             $"= {string.Join(" + ", set.Select(p => p.B.Dims[0]))})");
     }
 

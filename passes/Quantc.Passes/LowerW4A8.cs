@@ -21,11 +21,17 @@ namespace Quantc.Passes;
 /// <c>portable</c>, the standard lowering of <see cref="LowerQdqPass"/> is used instead (blocked int4
 /// DequantizeLinear, per-token fake quantization in float ops), as it is for everything else in the plan.
 /// With <c>fold_hadamard</c> (the default, with <c>quantize_inside</c>) an <c>ai.quantc.Hadamard</c> whose output only that
-/// layer reads (online_hadamard's QuaRot R4 on down_proj's input) goes into the op as its <c>hadamard</c> attribute: the op
-/// transforms each row before quantizing it, bit for bit what the two nodes computed, and the Hadamard node leaves the graph.
+/// layer reads (online_hadamard's QuaRot R4 on down_proj's input) and the layer become one
+/// <c>ai.quantc.HadamardMatMulInt4Int8</c> (the Hadamard's <c>normalize</c> kept): the op transforms each row before quantizing
+/// it, bit for bit what the two nodes computed, and the Hadamard node leaves the graph.
 /// </summary>
 public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true, bool foldHadamard = true) : IPass
 {
+    /// <summary>The op type of MatMulInt4Int8 with the Hadamard folded in: a type of its own, not an attribute, so that a
+    /// libquantc_ops that does not know it fails at session creation instead of running MatMulInt4Int8 without the transform
+    /// (ONNX Runtime does not check a custom op's attributes).</summary>
+    public const string HadamardOp = "HadamardMatMulInt4Int8";
+
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<LowerW4A8Options>("lower_w4a8", PassKind.Lowering,
         "int4 weights × int8 per-token activations as ai.quantc.MatMulInt4Int8 where its schema fits, the rest as lower_qdq",
@@ -76,7 +82,7 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true, boo
             if (lowered > 0)
                 ctx.Log.Add($"lower_w4a8: {lowered} layers as ai.quantc.MatMulInt4Int8, {inside} of them quantizing their float32 " +
                     $"activations per token inside the op, {quantized.Count} per-token activation quantizations as ONNX ops; " +
-                    $"{folded} of {hadamardInputs} ai.quantc.Hadamard inputs folded into the op" +
+                    $"{folded} of {hadamardInputs} ai.quantc.Hadamard inputs folded into the op (as ai.quantc.{HadamardOp})" +
                     (foldHadamard ? "" : " (fold_hadamard: false)"));
         }
         LowerQdqPass.LowerAll(ctx);   // everything else; removes the float weights left unused
@@ -98,8 +104,8 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true, boo
 
     /// <summary>MatMulInt4Int8 in place of the layer's MatMul: on (a, s) quantized by the graph, its output times s; or, with
     /// a = null, on the float input, the op quantizing per token itself and its output taking the MatMul's name; with
-    /// <paramref name="hadamard"/> (the producer of the layer's input, read by this layer only) on that Hadamard's input, the op
-    /// applying the transform (hadamard = 1, its normalize as hadamard_normalize), and the Hadamard node removed.</summary>
+    /// <paramref name="hadamard"/> (the producer of the layer's input, read by this layer only) HadamardMatMulInt4Int8 on that
+    /// Hadamard's input, applying the transform (the Hadamard's normalize), and the Hadamard node removed.</summary>
     private static void Emit(PassContext ctx, Graph g, LinearLayer l, QuantizedWeight q, Value? a, Value? s, Node? hadamard = null)
     {
         ctx.Model.SetOpset(CustomOps.Domain, 1);
@@ -115,15 +121,12 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true, boo
         string name = old.Name;
         g.RenameValueUnique(old, name + "_float");
         var x = hadamard is null ? l.Input : hadamard.Inputs[0]!;
+        string op = hadamard is null ? "MatMulInt4Int8" : HadamardOp;
         var mm = a is null
-            ? e.NodeOf("MatMulInt4Int8", "/MatMulInt4Int8", [x, one, b, bs], CustomOps.Domain, outputNames: [name])
-            : e.Node("MatMulInt4Int8", CustomOps.Domain, "/MatMulInt4Int8", a, one, b, bs);
+            ? e.NodeOf(op, "/" + op, [x, one, b, bs], CustomOps.Domain, outputNames: [name])
+            : e.Node(op, CustomOps.Domain, "/" + op, a, one, b, bs);
         mm.SetAttribute("group_size", (long)q.GroupSize);
-        if (hadamard is not null)
-        {
-            mm.SetAttribute("hadamard", 1L);
-            mm.SetAttribute("hadamard_normalize", hadamard.GetInt("normalize", 1));
-        }
+        if (hadamard is not null) mm.SetAttribute("normalize", hadamard.GetInt("normalize", 1));
         var y = a is null ? mm.Output : e.NodeOf("Mul", "/token_scale", [mm.Output, s], outputNames: [name]).Output;
         g.ReplaceAllUses(old, y, includeGraphOutputs: true);
         g.RemoveNode(l.Node);

@@ -8,7 +8,8 @@ namespace Quantc.Passes.Tests;
 
 /// <summary>
 /// Work the lowerings move inside quantc's ops, run in ONNX Runtime against the separate nodes: lower_w4a8's fold_hadamard
-/// (QuaRot's online Hadamard R4 inside MatMulInt4Int8) and lower_mamba's quantize_inside (MatMulInt8 on a float A).
+/// (QuaRot's online Hadamard R4 and MatMulInt4Int8 as one HadamardMatMulInt4Int8) and lower_mamba's quantize_inside
+/// (MatMulInt8 on a float A).
 /// </summary>
 public sealed class InsideOpLoweringTests(ITestOutputHelper log) : IDisposable
 {
@@ -44,7 +45,7 @@ public sealed class InsideOpLoweringTests(ITestOutputHelper log) : IDisposable
     private static List<Node> Hadamards(Model m) => m.Graph.AllNodes().Where(n => n.Is("Hadamard", "ai.quantc")).ToList();
 
     private static List<Node> Folded(Model m) =>
-        m.Graph.AllNodes().Where(n => n.OpType == "MatMulInt4Int8" && n.GetInt("hadamard", 0) == 1).ToList();
+        m.Graph.AllNodes().Where(n => n.Is(LowerW4A8Pass.HadamardOp, "ai.quantc")).ToList();
 
     /// <summary>
     /// By default every Hadamard read only by a MatMulInt4Int8 goes into the op (o_proj's, one per layer), the others stay
@@ -60,7 +61,10 @@ public sealed class InsideOpLoweringTests(ITestOutputHelper log) : IDisposable
         Assert.True(layers >= 2, $"{layers} o_proj MatMulInt4Int8 nodes");
         Assert.Empty(Folded(separate));
         Assert.Equal(layers, Folded(folded).Count);
-        Assert.All(Folded(folded), n => Assert.Equal(0, n.GetInt("hadamard_normalize", 1)));  // online_hadamard's unnormalised H
+        Assert.All(Folded(folded), n => Assert.Equal(0, n.GetInt("normalize", 1)));  // online_hadamard's unnormalised H
+        // the fold is an op type, never MatMulInt4Int8's attribute (an older library would ignore that and skip the transform)
+        Assert.DoesNotContain(folded.Graph.AllNodes(),
+            n => n.GetAttribute("hadamard") is not null || n.GetAttribute("hadamard_normalize") is not null);
         Assert.Equal(Hadamards(separate).Count - layers, Hadamards(folded).Count);
         Assert.NotEmpty(Hadamards(folded));  // down_proj's: its layer is not a MatMulInt4Int8
         Assert.Contains(foldedResult.Context.Log, l => l.Contains($"{layers} of {layers} ai.quantc.Hadamard inputs folded", StringComparison.Ordinal));
