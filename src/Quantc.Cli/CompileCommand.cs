@@ -213,8 +213,8 @@ internal static class CompileCommand
     }
 
     /// <summary>
-    /// The compile's stages in one line: wall time of each (<see cref="CompileResult.Clock"/>), the passes' calibration runs and
-    /// housekeeping, the rates of the weights scan (every input byte read) and of the write, and the peak resident set.
+    /// The compile's stages in one line: wall (and process CPU) time of each (<see cref="CompileResult.Clock"/>), the passes' calibration
+    /// runs and housekeeping, the rates of the weights scan (every input byte read) and of the write, and the peak resident set.
     /// </summary>
     internal static string StageLine(CompileResult result, long inBytes, long outBytes)
     {
@@ -233,7 +233,9 @@ internal static class CompileCommand
                     $" (calibration {calibration.TotalSeconds:0.00} s, housekeeping {housekeeping.TotalSeconds:0.00} s)"),
                 _ => "",
             };
-            parts.Add(string.Create(CultureInfo.InvariantCulture, $"{name} {t.TotalSeconds:0.00} s{extra}"));
+            var cpu = clock.CpuOf(name);
+            string cpuNote = cpu > TimeSpan.Zero ? string.Create(CultureInfo.InvariantCulture, $" cpu {cpu.TotalSeconds:0.00} s") : "";
+            parts.Add(string.Create(CultureInfo.InvariantCulture, $"{name} {t.TotalSeconds:0.00} s{cpuNote}{extra}"));
         }
         long peak = clock.Stages.Select(s => s.PeakRssBytes).DefaultIfEmpty(0).Max();
         return $"  stages: {string.Join(", ", parts)}; peak RSS {peak >> 20} MiB";

@@ -19,6 +19,13 @@ public class CompileSpeedTests
         Assert.Equal(clock.Stages[0].Elapsed + TimeSpan.FromSeconds(2), clock.Of("first"));
         Assert.Equal(TimeSpan.Zero, clock.Of("absent"));
         if (OperatingSystem.IsLinux()) Assert.All(clock.Stages, s => Assert.True(s.PeakRssBytes > 1 << 20, s.ToString()));
+        Assert.Equal(TimeSpan.Zero, clock.Stages[2].Cpu);   // timed by the caller: no CPU time
+
+        // A stage that computes has CPU time; one that sleeps next to none.
+        double sink = 0;
+        clock.Time("busy", () => { var sw = System.Diagnostics.Stopwatch.StartNew(); while (sw.ElapsedMilliseconds < 50) sink += Math.Sqrt(sink + 1); });
+        Assert.True(clock.CpuOf("busy") > TimeSpan.FromMilliseconds(5), $"{clock.CpuOf("busy")} ({sink})");
+        Assert.Equal(clock.Stages[^1].Cpu, clock.CpuOf("busy"));
     }
 
     [Fact]
@@ -64,6 +71,26 @@ public class CompileSpeedTests
         Hadamard.FuseIntoColumns(w, k, n);
         for (int i = 0; i < w.Length; i++)
             Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(w[i]), $"element {i}: {expected[i]} vs {w[i]}");
+    }
+
+    [Theory]
+    [InlineData(32)]
+    [InlineData(0)]
+    public void RoundingALargeWeightOnThePoolGivesTheBytesOfRoundingItRowByRow(int group)
+    {
+        int n = 300, k = 1024;   // above WeightQuantizer.ParallelElements, and not a whole number of row blocks
+        Assert.True((long)n * k >= WeightQuantizer.ParallelElements);
+        var rng = new Random(group);
+        var w = new float[n * k];
+        for (int i = 0; i < w.Length; i++) w[i] = (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 2)));
+        var all = WeightQuantizer.Rtn(w, n, k, QuantFormat.Int4, group);
+        int groups = group == 0 ? 1 : k / group;
+        for (int r = 0; r < n; r++)
+        {
+            var row = WeightQuantizer.Rtn(w.AsSpan(r * k, k), 1, k, QuantFormat.Int4, group);
+            Assert.Equal(row.Values, all.Values.AsSpan(r * k, k).ToArray());
+            Assert.Equal(row.Scales, all.Scales.AsSpan(r * groups, groups).ToArray());
+        }
     }
 
     [Fact]
