@@ -44,23 +44,10 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
                 ctx.Provenance.Record(xr.Name, l.Input.Name + "#hadamard");
                 rotated[l.Input] = xr;
             }
-            // W' = H·W / √K (rows mixed): column by column, the Hadamard transform of the column.
-            // Computed in double with the explicit matrix and rounded once, so the fused weight adds
-            // no rounding of its own to the float model.
+            // W' = H·W / K (rows mixed): each column's Hadamard transform, summed in double with the explicit matrix and rounded
+            // once, so the fused weight adds no rounding of its own to the float model.
             var w = Weights.Read(l);
-            int kk = (int)k, n = (int)l.OutFeatures;
-            var h = Hadamard.Matrix(k);
-            var col = new double[kk];
-            for (int c = 0; c < n; c++)
-            {
-                for (int i = 0; i < kk; i++)
-                {
-                    double acc = 0;
-                    for (int j = 0; j < kk; j++) acc += h[(long)i * kk + j] * (double)w[j * n + c];
-                    col[i] = acc / kk;
-                }
-                for (int i = 0; i < kk; i++) w[i * n + c] = (float)col[i];
-            }
+            Hadamard.FuseIntoColumns(w, k, l.OutFeatures);
             Weights.Write(g, l, w);
             l.Node.SetInput(0, xr);
             ctx.Plan[l.Name].Transforms.Add(portable ? "online Hadamard (MatMul)" : "online Hadamard");

@@ -44,6 +44,15 @@ public sealed class CompilerApiTests : IDisposable
         Assert.Equal(output, result.Saved!.ModelPath);
         Assert.Equal((input, Path.GetFullPath(output), "w8a8"), (result.Report.Input, result.Report.Output, result.Report.Recipe));
         Assert.Equal(recipe.Steps.Count, result.Report.Passes.Count);
+        // The stages are timed in order; only the passes that ran ONNX Runtime over the calibration data have calibration time.
+        Assert.Equal(["import", "passes", "write", "ORT load check", "verify"], result.Clock.Stages.Select(s => s.Stage));
+        Assert.All(result.Clock.Stages, s => Assert.True(s.Elapsed > TimeSpan.Zero && s.PeakRssBytes > 0, s.ToString()));
+        Assert.True(result.Timings.Single(t => t.Pass == "ranges").Calibration > TimeSpan.Zero);
+        Assert.All(result.Timings.Where(t => t.Pass != "ranges"), t => Assert.Equal(TimeSpan.Zero, t.Calibration));
+        Assert.All(result.Timings, t => Assert.True(t.Calibration <= t.Elapsed, t.ToString()));
+        var passes = result.Clock.Of("passes");
+        Assert.True(passes >= TimeSpan.FromTicks(result.Timings.Sum(t => (t.Elapsed + t.Housekeeping).Ticks)), passes.ToString());
+
         // reduce_range: auto puts w8a8's weights on a 7-bit grid on a CPU without VNNI.
         string w = Quantc.Core.Runtime.CpuFeatures.HasInt8DotProduct ? "int8" : "int7";
         Assert.Contains(result.Report.Layers, l => l.Weights == w && l.ActivationRange is { Count: 2 } && l.RangeMethod == "minmax");

@@ -63,6 +63,12 @@ public sealed record CompileOptions
 
     /// <summary>Runs the compile and verification stages (progress display); default: silently.</summary>
     public IStageRunner Stages { get; init; } = SilentStages.Instance;
+
+    /// <summary>
+    /// Times the compile's stages (import, passes, write, ONNX Runtime load check, verify), after any the caller timed before
+    /// (reading the model, the data); default: a new clock. <see cref="CompileResult.Clock"/> is this clock.
+    /// </summary>
+    public Diagnostics.StageClock? Clock { get; init; }
 }
 
 /// <summary>
@@ -74,6 +80,9 @@ public sealed record CompileOptions
 public sealed record CompileResult(Model Model, Recipe Recipe, PassContext Context, IReadOnlyList<PassTiming> Timings,
     OnnxModelWriter.Result? Saved, VerifyReport? Verify, CompileReport Report) : IDisposable
 {
+    /// <summary>The compile's stages and their times (<see cref="CompileOptions.Clock"/>).</summary>
+    public Diagnostics.StageClock Clock { get; init; } = new();
+
     /// <summary>Whether the compiler loaded the model (<see cref="Compiler.Compile(string, Recipe, CompileOptions?)"/>), so disposing the
     /// result disposes it.</summary>
     public bool OwnsModel { get; init; }
@@ -137,15 +146,16 @@ public sealed class Compiler(PassRegistry registry)
     private CompileResult Run(Model model, bool ownsModel, Recipe recipe, IReadOnlyList<IPass> passes, CompileOptions o)
     {
         Diagnostics.MemoryTrace.Mark("compile start");
+        var clock = o.Clock ?? new Diagnostics.StageClock();
         var ctx = new PassContext(model) { SavedStatistics = o.SavedStatistics, CalibrationData = o.Calibration?.Samples,
             CalibrationOptions = o.CalibrationRun };
         // Exporter layouts (Constant-node weights, Identity chains, deduplicated weights) normalized first: function-preserving.
-        var imported = Quantc.Ir.Import.ImportNormalizer.Run(model);
+        var imported = clock.Time("import", () => Quantc.Ir.Import.ImportNormalizer.Run(model));
         if (imported.NothingDone) ctx.Log.Add(imported.Describe());
         else ctx.Notice(imported.Describe());
         model.File?.DropMappedPages();
         Diagnostics.MemoryTrace.Mark("after import");
-        var timings = o.Stages.Run($"compiling ({recipe.Name})", p => _manager.Run(passes, ctx, p));
+        var timings = clock.Time("passes", () => o.Stages.Run($"compiling ({recipe.Name})", p => _manager.Run(passes, ctx, p)));
         model.SetMetadata(RecipeMetadataKey, recipe.Name);
 
         OnnxModelWriter.Result? saved = null;
@@ -153,10 +163,10 @@ public sealed class Compiler(PassRegistry registry)
         string? original = o.OriginalPath ?? model.File?.Path;
         if (o.OutputPath is { } outPath)
         {
-            saved = model.Save(outPath);
+            saved = clock.Time("write", () => model.Save(outPath));
             if (model.SpilledBytes > 0) MemoryTrim.Now();   // before ONNX Runtime loads the output
             Diagnostics.MemoryTrace.Mark("after save");
-            if (OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(model)) is { } loadError)
+            if (clock.Time("ORT load check", () => OrtModel.LoadError(saved.ModelPath, CustomOps.IsUsedBy(model))) is { } loadError)
             {
                 // The input's fault when ONNX Runtime does not load the original either (an op of an old opset it has no kernel for).
                 if (original is not null && OrtModel.LoadError(original, false) is { } originalError)
@@ -168,10 +178,13 @@ public sealed class Compiler(PassRegistry registry)
             {
                 if (original is null)
                     throw new ArgumentException("verifying needs the original model's file (CompileOptions.OriginalPath)", nameof(o));
-                using var a = Model.Load(original);
-                using var b = Model.Load(saved.ModelPath);
-                verify = o.Stages.Run("verifying", p =>
-                    Verifier.Run(a, b, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
+                verify = clock.Time("verify", () =>
+                {
+                    using var a = Model.Load(original);
+                    using var b = Model.Load(saved.ModelPath);
+                    return o.Stages.Run("verifying", p =>
+                        Verifier.Run(a, b, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
+                });
                 Diagnostics.MemoryTrace.Mark("after verify");
             }
         }
@@ -184,6 +197,6 @@ public sealed class Compiler(PassRegistry registry)
         var report = CompileReport.Create(o.InputName ?? original ?? "", o.OutputName
             ?? (o.OutputPath is null ? "" : Path.GetFullPath(o.OutputPath)),
             recipe, ctx, timings, warnings, verify, o.HeldOut?.Description);
-        return new CompileResult(model, recipe, ctx, timings, saved, verify, report) { OwnsModel = ownsModel };
+        return new CompileResult(model, recipe, ctx, timings, saved, verify, report) { OwnsModel = ownsModel, Clock = clock };
     }
 }

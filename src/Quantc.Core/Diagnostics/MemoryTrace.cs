@@ -21,6 +21,9 @@ public static class MemoryTrace
             $"{Mb(status, "RssFile")}) peak {Mb(status, "VmHWM")} managed {heap >> 20} MiB (committed {committed >> 20} MiB)");
     }
 
+    /// <summary>The process's peak resident set so far (VmHWM) in bytes; 0 where /proc is not there.</summary>
+    public static long PeakRssBytes() => ReadStatus().TryGetValue("VmHWM", out long kb) ? kb << 10 : 0;
+
     private static Dictionary<string, long> ReadStatus()
     {
         var d = new Dictionary<string, long>(StringComparer.Ordinal);

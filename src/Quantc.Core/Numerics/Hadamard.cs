@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace Quantc.Core.Numerics;
 
 /// <summary>
@@ -63,6 +65,52 @@ public static class Hadamard
                 h[i * n + j] = hm[a * m + c] * sylvester;
             }
         return h;
+    }
+
+    /// <summary>
+    /// W' = H_k·W / k for a [k, n] row-major float matrix, in place: each column's entries are summed in double in row order and
+    /// divided by k, then rounded to float once — the same arithmetic as summing <c>h[i, j] · (double)w[j, c]</c> over j = 0…k−1 per
+    /// (i, c) (products of ±1 are exact), so the result is bit-identical to that plain triple loop. Sixteen columns at a time
+    /// (four 4-wide double vectors, one lane per column, the sums still in row order), blocks of columns on the thread pool.
+    /// <c>online_hadamard</c> fuses the inverse of its rotation into the layer's weight with it.
+    /// </summary>
+    public static void FuseIntoColumns(float[] w, long k, long n)
+    {
+        if (w.LongLength != k * n) throw new ArgumentException($"weight of {w.LongLength} elements is not {k} × {n}", nameof(w));
+        var h = Matrix(k);
+        int kk = (int)k, nn = (int)n;
+        const int Block = 16;
+        int blocks = (nn + Block - 1) / Block;
+        Parallel.For(0, blocks, () => new double[kk * Block], (b, _, wt) =>
+        {
+            int c0 = b * Block, width = Math.Min(Block, nn - c0);
+            // The block's columns side by side ([k, 16] double; a short last block is zero-padded and its extra lanes dropped).
+            for (int j = 0; j < kk; j++)
+                for (int l = 0; l < Block; l++) wt[j * Block + l] = l < width ? w[(long)j * nn + c0 + l] : 0.0;
+            var col = new double[kk * Block];
+            for (int i = 0; i < kk; i++)
+            {
+                Vector256<double> a0 = default, a1 = default, a2 = default, a3 = default;
+                ReadOnlySpan<double> t = wt;
+                for (int j = 0; j < kk; j++)
+                {
+                    var hv = Vector256.Create((double)h[(long)i * kk + j]);
+                    var src = t.Slice(j * Block, Block);
+                    a0 += hv * Vector256.Create(src[..4]);
+                    a1 += hv * Vector256.Create(src.Slice(4, 4));
+                    a2 += hv * Vector256.Create(src.Slice(8, 4));
+                    a3 += hv * Vector256.Create(src.Slice(12, 4));
+                }
+                var dst = col.AsSpan(i * Block, Block);
+                (a0 / kk).CopyTo(dst[..4]);
+                (a1 / kk).CopyTo(dst.Slice(4, 4));
+                (a2 / kk).CopyTo(dst.Slice(8, 4));
+                (a3 / kk).CopyTo(dst.Slice(12, 4));
+            }
+            for (int i = 0; i < kk; i++)
+                for (int l = 0; l < width; l++) w[(long)i * nn + c0 + l] = (float)col[i * Block + l];
+            return wt;
+        }, _ => { });
     }
 
     /// <summary>y = H_n x / √n (normalised) for each row of length n — the same transform as ai.quantc.Hadamard.</summary>

@@ -110,7 +110,34 @@ public static class WeightQuantizer
         int g = groupSize == 0 ? k : groupSize, groups = k / g;
         var q = new sbyte[n * k];
         var scales = new float[n * groups];
-        for (int r = 0; r < n; r++)
+        // Rows are independent: a large weight's rows go to the thread pool in blocks (the same arithmetic per row, so the same bytes).
+        const int RowsPerBlock = 64;
+        if ((long)n * k < ParallelElements)
+            RtnRows(w, 0, n, k, g, format, q, scales);
+        else
+            unsafe
+            {
+                fixed (float* p = w)
+                {
+                    nint address = (nint)p;
+                    int length = w.Length;
+                    Parallel.For(0, (n + RowsPerBlock - 1) / RowsPerBlock, b =>
+                    {
+                        var all = new ReadOnlySpan<float>((float*)address, length);
+                        RtnRows(all, b * RowsPerBlock, Math.Min(n, (b + 1) * RowsPerBlock), k, g, format, q, scales);
+                    });
+                }
+            }
+        return new QuantizedWeight(format, n, k, groupSize, q, scales);
+    }
+
+    /// <summary>Weights of at least this many elements are rounded on the thread pool (<see cref="Rtn"/>).</summary>
+    public const long ParallelElements = 1 << 18;
+
+    private static void RtnRows(ReadOnlySpan<float> w, int from, int to, int k, int g, QuantFormat format, sbyte[] q, float[] scales)
+    {
+        int groups = k / g;
+        for (int r = from; r < to; r++)
             for (int gi = 0; gi < groups; gi++)
             {
                 var slice = w.Slice(r * k + gi * g, g);
@@ -118,7 +145,6 @@ public static class WeightQuantizer
                 scales[r * groups + gi] = s;
                 for (int j = 0; j < g; j++) q[r * k + gi * g + j] = (sbyte)Quantizer.QuantizeInt(slice[j], s, 0, format);
             }
-        return new QuantizedWeight(format, n, k, groupSize, q, scales);
     }
 
     /// <summary>

@@ -94,11 +94,19 @@ public sealed class PassContext(Model model)
                 ? $"pass '{pass}' needs calibration data: give --calib DATA"
                 : $"pass '{pass}' needs statistics the saved calibration does not have (of the rewritten model, or other tensors): give " +
                     $"--calib DATA as well");
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var fresh = Calibrator.Collect(Model, wanted, CalibrationData, CalibrationOptions, observe: observe, completed: completed);
+        CalibrationTime += System.Diagnostics.Stopwatch.GetElapsedTime(started);
         if (_cacheVersion != Model.Revision) { _cache.Clear(); _cacheVersion = Model.Revision; }
         foreach (var (k, v) in fresh) _cache[k] = v;
         return fresh;
     }
+
+    /// <summary>
+    /// Time spent in calibration runs of <see cref="Calibrate"/> so far (ONNX Runtime over the calibration data, with the passes'
+    /// <c>observe</c> callbacks); answers from saved or cached statistics cost nothing here.
+    /// </summary>
+    public TimeSpan CalibrationTime { get; private set; }
 
     /// <summary>Whether <see cref="Calibrate"/> can answer for <paramref name="tensors"/> (calibration data, or saved statistics that cover
     /// them).</summary>

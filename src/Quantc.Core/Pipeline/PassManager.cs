@@ -3,8 +3,13 @@ using Quantc.Ir;
 
 namespace Quantc.Core.Pipeline;
 
-/// <summary>How long one pass took and what it left behind.</summary>
-public sealed record PassTiming(string Pass, PassKind Kind, TimeSpan Elapsed, int NodesBefore, int NodesAfter);
+/// <summary>
+/// How long one pass took and what it left behind; <paramref name="Calibration"/>: the part of <paramref name="Elapsed"/> spent in
+/// calibration runs (<see cref="PassContext.CalibrationTime"/>); <paramref name="Housekeeping"/>: the pass manager's work after it
+/// (validating the graph, dropping mapped pages, collecting a spilling model's garbage), not in <paramref name="Elapsed"/>.
+/// </summary>
+public sealed record PassTiming(string Pass, PassKind Kind, TimeSpan Elapsed, int NodesBefore, int NodesAfter,
+    TimeSpan Calibration = default, TimeSpan Housekeeping = default);
 
 /// <summary>
 /// Runs a recipe's passes in order: times each, validates the graph after each (a pass that
@@ -36,15 +41,19 @@ public sealed class PassManager(PassRegistry registry)
         {
             var pass = passes[i];
             int before = context.Model.Graph.AllNodes().Count();
+            var calibrated = context.CalibrationTime;
             var sw = Stopwatch.StartNew();
             pass.Run(context);
             sw.Stop();
+            long housekeeping = Stopwatch.GetTimestamp();
             var problems = context.Model.Graph.FindProblems();
             if (problems.Count > 0)
                 throw new InvalidOperationException($"pass '{pass.Name}' left the graph invalid: {string.Join("; ", problems.Take(5))}");
-            timings.Add(new PassTiming(pass.Name, pass.Kind, sw.Elapsed, before, context.Model.Graph.AllNodes().Count()));
+            int after = context.Model.Graph.AllNodes().Count();
             context.Model.File?.DropMappedPages();   // weights read through the maps leave the resident set
             if (context.Model.SpilledBytes > 0) Runtime.MemoryTrim.Now();   // a large model's garbage goes before the next pass
+            timings.Add(new PassTiming(pass.Name, pass.Kind, sw.Elapsed, before, after, context.CalibrationTime - calibrated,
+                Stopwatch.GetElapsedTime(housekeeping)));
             Diagnostics.MemoryTrace.Mark($"after {pass.Name}");
             progress?.Report((i + 1, passes.Count));
         }
