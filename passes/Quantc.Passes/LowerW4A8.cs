@@ -53,6 +53,7 @@ public sealed class LowerW4A8Pass(bool portable, bool quantizeInside = true, boo
                 if (!ctx.Plan.TryGet(l.Name, out var plan) || plan.WeightFormat != NumberFormat.Int4 ||
                     plan.ActivationFormat != NumberFormat.Int8 || plan.ActivationMode != ActivationMode.Dynamic) continue;
                 if (plan.QuantizedWeight is not { } q) continue;
+                ctx.ReleaseLayerCopies();   // a spilled weight's integers are read back per layer: collect the copies as they pile up
                 string? why = l.InFeatures % 64 != 0 ? $"K = {l.InFeatures} is not a multiple of 64"
                     : q.GroupSize is not (32 or 64 or 128) ? $"group size {q.GroupSize} is not 32, 64 or 128"
                     : l.WeightIsOutByIn ? "a transposed Gemm weight" : null;
