@@ -115,10 +115,12 @@ public sealed class RealModelTests(ITestOutputHelper log) : IDisposable
         double sqnr = r.Outputs.Single(o => o.Name == "logits").SqnrDb;
         log.WriteLine($"w8a8-dynamic: logits SQNR {sqnr:0.0} dB, top-1 {r.Logits!.Top1Agreement:P1}, perplexity {r.Logits.OriginalPerplexity:0.000} → {r.Logits.CompiledPerplexity:0.000}");
         // ONNX Runtime's U8S8 kernel on a CPU without VNNI sums u8·s8 pairs in saturating int16 (vpmaddubsw): measured 94.5 %
-        // top-1 on an AVX2-only EPYC (2026-12-04) against > 96 % with VNNI, for the same compiled bytes.
-        double top1 = Quantc.Core.Runtime.CpuFeatures.HasInt8DotProduct ? 0.96 : 0.93;
+        // top-1 and 25.2 dB logits SQNR on an AVX2-only EPYC (2026-12-05) against > 96 % and > 30 dB with VNNI, for the same
+        // compiled bytes.
+        bool vnni = Quantc.Core.Runtime.CpuFeatures.HasInt8DotProduct;
+        double top1 = vnni ? 0.96 : 0.93, minSqnr = vnni ? 30 : 22;
         Assert.True(r.Logits.Top1Agreement > top1, $"top-1 agreement {r.Logits.Top1Agreement:P1} ≤ {top1:P0} ({CpuDescription})");
-        Assert.True(sqnr > 30, $"logits SQNR {sqnr:0.0} dB ≤ 30 dB");
+        Assert.True(sqnr > minSqnr, $"logits SQNR {sqnr:0.0} dB ≤ {minSqnr} dB ({CpuDescription})");
         Assert.True(r.Logits.CompiledPerplexity < r.Logits.OriginalPerplexity * 1.02, "perplexity rose by more than 2 %");
         // Greedy decoding from BOS through the KV cache: all 64 tokens matched fp32 when measured.
         Assert.True(r.Greedy is { Steps: 64, Matching: >= 32 }, $"greedy decoding: {r.Greedy}");

@@ -183,7 +183,9 @@ public sealed class Compiler(PassRegistry registry)
                     using var a = Model.Load(original);
                     using var b = Model.Load(saved.ModelPath);
                     return o.Stages.Run("verifying", p =>
-                        Verifier.Run(a, b, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false }, p));
+                        // No greedy decoding here: the compile's report has no field for it (quantc verify decodes), and on a
+                        // segmented model it would reopen every segment per token.
+                        Verifier.Run(a, b, held.Samples, held.Tokens, new VerifyOptions { PerLayer = false, GreedySteps = 0 }, p));
                 });
                 Diagnostics.MemoryTrace.Mark("after verify");
             }
