@@ -161,4 +161,25 @@ public sealed class CalibratorTests : IDisposable
         }
         Assert.Equal(before, Directory.GetDirectories(Path.GetTempPath(), "quantc-session-*").Length);
     }
+
+    [Fact]
+    public void AGraphInputAskedForAsAnOutputOutlivesTheInputsFedToTheRun()
+    {
+        // ONNX Runtime returns a graph input asked for as an output as the very buffer it was fed. The calibration folds outputs
+        // after it disposes the run's inputs (pipelined with the next run): the buffer must not be the sample's array, which the
+        // garbage collector may move once it is unpinned (CI crashed in the folding of a calibrated first-layer input).
+        using var model = Model.Load(BuildModel(new float[12], new float[3]));
+        var x = new float[] { 1, -2, 3, -4, 5, -6, 7, -8 };
+        var sample = new CalibrationSample();
+        sample.Inputs["x"] = (x, [2, 4]);
+        using var session = Quantc.Core.Runtime.OrtModel.CreateSession(model, ["x"]);
+        var inputs = CalibrationInputs.ToOrt(sample);
+        var outputs = Quantc.Core.Runtime.OrtModel.Run(session, inputs, ["x"], "model");
+        foreach (var (_, v) in inputs) v.Dispose();
+        x[0] = 99;      // the sample's array is not the output's buffer
+        using (outputs) Assert.Equal([1f, -2, 3, -4, 5, -6, 7, -8], outputs[0].GetTensorDataAsSpan<float>().ToArray());
+
+        var stats = Calibrator.Collect(model, ["x", "z"], [sample, sample, sample]);
+        Assert.Equal((-8f, 99f), (stats["x"].Min, stats["x"].Max));
+    }
 }

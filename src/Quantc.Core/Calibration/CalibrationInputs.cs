@@ -62,26 +62,49 @@ public static class CalibrationInputs
         _ => throw new BadInputException($"token inputs must be int32 or int64, not {DataTypes.Name(elemType)}"),
     };
 
-    /// <summary>Wraps a sample's arrays as ORT values (the arrays are pinned, not copied).</summary>
+    /// <summary>
+    /// The sample's arrays as ORT values that own copies of the data. Not the arrays pinned in place: ONNX Runtime hands a graph input
+    /// asked for as an output (a calibrated first layer's input, an output that is an input) back as the same buffer, which must
+    /// outlive the inputs. An ORT-allocated input is shared by reference count; a pinned array is unpinned when its input is
+    /// disposed, and the garbage collector may then move it under the output (wrong statistics, or a crash).
+    /// </summary>
     public static List<(string Name, OrtValue Value)> ToOrt(CalibrationSample sample)
     {
         var list = new List<(string, OrtValue)>();
-        foreach (var (name, (data, shape)) in sample.Inputs.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        try
         {
-            OrtValue v = data switch
+            foreach (var (name, (data, shape)) in sample.Inputs.OrderBy(kv => kv.Key, StringComparer.Ordinal))
             {
-                float[] f => OrtValue.CreateTensorValueFromMemory(f, shape),
-                long[] l => OrtValue.CreateTensorValueFromMemory(l, shape),
-                int[] i => OrtValue.CreateTensorValueFromMemory(i, shape),
-                Float16[] h => OrtValue.CreateTensorValueFromMemory(h, shape),
-                bool[] b => OrtValue.CreateTensorValueFromMemory(b, shape),
-                byte[] u => OrtValue.CreateTensorValueFromMemory(u, shape),
-                sbyte[] s8 => OrtValue.CreateTensorValueFromMemory(s8, shape),
-                _ => throw new ArgumentException($"unsupported input array type {data.GetType().Name}"),
-            };
-            list.Add((name, v));
+                OrtValue v = data switch
+                {
+                    float[] f => Owned(f, TensorElementType.Float, shape),
+                    long[] l => Owned(l, TensorElementType.Int64, shape),
+                    int[] i => Owned(i, TensorElementType.Int32, shape),
+                    Float16[] h => Owned(h, TensorElementType.Float16, shape),
+                    bool[] b => Owned(b, TensorElementType.Bool, shape),
+                    byte[] u => Owned(u, TensorElementType.UInt8, shape),
+                    sbyte[] s8 => Owned(s8, TensorElementType.Int8, shape),
+                    _ => throw new ArgumentException($"unsupported input array type {data.GetType().Name}"),
+                };
+                list.Add((name, v));
+            }
+        }
+        catch
+        {
+            foreach (var (_, v) in list) v.Dispose();
+            throw;
         }
         return list;
+    }
+
+    private static OrtValue Owned<T>(T[] data, TensorElementType type, long[] shape) where T : unmanaged
+    {
+        long count = shape.Aggregate(1L, (a, d) => a * d);
+        if (count != data.Length)
+            throw new ArgumentException($"an input of shape [{string.Join(", ", shape)}] needs {count} values, not {data.Length}");
+        var v = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape);
+        if (data.Length > 0) data.AsSpan().CopyTo(v.GetTensorMutableDataAsSpan<T>());
+        return v;
     }
 
     /// <summary>A managed copy of a tensor that <see cref="ToOrt"/> can feed back (float32, float16, int64, int32, bool, uint8, int8).
