@@ -13,7 +13,7 @@ namespace Quantc.Passes;
 /// reads the same x as the scan, so its input range is set to the scan's (one quantized x feeds both).
 /// Run after <c>ranges</c>.
 /// </summary>
-public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : IPass
+public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : IPass, ICalibrationNeeds
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<MambaRangesOptions>("mamba_ranges", PassKind.Decision,
@@ -36,10 +36,7 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
                 "are for Mamba models)" +
                 (near is null ? "" : $"; nearest miss: {near}"));
         }
-        var roles = blocks.SelectMany(b => new[]
-        {
-            (b, "conv x", b.X), (b, "scan x", b.ScanX), (b, "scan dt", b.Dt), (b, "scan B", b.B), (b, "scan C", b.C), (b, "scan z", b.Z),
-        }).ToList();
+        var roles = Roles(map);
         var stats = ctx.Calibrate(roles.Select(r => r.Item3.Name).Distinct().ToList(), Name);
         string pct = xPercentile.ToString(CultureInfo.InvariantCulture);
         foreach (var (b, role, v) in roles)
@@ -70,6 +67,15 @@ public sealed class MambaRangesPass(RangeMethod xMethod, double xPercentile) : I
             ctx.Plan.SetActivation(plan);
         }
     }
+
+    /// <summary>The calibrated inputs of every mixer: the conv's x and the scan's x, dt, B, C and z.</summary>
+    private static List<(MambaBlock Block, string Role, Quantc.Ir.Value Tensor)> Roles(ModelMap map) =>
+        map.Mambas.SelectMany(b => new[]
+        {
+            (b, "conv x", b.X), (b, "scan x", b.ScanX), (b, "scan dt", b.Dt), (b, "scan B", b.B), (b, "scan C", b.C), (b, "scan z", b.Z),
+        }).ToList();
+
+    public IReadOnlyCollection<string> CalibrationNeeds(PassContext ctx) => Roles(ctx.Map).Select(r => r.Tensor.Name).Distinct().ToList();
 }
 
 /// <summary>The options of <see cref="MambaRangesPass"/>.</summary>

@@ -182,4 +182,45 @@ public sealed class CalibratorTests : IDisposable
         var stats = Calibrator.Collect(model, ["x", "z"], [sample, sample, sample]);
         Assert.Equal((-8f, 99f), (stats["x"].Min, stats["x"].Max));
     }
+
+    [Fact]
+    public void GroupsCountActivationsByTheTokenInputNotByARecurrentStateFedBesideIt()
+    {
+        // A Mamba-like model: input_ids [batch_size, sequence_length] and an SSM state [batch_size, 1024, 16] per layer. Each calibration
+        // group is one more run of the model over the data; counting unknown dimensions as the state's 16,384 elements made every
+        // tensor 256 MiB, and the small mamba's quamba compile ran its model 27 times.
+        using var m = Model.Create();
+        var g = m.Graph;
+        var ids = g.AddInput("input_ids", new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 7, Shape = Dims("batch_size",
+            "sequence_length") } });
+        var state = g.AddInput("state", new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = Dims("batch_size",
+            1024L, 16L) } });
+        var cast = g.AddNode("Cast", [ids], outputNames: ["h0"]);
+        cast.SetAttribute("to", 1L);
+        var h = cast.Output;
+        var names = new List<string>();
+        for (int i = 0; i < 20; i++) { h = g.AddNode("Relu", [h], outputNames: [$"t{i}"]).Output; names.Add(h.Name); }
+        var typed = g.AddNode("Relu", [state], outputNames: ["typed"]).Output;
+        typed.Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1, Shape = Dims("batch_size", "sequence_length",
+            64L) } };
+        g.AddOutput(h);
+        var sample = new CalibrationSample();
+        sample.Inputs["input_ids"] = (new long[512], [1, 512]);
+        sample.Inputs["state"] = (new float[1024 * 16], [1, 1024, 16]);
+
+        // Unknown shapes: 512 tokens × 4096 × 4 B = 8 MiB each, all 20 in one 1 GiB group (was 256 MiB each, 5 groups).
+        Assert.Single(Calibrator.Group(m, names, [sample], 1L << 30));
+        // Named dimensions take the samples' sizes: [1, 512, 64] floats = 128 KiB; two fit 256 KiB, a third does not.
+        var groups = Calibrator.Group(m, ["typed", "typed", "typed"], [sample], 256 << 10);
+        Assert.Equal([2, 1], groups.Select(x => x.Count));
+    }
+
+    private static TensorShapeProto Dims(params object[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims)
+            shape.Dim.Add(d is string p ? new TensorShapeProto.Types.Dimension { DimParam = p }
+                : new TensorShapeProto.Types.Dimension { DimValue = (long)d });
+        return shape;
+    }
 }

@@ -143,18 +143,36 @@ public static class Calibrator
     }
 
     /// <summary>Splits tensors into groups whose activations fit <paramref name="budget"/> bytes for the largest sample.</summary>
-    private static List<List<string>> Group(Model model, List<string> tensors, IReadOnlyList<CalibrationSample> samples, long budget)
+    /// <remarks>Every group is one more run of the model over all samples, so the estimate must not be wildly high: a dimension named
+    /// as one of a graph input's (batch_size, sequence_length) takes the largest size the samples give it; another unknown dimension
+    /// counts as the sample's token count, that of its token input (input_ids) where it has one — not of a recurrent state fed
+    /// beside it (a Mamba model's 1 × 1024 × 16 SSM states made every tensor count 32 times, and quamba ran its model 27 times).
+    /// A tensor of unknown shape counts as tokens × 4096.</remarks>
+    internal static List<List<string>> Group(Model model, List<string> tensors, IReadOnlyList<CalibrationSample> samples, long budget)
     {
-        long tokens = samples.Max(s =>
-            s.Inputs.Values.Select(x => x.Shape.Aggregate(1L, (a, b) => a * Math.Max(b, 1))).DefaultIfEmpty(1).Max());
+        static long Elements(long[] shape) => shape.Aggregate(1L, (a, b) => a * Math.Max(b, 1));
+        long tokens = samples.Max(s => s.Inputs.Any(kv => CalibrationInputs.IsTokenInput(kv.Key))
+            ? s.Inputs.Where(kv => CalibrationInputs.IsTokenInput(kv.Key)).Max(kv => Elements(kv.Value.Shape))
+            : s.Inputs.Values.Select(x => Elements(x.Shape)).DefaultIfEmpty(1).Max());
+        var named = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var input in model.Graph.Inputs)
+        {
+            var dims = input.Type?.TensorType?.Shape?.Dim;
+            if (dims is null) continue;
+            foreach (var s in samples)
+                if (s.Inputs.TryGetValue(input.Name, out var fed) && fed.Shape.Length == dims.Count)
+                    for (int d = 0; d < dims.Count; d++)
+                        if (dims[d].HasDimParam && dims[d].DimParam.Length > 0)
+                            named[dims[d].DimParam] = Math.Max(named.GetValueOrDefault(dims[d].DimParam), fed.Shape[d]);
+        }
         var groups = new List<List<string>>();
         var cur = new List<string>();
         long curBytes = 0;
         foreach (var t in tensors)
         {
-            var shape = model.Graph.Find(t)!.Shape;
-            // Unknown dims count as the token count (sequence) or 1; a fair upper estimate for activations.
-            long bytes = 4L * (shape is null ? tokens * 4096 : shape.Select(d => d ?? tokens).Aggregate(1L, (a, b) => a * Math.Max(b, 1)));
+            var dims = model.Graph.Find(t)!.Type?.TensorType?.Shape?.Dim;
+            long bytes = 4L * (dims is null ? tokens * 4096 : dims.Aggregate(1L, (a, d) => a * Math.Max(1,
+                d.HasDimValue ? d.DimValue : d.HasDimParam && named.TryGetValue(d.DimParam, out long n) ? n : tokens)));
             if (cur.Count > 0 && curBytes + bytes > budget)
             {
                 groups.Add(cur);

@@ -1,6 +1,7 @@
 using Quantc.Core.Calibration;
 using Quantc.Core.Verification;
 using Quantc.Ir;
+using DT = Quantc.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Quantc.Core.Pipeline;
 
@@ -26,6 +27,17 @@ public interface IPass
 
     /// <summary>Runs the pass.</summary>
     void Run(PassContext context);
+}
+
+/// <summary>
+/// A pass that calibrates (a plain <see cref="PassContext.Calibrate"/>, no observer) and can say on which tensors before it runs. When
+/// it follows other decision passes, which leave the graph as it is, the first of them that calibrates collects its tensors in the
+/// same run over the calibration data: ranges and mamba_ranges in quamba run the model once, not twice.
+/// </summary>
+public interface ICalibrationNeeds
+{
+    /// <summary>The tensors the pass will calibrate, on the model as it is now; empty when it has nothing to do.</summary>
+    IReadOnlyCollection<string> CalibrationNeeds(PassContext context);
 }
 
 /// <summary>Everything a pass may read or change.</summary>
@@ -94,13 +106,34 @@ public sealed class PassContext(Model model)
                 ? $"pass '{pass}' needs calibration data: give --calib DATA"
                 : $"pass '{pass}' needs statistics the saved calibration does not have (of the rewritten model, or other tensors): give " +
                     $"--calib DATA as well");
+        var run = wanted;
+        if (observe is null && completed is null && CalibrationAhead.Count > 0)
+        {
+            var ahead = CalibrationAhead.Where(t => !wanted.Contains(t) && !(_cacheVersion == Model.Revision && _cache.ContainsKey(t)) &&
+                Model.Graph.Find(t) is { ElementType: 0 or (int)DT.Float or (int)DT.Float16 }).Distinct().ToList();
+            if (ahead.Count > 0)
+            {
+                run = [.. wanted, .. ahead];
+                Log.Add($"{pass}: the same calibration run collects {ahead.Count} tensors for the passes after it " +
+                    $"({string.Join(", ", CalibrationAheadFor)})");
+            }
+        }
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var fresh = Calibrator.Collect(Model, wanted, CalibrationData, CalibrationOptions, observe: observe, completed: completed);
+        var fresh = Calibrator.Collect(Model, run, CalibrationData, CalibrationOptions, observe: observe, completed: completed);
         CalibrationTime += System.Diagnostics.Stopwatch.GetElapsedTime(started);
         if (_cacheVersion != Model.Revision) { _cache.Clear(); _cacheVersion = Model.Revision; }
         foreach (var (k, v) in fresh) _cache[k] = v;
-        return fresh;
+        return wanted.ToDictionary(t => t, t => fresh[t], StringComparer.Ordinal);
     }
+
+    /// <summary>
+    /// Tensors that the decision passes right after this one will calibrate on the model as it is (set by the pass manager from their
+    /// <see cref="ICalibrationNeeds"/>): a plain <see cref="Calibrate"/> collects them in the same run.
+    /// </summary>
+    public IReadOnlyCollection<string> CalibrationAhead { get; set; } = [];
+
+    /// <summary>The passes <see cref="CalibrationAhead"/> is for (named in the log).</summary>
+    public IReadOnlyList<string> CalibrationAheadFor { get; set; } = [];
 
     /// <summary>
     /// Time spent in calibration runs of <see cref="Calibrate"/> so far (ONNX Runtime over the calibration data, with the passes'

@@ -42,8 +42,16 @@ public sealed class PassManager(PassRegistry registry)
             var pass = passes[i];
             int before = context.Model.Graph.AllNodes().Count();
             var calibrated = context.CalibrationTime;
+            (context.CalibrationAhead, context.CalibrationAheadFor) = pass.Kind == PassKind.Decision ? Ahead(passes, i, context) : ([], []);
             var sw = Stopwatch.StartNew();
-            pass.Run(context);
+            try
+            {
+                pass.Run(context);
+            }
+            finally
+            {
+                (context.CalibrationAhead, context.CalibrationAheadFor) = ([], []);
+            }
             sw.Stop();
             long housekeeping = Stopwatch.GetTimestamp();
             var problems = context.Model.Graph.FindProblems();
@@ -59,5 +67,24 @@ public sealed class PassManager(PassRegistry registry)
         }
         if (context.Provenance.Origins.Count > 0) context.Provenance.WriteTo(context.Model);
         return timings;
+    }
+
+    /// <summary>
+    /// What the decision passes right after pass <paramref name="i"/> (up to the first pass that may edit the graph) will calibrate:
+    /// with calibration data, their tensors join pass <paramref name="i"/>'s run.
+    /// </summary>
+    private static (IReadOnlyCollection<string> Tensors, IReadOnlyList<string> Passes) Ahead(IReadOnlyList<IPass> passes, int i,
+        PassContext context)
+    {
+        if (context.CalibrationData is not { Count: > 0 }) return ([], []);
+        var tensors = new HashSet<string>(StringComparer.Ordinal);
+        var names = new List<string>();
+        for (int j = i + 1; j < passes.Count && passes[j].Kind == PassKind.Decision; j++)
+            if (passes[j] is ICalibrationNeeds needs && needs.CalibrationNeeds(context) is { Count: > 0 } more)
+            {
+                tensors.UnionWith(more);
+                names.Add(passes[j].Name);
+            }
+        return (tensors, names);
     }
 }
