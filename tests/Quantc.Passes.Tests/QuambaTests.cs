@@ -34,9 +34,15 @@ public sealed class QuambaTests(ITestOutputHelper log) : IDisposable
 
     private (Model Compiled, PassContext Context) Compile(string recipeYaml)
     {
+        var (compiled, ctx, _) = CompileTimed(recipeYaml);
+        return (compiled, ctx);
+    }
+
+    private (Model Compiled, PassContext Context, IReadOnlyList<PassTiming> Timings) CompileTimed(string recipeYaml)
+    {
         using var m = Load();
         var compiled = TestCompiler.CompileAndReload(_dir, m, recipeYaml, Data(m, "calib.txt", 8).Samples, out var result);
-        return (compiled, result.Context);
+        return (compiled, result.Context, result.Timings);
     }
 
     private VerifyReport Verify(Model compiled, string what)
@@ -77,9 +83,14 @@ public sealed class QuambaTests(ITestOutputHelper log) : IDisposable
     [Fact]
     public void QuambaLowersToQuantcKernelsThatRunInOnnxRuntime()
     {
-        var (compiled, ctx) = Compile(Builtins.Recipes["quamba"]);
+        var (compiled, ctx, timings) = CompileTimed(Builtins.Recipes["quamba"]);
         using (compiled)
         {
+            // ranges and mamba_ranges calibrate in one run over the data: mamba_ranges finds its statistics collected.
+            Assert.Contains(ctx.Log, l => l.StartsWith("ranges: the same calibration run collects ", StringComparison.Ordinal) &&
+                l.EndsWith("(mamba_ranges)", StringComparison.Ordinal));
+            Assert.True(timings.Single(t => t.Pass == "ranges").Calibration > TimeSpan.Zero);
+            Assert.Equal(TimeSpan.Zero, timings.Single(t => t.Pass == "mamba_ranges").Calibration);
             var ops = compiled.Graph.Nodes.Where(n => n.Domain == "ai.quantc").GroupBy(n => n.OpType).ToDictionary(g => g.Key, g => g.Count());
             Assert.Equal(4, ops["QSelectiveScan"]);
             Assert.Equal(4, ops["QCausalConv1d"]);
