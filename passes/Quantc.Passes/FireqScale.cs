@@ -85,6 +85,7 @@ public sealed class FireqScalePass(double gateUp, double down, double valueScale
             Smoothing.ScaleRows(w, (int)r.InFeatures, (int)r.OutFeatures, s);
             Weights.Write(g, r, w);
             ctx.Plan[r.Name].Transforms.Add(string.Create(CultureInfo.InvariantCulture, $"FireQ channel scaling c = {c:G3} via {via}"));
+            ctx.ReleaseLayerCopies();
         }
         foreach (var v in changed) ctx.Provenance.RecordTransformed(v.Name, "scaled");
         ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,

@@ -45,6 +45,7 @@ public sealed class FoldNormPass(bool untie = false) : IPass
                 bool shared = l.Weight.Uses.Count > 1;
                 Weights.Write(g, l, w);
                 ctx.Plan[l.Name].Transforms.Add($"folded {norm.Name}{(shared ? $" (untied from '{l.Weight.Name}')" : "")}");
+                ctx.ReleaseLayerCopies();
             }
             g.SetInitializer(norm.Gamma,
                 Tensor.FromFloats(norm.Gamma.Name, norm.Gamma.Initializer.Dims, Enumerable.Repeat(1f, gamma.Length).ToArray()));

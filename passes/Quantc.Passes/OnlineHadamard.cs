@@ -52,6 +52,7 @@ public sealed class OnlineHadamardPass(string layers, bool portable) : IPass
             l.Node.SetInput(0, xr);
             ctx.Plan[l.Name].Transforms.Add(portable ? "online Hadamard (MatMul)" : "online Hadamard");
             ctx.Log.Add($"online_hadamard: {l.Name} (K = {k})");
+            ctx.ReleaseLayerCopies();       // the float copy of each layer's weight (a 1b model's piled up to 1.9 GB)
         }
     }
 

@@ -68,6 +68,7 @@ public sealed class RotateHeadPass(string layers, int seed) : IPass
             if (!q.IsHadamard)
                 ctx.Log.Add($"rotate_head: head size {region.HeadSize} has no Hadamard matrix: used a seeded random orthogonal matrix " +
                 $"instead");
+            ctx.ReleaseLayerCopies();
         }
         if (cacheTensors.Count > 0)
             ctx.Model.SetMetadata(CacheMetadataKey,

@@ -56,6 +56,7 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
         {
             RotatedWeights.Outputs(g, w, q);
             ctx.Plan[w.Name].Transforms.Add("R1: output rotated into the residual basis");
+            ctx.ReleaseLayerCopies();
         }
         foreach (var r in stream.Readers)
         {
@@ -71,6 +72,7 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
                 RotatedWeights.Inputs(g, r, q);
                 ctx.Plan[r.Name].Transforms.Add("R1: input rotated back (Qᵀ·W)");
             }
+            ctx.ReleaseLayerCopies();
         }
         foreach (var b in stream.SkipBiases) RotatedWeights.Vector(g, b, q);
         foreach (var v in stream.RotatedValues) ctx.Provenance.RecordTransformed(v.Name, "rotated");

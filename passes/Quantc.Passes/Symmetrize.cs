@@ -96,6 +96,7 @@ public sealed partial class SymmetrizePass(bool meanCentre = false, IReadOnlyLis
                 // x·W before the bias now lacks z·W (the bias gives it back): only the layer's result is unchanged.
                 if (l.Node.Outputs[0] is { } product && product.Name != result) ctx.Provenance.RecordTransformed(product.Name, "shifted");
                 ctx.Plan[l.Name].Transforms.Add($"symmetrized via {norm.Name}");
+                ctx.ReleaseLayerCopies();
             }
             var (before, after) = AbsMaxBeforeAfter(st);
             ctx.Log.Add(string.Create(CultureInfo.InvariantCulture,
