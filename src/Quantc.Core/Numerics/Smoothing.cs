@@ -103,40 +103,51 @@ public static class Smoothing
         var wAbs = WeightChannelAbsMax(weights.Select(w => (w.W, k, w.N)), k);
         var act = actAbsMax.ToArray();
         // Each reader's scored output columns (all of them up to MaxSearchColumns, else an even stride), stored
-        // transposed once ([columns, k], read-only), and the float reference X·W on them.
+        // transposed once ([columns, k], read-only), and the float reference X·W on them. Products run on the packed GEMM
+        // (Reconstruction.Gemm: deterministic whatever the thread count), one α after the other.
         var cols = weights.Select(w => SampledColumns(w.W, k, w.N)).ToList();
-        var reference = cols.Select(c => Gemm(xs, rows, k, c.Wt, c.Count)).ToList();
+        var reference = cols.Select(c =>
+        {
+            var y = new float[(long)rows * c.Count];
+            Reconstruction.Gemm.Nt(xs, c.Wt, y, rows, k, c.Count);
+            return y;
+        }).ToList();
         double energy = reference.Sum(y => (double)System.Numerics.Tensors.TensorPrimitives.Dot(y, y));
         var errors = new double[grid.Count];
-        Parallel.For(0, grid.Count, gi =>
+        var xq = new float[xs.Length];
+        var quantized = cols.Select(c => new float[c.Wt.Length]).ToList();
+        var products = reference.Select(y => new float[y.Length]).ToList();
+        for (int gi = 0; gi < grid.Count; gi++)
         {
             var s = SmoothQuantFactors(act, wAbs, grid[gi]);
             if (powerOfTwo) RoundToPowerOfTwo(s);
             // Q(X / s), dequantized.
-            var xq = new float[xs.Length];
             for (int r = 0; r < rows; r++)
                 System.Numerics.Tensors.TensorPrimitives.Divide(xs.AsSpan(r * k, k), s, xq.AsSpan(r * k, k));
             FakeQuantizeSymmetric(xq, System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(xq));
             double err = 0;
-            var col = new float[k];
             for (int i = 0; i < cols.Count; i++)
             {
                 var (wt, count) = cols[i];
-                var yRef = reference[i];
-                for (int c = 0; c < count; c++)
+                var wq = quantized[i];
+                // Q(diag(s)·W), per output channel (per-channel int8), each column in its own row of wq.
+                Reconstruction.Gemm.For(count, c =>
                 {
-                    // Q(diag(s)·W) of this output channel (per-channel int8), one column at a time.
+                    var col = wq.AsSpan(c * k, k);
                     System.Numerics.Tensors.TensorPrimitives.Multiply(wt.AsSpan(c * k, k), s, col);
                     FakeQuantizeSymmetric(col, System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(col));
-                    for (int r = 0; r < rows; r++)
-                    {
-                        double d = System.Numerics.Tensors.TensorPrimitives.Dot(xq.AsSpan(r * k, k), col) - yRef[r * count + c];
-                        err += d * d;
-                    }
+                });
+                var y = products[i];
+                Reconstruction.Gemm.Nt(xq, wq, y, rows, k, count);
+                var yRef = reference[i];
+                for (int e = 0; e < y.Length; e++)
+                {
+                    double d = (double)y[e] - yRef[e];
+                    err += d * d;
                 }
             }
             errors[gi] = energy > 0 ? err / energy : err;
-        });
+        }
         int best = 0;
         for (int gi = 1; gi < grid.Count; gi++) if (errors[gi] < errors[best]) best = gi;
         return (grid[best], errors);
@@ -166,17 +177,5 @@ public static class Smoothing
             for (int j = 0; j < k; j++) t[(long)ci * k + j] = w[(long)j * n + c];
         }
         return (t, count);
-    }
-
-    /// <summary>[rows, k] · ([n, k])ᵀ → [rows, n].</summary>
-    private static float[] Gemm(float[] x, int rows, int k, float[] wt, int n)
-    {
-        var y = new float[rows * n];
-        for (int r = 0; r < rows; r++)
-        {
-            var xr = x.AsSpan(r * k, k);
-            for (int c = 0; c < n; c++) y[r * n + c] = System.Numerics.Tensors.TensorPrimitives.Dot(xr, wt.AsSpan(c * k, k));
-        }
-        return y;
     }
 }
