@@ -176,7 +176,8 @@ internal static class CompileCommand
         int passWidth = timings.Select(t => t.Pass.Length).DefaultIfEmpty(0).Max();
         foreach (var t in timings)
             stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms  nodes {t.NodesBefore} " +
+                $"  {t.Pass.PadRight(passWidth)} {t.Kind,-18} {t.Elapsed.TotalMilliseconds,8:0} ms (cpu {t.Cpu.TotalMilliseconds:0} ms)  " +
+                $"nodes {t.NodesBefore} " +
                 $"→ {t.NodesAfter}{(t.Calibration > TimeSpan.Zero ? $"  (calibration {t.Calibration.TotalMilliseconds:0} ms)" : "")}"));
         stdout.WriteLine(StageLine(result, inBytes, outBytes));
         var layers = ctx.Plan.Layers.ToList();

@@ -257,7 +257,7 @@ public sealed class CliTests : IDisposable
         Assert.Matches($@"^  stages: open {T}, weights scan {T} \([0-9]+ MB, [0-9]+ MB/s\), data [0-9.]+ s, import {T}, " +
             $@"passes {T} \(calibration [0-9.]+ s, housekeeping [0-9.]+ s\), write {T} \([0-9]+ MB, [0-9]+ MB/s\), " +
             $@"ORT load check {T}, verify {T}, attribution {T}, report [0-9.]+ s; peak RSS [1-9][0-9]* MiB$", stages.TrimEnd('\r'));
-        Assert.Matches(@"\n  smooth +FunctionPreserving +[0-9]+ ms  nodes [0-9]+ → [0-9]+  \(calibration [0-9]+ ms\)", stdout);
+        Assert.Matches(@"\n  smooth +FunctionPreserving +[0-9]+ ms \(cpu [0-9]+ ms\)  nodes [0-9]+ → [0-9]+  \(calibration [0-9]+ ms\)", stdout);
         Assert.True(File.Exists(outPath));
         using var report = JsonDocument.Parse(File.ReadAllText(Path.ChangeExtension(outPath, ".report.json")));
         Assert.Equal("smoothquant", report.RootElement.GetProperty("recipe").GetString());

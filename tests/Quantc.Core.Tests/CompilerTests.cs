@@ -43,14 +43,14 @@ public class CompilerTests
     {
         var plain = new LayerReport("a", "fp32 W / fp32 A", "fp32", "per_channel", null, "rtn", "fp32", "static", null, null, [], []);
         var full = new LayerReport("b", "int4 W", "int4", "per_group", 32, "gptq", "uint8", "static", [-1.5f, 2.25f], "minmax", ["smoothed"], ["why"]);
-        var report = new CompileReport("in.onnx", "/out.onnx", "demo", "d", ["w"], [new PassReport("scale", "Decision", 1.5, 2, 3)], [plain, full], ["log"],
+        var report = new CompileReport("in.onnx", "/out.onnx", "demo", "d", ["w"], [new PassReport("scale", "Decision", 1.5, 2, 3, 1.4, 0)], [plain, full], ["log"],
             new CompileVerifyReport("data", "logits", double.PositiveInfinity, 0.12345678, double.NaN, double.NegativeInfinity, 3));
         string json = report.ToJson();
         Assert.EndsWith("}\n", json, StringComparison.Ordinal);
         var root = JsonDocument.Parse(json).RootElement;
         Assert.Equal(["generator", "input", "output", "recipe", "recipe_description", "warnings", "passes", "layers", "log", "verify"], Names(root));
         Assert.Equal("quantc", root.GetProperty("generator").GetString());
-        Assert.Equal(["pass", "kind", "ms", "nodes_before", "nodes_after"], Names(root.GetProperty("passes")[0]));
+        Assert.Equal(["pass", "kind", "ms", "nodes_before", "nodes_after", "cpu_ms", "calibration_ms"], Names(root.GetProperty("passes")[0]));
         Assert.Equal(["name", "summary", "weights", "granularity", "weight_method", "activations", "activation_mode", "transforms", "reasons"], Names(root.GetProperty("layers")[0]));
         Assert.Equal(["name", "summary", "weights", "granularity", "group_size", "weight_method", "activations", "activation_mode", "activation_range", "range_method", "transforms", "reasons"],
             Names(root.GetProperty("layers")[1]));

@@ -35,11 +35,14 @@ public sealed record CompileReport(
     public string ToJson() => ReportJson.Serialize(this);
 }
 
-/// <summary>One pass of a compile: its kind, time (ms, to 0.1) and the graph's node count before and after.</summary>
-public sealed record PassReport([property: JsonPropertyName("pass")] string Pass, string Kind, double Ms, int NodesBefore, int NodesAfter)
+/// <summary>One pass of a compile: its kind, time (ms, to 0.1), the graph's node count before and after, the process's CPU time over
+/// the pass (all threads) and the part of its time spent in calibration runs.</summary>
+public sealed record PassReport([property: JsonPropertyName("pass")] string Pass, string Kind, double Ms, int NodesBefore, int NodesAfter,
+    double CpuMs, double CalibrationMs)
 {
     public static PassReport From(PassTiming t) =>
-        new(t.Pass, t.Kind.ToString(), Math.Round(t.Elapsed.TotalMilliseconds, 1), t.NodesBefore, t.NodesAfter);
+        new(t.Pass, t.Kind.ToString(), Math.Round(t.Elapsed.TotalMilliseconds, 1), t.NodesBefore, t.NodesAfter,
+            Math.Round(t.Cpu.TotalMilliseconds, 1), Math.Round(t.Calibration.TotalMilliseconds, 1));
 }
 
 /// <summary>One linear layer's plan: formats, granularity, rounding, activation range, and the transforms and reasons behind

@@ -6,10 +6,11 @@ namespace Quantc.Core.Pipeline;
 /// <summary>
 /// How long one pass took and what it left behind; <paramref name="Calibration"/>: the part of <paramref name="Elapsed"/> spent in
 /// calibration runs (<see cref="PassContext.CalibrationTime"/>); <paramref name="Housekeeping"/>: the pass manager's work after it
-/// (validating the graph, dropping mapped pages, collecting a spilling model's garbage), not in <paramref name="Elapsed"/>.
+/// (validating the graph, dropping mapped pages, collecting a spilling model's garbage), not in <paramref name="Elapsed"/>;
+/// <paramref name="Cpu"/>: the process's CPU time (all threads, ONNX Runtime's included) over <paramref name="Elapsed"/>.
 /// </summary>
 public sealed record PassTiming(string Pass, PassKind Kind, TimeSpan Elapsed, int NodesBefore, int NodesAfter,
-    TimeSpan Calibration = default, TimeSpan Housekeeping = default);
+    TimeSpan Calibration = default, TimeSpan Housekeeping = default, TimeSpan Cpu = default);
 
 /// <summary>
 /// Runs a recipe's passes in order: times each, validates the graph after each (a pass that
@@ -43,6 +44,7 @@ public sealed class PassManager(PassRegistry registry)
             int before = context.Model.Graph.AllNodes().Count();
             var calibrated = context.CalibrationTime;
             (context.CalibrationAhead, context.CalibrationAheadFor) = pass.Kind == PassKind.Decision ? Ahead(passes, i, context) : ([], []);
+            var cpu = Process.GetCurrentProcess().TotalProcessorTime;
             var sw = Stopwatch.StartNew();
             try
             {
@@ -53,6 +55,7 @@ public sealed class PassManager(PassRegistry registry)
                 (context.CalibrationAhead, context.CalibrationAheadFor) = ([], []);
             }
             sw.Stop();
+            cpu = Process.GetCurrentProcess().TotalProcessorTime - cpu;
             long housekeeping = Stopwatch.GetTimestamp();
             var problems = context.Model.Graph.FindProblems();
             if (problems.Count > 0)
@@ -61,7 +64,7 @@ public sealed class PassManager(PassRegistry registry)
             context.Model.File?.DropMappedPages();   // weights read through the maps leave the resident set
             if (context.Model.SpilledBytes > 0) Runtime.MemoryTrim.Now();   // a large model's garbage goes before the next pass
             timings.Add(new PassTiming(pass.Name, pass.Kind, sw.Elapsed, before, after, context.CalibrationTime - calibrated,
-                Stopwatch.GetElapsedTime(housekeeping)));
+                Stopwatch.GetElapsedTime(housekeeping), cpu));
             Diagnostics.MemoryTrace.Mark($"after {pass.Name}");
             progress?.Report((i + 1, passes.Count));
         }
