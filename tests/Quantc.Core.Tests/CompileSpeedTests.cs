@@ -59,8 +59,11 @@ public class CompileSpeedTests
     [InlineData(12, 37)]
     [InlineData(156, 20)]
     [InlineData(256, 50)]
-    public void TheBlockedFusionIsBitIdenticalToThePlainLoop(int k, int n)
+    [InlineData(5632, 3)]     // the 1b model's down_proj: 2^7 · 44
+    public void TheFastFusionIsTheExplicitProductToWithinOneUlp(int k, int n)
     {
+        // The fast transform sums in another order than H·W with the explicit matrix: both in double, rounded to float once, so
+        // an element may differ by one float ulp where the exact value lies next to a rounding boundary, and rarely.
         var rng = new Random(k * 1000 + n);
         var w = new float[k * n];
         for (int i = 0; i < w.Length; i++)
@@ -68,9 +71,19 @@ public class CompileSpeedTests
         w[0] = -0f;
         var expected = (float[])w.Clone();
         PlainFusion(expected, k, n);
+        var again = (float[])w.Clone();
         Hadamard.FuseIntoColumns(w, k, n);
+        int differing = 0;
         for (int i = 0; i < w.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(w[i]), $"element {i}: {expected[i]} vs {w[i]}");
+        {
+            if (expected[i] == w[i]) continue;
+            differing++;
+            Assert.True(Math.Abs(BitConverter.SingleToInt32Bits(expected[i]) - BitConverter.SingleToInt32Bits(w[i])) == 1,
+                $"element {i}: {expected[i]} vs {w[i]}");
+        }
+        Assert.True(differing <= Math.Max(1, w.Length / 1000), $"{differing} of {w.Length} elements differ by one ulp");
+        Hadamard.FuseIntoColumns(again, k, n);
+        Assert.Equal(w, again);     // deterministic
     }
 
     [Theory]
