@@ -140,7 +140,7 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
                 if (g[name].Shape is not { Length: 4 })
                     throw new BadInputException($"prefix_tokens: {c.Site}: past '{name}' is not [batch, heads, sequence, head size]");
         var positions = g.Inputs.FirstOrDefault(v => v.Name == "position_ids" && !v.IsInitializer);
-        var kv = RunPrefix(ctx.Model, prefix, caches);
+        var kv = RunPrefix(ctx, prefix, caches);
         long o = prefix.Count;
 
         // The batch size, read from the attention mask [batch, total].
@@ -226,24 +226,33 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
         }
     }
 
-    /// <summary>The float model's present keys and values on the prefix alone (empty past).</summary>
-    private static Dictionary<string, (float[] Data, long[] Dims)> RunPrefix(Model model, List<long> prefix, List<Caches> caches)
+    /// <summary>The float model's present keys and values on the prefix alone (empty past). A model past the calibration's segment
+    /// budget runs in segments, as calibration does (a whole-model session of the 1b reference model peaked at 4 GB here).</summary>
+    private static Dictionary<string, (float[] Data, long[] Dims)> RunPrefix(PassContext ctx, List<long> prefix, List<Caches> caches)
     {
+        var model = ctx.Model;
         var sample = CalibrationInputs.FromTokens(model.Graph, prefix.ToArray());
         var names = caches.SelectMany(c => new[] { c.PresentKey, c.PresentValue }).ToList();
+        var d = new Dictionary<string, (float[], long[])>(StringComparer.Ordinal);
+        void Keep(string name, OrtValue value)
+        {
+            var info = value.GetTensorTypeAndShape();
+            if (info.ElementDataType != Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float)
+                throw new BadInputException($"prefix_tokens: present '{name}' is {info.ElementDataType}, not float32");
+            var kept = (value.GetTensorDataAsSpan<float>().ToArray(), info.Shape);
+            lock (d) d[name] = kept;
+        }
+        if (SegmentedRun.Plan(model, (ctx.CalibrationOptions ?? new CalibrationOptions()).SegmentBytes) is { } segments)
+        {
+            SegmentedRun.Run(model, segments, names, [sample], (name, value, _) => Keep(name, value));
+            return d;
+        }
         using var session = OrtModel.CreateSession(model);
         var inputs = CalibrationInputs.ToOrt(sample);
         try
         {
             using var outs = OrtModel.Run(session, inputs, names, "model on the prefix");
-            var d = new Dictionary<string, (float[], long[])>(StringComparer.Ordinal);
-            for (int i = 0; i < names.Count; i++)
-            {
-                var info = outs[i].GetTensorTypeAndShape();
-                if (info.ElementDataType != Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float)
-                    throw new BadInputException($"prefix_tokens: present '{names[i]}' is {info.ElementDataType}, not float32");
-                d[names[i]] = (outs[i].GetTensorDataAsSpan<float>().ToArray(), info.Shape);
-            }
+            for (int i = 0; i < names.Count; i++) Keep(names[i], outs[i]);
             return d;
         }
         finally
