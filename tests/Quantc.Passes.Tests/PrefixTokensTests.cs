@@ -263,6 +263,28 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         Assert.All(logits, v => Assert.True(float.IsFinite(v)));
     }
 
+    /// <summary>Each present output's slice follows its cache's producer: a model run in segments keeps a value until its last
+    /// reader, and slices at the graph's end kept every layer's full cache to the last segment.</summary>
+    [Theory]
+    [InlineData("torch", "passes: [{prefix_tokens: {tokens: [256, 10, 46]}}]")]
+    [InlineData("torch", "passes: [fuse_norm, fuse_rope, fuse_attention, {prefix_tokens: {tokens: [256, 10, 46]}}]")]
+    public void EachPresentSliceFollowsItsCache(string flavor, string recipe)
+    {
+        using var m = LoadLlama(_dir, flavor);
+        RunRecipe(m, recipe);
+        var nodes = m.Graph.Nodes.ToList();
+        var slices = nodes.Where(n => n.OpType == "Slice" && n.Output.IsGraphOutput && n.Output.Name.StartsWith("present", StringComparison.Ordinal))
+            .ToList();
+        Assert.Equal(8, slices.Count);
+        foreach (var slice in slices)
+        {
+            // Nothing but other present slices (of a fused Attention's key and value) between the cache's producer and its slice.
+            int from = nodes.IndexOf(slice.Inputs[0]!.Producer!), to = nodes.IndexOf(slice);
+            Assert.True(from < to);
+            Assert.All(nodes.Skip(from + 1).Take(to - from - 1), n => Assert.Contains(n, slices));
+        }
+    }
+
     /// <summary>A model past the segment budget runs the prefix in segments, as calibration does (a whole-model session of the 1b
     /// reference model took 4 GB): the compiled model is the same, byte for byte.</summary>
     [Fact]
