@@ -66,6 +66,83 @@ public class ReconstructionTests
     }
 
     [Fact]
+    public void TheVectorE4M3CodecIsBitIdenticalToTheScalarOne()
+    {
+        if (!E4M3.Vectorized) return;   // no AVX2: the scalar loops are the only path
+        var rng = new Random(11);
+        var values = new List<float> { 0f, -0f, 448f, 449f, 463.9f, 464f, 480f, 1e6f, float.PositiveInfinity, float.NegativeInfinity,
+            float.NaN, 1f / 64, 1f / 64 * 0.99999f, 1f / 512, 1f / 1024, 3f / 1024, 5f / 1024, 1e-9f, 15f / 1024, 17f / 1024, 1.0625f,
+            1.1875f, 240f, 248f, 232f, float.Epsilon, 447.99f, 1f / 128 + 1f / 1024 };
+        for (int i = 0; i < 40000; i++)
+        {
+            double mag = Math.Pow(2, rng.NextDouble() * 30 - 18);
+            values.Add((float)(rng.Next(2) == 0 ? mag : -mag));
+        }
+        while (values.Count % 8 != 0) values.Add(1f);
+        var x = values.ToArray();
+        for (int i = 0; i < x.Length; i += 8)
+        {
+            var codes = E4M3.Encode(System.Runtime.Intrinsics.Vector256.Create(x, i));
+            for (int l = 0; l < 8; l++) Assert.Equal(E4M3.Encode(x[i + l]), (byte)codes[l]);
+        }
+        // Every code decodes to the table's value (NaN to NaN).
+        var all = Enumerable.Range(0, 256).Select(c => (byte)c).ToArray();
+        var decoded = new float[256];
+        E4M3.Decode(all, decoded, 1f);
+        for (int c = 0; c < 256; c++)
+        {
+            if (float.IsNaN(E4M3.Decode((byte)c))) Assert.True(float.IsNaN(decoded[c]), $"code {c}");
+            else Assert.Equal(BitConverter.SingleToUInt32Bits(E4M3.Decode((byte)c)), BitConverter.SingleToUInt32Bits(decoded[c]));
+        }
+        // The span forms at lengths with scalar tails, against the scalar element codec.
+        foreach (int n in new[] { 7, 32, 45, 101 })
+        {
+            var src = x.AsSpan(3, n);
+            var enc = new byte[n];
+            E4M3.Encode(src, enc, 0.37f);
+            for (int i = 0; i < n; i++) Assert.Equal(E4M3.Encode(src[i] * 0.37f), enc[i]);
+            var dec = new float[n];
+            E4M3.Decode(enc, dec, 1.7f);
+            for (int i = 0; i < n; i++) Assert.Equal(E4M3.Decode(enc[i]) * 1.7f, dec[i]);
+        }
+    }
+
+    [Theory]
+    [InlineData(true, 128)]
+    [InlineData(false, 128)]
+    [InlineData(true, 50)]
+    public void TheExpandedMomentCodecGivesTheScalarBitsWithAvx2(bool expand, int group)
+    {
+        if (!E4M3.Vectorized) return;
+        var rng = new Random(group);
+        int n = 20 * group + (group == 50 ? 5 : 37);   // a last group shorter than one vector, or not a whole number of them
+        var x = new float[n];
+        for (int i = 0; i < n; i++)
+        {
+            int g = i / group;
+            // Narrow groups, wide ones (10⁻¹²… 1), zeros and signs, an all-zero group, a constant one.
+            double mag = g % 3 == 0 ? 0.5 + rng.NextDouble() : Math.Pow(10, -12 * rng.NextDouble());
+            x[i] = g == 4 ? 0f : g == 5 ? 0.25f : (float)(rng.Next(5) == 0 ? 0 : rng.Next(2) == 0 ? mag : -mag) * (g + 1);
+        }
+        var scalar = new ExpandedFp8Vector(n, group, expand);
+        var vector = new ExpandedFp8Vector(n, group, expand);
+        var a = new float[group];
+        var b = new float[group];
+        for (int g = 0; g < scalar.Groups; g++)
+        {
+            int len = Math.Min(group, n - g * group);
+            scalar.WriteGroup(g, x.AsSpan(g * group, len), vector: false);
+            vector.WriteGroup(g, x.AsSpan(g * group, len), vector: true);
+            // Each reader on each writer's codes: all four the same bits.
+            scalar.ReadGroup(g, a.AsSpan(0, len), vector: false);
+            vector.ReadGroup(g, b.AsSpan(0, len), vector: true);
+            for (int i = 0; i < len; i++) Assert.Equal(BitConverter.SingleToUInt32Bits(a[i]), BitConverter.SingleToUInt32Bits(b[i]));
+            vector.ReadGroup(g, b.AsSpan(0, len), vector: false);
+            for (int i = 0; i < len; i++) Assert.Equal(BitConverter.SingleToUInt32Bits(a[i]), BitConverter.SingleToUInt32Bits(b[i]));
+        }
+    }
+
+    [Fact]
     public void StoredMatricesRoundTripWithinTheGrid()
     {
         int rows = 7, cols = 40;

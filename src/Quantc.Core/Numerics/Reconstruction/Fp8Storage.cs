@@ -1,4 +1,7 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Quantc.Core.Numerics.Reconstruction;
 
@@ -50,15 +53,76 @@ public static class E4M3
     /// <summary>dst[i] = Encode(src[i] · inverseScale).</summary>
     public static void Encode(ReadOnlySpan<float> src, Span<byte> dst, float inverseScale)
     {
-        for (int i = 0; i < src.Length; i++) dst[i] = Encode(src[i] * inverseScale);
+        int i = 0;
+        if (Vectorized)
+        {
+            var inv = Vector256.Create(inverseScale);
+            for (; i + 32 <= src.Length; i += 32)
+            {
+                var c0 = Encode(Vector256.Create(src.Slice(i, 8)) * inv);
+                var c1 = Encode(Vector256.Create(src.Slice(i + 8, 8)) * inv);
+                var c2 = Encode(Vector256.Create(src.Slice(i + 16, 8)) * inv);
+                var c3 = Encode(Vector256.Create(src.Slice(i + 24, 8)) * inv);
+                Pack(c0, c1, c2, c3, dst.Slice(i, 32));
+            }
+        }
+        for (; i < src.Length; i++) dst[i] = Encode(src[i] * inverseScale);
     }
 
     /// <summary>dst[i] = Decode(src[i]) · scale.</summary>
     public static void Decode(ReadOnlySpan<byte> src, Span<float> dst, float scale)
     {
         var t = Table;
-        for (int i = 0; i < src.Length; i++) dst[i] = t[src[i]] * scale;
+        int i = 0;
+        if (Vectorized)
+        {
+            var s = Vector256.Create(scale);
+            for (; i + 8 <= src.Length; i += 8) (Decode(Widen(src, i)) * s).CopyTo(dst.Slice(i, 8));
+        }
+        for (; i < src.Length; i++) dst[i] = t[src[i]] * scale;
     }
+
+    /// <summary>Whether the 8-lane codec below runs here (AVX2); otherwise the scalar loops, which give the same bits.</summary>
+    internal static bool Vectorized => Avx2.IsSupported;
+
+    /// <summary><see cref="Encode(float)"/> on 8 lanes, bit for bit (codes in the low byte of each lane).</summary>
+    internal static Vector256<uint> Encode(Vector256<float> x)
+    {
+        var bits = x.AsUInt32();
+        var sign = (bits >> 24) & Vector256.Create(0x80u);
+        var a = Vector256.Abs(x);
+        var u = a.AsUInt32();
+        // Normal: the mantissa rounded to 3 bits, half to even (a carry moves into the exponent), exponent rebiased 127 → 7.
+        var r = u + Vector256.Create(0x7FFFFu) + ((u >> 20) & Vector256.Create(1u));
+        var normal = (((r >> 23) - Vector256.Create(120u)) << 3) | ((r >> 20) & Vector256.Create(7u));
+        // Subnormal: a · 512 < 8 rounded half to even by adding and removing 2²³ (exact below 2²²).
+        var magic = Vector256.Create(8388608f);
+        var sub = Vector256.ConvertToInt32((a * Vector256.Create(512f) + magic) - magic).AsUInt32();
+        var code = Vector256.ConditionalSelect(Vector256.LessThan(a, Vector256.Create(MinNormal)).AsUInt32(), sub, normal);
+        code = Vector256.ConditionalSelect(Vector256.GreaterThan(a, Vector256.Create(Max)).AsUInt32(), Vector256.Create(0x7Eu), code);
+        code &= Vector256.GreaterThan(a, Vector256<float>.Zero).AsUInt32();   // zero and NaN: the sign alone
+        return code | sign;
+    }
+
+    /// <summary><see cref="Decode(byte)"/> on 8 lanes (codes 0–255 in uint lanes), bit for bit with the table.</summary>
+    internal static Vector256<float> Decode(Vector256<uint> codes)
+    {
+        var mag = codes & Vector256.Create(0x7Fu);
+        var m = mag & Vector256.Create(7u);
+        var normal = (((mag >> 3) + Vector256.Create(120u)) << 23 | (m << 20)).AsSingle();
+        var sub = Vector256.ConvertToSingle(m.AsInt32()) * Vector256.Create(1f / 512);   // m · 2⁻⁹, exact
+        var value = Vector256.ConditionalSelect(Vector256.LessThan(mag, Vector256.Create(8u)).AsSingle(), sub, normal);
+        value = Vector256.ConditionalSelect(Vector256.Equals(mag, Vector256.Create(0x7Fu)).AsSingle(), Vector256.Create(float.NaN), value);
+        return (value.AsUInt32() | ((codes & Vector256.Create(0x80u)) << 24)).AsSingle();
+    }
+
+    /// <summary>Codes [i, i + 8) widened to uint lanes (AVX2's vpmovzxbd).</summary>
+    internal static Vector256<uint> Widen(ReadOnlySpan<byte> codes, int i) =>
+        Avx2.ConvertToVector256Int32(Vector128.CreateScalar(MemoryMarshal.Read<ulong>(codes.Slice(i, 8))).AsByte()).AsUInt32();
+
+    /// <summary>Four vectors of codes (low bytes) into 32 bytes, in order.</summary>
+    internal static void Pack(Vector256<uint> c0, Vector256<uint> c1, Vector256<uint> c2, Vector256<uint> c3, Span<byte> dst) =>
+        Vector256.Narrow(Vector256.Narrow(c0, c1), Vector256.Narrow(c2, c3)).CopyTo(dst);
 }
 
 /// <summary>
@@ -197,7 +261,11 @@ public sealed class ExpandedFp8Vector
     }
 
     /// <summary>Stores group <paramref name="g"/> from <paramref name="slice"/> (its length: Group, or less for the last).</summary>
-    public void WriteGroup(int g, ReadOnlySpan<float> slice)
+    public void WriteGroup(int g, ReadOnlySpan<float> slice) => WriteGroup(g, slice, E4M3.Vectorized);
+
+    /// <summary><see cref="WriteGroup(int, ReadOnlySpan{float})"/> by the AVX2 loops (<paramref name="vector"/>) or the scalar ones:
+    /// the same codes either way.</summary>
+    internal void WriteGroup(int g, ReadOnlySpan<float> slice, bool vector)
     {
         int start = g * Group, len = slice.Length;
         var codes = _codes.AsSpan(start, len);
@@ -206,8 +274,7 @@ public sealed class ExpandedFp8Vector
         float max = TensorPrimitives.Max(t);
         _max[g] = max;
         if (!(max > 0) || !float.IsFinite(max)) { codes.Clear(); _k[g] = 1; _max[g] = 0; return; }
-        float min = float.MaxValue;
-        foreach (float v in t) if (v > 0 && v < min) min = v;
+        float min = MinPositive(t, vector);
         double range = max / (double)min;
         float k = _expand && range > 1.0001 ? (float)Math.Clamp(Math.Log(NormalRange) / Math.Log(range), 1.0 / 16, 64) : 1f;
         _k[g] = k;
@@ -219,24 +286,115 @@ public sealed class ExpandedFp8Vector
             TensorPrimitives.Multiply(t, k, t);
             TensorPrimitives.Exp(t, t);
         }
-        for (int i = 0; i < len; i++)
+        int i = 0;
+        if (vector)
+        {
+            // codes = slice == 0 ? 0 : Encode(CopySign(t · 448, slice)), 8 lanes at a time.
+            static Vector256<uint> Code(ReadOnlySpan<float> slice, ReadOnlySpan<float> t, int at)
+            {
+                var signBit = Vector256.Create(0x80000000u);
+                var x = Vector256.Create(slice.Slice(at, 8));
+                var y = ((Vector256.Create(t.Slice(at, 8)) * Vector256.Create(E4M3.Max)).AsUInt32() & ~signBit) | (x.AsUInt32() & signBit);
+                return E4M3.Encode(y.AsSingle()) & ~Vector256.Equals(x, Vector256<float>.Zero).AsUInt32();
+            }
+            for (; i + 32 <= len; i += 32)
+                E4M3.Pack(Code(slice, t, i), Code(slice, t, i + 8), Code(slice, t, i + 16), Code(slice, t, i + 24), codes.Slice(i, 32));
+        }
+        for (; i < len; i++)
             codes[i] = slice[i] == 0 ? (byte)0 : E4M3.Encode(MathF.CopySign(t[i] * E4M3.Max, slice[i]));
     }
 
+    // The smallest positive value of t (float.MaxValue when none).
+    private static float MinPositive(ReadOnlySpan<float> t, bool vector)
+    {
+        float min = float.MaxValue;
+        int i = 0;
+        if (vector && t.Length >= 8)
+        {
+            var big = Vector256.Create(float.MaxValue);
+            var vmin = big;
+            for (; i + 8 <= t.Length; i += 8)
+            {
+                var v = Vector256.Create(t.Slice(i, 8));
+                vmin = Vector256.Min(vmin, Vector256.ConditionalSelect(Vector256.GreaterThan(v, Vector256<float>.Zero), v, big));
+            }
+            for (int l = 0; l < 8; l++) min = Math.Min(min, vmin[l]);
+        }
+        for (; i < t.Length; i++) if (t[i] > 0 && t[i] < min) min = t[i];
+        return min;
+    }
+
+    // ln(|e4m3 code c| / 448) for c = 0 … 127, by TensorPrimitives.Log over whole vectors (as ReadGroup's Log runs on a group of
+    // at least one vector): the values ReadGroup would compute, looked up.
+    private static readonly float[] LnMagnitude = BuildLnMagnitude();
+
+    private static float[] BuildLnMagnitude()
+    {
+        var t = new float[128];
+        for (int c = 0; c < 128; c++) t[c] = MathF.Abs(E4M3.Decode((byte)c)) * (1f / E4M3.Max);
+        TensorPrimitives.Log(t, t);
+        return t;
+    }
+
+    // dst[i] = LnMagnitude[codes[i] & 0x7F], 8 lanes per AVX2 gather.
+    private static unsafe void GatherLn(ReadOnlySpan<byte> codes, Span<float> dst)
+    {
+        int i = 0;
+        fixed (float* table = LnMagnitude)
+        {
+            var low7 = Vector256.Create(0x7F);
+            for (; i + 8 <= codes.Length; i += 8)
+                Avx2.GatherVector256(table, E4M3.Widen(codes, i).AsInt32() & low7, 4).CopyTo(dst.Slice(i, 8));
+        }
+        for (; i < codes.Length; i++) dst[i] = LnMagnitude[codes[i] & 0x7F];
+    }
+
     /// <summary>Reads group <paramref name="g"/> into <paramref name="dst"/>.</summary>
-    public void ReadGroup(int g, Span<float> dst)
+    public void ReadGroup(int g, Span<float> dst) => ReadGroup(g, dst, E4M3.Vectorized);
+
+    /// <summary><see cref="ReadGroup(int, Span{float})"/> by the AVX2 loops (<paramref name="vector"/>) or the scalar ones: the same
+    /// values either way.</summary>
+    internal void ReadGroup(int g, Span<float> dst, bool vector)
     {
         int start = g * Group, len = dst.Length;
         var codes = _codes.AsSpan(start, len);
         float max = _max[g], k = _k[g];
         if (max == 0) { dst.Clear(); return; }
-        for (int i = 0; i < len; i++) dst[i] = MathF.Abs(E4M3.Decode(codes[i])) * (1f / E4M3.Max);
-        if (k != 1f)
+        int i = 0;
+        if (vector && k != 1f && len >= Vector256<float>.Count)
         {
-            TensorPrimitives.Log(dst, dst);
+            // ln(|code| / 448) from the table (the same Log on the same 128 inputs), then · 1/k and exp.
+            GatherLn(codes, dst);
             TensorPrimitives.Multiply(dst, 1f / k, dst);
             TensorPrimitives.Exp(dst, dst);
         }
-        for (int i = 0; i < len; i++) dst[i] = (codes[i] & 0x7F) == 0 ? 0f : ((codes[i] & 0x80) != 0 ? -dst[i] : dst[i]) * max;
+        else
+        {
+            var inv448 = Vector256.Create(1f / E4M3.Max);
+            var magnitude = Vector256.Create(0x7FFFFFFFu);
+            if (vector)
+                for (; i + 8 <= len; i += 8)
+                    ((E4M3.Decode(E4M3.Widen(codes, i)).AsUInt32() & magnitude).AsSingle() * inv448).CopyTo(dst.Slice(i, 8));
+            for (; i < len; i++) dst[i] = MathF.Abs(E4M3.Decode(codes[i])) * (1f / E4M3.Max);
+            if (k != 1f)
+            {
+                TensorPrimitives.Log(dst, dst);
+                TensorPrimitives.Multiply(dst, 1f / k, dst);
+                TensorPrimitives.Exp(dst, dst);
+            }
+        }
+        i = 0;
+        if (vector)
+        {
+            var vmax = Vector256.Create(max);
+            for (; i + 8 <= len; i += 8)
+            {
+                var c = E4M3.Widen(codes, i);
+                var signed = (Vector256.Create(dst.Slice(i, 8)).AsUInt32() ^ ((c & Vector256.Create(0x80u)) << 24)).AsSingle() * vmax;
+                var zero = Vector256.Equals(c & Vector256.Create(0x7Fu), Vector256<uint>.Zero).AsSingle();
+                Vector256.ConditionalSelect(zero, Vector256<float>.Zero, signed).CopyTo(dst.Slice(i, 8));
+            }
+        }
+        for (; i < len; i++) dst[i] = (codes[i] & 0x7F) == 0 ? 0f : ((codes[i] & 0x80) != 0 ? -dst[i] : dst[i]) * max;
     }
 }
