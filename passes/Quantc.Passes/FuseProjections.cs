@@ -221,15 +221,21 @@ public sealed partial class FuseProjectionsPass : IPass
         {
             var packed = new byte[(rows * total + 1) / 2];
             long at = 0;
+            // Even row lengths: every part's row is whole bytes at a whole-byte offset of the packed row (copied as bytes).
+            bool bytewise = cols.All(c => c % 2 == 0);
             for (int p = 0; p < parts.Count; p++)
             {
                 var src = parts[p].Data.Span;
-                for (long i = 0; i < rows; i++)
-                    for (long c = 0; c < cols[p]; c++)
-                    {
-                        long s = i * cols[p] + c, d = i * total + at + c;
-                        Nibbles.Put(packed, d, Nibbles.Get(src, s));
-                    }
+                if (bytewise)
+                    for (long i = 0; i < rows; i++)
+                        src.Slice((int)(i * cols[p] / 2), (int)(cols[p] / 2)).CopyTo(packed.AsSpan((int)((i * total + at) / 2)));
+                else
+                    for (long i = 0; i < rows; i++)
+                        for (long c = 0; c < cols[p]; c++)
+                        {
+                            long s = i * cols[p] + c, d = i * total + at + c;
+                            Nibbles.Put(packed, d, Nibbles.Get(src, s));
+                        }
                 at += cols[p];
             }
             return g.AddInitializer(Tensor.FromBytes(g.UniqueName(name), type, dims, packed));

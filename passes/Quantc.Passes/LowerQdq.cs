@@ -138,7 +138,7 @@ public sealed class LowerQdqPass : IPass
         if (l.Conv is { Transposed: true })   // [in, out, k…], per-channel scales along axis 1
             for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[Weights.ConvTransposeIndex(l, c, j)] = qv[c * k + j];
         else if (nk) Array.Copy(qv, vals, vals.Length);
-        else for (int c = 0; c < n; c++) for (int j = 0; j < k; j++) vals[j * n + c] = qv[c * k + j];
+        else Transposition.Bytes(qv, vals, n, k);
         long[] dims = l.Conv is { } conv ? conv.WeightDims : nk ? [n, k] : [k, n];
         Value wq, scale, zp;
         Node dq;

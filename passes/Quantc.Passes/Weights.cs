@@ -1,3 +1,4 @@
+using Quantc.Core.Numerics;
 using Quantc.Ir;
 using Quantc.Ir.Building;
 using Quantc.Ir.Analysis;
@@ -10,15 +11,21 @@ internal static class Weights
     /// <summary>The weight as float32 [N, K] (row c = output channel c), the layout of the weight quantizers.</summary>
     public static float[] ReadNk(LinearLayer l)
     {
-        var kn = Read(l);
         int k = (int)l.InFeatures, n = (int)l.OutFeatures;
+        // A weight stored [N, K] (Gemm transB, MatMul of Transpose(W)) is already in this layout.
+        var t = l.Weight.Initializer!;
+        if (l.Conv is null && l.WeightIsOutByIn) return t.ToFloat32();
+        if (l.Conv is null && t.DataType == (int)Quantc.Onnx.Proto.TensorProto.Types.DataType.Float)
+        {
+            // Transposed straight from the raw little-endian bytes (the map of an external tensor): one copy, not two.
+            var direct = new float[(long)k * n];
+            Transposition.Floats(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.Data.Span), direct, k, n);
+            t.DropPages();
+            return direct;
+        }
+        var kn = Read(l);
         var nk = new float[kn.Length];
-        // In 32 × 32 tiles: a plain column-order copy misses the cache on every write of a large weight.
-        const int Tile = 32;
-        for (int j0 = 0; j0 < k; j0 += Tile)
-            for (int c0 = 0; c0 < n; c0 += Tile)
-                for (int j = j0, jEnd = Math.Min(k, j0 + Tile); j < jEnd; j++)
-                    for (int c = c0, cEnd = Math.Min(n, c0 + Tile); c < cEnd; c++) nk[c * k + j] = kn[j * n + c];
+        Transposition.Floats(kn, nk, k, n);
         return nk;
     }
 
@@ -35,7 +42,7 @@ internal static class Weights
         }
         if (!l.WeightIsOutByIn) return w;
         var t = new float[w.Length];
-        for (int o = 0; o < n; o++) for (int j = 0; j < k; j++) t[j * n + o] = w[o * k + j];
+        Transposition.Floats(w, t, n, k);
         return t;
     }
 

@@ -1,3 +1,6 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
 namespace Quantc.Ir;
 
 /// <summary>
@@ -21,7 +24,22 @@ public static class Nibbles
     public static byte[] Pack(ReadOnlySpan<sbyte> values, int offset = 0)
     {
         var packed = new byte[(values.Length + 1) / 2];
-        for (int i = 0; i < values.Length; i++) Put(packed, i, values[i] + offset);
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            // 64 values at a time: each 16-bit lane holds an (even, odd) pair; its low nibbles are moved into the low byte.
+            var bytes = MemoryMarshal.AsBytes(values);
+            var off = Vector256.Create((byte)offset);
+            var low = Vector256.Create((ushort)0x000F);
+            var high = Vector256.Create((ushort)0x00F0);
+            for (; i + 64 <= values.Length; i += 64)
+            {
+                var a = (Vector256.Create(bytes.Slice(i, 32)) + off).AsUInt16();
+                var b = (Vector256.Create(bytes.Slice(i + 32, 32)) + off).AsUInt16();
+                Vector256.Narrow((a & low) | ((a >> 4) & high), (b & low) | ((b >> 4) & high)).CopyTo(packed.AsSpan(i / 2, 32));
+            }
+        }
+        for (; i < values.Length; i++) Put(packed, i, values[i] + offset);
         return packed;
     }
 }

@@ -4,6 +4,41 @@ namespace Quantc.Core.Tests;
 
 public class WeightQuantizerTests
 {
+    [Theory]
+    [InlineData("int4", 32, 37, 160)]
+    [InlineData("int4", 64, 37, 192)]
+    [InlineData("int8", 0, 37, 200)]     // per channel, with a scalar tail of 8
+    [InlineData("int4", 0, 1400, 200)]   // on the thread pool
+    public void RtnGivesTheElementQuantizersBits(string format, int group, int n, int k)
+    {
+        // Vector rounding (32 values at a time) against Quantizer.QuantizeInt per element: ties (x / s = k + ½), NaN, ±∞, zeros.
+        var f = QuantFormat.Parse(format);
+        var rng = new Random(group + format.Length);
+        var w = new float[n * k];
+        for (int i = 0; i < w.Length; i++) w[i] = (float)(rng.NextDouble() * 2 - 1) * (1 + i % 7);
+        for (int c = 0; c < 3; c++)
+        {
+            // Row c: a group whose scale is exactly 1 (absmax = the format's max) with half-way values.
+            w[c * k] = (float)f.Max;
+            for (int j = 1; j < 32; j++) w[c * k + j] = (j % 4 - 2) + 0.5f * (j % 2 == 0 ? 1 : -1);
+        }
+        w[5 * k + 3] = float.NaN;
+        w[6 * k + 40] = float.PositiveInfinity;
+        w[7 * k + 9] = float.NegativeInfinity;
+        for (int j = 0; j < k; j++) w[8 * k + j] = 0;
+        var q = WeightQuantizer.Rtn(w, n, k, f, group);
+        int g = group == 0 ? k : group, groups = k / g;
+        for (int r = 0; r < n; r++)
+            for (int gi = 0; gi < groups; gi++)
+            {
+                var slice = w.AsSpan(r * k + gi * g, g);
+                float s = WeightQuantizer.ScaleFor(slice, f);
+                Assert.Equal(BitConverter.SingleToUInt32Bits(s), BitConverter.SingleToUInt32Bits(q.Scales[r * groups + gi]));
+                for (int j = 0; j < g; j++)
+                    Assert.Equal((sbyte)Quantizer.QuantizeInt(slice[j], s, 0, f), q.Values[r * k + gi * g + j]);
+            }
+    }
+
     private static float[] Gauss(int n, Random rng) =>
         Enumerable.Range(0, n).Select(_ => (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()))).ToArray();
 

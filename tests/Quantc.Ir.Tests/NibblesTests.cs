@@ -16,6 +16,21 @@ public class NibblesTests
         for (int i = 0; i < values.Length; i++) Assert.Equal(values[i] + 8, Nibbles.Get(unsigned, i));
     }
 
+    [Theory]
+    [InlineData(64, 0)]
+    [InlineData(1000, 0)]
+    [InlineData(1000, 8)]
+    [InlineData(129, 8)]
+    public void LongRunsPackAsElementByElement(int length, int offset)
+    {
+        var rng = new Random(length + offset);
+        var values = Enumerable.Range(0, length).Select(_ => (sbyte)rng.Next(-8, 8)).ToArray();
+        var packed = Nibbles.Pack(values, offset);
+        var expected = new byte[(length + 1) / 2];
+        for (int i = 0; i < length; i++) Nibbles.Put(expected, i, values[i] + offset);
+        Assert.Equal(expected, packed);
+    }
+
     [Fact]
     public void TensorConversionReadsTheSameElements()
     {

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 
 namespace Quantc.Core.Numerics;
 
@@ -137,14 +138,37 @@ public static class WeightQuantizer
     private static void RtnRows(ReadOnlySpan<float> w, int from, int to, int k, int g, QuantFormat format, sbyte[] q, float[] scales)
     {
         int groups = k / g;
+        bool vector = Vector256.IsHardwareAccelerated && format.Min >= sbyte.MinValue && format.Max <= sbyte.MaxValue;
         for (int r = from; r < to; r++)
             for (int gi = 0; gi < groups; gi++)
             {
                 var slice = w.Slice(r * k + gi * g, g);
                 float s = ScaleFor(slice, format);
                 scales[r * groups + gi] = s;
-                for (int j = 0; j < g; j++) q[r * k + gi * g + j] = (sbyte)Quantizer.QuantizeInt(slice[j], s, 0, format);
+                var dst = q.AsSpan(r * k + gi * g, g);
+                int j = vector ? RoundVectors(slice, s, (float)format.Min, (float)format.Max, dst) : 0;
+                for (; j < g; j++) dst[j] = (sbyte)Quantizer.QuantizeInt(slice[j], s, 0, format);
             }
+    }
+
+    // dst[j] = Quantizer.QuantizeInt(x[j], s, 0, format) for the whole 32-value blocks of x (the same IEEE division, rounding half
+    // to even, NaN as 0, saturation); returns how many were done.
+    private static int RoundVectors(ReadOnlySpan<float> x, float s, float min, float max, Span<sbyte> dst)
+    {
+        var vs = Vector256.Create(s);
+        var lo = Vector256.Create(min);
+        var hi = Vector256.Create(max);
+        static Vector256<int> One(ReadOnlySpan<float> x, int at, Vector256<float> vs, Vector256<float> lo, Vector256<float> hi)
+        {
+            var v = Vector256.Create(x.Slice(at, 8)) / vs;
+            var r = Vector256.Round(v) & Vector256.Equals(v, v);         // NaN → 0
+            return Vector256.ConvertToInt32(Vector256.Max(Vector256.Min(r, hi), lo));
+        }
+        int j = 0;
+        for (; j + 32 <= x.Length; j += 32)
+            Vector256.Narrow(Vector256.Narrow(One(x, j, vs, lo, hi), One(x, j + 8, vs, lo, hi)),
+                Vector256.Narrow(One(x, j + 16, vs, lo, hi), One(x, j + 24, vs, lo, hi))).CopyTo(dst.Slice(j, 32));
+        return j;
     }
 
     /// <summary>

@@ -88,18 +88,8 @@ public static class Gemm
         Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = threads }, body);
     }
 
-    /// <summary>dst[cols, rows] = src[rows, cols]ᵀ, in 32×32 tiles.</summary>
-    public static void Transpose(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
-    {
-        const int T = 32;
-        for (int i0 = 0; i0 < rows; i0 += T)
-            for (int j0 = 0; j0 < cols; j0 += T)
-            {
-                int i1 = Math.Min(i0 + T, rows), j1 = Math.Min(j0 + T, cols);
-                for (int i = i0; i < i1; i++)
-                    for (int j = j0; j < j1; j++) dst[j * rows + i] = src[i * cols + j];
-            }
-    }
+    /// <summary>dst[cols, rows] = src[rows, cols]ᵀ (<see cref="Transposition.Floats"/>).</summary>
+    public static void Transpose(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols) => Transposition.Floats(src, dst, rows, cols);
 
     private static void Check(int a, long wa, int b, long wb, int c, long wc)
     {
@@ -214,7 +204,7 @@ public static class Gemm
         for (int half = 0; half < Nr && q8 > 0; half += 8)
         {
             ref float rows = ref Unsafe.Add(ref src, (j0 + half) * k + k0);
-            for (int q = 0; q < q8; q += 8) Transpose8(ref Unsafe.Add(ref rows, q), k, ref Unsafe.Add(ref dst, q * Nr + half), Nr);
+            for (int q = 0; q < q8; q += 8) Transposition.Transpose8(ref Unsafe.Add(ref rows, q), k, ref Unsafe.Add(ref dst, q * Nr + half), Nr);
         }
         for (int j = 0; j < Nr; j++)
         {
@@ -226,37 +216,6 @@ public static class Gemm
             ref float col = ref Unsafe.Add(ref src, (j0 + j) * k + k0);
             for (int q = q8; q < kc; q++) Unsafe.Add(ref dst, q * Nr + j) = Unsafe.Add(ref col, q);
         }
-    }
-
-    /// <summary>Writes the transpose of the 8×8 block at <paramref name="src"/> (row stride <paramref name="srcStride"/>) to
-    /// <paramref name="dst"/> (row stride <paramref name="dstStride"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8(ref float src, int srcStride, ref float dst, int dstStride)
-    {
-        var r0 = Vector256.LoadUnsafe(ref src);
-        var r1 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, srcStride));
-        var r2 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 2 * srcStride));
-        var r3 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 3 * srcStride));
-        var r4 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 4 * srcStride));
-        var r5 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 5 * srcStride));
-        var r6 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 6 * srcStride));
-        var r7 = Vector256.LoadUnsafe(ref Unsafe.Add(ref src, 7 * srcStride));
-        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
-        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
-        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
-        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
-        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
-        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
-        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
-        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
-        Avx.Permute2x128(u0, u4, 0x20).StoreUnsafe(ref dst);
-        Avx.Permute2x128(u1, u5, 0x20).StoreUnsafe(ref Unsafe.Add(ref dst, dstStride));
-        Avx.Permute2x128(u2, u6, 0x20).StoreUnsafe(ref Unsafe.Add(ref dst, 2 * dstStride));
-        Avx.Permute2x128(u3, u7, 0x20).StoreUnsafe(ref Unsafe.Add(ref dst, 3 * dstStride));
-        Avx.Permute2x128(u0, u4, 0x31).StoreUnsafe(ref Unsafe.Add(ref dst, 4 * dstStride));
-        Avx.Permute2x128(u1, u5, 0x31).StoreUnsafe(ref Unsafe.Add(ref dst, 5 * dstStride));
-        Avx.Permute2x128(u2, u6, 0x31).StoreUnsafe(ref Unsafe.Add(ref dst, 6 * dstStride));
-        Avx.Permute2x128(u3, u7, 0x31).StoreUnsafe(ref Unsafe.Add(ref dst, 7 * dstStride));
     }
 
     /// <summary>Packs rows [6r, 6r + 6) of A's columns [k0, k0 + kc) as micro-panel r: [kc][6] interleaved, zero-padded rows.</summary>
