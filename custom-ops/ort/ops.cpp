@@ -141,24 +141,29 @@ struct HadamardQuantizeInt8Op {
 // A_scale, 0): saturate(round_half_even(A / A_scale))) and the int8 GEMM runs on the result.
 template <typename TA, typename T>
 struct MatMulInt8Op {
-  // A constant weight (an initializer) is packed once, here, for the VNNI or the AVX2 GEMM.
+  // A constant weight (an initializer) is packed once for the VNNI or the AVX2 GEMM, at the first Compute: a
+  // session that never runs — quantc's load check of a written model — holds no packed copy.
   MatMulInt8Op(const OrtApi*, const OrtKernelInfo* info) {
-    const quantc::Isa isa = quantc::best_isa();
-    if (isa == quantc::Isa::Reference) return;
+    if (quantc::best_isa() == quantc::Isa::Reference) return;
     Ort::ConstKernelInfo ki(info);
     int is_constant = 0;
     Ort::ConstValue b = ki.GetTensorConstantInput(2, &is_constant);
     if (!is_constant) return;
-    auto shape = b.GetTensorTypeAndShapeInfo().GetShape();
-    if (shape.size() != 2) return;  // Compute reports the shape error
-    if (isa == quantc::Isa::Avx512Vnni)
-      packed_ = std::make_unique<quantc::PackedB>(quantc::pack_b_vnni(b.GetTensorData<int8_t>(), shape[0], shape[1]));
-    else
-      packed_avx2_ = std::make_unique<quantc::PackedBAvx2>(quantc::pack_b_avx2(b.GetTensorData<int8_t>(), shape[0], shape[1]));
+    if (b.GetTensorTypeAndShapeInfo().GetShape().size() != 2) return;  // Compute reports the shape error
+    pack_ok_ = true;
   }
 
+  bool pack_ok_ = false;
+  std::once_flag packing_;
   std::unique_ptr<quantc::PackedB> packed_;
   std::unique_ptr<quantc::PackedBAvx2> packed_avx2_;
+
+  void pack(const int8_t* b, int64_t N, int64_t K) {
+    if (quantc::best_isa() == quantc::Isa::Avx512Vnni)
+      packed_ = std::make_unique<quantc::PackedB>(quantc::pack_b_vnni(b, N, K));
+    else
+      packed_avx2_ = std::make_unique<quantc::PackedBAvx2>(quantc::pack_b_avx2(b, N, K));
+  }
 
   void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<T>& a_scale, const Tensor<int8_t>& b, const Tensor<T>& b_scale,
                std::optional<const Tensor<T>*> bias, Tensor<T>& y) {
@@ -190,6 +195,7 @@ struct MatMulInt8Op {
     } else {
       a8 = a.Data();
     }
+    if (pack_ok_) std::call_once(packing_, [&] { pack(b.Data(), N, K); });
     if (packed_ && packed_->N == N && packed_->K == K)
       quantc::matmul_int8_vnni_packed(a8, *packed_, M, sa, sb, bias_data, out.data);
     else if (packed_avx2_ && packed_avx2_->N == N && packed_avx2_->K == K && M > 1)  // one row (decode): the unpacked dot products are faster
@@ -221,7 +227,8 @@ struct MatMulInt4Int8Op {
     return normalize != 0 ? quantc::RowHadamard::Normalized : quantc::RowHadamard::Unnormalized;
   }
 
-  // A constant weight with constant scales (initializers) is repacked once, here, for the register-blocked GEMM.
+  // A constant weight with constant scales (initializers) is repacked once for the register-blocked GEMM, at the first Compute:
+  // a session that never runs (quantc's load check of a written model) holds no packed copy.
   MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info)
       : group_(attr_int(api, info, "group_size", 32)), hadamard_(read_hadamard(api, info)) {
     if (quantc::best_isa() == quantc::Isa::Reference) return;
@@ -236,14 +243,7 @@ struct MatMulInt4Int8Op {
     const int64_t N = bs[0], K = bs[1] * 2;
     if (K % 64 || (group_ != 32 && group_ != 64 && group_ != 128) || K % group_) return;
     if (static_cast<int64_t>(s.GetTensorTypeAndShapeInfo().GetElementCount()) != N * (K / group_)) return;
-    std::vector<float> scale(static_cast<size_t>(N * (K / group_)));
-    if constexpr (std::is_same_v<T, float>) {
-      std::copy_n(s.GetTensorData<float>(), scale.size(), scale.data());
-    } else {
-      const T* h = s.GetTensorData<T>();
-      for (size_t i = 0; i < scale.size(); ++i) scale[i] = h[i].ToFloat();
-    }
-    packed_ = std::make_unique<quantc::PackedInt4>(quantc::pack_int4_gemm(b.GetTensorData<uint8_t>(), scale.data(), N, K, group_));
+    pack_ok_ = true;
   }
 
   void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<T>& a_scale, const Tensor<uint8_t>& b, const Tensor<T>& b_scale,
@@ -278,6 +278,10 @@ struct MatMulInt4Int8Op {
     FloatOut<T> out(y, ys);
     const int64_t M = a.NumberOfElement() / K;
     const float sa = scalar(op, "A_scale", a_scale);
+    if (pack_ok_)
+      std::call_once(packing_, [&] {
+        packed_ = std::make_unique<quantc::PackedInt4>(quantc::pack_int4_gemm(b.Data(), sb, N, K, group_));
+      });
     const bool packed = packed_ && packed_->N == N && packed_->K == K;
     if constexpr (std::is_same_v<TA, float>) {
       if (packed) quantc::matmul_int4_f32_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa(), hadamard_);
@@ -313,6 +317,8 @@ struct MatMulInt4Int8Op {
 
   int64_t group_;
   quantc::RowHadamard hadamard_;
+  bool pack_ok_ = false;  // B and B_scale are constants of a shape the packed GEMM takes
+  std::once_flag packing_;
   std::unique_ptr<quantc::PackedInt4> packed_;
 };
 
