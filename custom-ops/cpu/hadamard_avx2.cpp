@@ -31,22 +31,37 @@ __attribute__((target("avx2"))) void fwht_avx2(float* v, int64_t n) {
       }
 }
 
-// tmp[a][b0 .. b0 + 8V) = sum over c of ±y[c][..] (sign flips by xor), V vectors of accumulators held across c.
+// tmp[a][b0 .. b0 + 8V) = sum over c of ±y[c][..] (sign flips by xor), V vectors of accumulators held across c, for A output
+// rows a at once (each y vector loaded once for all A; every sum still runs over c in order, so the bits do not depend on A).
+template <int V, int A>
+__attribute__((target("avx2"))) void mix_rows_avx2(const float* y, int64_t p2, int m, int a0, const uint32_t* sign, float* tmp,
+                                                   __m256 sc, bool normalize) {
+  for (int64_t b0 = 0; b0 < p2; b0 += 8 * V) {
+    __m256 acc[A][V];
+    for (int r = 0; r < A; ++r)
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+    for (int c = 0; c < m; ++c) {
+      const float* src = y + c * p2 + b0;
+      __m256 x[V];
+      for (int v = 0; v < V; ++v) x[v] = _mm256_loadu_ps(src + 8 * v);
+      for (int r = 0; r < A; ++r) {
+        const __m256 sg = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(sign[(a0 + r) * m + c])));
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_xor_ps(x[v], sg));
+      }
+    }
+    for (int r = 0; r < A; ++r)
+      for (int v = 0; v < V; ++v)
+        _mm256_storeu_ps(tmp + (a0 + r) * p2 + b0 + 8 * v, normalize ? _mm256_mul_ps(acc[r][v], sc) : acc[r][v]);
+  }
+}
+
 template <int V>
 __attribute__((target("avx2"))) void mix_avx2(const float* y, int64_t p2, int m, const uint32_t* sign, float* tmp, float scale,
                                               bool normalize) {
   const __m256 sc = _mm256_set1_ps(scale);
-  for (int a = 0; a < m; ++a)
-    for (int64_t b0 = 0; b0 < p2; b0 += 8 * V) {
-      __m256 acc[V];
-      for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-      for (int c = 0; c < m; ++c) {
-        const __m256 sg = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(sign[a * m + c])));
-        const float* src = y + c * p2 + b0;
-        for (int v = 0; v < V; ++v) acc[v] = _mm256_add_ps(acc[v], _mm256_xor_ps(_mm256_loadu_ps(src + 8 * v), sg));
-      }
-      for (int v = 0; v < V; ++v) _mm256_storeu_ps(tmp + a * p2 + b0 + 8 * v, normalize ? _mm256_mul_ps(acc[v], sc) : acc[v]);
-    }
+  int a = 0;
+  for (; a + 2 <= m; a += 2) mix_rows_avx2<V, 2>(y, p2, m, a, sign, tmp, sc, normalize);
+  for (; a < m; ++a) mix_rows_avx2<V, 1>(y, p2, m, a, sign, tmp, sc, normalize);
 }
 
 }  // namespace
