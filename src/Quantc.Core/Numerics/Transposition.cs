@@ -62,7 +62,8 @@ public static class Transposition
                 for (; i + 8 <= r1; i += 8)
                 {
                     int j = c0;
-                    for (; j + 8 <= c1; j += 8) Transpose8Bytes((byte*)src + (long)i * cols + j, cols, (byte*)dst + (long)j * rows + i, rows);
+                    for (; j + 8 <= c1; j += 8)
+                        Transpose8Bytes((byte*)src + (long)i * cols + j, cols, (byte*)dst + (long)j * rows + i, rows);
                     for (; j < c1; j++)
                         for (int q = i; q < i + 8; q++) dst[(long)j * rows + q] = src[(long)q * cols + j];
                 }

@@ -89,7 +89,8 @@ public static class Gemm
     }
 
     /// <summary>dst[cols, rows] = src[rows, cols]ᵀ (<see cref="Transposition.Floats"/>).</summary>
-    public static void Transpose(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols) => Transposition.Floats(src, dst, rows, cols);
+    public static void Transpose(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols) =>
+        Transposition.Floats(src, dst, rows, cols);
 
     private static void Check(int a, long wa, int b, long wb, int c, long wc)
     {
@@ -204,7 +205,8 @@ public static class Gemm
         for (int half = 0; half < Nr && q8 > 0; half += 8)
         {
             ref float rows = ref Unsafe.Add(ref src, (j0 + half) * k + k0);
-            for (int q = 0; q < q8; q += 8) Transposition.Transpose8(ref Unsafe.Add(ref rows, q), k, ref Unsafe.Add(ref dst, q * Nr + half), Nr);
+            for (int q = 0; q < q8; q += 8)
+                Transposition.Transpose8(ref Unsafe.Add(ref rows, q), k, ref Unsafe.Add(ref dst, q * Nr + half), Nr);
         }
         for (int j = 0; j < Nr; j++)
         {
