@@ -13,7 +13,8 @@ public class GptqFactorTests
     [InlineData(7)]
     [InlineData(37)]
     [InlineData(64)]
-    [InlineData(300)]       // three panels of the blocked Cholesky, three column blocks of the inverse
+    [InlineData(300)]       // 38 column tiles of the Cholesky (the last one 4 wide), five column blocks of the inverse
+    [InlineData(517)]       // 4 × 8 register tiles with a ragged last row panel (517 = 4·129 + 1) and a 5-wide last tile
     public void TheFactorIsTheTextbookOneBitForBit(int k)
     {
         var (h, _) = Hessian(k, new Random(k), deadEvery: 5);

@@ -57,6 +57,79 @@ internal static class DoubleStrips
         }
     }
 
+    /// <summary>Rows of a <see cref="Tile{TOp}"/>.</summary>
+    public const int TileRows = 4;
+
+    /// <summary>Columns of a <see cref="Tile{TOp}"/>: two 256-bit vectors.</summary>
+    public const int TileColumns = 8;
+
+    /// <summary>
+    /// A tile of <paramref name="rows"/> × <see cref="TileColumns"/> sums, acc[r·8 + c] ← acc[r·8 + c] ± a[aOffset + r·aStride + t]·
+    /// b[bOffset + t·bStride + c], t ascending in [t0, t1): each element gets its terms one at a time in that order (the product
+    /// rounded, then the sum), as <see cref="Range{TOp}"/>, but a broadcast of A and a load of B serve a whole tile of sums held in
+    /// registers (4 × 8 for a full tile). Fewer rows, or no 256-bit vectors, go element by element with the same operations.
+    /// </summary>
+    public static void Tile<TOp>(Span<double> acc, int rows, double[] a, long aOffset, int aStride, double[] b, long bOffset, int bStride,
+        int t0, int t1) where TOp : struct, IOp
+    {
+        if (t1 <= t0) return;
+        if (rows < 1 || rows > TileRows || acc.Length < rows * TileColumns) throw new ArgumentOutOfRangeException(nameof(rows));
+        if (aOffset < 0 || aOffset + (long)(rows - 1) * aStride + t1 > a.Length || aOffset + t0 < 0)
+            throw new ArgumentOutOfRangeException(nameof(a));
+        if (bOffset + (long)t0 * bStride < 0 || bOffset + (long)(t1 - 1) * bStride + TileColumns > b.Length)
+            throw new ArgumentOutOfRangeException(nameof(b));
+        if (rows == TileRows && Vector256.IsHardwareAccelerated)
+        {
+            ref double c = ref MemoryMarshal.GetReference(acc);
+            ref double ar = ref MemoryMarshal.GetArrayDataReference(a);
+            ref double br = ref MemoryMarshal.GetArrayDataReference(b);
+            var s00 = Vector256.LoadUnsafe(ref c);
+            var s01 = Vector256.LoadUnsafe(ref c, 4);
+            var s10 = Vector256.LoadUnsafe(ref c, 8);
+            var s11 = Vector256.LoadUnsafe(ref c, 12);
+            var s20 = Vector256.LoadUnsafe(ref c, 16);
+            var s21 = Vector256.LoadUnsafe(ref c, 20);
+            var s30 = Vector256.LoadUnsafe(ref c, 24);
+            var s31 = Vector256.LoadUnsafe(ref c, 28);
+            nuint a0 = (nuint)aOffset, a1 = a0 + (nuint)aStride, a2 = a1 + (nuint)aStride, a3 = a2 + (nuint)aStride;
+            for (int t = t0; t < t1; t++)
+            {
+                nuint o = (nuint)(bOffset + (long)t * bStride);
+                var b0 = Vector256.LoadUnsafe(ref br, o);
+                var b1 = Vector256.LoadUnsafe(ref br, o + 4);
+                nuint u = (nuint)t;
+                var x = Vector256.Create(Unsafe.Add(ref ar, a0 + u));
+                s00 = TOp.Apply(s00, x * b0);
+                s01 = TOp.Apply(s01, x * b1);
+                x = Vector256.Create(Unsafe.Add(ref ar, a1 + u));
+                s10 = TOp.Apply(s10, x * b0);
+                s11 = TOp.Apply(s11, x * b1);
+                x = Vector256.Create(Unsafe.Add(ref ar, a2 + u));
+                s20 = TOp.Apply(s20, x * b0);
+                s21 = TOp.Apply(s21, x * b1);
+                x = Vector256.Create(Unsafe.Add(ref ar, a3 + u));
+                s30 = TOp.Apply(s30, x * b0);
+                s31 = TOp.Apply(s31, x * b1);
+            }
+            s00.StoreUnsafe(ref c);
+            s01.StoreUnsafe(ref c, 4);
+            s10.StoreUnsafe(ref c, 8);
+            s11.StoreUnsafe(ref c, 12);
+            s20.StoreUnsafe(ref c, 16);
+            s21.StoreUnsafe(ref c, 20);
+            s30.StoreUnsafe(ref c, 24);
+            s31.StoreUnsafe(ref c, 28);
+            return;
+        }
+        for (int r = 0; r < rows; r++)
+            for (int col = 0; col < TileColumns; col++)
+            {
+                double s = acc[r * TileColumns + col];
+                for (int t = t0; t < t1; t++) s = TOp.Apply(s, a[aOffset + (long)r * aStride + t] * b[bOffset + (long)t * bStride + col]);
+                acc[r * TileColumns + col] = s;
+            }
+    }
+
     /// <summary>How a term joins a sum: + or −. (s − p equals s + (−p) bit for bit, so either spelling of the textbook update
     /// gives the same result.)</summary>
     public interface IOp
