@@ -30,12 +30,14 @@ public class GptqFactorTests
     [InlineData(3, false)]
     [InlineData(33, false)]
     [InlineData(3, true)]
-    [InlineData(150, true)]     // 90 tokens: two chunks of the parallel lower-triangle sums
-    public void TheHessianSumsAreTheScalarLoopsBitForBit(int k, bool lower)
+    [InlineData(150, true)]     // 90 tokens: two chunks of 4 × 8 register tiles, ragged rows (150 = 4·37 + 2) and columns
+    [InlineData(150, true, true)]   // an infinite input in the second chunk: that chunk goes element by element, zero terms skipped
+    public void TheHessianSumsAreTheScalarLoopsBitForBit(int k, bool lower, bool infinite = false)
     {
         var rng = new Random(5);
         var x = new float[90 * k];
         for (int i = 0; i < x.Length; i++) x[i] = i % 9 == 0 ? 0 : (float)(rng.NextDouble() * 6 - 3);
+        if (infinite) x[70 * k + 5] = float.PositiveInfinity;
         var h = new double[k * k];
         foreach (int tokens in new[] { 90, 7 })
             if (lower) WeightQuantizer.AccumulateLowerHessian(h, x.AsSpan(0, tokens * k), k);

@@ -228,7 +228,7 @@ public static class WeightQuantizer
         int tile = g >= k ? Math.Min(k, 64) : g * Math.Max(1, 64 / g);
         var q = new sbyte[n * k];
         var scales = new float[n * groups];
-        const int rows = 16;
+        const int rows = 32;
         Parallel.For(0, (n + rows - 1) / rows, b =>
         {
             int r0 = b * rows, r1 = Math.Min(n, r0 + rows);
@@ -254,7 +254,8 @@ public static class WeightQuantizer
             var colScale = new float[n];
             var slice = new float[g];
             var err = new double[n * tile];
-            Span<double> acc = stackalloc double[DoubleStrips.Width];
+            var strips = new double[(long)tile * (ColumnBlock + Cols)];
+            var acc = new double[DoubleStrips.TileRows * Cols];
             for (int i0 = 0; i0 < k; i0 += tile)
             {
                 int i1 = Math.Min(k, i0 + tile);
@@ -278,23 +279,37 @@ public static class WeightQuantizer
                         GptqFactor.Add(work.AsSpan(r * k + i + 1, i1 - i - 1), -e, u.AsSpan(i * k + i + 1, i1 - i - 1));   // work −= e·u
                     }
                 }
-                // The tile's errors, taken from the columns after it: blocks of columns whose tile rows of the factor stay in cache
-                // while every row passes, each row's sums by strips held in registers (work − e·u is work + (−e)·u bit for bit).
+                // The tile's errors, taken from the columns after it (work − e·u is work + (−e)·u bit for bit): by blocks of columns
+                // whose tile rows of the factor are first copied into strips of 8 columns (the factor's rows are K apart, often a
+                // multiple of 4 KiB, which a walk down a column would crowd into one cache set), then 4 rows × 8 columns at a time
+                // as one register tile of sums over the tile's errors, in ascending i.
+                int terms = i1 - i0;
                 for (int b0 = i1; b0 < k; b0 += ColumnBlock)
-                    for (int r = 0; r < n; r++)
+                {
+                    int b1 = Math.Min(k, b0 + ColumnBlock);
+                    int padded = (b1 - b0 + Cols - 1) / Cols * Cols;              // a ragged last strip gets zeros
+                    for (int i = i0; i < i1; i++)
+                        for (int j = 0; j < padded; j++)
+                            strips[((long)(j / Cols) * terms + i - i0) * Cols + j % Cols] = b0 + j < b1 ? u[i * k + b0 + j] : 0;
+                    for (int rg = 0; rg < n; rg += DoubleStrips.TileRows)
                     {
-                        var errors = err.AsSpan(r * tile, i1 - i0);
-                        for (int j0 = b0; j0 < Math.Min(k, b0 + ColumnBlock); j0 += DoubleStrips.Width)
+                        int rows = Math.Min(DoubleStrips.TileRows, n - rg);
+                        for (int j0 = b0; j0 < b1; j0 += Cols)
                         {
-                            var strip = work.AsSpan(r * k + j0, Math.Min(DoubleStrips.Width, k - j0));
-                            var sums = acc[..strip.Length];
-                            strip.CopyTo(sums);
-                            DoubleStrips.Range<DoubleStrips.Sub>(sums, errors, 0, i1 - i0, u, i0 * k + j0, k);
-                            sums.CopyTo(strip);
+                            int width = Math.Min(Cols, b1 - j0);
+                            for (int r = 0; r < rows; r++)
+                                for (int c = 0; c < Cols; c++) acc[r * Cols + c] = c < width ? work[(rg + r) * k + j0 + c] : 0;
+                            DoubleStrips.Tile<DoubleStrips.Sub>(acc, rows, err, (long)rg * tile, tile, strips,
+                                (long)(j0 - b0) / Cols * terms * Cols, Cols, 0, terms);
+                            for (int r = 0; r < rows; r++)
+                                for (int c = 0; c < width; c++) work[(rg + r) * k + j0 + c] = acc[r * Cols + c];
                         }
                     }
+                }
             }
         }
+
+        private const int Cols = DoubleStrips.TileColumns;
 
         /// <summary>Columns per block of the update after a tile: the tile's rows of the factor over them, 64 × 512 × 8 B, stay in
         /// the level-2 cache.</summary>
@@ -322,33 +337,82 @@ public static class WeightQuantizer
     /// <summary>
     /// The lower triangle (diagonal included) of H += 2·XᵀX for inputs <paramref name="x"/> [tokens, K], all that
     /// <see cref="GptqFactor.Of"/> reads; the strict upper triangle is left alone. Each element gets the same sums, in the same
-    /// (token) order, as in <see cref="AccumulateHessian(Span{double}, ReadOnlySpan{float}, int)"/>, bit for bit; blocks of rows
-    /// run in parallel, and tokens go by strips of columns so that the rows' strips stay in cache.
+    /// (token) order, as in <see cref="AccumulateHessian(Span{double}, ReadOnlySpan{float}, int)"/>, bit for bit. Tokens go by chunks
+    /// of 64: the chunk's 2·x[t, i] packed per row i and its x[t, j] per tile of 8 columns, then every 4 rows × 8 columns of the
+    /// triangle as one register tile of sums over the chunk's tokens (<see cref="DoubleStrips.Tile{TOp}"/>), 16 rows per task on the
+    /// thread pool, tile by tile so that a tile's columns serve the 16 rows from cache. A term with 2·x[t, i] = 0 adds ±0, which
+    /// leaves a sum unchanged as long as x[t, j] is finite: a chunk with a value that is not goes through the element loops, which
+    /// skip such terms as the reference does.
     /// </summary>
     public static void AccumulateLowerHessian(double[] h, ReadOnlySpan<float> x, int k)
     {
         if (h.Length != (long)k * k) throw new ArgumentException($"the Hessian must be {k}×{k}");
-        const int chunk = 64, rows = 16, strip = 512;
-        int tokens = x.Length / k;
-        var wide = new double[Math.Min(tokens, chunk) * k];
-        for (int t0 = 0; t0 < tokens; t0 += chunk)
+        int tokens = x.Length / k, tiles = (k + C - 1) / C;
+        var rowsOf = new double[(long)k * Chunk];             // rowsOf[i·64 + t] = 2·x[t, i]
+        var tilesOf = new double[(long)tiles * Chunk * C];     // tilesOf[(tile·64 + t)·8 + c] = x[t, 8·tile + c]
+        for (int t0 = 0; t0 < tokens; t0 += Chunk)
         {
-            int count = Math.Min(chunk, tokens - t0);
+            int count = Math.Min(Chunk, tokens - t0);
             var part = x.Slice(t0 * k, count * k);
-            for (int j = 0; j < part.Length; j++) wide[j] = part[j];
-            Parallel.For(0, (k + rows - 1) / rows, b =>
+            if (!AllFinite(part))
             {
-                int i0 = b * rows, i1 = Math.Min(k, i0 + rows);
-                for (int j0 = 0; j0 < i1; j0 += strip)
-                    for (int t = 0; t < count; t++)
-                        for (int i = Math.Max(i0, j0); i < i1; i++)
-                        {
-                            double xi = 2.0 * (float)wide[t * k + i];
-                            if (xi == 0) continue;
-                            int len = Math.Min(strip, i + 1 - j0);
-                            GptqFactor.Add(h.AsSpan(i * k + j0, len), xi, wide.AsSpan(t * k + j0, len));
-                        }
-            });
+                AccumulateLowerHessianElementwise(h, part, k);
+                continue;
+            }
+            Array.Clear(tilesOf);
+            for (int t = 0; t < count; t++)
+            {
+                var row = part.Slice(t * k, k);
+                for (int i = 0; i < k; i++)
+                {
+                    rowsOf[(long)i * Chunk + t] = 2.0 * row[i];
+                    tilesOf[((long)(i / C) * Chunk + t) * C + i % C] = row[i];
+                }
+            }
+            int panels = (k + R - 1) / R;
+            Parallel.For(0, (panels + PanelsPerTask - 1) / PanelsPerTask, () => new double[R * C], (task, _, acc) =>
+            {
+                int p0 = task * PanelsPerTask, p1 = Math.Min(panels, p0 + PanelsPerTask), last = Math.Min(k, p1 * R) - 1;
+                for (int j0 = 0; j0 <= last; j0 += C)
+                    for (int p = p0; p < p1; p++)
+                    {
+                        int i0 = p * R, rows = Math.Min(R, k - i0);
+                        if (j0 > i0 + rows - 1) continue;
+                        for (int r = 0; r < rows; r++)
+                            for (int c = 0; c < C; c++) acc[r * C + c] = j0 + c <= i0 + r ? h[(long)(i0 + r) * k + j0 + c] : 0;
+                        DoubleStrips.Tile<DoubleStrips.Add>(acc, rows, rowsOf, (long)i0 * Chunk, Chunk, tilesOf,
+                            (long)(j0 / C) * Chunk * C, C, 0, count);
+                        for (int r = 0; r < rows; r++)
+                            for (int c = 0; c < Math.Min(C, i0 + r - j0 + 1); c++) h[(long)(i0 + r) * k + j0 + c] = acc[r * C + c];
+                    }
+                return acc;
+            }, _ => { });
+        }
+    }
+
+    private const int R = DoubleStrips.TileRows, C = DoubleStrips.TileColumns, Chunk = 64, PanelsPerTask = 4;
+
+    private static bool AllFinite(ReadOnlySpan<float> x)
+    {
+        foreach (float v in x)
+            if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
+    /// <summary><see cref="AccumulateLowerHessian"/> element by element, terms with 2·x[t, i] = 0 skipped (the reference's loop).
+    /// </summary>
+    internal static void AccumulateLowerHessianElementwise(double[] h, ReadOnlySpan<float> x, int k)
+    {
+        int tokens = x.Length / k;
+        for (int t = 0; t < tokens; t++)
+        {
+            var row = x.Slice(t * k, k);
+            for (int i = 0; i < k; i++)
+            {
+                double xi = 2.0 * row[i];
+                if (xi == 0) continue;
+                for (int j = 0; j <= i; j++) h[(long)i * k + j] += xi * row[j];
+            }
         }
     }
 }
