@@ -243,9 +243,25 @@ public static class WeightQuantizer
     {
         public void Run(float[] w, sbyte[] q, float[] scales)
         {
+            // Rows of a layer run as tasks of 32: their buffers come from the pool, not the large-object heap.
+            var pool = System.Buffers.ArrayPool<double>.Shared;
+            var work = pool.Rent((r1 - r0) * k);
+            var strips = pool.Rent(tile * (ColumnBlock + Cols));
+            try
+            {
+                Run(w, q, scales, work, strips);
+            }
+            finally
+            {
+                pool.Return(work);
+                pool.Return(strips);
+            }
+        }
+
+        private void Run(float[] w, sbyte[] q, float[] scales, double[] work, double[] strips)
+        {
             int n = r1 - r0, groups = k / g;
             var u = factor.Upper;
-            var work = new double[n * k];
             for (int i = 0; i < n * k; i++) work[i] = w[r0 * k + i];
             // Dead inputs (never active in calibration): zero their weights.
             for (int i = 0; i < k; i++)
@@ -254,7 +270,6 @@ public static class WeightQuantizer
             var colScale = new float[n];
             var slice = new float[g];
             var err = new double[n * tile];
-            var strips = new double[(long)tile * (ColumnBlock + Cols)];
             var acc = new double[DoubleStrips.TileRows * Cols];
             for (int i0 = 0; i0 < k; i0 += tile)
             {
@@ -347,9 +362,24 @@ public static class WeightQuantizer
     public static void AccumulateLowerHessian(double[] h, ReadOnlySpan<float> x, int k)
     {
         if (h.Length != (long)k * k) throw new ArgumentException($"the Hessian must be {k}×{k}");
+        int tiles = (k + C - 1) / C;
+        // Called once per sample and input: the buffers come from the pool, not the large-object heap.
+        var rowsOf = System.Buffers.ArrayPool<double>.Shared.Rent(k * Chunk);           // rowsOf[i·64 + t] = 2·x[t, i]
+        var tilesOf = System.Buffers.ArrayPool<double>.Shared.Rent(tiles * Chunk * C);   // tilesOf[(tile·64 + t)·8 + c] = x[t, 8·tile + c]
+        try
+        {
+            AccumulateByTiles(h, x, k, rowsOf, tilesOf);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<double>.Shared.Return(rowsOf);
+            System.Buffers.ArrayPool<double>.Shared.Return(tilesOf);
+        }
+    }
+
+    private static void AccumulateByTiles(double[] h, ReadOnlySpan<float> x, int k, double[] rowsOf, double[] tilesOf)
+    {
         int tokens = x.Length / k, tiles = (k + C - 1) / C;
-        var rowsOf = new double[(long)k * Chunk];             // rowsOf[i·64 + t] = 2·x[t, i]
-        var tilesOf = new double[(long)tiles * Chunk * C];     // tilesOf[(tile·64 + t)·8 + c] = x[t, 8·tile + c]
         for (int t0 = 0; t0 < tokens; t0 += Chunk)
         {
             int count = Math.Min(Chunk, tokens - t0);
@@ -359,7 +389,7 @@ public static class WeightQuantizer
                 AccumulateLowerHessianElementwise(h, part, k);
                 continue;
             }
-            Array.Clear(tilesOf);
+            Array.Clear(tilesOf, 0, tiles * Chunk * C);
             for (int t = 0; t < count; t++)
             {
                 var row = part.Slice(t * k, k);
