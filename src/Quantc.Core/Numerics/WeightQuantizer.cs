@@ -312,12 +312,11 @@ public static class WeightQuantizer
                         for (int j0 = b0; j0 < b1; j0 += Cols)
                         {
                             int width = Math.Min(Cols, b1 - j0);
-                            for (int r = 0; r < rows; r++)
-                                for (int c = 0; c < Cols; c++) acc[r * Cols + c] = c < width ? work[(rg + r) * k + j0 + c] : 0;
+                            if (width < Cols) Array.Clear(acc);
+                            for (int r = 0; r < rows; r++) Array.Copy(work, (rg + r) * k + j0, acc, r * Cols, width);
                             DoubleStrips.Tile<DoubleStrips.Sub>(acc, rows, err, (long)rg * tile, tile, strips,
                                 (long)(j0 - b0) / Cols * terms * Cols, Cols, 0, terms);
-                            for (int r = 0; r < rows; r++)
-                                for (int c = 0; c < width; c++) work[(rg + r) * k + j0 + c] = acc[r * Cols + c];
+                            for (int r = 0; r < rows; r++) Array.Copy(acc, r * Cols, work, (rg + r) * k + j0, width);
                         }
                     }
                 }
