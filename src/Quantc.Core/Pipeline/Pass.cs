@@ -56,9 +56,11 @@ public sealed class PassContext(Model model)
     /// since the last collection, collects them (<see cref="Runtime.MemoryTrim"/>). Without it the GC lets the copies of a 1b
     /// model's layers pile up past a GB before it collects (issue 22 item 10). Nothing happens on a model that does not spill.
     /// </summary>
-    public void ReleaseLayerCopies()
+    /// <param name="now">Collect whatever was allocated since the last time (a pass that just dropped large arrays of its own,
+    /// such as GPTQ's Hessians at the end of a segment: arrays alive at the last collection are not counted as garbage).</param>
+    public void ReleaseLayerCopies(bool now = false)
     {
-        if (Model.SpilledBytes == 0 || GC.GetTotalMemory(false) - _liveAfterRelease < LayerGarbageBytes) return;
+        if (Model.SpilledBytes == 0 || (!now && GC.GetTotalMemory(false) - _liveAfterRelease < LayerGarbageBytes)) return;
         Runtime.MemoryTrim.Now();
         _liveAfterRelease = GC.GetTotalMemory(false);
         LayerCopyCollections++;
