@@ -29,23 +29,45 @@ internal static class DoubleStrips
     {
         if (t1 <= t0) return;
         if (rows < 1 || rows > TileRows || acc.Length < rows * TileColumns) throw new ArgumentOutOfRangeException(nameof(rows));
+        Check(rows, a, aOffset, aStride, b, bOffset, bStride, t0, t1);
+        Run<TOp>(ref MemoryMarshal.GetReference(acc), TileColumns, rows, a, aOffset, aStride, b, bOffset, bStride, t0, t1);
+    }
+
+    /// <summary>The same tile with its sums in place: c[cOffset + r·cStride + col], col &lt; 8 (a matrix's rows, no copy).</summary>
+    public static void TileInPlace<TOp>(double[] c, long cOffset, int cStride, int rows, double[] a, long aOffset, int aStride, double[] b,
+        long bOffset, int bStride, int t0, int t1) where TOp : struct, IOp
+    {
+        if (t1 <= t0) return;
+        if (rows < 1 || rows > TileRows || cOffset < 0 || cOffset + (long)(rows - 1) * cStride + TileColumns > c.Length)
+            throw new ArgumentOutOfRangeException(nameof(c));
+        Check(rows, a, aOffset, aStride, b, bOffset, bStride, t0, t1);
+        Run<TOp>(ref c[cOffset], cStride, rows, a, aOffset, aStride, b, bOffset, bStride, t0, t1);
+    }
+
+    private static void Check(int rows, double[] a, long aOffset, int aStride, double[] b, long bOffset, int bStride, int t0, int t1)
+    {
         if (aOffset < 0 || aOffset + (long)(rows - 1) * aStride + t1 > a.Length || aOffset + t0 < 0)
             throw new ArgumentOutOfRangeException(nameof(a));
         if (bOffset + (long)t0 * bStride < 0 || bOffset + (long)(t1 - 1) * bStride + TileColumns > b.Length)
             throw new ArgumentOutOfRangeException(nameof(b));
+    }
+
+    private static void Run<TOp>(ref double c, int cStride, int rows, double[] a, long aOffset, int aStride, double[] b, long bOffset,
+        int bStride, int t0, int t1) where TOp : struct, IOp
+    {
         if (rows == TileRows && Vector256.IsHardwareAccelerated)
         {
-            ref double c = ref MemoryMarshal.GetReference(acc);
             ref double ar = ref MemoryMarshal.GetArrayDataReference(a);
             ref double br = ref MemoryMarshal.GetArrayDataReference(b);
+            nuint c1 = (nuint)cStride, c2 = c1 + c1, c3 = c2 + c1;
             var s00 = Vector256.LoadUnsafe(ref c);
             var s01 = Vector256.LoadUnsafe(ref c, 4);
-            var s10 = Vector256.LoadUnsafe(ref c, 8);
-            var s11 = Vector256.LoadUnsafe(ref c, 12);
-            var s20 = Vector256.LoadUnsafe(ref c, 16);
-            var s21 = Vector256.LoadUnsafe(ref c, 20);
-            var s30 = Vector256.LoadUnsafe(ref c, 24);
-            var s31 = Vector256.LoadUnsafe(ref c, 28);
+            var s10 = Vector256.LoadUnsafe(ref c, c1);
+            var s11 = Vector256.LoadUnsafe(ref c, c1 + 4);
+            var s20 = Vector256.LoadUnsafe(ref c, c2);
+            var s21 = Vector256.LoadUnsafe(ref c, c2 + 4);
+            var s30 = Vector256.LoadUnsafe(ref c, c3);
+            var s31 = Vector256.LoadUnsafe(ref c, c3 + 4);
             nuint a0 = (nuint)aOffset, a1 = a0 + (nuint)aStride, a2 = a1 + (nuint)aStride, a3 = a2 + (nuint)aStride;
             for (int t = t0; t < t1; t++)
             {
@@ -68,20 +90,21 @@ internal static class DoubleStrips
             }
             s00.StoreUnsafe(ref c);
             s01.StoreUnsafe(ref c, 4);
-            s10.StoreUnsafe(ref c, 8);
-            s11.StoreUnsafe(ref c, 12);
-            s20.StoreUnsafe(ref c, 16);
-            s21.StoreUnsafe(ref c, 20);
-            s30.StoreUnsafe(ref c, 24);
-            s31.StoreUnsafe(ref c, 28);
+            s10.StoreUnsafe(ref c, c1);
+            s11.StoreUnsafe(ref c, c1 + 4);
+            s20.StoreUnsafe(ref c, c2);
+            s21.StoreUnsafe(ref c, c2 + 4);
+            s30.StoreUnsafe(ref c, c3);
+            s31.StoreUnsafe(ref c, c3 + 4);
             return;
         }
         for (int r = 0; r < rows; r++)
             for (int col = 0; col < TileColumns; col++)
             {
-                double s = acc[r * TileColumns + col];
+                ref double sum = ref Unsafe.Add(ref c, (nint)r * cStride + col);
+                double s = sum;
                 for (int t = t0; t < t1; t++) s = TOp.Apply(s, a[aOffset + (long)r * aStride + t] * b[bOffset + (long)t * bStride + col]);
-                acc[r * TileColumns + col] = s;
+                sum = s;
             }
     }
 

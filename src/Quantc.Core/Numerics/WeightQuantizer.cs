@@ -300,10 +300,16 @@ public static class WeightQuantizer
                         for (int j0 = b0; j0 < b1; j0 += Cols)
                         {
                             int width = Math.Min(Cols, b1 - j0);
-                            if (width < Cols) Array.Clear(acc);
+                            long strip = (long)(j0 - b0) / Cols * terms * Cols;
+                            if (width == Cols)                                   // the sums in place, in the rows of work
+                            {
+                                DoubleStrips.TileInPlace<DoubleStrips.Sub>(work, (long)rg * k + j0, k, rows, err, (long)rg * tile, tile,
+                                    strips, strip, Cols, 0, terms);
+                                continue;
+                            }
+                            Array.Clear(acc);
                             for (int r = 0; r < rows; r++) Array.Copy(work, (rg + r) * k + j0, acc, r * Cols, width);
-                            DoubleStrips.Tile<DoubleStrips.Sub>(acc, rows, err, (long)rg * tile, tile, strips,
-                                (long)(j0 - b0) / Cols * terms * Cols, Cols, 0, terms);
+                            DoubleStrips.Tile<DoubleStrips.Sub>(acc, rows, err, (long)rg * tile, tile, strips, strip, Cols, 0, terms);
                             for (int r = 0; r < rows; r++) Array.Copy(acc, r * Cols, work, (rg + r) * k + j0, width);
                         }
                     }
