@@ -231,6 +231,24 @@ public sealed class RotateQkTests(ITestOutputHelper log) : IDisposable
         Assert.All(r.Layers, l => Assert.True(l.SqnrDb > 80, $"{l.CompiledName} ({l.Op}): SQNR {l.SqnrDb:0.0} dB"));
     }
 
+    /// <summary>A compiled model with rotated caches verified against itself (as `quantc verify a.onnx a.onnx`): both sides are
+    /// mapped back to the original basis, so every output — the caches included — is identical.</summary>
+    [Fact]
+    public void VerifyOfARotatedModelAgainstItselfIsExact()
+    {
+        using var original = Load("torch");
+        using var m = Load("torch");
+        Run(m, "passes: [rotate_head, rotate_qk]");
+        string path = Save(m);
+        using var a = Model.Load(path);
+        using var b = Model.Load(path);
+        var toks = EvalTokens(original, 2, 48);
+        var samples = toks.Select(t => CalibrationInputs.FromTokens(original.Graph, t)).ToList();
+        var r = Verifier.Run(a, b, samples, toks, new VerifyOptions { PerLayer = false });
+        Assert.Contains(r.Outputs, o => o.Name.EndsWith(".key", StringComparison.Ordinal));
+        foreach (var o in r.Outputs) Assert.True(double.IsPositiveInfinity(o.SqnrDb), $"{o.Name}: SQNR {o.SqnrDb:0.0} dB");
+    }
+
     /// <summary>
     /// quantize_kv stores only grid values: each token's head of the new keys and values has at most 2^bits
     /// distinct values, and the error grows as bits shrink (int8 far better than int4).

@@ -130,7 +130,9 @@ public static class Verifier
         SameShapes("input", original.Graph.Inputs.Where(v => !v.IsInitializer), compiled.Graph);
         SameShapes("output", original.Graph.Outputs, compiled.Graph);
 
+        // Caches held in another basis (rotated, scaled): the compiled model's, and the original's when it is itself a compiled model.
         var caches = CacheTransforms.Of(compiled.Metadata);
+        var originalCaches = CacheTransforms.Of(original.Metadata);
         var pairs = options.PerLayer ? MapIntermediates(original, compiled) : [];
         var outErr = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var layerErr = pairs.ToDictionary(p => p.Compiled, _ => new ErrorAccumulator(), StringComparer.Ordinal);
@@ -157,7 +159,8 @@ public static class Verifier
             var compNames = (gi == 0 ? outputs : []).Concat(group.Select(p => p.Compiled)).ToList();
             if (origNames.Count == 0) continue;
             var compSamples = caches.IsEmpty ? samples : samples.Select(x => InCacheBasis(x, caches)).ToList();
-            using var ra = VerifyRuns.Of(original, segmentsOriginal, samples, origNames, "original");
+            var origSamples = originalCaches.IsEmpty ? samples : samples.Select(x => InCacheBasis(x, originalCaches)).ToList();
+            using var ra = VerifyRuns.Of(original, segmentsOriginal, origSamples, origNames, "original");
             using var rb = VerifyRuns.Of(compiled, segmentsCompiled, compSamples, compNames, "compiled");
             for (int s = 0; s < samples.Count; s++)
             {
@@ -171,6 +174,8 @@ public static class Verifier
                     var b = isOutputTensor ? rc[k].Output : rc[k].Intermediate;
                     if (isOutputTensor && b is not null && caches.Contains(compNames[k]))
                         caches.ToOriginal(compNames[k], b, rc[k].Shape);
+                    if (isOutputTensor && a is not null && originalCaches.Contains(origNames[k]))
+                        originalCaches.ToOriginal(origNames[k], a, ro[k].Shape);
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its " +
