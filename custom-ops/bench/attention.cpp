@@ -1,7 +1,9 @@
 // ai.quantc.CausalAttention's kernel (quantc::causal_attention) on the small llama's shapes: prefill of S tokens (empty
 // cache) and one decode step after S cached, every path this CPU runs, GFLOP/s of the causal work (Q·Kᵀ and P·V over the
-// lower triangle: 4 · heads · D · Σ_i (past + i + 1)). Not a test. Usage: quantc_attention_bench [S] [threads: 1 = one]
+// lower triangle: 4 · heads · D · Σ_i (past + i + 1)), plain and with RoPE and the R3 Hadamard inside (lower_attention's fused
+// form; the same FLOP count, so the rate shows their cost). Not a test. Usage: quantc_attention_bench [S] [threads: 1 = one]
 // QUANTC_BENCH_CLOCK=cpu times process CPU seconds (all threads) instead of wall time.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -12,7 +14,7 @@
 
 namespace {
 
-void run(const char* what, int64_t S, int64_t P, int64_t H, int64_t KH, int64_t D, int repeats) {
+void run(const char* what, int64_t S, int64_t P, int64_t H, int64_t KH, int64_t D, int repeats, bool fused) {
   std::mt19937 rng(1);
   std::normal_distribution<float> n(0.0f, 1.0f);
   auto fill = [&](int64_t count) { std::vector<float> v(static_cast<size_t>(count)); for (auto& e : v) e = n(rng); return v; };
@@ -27,13 +29,22 @@ void run(const char* what, int64_t S, int64_t P, int64_t H, int64_t KH, int64_t 
   a.v = v.data(); a.v_strides = a.k_strides;
   a.past_k = P ? pk.data() : nullptr; a.past_v = P ? pv.data() : nullptr; a.key_mask = mask.data();
   a.present_k = present_k.data(); a.present_v = present_v.data(); a.y = y.data(); a.y_strides = a.q_strides;
+  // lower_attention's fused form: RoPE (full head, halves) and the R3 Hadamard on the new queries and keys inside the op.
+  std::vector<float> cos(static_cast<size_t>((T + 1) * D / 2)), sin(cos.size());
+  for (size_t e = 0; e < cos.size(); ++e) { cos[e] = std::cos(0.01f * static_cast<float>(e)); sin[e] = std::sin(0.01f * static_cast<float>(e)); }
+  std::vector<int64_t> pos(static_cast<size_t>(S));
+  for (int64_t i = 0; i < S; ++i) pos[static_cast<size_t>(i)] = P + i;
+  if (fused) {
+    a.rope_cos = cos.data(); a.rope_sin = sin.data(); a.rope_positions = T + 1; a.rotary_dim = D; a.position_ids = pos.data();
+    a.qk_hadamard = true;
+  }
   double flops = 0;
   for (int64_t i = 0; i < S; ++i) flops += 4.0 * static_cast<double>(H * D * (P + i + 1));
   for (auto isa : {quantc::Isa::Reference, quantc::Isa::Avx2, quantc::Isa::Avx512Vnni}) {
     if (static_cast<int>(isa) > static_cast<int>(quantc::best_isa())) continue;
     const int reps = isa == quantc::Isa::Reference ? 1 : repeats;
     const double t = quantc_bench::best_seconds(reps, [&] { quantc::causal_attention(a, isa); });
-    std::printf("%-8s S %4lld past %4lld  %-10s %9.3f ms  %6.1f GFLOP/s\n", what, static_cast<long long>(S), static_cast<long long>(P),
+    std::printf("%-8s%s S %4lld past %4lld  %-10s %9.3f ms  %6.1f GFLOP/s\n", what, fused ? " +RoPE+R3" : "         ", static_cast<long long>(S), static_cast<long long>(P),
                 quantc::isa_name(isa), t * 1e3, flops / t * 1e-9);
   }
 }
@@ -44,7 +55,9 @@ int main(int argc, char** argv) {
   const int64_t S = argc > 1 ? std::atoll(argv[1]) : 512;
   const int repeats = 7;
   quantc_bench::print_cpu(repeats);
-  run("prefill", S, 0, 8, 2, 64, repeats);
-  run("decode", 1, S, 8, 2, 64, repeats * 20);
+  for (bool fused : {false, true}) {
+    run("prefill", S, 0, 8, 2, 64, repeats, fused);
+    run("decode", 1, S, 8, 2, 64, repeats * 20, fused);
+  }
   return 0;
 }

@@ -6,9 +6,11 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "attention_impl.h"
+#include "quantc/hadamard.h"
 
 namespace quantc {
 namespace {
@@ -22,7 +24,54 @@ struct Driver {
   int64_t blocks = 0;  // query blocks per (batch, KV head)
 };
 
-// present = [past; new] for keys and values, and the keys transposed to [D, Tp] (zero past T).
+bool transforms(const CausalAttentionArgs& a) { return a.rope_cos != nullptr || a.qk_hadamard; }
+
+// The rotary embedding of one new query or key head x (D floats) of batch row b at new position i, in place, as ONNX
+// RotaryEmbedding computes it: x1·cos − x2·sin, x2·cos + x1·sin over the paired dims.
+void rope_head(const CausalAttentionArgs& a, float* x, int64_t b, int64_t i) {
+  {
+    const int64_t half = a.rotary_dim / 2, pos = a.position_ids[b * a.seq + i];
+    const float* c = a.rope_cos + pos * half;
+    const float* s = a.rope_sin + pos * half;
+    const int64_t step = a.rope_interleaved ? 2 : 1, other = a.rope_interleaved ? 1 : half;
+    for (int64_t j = 0; j < half; ++j) {
+      float* p = x + j * step;
+      const float x1 = p[0], x2 = p[other];
+      p[0] = x1 * c[j] - x2 * s[j];
+      p[other] = x2 * c[j] + x1 * s[j];
+    }
+  }
+}
+
+// `rows` contiguous heads, each rotated at (b, i0 + r · step) when RoPE is on, then all through the normalised Hadamard.
+void transform_heads(const CausalAttentionArgs& a, float* x, int64_t rows, int64_t b, int64_t i0, int64_t step, Isa isa) {
+  if (a.rope_cos)
+    for (int64_t r = 0; r < rows; ++r) rope_head(a, x + r * a.head_size, b, i0 + r * step);
+  if (a.qk_hadamard) hadamard_transform_rows(x, x, rows, a.head_size, true, isa);
+}
+
+struct QueryPrep {
+  const CausalAttentionArgs* a;
+  float* out;  // [B, S, q_heads, D]
+  Isa isa;
+};
+
+// The transformed queries, one (batch row, position) per item, into a [B, S, q_heads, D] copy.
+void prep_queries(void* p, int64_t begin, int64_t end) {
+  const QueryPrep& qp = *static_cast<const QueryPrep*>(p);
+  const CausalAttentionArgs& a = *qp.a;
+  const int64_t D = a.head_size;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / a.seq, i = item % a.seq;
+    float* x = qp.out + item * a.q_heads * D;
+    for (int64_t h = 0; h < a.q_heads; ++h)
+      std::memcpy(x + h * D, a.q + b * a.q_strides.batch + h * a.q_strides.head + i * a.q_strides.seq, static_cast<size_t>(D) * sizeof(float));
+    transform_heads(a, x, a.q_heads, b, i, 0, qp.isa);
+  }
+}
+
+// present = [past; new] for keys and values (the new keys transformed when asked), and the keys transposed to [D, Tp]
+// (zero past T).
 void fill_cache(void* p, int64_t begin, int64_t end) {
   const Driver& dr = *static_cast<const Driver*>(p);
   const CausalAttentionArgs& a = *dr.job.a;
@@ -37,6 +86,7 @@ void fill_cache(void* p, int64_t begin, int64_t end) {
       if (P > 0) std::memcpy(present, past + item * P * D, static_cast<size_t>(P * D) * sizeof(float));
       for (int64_t i = 0; i < a.seq; ++i)
         std::memcpy(present + (P + i) * D, fresh + b * st.batch + h * st.head + i * st.seq, static_cast<size_t>(D) * sizeof(float));
+      if (which == 0 && transforms(a)) transform_heads(a, present + P * D, a.seq, b, 0, 1, dr.isa);
     }
     if (!dr.job.kt) continue;
     float* kt = const_cast<float*>(dr.job.kt) + item * D * Tp;
@@ -111,7 +161,36 @@ void run_items(void* p, int64_t begin, int64_t end) {
 
 }  // namespace
 
-void causal_attention(const CausalAttentionArgs& a, Isa isa) {
+void causal_attention(const CausalAttentionArgs& args, Isa isa) {
+  const CausalAttentionArgs* ap = &args;
+  CausalAttentionArgs prepped;
+  if (transforms(args)) {
+    const CausalAttentionArgs& a = args;
+    if (a.rope_cos) {
+      if (!a.rope_sin || !a.position_ids || a.rotary_dim <= 0 || a.rotary_dim % 2 != 0 || a.rotary_dim > a.head_size || a.rope_positions <= 0)
+        throw std::invalid_argument("causal_attention: the rotary embedding needs cos, sin, position ids and an even rotary_dim "
+                                    "≤ the head size");
+      for (int64_t e = 0; e < a.batch * a.seq; ++e)
+        if (a.position_ids[e] < 0 || a.position_ids[e] >= a.rope_positions)
+          throw std::invalid_argument("causal_attention: position id " + std::to_string(a.position_ids[e]) + " is outside the " +
+                                      std::to_string(a.rope_positions) + " rows of the rotary tables");
+    }
+    int64_t pow2;
+    int m;
+    if (a.qk_hadamard && !hadamard_split(a.head_size, &pow2, &m))
+      throw std::invalid_argument("causal_attention: no Hadamard matrix of order " + std::to_string(a.head_size));
+    if (a.batch > 0 && a.seq > 0 && a.q_heads > 0 && a.head_size > 0) {
+      thread_local std::vector<float> qbuf;
+      qbuf.resize(static_cast<size_t>(a.batch * a.seq * a.q_heads * a.head_size));
+      QueryPrep qp{&a, qbuf.data(), isa};
+      parallel_for(a.batch * a.seq, a.q_heads * a.head_size * 8, prep_queries, &qp);
+      prepped = a;
+      prepped.q = qbuf.data();
+      prepped.q_strides = {a.seq * a.q_heads * a.head_size, a.head_size, a.q_heads * a.head_size};
+      ap = &prepped;
+    }
+  }
+  const CausalAttentionArgs& a = *ap;
   if (a.batch < 0 || a.seq < 0 || a.past < 0 || a.head_size <= 0 || a.q_heads <= 0 || a.kv_heads <= 0 || a.q_heads % a.kv_heads != 0)
     throw std::invalid_argument("causal_attention: bad sizes");
   if (!a.present_k || !a.present_v || (a.past > 0 && (!a.past_k || !a.past_v)))

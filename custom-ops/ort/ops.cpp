@@ -448,12 +448,21 @@ struct QCausalConv1dOp {
   bool silu_;
 };
 
-// CausalAttention(Q, K, V, attention_mask?: int64[B, T], past_key?, past_value?) -> Y, present_key?, present_value?: ONNX
-// Attention (opset 23) on the causal + padding mask, computing only the lower triangle (quantc/attention.h). Q/K/V are
-// [B, H, S, D] (4-D) or [B, S, H·D] (3-D, with q_num_heads / kv_num_heads); the cache is [B, kv heads, T, D].
+// CausalAttention(Q, K, V, attention_mask?: int64[B, T], past_key?, past_value?, cos_cache?, sin_cache?, position_ids?)
+//   -> Y, present_key?, present_value?: ONNX Attention (opset 23) on the causal + padding mask, computing only the lower
+// triangle (quantc/attention.h). Q/K/V are [B, H, S, D] (4-D) or [B, S, H·D] (3-D, with q_num_heads / kv_num_heads); the
+// cache is [B, kv heads, T, D]. lower_attention's fused form:
+// - packed_qkv = 1: Q is [B, S, (q heads + 2 · kv heads) · D] holding the queries, keys and values side by side (what a
+//   fused QKV projection gives), and the K and V inputs name that same tensor;
+// - cos_cache / sin_cache [positions, rotary dim / 2] with position_ids int64 [B, S]: the new queries and keys go through
+//   ONNX RotaryEmbedding first (attributes rotary_interleaved, rotary_embedding_dim: 0 = the head size);
+// - qk_hadamard = 1: then through ai.quantc.Hadamard (normalised) per head — QuaRot's R3; present_key holds the keys as
+//   transformed, as the unfused graph's present output did.
 struct CausalAttentionOp {
   CausalAttentionOp(const OrtApi* api, const OrtKernelInfo* info)
-      : q_heads_(attr_int(api, info, "q_num_heads", 0)), kv_heads_(attr_int(api, info, "kv_num_heads", 0)) {
+      : q_heads_(attr_int(api, info, "q_num_heads", 0)), kv_heads_(attr_int(api, info, "kv_num_heads", 0)),
+        packed_(attr_int(api, info, "packed_qkv", 0) != 0), interleaved_(attr_int(api, info, "rotary_interleaved", 0) != 0),
+        rotary_dim_(attr_int(api, info, "rotary_embedding_dim", 0)), hadamard_(attr_int(api, info, "qk_hadamard", 0) != 0) {
     float s = 0;
     OrtStatus* st = api->KernelInfoGetAttribute_float(info, "scale", &s);
     if (st) api->ReleaseStatus(st);
@@ -462,24 +471,34 @@ struct CausalAttentionOp {
 
   void Compute(OrtKernelContext* ctx, const Tensor<float>& q, const Tensor<float>& k, const Tensor<float>& v,
                std::optional<const Tensor<int64_t>*> mask, std::optional<const Tensor<float>*> past_k,
-               std::optional<const Tensor<float>*> past_v, Tensor<float>& y, std::optional<Tensor<float>*> present_k,
-               std::optional<Tensor<float>*> present_v) {
+               std::optional<const Tensor<float>*> past_v, std::optional<const Tensor<float>*> cos,
+               std::optional<const Tensor<float>*> sin, std::optional<const Tensor<int64_t>*> position_ids, Tensor<float>& y,
+               std::optional<Tensor<float>*> present_k, std::optional<Tensor<float>*> present_v) {
     OnOrtPool pool(ctx);
     const std::string op = "CausalAttention";
     auto qs = q.Shape(), ks = k.Shape(), vs = v.Shape();
     quantc::CausalAttentionArgs a;
-    if (qs.size() != ks.size() || qs.size() != vs.size() || (qs.size() != 3 && qs.size() != 4))
+    std::vector<int64_t> y_shape = qs;
+    if (packed_) {
+      if (q_heads_ <= 0 || kv_heads_ <= 0) fail(op, "packed_qkv needs the q_num_heads and kv_num_heads attributes");
+      if (qs.size() != 3 || qs[2] % (q_heads_ + 2 * kv_heads_) != 0)
+        fail(op, "packed_qkv: Q must be [batch, sequence, (q_num_heads + 2 x kv_num_heads) x head size], got " + shape_str(qs));
+      if (k.Data() != q.Data() || v.Data() != q.Data() || ks != qs || vs != qs)
+        fail(op, "packed_qkv: the K and V inputs must name the packed Q input itself");
+      a.batch = qs[0]; a.seq = qs[1]; a.q_heads = q_heads_; a.kv_heads = kv_heads_;
+      a.head_size = qs[2] / (q_heads_ + 2 * kv_heads_);
+      y_shape = {a.batch, a.seq, a.q_heads * a.head_size};
+    } else if (qs.size() != ks.size() || qs.size() != vs.size() || (qs.size() != 3 && qs.size() != 4)) {
       fail(op, "Q, K and V must all be [batch, heads, sequence, head size] or all [batch, sequence, heads·head size], got " +
                shape_str(qs) + ", " + shape_str(ks) + ", " + shape_str(vs));
-    a.batch = qs[0];
-    if (qs.size() == 4) {
-      a.q_heads = qs[1]; a.seq = qs[2]; a.head_size = qs[3]; a.kv_heads = ks[1];
+    } else if (qs.size() == 4) {
+      a.batch = qs[0]; a.q_heads = qs[1]; a.seq = qs[2]; a.head_size = qs[3]; a.kv_heads = ks[1];
       if (ks != std::vector<int64_t>{a.batch, a.kv_heads, a.seq, a.head_size} || vs != ks)
         fail(op, "K and V must be [batch, kv heads, sequence, head size] beside Q " + shape_str(qs) + ", got " + shape_str(ks) + ", " +
                      shape_str(vs));
     } else {
       if (q_heads_ <= 0 || kv_heads_ <= 0) fail(op, "3-D inputs need the q_num_heads and kv_num_heads attributes");
-      a.q_heads = q_heads_; a.kv_heads = kv_heads_; a.seq = qs[1];
+      a.batch = qs[0]; a.q_heads = q_heads_; a.kv_heads = kv_heads_; a.seq = qs[1];
       if (qs[2] % q_heads_ != 0) fail(op, "Q's last axis " + std::to_string(qs[2]) + " is not q_num_heads x head size");
       a.head_size = qs[2] / q_heads_;
       if (ks != std::vector<int64_t>{a.batch, a.seq, a.kv_heads * a.head_size} || vs != ks)
@@ -508,13 +527,45 @@ struct CausalAttentionOp {
     a.scale = scale_ != 0 ? scale_ : 1.0f / std::sqrt(static_cast<float>(a.head_size));
     const bool four = qs.size() == 4;
     auto strides = [&](int64_t heads) {
+      if (packed_) {
+        const int64_t w = (a.q_heads + 2 * a.kv_heads) * a.head_size;
+        return quantc::HeadStrides{a.seq * w, a.head_size, w};
+      }
       return four ? quantc::HeadStrides{heads * a.seq * a.head_size, a.seq * a.head_size, a.head_size}
                   : quantc::HeadStrides{a.seq * heads * a.head_size, a.head_size, heads * a.head_size};
     };
     a.q = q.Data(); a.q_strides = strides(a.q_heads);
-    a.k = k.Data(); a.k_strides = strides(a.kv_heads);
-    a.v = v.Data(); a.v_strides = strides(a.kv_heads);
-    a.y = y.Allocate(qs); a.y_strides = a.q_strides;
+    a.k = k.Data() + (packed_ ? a.q_heads * a.head_size : 0); a.k_strides = strides(a.kv_heads);
+    a.v = v.Data() + (packed_ ? (a.q_heads + a.kv_heads) * a.head_size : 0); a.v_strides = strides(a.kv_heads);
+    const bool rope = cos.has_value() && *cos;
+    if (rope) {
+      if (!(sin.has_value() && *sin) || !(position_ids.has_value() && *position_ids))
+        fail(op, "cos_cache needs sin_cache and position_ids beside it");
+      const int64_t rd = rotary_dim_ != 0 ? rotary_dim_ : a.head_size;
+      auto cs = (*cos)->Shape();
+      if (rd <= 0 || rd % 2 != 0 || rd > a.head_size)
+        fail(op, "rotary_embedding_dim " + std::to_string(rd) + " must be even and at most the head size " + std::to_string(a.head_size));
+      if (cs.size() != 2 || cs[1] != rd / 2 || (*sin)->Shape() != cs)
+        fail(op, "cos_cache and sin_cache must be [positions, rotary dim / 2 = " + std::to_string(rd / 2) + "], got " + shape_str(cs) +
+                     ", " + shape_str((*sin)->Shape()));
+      if ((*position_ids)->Shape() != std::vector<int64_t>{a.batch, a.seq})
+        fail(op, "position_ids must be [batch, sequence] = " + shape_str({a.batch, a.seq}) + ", got " + shape_str((*position_ids)->Shape()));
+      a.rope_cos = (*cos)->Data(); a.rope_sin = (*sin)->Data(); a.rope_positions = cs[0]; a.rotary_dim = rd;
+      a.rope_interleaved = interleaved_; a.position_ids = (*position_ids)->Data();
+      for (int64_t e = 0; e < a.batch * a.seq; ++e)
+        if (a.position_ids[e] < 0 || a.position_ids[e] >= cs[0])
+          fail(op, "position id " + std::to_string(a.position_ids[e]) + " is outside the " + std::to_string(cs[0]) + " rows of cos_cache");
+    } else if ((sin.has_value() && *sin) || (position_ids.has_value() && *position_ids)) {
+      fail(op, "sin_cache and position_ids go with cos_cache");
+    }
+    a.qk_hadamard = hadamard_;
+    if (hadamard_) {
+      int64_t p2;
+      int m;
+      if (!quantc::hadamard_split(a.head_size, &p2, &m)) fail(op, "qk_hadamard: no Hadamard matrix of order " + std::to_string(a.head_size));
+    }
+    a.y = y.Allocate(y_shape);
+    a.y_strides = packed_ ? quantc::HeadStrides{a.seq * a.q_heads * a.head_size, a.head_size, a.q_heads * a.head_size} : strides(a.q_heads);
     const std::vector<int64_t> cs{a.batch, a.kv_heads, T, a.head_size};
     thread_local std::vector<float> spare_k, spare_v;
     auto cache = [&](std::optional<Tensor<float>*>& out, std::vector<float>& spare) {
@@ -528,6 +579,9 @@ struct CausalAttentionOp {
   }
 
   int64_t q_heads_, kv_heads_;
+  bool packed_, interleaved_;
+  int64_t rotary_dim_;
+  bool hadamard_;
   float scale_ = 0;
 };
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "quantc/attention.h"
+#include "quantc/hadamard.h"
 
 namespace {
 
@@ -162,6 +163,153 @@ TEST(CausalAttention, PaddingMaskAndFullyMaskedRowsEqualTheOracle) {
         check(pr, isa);
       }
     }
+}
+
+
+// The fused transforms: RoPE (halves or interleaved pairs, full or partial rotary_dim) and/or the R3 Hadamard applied by the
+// kernel to the new queries and keys must give what the plain kernel gives on queries and keys transformed beforehand (here in
+// double, by the definition), and the present cache must hold the transformed keys. The inputs are read from one packed
+// [B, S, (Hq + 2·Hkv)·D] buffer (lower_attention's packed QKV form) when `packed`.
+struct Transform {
+  bool rope, interleaved, hadamard, packed;
+  int64_t rotary_dim;  // 0: the head size
+};
+
+void transform_ref(std::vector<float>& x, const Problem& pr, int64_t heads, const Transform& t, const std::vector<float>& cos,
+                   const std::vector<float>& sin, const std::vector<int64_t>& pos) {
+  const auto st = pr.strides(heads);
+  const int64_t R = t.rotary_dim ? t.rotary_dim : pr.D, half = R / 2;
+  std::vector<float> row(static_cast<size_t>(pr.D)), out(row.size());
+  for (int64_t b = 0; b < pr.B; ++b)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < pr.S; ++i) {
+        float* p = x.data() + b * st.batch + h * st.head + i * st.seq;
+        if (t.rope) {
+          const int64_t ps = pos[static_cast<size_t>(b * pr.S + i)];
+          std::vector<double> r(p, p + pr.D);
+          for (int64_t j = 0; j < half; ++j) {
+            const int64_t a = t.interleaved ? 2 * j : j, o = t.interleaved ? 2 * j + 1 : j + half;
+            const double c = cos[static_cast<size_t>(ps * half + j)], s = sin[static_cast<size_t>(ps * half + j)];
+            r[a] = double(p[a]) * c - double(p[o]) * s;
+            r[o] = double(p[o]) * c + double(p[a]) * s;
+          }
+          for (int64_t d = 0; d < pr.D; ++d) p[d] = static_cast<float>(r[d]);
+        }
+        if (t.hadamard) {
+          std::copy(p, p + pr.D, row.begin());
+          quantc::hadamard_transform_reference(row.data(), out.data(), 1, pr.D, true);
+          std::copy(out.begin(), out.end(), p);
+        }
+      }
+}
+
+void check_transformed(unsigned seed, int64_t B, int64_t Hq, int64_t Hkv, int64_t S, int64_t P, int64_t D, const Transform& t,
+                       quantc::Isa isa) {
+  Problem pr(seed, B, Hq, Hkv, S, P, D, true, P > 0);
+  const int64_t R = t.rotary_dim ? t.rotary_dim : D, half = R / 2, rows = P + S + 5, T = P + S;
+  std::mt19937 rng(seed + 7);
+  std::uniform_real_distribution<float> ang(-3.2f, 3.2f);
+  std::vector<float> cos(static_cast<size_t>(rows * half)), sin(cos.size());
+  for (size_t e = 0; e < cos.size(); ++e) { const float th = ang(rng); cos[e] = std::cos(th); sin[e] = std::sin(th); }
+  std::vector<int64_t> pos(static_cast<size_t>(B * S));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < S; ++i) pos[static_cast<size_t>(b * S + i)] = (P + i + 3 * b) % rows;
+  Problem want = pr;
+  transform_ref(want.q, want, Hq, t, cos, sin, pos);
+  transform_ref(want.k, want, Hkv, t, cos, sin, pos);
+  // The inputs as the kernel reads them: separate 3-D tensors, or one packed buffer.
+  const int64_t W = (Hq + 2 * Hkv) * D;
+  std::vector<float> packed(static_cast<size_t>(B * S * W));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < S; ++i) {
+      float* row = packed.data() + (b * S + i) * W;
+      std::copy_n(pr.q.data() + (b * S + i) * Hq * D, Hq * D, row);
+      std::copy_n(pr.k.data() + (b * S + i) * Hkv * D, Hkv * D, row + Hq * D);
+      std::copy_n(pr.v.data() + (b * S + i) * Hkv * D, Hkv * D, row + (Hq + Hkv) * D);
+    }
+  const auto q_in = pr.q, k_in = pr.k, packed_in = packed;
+  std::vector<float> y(pr.q.size(), std::nanf("")), present_k(static_cast<size_t>(B * Hkv * T * D)), present_v(present_k.size());
+  quantc::CausalAttentionArgs a;
+  a.batch = B; a.q_heads = Hq; a.kv_heads = Hkv; a.seq = S; a.past = P; a.head_size = D; a.scale = 1.0f / std::sqrt(float(D));
+  if (t.packed) {
+    const quantc::HeadStrides st{S * W, D, W};
+    a.q = packed.data(); a.k = packed.data() + Hq * D; a.v = packed.data() + (Hq + Hkv) * D;
+    a.q_strides = a.k_strides = a.v_strides = st;
+  } else {
+    a.q = pr.q.data(); a.q_strides = pr.strides(Hq);
+    a.k = pr.k.data(); a.k_strides = pr.strides(Hkv);
+    a.v = pr.v.data(); a.v_strides = pr.strides(Hkv);
+  }
+  a.past_k = P ? pr.pk.data() : nullptr; a.past_v = P ? pr.pv.data() : nullptr;
+  a.key_mask = pr.padded ? pr.mask.data() : nullptr;
+  a.present_k = present_k.data(); a.present_v = present_v.data();
+  a.y = y.data(); a.y_strides = pr.strides(Hq);
+  if (t.rope) {
+    a.rope_cos = cos.data(); a.rope_sin = sin.data(); a.rope_positions = rows; a.rotary_dim = R;
+    a.rope_interleaved = t.interleaved; a.position_ids = pos.data();
+  }
+  a.qk_hadamard = t.hadamard;
+  quantc::causal_attention(a, isa);
+  EXPECT_EQ(pr.q, q_in);
+  EXPECT_EQ(pr.k, k_in);
+  EXPECT_EQ(packed, packed_in) << "the inputs are never written";
+  const auto expect = oracle(want, a.scale);
+  double worst = 0, worst_k = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t i = 0; i < S; ++i)
+        for (int64_t d = 0; d < D; ++d) {
+          const double w = expect[static_cast<size_t>(((b * Hq + h) * S + i) * D + d)];
+          const double got = pr.at(y, Hq, b, h, i, d);
+          ASSERT_TRUE(std::isfinite(got));
+          worst = std::max(worst, std::fabs(got - w) / (1.0 + std::fabs(w)));
+        }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hkv; ++h)
+      for (int64_t j = 0; j < T; ++j)
+        for (int64_t d = 0; d < D; ++d) {
+          const size_t at = static_cast<size_t>(((b * Hkv + h) * T + j) * D + d);
+          worst_k = std::max(worst_k, double(std::fabs(present_k[at] - want.cache(want.pk, want.k, b, h, j, d))));
+          ASSERT_EQ(present_v[at], want.cache(want.pv, want.v, b, h, j, d));
+        }
+  EXPECT_LE(worst, 1e-5) << quantc::isa_name(isa);
+  EXPECT_LE(worst_k, 1e-5) << quantc::isa_name(isa);
+  EXPECT_NE(want.k, pr.k) << "the transform moved the keys (else the comparison shows nothing)";
+}
+
+TEST(CausalAttention, RopeAndHadamardInsideEqualTransformingFirst) {
+  unsigned seed = 300;
+  const Transform forms[] = {{true, false, false, false, 0}, {true, true, false, false, 0}, {false, false, true, false, 0},
+                             {true, false, true, true, 0},   {true, true, true, true, 32},  {true, false, false, true, 48}};
+  for (const auto& t : forms)
+    for (auto [s, p, d] : {std::tuple<int64_t, int64_t, int64_t>{9, 0, 64}, {70, 0, 64}, {1, 40, 64}, {5, 33, 128}, {3, 4, 80}}) {
+      if (t.rotary_dim > d) continue;
+      for (auto isa : paths()) {
+        SCOPED_TRACE("rope " + std::to_string(t.rope) + " interleaved " + std::to_string(t.interleaved) + " hadamard " +
+                     std::to_string(t.hadamard) + " packed " + std::to_string(t.packed) + " rotary " + std::to_string(t.rotary_dim) +
+                     " S " + std::to_string(s) + " P " + std::to_string(p) + " D " + std::to_string(d));
+        check_transformed(seed++, 2, 8, 2, s, p, d, t, isa);
+      }
+    }
+}
+
+TEST(CausalAttention, BadTransformArgumentsThrow) {
+  Problem pr(9, 1, 2, 1, 3, 0, 64, true, false);
+  std::vector<float> y(pr.q.size()), pk(pr.k.size()), pv(pr.v.size()), cos(10 * 32, 1.0f), sin(10 * 32, 0.0f);
+  std::vector<int64_t> pos{0, 1, 10};
+  quantc::CausalAttentionArgs a;
+  a.batch = 1; a.q_heads = 2; a.kv_heads = 1; a.seq = 3; a.head_size = 64;
+  a.q = pr.q.data(); a.q_strides = pr.strides(2); a.k = pr.k.data(); a.k_strides = pr.strides(1);
+  a.v = pr.v.data(); a.v_strides = pr.strides(1); a.present_k = pk.data(); a.present_v = pv.data();
+  a.y = y.data(); a.y_strides = pr.strides(2);
+  a.rope_cos = cos.data(); a.rope_sin = sin.data(); a.rope_positions = 10; a.rotary_dim = 64; a.position_ids = pos.data();
+  EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument) << "position 10 of 10 rows";
+  pos[2] = 9;
+  EXPECT_NO_THROW(quantc::causal_attention(a, quantc::Isa::Reference));
+  a.rotary_dim = 63;
+  EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument) << "odd rotary_dim";
+  a.rotary_dim = 64; a.rope_cos = nullptr; a.qk_hadamard = true; a.head_size = 22; a.q_heads = 2;
+  EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument) << "no Hadamard of order 22";
 }
 
 }  // namespace

@@ -63,9 +63,15 @@ public sealed class LowerAttentionTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(attentions, sites.Count(a => a.Form == "CausalAttention" && a.Keys?.CacheInputs.Count == 1 &&
             a.Values?.CacheOutputs.Count == 1));
 
+        AssertSameOutputs(onnx, lowered, "present.3.value");
+    }
+
+    /// <summary>Every output of <paramref name="onnx"/> and <paramref name="lowered"/> in ONNX Runtime within 1e-5 relative: prefill
+    /// with and without a cache (S not a multiple of the kernel's tiles), and one decode step; row 1 left-padded.</summary>
+    private void AssertSameOutputs(Model onnx, Model lowered, string logged)
+    {
         using var a = OrtModel.CreateSession(onnx);
         using var b = OrtModel.CreateSession(lowered);
-        // Prefill with and without a cache (S not a multiple of the kernel's tiles), and one decode step; row 1 left-padded.
         foreach (var (seq, past, pad) in new[] { (37, 0, 3), (12, 5, 2), (1, 40, 4) })
         {
             var sample = Sample(onnx.Graph, seq, past, pad, seq + past);
@@ -74,10 +80,39 @@ public sealed class LowerAttentionTests(ITestOutputHelper log) : IDisposable
             foreach (var (name, va) in oa)
             {
                 double e = OrtRuns.MaxRelErr(va, ob[name]);
-                if (name is "logits" or "present.3.value") log.WriteLine($"S {seq} past {past}: {name} max rel err {e:E2}");
+                if (name == "logits" || name == logged) log.WriteLine($"S {seq} past {past}: {name} max rel err {e:E2}");
                 Assert.True(e <= 1e-5, $"{name} (S {seq}, past {past}): max relative error {e:E3}");
             }
         }
+    }
+
+    /// <summary>The fused form: the queries' and keys' RotaryEmbedding, rotate_qk's Hadamard (with its Reshapes) and the QKV Split
+    /// of fuse_projections go inside the op; same outputs and cache (the keys as rotated) as the graph with those nodes in
+    /// front, in prefill, with a cache and in decode, row 1 left-padded.</summary>
+    [Theory]
+    [InlineData("[rotate_qk, fuse_norm, fuse_rope, fuse_attention, fuse_projections]", "RoPE, the R3 Hadamard, the QKV split")]
+    [InlineData("[fuse_norm, fuse_rope, fuse_attention, fuse_projections]", "RoPE, the QKV split")]
+    [InlineData("[rotate_qk, fuse_norm, fuse_rope, fuse_attention]", "RoPE, the R3 Hadamard")]
+    [InlineData("[rotate_qk, fuse_norm, fuse_attention, fuse_projections]", "the R3 Hadamard")]   // eager RoPE: 4-D Q, K, V
+    public void RopeHadamardAndTheQkvSplitRunInsideTheOp(string fused, string inside)
+    {
+        using var onnx = Compile(fused, out _);
+        using var lowered = Compile(fused.TrimEnd(']') + ", lower_attention]", out var lines);
+        Assert.Contains($"lower_attention: 4 with {inside} inside the op (fewer nodes per decode step)", lines);
+        int Count(Model m, string op, string domain = "") => m.Graph.Nodes.Count(n => n.Is(op, domain));
+        Assert.Equal(0, Count(lowered, "Hadamard", CustomOps.Domain));
+        if (inside.Contains("RoPE", StringComparison.Ordinal)) Assert.Equal(0, Count(lowered, "RotaryEmbedding"));
+        bool packed = inside.Contains("split", StringComparison.Ordinal);
+        Assert.Equal(Count(onnx, "Split") - (packed ? 4 : 0), Count(lowered, "Split"));
+        var ops = lowered.Graph.Nodes.Where(n => n.Is("CausalAttention", CustomOps.Domain)).ToList();
+        Assert.Equal(4, ops.Count);
+        Assert.All(ops, n => Assert.Equal(packed ? 1 : 0, n.GetInt("packed_qkv", 0)));
+        Assert.All(ops, n => Assert.Equal(inside.Contains("Hadamard", StringComparison.Ordinal) ? 1 : 0, n.GetInt("qk_hadamard", 0)));
+        if (packed) Assert.All(ops, n => Assert.Same(n.Inputs[0], n.Inputs[1]));
+        // The map reports the keys as transformed inside (passes that rotate or quantize keys leave such a site alone).
+        Assert.All(LayerAnalysis.Analyze(lowered.Graph).Attention, a => Assert.NotNull(a.RopeInside ?? a.KeysWhy));
+
+        AssertSameOutputs(onnx, lowered, "present.3.key");
     }
 
     /// <summary>A mask that is not the exporters' causal one (here: −1e9 instead of float32 lowest) is left as ONNX Attention, with

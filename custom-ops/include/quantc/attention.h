@@ -27,6 +27,18 @@ struct CausalAttentionArgs {
   float* present_k = nullptr;                         // [B, kv_heads, past + S, D]: written (the past then the new keys)
   float* present_v = nullptr;
   float* y = nullptr; HeadStrides y_strides;          // [B, q_heads, S, D] viewed through its strides
+  // Optional transforms of the new queries and keys, applied before the scores and before the keys enter the present
+  // cache (lower_attention's fused form of the RotaryEmbedding and QuaRot R3 Hadamard nodes in front of the op):
+  // - rotary embedding as ONNX RotaryEmbedding (opset 23) computes it, when rope_cos is given: the first rotary_dim
+  //   (even, ≤ head_size) of each head rotated by the rows cos/sin [rope_positions, rotary_dim / 2] at position_ids[b, i]
+  //   — the two halves of those dims paired, or neighbouring pairs when rope_interleaved; the rest passes through;
+  // - then, with qk_hadamard, x ← H_D · x / √D per head (quantc/hadamard.h's matrix, as ai.quantc.Hadamard).
+  const float* rope_cos = nullptr;
+  const float* rope_sin = nullptr;
+  int64_t rope_positions = 0, rotary_dim = 0;
+  bool rope_interleaved = false;
+  const int64_t* position_ids = nullptr;              // [B, S], each in [0, rope_positions)
+  bool qk_hadamard = false;
 };
 
 // y[b, h, i] = Σ_j p_j · V[b, h / (q_heads / kv_heads), j] with p = softmax_j(scale · q_i · k_j) over the keys j that
@@ -35,7 +47,10 @@ struct CausalAttentionArgs {
 // additive mask Where(allowed, 0, float32 lowest). (The decomposed Softmax would give the mean of all values there; such
 // positions are padding, which no real query reads.)
 // Isa::Reference is a plain loop per query row; Avx2 (with FMA) and Avx512Vnni (its AVX-512F part) run the tiles.
-// Parallel over (batch, kv head, block of query rows) with quantc::parallel_for.
+// Parallel over (batch, kv head, block of query rows) with quantc::parallel_for. With the optional transforms, the queries
+// are transformed into a scratch copy and the keys in the present cache; the inputs are never written.
+// Throws std::invalid_argument on inconsistent sizes, a missing cache, a bad rotary_dim, a position outside the tables or a
+// head size without a Hadamard matrix.
 void causal_attention(const CausalAttentionArgs& args, Isa isa);
 
 }  // namespace quantc

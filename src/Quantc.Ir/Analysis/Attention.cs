@@ -152,10 +152,15 @@ public sealed class AttentionSite
         long qh = n.GetInt("q_num_heads", 0), kvh = n.GetInt("kv_num_heads", 0);
         bool threeD = qh > 0 && kvh > 0;
         // past_key's shape, read behind a constant prefix (PrefixCache) when there is one.
+        // lower_attention's fused CausalAttention: Q, K and V one packed tensor, and/or RoPE and the R3 Hadamard inside.
+        bool causal = form == "CausalAttention", packed = causal && n.GetInt("packed_qkv", 0) != 0;
+        bool ropeInside = causal && (In(6) is not null || n.GetInt("qk_hadamard", 0) != 0);
+        long kvWidth = packed ? qh + 2 * kvh : kvh;
         long? d = (PrefixCache.PastBehind(In(4)) ?? In(4))?.Shape is { Length: 4 } ps && ps[3] is > 0 and var pd ? pd
             : !threeD && In(1)?.Shape is { Length: 4 } ks && ks[3] is > 0 and var kd ? kd
-            : threeD && In(1)?.Shape is { Length: 3 } k3 && k3[2] is > 0 and var width && width % kvh == 0 ? width / kvh : null;
+            : threeD && In(1)?.Shape is { Length: 3 } k3 && k3[2] is > 0 and var width && width % kvWidth == 0 ? width / kvWidth : null;
         string? common = In(1) is null || In(2) is null ? "no separate key and value inputs"
+            : packed ? "ai.quantc.CausalAttention reads Q, K and V from one packed tensor (lower_attention's packed_qkv)"
             : d is null ? "the head size is unknown (no static past_key or key shape)"
             : In(1)!.Shape is { } kr && kr.Length != (threeD ? 3 : 4)
                 ? $"the key input has rank {kr.Length}, not {(threeD ? "3 (q_num_heads set)" : "4")}" : null;
@@ -166,6 +171,9 @@ public sealed class AttentionSite
             Name = NameOf(n, taken), Form = form, Node = n, HeadDim = d,
             Query = new Use(n, 0), QueryOneHeadLast = !threeD,
             Keys = keys, KeysWhy = kw, Values = values, ValuesWhy = vw,
+            RopeInside = ropeInside
+                ? "ai.quantc.CausalAttention applies RoPE and/or the R3 Hadamard inside (lower_attention's fused form), so its query " +
+                    "and key inputs are before them" : null,
         };
     }
 
