@@ -81,6 +81,23 @@ public class CalibrationStatsTests
         Assert.InRange(h.Quantile(0.0), -1000f - (float)h.BinWidth, -1000f + (float)h.BinWidth);
     }
 
+    /// <summary>A sample longer than the histogram's scratch (counted in chunks) gives the same bins as the same values one at a
+    /// time: the chunking changes no count.</summary>
+    [Fact]
+    public void HistogramCountsLongSamplesInChunksExactly()
+    {
+        var rng = new Random(3);
+        var values = Enumerable.Range(0, 3 * 4096 + 1234).Select(_ => (float)(rng.NextDouble() * 8 - 4)).ToArray();
+        var whole = new Histogram(2048);
+        var single = new Histogram(2048);
+        whole.Add([4f]);
+        single.Add([4f]);
+        whole.Add(values);
+        foreach (float v in values) single.Add([v]);
+        Assert.Equal(values.Length + 1, whole.Count);
+        Assert.Equal(single.Bins.ToArray(), whole.Bins.ToArray());
+    }
+
     [Fact]
     public void EntropyAndMseClipOutliersButKeepTheBulk()
     {

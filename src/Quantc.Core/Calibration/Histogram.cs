@@ -36,6 +36,7 @@ public sealed class Histogram
     public double BinWidth => 2.0 * Range / _bins.Length;
 
     private float[] _scratch = [];
+    private const int ScratchFloats = 4096;
     private int[] _lanes = [];
 
     private static int Clamp(int b, int n) => b >= n ? n - 1 : b < 0 ? 0 : b;
@@ -72,23 +73,29 @@ public sealed class Histogram
         }
         int n = _bins.Length;
         float scale = n / (2f * Range);
-        if (_scratch.Length < values.Length) _scratch = new float[Math.Max(values.Length, 4096)];
-        var idx = _scratch.AsSpan(0, values.Length);
-        // bin = floor((v + R) · n / 2R), computed vectorised; then counted.
-        System.Numerics.Tensors.TensorPrimitives.Add(values, Range, idx);
-        System.Numerics.Tensors.TensorPrimitives.Multiply(idx, scale, idx);
         // Four interleaved count arrays break the store-to-load chains on popular bins.
         if (_lanes.Length != 4 * n) _lanes = new int[4 * n];
         var lanes = _lanes.AsSpan();
-        int i = 0;
-        for (; i + 4 <= idx.Length; i += 4)
+        // In chunks of ScratchFloats: a histogram kept for every calibrated tensor must not keep a sample-sized buffer (the 1b
+        // model's ranges pass grew by 6 MiB of them per decoder block).
+        if (_scratch.Length == 0) _scratch = new float[ScratchFloats];
+        for (int start = 0; start < values.Length; start += ScratchFloats)
         {
-            lanes[Clamp((int)idx[i], n)]++;
-            lanes[n + Clamp((int)idx[i + 1], n)]++;
-            lanes[2 * n + Clamp((int)idx[i + 2], n)]++;
-            lanes[3 * n + Clamp((int)idx[i + 3], n)]++;
+            var chunk = values.Slice(start, Math.Min(ScratchFloats, values.Length - start));
+            var idx = _scratch.AsSpan(0, chunk.Length);
+            // bin = floor((v + R) · n / 2R), computed vectorised; then counted.
+            System.Numerics.Tensors.TensorPrimitives.Add(chunk, Range, idx);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(idx, scale, idx);
+            int i = 0;
+            for (; i + 4 <= idx.Length; i += 4)
+            {
+                lanes[Clamp((int)idx[i], n)]++;
+                lanes[n + Clamp((int)idx[i + 1], n)]++;
+                lanes[2 * n + Clamp((int)idx[i + 2], n)]++;
+                lanes[3 * n + Clamp((int)idx[i + 3], n)]++;
+            }
+            for (; i < idx.Length; i++) lanes[Clamp((int)idx[i], n)]++;
         }
-        for (; i < idx.Length; i++) lanes[Clamp((int)idx[i], n)]++;
         for (int b = 0; b < n; b++)
         {
             _bins[b] += lanes[b] + lanes[n + b] + lanes[2 * n + b] + lanes[3 * n + b];
