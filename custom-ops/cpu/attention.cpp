@@ -64,10 +64,14 @@ void prep_queries(void* p, int64_t begin, int64_t end) {
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / a.seq, i = item % a.seq;
     float* x = qp.out + item * a.q_heads * D;
-    for (int64_t h = 0; h < a.q_heads; ++h)
+    for (int64_t h = 0; h < a.q_heads; ++h) {
       std::memcpy(x + h * D, a.q + b * a.q_strides.batch + h * a.q_strides.head + i * a.q_strides.seq, static_cast<size_t>(D) * sizeof(float));
-    transform_heads(a, x, a.q_heads, b, i, 0, qp.isa);
+      if (a.rope_cos) rope_head(a, x + h * D, b, i);
+    }
   }
+  // One Hadamard call for the whole range: its rows are contiguous in the copy.
+  float* rows = qp.out + begin * a.q_heads * D;
+  if (a.qk_hadamard) hadamard_transform_rows(rows, rows, (end - begin) * a.q_heads, D, true, qp.isa);
 }
 
 // present = [past; new] for keys and values (the new keys transformed when asked), and the keys transposed to [D, Tp]
