@@ -139,8 +139,11 @@ public static class Int4Fp8
         var q = w.Weight;
         var d = new float[q.N * q.K];
         var qv = q.Values;
+        var scales = q.Scales;
+        int groups = q.Groups;
         for (int r = 0; r < q.N; r++)
-            for (int j = 0; j < q.K; j++) d[r * q.K + j] = RoundFp8(qv[r * q.K + j] * q.ScaleAt(r, j));
+            for (int j = 0; j < q.K; j++)
+                d[r * q.K + j] = RoundFp8(qv[r * q.K + j] * scales[r * groups + (q.GroupSize == 0 ? 0 : j / q.GroupSize)]);
         return d;
     }
 
