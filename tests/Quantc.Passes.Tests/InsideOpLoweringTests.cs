@@ -67,6 +67,10 @@ public sealed class InsideOpLoweringTests(ITestOutputHelper log) : IDisposable
             n => n.GetAttribute("hadamard") is not null || n.GetAttribute("hadamard_normalize") is not null);
         Assert.Equal(Hadamards(separate).Count - layers, Hadamards(folded).Count);
         Assert.NotEmpty(Hadamards(folded));  // down_proj's: its layer is not a MatMulInt4Int8
+        // inspect lists the folded layers among the quantized ones, as many as without the fold
+        var listed = Core.Inspection.QuantizedLayers.Find(folded);
+        Assert.Equal(layers, listed.Count(l => l.Op == "ai.quantc." + LowerW4A8Pass.HadamardOp && l.Name.EndsWith("o_proj", StringComparison.Ordinal)));
+        Assert.Equal(Core.Inspection.QuantizedLayers.Find(separate).Count, listed.Count);
         Assert.Contains(foldedResult.Context.Log, l => l.Contains($"{layers} of {layers} ai.quantc.Hadamard inputs folded", StringComparison.Ordinal));
         Assert.Contains(separateResult.Context.Log, l => l.Contains("0 of", StringComparison.Ordinal) &&
             l.Contains("(fold_hadamard: false)", StringComparison.Ordinal));

@@ -44,7 +44,8 @@ public static class QuantizedLayers
                     $"{Type(n.Inputs[0])} (integer)"));
             else if (n.Is("DynamicQuantizeMatMul", "com.microsoft"))
                 found.Add(new QuantizedLayerEntry(LayerName(n, n.Inputs[1]), op, Type(n.Inputs[1]), "uint8 dynamic per tensor"));
-            else if (n.Domain == "ai.quantc" && n.OpType.StartsWith("MatMul", StringComparison.Ordinal))
+            // MatMulInt8, MatMulInt4Int8, MatMulInt4Fp8 and the fused forms HadamardMatMulInt4Int8 and SwiGluMatMulInt4Int8
+            else if (n.Domain == "ai.quantc" && n.OpType.Contains("MatMul", StringComparison.Ordinal))
                 found.Add(new QuantizedLayerEntry(LayerName(n, n.Inputs.Count > 2 ? n.Inputs[2] : null), op,
                     n.GetInt("group_size", 0) is > 0 and var gs ? $"int4 groups of {gs}"
                         : n.OpType.Contains("Int4", StringComparison.Ordinal) ? "int4" : "int8",
