@@ -32,8 +32,8 @@ struct ScanArgs {
 void selective_scan_int8(const ScanArgs& args, Isa isa);
 void selective_scan_int8(const ScanArgs& args);  // best_isa()
 
-// True when QUANTC_MAMBA_AVX512=1: the AVX-512 scan/conv tiles are used on AVX-512 CPUs. Off by default until
-// they have been run on one (they were written on an AVX2-only machine); AVX-512 CPUs then run the AVX2 tiles.
+// True unless QUANTC_MAMBA_AVX512=0: the AVX-512 scan/conv tiles are used on AVX-512 CPUs (they were written on an AVX2-only
+// machine and opt-in until they had run on one: session 17, a Zen 5 host, tests passing and 2x the AVX2 tiles).
 bool mamba_avx512_enabled();
 
 struct ConvArgs {
