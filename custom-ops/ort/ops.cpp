@@ -22,6 +22,7 @@
 #include "quantc/hadamard.h"
 #include "quantc/mamba.h"
 #include "quantc/quantize.h"
+#include "quantc/swiglu.h"
 
 namespace {
 
@@ -215,10 +216,14 @@ struct MatMulInt8Op {
 // library that does not know it refuses the model when ONNX Runtime creates the session (ORT passes unknown attributes of a
 // custom op through unchecked: an older library would compute MatMulInt4Int8 without the transform). MatMulInt4Int8's own
 // hadamard / hadamard_normalize attributes are still read, for models compiled while the fold was an attribute.
-template <typename TA, typename T, bool ROTATE = false>
+// SWIGLU: the op SwiGluMatMulInt4Int8 (float32 A and T), a fused gate/up projection followed by its SwiGLU: B [2F, K/2] holds the
+// gate's and the up projection's rows (attribute gate: 0 when the gate's are the first F, 1 when they are the last F), and
+// Y [..., F] = silu(A·W_gate) * (A·W_up) with silu(g) = g / (1 + e^-g) — the Split, Sigmoid and two Muls of the graph inside.
+template <typename TA, typename T, bool ROTATE = false, bool SWIGLU = false>
 struct MatMulInt4Int8Op {
   static_assert(!ROTATE || std::is_same_v<TA, float>, "the Hadamard comes before the quantization: float32 A only");
-  static constexpr const char* kName = ROTATE ? "HadamardMatMulInt4Int8" : "MatMulInt4Int8";
+  static_assert(!SWIGLU || (std::is_same_v<TA, float> && std::is_same_v<T, float> && !ROTATE), "SwiGluMatMulInt4Int8: float32 only");
+  static constexpr const char* kName = ROTATE ? "HadamardMatMulInt4Int8" : SWIGLU ? "SwiGluMatMulInt4Int8" : "MatMulInt4Int8";
 
   static quantc::RowHadamard read_hadamard(const OrtApi* api, const OrtKernelInfo* info) {
     const bool on = ROTATE || attr_int(api, info, "hadamard", 0) != 0;
@@ -230,7 +235,9 @@ struct MatMulInt4Int8Op {
   // A constant weight with constant scales (initializers) is repacked once for the register-blocked GEMM, at the first Compute:
   // a session that never runs (quantc's load check of a written model) holds no packed copy.
   MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info)
-      : group_(attr_int(api, info, "group_size", 32)), hadamard_(read_hadamard(api, info)) {
+      : group_(attr_int(api, info, "group_size", 32)), hadamard_(read_hadamard(api, info)),
+        gate_(SWIGLU ? attr_int(api, info, "gate", 0) : 0) {
+    if (SWIGLU && gate_ != 0 && gate_ != 1) fail(kName, "gate must be 0 or 1, got " + std::to_string(gate_));
     if (quantc::best_isa() == quantc::Isa::Reference) return;
     Ort::ConstKernelInfo ki(info);
     int b_constant = 0, s_constant = 0;
@@ -273,19 +280,32 @@ struct MatMulInt4Int8Op {
       if ((*bias)->NumberOfElement() != N) fail(op, "bias must have N elements");
       bias_data = as_float(**bias, bias_store);
     }
+    if (SWIGLU && N % 2) fail(op, "B must hold an even number of rows (the gate's and the up projection's), got " + shape_str(bs));
     auto ys = as;
-    ys.back() = N;
+    ys.back() = SWIGLU ? N / 2 : N;
     FloatOut<T> out(y, ys);
     const int64_t M = a.NumberOfElement() / K;
     const float sa = scalar(op, "A_scale", a_scale);
+    // SwiGLU: the [M, 2F] product goes to scratch from the session's allocator (its arena), then the SwiGLU into Y.
+    // The allocator is declared first: the allocation returns its memory to it when it goes.
+    float* dst = out.data;
+    std::optional<Ort::Allocator> alloc;
+    std::optional<Ort::MemoryAllocation> wide;
+    if constexpr (SWIGLU) {
+      const Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+      alloc.emplace(Ort::KernelContext(ctx).GetAllocator(*cpu));
+      wide.emplace(alloc->GetAllocation(static_cast<size_t>(std::max<int64_t>(M * N, 1)) * sizeof(float)));
+      dst = static_cast<float*>(wide->get());
+    }
     if (pack_ok_)
       std::call_once(packing_, [&] {
         packed_ = std::make_unique<quantc::PackedInt4>(quantc::pack_int4_gemm(b.Data(), sb, N, K, group_));
       });
     const bool packed = packed_ && packed_->N == N && packed_->K == K;
     if constexpr (std::is_same_v<TA, float>) {
-      if (packed) quantc::matmul_int4_f32_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa(), hadamard_);
-      else unpacked_float(a.Data(), b.Data(), M, N, K, sa, sb, bias_data, out.data);
+      if (packed) quantc::matmul_int4_f32_packed(a.Data(), *packed_, M, sa, bias_data, dst, quantc::best_isa(), hadamard_);
+      else unpacked_float(a.Data(), b.Data(), M, N, K, sa, sb, bias_data, dst);
+      if constexpr (SWIGLU) quantc::swiglu(dst, M, N / 2, static_cast<int>(gate_), out.data, quantc::best_isa());
     } else if (packed) {
       quantc::matmul_int4_int8_packed(a.Data(), *packed_, M, sa, bias_data, out.data, quantc::best_isa());
     } else {
@@ -317,6 +337,7 @@ struct MatMulInt4Int8Op {
 
   int64_t group_;
   quantc::RowHadamard hadamard_;
+  int64_t gate_;  // SwiGLU: which half of B's rows is the gate's
   bool pack_ok_ = false;  // B and B_scale are constants of a shape the packed GEMM takes
   std::once_flag packing_;
   std::unique_ptr<quantc::PackedInt4> packed_;
@@ -623,6 +644,9 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float, float>>("MatMulInt4Int8", "CPUExecutionProvider"));
       // float A, each row Hadamard-transformed and then quantized per token inside the op (QuaRot's R4 folded)
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float, float, true>>("HadamardMatMulInt4Int8", "CPUExecutionProvider"));
+      // float A, a fused gate/up projection with its SwiGLU
+      g_ops.emplace_back(
+          Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Op<float, float, false, true>>("SwiGluMatMulInt4Int8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Fp8Op>("MatMulInt4Fp8", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));

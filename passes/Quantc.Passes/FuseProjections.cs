@@ -19,13 +19,13 @@ namespace Quantc.Passes;
 /// is shared or not a constant stays on its own, with the reason in the log. Exact: every output column is
 /// computed from the same numbers as before.
 /// </summary>
-public sealed partial class FuseProjectionsPass : IPass
+public sealed partial class FuseProjectionsPass(bool swiglu = true) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
-    public static readonly PassInfo Info = PassInfo.Of<NoOptions>("fuse_projections", PassKind.Lowering,
+    public static readonly PassInfo Info = PassInfo.Of<FuseProjectionsOptions>("fuse_projections", PassKind.Lowering,
         "MatMuls reading the same input (q/k/v, gate/up) → one MatMul on the weights concatenated along N and a Split (float, int8 " +
-            "per-channel or int4 blocked QDQ weights); run last",
-        _ => new FuseProjectionsPass());
+            "per-channel or int4 blocked QDQ weights; ai.quantc.MatMulInt4Int8, whose gate/up takes its SwiGLU inside); run last",
+        o => new FuseProjectionsPass(o.Swiglu));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -65,7 +65,7 @@ public sealed partial class FuseProjectionsPass : IPass
                 fused += set.Count();
             }
         }
-        var (int4Groups, int4Fused) = FuseInt4Int8(ctx, g, layerOf);   // FuseProjectionsInt4Int8.cs
+        var (int4Groups, int4Fused) = FuseInt4Int8(ctx, g, layerOf, swiglu);   // FuseProjectionsInt4Int8.cs
         groups += int4Groups;
         fused += int4Fused;
         if (groups == 0) { ctx.Log.Add("fuse_projections: no MatMuls that share an input to fuse"); return; }
@@ -253,4 +253,12 @@ public sealed partial class FuseProjectionsPass : IPass
         }
         return g.AddInitializer(Tensor.FromBytes(g.UniqueName(name), type, dims, bytes));
     }
+}
+
+/// <summary>fuse_projections' options.</summary>
+public sealed record FuseProjectionsOptions : PassOptions
+{
+    [Option("a fused gate/up ai.quantc.MatMulInt4Int8 (float32 activations) whose outputs feed silu(gate) · up takes the SwiGLU " +
+        "inside, as ai.quantc.SwiGluMatMulInt4Int8 (the Split, Sigmoid and two Muls leave the graph); false keeps them")]
+    public bool Swiglu { get; init; } = true;
 }

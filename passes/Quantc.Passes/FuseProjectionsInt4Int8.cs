@@ -25,7 +25,7 @@ public sealed partial class FuseProjectionsPass
     }
 
     /// <summary>Fuses every set of MatMulInt4Int8 (or HadamardMatMulInt4Int8) that read one A; returns (sets, nodes fused).</summary>
-    private static (int Groups, int Fused) FuseInt4Int8(PassContext ctx, Graph g, Dictionary<Node, string> layerOf)
+    private static (int Groups, int Fused) FuseInt4Int8(PassContext ctx, Graph g, Dictionary<Node, string> layerOf, bool swiglu)
     {
         int groups = 0, fused = 0;
         var byInput = g.Nodes.Where(n => n.OpType is "MatMulInt4Int8" or LowerW4A8Pass.HadamardOp && n.Domain == CustomOps.Domain &&
@@ -42,7 +42,8 @@ public sealed partial class FuseProjectionsPass
             }
             foreach (var set in projections.GroupBy(p => p.Key).Where(s => s.Count() > 1))
             {
-                FuseInt4Int8Set(ctx, g, set.ToList());
+                var (mm, split) = FuseInt4Int8Set(ctx, g, set.ToList());
+                if (set.Count() == 2 && mm.OpType == "MatMulInt4Int8") FuseSwiGlu(ctx, g, set.ToList(), mm, split, swiglu);
                 groups++;
                 fused += set.Count();
             }
@@ -75,7 +76,7 @@ public sealed partial class FuseProjectionsPass
         return new Int4Int8Projection(mm, layer, bt, st, a.ToFloat32()[0]);
     }
 
-    private static void FuseInt4Int8Set(PassContext ctx, Graph g, List<Int4Int8Projection> set)
+    private static (Node MatMul, Node Split) FuseInt4Int8Set(PassContext ctx, Graph g, List<Int4Int8Projection> set)
     {
         string name = PackedName(set.Select(p => p.Layer).ToList());
         var first = set.Select(p => p.Node).OrderBy(m => IndexOf(g, m)).First();
@@ -100,7 +101,66 @@ public sealed partial class FuseProjectionsPass
         }
         ctx.Log.Add($"fuse_projections: {string.Join(", ", set.Select(p => p.Layer))} → {mm.Name} ({op}, N " +
             $"= {string.Join(" + ", set.Select(p => p.B.Dims[0]))})");
+        return (mm, split);
     }
+
+    /// <summary>
+    /// A fused pair whose outputs feed silu(gate) · up — Sigmoid(g), Mul(g, sigmoid) and Mul(that, u), in either operand order, each
+    /// read only there — becomes one ai.quantc.SwiGluMatMulInt4Int8 (its gate attribute: which half of the stacked rows is the
+    /// gate's) whose output takes over the last Mul's; the Split, Sigmoid and Muls are left dead. Needs equal halves and a
+    /// float32 A (the op quantizes it per token itself). Otherwise, or with swiglu: false, the pair keeps its Split; the log
+    /// says why.
+    /// </summary>
+    private static void FuseSwiGlu(PassContext ctx, Graph g, List<Int4Int8Projection> set, Node mm, Node split, bool enabled)
+    {
+        string pair = string.Join(" + ", set.Select(p => p.Layer));
+        string? why = !enabled ? "swiglu: false"
+            : mm.Inputs[0] is not { ElementType: 0 or (int)DT.Float } a || a.Producer?.Is("QuantizeLinear") == true
+                ? "its activations are quantized by the graph, not inside the op"
+            : set[0].B.Dims[0] != set[1].B.Dims[0] ? $"its halves differ in size ({set[0].B.Dims[0]} and {set[1].B.Dims[0]})"
+            : null;
+        (int Gate, Node Last)? found = why is null ? SwiGluOf(split) : null;
+        if (why is null && found is null) why = "its outputs do not feed silu(gate) · up alone (Sigmoid, Mul, Mul)";
+        if (why is not null)
+        {
+            ctx.Log.Add($"fuse_projections: {pair} keeps its Split: {why}");
+            return;
+        }
+        var (gate, last) = found!.Value;
+        var e = new Emitter(g, mm, mm.Name.Replace("/MatMulInt4Int8", "", StringComparison.Ordinal));
+        var fused = e.NodeOf(SwiGluOp, "/" + SwiGluOp, [mm.Inputs[0], mm.Inputs[1], mm.Inputs[2], mm.Inputs[3]], CustomOps.Domain);
+        fused.CopyAttributes(mm);
+        fused.SetAttribute("gate", (long)gate);
+        g.ReplaceValue(last.Output, fused.Output);
+        ctx.Log.Add($"fuse_projections: {pair} → {fused.Name} (ai.quantc.{SwiGluOp}: the Split, Sigmoid and two Muls inside, gate = " +
+            $"{(gate == 0 ? "first" : "second")} half)");
+    }
+
+    /// <summary>The op type of a fused gate/up MatMulInt4Int8 with its SwiGLU inside.</summary>
+    public const string SwiGluOp = "SwiGluMatMulInt4Int8";
+
+    /// <summary>(which Split output is the gate, the final Mul) when the two outputs feed exactly silu(gate) · up; else null.</summary>
+    private static (int Gate, Node Last)? SwiGluOf(Node split)
+    {
+        if (split.Outputs.Count != 2) return null;
+        for (int gate = 0; gate < 2; gate++)
+        {
+            Value gv = split.Outputs[gate]!, uv = split.Outputs[1 - gate]!;
+            if (gv.IsGraphOutput || uv.IsGraphOutput || gv.Uses.Count != 2 || !uv.IsSingleUse) continue;
+            var sigmoid = gv.Uses.Select(u => u.Node).FirstOrDefault(n => n.Is("Sigmoid"));
+            var mul = gv.Uses.Select(u => u.Node).FirstOrDefault(n => n.Is("Mul"));
+            if (sigmoid is null || mul is null || !sigmoid.Output.IsSingleUse || sigmoid.Output.Uses[0].Node != mul) continue;
+            if (!ReadsBoth(mul, gv, sigmoid.Output) || !mul.Output.IsSingleUse) continue;
+            var last = mul.Output.Uses[0].Node;
+            if (!last.Is("Mul") || uv.Uses[0].Node != last || !ReadsBoth(last, mul.Output, uv)) continue;
+            return (gate, last);
+        }
+        return null;
+    }
+
+    private static bool ReadsBoth(Node mul, Value a, Value b) => mul.Inputs.Count == 2 &&
+        (ReferenceEquals(mul.Inputs[0], a) && ReferenceEquals(mul.Inputs[1], b) ||
+         ReferenceEquals(mul.Inputs[0], b) && ReferenceEquals(mul.Inputs[1], a));
 
     /// <summary>Row-major tensors with the same row length stacked along their first axis: their bytes end to end.</summary>
     private static byte[] Stacked(List<Int4Int8Projection> set, Func<Int4Int8Projection, Tensor> part)

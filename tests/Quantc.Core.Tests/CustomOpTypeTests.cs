@@ -105,4 +105,37 @@ public class CustomOpTypeTests
         var e = Assert.Throws<BadInputException>(() => { using var s = OrtModel.CreateSession(m); });
         Assert.Contains("has input size 6 not in range [min=0, max=5]", e.Message, StringComparison.Ordinal);
     }
+
+    /// <summary>SwiGluMatMulInt4Int8 (fuse_projections' gate/up with its SwiGLU inside, also an op type of its own): MatMulInt4Int8's
+    /// [rows, 2F] product, then silu(gate) · up per element with the gate the first (gate = 0) or the second (1) half of each row,
+    /// to float rounding of the sigmoid (its e^x a polynomial with a relative error of about 1e-7).</summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public void SwiGluMatMulInt4Int8IsTheProductThenSiluOfTheGateTimesUp(int gate)
+    {
+        const int F = N / 2;
+        using var plain = OneNode("MatMulInt4Int8", []);
+        using var fused = OneNode("SwiGluMatMulInt4Int8", [("gate", gate)]);
+        var wide = Run(plain);
+        var y = Run(fused);
+        Assert.Equal(Rows * F, y.Length);
+        for (int r = 0; r < Rows; r++)
+            for (int f = 0; f < F; f++)
+            {
+                double g = wide[r * N + gate * F + f], u = wide[r * N + (1 - gate) * F + f];
+                double want = g / (1 + Math.Exp(-g)) * u;
+                Assert.True(Math.Abs(y[r * F + f] - want) <= 2e-6 * Math.Abs(want) + 1e-30,
+                    $"row {r} column {f}: {y[r * F + f]} vs {want}");
+            }
+    }
+
+    /// <summary>A gate attribute other than 0 or 1 fails at session creation, naming it.</summary>
+    [Fact]
+    public void SwiGluMatMulInt4Int8RefusesABadGate()
+    {
+        using var m = OneNode("SwiGluMatMulInt4Int8", [("gate", 2)]);
+        var e = Assert.ThrowsAny<Exception>(() => Run(m));
+        Assert.Contains("gate must be 0 or 1, got 2", e.ToString(), StringComparison.Ordinal);
+    }
 }

@@ -67,7 +67,8 @@ public sealed class LowerW4A8Tests(ITestOutputHelper log) : IDisposable
 
     /// <summary>
     /// fuse_projections stacks the MatMulInt4Int8 of q/k/v and of gate/up (one A each) into one op and a Split: in both forms of
-    /// the quantization, fewer MatMulInt4Int8 nodes and bit-identical outputs.
+    /// the quantization, fewer MatMulInt4Int8 nodes and bit-identical outputs. (Its SwiGLU step, which computes the sigmoid inside
+    /// the op and so only to float rounding, is off here: SwiGluFusionTests.)
     /// </summary>
     [Theory]
     [InlineData(true)]
@@ -75,7 +76,7 @@ public sealed class LowerW4A8Tests(ITestOutputHelper log) : IDisposable
     public void FusedProjectionsAreBitIdentical(bool inside)
     {
         using var separate = Compile(inside, out _);
-        using var fused = Compile(inside, out var result, "  - fuse_projections");
+        using var fused = Compile(inside, out var result, "  - fuse_projections: { swiglu: false }");
         int Count(Model m) => m.Graph.AllNodes().Count(n => n.OpType == "MatMulInt4Int8");
         // Per layer of the tiny llama: q, k, v, o, gate, up as MatMulInt4Int8 (down_proj's K = 344 stays QDQ) → qkv, o, gate+up.
         Assert.True(Count(separate) >= 24, $"{Count(separate)} MatMulInt4Int8 before fusing");
