@@ -143,7 +143,9 @@ public sealed class CalibratorTests : IDisposable
         model.Graph.SetInitializer(model.Graph["b"], Tensor.FromFloats("b", [3], [1, 2, 3]));   // a new tensor, as a pass makes
         var samples = Samples(2);
         var inMemory = Calibrator.Collect(model, ["z", "y"], samples);
-        var before = Directory.GetDirectories(Path.GetTempPath(), "quantc-session-*").Length;
+        // this process's session folders only: other processes on the machine (a compile beside the tests) make their own
+        string mine = $"quantc-session-{Environment.ProcessId}-*";
+        var before = Directory.GetDirectories(Path.GetTempPath(), mine).Length;
         long limit = Quantc.Core.Runtime.OrtModel.InlineLimitBytes;
         try
         {
@@ -159,7 +161,7 @@ public sealed class CalibratorTests : IDisposable
         {
             Quantc.Core.Runtime.OrtModel.InlineLimitBytes = limit;
         }
-        Assert.Equal(before, Directory.GetDirectories(Path.GetTempPath(), "quantc-session-*").Length);
+        Assert.Equal(before, Directory.GetDirectories(Path.GetTempPath(), mine).Length);
     }
 
     [Fact]

@@ -50,8 +50,9 @@ public static class OrtModel
         {
             if (InlineBytes(proto, payload) > InlineLimitBytes)
             {
-                // Large: written (tensors of 1 MiB and more as external data) and opened from the file.
-                folder = Directory.CreateTempSubdirectory("quantc-session-").FullName;
+                // Large: written (tensors of 1 MiB and more as external data) and opened from the file. The folder is named
+                // with the process id, so a process can tell its own from other compiles' on the machine.
+                folder = Directory.CreateTempSubdirectory($"quantc-session-{Environment.ProcessId}-").FullName;
                 var saved = OnnxModelWriter.Save(proto, Path.Combine(folder, "model.onnx"), payload);
                 return new InferenceSession(saved.ModelPath, so);
             }
