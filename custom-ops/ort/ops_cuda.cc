@@ -144,23 +144,31 @@ Int4Shape check_int4(const std::string& op, const std::vector<int64_t>& as, cons
 }
 
 // ROTATE (HadamardMatMulInt4Int8, float A only; or MatMulInt4Int8's older hadamard=1 attribute): each row of A transformed
-// first, as the Hadamard kernel does, into stream-ordered scratch.
-template <typename TA, bool ROTATE = false>
+// first, as the Hadamard kernel does, into stream-ordered scratch. SWIGLU (SwiGluMatMulInt4Int8, float A only): the [M, 2F]
+// product goes to scratch, then the SwiGLU kernel writes Y [M, F].
+template <typename TA, bool ROTATE = false, bool SWIGLU = false>
 struct MatMulInt4Int8Cuda {
   static_assert(!ROTATE || std::is_same_v<TA, float>, "the Hadamard comes before the quantization: float32 A only");
+  static_assert(!SWIGLU || (std::is_same_v<TA, float> && !ROTATE), "SwiGluMatMulInt4Int8: float32 A only");
   MatMulInt4Int8Cuda(const OrtApi* api, const OrtKernelInfo* info)
       : group_(attr_int(api, info, "group_size", 32)), hadamard_(ROTATE || attr_int(api, info, "hadamard", 0) != 0),
-        normalize_(attr_int(api, info, ROTATE ? "normalize" : "hadamard_normalize", 1) != 0) {}
+        normalize_(attr_int(api, info, ROTATE ? "normalize" : "hadamard_normalize", 1) != 0),
+        gate_(SWIGLU ? attr_int(api, info, "gate", 0) : 0) {
+    if (gate_ != 0 && gate_ != 1) fail("SwiGluMatMulInt4Int8", "gate must be 0 or 1, got " + std::to_string(gate_));
+  }
   void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<float>& a_scale, const Tensor<uint8_t>& b,
                const Tensor<float>& b_scale, std::optional<const Tensor<float>*> bias, Tensor<float>& y) {
-    const std::string op = ROTATE ? "HadamardMatMulInt4Int8" : "MatMulInt4Int8";
+    const std::string op = ROTATE ? "HadamardMatMulInt4Int8" : SWIGLU ? "SwiGluMatMulInt4Int8" : "MatMulInt4Int8";
     auto as = a.Shape();
     const Int4Shape s = check_int4(op, as, b.Shape(), a.NumberOfElement(), group_, b_scale.NumberOfElement(), a_scale.NumberOfElement());
     const float* bias_d = opt_data(op, "bias", bias, s.N);
+    if (SWIGLU && s.N % 2) fail(op, "B must hold an even number of rows (the gate's and the up projection's), got " + shape_str(b.Shape()));
     auto ys = as;
-    ys.back() = s.N;
-    float* out = y.Allocate(ys);
+    ys.back() = SWIGLU ? s.N / 2 : s.N;
+    float* y_out = y.Allocate(ys);
     void* stream = stream_of(ctx);
+    Scratch wide(op, SWIGLU ? static_cast<size_t>(s.M * s.N) * sizeof(float) : 0, stream);
+    float* out = SWIGLU ? static_cast<float*>(wide.p) : y_out;
     if constexpr (std::is_same_v<TA, float>) {
       const float* x = a.Data();
       Scratch rotated(op, hadamard_ ? static_cast<size_t>(s.M * s.K) * sizeof(float) : 0, stream);
@@ -178,6 +186,7 @@ struct MatMulInt4Int8Cuda {
         return quantc::cuda::matmul_int4_f32(x, a_scale.Data(), b.Data(), b_scale.Data(), bias_d, out, s.M, s.N, s.K, group_,
                                              scratch.p, stream);
       });
+      if constexpr (SWIGLU) launch(op, [&] { return quantc::cuda::swiglu(out, y_out, s.M, s.N / 2, static_cast<int>(gate_), stream); });
     } else {
       if (hadamard_) fail(op, "hadamard=1 needs a float32 A (the transform comes before the quantization)");
       launch(op, [&] {
@@ -187,6 +196,7 @@ struct MatMulInt4Int8Cuda {
   }
   int64_t group_;
   bool hadamard_, normalize_;
+  int64_t gate_;  // SwiGLU: which half of B's rows is the gate's
 };
 
 // With a constant weight (an initializer) on an sm_89+ device with cuBLASLt, the weight is expanded once to float8
@@ -347,6 +357,7 @@ void add_cuda_ops(std::vector<std::unique_ptr<Ort::Custom::OrtLiteCustomOp>>& op
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Cuda<int8_t>>("MatMulInt4Int8", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Cuda<float>>("MatMulInt4Int8", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Cuda<float, true>>("HadamardMatMulInt4Int8", ep));
+  ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Int8Cuda<float, false, true>>("SwiGluMatMulInt4Int8", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<MatMulInt4Fp8Cuda>("MatMulInt4Fp8", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanCuda>("QSelectiveScan", ep));
   ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dCuda>("QCausalConv1d", ep));

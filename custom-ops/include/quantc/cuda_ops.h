@@ -103,6 +103,11 @@ struct ConvArgsCuda {
 };
 int causal_conv1d_int8(const ConvArgsCuda& args, void* stream);
 
+// --- SwiGLU (quantc/swiglu.h swiglu), SwiGluMatMulInt4Int8's last step: y [rows, F] = silu(g) * u per element of the
+// product x [rows, 2F], g its gate half (gate 0: the first F of each row, 1: the last F), u the other; expf, so equal to the
+// CPU kernel to float rounding.
+int swiglu(const float* x, float* y, int64_t rows, int64_t F, int gate, void* stream);
+
 // --- Hadamard (quantc/hadamard.h hadamard_transform): y = H_n x (/ sqrt(n)) per row of n floats; n = 2^k * m with the CPU
 // op's orders. x and y may alias. HadamardQuantizeInt8: the same followed by saturate(round_half_even(v / scale)).
 int hadamard(const float* x, float* y, int64_t rows, int64_t n, bool normalize, void* stream);

@@ -1,6 +1,7 @@
-// Runs the CUDA kernels of custom-ops/cuda/mamba.cu and hadamard.cu on CPU threads (cuda_runtime.h here stands in for
-// CUDA) against the CPU kernels: the scan (int8 and float, 8 and 4 lanes, ragged shapes), the conv, Hadamard and
-// HadamardQuantizeInt8. Exit 1 on any mismatch. No GPU or nvcc needed (any CMake configuration, QUANTC_CUDA=OFF too):
+// Runs the CUDA kernels of custom-ops/cuda/mamba.cu, hadamard.cu and swiglu.cu on CPU threads (cuda_runtime.h here stands
+// in for CUDA) against the CPU kernels: the scan (int8 and float, 8 and 4 lanes, ragged shapes), the conv, Hadamard,
+// HadamardQuantizeInt8 and SwiGluMatMulInt4Int8's SwiGLU. Exit 1 on any mismatch. No GPU or nvcc needed (any CMake
+// configuration, QUANTC_CUDA=OFF too):
 //   cmake --build BUILD --target quantc_cuda_emulation && BUILD/quantc_cuda_emulation
 #include "cuda_runtime.h"  // first: the stand-in
 
@@ -10,9 +11,11 @@
 
 #include "../../cuda/hadamard.cu"
 #include "../../cuda/mamba.cu"
+#include "../../cuda/swiglu.cu"
 #include "quantc/hadamard.h"
 #include "quantc/mamba.h"
 #include "quantc/quantize.h"
+#include "quantc/swiglu.h"
 
 namespace {
 
@@ -154,7 +157,23 @@ void hadamard_case(int64_t rows, int64_t n) {
 
 }  // namespace
 
+// The SwiGLU of a [rows, 2F] product, both gate halves, against the CPU kernel's reference path (std::exp; the CUDA kernel's
+// expf), relative norm.
+void swiglu_case(int64_t rows, int64_t F, int gate) {
+  auto x = f32(size_t(rows * 2 * F), -12.f, 12.f);
+  std::vector<float> want(size_t(rows * F)), got(size_t(rows * F), NAN);
+  quantc::swiglu(x.data(), rows, F, gate, want.data(), quantc::Isa::Reference);
+  const int e = quantc::cuda::swiglu(x.data(), got.data(), rows, F, gate, nullptr);
+  report("SwiGLU rows " + std::to_string(rows) + " F " + std::to_string(F) + " gate " + std::to_string(gate), e ? INFINITY : rel(got, want),
+         1e-6);
+}
+
 int main() {
+  for (int gate : {0, 1}) {
+    swiglu_case(3, 344, gate);
+    swiglu_case(2, 1, gate);
+    swiglu_case(1, 700, gate);  // more than one block of 256 threads
+  }
   conv_case(2, 37, 40, 4, true);
   conv_case(1, 2, 130, 4, true);   // L < K - 1: state_out takes from state_in
   conv_case(1, 0, 20, 4, true);    // L = 0: state_out = state_in
