@@ -244,7 +244,8 @@ public static class Expectations
                     found.Add((8, "fp8 activations"));
                     break;
                 case "quantize_kv":
-                    int b = v.GetValueOrDefault("bits") is long l ? (int)l : 4;
+                    int b = v.GetValueOrDefault("format") is string f && f != "int" ? 8
+                        : v.GetValueOrDefault("bits") is long l ? (int)l : 4;
                     found.Add((b, $"{b}-bit KV cache"));
                     break;
             }

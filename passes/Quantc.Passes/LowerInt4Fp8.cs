@@ -19,12 +19,19 @@ namespace Quantc.Passes;
 /// the same values as <see cref="Int4Fp8.MatMul"/> up to the float32 summation order of the MatMul. Layers read by the same
 /// input share one activation quantization. Everything else in the plan goes to <see cref="LowerQdqPass.LowerAll"/>.
 /// </summary>
-public sealed class LowerInt4Fp8Pass(bool portable) : IPass
+/// <remarks>
+/// With <c>act_group</c> G the portable activations are float8 per 1×G slice of each token (COAT's granularity for the
+/// activations it does not feed to a linear layer), and with <c>act_expand</c> each slice is stored with COAT's dynamic range
+/// expansion (<see cref="KvFp8.Float8"/>). Both are simulations of a storage format only: an expanded code is (|x|/m)^k, not
+/// linear in x, so no float8 GEMM can multiply it; the graph decodes it to float32 before the MatMul (as it does the float8 values
+/// today). <c>ai.quantc.MatMulInt4Fp8</c> takes one scale per token, so both options need <c>portable</c>.
+/// </remarks>
+public sealed class LowerInt4Fp8Pass(bool portable, int actGroup = 0, bool actExpand = false) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
-    public static readonly PassInfo Info = PassInfo.Of<PortableOptions>("lower_int4fp8", PassKind.Lowering,
+    public static readonly PassInfo Info = PassInfo.Of<LowerInt4Fp8Options>("lower_int4fp8", PassKind.Lowering,
         "FireQ's int4 weights × float8 per-token activations as ai.quantc.MatMulInt4Fp8, or portable QDQ and float8 Cast pairs",
-        o => new LowerInt4Fp8Pass(o.Portable))
+        o => new LowerInt4Fp8Pass(o.Portable, o.ActGroup, o.ActExpand))
         with { Contract = PassContract.Lowers };
 
     public string Name => Info.Name;
@@ -48,7 +55,7 @@ public sealed class LowerInt4Fp8Pass(bool portable) : IPass
                     "byte); use portable: true");
             if (portable)
             {
-                if (!shared.TryGetValue(l.Input, out var a)) shared[l.Input] = a = Fp8PerToken(ctx, g, l);
+                if (!shared.TryGetValue(l.Input, out var a)) shared[l.Input] = a = Activations(ctx, g, l);
                 EmitPortable(ctx, g, l, plan, q, a.A, a.Scale);
                 plan.Reasons.Add("lower_int4fp8: portable (int4 DequantizeLinear, float8 Cast pairs, MatMul in float)");
             }
@@ -62,8 +69,34 @@ public sealed class LowerInt4Fp8Pass(bool portable) : IPass
         ctx.Log.Add(layers.Count == 0
             ? "lower_int4fp8: no layer planned as int4 weights × float8 per-token activations (run fireq_weights first)"
             : $"lower_int4fp8: {layers.Count} layers as {(portable ? "portable QDQ with float8 Cast pairs" : "ai.quantc.MatMulInt4Fp8")}" +
-                (portable ? $", {shared.Count} per-token activation quantizations" : ""));
+                (portable ? $", {shared.Count} {ActivationText} activation quantizations" : ""));
+        if (actGroup > 0 && layers.Count > 0)
+            ctx.Log.Add($"lower_int4fp8: activations per 1×{actGroup} slice{(actExpand ? " with COAT's dynamic range expansion" : "")}" +
+                " — a storage format, simulated: the slices are decoded to float32 before each MatMul (no float8 GEMM multiplies them)");
         LowerQdqPass.LowerAll(ctx);
+    }
+
+    private string ActivationText => actGroup == 0 ? (actExpand ? "per-token expanded float8" : "per-token")
+        : $"1×{actGroup}{(actExpand ? " expanded" : "")} float8";
+
+    // The per-token float8 activation (a, s), or with act_group / act_expand the decoded slices (a, 1): x reshaped to
+    // [..., K/G, G], each slice through KvFp8.Float8, reshaped back. A K that G does not divide keeps the per-token form (logged).
+    private (Value A, Value Scale) Activations(PassContext ctx, Graph g, LinearLayer l)
+    {
+        if (actGroup == 0 && !actExpand) return Fp8PerToken(ctx, g, l);
+        int group = actGroup == 0 ? (int)l.InFeatures : actGroup;
+        if (l.InFeatures % group != 0)
+        {
+            ctx.Log.Add($"lower_int4fp8: {l.Name}: K = {l.InFeatures} is not a multiple of act_group {group}: per-token float8 kept");
+            return Fp8PerToken(ctx, g, l);
+        }
+        var x = l.Input;
+        var e = new Emitter(g, GraphOrder.FirstUser(g, x)!, l.Name + "/act_fp8");
+        var rank = x.Shape?.Length ?? 3;
+        var split = e.Reshape(x, [.. Enumerable.Repeat(0L, rank - 1), l.InFeatures / group, group], "/split");
+        var a = e.Reshape(KvFp8.Float8(e, split, actExpand), [.. Enumerable.Repeat(0L, rank - 1), l.InFeatures], "/merge");
+        ctx.Provenance.Record(a.Name, x.Name);
+        return (a, e.Float("_unit_scale", 1f));
     }
 
     /// <summary>(a, s) for x: s = max(absmax of the token, 1e-12)/448 [..., 1], a = float(fp8(x / s)).</summary>
@@ -75,6 +108,24 @@ public sealed class LowerInt4Fp8Pass(bool portable) : IPass
         var a = CastPair(e, e.Op("Div", "_div", x, s), "");
         ctx.Provenance.Record(a.Name, x.Name);
         return (a, s);
+    }
+
+    /// <summary>The options of <see cref="LowerInt4Fp8Pass"/>.</summary>
+    public sealed record LowerInt4Fp8Options : PassOptions
+    {
+        [Option("standard ONNX ops only: int4 DequantizeLinear, float8 Cast pairs and a float MatMul instead of ai.quantc.MatMulInt4Fp8")]
+        public bool Portable { get; init; }
+
+        [Option("portable: float8 activations per 1×G slice of each token instead of per token (0: per token)", Min = 0)]
+        public int ActGroup { get; init; }
+
+        [Option("portable: float8 activations with COAT's dynamic range expansion per slice (simulated storage format)")]
+        public bool ActExpand { get; init; }
+
+        public override string? Check() => (ActGroup > 0 || ActExpand) && !Portable
+            ? "act_group and act_expand need portable: true (ai.quantc.MatMulInt4Fp8 multiplies float8 codes with one scale per " +
+                "token; an expanded code is not linear in x)"
+            : ActGroup is > 0 and < 8 ? $"parameter 'act_group' = {ActGroup} must be 0 or at least 8" : null;
     }
 
     /// <summary>float(fp8(x)): Cast to float8e4m3fn (saturating) and back.</summary>

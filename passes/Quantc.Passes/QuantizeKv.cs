@@ -19,16 +19,21 @@ namespace Quantc.Passes;
 /// (floored at 2^-9 so that an all-zero group stays zero), x̂ = clip(round(x/s), −2^(bits−1), 2^(bits−1) − 1)·s; <c>fp8_queries</c>
 /// also rounds the queries to float8 e4m3fn per token and head (scale absmax/448), as FireQ's FP8 attention reads them.
 /// With <c>static_scales</c> (PrefixQuant's static KV cache) the scales are constants calibrated per head (or per tensor) instead,
-/// the clip ratio searched per head (<see cref="KvStatic"/>), lowered to QuantizeLinear / DequantizeLinear. Not function-preserving.
+/// the clip ratio searched per head (<see cref="KvStatic"/>), lowered to QuantizeLinear / DequantizeLinear. With <c>format</c>
+/// <c>fp8</c> or <c>fp8_expanded</c> the cache is float8 e4m3fn per token and head instead of an integer grid: plain absmax
+/// scaling, or COAT's dynamic range expansion (<see cref="KvFp8.Float8"/>). ONNX Runtime's attention reads float32 caches, so every
+/// cache format here is simulated: the graph's cache holds exactly the values a real cache of that format would give back, in
+/// float32 (the memory saving is the format's, not realised by ONNX Runtime). Not function-preserving.
 /// </summary>
 public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool values, bool symmetric = false, bool fp8Scales = false,
-    bool fp8Queries = false, bool staticScales = false, bool perHead = true, IReadOnlyList<double>? clipGrid = null) : IPass
+    bool fp8Queries = false, bool staticScales = false, bool perHead = true, IReadOnlyList<double>? clipGrid = null,
+    string format = "int") : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<QuantizeKvOptions>("quantize_kv", PassKind.Lowering,
         "KV-cache quantization: new keys and values fake-quantized before the cache, asymmetric per token and head",
         o => new QuantizeKvPass(o.Bits, o.ClipRatio, o.Keys, o.Values, o.Symmetric, o.Fp8Scales, o.Fp8Queries, o.StaticScales, o.PerHead,
-            o.ClipGrid));
+            o.ClipGrid, o.Format));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -41,7 +46,7 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
             { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or " +
             "MultiHeadAttention)"); return; }
         // Cast to float8 with saturate needs opset 19 (lower_qdq's 21, as the rest of the compile ends up with).
-        if ((fp8Scales || fp8Queries) && (ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
+        if ((fp8Scales || fp8Queries || format != "int") && (ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
         var statics = new List<KvStatic.Target>();
         foreach (var a in sites)
         {
@@ -52,7 +57,7 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
                     { ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) {what} skipped: {why ?? "head size unknown"}"); return; }
                 foreach (var src in s.Sources)
                     if (staticScales) statics.Add(new KvStatic.Target(a.Name, what, src, a.HeadDim.Value, s.OneHeadLast, PastHeads(g, s)));
-                    else FakeQuantize(ctx, g, src, a.HeadDim.Value, s.OneHeadLast, $"{a.Name}/{what}_q{bits}");
+                    else FakeQuantize(ctx, g, src, a.HeadDim.Value, s.OneHeadLast, $"{a.Name}/{what}_{Suffix}");
                 if (s.CacheInputs.Any(p => g[p].Uses.Any(u => PrefixCache.PastBehind(u.Node.Output) is not null)))
                     ctx.Log.Add($"quantize_kv: {a.Name} {what}: the prefix's constant {what} (prefix_tokens) stay float32");
                 done.Add(what);
@@ -69,12 +74,27 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
                 if (a.RopeInside is not null) ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}) queries skipped: {a.RopeInside}");
                 else { KvFp8.Queries(ctx, g, a.Query, qd, a.QueryOneHeadLast, $"{a.Name}/query_fp8"); done.Add("queries float8"); }
             }
-            if (done.Count > 0 && !staticScales)
+            if (done.Count > 0 && format != "int")
+                ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} {FormatText(a.HeadDim!.Value)}");
+            else if (done.Count > 0 && !staticScales)
                 ctx.Log.Add($"quantize_kv: {a.Name} ({a.Form}): {string.Join(" and ", done)} int{bits} " +
                     $"{(symmetric ? $"symmetric{(fp8Scales ? " (float8 scales)" : "")}" : "asymmetric")} per token and head " +
                     $"({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
         }
         if (statics.Count > 0) new KvStatic(bits, perHead, clipGrid ?? [1.0]).Run(ctx, statics, Name);
+    }
+
+    private string Suffix => format == "int" ? $"q{bits}" : format;
+
+    // What a float8 cache is and what it would hold per value (codes plus the per-group fields: a float32 scale, or COAT's max and
+    // exponent), next to float32's 4 bytes; the graph keeps the decoded values in float32.
+    private string FormatText(long d)
+    {
+        bool expand = format == "fp8_expanded";
+        double perValue = 1 + (expand ? 8.0 : 4.0) / d;
+        return $"float8 e4m3fn per token and head ({d}){(expand ? " with COAT's dynamic range expansion (max and k per group)" : "")}: " +
+            $"{perValue:0.###} bytes per value in a real cache; simulated — ONNX Runtime's attention reads the decoded values from a " +
+            "float32 cache";
     }
 
     /// <summary>The head count of the stream's past cache [batch, heads, past, head size] when static, else null.</summary>
@@ -89,6 +109,14 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
         Value Op(string op, string suffix, params Value[] inputs) => e.Op(op, suffix, inputs);
         Value F(string suffix, float v) => e.Float(suffix, v);
         Value xs = oneHeadLast ? x : e.Reshape(x, [0, 0, -1, d], "/split");
+        if (format != "int")
+        {
+            Value yf = KvFp8.Float8(e, xs, format == "fp8_expanded");
+            if (!oneHeadLast) yf = e.Reshape(yf, [0, 0, -1], "/merge");
+            ctx.Provenance.Record(yf.Name, x.Name);
+            slot.Node.SetInput(slot.InputIndex, yf);
+            return;
+        }
         if (symmetric)
         {
             Value yq = KvFp8.Symmetric(e, xs, bits, clipRatio, fp8Scales);
@@ -151,7 +179,14 @@ public sealed record QuantizeKvOptions : PassOptions
     [Option("with static_scales: clip ratios tried per head (least squared error on calibration tokens wins)")]
     public IReadOnlyList<double> ClipGrid { get; init; } = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5];
 
+    [Option("the cache's number format: int (an integer grid of 'bits'), fp8 (float8 e4m3fn, absmax scale per token and head) or " +
+        "fp8_expanded (float8 with COAT's dynamic range expansion per token and head)", Choices = "int|fp8|fp8_expanded")]
+    public string Format { get; init; } = "int";
+
     public override string? Check() => Bits is not (4 or 8) ? $"parameter 'bits' = {Bits} must be 4 or 8"
+        : Format != "int" && Given("bits") ? $"format {Format} is 8 bits per value: drop 'bits' (it sets the int grid's width)"
+        : Format != "int" && (Symmetric || Fp8Scales || StaticScales || ClipRatio < 1)
+            ? $"format {Format} has its own per token and head scaling: drop symmetric, fp8_scales, static_scales and clip_ratio"
         : Fp8Scales && !Symmetric ? "fp8_scales needs symmetric: true"
         : StaticScales && (Symmetric || Fp8Queries) ? "static_scales is asymmetric per head: drop symmetric and fp8_queries"
         : StaticScales && ClipRatio < 1 ? "static_scales searches its clip ratio (clip_grid): drop clip_ratio"
