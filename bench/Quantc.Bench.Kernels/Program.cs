@@ -2,7 +2,9 @@
 // (QDQ that ORT fuses, and MatMulInteger) and fp32 MatMul on the same shapes; ai.quantc.Hadamard
 // against a dense MatMul with the Hadamard matrix. Each case runs in ONNX Runtime (one session per
 // case, warm-up, then the median of timed runs). Usage: dotnet run -c Release [-- --quick] [--vnni-peak GOPS]
-// [--shapes MxKxN,MxKxN...] [--gemm-only]
+// [--shapes MxKxN,MxKxN...] [--gemm-only] [--int4] [--threads N]
+// (--int4: ai.quantc.MatMulInt4Int8 with float A, group 32, against fp32 MatMul instead, then stop; --threads: the sessions'
+// intra-op threads, default ORT's)
 // (--shapes: the GEMM shapes to time instead of the default ones; --gemm-only: skip the Hadamard table)
 // (--vnni-peak: the measured int8 peak of custom-ops/build/quantc_vnni_peak, for the "of VNNI peak" column).
 using System.Diagnostics;
@@ -18,6 +20,8 @@ var inv = CultureInfo.InvariantCulture;
 int peakAt = Array.IndexOf(args, "--vnni-peak");
 double peak = peakAt >= 0 && peakAt + 1 < args.Length && double.TryParse(args[peakAt + 1], NumberStyles.Float, inv, out double p) && p > 0 ? p : double.NaN;
 var rng = new Random(1);
+int threadsAt = Array.IndexOf(args, "--threads");
+int intraThreads = threadsAt >= 0 && threadsAt + 1 < args.Length ? int.Parse(args[threadsAt + 1], inv) : 0;
 TypeProto T(int e) => new() { TensorType = new TypeProto.Types.Tensor { ElemType = e } };
 
 double Median(Func<Action> setup, int reps)
@@ -38,7 +42,8 @@ double Median(Func<Action> setup, int reps)
 
 Action Session(Model m, string input, OrtValue value)
 {
-    var s = OrtModel.CreateSession(m);
+    var so = new SessionOptions { IntraOpNumThreads = intraThreads };
+    var s = OrtModel.CreateSession(m, options: so);
     var ro = new RunOptions();
     return () => { using var o = s.Run(ro, [input], [value], [m.Graph.Outputs[0].Name]); };
 }
@@ -48,6 +53,47 @@ double mhz = double.Parse(File.ReadLines("/proc/cpuinfo").First(l => l.StartsWit
 int cores = Environment.ProcessorCount;
 Console.WriteLine($"# CPU: {cpu}, {cores} cores, nominal {mhz:0} MHz; ISA path of libquantc_ops: see QUANTC_ISA (default: best available)");
 Console.WriteLine();
+if (args.Contains("--int4"))
+{
+    // ai.quantc.MatMulInt4Int8 with float32 A (per-token quantization inside, as the compiled W4A8 models run it), group 32,
+    // against fp32 MatMul on the same shapes, in ONNX Runtime (weights packed at session creation).
+    Console.WriteLine($"intra-op threads: {(intraThreads == 0 ? "ORT default" : intraThreads.ToString(inv))}");
+    Console.WriteLine("| M × K × N | fp32 MatMul GFLOPS | ai.quantc.MatMulInt4Int8 (float A, G = 32) GOPS | vs fp32 |");
+    Console.WriteLine("|---|---|---|---|");
+    var int4Shapes = shapesArg() ?? [(512, 512, 768), (512, 512, 2816), (512, 1408, 512), (512, 4096, 4096)];
+    foreach (var (M, K, N) in int4Shapes)
+    {
+        var wf = Enumerable.Range(0, K * N).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        var xf = Enumerable.Range(0, M * K).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        double ops = 2.0 * M * K * N;
+        using var mf = Model.Create(opset: 21);
+        mf.Graph.AddOutput(mf.Graph.AddNode("MatMul", [mf.Graph.AddInput("x", T(1)), mf.Graph.AddInitializer(Tensor.FromFloats("w", [K, N], wf))],
+            outputNames: ["y"]).Output);
+        using var xv = OrtValue.CreateTensorValueFromMemory(xf, [M, K]);
+        double tf = Median(() => Session(mf, "x", xv), 20);
+        var packed = new byte[N * K / 2];
+        for (int i = 0; i < packed.Length; i++) packed[i] = (byte)rng.Next(256);
+        var scales = Enumerable.Range(0, N * K / 32).Select(_ => (float)(0.01 + 0.01 * rng.NextDouble())).ToArray();
+        using var mc = Model.Create(opset: 21);
+        mc.SetOpset(CustomOps.Domain, 1);
+        var g = mc.Graph;
+        var node = g.AddNode("MatMulInt4Int8", [g.AddInput("x", T(1)), g.AddInitializer(Tensor.FromFloats("s", [], [1f])),
+            g.AddInitializer(Tensor.FromBytes("w", 2, [N, K / 2], packed)), g.AddInitializer(Tensor.FromFloats("ws", [N, K / 32], scales))],
+            domain: CustomOps.Domain, outputNames: ["y"]);
+        node.SetAttribute("group_size", 32L);
+        g.AddOutput(node.Output);
+        double tc = Median(() => Session(mc, "x", xv), 20);
+        Console.WriteLine(string.Create(inv, $"| {M} × {K} × {N} | {ops / tf / 1e9:0.0} | {ops / tc / 1e9:0.0} | {tf / tc:0.00}× |"));
+    }
+    return;
+}
+
+(int, int, int)[]? shapesArg()
+{
+    int at = Array.IndexOf(args, "--shapes");
+    return at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ParseShape).ToArray() : null;
+}
+
 Console.WriteLine("| M × K × N | fp32 MatMul GFLOPS | ORT QDQ int8 GOPS | ORT MatMulInteger GOPS | ai.quantc.MatMulInt8 GOPS | MatMulInt8 int7 weights GOPS | vs fp32 | vs ORT QDQ | of VNNI peak |");
 Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
 int shapesAt = Array.IndexOf(args, "--shapes");
