@@ -15,6 +15,8 @@ using Quantc.Models;
 //
 // dotnet run -c Release --project bench/Quantc.Bench.Block -- DIR CALIB.txt EVAL.txt [EVAL2.txt] [samples=128] [seq=128]
 //   [iters=500] [fp8=1: COAT's FP8 caches and moments; 0: float32] [methods=rtn,gptq,layer-flexround,layer-lrq,block-flexround,block-lrq] [eval_seqs=32]
+//   [holdout=0.125: share of the calibration sequences held out to choose the snapshot and stop early; 0: every row]
+//   [seed=0: the learned methods' seed (batch order, held-out sequences, LRQ's U)]
 var inv = CultureInfo.InvariantCulture;
 var opts = args.Where(a => a.Contains('=')).Select(a => a.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
 var files = args.Where(a => !a.Contains('=')).ToArray();
@@ -22,6 +24,8 @@ if (files.Length < 3) { Console.Error.WriteLine("usage: DIR CALIB.txt EVAL.txt [
 int samples = int.Parse(opts.GetValueOrDefault("samples", "128"), inv), seq = int.Parse(opts.GetValueOrDefault("seq", "128"), inv);
 int iters = int.Parse(opts.GetValueOrDefault("iters", "500"), inv), evalSeqs = int.Parse(opts.GetValueOrDefault("eval_seqs", "32"), inv);
 bool fp8 = opts.GetValueOrDefault("fp8", "1") != "0";
+double holdout = double.Parse(opts.GetValueOrDefault("holdout", RoundingSettings.DefaultHoldout.ToString(inv)), inv);
+int seed = int.Parse(opts.GetValueOrDefault("seed", "0"), inv);
 var methods = opts.GetValueOrDefault("methods", "rtn,gptq,layer-flexround,layer-lrq,block-flexround,block-lrq").Split(',');
 var model = LlamaCheckpoint.Load(files[0]);
 var tok = HfTokenizer.FromFolder(files[0]) ?? throw new InvalidOperationException("no tokenizer");
@@ -34,13 +38,14 @@ var evals = files.Skip(2).Select(f => (Name: Path.GetFileName(f), Seqs: Chunks(t
 var sh = model.Shape;
 Console.WriteLine($"# hidden {sh.Hidden}, heads {sh.Heads}/{sh.KvHeads} kv × {sh.HeadDim}, MLP {sh.Ffn}, {model.Blocks.Count} blocks; " +
     $"calibration {calib.Count} sequences × {seq} tokens = " +
-    $"{calib.Count * seq} tokens; {iters} steps per layer/block; eval {string.Join(", ", evals.Select(e => $"{e.Name} " +
+    $"{calib.Count * seq} tokens; {iters} steps per layer/block, holdout {holdout.ToString(inv)}, seed {seed}; " +
+    $"eval {string.Join(", ", evals.Select(e => $"{e.Name} " +
     $"{e.Seqs.Count}×{seq}"))}; CPU {Environment.ProcessorCount} threads");
 var reference = evals.Select(e => e.Seqs.Select(s => model.Run(s, model.Blocks.Select(b => b.W).ToList())).ToList()).ToList();
 foreach (var method in methods)
 {
     var clock = Stopwatch.StartNew();
-    var chosen = Quantize(model, calib, method, iters, fp8, out var blockLines);
+    var chosen = Quantize(model, calib, method, iters, fp8, holdout, seed, out var blockLines);
     double secs = clock.Elapsed.TotalSeconds;
     foreach (var line in blockLines) Console.WriteLine($"  {method}: {line}");
     for (int e = 0; e < evals.Count; e++)
@@ -113,7 +118,8 @@ static List<int[]> Chunks(ITokenizer tok, string text, int seq, int count)
     return list;
 }
 
-static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string method, int iters, bool fp8, out List<string> lines)
+static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string method, int iters, bool fp8, double holdout,
+    int seed, out List<string> lines)
 {
     lines = [];
     var chosen = new List<float[][]>();
@@ -126,7 +132,8 @@ static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string
     var rm = method.EndsWith("lrq", StringComparison.Ordinal) ? RoundingMethod.Lrq : RoundingMethod.FlexRound;
     var settings = new RoundingSettings
     {
-        Method = rm, Iterations = iters, LearningRate = rm == RoundingMethod.Lrq ? 9e-4 : 3e-3, BatchSamples = 2, Seed = 0,
+        Method = rm, Iterations = iters, LearningRate = rm == RoundingMethod.Lrq ? 9e-4 : 3e-3, BatchSamples = 2, Seed = seed,
+        Holdout = holdout,
     };
     double total = 0, weightsM = 0, gflops = 0;
     for (int b = 0; b < model.Blocks.Count; b++)
@@ -160,8 +167,12 @@ static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string
             var o = BlockTrainer.Train(blk, w, rtn, bs, settings with { Fp8Moments = fp8 });
             q = o.Weights;
             gflops += o.LinearGflops;
-            detail = $"block error {o.RtnError:0.000e0} (RTN) → {o.LearnedError:0.000e0}, {o.Iterations} steps" +
-                $"{(o.StoppedEarly ? " (early stop)" : "")}, linear GEMM work {o.LinearGflops:0.0} GFLOP/s";
+            var sel = o.Selection;
+            detail = $"block error {o.RtnError:0.000e0} (RTN) → {o.LearnedError:0.000e0} on " +
+                $"{(sel.Split.Active ? $"the held-out rows ({sel.Split.Describe()})" : $"every row ({sel.Split.Describe()})")}, " +
+                $"kept step {sel.BestStep}{(o.KeptRtn ? " (RTN)" : "")}" +
+                (sel.Split.Active ? $", training rows {sel.TrainRtnError:0.000e0} → {sel.TrainLearnedError:0.000e0}" : "") +
+                $", {o.Iterations} steps{(o.StoppedEarly ? " (early stop)" : "")}, linear GEMM work {o.LinearGflops:0.0} GFLOP/s";
         }
         else if (learned)
         {
@@ -171,7 +182,7 @@ static List<float[][]> Quantize(LlamaCheckpoint model, List<int[]> calib, string
             {
                 var cache = taps[tapOf[i]].Select(x => fp8 ? StoredMatrix.PerTensor(x, sizes[i].K) : StoredMatrix.Float32(x, sizes[i].K))
                     .ToList();
-                var o = RoundingTrainer.Train(w[i], rtn[i], cache, null, settings with { Seed = i, Fp8Moments = fp8 });
+                var o = RoundingTrainer.Train(w[i], rtn[i], cache, null, settings with { Seed = seed + i, Fp8Moments = fp8 });
                 q[i] = o.Weight;
                 gflops += o.GemmGflops / 7;
                 parts.Add($"{LlamaBlock.Roles[i]} {o.RtnError:0.00e0}→{o.LearnedError:0.00e0}");

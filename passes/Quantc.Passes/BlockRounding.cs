@@ -179,11 +179,7 @@ internal static class BlockRoundingStep
         int hidden = (int)blocks[0].Block.Hidden, maxT = stream.Max(x => x.Length / hidden);
         long tokens = stream.Sum(x => (long)x.Length / hidden);
         bool quantized = blocks.Any(b => b.Quantizers is not null);
-        var settings = new RoundingSettings
-        {
-            Method = c.Method, Iterations = c.Iterations, LearningRate = c.RateFor(quantized), Rank = c.Rank, BatchSamples = c.Batch,
-            Fp8Moments = c.Fp8Optimizer, Patience = c.Patience,
-        };
+        var settings = c.Settings(quantized);
         // Memory: the float and quantized streams and the float targets (float32), the training copies of inputs and targets
         // (FP8 1×32 groups or float32), and the largest block's training state.
         long streamBytes = 3 * 4 * tokens * hidden;
@@ -201,7 +197,7 @@ internal static class BlockRoundingStep
             $"lengths{(lengths.Count > 1 ? ": --no-doc-split makes them one" : "")}); {blocks.Count} blocks, {weights / 1e6:0.###} M " +
             $"weights, {c.Iterations} steps each, batch {c.Batch} sequences; linear work ≤ " +
             $"{LinearWork(c, weights, tokens, stream.Count)} " +
-            "TFLOP (forward and backward, before any early stop)" +
+            "TFLOP (forward and backward, before any early stop); " + c.HoldoutLine(stream.Count) +
             (quantized ? "; the linears read their inputs quantized as at run time (static per-tensor; straight-through backward), " +
                 "the targets are the float blocks'" : ""));
 
@@ -224,21 +220,19 @@ internal static class BlockRoundingStep
             gflops += o.LinearGflops;
             maxState = Math.Max(maxState, o.StateBytes);
             if (o.KeptRtn) kept++;
-            string curve = string.Join(" → ",
-                LearnedRoundingStep.Sample(o.Curve).Select(v => v.ToString("0.###e0", CultureInfo.InvariantCulture)));
-            string what = o.KeptRtn
-                ? $"kept round-to-nearest (learned block error {o.LearnedError:0.###e0} not below RTN's {o.RtnError:0.###e0})"
-                : $"block output error {o.RtnError:0.###e0} (RTN) → {o.LearnedError:0.###e0} ({o.LearnedError / o.RtnError:0.###}×)";
+            string what = LearnedRoundingStep.Describe("block output", o.RtnError, o.LearnedError, o.KeptRtn, o.Curve, o.Selection);
             foreach (var l in b.Linears)
                 ctx.Plan[l.Name].Reasons.Add($"{tag}: learned with the six other linears of {b.Name}: {what}, {o.Iterations} steps" +
                     $"{(o.StoppedEarly ? " (early stop)" : "")}{(quantizers is null ? "" : ", inputs quantized as at run time")}");
             ctx.Log.Add($"{tag}: {b.Name} [7 linears, {b.Linears.Sum(l => l.InFeatures * l.OutFeatures) / 1e6:0.###} M weights] {what}; " +
-                $"{o.Iterations} steps{(o.StoppedEarly ? " (early stop)" : "")} in {o.Seconds:0.00} s; error by window {curve}; " +
+                $"{o.Iterations} steps{(o.StoppedEarly ? " (early stop)" : "")} in {o.Seconds:0.00} s; " +
+                $"{LearnedRoundingStep.Curves(o.Curve, o.Selection)}; " +
                 $"linear GEMM work {o.LinearGflops:0.0} GFLOP/s");
         }
         double secs = clock.Elapsed.TotalSeconds;
         ctx.Log.Add($"{tag}: {blocks.Count} blocks in {secs:0.0} s ({secs / blocks.Count:0.00} s per block, " +
-            $"{secs / (weights / 1e6):0.0} s per 1 M weights); mean block output error {rtnSum / blocks.Count:0.###e0} (RTN) → " +
+            $"{secs / (weights / 1e6):0.0} s per 1 M weights); mean block output error (on the samples that chose each block's result) " +
+            $"{rtnSum / blocks.Count:0.###e0} (RTN) → " +
             $"{learnedSum / blocks.Count:0.###e0}; {kept} blocks kept RTN; Adam moments ≤ {Mib(maxState)} MiB; linear GEMM work mean " +
             $"{gflops / blocks.Count:0.0} GFLOP/s; process peak working set {Mib(Process.GetCurrentProcess().PeakWorkingSet64)} MiB");
         return result;

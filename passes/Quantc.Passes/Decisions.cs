@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using Quantc.Core.Calibration;
 using Quantc.Core.Numerics;
+using Quantc.Core.Numerics.Reconstruction;
 using Quantc.Core.Pipeline;
 using Quantc.Core.Runtime;
 using Quantc.Ir.Analysis;
@@ -397,7 +398,14 @@ public sealed record WeightsOptions : PassOptions
         Min = 0)]
     public int Patience { get; init; } = 8;
 
+    [Option("flexround/lrq: share of the calibration sequences held out from training (chosen with the seed; at least 1; none with " +
+        "fewer than 4): the early stop, the best snapshot and learned-or-RTN are chosen by the error on them (0: off, every row " +
+        "trains and chooses)", Min = 0, Max = 0.5)]
+    public double Holdout { get; init; } = RoundingSettings.DefaultHoldout;
+
     public override string? Check() =>
         Scope == "block" && Method is not ("flexround" or "lrq")
-            ? $"scope: block applies to methods flexround and lrq, not {Method}" : null;
+            ? $"scope: block applies to methods flexround and lrq, not {Method}"
+            : Given("holdout") && Method is not ("flexround" or "lrq")
+                ? $"holdout applies to methods flexround and lrq (learned rounding), not {Method}" : null;
 }

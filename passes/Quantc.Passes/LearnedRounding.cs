@@ -10,17 +10,35 @@ namespace Quantc.Passes;
 /// <summary>What the weights pass needs to learn roundings (FlexRound / LRQ), from its options (Block: scope block, each decoder
 /// block's output reconstructed rather than each layer's).</summary>
 public sealed record LearnedRoundingConfig(RoundingMethod Method, int Iterations, double LearningRate, int Rank, int Batch, int Seed,
-    bool Fp8Cache, bool Fp8Optimizer, int Patience, bool Block = false)
+    bool Fp8Cache, bool Fp8Optimizer, int Patience, bool Block = false, double Holdout = RoundingSettings.DefaultHoldout)
 {
     /// <summary>The configuration of <paramref name="o"/>, or null for the other methods.</summary>
     public static LearnedRoundingConfig? Of(WeightsOptions o) => o.Method switch
     {
         "flexround" => new(RoundingMethod.FlexRound, o.Iterations, o.LearningRate, o.Rank, o.Batch, o.Seed, o.Fp8Cache, o.Fp8Optimizer,
-            o.Patience, o.Scope == "block"),
+            o.Patience, o.Scope == "block", o.Holdout),
         "lrq" => new(RoundingMethod.Lrq, o.Iterations, o.LearningRate, o.Rank, o.Batch, o.Seed, o.Fp8Cache, o.Fp8Optimizer, o.Patience,
-            o.Scope == "block"),
+            o.Scope == "block", o.Holdout),
         _ => null,
     };
+
+    /// <summary>The trainers' settings (the learning rate for quantized inputs or not; the caller sets each layer's or block's
+    /// seed).</summary>
+    public RoundingSettings Settings(bool quantizedInputs) => new()
+    {
+        Method = Method, Iterations = Iterations, LearningRate = RateFor(quantizedInputs), Rank = Rank, BatchSamples = Batch,
+        Seed = Seed, Fp8Moments = Fp8Optimizer, Patience = Patience, Holdout = Holdout,
+    };
+
+    /// <summary>What the hold-out gives with <paramref name="sequences"/> calibration sequences, for the pass's first log line.</summary>
+    public string HoldoutLine(int sequences)
+    {
+        var split = HoldoutSplit.Of(sequences, Holdout, Seed);
+        return split.Active
+            ? $"holdout {Holdout.ToString("0.###", CultureInfo.InvariantCulture)}: {split.Describe()} (the early stop, the snapshot " +
+                "and RTN-or-learned are chosen by their error; batches from the others)"
+            : $"{split.Describe()} (every row trains and chooses the snapshot)";
+    }
 
     /// <summary>The reference scripts' learning rates when none is given: FlexRound 3e-3; LRQ 9e-4 weight-only, 5e-4 with
     /// quantized activations.</summary>
@@ -51,19 +69,15 @@ internal static class LearnedRoundingStep
         long tokens = ctx.CalibrationData.Sum(RowsOf), maxSeq = ctx.CalibrationData.Max(RowsOf);
         long cacheF32 = 4 * tokens * inputs.Values.Sum(k => (long)k);
         long cacheBytes = c.Fp8Cache ? cacheF32 / 4 + 4L * ctx.CalibrationData.Count * inputs.Count : cacheF32;
-        var settingsOf = (LinearLayer l, bool q) => new RoundingSettings
-        {
-            Method = c.Method, Iterations = c.Iterations, LearningRate = c.RateFor(q), Rank = c.Rank, BatchSamples = c.Batch,
-            Seed = c.Seed, Fp8Moments = c.Fp8Optimizer, Patience = c.Patience,
-        };
         long train = layers.Max(l => RoundingTrainer.EstimateBytes((int)l.OutFeatures, (int)l.InFeatures,
-            GroupsOf(ctx.Plan[l.Name], (int)l.InFeatures), settingsOf(l, false), maxSeq * c.Batch));
+            GroupsOf(ctx.Plan[l.Name], (int)l.InFeatures), c.Settings(false), maxSeq * c.Batch));
         long weights = layers.Sum(l => l.InFeatures * l.OutFeatures);
         ctx.Log.Add($"{tag}: memory estimate ≤ {Mib(cacheBytes + train)} MiB = input caches ≤ {Mib(cacheBytes)} MiB (a model run in " +
             $"segments holds one segment's at a time) " +
             $"({(c.Fp8Cache ? $"FP8 e4m3 per tensor; float32 would take {Mib(cacheF32)} MiB" : "float32")}, {inputs.Count} inputs × " +
             $"{tokens} tokens) + training ≤ {Mib(train)} MiB ({(c.Fp8Optimizer ? "FP8 Adam moments" : "float32 Adam moments")}); " +
-            $"{layers.Count} layers, {weights / 1e6:0.###} M weights, {c.Iterations} steps each, batch {c.Batch} sequences");
+            $"{layers.Count} layers, {weights / 1e6:0.###} M weights, {c.Iterations} steps each, batch {c.Batch} sequences; " +
+            c.HoldoutLine(ctx.CalibrationData.Count));
 
         // Each input's cache is learned from as soon as the calibration has seen all of its data (the end of its segment on a model run
         // in segments), then dropped; each layer's rounded weight goes into its plan at once (spilled on a large model). So one
@@ -89,7 +103,7 @@ internal static class LearnedRoundingStep
                     var nk = ReadNk(l);
                     var rtn = RtnOf(plan, nk, n, k);
                     var iq = InputQuantizerOf(plan);
-                    var s = settingsOf(l, iq is not null) with { Seed = seedOf[l.Name] };
+                    var s = c.Settings(iq is not null) with { Seed = seedOf[l.Name] };
                     var o2 = RoundingTrainer.Train(nk, rtn, cache, iq, s);
                     plan.QuantizedWeight = o2.Weight;
                     result[l.Name] = plan.QuantizedWeight!;
@@ -99,14 +113,11 @@ internal static class LearnedRoundingStep
                     learnedSum += o2.LearnedError;
                     maxState = Math.Max(maxState, o2.StateBytes);
                     if (o2.KeptRtn) kept++;
-                    string curve = string.Join(" → ", Sample(o2.Curve).Select(v => v.ToString("0.###e0", CultureInfo.InvariantCulture)));
-                    string what = o2.KeptRtn
-                        ? $"kept round-to-nearest (learned error {o2.LearnedError:0.###e0} not below RTN's {o2.RtnError:0.###e0})"
-                        : $"output error {o2.RtnError:0.###e0} (RTN) → {o2.LearnedError:0.###e0} ({o2.LearnedError / o2.RtnError:0.###}×)";
+                    string what = Describe("output", o2.RtnError, o2.LearnedError, o2.KeptRtn, o2.Curve, o2.Selection);
                     plan.Reasons.Add($"{tag}: {what}, {o2.Iterations} steps{(o2.StoppedEarly ? " (early stop)" : "")}" +
                         $"{(iq is null ? "" : ", inputs quantized as at run time")}");
                     ctx.Log.Add($"{tag}: {l.Name} [{n}×{k}] {what}; {o2.Iterations} steps{(o2.StoppedEarly ? " (early stop)" : "")} " +
-                        $"in {o2.Seconds:0.00} s; error by window {curve}; GEMM {o2.GemmGflops:0.0} GFLOP/s");
+                        $"in {o2.Seconds:0.00} s; {Curves(o2.Curve, o2.Selection)}; GEMM {o2.GemmGflops:0.0} GFLOP/s");
                     ctx.ReleaseLayerCopies();
                 }
                 lock (cache) cache.Clear();
@@ -123,7 +134,8 @@ internal static class LearnedRoundingStep
         Learn([.. inputs.Keys.Where(k => !learnedInputs.Contains(k))]);   // inputs the run never declared complete (none expected)
         double secs = clock.Elapsed.TotalSeconds;
         ctx.Log.Add($"{tag}: {layers.Count} layers in {secs:0.0} s ({secs / layers.Count:0.00} s per layer, " +
-            $"{secs / (weights / 1e6):0.0} s per 1 M weights); mean output error {rtnSum / layers.Count:0.###e0} (RTN) → " +
+            $"{secs / (weights / 1e6):0.0} s per 1 M weights); mean output error (on the rows that chose each layer's result) " +
+            $"{rtnSum / layers.Count:0.###e0} (RTN) → " +
             $"{learnedSum / layers.Count:0.###e0}; " +
             $"{kept} layers kept RTN; caches held ≤ {Mib(heldBytes)} MiB at once, Adam moments ≤ {Mib(maxState)} MiB; GEMM mean " +
             $"{gflops / Math.Max(gemmLayers, 1):0.0} GFLOP/s; process peak working set " +
@@ -162,6 +174,34 @@ internal static class LearnedRoundingStep
     private static int GroupsOf(LayerPlan p, int k) => p.GroupSize > 0 ? k / p.GroupSize : 1;
 
     private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.##", CultureInfo.InvariantCulture);
+
+    /// <summary>What a trainer kept and why, for the plan's reasons and the log: the rows whose error chose the result (held-out
+    /// sequences, or every cached row and why), that error at RTN and at the kept step, and the training rows' error at both.
+    /// <paramref name="error"/> names the error ("output", "block output").</summary>
+    internal static string Describe(string error, double rtnError, double learnedError, bool keptRtn, IReadOnlyList<double> curve,
+        Selection sel)
+    {
+        string rows = sel.Split.Active ? $"held-out {error} error ({sel.Split.Describe()})"
+            : $"{error} error over every cached row ({sel.Split.Describe()})";
+        string train = sel.Split.Active
+            ? $"; training rows {E(sel.TrainRtnError)} (RTN) → {E(sel.TrainLearnedError)} at step {sel.BestStep}" : "";
+        if (keptRtn)
+            return $"kept round-to-nearest: {rows} {E(rtnError)} (RTN), lowest learned {E(curve.DefaultIfEmpty(rtnError).Min())} " +
+                $"not below it{(sel.Split.Active ? $"; training rows' lowest {E(sel.TrainCurve.DefaultIfEmpty(sel.TrainRtnError).Min())}" +
+                $" against RTN's {E(sel.TrainRtnError)}" : "")}";
+        return $"{rows} {E(rtnError)} (RTN) → {E(learnedError)} ({learnedError / rtnError:0.###}×) at step {sel.BestStep}, the " +
+            $"snapshot kept{train}";
+    }
+
+    /// <summary>The error by window on the selection rows and, with a hold-out, on the training rows (five points each).</summary>
+    internal static string Curves(IReadOnlyList<double> curve, Selection sel)
+    {
+        static string Join(IReadOnlyList<double> c) => string.Join(" → ", Sample(c).Select(E));
+        return sel.Split.Active ? $"held-out error by window {Join(curve)}; training rows' {Join(sel.TrainCurve)}"
+            : $"error by window {Join(curve)}";
+    }
+
+    private static string E(double v) => v.ToString("0.###e0", CultureInfo.InvariantCulture);
 
     internal static IEnumerable<double> Sample(IReadOnlyList<double> curve)
     {

@@ -284,7 +284,7 @@ public class BlockReconstructionTests
         var s = new RoundingSettings
         {
             Method = method, Iterations = 150, LearningRate = method == RoundingMethod.Lrq ? 1e-2 : 5e-3, Seed = 5, Patience = 0,
-            Fp8Moments = fp8,
+            Fp8Moments = fp8, Holdout = 0,  // every sample trains and selects: the loop's fit is what is tested
         };
         var a = BlockTrainer.Train(block, w, rtn, samples, s);
         var b = BlockTrainer.Train(block, w, rtn, samples, s);
@@ -308,7 +308,10 @@ public class BlockReconstructionTests
         });
         var zero = BlockTrainer.Train(block, w, rtn, samples, new RoundingSettings { Iterations = 0 }, qs);
         for (int i = 0; i < 7; i++) Assert.Same(rtn[i], zero.Weights[i]);
-        var s = new RoundingSettings { Method = RoundingMethod.FlexRound, Iterations = 150, LearningRate = 5e-3, Seed = 5, Patience = 0 };
+        var s = new RoundingSettings
+        {
+            Method = RoundingMethod.FlexRound, Iterations = 150, LearningRate = 5e-3, Seed = 5, Patience = 0, Holdout = 0,
+        };
         var a = BlockTrainer.Train(block, w, rtn, samples, s, qs);
         var b = BlockTrainer.Train(block, w, rtn, samples, s, qs);
         var weightOnly = BlockTrainer.Train(block, w, rtn, samples, s);

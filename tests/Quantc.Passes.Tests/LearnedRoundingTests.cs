@@ -127,6 +127,49 @@ public sealed class LearnedRoundingTests(ITestOutputHelper log) : IDisposable
         Assert.Contains(result.Context.Log, l => l.Contains(done, StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("method: flexround, holdout: 0.6", "parameter 'holdout' = 0.6 must be in [0, 0.5]")]
+    [InlineData("method: lrq, holdout: -0.1", "parameter 'holdout' = -0.1 must be in [0, 0.5]")]
+    [InlineData("method: gptq, holdout: 0.25", "holdout applies to methods flexround and lrq (learned rounding), not gptq")]
+    [InlineData("method: rtn, holdout: 0", "holdout applies to methods flexround and lrq (learned rounding), not rtn")]
+    public void HoldoutIsValidated(string weights, string problem)
+    {
+        var e = Assert.ThrowsAny<Exception>(() => TestCompiler.Compiler.Instantiate(TestCompiler.RecipeOf(W4(weights))));
+        Assert.Contains(problem, e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("method: flexround, holdout: 0.5")]
+    [InlineData("method: lrq, holdout: 0")]
+    [InlineData("method: rtn")]
+    [InlineData("method: gptq")]
+    public void HoldoutAcceptsItsRangeAndIsDefaultForEveryMethod(string weights) =>
+        TestCompiler.Compiler.Instantiate(TestCompiler.RecipeOf(W4(weights)));
+
+    /// <summary>The log says which rows chose each layer's (or block's) result, and says so when the hold-out is off.</summary>
+    [Theory]
+    [InlineData("layer", 4, "", "holdout 0.125: 1 of 4 sequences held out", "held-out output error (1 of 4 sequences held out)")]
+    [InlineData("layer", 2, "", "; holdout off: 2 calibration sequences, fewer than 4 (every row",
+        "output error over every cached row (holdout off: 2 calibration sequences, fewer than 4)")]
+    [InlineData("layer", 4, ", holdout: 0", "; holdout 0 (every row trains", "output error over every cached row (holdout 0)")]
+    [InlineData("block", 4, ", holdout: 0.5", "holdout 0.5: 2 of 4 sequences held out",
+        "held-out block output error (2 of 4 sequences held out)")]
+    public void TheLogSaysWhichRowsChoseTheResult(string scope, int sequences, string holdout, string first, string each)
+    {
+        using var m = Load();
+        var r = TestCompiler.Compile(m, W4($"method: flexround, scope: {scope}, iterations: 10, patience: 0{holdout}"),
+            Calibration(m, n: sequences));
+        string tag = scope == "block" ? "weights (flexround, block)" : "weights (flexround)";
+        var lines = r.Context.Log.Where(l => l.StartsWith(tag, StringComparison.Ordinal)).ToList();
+        foreach (var l in lines.Take(2)) log.WriteLine(l);
+        Assert.Contains(first, lines[0], StringComparison.Ordinal);
+        var learned = lines.Where(l => l.Contains("steps in", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(learned);
+        Assert.All(learned, l => Assert.Contains(each, l, StringComparison.Ordinal));
+        Assert.All(learned, l => Assert.Contains(holdout == "" && sequences == 4 || scope == "block" ? "training rows" : "error by window",
+            l, StringComparison.Ordinal));
+    }
+
     [Fact]
     public void LearnedRoundingNeedsCalibrationData()
     {

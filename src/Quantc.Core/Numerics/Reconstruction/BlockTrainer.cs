@@ -8,25 +8,27 @@ public sealed record BlockSample(StoredMatrix Input, StoredMatrix Target);
 
 /// <summary>What learning one block's roundings gave.</summary>
 /// <param name="Weights">The seven quantized weights kept (learned, or round-to-nearest's when learning did not lower the error).</param>
-/// <param name="RtnError">‖y(Ŵ_RTN) − y_float‖² / ‖y_float − x‖² over every sample: the block's output error relative to what the
+/// <param name="RtnError">‖y(Ŵ_RTN) − y_float‖² / ‖y_float − x‖² over the selection samples (the held-out ones, see
+/// <see cref="RoundingSettings.Holdout"/>; every sample when none are held out): the block's output error relative to what the
 /// block adds to its input.</param>
-/// <param name="LearnedError">The same for the learned roundings.</param>
+/// <param name="LearnedError">The same for the kept roundings (the best snapshot on the selection samples).</param>
 /// <param name="KeptRtn">Whether round-to-nearest was kept.</param>
 /// <param name="Iterations">Adam steps run.</param>
 /// <param name="StoppedEarly">Whether the early stop ended training before the last step.</param>
 /// <param name="Seconds">Wall time of the block.</param>
 /// <param name="StateBytes">Bytes of the seven layers' Adam moments.</param>
-/// <param name="Curve">The relative error over every sample at the end of each window, in order.</param>
+/// <param name="Curve">The relative error over the selection samples at the end of each window, in order.</param>
 /// <param name="LinearGflops">Throughput of the block's linear work: forward and backward GEMM FLOPs over the training steps' time
 /// (error evaluations excluded; attention and element-wise work count as time, not FLOPs).</param>
+/// <param name="Selection">The hold-out split, the step kept and the errors over the training samples.</param>
 public sealed record BlockOutcome(QuantizedWeight[] Weights, double RtnError, double LearnedError, bool KeptRtn, int Iterations,
-    bool StoppedEarly, double Seconds, long StateBytes, IReadOnlyList<double> Curve, double LinearGflops);
+    bool StoppedEarly, double Seconds, long StateBytes, IReadOnlyList<double> Curve, double LinearGflops, Selection Selection);
 
 /// <summary>
 /// Block-wise reconstruction (FlexRound / LRQ's setting): the seven linears of a <see cref="LlamaBlock"/> learn their roundings
 /// together by Adam on mean((y(x̃; Ŵ) − y_float)²), x̃ the block's input from the quantized previous blocks, y_float the float
 /// model's output; ∂L/∂Ŵ through the whole block by the hand-written backward, then each <see cref="RoundingLayer.Backward"/>.
-/// Early stop and best snapshot as <see cref="RoundingTrainer"/>. Deterministic for a seed.
+/// Early stop, best snapshot and hold-out as <see cref="RoundingTrainer"/>. Deterministic for a seed.
 /// </summary>
 public static class BlockTrainer
 {
@@ -85,16 +87,20 @@ public static class BlockTrainer
             b.Target.Read(0, t, buf.T);
             return buf;
         }
-        double energy = 0;
-        foreach (var b in samples)
+        double Energy(IEnumerable<BlockSample> set)
         {
-            var (x, tg, _) = Load(b);
-            for (int i = 0; i < x.Length; i++) energy += (double)(tg[i] - x[i]) * (tg[i] - x[i]);
+            double energy = 0;
+            foreach (var b in set)
+            {
+                var (x, tg, _) = Load(b);
+                for (int i = 0; i < x.Length; i++) energy += (double)(tg[i] - x[i]) * (tg[i] - x[i]);
+            }
+            return energy;
         }
-        double FullError()
+        double FullError(IEnumerable<BlockSample> set, double energy)
         {
             double err = 0;
-            foreach (var b in samples)
+            foreach (var b in set)
             {
                 var (x, tg, y) = Load(b);
                 block.Forward(x, b.Input.Rows, what, y, 0, quantizers);
@@ -102,20 +108,29 @@ public static class BlockTrainer
             }
             return err / Math.Max(energy, 1e-30);
         }
-        double rtnErr = FullError(), best = rtnErr;
+        // Training and selection samples: with nothing held out both are every sample, measured once.
+        var split = s.SplitOf(samples.Count);
+        var train = split.Train.Select(i => samples[i]).ToArray();
+        var held = split.Active ? split.HeldOut.Select(i => samples[i]).ToArray() : null;
+        double trainEnergy = Energy(train), heldEnergy = held is null ? 0 : Energy(held);
+        (double Select, double Train) Errors()
+        {
+            double t = FullError(train, trainEnergy);
+            return (held is null ? t : FullError(held, heldEnergy), t);
+        }
+        var (rtnErr, trainRtnErr) = Errors();
+        var tracker = new WindowTracker(s, split, rtnErr, trainRtnErr);
         // The best point's weights (integers and scales: a byte per weight, not θ's four for FlexRound), taken when it is reached;
         // restoring its θ and running Forward would give the same.
         QuantizedWeight[]? bestWeights = null;
-        var curve = new List<double>();
-        int window = Math.Max(25, s.Iterations / 40), strikes = 0, done = 0;
-        bool stopped = false;
+        int done = 0;
         var rng = new Random(s.Seed);
-        var order = Enumerable.Range(0, samples.Count).ToArray();
+        var order = (int[])split.Train.Clone();
         int cursor = order.Length;
         var dy = new Dictionary<(int Slot, int T), float[]>();
         long linearMacs = sizes.Sum(z => (long)z.N * z.K), flops = 0;
         long loopStart = Stopwatch.GetTimestamp();
-        int batch = Math.Min(s.BatchSamples, samples.Count);
+        int batch = Math.Min(s.BatchSamples, order.Length);
         var picked = new BlockSample[batch];
         var tapes = new BlockTape[batch];
         var dys = new float[batch][];
@@ -151,26 +166,23 @@ public static class BlockTrainer
                 layers[i].Forward();
             }
             done = it + 1;
-            if (done % window == 0 || done == s.Iterations)
+            if (tracker.EndsWindow(done))
             {
                 long evalStart = Stopwatch.GetTimestamp();
-                double err = FullError();
+                var (err, trainErr) = Errors();
                 loopStart += Stopwatch.GetTimestamp() - evalStart;
-                curve.Add(err);
-                if (err < best * (1 - s.MinImprovement)) strikes = 0;
-                else if (s.Patience > 0 && ++strikes >= s.Patience && done < s.Iterations) stopped = true;
-                if (err < best)
+                if (tracker.Record(done, err, trainErr))
                 {
-                    best = err;
                     bestWeights = null;     // the previous snapshot can go before the next is made
                     bestWeights = layers.Select((l, i) => l.Result(rtn[i])).ToArray();
                 }
-                if (stopped) break;
+                if (tracker.Stopped) break;
             }
         }
         double loopSeconds = (Stopwatch.GetTimestamp() - loopStart) / (double)Stopwatch.Frequency;
         var result = bestWeights ?? rtn.ToArray();
-        return new BlockOutcome(result, rtnErr, best, bestWeights is null && done > 0, done, stopped, clock.Elapsed.TotalSeconds,
-            adams.Sum(a => a.StateBytes), curve, loopSeconds > 0 ? flops / loopSeconds / 1e9 : 0);
+        return new BlockOutcome(result, rtnErr, tracker.Best, bestWeights is null && done > 0, done, tracker.Stopped,
+            clock.Elapsed.TotalSeconds, adams.Sum(a => a.StateBytes), tracker.Curve, loopSeconds > 0 ? flops / loopSeconds / 1e9 : 0,
+            tracker.Selection());
     }
 }

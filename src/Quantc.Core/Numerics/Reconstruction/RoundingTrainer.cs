@@ -52,11 +52,24 @@ public sealed record RoundingSettings
     public bool ExpandMoments { get; init; } = true;
     public int MomentGroup { get; init; } = 128;
 
-    /// <summary>Early stop: the error over every cached row is measured after each window of max(25, iterations / 40) steps and
-    /// the best parameters kept; training stops after <see cref="Patience"/> windows without a relative improvement of
-    /// <see cref="MinImprovement"/> on the best (0 patience: never).</summary>
+    /// <summary>Early stop: the error on the selection rows (the held-out sequences, see <see cref="Holdout"/>; every cached row
+    /// when none are held out) is measured after each window of max(25, iterations / 40) steps and the best parameters kept;
+    /// training stops after <see cref="Patience"/> windows without a relative improvement of <see cref="MinImprovement"/> on the
+    /// best (0 patience: never).</summary>
     public int Patience { get; init; } = 8;
     public double MinImprovement { get; init; } = 1e-3;
+
+    /// <summary>Share of the calibration sequences held out from training (<see cref="HoldoutSplit.Of"/>: chosen with
+    /// <see cref="Seed"/>, at least one, none with fewer than <see cref="HoldoutSplit.MinSequences"/>): batches are drawn from the
+    /// others, and the early stop, the best snapshot and the choice between the learned rounding and round-to-nearest measure the
+    /// error on the held-out rows. 0: every row trains and selects.</summary>
+    public double Holdout { get; init; } = DefaultHoldout;
+
+    /// <summary>The default <see cref="Holdout"/>.</summary>
+    public const double DefaultHoldout = 0.125;
+
+    /// <summary>The split of <paramref name="sequences"/> calibration sequences for <see cref="Holdout"/> and <see cref="Seed"/>.</summary>
+    public HoldoutSplit SplitOf(int sequences) => HoldoutSplit.Of(sequences, Holdout, Seed);
 
     /// <summary>The rank LRQ uses for an N×K layer.</summary>
     public int RankFor(int n, int k) => Rank > 0 ? Math.Min(Rank, Math.Min(n, k)) : Math.Max(1, Math.Min(n, k) / 4);
@@ -65,17 +78,19 @@ public sealed record RoundingSettings
 /// <summary>What learning one layer's rounding gave.</summary>
 /// <param name="Weight">The quantized weight kept (the learned one, or round-to-nearest's when learning did not lower the
 /// error).</param>
-/// <param name="RtnError">Relative output error ‖X̃Ŵᵀ − XWᵀ‖² / ‖XWᵀ‖² of round-to-nearest over every cached row.</param>
-/// <param name="LearnedError">The same for the learned rounding.</param>
+/// <param name="RtnError">Relative output error ‖X̃Ŵᵀ − XWᵀ‖² / ‖XWᵀ‖² of round-to-nearest over the selection rows: the held-out
+/// sequences (<see cref="RoundingSettings.Holdout"/>), or every cached row when none are held out.</param>
+/// <param name="LearnedError">The same for the kept parameters (the best snapshot on the selection rows).</param>
 /// <param name="KeptRtn">Whether round-to-nearest was kept.</param>
 /// <param name="Iterations">Adam steps run.</param>
 /// <param name="StoppedEarly">Whether the early stop ended training before the last step.</param>
 /// <param name="Seconds">Wall time of the layer.</param>
 /// <param name="StateBytes">Bytes of Adam's moments.</param>
-/// <param name="Curve">The relative error over every cached row at the end of each window, in order.</param>
+/// <param name="Curve">The relative error over the selection rows at the end of each window, in order.</param>
 /// <param name="GemmGflops">Matrix-product throughput inside the loop (GFLOP/s).</param>
+/// <param name="Selection">The hold-out split, the step kept and the errors over the training rows.</param>
 public sealed record RoundingOutcome(QuantizedWeight Weight, double RtnError, double LearnedError, bool KeptRtn, int Iterations,
-    bool StoppedEarly, double Seconds, long StateBytes, IReadOnlyList<double> Curve, double GemmGflops);
+    bool StoppedEarly, double Seconds, long StateBytes, IReadOnlyList<double> Curve, double GemmGflops, Selection Selection);
 
 /// <summary>
 /// Layer-wise reconstruction: learns a <see cref="RoundingLayer"/> by Adam on mini-batches of cached inputs X (each a
@@ -110,22 +125,30 @@ public static class RoundingTrainer
         var grad = new float[layer.ParameterCount];
         var rng = new Random(s.Seed);
         var gemm = new GemmMeter();
-        int window = Math.Max(25, s.Iterations / 40), strikes = 0, done = 0;
+        int done = 0;
         var rtnW = rtn.Dequantize();
-        double rtnErr = FullError(inputs, inputQuantizer, wArr, rtnW, rtn.N, rtn.K, gemm);
-        // The parameters with the lowest error over every cached row, checked at the end of each window (the straight-through
-        // gradient is biased and can drift once the easy roundings are fixed; the snapshot keeps the best point seen).
-        double best = rtnErr;
+        var split = s.SplitOf(inputs.Count);
+        // Training rows and selection rows: with nothing held out both are every cached row, measured once.
+        IReadOnlyList<StoredMatrix> train = split.Active ? [.. split.Train.Select(i => inputs[i])] : inputs;
+        IReadOnlyList<StoredMatrix>? held = split.Active ? [.. split.HeldOut.Select(i => inputs[i])] : null;
+        (double Select, double Train) Errors(float[] what)
+        {
+            double t = FullError(train, inputQuantizer, wArr, what, rtn.N, rtn.K, gemm);
+            return (held is null ? t : FullError(held, inputQuantizer, wArr, what, rtn.N, rtn.K, gemm), t);
+        }
+        var (rtnErr, trainRtnErr) = Errors(rtnW);
+        // The parameters with the lowest error on the selection rows, checked at the end of each window (the straight-through
+        // gradient is biased and can drift once the easy roundings are fixed, and a few rows can be overfitted; the snapshot keeps
+        // the best point seen).
+        var tracker = new WindowTracker(s, split, rtnErr, trainRtnErr);
         float[]? bestTheta = null;
-        var curve = new List<double>();
-        bool stopped = false;
-        var order = Enumerable.Range(0, inputs.Count).ToArray();
+        var order = (int[])split.Train.Clone();
         int cursor = order.Length;
         for (int it = 0; it < s.Iterations; it++)
         {
-            // Sequences without replacement within an epoch, reshuffled (seeded) at each epoch's start.
+            // Training sequences without replacement within an epoch, reshuffled (seeded) at each epoch's start.
             var batch = new List<StoredMatrix>();
-            for (int b = 0; b < Math.Min(s.BatchSamples, inputs.Count); b++)
+            for (int b = 0; b < Math.Min(s.BatchSamples, order.Length); b++)
             {
                 if (cursor == order.Length) { rng.Shuffle(order); cursor = 0; }
                 batch.Add(inputs[order[cursor++]]);
@@ -137,15 +160,12 @@ public static class RoundingTrainer
             layer.Backward(gw, grad);
             adam.Step(layer.Theta, grad);
             done = it + 1;
-            if (done % window == 0 || done == s.Iterations)
+            if (tracker.EndsWindow(done))
             {
                 layer.Forward();
-                double err = FullError(inputs, inputQuantizer, wArr, layer.Weights, rtn.N, rtn.K, gemm);
-                curve.Add(err);
-                if (err < best * (1 - s.MinImprovement)) strikes = 0;
-                else if (s.Patience > 0 && ++strikes >= s.Patience && done < s.Iterations) stopped = true;
-                if (err < best) { best = err; bestTheta = (float[])layer.Theta.Clone(); }
-                if (stopped) break;
+                var (err, trainErr) = Errors(layer.Weights);
+                if (tracker.Record(done, err, trainErr)) bestTheta = (float[])layer.Theta.Clone();
+                if (tracker.Stopped) break;
             }
         }
         bool keep = bestTheta is null;
@@ -155,9 +175,8 @@ public static class RoundingTrainer
             layer.Forward();
         }
         var result = keep ? rtn : layer.Result(rtn);
-        double learned = best;
-        return new RoundingOutcome(result, rtnErr, learned, keep && done > 0, done, stopped, clock.Elapsed.TotalSeconds,
-            adam.StateBytes, curve, gemm.Gflops);
+        return new RoundingOutcome(result, rtnErr, tracker.Best, keep && done > 0, done, tracker.Stopped, clock.Elapsed.TotalSeconds,
+            adam.StateBytes, tracker.Curve, gemm.Gflops, tracker.Selection());
     }
 
     /// <summary>Mean squared output error of one batch and (when <paramref name="gw"/> is given) its gradient with respect to Ŵ.</summary>
