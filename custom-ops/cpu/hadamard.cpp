@@ -211,7 +211,8 @@ void hadamard_transform_rows(const float* x, float* y, int64_t rows, int64_t n, 
     float* yr = y + r * n;
     if (yr != xr) std::copy(xr, xr + n, yr);
     if (vector_rows) {
-      detail::hadamard_row_avx2(yr, p2, m, sign.data(), tmp.data(), scale, normalize);
+      if (isa == Isa::Avx512Vnni) detail::hadamard_row_avx512(yr, p2, m, sign.data(), tmp.data(), scale, normalize);
+      else detail::hadamard_row_avx2(yr, p2, m, sign.data(), tmp.data(), scale, normalize);
       continue;
     }
     // View the row as [m, 2^k]: transform each of the m sub-vectors, then mix them with H_m.

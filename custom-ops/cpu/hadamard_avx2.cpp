@@ -1,5 +1,9 @@
-// AVX2 fast Walsh-Hadamard transform and H_m mix (see hadamard_avx2.h): bit-identical to the scalar path.
+// AVX2 fast Walsh-Hadamard transform and H_m mix, and the mix on AVX-512 (see hadamard_avx2.h): bit-identical to the scalar path.
 #include "hadamard_avx2.h"
+
+// GCC 12's AVX-512 headers trip -Wuninitialized on their own temporaries (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <immintrin.h>
 
@@ -64,7 +68,54 @@ __attribute__((target("avx2"))) void mix_avx2(const float* y, int64_t p2, int m,
   for (; a < m; ++a) mix_rows_avx2<V, 1>(y, p2, m, a, sign, tmp, sc, normalize);
 }
 
+// The H_m mix on AVX-512: 16 floats per vector and one fused multiply-add by ±1.0 per term instead of a sign flip and an add —
+// fma(x, ±1, acc) rounds acc ± x once, exactly as the add does, so the bits are the scalar path's (every sum over c in order).
+// A = 4 output rows per pass over the inputs.
+template <int V, int A>
+__attribute__((target("avx512f"))) void mix_rows_avx512(const float* y, int64_t p2, int m, int a0, const uint32_t* sign, float* tmp,
+                                                       __m512 sc, bool normalize) {
+  for (int64_t b0 = 0; b0 < p2; b0 += 16 * V) {
+    __m512 acc[A][V];
+    for (int r = 0; r < A; ++r)
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int c = 0; c < m; ++c) {
+      const float* src = y + c * p2 + b0;
+      __m512 x[V];
+      for (int v = 0; v < V; ++v) x[v] = _mm512_loadu_ps(src + 16 * v);
+      for (int r = 0; r < A; ++r) {
+        // ±1.0f: the bits of 1.0f with the sign bit of H_m's entry.
+        const __m512 pm = _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(0x3F800000u | sign[(a0 + r) * m + c])));
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(x[v], pm, acc[r][v]);
+      }
+    }
+    for (int r = 0; r < A; ++r)
+      for (int v = 0; v < V; ++v)
+        _mm512_storeu_ps(tmp + (a0 + r) * p2 + b0 + 16 * v, normalize ? _mm512_mul_ps(acc[r][v], sc) : acc[r][v]);
+  }
+}
+
+template <int V>
+__attribute__((target("avx512f"))) void mix_avx512(const float* y, int64_t p2, int m, const uint32_t* sign, float* tmp, float scale,
+                                                  bool normalize) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  int a = 0;
+  for (; a + 4 <= m; a += 4) mix_rows_avx512<V, 4>(y, p2, m, a, sign, tmp, sc, normalize);
+  for (; a < m; ++a) mix_rows_avx512<V, 1>(y, p2, m, a, sign, tmp, sc, normalize);
+}
+
 }  // namespace
+
+__attribute__((target("avx2,avx512f"))) void hadamard_row_avx512(float* y, int64_t p2, int m, const uint32_t* sign, float* tmp,
+                                                                float scale, bool normalize) {
+  if (m <= 1 || p2 % 16 != 0) {
+    hadamard_row_avx2(y, p2, m, sign, tmp, scale, normalize);
+    return;
+  }
+  for (int a = 0; a < m; ++a) fwht_avx2(y + a * p2, p2);
+  if (p2 % 32 == 0) mix_avx512<2>(y, p2, m, sign, tmp, scale, normalize);
+  else mix_avx512<1>(y, p2, m, sign, tmp, scale, normalize);
+  std::copy(tmp, tmp + m * p2, y);
+}
 
 __attribute__((target("avx2"))) void hadamard_row_avx2(float* y, int64_t p2, int m, const uint32_t* sign, float* tmp, float scale,
                                                        bool normalize) {

@@ -12,4 +12,8 @@ namespace quantc::detail {
 // as the same value), so the results are bit for bit the scalar path's.
 void hadamard_row_avx2(float* y, int64_t p2, int m, const uint32_t* sign, float* tmp, float scale, bool normalize);
 
+// The same row with the H_m mix on AVX-512 (16 floats per vector, fused multiply-adds by ±1): bit-identical to it; needs
+// avx512f; sizes it does not cover (m = 1, or 2^k below 16) go to hadamard_row_avx2.
+void hadamard_row_avx512(float* y, int64_t p2, int m, const uint32_t* sign, float* tmp, float scale, bool normalize);
+
 }  // namespace quantc::detail

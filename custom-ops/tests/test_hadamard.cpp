@@ -86,6 +86,11 @@ TEST(Hadamard, VectorAndParallelPathsEqualTheScalarPathBitForBit) {
       quantc::hadamard_transform_rows(x.data(), scalar.data(), rows, n, normalize, quantc::Isa::Reference);
       quantc::hadamard_transform_rows(x.data(), vec.data(), rows, n, normalize, quantc::Isa::Avx2);
       ASSERT_EQ(vec, scalar) << "n=" << n << " normalize=" << normalize;
+      if (quantc::best_isa() == quantc::Isa::Avx512Vnni) {  // the AVX-512 mix (fused multiply-adds by ±1)
+        std::vector<float> wide(rows * n);
+        quantc::hadamard_transform_rows(x.data(), wide.data(), rows, n, normalize, quantc::Isa::Avx512Vnni);
+        ASSERT_EQ(wide, scalar) << "avx512: n=" << n << " normalize=" << normalize;
+      }
       std::vector<float> inplace = x;
       quantc::hadamard_transform(inplace.data(), inplace.data(), rows, n, normalize);
       ASSERT_EQ(inplace, scalar) << "parallel, in place: n=" << n << " normalize=" << normalize;
