@@ -1,10 +1,6 @@
 // AVX2 fast Walsh-Hadamard transform and H_m mix, and the mix on AVX-512 (see hadamard_avx2.h): bit-identical to the scalar path.
 #include "hadamard_avx2.h"
 
-// GCC 12's AVX-512 headers trip -Wuninitialized on their own temporaries (GCC bug 105593).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include <immintrin.h>
 
 #include <algorithm>
