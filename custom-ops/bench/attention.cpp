@@ -1,7 +1,7 @@
 // ai.quantc.CausalAttention's kernel (quantc::causal_attention) on the small llama's shapes: prefill of S tokens (empty
 // cache) and one decode step after S cached, every path this CPU runs, GFLOP/s of the causal work (Q·Kᵀ and P·V over the
 // lower triangle: 4 · heads · D · Σ_i (past + i + 1)), plain and with RoPE and the R3 Hadamard inside (lower_attention's fused
-// form; the same FLOP count, so the rate shows their cost). Not a test. Usage: quantc_attention_bench [S] [threads: 1 = one]
+// form; the same FLOP count, so the rate shows their cost), and prefill in the int8 mode (the same count: GOP/s). Not a test. Usage: quantc_attention_bench [S] [threads: 1 = one]
 // QUANTC_BENCH_CLOCK=cpu times process CPU seconds (all threads) instead of wall time.
 #include <cmath>
 #include <cstdio>
@@ -14,7 +14,7 @@
 
 namespace {
 
-void run(const char* what, int64_t S, int64_t P, int64_t H, int64_t KH, int64_t D, int repeats, bool fused) {
+void run(const char* what, int64_t S, int64_t P, int64_t H, int64_t KH, int64_t D, int repeats, bool fused, bool int8 = false) {
   std::mt19937 rng(1);
   std::normal_distribution<float> n(0.0f, 1.0f);
   auto fill = [&](int64_t count) { std::vector<float> v(static_cast<size_t>(count)); for (auto& e : v) e = n(rng); return v; };
@@ -38,13 +38,14 @@ void run(const char* what, int64_t S, int64_t P, int64_t H, int64_t KH, int64_t 
     a.rope_cos = cos.data(); a.rope_sin = sin.data(); a.rope_positions = T + 1; a.rotary_dim = D; a.position_ids = pos.data();
     a.qk_hadamard = true;
   }
+  a.int8 = int8;
   double flops = 0;
   for (int64_t i = 0; i < S; ++i) flops += 4.0 * static_cast<double>(H * D * (P + i + 1));
   for (auto isa : {quantc::Isa::Reference, quantc::Isa::Avx2, quantc::Isa::Avx512Vnni}) {
     if (static_cast<int>(isa) > static_cast<int>(quantc::best_isa())) continue;
     const int reps = isa == quantc::Isa::Reference ? 1 : repeats;
     const double t = quantc_bench::best_seconds(reps, [&] { quantc::causal_attention(a, isa); });
-    std::printf("%-8s%s S %4lld past %4lld  %-10s %9.3f ms  %6.1f GFLOP/s\n", what, fused ? " +RoPE+R3" : "         ", static_cast<long long>(S), static_cast<long long>(P),
+    std::printf("%-8s%s%s S %4lld past %4lld  %-10s %9.3f ms  %6.1f GFLOP/s\n", what, fused ? " +RoPE+R3" : "         ", int8 ? " int8" : "     ", static_cast<long long>(S), static_cast<long long>(P),
                 quantc::isa_name(isa), t * 1e3, flops / t * 1e-9);
   }
 }
@@ -59,5 +60,8 @@ int main(int argc, char** argv) {
     run("prefill", S, 0, 8, 2, 64, repeats, fused);
     run("decode", 1, S, 8, 2, 64, repeats * 20, fused);
   }
+  // The int8 mode (Q·Kᵀ and P·V in int8; a decode step reads the float cache, so only prefill changes).
+  run("prefill", S, 0, 8, 2, 64, repeats, false, true);
+  run("prefill", S, 0, 8, 2, 64, repeats, true, true);
   return 0;
 }

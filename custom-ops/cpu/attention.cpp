@@ -74,6 +74,48 @@ void prep_queries(void* p, int64_t begin, int64_t end) {
   if (a.qk_hadamard) hadamard_transform_rows(rows, rows, (end - begin) * a.q_heads, D, true, qp.isa);
 }
 
+// Symmetric int8 of one row of D floats: scale absmax / 127 into *scale, the values rint(x · 127 / absmax) into q.
+void quantize_row(const float* x, int64_t D, float* scale, int8_t* q) {
+  float amax = 0;
+  for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(x[d]));
+  *scale = amax / 127.0f;
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  // Round half to even by the 1.5 · 2^23 trick (exact for |t| ≤ 127; vectorises, unlike nearbyint's call).
+  constexpr float kRound = 12582912.0f;
+  for (int64_t d = 0; d < D; ++d) {
+    const float t = std::min(std::max(x[d] * inv, -127.0f), 127.0f);
+    q[d] = static_cast<int8_t>((t + kRound) - kRound);
+  }
+}
+
+// The int8 mode's keys and values of one (batch, KV head) from its present cache: scales, the VNNI byte layouts or the
+// float copies of the integer values (the buffers are zero past T).
+void quantize_head(const Driver& dr, int64_t item) {
+  const CausalAttentionArgs& a = *dr.job.a;
+  const AttentionJob& j = dr.job;
+  const int64_t D = a.head_size, T = j.total, Tp = j.padded;
+  const bool vnni = dr.isa == Isa::Avx512Vnni;
+  std::vector<int8_t> row(static_cast<size_t>(D));
+  float* kscale = const_cast<float*>(j.kscale) + item * Tp;
+  float* vscale = const_cast<float*>(j.vscale) + item * Tp;
+  for (int64_t t = 0; t < T; ++t) {
+    quantize_row(a.present_k + (item * T + t) * D, D, &kscale[t], row.data());
+    kscale[t] *= a.scale;
+    int32_t sum = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      sum += row[static_cast<size_t>(d)];
+      if (vnni) const_cast<int8_t*>(j.k8)[item * D * Tp + ((d / 4) * Tp + t) * 4 + d % 4] = row[static_cast<size_t>(d)];
+      else const_cast<float*>(j.kt)[item * D * Tp + d * Tp + t] = row[static_cast<size_t>(d)];
+    }
+    const_cast<int32_t*>(j.ksum)[item * Tp + t] = 128 * sum;
+    quantize_row(a.present_v + (item * T + t) * D, D, &vscale[t], row.data());
+    for (int64_t d = 0; d < D; ++d) {
+      if (vnni) const_cast<int8_t*>(j.v8)[item * Tp * D + ((t / 4) * D + d) * 4 + t % 4] = row[static_cast<size_t>(d)];
+      else const_cast<float*>(j.vq)[(item * Tp + t) * D + d] = row[static_cast<size_t>(d)];
+    }
+  }
+}
+
 // present = [past; new] for keys and values (the new keys transformed when asked), and the keys transposed to [D, Tp]
 // (zero past T).
 void fill_cache(void* p, int64_t begin, int64_t end) {
@@ -91,6 +133,10 @@ void fill_cache(void* p, int64_t begin, int64_t end) {
       for (int64_t i = 0; i < a.seq; ++i)
         std::memcpy(present + (P + i) * D, fresh + b * st.batch + h * st.head + i * st.seq, static_cast<size_t>(D) * sizeof(float));
       if (which == 0 && transforms(a)) transform_heads(a, present + P * D, a.seq, b, 0, 1, dr.isa);
+    }
+    if (dr.job.q8) {
+      quantize_head(dr, item);
+      continue;
     }
     if (!dr.job.kt) continue;
     float* kt = const_cast<float*>(dr.job.kt) + item * D * Tp;
@@ -133,6 +179,44 @@ void reference_row(const CausalAttentionArgs& a, int64_t T, int64_t b, int64_t h
   }
 }
 
+// The int8 mode's query row, plainly (the same quantities as the tiles, with std::exp): scores from the integer sums, one
+// max over the row, then per key block of kAttnKeys the u8 numerators against the block's largest p · s_v.
+void reference_row_q8(const AttentionJob& J, int64_t b, int64_t h, int64_t i, std::vector<float>& p) {
+  const CausalAttentionArgs& a = *J.a;
+  const int64_t D = a.head_size, Tp = J.padded, kvh = h / J.group, last = a.past + i, head = b * a.kv_heads + kvh;
+  const float* q = a.q + b * a.q_strides.batch + h * a.q_strides.head + i * a.q_strides.seq;
+  float* y = a.y + b * a.y_strides.batch + h * a.y_strides.head + i * a.y_strides.seq;
+  std::vector<int8_t> q8(static_cast<size_t>(D));
+  float qs = 0;
+  quantize_row(q, D, &qs, q8.data());
+  const float* kt = J.kt + head * D * Tp;
+  const float* vq = J.vq + head * Tp * D;
+  p.assign(static_cast<size_t>(last + 1), 0.0f);
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j <= last; ++j) {
+    if (a.key_mask && a.key_mask[b * J.total + j] == 0) { p[j] = -std::numeric_limits<float>::infinity(); continue; }
+    float dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += static_cast<float>(q8[static_cast<size_t>(d)]) * kt[d * Tp + j];
+    p[j] = dot * J.kscale[head * Tp + j] * qs;
+    mx = std::max(mx, p[j]);
+  }
+  if (mx == -std::numeric_limits<float>::infinity()) { empty_row(a, b, h, i); return; }
+  float sum = 0;
+  for (int64_t j = 0; j <= last; ++j) { p[j] = std::exp(p[j] - mx); sum += p[j]; }
+  std::vector<double> acc(static_cast<size_t>(D), 0.0);
+  for (int64_t j0 = 0; j0 <= last; j0 += kAttnKeys) {
+    const int64_t j1 = std::min(j0 + kAttnKeys, last + 1);
+    float pm = 0;
+    for (int64_t j = j0; j < j1; ++j) pm = std::max(pm, p[j] * J.vscale[head * Tp + j]);
+    if (pm == 0) continue;
+    for (int64_t j = j0; j < j1; ++j) {
+      const float u = std::nearbyint(std::min(p[j] * J.vscale[head * Tp + j] * (255.0f / pm), 255.0f));
+      for (int64_t d = 0; d < D; ++d) acc[d] += double(pm / 255.0f) * u * vq[j * D + d];
+    }
+  }
+  for (int64_t d = 0; d < D; ++d) y[d] = static_cast<float>(acc[d] / sum);
+}
+
 // Work item w → (batch, KV head, query block), the blocks of one head ordered short, long, short, long … (block w/2 from
 // the start, then from the end) so that parallel_for's contiguous chunks get similar amounts of the triangle.
 void run_items(void* p, int64_t begin, int64_t end) {
@@ -149,13 +233,19 @@ void run_items(void* p, int64_t begin, int64_t end) {
     const int64_t i0 = qb * j.block, n = std::min(j.block, a.seq - i0);
     if (dr.isa == Isa::Reference) {
       for (int64_t i = i0; i < i0 + n; ++i)
-        for (int64_t g = 0; g < j.group; ++g) reference_row(a, j.total, b, kvh * j.group + g, i, row);
+        for (int64_t g = 0; g < j.group; ++g) {
+          if (j.q8) reference_row_q8(j, b, kvh * j.group + g, i, row);
+          else reference_row(a, j.total, b, kvh * j.group + g, i, row);
+        }
       continue;
     }
     scratch.resize(static_cast<size_t>(detail::attention_scratch_floats(j.group * n, a.head_size)));
     empty.resize(static_cast<size_t>(j.group * n));
-    const int64_t ne = dr.isa == Isa::Avx512Vnni ? detail::attention_tile_avx512(j, b, kvh, i0, n, scratch.data(), empty.data())
-                                                 : detail::attention_tile_avx2(j, b, kvh, i0, n, scratch.data(), empty.data());
+    float* sc = scratch.data();
+    int64_t* em = empty.data();
+    const bool wide = dr.isa == Isa::Avx512Vnni;
+    const int64_t ne = j.q8 ? (wide ? detail::attention_tile_q8_vnni(j, b, kvh, i0, n, sc, em) : detail::attention_tile_q8_avx2(j, b, kvh, i0, n, sc, em))
+                            : (wide ? detail::attention_tile_avx512(j, b, kvh, i0, n, sc, em) : detail::attention_tile_avx2(j, b, kvh, i0, n, sc, em));
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t r = empty[static_cast<size_t>(e)];
       empty_row(a, b, kvh * j.group + r % j.group, i0 + r / j.group);
@@ -209,11 +299,27 @@ void causal_attention(const CausalAttentionArgs& args, Isa isa) {
   if (isa == Isa::Avx2 && a.head_size % 8 != 0) isa = Isa::Reference;
   dr.isa = isa;
   const int64_t D = a.head_size, T = dr.job.total, Tp = dr.job.padded, heads = a.batch * a.kv_heads;
-  thread_local std::vector<float> kt, kbias;
+  thread_local std::vector<float> kt, kbias, kscale, vscale, vq;
+  thread_local std::vector<int8_t> k8, v8;
+  thread_local std::vector<int32_t> ksum;
   // Decode-sized calls (one query position, a tile of G rows) read the keys as stored; longer ones transpose them once.
   const bool transpose = a.seq > 1;
+  dr.job.q8 = a.int8 && a.seq > 1;
+  if (dr.job.q8) {
+    // The int8 mode's buffers, zero past T (filled by quantize_head from the present cache).
+    const size_t rows = static_cast<size_t>(heads * Tp), cells = static_cast<size_t>(heads * Tp * D);
+    kscale.assign(rows, 0.0f); vscale.assign(rows, 0.0f); ksum.assign(rows, 0);
+    dr.job.kscale = kscale.data(); dr.job.vscale = vscale.data(); dr.job.ksum = ksum.data();
+    if (isa == Isa::Avx512Vnni) {
+      k8.assign(cells, 0); v8.assign(cells, 0);
+      dr.job.k8 = k8.data(); dr.job.v8 = v8.data();
+    } else {
+      kt.assign(cells, 0.0f); vq.assign(cells, 0.0f);
+      dr.job.kt = kt.data(); dr.job.vq = vq.data();
+    }
+  }
   if (isa != Isa::Reference) {
-    if (transpose) {
+    if (transpose && !dr.job.q8) {
       kt.resize(static_cast<size_t>(heads * D * Tp));
       dr.job.kt = kt.data();
     }

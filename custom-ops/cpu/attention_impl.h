@@ -18,12 +18,20 @@ struct AttentionJob {
   int64_t block = 0;          // query positions per work item
   const float* kt = nullptr;  // [B, kv_heads, D, Tp]: the present keys transposed, zero past T; null: read them as stored
   const float* kbias = nullptr;  // [B, Tp]: 0 for an attended key, -inf for a padding one (and past T); null when no mask
+  // The int8 mode (CausalAttentionArgs::int8 in a call with seq > 1), per (batch, KV head) = "head" below:
+  bool q8 = false;
+  const float* kscale = nullptr;  // [heads, Tp]: s_k,j · scale (0 past T)
+  const float* vscale = nullptr;  // [heads, Tp]: s_v,j (0 past T)
+  const int32_t* ksum = nullptr;  // [heads, Tp]: 128 · Σ_d k8 (VNNI: the queries enter vpdpbusd as u8 = q8 + 128)
+  const int8_t* k8 = nullptr;     // VNNI: [heads, D/4, Tp, 4] — four dims of a key per dword, a key per dword lane
+  const int8_t* v8 = nullptr;     // VNNI: [heads, Tp/4, D, 4] — four keys of a dim per dword, a dim per dword lane
+  const float* vq = nullptr;      // AVX2 / reference: [heads, Tp, D] the int8 values as floats (kt then holds k8 as floats)
 };
 
 // Floats of scratch one tile needs for `rows` query rows (rounded up to 4) of head size d.
 inline int64_t attention_scratch_floats(int64_t rows, int64_t d) {
   const int64_t rp = (rows + 3) / 4 * 4;
-  return rp * (2 * d + kAttnKeys + 4);
+  return rp * (2 * d + kAttnKeys + 4) + rp * (d + kAttnKeys) / 4 + 2 * rp;  // + the int8 mode's u8 Q and P, q scale, beta
 }
 
 // One work item: query positions [i0, i0 + n) of every query head of KV head `kvh` in batch row b, written to y.
@@ -31,5 +39,8 @@ inline int64_t attention_scratch_floats(int64_t rows, int64_t d) {
 // that saw no key at all: their count, their indices in `empty` (the driver writes zeros there).
 int64_t attention_tile_avx2(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
 int64_t attention_tile_avx512(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
+// The int8 mode's tiles (j.q8): AVX2 in float on the integer values (kt, vq), AVX-512 VNNI with vpdpbusd (k8, v8).
+int64_t attention_tile_q8_avx2(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
+int64_t attention_tile_q8_vnni(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
 
 }  // namespace quantc::detail

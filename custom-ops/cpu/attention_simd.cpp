@@ -1,4 +1,5 @@
-// The AVX2 (+FMA) and AVX-512F instantiations of the causal-attention tile (cpu/attention_simd.inc).
+// The AVX2 (+FMA) and AVX-512 instantiations of the causal-attention tiles (cpu/attention_simd.inc): the float tile, and the
+// int8 mode's tile (AVX-512 with VNNI's vpdpbusd; AVX2 summing the same integers in float).
 // GCC 12's AVX-512 headers trip -Wuninitialized on their own temporaries (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -10,18 +11,22 @@ namespace quantc::detail {
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#define QUANTC_ATTN_VNNI 0
 namespace attn_avx2 { namespace {
 #include "simd_v_avx2.inc"
 #include "attention_simd.inc"
 } }  // namespace attn_avx2
+#undef QUANTC_ATTN_VNNI
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx512f")
+#pragma GCC target("avx512f,avx512bw,avx512vnni")
+#define QUANTC_ATTN_VNNI 1
 namespace attn_avx512 { namespace {
 #include "simd_v_avx512.inc"
 #include "attention_simd.inc"
 } }  // namespace attn_avx512
+#undef QUANTC_ATTN_VNNI
 #pragma GCC pop_options
 
 // Plain entry points (the tiles carry their ISA's target attribute and are never inlined into these).
@@ -30,6 +35,13 @@ int64_t attention_tile_avx2(const AttentionJob& j, int64_t b, int64_t kvh, int64
 }
 int64_t attention_tile_avx512(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty) {
   return attn_avx512::tile(j, b, kvh, i0, n, scratch, empty);
+}
+
+int64_t attention_tile_q8_avx2(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty) {
+  return attn_avx2::tile_q8(j, b, kvh, i0, n, scratch, empty);
+}
+int64_t attention_tile_q8_vnni(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty) {
+  return attn_avx512::tile_q8(j, b, kvh, i0, n, scratch, empty);
 }
 
 }  // namespace quantc::detail

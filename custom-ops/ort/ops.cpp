@@ -483,7 +483,8 @@ struct CausalAttentionOp {
   CausalAttentionOp(const OrtApi* api, const OrtKernelInfo* info)
       : q_heads_(attr_int(api, info, "q_num_heads", 0)), kv_heads_(attr_int(api, info, "kv_num_heads", 0)),
         packed_(attr_int(api, info, "packed_qkv", 0) != 0), interleaved_(attr_int(api, info, "rotary_interleaved", 0) != 0),
-        rotary_dim_(attr_int(api, info, "rotary_embedding_dim", 0)), hadamard_(attr_int(api, info, "qk_hadamard", 0) != 0) {
+        rotary_dim_(attr_int(api, info, "rotary_embedding_dim", 0)), hadamard_(attr_int(api, info, "qk_hadamard", 0) != 0),
+        int8_(attr_int(api, info, "int8", 0) != 0) {
     float s = 0;
     OrtStatus* st = api->KernelInfoGetAttribute_float(info, "scale", &s);
     if (st) api->ReleaseStatus(st);
@@ -580,6 +581,7 @@ struct CausalAttentionOp {
       fail(op, "sin_cache and position_ids go with cos_cache");
     }
     a.qk_hadamard = hadamard_;
+    a.int8 = int8_;
     if (hadamard_) {
       int64_t p2;
       int m;
@@ -602,7 +604,7 @@ struct CausalAttentionOp {
   int64_t q_heads_, kv_heads_;
   bool packed_, interleaved_;
   int64_t rotary_dim_;
-  bool hadamard_;
+  bool hadamard_, int8_;
   float scale_ = 0;
 };
 

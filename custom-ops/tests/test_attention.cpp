@@ -312,4 +312,118 @@ TEST(CausalAttention, BadTransformArgumentsThrow) {
   EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument) << "no Hadamard of order 22";
 }
 
+// The int8 mode (CausalAttentionArgs::int8): y and the present cache of one call.
+struct Outcome {
+  std::vector<float> y, pk, pv;
+};
+
+Outcome run_int8(const Problem& pr, quantc::Isa isa, bool int8) {
+  const int64_t T = pr.P + pr.S;
+  Outcome out{std::vector<float>(pr.q.size(), std::nanf("")), std::vector<float>(static_cast<size_t>(pr.B * pr.Hkv * T * pr.D)), {}};
+  out.pv.resize(out.pk.size());
+  quantc::CausalAttentionArgs a;
+  a.batch = pr.B; a.q_heads = pr.Hq; a.kv_heads = pr.Hkv; a.seq = pr.S; a.past = pr.P; a.head_size = pr.D;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(pr.D));
+  a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
+  a.k = pr.k.data(); a.k_strides = pr.strides(pr.Hkv);
+  a.v = pr.v.data(); a.v_strides = pr.strides(pr.Hkv);
+  a.past_k = pr.P ? pr.pk.data() : nullptr; a.past_v = pr.P ? pr.pv.data() : nullptr;
+  a.key_mask = pr.padded ? pr.mask.data() : nullptr;
+  a.present_k = out.pk.data(); a.present_v = out.pv.data();
+  a.y = out.y.data(); a.y_strides = pr.strides(pr.Hq);
+  a.int8 = int8;
+  quantc::causal_attention(a, isa);
+  return out;
+}
+
+// Signal-to-noise of y against the double oracle, dB (the oracle's layout is [B, Hq, S, D]).
+double sqnr_db(const Problem& pr, const std::vector<float>& y, const std::vector<double>& want) {
+  double sig = 0, err = 0;
+  for (int64_t b = 0; b < pr.B; ++b)
+    for (int64_t h = 0; h < pr.Hq; ++h)
+      for (int64_t i = 0; i < pr.S; ++i)
+        for (int64_t d = 0; d < pr.D; ++d) {
+          const double w = want[static_cast<size_t>(((b * pr.Hq + h) * pr.S + i) * pr.D + d)], got = pr.at(y, pr.Hq, b, h, i, d);
+          sig += w * w;
+          err += (got - w) * (got - w);
+        }
+  return 10.0 * std::log10(sig / std::max(err, 1e-300));
+}
+
+// Every path computes the same integers; they differ only where a float exp or sum rounds a numerator to the other u8 step
+// (the reference uses std::exp, the tiles a polynomial) — rare, and one step of 1/255 of a block's largest numerator.
+TEST(CausalAttentionInt8, ClosesOnTheOracleAndEveryPathAgreesWithTheReference) {
+  unsigned seed = 500;
+  for (int64_t group : {1, 4})
+    for (int64_t d : {64, 80, 128})
+      for (auto [s, p, padded] : {std::tuple<int64_t, int64_t, bool>{70, 0, false}, {33, 67, false}, {130, 0, true}, {9, 120, true}}) {
+        ++seed;
+        Problem pr(seed, 2, 2 * group, 2, s, p, d, seed % 2 == 0, padded);
+        const auto want = oracle(pr, 1.0f / std::sqrt(static_cast<float>(d)));
+        const Outcome ref = run_int8(pr, quantc::Isa::Reference, true), flt = run_int8(pr, quantc::Isa::Reference, false);
+        const double db = sqnr_db(pr, ref.y, want);
+        SCOPED_TRACE("G " + std::to_string(group) + " D " + std::to_string(d) + " S " + std::to_string(s) + " P " + std::to_string(p));
+        EXPECT_GE(db, 30.0) << "int8 attention against the double oracle";
+        EXPECT_LE(db, 60.0) << "the int8 mode must actually quantize";
+        EXPECT_GE(sqnr_db(pr, flt.y, want), 100.0);
+        for (auto isa : paths()) {
+          const Outcome got = isa == quantc::Isa::Reference ? ref : run_int8(pr, isa, true);
+          double worst = 0;
+          int64_t off = 0;
+          for (size_t e = 0; e < got.y.size(); ++e) {
+            ASSERT_TRUE(std::isfinite(got.y[e])) << quantc::isa_name(isa);
+            const double diff = std::fabs(double(got.y[e]) - ref.y[e]);
+            worst = std::max(worst, diff);
+            off += diff > 1e-5 * (1.0 + std::fabs(ref.y[e]));
+          }
+          EXPECT_LE(worst, 2e-2) << quantc::isa_name(isa);
+          EXPECT_LE(off, static_cast<int64_t>(got.y.size()) / 200 + 1) << quantc::isa_name(isa) << ": more than rare rounding flips";
+          EXPECT_EQ(got.pk, flt.pk) << "the present cache stays float";
+          EXPECT_EQ(got.pv, flt.pv);
+          std::printf("  int8 %-10s G %lld D %3lld S %3lld P %3lld: %.1f dB, worst %.2e, %lld off\n", quantc::isa_name(isa),
+                      static_cast<long long>(group), static_cast<long long>(d), static_cast<long long>(s), static_cast<long long>(p),
+                      sqnr_db(pr, got.y, want), worst, static_cast<long long>(off));
+        }
+      }
+}
+
+// One new position (a decode step) reads the float cache: the int8 flag changes nothing there, bit for bit.
+TEST(CausalAttentionInt8, DecodeStepsAreTheFloatKernel) {
+  Problem pr(41, 2, 8, 2, 1, 77, 64, true, true);
+  for (auto isa : paths()) {
+    const Outcome a = run_int8(pr, isa, true), b = run_int8(pr, isa, false);
+    EXPECT_EQ(a.y, b.y) << quantc::isa_name(isa);
+  }
+}
+
+// Every scale is per row and every block's u8 max runs over the keys a row sees: a position's output never depends on a
+// later position's query, key or value — bit for bit, on every path.
+TEST(CausalAttentionInt8, LaterPositionsNeverChangeEarlierOutputs) {
+  for (int64_t d : {64, 80}) {
+    Problem pr(77, 1, 8, 2, 100, 30, d, false, false);
+    Problem later = pr;
+    std::mt19937 rng(5);
+    std::normal_distribution<float> n(0.0f, 3.0f);
+    for (int64_t h = 0; h < pr.Hq; ++h)
+      for (int64_t i = 90; i < 100; ++i)
+        for (int64_t e = 0; e < d; ++e) later.q[static_cast<size_t>((h * pr.S + i) * d + e)] = n(rng);
+    for (int64_t h = 0; h < pr.Hkv; ++h)
+      for (int64_t i = 90; i < 100; ++i)
+        for (int64_t e = 0; e < d; ++e) {
+          later.k[static_cast<size_t>((h * pr.S + i) * d + e)] = n(rng);
+          later.v[static_cast<size_t>((h * pr.S + i) * d + e)] = n(rng);
+        }
+    for (auto isa : paths()) {
+      const Outcome a = run_int8(pr, isa, true), b = run_int8(later, isa, true);
+      for (int64_t h = 0; h < pr.Hq; ++h)
+        for (int64_t i = 0; i < 100; ++i) {
+          const auto at = static_cast<size_t>((h * pr.S + i) * d);
+          const bool same = std::equal(a.y.begin() + at, a.y.begin() + at + d, b.y.begin() + at);
+          if (i < 90) ASSERT_TRUE(same) << quantc::isa_name(isa) << " D " << d << " head " << h << " position " << i;
+          else ASSERT_FALSE(same) << "position " << i << " was changed";
+        }
+    }
+  }
+}
+
 }  // namespace

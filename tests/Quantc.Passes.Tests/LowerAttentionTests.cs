@@ -115,6 +115,49 @@ public sealed class LowerAttentionTests(ITestOutputHelper log) : IDisposable
         AssertSameOutputs(onnx, lowered, "present.3.key");
     }
 
+    /// <summary><c>lower_attention: { int8: true }</c>: every op gets the int8 attribute and the log says so; prefill (with and
+    /// without a cache) is an approximation of the float op — close, not equal — with the first layer's present cache still
+    /// exact (the cache stays float); a decode step is the float kernel, so every output equals the float-lowered model's.</summary>
+    [Fact]
+    public void Int8AttentionApproximatesPrefillAndLeavesDecodeExact()
+    {
+        const string front = "[rotate_qk, fuse_norm, fuse_rope, fuse_attention, fuse_projections, ";
+        using var flt = Compile(front + "lower_attention]", out _);
+        using var q8 = Compile(front + "{ lower_attention: { int8: true } }]", out var lines);
+        Assert.Contains("lower_attention: 4 of 4 ONNX Attention node(s) → ai.quantc.CausalAttention (lower triangle only, 4 with " +
+            "the padding mask read from the model's attention_mask input; int8: prefill's Q·Kᵀ and P·V in int8, decode steps in float)",
+            lines);
+        var ops = q8.Graph.Nodes.Where(n => n.Is("CausalAttention", CustomOps.Domain)).ToList();
+        Assert.Equal(4, ops.Count);
+        Assert.All(ops, n => Assert.Equal(1, n.GetInt("int8", 0)));
+        Assert.All(flt.Graph.Nodes.Where(n => n.Is("CausalAttention", CustomOps.Domain)), n => Assert.Equal(0, n.GetInt("int8", 0)));
+        using var a = OrtModel.CreateSession(flt);
+        using var b = OrtModel.CreateSession(q8);
+        foreach (var (seq, past, pad) in new[] { (37, 0, 3), (70, 5, 2), (1, 40, 4) })
+        {
+            var sample = Sample(flt.Graph, seq, past, pad, seq + past);
+            var oa = OrtRuns.Outputs(a, sample);
+            var ob = OrtRuns.Outputs(b, sample);
+            double sig = 0, err = 0;
+            for (int i = 0; i < oa["logits"].Length; i++)
+            {
+                double x = oa["logits"][i], d = ob["logits"][i] - x;
+                sig += x * x;
+                err += d * d;
+            }
+            double db = 10 * Math.Log10(sig / Math.Max(err, 1e-300));
+            log.WriteLine($"S {seq} past {past}: logits of the int8 attention against the float one: {db:F1} dB");
+            Assert.Equal(oa["present.0.key"], ob["present.0.key"]);
+            Assert.Equal(oa["present.0.value"], ob["present.0.value"]);
+            if (seq == 1)
+            {
+                foreach (var (name, va) in oa) Assert.Equal(va, ob[name]);
+                continue;
+            }
+            Assert.InRange(db, 25, 90);
+        }
+    }
+
     /// <summary>A mask that is not the exporters' causal one (here: −1e9 instead of float32 lowest) is left as ONNX Attention, with
     /// the reason.</summary>
     [Fact]

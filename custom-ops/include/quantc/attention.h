@@ -39,6 +39,18 @@ struct CausalAttentionArgs {
   bool rope_interleaved = false;
   const int64_t* position_ids = nullptr;              // [B, S], each in [0, rope_positions)
   bool qk_hadamard = false;
+  // int8 = true: in calls with more than one new position (prefill, chunked prefill), Q·Kᵀ and P·V in int8 (SageAttention's
+  // idea, without its K smoothing), the softmax in float:
+  // - each query row (after the transforms) and each key row j: symmetric int8 with scale absmax / 127, rint(x · 127 / absmax);
+  //   scores = (Σ_d q8 · k8) · s_q · s_k,j · scale, exactly (the integer sums fit float's 24 bits);
+  // - each value row j: int8 with s_v,j = absmax / 127; the softmax numerators p_j (float, exp(score − running max)) are
+  //   weighted p'_j = p_j · s_v,j and, per query row and key block (kAttnKeys keys), quantized to u8 against their max m':
+  //   u_j = rint(p'_j · 255 / m'); the block adds (m' / 255) · Σ_j u_j · v8_j to the row's output; the denominator sums the
+  //   float p_j. Every scale is per row, so a position never depends on a later key.
+  // A call with one new position (a decode step) reads the float cache as without int8: quantizing the whole cache per
+  // step would cost as much as the float dot products. The present cache is float either way.
+  // AVX-512 VNNI runs the integer sums with vpdpbusd; AVX2 and the reference compute the same integers in float (exact).
+  bool int8 = false;
 };
 
 // y[b, h, i] = Σ_j p_j · V[b, h / (q_heads / kv_heads), j] with p = softmax_j(scale · q_i · k_j) over the keys j that
