@@ -88,30 +88,36 @@ void quantize_row(const float* x, int64_t D, float* scale, int8_t* q) {
   }
 }
 
-// The int8 mode's keys and values of one (batch, KV head) from its present cache: scales, the VNNI byte layouts or the
-// float copies of the integer values (the buffers are zero past T).
+// The int8 mode's keys and values of one (batch, KV head) from its present cache: scales, the VNNI byte layouts (vectorised,
+// cpu/attention_simd.inc) or the float copies of the integer values (the buffers are zero past T).
 void quantize_head(const Driver& dr, int64_t item) {
   const CausalAttentionArgs& a = *dr.job.a;
   const AttentionJob& j = dr.job;
   const int64_t D = a.head_size, T = j.total, Tp = j.padded;
   const bool vnni = dr.isa == Isa::Avx512Vnni;
-  std::vector<int8_t> row(static_cast<size_t>(D));
   float* kscale = const_cast<float*>(j.kscale) + item * Tp;
   float* vscale = const_cast<float*>(j.vscale) + item * Tp;
+  if (vnni) {
+    thread_local std::vector<int32_t> work;
+    work.resize(static_cast<size_t>(4 * D));
+    detail::attention_quantize_kv_vnni(a.present_k + item * T * D, a.present_v + item * T * D, T, Tp, D, a.scale, kscale, vscale,
+                                       const_cast<int32_t*>(j.ksum) + item * Tp, const_cast<int8_t*>(j.k8) + item * D * Tp,
+                                       const_cast<int8_t*>(j.v8) + item * Tp * D, work.data());
+    return;
+  }
+  std::vector<int8_t> row(static_cast<size_t>(D));
   for (int64_t t = 0; t < T; ++t) {
     quantize_row(a.present_k + (item * T + t) * D, D, &kscale[t], row.data());
-    kscale[t] *= a.scale;
+    kscale[t] *= a.scale;  // (amax / 127) · scale, as the VNNI path computes it
     int32_t sum = 0;
     for (int64_t d = 0; d < D; ++d) {
       sum += row[static_cast<size_t>(d)];
-      if (vnni) const_cast<int8_t*>(j.k8)[item * D * Tp + ((d / 4) * Tp + t) * 4 + d % 4] = row[static_cast<size_t>(d)];
-      else const_cast<float*>(j.kt)[item * D * Tp + d * Tp + t] = row[static_cast<size_t>(d)];
+      const_cast<float*>(j.kt)[item * D * Tp + d * Tp + t] = row[static_cast<size_t>(d)];
     }
     const_cast<int32_t*>(j.ksum)[item * Tp + t] = 128 * sum;
     quantize_row(a.present_v + (item * T + t) * D, D, &vscale[t], row.data());
     for (int64_t d = 0; d < D; ++d) {
-      if (vnni) const_cast<int8_t*>(j.v8)[item * Tp * D + ((t / 4) * D + d) * 4 + t % 4] = row[static_cast<size_t>(d)];
-      else const_cast<float*>(j.vq)[(item * Tp + t) * D + d] = row[static_cast<size_t>(d)];
+      const_cast<float*>(j.vq)[(item * Tp + t) * D + d] = row[static_cast<size_t>(d)];
     }
   }
 }
