@@ -16,6 +16,9 @@ namespace Quantc.Passes;
 /// gets zeros from both).
 /// Any other attention — no mask, another mask, attributes the op lacks, a float16 graph — is left as it is, with the
 /// reason in the log; the mask's ops go when no other node reads them.
+/// com.microsoft GroupQueryAttention (ONNX Runtime GenAI's model builder shape) is lowered too when its seqlens_k is computed
+/// from an int64 attention_mask graph input, which the op then reads; RoPE inside GQA (do_rotary), a local window, softcap
+/// and the other extras are refused with the reason.
 /// With a cache and the padding mask, the nodes in front go inside the op too (its fused form, custom-ops/README.md): the
 /// queries' and keys' RotaryEmbedding, rotate_qk's Hadamard between its Reshapes and a fused QKV projection's Split — 9 nodes per
 /// decoder layer of a quarot-w4a8 graph. What is not taken, and why, is in the log.
@@ -47,20 +50,47 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        int onnx = 0, lowered = 0, padded = 0;
+        int onnx = 0, lowered = 0, padded = 0, gqas = 0, gqaLowered = 0;
         var other = new List<string>();
         var fused = new Dictionary<string, int>(StringComparer.Ordinal);
         var notFused = new List<string>();
         foreach (var site in ctx.Map.Attention)
         {
-            if (site.Form != "Attention") { other.Add(site.Form); continue; }
-            onnx++;
+            bool gqa = site.Form == "GroupQueryAttention";
+            if (!gqa && site.Form != "Attention") { other.Add(site.Form); continue; }
             var n = site.Node;
-            if (Why(n, out var mask) is { } why) { ctx.Log.Add($"lower_attention: {site.Name} left as ONNX Attention: {why}"); continue; }
-            Value? pastK = At(n.Inputs, 4), pastV = At(n.Inputs, 5);
-            Value?[] inputs = mask!.KeyPadding is { } keep ? [n.Inputs[0], n.Inputs[1], n.Inputs[2], keep, pastK, pastV]
-                : [n.Inputs[0], n.Inputs[1], n.Inputs[2]];
-            var inside = Inside(n, site.HeadDim, out var insideWhy);
+            Value?[] inputs;
+            Value? pastK, pastV;
+            long qh, kvh;
+            bool keyPadding;
+            if (gqa)
+            {
+                gqas++;
+                if (WhyGqa(n, out var mask) is { } why)
+                {
+                    ctx.Log.Add($"lower_attention: {site.Name} left as GroupQueryAttention: {why}");
+                    continue;
+                }
+                pastK = At(n.Inputs, 3);
+                pastV = At(n.Inputs, 4);
+                inputs = [n.Inputs[0], n.Inputs[1], n.Inputs[2], mask, pastK, pastV];
+                qh = n.GetInt("num_heads", 0);
+                kvh = n.GetInt("kv_num_heads", 0);
+                keyPadding = true;
+            }
+            else
+            {
+                onnx++;
+                if (Why(n, out var mask) is { } why) { ctx.Log.Add($"lower_attention: {site.Name} left as ONNX Attention: {why}"); continue; }
+                pastK = At(n.Inputs, 4);
+                pastV = At(n.Inputs, 5);
+                inputs = mask!.KeyPadding is { } keep ? [n.Inputs[0], n.Inputs[1], n.Inputs[2], keep, pastK, pastV]
+                    : [n.Inputs[0], n.Inputs[1], n.Inputs[2]];
+                qh = n.GetInt("q_num_heads", 0);
+                kvh = n.GetInt("kv_num_heads", 0);
+                keyPadding = mask.KeyPadding is not null;
+            }
+            var inside = Inside(n, qh, kvh, site.HeadDim, out var insideWhy);
             if (inside is not null && inputs.Length == 6 && pastK is not null)
             {
                 inputs = inside.Packed is { } qkv ? [qkv, qkv, qkv, inputs[3], pastK, pastV, inside.Cos, inside.Sin, inside.Positions]
@@ -73,13 +103,23 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
                 if (inside is not null || insideWhy != NothingInFront) notFused.Add($"{site.Name}: {insideWhy}");
                 inside = null;
             }
-            int outs = n.Outputs.Count(o => o is not null);
-            string name = n.Name.EndsWith("/Attention", StringComparison.Ordinal) ? n.Name[..^"/Attention".Length] + "/CausalAttention"
+            int outs = n.Outputs.Take(3).Count(o => o is not null);
+            string suffix = gqa ? "/GroupQueryAttention" : "/Attention";
+            string name = n.Name.EndsWith(suffix, StringComparison.Ordinal) ? n.Name[..^suffix.Length] + "/CausalAttention"
                 : n.Name + "_causal";
             var c = new Emitter(g, n, name).NodeOf("CausalAttention", "", TrimTrailingNulls(inputs), domain: CustomOps.Domain,
                 outputCount: outs);
-            foreach (var a in n.Attributes.Where(a => a.Name is "scale" or "q_num_heads" or "kv_num_heads"))
-                c.SetAttribute(a.Proto.Clone());
+            if (gqa)
+            {
+                c.SetAttribute("q_num_heads", qh);
+                c.SetAttribute("kv_num_heads", kvh);
+                if (n.Attributes.FirstOrDefault(a => a.Name == "scale") is { Proto.F: not 0 } sc) c.SetAttribute(sc.Proto.Clone());
+            }
+            else
+            {
+                foreach (var a in n.Attributes.Where(a => a.Name is "scale" or "q_num_heads" or "kv_num_heads"))
+                    c.SetAttribute(a.Proto.Clone());
+            }
             if (inside is not null)
             {
                 if (inside.Packed is not null) c.SetAttribute("packed_qkv", 1L);
@@ -92,24 +132,31 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
             }
             if (int8) c.SetAttribute("int8", 1L);
             for (int i = 0; i < outs; i++) g.ReplaceValue(n.Outputs[i]!, c.Outputs[i]!);
-            lowered++;
-            if (mask.KeyPadding is not null) padded++;
+            if (gqa) gqaLowered++;
+            else lowered++;
+            if (!gqa && keyPadding) padded++;
         }
         string others = other.Count == 0 ? "" : $"; {other.Count} attention(s) of other forms left ({string.Join(", ", other.Distinct())})";
-        if (onnx == 0)
+        if (onnx == 0 && gqas == 0)
         {
             ctx.Log.Add($"lower_attention: no ONNX Attention in the model (fuse_attention makes them){others}");
             return;
         }
-        if (lowered > 0)
+        if (lowered + gqaLowered > 0)
         {
             g.RemoveDeadCode();
             g.SortTopologically();
             ctx.Model.SetOpset(CustomOps.Domain, 1);
         }
-        ctx.Log.Add($"lower_attention: {lowered} of {onnx} ONNX Attention node(s) → ai.quantc.CausalAttention (lower triangle only" +
-            $"{(padded > 0 ? $", {padded} with the padding mask read from the model's attention_mask input" : "")}" +
-            $"{(int8 && lowered > 0 ? "; int8: prefill's Q·Kᵀ and P·V in int8, decode steps in float" : "")}){others}");
+        string int8Note = int8 ? "; int8: prefill's Q·Kᵀ and P·V in int8, decode steps in float" : "";
+        if (onnx > 0 || gqas == 0)
+            ctx.Log.Add($"lower_attention: {lowered} of {onnx} ONNX Attention node(s) → ai.quantc.CausalAttention (lower triangle only" +
+                $"{(padded > 0 ? $", {padded} with the padding mask read from the model's attention_mask input" : "")}" +
+                $"{(lowered > 0 ? int8Note : "")}){others}");
+        if (gqas > 0)
+            ctx.Log.Add($"lower_attention: {gqaLowered} of {gqas} com.microsoft GroupQueryAttention node(s) → ai.quantc.CausalAttention " +
+                "(lower triangle only, the padding read from the attention_mask behind seqlens_k" +
+                $"{(gqaLowered > 0 ? int8Note : "")}){(onnx > 0 ? "" : others)}");
         foreach (var (what, count) in fused)
             ctx.Log.Add($"lower_attention: {count} with {what} inside the op (fewer nodes per decode step)");
         foreach (var why in notFused) ctx.Log.Add($"lower_attention: {why}; the nodes in front stay");
@@ -131,10 +178,9 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
 
     /// <summary>The nodes in front of <paramref name="n"/>'s Q and K (and V) that the op can run inside; null with the reason (or
     /// <see cref="NothingInFront"/>). Each absorbed value must be read by the chain alone, and Q and K must agree.</summary>
-    private static InsideOp? Inside(Node n, long? headDim, out string? why)
+    private static InsideOp? Inside(Node n, long qh, long kvh, long? headDim, out string? why)
     {
         why = null;
-        long qh = n.GetInt("q_num_heads", 0), kvh = n.GetInt("kv_num_heads", 0);
         if (headDim is not { } d || n.Inputs.Count < 3 || n.Inputs[0] is not { } q0 || n.Inputs[1] is not { } k0
             || n.Inputs[2] is not { } v)
         {
@@ -223,6 +269,56 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
             return "a causal mask with no padding input and a KV cache (the op takes attention_mask before past_key)";
         mask = m;
         return null;
+    }
+
+    // GroupQueryAttention's attributes the lowering maps (num_heads, kv_num_heads, scale) or accepts at these values.
+    private static readonly Dictionary<string, long> GqaNeutral = new(StringComparer.Ordinal)
+    {
+        ["do_rotary"] = 0, ["rotary_interleaved"] = 0, ["local_window_size"] = -1, ["smooth_softmax"] = 0, ["qk_output"] = 0,
+    };
+
+    /// <summary>Why the GroupQueryAttention <paramref name="n"/> cannot become CausalAttention; null (and the int64 attention_mask
+    /// graph input its seqlens_k is computed from) when it can. GQA reads padding only as seqlens_k = Σ mask − 1 (the valid
+    /// keys first, padding on the right); the op reads the mask itself, which gives the same outputs at the valid positions of
+    /// such rows (and follows the mask where GQA cannot express the padding, e.g. on the left).</summary>
+    private static string? WhyGqa(Node n, out Value? mask)
+    {
+        mask = null;
+        foreach (var a in n.Attributes)
+        {
+            if (a.Name is "num_heads" or "kv_num_heads" or "scale") continue;
+            if (a.Name == "softcap" && a.Proto is { HasF: true, F: 0 }) continue;
+            if (GqaNeutral.TryGetValue(a.Name, out var neutral) && a.Proto.HasI && a.Proto.I == neutral) continue;
+            if (a.Name == "rotary_interleaved" && n.GetInt("do_rotary", 0) == 0) continue;
+            return a.Name == "do_rotary" ? "RoPE inside GroupQueryAttention (do_rotary = 1; the op takes RoPE with explicit position ids)"
+                : $"attribute {a.Name} is set (the causal kernel has no such option)";
+        }
+        if (n.GetInt("num_heads", 0) <= 0 || n.GetInt("kv_num_heads", 0) <= 0) return "num_heads or kv_num_heads missing";
+        if (At(n.Inputs, 1) is null || At(n.Inputs, 2) is null) return "packed QKV in the query input (no separate key and value)";
+        if (n.Inputs[0] is { ElementType: not (0 or 1) } q) return $"element type {q.ElementType} (the kernel is float32)";
+        if (n.Inputs[0] is { Shape: { Length: not 3 } qs }) return $"the query has rank {qs.Length} (not [batch, sequence, hidden])";
+        if ((At(n.Inputs, 3) is null) != (At(n.Inputs, 4) is null)) return "only one of past_key and past_value is given";
+        if (Enumerable.Range(7, Math.Max(0, n.Inputs.Count - 7)).FirstOrDefault(i => n.Inputs[i] is not null) is var extra and > 0)
+            return $"input {extra} is given (cos/sin caches, position ids, attention bias or head sink)";
+        if (n.Outputs.Count > 3 && n.Outputs.Skip(3).Any(o => o is not null)) return "the Q·Kᵀ output is asked for";
+        if ((At(n.Outputs, 1) is null) != (At(n.Outputs, 2) is null)) return "only one of present_key and present_value is asked for";
+        mask = SeqlensMask(At(n.Inputs, 5));
+        return mask is null
+            ? "seqlens_k is not Cast(ReduceSum(attention_mask, axis 1) − 1) of an int64 [batch, total] graph input (the op reads the " +
+                "padding from the mask)"
+            : null;
+    }
+
+    /// <summary>The int64 graph input m behind seqlens_k = Cast(Sub(ReduceSum(m, axes [1], keepdims 0), 1)), else null.</summary>
+    private static Value? SeqlensMask(Value? seqlens)
+    {
+        if (seqlens is not { Producer: { } cast } || !cast.Is("Cast") || cast.Inputs[0]?.Producer is not { } sub || !sub.Is("Sub")
+            || Constants.Of(At(sub.Inputs, 1)) is not { } one || Constants.Ints(one) is not [1]
+            || sub.Inputs[0]?.Producer is not { } sum || !sum.Is("ReduceSum") || sum.GetInt("keepdims", 1) != 0)
+            return null;
+        long[]? axes = sum.Inputs.Count > 1 ? Constants.Ints(Constants.Of(sum.Inputs[1])) : sum.GetInts("axes")?.ToArray();
+        if (axes is not ([1] or [-1]) || sum.Inputs[0] is not { ElementType: 7, Shape.Length: 2 } m || m.Producer is not null) return null;
+        return m;
     }
 
     private static bool IsDefault(Quantc.Ir.Attribute a) => a.Proto is { HasI: true, I: 0 } or { HasF: true, F: 0 };

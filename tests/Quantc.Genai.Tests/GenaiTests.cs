@@ -46,6 +46,8 @@ public sealed class GenaiTests : IDisposable
     [InlineData("tiny-llama.onnx", "prefixquant-w8a8")]
     [InlineData("tiny-opt.onnx", null)]
     [InlineData("tiny-opt-fused.onnx", "w8a8-dynamic")]
+    [InlineData("tiny-llama.onnx", "smoothquant-auto-causal")]          // ai.quantc.CausalAttention, prefill in int8
+    [InlineData("tiny-llama-ortgenai.onnx", "smoothquant-auto-causal")] // the same from GroupQueryAttention
     public void GreedyGenerationEqualsAnOnnxRuntimeGreedyLoop(string model, string? recipe)
     {
         string dir = Folder(Bundled(model), recipe);
@@ -61,11 +63,14 @@ public sealed class GenaiTests : IDisposable
         Assert.Equal(ours.Generated.Count < steps, ours.StoppedAtEos);
         if (ours.StoppedAtEos) Assert.Equal(ByteTokenizer.BosId, loop[ours.Generated.Count]);
         Assert.True(ours.PrefillTokensPerSecond > 0);
-        // ai.quantc kernels (w4a8's, prefixquant-w8a8's): the library is copied into the folder and named relative to it.
+        // ai.quantc kernels (w4a8's, prefixquant-w8a8's, the -causal recipes' attention): the library is copied into the folder
+        // and named relative to it.
         var session = JsonNode.Parse(File.ReadAllText(Path.Combine(dir,
             GenaiFolder.ConfigFile)))!["model"]!["decoder"]!["session_options"]!;
         bool customOps = Quantc.Core.Runtime.CustomOps.IsUsedBy(onnx);
-        Assert.Equal(recipe is "w4a8" or "prefixquant-w8a8", customOps);
+        Assert.Equal(recipe is "w4a8" or "prefixquant-w8a8" or "smoothquant-auto-causal", customOps);
+        if (recipe == "smoothquant-auto-causal")
+            Assert.Equal(4, onnx.Graph.Nodes.Count(n => n.Is("CausalAttention", Quantc.Core.Runtime.CustomOps.Domain) && n.GetInt("int8", 0) == 1));
         Assert.Equal(customOps ? GenaiFolder.CustomOpsFile : null, (string?)session["custom_ops_library"]);
         Assert.Equal(customOps, File.Exists(Path.Combine(dir, GenaiFolder.CustomOpsFile)));
     }

@@ -15,9 +15,9 @@ public sealed class LowerAttentionTests(ITestOutputHelper log) : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
-    private Model Compile(string passes, out List<string> lines)
+    private Model Compile(string passes, out List<string> lines, string flavor = "torch")
     {
-        using var m = OrtRuns.LoadLlama(_dir, "torch");
+        using var m = OrtRuns.LoadLlama(_dir, flavor);
         lines = [.. OrtRuns.RunRecipe(m, $"passes: {passes}").Log];
         foreach (var l in lines.Where(l => l.StartsWith("lower_attention", StringComparison.Ordinal))) log.WriteLine(l);
         return Model.Load(OrtRuns.Save(_dir, m));
@@ -156,6 +156,87 @@ public sealed class LowerAttentionTests(ITestOutputHelper log) : IDisposable
             }
             Assert.InRange(db, 25, 90);
         }
+    }
+
+    /// <summary>The ortgenai flavor's com.microsoft GroupQueryAttention (seqlens_k = Σ attention_mask − 1) becomes CausalAttention
+    /// reading the mask: the same outputs and present cache in ONNX Runtime for unpadded rows (prefill, decode), and at the valid positions of a right-padded row — the only padding GQA's seqlens_k expresses. With the R3
+    /// Hadamard in front (rotate_qk) it goes inside the op too.</summary>
+    [Theory]
+    [InlineData("[lower_attention]", "")]
+    [InlineData("[rotate_qk, lower_attention]", "the R3 Hadamard")]
+    public void GroupQueryAttentionBecomesTheCausalOp(string passes, string inside)
+    {
+        using var gqa = Compile(passes.Replace("lower_attention", "fuse_norm", StringComparison.Ordinal), out _, "ortgenai");
+        using var lowered = Compile(passes, out var lines, "ortgenai");
+        Assert.Equal(4, gqa.Graph.Nodes.Count(n => n.Is("GroupQueryAttention", "com.microsoft")));
+        Assert.Contains("lower_attention: 4 of 4 com.microsoft GroupQueryAttention node(s) → ai.quantc.CausalAttention (lower " +
+            "triangle only, the padding read from the attention_mask behind seqlens_k)", lines);
+        if (inside != "") Assert.Contains($"lower_attention: 4 with {inside} inside the op (fewer nodes per decode step)", lines);
+        Assert.DoesNotContain(lowered.Graph.Nodes, n => n.Is("GroupQueryAttention", "com.microsoft") || n.Is("ReduceSum"));
+        var ops = lowered.Graph.Nodes.Where(n => n.Is("CausalAttention", CustomOps.Domain)).ToList();
+        Assert.Equal(4, ops.Count);
+        Assert.All(ops, n => Assert.Equal("attention_mask", n.Inputs[3]!.Name));
+        Assert.Equal(4, LayerAnalysis.Analyze(lowered.Graph).Attention.Count(a => a.Form == "CausalAttention" && a.Keys is not null));
+        using var a = OrtModel.CreateSession(gqa);
+        using var b = OrtModel.CreateSession(lowered);
+        // (ONNX Runtime's GQA refuses a batch of 2 with a cache and more than one new token, so no chunked prefill here.)
+        foreach (var (seq, past, rightPad) in new[] { (37, 0, 0), (1, 40, 0), (21, 0, 6) })
+        {
+            var sample = Sample(gqa.Graph, seq, past, 0, seq + past);
+            if (rightPad > 0)
+            {
+                var (mask, shape) = sample.Inputs["attention_mask"];
+                var m = (long[])mask;
+                for (int j = seq - rightPad; j < seq; j++) m[seq + j] = 0;   // row 1: its last tokens are padding
+                sample.Inputs["attention_mask"] = (m, shape);
+            }
+            var oa = OrtRuns.Outputs(a, sample);
+            var ob = OrtRuns.Outputs(b, sample);
+            if (rightPad == 0)
+            {
+                foreach (var (name, va) in oa)
+                {
+                    double e = OrtRuns.MaxRelErr(va, ob[name]);
+                    if (name == "logits") log.WriteLine($"S {seq} past {past}: logits max rel err {e:E2}");
+                    Assert.True(e <= 1e-5, $"{name} (S {seq}, past {past}): max relative error {e:E3}");
+                }
+                continue;
+            }
+            // Right padding: the logits of every valid position (row 0 all, row 1 the first seq − rightPad).
+            int vocab = oa["logits"].Length / (2 * seq);
+            for (int row = 0; row < 2; row++)
+            {
+                int valid = row == 0 ? seq : seq - rightPad;
+                var x = oa["logits"].AsSpan((row * seq) * vocab, valid * vocab).ToArray();
+                var y = ob["logits"].AsSpan((row * seq) * vocab, valid * vocab).ToArray();
+                double e = OrtRuns.MaxRelErr(x, y);
+                log.WriteLine($"right-padded S {seq}, row {row}: logits max rel err {e:E2} over {valid} positions");
+                Assert.True(e <= 1e-5, $"row {row}: max relative error {e:E3}");
+            }
+        }
+    }
+
+    /// <summary>A GroupQueryAttention the op cannot run is left with the reason: a local window, RoPE inside (do_rotary), a
+    /// seqlens_k that is not computed from the mask.</summary>
+    [Fact]
+    public void AGroupQueryAttentionTheOpCannotRunIsLeftWithTheReason()
+    {
+        using var m = OrtRuns.LoadLlama(_dir, "ortgenai");
+        var gqa = m.Graph.Nodes.Where(n => n.Is("GroupQueryAttention", "com.microsoft")).ToList();
+        gqa[0].SetAttribute("local_window_size", 16L);
+        gqa[1].SetAttribute("do_rotary", 1L);
+        gqa[2].SetInput(5, m.Graph.AddInitializer(Tensor.FromValues<int>("fixed_seqlens", 6, [1], [7])));
+        var lines = OrtRuns.RunRecipe(m, "passes: [lower_attention]").Log;
+        foreach (var l in lines) log.WriteLine(l);
+        Assert.Contains(lines, l => l.EndsWith("left as GroupQueryAttention: attribute local_window_size is set (the causal kernel " +
+            "has no such option)", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.EndsWith("left as GroupQueryAttention: RoPE inside GroupQueryAttention (do_rotary = 1; the op " +
+            "takes RoPE with explicit position ids)", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("left as GroupQueryAttention: seqlens_k is not Cast(ReduceSum(attention_mask, axis 1) − 1)",
+            StringComparison.Ordinal));
+        Assert.Contains("lower_attention: 1 of 4 com.microsoft GroupQueryAttention node(s) → ai.quantc.CausalAttention (lower " +
+            "triangle only, the padding read from the attention_mask behind seqlens_k)", lines);
+        Assert.Equal(3, m.Graph.Nodes.Count(n => n.Is("GroupQueryAttention", "com.microsoft")));
     }
 
     /// <summary>A mask that is not the exporters' causal one (here: −1e9 instead of float32 lowest) is left as ONNX Attention, with
