@@ -81,7 +81,11 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
             else
             {
                 onnx++;
-                if (Why(n, out var mask) is { } why) { ctx.Log.Add($"lower_attention: {site.Name} left as ONNX Attention: {why}"); continue; }
+                if (Why(n, out var mask) is { } why)
+                {
+                    ctx.Log.Add($"lower_attention: {site.Name} left as ONNX Attention: {why}");
+                    continue;
+                }
                 pastK = At(n.Inputs, 4);
                 pastV = At(n.Inputs, 5);
                 inputs = mask!.KeyPadding is { } keep ? [n.Inputs[0], n.Inputs[1], n.Inputs[2], keep, pastK, pastV]
@@ -154,8 +158,8 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
                 $"{(padded > 0 ? $", {padded} with the padding mask read from the model's attention_mask input" : "")}" +
                 $"{(lowered > 0 ? int8Note : "")}){others}");
         if (gqas > 0)
-            ctx.Log.Add($"lower_attention: {gqaLowered} of {gqas} com.microsoft GroupQueryAttention node(s) → ai.quantc.CausalAttention " +
-                "(lower triangle only, the padding read from the attention_mask behind seqlens_k" +
+            ctx.Log.Add($"lower_attention: {gqaLowered} of {gqas} com.microsoft GroupQueryAttention node(s) → " +
+                "ai.quantc.CausalAttention (lower triangle only, the padding read from the attention_mask behind seqlens_k" +
                 $"{(gqaLowered > 0 ? int8Note : "")}){(onnx > 0 ? "" : others)}");
         foreach (var (what, count) in fused)
             ctx.Log.Add($"lower_attention: {count} with {what} inside the op (fewer nodes per decode step)");
