@@ -105,6 +105,13 @@ void quantize_head(const Driver& dr, int64_t item) {
                                        const_cast<int8_t*>(j.v8) + item * Tp * D, work.data());
     return;
   }
+  if (dr.isa == Isa::Avx2) {
+    thread_local std::vector<float> row;
+    row.resize(static_cast<size_t>(8 * D));
+    detail::attention_quantize_kv_avx2(a.present_k + item * T * D, a.present_v + item * T * D, T, Tp, D, a.scale, kscale, vscale,
+                                       const_cast<float*>(j.kt) + item * D * Tp, const_cast<float*>(j.vq) + item * Tp * D, row.data());
+    return;
+  }
   std::vector<int8_t> row(static_cast<size_t>(D));
   for (int64_t t = 0; t < T; ++t) {
     quantize_row(a.present_k + (item * T + t) * D, D, &kscale[t], row.data());
@@ -147,8 +154,11 @@ void fill_cache(void* p, int64_t begin, int64_t end) {
     if (!dr.job.kt) continue;
     float* kt = const_cast<float*>(dr.job.kt) + item * D * Tp;
     const float* k = a.present_k + item * T * D;
-    for (int64_t j = 0; j < T; ++j)
-      for (int64_t d = 0; d < D; ++d) kt[d * Tp + j] = k[j * D + d];
+    for (int64_t j0 = 0; j0 < T; j0 += 8) {  // eight keys at a time: runs of eight floats in kt, not single ones 4·Tp bytes apart
+      const int64_t n = std::min<int64_t>(8, T - j0);
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t r = 0; r < n; ++r) kt[d * Tp + j0 + r] = k[(j0 + r) * D + d];
+    }
     for (int64_t d = 0; d < D; ++d) std::fill(kt + d * Tp + T, kt + (d + 1) * Tp, 0.0f);
   }
 }

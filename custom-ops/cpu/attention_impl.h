@@ -44,6 +44,9 @@ int64_t attention_tile_q8_avx2(const AttentionJob& j, int64_t b, int64_t kvh, in
 int64_t attention_tile_q8_vnni(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
 // The int8 mode's keys and values of one head (T rows of D, D % 16 == 0) into the VNNI layouts k8 / v8 (zero-filled), their
 // scales (the keys' times `scale`) and 128 · Σ k8 per row; the same values as the driver's scalar quantize_row. work: 4 · D int32.
+// The same for the AVX2 path (D % 8 == 0): kt [D, Tp] and vq [Tp, D] get the integer values as floats. row: 8 · D floats.
+void attention_quantize_kv_avx2(const float* k, const float* v, int64_t T, int64_t Tp, int64_t D, float scale, float* kscale,
+                                float* vscale, float* kt, float* vq, float* row);
 void attention_quantize_kv_vnni(const float* k, const float* v, int64_t T, int64_t Tp, int64_t D, float scale, float* kscale,
                                 float* vscale, int32_t* ksum, int8_t* k8, int8_t* v8, int32_t* work);
 

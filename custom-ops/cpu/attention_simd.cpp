@@ -43,6 +43,10 @@ int64_t attention_tile_q8_avx2(const AttentionJob& j, int64_t b, int64_t kvh, in
 int64_t attention_tile_q8_vnni(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty) {
   return attn_avx512::tile_q8(j, b, kvh, i0, n, scratch, empty);
 }
+void attention_quantize_kv_avx2(const float* k, const float* v, int64_t T, int64_t Tp, int64_t D, float scale, float* kscale,
+                                float* vscale, float* kt, float* vq, float* row) {
+  attn_avx2::quantize_kv(k, v, T, Tp, D, scale, kscale, vscale, kt, vq, row);
+}
 void attention_quantize_kv_vnni(const float* k, const float* v, int64_t T, int64_t Tp, int64_t D, float scale, float* kscale,
                                 float* vscale, int32_t* ksum, int8_t* k8, int8_t* v8, int32_t* work) {
   attn_avx512::quantize_kv(k, v, T, Tp, D, scale, kscale, vscale, ksum, k8, v8, work);
