@@ -305,6 +305,56 @@ __attribute__((target("avx2"))) void tile_avx2_gemm(const Job& j, int64_t m0, in
   }
 }
 
+// ---- AVX-VNNI GEMM tile (VEX-encoded vpdpbusd on ymm: Intel cores since Alder Lake, AMD Zen 5): the AVX2 layout and
+// arithmetic — u8 weights (w + 8) times s8 activations, exact int32 group sums from −8 · (the group's activation sum),
+// folded into float in group order as tile_avx2_gemm does — with one vpdpbusd per weight vector and row instead of
+// vpmaddubsw, an int16 add and, per four blocks, vpmaddwd and an int32 add. So the results are the AVX2 tile's, bit for bit.
+// 4 rows x one panel: 8 int32 sums, 2 weight vectors, the mask and a broadcast in the 16 ymm registers. ----
+
+template <int ROWS>
+__attribute__((target("avx2,avxvnni"))) void tile_avxvnni_gemm(const Job& j, int64_t m0, int64_t panel) {
+  const PackedInt4& p = *j.p;
+  const int64_t K = p.K, blocks = K / 8, groups = K / p.G, per_group = p.G / 8;
+  const __m256 a_scale = _mm256_set1_ps(j.a_scale);
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  const uint8_t* wp = p.data.data() + panel * blocks * 64;
+  const float* sp = p.scale.data() + panel * groups * 16;
+  const int8_t* ar[ROWS];
+  for (int r = 0; r < ROWS; ++r) ar[r] = j.a + (m0 + r) * K;
+  alignas(32) float facc[ROWS][16] = {};
+  for (int64_t g = 0; g < groups; ++g) {
+    __m256i i0[ROWS], i1[ROWS];
+    for (int r = 0; r < ROWS; ++r) i0[r] = i1[r] = _mm256_set1_epi32(-j.asum8[(m0 + r) * groups + g]);
+    for (int64_t b = g * per_group; b < (g + 1) * per_group; ++b) {
+      const __m256i* w = reinterpret_cast<const __m256i*>(wp + b * 64);
+      const __m256i v0 = _mm256_loadu_si256(w), v1 = _mm256_loadu_si256(w + 1);
+      const __m256i lo0 = _mm256_and_si256(v0, mask), lo1 = _mm256_and_si256(v1, mask);
+      for (int r = 0; r < ROWS; ++r) {
+        const __m256i a = _mm256_set1_epi32(quad_at(ar[r] + 8 * b));
+        i0[r] = _mm256_dpbusd_avx_epi32(i0[r], lo0, a);
+        i1[r] = _mm256_dpbusd_avx_epi32(i1[r], lo1, a);
+      }
+      const __m256i hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
+      for (int r = 0; r < ROWS; ++r) {
+        const __m256i a = _mm256_set1_epi32(quad_at(ar[r] + 8 * b + 4));
+        i0[r] = _mm256_dpbusd_avx_epi32(i0[r], hi0, a);
+        i1[r] = _mm256_dpbusd_avx_epi32(i1[r], hi1, a);
+      }
+    }
+    const __m256 sc0 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(sp + g * 16)), sc1 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(sp + g * 16 + 8));
+    for (int r = 0; r < ROWS; ++r) {
+      _mm256_store_ps(facc[r], _mm256_add_ps(_mm256_load_ps(facc[r]), _mm256_mul_ps(_mm256_cvtepi32_ps(i0[r]), sc0)));
+      _mm256_store_ps(facc[r] + 8, _mm256_add_ps(_mm256_load_ps(facc[r] + 8), _mm256_mul_ps(_mm256_cvtepi32_ps(i1[r]), sc1)));
+    }
+  }
+  const int64_t n0 = panel * 16, valid = std::min<int64_t>(16, p.N - n0);
+  for (int r = 0; r < ROWS; ++r) {
+    float* yr = j.y + (m0 + r) * p.N + n0;
+    const float rs = j.row_scale ? j.row_scale[m0 + r] : 1.0f;
+    for (int64_t l = 0; l < valid; ++l) yr[l] = (j.row_scale ? facc[r][l] * rs : facc[r][l]) + (j.bias ? j.bias[n0 + l] : 0.0f);
+  }
+}
+
 constexpr int kPanelsVnni = 2;  // GEMM: a 4 x 2-panel tile, 8 int32 + 8 float accumulators + 4 weight vectors
 constexpr int kPanelsAvx2 = 1;  // GEMM: a 3 x 1-panel tile (tile_avx2_gemm)
 constexpr int kRowsAvx2 = 3;
@@ -337,11 +387,24 @@ void avx2_rows(const Job& j, int64_t m0, int64_t m1, int64_t panel) {
   }
 }
 
+void avxvnni_rows(const Job& j, int64_t m0, int64_t m1, int64_t panel) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) tile_avxvnni_gemm<4>(j, m, panel);
+  switch (m1 - m) {
+    case 3: tile_avxvnni_gemm<3>(j, m, panel); break;
+    case 2: tile_avxvnni_gemm<2>(j, m, panel); break;
+    case 1: tile_avxvnni_gemm<1>(j, m, panel); break;
+    default: break;
+  }
+}
+
 void run_avx2(void* ctx, int64_t t0, int64_t t1) {
   const Job& j = *static_cast<const Job*>(ctx);
+  const bool vnni = avx_vnni_in_use();
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t panel = t / j.row_blocks, m0 = (t % j.row_blocks) * kRowBlock, m1 = std::min(j.M, m0 + kRowBlock);
-    if (j.p->G == 32) avx2_rows<true>(j, m0, m1, panel);
+    if (vnni) avxvnni_rows(j, m0, m1, panel);
+    else if (j.p->G == 32) avx2_rows<true>(j, m0, m1, panel);
     else avx2_rows<false>(j, m0, m1, panel);
   }
 }

@@ -2,9 +2,11 @@
 // (GCC bug 105593); the warning is about the header, not this code.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -29,6 +31,32 @@ Isa best_isa() {
   }();
   return isa;
 }
+
+namespace {
+// -1: as detected (avx_vnni_present() and no QUANTC_AVXVNNI=0); 0 / 1: set by set_avx_vnni.
+std::atomic<int> g_avx_vnni{-1};
+}  // namespace
+
+bool avx_vnni_present() {
+  static const bool present = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    // CPUID leaf 7, sub-leaf 1: EAX bit 4 = AVX-VNNI (the VEX encoding of vpdpbusd on xmm / ymm).
+    return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1) != 0;
+  }();
+  return present;
+}
+
+bool avx_vnni_in_use() {
+  const int forced = g_avx_vnni.load(std::memory_order_relaxed);
+  if (forced >= 0) return forced == 1 && avx_vnni_present();
+  static const bool on = [] {
+    const char* env = std::getenv("QUANTC_AVXVNNI");
+    return avx_vnni_present() && !(env && std::strcmp(env, "0") == 0);
+  }();
+  return on;
+}
+
+void set_avx_vnni(int mode) { g_avx_vnni.store(mode < 0 ? -1 : mode > 0 ? 1 : 0, std::memory_order_relaxed); }
 
 const char* isa_name(Isa isa) {
   switch (isa) {

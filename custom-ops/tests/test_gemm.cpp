@@ -279,6 +279,40 @@ TEST(MatMulInt4Int8, PackedGemmEqualsTheReferenceBitForBit) {
   EXPECT_GT(ran, 0);
 }
 
+// The Avx2 path's GEMM tile with AVX-VNNI (vpdpbusd on ymm) and without it give the reference's results bit for bit: the
+// shapes above and the extreme operands, both tiles forced in turn.
+TEST(MatMulInt4Int8, PackedGemmWithAndWithoutAvxVnniEqualsTheReferenceBitForBit) {
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU: the packed GEMM has no path to run";
+  if (!quantc::avx_vnni_present()) GTEST_SKIP() << "this CPU has no AVX-VNNI (CPUID.7.1:EAX bit 4): only the plain AVX2 tile runs";
+  std::mt19937 rng(29);
+  std::uniform_int_distribution<int> d4(-8, 7);
+  int ran = 0;
+  for (auto [M, N, K, G] : std::vector<std::tuple<int, int, int, int>>{
+           {9, 33, 256, 32}, {17, 50, 1024, 32}, {66, 96, 320, 32}, {129, 33, 512, 128}, {70, 19, 384, 64}, {5, 16, 64, 64}}) {
+    auto a = random_int8(M * K, rng);
+    std::vector<int8_t> w(N * K);
+    for (auto& x : w) x = static_cast<int8_t>(d4(rng));
+    for (int k = 0; k < K; ++k) { a[k] = -128; w[k] = k % 2 ? 7 : -8; }  // one row and column at the extremes
+    std::vector<uint8_t> chunked(N * K / 2);
+    quantc::pack_int4_chunked(w.data(), N, K, chunked.data());
+    std::vector<float> ws(N * (K / G)), bias(N), want(M * N);
+    for (size_t i = 0; i < ws.size(); ++i) ws[i] = 0.002f + 0.0013f * static_cast<float>(i % 31);
+    for (int n = 0; n < N; ++n) bias[n] = 0.25f * n - 2.0f;
+    const quantc::PackedInt4 packed = quantc::pack_int4_gemm(chunked.data(), ws.data(), N, K, G);
+    quantc::matmul_int4_int8(a.data(), chunked.data(), M, N, K, G, 0.021f, ws.data(), bias.data(), want.data(), quantc::Isa::Reference);
+    for (int mode : {1, 0}) {
+      quantc::set_avx_vnni(mode);
+      EXPECT_EQ(quantc::avx_vnni_in_use(), mode == 1);
+      std::vector<float> y(M * N, -1.0f);
+      quantc::matmul_int4_int8_packed(a.data(), packed, M, 0.021f, bias.data(), y.data(), quantc::Isa::Avx2);
+      quantc::set_avx_vnni(-1);
+      ASSERT_EQ(y, want) << (mode ? "AVX-VNNI" : "AVX2") << " M=" << M << " N=" << N << " K=" << K << " G=" << G;
+      ++ran;
+    }
+  }
+  EXPECT_EQ(ran, 12);
+}
+
 // The largest sums the int16 accumulation of the AVX2 tiles must hold: every weight at 7 (biased 15) or -8 (biased 0) against
 // activations of -128 or 127 in every position, so each int16 lane sums 16 products of magnitude 15 * 128 (30720 < 2^15)
 // per four blocks; odd M (row remainders 1 and 2 of the 3-row tile), N not a multiple of 16, every group size.
@@ -300,8 +334,13 @@ TEST(MatMulInt4Int8, PackedGemmIsExactAtTheInt16Limit) {
         for (auto isa : {quantc::Isa::Avx2, quantc::Isa::Avx512Vnni}) {
           if (static_cast<int>(isa) > static_cast<int>(quantc::best_isa())) continue;
           std::vector<float> y(want.size(), -1.0f);
-          quantc::matmul_int4_int8_packed(a.data(), packed, M, 1.0f, nullptr, y.data(), isa);
-          ASSERT_EQ(y, want) << quantc::isa_name(isa) << " M=" << M << " G=" << G << " w=" << wv << " a=" << av;
+          for (int mode : {0, 1}) {  // the plain AVX2 tile (int16 sums) and, where present, the AVX-VNNI one
+            if (isa != quantc::Isa::Avx2 && mode == 1) continue;
+            quantc::set_avx_vnni(mode);
+            quantc::matmul_int4_int8_packed(a.data(), packed, M, 1.0f, nullptr, y.data(), isa);
+            quantc::set_avx_vnni(-1);
+            ASSERT_EQ(y, want) << quantc::isa_name(isa) << " M=" << M << " G=" << G << " w=" << wv << " a=" << av << " avxvnni " << mode;
+          }
           ++ran;
         }
       }

@@ -14,6 +14,14 @@ enum class Isa { Reference, Avx2, Avx512Vnni };
 Isa best_isa();
 const char* isa_name(Isa isa);
 
+// AVX-VNNI: the VEX encoding of vpdpbusd on 256-bit vectors (Intel cores since Alder Lake, AMD Zen 5), on CPUs with or
+// without AVX-512. The Avx2 path's W4A8 GEMM tile uses it where the CPU has it — the same integer sums, so the same results
+// bit for bit — unless QUANTC_AVXVNNI=0. set_avx_vnni overrides that for the process (the tests run both): 1 = use it where
+// present, 0 = the plain AVX2 tile, -1 = as detected.
+bool avx_vnni_present();
+bool avx_vnni_in_use();
+void set_avx_vnni(int mode);
+
 // y[m][n] = (sum_k a[m][k] * b[n][k]) * a_scale * b_scale[n] + (bias ? bias[n] : 0)
 // a: int8 [M, K] row-major; b: int8 [N, K] (one row per output channel, i.e. the weight
 // transposed so both operands run contiguously along K); int32 accumulation, exact.
