@@ -21,7 +21,8 @@ using detail::kAttnKeys;
 struct Driver {
   AttentionJob job;
   Isa isa = Isa::Reference;
-  int64_t blocks = 0;  // query blocks per (batch, KV head)
+  bool avx_vnni = false;  // the Avx2 path's int8 mode on AVX-VNNI (the byte layouts, vpdpbusd on ymm)
+  int64_t blocks = 0;     // query blocks per (batch, KV head)
 };
 
 bool transforms(const CausalAttentionArgs& a) { return a.rope_cos != nullptr || a.qk_hadamard; }
@@ -94,15 +95,15 @@ void quantize_head(const Driver& dr, int64_t item) {
   const CausalAttentionArgs& a = *dr.job.a;
   const AttentionJob& j = dr.job;
   const int64_t D = a.head_size, T = j.total, Tp = j.padded;
-  const bool vnni = dr.isa == Isa::Avx512Vnni;
   float* kscale = const_cast<float*>(j.kscale) + item * Tp;
   float* vscale = const_cast<float*>(j.vscale) + item * Tp;
-  if (vnni) {
+  if (dr.isa == Isa::Avx512Vnni || dr.avx_vnni) {
     thread_local std::vector<int32_t> work;
     work.resize(static_cast<size_t>(4 * D));
-    detail::attention_quantize_kv_vnni(a.present_k + item * T * D, a.present_v + item * T * D, T, Tp, D, a.scale, kscale, vscale,
-                                       const_cast<int32_t*>(j.ksum) + item * Tp, const_cast<int8_t*>(j.k8) + item * D * Tp,
-                                       const_cast<int8_t*>(j.v8) + item * Tp * D, work.data());
+    auto* quantize = dr.avx_vnni ? detail::attention_quantize_kv_avxvnni : detail::attention_quantize_kv_vnni;
+    quantize(a.present_k + item * T * D, a.present_v + item * T * D, T, Tp, D, a.scale, kscale, vscale,
+             const_cast<int32_t*>(j.ksum) + item * Tp, const_cast<int8_t*>(j.k8) + item * D * Tp,
+             const_cast<int8_t*>(j.v8) + item * Tp * D, work.data());
     return;
   }
   if (dr.isa == Isa::Avx2) {
@@ -260,8 +261,10 @@ void run_items(void* p, int64_t begin, int64_t end) {
     float* sc = scratch.data();
     int64_t* em = empty.data();
     const bool wide = dr.isa == Isa::Avx512Vnni;
-    const int64_t ne = j.q8 ? (wide ? detail::attention_tile_q8_vnni(j, b, kvh, i0, n, sc, em) : detail::attention_tile_q8_avx2(j, b, kvh, i0, n, sc, em))
-                            : (wide ? detail::attention_tile_avx512(j, b, kvh, i0, n, sc, em) : detail::attention_tile_avx2(j, b, kvh, i0, n, sc, em));
+    auto* tile = !j.q8 ? (wide ? detail::attention_tile_avx512 : detail::attention_tile_avx2)
+                 : wide ? detail::attention_tile_q8_vnni
+                 : dr.avx_vnni ? detail::attention_tile_q8_avxvnni : detail::attention_tile_q8_avx2;
+    const int64_t ne = tile(j, b, kvh, i0, n, sc, em);
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t r = empty[static_cast<size_t>(e)];
       empty_row(a, b, kvh * j.group + r % j.group, i0 + r / j.group);
@@ -326,7 +329,8 @@ void causal_attention(const CausalAttentionArgs& args, Isa isa) {
     const size_t rows = static_cast<size_t>(heads * Tp), cells = static_cast<size_t>(heads * Tp * D);
     kscale.assign(rows, 0.0f); vscale.assign(rows, 0.0f); ksum.assign(rows, 0);
     dr.job.kscale = kscale.data(); dr.job.vscale = vscale.data(); dr.job.ksum = ksum.data();
-    if (isa == Isa::Avx512Vnni) {
+    dr.avx_vnni = isa == Isa::Avx2 && avx_vnni_in_use();
+    if (isa == Isa::Avx512Vnni || dr.avx_vnni) {
       k8.assign(cells, 0); v8.assign(cells, 0);
       dr.job.k8 = k8.data(); dr.job.v8 = v8.data();
     } else {

@@ -42,6 +42,11 @@ int64_t attention_tile_avx512(const AttentionJob& j, int64_t b, int64_t kvh, int
 // The int8 mode's tiles (j.q8): AVX2 in float on the integer values (kt, vq), AVX-512 VNNI with vpdpbusd (k8, v8).
 int64_t attention_tile_q8_avx2(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
 int64_t attention_tile_q8_vnni(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
+// The int8 mode's tile with AVX-VNNI (vpdpbusd on ymm) on the Avx2 path: the VNNI layouts k8 / v8, eight lanes; the same
+// results as attention_tile_q8_avx2, bit for bit (the same integers, the same float steps on eight lanes).
+int64_t attention_tile_q8_avxvnni(const AttentionJob& j, int64_t b, int64_t kvh, int64_t i0, int64_t n, float* scratch, int64_t* empty);
+void attention_quantize_kv_avxvnni(const float* k, const float* v, int64_t T, int64_t Tp, int64_t D, float scale, float* kscale,
+                                   float* vscale, int32_t* ksum, int8_t* k8, int8_t* v8, int32_t* work);
 // The int8 mode's keys and values of one head (T rows of D, D % 16 == 0) into the VNNI layouts k8 / v8 (zero-filled), their
 // scales (the keys' times `scale`) and 128 · Σ k8 per row; the same values as the driver's scalar quantize_row. work: 4 · D int32.
 // The same for the AVX2 path (D % 8 == 0): kt [D, Tp] and vq [Tp, D] get the integer values as floats. row: 8 · D floats.

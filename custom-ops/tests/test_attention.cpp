@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "quantc/attention.h"
+#include "quantc/gemm.h"
 #include "quantc/hadamard.h"
 
 namespace {
@@ -424,6 +425,27 @@ TEST(CausalAttentionInt8, LaterPositionsNeverChangeEarlierOutputs) {
         }
     }
   }
+}
+
+// The Avx2 path's int8 mode with AVX-VNNI (vpdpbusd on ymm over the byte layouts) and without it (the same integers summed
+// in float): the same outputs bit for bit — same integers, same float steps on eight lanes.
+TEST(CausalAttentionInt8, TheAvxVnniTileGivesTheAvx2TilesBits) {
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
+  if (!quantc::avx_vnni_present()) GTEST_SKIP() << "this CPU has no AVX-VNNI (CPUID.7.1:EAX bit 4): only the float-summing AVX2 tile runs";
+  unsigned seed = 900;
+  for (int64_t group : {1, 4})
+    for (int64_t d : {64, 72, 128})
+      for (auto [s, p, padded] : {std::tuple<int64_t, int64_t, bool>{70, 0, false}, {33, 67, true}, {130, 0, true}}) {
+        ++seed;
+        Problem pr(seed, 2, 2 * group, 2, s, p, d, seed % 2 == 0, padded);
+        quantc::set_avx_vnni(1);
+        const Outcome vnni = run_int8(pr, quantc::Isa::Avx2, true);
+        quantc::set_avx_vnni(0);
+        const Outcome plain = run_int8(pr, quantc::Isa::Avx2, true);
+        quantc::set_avx_vnni(-1);
+        ASSERT_EQ(vnni.y, plain.y) << "G " << group << " D " << d << " S " << s << " P " << p;
+        EXPECT_EQ(vnni.pk, plain.pk);
+      }
 }
 
 }  // namespace
