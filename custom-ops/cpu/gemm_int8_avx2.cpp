@@ -5,6 +5,7 @@
 // - u8s8 (every weight in [-64, 63]): A + 128 as u8 times the weight's k-quads with vpmaddubsw (pairs
 //   to int16: |2 * 255 * 64| <= 32640, no saturation), vpmaddwd with ones to int32, then minus
 //   128 * colsum(B) per channel. Twice the multiply-adds per instruction of the s16 path.
+// With AVX-VNNI both use its fused forms (vpdpbusd, vpdpwssd): the same integers.
 // This file is built with -ffp-contract=off so the dequantisation rounds like the reference.
 #include <immintrin.h>
 
@@ -98,6 +99,16 @@ __attribute__((target("avx2"))) void tile_s16(const Job& j, int64_t m0, int64_t 
   store<ROWS>(j, acc, m0, p0, np);
 }
 
+// The u8s8 sums less 128 · colsum(B) per channel, then dequantised and stored.
+template <int ROWS>
+__attribute__((target("avx2"))) inline void finish_u8s8(const Job& j, __m256i (&acc)[ROWS][NP], int64_t m0, int64_t p0, int np) {
+  for (int c = 0; c < np; ++c) {
+    const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.b->colsum128.data() + (p0 + c) * 8));
+    for (int r = 0; r < ROWS; ++r) acc[r][c] = _mm256_sub_epi32(acc[r][c], corr);
+  }
+  store<ROWS>(j, acc, m0, p0, np);
+}
+
 template <int ROWS>
 __attribute__((target("avx2"))) void tile_u8s8(const Job& j, int64_t m0, int64_t p0, int np) {
   const PackedBAvx2& b = *j.b;
@@ -120,19 +131,68 @@ __attribute__((target("avx2"))) void tile_u8s8(const Job& j, int64_t m0, int64_t
         acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(av, bv[c]), ones));
     }
   }
-  for (int c = 0; c < np; ++c) {
-    const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.colsum128.data() + (p0 + c) * 8));
-    for (int r = 0; r < ROWS; ++r) acc[r][c] = _mm256_sub_epi32(acc[r][c], corr);
+  finish_u8s8<ROWS>(j, acc, m0, p0, np);
+}
+
+// ---- With AVX-VNNI (quantc::avx_vnni_in_use()): the same integers from its fused forms — one vpdpbusd per weight vector and
+// row for u8s8 (no saturation in either form: the weights are within [-64, 63]), one vpdpwssd for s16's vpmaddwd + vpaddd. ----
+
+template <int ROWS>
+__attribute__((target("avx2,avxvnni"))) void tile_u8s8_vnni(const Job& j, int64_t m0, int64_t p0, int np) {
+  const PackedBAvx2& b = *j.b;
+  const int64_t Kp = b.Kp, lda = Kp * 4;
+  const uint8_t* a = static_cast<const uint8_t*>(j.a);
+  __m256i acc[ROWS][NP];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_setzero_si256();
+  const int8_t* bp[NP];
+  for (int c = 0; c < NP; ++c) bp[c] = b.data.data() + (p0 + (c < np ? c : 0)) * Kp * 32;
+  for (int64_t q = 0; q < Kp; ++q) {
+    __m256i bv[NP];
+    for (int c = 0; c < NP; ++c) bv[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp[c] + q * 32));
+    for (int r = 0; r < ROWS; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, a + (m0 + r) * lda + q * 4, 4);
+      const __m256i av = _mm256_set1_epi32(quad);
+      for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_dpbusd_avx_epi32(acc[r][c], av, bv[c]);
+    }
+  }
+  finish_u8s8<ROWS>(j, acc, m0, p0, np);
+}
+
+template <int ROWS>
+__attribute__((target("avx2,avxvnni"))) void tile_s16_vnni(const Job& j, int64_t m0, int64_t p0, int np) {
+  const PackedBAvx2& b = *j.b;
+  const int64_t Kp = b.Kp, lda = Kp * 2;
+  const int16_t* a = static_cast<const int16_t*>(j.a);
+  __m256i acc[ROWS][NP];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_setzero_si256();
+  const int8_t* bp[NP];
+  for (int c = 0; c < NP; ++c) bp[c] = b.data.data() + (p0 + (c < np ? c : 0)) * Kp * 16;
+  for (int64_t q = 0; q < Kp; ++q) {
+    __m256i bv[NP];
+    for (int c = 0; c < NP; ++c) bv[c] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bp[c] + q * 16)));
+    for (int r = 0; r < ROWS; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, a + (m0 + r) * lda + q * 2, 4);
+      const __m256i av = _mm256_set1_epi32(pair);
+      for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_dpwssd_avx_epi32(acc[r][c], av, bv[c]);
+    }
   }
   store<ROWS>(j, acc, m0, p0, np);
 }
 
 template <int ROWS>
 void tile(const Job& j, int64_t m0, int64_t p0, int np) {
-  if (j.b->u8s8)
-    tile_u8s8<ROWS>(j, m0, p0, np);
-  else
-    tile_s16<ROWS>(j, m0, p0, np);
+  const bool vnni = avx_vnni_in_use();
+  if (j.b->u8s8) {
+    if (vnni) tile_u8s8_vnni<ROWS>(j, m0, p0, np);
+    else tile_u8s8<ROWS>(j, m0, p0, np);
+  } else {
+    if (vnni) tile_s16_vnni<ROWS>(j, m0, p0, np);
+    else tile_s16<ROWS>(j, m0, p0, np);
+  }
 }
 
 void run_blocks(void* p, int64_t t0, int64_t t1) {

@@ -189,6 +189,37 @@ TEST(MatMulInt8, PackedAvx2WithAn8BitWeightTakesTheS16Path) {
     }
 }
 
+// The packed AVX2 int8 GEMM with AVX-VNNI's fused forms (vpdpbusd for 7-bit weights, vpdpwssd for 8-bit ones) and without
+// them: the reference's results bit for bit, both layouts, odd shapes, the extreme operands.
+TEST(MatMulInt8, PackedAvx2GemmWithAndWithoutAvxVnniEqualsTheReference) {
+  if (quantc::best_isa() == quantc::Isa::Reference) GTEST_SKIP() << "no AVX2 on this CPU";
+  if (!quantc::avx_vnni_present()) GTEST_SKIP() << "this CPU has no AVX-VNNI (CPUID.7.1:EAX bit 4): only the plain AVX2 tiles run";
+  std::mt19937 rng(37);
+  std::uniform_int_distribution<int> d7(-64, 63);
+  int ran = 0;
+  for (bool seven : {true, false})
+    for (auto [M, N, K] : std::vector<std::tuple<int, int, int>>{{1, 7, 5}, {3, 33, 63}, {17, 50, 257}, {64, 96, 512}}) {
+      auto a = random_int8(M * K, rng);
+      std::vector<int8_t> b(N * K);
+      for (auto& x : b) x = static_cast<int8_t>(seven ? d7(rng) : static_cast<int>(rng() % 256) - 128);
+      for (int k = 0; k < K; ++k) { a[k] = -128; b[k] = seven ? -64 : -128; }
+      auto packed = quantc::pack_b_avx2(b.data(), N, K);
+      ASSERT_EQ(packed.u8s8, seven);
+      std::vector<float> bs(N), bias(N), want(M * N);
+      for (int n = 0; n < N; ++n) { bs[n] = 0.001f * (n + 1); bias[n] = 0.5f * n - 3; }
+      quantc::matmul_int8(a.data(), b.data(), M, N, K, 0.03f, bs.data(), bias.data(), want.data(), quantc::Isa::Reference);
+      for (int mode : {1, 0}) {
+        quantc::set_avx_vnni(mode);
+        std::vector<float> got(M * N, -1.f);
+        quantc::matmul_int8_avx2_packed(a.data(), packed, M, 0.03f, bs.data(), bias.data(), got.data());
+        quantc::set_avx_vnni(-1);
+        ASSERT_EQ(got, want) << (mode ? "AVX-VNNI" : "AVX2") << (seven ? " u8s8" : " s16") << " M=" << M << " N=" << N << " K=" << K;
+        ++ran;
+      }
+    }
+  EXPECT_EQ(ran, 16);
+}
+
 // A host's runner gets parallel_for's chunks (here run in reverse order, as a pool may), every index
 // is covered once, and the previous runner is back after the scope.
 struct CountingHost {
