@@ -76,8 +76,12 @@ __attribute__((target("avx2"))) void store(const Job& j, __m256i (&acc)[ROWS][NP
     }
 }
 
-template <int ROWS>
-__attribute__((target("avx2"))) void tile_s16(const Job& j, int64_t m0, int64_t p0, int np) {
+// VNNI: AVX-VNNI's fused forms (quantc::avx_vnni_in_use()) — vpdpwssd for vpmaddwd + vpaddd here, vpdpbusd for vpmaddubsw +
+// vpmaddwd + vpaddd in tile_u8s8 (no saturation in either form: its weights are within [-64, 63]) — the same integers. Both
+// instantiations are compiled for AVX-VNNI; its instructions are emitted only where the VNNI branch asks for them (the compiler
+// never forms them from other operations), so the plain one runs on any AVX2 CPU.
+template <int ROWS, bool VNNI>
+__attribute__((target("avx2,avxvnni"))) void tile_s16(const Job& j, int64_t m0, int64_t p0, int np) {
   const PackedBAvx2& b = *j.b;
   const int64_t Kp = b.Kp, lda = Kp * 2;
   const int16_t* a = static_cast<const int16_t*>(j.a);
@@ -93,7 +97,10 @@ __attribute__((target("avx2"))) void tile_s16(const Job& j, int64_t m0, int64_t 
       int32_t pair;
       std::memcpy(&pair, a + (m0 + r) * lda + q * 2, 4);
       const __m256i av = _mm256_set1_epi32(pair);
-      for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(av, bv[c]));
+      for (int c = 0; c < NP; ++c) {
+        if constexpr (VNNI) acc[r][c] = _mm256_dpwssd_avx_epi32(acc[r][c], av, bv[c]);
+        else acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(av, bv[c]));
+      }
     }
   }
   store<ROWS>(j, acc, m0, p0, np);
@@ -109,8 +116,8 @@ __attribute__((target("avx2"))) inline void finish_u8s8(const Job& j, __m256i (&
   store<ROWS>(j, acc, m0, p0, np);
 }
 
-template <int ROWS>
-__attribute__((target("avx2"))) void tile_u8s8(const Job& j, int64_t m0, int64_t p0, int np) {
+template <int ROWS, bool VNNI>
+__attribute__((target("avx2,avxvnni"))) void tile_u8s8(const Job& j, int64_t m0, int64_t p0, int np) {
   const PackedBAvx2& b = *j.b;
   const int64_t Kp = b.Kp, lda = Kp * 4;
   const uint8_t* a = static_cast<const uint8_t*>(j.a);
@@ -127,71 +134,24 @@ __attribute__((target("avx2"))) void tile_u8s8(const Job& j, int64_t m0, int64_t
       int32_t quad;
       std::memcpy(&quad, a + (m0 + r) * lda + q * 4, 4);
       const __m256i av = _mm256_set1_epi32(quad);
-      for (int c = 0; c < NP; ++c)
-        acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(av, bv[c]), ones));
+      for (int c = 0; c < NP; ++c) {
+        if constexpr (VNNI) acc[r][c] = _mm256_dpbusd_avx_epi32(acc[r][c], av, bv[c]);
+        else acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(av, bv[c]), ones));
+      }
     }
   }
   finish_u8s8<ROWS>(j, acc, m0, p0, np);
-}
-
-// ---- With AVX-VNNI (quantc::avx_vnni_in_use()): the same integers from its fused forms — one vpdpbusd per weight vector and
-// row for u8s8 (no saturation in either form: the weights are within [-64, 63]), one vpdpwssd for s16's vpmaddwd + vpaddd. ----
-
-template <int ROWS>
-__attribute__((target("avx2,avxvnni"))) void tile_u8s8_vnni(const Job& j, int64_t m0, int64_t p0, int np) {
-  const PackedBAvx2& b = *j.b;
-  const int64_t Kp = b.Kp, lda = Kp * 4;
-  const uint8_t* a = static_cast<const uint8_t*>(j.a);
-  __m256i acc[ROWS][NP];
-  for (int r = 0; r < ROWS; ++r)
-    for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_setzero_si256();
-  const int8_t* bp[NP];
-  for (int c = 0; c < NP; ++c) bp[c] = b.data.data() + (p0 + (c < np ? c : 0)) * Kp * 32;
-  for (int64_t q = 0; q < Kp; ++q) {
-    __m256i bv[NP];
-    for (int c = 0; c < NP; ++c) bv[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp[c] + q * 32));
-    for (int r = 0; r < ROWS; ++r) {
-      int32_t quad;
-      std::memcpy(&quad, a + (m0 + r) * lda + q * 4, 4);
-      const __m256i av = _mm256_set1_epi32(quad);
-      for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_dpbusd_avx_epi32(acc[r][c], av, bv[c]);
-    }
-  }
-  finish_u8s8<ROWS>(j, acc, m0, p0, np);
-}
-
-template <int ROWS>
-__attribute__((target("avx2,avxvnni"))) void tile_s16_vnni(const Job& j, int64_t m0, int64_t p0, int np) {
-  const PackedBAvx2& b = *j.b;
-  const int64_t Kp = b.Kp, lda = Kp * 2;
-  const int16_t* a = static_cast<const int16_t*>(j.a);
-  __m256i acc[ROWS][NP];
-  for (int r = 0; r < ROWS; ++r)
-    for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_setzero_si256();
-  const int8_t* bp[NP];
-  for (int c = 0; c < NP; ++c) bp[c] = b.data.data() + (p0 + (c < np ? c : 0)) * Kp * 16;
-  for (int64_t q = 0; q < Kp; ++q) {
-    __m256i bv[NP];
-    for (int c = 0; c < NP; ++c) bv[c] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bp[c] + q * 16)));
-    for (int r = 0; r < ROWS; ++r) {
-      int32_t pair;
-      std::memcpy(&pair, a + (m0 + r) * lda + q * 2, 4);
-      const __m256i av = _mm256_set1_epi32(pair);
-      for (int c = 0; c < NP; ++c) acc[r][c] = _mm256_dpwssd_avx_epi32(acc[r][c], av, bv[c]);
-    }
-  }
-  store<ROWS>(j, acc, m0, p0, np);
 }
 
 template <int ROWS>
 void tile(const Job& j, int64_t m0, int64_t p0, int np) {
   const bool vnni = avx_vnni_in_use();
   if (j.b->u8s8) {
-    if (vnni) tile_u8s8_vnni<ROWS>(j, m0, p0, np);
-    else tile_u8s8<ROWS>(j, m0, p0, np);
+    if (vnni) tile_u8s8<ROWS, true>(j, m0, p0, np);
+    else tile_u8s8<ROWS, false>(j, m0, p0, np);
   } else {
-    if (vnni) tile_s16_vnni<ROWS>(j, m0, p0, np);
-    else tile_s16<ROWS>(j, m0, p0, np);
+    if (vnni) tile_s16<ROWS, true>(j, m0, p0, np);
+    else tile_s16<ROWS, false>(j, m0, p0, np);
   }
 }
 
