@@ -101,7 +101,7 @@ void quantize_head(const Driver& dr, int64_t item) {
     thread_local std::vector<int32_t> work;
     work.resize(static_cast<size_t>(4 * D));
     auto* quantize = dr.avx_vnni ? detail::attention_quantize_kv_avxvnni : detail::attention_quantize_kv_vnni;
-    quantize(a.present_k + item * T * D, a.present_v + item * T * D, T, Tp, D, a.scale, kscale, vscale,
+    quantize(a.present_k + item * j.rows * D, a.present_v + item * j.rows * D, T, Tp, D, a.scale, kscale, vscale,
              const_cast<int32_t*>(j.ksum) + item * Tp, const_cast<int8_t*>(j.k8) + item * D * Tp,
              const_cast<int8_t*>(j.v8) + item * Tp * D, work.data());
     return;
@@ -109,13 +109,13 @@ void quantize_head(const Driver& dr, int64_t item) {
   if (dr.isa == Isa::Avx2) {
     thread_local std::vector<float> row;
     row.resize(static_cast<size_t>(8 * D));
-    detail::attention_quantize_kv_avx2(a.present_k + item * T * D, a.present_v + item * T * D, T, Tp, D, a.scale, kscale, vscale,
+    detail::attention_quantize_kv_avx2(a.present_k + item * j.rows * D, a.present_v + item * j.rows * D, T, Tp, D, a.scale, kscale, vscale,
                                        const_cast<float*>(j.kt) + item * D * Tp, const_cast<float*>(j.vq) + item * Tp * D, row.data());
     return;
   }
   std::vector<int8_t> row(static_cast<size_t>(D));
   for (int64_t t = 0; t < T; ++t) {
-    quantize_row(a.present_k + (item * T + t) * D, D, &kscale[t], row.data());
+    quantize_row(a.present_k + (item * j.rows + t) * D, D, &kscale[t], row.data());
     kscale[t] *= a.scale;  // (amax / 127) · scale, as the VNNI path computes it
     int32_t sum = 0;
     for (int64_t d = 0; d < D; ++d) {
@@ -123,7 +123,7 @@ void quantize_head(const Driver& dr, int64_t item) {
       const_cast<float*>(j.kt)[item * D * Tp + d * Tp + t] = row[static_cast<size_t>(d)];
     }
     const_cast<int32_t*>(j.ksum)[item * Tp + t] = 128 * sum;
-    quantize_row(a.present_v + (item * T + t) * D, D, &vscale[t], row.data());
+    quantize_row(a.present_v + (item * j.rows + t) * D, D, &vscale[t], row.data());
     for (int64_t d = 0; d < D; ++d) {
       const_cast<float*>(j.vq)[(item * Tp + t) * D + d] = row[static_cast<size_t>(d)];
     }
@@ -135,18 +135,22 @@ void quantize_head(const Driver& dr, int64_t item) {
 void fill_cache(void* p, int64_t begin, int64_t end) {
   const Driver& dr = *static_cast<const Driver*>(p);
   const CausalAttentionArgs& a = *dr.job.a;
-  const int64_t D = a.head_size, T = dr.job.total, Tp = dr.job.padded, P = a.past;
+  const int64_t D = a.head_size, T = dr.job.total, Tp = dr.job.padded, P = a.past, C = dr.job.rows;
   for (int64_t item = begin; item < end; ++item) {
     const int64_t b = item / a.kv_heads, h = item % a.kv_heads;
     for (int which = 0; which < 2; ++which) {
       const float* past = which == 0 ? a.past_k : a.past_v;
       const float* fresh = which == 0 ? a.k : a.v;
       const HeadStrides& st = which == 0 ? a.k_strides : a.v_strides;
-      float* present = (which == 0 ? a.present_k : a.present_v) + item * T * D;
-      if (P > 0) std::memcpy(present, past + item * P * D, static_cast<size_t>(P * D) * sizeof(float));
+      float* base = which == 0 ? a.present_k : a.present_v;
+      float* present = base + item * C * D;
+      // GenAI's shared buffer: the past rows are already in place (same buffer, same rows per head).
+      const bool in_place = base == past && dr.job.past_rows == C;
+      if (P > 0 && !in_place) std::memcpy(present, past + item * dr.job.past_rows * D, static_cast<size_t>(P * D) * sizeof(float));
       for (int64_t i = 0; i < a.seq; ++i)
         std::memcpy(present + (P + i) * D, fresh + b * st.batch + h * st.head + i * st.seq, static_cast<size_t>(D) * sizeof(float));
       if (which == 0 && transforms(a)) transform_heads(a, present + P * D, a.seq, b, 0, 1, dr.isa);
+      if (!in_place && C > T) std::fill(present + T * D, present + C * D, 0.0f);
     }
     if (dr.job.q8) {
       quantize_head(dr, item);
@@ -154,7 +158,7 @@ void fill_cache(void* p, int64_t begin, int64_t end) {
     }
     if (!dr.job.kt) continue;
     float* kt = const_cast<float*>(dr.job.kt) + item * D * Tp;
-    const float* k = a.present_k + item * T * D;
+    const float* k = a.present_k + item * C * D;
     for (int64_t j0 = 0; j0 < T; j0 += 8) {  // eight keys at a time: runs of eight floats in kt, not single ones 4·Tp bytes apart
       const int64_t n = std::min<int64_t>(8, T - j0);
       for (int64_t d = 0; d < D; ++d)
@@ -171,11 +175,11 @@ void empty_row(const CausalAttentionArgs& a, int64_t b, int64_t h, int64_t i) {
 }
 
 // One query row, plainly: scores over the keys it sees, max, exp, sum, then the weighted values.
-void reference_row(const CausalAttentionArgs& a, int64_t T, int64_t b, int64_t h, int64_t i, std::vector<float>& p) {
+void reference_row(const CausalAttentionArgs& a, int64_t T, int64_t rows, int64_t b, int64_t h, int64_t i, std::vector<float>& p) {
   const int64_t D = a.head_size, kvh = h / (a.q_heads / a.kv_heads), last = a.past + i;
   const float* q = a.q + b * a.q_strides.batch + h * a.q_strides.head + i * a.q_strides.seq;
-  const float* k = a.present_k + (b * a.kv_heads + kvh) * T * D;
-  const float* v = a.present_v + (b * a.kv_heads + kvh) * T * D;
+  const float* k = a.present_k + (b * a.kv_heads + kvh) * rows * D;
+  const float* v = a.present_v + (b * a.kv_heads + kvh) * rows * D;
   float* y = a.y + b * a.y_strides.batch + h * a.y_strides.head + i * a.y_strides.seq;
   p.assign(static_cast<size_t>(last + 1), 0.0f);
   float mx = -std::numeric_limits<float>::infinity();
@@ -252,7 +256,7 @@ void run_items(void* p, int64_t begin, int64_t end) {
       for (int64_t i = i0; i < i0 + n; ++i)
         for (int64_t g = 0; g < j.group; ++g) {
           if (j.q8) reference_row_q8(j, b, kvh * j.group + g, i, row);
-          else reference_row(a, j.total, b, kvh * j.group + g, i, row);
+          else reference_row(a, j.total, j.rows, b, kvh * j.group + g, i, row);
         }
       continue;
     }
@@ -311,6 +315,12 @@ void causal_attention(const CausalAttentionArgs& args, Isa isa) {
   Driver dr;
   dr.job.a = &a;
   dr.job.total = a.past + a.seq;
+  dr.job.rows = a.present_rows > 0 ? a.present_rows : dr.job.total;
+  dr.job.past_rows = a.past_rows > 0 ? a.past_rows : a.past;
+  if (dr.job.rows < dr.job.total || dr.job.past_rows < a.past)
+    throw std::invalid_argument("causal_attention: present_rows " + std::to_string(dr.job.rows) + " < past + S = " +
+                                std::to_string(dr.job.total) + ", or past_rows " + std::to_string(dr.job.past_rows) + " < past " +
+                                std::to_string(a.past));
   dr.job.padded = (dr.job.total + kAttnKeys - 1) / kAttnKeys * kAttnKeys;
   dr.job.group = a.q_heads / a.kv_heads;
   // AVX-512 needs D in whole 16-float vectors, AVX2 in 8-float ones; otherwise the next path down.

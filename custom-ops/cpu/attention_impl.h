@@ -13,6 +13,8 @@ constexpr int64_t kAttnKeys = 64;
 struct AttentionJob {
   const CausalAttentionArgs* a = nullptr;
   int64_t total = 0;          // T = past + seq
+  int64_t rows = 0;           // C ≥ T: rows per (batch, KV head) of the present cache (CausalAttentionArgs::present_rows)
+  int64_t past_rows = 0;      // rows per (batch, KV head) of the past cache (CausalAttentionArgs::past_rows)
   int64_t padded = 0;         // Tp: T rounded up to kAttnKeys
   int64_t group = 0;          // G = q_heads / kv_heads
   int64_t block = 0;          // query positions per work item

@@ -539,10 +539,20 @@ struct CausalAttentionOp {
       a.past = ps[2];
       a.past_k = (*past_k)->Data(); a.past_v = (*past_v)->Data();
     }
-    const int64_t T = a.past + a.seq;
+    int64_t T = a.past + a.seq;
     if (mask.has_value() && *mask) {
-      if ((*mask)->Shape() != std::vector<int64_t>{a.batch, T})
-        fail(op, "attention_mask must be [batch, past + sequence] = " + shape_str({a.batch, T}) + ", got " + shape_str((*mask)->Shape()));
+      const auto ms = (*mask)->Shape();
+      if (ms.size() == 2 && ms[0] == a.batch && ms[1] != T && has_past && ms[1] >= a.seq && ms[1] <= a.past) {
+        // A cache of fixed capacity (ONNX Runtime GenAI's past_present_share_buffer): past_key holds C = its rows per head, of
+        // which the first total − sequence are valid; present_key has the same C rows (GenAI binds it to the same buffer).
+        a.past_rows = a.past;
+        a.present_rows = a.past;
+        a.past = ms[1] - a.seq;
+        T = ms[1];
+      } else if (ms != std::vector<int64_t>{a.batch, T}) {
+        fail(op, "attention_mask must be [batch, past + sequence] = " + shape_str({a.batch, T}) + " (or, with a fixed-capacity "
+                 "past of C rows, [batch, total] with sequence <= total <= C), got " + shape_str(ms));
+      }
       a.key_mask = (*mask)->Data();
     }
     if (scale_ < 0 || std::isnan(scale_)) fail(op, "scale must be positive");
@@ -589,11 +599,12 @@ struct CausalAttentionOp {
     }
     a.y = y.Allocate(y_shape);
     a.y_strides = packed_ ? quantc::HeadStrides{a.seq * a.q_heads * a.head_size, a.head_size, a.q_heads * a.head_size} : strides(a.q_heads);
-    const std::vector<int64_t> cs{a.batch, a.kv_heads, T, a.head_size};
+    const int64_t rows = a.present_rows > 0 ? a.present_rows : T;
+    const std::vector<int64_t> cs{a.batch, a.kv_heads, rows, a.head_size};
     thread_local std::vector<float> spare_k, spare_v;
     auto cache = [&](std::optional<Tensor<float>*>& out, std::vector<float>& spare) {
       if (out.has_value() && *out) return (*out)->Allocate(cs);
-      spare.resize(static_cast<size_t>(a.batch * a.kv_heads * T * a.head_size));
+      spare.resize(static_cast<size_t>(a.batch * a.kv_heads * rows * a.head_size));
       return spare.data();
     };
     a.present_k = cache(present_k, spare_k);

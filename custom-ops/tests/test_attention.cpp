@@ -448,4 +448,69 @@ TEST(CausalAttentionInt8, TheAvxVnniTileGivesTheAvx2TilesBits) {
       }
 }
 
+// A cache of fixed capacity (GenAI's past_present_share_buffer): past and present of C rows per head, the first `past` valid.
+// The same outputs as the plain interface bit for bit, on every path and in both modes, whether present is a separate
+// buffer (past rows copied, rows after past + S zeroed) or the past buffer itself (only the new rows written); rows past the
+// valid ones hold NaN and are never read.
+TEST(CausalAttention, AFixedCapacityCacheGivesThePlainResultsInPlaceOrCopied) {
+  for (bool int8 : {false, true})
+    for (auto [S, P, D] : {std::tuple<int64_t, int64_t, int64_t>{1, 40, 64}, {17, 0, 64}, {5, 33, 80}, {70, 9, 64}}) {
+      Problem pr(600 + S + P + D, 2, 8, 2, S, P, D, false, true);
+      const int64_t T = P + S, C = T + 7, B = pr.B, H = pr.Hkv;
+      for (auto isa : paths()) {
+        const Outcome plain = run_int8(pr, isa, int8);
+        // The past in a C-row buffer per head, NaN after its valid rows.
+        std::vector<float> kbuf(static_cast<size_t>(B * H * C * D), std::nanf("")), vbuf(kbuf.size(), std::nanf(""));
+        for (int64_t bh = 0; bh < B * H; ++bh)
+          for (int64_t j = 0; j < P; ++j)
+            for (int64_t d = 0; d < D; ++d) {
+              kbuf[static_cast<size_t>((bh * C + j) * D + d)] = pr.pk[static_cast<size_t>((bh * P + j) * D + d)];
+              vbuf[static_cast<size_t>((bh * C + j) * D + d)] = pr.pv[static_cast<size_t>((bh * P + j) * D + d)];
+            }
+        for (bool in_place : {false, true}) {
+          std::vector<float> pk = kbuf, pv = vbuf, sep_k(kbuf.size(), std::nanf("")), sep_v(kbuf.size(), std::nanf(""));
+          std::vector<float> y(pr.q.size(), std::nanf(""));
+          quantc::CausalAttentionArgs a;
+          a.batch = B; a.q_heads = pr.Hq; a.kv_heads = H; a.seq = S; a.past = P; a.head_size = D;
+          a.scale = 1.0f / std::sqrt(static_cast<float>(D));
+          a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
+          a.k = pr.k.data(); a.k_strides = pr.strides(H);
+          a.v = pr.v.data(); a.v_strides = pr.strides(H);
+          a.past_k = pk.data(); a.past_v = pv.data(); a.key_mask = pr.mask.data();
+          a.present_k = in_place ? pk.data() : sep_k.data();
+          a.present_v = in_place ? pv.data() : sep_v.data();
+          a.past_rows = C; a.present_rows = C;
+          a.y = y.data(); a.y_strides = pr.strides(pr.Hq);
+          a.int8 = int8;
+          quantc::causal_attention(a, isa);
+          const std::string what = std::string(quantc::isa_name(isa)) + (int8 ? " int8" : "") + (in_place ? " in place" : " copied") +
+                                   " S " + std::to_string(S) + " P " + std::to_string(P) + " D " + std::to_string(D);
+          ASSERT_EQ(y, plain.y) << what;
+          const std::vector<float>& out_k = in_place ? pk : sep_k;
+          const std::vector<float>& out_v = in_place ? pv : sep_v;
+          for (int64_t bh = 0; bh < B * H; ++bh)
+            for (int64_t j = 0; j < C; ++j)
+              for (int64_t d = 0; d < D; ++d) {
+                const size_t at = static_cast<size_t>((bh * C + j) * D + d);
+                if (j < T) {
+                  ASSERT_EQ(out_k[at], plain.pk[static_cast<size_t>((bh * T + j) * D + d)]) << what << " row " << j;
+                  ASSERT_EQ(out_v[at], plain.pv[static_cast<size_t>((bh * T + j) * D + d)]) << what << " row " << j;
+                } else if (!in_place) {
+                  ASSERT_EQ(out_k[at], 0.0f) << what << ": rows after past + S are zeroed";
+                }
+              }
+        }
+      }
+    }
+  Problem pr(5, 1, 2, 1, 3, 4, 64, false, false);
+  std::vector<float> y(pr.q.size()), pk(pr.pk), pv(pr.pv);
+  quantc::CausalAttentionArgs a;
+  a.batch = 1; a.q_heads = 2; a.kv_heads = 1; a.seq = 3; a.past = 4; a.head_size = 64;
+  a.q = pr.q.data(); a.q_strides = pr.strides(2); a.k = pr.k.data(); a.k_strides = pr.strides(1);
+  a.v = pr.v.data(); a.v_strides = pr.strides(1); a.past_k = pk.data(); a.past_v = pv.data();
+  a.present_k = pk.data(); a.present_v = pv.data(); a.y = y.data(); a.y_strides = pr.strides(2);
+  a.past_rows = 4; a.present_rows = 6;  // 7 rows needed
+  EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument);
+}
+
 }  // namespace

@@ -18,7 +18,7 @@ public sealed record SpecialTokens(long Bos, IReadOnlyList<long> Eos, long Pad);
 /// sites (or the cache's fixed dimensions), the vocabulary and the longest sequence from <see cref="TokenLimits"/>.
 /// </summary>
 public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long HeadSize, long Hidden, long Vocabulary, long ContextLength,
-    bool HasPositionIds, bool UsesCustomOps, IReadOnlyList<string> Notes)
+    bool HasPositionIds, bool UsesCustomOps, IReadOnlyList<string> Notes, bool SharesCache = false)
 {
     public const string PastKey = "past_key_values.%d.key", PastValue = "past_key_values.%d.value";
     public const string PresentKey = "present.%d.key", PresentValue = "present.%d.value";
@@ -110,9 +110,40 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
             if (key is CacheTransforms.KeyKey or CacheTransforms.ValueKey or CacheTransforms.KeyScaleKey or CacheTransforms.ValueScaleKey)
                 notes.Add($"the KV cache is transformed ({key}): GenAI feeds present.* back as past_key_values.* unchanged, which is " +
                     "what this model expects; only a tool that reads the cache itself sees the transformed basis");
+        bool shares = SharedCache(g, map, layers, prefixed: model.Metadata.Any(kv => kv.Key == PrefixTokensKey), out var why);
+        notes.Add(shares ? "the KV cache is one buffer of max_length rows per layer, past and present (past_present_share_buffer): " +
+            "every attention is GroupQueryAttention or ai.quantc.CausalAttention on the cache inputs and outputs themselves"
+            : $"past and present KV caches are separate buffers (no past_present_share_buffer): {why}");
         return new DecoderShape(layers, heads.Value, kvHeads.Value, headSize.Value, hidden > 0 ? hidden : heads.Value * headSize.Value,
             vocab, context, inputs.ContainsKey("position_ids"),
-            CustomOps.IsUsedBy(model), notes);
+            CustomOps.IsUsedBy(model), notes, shares);
+    }
+
+    /// <summary>True where GenAI may bind one buffer of max_length rows as both past and present cache of every layer: each
+    /// attention is com.microsoft GroupQueryAttention (ONNX Runtime's kernel takes such a buffer) or ai.quantc.CausalAttention
+    /// with the attention_mask input (its fixed-capacity cache reads the valid length from the mask), reading the past graph
+    /// inputs and writing the present graph outputs directly (no prefix or transform in between).</summary>
+    private static bool SharedCache(Graph g, ModelMap map, int layers, bool prefixed, out string why)
+    {
+        why = "";
+        if (prefixed) { why = "the model keeps a prefix in its cache ahead of the sequence"; return false; }
+        if (map.Attention.Count != layers) { why = $"{map.Attention.Count} attention site(s) for {layers} cache layer(s)"; return false; }
+        var graphInputs = g.Inputs.ToHashSet(ReferenceEqualityComparer.Instance);
+        var graphOutputs = g.Outputs.ToHashSet(ReferenceEqualityComparer.Instance);
+        foreach (var site in map.Attention)
+        {
+            var n = site.Node;
+            bool gqa = n.Is("GroupQueryAttention", "com.microsoft"), causal = n.Is("CausalAttention", CustomOps.Domain);
+            int past = gqa ? 3 : 4;
+            if (!gqa && !causal) { why = $"{site.Name} is {n.OpType}, which reads a cache of exactly the past length"; return false; }
+            bool direct = n.Inputs.Count > past + 1 && n.Inputs[past] is { } pk && graphInputs.Contains(pk)
+                && n.Inputs[past + 1] is { } pv && graphInputs.Contains(pv)
+                && n.Outputs.Count > 2 && n.Outputs[1] is { } ok && graphOutputs.Contains(ok) && n.Outputs[2] is { } ov && graphOutputs.Contains(ov);
+            if (!direct) { why = $"{site.Name}'s cache is not read from and written to the graph's inputs and outputs directly"; return false; }
+            if (causal && n.Inputs[3]?.Name != "attention_mask")
+            { why = $"{site.Name} has no attention_mask input (a fixed-capacity cache needs it)"; return false; }
+        }
+        return true;
     }
 
     /// <summary>genai_config.json for the model file <paramref name="fileName"/> with these special tokens;
@@ -161,8 +192,8 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
                 ["diversity_penalty"] = 0.0, ["do_sample"] = false, ["early_stopping"] = true, ["length_penalty"] = 1.0,
                 ["max_length"] = ContextLength, ["min_length"] = 0, ["no_repeat_ngram_size"] = 0, ["num_beams"] = 1,
                 ["num_return_sequences"] = 1,
-                // The cache is the model's own Concat output, not a buffer shared between past and present.
-                ["past_present_share_buffer"] = false,
+                // One buffer of max_length rows as past and present cache where every attention op takes it (SharesCache).
+                ["past_present_share_buffer"] = SharesCache,
                 ["repetition_penalty"] = 1.0, ["temperature"] = 1.0, ["top_k"] = 1, ["top_p"] = 1.0,
             },
         };

@@ -68,6 +68,11 @@ public sealed class GenaiTests : IDisposable
         var session = JsonNode.Parse(File.ReadAllText(Path.Combine(dir,
             GenaiFolder.ConfigFile)))!["model"]!["decoder"]!["session_options"]!;
         bool customOps = Quantc.Core.Runtime.CustomOps.IsUsedBy(onnx);
+        // One buffer as past and present cache (GenAI's past_present_share_buffer) where every attention takes it: ONNX Runtime's
+        // GroupQueryAttention, and ai.quantc.CausalAttention's fixed-capacity cache; greedy decoding above ran that way.
+        bool shared = recipe == "smoothquant-auto-causal" || (model.Contains("ortgenai", StringComparison.Ordinal) && recipe is null);
+        Assert.Equal(shared, (bool)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["search"]!
+            ["past_present_share_buffer"]!);
         Assert.Equal(recipe is "w4a8" or "prefixquant-w8a8" or "smoothquant-auto-causal", customOps);
         if (recipe == "smoothquant-auto-causal")
             Assert.Equal(4, onnx.Graph.Nodes.Count(n => n.Is("CausalAttention", Quantc.Core.Runtime.CustomOps.Domain) && n.GetInt("int8", 0) == 1));

@@ -26,6 +26,12 @@ struct CausalAttentionArgs {
   const int64_t* key_mask = nullptr;                  // [B, past + S]: 0 = padding (never attended), else attended; or null
   float* present_k = nullptr;                         // [B, kv_heads, past + S, D]: written (the past then the new keys)
   float* present_v = nullptr;
+  // A cache of fixed capacity (ONNX Runtime GenAI's past_present_share_buffer): past_k/past_v hold past_rows rows per
+  // (batch, KV head), of which the first `past` are valid, and present_k/present_v hold present_rows rows, the first past + S
+  // written. Where present_k is past_k (the same buffer, as GenAI binds it) the past rows are not copied — only the new
+  // rows are written, at past .. past + S − 1; otherwise the past rows are copied and the rows after past + S zeroed.
+  // 0 = exactly past (past_rows) and past + S (present_rows): the plain ONNX past/present interface.
+  int64_t past_rows = 0, present_rows = 0;
   float* y = nullptr; HeadStrides y_strides;          // [B, q_heads, S, D] viewed through its strides
   // Optional transforms of the new queries and keys, applied before the scores and before the keys enter the present
   // cache (lower_attention's fused form of the RotaryEmbedding and QuaRot R3 Hadamard nodes in front of the op):
