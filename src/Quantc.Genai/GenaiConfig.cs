@@ -138,10 +138,18 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
             if (!gqa && !causal) { why = $"{site.Name} is {n.OpType}, which reads a cache of exactly the past length"; return false; }
             bool direct = n.Inputs.Count > past + 1 && n.Inputs[past] is { } pk && graphInputs.Contains(pk)
                 && n.Inputs[past + 1] is { } pv && graphInputs.Contains(pv)
-                && n.Outputs.Count > 2 && n.Outputs[1] is { } ok && graphOutputs.Contains(ok) && n.Outputs[2] is { } ov && graphOutputs.Contains(ov);
-            if (!direct) { why = $"{site.Name}'s cache is not read from and written to the graph's inputs and outputs directly"; return false; }
+                && n.Outputs.Count > 2 && n.Outputs[1] is { } ok && graphOutputs.Contains(ok)
+                && n.Outputs[2] is { } ov && graphOutputs.Contains(ov);
+            if (!direct)
+            {
+                why = $"{site.Name}'s cache is not read from and written to the graph's inputs and outputs directly";
+                return false;
+            }
             if (causal && n.Inputs[3]?.Name != "attention_mask")
-            { why = $"{site.Name} has no attention_mask input (a fixed-capacity cache needs it)"; return false; }
+            {
+                why = $"{site.Name} has no attention_mask input (a fixed-capacity cache needs it)";
+                return false;
+            }
         }
         return true;
     }
