@@ -20,13 +20,6 @@ namespace quantc {
 
 namespace {
 
-// The biased weight (w + 8, in [0, 15]) of column n at k, read from the chunked int4 layout.
-inline uint8_t biased_nibble(const uint8_t* w, int64_t K, int64_t n, int64_t k) {
-  const uint8_t byte = w[n * (K / 2) + 32 * (k / 64) + k % 32];
-  const uint8_t nib = (k % 64) < 32 ? (byte & 0xF) : (byte >> 4);
-  return static_cast<uint8_t>(nib ^ 8);  // two's-complement int4 v -> v + 8
-}
-
 void check_shape(int64_t K, int64_t G) {
   if (K % 64) throw std::invalid_argument("MatMulInt4Int8 needs K % 64 == 0");
   if (G != 32 && G != 64 && G != 128) throw std::invalid_argument("group_size must be 32, 64 or 128");
@@ -45,13 +38,22 @@ PackedInt4 pack_int4_gemm(const uint8_t* w, const float* w_scale, int64_t N, int
   const int64_t blocks = K / 8, groups = K / group_size;
   p.data.assign(static_cast<size_t>(p.panels * blocks * 64), 0x88);  // padding columns: w = 0
   p.scale.assign(static_cast<size_t>(p.panels * groups * 16), 0.0f);
+  // Column by column: its K biased nibbles (w + 8) unpacked from the chunked layout (per 64 k, 32 bytes: k 0-31 in the low
+  // nibbles, 32-63 in the high ones), then each block's quads (k 8b .. 8b+3 low, 8b+4 .. 8b+7 high) into the panel's lane.
+  std::vector<uint8_t> u(static_cast<size_t>(K));
   for (int64_t n = 0; n < N; ++n) {
     const int64_t panel = n / 16, lane = n % 16;
-    for (int64_t b = 0; b < blocks; ++b)
-      for (int i = 0; i < 4; ++i) {
-        const uint8_t lo = biased_nibble(w, K, n, 8 * b + i), hi = biased_nibble(w, K, n, 8 * b + 4 + i);
-        p.data[static_cast<size_t>((panel * blocks + b) * 64 + lane * 4 + i)] = static_cast<uint8_t>(lo | (hi << 4));
+    const uint8_t* src = w + n * (K / 2);
+    for (int64_t c = 0; c < K / 64; ++c)
+      for (int t = 0; t < 32; ++t) {
+        const uint8_t byte = src[32 * c + t];
+        u[static_cast<size_t>(64 * c + t)] = static_cast<uint8_t>((byte & 0xF) ^ 8);
+        u[static_cast<size_t>(64 * c + 32 + t)] = static_cast<uint8_t>((byte >> 4) ^ 8);
       }
+    uint8_t* dst = p.data.data() + panel * blocks * 64 + lane * 4;
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int i = 0; i < 4; ++i)
+        dst[b * 64 + i] = static_cast<uint8_t>(u[static_cast<size_t>(8 * b + i)] | (u[static_cast<size_t>(8 * b + 4 + i)] << 4));
     for (int64_t g = 0; g < groups; ++g) p.scale[static_cast<size_t>((panel * groups + g) * 16 + lane)] = w_scale[n * groups + g];
   }
   return p;
