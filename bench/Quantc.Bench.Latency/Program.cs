@@ -109,7 +109,14 @@ sealed class Bench
                 else
                 {
                     var dims = shape.Select((d, i) => i == 0 ? 1 : i == 2 ? past : d ?? 1).ToArray();
-                    list.Add((v.Name, OrtValue.CreateTensorValueFromMemory(new float[dims.Aggregate(1L, (a, b) => a * b)], dims)));
+                    long count = dims.Aggregate(1L, (a, b) => a * b);
+                    // A cache stored as integers (quantize_kv storage: native): int8 zeros, or uint8 0x88 (two 4-bit zeros).
+                    list.Add((v.Name, v.ElementType switch
+                    {
+                        3 => OrtValue.CreateTensorValueFromMemory(new sbyte[count], dims),
+                        2 => OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat((byte)0x88, (int)count).ToArray(), dims),
+                        _ => OrtValue.CreateTensorValueFromMemory(new float[count], dims),
+                    }));
                 }
             }
             return list;

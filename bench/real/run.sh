@@ -8,7 +8,8 @@
 #   bench/real/run.sh [OUT_DIR]          (default out/real; the table goes to OUT_DIR/results.md and stdout)
 #
 # Environment: REAL (default ../shared/real beside the repository), SAMPLES (verification samples, default 64),
-# CALIB_SAMPLES (default 64), SEQ (tokens per sample, default 128), RECIPES (default: every built-in recipe but Mamba's).
+# CALIB_SAMPLES (default 64), SEQ (tokens per sample, default 128), RECIPES (default: every built-in recipe but Mamba's),
+# FLAVOR (graph shape of the model: torch, the default, or ortgenai — GenAI's builder shape with GroupQueryAttention).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 real="${REAL:-$here/../shared/real}"
@@ -33,7 +34,8 @@ tail -n $((lines * 45 / 100)) "$ts" | awk 'started { print; next } /^[[:space:]]
 cp "$real/text/wikitext2-test.txt" "$out/eval-wikitext2.txt"
 
 model="$out/babyllama-tok105.onnx"
-q models llama --config "$real/babyllama-tok105/config.json" --weights "$real/babyllama-tok105/model.safetensors" -o "$model" --force >/dev/null
+q models llama --config "$real/babyllama-tok105/config.json" --weights "$real/babyllama-tok105/model.safetensors" -o "$model" --force \
+  ${FLAVOR:+--flavor "$FLAVOR"} >/dev/null
 cp "$real/babyllama-tok105/tokenizer.model" "$out/tokenizer.model"
 
 recipes="${RECIPES:-$(q recipes | awk -F: '/^[a-z0-9-]+: ./ { print $1 }' | grep -vE '^(mamba|quamba)')}"

@@ -54,6 +54,7 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
         var other = new List<string>();
         var fused = new Dictionary<string, int>(StringComparer.Ordinal);
         var notFused = new List<string>();
+        string? firstWhy = null;
         foreach (var site in ctx.Map.Attention)
         {
             bool gqa = site.Form == "GroupQueryAttention";
@@ -69,6 +70,7 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
                 if (WhyGqa(n, out var mask) is { } why)
                 {
                     ctx.Log.Add($"lower_attention: {site.Name} left as GroupQueryAttention: {why}");
+                    firstWhy ??= $"{site.Name}: {why}";
                     continue;
                 }
                 pastK = At(n.Inputs, 3);
@@ -161,6 +163,8 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
             ctx.Log.Add($"lower_attention: {gqaLowered} of {gqas} com.microsoft GroupQueryAttention node(s) → " +
                 "ai.quantc.CausalAttention (lower triangle only, the padding read from the attention_mask behind seqlens_k" +
                 $"{(gqaLowered > 0 ? int8Note : "")}){(onnx > 0 ? "" : others)}");
+        if (lowered + gqaLowered == 0 && gqas > 0)
+            ctx.Notice($"lower_attention: none of the {gqas} GroupQueryAttention node(s) lowered (first: {firstWhy ?? "see the log"})");
         foreach (var (what, count) in fused)
             ctx.Log.Add($"lower_attention: {count} with {what} inside the op (fewer nodes per decode step)");
         foreach (var why in notFused) ctx.Log.Add($"lower_attention: {why}; the nodes in front stay");

@@ -23,17 +23,21 @@ namespace Quantc.Passes;
 /// <c>fp8</c> or <c>fp8_expanded</c> the cache is float8 e4m3fn per token and head instead of an integer grid: plain absmax
 /// scaling, or COAT's dynamic range expansion (<see cref="KvFp8.Float8"/>). ONNX Runtime's attention reads float32 caches, so every
 /// cache format here is simulated: the graph's cache holds exactly the values a real cache of that format would give back, in
-/// float32 (the memory saving is the format's, not realised by ONNX Runtime). Not function-preserving.
+/// float32 (the memory saving is the format's, not realised by ONNX Runtime) — except with <c>storage: native</c>
+/// (<see cref="KvNative"/>): com.microsoft GroupQueryAttention's past/present themselves become int8 (or uint8 with two 4-bit
+/// values per byte) that ONNX Runtime quantizes into and reads back, with static symmetric scales per KV head and channel (or
+/// per tensor) calibrated here. Not function-preserving.
 /// </summary>
 public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool values, bool symmetric = false, bool fp8Scales = false,
     bool fp8Queries = false, bool staticScales = false, bool perHead = true, IReadOnlyList<double>? clipGrid = null,
-    string format = "int") : IPass
+    string format = "int", string storage = "simulated", bool perChannel = true) : IPass
 {
     /// <summary>The pass's declaration: name, kind, summary and options.</summary>
     public static readonly PassInfo Info = PassInfo.Of<QuantizeKvOptions>("quantize_kv", PassKind.Lowering,
-        "KV-cache quantization: new keys and values fake-quantized before the cache, asymmetric per token and head",
+        "KV-cache quantization: new keys and values fake-quantized before the cache, asymmetric per token and head; or (storage: " +
+        "native) GroupQueryAttention's cache stored as int8 / packed int4 with calibrated static scales",
         o => new QuantizeKvPass(o.Bits, o.ClipRatio, o.Keys, o.Values, o.Symmetric, o.Fp8Scales, o.Fp8Queries, o.StaticScales, o.PerHead,
-            o.ClipGrid, o.Format));
+            o.ClipGrid, o.Format, o.Storage, o.PerChannel));
 
     public string Name => Info.Name;
     public PassKind Kind => Info.Kind;
@@ -45,6 +49,7 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
         if (sites.Count == 0)
             { ctx.Log.Add("quantize_kv: no attention found (eager MatMul/Softmax/MatMul, GroupQueryAttention or " +
             "MultiHeadAttention)"); return; }
+        if (storage == "native") { RunNative(ctx, sites); return; }
         // Cast to float8 with saturate needs opset 19 (lower_qdq's 21, as the rest of the compile ends up with).
         if ((fp8Scales || fp8Queries || format != "int") && (ctx.Model.OpsetVersion("") ?? 0) < 21) ctx.Model.SetOpset("", 21);
         var statics = new List<KvStatic.Target>();
@@ -82,6 +87,20 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
                     $"({a.HeadDim}){(clipRatio < 1 ? $", clip ratio {clipRatio:0.###}" : "")}");
         }
         if (statics.Count > 0) new KvStatic(bits, perHead, clipGrid ?? [1.0]).Run(ctx, statics, Name);
+    }
+
+    // storage: native — every GroupQueryAttention whose cache can be stored as integers; the others are named with the reason.
+    private void RunNative(PassContext ctx, List<AttentionSite> sites)
+    {
+        var native = new KvNative(bits, perChannel, clipGrid ?? [1.0]);
+        var eligible = new List<AttentionSite>();
+        foreach (var a in sites)
+            if (native.Why(ctx.Model.Graph, a) is { } why)
+                ctx.Notice($"quantize_kv: {a.Name} ({a.Form}): cache left float32 (storage native): {why}");
+            else eligible.Add(a);
+        if (eligible.Count == 0)
+            { ctx.Notice($"quantize_kv: storage native: none of the {sites.Count} attention(s) can store its cache as integers"); return; }
+        native.Run(ctx, eligible, Name);
     }
 
     private string Suffix => format == "int" ? $"q{bits}" : format;
@@ -183,12 +202,32 @@ public sealed record QuantizeKvOptions : PassOptions
         "fp8_expanded (float8 with COAT's dynamic range expansion per token and head)", Choices = "int|fp8|fp8_expanded")]
     public string Format { get; init; } = "int";
 
-    public override string? Check() => Bits is not (4 or 8) ? $"parameter 'bits' = {Bits} must be 4 or 8"
+    [Option("where the quantized cache lives: simulated (the graph's float32 cache holds the dequantized values; any attention) or " +
+        "native (the past/present tensors themselves are int8, or uint8 with two 4-bit values per byte, in ONNX Runtime's " +
+        "GroupQueryAttention: static symmetric scales calibrated here)", Choices = "simulated|native")]
+    public string Storage { get; init; } = "simulated";
+
+    [Option("with storage native: one scale per KV head and channel (false: one per tensor)")]
+    public bool PerChannel { get; init; } = true;
+
+    public override string? Check() => Storage == "native" ? CheckNative()
+        : Given("per_channel") ? "per_channel is an option of storage: native"
+        : Bits is not (4 or 8) ? $"parameter 'bits' = {Bits} must be 4 or 8"
         : Format != "int" && Given("bits") ? $"format {Format} is 8 bits per value: drop 'bits' (it sets the int grid's width)"
         : Format != "int" && (Symmetric || Fp8Scales || StaticScales || ClipRatio < 1)
             ? $"format {Format} has its own per token and head scaling: drop symmetric, fp8_scales, static_scales and clip_ratio"
         : Fp8Scales && !Symmetric ? "fp8_scales needs symmetric: true"
         : StaticScales && (Symmetric || Fp8Queries) ? "static_scales is asymmetric per head: drop symmetric and fp8_queries"
         : StaticScales && ClipRatio < 1 ? "static_scales searches its clip ratio (clip_grid): drop clip_ratio"
+        : ClipGrid.Count == 0 || ClipGrid.Any(r => r is <= 0 or > 1) ? "parameter 'clip_grid' must list ratios in (0, 1]" : null;
+
+    private string? CheckNative() =>
+        Bits is not (4 or 8) ? $"parameter 'bits' = {Bits} must be 4 or 8"
+        : Format != "int" ? $"storage native stores an integer grid: drop format {Format}"
+        : !Keys || !Values ? "storage native stores keys and values alike (ONNX Runtime's GroupQueryAttention takes one quantization " +
+            "for both): drop keys/values"
+        : Symmetric || Fp8Scales || Fp8Queries || StaticScales || ClipRatio < 1 || Given("per_head")
+            ? "storage native is static symmetric per channel (per_channel) with its clip ratio searched from clip_grid: drop " +
+              "symmetric, fp8_scales, fp8_queries, static_scales, per_head and clip_ratio"
         : ClipGrid.Count == 0 || ClipGrid.Any(r => r is <= 0 or > 1) ? "parameter 'clip_grid' must list ratios in (0, 1]" : null;
 }

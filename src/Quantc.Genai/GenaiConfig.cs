@@ -55,11 +55,13 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
                 "attention_mask, position_ids and the KV cache only");
         if (!inputs.ContainsKey("attention_mask"))
             throw new BadInputException("ONNX Runtime GenAI's decoder needs an 'attention_mask' input; this model has none");
+        var stored = KvStorage.Of(model.Metadata);
         foreach (var v in inputs.Values)
         {
-            if (v.Name.StartsWith("past_key_values.", StringComparison.Ordinal) && v.ElementType is not (1 or 10))
+            if (v.Name.StartsWith("past_key_values.", StringComparison.Ordinal) && v.ElementType is not (1 or 10)
+                && !(stored.Contains(v.Name) && v.ElementType is 2 or 3))
                 throw new BadInputException($"the KV cache input '{v.Name}' is of ONNX type {v.ElementType}: GenAI allocates float32 or " +
-                    "float16 caches only (a cache stored as integers is not something it knows)");
+                    "float16 caches, or int8 / uint8 ones that GroupQueryAttention stores quantized (quantize_kv storage: native)");
             if (v.Shape is { Length: > 0 } s && s[0] is not null)
                 throw new BadInputException($"input '{v.Name}' has a fixed batch dimension {s[0]}: GenAI needs it symbolic");
         }
@@ -68,6 +70,8 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
         var notes = new List<string>();
         var key0 = inputs[Name(PastKey, 0)].Shape;
         long? kvHeads = key0 is { Length: 4 } ks ? ks[1] : null, headSize = key0 is { Length: 4 } ks2 ? ks2[3] : null, heads = null;
+        // A 4-bit stored cache holds two values per byte: its last axis is half the head size (GenAI's head_size is the whole).
+        if (headSize is { } hs && stored.Contains(Name(PastKey, 0)) && stored.Bits(Name(PastKey, 0)) == 4) headSize = hs * 2;
         foreach (var site in map.Attention)
         {
             var n = site.Node;
@@ -106,6 +110,10 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
             notes.Add($"the model keeps {n} prefix tokens (prefix_tokens) in its KV cache ahead of the sequence, at the first " +
                 $"positions: context_length is {context}");
         }
+        if (!stored.IsEmpty)
+            notes.Add("the KV cache is stored as " +
+                $"{(stored.Bits(Name(PastKey, 0)) == 8 ? "int8" : "uint8 with two 4-bit values per byte")} " +
+                "(quantize_kv storage: native): GroupQueryAttention quantizes new keys and values into it and reads them back itself");
         foreach (var (key, value) in model.Metadata)
             if (key is CacheTransforms.KeyKey or CacheTransforms.ValueKey or CacheTransforms.KeyScaleKey or CacheTransforms.ValueScaleKey)
                 notes.Add($"the KV cache is transformed ({key}): GenAI feeds present.* back as past_key_values.* unchanged, which is " +

@@ -18,20 +18,25 @@ public sealed class GenaiTests : IDisposable
 
     public void Dispose() => _dir.Delete(recursive: true);
 
+    private const string StoredInt8 = "passes: [{quantize_kv: {storage: native, bits: 8}}]";
+    private const string StoredInt4 = "passes: [{quantize_kv: {storage: native, bits: 4}}]";
+
     private static string Bundled(string name) => Path.Combine(AppContext.BaseDirectory, name);
 
     /// <summary>Writes the model at <paramref name="source"/> as a GenAI folder, compiled with
     /// <paramref name="recipe"/> first unless null.</summary>
     private string Folder(string source, string? recipe)
     {
-        string dir = Path.Combine(_dir.FullName, $"{Path.GetFileNameWithoutExtension(source)}.{recipe ?? "fp32"}");
+        string tag = recipe is null ? "fp32" : Builtins.Recipes.ContainsKey(recipe) ? recipe : $"yaml{(uint)recipe.GetHashCode():x8}";
+        string dir = Path.Combine(_dir.FullName, $"{Path.GetFileNameWithoutExtension(source)}.{tag}");
         Directory.CreateDirectory(dir);
         using var m = Model.Load(source);
         var folder = GenaiFolder.Plan(m, source);
         if (recipe is not null)
         {
             var calib = DataLoader.Load(m, Bundled("calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 4 });
-            using var _ = new Compiler(Builtins.Passes()).Compile(m, Builtins.Recipe(recipe), new CompileOptions { Calibration = calib });
+            var r = Builtins.Recipes.ContainsKey(recipe) ? Builtins.Recipe(recipe) : Quantc.Core.Pipeline.Recipe.Parse(recipe, "test recipe");
+            using var _ = new Compiler(Builtins.Passes()).Compile(m, r, new CompileOptions { Calibration = calib });
         }
         m.Save(Path.Combine(dir, GenaiFolder.ModelFile));
         folder.Write(m, f => Path.Combine(dir, f));
@@ -48,6 +53,8 @@ public sealed class GenaiTests : IDisposable
     [InlineData("tiny-opt-fused.onnx", "w8a8-dynamic")]
     [InlineData("tiny-llama.onnx", "smoothquant-auto-causal")]          // ai.quantc.CausalAttention, prefill in int8
     [InlineData("tiny-llama-ortgenai.onnx", "smoothquant-auto-causal")] // the same from GroupQueryAttention
+    [InlineData("tiny-llama-ortgenai.onnx", StoredInt8)]                // GroupQueryAttention's int8 cache (quantize_kv storage: native)
+    [InlineData("tiny-llama-ortgenai.onnx", StoredInt4)]                // its uint8 cache of two 4-bit values per byte
     public void GreedyGenerationEqualsAnOnnxRuntimeGreedyLoop(string model, string? recipe)
     {
         string dir = Folder(Bundled(model), recipe);
@@ -70,7 +77,10 @@ public sealed class GenaiTests : IDisposable
         bool customOps = Quantc.Core.Runtime.CustomOps.IsUsedBy(onnx);
         // One buffer as past and present cache (GenAI's past_present_share_buffer) where every attention takes it: ONNX Runtime's
         // GroupQueryAttention, and ai.quantc.CausalAttention's fixed-capacity cache; greedy decoding above ran that way.
-        bool shared = recipe == "smoothquant-auto-causal" || (model.Contains("ortgenai", StringComparison.Ordinal) && recipe is null);
+        bool shared = recipe is "smoothquant-auto-causal" or StoredInt8 or StoredInt4
+            || (model.Contains("ortgenai", StringComparison.Ordinal) && recipe is null);
+        if (recipe is StoredInt8 or StoredInt4)
+            Assert.Equal(recipe == StoredInt8 ? 3 : 2, onnx.Graph.Inputs.Single(v => v.Name == "past_key_values.0.key").ElementType);
         Assert.Equal(shared, (bool)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["search"]!
             ["past_present_share_buffer"]!);
         Assert.Equal(recipe is "w4a8" or "prefixquant-w8a8" or "smoothquant-auto-causal", customOps);
@@ -85,6 +95,7 @@ public sealed class GenaiTests : IDisposable
     [InlineData("tiny-llama-ortgenai.onnx", null)]
     [InlineData("tiny-llama.onnx", "w8a8-dynamic")]
     [InlineData("tiny-llama.onnx", "prefixquant-w8a8")]
+    [InlineData("tiny-llama-ortgenai.onnx", StoredInt4)]   // head_size is the whole head, not the packed cache's half
     public void ConfigIsDerivedFromTheGraph(string model, string? recipe)
     {
         string dir = Folder(Bundled(model), recipe);

@@ -46,7 +46,13 @@ public static class CalibrationInputs
                 var dims = shape.Select((d, i) => i == 0 ? 1 : d ?? 0).ToArray();
                 if (name.StartsWith("past_key_values.", StringComparison.Ordinal) && dims.Length == 4) dims[2] = 0;
                 long count = dims.Aggregate(1L, (a, b) => a * b);
-                s.Inputs[name] = (input.ElementType == (int)DT.Float16 ? new Float16[count] : new float[count], dims);
+                s.Inputs[name] = (input.ElementType switch
+                {
+                    (int)DT.Float16 => new Float16[count],
+                    (int)DT.Int8 => new sbyte[count],     // a cache stored as integers (quantize_kv storage: native)
+                    (int)DT.Uint8 => new byte[count],
+                    _ => new float[count],
+                }, dims);
             }
             else
                 throw new BadInputException($"input '{name}' cannot be filled from token ids; give raw input tensors as calibration data " +
@@ -82,8 +88,9 @@ public static class CalibrationInputs
                     int[] i => Owned(i, TensorElementType.Int32, shape),
                     Float16[] h => Owned(h, TensorElementType.Float16, shape),
                     bool[] b => Owned(b, TensorElementType.Bool, shape),
+                    // sbyte[] first: the runtime lets an sbyte[] pass as byte[] (array covariance of same-size integers).
+                    sbyte[] s8 when data.GetType() == typeof(sbyte[]) => Owned(s8, TensorElementType.Int8, shape),
                     byte[] u => Owned(u, TensorElementType.UInt8, shape),
-                    sbyte[] s8 => Owned(s8, TensorElementType.Int8, shape),
                     _ => throw new ArgumentException($"unsupported input array type {data.GetType().Name}"),
                 };
                 list.Add((name, v));

@@ -127,8 +127,12 @@ public static class Verifier
         foreach (var o in outputs)
             if (!compiled.Graph.Outputs.Any(v => v.Name == o))
                 throw new BadInputException($"the compiled model has no output '{o}' (the original has)");
-        SameShapes("input", original.Graph.Inputs.Where(v => !v.IsInitializer), compiled.Graph);
-        SameShapes("output", original.Graph.Outputs, compiled.Graph);
+        // Caches stored as integers (quantize_kv storage: native): fed and compared as the float values they hold.
+        var stored = KvStorage.Of(compiled.Metadata);
+        var originalStored = KvStorage.Of(original.Metadata);
+        bool Plain(Value v) => !stored.Contains(v.Name) && !originalStored.Contains(v.Name);
+        SameShapes("input", original.Graph.Inputs.Where(v => !v.IsInitializer && Plain(v)), compiled.Graph);
+        SameShapes("output", original.Graph.Outputs.Where(Plain), compiled.Graph);
 
         // Caches held in another basis (rotated, scaled): the compiled model's, and the original's when it is itself a compiled model.
         var caches = CacheTransforms.Of(compiled.Metadata);
@@ -158,8 +162,9 @@ public static class Verifier
             var origNames = (gi == 0 ? outputs : []).Concat(group.Select(p => p.Original)).ToList();
             var compNames = (gi == 0 ? outputs : []).Concat(group.Select(p => p.Compiled)).ToList();
             if (origNames.Count == 0) continue;
-            var compSamples = caches.IsEmpty ? samples : samples.Select(x => InCacheBasis(x, caches)).ToList();
-            var origSamples = originalCaches.IsEmpty ? samples : samples.Select(x => InCacheBasis(x, originalCaches)).ToList();
+            var compSamples = caches.IsEmpty && stored.IsEmpty ? samples : samples.Select(x => InCacheBasis(x, caches, stored)).ToList();
+            var origSamples = originalCaches.IsEmpty && originalStored.IsEmpty ? samples
+                : samples.Select(x => InCacheBasis(x, originalCaches, originalStored)).ToList();
             using var ra = VerifyRuns.Of(original, segmentsOriginal, origSamples, origNames, "original");
             using var rb = VerifyRuns.Of(compiled, segmentsCompiled, compSamples, compNames, "compiled");
             for (int s = 0; s < samples.Count; s++)
@@ -257,20 +262,23 @@ public static class Verifier
 
     /// <summary>
     /// The sample with every past-cache input a pass keeps in another basis (QuaRot's caches and FireQ's scaled key and value
-    /// caches, from the model's metadata) moved into that basis, as the compiled model's own present outputs are.
+    /// caches, from the model's metadata) moved into that basis, as the compiled model's own present outputs are, and every one it
+    /// stores as integers in that stored form.
     /// </summary>
-    private static CalibrationSample InCacheBasis(CalibrationSample sample, CacheTransforms caches)
+    private static CalibrationSample InCacheBasis(CalibrationSample sample, CacheTransforms caches, KvStorage stored)
     {
         var s = new CalibrationSample();
-        foreach (var (name, (data, shape)) in sample.Inputs)
+        foreach (var (name, (given, shape)) in sample.Inputs)
         {
+            var data = given;
             if (data is float[] f && f.Length > 0 && caches.Contains(name))
             {
                 var r = (float[])f.Clone();
                 caches.ToRotated(name, r, shape);
-                s.Inputs[name] = (r, shape);
+                data = r;
             }
-            else s.Inputs[name] = (data, shape);
+            // A cache stored as integers takes the stored form of those values (an empty past: an empty int8 / uint8 tensor).
+            s.Inputs[name] = data is float[] x && stored.Contains(name) ? stored.Quantize(name, x, shape) : (data, shape);
         }
         return s;
     }

@@ -1,4 +1,5 @@
 using Quantc.Core.Calibration;
+using Quantc.Core.Numerics;
 using Quantc.Core.Runtime;
 using Quantc.Ir;
 using Microsoft.ML.OnnxRuntime;
@@ -41,13 +42,16 @@ internal sealed class VerifyRuns : IDisposable
     public static VerifyRuns Of(Model model, IReadOnlyList<SegmentedRun.Segment>? segments, IReadOnlyList<CalibrationSample> samples,
         List<string> names, string which)
     {
+        // A cache stored as integers (quantize_kv storage: native) is compared as the float values it holds.
+        var stored = KvStorage.Of(model.Metadata);
+        HostTensor Host(string name, OrtValue v) => stored.Contains(name) ? Stored(stored, name, v) : VerifyRuns.Host(v);
         if (segments is null)
         {
             var session = OrtModel.CreateSession(model, names);
             return new VerifyRuns(session, s =>
             {
                 using var r = Verifier.RunOne(session, samples[s], names, which);
-                return r.Select(Host).ToArray();
+                return r.Select((v, i) => Host(names[i], v)).ToArray();
             });
         }
         var all = new HostTensor[samples.Count][];
@@ -56,10 +60,16 @@ internal sealed class VerifyRuns : IDisposable
             .ToDictionary(x => x.Key, x => x.Select(y => y.i).ToList(), StringComparer.Ordinal);
         SegmentedRun.Run(model, segments, names, samples, (name, value, sample) =>
         {
-            var host = Host(value);
+            var host = Host(name, value);
             foreach (int i in slot[name]) all[sample][i] = host;
         });
         return new VerifyRuns(null, s => all[s]);
+    }
+
+    private static HostTensor Stored(KvStorage stored, string name, OrtValue v)
+    {
+        var (data, shape) = CalibrationInputs.Copy(v);
+        return new HostTensor(stored.Dequantize(name, data, shape), OrtType.Float, stored.LogicalShape(name, shape));
     }
 
     private static HostTensor Host(OrtValue v)
