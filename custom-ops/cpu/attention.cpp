@@ -130,6 +130,17 @@ void quantize_head(const Driver& dr, int64_t item) {
   }
 }
 
+// rows × head_size values of KV head h rounded to the stored cache's symmetric grid (CausalAttentionArgs::grid_bits).
+void to_grid(const CausalAttentionArgs& a, const float* scales, float* x, int64_t rows, int64_t h) {
+  const int64_t D = a.head_size;
+  const float lo = -static_cast<float>(1 << (a.grid_bits - 1)), hi = static_cast<float>((1 << (a.grid_bits - 1)) - 1);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < D; ++d) {
+      const float s = a.grid_scales == 1 ? scales[0] : scales[h * D + d];
+      x[r * D + d] = std::min(hi, std::max(lo, std::nearbyint(x[r * D + d] / s))) * s;
+    }
+}
+
 // present = [past; new] for keys and values (the new keys transformed when asked), and the keys transposed to [D, Tp]
 // (zero past T).
 void fill_cache(void* p, int64_t begin, int64_t end) {
@@ -150,6 +161,7 @@ void fill_cache(void* p, int64_t begin, int64_t end) {
       for (int64_t i = 0; i < a.seq; ++i)
         std::memcpy(present + (P + i) * D, fresh + b * st.batch + h * st.head + i * st.seq, static_cast<size_t>(D) * sizeof(float));
       if (which == 0 && transforms(a)) transform_heads(a, present + P * D, a.seq, b, 0, 1, dr.isa);
+      if (a.grid_bits > 0) to_grid(a, which == 0 ? a.k_grid : a.v_grid, present + P * D, a.seq, h);
       if (!in_place && C > T) std::fill(present + T * D, present + C * D, 0.0f);
     }
     if (dr.job.q8) {
@@ -312,6 +324,9 @@ void causal_attention(const CausalAttentionArgs& args, Isa isa) {
     throw std::invalid_argument("causal_attention: bad sizes");
   if (!a.present_k || !a.present_v || (a.past > 0 && (!a.past_k || !a.past_v)))
     throw std::invalid_argument("causal_attention: the present cache (and the past, when past > 0) must be given");
+  if (a.grid_bits != 0 && ((a.grid_bits != 8 && a.grid_bits != 4) || !a.k_grid || !a.v_grid ||
+                           (a.grid_scales != 1 && a.grid_scales != a.kv_heads * a.head_size)))
+    throw std::invalid_argument("causal_attention: a stored cache's grid needs 8 or 4 bits and 1 or kv_heads · head_size scales");
   Driver dr;
   dr.job.a = &a;
   dr.job.total = a.past + a.seq;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -479,12 +480,33 @@ struct QCausalConv1dOp {
 //   ONNX RotaryEmbedding first (attributes rotary_interleaved, rotary_embedding_dim: 0 = the head size);
 // - qk_hadamard = 1: then through ai.quantc.Hadamard (normalised) per head — QuaRot's R3; present_key holds the keys as
 //   transformed, as the unfused graph's present output did.
+// A cache stored as integers (C = int8_t: kv_cache_bit_width 8; C = uint8_t: 4, two values per byte, the first in the low
+// nibble, each stored as q + 8 — ONNX Runtime GroupQueryAttention's layout): past/present [B, kv heads, T, D or D / 2] hold
+// q = clamp(rint(x / s), −2^(bits−1), 2^(bits−1) − 1) with the attributes k_cache_scale / v_cache_scale (one value, or one
+// per KV head and channel). The op reads the stored past as floats, rounds the new keys (after RoPE / R3) and values to the
+// grid before attending (quantc/attention.h, grid_bits), and stores them; past rows are copied as bytes (or left in place in
+// a shared buffer).
+template <typename C>
 struct CausalAttentionOp {
+  static constexpr bool kStored = !std::is_same_v<C, float>;
+  static constexpr int kBits = std::is_same_v<C, int8_t> ? 8 : std::is_same_v<C, uint8_t> ? 4 : 0;
+
+  static std::vector<float> floats(const OrtApi* api, const OrtKernelInfo* info, const char* name) {
+    size_t n = 0;
+    OrtStatus* st = api->KernelInfoGetAttributeArray_float(info, name, nullptr, &n);
+    if (st) { api->ReleaseStatus(st); return {}; }
+    std::vector<float> v(n);
+    st = api->KernelInfoGetAttributeArray_float(info, name, v.data(), &n);
+    if (st) { api->ReleaseStatus(st); return {}; }
+    return v;
+  }
+
   CausalAttentionOp(const OrtApi* api, const OrtKernelInfo* info)
       : q_heads_(attr_int(api, info, "q_num_heads", 0)), kv_heads_(attr_int(api, info, "kv_num_heads", 0)),
         packed_(attr_int(api, info, "packed_qkv", 0) != 0), interleaved_(attr_int(api, info, "rotary_interleaved", 0) != 0),
         rotary_dim_(attr_int(api, info, "rotary_embedding_dim", 0)), hadamard_(attr_int(api, info, "qk_hadamard", 0) != 0),
-        int8_(attr_int(api, info, "int8", 0) != 0) {
+        int8_(attr_int(api, info, "int8", 0) != 0), bits_(attr_int(api, info, "kv_cache_bit_width", 0)),
+        k_grid_(floats(api, info, "k_cache_scale")), v_grid_(floats(api, info, "v_cache_scale")) {
     float s = 0;
     OrtStatus* st = api->KernelInfoGetAttribute_float(info, "scale", &s);
     if (st) api->ReleaseStatus(st);
@@ -492,12 +514,15 @@ struct CausalAttentionOp {
   }
 
   void Compute(OrtKernelContext* ctx, const Tensor<float>& q, const Tensor<float>& k, const Tensor<float>& v,
-               std::optional<const Tensor<int64_t>*> mask, std::optional<const Tensor<float>*> past_k,
-               std::optional<const Tensor<float>*> past_v, std::optional<const Tensor<float>*> cos,
+               std::optional<const Tensor<int64_t>*> mask, std::optional<const Tensor<C>*> past_k,
+               std::optional<const Tensor<C>*> past_v, std::optional<const Tensor<float>*> cos,
                std::optional<const Tensor<float>*> sin, std::optional<const Tensor<int64_t>*> position_ids, Tensor<float>& y,
-               std::optional<Tensor<float>*> present_k, std::optional<Tensor<float>*> present_v) {
+               std::optional<Tensor<C>*> present_k, std::optional<Tensor<C>*> present_v) {
     OnOrtPool pool(ctx);
     const std::string op = "CausalAttention";
+    if (bits_ != kBits)
+      fail(op, "kv_cache_bit_width " + std::to_string(bits_) + " does not match the cache's element type (float32: 0, int8: 8, "
+               "uint8: 4)");
     auto qs = q.Shape(), ks = k.Shape(), vs = v.Shape();
     quantc::CausalAttentionArgs a;
     std::vector<int64_t> y_shape = qs;
@@ -531,13 +556,22 @@ struct CausalAttentionOp {
       fail(op, std::to_string(a.q_heads) + " query heads do not group over " + std::to_string(a.kv_heads) + " KV heads");
     const bool has_past = past_k.has_value() && *past_k;
     if (has_past != (past_v.has_value() && *past_v)) fail(op, "past_key and past_value go together");
+    const int64_t width = kBits == 4 ? a.head_size / 2 : a.head_size;  // the stored cache's last axis
+    if (kBits == 4 && a.head_size % 2 != 0) fail(op, "a 4-bit cache needs an even head size, got " + std::to_string(a.head_size));
+    if constexpr (kStored) {
+      const size_t n = static_cast<size_t>(a.kv_heads * a.head_size);
+      if ((k_grid_.size() != 1 && k_grid_.size() != n) || v_grid_.size() != k_grid_.size())
+        fail(op, "k_cache_scale and v_cache_scale must both hold 1 or kv heads x head size = " + std::to_string(n) + " values");
+      for (float g : k_grid_) if (!(g > 0) || !std::isfinite(g)) fail(op, "k_cache_scale must be positive and finite");
+      for (float g : v_grid_) if (!(g > 0) || !std::isfinite(g)) fail(op, "v_cache_scale must be positive and finite");
+    }
     if (has_past) {
       auto ps = (*past_k)->Shape();
-      if (ps.size() != 4 || ps[0] != a.batch || ps[1] != a.kv_heads || ps[3] != a.head_size || (*past_v)->Shape() != ps)
-        fail(op, "past_key and past_value must be [batch, kv heads, past, head size], got " + shape_str(ps) + ", " +
-                     shape_str((*past_v)->Shape()));
+      if (ps.size() != 4 || ps[0] != a.batch || ps[1] != a.kv_heads || ps[3] != width || (*past_v)->Shape() != ps)
+        fail(op, "past_key and past_value must be [batch, kv heads, past, " + std::string(kBits == 4 ? "head size / 2" : "head size") +
+                     "], got " + shape_str(ps) + ", " + shape_str((*past_v)->Shape()));
       a.past = ps[2];
-      a.past_k = (*past_k)->Data(); a.past_v = (*past_v)->Data();
+      if constexpr (!kStored) { a.past_k = (*past_k)->Data(); a.past_v = (*past_v)->Data(); }
     }
     int64_t T = a.past + a.seq;
     if (mask.has_value() && *mask) {
@@ -600,22 +634,89 @@ struct CausalAttentionOp {
     a.y = y.Allocate(y_shape);
     a.y_strides = packed_ ? quantc::HeadStrides{a.seq * a.q_heads * a.head_size, a.head_size, a.q_heads * a.head_size} : strides(a.q_heads);
     const int64_t rows = a.present_rows > 0 ? a.present_rows : T;
-    const std::vector<int64_t> cs{a.batch, a.kv_heads, rows, a.head_size};
-    thread_local std::vector<float> spare_k, spare_v;
-    auto cache = [&](std::optional<Tensor<float>*>& out, std::vector<float>& spare) {
-      if (out.has_value() && *out) return (*out)->Allocate(cs);
-      spare.resize(static_cast<size_t>(a.batch * a.kv_heads * rows * a.head_size));
-      return spare.data();
+    if constexpr (kStored) {
+      stored(a, T, rows, width, past_k, past_v, present_k, present_v);
+    } else {
+      const std::vector<int64_t> cs{a.batch, a.kv_heads, rows, a.head_size};
+      thread_local std::vector<float> spare_k, spare_v;
+      auto cache = [&](std::optional<Tensor<float>*>& out, std::vector<float>& spare) {
+        if (out.has_value() && *out) return (*out)->Allocate(cs);
+        spare.resize(static_cast<size_t>(a.batch * a.kv_heads * rows * a.head_size));
+        return spare.data();
+      };
+      a.present_k = cache(present_k, spare_k);
+      a.present_v = cache(present_v, spare_v);
+      quantc::causal_attention(a, quantc::best_isa());
+    }
+  }
+
+  // The stored cache: the valid past rows dequantized into a float past, the kernel run on the plain interface with the new
+  // rows rounded to the grid, then the present written as codes — past rows as bytes (none where the present output is the
+  // past's buffer), the new rows from the grid values, the rows after T of a fixed-capacity cache cleared to code 0.
+  void stored(quantc::CausalAttentionArgs& a, int64_t T, int64_t rows, int64_t width, std::optional<const Tensor<C>*>& past_k,
+              std::optional<const Tensor<C>*>& past_v, std::optional<Tensor<C>*>& present_k, std::optional<Tensor<C>*>& present_v) {
+    const int64_t D = a.head_size, P = a.past, heads = a.batch * a.kv_heads;
+    const int64_t stored_rows = a.past_rows > 0 ? a.past_rows : P;
+    const bool per_channel = k_grid_.size() > 1;
+    auto scale = [&](const std::vector<float>& g, int64_t h, int64_t d) { return per_channel ? g[h * D + d] : g[0]; };
+    auto code = [&](const C* row, int64_t d) -> int {
+      if constexpr (kBits == 8) return row[d];
+      else return ((d & 1) == 0 ? (row[d >> 1] & 15) : (row[d >> 1] >> 4)) - 8;
     };
-    a.present_k = cache(present_k, spare_k);
-    a.present_v = cache(present_v, spare_v);
+    thread_local std::vector<float> fk, fv, nk, nv;
+    fk.resize(static_cast<size_t>(heads * P * D)); fv.resize(fk.size());
+    nk.resize(static_cast<size_t>(heads * T * D)); nv.resize(nk.size());
+    for (int which = 0; which < 2 && P > 0; ++which) {
+      const C* src = which == 0 ? (*past_k)->Data() : (*past_v)->Data();
+      float* dst = which == 0 ? fk.data() : fv.data();
+      const auto& g = which == 0 ? k_grid_ : v_grid_;
+      for (int64_t item = 0; item < heads; ++item)
+        for (int64_t t = 0; t < P; ++t)
+          for (int64_t d = 0; d < D; ++d)
+            dst[(item * P + t) * D + d] = static_cast<float>(code(src + (item * stored_rows + t) * width, d)) *
+                                          scale(g, item % a.kv_heads, d);
+    }
+    a.past_k = fk.data(); a.past_v = fv.data();
+    a.past_rows = 0; a.present_rows = 0;
+    a.present_k = nk.data(); a.present_v = nv.data();
+    a.k_grid = k_grid_.data(); a.v_grid = v_grid_.data();
+    a.grid_scales = static_cast<int64_t>(k_grid_.size()); a.grid_bits = kBits;
     quantc::causal_attention(a, quantc::best_isa());
+    const std::vector<int64_t> cs{a.batch, a.kv_heads, rows, width};
+    for (int which = 0; which < 2; ++which) {
+      auto& out = which == 0 ? present_k : present_v;
+      if (!(out.has_value() && *out)) continue;
+      C* dst = (*out)->Allocate(cs);
+      const C* past = P > 0 || stored_rows > 0 ? (which == 0 ? (*past_k)->Data() : (*past_v)->Data()) : nullptr;
+      const bool in_place = dst == past && stored_rows == rows;
+      const float* fresh = which == 0 ? nk.data() : nv.data();
+      const auto& g = which == 0 ? k_grid_ : v_grid_;
+      const int lo = -(1 << (kBits - 1)), hi = (1 << (kBits - 1)) - 1;
+      for (int64_t item = 0; item < heads; ++item) {
+        C* head = dst + item * rows * width;
+        if (!in_place && P > 0) std::memcpy(head, past + item * stored_rows * width, static_cast<size_t>(P * width) * sizeof(C));
+        for (int64_t t = P; t < T; ++t) {
+          C* row = head + t * width;
+          for (int64_t d = 0; d < D; ++d) {
+            const int qv = std::min(hi, std::max(lo, static_cast<int>(std::nearbyint(fresh[(item * T + t) * D + d] /
+                                                                                     scale(g, item % a.kv_heads, d)))));
+            if constexpr (kBits == 8) row[d] = static_cast<C>(qv);
+            else if ((d & 1) == 0) row[d >> 1] = static_cast<C>(qv + 8);
+            else row[d >> 1] = static_cast<C>(row[d >> 1] | ((qv + 8) << 4));
+          }
+        }
+        if (!in_place && rows > T)
+          std::fill(head + T * width, head + rows * width, static_cast<C>(kBits == 4 ? 0x88 : 0));
+      }
+    }
   }
 
   int64_t q_heads_, kv_heads_;
   bool packed_, interleaved_;
   int64_t rotary_dim_;
   bool hadamard_, int8_;
+  int64_t bits_;
+  std::vector<float> k_grid_, v_grid_;
   float scale_ = 0;
 };
 
@@ -664,7 +765,10 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<float>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QSelectiveScanOp<Half>>("QSelectiveScan", "CPUExecutionProvider"));
       g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<QCausalConv1dOp>("QCausalConv1d", "CPUExecutionProvider"));
-      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<CausalAttentionOp>("CausalAttention", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<CausalAttentionOp<float>>("CausalAttention", "CPUExecutionProvider"));
+      // the cache stored as int8 / as uint8 with two 4-bit values per byte (kv_cache_bit_width 8 / 4)
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<CausalAttentionOp<int8_t>>("CausalAttention", "CPUExecutionProvider"));
+      g_ops.emplace_back(Ort::Custom::CreateLiteCustomOp<CausalAttentionOp<uint8_t>>("CausalAttention", "CPUExecutionProvider"));
 #ifdef QUANTC_WITH_CUDA
       quantc_ort::add_cuda_ops(g_ops);
 #endif

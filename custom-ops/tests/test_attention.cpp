@@ -513,4 +513,65 @@ TEST(CausalAttention, AFixedCapacityCacheGivesThePlainResultsInPlaceOrCopied) {
   EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument);
 }
 
+// A stored cache's grid (grid_bits): the new keys and values rounded to the symmetric grid in the present cache before anything
+// reads them give, on every path, the same bits as running the plain kernel on inputs rounded to that grid first.
+TEST(CausalAttention, AStoredCachesGridEqualsRoundingTheInputsFirst) {
+  for (int bits : {8, 4})
+    for (bool per_channel : {true, false})
+      for (auto [S, P, D] : {std::tuple<int64_t, int64_t, int64_t>{1, 40, 64}, {17, 0, 64}, {9, 5, 32}}) {
+        Problem pr(900 + bits + S + P, 2, 4, 2, S, P, D, false, true);
+        std::vector<float> kg(per_channel ? static_cast<size_t>(pr.Hkv * D) : 1), vg(kg.size());
+        for (size_t i = 0; i < kg.size(); ++i) { kg[i] = 0.02f + 0.001f * static_cast<float>(i % 17); vg[i] = 0.03f + 0.002f * static_cast<float>(i % 5); }
+        if (bits == 4) for (auto& g : kg) g *= 20;
+        if (bits == 4) for (auto& g : vg) g *= 20;
+        const float lo = -static_cast<float>(1 << (bits - 1)), hi = static_cast<float>((1 << (bits - 1)) - 1);
+        Problem rounded = pr;
+        for (int which = 0; which < 2; ++which) {
+          auto& x = which == 0 ? rounded.k : rounded.v;
+          const auto& g = which == 0 ? kg : vg;
+          for (int64_t b = 0; b < pr.B; ++b)
+            for (int64_t h = 0; h < pr.Hkv; ++h)
+              for (int64_t i = 0; i < S; ++i)
+                for (int64_t d = 0; d < D; ++d) {
+                  const auto st = pr.strides(pr.Hkv);
+                  float& e = x[static_cast<size_t>(b * st.batch + h * st.head + i * st.seq + d)];
+                  const float sc = per_channel ? g[static_cast<size_t>(h * D + d)] : g[0];
+                  e = std::min(hi, std::max(lo, std::nearbyint(e / sc))) * sc;
+                }
+        }
+        for (auto isa : paths()) {
+          const Outcome want = run_int8(rounded, isa, false);
+          const int64_t T = P + S;
+          Outcome got{std::vector<float>(pr.q.size(), std::nanf("")), std::vector<float>(static_cast<size_t>(pr.B * pr.Hkv * T * D)), {}};
+          got.pv.resize(got.pk.size());
+          quantc::CausalAttentionArgs a;
+          a.batch = pr.B; a.q_heads = pr.Hq; a.kv_heads = pr.Hkv; a.seq = S; a.past = P; a.head_size = D;
+          a.scale = 1.0f / std::sqrt(static_cast<float>(D));
+          a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
+          a.k = pr.k.data(); a.k_strides = pr.strides(pr.Hkv);
+          a.v = pr.v.data(); a.v_strides = pr.strides(pr.Hkv);
+          a.past_k = P ? pr.pk.data() : nullptr; a.past_v = P ? pr.pv.data() : nullptr;
+          a.key_mask = pr.mask.data();
+          a.present_k = got.pk.data(); a.present_v = got.pv.data();
+          a.y = got.y.data(); a.y_strides = pr.strides(pr.Hq);
+          a.k_grid = kg.data(); a.v_grid = vg.data(); a.grid_scales = static_cast<int64_t>(kg.size()); a.grid_bits = bits;
+          quantc::causal_attention(a, isa);
+          const std::string what = std::string(quantc::isa_name(isa)) + " bits " + std::to_string(bits) +
+                                   (per_channel ? " per channel" : " per tensor") + " S " + std::to_string(S) + " P " + std::to_string(P);
+          ASSERT_EQ(got.y, want.y) << what;
+          ASSERT_EQ(got.pk, want.pk) << what;
+          ASSERT_EQ(got.pv, want.pv) << what;
+        }
+      }
+  Problem pr(7, 1, 2, 1, 3, 0, 64, false, false);
+  std::vector<float> y(pr.q.size()), pk(static_cast<size_t>(3 * 64)), pv(pk.size()), g{0.1f, 0.2f};
+  quantc::CausalAttentionArgs a;
+  a.batch = 1; a.q_heads = 2; a.kv_heads = 1; a.seq = 3; a.head_size = 64;
+  a.q = pr.q.data(); a.q_strides = pr.strides(2); a.k = pr.k.data(); a.k_strides = pr.strides(1);
+  a.v = pr.v.data(); a.v_strides = pr.strides(1); a.present_k = pk.data(); a.present_v = pv.data();
+  a.y = y.data(); a.y_strides = pr.strides(2);
+  a.k_grid = g.data(); a.v_grid = g.data(); a.grid_scales = 2; a.grid_bits = 8;  // neither 1 nor kv heads × head size
+  EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument);
+}
+
 }  // namespace

@@ -50,7 +50,7 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
     public void Run(PassContext ctx)
     {
         var g = ctx.Model.Graph;
-        int onnx = 0, lowered = 0, padded = 0, gqas = 0, gqaLowered = 0;
+        int onnx = 0, lowered = 0, padded = 0, gqas = 0, gqaLowered = 0, storedLowered = 0;
         var other = new List<string>();
         var fused = new Dictionary<string, int>(StringComparer.Ordinal);
         var notFused = new List<string>();
@@ -120,6 +120,13 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
                 c.SetAttribute("q_num_heads", qh);
                 c.SetAttribute("kv_num_heads", kvh);
                 if (n.Attributes.FirstOrDefault(a => a.Name == "scale") is { Proto.F: not 0 } sc) c.SetAttribute(sc.Proto.Clone());
+                if (StoredCache(n, out _) is var (bits, ks, vs))
+                {
+                    c.SetAttribute("kv_cache_bit_width", bits);
+                    c.SetAttribute(KvNative.Floats("k_cache_scale", ks));
+                    c.SetAttribute(KvNative.Floats("v_cache_scale", vs));
+                    storedLowered++;
+                }
             }
             else
             {
@@ -163,6 +170,8 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
             ctx.Log.Add($"lower_attention: {gqaLowered} of {gqas} com.microsoft GroupQueryAttention node(s) → " +
                 "ai.quantc.CausalAttention (lower triangle only, the padding read from the attention_mask behind seqlens_k" +
                 $"{(gqaLowered > 0 ? int8Note : "")}){(onnx > 0 ? "" : others)}");
+        if (storedLowered > 0)
+            ctx.Log.Add($"lower_attention: {storedLowered} with the cache stored as integers (the same bytes, the scales as attributes)");
         if (lowered + gqaLowered == 0 && gqas > 0)
             ctx.Notice($"lower_attention: none of the {gqas} GroupQueryAttention node(s) lowered (first: {firstWhy ?? "see the log"})");
         foreach (var (what, count) in fused)
@@ -295,6 +304,8 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
         foreach (var a in n.Attributes)
         {
             if (a.Name is "num_heads" or "kv_num_heads" or "scale") continue;
+            // A cache stored as integers (quantize_kv storage: native): the op takes the same bytes with the scales as attributes.
+            if (a.Name is "k_quant_type" or "v_quant_type" or "kv_cache_bit_width" && StoredCache(n, out _) is not null) continue;
             if (a.Name == "softcap" && a.Proto is { HasF: true, F: 0 }) continue;
             if (GqaNeutral.TryGetValue(a.Name, out var neutral) && a.Proto.HasI && a.Proto.I == neutral) continue;
             if (a.Name == "rotary_interleaved" && n.GetInt("do_rotary", 0) == 0) continue;
@@ -306,7 +317,10 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
         if (n.Inputs[0] is { ElementType: not (0 or 1) } q) return $"element type {q.ElementType} (the kernel is float32)";
         if (n.Inputs[0] is { Shape: { Length: not 3 } qs }) return $"the query has rank {qs.Length} (not [batch, sequence, hidden])";
         if ((At(n.Inputs, 3) is null) != (At(n.Inputs, 4) is null)) return "only one of past_key and past_value is given";
-        if (Enumerable.Range(7, Math.Max(0, n.Inputs.Count - 7)).FirstOrDefault(i => n.Inputs[i] is not null) is var extra and > 0)
+        bool stored = StoredCache(n, out var storedWhy) is not null;
+        if (storedWhy is not null) return storedWhy;
+        if (Enumerable.Range(7, Math.Max(0, n.Inputs.Count - 7)).FirstOrDefault(i => n.Inputs[i] is not null && !(stored && i is 12 or 13))
+            is var extra and > 0)
             return $"input {extra} is given (cos/sin caches, position ids, attention bias or head sink)";
         if (n.Outputs.Count > 3 && n.Outputs.Skip(3).Any(o => o is not null)) return "the Q·Kᵀ output is asked for";
         if ((At(n.Outputs, 1) is null) != (At(n.Outputs, 2) is null)) return "only one of present_key and present_value is asked for";
@@ -315,6 +329,27 @@ public sealed class LowerAttentionPass(bool int8 = false) : IPass
             ? "seqlens_k is not Cast(ReduceSum(attention_mask, axis 1) − 1) of an int64 [batch, total] graph input (the op reads the " +
                 "padding from the mask)"
             : null;
+    }
+
+    /// <summary>A GroupQueryAttention's cache stored as integers (k_quant_type / v_quant_type PER_CHANNEL or PER_TENSOR alike,
+    /// kv_cache_bit_width 8 or 4) with constant scales at inputs 12 / 13: the bits and the scales flattened (one, or one per KV head
+    /// and channel); null when the cache is float — or, with <paramref name="why"/>, when the op could not take it.</summary>
+    private static (long Bits, float[] K, float[] V)? StoredCache(Node n, out string? why)
+    {
+        why = null;
+        string kt = n.GetString("k_quant_type") ?? "NONE", vt = n.GetString("v_quant_type") ?? "NONE";
+        long bits = n.GetInt("kv_cache_bit_width", 0);
+        if (kt == "NONE" && vt == "NONE" && bits == 0) return null;
+        float[]? k = Constants.Of(At(n.Inputs, 12))?.ToFloat32(), v = Constants.Of(At(n.Inputs, 13))?.ToFloat32();
+        long width = n.GetInt("kv_num_heads", 0) * (At(n.Inputs, 3)?.Shape is { Length: 4 } ps && ps[3] is > 0 and var w
+            ? w * (bits == 4 ? 2 : 1) : 0);
+        why = kt != vt || kt is not ("PER_CHANNEL" or "PER_TENSOR") ? $"cache quantization {kt} / {vt} (the op takes PER_CHANNEL or " +
+                "PER_TENSOR for both)"
+            : bits is not (8 or 4) ? $"kv_cache_bit_width {bits}"
+            : k is null || v is null ? "the cache scales (inputs 12, 13) are not constants"
+            : k.Length != v.Length || (k.Length != 1 && k.Length != width) ? $"{k.Length} / {v.Length} cache scales for a width of {width}"
+            : null;
+        return why is null ? (bits, k!, v!) : null;
     }
 
     /// <summary>The int64 graph input m behind seqlens_k = Cast(Sub(ReduceSum(m, axes [1], keepdims 0), 1)), else null.</summary>

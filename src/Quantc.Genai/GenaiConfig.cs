@@ -113,7 +113,7 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
         if (!stored.IsEmpty)
             notes.Add("the KV cache is stored as " +
                 $"{(stored.Bits(Name(PastKey, 0)) == 8 ? "int8" : "uint8 with two 4-bit values per byte")} " +
-                "(quantize_kv storage: native): GroupQueryAttention quantizes new keys and values into it and reads them back itself");
+                "(quantize_kv storage: native): the attention op quantizes new keys and values into it and reads them back itself");
         foreach (var (key, value) in model.Metadata)
             if (key is CacheTransforms.KeyKey or CacheTransforms.ValueKey or CacheTransforms.KeyScaleKey or CacheTransforms.ValueScaleKey)
                 notes.Add($"the KV cache is transformed ({key}): GenAI feeds present.* back as past_key_values.* unchanged, which is " +

@@ -549,7 +549,9 @@ public sealed class PassTests(ITestOutputHelper log) : IDisposable
         // group size 8 since issue 15 (it stayed float before, K not being a multiple of 32): 4.5–4.7 dB measured.
         // quarot-w4a8-causal runs prefill's attention in int8 since session 19: on these two samples 5.45 → 4.79 dB, on all of
         // models/eval.txt 5.68 → 5.72 dB (`quantc verify`), i.e. two samples at this level move by more than the int8 costs.
-        double floor = arch != "llama" ? 5 : recipe switch { "quarot-w4a8-portable" => 4, "quarot-w4a8-causal" => 4.5, _ => 5 };
+        // quarot-w4a8-causal-kv8 (the same with the cache stored as int8): 5.22 (torch) and 5.07 dB (ortgenai) measured.
+        double floor = arch != "llama" ? 5
+            : recipe switch { "quarot-w4a8-portable" => 4, "quarot-w4a8-causal" or "quarot-w4a8-causal-kv8" => 4.5, _ => 5 };
         // PrefixQuant's 4-bit static per-tensor recipes against the reference models' token-id-triggered spikes (which a
         // prefix cannot remove; bench/RESULTS.md "PrefixQuant"): W4A8KV4 measured 3.65 dB, W4A4KV4 −0.9 to 1 dB — no floor,
         // the outputs must be finite.

@@ -57,6 +57,15 @@ struct CausalAttentionArgs {
   // step would cost as much as the float dot products. The present cache is float either way.
   // AVX-512 VNNI runs the integer sums with vpdpbusd; AVX2 and the reference compute the same integers in float (exact).
   bool int8 = false;
+  // A cache stored as integers (ai.quantc.CausalAttention's kv_cache_bit_width, the caller keeps the stored bytes): with
+  // grid_bits = 8 or 4 the new keys (after the transforms) and values are rounded to the symmetric grid
+  // x ← clamp(rint(x / s), −2^(bits−1), 2^(bits−1) − 1) · s in the present cache before any of them is read — s = k_grid[0] /
+  // v_grid[0] when grid_scales is 1, else k_grid[h · head_size + d] per KV head and channel (grid_scales = kv_heads ·
+  // head_size) — so that this call attends to exactly what the stored cache gives back in later calls.
+  const float* k_grid = nullptr;
+  const float* v_grid = nullptr;
+  int64_t grid_scales = 0;
+  int grid_bits = 0;
 };
 
 // y[b, h, i] = Σ_j p_j · V[b, h / (q_heads / kv_heads), j] with p = softmax_j(scale · q_i · k_j) over the keys j that
