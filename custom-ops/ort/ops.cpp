@@ -659,22 +659,31 @@ struct CausalAttentionOp {
     const int64_t stored_rows = a.past_rows > 0 ? a.past_rows : P;
     const bool per_channel = k_grid_.size() > 1;
     auto scale = [&](const std::vector<float>& g, int64_t h, int64_t d) { return per_channel ? g[h * D + d] : g[0]; };
-    auto code = [&](const C* row, int64_t d) -> int {
-      if constexpr (kBits == 8) return row[d];
-      else return ((d & 1) == 0 ? (row[d >> 1] & 15) : (row[d >> 1] >> 4)) - 8;
-    };
     thread_local std::vector<float> fk, fv, nk, nv;
     fk.resize(static_cast<size_t>(heads * P * D)); fv.resize(fk.size());
     nk.resize(static_cast<size_t>(heads * T * D)); nv.resize(nk.size());
+    thread_local std::vector<float> row_scale;
+    row_scale.resize(static_cast<size_t>(D));
     for (int which = 0; which < 2 && P > 0; ++which) {
       const C* src = which == 0 ? (*past_k)->Data() : (*past_v)->Data();
       float* dst = which == 0 ? fk.data() : fv.data();
       const auto& g = which == 0 ? k_grid_ : v_grid_;
-      for (int64_t item = 0; item < heads; ++item)
-        for (int64_t t = 0; t < P; ++t)
-          for (int64_t d = 0; d < D; ++d)
-            dst[(item * P + t) * D + d] = static_cast<float>(code(src + (item * stored_rows + t) * width, d)) *
-                                          scale(g, item % a.kv_heads, d);
+      for (int64_t item = 0; item < heads; ++item) {
+        float* sc = row_scale.data();
+        for (int64_t d = 0; d < D; ++d) sc[d] = scale(g, item % a.kv_heads, d);
+        for (int64_t t = 0; t < P; ++t) {
+          const C* row = src + (item * stored_rows + t) * width;
+          float* out = dst + (item * P + t) * D;
+          if constexpr (kBits == 8) {
+            for (int64_t d = 0; d < D; ++d) out[d] = static_cast<float>(row[d]) * sc[d];  // plain loops: vectorised
+          } else {
+            for (int64_t e = 0; e < width; ++e) {
+              out[2 * e] = static_cast<float>((row[e] & 15) - 8) * sc[2 * e];
+              out[2 * e + 1] = static_cast<float>((row[e] >> 4) - 8) * sc[2 * e + 1];
+            }
+          }
+        }
+      }
     }
     a.past_k = fk.data(); a.past_v = fv.data();
     a.past_rows = 0; a.present_rows = 0;
