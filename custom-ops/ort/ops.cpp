@@ -659,21 +659,22 @@ struct CausalAttentionOp {
     const int64_t stored_rows = a.past_rows > 0 ? a.past_rows : P;
     const bool per_channel = k_grid_.size() > 1;
     auto scale = [&](const std::vector<float>& g, int64_t h, int64_t d) { return per_channel ? g[h * D + d] : g[0]; };
-    thread_local std::vector<float> fk, fv, nk, nv;
-    fk.resize(static_cast<size_t>(heads * P * D)); fv.resize(fk.size());
+    // One float buffer per K / V of T rows per head: the past dequantized into its first P rows, the kernel then in its
+    // in-place mode (past and present the same buffer) writes only the new rows.
+    thread_local std::vector<float> nk, nv;
     nk.resize(static_cast<size_t>(heads * T * D)); nv.resize(nk.size());
     thread_local std::vector<float> row_scale;
     row_scale.resize(static_cast<size_t>(D));
     for (int which = 0; which < 2 && P > 0; ++which) {
       const C* src = which == 0 ? (*past_k)->Data() : (*past_v)->Data();
-      float* dst = which == 0 ? fk.data() : fv.data();
+      float* dst = which == 0 ? nk.data() : nv.data();
       const auto& g = which == 0 ? k_grid_ : v_grid_;
       for (int64_t item = 0; item < heads; ++item) {
         float* sc = row_scale.data();
         for (int64_t d = 0; d < D; ++d) sc[d] = scale(g, item % a.kv_heads, d);
         for (int64_t t = 0; t < P; ++t) {
           const C* row = src + (item * stored_rows + t) * width;
-          float* out = dst + (item * P + t) * D;
+          float* out = dst + (item * T + t) * D;
           if constexpr (kBits == 8) {
             for (int64_t d = 0; d < D; ++d) out[d] = static_cast<float>(row[d]) * sc[d];  // plain loops: vectorised
           } else {
@@ -685,9 +686,9 @@ struct CausalAttentionOp {
         }
       }
     }
-    a.past_k = fk.data(); a.past_v = fv.data();
-    a.past_rows = 0; a.present_rows = 0;
+    a.past_k = nk.data(); a.past_v = nv.data();
     a.present_k = nk.data(); a.present_v = nv.data();
+    a.past_rows = T; a.present_rows = T;
     a.k_grid = k_grid_.data(); a.v_grid = v_grid_.data();
     a.grid_scales = static_cast<int64_t>(k_grid_.size()); a.grid_bits = kBits;
     quantc::causal_attention(a, quantc::best_isa());
