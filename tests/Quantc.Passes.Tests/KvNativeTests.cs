@@ -149,6 +149,59 @@ public sealed class KvNativeTests(ITestOutputHelper log) : IDisposable
         return q["present.0.key"].Shape;
     }
 
+    /// <summary>The stored cache in CausalAttention with a batch: row 1 left-padded, a stored past of random codes, prefill and
+    /// decode shapes — each row's logits and stored present are those of the row run alone.</summary>
+    [Theory]
+    [InlineData(8, 7, 5)]
+    [InlineData(4, 1, 9)]
+    public void BatchRowsOfAStoredCacheAreIndependent(int bits, int seq, int past)
+    {
+        using var m = LoadLlama(_dir, "torch");
+        RunRecipe(m, $"passes: [fuse_norm, fuse_rope, fuse_attention, lower_attention, {{quantize_kv: {{storage: native, bits: {bits}}}}}]",
+            Calibration(m, 2));
+        using var compiled = Model.Load(Save(_dir, m));
+        var stored = KvStorage.Of(compiled.Metadata);
+        var rng = new Random(bits + seq);
+        int total = past + seq, pad = 3;
+        CalibrationSample Row(int b, long[] ids, Dictionary<string, float[]> pasts)
+        {
+            var s = new CalibrationSample();
+            s.Inputs["input_ids"] = (ids, [1, seq]);
+            s.Inputs["attention_mask"] = (Enumerable.Range(0, total).Select(j => b == 1 && j < pad ? 0L : 1L).ToArray(), [1, total]);
+            s.Inputs["position_ids"] = (Enumerable.Range(past, seq).Select(p => (long)Math.Max(0, p - (b == 1 ? pad : 0))).ToArray(),
+                [1, seq]);
+            foreach (var (name, x) in pasts) s.Inputs[name] = stored.Quantize(name, x, [1, 2, past, 32]);
+            return s;
+        }
+        var rows = Enumerable.Range(0, 2).Select(b => (Ids: Enumerable.Range(0, seq).Select(_ => (long)rng.Next(32, 120)).ToArray(),
+            Pasts: compiled.Graph.Inputs.Where(i => i.Name.StartsWith("past_key_values.", StringComparison.Ordinal)).ToDictionary(i => i.Name,
+                _ => Enumerable.Range(0, 2 * past * 32).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray()))).ToList();
+        var one = rows.Select((r, b) => Row(b, r.Ids, r.Pasts)).ToList();
+        var both = new CalibrationSample();
+        foreach (var name in one[0].Inputs.Keys)
+        {
+            var (a0, s0) = one[0].Inputs[name];
+            var (a1, _) = one[1].Inputs[name];
+            var joined = Array.CreateInstance(a0.GetType().GetElementType()!, a0.Length + a1.Length);
+            Array.Copy(a0, 0, joined, 0, a0.Length);
+            Array.Copy(a1, 0, joined, a0.Length, a1.Length);
+            both.Inputs[name] = (joined, [2, .. s0[1..]]);
+        }
+        using var session = OrtModel.CreateSession(compiled);
+        var batch = Raw(session, both);
+        for (int b = 0; b < 2; b++)
+        {
+            var alone = Raw(session, one[b]);
+            foreach (var (name, (data, _)) in alone)
+            {
+                var whole = batch[name].Data;
+                int n = data.Length;
+                for (int i = 0; i < n; i++)
+                    Assert.True(Equals(data.GetValue(i), whole.GetValue(b * n + i)), $"{name} row {b} element {i} differs in the batch");
+            }
+        }
+    }
+
     [Fact]
     public void AttentionOtherThanGroupQueryAttentionIsLeftFloatWithTheReason()
     {
