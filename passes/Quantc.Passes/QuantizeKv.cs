@@ -96,7 +96,7 @@ public sealed class QuantizeKvPass(int bits, double clipRatio, bool keys, bool v
         var eligible = new List<AttentionSite>();
         foreach (var a in sites)
             if (native.Why(ctx.Model.Graph, a) is { } why)
-                ctx.Notice($"quantize_kv: {a.Name} ({a.Form}): cache left float32 (storage native): {why}");
+                ctx.Notice($"quantize_kv: {a.Name} ({a.Form}): cache left as it is (storage native): {why}");
             else eligible.Add(a);
         if (eligible.Count == 0)
             { ctx.Notice($"quantize_kv: storage native: none of the {sites.Count} attention(s) can store its cache as integers"); return; }

@@ -208,7 +208,7 @@ public sealed class KvNativeTests(ITestOutputHelper log) : IDisposable
         using var m = LoadLlama(_dir, "torch");
         var ctx = RunRecipe(m, "passes: [fuse_norm, fuse_rope, fuse_attention, {quantize_kv: {storage: native, bits: 8}}]",
             Calibration(m, 2));
-        Assert.Equal(4, ctx.Notices.Count(l => l.EndsWith("cache left float32 (storage native): a stored integer cache needs " +
+        Assert.Equal(4, ctx.Notices.Count(l => l.EndsWith("cache left as it is (storage native): a stored integer cache needs " +
             "com.microsoft GroupQueryAttention (ONNX Runtime's attention with a quantized past/present) or ai.quantc.CausalAttention " +
             "(lower_attention); this is Attention", StringComparison.Ordinal)));
         Assert.Contains("quantize_kv: storage native: none of the 4 attention(s) can store its cache as integers", ctx.Notices);
