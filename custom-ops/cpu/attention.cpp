@@ -157,7 +157,17 @@ void fill_cache(void* p, int64_t begin, int64_t end) {
       float* present = base + item * C * D;
       // GenAI's shared buffer: the past rows are already in place (same buffer, same rows per head).
       const bool in_place = base == past && dr.job.past_rows == C;
-      if (P > 0 && !in_place) std::memcpy(present, past + item * dr.job.past_rows * D, static_cast<size_t>(P * D) * sizeof(float));
+      if (a.stored_k) {
+        // The stored int8 past: read in the tiles (a decode step), or written here as the same products.
+        if (!dr.job.codes) {
+          const int8_t* code = (which == 0 ? a.stored_k : a.stored_v) + item * a.stored_rows * D;
+          const float* sc = (which == 0 ? a.stored_k_scale : a.stored_v_scale) + h * D;
+          for (int64_t t = 0; t < P; ++t)
+            for (int64_t d = 0; d < D; ++d) present[t * D + d] = static_cast<float>(code[t * D + d]) * sc[d];
+        }
+      } else if (P > 0 && !in_place) {
+        std::memcpy(present, past + item * dr.job.past_rows * D, static_cast<size_t>(P * D) * sizeof(float));
+      }
       for (int64_t i = 0; i < a.seq; ++i)
         std::memcpy(present + (P + i) * D, fresh + b * st.batch + h * st.head + i * st.seq, static_cast<size_t>(D) * sizeof(float));
       if (which == 0 && transforms(a)) transform_heads(a, present + P * D, a.seq, b, 0, 1, dr.isa);
@@ -322,11 +332,14 @@ void causal_attention(const CausalAttentionArgs& args, Isa isa) {
   const CausalAttentionArgs& a = *ap;
   if (a.batch < 0 || a.seq < 0 || a.past < 0 || a.head_size <= 0 || a.q_heads <= 0 || a.kv_heads <= 0 || a.q_heads % a.kv_heads != 0)
     throw std::invalid_argument("causal_attention: bad sizes");
-  if (!a.present_k || !a.present_v || (a.past > 0 && (!a.past_k || !a.past_v)))
+  if (!a.present_k || !a.present_v || (a.past > 0 && !a.stored_k && (!a.past_k || !a.past_v)))
     throw std::invalid_argument("causal_attention: the present cache (and the past, when past > 0) must be given");
   if (a.grid_bits != 0 && ((a.grid_bits != 8 && a.grid_bits != 4) || !a.k_grid || !a.v_grid ||
                            (a.grid_scales != 1 && a.grid_scales != a.kv_heads * a.head_size)))
     throw std::invalid_argument("causal_attention: a stored cache's grid needs 8 or 4 bits and 1 or kv_heads · head_size scales");
+  if ((a.stored_k != nullptr) != (a.stored_v != nullptr) ||
+      (a.stored_k && (!a.stored_k_scale || !a.stored_v_scale || a.stored_rows < a.past)))
+    throw std::invalid_argument("causal_attention: a stored past needs keys, values, their scales and stored_rows >= past");
   Driver dr;
   dr.job.a = &a;
   dr.job.total = a.past + a.seq;
@@ -342,6 +355,7 @@ void causal_attention(const CausalAttentionArgs& args, Isa isa) {
   if (isa == Isa::Avx512Vnni && a.head_size % 16 != 0) isa = Isa::Avx2;
   if (isa == Isa::Avx2 && a.head_size % 8 != 0) isa = Isa::Reference;
   dr.isa = isa;
+  dr.job.codes = a.stored_k != nullptr && a.seq == 1 && isa != Isa::Reference;
   const int64_t D = a.head_size, T = dr.job.total, Tp = dr.job.padded, heads = a.batch * a.kv_heads;
   thread_local std::vector<float> kt, kbias, kscale, vscale, vq;
   thread_local std::vector<int8_t> k8, v8;

@@ -663,9 +663,22 @@ struct CausalAttentionOp {
     // in-place mode (past and present the same buffer) writes only the new rows.
     thread_local std::vector<float> nk, nv;
     nk.resize(static_cast<size_t>(heads * T * D)); nv.resize(nk.size());
-    thread_local std::vector<float> row_scale;
+    thread_local std::vector<float> row_scale, k_scales, v_scales;
     row_scale.resize(static_cast<size_t>(D));
-    for (int which = 0; which < 2 && P > 0; ++which) {
+    if constexpr (kBits == 8) {
+      // int8: the kernel reads the stored past itself (the codes in a decode step's tiles; else it writes their products).
+      k_scales.resize(static_cast<size_t>(a.kv_heads * D)); v_scales.resize(k_scales.size());
+      for (int64_t i = 0; i < a.kv_heads * D; ++i) {
+        k_scales[static_cast<size_t>(i)] = scale(k_grid_, i / D, i % D);
+        v_scales[static_cast<size_t>(i)] = scale(v_grid_, i / D, i % D);
+      }
+      static const int8_t none = 0;
+      a.stored_k = P > 0 ? (*past_k)->Data() : &none;
+      a.stored_v = P > 0 ? (*past_v)->Data() : &none;
+      a.stored_rows = stored_rows;
+      a.stored_k_scale = k_scales.data(); a.stored_v_scale = v_scales.data();
+    }
+    for (int which = 0; which < 2 && P > 0 && kBits == 4; ++which) {
       const C* src = which == 0 ? (*past_k)->Data() : (*past_v)->Data();
       float* dst = which == 0 ? nk.data() : nv.data();
       const auto& g = which == 0 ? k_grid_ : v_grid_;

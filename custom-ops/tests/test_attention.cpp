@@ -574,4 +574,54 @@ TEST(CausalAttention, AStoredCachesGridEqualsRoundingTheInputsFirst) {
   EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument);
 }
 
+// A stored int8 past kept where it is (stored_k / stored_v with per-channel scales): a decode step reads the codes in its tiles,
+// longer calls and the reference path get the products written into the present first — bit for bit the results of the plain
+// kernel on a float past holding those products, on every path, in place or not.
+TEST(CausalAttention, AStoredInt8PastGivesThePlainResultsOfItsProducts) {
+  for (auto [S, P, D] : {std::tuple<int64_t, int64_t, int64_t>{1, 40, 64}, {1, 130, 32}, {6, 17, 64}, {1, 0, 64}})
+    for (auto isa : paths()) {
+      Problem pr(1200 + S + P + D, 2, 8, 2, S, P, D, false, true);
+      const int64_t H = pr.Hkv, B = pr.B, T = P + S, C = T + 3;  // stored rows per head: more than past
+      std::mt19937 rng(static_cast<unsigned>(S + P));
+      std::uniform_int_distribution<int> code(-127, 127);
+      std::vector<int8_t> k8(static_cast<size_t>(B * H * C * D)), v8(k8.size());
+      for (auto& c : k8) c = static_cast<int8_t>(code(rng));
+      for (auto& c : v8) c = static_cast<int8_t>(code(rng));
+      std::vector<float> ks(static_cast<size_t>(H * D)), vs(ks.size());
+      for (size_t i = 0; i < ks.size(); ++i) { ks[i] = 0.01f + 0.0003f * static_cast<float>(i % 29); vs[i] = 0.02f + 0.0005f * static_cast<float>(i % 13); }
+      Problem plain = pr;  // its float past: the products
+      plain.pk.assign(static_cast<size_t>(B * H * P * D), 0.0f); plain.pv.assign(plain.pk.size(), 0.0f);
+      for (int64_t bh = 0; bh < B * H; ++bh)
+        for (int64_t j = 0; j < P; ++j)
+          for (int64_t d = 0; d < D; ++d) {
+            const size_t at = static_cast<size_t>((bh * P + j) * D + d), c = static_cast<size_t>((bh * C + j) * D + d);
+            plain.pk[at] = static_cast<float>(k8[c]) * ks[static_cast<size_t>((bh % H) * D + d)];
+            plain.pv[at] = static_cast<float>(v8[c]) * vs[static_cast<size_t>((bh % H) * D + d)];
+          }
+      const Outcome want = run_int8(plain, isa, false);
+      for (bool in_place : {false, true}) {
+        std::vector<float> y(pr.q.size(), std::nanf("")), nk(static_cast<size_t>(B * H * T * D), std::nanf("")), nv(nk.size(), std::nanf(""));
+        quantc::CausalAttentionArgs a;
+        a.batch = B; a.q_heads = pr.Hq; a.kv_heads = H; a.seq = S; a.past = P; a.head_size = D;
+        a.scale = 1.0f / std::sqrt(static_cast<float>(D));
+        a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
+        a.k = pr.k.data(); a.k_strides = pr.strides(H);
+        a.v = pr.v.data(); a.v_strides = pr.strides(H);
+        a.key_mask = pr.mask.data();
+        a.present_k = nk.data(); a.present_v = nv.data();
+        if (in_place) { a.past_k = nk.data(); a.past_v = nv.data(); a.past_rows = T; a.present_rows = T; }
+        a.stored_k = k8.data(); a.stored_v = v8.data(); a.stored_rows = C; a.stored_k_scale = ks.data(); a.stored_v_scale = vs.data();
+        a.y = y.data(); a.y_strides = pr.strides(pr.Hq);
+        quantc::causal_attention(a, isa);
+        const std::string what = std::string(quantc::isa_name(isa)) + (in_place ? " in place" : "") + " S " + std::to_string(S) +
+                                 " P " + std::to_string(P) + " D " + std::to_string(D);
+        ASSERT_EQ(y, want.y) << what;
+        for (int64_t bh = 0; bh < B * H; ++bh)  // the new rows are written as usual
+          for (int64_t j = P; j < T; ++j)
+            for (int64_t d = 0; d < D; ++d)
+              ASSERT_EQ(nk[static_cast<size_t>((bh * T + j) * D + d)], want.pk[static_cast<size_t>((bh * T + j) * D + d)]) << what;
+      }
+    }
+}
+
 }  // namespace

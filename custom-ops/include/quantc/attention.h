@@ -66,6 +66,16 @@ struct CausalAttentionArgs {
   const float* v_grid = nullptr;
   int64_t grid_scales = 0;
   int grid_bits = 0;
+  // A stored int8 past kept where it is (ai.quantc.CausalAttention's 8-bit cache): with stored_k / stored_v, row j < past of
+  // (batch b, KV head h) is stored_k[((b · kv_heads + h) · stored_rows + j) · head_size + d] · stored_k_scale[h · head_size + d]
+  // (kv_heads · head_size scales), and past_k / past_v are not read. A decode step on the SIMD paths reads these codes inside
+  // its tiles; elsewhere (more than one new position, the reference path) the driver first writes the same products into
+  // present_k's first rows — the same floats either way, so the paths agree bit for bit.
+  const int8_t* stored_k = nullptr;
+  const int8_t* stored_v = nullptr;
+  int64_t stored_rows = 0;
+  const float* stored_k_scale = nullptr;
+  const float* stored_v_scale = nullptr;
 };
 
 // y[b, h, i] = Σ_j p_j · V[b, h / (q_heads / kv_heads), j] with p = softmax_j(scale · q_i · k_j) over the keys j that
