@@ -314,6 +314,17 @@ TEST(CausalAttention, BadTransformArgumentsThrow) {
 }
 
 // The int8 mode (CausalAttentionArgs::int8): y and the present cache of one call.
+// The arguments of a call on pr's queries and new keys / values (sizes, scale, strides); caches and outputs are the caller's.
+quantc::CausalAttentionArgs base_args(const Problem& pr) {
+  quantc::CausalAttentionArgs a;
+  a.batch = pr.B; a.q_heads = pr.Hq; a.kv_heads = pr.Hkv; a.seq = pr.S; a.past = pr.P; a.head_size = pr.D;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(pr.D));
+  a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
+  a.k = pr.k.data(); a.k_strides = pr.strides(pr.Hkv);
+  a.v = pr.v.data(); a.v_strides = pr.strides(pr.Hkv);
+  return a;
+}
+
 struct Outcome {
   std::vector<float> y, pk, pv;
 };
@@ -322,12 +333,7 @@ Outcome run_int8(const Problem& pr, quantc::Isa isa, bool int8) {
   const int64_t T = pr.P + pr.S;
   Outcome out{std::vector<float>(pr.q.size(), std::nanf("")), std::vector<float>(static_cast<size_t>(pr.B * pr.Hkv * T * pr.D)), {}};
   out.pv.resize(out.pk.size());
-  quantc::CausalAttentionArgs a;
-  a.batch = pr.B; a.q_heads = pr.Hq; a.kv_heads = pr.Hkv; a.seq = pr.S; a.past = pr.P; a.head_size = pr.D;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(pr.D));
-  a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
-  a.k = pr.k.data(); a.k_strides = pr.strides(pr.Hkv);
-  a.v = pr.v.data(); a.v_strides = pr.strides(pr.Hkv);
+  quantc::CausalAttentionArgs a = base_args(pr);
   a.past_k = pr.P ? pr.pk.data() : nullptr; a.past_v = pr.P ? pr.pv.data() : nullptr;
   a.key_mask = pr.padded ? pr.mask.data() : nullptr;
   a.present_k = out.pk.data(); a.present_v = out.pv.data();
@@ -470,12 +476,7 @@ TEST(CausalAttention, AFixedCapacityCacheGivesThePlainResultsInPlaceOrCopied) {
         for (bool in_place : {false, true}) {
           std::vector<float> pk = kbuf, pv = vbuf, sep_k(kbuf.size(), std::nanf("")), sep_v(kbuf.size(), std::nanf(""));
           std::vector<float> y(pr.q.size(), std::nanf(""));
-          quantc::CausalAttentionArgs a;
-          a.batch = B; a.q_heads = pr.Hq; a.kv_heads = H; a.seq = S; a.past = P; a.head_size = D;
-          a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-          a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
-          a.k = pr.k.data(); a.k_strides = pr.strides(H);
-          a.v = pr.v.data(); a.v_strides = pr.strides(H);
+          quantc::CausalAttentionArgs a = base_args(pr);
           a.past_k = pk.data(); a.past_v = pv.data(); a.key_mask = pr.mask.data();
           a.present_k = in_place ? pk.data() : sep_k.data();
           a.present_v = in_place ? pv.data() : sep_v.data();
@@ -544,12 +545,7 @@ TEST(CausalAttention, AStoredCachesGridEqualsRoundingTheInputsFirst) {
           const int64_t T = P + S;
           Outcome got{std::vector<float>(pr.q.size(), std::nanf("")), std::vector<float>(static_cast<size_t>(pr.B * pr.Hkv * T * D)), {}};
           got.pv.resize(got.pk.size());
-          quantc::CausalAttentionArgs a;
-          a.batch = pr.B; a.q_heads = pr.Hq; a.kv_heads = pr.Hkv; a.seq = S; a.past = P; a.head_size = D;
-          a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-          a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
-          a.k = pr.k.data(); a.k_strides = pr.strides(pr.Hkv);
-          a.v = pr.v.data(); a.v_strides = pr.strides(pr.Hkv);
+          quantc::CausalAttentionArgs a = base_args(pr);
           a.past_k = P ? pr.pk.data() : nullptr; a.past_v = P ? pr.pv.data() : nullptr;
           a.key_mask = pr.mask.data();
           a.present_k = got.pk.data(); a.present_v = got.pv.data();
@@ -601,12 +597,7 @@ TEST(CausalAttention, AStoredInt8PastGivesThePlainResultsOfItsProducts) {
       const Outcome want = run_int8(plain, isa, false);
       for (bool in_place : {false, true}) {
         std::vector<float> y(pr.q.size(), std::nanf("")), nk(static_cast<size_t>(B * H * T * D), std::nanf("")), nv(nk.size(), std::nanf(""));
-        quantc::CausalAttentionArgs a;
-        a.batch = B; a.q_heads = pr.Hq; a.kv_heads = H; a.seq = S; a.past = P; a.head_size = D;
-        a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-        a.q = pr.q.data(); a.q_strides = pr.strides(pr.Hq);
-        a.k = pr.k.data(); a.k_strides = pr.strides(H);
-        a.v = pr.v.data(); a.v_strides = pr.strides(H);
+        quantc::CausalAttentionArgs a = base_args(pr);
         a.key_mask = pr.mask.data();
         a.present_k = nk.data(); a.present_v = nv.data();
         if (in_place) { a.past_k = nk.data(); a.past_v = nv.data(); a.past_rows = T; a.present_rows = T; }
