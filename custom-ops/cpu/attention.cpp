@@ -158,12 +158,23 @@ void fill_cache(void* p, int64_t begin, int64_t end) {
       // GenAI's shared buffer: the past rows are already in place (same buffer, same rows per head).
       const bool in_place = base == past && dr.job.past_rows == C;
       if (a.stored_k) {
-        // The stored int8 past: read in the tiles (a decode step), or written here as the same products.
+        // The stored past: read in the tiles (a decode step), or written here as the same products.
         if (!dr.job.codes) {
-          const int8_t* code = (which == 0 ? a.stored_k : a.stored_v) + item * a.stored_rows * D;
+          const int64_t width = a.stored_bits == 4 ? D / 2 : D;
+          const int8_t* code = (which == 0 ? a.stored_k : a.stored_v) + item * a.stored_rows * width;
           const float* sc = (which == 0 ? a.stored_k_scale : a.stored_v_scale) + h * D;
-          for (int64_t t = 0; t < P; ++t)
-            for (int64_t d = 0; d < D; ++d) present[t * D + d] = static_cast<float>(code[t * D + d]) * sc[d];
+          for (int64_t t = 0; t < P; ++t) {
+            float* out = present + t * D;
+            if (a.stored_bits == 4) {
+              const uint8_t* row = reinterpret_cast<const uint8_t*>(code + t * width);
+              for (int64_t e = 0; e < width; ++e) {
+                out[2 * e] = static_cast<float>((row[e] & 15) - 8) * sc[2 * e];
+                out[2 * e + 1] = static_cast<float>((row[e] >> 4) - 8) * sc[2 * e + 1];
+              }
+            } else {
+              for (int64_t d = 0; d < D; ++d) out[d] = static_cast<float>(code[t * D + d]) * sc[d];
+            }
+          }
         }
       } else if (P > 0 && !in_place) {
         std::memcpy(present, past + item * dr.job.past_rows * D, static_cast<size_t>(P * D) * sizeof(float));
@@ -340,6 +351,9 @@ void causal_attention(const CausalAttentionArgs& args, Isa isa) {
   if ((a.stored_k != nullptr) != (a.stored_v != nullptr) ||
       (a.stored_k && (!a.stored_k_scale || !a.stored_v_scale || a.stored_rows < a.past)))
     throw std::invalid_argument("causal_attention: a stored past needs keys, values, their scales and stored_rows >= past");
+  if (a.stored_k && ((a.stored_bits != 8 && a.stored_bits != 4) || (a.stored_bits == 4 && a.head_size % 2 != 0)))
+    throw std::invalid_argument("causal_attention: a stored past has 8 or 4 bits (4: an even head_size), not " +
+                                std::to_string(a.stored_bits));
   Driver dr;
   dr.job.a = &a;
   dr.job.total = a.past + a.seq;

@@ -22,7 +22,7 @@ struct AttentionJob {
   const float* kbias = nullptr;  // [B, Tp]: 0 for an attended key, -inf for a padding one (and past T); null when no mask
   // The int8 mode (CausalAttentionArgs::int8 in a call with seq > 1), per (batch, KV head) = "head" below:
   bool q8 = false;
-  bool codes = false;             // a decode step reading the stored int8 past (CausalAttentionArgs::stored_k) in the tiles
+  bool codes = false;             // a decode step reading the stored past's codes (CausalAttentionArgs::stored_k) in the tiles
   const float* kscale = nullptr;  // [heads, Tp]: s_k,j · scale (0 past T)
   const float* vscale = nullptr;  // [heads, Tp]: s_v,j (0 past T)
   const int32_t* ksum = nullptr;  // [heads, Tp]: 128 · Σ_d k8 (VNNI: the queries enter vpdpbusd as u8 = q8 + 128)

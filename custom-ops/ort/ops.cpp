@@ -650,55 +650,32 @@ struct CausalAttentionOp {
     }
   }
 
-  // The stored cache: the valid past rows dequantized into a float past, the kernel run on the plain interface with the new
-  // rows rounded to the grid, then the present written as codes — past rows as bytes (none where the present output is the
-  // past's buffer), the new rows from the grid values, the rows after T of a fixed-capacity cache cleared to code 0.
+  // The stored cache: the kernel reads the stored past itself (its codes inside a decode step's tiles; else it first writes
+  // their products) and runs on the plain interface with the new rows rounded to the grid in a float buffer; then the
+  // present is written as codes — past rows as bytes (none where the present output is the past's buffer), the new rows
+  // from the grid values, the rows after T of a fixed-capacity cache cleared to code 0.
   void stored(quantc::CausalAttentionArgs& a, int64_t T, int64_t rows, int64_t width, std::optional<const Tensor<C>*>& past_k,
               std::optional<const Tensor<C>*>& past_v, std::optional<Tensor<C>*>& present_k, std::optional<Tensor<C>*>& present_v) {
     const int64_t D = a.head_size, P = a.past, heads = a.batch * a.kv_heads;
     const int64_t stored_rows = a.past_rows > 0 ? a.past_rows : P;
     const bool per_channel = k_grid_.size() > 1;
     auto scale = [&](const std::vector<float>& g, int64_t h, int64_t d) { return per_channel ? g[h * D + d] : g[0]; };
-    // One float buffer per K / V of T rows per head: the past dequantized into its first P rows, the kernel then in its
-    // in-place mode (past and present the same buffer) writes only the new rows.
+    // One float buffer per K / V of T rows per head, the kernel in its in-place mode (past and present the same buffer):
+    // it writes the new rows (and, where it does not read the codes in its tiles, the past's products).
     thread_local std::vector<float> nk, nv;
     nk.resize(static_cast<size_t>(heads * T * D)); nv.resize(nk.size());
-    thread_local std::vector<float> row_scale, k_scales, v_scales;
-    row_scale.resize(static_cast<size_t>(D));
-    if constexpr (kBits == 8) {
-      // int8: the kernel reads the stored past itself (the codes in a decode step's tiles; else it writes their products).
-      k_scales.resize(static_cast<size_t>(a.kv_heads * D)); v_scales.resize(k_scales.size());
-      for (int64_t i = 0; i < a.kv_heads * D; ++i) {
-        k_scales[static_cast<size_t>(i)] = scale(k_grid_, i / D, i % D);
-        v_scales[static_cast<size_t>(i)] = scale(v_grid_, i / D, i % D);
-      }
-      static const int8_t none = 0;
-      a.stored_k = P > 0 ? (*past_k)->Data() : &none;
-      a.stored_v = P > 0 ? (*past_v)->Data() : &none;
-      a.stored_rows = stored_rows;
-      a.stored_k_scale = k_scales.data(); a.stored_v_scale = v_scales.data();
+    thread_local std::vector<float> k_scales, v_scales;
+    k_scales.resize(static_cast<size_t>(a.kv_heads * D)); v_scales.resize(k_scales.size());
+    for (int64_t i = 0; i < a.kv_heads * D; ++i) {
+      k_scales[static_cast<size_t>(i)] = scale(k_grid_, i / D, i % D);
+      v_scales[static_cast<size_t>(i)] = scale(v_grid_, i / D, i % D);
     }
-    for (int which = 0; which < 2 && P > 0 && kBits == 4; ++which) {
-      const C* src = which == 0 ? (*past_k)->Data() : (*past_v)->Data();
-      float* dst = which == 0 ? nk.data() : nv.data();
-      const auto& g = which == 0 ? k_grid_ : v_grid_;
-      for (int64_t item = 0; item < heads; ++item) {
-        float* sc = row_scale.data();
-        for (int64_t d = 0; d < D; ++d) sc[d] = scale(g, item % a.kv_heads, d);
-        for (int64_t t = 0; t < P; ++t) {
-          const C* row = src + (item * stored_rows + t) * width;
-          float* out = dst + (item * T + t) * D;
-          if constexpr (kBits == 8) {
-            for (int64_t d = 0; d < D; ++d) out[d] = static_cast<float>(row[d]) * sc[d];  // plain loops: vectorised
-          } else {
-            for (int64_t e = 0; e < width; ++e) {
-              out[2 * e] = static_cast<float>((row[e] & 15) - 8) * sc[2 * e];
-              out[2 * e + 1] = static_cast<float>((row[e] >> 4) - 8) * sc[2 * e + 1];
-            }
-          }
-        }
-      }
-    }
+    static const int8_t none = 0;
+    a.stored_k = P > 0 ? reinterpret_cast<const int8_t*>((*past_k)->Data()) : &none;
+    a.stored_v = P > 0 ? reinterpret_cast<const int8_t*>((*past_v)->Data()) : &none;
+    a.stored_rows = stored_rows;
+    a.stored_bits = static_cast<int>(kBits);
+    a.stored_k_scale = k_scales.data(); a.stored_v_scale = v_scales.data();
     a.past_k = nk.data(); a.past_v = nv.data();
     a.present_k = nk.data(); a.present_v = nv.data();
     a.past_rows = T; a.present_rows = T;

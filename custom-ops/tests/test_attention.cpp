@@ -573,16 +573,30 @@ TEST(CausalAttention, AStoredCachesGridEqualsRoundingTheInputsFirst) {
 // A stored int8 past kept where it is (stored_k / stored_v with per-channel scales): a decode step reads the codes in its tiles,
 // longer calls and the reference path get the products written into the present first — bit for bit the results of the plain
 // kernel on a float past holding those products, on every path, in place or not.
-TEST(CausalAttention, AStoredInt8PastGivesThePlainResultsOfItsProducts) {
-  for (auto [S, P, D] : {std::tuple<int64_t, int64_t, int64_t>{1, 40, 64}, {1, 130, 32}, {6, 17, 64}, {1, 0, 64}})
+TEST(CausalAttention, AStoredPastGivesThePlainResultsOfItsProducts) {
+  for (int bits : {8, 4})
+  for (auto [S, P, D] : {std::tuple<int64_t, int64_t, int64_t>{1, 40, 64}, {1, 130, 32}, {6, 17, 64}, {1, 0, 64}, {1, 21, 16}})
     for (auto isa : paths()) {
-      Problem pr(1200 + S + P + D, 2, 8, 2, S, P, D, false, true);
+      Problem pr(1200 + S + P + D + bits, 2, 8, 2, S, P, D, false, true);
       const int64_t H = pr.Hkv, B = pr.B, T = P + S, C = T + 3;  // stored rows per head: more than past
-      std::mt19937 rng(static_cast<unsigned>(S + P));
-      std::uniform_int_distribution<int> code(-127, 127);
-      std::vector<int8_t> k8(static_cast<size_t>(B * H * C * D)), v8(k8.size());
-      for (auto& c : k8) c = static_cast<int8_t>(code(rng));
-      for (auto& c : v8) c = static_cast<int8_t>(code(rng));
+      const int64_t width = bits == 4 ? D / 2 : D;                // bytes per stored row
+      std::mt19937 rng(static_cast<unsigned>(S + P + bits));
+      const int top = bits == 4 ? 7 : 127;
+      std::uniform_int_distribution<int> code(-top - 1, top);
+      std::vector<int> kq(static_cast<size_t>(B * H * C * D)), vq(kq.size());
+      for (auto& c : kq) c = code(rng);
+      for (auto& c : vq) c = code(rng);
+      // The stored bytes: int8 codes, or two q + 8 per byte, the even channel in the low nibble.
+      auto store = [&](const std::vector<int>& q) {
+        std::vector<int8_t> out(static_cast<size_t>(B * H * C * width));
+        for (size_t i = 0; i < q.size(); ++i) {
+          if (bits == 8) { out[i] = static_cast<int8_t>(q[i]); continue; }
+          uint8_t& byte = reinterpret_cast<uint8_t&>(out[i / 2]);
+          byte = static_cast<uint8_t>(i % 2 == 0 ? (q[i] + 8) : (byte | ((q[i] + 8) << 4)));
+        }
+        return out;
+      };
+      const std::vector<int8_t> k8 = store(kq), v8 = store(vq);
       std::vector<float> ks(static_cast<size_t>(H * D)), vs(ks.size());
       for (size_t i = 0; i < ks.size(); ++i) { ks[i] = 0.01f + 0.0003f * static_cast<float>(i % 29); vs[i] = 0.02f + 0.0005f * static_cast<float>(i % 13); }
       Problem plain = pr;  // its float past: the products
@@ -591,8 +605,8 @@ TEST(CausalAttention, AStoredInt8PastGivesThePlainResultsOfItsProducts) {
         for (int64_t j = 0; j < P; ++j)
           for (int64_t d = 0; d < D; ++d) {
             const size_t at = static_cast<size_t>((bh * P + j) * D + d), c = static_cast<size_t>((bh * C + j) * D + d);
-            plain.pk[at] = static_cast<float>(k8[c]) * ks[static_cast<size_t>((bh % H) * D + d)];
-            plain.pv[at] = static_cast<float>(v8[c]) * vs[static_cast<size_t>((bh % H) * D + d)];
+            plain.pk[at] = static_cast<float>(kq[c]) * ks[static_cast<size_t>((bh % H) * D + d)];
+            plain.pv[at] = static_cast<float>(vq[c]) * vs[static_cast<size_t>((bh % H) * D + d)];
           }
       const Outcome want = run_int8(plain, isa, false);
       for (bool in_place : {false, true}) {
@@ -601,11 +615,12 @@ TEST(CausalAttention, AStoredInt8PastGivesThePlainResultsOfItsProducts) {
         a.key_mask = pr.mask.data();
         a.present_k = nk.data(); a.present_v = nv.data();
         if (in_place) { a.past_k = nk.data(); a.past_v = nv.data(); a.past_rows = T; a.present_rows = T; }
-        a.stored_k = k8.data(); a.stored_v = v8.data(); a.stored_rows = C; a.stored_k_scale = ks.data(); a.stored_v_scale = vs.data();
+        a.stored_k = k8.data(); a.stored_v = v8.data(); a.stored_rows = C; a.stored_bits = bits;
+        a.stored_k_scale = ks.data(); a.stored_v_scale = vs.data();
         a.y = y.data(); a.y_strides = pr.strides(pr.Hq);
         quantc::causal_attention(a, isa);
-        const std::string what = std::string(quantc::isa_name(isa)) + (in_place ? " in place" : "") + " S " + std::to_string(S) +
-                                 " P " + std::to_string(P) + " D " + std::to_string(D);
+        const std::string what = std::string(quantc::isa_name(isa)) + (in_place ? " in place" : "") + " bits " + std::to_string(bits) +
+                                 " S " + std::to_string(S) + " P " + std::to_string(P) + " D " + std::to_string(D);
         ASSERT_EQ(y, want.y) << what;
         for (int64_t bh = 0; bh < B * H; ++bh)  // the new rows are written as usual
           for (int64_t j = P; j < T; ++j)
@@ -613,6 +628,20 @@ TEST(CausalAttention, AStoredInt8PastGivesThePlainResultsOfItsProducts) {
               ASSERT_EQ(nk[static_cast<size_t>((bh * T + j) * D + d)], want.pk[static_cast<size_t>((bh * T + j) * D + d)]) << what;
       }
     }
+}
+
+TEST(CausalAttention, AStoredPastNeedsEightOrFourBits) {
+  Problem pr(77, 1, 4, 2, 1, 5, 16, false, false);
+  std::vector<float> y(pr.q.size()), nk(static_cast<size_t>(pr.B * pr.Hkv * 6 * 16)), nv(nk.size()), sc(static_cast<size_t>(2 * 16), 0.1f);
+  std::vector<int8_t> codes(static_cast<size_t>(pr.B * pr.Hkv * 5 * 16));
+  quantc::CausalAttentionArgs a = base_args(pr);
+  a.present_k = nk.data(); a.present_v = nv.data();
+  a.stored_k = codes.data(); a.stored_v = codes.data(); a.stored_rows = 5; a.stored_k_scale = sc.data(); a.stored_v_scale = sc.data();
+  a.y = y.data(); a.y_strides = pr.strides(pr.Hq);
+  a.stored_bits = 2;
+  EXPECT_THROW(quantc::causal_attention(a, quantc::Isa::Reference), std::invalid_argument);
+  a.stored_bits = 4;
+  EXPECT_NO_THROW(quantc::causal_attention(a, quantc::Isa::Reference));
 }
 
 }  // namespace

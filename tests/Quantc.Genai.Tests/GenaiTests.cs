@@ -22,6 +22,8 @@ public sealed class GenaiTests : IDisposable
     private const string StoredInt4 = "passes: [{quantize_kv: {storage: native, bits: 4}}]";
     private const string StoredCausal =
         "passes: [fuse_norm, fuse_rope, fuse_attention, lower_attention, {quantize_kv: {storage: native, bits: 8}}]";
+    private const string StoredCausal4 =
+        "passes: [fuse_norm, fuse_rope, fuse_attention, lower_attention, {quantize_kv: {storage: native, bits: 4}}]";
 
     private static string Bundled(string name) => Path.Combine(AppContext.BaseDirectory, name);
 
@@ -58,6 +60,7 @@ public sealed class GenaiTests : IDisposable
     [InlineData("tiny-llama-ortgenai.onnx", StoredInt8)]                // GroupQueryAttention's int8 cache (quantize_kv storage: native)
     [InlineData("tiny-llama-ortgenai.onnx", StoredInt4)]                // its uint8 cache of two 4-bit values per byte
     [InlineData("tiny-llama.onnx", StoredCausal)]                       // ai.quantc.CausalAttention's int8 cache
+    [InlineData("tiny-llama.onnx", StoredCausal4)]                      // and its 4-bit one (codes read in the decode tiles)
     public void GreedyGenerationEqualsAnOnnxRuntimeGreedyLoop(string model, string? recipe)
     {
         string dir = Folder(Bundled(model), recipe);
@@ -80,13 +83,15 @@ public sealed class GenaiTests : IDisposable
         bool customOps = Quantc.Core.Runtime.CustomOps.IsUsedBy(onnx);
         // One buffer as past and present cache (GenAI's past_present_share_buffer) where every attention takes it: ONNX Runtime's
         // GroupQueryAttention, and ai.quantc.CausalAttention's fixed-capacity cache; greedy decoding above ran that way.
-        bool shared = recipe is "smoothquant-auto-causal" or StoredInt8 or StoredInt4 or StoredCausal
+        bool shared = recipe is "smoothquant-auto-causal" or StoredInt8 or StoredInt4 or StoredCausal or StoredCausal4
             || (model.Contains("ortgenai", StringComparison.Ordinal) && recipe is null);
-        if (recipe is StoredInt8 or StoredInt4 or StoredCausal)
-            Assert.Equal(recipe == StoredInt4 ? 2 : 3, onnx.Graph.Inputs.Single(v => v.Name == "past_key_values.0.key").ElementType);
+        if (recipe is StoredInt8 or StoredInt4 or StoredCausal or StoredCausal4)
+            Assert.Equal(recipe is StoredInt4 or StoredCausal4 ? 2 : 3,
+                onnx.Graph.Inputs.Single(v => v.Name == "past_key_values.0.key").ElementType);
         Assert.Equal(shared, (bool)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, GenaiFolder.ConfigFile)))!["search"]!
             ["past_present_share_buffer"]!);
-        Assert.Equal(recipe is "w4a8" or "prefixquant-w8a8" or "smoothquant-auto-causal" or StoredCausal, customOps);
+        Assert.Equal(recipe is "w4a8" or "prefixquant-w8a8" or "smoothquant-auto-causal" or StoredCausal or StoredCausal4,
+            customOps);
         if (recipe == "smoothquant-auto-causal")
             Assert.Equal(4, onnx.Graph.Nodes.Count(n => n.Is("CausalAttention", Quantc.Core.Runtime.CustomOps.Domain) && n.GetInt("int8", 0) == 1));
         Assert.Equal(customOps ? GenaiFolder.CustomOpsFile : null, (string?)session["custom_ops_library"]);

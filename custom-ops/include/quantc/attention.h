@@ -66,14 +66,18 @@ struct CausalAttentionArgs {
   const float* v_grid = nullptr;
   int64_t grid_scales = 0;
   int grid_bits = 0;
-  // A stored int8 past kept where it is (ai.quantc.CausalAttention's 8-bit cache): with stored_k / stored_v, row j < past of
-  // (batch b, KV head h) is stored_k[((b · kv_heads + h) · stored_rows + j) · head_size + d] · stored_k_scale[h · head_size + d]
-  // (kv_heads · head_size scales), and past_k / past_v are not read. A decode step on the SIMD paths reads these codes inside
-  // its tiles; elsewhere (more than one new position, the reference path) the driver first writes the same products into
-  // present_k's first rows — the same floats either way, so the paths agree bit for bit.
+  // A stored past kept where it is (ai.quantc.CausalAttention's 8- and 4-bit caches): with stored_k / stored_v, row j < past
+  // of (batch b, KV head h) has the codes q[d] = stored_k[((b · kv_heads + h) · stored_rows + j) · head_size + d] (stored_bits
+  // 8: int8), or, with stored_bits 4, two per byte of a row of head_size / 2 bytes — byte e of the row, read as uint8, holds
+  // q[2e] + 8 in its low nibble and q[2e + 1] + 8 in its high one (ONNX Runtime GroupQueryAttention's int4 layout); the value
+  // is q[d] · stored_k_scale[h · head_size + d] (kv_heads · head_size scales), and past_k / past_v are not read. A decode step
+  // on the SIMD paths reads these codes inside its tiles; elsewhere (more than one new position, the reference path) the
+  // driver first writes the same products into present_k's first rows — the same floats either way, so the paths agree bit
+  // for bit.
   const int8_t* stored_k = nullptr;
   const int8_t* stored_v = nullptr;
   int64_t stored_rows = 0;
+  int stored_bits = 8;
   const float* stored_k_scale = nullptr;
   const float* stored_v_scale = nullptr;
 };
