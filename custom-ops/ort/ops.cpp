@@ -7,6 +7,7 @@
 #include "common.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -71,6 +72,37 @@ const float* as_float(const Tensor<T>& t, std::vector<float>& store) {
     for (size_t i = 0; i < store.size(); ++i) store[i] = p[i].ToFloat();
     return store.data();
   }
+}
+
+// Constant weights are packed when ONNX Runtime creates the kernel (session creation), as its own kernels pre-pack theirs —
+// unless the session sets ONNX Runtime's "session.disable_prepacking" to "1", when they are packed at the first Compute
+// instead: a session that never runs (quantc's load check of a written model) then holds no packed copy.
+bool pack_at_creation(const OrtApi* api, const OrtKernelInfo* info) {
+  OrtKeyValuePairs* entries = nullptr;
+  if (OrtStatus* st = api->KernelInfo_GetConfigEntries(info, &entries)) {
+    api->ReleaseStatus(st);
+    return true;
+  }
+  const char* v = api->GetKeyValue(entries, "session.disable_prepacking");
+  const bool disabled = v != nullptr && std::string(v) == "1";
+  api->ReleaseKeyValuePairs(entries);
+  return !disabled;
+}
+
+// Weights packed so far by this process's kernels (QuantcOpsPackedWeights: tests see when packing happens).
+std::atomic<int64_t> g_packed_weights{0};
+
+// A constant input's elements as floats (float32 or float16).
+template <typename T>
+std::vector<float> constant_floats(const Ort::ConstValue& v) {
+  const size_t n = v.GetTensorTypeAndShapeInfo().GetElementCount();
+  const T* p = v.GetTensorData<T>();
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    if constexpr (std::is_same_v<T, float>) out[i] = p[i];
+    else out[i] = p[i].ToFloat();
+  }
+  return out;
 }
 
 template <typename T>
@@ -143,19 +175,25 @@ struct HadamardQuantizeInt8Op {
 // A_scale, 0): saturate(round_half_even(A / A_scale))) and the int8 GEMM runs on the result.
 template <typename TA, typename T>
 struct MatMulInt8Op {
-  // A constant weight (an initializer) is packed once for the VNNI or the AVX2 GEMM, at the first Compute: a
-  // session that never runs — quantc's load check of a written model — holds no packed copy.
-  MatMulInt8Op(const OrtApi*, const OrtKernelInfo* info) {
+  // A constant weight (an initializer) is packed once for the VNNI or the AVX2 GEMM: when the session creates the kernel, or
+  // at the first Compute where the session disables pre-packing (pack_at_creation).
+  MatMulInt8Op(const OrtApi* api, const OrtKernelInfo* info) {
     if (quantc::best_isa() == quantc::Isa::Reference) return;
     Ort::ConstKernelInfo ki(info);
     int is_constant = 0;
     Ort::ConstValue b = ki.GetTensorConstantInput(2, &is_constant);
     if (!is_constant) return;
-    if (b.GetTensorTypeAndShapeInfo().GetShape().size() != 2) return;  // Compute reports the shape error
+    const auto shape = b.GetTensorTypeAndShapeInfo().GetShape();
+    if (shape.size() != 2) return;  // Compute reports the shape error
     pack_ok_ = true;
+    if (pack_at_creation(api, info)) {
+      pack(b.GetTensorData<int8_t>(), shape[0], shape[1]);
+      packed_at_creation_ = true;
+    }
   }
 
   bool pack_ok_ = false;
+  bool packed_at_creation_ = false;  // packed_ / packed_avx2_ set before any Compute
   std::once_flag packing_;
   std::unique_ptr<quantc::PackedB> packed_;
   std::unique_ptr<quantc::PackedBAvx2> packed_avx2_;
@@ -165,6 +203,7 @@ struct MatMulInt8Op {
       packed_ = std::make_unique<quantc::PackedB>(quantc::pack_b_vnni(b, N, K));
     else
       packed_avx2_ = std::make_unique<quantc::PackedBAvx2>(quantc::pack_b_avx2(b, N, K));
+    ++g_packed_weights;
   }
 
   void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<T>& a_scale, const Tensor<int8_t>& b, const Tensor<T>& b_scale,
@@ -197,7 +236,7 @@ struct MatMulInt8Op {
     } else {
       a8 = a.Data();
     }
-    if (pack_ok_) std::call_once(packing_, [&] { pack(b.Data(), N, K); });
+    if (pack_ok_ && !packed_at_creation_) std::call_once(packing_, [&] { pack(b.Data(), N, K); });
     if (packed_ && packed_->N == N && packed_->K == K)
       quantc::matmul_int8_vnni_packed(a8, *packed_, M, sa, sb, bias_data, out.data);
     else if (packed_avx2_ && packed_avx2_->N == N && packed_avx2_->K == K && M > 1)  // one row (decode): the unpacked dot products are faster
@@ -233,8 +272,8 @@ struct MatMulInt4Int8Op {
     return normalize != 0 ? quantc::RowHadamard::Normalized : quantc::RowHadamard::Unnormalized;
   }
 
-  // A constant weight with constant scales (initializers) is repacked once for the register-blocked GEMM, at the first Compute:
-  // a session that never runs (quantc's load check of a written model) holds no packed copy.
+  // A constant weight with constant scales (initializers) is repacked once for the register-blocked GEMM: when the session
+  // creates the kernel, or at the first Compute where the session disables pre-packing (pack_at_creation).
   MatMulInt4Int8Op(const OrtApi* api, const OrtKernelInfo* info)
       : group_(attr_int(api, info, "group_size", 32)), hadamard_(read_hadamard(api, info)),
         gate_(SWIGLU ? attr_int(api, info, "gate", 0) : 0) {
@@ -252,6 +291,16 @@ struct MatMulInt4Int8Op {
     if (K % 64 || (group_ != 32 && group_ != 64 && group_ != 128) || K % group_) return;
     if (static_cast<int64_t>(s.GetTensorTypeAndShapeInfo().GetElementCount()) != N * (K / group_)) return;
     pack_ok_ = true;
+    if (pack_at_creation(api, info)) {
+      const std::vector<float> sb = constant_floats<T>(s);
+      pack(b.GetTensorData<uint8_t>(), sb.data(), N, K);
+      packed_at_creation_ = true;
+    }
+  }
+
+  void pack(const uint8_t* b, const float* sb, int64_t N, int64_t K) {
+    packed_ = std::make_unique<quantc::PackedInt4>(quantc::pack_int4_gemm(b, sb, N, K, group_));
+    ++g_packed_weights;
   }
 
   void Compute(OrtKernelContext* ctx, const Tensor<TA>& a, const Tensor<T>& a_scale, const Tensor<uint8_t>& b, const Tensor<T>& b_scale,
@@ -298,10 +347,7 @@ struct MatMulInt4Int8Op {
       wide.emplace(alloc->GetAllocation(static_cast<size_t>(std::max<int64_t>(M * N, 1)) * sizeof(float)));
       dst = static_cast<float*>(wide->get());
     }
-    if (pack_ok_)
-      std::call_once(packing_, [&] {
-        packed_ = std::make_unique<quantc::PackedInt4>(quantc::pack_int4_gemm(b.Data(), sb, N, K, group_));
-      });
+    if (pack_ok_ && !packed_at_creation_) std::call_once(packing_, [&] { pack(b.Data(), sb, N, K); });
     const bool packed = packed_ && packed_->N == N && packed_->K == K;
     if constexpr (std::is_same_v<TA, float>) {
       if (packed) quantc::matmul_int4_f32_packed(a.Data(), *packed_, M, sa, bias_data, dst, quantc::best_isa(), hadamard_);
@@ -340,6 +386,7 @@ struct MatMulInt4Int8Op {
   quantc::RowHadamard hadamard_;
   int64_t gate_;  // SwiGLU: which half of B's rows is the gate's
   bool pack_ok_ = false;  // B and B_scale are constants of a shape the packed GEMM takes
+  bool packed_at_creation_ = false;  // packed_ set before any Compute
   std::once_flag packing_;
   std::unique_ptr<quantc::PackedInt4> packed_;
 };
@@ -781,6 +828,10 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
   }
   return nullptr;
 }
+
+// How many constant weights this process's kernels have packed so far (at kernel creation, or at a first Compute where the
+// session disables pre-packing): lets a test see when packing happens.
+__attribute__((visibility("default"))) int64_t QuantcOpsPackedWeights() { return g_packed_weights.load(); }
 
 // The library's version and the kernel path chosen on this CPU (for reports and benchmarks).
 __attribute__((visibility("default"))) const char* QuantcOpsInfo() {
