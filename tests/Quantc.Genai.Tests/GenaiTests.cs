@@ -128,6 +128,26 @@ public sealed class GenaiTests : IDisposable
             (string?)decoder["session_options"]!["custom_ops_library"]);
     }
 
+    /// <summary>A model compiled earlier with RoPE inside ai.quantc.CausalAttention (lower_attention) still tells its context:
+    /// the rows of the op's cos_cache, indexed by position_ids — so a GenAI folder can be made of it later.</summary>
+    [Fact]
+    public void TheContextOfALoweredModelIsItsCausalAttentionsRotaryCache()
+    {
+        using var m = Model.Load(Bundled("tiny-llama.onnx"));
+        var calib = DataLoader.Load(m, Bundled("calib.txt"), new DataOptions { SequenceLength = 64, MaxSamples = 2 });
+        var recipe = Quantc.Core.Pipeline.Recipe.Parse("passes: [fuse_norm, fuse_rope, fuse_attention, lower_attention]", "test recipe");
+        using (new Compiler(Builtins.Passes()).Compile(m, recipe, new CompileOptions { Calibration = calib })) { }
+        var ops = m.Graph.Nodes.Where(n => n.Is("CausalAttention", Quantc.Core.Runtime.CustomOps.Domain)).ToList();
+        Assert.NotEmpty(ops);
+        Assert.All(ops, n => Assert.NotNull(n.Inputs[6]));  // RoPE inside: no RotaryEmbedding left to read the context from
+        Assert.DoesNotContain(m.Graph.Nodes, n => n.OpType == "RotaryEmbedding");
+        var limits = TokenLimits.Of(m.Graph);
+        var tiny = Quantc.Models.LlamaConfig.ForSize("tiny");
+        Assert.Equal(tiny.MaxPositions, limits.Positions);
+        Assert.Equal(ops[0].Inputs[6]!.Name, limits.PositionSource!.Split('\'')[1]);
+        Assert.Equal(tiny.MaxPositions, DecoderShape.Of(m).ContextLength);
+    }
+
     /// <summary>OPT's learned positions are reached through attention_mask's running sum (+ 2): the context is the table's rows
     /// less 2, and GenAI feeds the mask the graph computes them from.</summary>
     [Theory]

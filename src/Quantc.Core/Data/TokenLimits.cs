@@ -22,10 +22,12 @@ public sealed record TokenLimits(long? Vocabulary, string? VocabularySource, lon
         foreach (var n in graph.Nodes)
         {
             // Rotary caches indexed by position: com.microsoft RotaryEmbedding (x, position_ids, cos_cache, ...),
-            // ONNX RotaryEmbedding (x, cos_cache, sin_cache, position_ids), GroupQueryAttention's cos_cache (input 7).
+            // ONNX RotaryEmbedding (x, cos_cache, sin_cache, position_ids), GroupQueryAttention's cos_cache (input 7),
+            // ai.quantc CausalAttention's RoPE inside (cos_cache input 6, position_ids input 8).
+            bool causal = n.Is("CausalAttention", Runtime.CustomOps.Domain);
             int cache = n.Is("RotaryEmbedding", "com.microsoft") ? 2 : n.Is("RotaryEmbedding") ? 1
-                : n.Is("GroupQueryAttention", "com.microsoft") ? 7 : -1;
-            int pos = cache == 2 ? 1 : cache == 1 ? 3 : -1;
+                : n.Is("GroupQueryAttention", "com.microsoft") ? 7 : causal ? 6 : -1;
+            int pos = cache == 2 ? 1 : cache == 1 ? 3 : causal ? 8 : -1;
             if (cache >= 0 && n.Inputs.Count > cache && n.Inputs[cache]?.Initializer is { Dims.Length: 2 } cos
                 && (pos < 0 || (n.Inputs.Count > pos && n.Inputs[pos] is { } p &&
                     Origin(p) is { IsGraphInput: true, Name: "position_ids" }))
