@@ -106,6 +106,38 @@ public sealed class QuantizePass(NumberFormat weights, Granularity granularity, 
                 $"{activations} activations ({modeName})");
         }
         ConvQuant.Summarize(ctx);
+        if (AlreadyQuantized(ctx.Model.Graph) is { } done)
+            ctx.Notice($"quantize: the model is already quantized — {done} — and those layers stay as they are; " +
+                $"{ctx.Map.Linears.Count} float linear layer(s) found for this recipe" +
+                (ctx.Map.Linears.Count == 0 ? "" : $" ({string.Join(", ", ctx.Map.Linears.Take(3).Select(l => l.Name))}" +
+                    $"{(ctx.Map.Linears.Count > 3 ? ", …" : "")})"));
+    }
+
+    /// <summary>Op types that hold a quantized linear layer (a weight stored in fewer bits, not a float initializer).</summary>
+    private static readonly (string Domain, string Op)[] QuantizedLinearOps =
+    [
+        (CustomOps.Domain, "MatMulInt4Int8"), (CustomOps.Domain, "HadamardMatMulInt4Int8"), (CustomOps.Domain, "SwiGluMatMulInt4Int8"),
+        (CustomOps.Domain, "MatMulInt8"), (CustomOps.Domain, "MatMulInt4Fp8"),
+        ("com.microsoft", "MatMulNBits"), ("com.microsoft", "MatMulIntegerToFloat"), ("com.microsoft", "DynamicQuantizeMatMul"),
+        ("", "MatMulInteger"), ("", "QLinearMatMul"), ("", "QLinearConv"), ("", "ConvInteger"),
+    ];
+
+    /// <summary>"16 ai.quantc.MatMulInt4Int8, 8 com.microsoft.MatMulNBits …" where the graph already has quantized linear layers
+    /// (those ops, or a DequantizeLinear of a constant feeding a MatMul / Gemm / Conv), else null.</summary>
+    internal static string? AlreadyQuantized(Quantc.Ir.Graph g)
+    {
+        var counts = new SortedDictionary<string, int>(StringComparer.Ordinal);
+        foreach (var n in g.AllNodes())
+        {
+            string? what = null;
+            foreach (var (domain, op) in QuantizedLinearOps)
+                if (n.Is(op, domain)) { what = domain.Length == 0 ? op : $"{domain}.{op}"; break; }
+            if (what is null && n.Is("DequantizeLinear") && n.Inputs.Count > 0 && n.Inputs[0]?.Initializer is not null
+                && n.Output.Uses.Any(u => u.Node.Is("MatMul") || u.Node.Is("Gemm") || u.Node.Is("Conv")))
+                what = "DequantizeLinear weights (QDQ)";
+            if (what is not null) counts[what] = counts.GetValueOrDefault(what) + 1;
+        }
+        return counts.Count == 0 ? null : string.Join(", ", counts.Select(kv => $"{kv.Value} {kv.Key}"));
     }
 
     /// <summary>

@@ -42,8 +42,9 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
     {
         var g = ctx.Model.Graph;
         var map = ctx.Map;
-        var stream = map.ResidualStreamOf(RotationRefusal, out string? why)
-            ?? throw new BadInputException($"rotate_residual: cannot rotate the residual stream: {why}");
+        var stream = map.ResidualStreamOf(n => RotationRefusal(n, map), out string? why)
+            ?? throw new BadInputException($"rotate_residual: cannot rotate the residual stream: {why}" +
+                (QuantizePass.AlreadyQuantized(g) is { } done ? $"; the model is already quantized ({done})" : ""));
         var q = Rotation.Create(stream.Hidden, seed);
         var massive = MassiveChannels(ctx, stream);
 
@@ -116,13 +117,13 @@ public sealed class RotateResidualPass(int seed, string rounding = "auto") : IPa
     }
 
     /// <summary>Why a norm on the residual stream does not commute with a rotation of it (null when it does).</summary>
-    private static string? RotationRefusal(NormInfo norm)
+    private static string? RotationRefusal(NormInfo norm, ModelMap map)
     {
         if (norm.Kind != NormKind.RmsNorm) return $"{norm.Name} is a LayerNorm: its mean subtraction does not commute with a rotation";
         var gamma = norm.Gamma.Initializer!.ToFloat32();
         if (gamma.Any(x => x != gamma[0]))
-            return $"{norm.Name} has its γ not folded into the layers it feeds (run fold_norm before rotate_residual; see its log " +
-                $"for why it was not folded)";
+            return $"{norm.Name} has its γ not folded into the layers it feeds (run fold_norm before rotate_residual" +
+                (NormReaders.Of(norm, map, out string? why, allowSharedWeights: true) is null ? $"; fold_norm cannot: {why})" : ")");
         if (norm.Beta?.Initializer is { } bt && bt.ToFloat32().Any(x => x != 0)) return $"{norm.Name} has a non-zero β";
         return null;
     }

@@ -157,4 +157,26 @@ public sealed class NoticeTests(ITestOutputHelper log) : IDisposable
         }
         Assert.Contains(ctx.Log, l => l.StartsWith("symmetrize: model.layers.0.input_layernorm: max |z|", StringComparison.Ordinal));
     }
+
+    /// <summary>A recipe run on a model that is already quantized says so, with what it found, instead of writing the model
+    /// back with "0 layers quantized"; a rotation recipe's refusal names the reason too.</summary>
+    [Fact]
+    public void AnAlreadyQuantizedModelIsSaidToBeSo()
+    {
+        using var original = Load();
+        using var m = Model.Load(original.File!.Path);
+        var calib = Data(m, "calib.txt", 2).Samples;
+        using var w4a8 = TestCompiler.CompileAndReload(_dir, m, "w4a8", calib, out var first);
+        Assert.DoesNotContain(first.Context.Notices, n => n.Contains("already quantized", StringComparison.Ordinal));
+        using var again = Model.Load(w4a8.File!.Path);
+        using var second = TestCompiler.Compile(again, "w4a8", calib);
+        var notice = Assert.Single(second.Context.Notices, n => n.StartsWith("quantize: the model is already quantized", StringComparison.Ordinal));
+        Assert.Matches(@"\d+ ai\.quantc\.MatMulInt4Int8", notice);
+        Assert.Contains("1 float linear layer(s) found for this recipe (lm_head)", notice);
+
+        using var qdq = TestCompiler.CompileAndReload(_dir, Model.Load(original.File!.Path), "w8a8", calib, out _);
+        var e = Assert.Throws<Quantc.Onnx.BadInputException>(() => TestCompiler.Compile(qdq, "quarot-w4a8", calib));
+        Assert.Contains("fold_norm cannot:", e.Message);
+        Assert.Matches(@"the model is already quantized \(\d+ DequantizeLinear weights \(QDQ\)", e.Message);
+    }
 }
