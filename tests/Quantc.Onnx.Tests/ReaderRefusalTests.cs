@@ -36,6 +36,18 @@ public sealed class ReaderRefusalTests : IDisposable
         Assert.Contains(reason, e.Message);
     }
 
+    /// <summary>A folder is refused; a GenAI folder (model.onnx inside) is pointed at its model.</summary>
+    [Fact]
+    public void AFolderIsNotAModel()
+    {
+        var plain = Directory.CreateDirectory(Path.Combine(_dir.FullName, "plain")).FullName;
+        var e = Assert.Throws<BadInputException>(() => Model.Load(plain).Dispose());
+        Assert.Equal($"{plain}: is a folder, not an ONNX model file", e.Message);
+        string model = ModelWithExternal(Path.Combine(_dir.FullName, "genai"), _ => { });
+        e = Assert.Throws<BadInputException>(() => Model.Load(Path.GetDirectoryName(model)!).Dispose());
+        Assert.EndsWith($"is a folder, not an ONNX model file (its model is {model})", e.Message);
+    }
+
     private static void SetKey(TensorProto t, string key, string value)
     {
         foreach (var kv in t.ExternalData) if (kv.Key == key) { kv.Value = value; return; }
