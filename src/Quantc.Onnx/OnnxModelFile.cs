@@ -60,8 +60,11 @@ public sealed class OnnxModelFile : IDisposable
         options ??= new OnnxReadOptions();
         if (string.IsNullOrEmpty(path)) throw new BadInputException("no model path given");
         if (System.IO.Directory.Exists(path))
+        {
+            string inside = System.IO.Path.Combine(path, "model.onnx");  // a GenAI folder's model
             throw new BadInputException($"{path}: is a folder, not an ONNX model file" +
-                (File.Exists(System.IO.Path.Combine(path, "model.onnx")) ? $" (its model is {System.IO.Path.Combine(path, "model.onnx")})" : ""));
+                (File.Exists(inside) ? $" (its model is {inside})" : ""));
+        }
         if (!File.Exists(path)) throw new BadInputException($"{path}: file not found");
 
         ModelProto proto;
