@@ -48,9 +48,15 @@ internal static class VerifyCommand
             outputs.AddModelInput(pr.GetValue(compiled)!, b);
             outputs.AddInput(spec);
             string? stagedHtml = pr.GetValue(html) is { } htmlPath ? outputs.Add("--html", htmlPath, OutputKind.Html) : null;
+            // A model compiled with prefix_tokens carries BOS first in its KV-cache prefix: text read with its own BOS would give it
+            // two (what compile's verify avoids the same way).
+            bool prefixed = b.Metadata.Any(kv => kv.Key == Quantc.Genai.DecoderShape.PrefixTokensKey && kv.Value.Length > 0);
+            if (prefixed && !pr.GetValue(noBos))
+                stderr.WriteLine($"quantc: note: {pr.GetValue(compiled)} carries a KV-cache prefix that starts with BOS (prefix_tokens): " +
+                    "text is read without its own BOS (as with --no-bos)");
             var loaded = DataLoader.Load(a, spec,
                 new DataOptions { SequenceLength = pr.GetValue(seq), MaxSamples = pr.GetValue(samples),
-                SplitDocuments = !pr.GetValue(noDocSplit), Bos = !pr.GetValue(noBos) });
+                SplitDocuments = !pr.GetValue(noDocSplit), Bos = !pr.GetValue(noBos) && !prefixed });
             foreach (var w in loaded.Warnings) stderr.WriteLine($"quantc: warning: {w}");
             if (pr.GetValue(maxPpl) is not null && (loaded.Tokens is null || !a.Graph.Outputs.Any(o => o.Name == "logits")))
                 throw new Quantc.Onnx.BadInputException("--max-ppl-increase needs token data (text or token ids) and a model with a " +

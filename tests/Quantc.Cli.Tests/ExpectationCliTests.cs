@@ -72,5 +72,16 @@ public sealed class ExpectationCliTests() : FolderTest("quantc-expect")
         (code, stdout, stderr) = Run("compile", Cli.DefaultModelPath(), "--recipe", P("prefix.yaml"), "-o", P("q2.onnx"), "--no-bos");
         Assert.True(code == 0, stderr + stdout);
         Assert.DoesNotContain("puts BOS first", stderr);
+
+        // verify reads the compiled model's prefix from its metadata and does the same: the same figures as with --no-bos.
+        (code, stdout, stderr) = Run("verify", Cli.DefaultModelPath(), P("q.onnx"), "--no-layers", "--samples", "4", "--json");
+        Assert.True(code == 0, stderr + stdout);
+        Assert.Contains("carries a KV-cache prefix that starts with BOS (prefix_tokens): text is read without its own BOS", stderr);
+        var (code2, explicitNoBos, stderr2) = Run("verify", Cli.DefaultModelPath(), P("q.onnx"), "--no-layers", "--samples", "4", "--json",
+            "--no-bos");
+        Assert.True(code2 == 0, stderr2 + explicitNoBos);
+        Assert.DoesNotContain("carries a KV-cache prefix", stderr2);
+        Assert.Equal(explicitNoBos, stdout);
+        Assert.Contains("without BOS", stdout);
     }
 }
