@@ -66,9 +66,13 @@ for r in $recipes; do
   secs=$(echo "$(date +%s.%N) - $start" | bc)
   ts_row=$(verify "$compiled" "$out/eval-tinystories.txt")
   wt_row=$(verify "$compiled" "$out/eval-wikitext2.txt" --no-doc-split)
-  printf '| %s | %d | %.1f | %.1f %% | %.3f | %s | %.1f | %.1f %% | %.3f | %.1f |\n' "$r" $(( $(size "$compiled" "$compiled.data") / 1024 )) \
-    "$(cut -f1 <<<"$ts_row")" "$(echo "$(cut -f2 <<<"$ts_row") * 100" | bc -l)" "$(cut -f4 <<<"$ts_row")" "$(cut -f5 <<<"$ts_row")" \
-    "$(cut -f1 <<<"$wt_row")" "$(echo "$(cut -f2 <<<"$wt_row") * 100" | bc -l)" "$(cut -f4 <<<"$wt_row")" "$secs" >> "$table"
+  # Perplexity: the compiled model's; "reference → compiled" where the reference is not the fp32 row's (a PrefixQuant model is
+  # compared against the original reading its prefix first, on text without its own BOS).
+  ppl() { local ref cmp base; ref=$(printf '%.3f' "$(cut -f3 <<<"$1")"); cmp=$(printf '%.3f' "$(cut -f4 <<<"$1")")
+    base=$(printf '%.3f' "$(cut -f3 <<<"$2")"); [ "$ref" = "$base" ] && echo "$cmp" || echo "$ref → $cmp"; }
+  printf '| %s | %d | %.1f | %.1f %% | %s | %s | %.1f | %.1f %% | %s | %.1f |\n' "$r" $(( $(size "$compiled" "$compiled.data") / 1024 )) \
+    "$(cut -f1 <<<"$ts_row")" "$(echo "$(cut -f2 <<<"$ts_row") * 100" | bc -l)" "$(ppl "$ts_row" "$base_ts")" "$(cut -f5 <<<"$ts_row")" \
+    "$(cut -f1 <<<"$wt_row")" "$(echo "$(cut -f2 <<<"$wt_row") * 100" | bc -l)" "$(ppl "$wt_row" "$base_wt")" "$secs" >> "$table"
 done
 {
   echo

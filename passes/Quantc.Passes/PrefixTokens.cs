@@ -200,7 +200,7 @@ public sealed class PrefixTokensPass(double eta, int maxTokens, IReadOnlyList<do
             }
         g.SortTopologically();
         MarkTransformed(ctx, g, mask, positions, caches);
-        ctx.Model.SetMetadata("quantc.prefix_tokens", string.Join(",", prefix));
+        ctx.Model.SetMetadata(Quantc.Core.Verification.PrefixAlignment.Key, string.Join(",", prefix));
         ctx.Log.Add($"prefix_tokens: {prefix.Count} prefix tokens [{string.Join(", ", prefix)}] in the KV cache of {caches.Count} " +
             $"attention layers (keys/values as initializers {string.Join(", ", kv.Values.First().Dims)}); attention mask extended, " +
             (positions is null ? "no position_ids input (positions follow the cache length)" : "position ids offset by " + o) +

@@ -24,7 +24,7 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
     public const string PresentKey = "present.%d.key", PresentValue = "present.%d.value";
 
     /// <summary>The metadata key the prefix_tokens pass writes (its prefix token ids, comma-separated).</summary>
-    public const string PrefixTokensKey = "quantc.prefix_tokens";
+    public const string PrefixTokensKey = Quantc.Core.Verification.PrefixAlignment.Key;
 
     /// <summary>The shape of <paramref name="model"/>; <see cref="BadInputException"/> with the reason where GenAI cannot run it.
     /// <paramref name="contextHint"/> (e.g. config.json's max_position_embeddings) is used when the graph has no position table.</summary>

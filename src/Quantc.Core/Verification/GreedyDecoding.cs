@@ -121,11 +121,12 @@ public static class GreedyDecoding
     }
 
     /// <summary>Both models decoded greedily from <paramref name="start"/>; null when either cannot be decoded this way. Models with more
-    /// than <paramref name="segmentBytes"/> of weights decode in segments.</summary>
+    /// than <paramref name="segmentBytes"/> of weights decode in segments. <paramref name="originalPrefix"/>: the prefix tokens the
+    /// compiled model keeps in its KV cache (prefix_tokens), which the original reads before the start.</summary>
     public static GreedyMatch? Compare(Model original, Model compiled, long start, int steps, string logits = "logits",
-        long? segmentBytes = null)
+        long? segmentBytes = null, IReadOnlyList<long>? originalPrefix = null)
     {
-        var a = Decode(original, [start], steps, logits, segmentBytes);
+        var a = Decode(original, [.. originalPrefix ?? [], start], steps, logits, segmentBytes);
         var b = a is null ? null : Decode(compiled, [start], steps, logits, segmentBytes);
         if (a is null || b is null) return null;
         int matching = 0;

@@ -134,6 +134,9 @@ public static class Verifier
         SameShapes("input", original.Graph.Inputs.Where(v => !v.IsInitializer && Plain(v)), compiled.Graph);
         SameShapes("output", original.Graph.Outputs.Where(Plain), compiled.Graph);
 
+        // PrefixQuant's prefix kept in the compiled model's KV cache: the original reads the prefix and then each sample.
+        var prefix = PrefixAlignment.Of(original, compiled);
+        var prefixed = prefix?.OriginalSamples(original.Graph, tokens, samples.Count);
         // Caches held in another basis (rotated, scaled): the compiled model's, and the original's when it is itself a compiled model.
         var caches = CacheTransforms.Of(compiled.Metadata);
         var originalCaches = CacheTransforms.Of(original.Metadata);
@@ -163,8 +166,9 @@ public static class Verifier
             var compNames = (gi == 0 ? outputs : []).Concat(group.Select(p => p.Compiled)).ToList();
             if (origNames.Count == 0) continue;
             var compSamples = caches.IsEmpty && stored.IsEmpty ? samples : samples.Select(x => InCacheBasis(x, caches, stored)).ToList();
-            var origSamples = originalCaches.IsEmpty && originalStored.IsEmpty ? samples
-                : samples.Select(x => InCacheBasis(x, originalCaches, originalStored)).ToList();
+            var origBase = prefixed ?? samples;
+            var origSamples = originalCaches.IsEmpty && originalStored.IsEmpty ? origBase
+                : origBase.Select(x => InCacheBasis(x, originalCaches, originalStored)).ToList();
             using var ra = VerifyRuns.Of(original, segmentsOriginal, origSamples, origNames, "original");
             using var rb = VerifyRuns.Of(compiled, segmentsCompiled, compSamples, compNames, "compiled");
             for (int s = 0; s < samples.Count; s++)
@@ -182,10 +186,18 @@ public static class Verifier
                     if (isOutputTensor && a is not null && originalCaches.Contains(origNames[k]))
                         originalCaches.ToOriginal(origNames[k], a, ro[k].Shape);
                     if (a is null || b is null) { skipped.Add(compNames[k]); continue; }
+                    var shapeA = ro[k].Shape;
+                    if (prefix is not null)
+                    {
+                        // From the first text position on (see PrefixAlignment); an intermediate of another shape is left out.
+                        var at = prefix.Align(a, shapeA, rc[k].Shape, out shapeA);
+                        if (at is null && !isOutputTensor) { skipped.Add(compNames[k]); continue; }
+                        a = at ?? a;
+                    }
                     if (a.Length != b.Length)
                         throw new BadInputException($"tensor '{compNames[k]}' has {b.Length} elements in the compiled model but its " +
                             $"original '{origNames[k]}' has {a.Length}");
-                    if (isOutputTensor && ro[k].Shape is var os && rc[k].Shape is var cs && !os.SequenceEqual(cs))
+                    if (isOutputTensor && shapeA is var os && rc[k].Shape is var cs && !os.SequenceEqual(cs))
                         throw new BadInputException($"output '{origNames[k]}' is {ShapeText(os)} in the original but {ShapeText(cs)} in " +
                             $"the compiled model");
                     bool isOutput = gi == 0 && k < outputs.Count;
@@ -232,7 +244,7 @@ public static class Verifier
         {
             Greedy = greedy
                 ? GreedyDecoding.Compare(original, compiled, tokens![0][0], GreedySteps(original, compiled, options), options.LogitsOutput,
-                    options.DecodeBudget) : null,
+                    options.DecodeBudget, prefix?.Tokens) : null,
         };
     }
 
