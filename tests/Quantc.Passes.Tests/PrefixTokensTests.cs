@@ -162,9 +162,11 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         double sqnr = q.Outputs.Single(o => o.Name == "logits").SqnrDb;
         log.WriteLine($"{flavor} w8a8-dynamic with the prefix: logits {sqnr:0.0} dB");
         Assert.InRange(sqnr, 10, 60);
-        // Without token data the original's samples cannot be made.
+        // Without token data the original's samples cannot be made; a prefix model as the reference of one without is refused.
         Assert.Contains("needs token data", Assert.Throws<BadInputException>(() =>
             Quantc.Core.Verification.Verifier.Run(original, compiled, samples, null)).Message);
+        Assert.Contains("the original model keeps prefix tokens [256, 10, 46] in its KV cache and the compiled one none",
+            Assert.Throws<BadInputException>(() => Quantc.Core.Verification.Verifier.Run(compiled, original, samples, tokens)).Message);
     }
 
     private void Within(Dictionary<string, double> worst, string what)

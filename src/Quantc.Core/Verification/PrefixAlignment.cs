@@ -38,9 +38,11 @@ public sealed class PrefixAlignment
         long[] a = Read(original.Metadata), b = Read(compiled.Metadata);
         if (a.SequenceEqual(b)) return null;
         if (a.Length > 0)
-            throw new BadInputException($"the original model keeps prefix tokens [{string.Join(", ", a)}] in its KV cache and the compiled " +
-                $"one {(b.Length == 0 ? "none" : $"[{string.Join(", ", b)}]")}: verify compares a model with a prefix against its float " +
-                "original, which has none");
+        {
+            string theirs = b.Length == 0 ? "none" : $"[{string.Join(", ", b)}]";
+            throw new BadInputException($"the original model keeps prefix tokens [{string.Join(", ", a)}] in its KV cache and the " +
+                $"compiled one {theirs}: verify compares a model with a prefix against its float original, which has none");
+        }
         return new PrefixAlignment(b);
     }
 
