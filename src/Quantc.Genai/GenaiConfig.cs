@@ -108,7 +108,8 @@ public sealed record DecoderShape(int Layers, long Heads, long KvHeads, long Hea
             int n = prefix.Split(',').Length;
             context -= n;
             notes.Add($"the model keeps {n} prefix tokens (prefix_tokens) in its KV cache ahead of the sequence, at the first " +
-                $"positions: context_length is {context}");
+                $"positions: context_length is {context}; the prefix starts with BOS, so prompts go in without one (quantc generate " +
+                "leaves it out)");
         }
         if (!stored.IsEmpty)
             notes.Add("the KV cache is stored as " +

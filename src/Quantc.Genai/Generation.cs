@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.ML.OnnxRuntimeGenAI;
 using Quantc.Onnx;
 
@@ -58,6 +59,10 @@ public sealed class GenaiModel : IDisposable
         var m = doc.RootElement.GetProperty("model");
         Bos = m.GetProperty("bos_token_id").GetInt32();
         ContextLength = m.GetProperty("context_length").GetInt32();
+        // A model compiled with prefix_tokens keeps BOS first in its KV-cache prefix: its prompts go in without one.
+        string modelFile = Path.Combine(folder, m.GetProperty("decoder").GetProperty("filename").GetString() ?? GenaiFolder.ModelFile);
+        PrefixHasBos = File.Exists(modelFile) && Quantc.Onnx.OnnxMetadata.Read(modelFile)
+            .Any(kv => kv.Key == DecoderShape.PrefixTokensKey && kv.Value.Split(',')[0] == Bos.ToString(CultureInfo.InvariantCulture));
         _unknown = UnknownId(Path.Combine(folder, "tokenizer.json"));
     }
 
@@ -78,8 +83,12 @@ public sealed class GenaiModel : IDisposable
     public int Bos { get; }
     public int ContextLength { get; }
 
+    /// <summary>Whether the model keeps BOS first in a KV-cache prefix (prefix_tokens): then <see cref="Encode"/> leaves it out.</summary>
+    public bool PrefixHasBos { get; }
+
     /// <summary>The prompt's token ids (characters outside the vocabulary as the unknown token), starting with BOS (added when the
-    /// tokenizer does not add it), as the models were trained.</summary>
+    /// tokenizer does not add it), as the models were trained — without it where the model's prefix carries it
+    /// (<see cref="PrefixHasBos"/>: a second one would change what the model computes).</summary>
     public int[] Encode(string prompt)
     {
         using var seqs = _tokenizer.Encode(prompt);
@@ -89,6 +98,7 @@ public sealed class GenaiModel : IDisposable
             if (ids[i] < 0)
                 ids[i] = _unknown ?? throw new BadInputException("the prompt has characters outside the tokenizer's vocabulary and the " +
                     "tokenizer has no unknown token");
+        if (PrefixHasBos) return ids.Length > 0 && ids[0] == Bos ? ids[1..] : ids;
         return ids.Length > 0 && ids[0] == Bos ? ids : [Bos, .. ids];
     }
 

@@ -67,7 +67,11 @@ public sealed class GenaiTests : IDisposable
         const int steps = 24;
         using var genai = new GenaiModel(dir);
         var prompt = genai.Encode("Once upon a time");
-        Assert.Equal([(int)ByteTokenizer.BosId, .. Encoding.UTF8.GetBytes("Once upon a time").Select(b => (int)b)], prompt);
+        // A prefix_tokens model keeps BOS in its KV-cache prefix: its prompt goes in without one.
+        bool prefixed = recipe == "prefixquant-w8a8";
+        Assert.Equal(prefixed, genai.PrefixHasBos);
+        int[] text = Encoding.UTF8.GetBytes("Once upon a time").Select(b => (int)b).ToArray();
+        Assert.Equal(prefixed ? text : [(int)ByteTokenizer.BosId, .. text], prompt);
         var ours = genai.Generate(prompt, new GenerateOptions { MaxTokens = steps });
         using var onnx = Model.Load(Path.Combine(dir, GenaiFolder.ModelFile));
         var loop = GreedyDecoding.Decode(onnx, prompt.Select(i => (long)i).ToList(), steps)!;
@@ -126,6 +130,22 @@ public sealed class GenaiTests : IDisposable
         Assert.Equal("present.%d.value", (string?)decoder["outputs"]!["present_value_names"]);
         Assert.Equal(Quantc.Core.Runtime.CustomOps.IsUsedBy(compiled) ? GenaiFolder.CustomOpsFile : null,
             (string?)decoder["session_options"]!["custom_ops_library"]);
+    }
+
+    /// <summary>A float model with BOS moved into its KV-cache prefix (prefix_tokens) generates in GenAI what the original does:
+    /// the prompt goes in without its own BOS, which the prefix already holds.</summary>
+    [Fact]
+    public void APrefixModelGeneratesTheOriginalsText()
+    {
+        const string prefixOnly = "passes: [{prefix_tokens: {tokens: [256]}}]";
+        using var original = new GenaiModel(Folder(Bundled("tiny-llama.onnx"), null));
+        using var prefixed = new GenaiModel(Folder(Bundled("tiny-llama.onnx"), prefixOnly));
+        Assert.False(original.PrefixHasBos);
+        Assert.True(prefixed.PrefixHasBos);
+        var a = original.Generate(original.Encode("Once upon a time"), new GenerateOptions { MaxTokens = 20 });
+        var b = prefixed.Generate(prefixed.Encode("Once upon a time"), new GenerateOptions { MaxTokens = 20 });
+        Assert.Equal(a.Generated, b.Generated);
+        Assert.Equal(original.Encode("Once upon a time")[1..], prefixed.Encode("Once upon a time"));
     }
 
     /// <summary>A model compiled earlier with RoPE inside ai.quantc.CausalAttention (lower_attention) still tells its context:
