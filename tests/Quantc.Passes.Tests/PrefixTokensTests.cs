@@ -155,6 +155,18 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(1.0, r.Logits!.Top1Agreement);
         Assert.Equal(r.Logits.OriginalPerplexity, r.Logits.CompiledPerplexity, 4);
         Assert.Equal(12, r.Greedy!.Matching);
+        if (flavor == "torch")
+        {
+            // verify --exact: the float64 original reads the prefix first as well (standard ONNX ops: the torch export only).
+            using var x64 = Model.Load(Save(_dir, original));
+            Quantc.Core.Verification.Float64Model.Convert(x64);
+            var e = Quantc.Core.Verification.Verifier.Run(original, compiled, samples, tokens,
+                new Quantc.Core.Verification.VerifyOptions { ExactReference = x64, PerLayer = false, GreedySteps = 0 });
+            var logits = e.Outputs.Single(o => o.Name == "logits");
+            log.WriteLine($"against float64: compiled {logits.SqnrVsExactDb:0.0} dB, original {logits.OriginalNoiseSqnrDb:0.0} dB");
+            Assert.True(logits.SqnrVsExactDb > 100, $"compiled against the float64 original: {logits.SqnrVsExactDb:0.0} dB");
+            Assert.Equal(logits.OriginalNoiseSqnrDb!.Value, logits.SqnrVsExactDb!.Value, 6);
+        }
         // A quantized prefix model is measured the same way: its rounding, not the prefix, is the error.
         using var w8 = Compile(flavor, "passes: [{prefix_tokens: {tokens: [256, 10, 46]}}, {quantize: {weights: int8, activations: int8, " +
             "mode: dynamic}}, {weights: {method: rtn}}, lower_qdq]");

@@ -175,7 +175,7 @@ public static class Verifier
             {
                 var ro = ra.Sample(s);
                 var rc = rb.Sample(s);
-                using var rx = exact is not null && gi == 0 ? RunOne(exact, samples[s], outputs, "float64 original") : null;
+                using var rx = exact is not null && gi == 0 ? RunOne(exact, origBase[s], outputs, "float64 original") : null;
                 for (int k = 0; k < origNames.Count; k++)
                 {
                     bool isOutputTensor = gi == 0 && k < outputs.Count;
@@ -204,7 +204,9 @@ public static class Verifier
                     if (isOutput)
                     {
                         outErr[origNames[k]].Add(a, b);
-                        if (rx is not null && AsFloat(rx[k], true) is { } e && e.Length == a.Length)
+                        if (rx is not null && AsFloat(rx[k], true) is { } ex
+                            && (prefix is null ? ex : prefix.Align(ex, rx[k].GetTensorTypeAndShape().Shape, rc[k].Shape, out _)) is { } e
+                            && e.Length == a.Length)
                         {
                             vsExact[origNames[k]].Add(e, b);
                             noise[origNames[k]].Add(e, a);
