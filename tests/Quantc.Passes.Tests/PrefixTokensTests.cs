@@ -177,6 +177,11 @@ public sealed class PrefixTokensTests(ITestOutputHelper log) : IDisposable
         // Without token data the original's samples cannot be made; a prefix model as the reference of one without is refused.
         Assert.Contains("needs token data", Assert.Throws<BadInputException>(() =>
             Quantc.Core.Verification.Verifier.Run(original, compiled, samples, null)).Message);
+        long positions = Quantc.Core.Data.TokenLimits.Of(original.Graph).Positions!.Value;
+        var full = new[] { new long[positions - 1] };  // fits the compiled model, not the original with the prefix ahead
+        Assert.Contains($"give at most {positions - 3} tokens per sample", Assert.Throws<BadInputException>(() =>
+            Quantc.Core.Verification.Verifier.Run(original, compiled, [CalibrationInputs.FromTokens(compiled.Graph, full[0])], full))
+            .Message);
         Assert.Contains("the original model keeps prefix tokens [256, 10, 46] in its KV cache and the compiled one none",
             Assert.Throws<BadInputException>(() => Quantc.Core.Verification.Verifier.Run(compiled, original, samples, tokens)).Message);
     }

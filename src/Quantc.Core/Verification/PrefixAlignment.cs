@@ -52,6 +52,12 @@ public sealed class PrefixAlignment
         if (tokens is null || tokens.Count != count)
             throw new BadInputException($"the compiled model keeps prefix tokens [{string.Join(", ", Tokens)}] in its KV cache " +
                 "(prefix_tokens): verifying it needs token data (text or token ids), which the float original reads after the prefix");
+        // The original reads the prefix ahead of each sample: the sample must leave room for it in the original's positions.
+        if (Data.TokenLimits.Of(original) is { Positions: { } positions, PositionSource: var source }
+            && tokens.FirstOrDefault(t => t.Length + Tokens.Length > positions) is { } tooLong)
+            throw new BadInputException($"a sample of {tooLong.Length} tokens and the compiled model's {Tokens.Length} prefix tokens, " +
+                $"which the original reads first, exceed the original's {positions} positions ({source}); give at most " +
+                $"{positions - Tokens.Length} tokens per sample (--seq-len)");
         return tokens.Select(t => CalibrationInputs.FromTokens(original, [.. Tokens, .. t])).ToList();
     }
 
