@@ -74,4 +74,23 @@ public sealed class VerifierTests : IDisposable
         Assert.Equal("fc1", first.OriginalName);
         Assert.True(double.IsPositiveInfinity(r.Layers.Single(l => l.CompiledName == "act0").SqnrDb));
     }
+
+    /// <summary>Provenance keeps every transform a tensor went through, in order, once each: verify compares a tensor that only
+    /// PrefixQuant's prefix changed (which it undoes) but not one also rotated or smoothed.</summary>
+    [Fact]
+    public void ProvenanceAppendsEachTransformOnce()
+    {
+        var p = new Quantc.Core.Verification.Provenance();
+        p.Record("b", "a");
+        p.RecordTransformed("b", "rotated");
+        p.RecordTransformed("b", "prefix");
+        p.RecordTransformed("b", "prefix");
+        Assert.Equal("a#rotated#prefix", p.OriginOf("b"));
+        Assert.Equal("a", p.SourceOf("b"));
+        Assert.True(p.IsTransformed("b"));
+        p.Record("c", "b");  // c stands for b: the same origin, transforms included
+        Assert.Equal("a#rotated#prefix", p.OriginOf("c"));
+        p.RecordTransformed("d", "prefix");
+        Assert.Equal("d#prefix", p.OriginOf("d"));
+    }
 }

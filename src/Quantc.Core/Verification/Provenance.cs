@@ -31,12 +31,14 @@ public sealed class Provenance
     /// version of them (<paramref name="how"/>: "smoothed", "rotated", ...), e.g. a norm output after
     /// SmoothQuant divided its channels. Its origin becomes <c>ORIGINAL#how</c>, a name no original tensor
     /// has, so <c>verify</c> does not compare it (nor what is later recorded as standing for it) against
-    /// the untransformed original, which would report a meaningless error.
+    /// the untransformed original, which would report a meaningless error. A later transform is appended
+    /// (<c>ORIGINAL#rotated#prefix</c>): verify undoes PrefixQuant's prefix (<see cref="PrefixAlignment"/>), and only a
+    /// tensor transformed by nothing else is then compared.
     /// </summary>
     public void RecordTransformed(string compiled, string how)
     {
         string origin = OriginOf(compiled);
-        if (!origin.Contains('#', StringComparison.Ordinal)) _origin[compiled] = origin + "#" + how;
+        if (!origin.EndsWith("#" + how, StringComparison.Ordinal)) _origin[compiled] = origin + "#" + how;
     }
 
     /// <summary>True when <paramref name="compiled"/> was recorded as carrying transformed values (<see

@@ -140,7 +140,7 @@ public static class Verifier
         // Caches held in another basis (rotated, scaled): the compiled model's, and the original's when it is itself a compiled model.
         var caches = CacheTransforms.Of(compiled.Metadata);
         var originalCaches = CacheTransforms.Of(original.Metadata);
-        var pairs = options.PerLayer ? MapIntermediates(original, compiled) : [];
+        var pairs = options.PerLayer ? MapIntermediates(original, compiled, prefix is not null) : [];
         var outErr = outputs.ToDictionary(o => o, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var layerErr = pairs.ToDictionary(p => p.Compiled, _ => new ErrorAccumulator(), StringComparer.Ordinal);
         var logits = new LogitsAccumulator();
@@ -300,8 +300,9 @@ public static class Verifier
     private sealed record Pair(string Compiled, string Original, long Bytes);
 
     /// <summary>Float node outputs of the compiled model whose origin (provenance, else same name) is a float node output of the
-    /// original.</summary>
-    private static List<Pair> MapIntermediates(Model original, Model compiled)
+    /// original. <paramref name="prefixAligned"/>: the original reads PrefixQuant's prefix first (<see cref="PrefixAlignment"/>), so
+    /// a tensor that prefix_tokens alone marked transformed (<c>#prefix</c>) compares with its original again.</summary>
+    private static List<Pair> MapIntermediates(Model original, Model compiled, bool prefixAligned)
     {
         var prov = Provenance.Of(compiled);
         var outputs = compiled.Graph.Outputs.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
@@ -312,6 +313,9 @@ public static class Verifier
             {
                 if (v is null || outputs.Contains(v.Name)) continue;
                 string origin = prov.OriginOf(v.Name);
+                if (prefixAligned && origin.EndsWith("#prefix", StringComparison.Ordinal) && origin.IndexOf('#', StringComparison.Ordinal)
+                    == origin.Length - "#prefix".Length)
+                    origin = origin[..^"#prefix".Length];
                 var ov = original.Graph.Find(origin);
                 if (ov?.Producer is null || !IsFloat(ov) || !IsFloat(v)) continue;
                 if (!ReferenceEquals(ov.Graph, original.Graph)) continue;
